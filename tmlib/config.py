@@ -1,0 +1,158 @@
+"""Configuration as dataclasses, shared by the library, the CLI and the notebooks' parameter cells.
+
+One way to build a config from outside data: :func:`from_dict` (strict: unknown keys and wrong
+types raise :class:`ConfigError` naming the field and the fix). YAML parameter files go through
+:func:`load_yaml`, which reports malformed files with their path and line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A parameter file or parameter dict does not fit the expected configuration."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp``; allow the lossless coercions YAML needs (int -> float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, _where=where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, _where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise :class:`ConfigError`."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    prefix = f"{_where}." if _where else ""
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(prefix + u for u in unknown)} for {cls.__name__}; "
+            f"valid names: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        obj = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{cls.__name__}: {exc}") from exc
+    return obj
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable short hash of a config (dataclass or mapping), used to key cached artifacts."""
+    payload = to_dict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """Validated ``dataclasses.replace``."""
+    return from_dict(type(cfg), {**to_dict_shallow(cfg), **changes})
+
+
+def to_dict_shallow(cfg: Any) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML parameter file into a dict, with errors that name the file and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"parameter file {path} does not exist; see papermill_params/ for the available sets")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        loc = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"malformed YAML in {path}{loc}: {getattr(exc, 'problem', exc)}; fix the syntax") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"parameter file {path} is not UTF-8 text: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameter file {path} must hold a mapping of name: value, got {type(data).__name__}")
+    return data
+
+
+def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]) -> T:
+    """Build a notebook's config from the names its parameter cells defined.
+
+    ``before`` is the set of global names that existed before the parameters cell ran. Every name
+    added since (the parameters cell plus papermill's injected cell) must be a field of ``cls``:
+    papermill silently injects misspelt parameters, so this is where they are rejected.
+    """
+    params = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
+    params = {k: v for k, v in params.items() if not isinstance(v, types.ModuleType) and not callable(v)}
+    return from_dict(cls, params)

@@ -1,0 +1,307 @@
+"""One training loop for everything: classifiers, MLM, token taggers, mask scores.
+
+:func:`fit` is a plain function built on ``accelerate``: the same call runs on this CPU, in a
+notebook, or under ``accelerate launch`` on many GPUs. It trains whatever parameters are passed
+(default: those with ``requires_grad``), evaluates with a pluggable ``evaluate`` function, keeps the
+best state by a dev metric, logs through ``on_step`` hooks, and, given ``checkpoint_dir``,
+checkpoints atomically and resumes after an interruption exactly where it stopped.
+
+:func:`train_classifier` and :func:`evaluate_classifier` wrap it for sequence classification.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config import config_hash
+from .runs import atomic_save
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-5               # peak learning rate (linear warmup, linear decay)
+    batch_size: int = 32
+    epochs: float = 3.0            # used when max_steps == 0
+    max_steps: int = 0             # > 0 overrides epochs
+    max_length: int = 128          # tokens; longer texts are truncated
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0         # 0 disables
+    eval_every: int = 0            # steps between dev evaluations; 0 = once per epoch
+    select_metric: str = "accuracy"  # dev metric for picking the best state ("" = keep the last state)
+    seed: int = 0
+    checkpoint_every: int = 0      # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.lr <= 0 or self.batch_size < 1 or self.max_length < 2:
+            raise ValueError("lr must be > 0, batch_size >= 1, max_length >= 2")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)   # one row per evaluation: step, epoch, train_loss, dev metrics
+    best: dict = field(default_factory=dict)            # the row of the selected state
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def linear_schedule(step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier: linear warmup to 1 over ``warmup`` steps, then linear decay to 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def get_accelerator():
+    from accelerate import Accelerator
+
+    return Accelerator()
+
+
+def _loader(data, batch_size: int, collate_fn, shuffle: bool, seed: int) -> DataLoader:
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=gen)
+
+
+def _state_for_best(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fit(
+    model: torch.nn.Module,
+    train_data,
+    cfg: TrainConfig,
+    *,
+    collate_fn: Callable,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    params: Iterable[torch.nn.Parameter] | None = None,
+    optimizer_cls=torch.optim.AdamW,
+    checkpoint_dir: str | Path | None = None,
+    on_step: Sequence[Callable[[int, torch.nn.Module, dict], None]] = (),
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` on ``train_data`` (a map-style dataset fed through ``collate_fn``).
+
+    The model's forward must return an object with ``.loss`` given a collated batch. ``evaluate``
+    maps the model to a dict of dev metrics; the state with the best ``cfg.select_metric`` is loaded
+    back at the end. Returns the evaluation history.
+    """
+    import time
+
+    set_seed(cfg.seed)
+    acc = get_accelerator()
+    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
+    if not params:
+        raise ValueError("no trainable parameters: every parameter passed has requires_grad=False")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
+                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+    optimizer = optimizer_cls(groups, lr=cfg.lr)
+    per_epoch = math.ceil(len(train_data) / cfg.batch_size)
+    if per_epoch == 0:
+        raise ValueError("training data is empty")
+    total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
+    warmup = int(cfg.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total))
+    model, optimizer, sched = acc.prepare(model, optimizer, sched)
+
+    result = FitResult()
+    best_state, best_value = None, -math.inf
+    step, running, n_running = 0, 0.0, 0
+    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    key = config_hash(cfg)
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state.get("config_hash") == key and state.get("n_params") == len(params):
+            acc.unwrap_model(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            step, result.history = state["step"], state["history"]
+            best_value, best_state = state["best_value"], state["best_state"]
+            result.best = state["best"]
+            torch.set_rng_state(state["rng"])
+
+    def save_checkpoint() -> None:
+        if ckpt is None or not acc.is_main_process:
+            return
+        payload = {"config_hash": key, "n_params": len(params), "step": step, "history": result.history,
+                   "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                   "scheduler": sched.state_dict(), "best_value": best_value, "best_state": best_state,
+                   "best": result.best, "rng": torch.get_rng_state()}
+        atomic_save(ckpt, lambda tmp: torch.save(payload, tmp))
+
+    def run_eval(epoch: float) -> None:
+        nonlocal best_state, best_value, running, n_running
+        row = {"step": step, "epoch": round(epoch, 3), "train_loss": running / max(1, n_running)}
+        running, n_running = 0.0, 0
+        if evaluate is not None:
+            model.eval()
+            with torch.no_grad():
+                row.update(evaluate(acc.unwrap_model(model)))
+            model.train()
+        result.history.append(row)
+        value = row.get(cfg.select_metric) if cfg.select_metric else None
+        if value is not None and value > best_value:
+            best_value, best_state, result.best = value, _state_for_best(acc.unwrap_model(model)), row
+        elif not cfg.select_metric or value is None:
+            result.best = row
+
+    start = time.perf_counter()
+    eval_every = cfg.eval_every if cfg.eval_every > 0 else per_epoch
+    ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else eval_every
+    bar = tqdm(total=total, initial=step, desc=desc, disable=not cfg.progress or not acc.is_main_process,
+               dynamic_ncols=True, leave=False)
+    model.train()
+    while step < total:
+        epoch = step // per_epoch
+        skip = step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
+        loader = acc.prepare(_loader(train_data, cfg.batch_size, collate_fn, True, cfg.seed * 1000 + epoch))
+        for i, batch in enumerate(loader):
+            if i < skip:
+                continue
+            out = model(**batch)
+            acc.backward(out.loss)
+            if cfg.grad_clip > 0:
+                acc.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            sched.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            running += out.loss.item()
+            n_running += 1
+            logs = {"loss": out.loss.item(), "lr": sched.get_last_lr()[0]}
+            for hook in on_step:
+                hook(step, acc.unwrap_model(model), logs)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            if step % eval_every == 0 or step == total:
+                run_eval(step / per_epoch)
+            if step % ckpt_every == 0 and step < total:
+                save_checkpoint()
+            if step >= total:
+                break
+    bar.close()
+    if best_state is not None:
+        acc.unwrap_model(model).load_state_dict(best_state)
+    result.steps = step
+    result.seconds = time.perf_counter() - start
+    if ckpt is not None and acc.is_main_process:
+        ckpt.unlink(missing_ok=True)  # finished: the caller saves the final artifact
+    return result
+
+
+# ------------------------------------------------------------------------------------- classification
+
+def encode(ds, tokenizer, max_length: int, text_column: str = "text", pair_column: str | None = None):
+    """Tokenize a ``datasets.Dataset`` (truncating to ``max_length``) into model inputs + ``labels``."""
+    def fn(batch):
+        args = (batch[text_column],) if pair_column is None else (batch[pair_column], batch[text_column])
+        enc = tokenizer(*args, truncation=True, max_length=max_length)
+        if "label" in batch:
+            enc["labels"] = batch["label"]
+        return enc
+
+    keep = [c for c in ds.column_names]
+    return ds.map(fn, batched=True, remove_columns=keep, desc="tokenize")
+
+
+class ClassifierCollator:
+    """Pads a list of encoded examples into a batch."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, examples: list[dict]) -> dict:
+        return self.tokenizer.pad(examples, return_tensors="pt")
+
+
+class EvalBatches:
+    """Tokenized, padded, length-sorted batches built once and reused for every evaluation."""
+
+    def __init__(self, encoded, tokenizer, batch_size: int = 64):
+        order = np.argsort([len(x) for x in encoded["input_ids"]], kind="stable")
+        collate = ClassifierCollator(tokenizer)
+        rows = [encoded[int(i)] for i in order]
+        self.batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+        self.n = len(rows)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+@torch.no_grad()
+def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None) -> dict:
+    """Mean cross-entropy and accuracy over cached batches."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    loss_sum, correct = 0.0, 0
+    for batch in batches.batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out = model(**batch)
+        n = batch["labels"].numel()
+        loss_sum += out.loss.item() * n
+        correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
+    model.train(was_training)
+    return {"loss": loss_sum / len(batches), "accuracy": correct / len(batches)}
+
+
+@dataclass
+class ClassifierResult:
+    dev: dict
+    test: dict
+    fit: FitResult
+
+
+def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, optimizer_cls=torch.optim.AdamW,
+                     checkpoint_dir=None, on_step=(), desc="fine-tune") -> ClassifierResult:
+    """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label).
+
+    Selects the best state by dev accuracy, then reports dev and test metrics of that state.
+    """
+    check_labels(model, data)
+    enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test")}
+    dev, test = EvalBatches(enc["dev"], tokenizer), EvalBatches(enc["test"], tokenizer)
+    res = fit(model, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
+              evaluate=lambda m: _dev_metrics(m, dev),
+              params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc)
+    return ClassifierResult(dev=evaluate_classifier(model, dev), test=evaluate_classifier(model, test), fit=res)
+
+
+def _dev_metrics(model, dev: EvalBatches) -> dict:
+    m = evaluate_classifier(model, dev)
+    return {"accuracy": m["accuracy"], "dev_loss": m["loss"]}
+
+
+def check_labels(model, data) -> None:
+    """The model head must have exactly as many outputs as the task has classes."""
+    from .data import label_names
+
+    names = label_names(data)
+    n_head = getattr(model.config, "num_labels", None)
+    if n_head is not None and n_head != len(names):
+        raise ValueError(
+            f"the model head has {n_head} outputs but the task has {len(names)} classes {names}; "
+            f"load the model with tmlib.models.load_classifier(name, label_names)"
+        )
