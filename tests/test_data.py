@@ -1,0 +1,132 @@
+"""Loaders on the real fetched assets: counts and label balance, plus user files and bad input."""
+import collections
+
+import pytest
+
+from tmlib import data
+from tmlib.data import DataError, load_corpus, load_task
+
+EXPECTED = {  # total examples, class counts over all splits (after dropping neutral and duplicate texts)
+    "mr": (4000, {0: 2000, 1: 2000}),
+    "mr_cased": (10566, {1: 5241, 0: 5325}),
+    "amazon": (3600, {1: 2120, 0: 1480}),
+    "pang_lee_docs": (1500, {0: 750, 1: 750}),
+    "bbc": (2126, {0: 503, 1: 369, 2: 403, 3: 504, 4: 347}),  # 2,225 articles, 99 duplicates
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_builtin_task_counts_and_balance(name):
+    dd = load_task(name)
+    total, classes = EXPECTED[name]
+    assert sum(len(dd[s]) for s in data.SPLITS) == total
+    counts = collections.Counter(l for s in data.SPLITS for l in dd[s]["label"])
+    assert dict(counts) == classes
+    # stratified 80/10/10
+    assert abs(len(dd["dev"]) - total / 10) <= len(classes)
+    train = collections.Counter(dd["train"]["label"])
+    for c, n in classes.items():
+        assert abs(train[c] / len(dd["train"]) - n / total) < 0.01
+    # no overlap between splits
+    ids = [set(t.lower() for t in dd[s]["text"]) for s in data.SPLITS]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+
+
+def test_splits_are_seeded():
+    a, b, c = load_task("mr", seed=0), load_task("mr", seed=0), load_task("mr", seed=1)
+    assert a["dev"]["text"] == b["dev"]["text"]
+    assert a["dev"]["text"] != c["dev"]["text"]
+
+
+def test_label_names_and_casing():
+    assert data.label_names(load_task("mr")) == ["negative", "positive"]
+    assert data.label_names(load_task("bbc"))[3] == "sports"
+    assert any(ch.isupper() for ch in load_task("mr_cased")["train"][0]["text"])
+
+
+def test_max_examples_keeps_balance():
+    dd = load_task("mr", max_examples=40)
+    assert len(dd["train"]) == 40
+    assert collections.Counter(dd["train"]["label"]) == {0: 20, 1: 20}
+
+
+@pytest.mark.parametrize("name, n_min, words_min", [("pang_lee", 45000, 1_000_000), ("bbc", 30000, 600_000)])
+def test_corpora(name, n_min, words_min):
+    ds = load_corpus(name)
+    assert len(ds) > n_min
+    assert sum(len(t.split()) for t in ds["text"]) > words_min
+    assert all(t.strip() for t in ds["text"][:1000])
+
+
+def test_corpus_subsample():
+    assert len(load_corpus("pang_lee", max_sentences=100)) == 100
+
+
+def test_split_sentences():
+    s = data.split_sentences('He said "Stop." Then he left. It was 3 p.m. ok\n\nNew para here now.')
+    assert s[0] == 'He said "Stop."' and s[-1] == "New para here now."
+
+
+# ------------------------------------------------------------------ user files and bad input
+
+def test_csv_and_jsonl(tmp_path):
+    csv = tmp_path / "r.csv"
+    csv.write_text("review,stars\n" + "".join(f"text {i},{'good' if i % 2 else 'bad'}\n" for i in range(40)))
+    dd = load_task(f"csv:{csv}", text_column="review", label_column="stars")
+    assert data.label_names(dd) == ["bad", "good"] and sum(len(d) for d in dd.values()) == 40
+    js = tmp_path / "r.jsonl"
+    js.write_text("".join(f'{{"text": "t {i}", "label": {i % 3}}}\n' for i in range(30)))
+    assert data.label_names(load_task(f"jsonl:{js}")) == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("text,label\n", "has no rows"),
+    ("body,label\nx,1\ny,0\n", "has no column 'text'"),
+    ("text,lab\nx,1\ny,0\n", "has no column 'label'"),
+    ("text,label\nx,1\ny,1\nz,1\n", "single class"),
+    ("text,label\nx,1\n ,0\nz,0\n", "empty 'text'"),
+    ("text,label\nx,1\ny,\nz,0\n", "without a 'label' value"),
+])
+def test_bad_user_files(tmp_path, content, fragment):
+    f = tmp_path / "d.csv"
+    f.write_text(content)
+    with pytest.raises(DataError, match=fragment):
+        load_task(f"csv:{f}")
+
+
+def test_non_utf8_file(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_bytes(b"text,label\ncaf\xe9,1\nok,0\n")
+    with pytest.raises(DataError, match=r"not valid utf-8-sig: byte 0xe9 .*line 2"):
+        load_task(f"csv:{f}")
+
+
+def test_bad_jsonl_line(tmp_path):
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"text": "a", "label": 1}\n{oops\n')
+    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+        load_task(f"jsonl:{f}")
+
+
+def test_unknown_and_missing():
+    with pytest.raises(DataError, match="unknown dataset 'sst3'; builtin tasks: mr"):
+        load_task("sst3")
+    with pytest.raises(DataError, match="does not exist"):
+        load_task("csv:/nonexistent/file.csv")
+    with pytest.raises(DataError, match="unknown corpus"):
+        load_corpus("wiki")
+
+
+def test_hub_dataset_fails_fast_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from tmlib import hub
+
+    hub.hub_reachable.cache_clear()
+    with pytest.raises(DataError, match="unreachable .*builtin task instead: mr"):
+        load_task("hub:rotten_tomatoes")
+    hub.hub_reachable.cache_clear()
+
+
+def test_empty_split_rejected():
+    with pytest.raises(DataError, match="empty"):
+        data.stratified_split([], [], ["a", "b"])
