@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from tmlib import models
+from tmlib.training import TrainConfig, check_labels, linear_schedule, train_classifier
+
+
+def _cfg(**kw):
+    base = dict(lr=3e-3, batch_size=8, epochs=4, max_length=16, progress=False, seed=0, warmup_ratio=0.0)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_learns_tiny_task(tiny_task, tokenizer):
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    res = train_classifier(m, tiny_task, tokenizer, _cfg(epochs=6))
+    assert res.fit.history[-1]["train_loss"] < res.fit.history[0]["train_loss"]
+    assert res.dev["accuracy"] >= 0.75
+    assert res.dev["accuracy"] == max(h["accuracy"] for h in res.fit.history)  # best state restored
+
+
+def test_deterministic(tiny_task, tokenizer):
+    runs = []
+    for _ in range(2):
+        m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+        runs.append(train_classifier(m, tiny_task, tokenizer, _cfg(epochs=2)).fit.history)
+    assert runs[0] == runs[1]
+
+
+def test_only_passed_params_train(tiny_task, tokenizer):
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    biases = [p for n, p in m.named_parameters() if n.endswith("bias")]
+    train_classifier(m, tiny_task, tokenizer, _cfg(epochs=1), params=biases)
+    after = m.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.endswith("bias") for k in changed)
+
+
+def test_resume_after_interrupt(tiny_task, tokenizer, tmp_path):
+    """Kill training mid-run; a restart resumes from the checkpoint and ends where an uninterrupted run ends."""
+    cfg = _cfg(epochs=3, checkpoint_every=2)
+    ref = train_classifier(models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0),
+                           tiny_task, tokenizer, cfg)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step, model, logs):
+        if step == 5:
+            raise Stop
+
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    with pytest.raises(Stop):
+        train_classifier(m, tiny_task, tokenizer, cfg, checkpoint_dir=tmp_path, on_step=[interrupt])
+    assert (tmp_path / "checkpoint.pt").is_file()
+    seen = []
+    m2 = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    res = train_classifier(m2, tiny_task, tokenizer, cfg, checkpoint_dir=tmp_path,
+                           on_step=[lambda s, m, l: seen.append(s)])
+    assert seen[0] == 5  # resumed after the last checkpoint (step 4), not from scratch
+    assert res.fit.steps == ref.fit.steps
+    assert res.dev == pytest.approx(ref.dev)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_label_mismatch_is_clear(tiny_task, tokenizer):
+    m = models.load_classifier("scratch:tiny", ["a", "b", "c"], seed=0)
+    with pytest.raises(ValueError, match="head has 3 outputs but the task has 2 classes"):
+        check_labels(m, tiny_task)
+
+
+def test_no_trainable_params(tiny_task, tokenizer):
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train_classifier(m, tiny_task, tokenizer, _cfg(), params=[])
+
+
+def test_bad_config():
+    with pytest.raises(ValueError):
+        TrainConfig(lr=0)
+
+
+def test_linear_schedule():
+    assert linear_schedule(0, 2, 10) == 0.5 and linear_schedule(1, 2, 10) == 1.0
+    assert linear_schedule(6, 2, 10) == 0.5 and linear_schedule(10, 2, 10) == 0.0
