@@ -83,3 +83,23 @@ def test_bad_config():
 def test_linear_schedule():
     assert linear_schedule(0, 2, 10) == 0.5 and linear_schedule(1, 2, 10) == 1.0
     assert linear_schedule(6, 2, 10) == 0.5 and linear_schedule(10, 2, 10) == 0.0
+
+
+@pytest.mark.slow
+def test_data_parallel_launch(tmp_path):
+    """The CLI entry point runs unchanged with 2 data-parallel processes (gloo on CPU, as NCCL on GPUs)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "run"
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "tmlib", "finetune", "--task", "mr",
+                           "--model", "scratch:tiny", "--out", str(out), "--max-examples", "64", "--epochs", "2",
+                           "--batch-size", "8", "--max-length", "32"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["processes"] == 2
+    assert [h["step"] for h in res["history"]] == [4, 8]  # 64 examples / (8 x 2 processes) = 4 steps per epoch
+    assert (out / "model" / "config.json").is_file()

@@ -5,6 +5,9 @@
     python -m tmlib assets list                what each asset is and where it lives
     python -m tmlib suite --params default --out runs/default [--only 01 03]
                                                run the notebooks with papermill
+    python -m tmlib finetune --task mr --model minilm --out runs/ft_mr [--epochs 3 --lr 2e-5 ...]
+                                               fine-tune a classifier; runs unchanged under
+                                               `accelerate launch -m tmlib finetune ...` (multi-GPU)
 """
 from __future__ import annotations
 
@@ -39,6 +42,34 @@ def _suite(args) -> int:
     return 0
 
 
+def _finetune(args) -> int:
+    from dataclasses import fields
+
+    from .config import from_dict
+    from .data import label_names, load_task
+    from .models import load_classifier, load_tokenizer
+    from .runs import RunStore
+    from .training import TrainConfig, get_accelerator, train_classifier
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    cfg = from_dict(TrainConfig, overrides)
+    data = load_task(args.task, seed=args.data_seed, max_examples=args.max_examples)
+    model = load_classifier(args.model, label_names(data), seed=cfg.seed)
+    tok = load_tokenizer(args.model)
+    store = RunStore(args.out)
+    res = train_classifier(model, data, tok, cfg, checkpoint_dir=store.root / "checkpoint")
+    acc = get_accelerator()
+    if acc.is_main_process:
+        acc.unwrap_model(model).save_pretrained(store.root / "model")
+        tok.save_pretrained(store.root / "model")
+        store.write_json("results.json", {"task": args.task, "model": args.model, "config": cfg, "dev": res.dev,
+                                          "test": res.test, "history": res.fit.history, "seconds": res.fit.seconds,
+                                          "processes": acc.num_processes, "device": str(acc.device)})
+        print(f"dev accuracy {res.dev['accuracy']:.4f}  test accuracy {res.test['accuracy']:.4f}  "
+              f"({res.fit.steps} steps, {res.fit.seconds:.0f} s, {acc.num_processes} process(es) on {acc.device})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,6 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     ps.set_defaults(func=_suite)
+    pf = sub.add_parser("finetune", help="fine-tune a sequence classifier (accelerate-launchable)")
+    pf.add_argument("--task", default="mr", help="builtin task, csv:<path>, jsonl:<path> or hub:<name>")
+    pf.add_argument("--model", default="minilm", help="minilm, scratch:<size>, a checkpoint dir or a hub name")
+    pf.add_argument("--out", required=True, help="run directory (model, results.json)")
+    pf.add_argument("--data-seed", type=int, default=0)
+    pf.add_argument("--max-examples", type=int, default=None, help="cap each split (quick runs)")
+    for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
+                      ("max_length", int), ("seed", int), ("eval_every", int)]:
+        pf.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    pf.set_defaults(func=_finetune)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -72,9 +72,11 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
 
 
 def get_accelerator():
+    """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
+    --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo."""
     from accelerate import Accelerator
 
-    return Accelerator()
+    return Accelerator(cpu=not torch.cuda.is_available())
 
 
 def _loader(data, batch_size: int, collate_fn, shuffle: bool, seed: int) -> DataLoader:
@@ -118,9 +120,10 @@ def fit(
     groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
                           {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
     optimizer = optimizer_cls(groups, lr=cfg.lr)
-    per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    if per_epoch == 0:
+    if len(train_data) == 0:
         raise ValueError("training data is empty")
+    # batches per epoch *per process*: under data parallelism each process sees 1/N of every epoch
+    per_epoch = len(acc.prepare(_loader(train_data, cfg.batch_size, collate_fn, True, cfg.seed)))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
     warmup = int(cfg.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total))
@@ -177,6 +180,7 @@ def fit(
         epoch = step // per_epoch
         skip = step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
         loader = acc.prepare(_loader(train_data, cfg.batch_size, collate_fn, True, cfg.seed * 1000 + epoch))
+        before = step
         for i, batch in enumerate(loader):
             if i < skip:
                 continue
@@ -201,6 +205,8 @@ def fit(
                 save_checkpoint()
             if step >= total:
                 break
+        if step == before:
+            raise RuntimeError(f"an epoch produced no training step (resume at step {step}, {per_epoch} batches/epoch)")
     bar.close()
     if best_state is not None:
         acc.unwrap_model(model).load_state_dict(best_state)
