@@ -1,10 +1,16 @@
-"""Every notebook follows the suite's conventions (fast checks; the smoke runs live beside each module's tests)."""
-import json
+"""Every notebook follows the suite's conventions; the suite runner is atomic and rejects bad parameters.
 
+The smoke runs of each notebook live beside its experiment's tests (tests/test_nb_NN.py).
+"""
+import json
+from pathlib import Path
+
+import nbformat
 import papermill as pm
 import pytest
 import yaml
 
+from tmlib import suite
 from tmlib.config import ConfigError
 from tmlib.suite import PARAMS, notebooks, params_file, run_suite
 
@@ -13,16 +19,24 @@ SETS = ("smoke", "default", "paper")
 
 
 def test_suite_has_notebooks():
+    stems = [nb.stem[:2] for nb in NOTEBOOKS]
+    assert stems == sorted(set(stems)), "one notebook per number"
     assert len(NOTEBOOKS) >= 1
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_conventions(nb):
     doc = json.loads(nb.read_text())
-    tagged = [c for c in doc["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    cells = doc["cells"]
+    tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    code = [c for c in doc["cells"] if c["cell_type"] == "code"]
+    code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks with outputs stripped"
+    assert cells[0]["cell_type"] == "markdown", "open with prose: what the paper claims and what this notebook shows"
+    after = "".join(cells[tagged[0] + 1]["source"])
+    assert "notebook_config(" in after, "the cell after the parameters must build the config (rejects unknown names)"
+    before = "".join("".join(c["source"]) for c in cells[:tagged[0]] if c["cell_type"] == "code")
+    assert "_before = set(globals())" in before
     params = pm.inspect_notebook(str(nb))
     assert "out_dir" in params
     for name, p in params.items():
@@ -36,18 +50,82 @@ def test_conventions(nb):
         assert eval(params[name]["default"]) == value, f"parameters cell default of {name} differs from default.yaml"
 
 
-def test_malformed_yaml_stops_before_running(tmp_path, monkeypatch):
-    nb = NOTEBOOKS[0]
-    bad = PARAMS / nb.stem / "zz_broken_test.yaml"
-    bad.write_text("seeds: [0, 1\n")
-    try:
-        with pytest.raises(ConfigError, match="malformed YAML"):
-            run_suite("zz_broken_test", tmp_path, only=[nb.stem[:2]])
-    finally:
-        bad.unlink()
-    assert not list(tmp_path.glob("*.ipynb"))
+def test_notebooks_are_thin():
+    """Logic lives in tmlib: notebook code cells hold no function/class definitions and no long loops."""
+    for nb in NOTEBOOKS:
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            src = "".join(cell["source"])
+            assert "\ndef " not in "\n" + src and "\nclass " not in "\n" + src, f"{nb.name}: move definitions into tmlib"
+            assert len(src.splitlines()) <= 25, f"{nb.name}: a {len(src.splitlines())}-line cell; move logic into tmlib"
 
 
-def test_missing_parameter_set(tmp_path):
-    with pytest.raises(ConfigError, match="parameter set 'nonexistent' is missing"):
+# ------------------------------------------------------------------ the runner itself, on a fixture notebook
+
+@pytest.fixture
+def fixture_suite(tmp_path, monkeypatch):
+    """A one-notebook suite (a 2-second notebook) so the runner's behaviour is tested without training."""
+    nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
+    nbdir.mkdir()
+    (pdir / "00_fixture").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# fixture"),
+        nbformat.v4.new_code_cell("import json, pathlib\nfrom tmlib.config import notebook_config\n"
+                                  "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"),
+        nbformat.v4.new_code_cell('out_dir = "x"  # output folder\nsteps = 3  # how many steps', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("cfg = notebook_config(FixtureConfig, globals(), _before)"),
+        nbformat.v4.new_code_cell("assert cfg.steps > 0, 'steps must be positive'\n"
+                                  "p = pathlib.Path(cfg.out_dir); p.mkdir(parents=True, exist_ok=True)\n"
+                                  "(p / 'summary.csv').write_text(f'metric,value\\nsteps,{cfg.steps}\\n')"),
+    ]
+    nbformat.write(nb, nbdir / "00_fixture.ipynb")
+    (pdir / "00_fixture" / "smoke.yaml").write_text("steps: 2\n")
+    (pdir / "00_fixture" / "bad.yaml").write_text("steps: -1\n")
+    monkeypatch.setattr(suite, "NOTEBOOKS", nbdir)
+    monkeypatch.setattr(suite, "PARAMS", pdir)
+    return nbdir / "00_fixture.ipynb"
+
+
+@pytest.mark.slow
+def test_runner_rejects_unknown_parameter_and_keeps_good_output(fixture_suite, tmp_path):
+    out = tmp_path / "run"
+    good = suite.run_notebook(fixture_suite, "smoke", out)
+    assert good == out / "00_fixture.ipynb" and (out / "00_fixture" / "summary.csv").read_text().endswith("steps,2\n")
+    before = good.read_bytes()
+    # papermill injects a misspelt parameter without complaint: the notebook's config cell must reject it
+    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter\(s\) stpes"):
+        suite.run_notebook(fixture_suite, "smoke", out, extra={"stpes": 4})
+    with pytest.raises(pm.PapermillExecutionError, match="expected an integer"):
+        suite.run_notebook(fixture_suite, "smoke", out, extra={"steps": "four"})
+    assert good.read_bytes() == before, "a failed run must not replace the last good executed notebook"
+    assert (out / "00_fixture.failed.ipynb").is_file()
+    assert not list(out.glob(".*partial*"))
+
+
+@pytest.mark.slow
+def test_run_suite_writes_timing_and_results(fixture_suite, tmp_path):
+    out = tmp_path / "run"
+    rows = run_suite("smoke", out)
+    assert [r["notebook"] for r in rows] == ["00_fixture.ipynb"] and rows[0]["peak_rss_mb"] > 0
+    assert "00_fixture" in (out / "results.md").read_text() and "| steps | 2 |" in (out / "results.md").read_text()
+    with pytest.raises(RuntimeError, match="00_fixture.failed.ipynb"):
+        run_suite("bad", out)
+    assert (out / "00_fixture.ipynb").is_file()
+
+
+def test_malformed_yaml_stops_before_running(fixture_suite, tmp_path):
+    (suite.PARAMS / "00_fixture" / "broken.yaml").write_text("steps: [0, 1\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML in .*broken.yaml \(line 2"):
+        run_suite("broken", tmp_path / "run")
+    assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.ipynb"))
+
+
+def test_missing_parameter_set(fixture_suite, tmp_path):
+    with pytest.raises(ConfigError, match="parameter set 'nonexistent' is missing.*available sets: bad, smoke"):
         run_suite("nonexistent", tmp_path)
+    with pytest.raises(ConfigError, match="no notebooks matched.*available: 00_fixture"):
+        run_suite("smoke", tmp_path, only=["99"])

@@ -4,9 +4,11 @@
 
 For every notebook ``notebooks/NN_name.ipynb`` with a ``papermill_params/NN_name/<params>.yaml``, the
 parameter file is validated first (malformed YAML stops before anything runs), then the notebook is
-executed in its own process with ``out_dir=<out>/NN_name`` injected; the executed notebook lands in
-``<out>/NN_name.ipynb`` and its figures/CSV/JSON in ``<out>/NN_name/``. Wall time and peak memory
-of each notebook go to ``<out>/suite_timing.csv``.
+executed in its own process with ``out_dir=<out>/NN_name`` injected. The executed notebook is written
+to a temporary name and renamed to ``<out>/NN_name.ipynb`` only when every cell ran, so a failed or
+interrupted run never replaces a good executed notebook: it is kept as ``<out>/NN_name.failed.ipynb``.
+Figures/CSV/JSON land in ``<out>/NN_name/``. Wall time and peak memory of each notebook go to
+``<out>/suite_timing.csv``, and every notebook's ``summary.csv`` is collected into ``<out>/results.md``.
 """
 from __future__ import annotations
 
@@ -33,18 +35,37 @@ def params_file(notebook: Path, params: str) -> Path:
     return PARAMS / notebook.stem / f"{params}.yaml"
 
 
+def parameter_sets() -> list[str]:
+    """Names of the parameter sets every notebook has."""
+    sets = [{p.stem for p in (PARAMS / nb.stem).glob("*.yaml")} for nb in notebooks()]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
 def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = None, extra: dict | None = None) -> Path:
-    """Execute one notebook with papermill in this process; returns the executed notebook's path."""
+    """Execute one notebook with papermill in this process; returns the executed notebook's path.
+
+    ``params`` is a parameter-set name (``papermill_params/<notebook>/<params>.yaml``) or a YAML path.
+    The output is written under a temporary name and renamed when the run succeeded; on failure it is
+    moved to ``NN_name.failed.ipynb`` (the previous good ``NN_name.ipynb``, if any, stays untouched).
+    """
     import papermill as pm
 
-    pfile = params_file(notebook, params)
+    pfile = Path(params) if str(params).endswith(".yaml") else params_file(notebook, params)
     values = load_yaml(pfile)
     values["out_dir"] = str((out / notebook.stem).resolve())
     values.update(extra or {})
     out.mkdir(parents=True, exist_ok=True)
     target = out / notebook.name
-    pm.execute_notebook(str(notebook), str(target), parameters=values, cwd=str(ROOT),
-                        kernel_name=kernel or _kernel_name(), progress_bar=False, log_output=False)
+    partial = out / f".{notebook.stem}.partial.ipynb"
+    try:
+        pm.execute_notebook(str(notebook), str(partial), parameters=values, cwd=str(ROOT),
+                            kernel_name=kernel or _kernel_name(), progress_bar=False, log_output=False)
+    except BaseException:
+        if partial.exists():
+            os.replace(partial, out / f"{notebook.stem}.failed.ipynb")
+        raise
+    os.replace(partial, target)
+    (out / f"{notebook.stem}.failed.ipynb").unlink(missing_ok=True)
     return target
 
 
@@ -69,22 +90,24 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     out = Path(out or ROOT / "runs" / params)
     nbs = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
     if not nbs:
-        raise ConfigError(f"no notebooks matched {only} in {NOTEBOOKS}")
+        raise ConfigError(f"no notebooks matched {only} in {NOTEBOOKS}; available: "
+                          f"{', '.join(nb.stem for nb in notebooks()) or 'none'}")
     missing = [str(params_file(nb, params)) for nb in nbs if not params_file(nb, params).is_file()]
     if missing:
-        raise ConfigError(f"parameter set {params!r} is missing for: {', '.join(missing)}")
+        raise ConfigError(f"parameter set {params!r} is missing for: {', '.join(missing)}; "
+                          f"available sets: {', '.join(parameter_sets()) or 'none'}")
     for nb in nbs:  # validate every file before spending time on the first notebook
         load_yaml(params_file(nb, params))
     kernel = kernel or _kernel_name()
     rows = []
     for nb in nbs:
         print(f"[tmlib suite] {nb.name} with {params}.yaml -> {out / nb.name}", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), params, str(out), kernel],
+        proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)), str(out), kernel],
                               capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr[-6000:])
             raise RuntimeError(f"{nb.name} failed with parameter set {params!r}; the executed notebook with the "
-                               f"error is {out / nb.name}")
+                               f"error is {out / (nb.stem + '.failed.ipynb')}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"[tmlib suite]   done in {row['seconds']:.0f} s, peak memory {row['peak_rss_mb']:.0f} MB", flush=True)
@@ -92,16 +115,45 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
 
     from .runs import atomic_write_text
 
-    atomic_write_text(out / "suite_timing.csv", pd.DataFrame(rows).to_csv(index=False))
+    timing = out / "suite_timing.csv"
+    old = pd.read_csv(timing) if timing.is_file() else pd.DataFrame(columns=["notebook"])
+    merged = pd.concat([old[~old["notebook"].isin([r["notebook"] for r in rows])], pd.DataFrame(rows)])
+    atomic_write_text(timing, merged.sort_values("notebook").to_csv(index=False))
+    atomic_write_text(out / "results.md", results_markdown(out, params))
     return rows
+
+
+def markdown_table(frame, floatfmt: str = "{:.4g}") -> str:
+    """A DataFrame as a GitHub-flavoured markdown table (no extra dependency)."""
+    cols = [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in frame.itertuples(index=False):
+        cells = [floatfmt.format(v) if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_markdown(out: Path, params: str) -> str:
+    """One page with every notebook's ``summary.csv`` and the suite timing, for a run folder."""
+    import pandas as pd
+
+    parts = [f"# tmlib suite results: parameter set `{params}`", ""]
+    timing = out / "suite_timing.csv"
+    if timing.is_file():
+        parts += ["## Wall time and peak memory per notebook", "", markdown_table(pd.read_csv(timing)), ""]
+    for nb_dir in sorted(p for p in out.iterdir() if p.is_dir() and p.name[:2].isdigit()):
+        summary = nb_dir / "summary.csv"
+        if summary.is_file():
+            parts += [f"## {nb_dir.name}", "", markdown_table(pd.read_csv(summary)), ""]
+    return "\n".join(parts)
 
 
 def _one(notebook: str, params: str, out: str, kernel: str) -> None:
     start = time.perf_counter()
     run_notebook(Path(notebook), params, Path(out), kernel=kernel)
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"notebook": Path(notebook).name, "params": params, "seconds": time.perf_counter() - start,
-                      "peak_rss_mb": peak_kb / 1024}))
+    print(json.dumps({"notebook": Path(notebook).name, "params": Path(params).stem, "seconds": round(time.perf_counter() - start, 1),
+                      "peak_rss_mb": round(peak_kb / 1024, 1)}))
 
 
 if __name__ == "__main__":
