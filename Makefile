@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PARAMS ?= default
 STAMP  := $(VENV)/.tmlib-installed
 
-.PHONY: setup assets run test test-fast bench clean-runs
+.PHONY: setup assets browser run test test-fast bench bench-quick clean-runs
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -25,7 +25,13 @@ assets: $(STAMP)
 run: assets
 	$(PY) -m tmlib suite --params $(PARAMS) --out runs/$(PARAMS)
 
-test: assets
+# Debian's Chromium for the headless-browser check of the HTML report (best effort: without it that test skips)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium) >/dev/null 2>&1; } \
+	  || echo "note: chromium not installed; the browser test will be skipped"
+
+test: assets browser
 	$(PY) -m pytest -q
 
 test-fast: assets
@@ -33,6 +39,9 @@ test-fast: assets
 
 bench: assets
 	$(PY) benchmarks/run_all.py
+
+bench-quick: assets
+	$(PY) benchmarks/run_all.py --quick
 
 clean-runs:
 	rm -rf runs/
