@@ -1,0 +1,76 @@
+"""tmlib.experiments.landscape on scratch:tiny: solutions trained and cached, reused from a notebook-03 run dir,
+paths/plane/summary files written."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tmlib.config import ConfigError, from_dict
+from tmlib.experiments import landscape as L
+
+
+def tiny_cfg(out_dir, **kw):
+    base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, max_steps=2, batch_size=16,
+                eval_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_blocks=0,
+                max_length=32, progress=False)
+    return L.LandscapeConfig(**{**base, **kw})
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ConfigError, match="two different fine-tuning seeds"):
+        tiny_cfg(tmp_path, seeds=[0, 0])
+    with pytest.raises(ConfigError, match="cover \\[0, 1\\]"):
+        tiny_cfg(tmp_path, gamma_min=0.1)
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        from_dict(L.LandscapeConfig, {"out_dir": "x", "n_gamma": 3})
+    assert tiny_cfg(tmp_path).gammas == [-0.2, 0.0, 0.5, 1.0, 1.2]  # 0 and 1 always on the grid
+
+
+def test_end_to_end_and_cache(tmp_path, monkeypatch):
+    cfg = tiny_cfg(tmp_path / "out")
+    data, tok = L.load_data(cfg)
+    sols = L.prepare_solutions(cfg, data, tok)
+    assert set(sols.states) == {"mask-s0", "finetune-s0", "finetune-s1", "pretrained"}
+    assert all("trained here" in sols.sources[k] for k in ("mask-s0", "finetune-s0", "finetune-s1"))
+    batches = L.eval_batches(cfg, data, tok)
+    assert len(batches["dev"]) == 16 and len(batches["plane"]) == 8
+    paths = L.run_paths(cfg, sols, batches)
+    assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
+    assert len(paths) == 3 * len(cfg.gammas) * 2
+    frame, coords = L.run_plane(cfg, sols, batches)
+    assert set(coords) == {"pretrained", "mask", "finetune"} and coords["pretrained"] == (0.0, 0.0)
+    assert (frame.point == "").sum() == 4 and set(frame.point) - {""} == set(coords)
+    summary = L.summarize(cfg, paths, frame, coords, sols)
+    out = tmp_path / "out"
+    for f in ("paths.csv", "plane.csv", "summary.json", "summary.csv", "plane_coords.json"):
+        assert (out / f).is_file(), f
+    js = json.loads((out / "summary.json").read_text())
+    assert js["mask_finetune_within_1pt_test"] == summary["mask_finetune_within_1pt_test"]
+    table = pd.read_csv(out / "summary.csv")
+    assert len(table) == 6 and (table.max_drop_pts >= 0).all()
+    # a second run reuses every cached artifact: nothing is trained or evaluated again
+    monkeypatch.setattr(L, "_train", lambda *a, **k: pytest.fail("retrained a cached solution"))
+    import tmlib.landscape as core
+    monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
+    sols2 = L.prepare_solutions(cfg, data, tok)
+    pd.testing.assert_frame_equal(L.run_paths(cfg, sols2, batches), paths, check_dtype=False)
+
+
+def test_reuses_notebook_03_solutions(tmp_path):
+    from tmlib.data import label_names
+    from tmlib.models import load_classifier
+
+    cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"))
+    data, tok = L.load_data(cfg)
+    saved = {}
+    for method, seed in (("mask", 0), ("finetune", 0), ("finetune", 1)):
+        m = load_classifier("scratch:tiny", label_names(data), seed=10 + seed + (5 if method == "mask" else 0))
+        m.save_pretrained(L.solution_dir(tmp_path / "nb03", "mr", method, seed))
+        saved[f"{method}-s{seed}"] = m.state_dict()
+    sols = L.prepare_solutions(cfg, data, tok)
+    for k, st in saved.items():
+        assert sols.sources[k].startswith("notebook 03:")
+        assert all((sols.states[k][n] == v).all() for n, v in st.items())
+    assert not (tmp_path / "out" / "solutions").exists(), "nothing should be trained when 03's solutions exist"

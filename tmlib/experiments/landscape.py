@@ -1,0 +1,318 @@
+"""Notebook 04: the loss landscape between a masked and a fine-tuned solution (Zhao et al., 2020).
+
+Three straight paths, each evaluated on dev and test with :func:`tmlib.landscape.linear_path`:
+
+* ``mask<->finetune``       the paper's analysis: theta_mask = W * mask (g = 0) to the fine-tuned model (g = 1)
+* ``finetune-sA<->finetune-sB``  two fine-tuning seeds (are fine-tuned solutions connected?)
+* ``pretrained<->finetune`` contrast: the pretrained encoder with the fine-tune's initial (random) head
+  (``load_classifier(model, labels, seed)``) to the fine-tuned model
+
+plus the 2-D plane through pretrained, masked and fine-tuned (:func:`tmlib.landscape.plane`), and a
+summary: accuracy along masked<->fine-tuned and whether it stays within 1 point of the endpoints.
+
+Solutions come from notebook 03 when ``reuse_runs`` points at its out_dir
+(``<run_dir>/solutions/<task>/<method>-s<seed>/model/``: plain HF ``save_pretrained`` folders with
+the effective weights); whatever is missing is trained here and cached in this notebook's out_dir.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import ConfigError
+from ..runs import RunStore
+
+ROOT = Path(__file__).resolve().parents[2]
+METHODS = ("finetune", "mask")
+
+
+@dataclass
+class LandscapeConfig:
+    out_dir: str                                   # where figures, CSV and JSON are written
+    task: str = "mr"                               # tmlib.data task (train/dev/test split seed 0, as notebook 03)
+    model: str = "minilm"                          # backbone of the solutions (must match notebook 03's)
+    reuse_runs: str = ""                           # notebook 03's out_dir (relative to the repo root); "" = train here
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # fine-tuning seeds A, B; mask and contrast use seed A
+    eval_examples: int = 200                       # dev and test sentences evaluated per point (0 = the whole split)
+    gamma_min: float = -0.2                        # interpolation grid start (<= 0)
+    gamma_max: float = 1.2                         # interpolation grid end (>= 1)
+    n_gammas: int = 15                             # points per path (0 and 1 always included)
+    plane_resolution: int = 9                      # plane grid points per axis
+    plane_margin: float = 0.2                      # plane grid margin around the three models (fraction of the span)
+    plane_examples: int = 64                       # dev sentences evaluated per plane point (0 = whole dev split)
+    eval_batch_size: int = 64                      # sentences per forward pass when evaluating
+    max_length: int = 128                          # tokens per sentence
+    train_examples: int = 0                        # training sentences when training here (0 = all)
+    batch_size: int = 32                           # training batch size (when training here)
+    finetune_lr: float = 2e-5                      # fine-tuning learning rate
+    mask_lr: float = 1e-3                          # mask-score learning rate (paper: 1e-3)
+    mask_skip_blocks: int = 2                      # bottom encoder blocks left unmasked (paper: 2 of 12)
+    epochs: float = 3.0                            # training epochs for solutions trained here
+    max_steps: int = 0                             # > 0 caps training steps (smoke runs)
+    progress: bool = True                          # tqdm progress bars
+
+    def __post_init__(self):
+        if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
+            raise ConfigError(f"seeds must be two different fine-tuning seeds [A, B], got {self.seeds}")
+        if not (self.gamma_min <= 0.0 and self.gamma_max >= 1.0):
+            raise ConfigError(f"the grid must cover [0, 1]: need gamma_min <= 0 <= 1 <= gamma_max, got "
+                              f"[{self.gamma_min}, {self.gamma_max}]")
+        if self.n_gammas < 3:
+            raise ConfigError(f"n_gammas must be >= 3, got {self.n_gammas}")
+        if self.plane_resolution < 2:
+            raise ConfigError(f"plane_resolution must be >= 2, got {self.plane_resolution}")
+        for name in ("eval_examples", "plane_examples", "train_examples", "max_steps", "mask_skip_blocks"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (0 = all / no cap), got {getattr(self, name)}")
+        if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1:
+            raise ConfigError("plane_margin must be >= 0, eval_batch_size and batch_size >= 1")
+
+    @property
+    def gammas(self) -> list[float]:
+        from ..landscape import gamma_grid
+
+        return gamma_grid(self.gamma_min, self.gamma_max, self.n_gammas)
+
+
+# ------------------------------------------------------------------------------------------ solutions
+
+@dataclass
+class Solutions:
+    """The models the paths run between, as state dicts with identical keys, plus where they came from."""
+
+    template: object                      # a model of the architecture (never modified)
+    states: dict[str, dict]               # name -> state dict: pretrained, mask, finetune-s<A>, finetune-s<B>
+    sources: dict[str, str]               # name -> "notebook 03: <path>" / "trained here: <path>" / "load_classifier(...)"
+    metrics: dict[str, dict] = field(default_factory=dict)  # name -> dev/test accuracy at the endpoints (filled by run_paths)
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([{"solution": k, "source": v} for k, v in self.sources.items()])
+
+
+def solution_dir(run_dir: str | Path, task: str, method: str, seed: int) -> Path:
+    """Notebook 03's layout: ``<run_dir>/solutions/<task>/<method>-s<seed>/model/``."""
+    return Path(run_dir) / "solutions" / task / f"{method}-s{seed}" / "model"
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else ROOT / p
+
+
+def load_data(cfg: LandscapeConfig):
+    from ..data import load_task
+    from ..models import load_tokenizer
+
+    return load_task(cfg.task, seed=0), load_tokenizer(cfg.model)
+
+
+def _train(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
+    """Fine-tune or mask-train one solution here (when notebook 03's is absent); returns a plain HF model."""
+    from ..data import label_names
+    from ..models import load_classifier
+    from ..training import TrainConfig, train_classifier
+
+    if cfg.train_examples:
+        data = data.copy()
+        data["train"] = data["train"].shuffle(seed=seed).select(range(min(cfg.train_examples, len(data["train"]))))
+    model = load_classifier(cfg.model, label_names(data), seed=seed)
+    tc = TrainConfig(lr=cfg.finetune_lr if method == "finetune" else cfg.mask_lr, batch_size=cfg.batch_size,
+                     epochs=cfg.epochs, max_steps=cfg.max_steps, max_length=cfg.max_length, seed=seed,
+                     progress=cfg.progress, weight_decay=0.01 if method == "finetune" else 0.0)
+    if method == "finetune":
+        train_classifier(model, data, tokenizer, tc, desc=f"fine-tune s{seed}")
+        return model
+    from ..masking.config import MaskConfig
+    from ..masking.model import apply_masks, mask_parameters, to_plain
+
+    apply_masks(model, MaskConfig(skip_first_blocks=cfg.mask_skip_blocks), seed=seed)
+    train_classifier(model, data, tokenizer, tc, params=mask_parameters(model), desc=f"mask s{seed}")
+    return to_plain(model)
+
+
+def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
+    """(plain HF model, source): notebook 03's saved solution if present, else trained here and cached."""
+    from transformers import AutoModelForSequenceClassification
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if cfg.reuse_runs:
+        d = solution_dir(_resolve(cfg.reuse_runs), cfg.task, method, seed)
+        if (d / "config.json").is_file():
+            return AutoModelForSequenceClassification.from_pretrained(d), f"notebook 03: {d}"
+    store = RunStore(cfg.out_dir)
+    key = {"task": cfg.task, "model": cfg.model, "method": method, "seed": seed,
+           **{k: getattr(cfg, k) for k in ("train_examples", "batch_size", "epochs", "max_steps", "max_length")},
+           "lr": cfg.finetune_lr if method == "finetune" else cfg.mask_lr,
+           **({"mask_skip_blocks": cfg.mask_skip_blocks} if method == "mask" else {})}
+    name = f"solutions/{cfg.task}/{method}-s{seed}"
+    model = store.cached(name, key, build=lambda: _train(cfg, data, tokenizer, method, seed),
+                         save=lambda m, p: m.save_pretrained(p / "model"),
+                         load=lambda p: AutoModelForSequenceClassification.from_pretrained(p / "model"), seed=seed)
+    why = "not found in reuse_runs; " if cfg.reuse_runs else ""
+    return model, f"trained here ({why}cached): {Path(cfg.out_dir) / name / 'model'}"
+
+
+def prepare_solutions(cfg: LandscapeConfig, data=None, tokenizer=None) -> Solutions:
+    """Load (or train) mask-s<A>, finetune-s<A>, finetune-s<B> and the pretrained+initial-head model."""
+    from ..data import label_names
+    from ..models import load_classifier
+
+    if data is None or tokenizer is None:
+        data, tokenizer = load_data(cfg)
+    a, b = cfg.seeds
+    states, sources = {}, {}
+    template = None
+    for method, seed in (("mask", a), ("finetune", a), ("finetune", b)):
+        m, src = get_solution(cfg, data, tokenizer, method, seed)
+        template = template if template is not None else m
+        states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
+    pre = load_classifier(cfg.model, label_names(data), seed=a)
+    states["pretrained"] = pre.state_dict()
+    sources["pretrained"] = f"load_classifier({cfg.model!r}, seed={a}): pretrained encoder + the fine-tune's initial head"
+    missing = set(states["pretrained"]) ^ set(states[f"finetune-s{a}"])
+    if missing:
+        raise ConfigError(f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
+                          f"{sorted(missing)[:4]}); set model to the backbone notebook 03 used")
+    return Solutions(template=template, states=states, sources=sources)
+
+
+# ------------------------------------------------------------------------------------------ evaluation sets
+
+def _subset(ds, n: int, seed: int = 0):
+    return ds if not n or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
+
+
+def eval_batches(cfg: LandscapeConfig, data, tokenizer) -> dict:
+    """Tokenised, length-sorted batches built once: ``{"dev", "test"}`` for the paths, ``"plane"`` (a dev subset)."""
+    from ..training import EvalBatches, encode
+
+    def build(ds):
+        return EvalBatches(encode(ds, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.eval_batch_size)
+
+    out = {s: build(_subset(data[s], cfg.eval_examples)) for s in ("dev", "test")}
+    out["plane"] = build(_subset(data["dev"], cfg.plane_examples))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ experiments
+
+def path_specs(cfg: LandscapeConfig) -> list[tuple[str, str, str]]:
+    """(path name, model at gamma 0, model at gamma 1)."""
+    a, b = cfg.seeds
+    return [("mask<->finetune", f"mask-s{a}", f"finetune-s{a}"),
+            (f"finetune-s{a}<->finetune-s{b}", f"finetune-s{a}", f"finetune-s{b}"),
+            ("pretrained<->finetune", "pretrained", f"finetune-s{a}")]
+
+
+def _fingerprint(state: dict) -> str:
+    """A cheap content hash of a state dict (sums of every tensor), to key cached results."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].double()
+        h.update(repr((k, tuple(v.shape), float(v.sum()), float(v.abs().sum()), float((v * v).sum()))).encode())
+    return h.hexdigest()[:16]
+
+
+def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFrame:
+    """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
+    from ..landscape import linear_path
+
+    store = RunStore(cfg.out_dir)
+    frames = []
+    for name, a, b in path_specs(cfg):
+        key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
+               "gammas": cfg.gammas, "task": cfg.task, "eval_examples": cfg.eval_examples, "max_length": cfg.max_length}
+        df = store.cached(f"cache/path-{name.replace('<->', '--')}", key,
+                          build=lambda a=a, b=b, name=name: linear_path(
+                              sols.template, sols.states[a], sols.states[b],
+                              {"dev": batches["dev"], "test": batches["test"]}, cfg.gammas,
+                              progress=cfg.progress, desc=name),
+                          save=lambda d, p: d.to_csv(p / "path.csv", index=False),
+                          load=lambda p: pd.read_csv(p / "path.csv"))
+        frames.append(df.assign(path=name, model_a=a, model_b=b))
+    out = pd.concat(frames, ignore_index=True)[["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]]
+    store.write_csv("paths.csv", out)
+    return out
+
+
+def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.DataFrame, dict]:
+    """The plane through pretrained (origin), mask (x) and fine-tuned (y) on the dev subset.
+
+    Returns (DataFrame(point, alpha, beta, split, loss, accuracy), coords name -> (alpha, beta));
+    written to plane.csv and plane_coords.json.
+    """
+    from ..landscape import plane
+
+    a = cfg.seeds[0]
+    names = ("pretrained", "mask", "finetune")
+    keys = ("pretrained", f"mask-s{a}", f"finetune-s{a}")
+    store = RunStore(cfg.out_dir)
+    key = {"models": [_fingerprint(sols.states[k]) for k in keys], "resolution": cfg.plane_resolution,
+           "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
+           "max_length": cfg.max_length}
+
+    def build():
+        res = plane(sols.template, *(sols.states[k] for k in keys), {"dev": batches["plane"]},
+                    resolution=cfg.plane_resolution, margin=cfg.plane_margin, names=names,
+                    progress=cfg.progress)
+        return res.to_frame(), res.coords
+
+    def save(obj, p):
+        obj[0].to_csv(p / "plane.csv", index=False)
+        (p / "coords.json").write_text(json.dumps({k: list(v) for k, v in obj[1].items()}))
+
+    def load(p):
+        coords = {k: tuple(v) for k, v in json.loads((p / "coords.json").read_text()).items()}
+        return pd.read_csv(p / "plane.csv", keep_default_na=False), coords
+
+    frame, coords = store.cached("cache/plane", key, build=build, save=save, load=load)
+    store.write_csv("plane.csv", frame)
+    store.write_json("plane_coords.json", {k: {"alpha": v[0], "beta": v[1]} for k, v in coords.items()})
+    return frame, coords
+
+
+def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFrame | None = None,
+              coords: dict | None = None, sols: Solutions | None = None) -> dict:
+    """Per path and split: endpoint accuracies, the worst accuracy on [0, 1], the drop below the lower
+    endpoint, and whether it stays within 1 point. Writes summary.json and summary.csv."""
+    from ..landscape import path_summary
+
+    rows = []
+    for name in dict.fromkeys(paths["path"]):
+        d = paths[paths.path == name]
+        for split in ("dev", "test"):
+            s = path_summary(d, split=split)
+            rows.append({"path": name, "split": split, "acc_at_0": s["accuracy_at_0"], "acc_at_1": s["accuracy_at_1"],
+                         "min_acc_0_1": s["min_accuracy_on_0_1"], "argmin_gamma": s["argmin_gamma"],
+                         "max_drop_pts": 100 * s["max_drop"], "within_1pt": s["within_1pt"],
+                         "max_loss_0_1": float(d[(d.split == split) & (d.gamma >= 0) & (d.gamma <= 1)].loss.max())})
+    table = pd.DataFrame(rows)
+    main = table[(table.path == "mask<->finetune") & (table.split == "test")].iloc[0]
+    summary = {
+        "task": cfg.task, "model": cfg.model, "seeds": cfg.seeds, "eval_examples": cfg.eval_examples,
+        "gammas": cfg.gammas,
+        "finding": (f"accuracy along masked<->fine-tuned (test) stays within 1 point of the lower endpoint: "
+                    f"{bool(main.within_1pt)} (max drop {main.max_drop_pts:.2f} points at gamma={main.argmin_gamma:g}; "
+                    f"endpoints {100 * main.acc_at_0:.1f} / {100 * main.acc_at_1:.1f})"),
+        "mask_finetune_within_1pt_test": bool(main.within_1pt),
+        "paths": rows,
+        "accuracy_along_mask_finetune": paths[paths.path == "mask<->finetune"][["gamma", "split", "accuracy"]]
+        .to_dict(orient="records"),
+    }
+    if coords is not None:
+        summary["plane_coords"] = {k: list(v) for k, v in coords.items()}
+    if plane_frame is not None:
+        grid = plane_frame[plane_frame.point.fillna("") == ""]
+        summary["plane_grid_accuracy_range"] = [float(grid.accuracy.min()), float(grid.accuracy.max())]
+    if sols is not None:
+        summary["sources"] = sols.sources
+    store = RunStore(cfg.out_dir)
+    store.write_json("summary.json", summary)
+    store.write_csv("summary.csv", table)
+    return summary

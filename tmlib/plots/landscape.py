@@ -1,0 +1,106 @@
+"""Figures for loss-landscape analysis (:mod:`tmlib.landscape`).
+
+    fig = plots.landscape.paths(paths_df)                 # loss and accuracy along several paths
+    fig = plots.landscape.plane_contour(plane_df, coords) # 2-D contour with the three models marked
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import color, use_style
+
+_PATH_COLORS = ["#d1495b", "#2e4057", "#8c8c8c", "#00798c", "#edae49", "#66a182"]
+_SPLIT_STYLE = {"test": "-", "dev": "--"}
+
+
+def _check(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs columns {list(needed)}; missing {missing} (got {list(df.columns)})")
+    if df.empty:
+        raise ValueError(f"{what}: the table is empty")
+
+
+def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapping[str, tuple[str, str]] | None = None,
+          title: str | None = None) -> plt.Figure:
+    """Loss (left) and accuracy (right) against gamma, one colour per path, one line style per split.
+
+    ``df``: DataFrame(path, gamma, split, loss, accuracy). The segment [0, 1] between the two
+    solutions is shaded and the endpoints are marked; ``endpoints`` maps a path to the names of its
+    models at gamma = 0 and 1 (written under the markers of the first path's panel).
+    """
+    _check(df, ["path", "gamma", "split", "loss", "accuracy"], "paths figure")
+    use_style()
+    splits = list(splits) if splits is not None else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split))
+    names = list(dict.fromkeys(df["path"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.axvspan(0, 1, color="#f2f2f2", zorder=0)
+        for i, name in enumerate(names):
+            col = _PATH_COLORS[i % len(_PATH_COLORS)]
+            for split in splits:
+                d = df[(df.path == name) & (df.split == split)].sort_values("gamma")
+                if d.empty:
+                    continue
+                y = d[metric] * (100 if metric == "accuracy" else 1)
+                ax.plot(d.gamma, y, _SPLIT_STYLE.get(split, ":"), color=col, lw=1.8,
+                        label=f"{name} ({split})" if len(splits) > 1 else name)
+                ends = d[np.isclose(d.gamma, 0) | np.isclose(d.gamma, 1)]
+                ax.scatter(ends.gamma, ends[metric] * (100 if metric == "accuracy" else 1), s=45, color=col,
+                           edgecolor="white", zorder=5)
+        ax.set_xlabel(r"$\gamma$   ($\theta = (1-\gamma)\,\theta_A + \gamma\,\theta_B$)")
+        ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
+        ax.set_title(metric)
+        for g in (0, 1):
+            ax.axvline(g, color="#999999", lw=0.8, zorder=1)
+    if endpoints:
+        ax = axes[1]
+        for i, name in enumerate(names):
+            if name in endpoints:
+                a, b = endpoints[name]
+                ax.annotate(f"{a} | {b}", xy=(0.5, 0.02 + 0.06 * i), xycoords=("data", "axes fraction"),
+                            ha="center", fontsize=8, color=_PATH_COLORS[i % len(_PATH_COLORS)])
+    axes[1].legend(fontsize=8, loc="best")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]], metric: str = "accuracy",
+                  split: str = "dev", title: str | None = None, levels: int = 12) -> plt.Figure:
+    """Filled contour of ``metric`` on the plane grid (rows with ``point == ''`` or no ``point``
+    column), with the models at ``coords`` marked and labelled.
+
+    ``frame``: DataFrame(alpha, beta, split, loss, accuracy[, point]) as written by
+    :meth:`tmlib.landscape.PlaneResult.to_frame`.
+    """
+    _check(frame, ["alpha", "beta", "split", metric], "plane contour")
+    use_style()
+    g = frame[frame.split == split]
+    if "point" in g.columns:
+        g = g[g.point.fillna("") == ""]
+    if g.empty:
+        raise ValueError(f"no grid rows for split {split!r}; available: {sorted(set(frame.split))}")
+    table = g.pivot_table(index="beta", columns="alpha", values=metric)
+    z = table.values * (100 if metric == "accuracy" else 1)
+    fig, ax = plt.subplots(figsize=(6.4, 5.2))
+    cmap = "viridis" if metric == "accuracy" else "viridis_r"
+    cs = ax.contourf(table.columns.values, table.index.values, z, levels=levels, cmap=cmap)
+    ax.contour(table.columns.values, table.index.values, z, levels=levels, colors="white", linewidths=0.4, alpha=0.6)
+    fig.colorbar(cs, ax=ax, label="accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
+    for name, (a, b) in coords.items():
+        ax.scatter([a], [b], s=90, marker="o", color=color(name, "#ffffff"), edgecolor="black", zorder=5)
+        ax.annotate(name, (a, b), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold",
+                    color="black", bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8, lw=0))
+    ax.set_xlabel(r"$\alpha$ (along $e_1$, weight-space distance)")
+    ax.set_ylabel(r"$\beta$ (along $e_2$)")
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(False)
+    ax.set_title(title or f"{metric} on {split}")
+    fig.tight_layout()
+    return fig
