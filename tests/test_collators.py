@@ -1,0 +1,114 @@
+"""Selective / random-count masking collators and the pure position pickers (hypothesis properties)."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from tmlib.collators import (RandomCountMaskingCollator, SelectiveMaskingCollator, mask_cap, random_positions,
+                             selective_positions)
+
+
+def test_selective_positions_ranks_and_caps():
+    scores = np.array([0.9, 0.2, 0.95, 0.7, 0.6, 0.99, 0.1, 0.8, 0.3, 0.4, 0.5, 0.9, 0.2, 0.1], dtype=float)
+    important = scores > 0.65
+    pos = selective_positions(scores, important, 14)  # cap = max(1, int(2.1)) = 2
+    assert pos.tolist() == [2, 5]
+    assert selective_positions(scores, important, 14, mask_ratio=0.3).tolist() == [0, 2, 5, 11]  # cap 4, tie 0.9 -> earlier first
+    assert selective_positions(scores, np.zeros(14), 14).tolist() == []
+    fb = selective_positions(scores, np.zeros(14), 14, fallback="random", rng=np.random.default_rng(0))
+    assert len(fb) == 2 and len(set(fb.tolist())) == 2
+    assert selective_positions([0.9, 0.1], None, ["a", "b"]).tolist() == [0]  # important from scores > 0.5
+    assert mask_cap(0) == 0 and mask_cap(3) == 1 and mask_cap(20) == 3
+    with pytest.raises(ValueError, match="fallback"):
+        selective_positions(scores, important, 14, fallback="uniform")
+    with pytest.raises(ValueError, match="one score per token"):
+        selective_positions(scores, important, 10)
+
+
+@given(st.integers(0, 40), st.integers(0, 50), st.integers(0, 2**31))
+def test_random_positions(n, count, seed):
+    pos = random_positions(n, count, np.random.default_rng(seed))
+    assert len(pos) == min(n, count) and len(set(pos.tolist())) == len(pos)
+    assert all(0 <= p < n for p in pos) and pos.tolist() == sorted(pos.tolist())
+
+
+def _examples(tokenizer, rows, packed=False):
+    """rows: list of (list of sentences of (n_tokens, important list, scores list))."""
+    out = []
+    for sents in rows:
+        ids, imp, sc, sid = [tokenizer.cls_token_id], [0], [0.0], [-1]
+        for k, (n, i_, s_) in enumerate(sents):
+            ids += list(range(2000, 2000 + n))
+            imp += i_
+            sc += s_
+            sid += [k] * n
+        ids.append(tokenizer.sep_token_id)
+        imp.append(0)
+        sc.append(0.0)
+        sid.append(-1)
+        ex = {"input_ids": ids, "importance": sc, "important": imp}
+        if packed:
+            ex["sent_ids"] = sid
+        out.append(ex)
+    return out
+
+
+sentence = st.integers(1, 30).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.integers(0, 1), min_size=n, max_size=n),
+    st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(sentence, min_size=1, max_size=3), min_size=1, max_size=4),
+       fallback=st.sampled_from([None, "random"]), seed=st.integers(0, 1000))
+def test_collators_properties(tokenizer, rows, fallback, seed):
+    examples = _examples(tokenizer, rows, packed=True)
+    sel = SelectiveMaskingCollator(tokenizer, fallback=fallback, seed=seed)(examples)
+    rnd = RandomCountMaskingCollator(tokenizer, fallback=fallback, seed=seed + 1)(examples)
+    for batch in (sel, rnd):
+        ids, labels = batch["input_ids"], batch["labels"]
+        masked = labels != -100
+        special = torch.isin(labels.new_tensor([e["input_ids"] + [tokenizer.pad_token_id] * (ids.shape[1] - len(e["input_ids"]))
+                                                for e in examples]), torch.tensor(tokenizer.all_special_ids))
+        assert not (masked & special).any(), "never mask special tokens or padding"
+        assert not masked[batch["attention_mask"] == 0].any()
+    for r, sents in enumerate(rows):
+        start = 1
+        for n, imp, _ in sents:
+            seg = slice(start, start + n)
+            n_sel, n_rnd = int((sel["labels"][r, seg] != -100).sum()), int((rnd["labels"][r, seg] != -100).sum())
+            expect = min(mask_cap(n), sum(imp)) if sum(imp) or fallback is None else mask_cap(n)
+            assert n_sel == expect, "masked count equals the cap (or the number of important tokens)"
+            assert n_rnd == n_sel, "the random control masks the same count per sentence"
+            if fallback is None:
+                chosen = (sel["labels"][r, seg] != -100).numpy()
+                assert all(imp[i] for i in np.flatnonzero(chosen)), "selective masks only important tokens"
+            start += n
+
+
+def test_collator_8010_10_and_determinism(tokenizer):
+    n = 200
+    ex = [{"input_ids": [tokenizer.cls_token_id] + [2000 + i for i in range(n)] + [tokenizer.sep_token_id],
+           "importance": [0.0] + [1.0] * n + [0.0], "important": [0] + [1] * n + [0]} for _ in range(64)]
+    col = SelectiveMaskingCollator(tokenizer, mlm_probability=0.5, seed=3)
+    b = col(ex)
+    masked = b["labels"] != -100
+    assert int(masked.sum()) == 64 * 100
+    frac_mask = (b["input_ids"][masked] == tokenizer.mask_token_id).float().mean().item()
+    frac_kept = (b["input_ids"][masked] == b["labels"][masked]).float().mean().item()
+    assert 0.77 < frac_mask < 0.83 and 0.07 < frac_kept < 0.13
+    b2 = SelectiveMaskingCollator(tokenizer, mlm_probability=0.5, seed=3)(ex)
+    assert torch.equal(b["input_ids"], b2["input_ids"]) and torch.equal(b["labels"], b2["labels"])
+    r1 = RandomCountMaskingCollator(tokenizer, seed=5)(ex)
+    r2 = RandomCountMaskingCollator(tokenizer, seed=5)(ex)
+    assert torch.equal(r1["labels"], r2["labels"])
+    assert not torch.equal(r1["labels"] != -100, RandomCountMaskingCollator(tokenizer, seed=6)(ex)["labels"] != -100)
+
+
+def test_collator_errors(tokenizer):
+    with pytest.raises(KeyError, match="label_corpus"):
+        SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102]}])
+    with pytest.raises(ValueError, match="aligned per token"):
+        SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102], "importance": [0, 1], "important": [0, 1, 0]}])
+    with pytest.raises(ValueError, match="fallback"):
+        SelectiveMaskingCollator(tokenizer, fallback="always")
