@@ -174,3 +174,15 @@ class RandomCountMaskingCollator(SelectiveMaskingCollator):
     def _sentence_positions(self, scores: np.ndarray, important: np.ndarray) -> np.ndarray:
         count = len(selective_positions(scores, important, len(scores), self.mlm_probability, self.fallback, self._rng))
         return random_positions(len(scores), count, self._rng)
+
+
+@dataclass
+class PlainMLMCollator(DataCollatorForLanguageModeling):
+    """Hugging Face's random masking (``mlm_probability`` of the non-special tokens, 80/10/10), accepting
+    the packed rows of :func:`tmlib.mlm.pack_corpus` (extra per-token fields are dropped)."""
+
+    def torch_call(self, examples):
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        if examples and isinstance(examples[0], dict):
+            examples = [{k: ex[k] for k in keep if k in ex} for ex in examples]
+        return super().torch_call(examples)
