@@ -150,7 +150,8 @@ def _header(i: int, ts: TokenScores, label_names, caption: str | None) -> str:
             cls, mark = ("right", " &#10003;") if ts.pred == ts.label else ("wrong", " &#10007;")
         p = ts.meta.get("p_target") if ts.meta.get("target") == ts.pred else None
         prob = f" ({p:.2f})" if isinstance(p, float) else ""
-        parts.append(f'<span class="{cls}">pred: <b>{_esc(_label(ts.pred, label_names))}</b>{prob}{mark}</span>')
+        attr = f' class="{cls}"' if cls else ""
+        parts.append(f'<span{attr}>pred: <b>{_esc(_label(ts.pred, label_names))}</b>{prob}{mark}</span>')
     if ts.method:
         parts.append(f'<span class="meth">{_esc(ts.method)}</span>')
     if caption:
