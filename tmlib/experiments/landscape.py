@@ -316,3 +316,11 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
     store.write_json("summary.json", summary)
     store.write_csv("summary.csv", table)
     return summary
+
+
+def summary_table(cfg: LandscapeConfig) -> pd.DataFrame:
+    """The per-path summary written by :func:`summarize` (summary.csv)."""
+    path = Path(cfg.out_dir) / "summary.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist yet; run summarize(cfg, paths, ...) first")
+    return pd.read_csv(path)

@@ -99,7 +99,9 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
                     color="black", bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8, lw=0))
     ax.set_xlabel(r"$\alpha$ (along $e_1$, weight-space distance)")
     ax.set_ylabel(r"$\beta$ (along $e_2$)")
-    ax.set_aspect("equal", adjustable="box")
+    spans = np.ptp(table.columns.values), np.ptp(table.index.values)
+    if 0.2 <= spans[0] / max(spans[1], 1e-12) <= 5:  # true geometry unless one axis would be a sliver
+        ax.set_aspect("equal", adjustable="box")
     ax.grid(False)
     ax.set_title(title or f"{metric} on {split}")
     fig.tight_layout()
