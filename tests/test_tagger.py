@@ -1,0 +1,80 @@
+"""Importance tagger: learns synthetic buffer labels, selects by dev F1, labels a corpus aligned per token."""
+import numpy as np
+import pytest
+import torch
+
+from tmlib.importance.tagger import (WeightedTagger, label_corpus, predict_importance, tagger_examples, train_tagger)
+from tmlib.importance.types import TokenScores
+from tmlib.models import load_token_classifier
+from tmlib.training import TrainConfig
+
+KEY = {"great", "awful", "wonderful", "boring", "terrible", "loved"}
+
+
+def _scores(tokenizer, texts):
+    out = []
+    for t in texts:
+        toks = tokenizer.tokenize(t)
+        imp = [int(x in KEY) for x in toks]
+        out.append(TokenScores(text=t, tokens=toks, scores=np.array(imp, float), important=imp, label=1, pred=1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tokenizer):
+    import random
+
+    rng = random.Random(0)
+    words = ["the", "film", "was", "a", "story", "cast", "plot", "and", "very", "quite", "movie", "it"]
+    texts = [" ".join(rng.choice(words + list(KEY) if rng.random() < 0.3 else words) for _ in range(rng.randint(4, 10)))
+             for _ in range(160)]
+    train, dev = _scores(tokenizer, texts[:128]), _scores(tokenizer, texts[128:])
+    model = load_token_classifier("scratch:tiny", num_labels=2, seed=0)
+    cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=6, warmup_ratio=0.0, progress=False, seed=0)
+    return model, train_tagger(model, train, dev, tokenizer, cfg, class_weight=3.0)
+
+
+def test_tagger_learns_and_selects_by_f1(trained):
+    model, res = trained
+    assert res.dev["f1"] > 0.9, res.dev
+    best = max(r["f1"] for r in res.fit.history)
+    assert res.fit.best["f1"] == best and abs(res.dev["f1"] - best) < 1e-9, "kept the epoch with the best dev F1"
+    assert 0 < res.positive_rate < 0.5
+
+
+def test_label_corpus_and_predict(trained, tokenizer):
+    model, _ = trained
+    corpus = ["the plot was boring", "a wonderful cast and the film", "it was the movie", "great"]
+    ds = label_corpus(model, tokenizer, corpus, batch_size=2, progress=False)
+    assert ds.column_names == ["text", "token_ids", "importance", "important"]
+    for row in ds:
+        assert len(row["token_ids"]) == len(row["importance"]) == len(row["important"])
+        toks = tokenizer.convert_ids_to_tokens(row["token_ids"])
+        assert [int(t in KEY) for t in toks] == row["important"]
+    assert ds["text"] == corpus  # input order kept despite length-sorted batches
+    ts = predict_importance(model, tokenizer, corpus[:2])
+    assert ts[0].tokens == tokenizer.tokenize(corpus[0]) and ts[0].method == "tagger"
+    np.testing.assert_allclose(ts[1].scores, ds[1]["importance"], atol=1e-6)
+
+
+def test_weighting_and_errors(tokenizer):
+    model = load_token_classifier("scratch:tiny", num_labels=2, seed=0).eval()
+    b = {"input_ids": torch.tensor([[101, 2307, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long),
+         "labels": torch.tensor([[-100, 1, -100]])}
+    l1 = WeightedTagger(model, 1.0)(**b).loss
+    l3 = WeightedTagger(model, 3.0)(**b).loss
+    assert torch.isclose(l1, l3)  # one labelled token: the weight cancels in the weighted mean
+    b["input_ids"] = torch.tensor([[101, 2307, 1996, 102]])
+    b["attention_mask"] = torch.ones(1, 4, dtype=torch.long)
+    b["labels"] = torch.tensor([[-100, 1, 0, -100]])
+    logits = model(input_ids=b["input_ids"]).logits[0, 1:3]
+    lp = torch.log_softmax(logits, -1)
+    expect = -(3 * lp[0, 1] + lp[1, 0]) / 4
+    assert torch.isclose(WeightedTagger(model, 3.0)(**b).loss, expect, atol=1e-6)
+    with pytest.raises(ValueError, match="no hard labels"):
+        tagger_examples([TokenScores("a", ["a"], [0.1])], tokenizer)
+    with pytest.raises(ValueError, match="2-label"):
+        train_tagger(load_token_classifier("scratch:tiny", num_labels=3), _scores(tokenizer, ["great"]),
+                     _scores(tokenizer, ["great"]), tokenizer, TrainConfig(progress=False))
+    with pytest.raises(TypeError, match="wrap it"):
+        predict_importance(model, tokenizer, "a text")

@@ -1,0 +1,209 @@
+"""Importance tagger (Gu et al. 2020): a 2-label token classifier that learns buffer-method labels on
+the small labelled set and then labels a large unlabelled in-domain corpus for selective masking.
+
+    tagger = load_token_classifier(name, num_labels=2)
+    res = train_tagger(tagger, train_scores, dev_scores, tokenizer, TrainConfig(...), class_weight=3.0)
+    labelled = label_corpus(tagger, tokenizer, load_corpus("pang_lee"))   # cache it with RunStore
+    predict_importance(tagger, tokenizer, ["a text"])                      # -> list[TokenScores]
+
+Training uses :func:`tmlib.training.fit` with a class-weighted cross-entropy (weight ``class_weight`` on
+"important", which is the rare class) and keeps the epoch with the best dev F1 of the important class.
+Predicted scores are P(important); labels are ``P > threshold`` with stop words forced to 0, like the
+buffer labels they imitate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ..training import FitResult, TrainConfig, fit
+from .stopwords import stopword_mask
+from .types import TokenScores
+
+
+@dataclass
+class TaggerOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor
+
+
+class WeightedTagger(nn.Module):
+    """A token classifier whose loss weights the "important" class by ``class_weight``."""
+
+    def __init__(self, model: nn.Module, class_weight: float = 3.0):
+        super().__init__()
+        if class_weight <= 0:
+            raise ValueError(f"class_weight must be > 0, got {class_weight}")
+        self.model = model
+        self.register_buffer("weight", torch.tensor([1.0, float(class_weight)]), persistent=False)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **kw):
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                                   weight=self.weight, ignore_index=-100)
+        return TaggerOutput(loss=loss, logits=logits)
+
+
+def _token_ids(tokenizer, ts: TokenScores) -> list[int]:
+    return tokenizer.convert_tokens_to_ids(ts.tokens)
+
+
+def tagger_examples(scores: Sequence[TokenScores], tokenizer, max_length: int = 128, include_incorrect: bool = True) -> list[dict]:
+    """Buffer results -> token-classification examples (``[CLS] ids [SEP]``, labels -100 at specials).
+
+    ``include_incorrect``: keep sentences the scorer misclassified, with their all-zero labels
+    (REFERENCE: they get all-zero labels); False drops them.
+    """
+    out = []
+    for ts in scores:
+        if ts.important is None:
+            raise ValueError(f"TokenScores from method {ts.method!r} have no hard labels; the tagger learns buffer labels")
+        if not include_incorrect and ts.correct is False:
+            continue
+        ids = _token_ids(tokenizer, ts)[: max_length - 2]
+        lab = ts.important.astype(int).tolist()[: max_length - 2]
+        if not ids:
+            continue
+        out.append({"input_ids": [tokenizer.cls_token_id] + ids + [tokenizer.sep_token_id],
+                    "labels": [-100] + lab + [-100]})
+    if not out:
+        raise ValueError("no tagger examples: every sentence was empty or dropped")
+    return out
+
+
+class TaggerCollator:
+    def __init__(self, tokenizer):
+        self.pad_id = tokenizer.pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        att = torch.zeros((len(rows), width), dtype=torch.long)
+        lab = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            att[i, :n] = 1
+            if "labels" in r:
+                lab[i, :n] = torch.tensor(r["labels"])
+        return {"input_ids": ids, "attention_mask": att, "labels": lab}
+
+
+@torch.no_grad()
+def tagger_metrics(model: nn.Module, batches: list[dict]) -> dict:
+    """Token-level precision / recall / F1 of the "important" class, and accuracy, over labelled tokens."""
+    tp = fp = fn = correct = total = 0
+    for b in batches:
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        sel = b["labels"] != -100
+        pred, gold = logits.argmax(-1)[sel], b["labels"][sel]
+        tp += int(((pred == 1) & (gold == 1)).sum())
+        fp += int(((pred == 1) & (gold == 0)).sum())
+        fn += int(((pred == 0) & (gold == 1)).sum())
+        correct += int((pred == gold).sum())
+        total += int(sel.sum())
+    p = tp / max(1, tp + fp)
+    r = tp / max(1, tp + fn)
+    return {"f1": 2 * p * r / max(1e-12, p + r), "precision": p, "recall": r, "accuracy": correct / max(1, total)}
+
+
+@dataclass
+class TaggerResult:
+    dev: dict
+    fit: FitResult
+    n_train: int
+    positive_rate: float
+
+
+def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scores: Sequence[TokenScores], tokenizer,
+                 cfg: TrainConfig, class_weight: float = 3.0, include_incorrect: bool = True) -> TaggerResult:
+    """Train ``model`` (``*ForTokenClassification`` with 2 labels) in place on buffer labels; the state
+    with the best dev F1 (important class) is kept (``cfg.select_metric`` is forced to ``"f1"``)."""
+    n_labels = getattr(model.config, "num_labels", 2)
+    if n_labels != 2:
+        raise ValueError(f"the tagger needs a 2-label token classifier, got num_labels={n_labels}; "
+                         f"load it with tmlib.models.load_token_classifier(name, num_labels=2)")
+    import dataclasses
+
+    train = tagger_examples(train_scores, tokenizer, cfg.max_length, include_incorrect)
+    dev = tagger_examples(dev_scores, tokenizer, cfg.max_length, include_incorrect)
+    collate = TaggerCollator(tokenizer)
+    dev_batches = [collate(dev[i:i + 64]) for i in range(0, len(dev), 64)]
+    wrapped = WeightedTagger(model, class_weight)
+    cfg = dataclasses.replace(cfg, select_metric="f1")
+    res = fit(wrapped, train, cfg, collate_fn=collate, evaluate=lambda m: tagger_metrics(m.model, dev_batches),
+              desc="tagger")
+    labs = np.concatenate([np.asarray(r["labels"][1:-1]) for r in train])
+    return TaggerResult(dev=tagger_metrics(model.eval(), dev_batches), fit=res, n_train=len(train),
+                        positive_rate=float(labs.mean()))
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+@torch.no_grad()
+def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str, progress: bool) -> list[np.ndarray]:
+    """P(important) per content token for each id list (no specials), length-sorted batches."""
+    was = tagger.training
+    tagger.eval()
+    dev = next(tagger.parameters()).device
+    collate = TaggerCollator(tokenizer)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    out: list[np.ndarray | None] = [None] * len(ids)
+    for k in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+        idx = order[k:k + batch_size]
+        b = collate([{"input_ids": [tokenizer.cls_token_id] + list(ids[i]) + [tokenizer.sep_token_id]} for i in idx])
+        logits = tagger(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
+        prob = torch.softmax(logits.float(), -1)[..., 1].cpu().numpy()
+        for row, i in enumerate(idx):
+            out[i] = prob[row, 1:1 + len(ids[i])].astype(np.float32)
+    tagger.train(was)
+    return out  # type: ignore[return-value]
+
+
+def _labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopwords: bool) -> np.ndarray:
+    lab = (prob > threshold).astype(np.int8)
+    if stopwords and lab.any():
+        lab[stopword_mask(tokenizer.convert_ids_to_tokens(list(ids)))] = 0
+    return lab
+
+
+def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, max_length: int = 128,
+                 threshold: float = 0.5, stopwords: bool = True, progress: bool = True):
+    """Run the tagger over a corpus (``datasets.Dataset`` with ``text``, or a list of strings).
+
+    Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
+    ``max_length - 2``), ``importance`` (P(important) per token) and ``important`` (0/1), aligned per
+    token and ready for :func:`tmlib.mlm.pack_corpus` (``token_ids=``, ``token_fields=``).
+    """
+    from datasets import Dataset
+
+    texts = list(dataset["text"] if hasattr(dataset, "column_names") else dataset)
+    if not texts:
+        raise ValueError("the corpus is empty")
+    ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress)
+    labels = [_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
+    return Dataset.from_dict({"text": texts, "token_ids": ids, "importance": [p.tolist() for p in probs],
+                              "important": [l.tolist() for l in labels]})
+
+
+def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
+                       threshold: float = 0.5, stopwords: bool = True, progress: bool = False) -> list[TokenScores]:
+    """The tagger's per-WordPiece P(important) (``scores``) and 0/1 labels (``important``) per text."""
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, got a single string; wrap it: [text]")
+    texts = list(texts)
+    ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    probs = _predict_ids(tagger, tokenizer, ids, batch_size, "tagger", progress)
+    return [TokenScores(text=t, tokens=tokenizer.convert_ids_to_tokens(list(i)), scores=p,
+                        important=_labels(tokenizer, i, p, threshold, stopwords), method="tagger",
+                        meta={"threshold": threshold})
+            for t, i, p in zip(texts, ids, probs)]
