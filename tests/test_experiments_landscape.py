@@ -64,11 +64,18 @@ def test_reuses_notebook_03_solutions(tmp_path):
 
     cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"))
     data, tok = L.load_data(cfg)
-    saved = {}
+    from tmlib.runs import RunStore
+
+    saved, store = {}, RunStore(tmp_path / "nb03" / "solutions")  # notebook 03's artifact layout + manifests
     for method, seed in (("mask", 0), ("finetune", 0), ("finetune", 1)):
         m = load_classifier("scratch:tiny", label_names(data), seed=10 + seed + (5 if method == "mask" else 0))
-        m.save_pretrained(L.solution_dir(tmp_path / "nb03", "mr", method, seed))
+        store.cached(f"mr/{method}-s{seed}", {"model": "scratch:tiny", "method": method, "seed": seed},
+                     build=lambda m=m: m, save=lambda obj, d: obj.save_pretrained(d / "model"), load=None)
         saved[f"{method}-s{seed}"] = m.state_dict()
+    assert (L.solution_dir(tmp_path / "nb03", "mr", "mask", 0) / "config.json").is_file()
+    with pytest.raises(ConfigError, match="trained from model='scratch:tiny'"):
+        L.prepare_solutions(tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), model="scratch:mini"),
+                            data, tok)
     sols = L.prepare_solutions(cfg, data, tok)
     for k, st in saved.items():
         assert sols.sources[k].startswith("notebook 03:")

@@ -44,7 +44,7 @@ class LandscapeConfig:
     plane_margin: float = 0.2                      # plane grid margin around the three models (fraction of the span)
     plane_examples: int = 64                       # dev sentences evaluated per plane point (0 = whole dev split)
     eval_batch_size: int = 64                      # sentences per forward pass when evaluating
-    max_length: int = 128                          # tokens per sentence
+    max_length: int = 64                           # tokens per sentence (notebook 03 trains MR at 64)
     train_examples: int = 0                        # training sentences when training here (0 = all)
     batch_size: int = 32                           # training batch size (when training here)
     finetune_lr: float = 2e-5                      # fine-tuning learning rate
@@ -94,7 +94,25 @@ class Solutions:
 
 def solution_dir(run_dir: str | Path, task: str, method: str, seed: int) -> Path:
     """Notebook 03's layout: ``<run_dir>/solutions/<task>/<method>-s<seed>/model/``."""
-    return Path(run_dir) / "solutions" / task / f"{method}-s{seed}" / "model"
+    from .masking import solution_path
+
+    return solution_path(run_dir, task, method, seed) / "model"
+
+
+def _reused(cfg: "LandscapeConfig", method: str, seed: int):
+    """Notebook 03's solution (validated against its manifest) or None; a backbone mismatch is an error."""
+    from .masking import load_solution, solution_path
+
+    run_dir = _resolve(cfg.reuse_runs)
+    model = load_solution(run_dir, cfg.task, method, seed)
+    if model is None:
+        return None
+    d = solution_path(run_dir, cfg.task, method, seed)
+    used = json.loads((d / "manifest.json").read_text()).get("config", {}).get("model")
+    if used is not None and used != cfg.model:
+        raise ConfigError(f"notebook 03's solution {d} was trained from model={used!r} but this notebook has "
+                          f"model={cfg.model!r}; set model: {used} (the pretrained endpoint must be the same backbone)")
+    return model, f"notebook 03: {d / 'model'}"
 
 
 def _resolve(path: str) -> Path:
@@ -140,15 +158,17 @@ def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     if cfg.reuse_runs:
-        d = solution_dir(_resolve(cfg.reuse_runs), cfg.task, method, seed)
-        if (d / "config.json").is_file():
-            return AutoModelForSequenceClassification.from_pretrained(d), f"notebook 03: {d}"
+        found = _reused(cfg, method, seed)
+        if found is not None:
+            return found
     store = RunStore(cfg.out_dir)
     key = {"task": cfg.task, "model": cfg.model, "method": method, "seed": seed,
            **{k: getattr(cfg, k) for k in ("train_examples", "batch_size", "epochs", "max_steps", "max_length")},
            "lr": cfg.finetune_lr if method == "finetune" else cfg.mask_lr,
            **({"mask_skip_blocks": cfg.mask_skip_blocks} if method == "mask" else {})}
-    name = f"solutions/{cfg.task}/{method}-s{seed}"
+    from .masking import task_dirname
+
+    name = f"solutions/{task_dirname(cfg.task)}/{method}-s{seed}"
     model = store.cached(name, key, build=lambda: _train(cfg, data, tokenizer, method, seed),
                          save=lambda m, p: m.save_pretrained(p / "model"),
                          load=lambda p: AutoModelForSequenceClassification.from_pretrained(p / "model"), seed=seed)
