@@ -43,7 +43,9 @@ CSS = """
   padding:8px 10px;border:1px solid #e3e3e3;border-radius:6px;background:#fafafa;margin-bottom:12px}
 .tmhl .bar{display:inline-block;width:170px;height:12px;border-radius:3px;vertical-align:middle;margin:0 6px;
   border:1px solid #ccc;background:linear-gradient(90deg,rgb(33,102,172),#fff 50%,rgb(178,24,43))}
-.tmhl .ex{border-top:1px solid #ececec;padding:9px 2px 11px}
+.tmhl .ex{border-top:1px solid #d9d9d9;padding:9px 2px 11px}
+.tmhl .ex.same{border-top:1px dashed #efefef;padding-top:3px}
+.tmhl .ex.same .idx{visibility:hidden}
 .tmhl .hd{font-size:.8em;color:#555;margin-bottom:4px;display:flex;flex-wrap:wrap;gap:4px 12px}
 .tmhl .hd b{color:#1d1d1f}
 .tmhl .idx{color:#999;font-variant-numeric:tabular-nums}
@@ -176,19 +178,22 @@ def _legend(any_hard: bool, any_box: bool, scale) -> str:
 def render_html(scores: Sequence[TokenScores], *, label_names: Sequence[str] | None = None, title: str | None = None,
                 subtitle: str | None = None, scale="text", show_important: bool = True,
                 boxes: Sequence[np.ndarray | None] | None = None, captions: Sequence[str | None] | None = None,
-                start_index: int = 0, legend: bool = True, full_document: bool = True) -> str:
+                start_index: int = 0, indices: Sequence[int] | None = None, legend: bool = True,
+                full_document: bool = True) -> str:
     """HTML for a batch of scored texts: a full page (``full_document=True``) or a fragment for an
     ipywidgets ``HTML`` widget / a notebook cell (the CSS travels with it either way).
 
     ``boxes[i]``: token positions (ints) or a boolean mask (one per token) of text i to outline; ``captions[i]``: a
     note in text i's header (e.g. "tagger" / "buffer labels"). ``scale``: "text", "batch" or a number.
+    Headers number texts ``start_index, start_index + 1, ...`` or by ``indices`` (e.g. dataset rows,
+    when several methods' rows of one example follow each other).
     """
     scores = list(scores)
     bad = [i for i, s in enumerate(scores) if not isinstance(s, TokenScores)]
     if bad:
         raise TypeError(f"scores[{bad[0]}] is {type(scores[bad[0]]).__name__}; pass TokenScores objects "
                         f"(from tmlib.importance.attribution.score_tokens)")
-    for name, seq in (("boxes", boxes), ("captions", captions)):
+    for name, seq in (("boxes", boxes), ("captions", captions), ("indices", indices)):
         if seq is not None and len(seq) != len(scores):
             raise ValueError(f"{len(scores)} texts but {len(seq)} {name}; pass one per text (None where there is none)")
     scales = _scale_for(scores, scale)
@@ -204,7 +209,9 @@ def render_html(scores: Sequence[TokenScores], *, label_names: Sequence[str] | N
     for i, ts in enumerate(scores):
         box = boxes[i] if boxes is not None else None
         cap = captions[i] if captions is not None else None
-        body.append(f'<div class="ex">{_header(start_index + i, ts, label_names, cap)}'
+        number = indices[i] if indices is not None else start_index + i
+        same = indices is not None and i > 0 and indices[i - 1] == number  # another row of the same example
+        body.append(f'<div class="ex{" same" if same else ""}">{_header(number, ts, label_names, cap)}'
                     f'<div class="txt">{_tokens_html(ts, scales[i], show_important, box)}</div></div>')
     inner = f'<div class="tmhl">{"".join(body)}</div>'
     if not full_document:
