@@ -1,0 +1,583 @@
+"""Selective masking for task-guided pre-training (Gu et al. 2020), the whole pipeline at small scale.
+
+Stages (each a cached :class:`~tmlib.runs.RunStore` artifact keyed by the parameters it depends on,
+so a rerun reuses every valid stage and rebuilds only what changed or is corrupt):
+
+1. ``genept``        MLM pre-training on general text (BBC) from ``model`` (``scratch:<size>`` = from
+                     scratch; ``minilm`` / ``bert-base-uncased`` / a directory = continue). ONE run of
+                     ``max(genept_steps)`` steps, saving the model at every budget in ``genept_steps``:
+                     the smaller ones are under-trained checkpoints, as the paper's 100k-of-a-longer-run.
+2. ``scorer``        the largest GenePT checkpoint (or ``scorer`` = a model name) fine-tuned on the task.
+3. ``buffer``        buffer-method labels (batched, :mod:`tmlib.importance.buffer`) on task train/dev sentences.
+4. ``tagger``        importance tagger (:mod:`tmlib.importance.tagger`) trained on them, best dev F1.
+5. ``corpus``        the tagger labels the unlabelled in-domain corpus (Pang&Lee review sentences).
+6. ``taskpt_*``      for every GenePT budget and method: TaskPT MLM on that corpus, same budget for
+                     every method: ``selective`` (tagger-guided), ``random`` (same masked COUNT per
+                     sentence at random positions), optionally ``random15`` (HF's random 15%).
+                     Checkpoints at every step in ``taskpt_steps`` (the accuracy-vs-steps curve).
+7. ``finetune``      every checkpoint fine-tuned on the task with every seed; best epoch by dev
+                     accuracy; the test accuracy of that epoch is reported (mean and std over seeds).
+
+Compute per stage (seconds measured when built, and FLOP estimates from token counts:
+6 * params * tokens for training, 2 * params * tokens for inference) goes to ``compute.json``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..runs import RunStore
+
+METHODS = ("selective", "random", "random15")
+
+
+@dataclass
+class SelectiveConfig:
+    out_dir: str = "runs/dev/01_selective_masking"   # where figures, CSV and JSON are written
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fine-tuning seeds
+    model: str = "scratch:mini"        # GenePT start: scratch:<size> (from scratch), minilm, bert-base-uncased, a dir
+    genept_corpus: str = "bbc"         # general-text corpus for GenePT
+    genept_steps: list[int] = field(default_factory=lambda: [150, 450])  # GenePT budgets (one run, checkpoints)
+    genept_max_sentences: int = 0      # 0 = the whole corpus
+    mlm_batch_size: int = 32           # GenePT and TaskPT batch size (packed rows)
+    genept_lr: float = 1e-3            # GenePT peak learning rate
+    taskpt_lr: float = 5e-4            # TaskPT peak learning rate
+    max_length: int = 64               # tokens per packed MLM row and per fine-tuning input
+    task: str = "mr"                   # labelled task (tmlib.data.load_task name)
+    task_max_examples: int = 0         # cap per split (0 = all)
+    scorer: str = "genept"             # buffer-method scorer: "genept" (largest checkpoint) or a model name
+    scorer_epochs: float = 3.0         # scorer fine-tuning epochs (best by dev)
+    buffer_delta: float = 0.01         # buffer method threshold (official 0.01)
+    buffer_max_sentences: int = 0      # task train sentences labelled by the buffer method (0 = all)
+    tagger_model: str = "genept"       # tagger init: "genept" (largest checkpoint) or a model name
+    tagger_epochs: float = 3.0         # tagger training epochs (best by dev F1)
+    tagger_class_weight: float = 3.0   # loss weight of the "important" class
+    taskpt_corpus: str = "pang_lee"    # unlabelled in-domain corpus for TaskPT
+    taskpt_max_sentences: int = 0      # sentences of it labelled and used (0 = all)
+    taskpt_steps: list[int] = field(default_factory=lambda: [100, 200])  # TaskPT checkpoints; the last is the budget
+    methods: list[str] = field(default_factory=lambda: ["selective", "random"])  # TaskPT masking methods
+    fallback: str = "none"             # selective masking of sentences without important tokens: none | random
+    curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
+    finetune_lr: float = 1e-4          # fine-tuning learning rate (paper: 2e-5 for BERT-base)
+    finetune_batch_size: int = 32      # fine-tuning batch size
+    finetune_epochs: float = 3.0       # fine-tuning epochs (best epoch by dev accuracy)
+    pretrain_seed: int = 0             # seed of GenePT, scorer, tagger and TaskPT
+    progress: bool = True              # tqdm bars
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds is empty: give at least one fine-tuning seed, e.g. [0, 1, 2]")
+        if not self.genept_steps or min(self.genept_steps) < 1:
+            raise ValueError(f"genept_steps must be positive step counts, got {self.genept_steps}")
+        if not self.taskpt_steps or min(self.taskpt_steps) < 1:
+            raise ValueError(f"taskpt_steps must be positive step counts, got {self.taskpt_steps}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"unknown TaskPT method(s) {bad}; choose from {list(METHODS)}")
+        if self.fallback not in ("none", "random"):
+            raise ValueError(f"fallback must be 'none' (official) or 'random', got {self.fallback!r}")
+        if self.max_length < 16:
+            raise ValueError(f"max_length must be >= 16, got {self.max_length}")
+        self.genept_steps = sorted(set(self.genept_steps))
+        self.taskpt_steps = sorted(set(self.taskpt_steps))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+class Compute:
+    """Seconds and FLOP estimates per stage; loaded artifacts report what their build cost."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, stage: str, group: str, seconds: float, flops: float, **extra) -> None:
+        self.rows = [r for r in self.rows if r["stage"] != stage]
+        self.rows.append({"stage": stage, "group": group, "seconds": float(seconds), "flops": float(flops), **extra})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+
+def _encoder_params(model) -> int:
+    """Parameters touched per token (the embedding matrix is a lookup, not a matmul)."""
+    emb = model.get_input_embeddings().weight.numel()
+    return sum(p.numel() for p in model.parameters()) - emb
+
+
+def _save_model(model, d: Path, stats: dict) -> None:
+    model.save_pretrained(d / "model")
+    (d / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+
+
+def _load_stats(d: Path) -> dict:
+    return json.loads((d / "stats.json").read_text())
+
+
+def _sub(cfg: SelectiveConfig, *names: str, **extra) -> dict:
+    return {**{n: getattr(cfg, n) for n in names}, **extra}
+
+
+def _train_cfg(cfg: SelectiveConfig, **kw):
+    from ..training import TrainConfig
+
+    base = dict(max_length=cfg.max_length, progress=cfg.progress, seed=cfg.pretrain_seed)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@dataclass
+class Pipeline:
+    """State shared by the stages of one notebook run."""
+
+    cfg: SelectiveConfig
+    store: RunStore
+    tokenizer: Any
+    task: Any
+    compute: Compute = field(default_factory=Compute)
+    genept_dirs: dict[int, Path] = field(default_factory=dict)
+    scorer_dir: Path | None = None
+    tagger_dir: Path | None = None
+    buffer_scores: dict = field(default_factory=dict)
+    tagger_metrics: dict = field(default_factory=dict)
+    corpus: Any = None
+    taskpt_dirs: dict = field(default_factory=dict)   # (genept_steps, method, taskpt_steps) -> dir
+
+
+def setup(cfg: SelectiveConfig) -> Pipeline:
+    """Tokenizer, task data and the run store under ``cfg.out_dir``."""
+    from ..data import load_task
+    from ..models import load_tokenizer
+
+    tok_name = cfg.model if not cfg.model.startswith("scratch:") else "minilm"
+    tokenizer = load_tokenizer(tok_name)
+    task = load_task(cfg.task, seed=0, max_examples=cfg.task_max_examples or None)
+    return Pipeline(cfg, RunStore(cfg.out_dir), tokenizer, task)
+
+
+# ------------------------------------------------------------------------------------------- GenePT
+
+def run_genept(p: Pipeline) -> dict[int, Path]:
+    """One GenePT run of ``max(genept_steps)`` steps; the model is saved at every budget."""
+    from ..data import load_corpus
+    from ..mlm import corpus_tokens, pack_corpus, train_mlm
+    from ..models import load_mlm
+
+    cfg = p.cfg
+    conf = _sub(cfg, "model", "genept_corpus", "genept_steps", "genept_max_sentences", "mlm_batch_size", "genept_lr",
+                "max_length", "pretrain_seed")
+
+    def build():
+        start = time.perf_counter()
+        corpus = load_corpus(cfg.genept_corpus, max_sentences=cfg.genept_max_sentences or None, seed=cfg.pretrain_seed)
+        packed = pack_corpus(list(corpus["text"]), p.tokenizer, cfg.max_length)
+        model = load_mlm(cfg.model, seed=cfg.pretrain_seed)
+        saved: dict[int, dict] = {}
+        tmp = Path(p.store.root) / ".genept_tmp"
+
+        def on_save(step, m):
+            m.save_pretrained(tmp / f"step_{step}")
+            saved[step] = {"seconds": time.perf_counter() - start}
+
+        tcfg = _train_cfg(cfg, lr=cfg.genept_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.genept_steps),
+                          warmup_ratio=0.05, eval_every=max(1, max(cfg.genept_steps) // 10))
+        res = train_mlm(model, packed, p.tokenizer, tcfg, save_at=cfg.genept_steps, on_save=on_save, desc="GenePT")
+        tok_per_step = corpus_tokens(packed) / len(packed) * cfg.mlm_batch_size
+        return {"tmp": tmp, "saved": saved, "history": res.history, "tokens_per_step": tok_per_step,
+                "params": _encoder_params(model), "rows": len(packed)}
+
+    def save(obj, d: Path):
+        import shutil
+
+        for step in cfg.genept_steps:
+            shutil.move(str(obj["tmp"] / f"step_{step}"), str(d / f"step_{step}"))
+        shutil.rmtree(obj["tmp"], ignore_errors=True)
+        (d / "stats.json").write_text(json.dumps({k: v for k, v in obj.items() if k != "tmp"}, default=float, indent=2))
+
+    p.store.cached("genept", conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+    d = p.store.root / "genept"
+    stats = _load_stats(d)
+    for step in cfg.genept_steps:
+        p.genept_dirs[step] = d / f"step_{step}"
+        p.compute.add(f"GenePT {step} steps", "GenePT", stats["saved"][str(step)]["seconds"],
+                      6 * stats["params"] * stats["tokens_per_step"] * step, steps=step)
+    return p.genept_dirs
+
+
+def genept_history(p: Pipeline) -> pd.DataFrame:
+    return pd.DataFrame(_load_stats(p.store.root / "genept")["history"])
+
+
+# --------------------------------------------------------------------------------- importance pipeline
+
+def _resolve(p: Pipeline, name: str) -> str:
+    return str(p.genept_dirs[max(p.genept_dirs)]) if name == "genept" else name
+
+
+def run_scorer(p: Pipeline) -> dict:
+    """Fine-tune the scorer (the classifier whose probabilities the buffer method reads)."""
+    from ..data import label_names
+    from ..models import load_classifier
+    from ..training import train_classifier
+
+    cfg = p.cfg
+    conf = _sub(cfg, "scorer", "task", "task_max_examples", "scorer_epochs", "finetune_lr", "finetune_batch_size",
+                "max_length", "pretrain_seed", genept=_genept_key(p) if cfg.scorer == "genept" else None)
+
+    def build():
+        start = time.perf_counter()
+        model = load_classifier(_resolve(p, cfg.scorer), label_names(p.task), seed=cfg.pretrain_seed)
+        tcfg = _train_cfg(cfg, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.scorer_epochs)
+        res = train_classifier(model, p.task, p.tokenizer, tcfg, desc="scorer")
+        n_tok = sum(len(x) for x in p.tokenizer(list(p.task["train"]["text"]), truncation=True, max_length=cfg.max_length)["input_ids"])
+        return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "test": res.test, "steps": res.fit.steps,
+                       "flops": 6 * _encoder_params(model) * n_tok * cfg.scorer_epochs}
+
+    p.store.cached("scorer", conf, build, lambda o, d: _save_model(o[0], d, o[1]), lambda d: None, seed=cfg.pretrain_seed)
+    p.scorer_dir = p.store.root / "scorer" / "model"
+    stats = _load_stats(p.store.root / "scorer")
+    p.compute.add("scorer fine-tune", "importance", stats["seconds"], stats["flops"])
+    return stats
+
+
+def _genept_key(p: Pipeline) -> str:
+    return json.loads((p.store.root / "genept" / "manifest.json").read_text())["config_hash"]
+
+
+def _scores_to_json(scores) -> list[dict]:
+    return [{"text": s.text, "tokens": s.tokens, "scores": s.scores.tolist(), "important": s.important.tolist(),
+             "label": s.label, "pred": s.pred} for s in scores]
+
+
+def _scores_from_json(rows) -> list:
+    from ..importance.types import TokenScores
+
+    return [TokenScores(text=r["text"], tokens=r["tokens"], scores=np.asarray(r["scores"]), important=r["important"],
+                        label=r["label"], pred=r["pred"], method="buffer") for r in rows]
+
+
+def run_buffer(p: Pipeline) -> pd.DataFrame:
+    """Buffer-method labels on the task's train sentences (tagger training) and dev sentences (tagger dev F1)."""
+    import torch
+
+    from ..importance.buffer import BufferConfig, buffer_importance
+    from ..models import load_classifier
+    from ..data import label_names
+
+    cfg = p.cfg
+    scorer_key = json.loads((p.store.root / "scorer" / "manifest.json").read_text())["config_hash"]
+    conf = _sub(cfg, "buffer_delta", "buffer_max_sentences", "max_length", "task", "task_max_examples", scorer=scorer_key)
+
+    def build():
+        start = time.perf_counter()
+        model = load_classifier(str(p.scorer_dir), label_names(p.task)).eval()
+        bcfg = BufferConfig(delta=cfg.buffer_delta, max_length=cfg.max_length, progress=cfg.progress)
+        out, passes = {}, 0
+        for split in ("train", "dev"):
+            ds = p.task[split]
+            if split == "train" and cfg.buffer_max_sentences:
+                ds = ds.select(range(min(cfg.buffer_max_sentences, len(ds))))
+            with torch.inference_mode():
+                out[split] = buffer_importance(model, p.tokenizer, list(ds["text"]), list(ds["label"]), bcfg)
+        # each tested token is one candidate row of n_buffer+3 tokens; approximate the forward FLOPs
+        cand_tokens = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
+        full_tokens = sum(len(s.tokens) + 2 for v in out.values() for s in v)
+        flops = 2 * _encoder_params(model) * (cand_tokens + full_tokens)
+        return {k: _scores_to_json(v) for k, v in out.items()}, {"seconds": time.perf_counter() - start, "flops": flops}
+
+    def save(obj, d):
+        (d / "labels.json").write_text(json.dumps(obj[0]))
+        (d / "stats.json").write_text(json.dumps(obj[1]))
+
+    p.store.cached("buffer", conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+    d = p.store.root / "buffer"
+    rows = json.loads((d / "labels.json").read_text())
+    p.buffer_scores = {k: _scores_from_json(v) for k, v in rows.items()}
+    stats = _load_stats(d)
+    p.compute.add("buffer labels", "importance", stats["seconds"], stats["flops"])
+    return buffer_summary(p.buffer_scores)
+
+
+def buffer_summary(scores: dict) -> pd.DataFrame:
+    rows = []
+    for split, ss in scores.items():
+        correct = [s for s in ss if s.correct]
+        tokens = sum(len(s.tokens) for s in correct)
+        imp = sum(int(s.important.sum()) for s in correct)
+        rows.append({"split": split, "sentences": len(ss), "scorer_correct": len(correct),
+                     "important_tokens": imp, "important_rate": imp / max(1, tokens),
+                     "no_important_token": sum(int(s.important.sum() == 0) for s in correct)})
+    return pd.DataFrame(rows)
+
+
+def run_tagger(p: Pipeline) -> dict:
+    """Train the importance tagger on the buffer labels (best epoch by dev F1 of the important class)."""
+    from ..importance.tagger import train_tagger
+    from ..models import load_token_classifier
+
+    cfg = p.cfg
+    buf_key = json.loads((p.store.root / "buffer" / "manifest.json").read_text())["config_hash"]
+    conf = _sub(cfg, "tagger_model", "tagger_epochs", "tagger_class_weight", "max_length", "pretrain_seed",
+                "finetune_lr", "finetune_batch_size", buffer=buf_key,
+                genept=_genept_key(p) if cfg.tagger_model == "genept" else None)
+
+    def build():
+        start = time.perf_counter()
+        model = load_token_classifier(_resolve(p, cfg.tagger_model), num_labels=2, seed=cfg.pretrain_seed)
+        tcfg = _train_cfg(cfg, lr=max(cfg.finetune_lr, 1e-4), batch_size=cfg.finetune_batch_size, epochs=cfg.tagger_epochs)
+        res = train_tagger(model, p.buffer_scores["train"], p.buffer_scores["dev"], p.tokenizer, tcfg,
+                           class_weight=cfg.tagger_class_weight)
+        n_tok = sum(len(s.tokens) + 2 for s in p.buffer_scores["train"])
+        return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "history": res.fit.history,
+                       "positive_rate": res.positive_rate, "n_train": res.n_train,
+                       "flops": 6 * _encoder_params(model) * n_tok * cfg.tagger_epochs, "params": _encoder_params(model)}
+
+    p.store.cached("tagger", conf, build, lambda o, d: _save_model(o[0], d, o[1]), lambda d: None, seed=cfg.pretrain_seed)
+    p.tagger_dir = p.store.root / "tagger" / "model"
+    stats = _load_stats(p.store.root / "tagger")
+    p.tagger_metrics = stats
+    p.compute.add("tagger training", "importance", stats["seconds"], stats["flops"])
+    return stats
+
+
+def run_corpus_labels(p: Pipeline):
+    """The tagger labels the unlabelled in-domain corpus (cached ``datasets`` folder)."""
+    from datasets import Dataset
+
+    from ..data import load_corpus
+    from ..importance.tagger import label_corpus
+    from ..models import load_token_classifier
+
+    cfg = p.cfg
+    tag_key = json.loads((p.store.root / "tagger" / "manifest.json").read_text())["config_hash"]
+    conf = _sub(cfg, "taskpt_corpus", "taskpt_max_sentences", "max_length", "pretrain_seed", tagger=tag_key)
+
+    def build():
+        start = time.perf_counter()
+        corpus = load_corpus(cfg.taskpt_corpus, max_sentences=cfg.taskpt_max_sentences or None, seed=cfg.pretrain_seed)
+        tagger = load_token_classifier(str(p.tagger_dir), num_labels=2)
+        ds = label_corpus(tagger, p.tokenizer, corpus, max_length=cfg.max_length, progress=cfg.progress)
+        n_tok = sum(len(x) + 2 for x in ds["token_ids"])
+        return ds, {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(tagger) * n_tok,
+                    "sentences": len(ds), "tokens": n_tok}
+
+    def save(obj, d):
+        obj[0].save_to_disk(str(d / "data"))
+        (d / "stats.json").write_text(json.dumps(obj[1]))
+
+    p.store.cached("corpus_labels", conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+    d = p.store.root / "corpus_labels"
+    p.corpus = Dataset.load_from_disk(str(d / "data"))
+    stats = _load_stats(d)
+    p.compute.add("label corpus", "importance", stats["seconds"], stats["flops"])
+    return corpus_summary(p.corpus)
+
+
+def corpus_summary(ds) -> pd.DataFrame:
+    imp = [np.asarray(x) for x in ds["important"]]
+    n_tok = sum(len(x) for x in imp)
+    return pd.DataFrame([{"sentences": len(ds), "tokens": n_tok, "important_rate": sum(int(x.sum()) for x in imp) / max(1, n_tok),
+                          "sentences_without_important": sum(int(x.sum() == 0) for x in imp)}])
+
+
+def importance_examples(p: Pipeline, n: int = 8) -> pd.DataFrame:
+    """A few corpus sentences with the tagger's important tokens in brackets."""
+    rows = []
+    for r in p.corpus.select(range(min(n, len(p.corpus)))):
+        toks = p.tokenizer.convert_ids_to_tokens(r["token_ids"])
+        rows.append({"sentence": " ".join(f"[{t}]" if i else t for t, i in zip(toks, r["important"]))})
+    return pd.DataFrame(rows)
+
+
+# -------------------------------------------------------------------------------------------- TaskPT
+
+def _collator(method: str, tokenizer, seed: int, fallback: str):
+    from ..collators import PlainMLMCollator, RandomCountMaskingCollator, SelectiveMaskingCollator
+
+    fb = None if fallback == "none" else fallback
+    if method == "selective":
+        return SelectiveMaskingCollator(tokenizer, fallback=fb, seed=seed)
+    if method == "random":
+        return RandomCountMaskingCollator(tokenizer, fallback=fb, seed=seed)
+    return PlainMLMCollator(tokenizer, mlm_probability=0.15, seed=seed)
+
+
+def run_taskpt(p: Pipeline) -> dict:
+    """TaskPT for every GenePT budget and method, the same budget (steps, batch, lr, data order) for all."""
+    from ..mlm import pack_corpus, train_mlm
+    from ..models import load_mlm
+
+    cfg = p.cfg
+    packed = pack_corpus(None, p.tokenizer, cfg.max_length, token_ids=list(p.corpus["token_ids"]),
+                         token_fields={"importance": list(p.corpus["importance"]), "important": list(p.corpus["important"])})
+    corpus_key = json.loads((p.store.root / "corpus_labels" / "manifest.json").read_text())["config_hash"]
+    tok_per_step = sum(len(x) for x in packed["input_ids"]) / len(packed) * cfg.mlm_batch_size
+    for g, gdir in p.genept_dirs.items():
+        for method in cfg.methods:
+            name = f"taskpt_g{g}_{method}"
+            conf = _sub(cfg, "taskpt_steps", "taskpt_lr", "mlm_batch_size", "max_length", "pretrain_seed", "fallback",
+                        genept=_genept_key(p), genept_steps_at=g, method=method,
+                        corpus=corpus_key if method != "random15" else _sub(cfg, "taskpt_corpus", "taskpt_max_sentences"))
+
+            def build(gdir=gdir, method=method, name=name):
+                start = time.perf_counter()
+                model = load_mlm(str(gdir))
+                tmp = p.store.root / f".{name}_tmp"
+                saved = {}
+
+                def on_save(step, m):
+                    m.save_pretrained(tmp / f"step_{step}")
+                    saved[step] = time.perf_counter() - start
+
+                tcfg = _train_cfg(cfg, lr=cfg.taskpt_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.taskpt_steps),
+                                  warmup_ratio=0.05, eval_every=max(1, max(cfg.taskpt_steps) // 10))
+                res = train_mlm(model, packed, p.tokenizer, tcfg, collator=_collator(method, p.tokenizer, cfg.pretrain_seed, cfg.fallback),
+                                save_at=cfg.taskpt_steps, on_save=on_save, desc=f"TaskPT {method} (GenePT {g})")
+                return {"tmp": tmp, "saved": saved, "history": res.history, "params": _encoder_params(model)}
+
+            def save(obj, d):
+                import shutil
+
+                for s in cfg.taskpt_steps:
+                    shutil.move(str(obj["tmp"] / f"step_{s}"), str(d / f"step_{s}"))
+                shutil.rmtree(obj["tmp"], ignore_errors=True)
+                (d / "stats.json").write_text(json.dumps({k: v for k, v in obj.items() if k != "tmp"}, default=float))
+
+            p.store.cached(name, conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+            stats = _load_stats(p.store.root / name)
+            for s in cfg.taskpt_steps:
+                p.taskpt_dirs[(g, method, s)] = p.store.root / name / f"step_{s}"
+            last = max(cfg.taskpt_steps)
+            p.compute.add(f"TaskPT {method} (GenePT {g})", "TaskPT", stats["saved"][str(last)],
+                          6 * stats["params"] * tok_per_step * last, genept_steps=g, method=method)
+    return p.taskpt_dirs
+
+
+def taskpt_history(p: Pipeline) -> pd.DataFrame:
+    rows = []
+    for g in p.genept_dirs:
+        for m in p.cfg.methods:
+            for h in _load_stats(p.store.root / f"taskpt_g{g}_{m}")["history"]:
+                rows.append({"genept_steps": g, "method": m, **h})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------ fine-tune
+
+def _finetune(p: Pipeline, ckpt: Path, key: dict, seed: int) -> dict:
+    from ..data import label_names
+    from ..models import load_classifier
+    from ..training import train_classifier
+
+    cfg = p.cfg
+    conf = {**_sub(cfg, "task", "task_max_examples", "finetune_lr", "finetune_batch_size", "finetune_epochs", "max_length"),
+            **key, "seed": seed}
+    name = f"finetune/g{key['g']}_{key['method']}_t{key['t']}_s{seed}"
+
+    def build():
+        start = time.perf_counter()
+        model = load_classifier(str(ckpt), label_names(p.task), seed=seed)
+        tcfg = _train_cfg(cfg, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.finetune_epochs, seed=seed)
+        res = train_classifier(model, p.task, p.tokenizer, tcfg, desc=f"fine-tune s{seed}")
+        return {"dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"], "best_epoch": res.fit.best.get("epoch"),
+                "seconds": time.perf_counter() - start}
+
+    return p.store.cached(name, conf, build, lambda o, d: (d / "metrics.json").write_text(json.dumps(o)),
+                          lambda d: json.loads((d / "metrics.json").read_text()), seed=seed)
+
+
+def run_finetune(p: Pipeline) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fine-tune GenePT-only and every final TaskPT checkpoint (and, for the curve, the intermediate
+    ones) with every seed. Returns (results: one row per run, steps: the curve rows)."""
+    from tqdm.auto import tqdm
+
+    cfg = p.cfg
+    jobs = []
+    curve_budgets = list(p.genept_dirs) if cfg.curve_all_budgets else [min(p.genept_dirs)]
+    gkey = _genept_key(p)
+    for g, gdir in p.genept_dirs.items():
+        jobs.append((g, "genept", 0, gdir, {"genept": gkey, "g": g, "method": "genept", "t": 0}))
+        for m in cfg.methods:
+            steps = cfg.taskpt_steps if g in curve_budgets else [max(cfg.taskpt_steps)]
+            art = json.loads((p.store.root / f"taskpt_g{g}_{m}" / "manifest.json").read_text())["config_hash"]
+            for s in steps:
+                jobs.append((g, m, s, p.taskpt_dirs[(g, m, s)], {"artifact": art, "g": g, "method": m, "t": s}))
+    rows = []
+    for (g, m, s, d, key), seed in tqdm([(j, seed) for j in jobs for seed in cfg.seeds], desc="fine-tune runs",
+                                        disable=not cfg.progress):
+        r = _finetune(p, d, key, seed)
+        rows.append({"genept_steps": g, "method": m, "taskpt_steps": s, "seed": seed, **r})
+    df = pd.DataFrame(rows)
+    p.compute.add("fine-tune (all runs)", "fine-tune", float(df["seconds"].sum()), 0.0)
+    final = df[(df["method"] == "genept") | (df["taskpt_steps"] == max(cfg.taskpt_steps))].copy()
+    curve = df[df["genept_steps"].isin(curve_budgets)].copy()
+    return final.reset_index(drop=True), curve.reset_index(drop=True)
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean / std over seeds of test (and dev) accuracy per GenePT budget and condition."""
+    order = {m: i for i, m in enumerate(("genept",) + METHODS)}
+    g = results.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
+    out = g.agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
+                dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"), n_seeds=("seed", "count"))
+    out["condition"] = out["method"].map({"genept": "GenePT only", "selective": "+TaskPT selective",
+                                          "random": "+TaskPT random (same count)", "random15": "+TaskPT random 15%"})
+    out = out.sort_values(["genept_steps", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    return out.fillna({"test_std": 0.0, "dev_std": 0.0}).reset_index(drop=True)
+
+
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table: rows = GenePT budget, columns = condition, cells = 'mean ± std' (test, %)."""
+    s = summary.assign(cell=lambda d: (100 * d.test_mean).map("{:.2f}".format) + " ± " + (100 * d.test_std).map("{:.2f}".format))
+    return s.pivot(index="genept_steps", columns="condition", values="cell")
+
+
+def curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy vs TaskPT steps: step 0 is GenePT-only, shared by every method."""
+    parts = []
+    for m in [x for x in curve["method"].unique() if x != "genept"]:
+        base = curve[curve["method"] == "genept"].assign(method=m)
+        parts.append(pd.concat([base, curve[curve["method"] == m]]))
+    both = pd.concat(parts)
+    return (both.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
+            .agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"), dev_mean=("dev_accuracy", "mean"),
+                 n_seeds=("seed", "count")).fillna({"test_std": 0.0}))
+
+
+def compute_split(p: Pipeline) -> dict:
+    """Compute per stage and per group (GenePT at the smallest budget / importance pipeline / TaskPT per method)."""
+    df = p.compute.frame()
+    return {"stages": df.to_dict(orient="records"),
+            "groups_seconds": df.groupby("group")["seconds"].sum().to_dict(),
+            "groups_flops": df.groupby("group")["flops"].sum().to_dict()}
+
+
+def write_outputs(p: Pipeline, results: pd.DataFrame, curve: pd.DataFrame) -> dict[str, Path]:
+    """results.csv (per seed), summary.csv (mean/std), steps.csv (curve), compute.json, config.json."""
+    summary = summarize(results)
+    steps = curve_summary(curve)
+    out = {"results": p.store.write_csv("results.csv", results), "summary": p.store.write_csv("summary.csv", summary),
+           "steps": p.store.write_csv("steps.csv", curve), "steps_summary": p.store.write_csv("steps_summary.csv", steps),
+           "compute": p.store.write_json("compute.json", compute_split(p)),
+           "tagger": p.store.write_json("tagger.json", {k: v for k, v in p.tagger_metrics.items() if k != "history"}),
+           "config": p.store.write_json("config.json", asdict(p.cfg))}
+    return out
+
+
+def run_pipeline(cfg: SelectiveConfig) -> dict:
+    """Every stage in order (what the notebook does cell by cell)."""
+    p = setup(cfg)
+    run_genept(p)
+    run_scorer(p)
+    run_buffer(p)
+    run_tagger(p)
+    run_corpus_labels(p)
+    run_taskpt(p)
+    results, curve = run_finetune(p)
+    write_outputs(p, results, curve)
+    return {"pipeline": p, "results": results, "curve": curve, "summary": summarize(results)}

@@ -1,0 +1,105 @@
+"""Figures for selective masking (Gu et al. 2020): accuracy bars, accuracy vs TaskPT steps, compute split."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from . import color, use_style
+
+LABELS = {"genept": "GenePT only", "selective": "+TaskPT selective", "random": "+TaskPT random (same count)",
+          "random15": "+TaskPT random 15%"}
+
+
+def accuracy_bars(summary: pd.DataFrame, title: str = "Test accuracy (mean ± std over seeds)"):
+    """Grouped bars: one group per GenePT budget, one bar per condition, error bars = std over seeds."""
+    use_style()
+    budgets = sorted(summary["genept_steps"].unique())
+    methods = [m for m in LABELS if m in set(summary["method"])]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(budgets) * len(methods) / 2, 3.6))
+    width = 0.8 / len(methods)
+    x = np.arange(len(budgets))
+    for k, m in enumerate(methods):
+        rows = summary[summary["method"] == m].set_index("genept_steps").reindex(budgets)
+        mean, std = 100 * rows["test_mean"].to_numpy(), 100 * rows["test_std"].fillna(0).to_numpy()
+        bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=color(m), label=LABELS[m])
+        for b, v in zip(bars, mean):
+            if np.isfinite(v):
+                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8,
+                            xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(x, [f"GenePT {b} steps" for b in budgets])
+    lo = np.nanmin(100 * summary["test_mean"]) - 3 * max(1.0, np.nanmax(100 * summary["test_std"].fillna(0)))
+    ax.set_ylim(max(0, lo), min(100, np.nanmax(100 * (summary["test_mean"] + summary["test_std"].fillna(0))) + 3))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def accuracy_vs_steps(steps_summary: pd.DataFrame, title: str = "Accuracy vs TaskPT steps"):
+    """Mean ± std bands per method; step 0 is the GenePT-only model shared by every method."""
+    use_style()
+    budgets = sorted(steps_summary["genept_steps"].unique())
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.6 * len(budgets), 3.4), squeeze=False, sharey=True)
+    for ax, g in zip(axes[0], budgets):
+        d = steps_summary[steps_summary["genept_steps"] == g]
+        for m in [m for m in LABELS if m in set(d["method"])]:
+            r = d[d["method"] == m].sort_values("taskpt_steps")
+            mean, std = 100 * r["test_mean"].to_numpy(), 100 * r["test_std"].fillna(0).to_numpy()
+            ax.plot(r["taskpt_steps"], mean, marker="o", color=color(m), label=LABELS[m])
+            ax.fill_between(r["taskpt_steps"], mean - std, mean + std, color=color(m), alpha=0.18)
+        ax.set_xlabel("TaskPT steps")
+        ax.set_title(f"GenePT {g} steps")
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def compute_split(compute: dict, method: str = "selective", budget: int | None = None, key: str = "seconds"):
+    """Pie of one selective run's compute (GenePT at ``budget`` / importance pipeline / TaskPT) next to a
+    bar per stage; ``key`` is ``seconds`` (measured) or ``flops`` (estimated from token counts)."""
+    use_style()
+    df = pd.DataFrame(compute["stages"])
+    gen = df[df["group"] == "GenePT"]
+    budget = budget if budget is not None else int(gen["steps"].min())
+    genept = float(gen.loc[gen["steps"] == budget, key].sum())
+    imp = float(df.loc[df["group"] == "importance", key].sum())
+    tp = df[(df["group"] == "TaskPT") & (df["method"] == method) & (df["genept_steps"] == budget)]
+    taskpt = float(tp[key].sum())
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.5]})
+    parts = [("GenePT", genept, color("genept")), ("importance pipeline", imp, "#edae49"), (f"TaskPT ({method})", taskpt, color(method))]
+    vals = [max(v, 0.0) for _, v, _ in parts]
+    if sum(vals) > 0:
+        a1.pie(vals, labels=[n for n, _, _ in parts], colors=[c for _, _, c in parts], autopct="%1.0f%%", startangle=90,
+               wedgeprops={"linewidth": 1, "edgecolor": "white"})
+    a1.set_title(f"compute split ({key}), GenePT {budget}")
+    stages = df[df["group"] != "fine-tune"]
+    a2.barh(stages["stage"], stages[key], color=[{"GenePT": color("genept"), "importance": "#edae49"}.get(g, color(m) if isinstance(m, str) else "#444")
+                                                for g, m in zip(stages["group"], stages.get("method", [None] * len(stages)))])
+    a2.invert_yaxis()
+    a2.set_xlabel(key)
+    a2.set_title("per stage")
+    a2.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame | None = None):
+    """MLM training loss of GenePT (and of each TaskPT run)."""
+    use_style()
+    n = 1 if taskpt_history is None or taskpt_history.empty else 2
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.2), squeeze=False)
+    axes[0][0].plot(genept_history["step"], genept_history["train_loss"], color=color("genept"))
+    axes[0][0].set_title("GenePT MLM loss")
+    axes[0][0].set_xlabel("step")
+    if n == 2:
+        ax = axes[0][1]
+        for (g, m), d in taskpt_history.groupby(["genept_steps", "method"]):
+            ax.plot(d["step"], d["train_loss"], color=color(m), ls="-" if g == taskpt_history["genept_steps"].min() else "--",
+                    label=f"{m} (GenePT {g})")
+        ax.set_title("TaskPT MLM loss (on its own masks)")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
