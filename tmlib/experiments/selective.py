@@ -35,6 +35,9 @@ import pandas as pd
 from ..runs import RunStore
 
 METHODS = ("selective", "random", "random15")
+PRETRAIN_SEED = 0           # seed of GenePT, scorer, tagger and TaskPT (fine-tuning seeds are a parameter)
+TAGGER_CLASS_WEIGHT = 3.0   # loss weight of the "important" class (REFERENCE: ~3)
+PROGRESS = True             # tqdm bars
 
 
 @dataclass
@@ -43,32 +46,27 @@ class SelectiveConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fine-tuning seeds
     model: str = "scratch:mini"        # GenePT start: scratch:<size> (from scratch), minilm, bert-base-uncased, a dir
     genept_corpus: str = "bbc"         # general-text corpus for GenePT
-    genept_steps: list[int] = field(default_factory=lambda: [150, 450])  # GenePT budgets (one run, checkpoints)
+    genept_steps: list[int] = field(default_factory=lambda: [100, 300])  # GenePT budgets (one run, checkpoints)
     genept_max_sentences: int = 0      # 0 = the whole corpus
-    mlm_batch_size: int = 32           # GenePT and TaskPT batch size (packed rows)
-    genept_lr: float = 1e-3            # GenePT peak learning rate
-    taskpt_lr: float = 5e-4            # TaskPT peak learning rate
+    mlm_batch_size: int = 16           # GenePT and TaskPT batch size (packed rows)
+    mlm_lr: float = 1e-3               # GenePT and TaskPT peak learning rate
     max_length: int = 64               # tokens per packed MLM row and per fine-tuning input
     task: str = "mr"                   # labelled task (tmlib.data.load_task name)
-    task_max_examples: int = 0         # cap per split (0 = all)
+    task_max_examples: int = 1000      # cap per split (0 = all)
     scorer: str = "genept"             # buffer-method scorer: "genept" (largest checkpoint) or a model name
-    scorer_epochs: float = 3.0         # scorer fine-tuning epochs (best by dev)
     buffer_delta: float = 0.01         # buffer method threshold (official 0.01)
     buffer_max_sentences: int = 0      # task train sentences labelled by the buffer method (0 = all)
     tagger_model: str = "genept"       # tagger init: "genept" (largest checkpoint) or a model name
     tagger_epochs: float = 3.0         # tagger training epochs (best by dev F1)
-    tagger_class_weight: float = 3.0   # loss weight of the "important" class
     taskpt_corpus: str = "pang_lee"    # unlabelled in-domain corpus for TaskPT
-    taskpt_max_sentences: int = 0      # sentences of it labelled and used (0 = all)
-    taskpt_steps: list[int] = field(default_factory=lambda: [100, 200])  # TaskPT checkpoints; the last is the budget
+    taskpt_max_sentences: int = 6000   # sentences of it labelled and used (0 = all)
+    taskpt_steps: list[int] = field(default_factory=lambda: [75, 150])  # TaskPT checkpoints; the last is the budget
     methods: list[str] = field(default_factory=lambda: ["selective", "random"])  # TaskPT masking methods
     fallback: str = "none"             # selective masking of sentences without important tokens: none | random
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
     finetune_lr: float = 1e-4          # fine-tuning learning rate (paper: 2e-5 for BERT-base)
     finetune_batch_size: int = 32      # fine-tuning batch size
-    finetune_epochs: float = 3.0       # fine-tuning epochs (best epoch by dev accuracy)
-    pretrain_seed: int = 0             # seed of GenePT, scorer, tagger and TaskPT
-    progress: bool = True              # tqdm bars
+    finetune_epochs: float = 2.0       # fine-tuning epochs (best epoch by dev accuracy)
 
     def __post_init__(self):
         if not self.seeds:
@@ -126,7 +124,7 @@ def _sub(cfg: SelectiveConfig, *names: str, **extra) -> dict:
 def _train_cfg(cfg: SelectiveConfig, **kw):
     from ..training import TrainConfig
 
-    base = dict(max_length=cfg.max_length, progress=cfg.progress, seed=cfg.pretrain_seed)
+    base = dict(max_length=cfg.max_length, progress=PROGRESS, seed=PRETRAIN_SEED)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -169,14 +167,14 @@ def run_genept(p: Pipeline) -> dict[int, Path]:
     from ..models import load_mlm
 
     cfg = p.cfg
-    conf = _sub(cfg, "model", "genept_corpus", "genept_steps", "genept_max_sentences", "mlm_batch_size", "genept_lr",
-                "max_length", "pretrain_seed")
+    conf = _sub(cfg, "model", "genept_corpus", "genept_steps", "genept_max_sentences", "mlm_batch_size", "mlm_lr",
+                "max_length", )
 
     def build():
         start = time.perf_counter()
-        corpus = load_corpus(cfg.genept_corpus, max_sentences=cfg.genept_max_sentences or None, seed=cfg.pretrain_seed)
+        corpus = load_corpus(cfg.genept_corpus, max_sentences=cfg.genept_max_sentences or None, seed=PRETRAIN_SEED)
         packed = pack_corpus(list(corpus["text"]), p.tokenizer, cfg.max_length)
-        model = load_mlm(cfg.model, seed=cfg.pretrain_seed)
+        model = load_mlm(cfg.model, seed=PRETRAIN_SEED)
         saved: dict[int, dict] = {}
         tmp = Path(p.store.root) / ".genept_tmp"
 
@@ -184,7 +182,7 @@ def run_genept(p: Pipeline) -> dict[int, Path]:
             m.save_pretrained(tmp / f"step_{step}")
             saved[step] = {"seconds": time.perf_counter() - start}
 
-        tcfg = _train_cfg(cfg, lr=cfg.genept_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.genept_steps),
+        tcfg = _train_cfg(cfg, lr=cfg.mlm_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.genept_steps),
                           warmup_ratio=0.05, eval_every=max(1, max(cfg.genept_steps) // 10))
         res = train_mlm(model, packed, p.tokenizer, tcfg, save_at=cfg.genept_steps, on_save=on_save, desc="GenePT")
         tok_per_step = corpus_tokens(packed) / len(packed) * cfg.mlm_batch_size
@@ -199,7 +197,7 @@ def run_genept(p: Pipeline) -> dict[int, Path]:
         shutil.rmtree(obj["tmp"], ignore_errors=True)
         (d / "stats.json").write_text(json.dumps({k: v for k, v in obj.items() if k != "tmp"}, default=float, indent=2))
 
-    p.store.cached("genept", conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+    p.store.cached("genept", conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
     d = p.store.root / "genept"
     stats = _load_stats(d)
     for step in cfg.genept_steps:
@@ -226,19 +224,19 @@ def run_scorer(p: Pipeline) -> dict:
     from ..training import train_classifier
 
     cfg = p.cfg
-    conf = _sub(cfg, "scorer", "task", "task_max_examples", "scorer_epochs", "finetune_lr", "finetune_batch_size",
-                "max_length", "pretrain_seed", genept=_genept_key(p) if cfg.scorer == "genept" else None)
+    conf = _sub(cfg, "scorer", "task", "task_max_examples", "finetune_epochs", "finetune_lr", "finetune_batch_size",
+                "max_length", genept=_genept_key(p) if cfg.scorer == "genept" else None)
 
     def build():
         start = time.perf_counter()
-        model = load_classifier(_resolve(p, cfg.scorer), label_names(p.task), seed=cfg.pretrain_seed)
-        tcfg = _train_cfg(cfg, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.scorer_epochs)
+        model = load_classifier(_resolve(p, cfg.scorer), label_names(p.task), seed=PRETRAIN_SEED)
+        tcfg = _train_cfg(cfg, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.finetune_epochs)
         res = train_classifier(model, p.task, p.tokenizer, tcfg, desc="scorer")
         n_tok = sum(len(x) for x in p.tokenizer(list(p.task["train"]["text"]), truncation=True, max_length=cfg.max_length)["input_ids"])
         return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "test": res.test, "steps": res.fit.steps,
-                       "flops": 6 * _encoder_params(model) * n_tok * cfg.scorer_epochs}
+                       "flops": 6 * _encoder_params(model) * n_tok * cfg.finetune_epochs}
 
-    p.store.cached("scorer", conf, build, lambda o, d: _save_model(o[0], d, o[1]), lambda d: None, seed=cfg.pretrain_seed)
+    p.store.cached("scorer", conf, build, lambda o, d: _save_model(o[0], d, o[1]), lambda d: None, seed=PRETRAIN_SEED)
     p.scorer_dir = p.store.root / "scorer" / "model"
     stats = _load_stats(p.store.root / "scorer")
     p.compute.add("scorer fine-tune", "importance", stats["seconds"], stats["flops"])
@@ -276,7 +274,7 @@ def run_buffer(p: Pipeline) -> pd.DataFrame:
     def build():
         start = time.perf_counter()
         model = load_classifier(str(p.scorer_dir), label_names(p.task)).eval()
-        bcfg = BufferConfig(delta=cfg.buffer_delta, max_length=cfg.max_length, progress=cfg.progress)
+        bcfg = BufferConfig(delta=cfg.buffer_delta, max_length=cfg.max_length, progress=PROGRESS)
         out, passes = {}, 0
         for split in ("train", "dev"):
             ds = p.task[split]
@@ -294,7 +292,7 @@ def run_buffer(p: Pipeline) -> pd.DataFrame:
         (d / "labels.json").write_text(json.dumps(obj[0]))
         (d / "stats.json").write_text(json.dumps(obj[1]))
 
-    p.store.cached("buffer", conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+    p.store.cached("buffer", conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
     d = p.store.root / "buffer"
     rows = json.loads((d / "labels.json").read_text())
     p.buffer_scores = {k: _scores_from_json(v) for k, v in rows.items()}
@@ -322,22 +320,22 @@ def run_tagger(p: Pipeline) -> dict:
 
     cfg = p.cfg
     buf_key = json.loads((p.store.root / "buffer" / "manifest.json").read_text())["config_hash"]
-    conf = _sub(cfg, "tagger_model", "tagger_epochs", "tagger_class_weight", "max_length", "pretrain_seed",
+    conf = _sub(cfg, "tagger_model", "tagger_epochs", "max_length",
                 "finetune_lr", "finetune_batch_size", buffer=buf_key,
                 genept=_genept_key(p) if cfg.tagger_model == "genept" else None)
 
     def build():
         start = time.perf_counter()
-        model = load_token_classifier(_resolve(p, cfg.tagger_model), num_labels=2, seed=cfg.pretrain_seed)
+        model = load_token_classifier(_resolve(p, cfg.tagger_model), num_labels=2, seed=PRETRAIN_SEED)
         tcfg = _train_cfg(cfg, lr=max(cfg.finetune_lr, 1e-4), batch_size=cfg.finetune_batch_size, epochs=cfg.tagger_epochs)
         res = train_tagger(model, p.buffer_scores["train"], p.buffer_scores["dev"], p.tokenizer, tcfg,
-                           class_weight=cfg.tagger_class_weight)
+                           class_weight=TAGGER_CLASS_WEIGHT)
         n_tok = sum(len(s.tokens) + 2 for s in p.buffer_scores["train"])
         return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "history": res.fit.history,
                        "positive_rate": res.positive_rate, "n_train": res.n_train,
                        "flops": 6 * _encoder_params(model) * n_tok * cfg.tagger_epochs, "params": _encoder_params(model)}
 
-    p.store.cached("tagger", conf, build, lambda o, d: _save_model(o[0], d, o[1]), lambda d: None, seed=cfg.pretrain_seed)
+    p.store.cached("tagger", conf, build, lambda o, d: _save_model(o[0], d, o[1]), lambda d: None, seed=PRETRAIN_SEED)
     p.tagger_dir = p.store.root / "tagger" / "model"
     stats = _load_stats(p.store.root / "tagger")
     p.tagger_metrics = stats
@@ -355,13 +353,13 @@ def run_corpus_labels(p: Pipeline):
 
     cfg = p.cfg
     tag_key = json.loads((p.store.root / "tagger" / "manifest.json").read_text())["config_hash"]
-    conf = _sub(cfg, "taskpt_corpus", "taskpt_max_sentences", "max_length", "pretrain_seed", tagger=tag_key)
+    conf = _sub(cfg, "taskpt_corpus", "taskpt_max_sentences", "max_length", tagger=tag_key)
 
     def build():
         start = time.perf_counter()
-        corpus = load_corpus(cfg.taskpt_corpus, max_sentences=cfg.taskpt_max_sentences or None, seed=cfg.pretrain_seed)
+        corpus = load_corpus(cfg.taskpt_corpus, max_sentences=cfg.taskpt_max_sentences or None, seed=PRETRAIN_SEED)
         tagger = load_token_classifier(str(p.tagger_dir), num_labels=2)
-        ds = label_corpus(tagger, p.tokenizer, corpus, max_length=cfg.max_length, progress=cfg.progress)
+        ds = label_corpus(tagger, p.tokenizer, corpus, max_length=cfg.max_length, progress=PROGRESS)
         n_tok = sum(len(x) + 2 for x in ds["token_ids"])
         return ds, {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(tagger) * n_tok,
                     "sentences": len(ds), "tokens": n_tok}
@@ -370,7 +368,7 @@ def run_corpus_labels(p: Pipeline):
         obj[0].save_to_disk(str(d / "data"))
         (d / "stats.json").write_text(json.dumps(obj[1]))
 
-    p.store.cached("corpus_labels", conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+    p.store.cached("corpus_labels", conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
     d = p.store.root / "corpus_labels"
     p.corpus = Dataset.load_from_disk(str(d / "data"))
     stats = _load_stats(d)
@@ -420,7 +418,7 @@ def run_taskpt(p: Pipeline) -> dict:
     for g, gdir in p.genept_dirs.items():
         for method in cfg.methods:
             name = f"taskpt_g{g}_{method}"
-            conf = _sub(cfg, "taskpt_steps", "taskpt_lr", "mlm_batch_size", "max_length", "pretrain_seed", "fallback",
+            conf = _sub(cfg, "taskpt_steps", "mlm_lr", "mlm_batch_size", "max_length", "fallback",
                         genept=_genept_key(p), genept_steps_at=g, method=method,
                         corpus=corpus_key if method != "random15" else _sub(cfg, "taskpt_corpus", "taskpt_max_sentences"))
 
@@ -434,9 +432,9 @@ def run_taskpt(p: Pipeline) -> dict:
                     m.save_pretrained(tmp / f"step_{step}")
                     saved[step] = time.perf_counter() - start
 
-                tcfg = _train_cfg(cfg, lr=cfg.taskpt_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.taskpt_steps),
+                tcfg = _train_cfg(cfg, lr=cfg.mlm_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.taskpt_steps),
                                   warmup_ratio=0.05, eval_every=max(1, max(cfg.taskpt_steps) // 10))
-                res = train_mlm(model, packed, p.tokenizer, tcfg, collator=_collator(method, p.tokenizer, cfg.pretrain_seed, cfg.fallback),
+                res = train_mlm(model, packed, p.tokenizer, tcfg, collator=_collator(method, p.tokenizer, PRETRAIN_SEED, cfg.fallback),
                                 save_at=cfg.taskpt_steps, on_save=on_save, desc=f"TaskPT {method} (GenePT {g})")
                 return {"tmp": tmp, "saved": saved, "history": res.history, "params": _encoder_params(model)}
 
@@ -448,7 +446,7 @@ def run_taskpt(p: Pipeline) -> dict:
                 shutil.rmtree(obj["tmp"], ignore_errors=True)
                 (d / "stats.json").write_text(json.dumps({k: v for k, v in obj.items() if k != "tmp"}, default=float))
 
-            p.store.cached(name, conf, build, save, lambda d: None, seed=cfg.pretrain_seed)
+            p.store.cached(name, conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
             stats = _load_stats(p.store.root / name)
             for s in cfg.taskpt_steps:
                 p.taskpt_dirs[(g, method, s)] = p.store.root / name / f"step_{s}"
@@ -509,7 +507,7 @@ def run_finetune(p: Pipeline) -> tuple[pd.DataFrame, pd.DataFrame]:
                 jobs.append((g, m, s, p.taskpt_dirs[(g, m, s)], {"artifact": art, "g": g, "method": m, "t": s}))
     rows = []
     for (g, m, s, d, key), seed in tqdm([(j, seed) for j in jobs for seed in cfg.seeds], desc="fine-tune runs",
-                                        disable=not cfg.progress):
+                                        disable=not PROGRESS):
         r = _finetune(p, d, key, seed)
         rows.append({"genept_steps": g, "method": m, "taskpt_steps": s, "seed": seed, **r})
     df = pd.DataFrame(rows)
