@@ -147,10 +147,29 @@ class Pipeline:
     taskpt_dirs: dict = field(default_factory=dict)   # (genept_steps, method, taskpt_steps) -> dir
 
 
+def adapt_threads() -> int:
+    """Use one torch thread when the CPU is oversubscribed (load average >= cores).
+
+    Measured on the shared 2-core machine at load ~7: with 2 OpenMP threads the small-matrix ops of
+    these models spin-wait for a descheduled partner thread and ran 7-30x slower than with 1 thread
+    (buffer importance: 27 s vs 0.95 s for the same 16 sentences). On an idle machine nothing changes.
+    """
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+    return torch.get_num_threads()
+
+
 def setup(cfg: SelectiveConfig) -> Pipeline:
-    """Tokenizer, task data and the run store under ``cfg.out_dir``."""
+    """Tokenizer, task data and the run store under ``cfg.out_dir`` (and :func:`adapt_threads`)."""
     from ..data import load_task
     from ..models import load_tokenizer
+
+    adapt_threads()
 
     tok_name = cfg.model if not cfg.model.startswith("scratch:") else "minilm"
     tokenizer = load_tokenizer(tok_name)
@@ -550,7 +569,9 @@ def curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
 def compute_split(p: Pipeline) -> dict:
     """Compute per stage and per group (GenePT at the smallest budget / importance pipeline / TaskPT per method)."""
     df = p.compute.frame()
-    return {"stages": df.to_dict(orient="records"),
+    import torch
+
+    return {"stages": df.to_dict(orient="records"), "torch_threads": torch.get_num_threads(),
             "groups_seconds": df.groupby("group")["seconds"].sum().to_dict(),
             "groups_flops": df.groupby("group")["flops"].sum().to_dict()}
 
