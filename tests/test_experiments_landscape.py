@@ -12,7 +12,7 @@ from tmlib.experiments import landscape as L
 
 
 def tiny_cfg(out_dir, **kw):
-    base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, max_steps=2, batch_size=16,
+    base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, epochs=1.0, batch_size=16,
                 eval_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_blocks=0,
                 max_length=32, progress=False)
     return L.LandscapeConfig(**{**base, **kw})
@@ -28,14 +28,14 @@ def test_config_validation(tmp_path):
     assert tiny_cfg(tmp_path).gammas == [-0.2, 0.0, 0.5, 1.0, 1.2]  # 0 and 1 always on the grid
 
 
-def test_end_to_end_and_cache(tmp_path, monkeypatch):
-    cfg = tiny_cfg(tmp_path / "out")
-    data, tok = L.load_data(cfg)
+def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
+    cfg = tiny_cfg(tmp_path / "out", train_examples=0, eval_examples=4, plane_examples=4)
+    data, tok = tiny_task, tokenizer
     sols = L.prepare_solutions(cfg, data, tok)
     assert set(sols.states) == {"mask-s0", "finetune-s0", "finetune-s1", "pretrained"}
     assert all("trained here" in sols.sources[k] for k in ("mask-s0", "finetune-s0", "finetune-s1"))
     batches = L.eval_batches(cfg, data, tok)
-    assert len(batches["dev"]) == 16 and len(batches["plane"]) == 8
+    assert len(batches["dev"]) == 4 and len(batches["plane"]) == 4
     paths = L.run_paths(cfg, sols, batches)
     assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
     assert len(paths) == 3 * len(cfg.gammas) * 2
@@ -51,19 +51,20 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch):
     table = pd.read_csv(out / "summary.csv")
     assert len(table) == 6 and (table.max_drop_pts >= 0).all()
     # a second run reuses every cached artifact: nothing is trained or evaluated again
-    monkeypatch.setattr(L, "_train", lambda *a, **k: pytest.fail("retrained a cached solution"))
+    import tmlib.experiments.masking as M
+    monkeypatch.setattr(M, "_train", lambda *a, **k: pytest.fail("retrained a cached solution"))
     import tmlib.landscape as core
     monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
     sols2 = L.prepare_solutions(cfg, data, tok)
     pd.testing.assert_frame_equal(L.run_paths(cfg, sols2, batches), paths, check_dtype=False)
 
 
-def test_reuses_notebook_03_solutions(tmp_path):
+def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
     from tmlib.data import label_names
     from tmlib.models import load_classifier
 
     cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"))
-    data, tok = L.load_data(cfg)
+    data, tok = tiny_task, tokenizer
     from tmlib.runs import RunStore
 
     saved, store = {}, RunStore(tmp_path / "nb03" / "solutions")  # notebook 03's artifact layout + manifests

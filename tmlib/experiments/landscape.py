@@ -51,7 +51,6 @@ class LandscapeConfig:
     mask_lr: float = 1e-3                          # mask-score learning rate (paper: 1e-3)
     mask_skip_blocks: int = 2                      # bottom encoder blocks left unmasked (paper: 2 of 12)
     epochs: float = 3.0                            # training epochs for solutions trained here
-    max_steps: int = 0                             # > 0 caps training steps (smoke runs)
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
@@ -64,11 +63,11 @@ class LandscapeConfig:
             raise ConfigError(f"n_gammas must be >= 3, got {self.n_gammas}")
         if self.plane_resolution < 2:
             raise ConfigError(f"plane_resolution must be >= 2, got {self.plane_resolution}")
-        for name in ("eval_examples", "plane_examples", "train_examples", "max_steps", "mask_skip_blocks"):
+        for name in ("eval_examples", "plane_examples", "train_examples", "mask_skip_blocks"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = all / no cap), got {getattr(self, name)}")
-        if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1:
-            raise ConfigError("plane_margin must be >= 0, eval_batch_size and batch_size >= 1")
+        if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1 or self.epochs <= 0:
+            raise ConfigError("plane_margin must be >= 0, eval_batch_size and batch_size >= 1, epochs > 0")
 
     @property
     def gammas(self) -> list[float]:
@@ -127,33 +126,22 @@ def load_data(cfg: LandscapeConfig):
     return load_task(cfg.task, seed=0), load_tokenizer(cfg.model)
 
 
-def _train(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
-    """Fine-tune or mask-train one solution here (when notebook 03's is absent); returns a plain HF model."""
-    from ..data import label_names
-    from ..models import load_classifier
-    from ..training import TrainConfig, train_classifier
+def masking_config(cfg: LandscapeConfig):
+    """Notebook 03's recipe (:class:`tmlib.experiments.masking.MaskingConfig`) for the solutions trained here."""
+    from .masking import MaskingConfig
 
-    if cfg.train_examples:
-        data = data.copy()
-        data["train"] = data["train"].shuffle(seed=seed).select(range(min(cfg.train_examples, len(data["train"]))))
-    model = load_classifier(cfg.model, label_names(data), seed=seed)
-    tc = TrainConfig(lr=cfg.finetune_lr if method == "finetune" else cfg.mask_lr, batch_size=cfg.batch_size,
-                     epochs=cfg.epochs, max_steps=cfg.max_steps, max_length=cfg.max_length, seed=seed,
-                     progress=cfg.progress, weight_decay=0.01 if method == "finetune" else 0.0)
-    if method == "finetune":
-        train_classifier(model, data, tokenizer, tc, desc=f"fine-tune s{seed}")
-        return model
-    from ..masking.config import MaskConfig
-    from ..masking.model import apply_masks, mask_parameters, to_plain
-
-    apply_masks(model, MaskConfig(skip_first_blocks=cfg.mask_skip_blocks), seed=seed)
-    train_classifier(model, data, tokenizer, tc, params=mask_parameters(model), desc=f"mask s{seed}")
-    return to_plain(model)
+    return MaskingConfig(out_dir=cfg.out_dir, model=cfg.model, tasks=[cfg.task], max_lengths=[cfg.max_length],
+                         max_train=[cfg.train_examples], max_eval=0, methods=list(METHODS), seeds=list(cfg.seeds),
+                         epochs=cfg.epochs, batch_size=cfg.batch_size, lr_finetune=cfg.finetune_lr,
+                         lr_mask=cfg.mask_lr, mask_skip_first_blocks=cfg.mask_skip_blocks, data_seed=0,
+                         progress=cfg.progress)
 
 
 def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
-    """(plain HF model, source): notebook 03's saved solution if present, else trained here and cached."""
-    from transformers import AutoModelForSequenceClassification
+    """(plain HF model, source): notebook 03's saved solution if present, else trained here with notebook
+    03's code (:func:`tmlib.experiments.masking.train_solution`) and cached under this out_dir in the
+    same layout."""
+    from .masking import solution_path, train_solution
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -161,19 +149,13 @@ def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
         found = _reused(cfg, method, seed)
         if found is not None:
             return found
-    store = RunStore(cfg.out_dir)
-    key = {"task": cfg.task, "model": cfg.model, "method": method, "seed": seed,
-           **{k: getattr(cfg, k) for k in ("train_examples", "batch_size", "epochs", "max_steps", "max_length")},
-           "lr": cfg.finetune_lr if method == "finetune" else cfg.mask_lr,
-           **({"mask_skip_blocks": cfg.mask_skip_blocks} if method == "mask" else {})}
-    from .masking import task_dirname
+    from .masking import load_data as load_capped
 
-    name = f"solutions/{task_dirname(cfg.task)}/{method}-s{seed}"
-    model = store.cached(name, key, build=lambda: _train(cfg, data, tokenizer, method, seed),
-                         save=lambda m, p: m.save_pretrained(p / "model"),
-                         load=lambda p: AutoModelForSequenceClassification.from_pretrained(p / "model"), seed=seed)
+    mcfg = masking_config(cfg)
+    train_data = data if not cfg.train_examples else load_capped(mcfg, cfg.task)  # train split capped as in 03
+    model, _ = train_solution(mcfg, cfg.task, method, seed, data=train_data, tokenizer=tokenizer)
     why = "not found in reuse_runs; " if cfg.reuse_runs else ""
-    return model, f"trained here ({why}cached): {Path(cfg.out_dir) / name / 'model'}"
+    return model.eval(), f"trained here ({why}cached): {solution_path(cfg.out_dir, cfg.task, method, seed) / 'model'}"
 
 
 def prepare_solutions(cfg: LandscapeConfig, data=None, tokenizer=None) -> Solutions:
