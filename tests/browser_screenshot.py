@@ -1,6 +1,10 @@
 """Screenshot an HTML file (or any URL) with headless Chromium; usable by hand and from tests.
 
     .venv/bin/python tests/browser_screenshot.py runs/default/02_token_importance_explorer/report.html /tmp/report.png
+    .venv/bin/python tests/browser_screenshot.py runs/default/02_token_importance_explorer.ipynb /tmp/nb.png 1200 3000
+
+An ``.ipynb`` (e.g. an executed notebook from the suite) is first converted to static HTML with
+nbconvert (the way JupyterLab shows its outputs, without a running kernel), then screenshotted.
 
 Install Chromium once with ``apt-get update && apt-get install -y chromium`` (``make browser``).
 """
@@ -45,6 +49,17 @@ def screenshot(target: str | Path, png: str | Path, width: int = 1200, height: i
     return png
 
 
+def notebook_to_html(notebook: str | Path, html: str | Path) -> Path:
+    """Static HTML of an (executed) notebook via nbconvert's lab template."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    html = Path(html)
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
 def pixel_stats(png: str | Path) -> dict:
     """Size, pixel standard deviation, and the share of strongly coloured (non-grey) pixels."""
     import numpy as np
@@ -61,5 +76,8 @@ def pixel_stats(png: str | Path) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) < 3:
         sys.exit(__doc__)
-    out = screenshot(sys.argv[1], sys.argv[2], *(int(x) for x in sys.argv[3:5]))
+    src = sys.argv[1]
+    if src.endswith(".ipynb"):
+        src = str(notebook_to_html(src, Path(sys.argv[2]).with_suffix(".html")))
+    out = screenshot(src, sys.argv[2], *(int(x) for x in sys.argv[3:5]))
     print(out, pixel_stats(out))

@@ -38,17 +38,17 @@ class ExplorerConfig:
     out_dir: str                                   # where report.html, CSV, JSON and PNG files are written
     task: str = "mr"                               # tmlib.data task the scorer is fine-tuned on
     model: str = "minilm"                          # scorer backbone (tmlib.models name)
-    train_examples: int = 0                        # training sentences for the scorer (0: the whole train split)
+    train_examples: int = 1000                     # training sentences for the scorer (0: the whole train split)
     epochs: float = 1.0                            # scorer fine-tuning epochs
     max_steps: int = 0                             # > 0 caps the scorer's training steps (smoke runs)
-    lr: float = 5e-5                               # scorer learning rate
+    lr: float = 1e-4                               # scorer learning rate
     batch_size: int = 32                           # scorer training batch size
-    max_length: int = 64                           # WordPieces per sentence (training and scoring)
+    max_length: int = 48                           # WordPieces per sentence (training and scoring)
     seed: int = 0                                  # scorer seed (and data split seed)
     split: str = "dev"                             # which split's sentences are explained
-    n_examples: int = 100                          # sentences scored by every method
+    n_examples: int = 60                           # sentences scored by every method
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))  # importance methods to compare
-    ig_steps: int = 16                             # integrated-gradients Riemann steps
+    ig_steps: int = 8                              # integrated-gradients Riemann steps
     ig_baseline: str = "pad"                       # integrated-gradients baseline token: "pad" or "mask"
     occlusion_mode: str = "remove"                 # occlusion: "remove" the token or replace it by "mask"
     delta: float = 0.01                            # buffer method threshold (official: 0.01)
