@@ -10,10 +10,12 @@ sequence-classification head; speed does not depend on its weights). ``only_corr
 sentence is walked (the same work in both variants). Both variants must give identical labels; the
 script checks it.
 
-Profile (torch.profiler, reference variant, 2-core CPU): per forward of ~15 tokens the time is
-dominated by per-call overhead (Python module dispatch of 4 layers, ~40 small aten ops, attention-mask
-building), not by the matmuls (aten::addmm < 30% of self time); so batching the candidates of 64
-sentences into one forward pass amortises it. In the batched variant aten::addmm / bmm dominate.
+Profile (torch.profiler, reference variant, 16 sentences, 1 thread, shared 2-core CPU, 2026-11-23):
+aten::addmm is 71% of self CPU time, 2,236 calls at ~0.45 ms each although every call is tiny
+(~15 tokens x 256 by 256 x 256, ~2 MFLOP): the cost is per call (BLAS dispatch and packing for tiny
+matrices, plus ~5,700 transpose/as_strided/view ops of the module stack), not arithmetic. The batched
+variant makes the same number of calls per STEP for all sentences of a batch, so that per-call cost
+is paid once per step instead of once per token; what remains is real matmul work on padded rows.
 """
 from __future__ import annotations
 
@@ -31,8 +33,13 @@ def main() -> None:
     ap.add_argument("--model", default="scratch:mini")
     ap.add_argument("--batch", type=int, default=64, help="sentences walked together (batched variant)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
     args = ap.parse_args()
     import torch
+
+    from tmlib.experiments.selective import adapt_threads
+
+    torch.set_num_threads(args.threads) if args.threads else adapt_threads()
 
     from tmlib.data import load_task
     from tmlib.importance.buffer import BufferConfig, buffer_importance, buffer_importance_reference
