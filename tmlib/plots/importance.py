@@ -18,6 +18,7 @@ def top_tokens(table: pd.DataFrame, method: str | None = None, top_k: int | None
     count, rank). ``method``: which method's ranking (default: the first in the table).
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     use_style()
     need = {"method", "cls", "word", "mean_score", "count", "rank"}
@@ -41,7 +42,9 @@ def top_tokens(table: pd.DataFrame, method: str | None = None, top_k: int | None
         rows = sub[sub["cls"] == cls].sort_values("rank", ascending=False)
         ax.barh(rows["word"], rows["mean_score"], color=CLASS_COLORS[j % len(CLASS_COLORS)], alpha=0.85)
         for y, (v, c) in enumerate(zip(rows["mean_score"], rows["count"])):
-            ax.text(v, y, f" n={c}", va="center", fontsize=7.5, color="#555")
+            ax.text(max(v, 0.0), y, f" n={c}", va="center", fontsize=7.5, color="#555")
+        ax.axvline(0, color="#888", lw=0.8)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.2g}"))
         ax.set_title(f"predicted {cls}")
         ax.set_xlabel("mean importance per occurrence")
         ax.tick_params(axis="y", labelsize=9)
