@@ -38,6 +38,7 @@ METHODS = ("selective", "random", "random15")
 PRETRAIN_SEED = 0           # seed of GenePT, scorer, tagger and TaskPT (fine-tuning seeds are a parameter)
 TAGGER_CLASS_WEIGHT = 3.0   # loss weight of the "important" class (REFERENCE: ~3)
 PROGRESS = True             # tqdm bars
+PRETRAINED_SCORER_LR = 5e-5  # a pretrained scorer (minilm, bert-base-uncased) is fine-tuned at most at this lr
 
 
 @dataclass
@@ -53,18 +54,18 @@ class SelectiveConfig:
     max_length: int = 64               # tokens per packed MLM row and per fine-tuning input
     task: str = "mr"                   # labelled task (tmlib.data.load_task name)
     task_max_examples: int = 1000      # cap per split (0 = all)
-    scorer: str = "genept"             # buffer-method scorer: "genept" (largest checkpoint) or a model name
+    scorer: str = "minilm"             # buffer-method scorer: "genept" (largest checkpoint) or a model name
     buffer_delta: float = 0.01         # buffer method threshold (official 0.01)
     buffer_max_sentences: int = 0      # task train sentences labelled by the buffer method (0 = all)
     tagger_model: str = "genept"       # tagger init: "genept" (largest checkpoint) or a model name
     tagger_epochs: float = 3.0         # tagger training epochs (best by dev F1)
     taskpt_corpus: str = "pang_lee"    # unlabelled in-domain corpus for TaskPT
-    taskpt_max_sentences: int = 6000   # sentences of it labelled and used (0 = all)
-    taskpt_steps: list[int] = field(default_factory=lambda: [75, 150])  # TaskPT checkpoints; the last is the budget
+    taskpt_max_sentences: int = 4000   # sentences of it labelled and used (0 = all)
+    taskpt_steps: list[int] = field(default_factory=lambda: [50, 100])  # TaskPT checkpoints; the last is the budget
     methods: list[str] = field(default_factory=lambda: ["selective", "random"])  # TaskPT masking methods
     fallback: str = "none"             # selective masking of sentences without important tokens: none | random
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
-    finetune_lr: float = 1e-4          # fine-tuning learning rate (paper: 2e-5 for BERT-base)
+    finetune_lr: float = 1e-3          # fine-tuning learning rate (paper: 2e-5 for BERT-base)
     finetune_batch_size: int = 32      # fine-tuning batch size
     finetune_epochs: float = 2.0       # fine-tuning epochs (best epoch by dev accuracy)
 
@@ -249,7 +250,8 @@ def run_scorer(p: Pipeline) -> dict:
     def build():
         start = time.perf_counter()
         model = load_classifier(_resolve(p, cfg.scorer), label_names(p.task), seed=PRETRAIN_SEED)
-        tcfg = _train_cfg(cfg, lr=cfg.finetune_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.finetune_epochs)
+        lr = cfg.finetune_lr if cfg.scorer == "genept" else min(cfg.finetune_lr, PRETRAINED_SCORER_LR)
+        tcfg = _train_cfg(cfg, lr=lr, batch_size=cfg.finetune_batch_size, epochs=cfg.finetune_epochs)
         res = train_classifier(model, p.task, p.tokenizer, tcfg, desc="scorer")
         n_tok = sum(len(x) for x in p.tokenizer(list(p.task["train"]["text"]), truncation=True, max_length=cfg.max_length)["input_ids"])
         return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "test": res.test, "steps": res.fit.steps,
@@ -576,9 +578,27 @@ def compute_split(p: Pipeline) -> dict:
             "groups_flops": df.groupby("group")["flops"].sum().to_dict()}
 
 
+def condition_costs(p: Pipeline) -> pd.DataFrame:
+    """Pre-training compute behind each condition (fine-tuning excluded): GenePT up to its budget, plus
+    for TaskPT conditions the importance pipeline (selective only) and that TaskPT run. The paper's
+    claim in these units: GenePT(small) + selective TaskPT vs GenePT(large)."""
+    df = p.compute.frame()
+    imp = df[df["group"] == "importance"][["seconds", "flops"]].sum()
+    rows = []
+    for g in p.genept_dirs:
+        gen = df[(df["group"] == "GenePT") & (df["steps"] == g)][["seconds", "flops"]].sum()
+        rows.append({"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"], "pretrain_flops": gen["flops"]})
+        for m in p.cfg.methods:
+            tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g) & (df["method"] == m)][["seconds", "flops"]].sum()
+            extra = imp if m == "selective" else 0 * imp
+            rows.append({"genept_steps": g, "method": m, "pretrain_seconds": gen["seconds"] + extra["seconds"] + tp["seconds"],
+                         "pretrain_flops": gen["flops"] + extra["flops"] + tp["flops"]})
+    return pd.DataFrame(rows)
+
+
 def write_outputs(p: Pipeline, results: pd.DataFrame, curve: pd.DataFrame) -> dict[str, Path]:
-    """results.csv (per seed), summary.csv (mean/std), steps.csv (curve), compute.json, config.json."""
-    summary = summarize(results)
+    """results.csv (per seed), summary.csv (mean/std + pre-training compute), steps.csv (curve), compute.json."""
+    summary = summarize(results).merge(condition_costs(p), on=["genept_steps", "method"], how="left")
     steps = curve_summary(curve)
     out = {"results": p.store.write_csv("results.csv", results), "summary": p.store.write_csv("summary.csv", summary),
            "steps": p.store.write_csv("steps.csv", curve), "steps_summary": p.store.write_csv("steps_summary.csv", steps),
