@@ -181,7 +181,7 @@ def test_buffer_dispatch_passes_config_and_labels(model, tokenizer, monkeypatch)
     monkeypatch.setitem(sys.modules, "tmlib.importance.buffer", fake)
     out = A.score_tokens("buffer", model, tokenizer, TEXTS[:2], labels=[1, 0], delta=0.05)
     assert calls["labels"] == [1, 0] and calls["cfg"].delta == 0.05
-    assert out[0].method == "buffer" and out[0].meta["labels_from"] == "gold"
+    assert out[0].method == "buffer" and out[0].meta["labels_from"] == "gold" and out[0].meta["display_offset"] == 0.05
     out = A.score_tokens("buffer", model, tokenizer, TEXTS[:2])
     preds = [r.pred for r in A.occlusion(model, tokenizer, TEXTS[:2])]
     assert calls["labels"] == preds and out[0].meta["labels_from"] == "prediction" and out[0].label is None

@@ -83,3 +83,13 @@ def test_hundreds_of_texts_render_fast():
     page = render_html(batch, label_names=["n", "p"])
     assert time.perf_counter() - start < 3.0
     assert page.count('<div class="ex">') == 500 and "#499" in page
+
+
+def test_display_offset_shifts_colours_not_tooltips():
+    # buffer margins: important iff margin > -delta; with the offset the important token turns red
+    b = ts(["keep", "drop"], [-0.005, -0.3], important=[1, 0], meta={"display_offset": 0.01})
+    page = render_html([b])
+    assert 'title="keep: -0.005"' in page
+    keep = page.split('title="keep')[0].rsplit("background:", 1)[1]
+    r, g, bl = map(int, keep.split(")")[0].removeprefix("rgb(").split(","))
+    assert r > bl, "the important token (margin > -delta) must be on the red side"

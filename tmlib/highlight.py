@@ -83,12 +83,19 @@ def token_colors(values: np.ndarray, scale: float) -> tuple[list[str], np.ndarra
     return [f"rgb({r},{g},{b})" for r, g, b in rgb], a
 
 
+def _display_values(ts: TokenScores) -> np.ndarray:
+    """What the colours show: the scores, shifted by ``meta["display_offset"]`` where a method's
+    decision threshold is not 0 (the buffer method: important iff margin > -delta, shown as margin + delta,
+    so red = important). Tooltips keep the raw score."""
+    return ts.scores + float(ts.meta.get("display_offset", 0.0) or 0.0)
+
+
 def _scale_for(scores: Sequence[TokenScores], scale) -> list[float]:
     if isinstance(scale, (int, float)) and not isinstance(scale, bool):
         if scale <= 0:
             raise ValueError(f"a numeric scale must be > 0 (got {scale}); or use 'text' or 'batch'")
         return [float(scale)] * len(scores)
-    per_text = [float(np.abs(s.scores).max()) if len(s.scores) else 0.0 for s in scores]
+    per_text = [float(np.abs(_display_values(s)).max()) if len(s.scores) else 0.0 for s in scores]
     if scale == "text":
         return per_text
     if scale == "batch":
@@ -109,7 +116,7 @@ def _tokens_html(ts: TokenScores, scale: float, show_important: bool, box: np.nd
     n = len(ts.tokens)
     if n == 0:
         return '<span class="empty">(no tokens)</span>'
-    colors, a = token_colors(ts.scores, scale)
+    colors, a = token_colors(_display_values(ts), scale)
     hard = ts.important if (show_important and ts.important is not None) else None
     boxed = np.zeros(n, dtype=bool)
     if box is not None:
@@ -163,7 +170,7 @@ def _header(i: int, ts: TokenScores, label_names, caption: str | None) -> str:
     return '<div class="hd">' + "".join(parts) + "</div>"
 
 
-def _legend(any_hard: bool, any_box: bool, scale) -> str:
+def _legend(any_hard: bool, any_box: bool, scale, any_offset: bool = False) -> str:
     scale_note = {"text": "scaled per text", "batch": "scaled over the whole batch"}.get(scale, f"scale ±{scale}")
     items = [f'<span>against<span class="bar"></span>for the explained class ({_esc(scale_note)}; hover a token '
              f"for its score)</span>"]
@@ -171,6 +178,8 @@ def _legend(any_hard: bool, any_box: bool, scale) -> str:
         items.append('<span><span class="k-hard">underlined</span> = important (hard label)</span>')
     if any_box:
         items.append('<span><span class="k-box">boxed</span> = selected for masking</span>')
+    if any_offset:
+        items.append("<span>buffer rows: colour = margin + delta, so red = important</span>")
     items.append("<span>joined pieces = one word split into WordPieces</span>")
     return '<div class="legend">' + "".join(items) + "</div>"
 
@@ -205,7 +214,8 @@ def render_html(scores: Sequence[TokenScores], *, label_names: Sequence[str] | N
     if legend:
         any_hard = show_important and any(s.important is not None for s in scores)
         any_box = boxes is not None and any(b is not None for b in boxes)
-        body.append(_legend(any_hard, any_box, scale))
+        any_offset = any(s.meta.get("display_offset") for s in scores)
+        body.append(_legend(any_hard, any_box, scale, any_offset))
     for i, ts in enumerate(scores):
         box = boxes[i] if boxes is not None else None
         cap = captions[i] if captions is not None else None

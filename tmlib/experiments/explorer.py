@@ -213,6 +213,9 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds) -> tuple[dict[str,
             return [from_record(r) for r in _read_jsonl(d / "scores.jsonl")]
 
         results[method] = store.cached(f"scores_{method}", key, build, save, load)
+        if method == "buffer":  # colour margins + delta (red = important) also for artifacts saved without it
+            for ts in results[method]:
+                ts.meta.setdefault("display_offset", float(cfg.delta))
         seconds = json.loads((store.root / f"scores_{method}" / "timing.json").read_text())["seconds"]
         timing.append({"method": method, "seconds": round(seconds, 2), "texts": len(texts),
                        "ms_per_text": round(1000 * seconds / max(1, len(texts)), 1), "reused": not built})

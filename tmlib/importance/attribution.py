@@ -358,6 +358,9 @@ def buffer(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None 
     for ts in out:
         ts.method = ts.method or "buffer"
         ts.meta.setdefault("labels_from", labels_from)
+        # scores are margins P(buffer + token) - P(full), important iff > -delta: highlight.render_html
+        # colours margin + delta so that red means important
+        ts.meta.setdefault("display_offset", float(cfg.delta))
         if labels_from == "prediction":
             ts.label = None
     return out
