@@ -37,34 +37,30 @@ def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapp
     use_style()
     splits = list(splits) if splits is not None else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split))
     names = list(dict.fromkeys(df["path"]))
+    endpoints = endpoints or {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric in zip(axes, ("loss", "accuracy")):
         ax.axvspan(0, 1, color="#f2f2f2", zorder=0)
+        for g in (0, 1):
+            ax.axvline(g, color="#999999", lw=0.8, zorder=1)
         for i, name in enumerate(names):
             col = _PATH_COLORS[i % len(_PATH_COLORS)]
+            label = f"{endpoints[name][0]} (0) \u2192 {endpoints[name][1]} (1)" if name in endpoints else name
             for split in splits:
                 d = df[(df.path == name) & (df.split == split)].sort_values("gamma")
                 if d.empty:
                     continue
-                y = d[metric] * (100 if metric == "accuracy" else 1)
-                ax.plot(d.gamma, y, _SPLIT_STYLE.get(split, ":"), color=col, lw=1.8,
-                        label=f"{name} ({split})" if len(splits) > 1 else name)
+                scale = 100 if metric == "accuracy" else 1
+                ax.plot(d.gamma, d[metric] * scale, _SPLIT_STYLE.get(split, ":"), color=col, lw=1.8,
+                        label=f"{label}, {split}" if len(splits) > 1 else label)
                 ends = d[np.isclose(d.gamma, 0) | np.isclose(d.gamma, 1)]
-                ax.scatter(ends.gamma, ends[metric] * (100 if metric == "accuracy" else 1), s=45, color=col,
-                           edgecolor="white", zorder=5)
+                ax.scatter(ends.gamma, ends[metric] * scale, s=45, color=col, edgecolor="white", zorder=5)
         ax.set_xlabel(r"$\gamma$   ($\theta = (1-\gamma)\,\theta_A + \gamma\,\theta_B$)")
         ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
         ax.set_title(metric)
-        for g in (0, 1):
-            ax.axvline(g, color="#999999", lw=0.8, zorder=1)
-    if endpoints:
-        ax = axes[1]
-        for i, name in enumerate(names):
-            if name in endpoints:
-                a, b = endpoints[name]
-                ax.annotate(f"{a} | {b}", xy=(0.5, 0.02 + 0.06 * i), xycoords=("data", "axes fraction"),
-                            ha="center", fontsize=8, color=_PATH_COLORS[i % len(_PATH_COLORS)])
-    axes[1].legend(fontsize=8, loc="best")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 2), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, -0.02 - 0.035 * ((len(labels) + 1) // 2)))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -92,7 +88,7 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
     cmap = "viridis" if metric == "accuracy" else "viridis_r"
     cs = ax.contourf(table.columns.values, table.index.values, z, levels=levels, cmap=cmap)
     ax.contour(table.columns.values, table.index.values, z, levels=levels, colors="white", linewidths=0.4, alpha=0.6)
-    fig.colorbar(cs, ax=ax, label="accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
+    fig.colorbar(cs, ax=ax, shrink=0.8, label="accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
     for name, (a, b) in coords.items():
         ax.scatter([a], [b], s=90, marker="o", color=color(name, "#ffffff"), edgecolor="black", zorder=5)
         ax.annotate(name, (a, b), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold",
