@@ -57,8 +57,8 @@ class SelectiveConfig:
     scorer: str = "minilm"             # buffer-method scorer: "genept" (largest checkpoint) or a model name
     buffer_delta: float = 0.01         # buffer method threshold (official 0.01)
     buffer_max_sentences: int = 0      # task train sentences labelled by the buffer method (0 = all)
-    tagger_model: str = "genept"       # tagger init: "genept" (largest checkpoint) or a model name
-    tagger_epochs: float = 3.0         # tagger training epochs (best by dev F1)
+    tagger_model: str = "minilm"       # tagger init: "genept" (largest checkpoint) or a model name
+    tagger_epochs: float = 2.0         # tagger training epochs (best by dev F1)
     taskpt_corpus: str = "pang_lee"    # unlabelled in-domain corpus for TaskPT
     taskpt_max_sentences: int = 4000   # sentences of it labelled and used (0 = all)
     taskpt_steps: list[int] = field(default_factory=lambda: [50, 100])  # TaskPT checkpoints; the last is the budget
@@ -348,7 +348,8 @@ def run_tagger(p: Pipeline) -> dict:
     def build():
         start = time.perf_counter()
         model = load_token_classifier(_resolve(p, cfg.tagger_model), num_labels=2, seed=PRETRAIN_SEED)
-        tcfg = _train_cfg(cfg, lr=max(cfg.finetune_lr, 1e-4), batch_size=cfg.finetune_batch_size, epochs=cfg.tagger_epochs)
+        lr = cfg.finetune_lr if cfg.tagger_model == "genept" else min(cfg.finetune_lr, 1e-4)
+        tcfg = _train_cfg(cfg, lr=lr, batch_size=cfg.finetune_batch_size, epochs=cfg.tagger_epochs)
         res = train_tagger(model, p.buffer_scores["train"], p.buffer_scores["dev"], p.tokenizer, tcfg,
                            class_weight=TAGGER_CLASS_WEIGHT)
         n_tok = sum(len(s.tokens) + 2 for s in p.buffer_scores["train"])
