@@ -34,7 +34,7 @@ from .training import EvalBatches, evaluate_classifier
 State = Mapping[str, torch.Tensor]
 ModelOrState = Union[torch.nn.Module, State]
 
-DEFAULT_GAMMAS = tuple(np.round(np.linspace(-0.2, 1.2, 15), 6).tolist())  # step 0.1, hits 0 and 1 exactly
+DEFAULT_GAMMAS = tuple(float(g) + 0.0 for g in np.round(np.linspace(-0.2, 1.2, 15), 6))  # step 0.1, hits 0 and 1
 
 
 class LandscapeError(ValueError):
@@ -161,7 +161,7 @@ def gamma_grid(lo: float = -0.2, hi: float = 1.2, n: int = 15) -> list[float]:
     """``n`` evenly spaced interpolation coefficients on ``[lo, hi]``, with 0 and 1 always included."""
     if n < 2 or not lo < hi:
         raise LandscapeError(f"need n >= 2 and lo < hi, got n={n}, lo={lo}, hi={hi}")
-    grid = set(np.round(np.linspace(lo, hi, n), 6).tolist())
+    grid = {float(g) + 0.0 for g in np.round(np.linspace(lo, hi, n), 6)}  # + 0.0: no "-0.0" in tables
     grid |= {g for g in (0.0, 1.0) if lo <= g <= hi}
     return sorted(grid)
 
