@@ -82,3 +82,47 @@ def test_plots(tmp_path):
         {"stage": "TaskPT random (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10, "method": "random"}]}
     sp.compute_split(compute).savefig(tmp_path / "c.png")
     assert all((tmp_path / f).stat().st_size > 5000 for f in ("a.png", "b.png", "c.png"))
+
+
+def test_interrupted_genept_resumes(tmp_path, monkeypatch):
+    """Kill the GenePT stage after its first budget; the rerun resumes from the stage's checkpoint and
+    the artifact equals an uninterrupted build's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tmlib.experiments import selective
+
+    monkeypatch.setattr(selective, "PROGRESS", False)
+    kw = dict(model="scratch:tiny", genept_steps=[3, 6], genept_max_sentences=60, mlm_batch_size=4, max_length=32,
+              task_max_examples=16)
+    ref = selective.setup(SelectiveConfig(out_dir=str(tmp_path / "ref"), **kw))
+    selective.run_genept(ref)
+
+    class Stop(Exception):
+        pass
+
+    real_saver = selective._saver
+
+    def dying_saver(work, start):
+        save = real_saver(work, start)
+
+        def on_save(step, model):
+            save(step, model)
+            if step == 3:
+                raise Stop
+        return on_save
+
+    p = selective.setup(SelectiveConfig(out_dir=str(tmp_path / "run"), **kw))
+    monkeypatch.setattr(selective, "_saver", dying_saver)
+    with pytest.raises(Stop):
+        selective.run_genept(p)
+    assert not (tmp_path / "run" / "genept").exists()          # no partial artifact
+    assert list((tmp_path / "run").glob(".genept_work/*/checkpoint.pt"))  # but a resumable checkpoint
+    monkeypatch.setattr(selective, "_saver", real_saver)
+    dirs = selective.run_genept(p)
+    assert not (tmp_path / "run" / ".genept_work").exists()
+    for step, d in dirs.items():
+        a = load_file(ref.genept_dirs[step] / "model.safetensors")
+        b = load_file(d / "model.safetensors")
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=f"step {step}: {k}")

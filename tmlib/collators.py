@@ -82,8 +82,27 @@ def _pad_field(rows: Sequence[Sequence[Any]], width: int, fill, dtype) -> np.nda
     return out
 
 
+class _ResumableRNG:
+    """``state_dict``/``load_state_dict`` of the collator's random generators, saved in training
+    checkpoints so a resumed run draws the same masks as an uninterrupted one."""
+
+    def state_dict(self) -> dict:
+        gen = getattr(self, "generator", None)
+        rng = getattr(self, "_rng", None)
+        return {"torch": gen.get_state() if isinstance(gen, torch.Generator) else None,
+                "numpy": rng.bit_generator.state if rng is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("torch") is not None:
+            if getattr(self, "generator", None) is None:
+                self.create_rng()
+            self.generator.set_state(state["torch"])
+        if state.get("numpy") is not None:
+            self._rng.bit_generator.state = state["numpy"]
+
+
 @dataclass
-class SelectiveMaskingCollator(DataCollatorForLanguageModeling):
+class SelectiveMaskingCollator(_ResumableRNG, DataCollatorForLanguageModeling):
     """Selective masking: per sentence the top-scored predicted-important tokens, capped at
     ``max(1, int(mlm_probability * n))``; ``fallback="random"`` masks ``cap`` random tokens in sentences
     without any important token (default None = no mask, as in the official code). ``seed`` makes the
@@ -177,7 +196,7 @@ class RandomCountMaskingCollator(SelectiveMaskingCollator):
 
 
 @dataclass
-class PlainMLMCollator(DataCollatorForLanguageModeling):
+class PlainMLMCollator(_ResumableRNG, DataCollatorForLanguageModeling):
     """Hugging Face's random masking (``mlm_probability`` of the non-special tokens, 80/10/10), accepting
     the packed rows of :func:`tmlib.mlm.pack_corpus` (extra per-token fields are dropped)."""
 

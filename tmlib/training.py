@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -85,6 +86,11 @@ def _loader(data, batch_size: int, collate_fn, shuffle: bool, seed: int) -> Data
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=gen)
 
 
+def _examples(rows: list) -> list:
+    """Identity collate: the training loop collates (see :func:`fit`)."""
+    return rows
+
+
 def _state_for_best(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
@@ -144,6 +150,8 @@ def fit(
             best_value, best_state = state["best_value"], state["best_state"]
             result.best = state["best"]
             torch.set_rng_state(state["rng"])
+            if state.get("collator") is not None:
+                collate_fn.load_state_dict(state["collator"])
 
     def save_checkpoint() -> None:
         if ckpt is None or not acc.is_main_process:
@@ -151,7 +159,8 @@ def fit(
         payload = {"config_hash": key, "n_params": len(params), "step": step, "history": result.history,
                    "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": sched.state_dict(), "best_value": best_value, "best_state": best_state,
-                   "best": result.best, "rng": torch.get_rng_state()}
+                   "best": result.best, "rng": torch.get_rng_state(),
+                   "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None}
         atomic_save(ckpt, lambda tmp: torch.save(payload, tmp))
 
     def run_eval(epoch: float) -> None:
@@ -179,11 +188,15 @@ def fit(
     while step < total:
         epoch = step // per_epoch
         skip = step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
-        loader = acc.prepare(_loader(train_data, cfg.batch_size, collate_fn, True, cfg.seed * 1000 + epoch))
+        # the loader yields lists of examples; they are collated here, right before the step: accelerate
+        # prefetches one batch ahead, and a collator drawing masks there would advance the random state
+        # saved in a checkpoint past the step it belongs to (a resumed run would draw other masks)
+        loader = acc.prepare(_loader(train_data, cfg.batch_size, _examples, True, cfg.seed * 1000 + epoch))
         before = step
-        for i, batch in enumerate(loader):
+        for i, examples in enumerate(loader):
             if i < skip:
                 continue
+            batch = send_to_device(collate_fn(examples), acc.device)
             out = model(**batch)
             acc.backward(out.loss)
             if cfg.grad_clip > 0:

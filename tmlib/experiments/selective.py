@@ -165,6 +165,39 @@ def adapt_threads() -> int:
     return torch.get_num_threads()
 
 
+def _work_dir(p: Pipeline, name: str, conf: dict) -> Path:
+    """Scratch directory of an MLM stage being built: its resumable ``checkpoint.pt`` and the models
+    saved at intermediate budgets. Keyed by the stage config, so an interrupted build of the SAME
+    config resumes from its last checkpoint and a changed config starts clean."""
+    from ..config import config_hash
+
+    return p.store.root / f".{name}_work" / config_hash(conf)[:12]
+
+
+def _saver(work: Path, start: float):
+    """``on_save`` hook: the model at a budget, and the seconds it took (kept across resumes)."""
+    def on_save(step: int, model) -> None:
+        d = work / f"step_{step}"
+        model.save_pretrained(d)
+        (d / "seconds.json").write_text(json.dumps(time.perf_counter() - start))
+    return on_save
+
+
+def _move_steps(obj: dict, d: Path, steps) -> None:
+    """Move the per-budget models from the work dir into artifact ``d`` and write ``stats.json``."""
+    import shutil
+
+    saved = {}
+    for step in steps:
+        src = obj["tmp"] / f"step_{step}"
+        saved[step] = json.loads((src / "seconds.json").read_text())
+        (src / "seconds.json").unlink()
+        shutil.move(str(src), str(d / f"step_{step}"))
+    shutil.rmtree(obj["tmp"].parent, ignore_errors=True)
+    stats = {k: v for k, v in obj.items() if k != "tmp"}
+    (d / "stats.json").write_text(json.dumps({**stats, "saved": saved}, default=float, indent=2))
+
+
 def setup(cfg: SelectiveConfig) -> Pipeline:
     """Tokenizer, task data and the run store under ``cfg.out_dir`` (and :func:`adapt_threads`)."""
     from ..data import load_task
@@ -195,34 +228,24 @@ def run_genept(p: Pipeline) -> dict[int, Path]:
         corpus = load_corpus(cfg.genept_corpus, max_sentences=cfg.genept_max_sentences or None, seed=PRETRAIN_SEED)
         packed = pack_corpus(list(corpus["text"]), p.tokenizer, cfg.max_length)
         model = load_mlm(cfg.model, seed=PRETRAIN_SEED)
-        saved: dict[int, dict] = {}
-        tmp = Path(p.store.root) / ".genept_tmp"
-
-        def on_save(step, m):
-            m.save_pretrained(tmp / f"step_{step}")
-            saved[step] = {"seconds": time.perf_counter() - start}
-
+        tmp = _work_dir(p, "genept", conf)
         tcfg = _train_cfg(cfg, lr=cfg.mlm_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.genept_steps),
                           warmup_ratio=0.05, eval_every=max(1, max(cfg.genept_steps) // 10))
-        res = train_mlm(model, packed, p.tokenizer, tcfg, save_at=cfg.genept_steps, on_save=on_save, desc="GenePT")
+        res = train_mlm(model, packed, p.tokenizer, tcfg, save_at=cfg.genept_steps, on_save=_saver(tmp, start),
+                        checkpoint_dir=tmp, desc="GenePT")
         tok_per_step = corpus_tokens(packed) / len(packed) * cfg.mlm_batch_size
-        return {"tmp": tmp, "saved": saved, "history": res.history, "tokens_per_step": tok_per_step,
+        return {"tmp": tmp, "history": res.history, "tokens_per_step": tok_per_step,
                 "params": _encoder_params(model), "rows": len(packed)}
 
     def save(obj, d: Path):
-        import shutil
-
-        for step in cfg.genept_steps:
-            shutil.move(str(obj["tmp"] / f"step_{step}"), str(d / f"step_{step}"))
-        shutil.rmtree(obj["tmp"], ignore_errors=True)
-        (d / "stats.json").write_text(json.dumps({k: v for k, v in obj.items() if k != "tmp"}, default=float, indent=2))
+        _move_steps(obj, d, cfg.genept_steps)
 
     p.store.cached("genept", conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
     d = p.store.root / "genept"
     stats = _load_stats(d)
     for step in cfg.genept_steps:
         p.genept_dirs[step] = d / f"step_{step}"
-        p.compute.add(f"GenePT {step} steps", "GenePT", stats["saved"][str(step)]["seconds"],
+        p.compute.add(f"GenePT {step} steps", "GenePT", stats["saved"][str(step)],
                       6 * stats["params"] * stats["tokens_per_step"] * step, steps=step)
     return p.genept_dirs
 
@@ -447,26 +470,16 @@ def run_taskpt(p: Pipeline) -> dict:
             def build(gdir=gdir, method=method, name=name):
                 start = time.perf_counter()
                 model = load_mlm(str(gdir))
-                tmp = p.store.root / f".{name}_tmp"
-                saved = {}
-
-                def on_save(step, m):
-                    m.save_pretrained(tmp / f"step_{step}")
-                    saved[step] = time.perf_counter() - start
-
+                tmp = _work_dir(p, name, conf)
                 tcfg = _train_cfg(cfg, lr=cfg.mlm_lr, batch_size=cfg.mlm_batch_size, max_steps=max(cfg.taskpt_steps),
                                   warmup_ratio=0.05, eval_every=max(1, max(cfg.taskpt_steps) // 10))
                 res = train_mlm(model, packed, p.tokenizer, tcfg, collator=_collator(method, p.tokenizer, PRETRAIN_SEED, cfg.fallback),
-                                save_at=cfg.taskpt_steps, on_save=on_save, desc=f"TaskPT {method} (GenePT {g})")
-                return {"tmp": tmp, "saved": saved, "history": res.history, "params": _encoder_params(model)}
+                                save_at=cfg.taskpt_steps, on_save=_saver(tmp, start), checkpoint_dir=tmp,
+                                desc=f"TaskPT {method} (GenePT {g})")
+                return {"tmp": tmp, "history": res.history, "params": _encoder_params(model)}
 
             def save(obj, d):
-                import shutil
-
-                for s in cfg.taskpt_steps:
-                    shutil.move(str(obj["tmp"] / f"step_{s}"), str(d / f"step_{s}"))
-                shutil.rmtree(obj["tmp"], ignore_errors=True)
-                (d / "stats.json").write_text(json.dumps({k: v for k, v in obj.items() if k != "tmp"}, default=float))
+                _move_steps(obj, d, cfg.taskpt_steps)
 
             p.store.cached(name, conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
             stats = _load_stats(p.store.root / name)
