@@ -78,3 +78,26 @@ def test_weighting_and_errors(tokenizer):
                      _scores(tokenizer, ["great"]), tokenizer, TrainConfig(progress=False))
     with pytest.raises(TypeError, match="wrap it"):
         predict_importance(model, tokenizer, "a text")
+
+
+def test_threshold_tuned_on_dev_and_saved_with_the_model(tokenizer, tmp_path):
+    """A rare class the argmax never predicts: the dev-tuned threshold finds it, and it travels with the model."""
+    from tmlib.importance.tagger import tagger_metrics, tagger_threshold
+
+    model = load_token_classifier("scratch:tiny", num_labels=2, seed=0).eval()
+
+    class Fixed(torch.nn.Module):  # P(important) = 0.3 on token id 2307, 0.1 elsewhere
+        config = model.config
+
+        def forward(self, input_ids, attention_mask=None):
+            p = torch.where(input_ids == 2307, 0.3, 0.1)
+            return type("O", (), {"logits": torch.stack([torch.log1p(-p), torch.log(p)], -1)})()
+
+    b = {"input_ids": torch.tensor([[101, 2307, 1996, 2307, 1996, 102]]), "attention_mask": torch.ones(1, 6),
+         "labels": torch.tensor([[-100, 1, 0, 1, 0, -100]])}
+    m = tagger_metrics(Fixed(), [b])
+    assert m["f1_argmax"] == 0.0 and m["f1"] == 1.0 and 0.1 <= m["threshold"] < 0.3
+    model.config.importance_threshold = m["threshold"]
+    model.save_pretrained(tmp_path)
+    assert tagger_threshold(load_token_classifier(str(tmp_path), num_labels=2)) == m["threshold"]
+    assert tagger_threshold(model, 0.9) == 0.9

@@ -59,7 +59,7 @@ def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = No
     partial = out / f".{notebook.stem}.partial.ipynb"
     try:
         pm.execute_notebook(str(notebook), str(partial), parameters=values, cwd=str(ROOT),
-                            kernel_name=kernel or _kernel_name(), progress_bar=False, log_output=False)
+                            kernel_name=kernel or _kernel_name(), progress_bar=sys.stderr.isatty(), log_output=False)
     except BaseException:
         if partial.exists():
             os.replace(partial, out / f"{notebook.stem}.failed.ipynb")
@@ -102,10 +102,10 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     rows = []
     for nb in nbs:
         print(f"[tmlib suite] {nb.name} with {params}.yaml -> {out / nb.name}", flush=True)
+        # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
         proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)), str(out), kernel],
-                              capture_output=True, text=True, cwd=ROOT)
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if proc.returncode != 0:
-            sys.stderr.write(proc.stderr[-6000:])
             raise RuntimeError(f"{nb.name} failed with parameter set {params!r}; the executed notebook with the "
                                f"error is {out / (nb.stem + '.failed.ipynb')}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])

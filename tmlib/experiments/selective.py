@@ -59,6 +59,7 @@ class SelectiveConfig:
     buffer_max_sentences: int = 0      # task train sentences labelled by the buffer method (0 = all)
     tagger_model: str = "minilm"       # tagger init: "genept" (largest checkpoint) or a model name
     tagger_epochs: float = 2.0         # tagger training epochs (best by dev F1)
+    tagger_lr: float = 1e-4            # tagger learning rate (decision threshold tuned on dev F1)
     taskpt_corpus: str = "pang_lee"    # unlabelled in-domain corpus for TaskPT
     taskpt_max_sentences: int = 4000   # sentences of it labelled and used (0 = all)
     taskpt_steps: list[int] = field(default_factory=lambda: [50, 100])  # TaskPT checkpoints; the last is the budget
@@ -364,15 +365,13 @@ def run_tagger(p: Pipeline) -> dict:
 
     cfg = p.cfg
     buf_key = json.loads((p.store.root / "buffer" / "manifest.json").read_text())["config_hash"]
-    conf = _sub(cfg, "tagger_model", "tagger_epochs", "max_length",
-                "finetune_lr", "finetune_batch_size", buffer=buf_key,
+    conf = _sub(cfg, "tagger_model", "tagger_epochs", "tagger_lr", "max_length", "finetune_batch_size", buffer=buf_key,
                 genept=_genept_key(p) if cfg.tagger_model == "genept" else None)
 
     def build():
         start = time.perf_counter()
         model = load_token_classifier(_resolve(p, cfg.tagger_model), num_labels=2, seed=PRETRAIN_SEED)
-        lr = cfg.finetune_lr if cfg.tagger_model == "genept" else min(cfg.finetune_lr, 1e-4)
-        tcfg = _train_cfg(cfg, lr=lr, batch_size=cfg.finetune_batch_size, epochs=cfg.tagger_epochs)
+        tcfg = _train_cfg(cfg, lr=cfg.tagger_lr, batch_size=cfg.finetune_batch_size, epochs=cfg.tagger_epochs)
         res = train_tagger(model, p.buffer_scores["train"], p.buffer_scores["dev"], p.tokenizer, tcfg,
                            class_weight=TAGGER_CLASS_WEIGHT)
         n_tok = sum(len(s.tokens) + 2 for s in p.buffer_scores["train"])

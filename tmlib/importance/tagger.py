@@ -9,7 +9,9 @@ the small labelled set and then labels a large unlabelled in-domain corpus for s
 Training uses :func:`tmlib.training.fit` with a class-weighted cross-entropy (weight ``class_weight`` on
 "important", which is the rare class) and keeps the epoch with the best dev F1 of the important class.
 Predicted scores are P(important); labels are ``P > threshold`` with stop words forced to 0, like the
-buffer labels they imitate.
+buffer labels they imitate. The threshold is tuned on dev (best F1) and saved in the model config
+(``importance_threshold``): with ~5% important tokens, a briefly trained tagger's argmax predicts
+almost none, and selective masking would then mask nothing.
 """
 from __future__ import annotations
 
@@ -97,22 +99,41 @@ class TaggerCollator:
         return {"input_ids": ids, "attention_mask": att, "labels": lab}
 
 
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.025), 3)  # candidate P(important) decision thresholds
+
+
+def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / max(1, tp + fp)
+    r = tp / max(1, tp + fn)
+    return p, r, 2 * p * r / max(1e-12, p + r)
+
+
 @torch.no_grad()
 def tagger_metrics(model: nn.Module, batches: list[dict]) -> dict:
-    """Token-level precision / recall / F1 of the "important" class, and accuracy, over labelled tokens."""
-    tp = fp = fn = correct = total = 0
+    """Token-level precision / recall / F1 of the "important" class and accuracy over labelled tokens.
+
+    ``f1``/``precision``/``recall``/``accuracy`` are at the decision threshold on P(important) that
+    maximises dev F1 (``threshold``; the important class is rare, ~5% of tokens, and a briefly trained
+    tagger's argmax rarely predicts it); ``f1_argmax`` is the plain argmax (threshold 0.5) F1.
+    """
+    probs, golds = [], []
     for b in batches:
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
         sel = b["labels"] != -100
-        pred, gold = logits.argmax(-1)[sel], b["labels"][sel]
-        tp += int(((pred == 1) & (gold == 1)).sum())
-        fp += int(((pred == 1) & (gold == 0)).sum())
-        fn += int(((pred == 0) & (gold == 1)).sum())
-        correct += int((pred == gold).sum())
-        total += int(sel.sum())
-    p = tp / max(1, tp + fp)
-    r = tp / max(1, tp + fn)
-    return {"f1": 2 * p * r / max(1e-12, p + r), "precision": p, "recall": r, "accuracy": correct / max(1, total)}
+        probs.append(torch.softmax(logits.float(), -1)[..., 1][sel])
+        golds.append(b["labels"][sel] == 1)
+    prob, gold = torch.cat(probs), torch.cat(golds)
+    pred = prob[None, :] > torch.as_tensor(THRESHOLDS, dtype=prob.dtype)[:, None]   # thresholds x tokens
+    tp = (pred & gold).sum(1)
+    fp = (pred & ~gold).sum(1)
+    fn = (~pred & gold).sum(1)
+    f1 = [_prf(int(a), int(b), int(c))[2] for a, b, c in zip(tp, fp, fn)]
+    best = int(np.argmax(f1))  # ties: the lowest threshold (higher recall)
+    p, r, f = _prf(int(tp[best]), int(fp[best]), int(fn[best]))
+    half = prob > 0.5
+    return {"f1": f, "precision": p, "recall": r, "threshold": float(THRESHOLDS[best]),
+            "accuracy": float((pred[best] == gold).float().mean()) if len(gold) else 0.0,
+            "f1_argmax": _prf(int((half & gold).sum()), int((half & ~gold).sum()), int((~half & gold).sum()))[2]}
 
 
 @dataclass
@@ -142,8 +163,9 @@ def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scor
     res = fit(wrapped, train, cfg, collate_fn=collate, evaluate=lambda m: tagger_metrics(m.model, dev_batches),
               desc="tagger")
     labs = np.concatenate([np.asarray(r["labels"][1:-1]) for r in train])
-    return TaggerResult(dev=tagger_metrics(model.eval(), dev_batches), fit=res, n_train=len(train),
-                        positive_rate=float(labs.mean()))
+    dev_metrics = tagger_metrics(model.eval(), dev_batches)
+    model.config.importance_threshold = dev_metrics["threshold"]  # saved with the model; used when it labels
+    return TaggerResult(dev=dev_metrics, fit=res, n_train=len(train), positive_rate=float(labs.mean()))
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -175,13 +197,21 @@ def _labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopw
     return lab
 
 
+def tagger_threshold(tagger: nn.Module, threshold: float | None = None) -> float:
+    """``threshold`` if given, else the dev-tuned one :func:`train_tagger` saved in the model config, else 0.5."""
+    if threshold is not None:
+        return float(threshold)
+    return float(getattr(getattr(tagger, "config", None), "importance_threshold", None) or 0.5)
+
+
 def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, max_length: int = 128,
-                 threshold: float = 0.5, stopwords: bool = True, progress: bool = True):
+                 threshold: float | None = None, stopwords: bool = True, progress: bool = True):
     """Run the tagger over a corpus (``datasets.Dataset`` with ``text``, or a list of strings).
 
     Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
-    ``max_length - 2``), ``importance`` (P(important) per token) and ``important`` (0/1), aligned per
-    token and ready for :func:`tmlib.mlm.pack_corpus` (``token_ids=``, ``token_fields=``).
+    ``max_length - 2``), ``importance`` (P(important) per token) and ``important`` (0/1: P above
+    :func:`tagger_threshold`), aligned per token and ready for :func:`tmlib.mlm.pack_corpus`
+    (``token_ids=``, ``token_fields=``).
     """
     from datasets import Dataset
 
@@ -190,19 +220,21 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
         raise ValueError("the corpus is empty")
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress)
+    threshold = tagger_threshold(tagger, threshold)
     labels = [_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
     return Dataset.from_dict({"text": texts, "token_ids": ids, "importance": [p.tolist() for p in probs],
                               "important": [l.tolist() for l in labels]})
 
 
 def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
-                       threshold: float = 0.5, stopwords: bool = True, progress: bool = False) -> list[TokenScores]:
+                       threshold: float | None = None, stopwords: bool = True, progress: bool = False) -> list[TokenScores]:
     """The tagger's per-WordPiece P(important) (``scores``) and 0/1 labels (``important``) per text."""
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a single string; wrap it: [text]")
     texts = list(texts)
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     probs = _predict_ids(tagger, tokenizer, ids, batch_size, "tagger", progress)
+    threshold = tagger_threshold(tagger, threshold)
     return [TokenScores(text=t, tokens=tokenizer.convert_ids_to_tokens(list(i)), scores=p,
                         important=_labels(tokenizer, i, p, threshold, stopwords), method="tagger",
                         meta={"threshold": threshold})
