@@ -23,16 +23,16 @@ def accuracy_bars(summary: pd.DataFrame, title: str = "Test accuracy (mean ± st
         rows = summary[summary["method"] == m].set_index("genept_steps").reindex(budgets)
         mean, std = 100 * rows["test_mean"].to_numpy(), 100 * rows["test_std"].fillna(0).to_numpy()
         bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=color(m), label=LABELS[m])
-        for b, v in zip(bars, mean):
-            if np.isfinite(v):
-                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8,
-                            xytext=(0, 2), textcoords="offset points")
+        for b, v, sd in zip(bars, mean, std):
+            if np.isfinite(v):  # above the error bar, not on it
+                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v + sd), ha="center", va="bottom", fontsize=8,
+                            xytext=(0, 3), textcoords="offset points")
     ax.set_xticks(x, [f"GenePT {b} steps" for b in budgets])
     lo = np.nanmin(100 * summary["test_mean"]) - 3 * max(1.0, np.nanmax(100 * summary["test_std"].fillna(0)))
-    ax.set_ylim(max(0, lo), min(100, np.nanmax(100 * (summary["test_mean"] + summary["test_std"].fillna(0))) + 3))
+    ax.set_ylim(max(0, lo), min(100, np.nanmax(100 * (summary["test_mean"] + summary["test_std"].fillna(0))) + 4))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.95)
     return fig
 
 
@@ -51,8 +51,9 @@ def accuracy_vs_steps(steps_summary: pd.DataFrame, title: str = "Accuracy vs Tas
         ax.set_xlabel("TaskPT steps")
         ax.set_title(f"GenePT {g} steps")
     axes[0][0].set_ylabel("test accuracy (%)")
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8, loc="lower left")
     fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
