@@ -176,7 +176,7 @@ def _work_dir(p: Pipeline, name: str, conf: dict) -> Path:
 
 
 def _saver(work: Path, start: float):
-    """``on_save`` hook: the model at a budget, and the seconds it took (kept across resumes)."""
+    """``on_save`` hook: the model at a budget, and the seconds since this build (re)started."""
     def on_save(step: int, model) -> None:
         d = work / f"step_{step}"
         model.save_pretrained(d)
