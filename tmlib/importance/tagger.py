@@ -10,7 +10,7 @@ Training uses :func:`tmlib.training.fit` with a class-weighted cross-entropy (we
 "important", which is the rare class) and keeps the epoch with the best dev F1 of the important class.
 Predicted scores are P(important); labels are ``P > threshold`` with stop words forced to 0, like the
 buffer labels they imitate. The threshold is tuned on dev (best F1) and saved in the model config
-(``importance_threshold``): with ~5% important tokens, a briefly trained tagger's argmax predicts
+(``importance_threshold``): with 5-15% important tokens, a briefly trained tagger's argmax predicts
 almost none, and selective masking would then mask nothing.
 """
 from __future__ import annotations
@@ -113,7 +113,7 @@ def tagger_metrics(model: nn.Module, batches: list[dict]) -> dict:
     """Token-level precision / recall / F1 of the "important" class and accuracy over labelled tokens.
 
     ``f1``/``precision``/``recall``/``accuracy`` are at the decision threshold on P(important) that
-    maximises dev F1 (``threshold``; the important class is rare, ~5% of tokens, and a briefly trained
+    maximises dev F1 (``threshold``; the important class is rare, 5-15% of tokens, and a briefly trained
     tagger's argmax rarely predicts it); ``f1_argmax`` is the plain argmax (threshold 0.5) F1.
     """
     probs, golds = [], []
