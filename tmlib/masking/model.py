@@ -31,20 +31,14 @@ class MaskedModule:
     type: str      # module type (query, ..., pooler, head)
 
 
+def _first_linear(model: nn.Module, candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` that names a (masked) linear layer of ``model``."""
+    modules = dict(model.named_modules())
+    return next((n for n in candidates if isinstance(modules.get(n), nn.Linear | MaskedLinear)), None)
+
+
 def _head_name(model: nn.Module) -> str | None:
-    names = dict(model.named_modules())
-    for n in HEAD_NAMES:
-        if isinstance(names.get(n), nn.Linear | MaskedLinear):
-            return n
-    return None
-
-
-def _pooler_name(model: nn.Module) -> str | None:
-    names = dict(model.named_modules())
-    for n in POOLER_NAMES:
-        if isinstance(names.get(n), nn.Linear | MaskedLinear):
-            return n
-    return None
+    return _first_linear(model, HEAD_NAMES)
 
 
 def plan_masks(model: nn.Module, cfg: MaskConfig) -> list[MaskedModule]:
@@ -68,7 +62,7 @@ def plan_masks(model: nn.Module, cfg: MaskConfig) -> list[MaskedModule]:
                                   f"{type(model).__name__}; block-relative names are e.g. "
                                   f"{sorted({m['rel'] for _, m in in_blocks if m})[:6]}")
     if cfg.pooler:
-        p = _pooler_name(model)
+        p = _first_linear(model, POOLER_NAMES)
         if p is not None:
             plan.append(MaskedModule(p, -1, "pooler"))
     if cfg.head == "masked":

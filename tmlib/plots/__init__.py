@@ -33,3 +33,13 @@ def use_style() -> None:
 
 def color(name: str, default: str = "#444444") -> str:
     return PALETTE.get(name, default)
+
+
+def require_columns(df, needed, what: str, allow_empty: bool = False) -> None:
+    """Raise a ValueError naming the figure (``what``) if ``df`` lacks a needed column (or, unless
+    ``allow_empty``, has no rows)."""
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} needs columns {list(needed)}; missing {missing} (got {list(df.columns)})")
+    if df.empty and not allow_empty:
+        raise ValueError(f"{what}: the table is empty")

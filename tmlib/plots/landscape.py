@@ -11,18 +11,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color, use_style
+from . import color, require_columns, use_style
 
 _PATH_COLORS = ["#d1495b", "#2e4057", "#8c8c8c", "#00798c", "#edae49", "#66a182"]
 _SPLIT_STYLE = {"test": "-", "dev": "--"}
-
-
-def _check(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} needs columns {list(needed)}; missing {missing} (got {list(df.columns)})")
-    if df.empty:
-        raise ValueError(f"{what}: the table is empty")
 
 
 def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapping[str, tuple[str, str]] | None = None,
@@ -33,7 +25,7 @@ def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapp
     solutions is shaded and the endpoints are marked; ``endpoints`` maps a path to the names of its
     models at gamma = 0 and 1 (written under the markers of the first path's panel).
     """
-    _check(df, ["path", "gamma", "split", "loss", "accuracy"], "paths figure")
+    require_columns(df, ["path", "gamma", "split", "loss", "accuracy"], "paths figure")
     use_style()
     splits = list(splits) if splits is not None else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split))
     names = list(dict.fromkeys(df["path"]))
@@ -75,7 +67,7 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
     ``frame``: DataFrame(alpha, beta, split, loss, accuracy[, point]) as written by
     :meth:`tmlib.landscape.PlaneResult.to_frame`.
     """
-    _check(frame, ["alpha", "beta", "split", metric], "plane contour")
+    require_columns(frame, ["alpha", "beta", "split", metric], "plane contour")
     use_style()
     g = frame[frame.split == split]
     if "point" in g.columns:

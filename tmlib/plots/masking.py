@@ -7,24 +7,14 @@
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color, use_style
+from . import color, require_columns, use_style
 
 TYPE_ORDER = ["query", "key", "value", "attn_out", "ffn_in", "ffn_out", "pooler", "head"]
 METHOD_LABELS = {"finetune": "fine-tuning", "bitfit": "BitFit", "mask": "masking"}
-
-
-def _check(df: pd.DataFrame, needed: Sequence[str], what: str) -> None:
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} needs columns {list(needed)}; missing {missing} (got {list(df.columns)})")
-    if df.empty:
-        raise ValueError(f"{what}: the table is empty")
 
 
 def _human(n: float) -> str:
@@ -39,7 +29,7 @@ def accuracy_bars(results: pd.DataFrame, split: str = "test") -> plt.Figure:
     """Grouped bars: one group per task, one bar per method, mean accuracy (%) over seeds with std error bars.
     ``results``: one row per run with task, method, seed and ``<split>_accuracy`` (0..1)."""
     col = f"{split}_accuracy"
-    _check(results, ["task", "method", col], "accuracy figure")
+    require_columns(results, ["task", "method", col], "accuracy figure")
     use_style()
     tasks = list(dict.fromkeys(results["task"]))
     methods = list(dict.fromkeys(results["method"]))
@@ -69,7 +59,7 @@ def accuracy_bars(results: pd.DataFrame, split: str = "test") -> plt.Figure:
 def sparsity_heatmap(sparsity: pd.DataFrame) -> plt.Figure:
     """% of weights kept per encoder block (rows) and module type (columns), one panel per task.
     The pooler and head (block -1) form the bottom row."""
-    _check(sparsity, ["task", "block", "type", "kept_pct"], "sparsity heatmap")
+    require_columns(sparsity, ["task", "block", "type", "kept_pct"], "sparsity heatmap")
     use_style()
     tasks = list(dict.fromkeys(sparsity["task"]))
     types = [t for t in TYPE_ORDER if t in set(sparsity["type"])] + sorted(set(sparsity["type"]) - set(TYPE_ORDER))
@@ -96,7 +86,7 @@ def sparsity_heatmap(sparsity: pd.DataFrame) -> plt.Figure:
 
 def storage_bars(storage: pd.DataFrame) -> plt.Figure:
     """Task-specific bytes per method (log scale), with the full fp32 copy as reference line."""
-    _check(storage, ["task", "method", "task_bytes", "fp32_copy_bytes"], "storage figure")
+    require_columns(storage, ["task", "method", "task_bytes", "fp32_copy_bytes"], "storage figure")
     use_style()
     tasks = list(dict.fromkeys(storage["task"]))
     methods = list(dict.fromkeys(storage["method"]))
@@ -121,7 +111,7 @@ def storage_bars(storage: pd.DataFrame) -> plt.Figure:
 
 def memory_lines(memory: pd.DataFrame) -> plt.Figure:
     """Bytes held in memory to serve N tasks at once, one line per method; measured points marked."""
-    _check(memory, ["method", "n_tasks", "bytes", "kind"], "memory figure")
+    require_columns(memory, ["method", "n_tasks", "bytes", "kind"], "memory figure")
     use_style()
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     proj = memory[memory["kind"] == "projected"]
@@ -142,10 +132,7 @@ def memory_lines(memory: pd.DataFrame) -> plt.Figure:
 def flips_lines(flips: pd.DataFrame) -> plt.Figure:
     """% of weights kept and % of mask bits flipped per record interval during mask training, one line per
     task and seed (``flips``: step, kept_pct, flip_pct, optional task and seed columns)."""
-    needed = ["step", "kept_pct", "flip_pct"]
-    missing = [c for c in needed if c not in flips.columns]
-    if missing:
-        raise ValueError(f"mask-flip figure needs columns {needed}; missing {missing} (got {list(flips.columns)})")
+    require_columns(flips, ["step", "kept_pct", "flip_pct"], "mask-flip figure", allow_empty=True)
     use_style()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     if flips.empty:
