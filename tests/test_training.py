@@ -16,6 +16,10 @@ def test_learns_tiny_task(tiny_task, tokenizer):
     assert res.fit.history[-1]["train_loss"] < res.fit.history[0]["train_loss"]
     assert res.dev["accuracy"] >= 0.75
     assert res.dev["accuracy"] == max(h["accuracy"] for h in res.fit.history)  # best state restored
+    # the reported dev metrics are those of the returned model (taken from its eval row, not recomputed)
+    from tmlib.training import EvalBatches, encode, evaluate_classifier
+
+    assert res.dev == evaluate_classifier(m, EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer))
 
 
 def test_deterministic(tiny_task, tokenizer):

@@ -316,7 +316,10 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     res = fit(model, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
               evaluate=lambda m: _dev_metrics(m, dev),
               params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc)
-    return ClassifierResult(dev=evaluate_classifier(model, dev), test=evaluate_classifier(model, test), fit=res)
+    # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
+    # its dev metrics are that row's, no second pass over dev
+    best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
+    return ClassifierResult(dev=best, test=evaluate_classifier(model, test), fit=res)
 
 
 def _dev_metrics(model, dev: EvalBatches) -> dict:
