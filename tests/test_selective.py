@@ -7,7 +7,7 @@ import pytest
 
 from tmlib.config import ConfigError, from_dict
 from tmlib.experiments.selective import (Compute, SelectiveConfig, accuracy_table, buffer_summary, curve_summary,
-                                         summarize)
+                                         paired_gaps, summarize)
 from tmlib.importance.types import TokenScores
 
 
@@ -52,6 +52,26 @@ def test_summaries():
     assert sel["taskpt_steps"].tolist() == [0, 5, 10]  # step 0 = GenePT only, shared
     assert sel["test_mean"].iloc[0] == pytest.approx(0.61)
     assert c[c.method == "random"]["test_mean"].iloc[0] == pytest.approx(0.61)
+
+
+def test_paired_gaps():
+    res = _results()
+    # synthetic: selective = random + 5 points at every seed, plus seed-specific noise shared by all methods
+    gaps = paired_gaps(res).set_index(["genept_steps", "comparison"])
+    row = gaps.loc[(10, "selective - random")]
+    assert row.gap_mean == pytest.approx(5.0) and row.wins == 3 and row.n_seeds == 3
+    assert np.isnan(row.p) and row.verdict == "within noise"   # zero spread: no test, no claim
+    noisy = res.copy()
+    jitter = {0: 0.0, 1: 0.02, 2: -0.01}
+    sel = noisy["method"] == "selective"
+    noisy.loc[sel, "test_accuracy"] += noisy.loc[sel, "seed"].map(jitter)
+    g = paired_gaps(noisy).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
+    assert g.gap_mean == pytest.approx(5 + 100 * sum(jitter.values()) / 3)
+    assert g.p < 0.05 and g.verdict == "separated"
+    noisy.loc[sel & (noisy.seed == 2), "test_accuracy"] -= 0.12   # one seed flips the sign: not separated
+    g = paired_gaps(noisy).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
+    assert g.wins == 2 and g.verdict == "within noise"
+    assert "random15 - genept" not in set(gaps.reset_index()["comparison"])  # absent methods are skipped
 
 
 def test_buffer_summary_and_compute():
