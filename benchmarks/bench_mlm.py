@@ -1,6 +1,6 @@
 """MLM training step: vocabulary projection at masked positions only vs at every position (HF).
 
-    .venv/bin/python benchmarks/bench_mlm.py            # scratch:mini, batch 16 x 128 tokens, 5 steps each
+    .venv/bin/python benchmarks/bench_mlm.py            # scratch:mini and scratch:small, batch 16 x 128 tokens, 5 steps each
     .venv/bin/python benchmarks/bench_mlm.py --quick    # batch 8, 3 steps each
     .venv/bin/python benchmarks/bench_mlm.py --profile
 
@@ -30,7 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--model", default="scratch:mini")
+    ap.add_argument("--model", nargs="+", default=["scratch:mini", "scratch:small"])
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--length", type=int, default=128)
@@ -45,7 +45,7 @@ def main() -> None:
 
     from tmlib.collators import PlainMLMCollator
     from tmlib.data import load_corpus
-    from tmlib.mlm import MaskedOnlyMLM, _ListData, pack_corpus
+    from tmlib.mlm import _ListData, pack_corpus
     from tmlib.models import load_mlm, load_tokenizer
 
     batch = args.batch or (8 if args.quick else 16)
@@ -55,8 +55,26 @@ def main() -> None:
     rows = _ListData(packed).rows
     col = PlainMLMCollator(tok, seed=0)
     batches = [col(rows[i * batch:(i + 1) * batch]) for i in range(steps + 1)]
-    model = load_mlm(args.model, seed=0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    for name in args.model:
+        _bench(name, load_mlm(name, seed=0), batches, batch, steps, args)
+
+
+def flop_bound(config, masked_fraction: float = 0.15) -> float:
+    """Speed-up bound from matmul FLOPs alone: (encoder + head at every position) / (encoder + head at the
+    masked positions), per token, counting weights only (the head: transform h^2 + projection h V)."""
+    h, L, inter, V = config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size
+    encoder = L * (4 * h * h + 2 * h * inter)
+    head = h * h + h * V
+    return (encoder + head) / (encoder + masked_fraction * head)
+
+
+def _bench(model_name, model, batches, batch, steps, args) -> None:
+    import torch
+
+    from tmlib.mlm import MaskedOnlyMLM
+    from tmlib.training import make_optimizer
+
+    opt = make_optimizer(torch.optim.AdamW, [{"params": list(model.parameters())}], 1e-4)  # what fit uses
     variants = {"full head (HF)": MaskedOnlyMLM(model, masked_only=False), "masked positions only": MaskedOnlyMLM(model, masked_only=True)}
     times = {k: [] for k in variants}
     fb = {k: [] for k in variants}
@@ -75,7 +93,7 @@ def main() -> None:
     med = {k: statistics.median(v[1:]) for k, v in times.items()}  # first step = warm-up
     med_fb = {k: statistics.median(v[1:]) for k, v in fb.items()}
     n_tok = int(batches[1]["attention_mask"].sum())
-    print(f"MLM step, {args.model}, batch {batch} x {args.length} tokens ({n_tok} real), {steps} steps each, "
+    print(f"MLM step, {model_name}, batch {batch} x {args.length} tokens ({n_tok} real), {steps} steps each, "
           f"torch threads {torch.get_num_threads()}")
     print(f"{'variant':<26}{'s/step':>10}{'fwd+bwd s':>11}{'tokens/s':>12}")
     for k, v in med.items():
@@ -83,6 +101,9 @@ def main() -> None:
     full, fast = "full head (HF)", "masked positions only"
     print(f"speed-up: {med[full] / med[fast]:.2f}x per step (incl. AdamW), {med_fb[full] / med_fb[fast]:.2f}x forward+backward;"
           f"   |loss diff| (eval, same batch): {abs(l_full - l_fast):.2e}")
+    bound = flop_bound(model.config, float((batches[1]["labels"] != -100).float().mean()))
+    print(f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; measured fwd+bwd is "
+          f"{med_fb[full] / med_fb[fast] / bound:.0%} of it\n")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -15,12 +15,20 @@ def test_nb_01_smoke(tmp_path):
     summary = pd.read_csv(out / "summary.csv")
     steps = pd.read_csv(out / "steps.csv")
     assert set(results["method"]) == {"genept", "selective", "random"}
-    assert sorted(results["seed"].unique()) == [0, 1] and set(results["genept_steps"]) == {3, 6}
+    assert sorted(results["seed"].unique()) == [0, 1, 7] and set(results["genept_steps"]) == {3, 6}
+    assert set(results[results.seed == 7]["genept_steps"]) == {6}  # extra seeds: largest budget only
     assert results["test_accuracy"].between(0, 1).all()
-    assert (summary["n_seeds"] == 2).all() and len(summary) == 6
+    assert summary.set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3} and len(summary) == 6
     assert sorted(steps["taskpt_steps"].unique()) == [0, 2, 4] and set(steps["genept_steps"]) == {3}
+    assert set(steps["seed"]) == {0, 1}
+    gaps = pd.read_csv(out / "gaps.csv")
+    assert set(gaps["comparison"]) == {"selective - random", "selective - genept", "random - genept"}
+    assert gaps.set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3}
     compute = json.loads((out / "compute.json").read_text())
     assert {"GenePT", "importance", "TaskPT"} <= set(compute["groups_seconds"])
+    genept = [r for r in compute["stages"] if r["group"] == "GenePT"]
+    assert [r["stage"] for r in genept] == ["GenePT steps 0-3", "GenePT steps 3-6"]   # increments of one run
+    assert genept[0]["flops"] == pytest.approx(genept[1]["flops"])
     assert all(v > 0 for k, v in compute["groups_flops"].items() if k != "fine-tune")
     for png in ("accuracy.png", "accuracy_vs_steps.png", "compute_seconds.png", "compute_flops.png", "mlm_loss.png"):
         assert (out / png).stat().st_size > 5000, png

@@ -30,6 +30,8 @@ def test_config_validation():
         from_dict(SelectiveConfig, {"methods": ["selective", "mlm"]})
     with pytest.raises(ConfigError, match="fallback"):
         from_dict(SelectiveConfig, {"fallback": "always"})
+    with pytest.raises(ConfigError, match="extra_seeds"):
+        from_dict(SelectiveConfig, {"seeds": [0, 1], "extra_seeds": [1, 2]})
     with pytest.raises(ConfigError, match="seeds is empty"):
         from_dict(SelectiveConfig, {"seeds": []})
     with pytest.raises(ConfigError, match="unknown parameter"):

@@ -46,6 +46,7 @@ PRETRAINED_SCORER_LR = 2e-4  # a pretrained scorer (minilm, bert-base-uncased) i
 class SelectiveConfig:
     out_dir: str = "runs/dev/01_selective_masking"   # where figures, CSV and JSON are written
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fine-tuning seeds
+    extra_seeds: list[int] = field(default_factory=list)  # more seeds, for the largest GenePT budget's final checkpoints only
     model: str = "scratch:mini"        # GenePT start: scratch:<size> (from scratch), minilm, bert-base-uncased, a dir
     genept_corpus: str = "bbc"         # general-text corpus for GenePT
     genept_steps: list[int] = field(default_factory=lambda: [100, 300])  # GenePT budgets (one run, checkpoints)
@@ -74,6 +75,8 @@ class SelectiveConfig:
     def __post_init__(self):
         if not self.seeds:
             raise ValueError("seeds is empty: give at least one fine-tuning seed, e.g. [0, 1, 2]")
+        if set(self.extra_seeds) & set(self.seeds):
+            raise ValueError(f"extra_seeds {self.extra_seeds} repeat seeds {self.seeds}; give seeds not in seeds")
         if not self.genept_steps or min(self.genept_steps) < 1:
             raise ValueError(f"genept_steps must be positive step counts, got {self.genept_steps}")
         if not self.taskpt_steps or min(self.taskpt_steps) < 1:
@@ -245,10 +248,13 @@ def run_genept(p: Pipeline) -> dict[int, Path]:
     p.store.cached("genept", conf, build, save, lambda d: None, seed=PRETRAIN_SEED)
     d = p.store.root / "genept"
     stats = _load_stats(d)
-    for step in cfg.genept_steps:
+    prev_step, prev_sec = 0, 0.0
+    for step in cfg.genept_steps:  # one run: each budget's stage is the steps since the previous budget
         p.genept_dirs[step] = d / f"step_{step}"
-        p.compute.add(f"GenePT {step} steps", "GenePT", stats["saved"][str(step)],
-                      6 * stats["params"] * stats["tokens_per_step"] * step, steps=step)
+        sec = stats["saved"][str(step)]
+        p.compute.add(f"GenePT steps {prev_step}-{step}", "GenePT", sec - prev_sec,
+                      6 * stats["params"] * stats["tokens_per_step"] * (step - prev_step), steps=step)
+        prev_step, prev_sec = step, sec
     return p.genept_dirs
 
 
@@ -526,7 +532,8 @@ def _finetune(p: Pipeline, ckpt: Path, key: dict, seed: int) -> dict:
 
 def run_finetune(p: Pipeline) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Fine-tune GenePT-only and every final TaskPT checkpoint (and, for the curve, the intermediate
-    ones) with every seed. Returns (results: one row per run, steps: the curve rows)."""
+    ones) with every seed; ``extra_seeds`` add runs for the largest GenePT budget's GenePT-only and final
+    TaskPT checkpoints. Returns (results: one row per run, steps: the curve rows)."""
     from tqdm.auto import tqdm
 
     cfg = p.cfg
@@ -540,15 +547,17 @@ def run_finetune(p: Pipeline) -> tuple[pd.DataFrame, pd.DataFrame]:
             art = json.loads((p.store.root / f"taskpt_g{g}_{m}" / "manifest.json").read_text())["config_hash"]
             for s in steps:
                 jobs.append((g, m, s, p.taskpt_dirs[(g, m, s)], {"artifact": art, "g": g, "method": m, "t": s}))
+    runs = [(j, seed) for j in jobs for seed in cfg.seeds]
+    top = max(p.genept_dirs)  # extra seeds: only where the table's last row is decided
+    runs += [(j, seed) for j in jobs for seed in cfg.extra_seeds if j[0] == top and j[2] in (0, max(cfg.taskpt_steps))]
     rows = []
-    for (g, m, s, d, key), seed in tqdm([(j, seed) for j in jobs for seed in cfg.seeds], desc="fine-tune runs",
-                                        disable=not PROGRESS):
+    for (g, m, s, d, key), seed in tqdm(runs, desc="fine-tune runs", disable=not PROGRESS):
         r = _finetune(p, d, key, seed)
         rows.append({"genept_steps": g, "method": m, "taskpt_steps": s, "seed": seed, **r})
     df = pd.DataFrame(rows)
     p.compute.add("fine-tune (all runs)", "fine-tune", float(df["seconds"].sum()), 0.0)
     final = df[(df["method"] == "genept") | (df["taskpt_steps"] == max(cfg.taskpt_steps))].copy()
-    curve = df[df["genept_steps"].isin(curve_budgets)].copy()
+    curve = df[df["genept_steps"].isin(curve_budgets) & df["seed"].isin(cfg.seeds)].copy()
     return final.reset_index(drop=True), curve.reset_index(drop=True)
 
 
@@ -631,7 +640,7 @@ def condition_costs(p: Pipeline) -> pd.DataFrame:
     imp = df[df["group"] == "importance"][["seconds", "flops"]].sum()
     rows = []
     for g in p.genept_dirs:
-        gen = df[(df["group"] == "GenePT") & (df["steps"] == g)][["seconds", "flops"]].sum()
+        gen = df[(df["group"] == "GenePT") & (df["steps"] <= g)][["seconds", "flops"]].sum()
         rows.append({"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"], "pretrain_flops": gen["flops"]})
         for m in p.cfg.methods:
             tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g) & (df["method"] == m)][["seconds", "flops"]].sum()
