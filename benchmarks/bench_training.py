@@ -38,7 +38,8 @@ def main() -> int:
     tok = load_tokenizer(args.model)
     task = load_task("mr", seed=0, max_examples=n)
     lengths = [len(x) for x in tok(list(task["train"]["text"]), truncation=True, max_length=48)["input_ids"]]
-    cfg = training.TrainConfig(lr=2e-4, batch_size=32, epochs=epochs, max_length=48, seed=0, progress=False)
+    cfg = training.TrainConfig(lr=2e-4, batch_size=32, epochs=epochs, max_length=48, seed=0, progress=False,
+                               group_by_length=True)  # the loader patch below turns it off for "shuffled"
     print(f"model {args.model}, {n} MR train sentences (mean {np.mean(lengths):.1f} tokens, max 48), batch 32, "
           f"{epochs:g} epochs, {torch.get_num_threads()} threads, torch {torch.__version__}")
 

@@ -23,7 +23,8 @@ def test_nb_01_smoke(tmp_path):
     assert set(steps["seed"]) == {0, 1}
     gaps = pd.read_csv(out / "gaps.csv")
     assert set(gaps["comparison"]) == {"selective - random", "selective - genept", "random - genept"}
-    assert gaps.set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3}
+    assert set(gaps["runs"]) == {"all", "failed dropped"}
+    assert gaps[gaps.runs == "all"].set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3}
     compute = json.loads((out / "compute.json").read_text())
     assert {"GenePT", "importance", "TaskPT"} <= set(compute["groups_seconds"])
     genept = [r for r in compute["stages"] if r["group"] == "GenePT"]

@@ -19,7 +19,7 @@ def _results():
                 for seed in (0, 1, 2):
                     acc = base + 0.01 * seed + (0.02 if g == 30 else 0) + (0.01 * t / 10 if t else 0)
                     rows.append({"genept_steps": g, "method": m, "taskpt_steps": t, "seed": seed,
-                                 "test_accuracy": acc, "dev_accuracy": acc - 0.01, "seconds": 1.0})
+                                 "test_accuracy": acc, "dev_accuracy": acc - 0.01, "seconds": 1.0, "failed": False})
     return pd.DataFrame(rows)
 
 
@@ -73,6 +73,10 @@ def test_paired_gaps():
     noisy.loc[sel & (noisy.seed == 2), "test_accuracy"] -= 0.12   # one seed flips the sign: not separated
     g = paired_gaps(noisy).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
     assert g.wins == 2 and g.verdict == "within noise"
+    noisy.loc[sel & (noisy.seed == 2), "failed"] = True   # ... because that run never trained: dropped on request
+    g = paired_gaps(noisy, drop_failed=True).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
+    assert g.n_seeds == 2 and g.wins == 2
+    assert summarize(noisy[noisy.taskpt_steps != 5]).set_index(["genept_steps", "method"]).loc[(10, "selective"), "n_failed"] == 1
     assert "random15 - genept" not in set(gaps.reset_index()["comparison"])  # absent methods are skipped
 
 

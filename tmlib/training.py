@@ -42,6 +42,7 @@ class TrainConfig:
     select_metric: str = "accuracy"  # dev metric for picking the best state ("" = keep the last state)
     seed: int = 0
     checkpoint_every: int = 0      # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
+    group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
 
     def __post_init__(self):
@@ -86,7 +87,9 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
 
     Padding only to the longest example of a batch of look-alikes: on MR sentences (batch 32, 48 tokens
     max) a batch carries ~30 instead of ~48 positions, and a step costs ~0.6x. Every example is seen once
-    per epoch; batches still differ from epoch to epoch (a new permutation each time)."""
+    per epoch; batches still differ from epoch to epoch (a new permutation each time). Off by default
+    (``TrainConfig.group_by_length``, as in HF's Trainer): batches of look-alikes are less random, and
+    the learned masks of notebook 03 (a straight-through estimator) came out worse with it."""
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, group: int = 8):
         self.lengths = np.asarray(lengths)
@@ -361,7 +364,7 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     res = fit(model, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
               evaluate=lambda m: _dev_metrics(m, dev),
               params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc,
-              lengths=[len(x) for x in enc["train"]["input_ids"]])
+              lengths=[len(x) for x in enc["train"]["input_ids"]] if cfg.group_by_length else None)
     # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
     # its dev metrics are that row's, no second pass over dev
     best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}

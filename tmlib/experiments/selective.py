@@ -38,6 +38,7 @@ METHODS = ("selective", "random", "random15")
 PRETRAIN_SEED = 0           # seed of GenePT, scorer, tagger and TaskPT (fine-tuning seeds are a parameter)
 TAGGER_CLASS_WEIGHT = 3.0   # loss weight of the "important" class (REFERENCE: ~3)
 PROGRESS = True             # tqdm bars
+FAILED_MARGIN = 0.02        # a fine-tuning run within this of the dev majority-class rate is flagged failed
 PRETRAINED_SCORER_LR = 2e-4  # a pretrained scorer (minilm, bert-base-uncased) is fine-tuned at most at this lr
                              # (a scratch config's 1e-3 wrecks MiniLM; 2e-4 x 2 epochs: MR test 73.3 +- 0.9 over 3 seeds)
 
@@ -130,7 +131,7 @@ def _sub(cfg: SelectiveConfig, *names: str, **extra) -> dict:
 def _train_cfg(cfg: SelectiveConfig, **kw):
     from ..training import TrainConfig
 
-    base = dict(max_length=cfg.max_length, progress=PROGRESS, seed=PRETRAIN_SEED)
+    base = dict(max_length=cfg.max_length, progress=PROGRESS, seed=PRETRAIN_SEED, group_by_length=True)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -555,6 +556,9 @@ def run_finetune(p: Pipeline) -> tuple[pd.DataFrame, pd.DataFrame]:
         r = _finetune(p, d, key, seed)
         rows.append({"genept_steps": g, "method": m, "taskpt_steps": s, "seed": seed, **r})
     df = pd.DataFrame(rows)
+    # a degenerate run (Mosbach et al. 2021): dev accuracy no better than always answering the dev majority class
+    majority = float(pd.Series(p.task["dev"]["label"]).value_counts(normalize=True).max())
+    df["failed"] = df["dev_accuracy"] <= majority + FAILED_MARGIN
     p.compute.add("fine-tune (all runs)", "fine-tune", float(df["seconds"].sum()), 0.0)
     final = df[(df["method"] == "genept") | (df["taskpt_steps"] == max(cfg.taskpt_steps))].copy()
     curve = df[df["genept_steps"].isin(curve_budgets) & df["seed"].isin(cfg.seeds)].copy()
@@ -566,20 +570,22 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     order = {m: i for i, m in enumerate(("genept",) + METHODS)}
     g = results.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
     out = g.agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
-                dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"), n_seeds=("seed", "count"))
+                dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"), n_seeds=("seed", "count"),
+                n_failed=("failed", "sum"))
     out["condition"] = out["method"].map({"genept": "GenePT only", "selective": "+TaskPT selective",
                                           "random": "+TaskPT random (same count)", "random15": "+TaskPT random 15%"})
     out = out.sort_values(["genept_steps", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
     return out.fillna({"test_std": 0.0, "dev_std": 0.0}).reset_index(drop=True)
 
 
-def paired_gaps(results: pd.DataFrame) -> pd.DataFrame:
+def paired_gaps(results: pd.DataFrame, drop_failed: bool = False) -> pd.DataFrame:
     """Per GenePT budget, the test-accuracy gap of each comparison, paired by fine-tuning seed.
 
     A seed fixes the classifier head's init and the batch order for every checkpoint, so the per-seed
     difference removes that shared noise. Columns: ``gap_mean`` / ``gap_std`` (points, over seeds),
     ``wins`` (seeds where the first beats the second), a paired t statistic and its two-sided p value,
-    and ``verdict``: "separated" when p < 0.05, else "within noise"."""
+    and ``verdict``: "separated" when p < 0.05, else "within noise". ``drop_failed``: leave out the
+    seeds where either side's run is flagged ``failed`` (stuck at the majority class)."""
     from scipy import stats
 
     pairs = [("selective", "random"), ("selective", "genept"), ("random", "genept"), ("random15", "genept"),
@@ -588,10 +594,14 @@ def paired_gaps(results: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for g, df in final.groupby("genept_steps"):
         acc = df.pivot_table(index="seed", columns="method", values="test_accuracy")
+        bad = df.pivot_table(index="seed", columns="method", values="failed", aggfunc="max") if drop_failed else None
         for a, b in pairs:
             if a not in acc or b not in acc:
                 continue
-            d = 100 * (acc[a] - acc[b]).dropna()
+            d = 100 * (acc[a] - acc[b])
+            if bad is not None:
+                d = d[~(bad[a].astype(bool) | bad[b].astype(bool))]
+            d = d.dropna()
             sd = float(d.std()) if len(d) > 1 else float("nan")
             if len(d) > 1 and sd > 0:
                 t = float(d.mean() / (sd / np.sqrt(len(d))))
@@ -656,7 +666,8 @@ def write_outputs(p: Pipeline, results: pd.DataFrame, curve: pd.DataFrame) -> di
     summary = summarize(results).merge(condition_costs(p), on=["genept_steps", "method"], how="left")
     steps = curve_summary(curve)
     out = {"results": p.store.write_csv("results.csv", results), "summary": p.store.write_csv("summary.csv", summary),
-           "steps": p.store.write_csv("steps.csv", curve), "gaps": p.store.write_csv("gaps.csv", paired_gaps(results)),
+           "steps": p.store.write_csv("steps.csv", curve), "gaps": p.store.write_csv("gaps.csv", pd.concat([paired_gaps(results).assign(runs="all"),
+                                                            paired_gaps(results, drop_failed=True).assign(runs="failed dropped")])),
            "steps_summary": p.store.write_csv("steps_summary.csv", steps),
            "compute": p.store.write_json("compute.json", compute_split(p)),
            "tagger": p.store.write_json("tagger.json", {k: v for k, v in p.tagger_metrics.items() if k != "history"}),
