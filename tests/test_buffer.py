@@ -89,3 +89,16 @@ def test_expand_sentences():
     s, l, a, src = expand_sentences(["One sentence here. Another one there!", "Short text is fine."], [1, 0])
     assert s == ["One sentence here.", "Another one there!", "Short text is fine."] and l == [1, 1, 0] and src == [0, 0, 1]
     assert a is None
+
+
+def test_length_groups_cover_rows_once_with_bounded_padding():
+    from tmlib.importance.buffer import _length_groups
+
+    lengths = [5, 40, 6, 7, 41, 12, 13, 5, 50, 9]
+    groups = _length_groups(lengths)
+    assert sorted(int(i) for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        ls = [lengths[i] for i in g]
+        assert max(ls) <= 2 * min(ls)
+    assert len(groups) < len(lengths)          # similar lengths share a pass
+    assert len(_length_groups([7] * 30)) == 1  # equal lengths: one pass

@@ -19,8 +19,9 @@ Two implementations with identical results:
   token (plus one per sentence for ``orig``).
 * :func:`buffer_importance`: sentences sorted by length and processed ``sentence_batch`` at a time; at
   step ``i`` the candidates ``buffer_s + t_i`` of EVERY still-active sentence ``s`` of the batch go
-  through ONE forward pass. Each sentence's walk is sequential, so a batch of ``B`` sentences costs
-  ``max n`` passes of up to ``B`` rows instead of ``sum n`` passes of one row.
+  through one forward pass per group of similar candidate length (buffers shrink where tokens are
+  important, so one padded pass would compute mostly padding). Each sentence's walk is sequential, so a
+  batch of ``B`` sentences costs ``max n`` steps of up to ``B`` rows instead of ``sum n`` passes of one row.
 
 ``TokenScores.scores`` carries the continuous margin ``p_i - orig`` (higher = the buffer plus this
 token already reaches the full sentence's confidence; important iff ``> -delta``). The first token
@@ -147,6 +148,24 @@ def _finish(prep: _Prepared, i: int, text: str, label: int, pred: int, orig: flo
                        pred=int(pred), method=method, meta=meta)
 
 
+def _length_groups(lengths: Sequence[int], slack: float = 2.0) -> list[np.ndarray]:
+    """Row indices cut into groups of similar length: sorted, a new group whenever a row is more than
+    ``slack`` times the group's shortest.
+
+    Candidate buffers of one step differ a lot in length (a sentence with many important tokens keeps a
+    short buffer), and padded positions cost as much as real ones: one pass over all rows computed 2.6x
+    the positions of the reference (MiniLM, 64 MR sentences). Measured there: slack 1.25 cuts that to
+    1.14x but its many small passes run at half the GEMM rate (3.9 s); slack 2 gives 1.42x in fewer,
+    fuller passes (3.1 s, vs 4.5 s for one pass per step)."""
+    order = np.argsort(lengths, kind="stable")
+    groups, start = [], 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or lengths[order[k]] > slack * lengths[order[start]]:
+            groups.append(order[start:k])
+            start = k
+    return groups
+
+
 def _device(model):
     return next(model.parameters()).device
 
@@ -228,7 +247,9 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
             if not active:
                 break
             rows = [(prep.prefix[c], buf[c] + [prep.ids[c][step]]) for c in active]
-            p, _ = _probs(model, _inputs(rows, sep, pad, dev), [labels[c] for c in active])
+            p = np.empty(len(rows), dtype=np.float32)
+            for part in _length_groups([len(a) + len(b) for a, b in rows]):
+                p[part], _ = _probs(model, _inputs([rows[r] for r in part], sep, pad, dev), [labels[active[r]] for r in part])
             for c, pc in zip(active, p):
                 scores[c][step] = pc - orig[c]
                 if orig[c] - pc < cfg.delta:
