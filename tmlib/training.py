@@ -159,8 +159,8 @@ def fit(
 
     The model's forward must return an object with ``.loss`` given a collated batch. ``evaluate``
     maps the model to a dict of dev metrics; the state with the best ``cfg.select_metric`` is loaded
-    back at the end. Returns the evaluation history. ``lengths`` (one per example) switches to
-    :class:`LengthGroupedBatches`, for variable-length inputs padded per batch.
+    back at the end. Returns the evaluation history. ``lengths`` (one per example, for variable-length
+    inputs padded per batch) are used when ``cfg.group_by_length``: :class:`LengthGroupedBatches`.
     """
     import time
 
@@ -176,6 +176,7 @@ def fit(
     optimizer = make_optimizer(optimizer_cls, groups, cfg.lr)
     if len(train_data) == 0:
         raise ValueError("training data is empty")
+    lengths = lengths if cfg.group_by_length else None
     # batches per epoch *per process*: under data parallelism each process sees 1/N of every epoch
     per_epoch = len(acc.prepare(_loader(train_data, cfg.batch_size, collate_fn, True, cfg.seed, lengths)))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
@@ -364,7 +365,7 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     res = fit(model, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
               evaluate=lambda m: _dev_metrics(m, dev),
               params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc,
-              lengths=[len(x) for x in enc["train"]["input_ids"]] if cfg.group_by_length else None)
+              lengths=[len(x) for x in enc["train"]["input_ids"]])
     # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
     # its dev metrics are that row's, no second pass over dev
     best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}

@@ -665,9 +665,10 @@ def write_outputs(p: Pipeline, results: pd.DataFrame, curve: pd.DataFrame) -> di
     steps.csv (curve), compute.json."""
     summary = summarize(results).merge(condition_costs(p), on=["genept_steps", "method"], how="left")
     steps = curve_summary(curve)
+    gaps = pd.concat([paired_gaps(results).assign(runs="all"),
+                      paired_gaps(results, drop_failed=True).assign(runs="failed dropped")])
     out = {"results": p.store.write_csv("results.csv", results), "summary": p.store.write_csv("summary.csv", summary),
-           "steps": p.store.write_csv("steps.csv", curve), "gaps": p.store.write_csv("gaps.csv", pd.concat([paired_gaps(results).assign(runs="all"),
-                                                            paired_gaps(results, drop_failed=True).assign(runs="failed dropped")])),
+           "steps": p.store.write_csv("steps.csv", curve), "gaps": p.store.write_csv("gaps.csv", gaps),
            "steps_summary": p.store.write_csv("steps_summary.csv", steps),
            "compute": p.store.write_json("compute.json", compute_split(p)),
            "tagger": p.store.write_json("tagger.json", {k: v for k, v in p.tagger_metrics.items() if k != "history"}),

@@ -161,7 +161,7 @@ def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scor
     wrapped = WeightedTagger(model, class_weight)
     cfg = dataclasses.replace(cfg, select_metric="f1")
     res = fit(wrapped, train, cfg, collate_fn=collate, evaluate=lambda m: tagger_metrics(m.model, dev_batches),
-              desc="tagger", lengths=[len(r["input_ids"]) for r in train] if cfg.group_by_length else None)
+              desc="tagger", lengths=[len(r["input_ids"]) for r in train])
     labs = np.concatenate([np.asarray(r["labels"][1:-1]) for r in train])
     dev_metrics = tagger_metrics(model.eval(), dev_batches)
     model.config.importance_threshold = dev_metrics["threshold"]  # saved with the model; used when it labels
