@@ -64,7 +64,7 @@ def test_failed_build_keeps_old_artifact(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         store.cached("a", C(2), lambda: 2, boom, _load)
     assert store.artifact("a", C(1)).check() is None  # the old, valid artifact is untouched
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # temp dirs cleaned
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".a")]  # temp dirs cleaned
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
@@ -78,3 +78,108 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_save(target, failing)
     assert target.read_text() == "old"
+
+
+# ------------------------------------------------------------------------------- stages and deps
+
+from tmlib.runs import Stage  # noqa: E402
+
+
+def _stages(calls, upstream_n=1):
+    up = Stage("up", {"n": upstream_n}, build=lambda ctx: calls.append("up") or upstream_n * 10, save=_save, load=_load)
+    down = Stage("down", {"k": 1}, deps={"x": up}, build=lambda ctx, x: calls.append("down") or x + 1,
+                 save=_save, load=_load)
+    return up, down
+
+
+def test_get_builds_dependencies_first_and_returns_loaded_values(tmp_path):
+    store, calls = RunStore(tmp_path), []
+    assert store.get(_stages(calls)[1]) == 11
+    assert calls == ["up", "down"]
+    assert store.get(_stages(calls)[1]) == 11 and calls == ["up", "down"]  # both cached now
+    m = store.manifest("down")
+    assert m["config"]["deps"]["x"] == {"stage": "up", "key": _stages([])[0].key_hash()}
+    assert m["runtime"]["torch_threads"] >= 1 and "deterministic_algorithms" in m["runtime"]
+
+
+def test_changed_upstream_rebuilds_downstream(tmp_path):
+    store, calls = RunStore(tmp_path), []
+    store.get(_stages(calls, 1)[1])
+    calls.clear()
+    with pytest.warns(UserWarning, match="different config"):
+        assert store.get(_stages(calls, 2)[1]) == 21
+    assert calls == ["up", "down"]
+
+
+def test_corrupt_upstream_is_rebuilt_but_same_key_keeps_downstream(tmp_path):
+    store, calls = RunStore(tmp_path), []
+    store.get(_stages(calls)[1])
+    (tmp_path / "up" / "value.txt").write_text("999")
+    calls.clear()
+    with pytest.warns(UserWarning, match="corrupt"):
+        assert store.get(_stages(calls)[1]) == 11
+    assert calls == ["up"]  # the rebuilt upstream has the same key: downstream stays valid
+
+
+def test_work_dir_is_keyed_and_removed_after_commit(tmp_path):
+    seen = []
+
+    def build(ctx):
+        ctx.work_dir.mkdir(parents=True)
+        (ctx.work_dir / "ckpt").write_text("x")
+        seen.append(ctx.work_dir)
+        return 3
+
+    RunStore(tmp_path).get(Stage("w", {"a": 1}, build, _save, _load))
+    assert seen[0].name == Stage("w", {"a": 1}, build, _save, _load).key_hash()
+    assert not (tmp_path / ".work").exists()
+
+
+_TWO_PROC = r"""
+import sys, time
+from pathlib import Path
+from tmlib.runs import RunStore, Stage
+root, tag = sys.argv[1], sys.argv[2]
+def build(ctx):
+    with open(Path(root).parent / "builds.txt", "a") as fh:
+        fh.write(tag + "\n")
+    time.sleep(2.0)
+    return 5
+save = lambda v, d: (d / "value.txt").write_text(str(v))
+load = lambda d: int((d / "value.txt").read_text())
+print(RunStore(root).get(Stage("slow", {"a": 1}, build, save, load)))
+"""
+
+
+def test_two_processes_build_once_the_other_waits_and_loads(tmp_path):
+    import subprocess
+    import sys
+
+    root = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), tag], stdout=subprocess.PIPE, text=True)
+             for tag in ("a", "b")]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["5", "5"]
+    assert len((tmp_path / "builds.txt").read_text().split()) == 1  # built exactly once
+    assert RunStore(root).valid("slow")
+    assert not [p for p in root.iterdir() if p.name.startswith(".slow")]  # nothing half-written left
+
+
+def test_unwritable_run_folder_is_a_clear_error(tmp_path):
+    import os
+
+    from tmlib.runs import ArtifactError
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    RunStore(ro).cached("a", C(1), lambda: 1, _save, _load)
+    os.chmod(ro, 0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write read-only folders (root)")
+        with pytest.raises(ArtifactError, match="could not write artifact"):
+            RunStore(ro).cached("b", C(1), lambda: 1, _save, _load)
+    finally:
+        os.chmod(ro, 0o700)
+    assert RunStore(ro).valid("a")

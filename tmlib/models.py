@@ -19,12 +19,24 @@ from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequence
                           AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertForMaskedLM,
                           PreTrainedModel, PreTrainedTokenizerBase)
 
+from contextlib import contextmanager
+
 from transformers.utils import logging as hf_logging
 
 from .assets import asset_path
 from .hub import hub_reachable
 
-hf_logging.set_verbosity_error()  # load reports for expected new heads drown the notebooks' output
+
+@contextmanager
+def _quiet_loading():
+    """Silence transformers' load reports (expected new heads) for one load, then restore the
+    caller's verbosity: importing tmlib changes no global logging."""
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
 
 
 class ModelUnavailableError(ValueError):
@@ -89,7 +101,8 @@ def _from_pretrained(auto_cls, name: str, **kwargs):
             f"(offline); {OFFLINE_HINT}"
         )
     try:
-        return auto_cls.from_pretrained(path, **kwargs)
+        with _quiet_loading():
+            return auto_cls.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
         if is_local:
             raise ModelUnavailableError(f"could not load checkpoint {path}: {exc}") from exc
@@ -114,6 +127,11 @@ def load_classifier(name: str, label_names: Sequence[str], seed: int | None = No
     if name.startswith("scratch:"):
         return AutoModelForSequenceClassification.from_config(scratch_config(name.split(":", 1)[1], **kwargs))
     return _from_pretrained(AutoModelForSequenceClassification, name, **kwargs)
+
+
+def load_saved_classifier(path: str | Path) -> PreTrainedModel:
+    """A classifier saved by a fine-tuning stage (its head and label names included), in eval mode."""
+    return _from_pretrained(AutoModelForSequenceClassification, str(path)).eval()
 
 
 def load_token_classifier(name: str, num_labels: int = 2, seed: int | None = None) -> PreTrainedModel:

@@ -1,15 +1,25 @@
-"""Run directories: atomic artifacts with manifests, reused when valid, rebuilt when not.
+"""Run directories: stages with dependencies, atomic artifacts with manifests, file locks.
 
 An *artifact* is a named folder under a run directory holding one result (a checkpoint, importance
-labels, a mask, a metrics table) plus ``manifest.json``: the config that produced it, its hash,
-library versions, the seed, and the SHA-256 of every file. Files are written to a temp name and
-renamed, and the manifest is written last, so a crash leaves either the old artifact or an
-invalid one, never a half-written one that looks valid.
+labels, a mask, a metrics table) plus ``manifest.json``: the key that produced it (the stage's config
+and the keys of the stages it depends on), its hash, library versions, the runtime facts that can
+change a result (torch threads, deterministic flags), the seed, and the SHA-256 of every file. Files
+are written to a temp name and renamed, and the manifest is written last, so a crash leaves either
+the old artifact or an invalid one, never a half-written one that looks valid. This module is the
+only code that reads or writes a manifest.
+
+A :class:`Stage` declares its name, its config, the stages it depends on, and build / save / load.
+:meth:`RunStore.get` builds missing dependencies first (their hashes enter the stage's key, so a
+changed upstream rebuilds everything below it), builds the stage if its artifact is missing, stale or
+corrupt, and always returns the value *loaded from disk*. Two processes asking for the same stage
+(a papermill batch while the same run folder is open in JupyterLab) serialise on a file lock: one
+builds, the other waits and then loads.
 
     store = RunStore("runs/default/01_selective_masking")
-    labels = store.cached("importance", cfg, build=lambda: compute(...),
-                          save=lambda obj, d: obj.save_to_disk(d / "data"),
-                          load=lambda d: Dataset.load_from_disk(d / "data"))
+    corpus = Stage("corpus", {"n": 100}, build=lambda ctx: make(100), save=..., load=...)
+    labels = Stage("labels", {"delta": 0.01}, deps={"corpus": corpus},
+                   build=lambda ctx, corpus: label(corpus), save=..., load=...)
+    value = store.get(labels)          # builds corpus, then labels; later calls load
 """
 from __future__ import annotations
 
@@ -22,7 +32,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from .assets import sha256_file
 from .config import config_hash
@@ -87,6 +97,15 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def runtime() -> dict[str, Any]:
+    """What can change a result beyond the config: threads and deterministic flags (in every manifest)."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(),
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "cuda": torch.cuda.is_available(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
+
+
 def versions() -> dict[str, str]:
     import torch
     import transformers
@@ -130,6 +149,15 @@ class Artifact:
                 return f"file {rel} is corrupt (hash mismatch)"
         return None
 
+    def manifest(self) -> dict:
+        """The manifest of this artifact (raises :class:`ArtifactError` when absent or unreadable)."""
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"{self.path} has no {MANIFEST}: it was never built or its write was cut off") from exc
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{self.manifest_path} is unreadable ({exc}); delete {self.path} to rebuild it") from exc
+
     def commit(self, seed: int | None = None, extra: dict | None = None) -> None:
         """Hash every file and write the manifest (last, atomically)."""
         files = {str(p.relative_to(self.path)): sha256_file(p)
@@ -137,38 +165,155 @@ class Artifact:
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else self.config
         atomic_write_json(self.manifest_path, {
             "config": cfg, "config_hash": config_hash(self.config), "seed": seed, "versions": versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files, **(extra or {}),
+            "runtime": runtime(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files, **(extra or {}),
         })
 
 
-class RunStore:
-    """A run directory holding named artifacts."""
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """What a stage's ``build`` gets besides its dependencies' values."""
 
-    def __init__(self, root: str | Path):
+    store: "RunStore"
+    name: str
+    key_hash: str
+    work_dir: Path      # scratch space for resumable builds (checkpoints), keyed by the stage's key
+
+    def log(self, message: str) -> None:
+        self.store.log(f"[{self.name}] {message}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stage(Generic[T]):
+    """One cached step of an experiment.
+
+    ``config``: what the result depends on (a dataclass or a JSON-able mapping). ``deps``: argument
+    name -> upstream stage; their keys enter this stage's key and their loaded values are passed to
+    ``build(ctx, **deps)``. ``save(value, dir)`` writes the built value into a fresh folder and
+    ``load(dir)`` reads it back; ``get`` always returns what ``load`` gives, so a cold and a warm run
+    see the same objects. ``info(dir)`` (optional) reads small side facts (seconds, FLOPs) kept in
+    the artifact, for :meth:`RunStore.info`.
+    """
+
+    name: str
+    config: Any
+    build: Callable[..., T]
+    save: Callable[[T, Path], None]
+    load: Callable[[Path], Any]
+    deps: Mapping[str, "Stage"] = dataclasses.field(default_factory=dict)
+    seed: int | None = None
+
+    def key(self) -> dict:
+        """The stage's full key: its config and, per dependency, that dependency's key hash."""
+        cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
+        if not self.deps:
+            return cfg
+        return {"config": cfg, "deps": {arg: {"stage": d.name, "key": d.key_hash()} for arg, d in sorted(self.deps.items())}}
+
+    def key_hash(self) -> str:
+        return config_hash(self.key())
+
+
+class RunStore:
+    """A run directory holding named artifacts; :meth:`get` resolves :class:`Stage` graphs.
+
+    ``progress``: print one line per stage built or loaded (with elapsed seconds) to stdout and to
+    ``<root>/progress.log``, so a long non-interactive run shows where it is. ``lock_timeout``:
+    seconds to wait for another process building the same stage (-1: forever).
+    """
+
+    def __init__(self, root: str | Path, progress: bool = False, lock_timeout: float = -1):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot create the run folder {self.root} ({exc.strerror}); "
+                                "choose a writable out_dir") from exc
+        self.progress = progress
+        self.lock_timeout = lock_timeout
+
+    # ----------------------------------------------------------------------------------- stages
+    def log(self, message: str) -> None:
+        if not self.progress:
+            return
+        line = f"{time.strftime('%H:%M:%S')} {message}"
+        print(line, flush=True)
+        try:
+            with open(self.root / "progress.log", "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        except OSError:
+            pass
 
     def artifact(self, name: str, config: Any) -> Artifact:
         return Artifact(self.root / name, config)
 
-    def cached(self, name: str, config: Any, build: Callable[[], T], save: Callable[[T, Path], None],
-               load: Callable[[Path], T], seed: int | None = None) -> T:
-        """Reuse artifact ``name`` if valid for ``config``; otherwise build, save atomically and commit."""
-        art = self.artifact(name, config)
-        reason = art.check()
-        if reason is None:
-            return load(art.path)
-        if reason != "missing":
-            warnings.warn(f"artifact {art.path} is not reusable ({reason}); rebuilding it", stacklevel=2)
-        obj = build()
+    def _lock(self, name: str):
+        from filelock import FileLock
+
+        lock_dir = self.root / ".locks"
+        try:
+            lock_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ArtifactError(f"cannot create lock folder {lock_dir} ({exc.strerror}); choose a writable out_dir") from exc
+        return FileLock(str(lock_dir / (name.replace("/", "__") + ".lock")), timeout=self.lock_timeout)
+
+    def get(self, stage: Stage[T]) -> Any:
+        """The stage's value: loaded if its artifact is valid for its key, else built (dependencies
+        first), saved atomically, committed and then loaded."""
+        key = stage.key()
+        key_hash = config_hash(key)
+        deps = {arg: self.get(d) for arg, d in stage.deps.items()}
+        art = self.artifact(stage.name, key)
+        with self._lock(stage.name):
+            reason = art.check()
+            if reason is not None:
+                if reason != "missing":
+                    warnings.warn(f"artifact {art.path} is not reusable ({reason}); rebuilding it", stacklevel=2)
+                self._build(stage, key, key_hash, deps)
+            else:
+                self.log(f"{stage.name}: cached")
+            return stage.load(art.path)
+
+    def _build(self, stage: Stage, key: dict, key_hash: str, deps: dict) -> None:
+        work = self.root / ".work" / stage.name / key_hash
+        ctx = StageContext(self, stage.name, key_hash, work)
+        start = time.perf_counter()
+        self.log(f"{stage.name}: building")
+        obj = stage.build(ctx, **deps)
 
         def write(tmp: Path) -> None:
             tmp.mkdir(parents=True)
-            save(obj, tmp)
-            Artifact(tmp, config).commit(seed=seed)
+            stage.save(obj, tmp)
+            Artifact(tmp, key).commit(seed=stage.seed, extra={"stage": stage.name,
+                                                              "build_seconds": time.perf_counter() - start})
 
-        atomic_save(art.path, write)
-        return obj
+        try:
+            atomic_save(self.root / stage.name, write)
+        except OSError as exc:
+            raise ArtifactError(f"could not write artifact {self.root / stage.name} ({exc.strerror or exc}); "
+                                "free disk space or choose another out_dir; earlier artifacts are intact") from exc
+        shutil.rmtree(work, ignore_errors=True)
+        for parent in work.parents:  # drop emptied .work/<name>/ folders
+            if parent == self.root or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+        self.log(f"{stage.name}: built in {time.perf_counter() - start:.1f} s")
+
+    def manifest(self, name: str) -> dict:
+        """The manifest of artifact ``name`` (:class:`ArtifactError` when it has none)."""
+        return Artifact(self.root / name, None).manifest()
+
+    def valid(self, name: str) -> bool:
+        """Whether artifact ``name`` exists, is complete and matches its own manifest (any config)."""
+        try:
+            key = self.manifest(name).get("config")
+        except ArtifactError:
+            return False
+        return self.artifact(name, key).check() is None
+
+    def cached(self, name: str, config: Any, build: Callable[[], T], save: Callable[[T, Path], None],
+               load: Callable[[Path], T], seed: int | None = None) -> T:
+        """A stage without dependencies, built by ``build()``: ``get(Stage(name, config, ...))``."""
+        return self.get(Stage(name, config, lambda ctx: build(), save, load, seed=seed))
 
     def write_json(self, name: str, obj: Any) -> Path:
         return atomic_write_json(self.root / name, obj)

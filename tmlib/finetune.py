@@ -1,0 +1,95 @@
+"""Fine-tune a sequence classifier on a task and cache it: the one helper every notebook uses.
+
+:func:`classifier_stage` returns a :class:`~tmlib.runs.Stage` whose value is a :class:`Classifier`
+(the saved model folder and its metrics). One on-disk layout for every notebook::
+
+    <run>/<name>/model/          save_pretrained() of the fine-tuned classifier
+    <run>/<name>/metrics.json    dev/test accuracy of the selected epoch, best epoch, steps, seconds
+    <run>/<name>/manifest.json   key (init, task, training config, seed, upstream stage keys)
+
+``init`` is a model name (``minilm``, a hub name, a directory) or an upstream :class:`Stage` whose
+value has a ``model_dir`` attribute or is a path (a GenePT or TaskPT checkpoint): its key then
+enters this stage's key.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .runs import Stage
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Which labelled data a classifier is trained on (the args of :func:`tmlib.data.load_task`)."""
+
+    name: str = "mr"
+    max_examples: int = 0        # cap per split, class-balanced (0 = all)
+    seed: int = 0                # split/subsample seed
+
+    def load(self):
+        from .data import load_task
+
+        return load_task(self.name, seed=self.seed, max_examples=self.max_examples or None)
+
+
+@dataclass
+class Classifier:
+    model_dir: Path
+    metrics: dict = field(default_factory=dict)
+
+    def load(self):
+        from .models import load_saved_classifier
+
+        return load_saved_classifier(self.model_dir)
+
+
+def _init_path(init: Any) -> str:
+    if isinstance(init, (str, Path)):
+        return str(init)
+    return str(getattr(init, "model_dir", init))
+
+
+def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=None, tokenizer=None,
+                     seed: int | None = None, desc: str = "fine-tune") -> Stage[Classifier]:
+    """Stage ``name``: fine-tune ``init`` on ``task`` with ``train`` (a :class:`~tmlib.training.TrainConfig`;
+    its seed fixes head init and batch order). ``data`` / ``tokenizer`` may be passed to avoid
+    reloading; they must be what ``task`` loads (the key is ``task``, not the data)."""
+    from .training import TrainConfig
+
+    if not isinstance(train, TrainConfig):
+        raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
+    seed = train.seed if seed is None else seed
+    key_train = {k: v for k, v in asdict(train).items() if k != "progress"}
+    config = {"task": asdict(task), "train": key_train, "seed": seed,
+              "init": init if isinstance(init, str) else "<upstream>"}
+    deps = {} if isinstance(init, str) else {"init": init}
+
+    def build(ctx, init=init):
+        from .data import label_names
+        from .models import load_classifier, load_tokenizer
+        from .training import train_classifier
+
+        d = data if data is not None else task.load()
+        tok = tokenizer if tokenizer is not None else load_tokenizer(_init_path(init) if not isinstance(init, str)
+                                                                    or not init.startswith("scratch:") else "minilm")
+        start = time.perf_counter()
+        model = load_classifier(_init_path(init), label_names(d), seed=seed)
+        res = train_classifier(model, d, tok, train, desc=desc)
+        metrics = {"dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
+                   "dev_loss": res.dev.get("loss"), "best_epoch": res.fit.best.get("epoch"), "steps": res.fit.steps,
+                   "seconds": time.perf_counter() - start, "train_examples": len(d["train"]),
+                   "history": res.fit.history}
+        return model, metrics
+
+    def save(obj, d: Path) -> None:
+        obj[0].save_pretrained(d / "model")
+        (d / "metrics.json").write_text(json.dumps(obj[1], indent=2, default=float))
+
+    def load(d: Path) -> Classifier:
+        return Classifier(d / "model", json.loads((d / "metrics.json").read_text()))
+
+    return Stage(name, config, build, save, load, deps=deps, seed=seed)
