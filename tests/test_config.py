@@ -81,3 +81,30 @@ def test_notebook_config_rejects_injected_typo():
     ns["stesp"] = 7  # what papermill would inject for a misspelt -p stesp 7
     with pytest.raises(ConfigError, match="stesp"):
         notebook_config(Cfg, ns, before)
+
+
+def test_flat_names_map_onto_nested_stage_configs():
+    from dataclasses import dataclass, field
+
+    from tmlib.config import ConfigError, flatten, from_flat
+
+    @dataclass
+    class Inner:
+        lr: float = 1e-3
+        steps: list[int] = field(default_factory=lambda: [1])
+
+    @dataclass
+    class Outer:
+        task: str = "mr"
+        task_max_examples: int = 0
+        genept: Inner = field(default_factory=Inner)
+
+    flat = flatten(Outer())
+    assert flat == {"task": "mr", "task_max_examples": 0, "genept_lr": 1e-3, "genept_steps": [1]}
+    cfg = from_flat(Outer, {"genept_lr": 5e-4, "task_max_examples": 3})
+    assert cfg.genept.lr == 5e-4 and cfg.genept.steps == [1] and cfg.task_max_examples == 3
+    assert from_flat(Outer, flat) == Outer()
+    with pytest.raises(ConfigError, match="genept_lrr.*valid names: genept_lr, genept_steps, task"):
+        from_flat(Outer, {"genept_lrr": 1.0})
+    with pytest.raises(ConfigError, match="genept.lr: expected a number"):
+        from_flat(Outer, {"genept_lr": "fast"})

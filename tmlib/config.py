@@ -146,6 +146,58 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _nested_fields(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
+            if f.init and dataclasses.is_dataclass(hints[f.name])}
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """Nested config -> the flat parameter names of notebooks, YAML files and the CLI.
+
+    The one mapping rule: a field ``x`` of a nested stage config ``stage`` is the flat parameter
+    ``stage_x`` (``genept.lr`` <-> ``genept_lr``); top-level fields keep their names. Nested
+    configs nest one level deep."""
+    out: dict[str, Any] = {}
+    nested = _nested_fields(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if not f.init:
+            continue
+        value = getattr(cfg, f.name)
+        if f.name in nested:
+            for sub in dataclasses.fields(value):
+                if sub.init:
+                    out[f"{f.name}_{sub.name}"] = getattr(value, sub.name)
+        else:
+            out[f.name] = value
+    return out
+
+
+def from_flat(cls: type[T], flat: Mapping[str, Any] | None) -> T:
+    """Flat parameters (see :func:`flatten`) -> nested config ``cls``, strictly validated: an unknown
+    or misspelt name raises :class:`ConfigError` listing every valid flat name."""
+    flat = dict(flat or {})
+    nested = _nested_fields(cls)
+    data: dict[str, Any] = {}
+    unknown = []
+    for key, value in flat.items():
+        if key in nested and isinstance(value, Mapping):
+            data.setdefault(key, {}).update(value)
+            continue
+        stage = next((n for n in sorted(nested, key=len, reverse=True) if key.startswith(n + "_")), None)
+        if stage is not None and key[len(stage) + 1:] in {f.name for f in dataclasses.fields(nested[stage])}:
+            data.setdefault(stage, {})[key[len(stage) + 1:]] = value
+        elif key in {f.name for f in dataclasses.fields(cls)} and key not in nested:
+            data[key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        valid = sorted(flatten(cls()))
+        raise ConfigError(f"unknown parameter(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
+                          f"valid names: {', '.join(valid)}")
+    return from_dict(cls, data)
+
+
 def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]) -> T:
     """Build a notebook's config from the names its parameter cells defined.
 
@@ -155,4 +207,4 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
     """
     params = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
     params = {k: v for k, v in params.items() if not isinstance(v, types.ModuleType) and not callable(v)}
-    return from_dict(cls, params)
+    return from_flat(cls, params)
