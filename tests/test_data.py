@@ -63,8 +63,23 @@ def test_corpus_subsample():
 
 
 def test_split_sentences():
-    s = data.split_sentences('He said "Stop." Then he left. It was 3 p.m. ok\n\nNew para here now.')
-    assert s[0] == 'He said "Stop."' and s[-1] == "New para here now."
+    text = 'He said "Stop." Then he left. It was 3 p.m. ok\n\nNew para here now.'
+    for splitter in ("spacy", "regex"):
+        s = data.split_sentences(text, splitter=splitter)
+        assert s[0] == 'He said "Stop."' and s[1] == "Then he left." and s[-1] == "New para here now.", splitter
+    assert data.split_sentences(text) == data.split_sentences(text, splitter="spacy")
+    with pytest.raises(ValueError, match="splitter must be one of"):
+        data.split_sentences(text, splitter="nltk")
+
+
+def test_split_sentences_spacy_sentencizer():
+    """The official splitter: spaCy's rule-based sentencizer knows "Dr." is no sentence end."""
+    assert data.split_sentences("Dr. Smith came. He left.", min_words=1) == ["Dr. Smith came.", "He left."]
+    assert data.split_sentences("Dr. Smith came. He left.", min_words=3) == ["Dr. Smith came."]
+    # it splits where the regex splitter does not (lower-case start), as the official code would
+    assert data.split_sentences("great film. loved it all.", min_words=1) == ["great film.", "loved it all."]
+    assert data.split_sentences("great film. loved it all.", min_words=1, splitter="regex") == ["great film. loved it all."]
+    assert data._sentencizer() is data._sentencizer()  # built once per process
 
 
 # ------------------------------------------------------------------ user files and bad input
