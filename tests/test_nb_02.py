@@ -7,9 +7,15 @@ import pytest
 from tmlib.suite import run_suite
 
 
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nb02")
+    return out, run_suite("smoke", out, only=["02"])
+
+
 @pytest.mark.slow
-def test_notebook_02_smoke(tmp_path):
-    rows = run_suite("smoke", tmp_path, only=["02"])
+def test_notebook_02_smoke(smoke_run):
+    tmp_path, rows = smoke_run
     # budget: < 1.5 min on 2 free cores; the bound is loose because CI machines are shared
     assert rows[0]["notebook"] == "02_token_importance_explorer.ipynb"
     out = tmp_path / "02_token_importance_explorer"
@@ -30,3 +36,28 @@ def test_notebook_02_smoke(tmp_path):
     for png in ("top_tokens.png", "agreement.png"):
         assert (out / png).stat().st_size > 5000
     assert "02_token_importance_explorer" in (tmp_path / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_notebook_02_papermill_with_live_widget(smoke_run, tmp_path):
+    """papermill does not hang on the explorer widget (interactive=True, the notebook's default): nbclient
+    runs to the end and stores the widget state in the executed notebook. Cached artifacts keep it quick."""
+    import time
+
+    import nbformat
+
+    from tmlib.suite import NOTEBOOKS, run_notebook
+
+    out = smoke_run[0]  # same out_dir: the scorer and the scores come from the smoke run's cache
+    start = time.perf_counter()
+    done = run_notebook(NOTEBOOKS / "02_token_importance_explorer.ipynb", "smoke", tmp_path / "live",
+                        extra={"interactive": True, "out_dir": str(out / "02_token_importance_explorer")})
+    assert time.perf_counter() - start < 120
+    nb = nbformat.read(done, as_version=4)
+    last = nb.cells[-1]
+    assert "make_explorer" in last.source
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in last.outputs)
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    models = [m for m in state.values() if m["model_name"] == "ButtonModel"]
+    assert [m["state"]["description"] for m in models] == ["Compute"]
+    assert "tmlib-compute" in models[0]["state"]["_dom_classes"]

@@ -10,6 +10,11 @@ output shows the tokens highlighted by importance with the predicted (and gold) 
 ``tagger`` is given, the tagger's prediction beside the gold buffer labels; and, with *masking
 preview*, which tokens selective masking would mask vs the random-count control.
 
+In the page, the explorer is the element with CSS class ``tmlib-explorer``; its parts carry
+``tmlib-example``, ``tmlib-text``, ``tmlib-method``, ``tmlib-delta``, ``tmlib-preview``,
+``tmlib-mask-ratio``, ``tmlib-compute``, ``tmlib-status`` and ``tmlib-output`` (the browser tests
+select by them).
+
 Everything the buttons do is a plain method (:meth:`set_example`, :meth:`set_text`,
 :meth:`on_compute`, ...), so the explorer is driven and tested without a browser: set widget values,
 call the method, read :attr:`html` (the rendered fragment) or :attr:`last` (the TokenScores shown).
@@ -88,6 +93,10 @@ class TokenImportanceExplorer:
             W.HBox([self.preview, self.mask_ratio]),
             self.status, self.output,
         ])
+        # stable CSS classes (``tmlib-explorer``, ``tmlib-<part>``) for styling and for the browser tests
+        self.widget.add_class("tmlib-explorer")
+        for part in ("example", "text", "method", "delta", "preview", "mask_ratio", "compute", "status", "output"):
+            getattr(self, part).add_class("tmlib-" + part.replace("_", "-"))
 
     # ------------------------------------------------------------------------------------------ inputs
 
