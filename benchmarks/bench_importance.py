@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from tmlib.experiments.selective import adapt_threads
+    from tmlib.runtime import adapt_threads
 
     torch.set_num_threads(args.threads) if args.threads else adapt_threads()
 

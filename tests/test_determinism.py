@@ -8,26 +8,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from tmlib.config import from_dict
+from tmlib.config import from_flat
 from tmlib.suite import PARAMS
 
 
 def _smoke(notebook: str, cls, out_dir):
     values = yaml.safe_load((PARAMS / notebook / "smoke.yaml").read_text())
-    return from_dict(cls, {**values, "out_dir": str(out_dir), "seeds": values["seeds"][:1]})
+    return from_flat(cls, {**values, "out_dir": str(out_dir), "seeds": values["seeds"][:1], "progress": False})
 
 
 @pytest.mark.slow
-def test_selective_pipeline_is_deterministic(tmp_path, monkeypatch):
+def test_selective_pipeline_is_deterministic(tmp_path):
     from tmlib.experiments import selective
 
-    monkeypatch.setattr(selective, "PROGRESS", False)
     runs = [selective.run_pipeline(_smoke("01_selective_masking", selective.SelectiveConfig, tmp_path / name))
             for name in ("a", "b")]
     a, b = (tmp_path / n for n in ("a", "b"))
     # buffer-method labels and the tagger's corpus labels
     assert (a / "buffer" / "labels.json").read_bytes() == (b / "buffer" / "labels.json").read_bytes()
-    corpus = [r["pipeline"].corpus for r in runs]
+    corpus = [r["experiment"].get(r["experiment"].corpus_stage) for r in runs]
     assert corpus[0]["important"] == corpus[1]["important"] and corpus[0]["importance"] == corpus[1]["importance"]
     assert len({x for row in corpus[0]["importance"] for x in row}) > 10  # real scores, not a constant
     # fine-tuning metrics

@@ -17,7 +17,16 @@ def test_nb_01_smoke(tmp_path):
     assert set(results["method"]) == {"genept", "selective", "random"}
     assert sorted(results["seed"].unique()) == [0, 1, 7] and set(results["genept_steps"]) == {3, 6}
     assert set(results[results.seed == 7]["genept_steps"]) == {6}  # extra seeds: largest budget only
-    assert results["test_accuracy"].between(0, 1).all()
+    # one row per fine-tuning run; the final ones are GenePT only and each TaskPT run's selected checkpoint
+    sel = pd.read_csv(out / "taskpt_selection.csv")
+    for (g, m), d in sel.groupby(["genept_steps", "method"]):
+        best = d.loc[d["dev_loss"].idxmin(), "taskpt_steps"]             # official: lowest held-out MLM loss
+        assert d.loc[d["selected"], "taskpt_steps"].tolist() == [best]
+        fin = results[(results.genept_steps == g) & (results.method == m) & results["final"]]
+        assert set(fin["taskpt_steps"]) == {best}
+    probe = pd.read_csv(out / "probe.csv")
+    assert set(probe["domain"]) == {"general", "in-domain"} and len(probe) == 2 * (2 + 4)  # 2 GenePT + 4 TaskPT ckpts
+    assert (probe["loss"] > 0).all() and probe["top1"].between(0, 1).all()
     assert summary.set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3} and len(summary) == 6
     assert sorted(steps["taskpt_steps"].unique()) == [0, 2, 4] and set(steps["genept_steps"]) == {3}
     assert set(steps["seed"]) == {0, 1}
@@ -31,9 +40,10 @@ def test_nb_01_smoke(tmp_path):
     assert [r["stage"] for r in genept] == ["GenePT steps 0-3", "GenePT steps 3-6"]   # increments of one run
     assert genept[0]["flops"] == pytest.approx(genept[1]["flops"])
     assert all(v > 0 for k, v in compute["groups_flops"].items() if k != "fine-tune")
-    for png in ("accuracy.png", "accuracy_vs_steps.png", "compute_seconds.png", "compute_flops.png", "mlm_loss.png"):
+    for png in ("accuracy.png", "accuracy_vs_steps.png", "compute_seconds.png", "compute_flops.png", "mlm_loss.png",
+                "mlm_probe.png", "gaps.png"):
         assert (out / png).stat().st_size > 5000, png
-    for art in ("genept", "scorer", "buffer", "tagger", "corpus_labels", "taskpt_g3_selective", "taskpt_g3_random"):
+    for art in ("genept", "scorer", "buffer", "tagger", "corpus_labels", "taskpt_g3_selective", "taskpt_g3_random", "probe"):
         assert (out / art / "manifest.json").is_file(), art
     # rerun: every stage is reused (artifacts untouched), same numbers
     stamp = (out / "genept" / "manifest.json").stat().st_mtime_ns

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmlib.config import ConfigError, from_dict
-from tmlib.experiments.selective import (Compute, SelectiveConfig, accuracy_table, buffer_summary, curve_summary,
-                                         paired_gaps, summarize)
+from tmlib.config import ConfigError, from_flat
+from tmlib.experiments.selective import (SelectiveConfig, accuracy_table, buffer_summary, curve_summary, paired_gaps,
+                                         summarize)
 from tmlib.importance.types import TokenScores
 
 
@@ -24,20 +24,69 @@ def _results():
 
 
 def test_config_validation():
-    cfg = from_dict(SelectiveConfig, {"out_dir": "x", "genept_steps": [300, 100, 100], "taskpt_steps": [20, 10]})
-    assert cfg.genept_steps == [100, 300] and cfg.taskpt_steps == [10, 20]
+    cfg = from_flat(SelectiveConfig, {"out_dir": "x", "genept_steps": [300, 100, 100], "taskpt_steps": [20, 10]})
+    assert cfg.genept.steps == [100, 300] and cfg.taskpt.steps == [10, 20]
     with pytest.raises(ConfigError, match="unknown TaskPT method"):
-        from_dict(SelectiveConfig, {"methods": ["selective", "mlm"]})
+        from_flat(SelectiveConfig, {"taskpt_methods": ["selective", "mlm"]})
     with pytest.raises(ConfigError, match="fallback"):
-        from_dict(SelectiveConfig, {"fallback": "always"})
+        from_flat(SelectiveConfig, {"taskpt_fallback": "always"})
+    with pytest.raises(ConfigError, match="taskpt.select"):
+        from_flat(SelectiveConfig, {"taskpt_select": "best"})
     with pytest.raises(ConfigError, match="extra_seeds"):
-        from_dict(SelectiveConfig, {"seeds": [0, 1], "extra_seeds": [1, 2]})
+        from_flat(SelectiveConfig, {"seeds": [0, 1], "extra_seeds": [1, 2]})
     with pytest.raises(ConfigError, match="seeds is empty"):
-        from_dict(SelectiveConfig, {"seeds": []})
-    with pytest.raises(ConfigError, match="unknown parameter"):
-        from_dict(SelectiveConfig, {"genept_step": [1]})
+        from_flat(SelectiveConfig, {"seeds": []})
+    with pytest.raises(ConfigError, match=r"unknown parameter.*genept_step for.*valid names:.*genept_steps"):
+        from_flat(SelectiveConfig, {"genept_step": [1]})
     with pytest.raises(ConfigError, match="expected a list"):
-        from_dict(SelectiveConfig, {"seeds": 3})
+        from_flat(SelectiveConfig, {"seeds": 3})
+
+
+def test_notebook_yaml_and_dataclass_defaults_agree():
+    """One source of defaults: notebook 01's parameters cell and default.yaml are SelectiveConfig()."""
+    import ast
+    import json
+
+    import yaml
+
+    from tmlib.config import flatten
+    from tmlib.suite import PARAMS
+
+    defaults = flatten(SelectiveConfig())
+    nb = json.loads(open("notebooks/01_selective_masking.ipynb").read())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    params = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        params[node.targets[0].id] = ast.literal_eval(node.value)
+    assert params == defaults
+    yml = yaml.safe_load((PARAMS / "01_selective_masking" / "default.yaml").read_text())
+    assert {k: v for k, v in yml.items() if k != "out_dir"} == {k: v for k, v in defaults.items() if k != "out_dir"}
+    for name in ("smoke", "cpu", "paper", "seeds10"):  # every set is valid (names and types)
+        from_flat(SelectiveConfig, yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text()))
+
+
+def test_split_corpus_is_seeded_and_disjoint():
+    from tmlib.experiments.selective import split_corpus
+
+    texts = [f"s{i}" for i in range(50)]
+    tr, dev = split_corpus(texts, 0.1, 0)
+    assert len(dev) == 5 and not set(tr) & set(dev) and sorted(tr + dev) == list(range(50))
+    assert split_corpus(texts, 0.1, 0) == (tr, dev) and split_corpus(texts, 0.1, 1) != (tr, dev)
+
+
+def test_detectable_gap_matches_a_simulation():
+    """The 80%-power detectable gap of a paired t test: simulated power at that gap is ~0.8."""
+    from scipy import stats
+
+    from tmlib.experiments.selective import detectable_gap
+
+    sd, n = 2.0, 10
+    mde = detectable_gap(sd, n)
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, sd, size=(4000, n))
+    p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
+    assert 0.75 < (p < 0.05).mean() < 0.85
+    assert detectable_gap(sd, n, power=0.5) == pytest.approx(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
 
 
 def test_summaries():
@@ -80,15 +129,11 @@ def test_paired_gaps():
     assert "random15 - genept" not in set(gaps.reset_index()["comparison"])  # absent methods are skipped
 
 
-def test_buffer_summary_and_compute():
+def test_buffer_summary():
     ss = [TokenScores("a b", ["a", "b"], [0, 0.1], important=[0, 1], label=1, pred=1),
           TokenScores("c d", ["c", "d"], [0, 0], important=[0, 0], label=1, pred=0)]
     b = buffer_summary({"train": ss}).iloc[0]
     assert b.scorer_correct == 1 and b.important_tokens == 1 and b.important_rate == 0.5
-    c = Compute()
-    c.add("GenePT 10 steps", "GenePT", 2.0, 10.0, steps=10)
-    c.add("GenePT 10 steps", "GenePT", 3.0, 10.0, steps=10)  # re-adding a stage replaces it
-    assert c.frame()["seconds"].tolist() == [3.0]
 
 
 def test_plots(tmp_path):
@@ -100,6 +145,10 @@ def test_plots(tmp_path):
     res = _results()
     final = res[(res["method"] == "genept") | (res["taskpt_steps"] == 10)]
     sp.accuracy_bars(summarize(final)).savefig(tmp_path / "a.png")
+    fig = sp.paired_gap_plot(final, paired_gaps(final))
+    assert [a.get_title() for a in fig.axes] == ["GenePT 10 steps", "GenePT 30 steps"]
+    dots = fig.axes[0].collections[0].get_offsets()[:, 1]   # selective - random per seed, in points
+    assert np.allclose(sorted(dots), [5.0, 5.0, 5.0])
     sp.accuracy_vs_steps(curve_summary(res)).savefig(tmp_path / "b.png")
     compute = {"stages": [
         {"stage": "GenePT 10 steps", "group": "GenePT", "seconds": 5, "flops": 1e9, "steps": 10},
@@ -112,43 +161,38 @@ def test_plots(tmp_path):
 
 def test_interrupted_genept_resumes(tmp_path, monkeypatch):
     """Kill the GenePT stage after its first budget; the rerun resumes from the stage's checkpoint and
-    the artifact equals an uninterrupted build's."""
+    the artifact equals an uninterrupted build's, weight for weight."""
     import torch
     from safetensors.torch import load_file
 
-    from tmlib.experiments import selective
+    from tmlib.experiments.selective import SelectiveExperiment, stages
 
-    monkeypatch.setattr(selective, "PROGRESS", False)
-    kw = dict(model="scratch:tiny", genept_steps=[3, 6], genept_max_sentences=60, mlm_batch_size=4, max_length=32,
-              task_max_examples=16)
-    ref = selective.setup(SelectiveConfig(out_dir=str(tmp_path / "ref"), **kw))
-    selective.run_genept(ref)
+    kw = dict(genept_model="scratch:tiny", genept_steps=[3, 6], genept_max_sentences=60, genept_batch_size=4,
+              genept_max_length=32, task_max_examples=16, progress=False)
+    ref = SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "ref"), **kw})).genept()
 
     class Stop(Exception):
         pass
 
-    real_saver = selective._saver
+    real = stages._write_json
 
-    def dying_saver(work, start):
-        save = real_saver(work, start)
+    def dying(path, obj):
+        real(path, obj)
+        if path.name == "seconds.json" and path.parent.name == "step_3":
+            raise Stop
 
-        def on_save(step, model):
-            save(step, model)
-            if step == 3:
-                raise Stop
-        return on_save
-
-    p = selective.setup(SelectiveConfig(out_dir=str(tmp_path / "run"), **kw))
-    monkeypatch.setattr(selective, "_saver", dying_saver)
+    exp = SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "run"), **kw}))
+    monkeypatch.setattr(stages, "_write_json", dying)
     with pytest.raises(Stop):
-        selective.run_genept(p)
-    assert not (tmp_path / "run" / "genept").exists()          # no partial artifact
-    assert list((tmp_path / "run").glob(".genept_work/*/checkpoint.pt"))  # but a resumable checkpoint
-    monkeypatch.setattr(selective, "_saver", real_saver)
-    dirs = selective.run_genept(p)
-    assert not (tmp_path / "run" / ".genept_work").exists()
-    for step, d in dirs.items():
-        a = load_file(ref.genept_dirs[step] / "model.safetensors")
-        b = load_file(d / "model.safetensors")
+        exp.genept()
+    assert not (tmp_path / "run" / "genept").exists()                       # no partial artifact
+    assert list((tmp_path / "run" / ".work" / "genept").glob("*/checkpoint.pt"))  # but a resumable checkpoint
+    monkeypatch.setattr(stages, "_write_json", real)
+    got = exp.genept()
+    assert not (tmp_path / "run" / ".work").exists()
+    for step in (3, 6):
+        a = load_file(ref.checkpoint(step) / "model.safetensors")
+        b = load_file(got.checkpoint(step) / "model.safetensors")
+        assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=f"step {step}: {k}")

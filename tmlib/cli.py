@@ -80,7 +80,7 @@ def _mlm(args) -> int:
 
     from .config import from_dict
     from .data import load_corpus
-    from .experiments.selective import _collator
+    from .experiments.selective import collator as _collator
     from .mlm import pack_corpus, train_mlm
     from .models import load_mlm, load_tokenizer
     from .training import TrainConfig, get_accelerator
@@ -109,7 +109,7 @@ def _mlm(args) -> int:
     from pathlib import Path
 
     out = Path(args.out)
-    res = train_mlm(model, packed, tok, cfg, collator=_collator(args.masking, tok, cfg.seed, args.fallback),
+    res = train_mlm(model, packed, tok, cfg, collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback),
                     checkpoint_dir=out / "checkpoint", desc=f"MLM ({args.masking})")
     if acc.is_main_process:
         from .runs import atomic_save, atomic_write_json

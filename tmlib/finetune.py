@@ -47,14 +47,18 @@ class Classifier:
         return load_saved_classifier(self.model_dir)
 
 
-def _init_path(init: Any) -> str:
+def _init_path(init: Any, pick: Any = None) -> str:
+    """A model path from a name or an upstream stage's value: ``value.checkpoint(pick)`` when ``pick``
+    is given (one of several checkpoints), else ``value.model_dir``, else the value itself."""
     if isinstance(init, (str, Path)):
         return str(init)
+    if pick is not None:
+        return str(init.checkpoint(pick))
     return str(getattr(init, "model_dir", init))
 
 
 def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=None, tokenizer=None,
-                     seed: int | None = None, desc: str = "fine-tune") -> Stage[Classifier]:
+                     seed: int | None = None, pick: Any = None, desc: str = "fine-tune") -> Stage[Classifier]:
     """Stage ``name``: fine-tune ``init`` on ``task`` with ``train`` (a :class:`~tmlib.training.TrainConfig`;
     its seed fixes head init and batch order). ``data`` / ``tokenizer`` may be passed to avoid
     reloading; they must be what ``task`` loads (the key is ``task``, not the data)."""
@@ -65,7 +69,7 @@ def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=N
     seed = train.seed if seed is None else seed
     key_train = {k: v for k, v in asdict(train).items() if k != "progress"}
     config = {"task": asdict(task), "train": key_train, "seed": seed,
-              "init": init if isinstance(init, str) else "<upstream>"}
+              "init": init if isinstance(init, str) else "<upstream>", "pick": pick}
     deps = {} if isinstance(init, str) else {"init": init}
 
     def build(ctx, init=init):
@@ -74,10 +78,10 @@ def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=N
         from .training import train_classifier
 
         d = data if data is not None else task.load()
-        tok = tokenizer if tokenizer is not None else load_tokenizer(_init_path(init) if not isinstance(init, str)
-                                                                    or not init.startswith("scratch:") else "minilm")
+        path = _init_path(init, pick)
+        tok = tokenizer if tokenizer is not None else load_tokenizer("minilm" if path.startswith("scratch:") else path)
         start = time.perf_counter()
-        model = load_classifier(_init_path(init), label_names(d), seed=seed)
+        model = load_classifier(path, label_names(d), seed=seed)
         res = train_classifier(model, d, tok, train, desc=desc)
         metrics = {"dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
                    "dev_loss": res.dev.get("loss"), "best_epoch": res.fit.best.get("epoch"), "steps": res.fit.steps,

@@ -104,3 +104,64 @@ def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame |
         ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def probe_bars(probe: pd.DataFrame, title: str = "Can the MLM head fill a blank? Held-out top-1 at masked positions"):
+    """Top-1 (%) per checkpoint, general vs in-domain held-out sentences; the 30% line is the target a
+    TaskPT start should reach (issue 14)."""
+    from . import require_columns
+
+    require_columns(probe, ["stage", "genept_steps", "method", "domain", "top1"], "probe_bars")
+    use_style()
+    p = probe.assign(label=[f"GenePT {g}" if s == "genept" else f"GenePT {g}\n+TaskPT {m}"
+                            for s, g, m in zip(probe["stage"], probe["genept_steps"], probe["method"])])
+    labels = list(dict.fromkeys(p["label"]))
+    domains = list(dict.fromkeys(p["domain"]))
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(labels), 3.4))
+    width = 0.8 / len(domains)
+    x = np.arange(len(labels))
+    for k, dom in enumerate(domains):
+        v = 100 * p[p["domain"] == dom].set_index("label").reindex(labels)["top1"].to_numpy()
+        bars = ax.bar(x + (k - (len(domains) - 1) / 2) * width, v, width, label=dom,
+                      color=["#2e4057", "#d1495b"][k % 2])
+        for b, val in zip(bars, v):
+            if np.isfinite(val):
+                ax.annotate(f"{val:.0f}", (b.get_x() + b.get_width() / 2, val), ha="center", va="bottom", fontsize=7,
+                            xytext=(0, 2), textcoords="offset points")
+    ax.axhline(30, color="#444444", lw=0.8, ls="--")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("held-out top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def paired_gap_plot(results: pd.DataFrame, gaps: pd.DataFrame,
+                    title: str = "Paired gaps (test accuracy points, one dot per seed)"):
+    """Per GenePT budget and comparison: one dot per fine-tuning seed, the mean and its 95% CI
+    (``gaps``: :func:`tmlib.experiments.selective.paired_gaps` of ``results``)."""
+    use_style()
+    final = results[results["final"]] if "final" in results else results
+    comps = list(dict.fromkeys(gaps["comparison"]))
+    budgets = sorted(gaps["genept_steps"].unique())
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.2 + 1.3 * len(comps) * len(budgets), 3.4), squeeze=False,
+                             sharey=True)
+    for ax, g in zip(axes[0], budgets):
+        acc = final[final["genept_steps"] == g].pivot_table(index="seed", columns="method", values="test_accuracy")
+        for i, comp in enumerate(comps):
+            a, b = comp.split(" - ")
+            if a not in acc or b not in acc:
+                continue
+            d = (100 * (acc[a] - acc[b])).dropna()
+            ax.scatter(np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)), d, s=14, color=color(a), alpha=0.7)
+            row = gaps[(gaps["genept_steps"] == g) & (gaps["comparison"] == comp)].iloc[0]
+            ax.errorbar(i + 0.25, row["gap_mean"], yerr=row["ci95"] if np.isfinite(row["ci95"]) else 0, fmt="D",
+                        color="black", capsize=4, ms=5)
+            ax.annotate(f"p={row['p']:.2g}", (i, ax.get_ylim()[1]), ha="center", va="top", fontsize=7)
+        ax.axhline(0, color="#444444", lw=0.8)
+        ax.set_xticks(range(len(comps)), comps, fontsize=7, rotation=15)
+        ax.set_title(f"GenePT {g} steps", fontsize=9)
+    axes[0][0].set_ylabel("gap (points)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

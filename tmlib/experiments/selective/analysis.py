@@ -1,0 +1,152 @@
+"""Tables of the selective-masking experiment: buffer/corpus label rates, accuracy summaries, paired
+gaps with a t test, the accuracy-vs-TaskPT-steps curve and the pre-training compute per condition.
+Pure functions of data frames (nothing here reads or writes files)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .config import TASKPT_METHODS
+
+
+def buffer_summary(scores: dict) -> pd.DataFrame:
+    rows = []
+    for split, ss in scores.items():
+        correct = [s for s in ss if s.correct]
+        tokens = sum(len(s.tokens) for s in correct)
+        imp = sum(int(s.important.sum()) for s in correct)
+        rows.append({"split": split, "sentences": len(ss), "scorer_correct": len(correct),
+                     "important_tokens": imp, "important_rate": imp / max(1, tokens),
+                     "no_important_token": sum(int(s.important.sum() == 0) for s in correct)})
+    return pd.DataFrame(rows)
+
+
+def corpus_summary(ds) -> pd.DataFrame:
+    imp = [np.asarray(x) for x in ds["important"]]
+    n_tok = sum(len(x) for x in imp)
+    return pd.DataFrame([{"sentences": len(ds), "tokens": n_tok, "important_rate": sum(int(x.sum()) for x in imp) / max(1, n_tok),
+                          "sentences_without_important": sum(int(x.sum() == 0) for x in imp)}])
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean / std over seeds of test (and dev) accuracy per GenePT budget and condition (the ``final``
+    rows when the frame has that column: GenePT only and each TaskPT run's selected checkpoint)."""
+    if "final" in results:
+        results = results[results["final"]]
+    order = {m: i for i, m in enumerate(("genept",) + TASKPT_METHODS)}
+    g = results.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
+    out = g.agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
+                dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"), n_seeds=("seed", "count"),
+                n_failed=("failed", "sum"))
+    out["condition"] = out["method"].map({"genept": "GenePT only", "selective": "+TaskPT selective",
+                                          "random": "+TaskPT random (same count)", "random15": "+TaskPT random 15%"})
+    out = out.sort_values(["genept_steps", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
+    return out.fillna({"test_std": 0.0, "dev_std": 0.0}).reset_index(drop=True)
+
+
+def paired_gaps(results: pd.DataFrame, drop_failed: bool = False) -> pd.DataFrame:
+    """Per GenePT budget, the test-accuracy gap of each comparison, paired by fine-tuning seed.
+
+    A seed fixes the classifier head's init and the batch order for every checkpoint, so the per-seed
+    difference removes that shared noise. Columns: ``gap_mean`` / ``gap_std`` (points, over seeds),
+    ``wins`` (seeds where the first beats the second), a paired t statistic and its two-sided p value,
+    and ``verdict``: "separated" when p < 0.05, else "within noise". ``drop_failed``: leave out the
+    seeds where either side's run is flagged ``failed`` (stuck at the majority class)."""
+    from scipy import stats
+
+    pairs = [("selective", "random"), ("selective", "genept"), ("random", "genept"), ("random15", "genept"),
+             ("selective", "random15")]
+    final = results[results["final"]] if "final" in results else results
+    rows = []
+    for g, df in final.groupby("genept_steps"):
+        acc = df.pivot_table(index="seed", columns="method", values="test_accuracy")
+        bad = df.pivot_table(index="seed", columns="method", values="failed", aggfunc="max") if drop_failed else None
+        for a, b in pairs:
+            if a not in acc or b not in acc:
+                continue
+            d = 100 * (acc[a] - acc[b])
+            if bad is not None:
+                d = d[~(bad[a].astype(bool) | bad[b].astype(bool))]
+            d = d.dropna()
+            sd = float(d.std()) if len(d) > 1 else float("nan")
+            if len(d) > 1 and sd > 0:
+                t = float(d.mean() / (sd / np.sqrt(len(d))))
+                pval = float(2 * stats.t.sf(abs(t), len(d) - 1))
+            else:
+                t, pval = float("nan"), float("nan")
+            rows.append({"genept_steps": g, "comparison": f"{a} - {b}", "gap_mean": float(d.mean()), "gap_std": sd,
+                         "n_seeds": len(d), "wins": int((d > 0).sum()), "t": t, "p": pval,
+                         "ci95": detectable_gap(sd, len(d), power=0.5), "detectable_gap": detectable_gap(sd, len(d)),
+                         "verdict": "separated" if pval < 0.05 else "within noise"})
+    return pd.DataFrame(rows)
+
+
+def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean gap (points) that a two-sided paired t test on ``n`` seeds with per-seed
+    gap std ``sd`` detects at level ``alpha`` with probability ``power`` (normal-shift approximation:
+    (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), df = n - 1). ``power=0.5`` gives the 95% CI half-width."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
+
+
+def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table: rows = GenePT budget, columns = condition, cells = 'mean ± std' (test, %)."""
+    s = summary.assign(cell=lambda d: (100 * d.test_mean).map("{:.2f}".format) + " ± " + (100 * d.test_std).map("{:.2f}".format))
+    return s.pivot(index="genept_steps", columns="condition", values="cell")
+
+
+def curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy vs TaskPT steps: step 0 is GenePT-only, shared by every method."""
+    parts = []
+    for m in [x for x in curve["method"].unique() if x != "genept"]:
+        base = curve[curve["method"] == "genept"].assign(method=m)
+        parts.append(pd.concat([base, curve[curve["method"] == m]]))
+    both = pd.concat(parts)
+    return (both.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
+            .agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"), dev_mean=("dev_accuracy", "mean"),
+                 n_seeds=("seed", "count")).fillna({"test_std": 0.0}))
+
+
+def importance_examples(corpus, tokenizer, n: int = 8) -> pd.DataFrame:
+    """A few corpus sentences with the tagger's important tokens in brackets."""
+    rows = []
+    for r in corpus.select(range(min(n, len(corpus)))):
+        toks = tokenizer.convert_ids_to_tokens(r["token_ids"])
+        rows.append({"sentence": " ".join(f"[{t}]" if i else t for t, i in zip(toks, r["important"]))})
+    return pd.DataFrame(rows)
+
+
+def compute_split(compute: pd.DataFrame, threads: int) -> dict:
+    """Compute per stage and per group (GenePT / importance pipeline / TaskPT / fine-tune)."""
+    return {"stages": compute.to_dict(orient="records"), "torch_threads": threads,
+            "groups_seconds": compute.groupby("group")["seconds"].sum().to_dict(),
+            "groups_flops": compute.groupby("group")["flops"].sum().to_dict()}
+
+
+def condition_costs(compute: pd.DataFrame, genept_steps, methods) -> pd.DataFrame:
+    """Pre-training compute behind each condition (fine-tuning excluded): GenePT up to its budget, plus
+    for TaskPT conditions the importance pipeline (selective only) and that TaskPT run. The paper's
+    claim in these units: GenePT(small) + selective TaskPT vs GenePT(large)."""
+    df = compute
+    imp = df[df["group"] == "importance"][["seconds", "flops"]].sum()
+    rows = []
+    for g in genept_steps:
+        gen = df[(df["group"] == "GenePT") & (df["steps"] <= g)][["seconds", "flops"]].sum()
+        rows.append({"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"], "pretrain_flops": gen["flops"]})
+        for m in methods:
+            tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g) & (df["method"] == m)][["seconds", "flops"]].sum()
+            extra = imp if m == "selective" else 0 * imp
+            rows.append({"genept_steps": g, "method": m, "pretrain_seconds": gen["seconds"] + extra["seconds"] + tp["seconds"],
+                         "pretrain_flops": gen["flops"] + extra["flops"] + tp["flops"]})
+    return pd.DataFrame(rows)
+
+
+def probe_table(probe: pd.DataFrame) -> pd.DataFrame:
+    """Held-out MLM top-1 (%) and loss per checkpoint (rows) and domain (columns)."""
+    p = probe.assign(top1_pct=100 * probe["top1"])
+    return p.pivot_table(index=["stage", "genept_steps", "method", "taskpt_steps"], columns="domain",
+                         values=["top1_pct", "loss"]).round(2)

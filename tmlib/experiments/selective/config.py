@@ -1,0 +1,137 @@
+"""Configuration of the selective-masking experiment: one dataclass per stage, nested in
+:class:`SelectiveConfig`. These defaults ARE notebook 01's ``default`` parameter set (a test checks
+the notebook's parameters cell and ``papermill_params/01_selective_masking/default.yaml`` against
+``flatten(SelectiveConfig())``). Flat parameter names are ``<stage>_<field>`` (``genept_lr`` is
+``SelectiveConfig.genept.lr``), mapped in one place: :func:`tmlib.config.from_flat`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASKPT_METHODS = ("selective", "random", "random15")
+SELECT_CHOICES = ("dev_loss", "last")
+FALLBACKS = ("none", "random")
+
+
+@dataclass
+class GeneptConfig:
+    """General MLM pre-training: ONE run of ``max(steps)`` steps, the model saved at every budget."""
+
+    model: str = "scratch:mini"        # start: scratch:<size> (from scratch, as the paper), minilm, a hub name, a dir
+    corpus: str = "bbc"                # general-text corpus (tmlib.data.load_corpus name)
+    steps: list[int] = field(default_factory=lambda: [1500, 4500])  # budgets (the paper's 100k / 300k of one run)
+    max_sentences: int = 0             # corpus cap (0: all)
+    batch_size: int = 32               # packed rows per step
+    max_length: int = 64               # tokens per packed row
+    lr: float = 1e-3                   # peak lr (linear warmup, linear decay)
+    warmup_ratio: float = 0.05
+    probe_sentences: int = 500         # held-out sentences (general and in-domain) for the MLM probe of each checkpoint
+
+    def __post_init__(self):
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"genept.steps must be positive step counts, got {self.steps}")
+        self.steps = sorted(set(self.steps))
+
+
+@dataclass
+class ScorerConfig:
+    """The classifier the buffer method reads: ``model`` fine-tuned on the task."""
+
+    model: str = "minilm"              # "genept" (largest GenePT checkpoint) or a model name
+    lr: float = 2e-4
+    epochs: float = 2.0
+
+
+@dataclass
+class BufferConfig:
+    """Buffer-method token labels on the task's train/dev sentences (tmlib.importance.buffer)."""
+
+    delta: float = 0.01                # important iff P(gold|sentence) - P(gold|buffer + token) < delta (official 0.01)
+    max_sentences: int = 400           # task train sentences labelled (0: all)
+    max_length: int = 128              # scoring length (official max_seq_length 128)
+    first_token: str = "official"      # "official": token 0 tested and popped like any other; "keep": never tested
+    stopwords: str = "spacy"           # "spacy" (official list, incl. not/no/never), "tmlib" (keeps negations), "none"
+
+
+@dataclass
+class TaggerConfig:
+    """Token tagger trained on the buffer labels (best epoch by dev F1), then labels the corpus."""
+
+    model: str = "minilm"              # "genept" (largest GenePT checkpoint) or a model name
+    lr: float = 1e-4
+    epochs: float = 4.0
+    class_weight: float = 3.0          # loss weight of "important" (REFERENCE: ~3)
+
+
+@dataclass
+class TaskptConfig:
+    """Task-guided MLM on the unlabelled in-domain corpus, the same budget for every method."""
+
+    corpus: str = "pang_lee"           # unlabelled in-domain corpus
+    max_sentences: int = 4000          # sentences labelled by the tagger and used (0: all)
+    steps: list[int] = field(default_factory=lambda: [100, 200])  # checkpoints; the last is the budget
+    methods: list[str] = field(default_factory=lambda: ["selective", "random"])  # selective | random (same count) | random15
+    fallback: str = "none"             # selective: sentences without an important token get no mask (official) or "random"
+    lr: float = 1e-4
+    batch_size: int = 32
+    max_length: int = 64
+    warmup_ratio: float = 0.2          # official run_pretraining.sh
+    dev_fraction: float = 0.1          # held-out share of the labelled corpus (official: 10%)
+    select: str = "dev_loss"           # checkpoint fine-tuned: lowest held-out MLM loss (official) or "last"
+
+    def __post_init__(self):
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"taskpt.steps must be positive step counts, got {self.steps}")
+        self.steps = sorted(set(self.steps))
+        bad = [m for m in self.methods if m not in TASKPT_METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"unknown TaskPT method(s) {bad}; choose from {list(TASKPT_METHODS)}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"taskpt.fallback must be 'none' (official) or 'random', got {self.fallback!r}")
+        if self.select not in SELECT_CHOICES:
+            raise ValueError(f"taskpt.select must be one of {list(SELECT_CHOICES)}, got {self.select!r}")
+        if not 0 < self.dev_fraction < 0.5:
+            raise ValueError(f"taskpt.dev_fraction must be in (0, 0.5), got {self.dev_fraction}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning every checkpoint on the task (best epoch by dev accuracy, its test accuracy reported)."""
+
+    lr: float = 2e-4                   # paper: 2e-5 for BERT-base
+    batch_size: int = 32
+    epochs: float = 2.0
+    max_length: int = 64
+    warmup_ratio: float = 0.1
+
+
+@dataclass
+class SelectiveConfig:
+    out_dir: str = "runs/dev/01_selective_masking"   # where artifacts, figures, CSV and JSON are written
+    task: str = "mr"                   # labelled task (tmlib.data.load_task name)
+    task_max_examples: int = 400       # cap per split, class-balanced (0: all)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fine-tuning seeds
+    extra_seeds: list[int] = field(default_factory=list)  # more seeds, largest GenePT budget's final checkpoints only
+    pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
+    curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
+    mixed_precision: str = "no"        # "no" | "bf16" | "fp16" (GPU): autocast for every training stage
+    threads: int = 0                   # torch threads (0: torch's default); recorded in every manifest
+    progress: bool = True              # progress bars and one log line per stage (also <out_dir>/progress.log)
+    genept: GeneptConfig = field(default_factory=GeneptConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    tagger: TaggerConfig = field(default_factory=TaggerConfig)
+    taskpt: TaskptConfig = field(default_factory=TaskptConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+    def __post_init__(self):
+        if not self.seeds:
+            raise ValueError("seeds is empty: give at least one fine-tuning seed, e.g. [0, 1, 2]")
+        if set(self.extra_seeds) & set(self.seeds):
+            raise ValueError(f"extra_seeds {self.extra_seeds} repeat seeds {self.seeds}; give seeds not in seeds")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        for name, n in (("genept.max_length", self.genept.max_length), ("taskpt.max_length", self.taskpt.max_length),
+                        ("finetune.max_length", self.finetune.max_length)):
+            if n < 16:
+                raise ValueError(f"{name} must be >= 16, got {n}")

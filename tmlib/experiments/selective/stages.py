@@ -1,0 +1,515 @@
+"""The selective-masking pipeline as a graph of cached stages (:class:`tmlib.runs.Stage`).
+
+::
+
+    genept ──┬─────────────────────────────────────────────┬──> taskpt_g<G>_<method> ──> finetune/...
+             │ (scorer.model = "genept")                   │            │
+             └─> scorer ──> buffer ──> tagger ──> corpus_labels ────────┘
+    genept, taskpt_* ──> probe (held-out MLM loss / top-1 of every checkpoint)
+
+Asking for any stage builds what it depends on first (:meth:`tmlib.runs.RunStore.get`): the order
+lives in the graph, not in the notebook's cells. Every key chains the keys of its upstream stages,
+so changing e.g. the buffer delta rebuilds the tagger, the corpus labels, selective TaskPT and its
+fine-tuning runs, and nothing else.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...finetune import TaskSpec, classifier_stage
+from ...runs import RunStore, Stage
+from .config import SelectiveConfig
+
+FAILED_MARGIN = 0.05  # a run within this of the dev majority-class rate is flagged failed (~2 binomial std on 400 dev)
+
+
+# ----------------------------------------------------------------------------------------- values
+
+@dataclass
+class Checkpoints:
+    """Models saved at several steps of one MLM run (GenePT or TaskPT) and the run's stats."""
+
+    dirs: dict[int, Path]
+    stats: dict = field(default_factory=dict)
+
+    def checkpoint(self, step: int) -> Path:
+        if step not in self.dirs:
+            raise KeyError(f"no checkpoint at step {step}; saved steps: {sorted(self.dirs)}")
+        return self.dirs[step]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dirs[max(self.dirs)]
+
+    @property
+    def selected(self) -> int:
+        """The step fine-tuned as this run's result (TaskPT: lowest held-out MLM loss, or the last)."""
+        return int(self.stats.get("selected", max(self.dirs)))
+
+
+@dataclass
+class BufferLabels:
+    scores: dict            # split -> list[TokenScores]
+    stats: dict
+
+
+@dataclass
+class SavedModel:
+    model_dir: Path
+    stats: dict
+
+
+def _encoder_params(model) -> int:
+    """Parameters touched per token (the embedding matrix is a lookup, not a matmul)."""
+    return sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, default=float))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def split_corpus(texts: list[str], dev_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded (train, dev) row indices of a corpus: the dev rows are held out of TaskPT training and
+    score its checkpoints (official: lowest MLM loss on a 10% dev split) and the MLM probe."""
+    n = len(texts)
+    order = np.random.default_rng(seed).permutation(n)
+    n_dev = max(1, int(round(dev_fraction * n))) if n > 1 else 0
+    return sorted(order[n_dev:].tolist()), sorted(order[:n_dev].tolist())
+
+
+def _save_checkpoints(obj: dict, d: Path) -> None:
+    """Move the per-step models from the build's work dir into artifact ``d``."""
+    import shutil
+
+    for step in obj["steps"]:
+        shutil.move(str(obj["work"] / f"step_{step}"), str(d / f"step_{step}"))
+    _write_json(d / "stats.json", obj["stats"])
+
+
+def _load_checkpoints(d: Path) -> Checkpoints:
+    stats = _read_json(d / "stats.json")
+    for k in ("saved", "saved_seconds"):  # JSON object keys are strings; steps are ints
+        if k in stats:
+            stats[k] = {int(step): v for step, v in stats[k].items()}
+    return Checkpoints({int(s): d / f"step_{s}" for s in stats["steps"]}, stats)
+
+
+# ----------------------------------------------------------------------------------------- experiment
+
+class SelectiveExperiment:
+    """Notebook 01's experiment: stage factories (``*_stage``) and the values they produce."""
+
+    def __init__(self, cfg: SelectiveConfig):
+        from ...models import load_tokenizer
+        from ...runtime import set_threads
+
+        self.cfg = cfg
+        self.threads = set_threads(cfg.threads)
+        self.store = RunStore(cfg.out_dir, progress=cfg.progress)
+        g = cfg.genept.model
+        self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
+        self.task_spec = TaskSpec(cfg.task, cfg.task_max_examples, seed=0)
+        self.task = self.task_spec.load()
+
+    # ------------------------------------------------------------------------------ helpers
+    def train_config(self, **kw):
+        from ...training import TrainConfig
+
+        base = dict(progress=self.cfg.progress, seed=self.cfg.pretrain_seed, group_by_length=True,
+                    mixed_precision=self.cfg.mixed_precision)
+        base.update(kw)
+        return TrainConfig(**base)
+
+    def _finetune_train(self, lr: float, epochs: float, seed: int):
+        f = self.cfg.finetune
+        return self.train_config(lr=lr, batch_size=f.batch_size, epochs=epochs, max_length=f.max_length,
+                                 warmup_ratio=f.warmup_ratio, seed=seed)
+
+    def get(self, stage: Stage):
+        return self.store.get(stage)
+
+    def _corpus_texts(self, name: str, max_sentences: int) -> list[str]:
+        from ...data import load_corpus
+
+        return list(load_corpus(name, max_sentences=max_sentences or None, seed=self.cfg.pretrain_seed)["text"])
+
+    def genept_probe_texts(self) -> tuple[list[str], list[str]]:
+        """Held-out general sentences (never in GenePT) and in-domain ones (the TaskPT dev rows)."""
+        gen = self._corpus_texts(self.cfg.genept.corpus, self.cfg.genept.max_sentences)
+        _, gen_dev = split_corpus(gen, 0.1, self.cfg.pretrain_seed)
+        ind = self._corpus_texts(self.cfg.taskpt.corpus, self.cfg.taskpt.max_sentences)
+        _, ind_dev = split_corpus(ind, self.cfg.taskpt.dev_fraction, self.cfg.pretrain_seed)
+        n = self.cfg.genept.probe_sentences
+        return [gen[i] for i in gen_dev][:n], [ind[i] for i in ind_dev][:n]
+
+    # ------------------------------------------------------------------------------ GenePT
+    @cached_property
+    def genept_stage(self) -> Stage[Checkpoints]:
+        cfg, g = self.cfg, self.cfg.genept
+
+        def build(ctx):
+            from ...mlm import corpus_tokens, pack_corpus, train_mlm
+            from ...models import load_mlm
+
+            start = time.perf_counter()
+            texts = self._corpus_texts(g.corpus, g.max_sentences)
+            train_idx, _ = split_corpus(texts, 0.1, cfg.pretrain_seed)   # 10% held out for the probe
+            packed = pack_corpus([texts[i] for i in train_idx], self.tokenizer, g.max_length)
+            model = load_mlm(g.model, seed=cfg.pretrain_seed)
+            saved: dict[int, float] = {}
+
+            def on_save(step, m):
+                m.save_pretrained(ctx.work_dir / f"step_{step}")
+                saved[step] = time.perf_counter() - start
+                _write_json(ctx.work_dir / f"step_{step}" / "seconds.json", saved[step])
+
+            tcfg = self.train_config(lr=g.lr, batch_size=g.batch_size, max_steps=max(g.steps), max_length=g.max_length,
+                                     warmup_ratio=g.warmup_ratio, eval_every=max(1, max(g.steps) // 20))
+            res = train_mlm(model, packed, self.tokenizer, tcfg, save_at=g.steps, on_save=on_save,
+                            checkpoint_dir=ctx.work_dir, desc="GenePT")
+            for step in g.steps:  # steps saved before a resume wrote their seconds to disk
+                saved[step] = _read_json(ctx.work_dir / f"step_{step}" / "seconds.json")
+                (ctx.work_dir / f"step_{step}" / "seconds.json").unlink()
+            stats = {"steps": g.steps, "history": res.history, "saved_seconds": saved, "rows": len(packed),
+                     "tokens_per_step": corpus_tokens(packed) / len(packed) * g.batch_size,
+                     "params": _encoder_params(model)}
+            return {"work": ctx.work_dir, "steps": g.steps, "stats": stats}
+
+        config = {"genept": asdict(g), "seed": cfg.pretrain_seed, "mixed_precision": cfg.mixed_precision}
+        return Stage("genept", config, build, _save_checkpoints, _load_checkpoints, seed=cfg.pretrain_seed)
+
+    def genept(self) -> Checkpoints:
+        return self.get(self.genept_stage)
+
+    # ------------------------------------------------------------------------------ importance
+    @cached_property
+    def scorer_stage(self) -> Stage:
+        s = self.cfg.scorer
+        init = self.genept_stage if s.model == "genept" else s.model
+        return classifier_stage("scorer", init, self.task_spec, self._finetune_train(s.lr, s.epochs, self.cfg.pretrain_seed),
+                                data=self.task, tokenizer=self.tokenizer, desc="scorer")
+
+    @cached_property
+    def buffer_stage(self) -> Stage[BufferLabels]:
+        cfg, b = self.cfg, self.cfg.buffer
+
+        def build(ctx, scorer):
+            import torch
+
+            from ...importance.buffer import BufferConfig, buffer_importance
+            from ...models import load_saved_classifier
+
+            start = time.perf_counter()
+            model = load_saved_classifier(scorer.model_dir)
+            bcfg = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token,
+                                stopwords=b.stopwords, progress=cfg.progress)
+            out = {}
+            for split in ("train", "dev"):
+                ds = self.task[split]
+                if split == "train" and b.max_sentences:
+                    ds = ds.select(range(min(b.max_sentences, len(ds))))
+                with torch.inference_mode():
+                    out[split] = buffer_importance(model, self.tokenizer, list(ds["text"]), list(ds["label"]), bcfg)
+            # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
+            cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
+            full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
+            stats = {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * (cand + full)}
+            return {k: [_score_row(s) for s in v] for k, v in out.items()}, stats
+
+        def save(obj, d):
+            _write_json(d / "labels.json", obj[0])
+            _write_json(d / "stats.json", obj[1])
+
+        def load(d):
+            rows = _read_json(d / "labels.json")
+            return BufferLabels({k: [_score_from_row(r) for r in v] for k, v in rows.items()}, _read_json(d / "stats.json"))
+
+        config = {"buffer": asdict(b), "task": asdict(self.task_spec)}
+        return Stage("buffer", config, build, save, load, deps={"scorer": self.scorer_stage}, seed=cfg.pretrain_seed)
+
+    @cached_property
+    def tagger_stage(self) -> Stage[SavedModel]:
+        cfg, t = self.cfg, self.cfg.tagger
+
+        def build(ctx, buffer, genept=None):
+            from ...importance.tagger import train_tagger
+            from ...models import load_token_classifier
+
+            start = time.perf_counter()
+            init = str(genept.model_dir) if genept is not None else t.model
+            model = load_token_classifier(init, num_labels=2, seed=cfg.pretrain_seed)
+            tcfg = self.train_config(lr=t.lr, batch_size=cfg.finetune.batch_size, epochs=t.epochs,
+                                     max_length=cfg.taskpt.max_length)
+            res = train_tagger(model, buffer.scores["train"], buffer.scores["dev"], self.tokenizer, tcfg,
+                               class_weight=t.class_weight)
+            n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
+            return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "history": res.fit.history,
+                           "positive_rate": res.positive_rate, "n_train": res.n_train,
+                           "flops": 6 * _encoder_params(model) * n_tok * t.epochs}
+
+        def save(obj, d):
+            obj[0].save_pretrained(d / "model")
+            _write_json(d / "stats.json", obj[1])
+
+        deps = {"buffer": self.buffer_stage}
+        if t.model == "genept":
+            deps["genept"] = self.genept_stage
+        config = {"tagger": asdict(t), "max_length": cfg.taskpt.max_length, "batch_size": cfg.finetune.batch_size}
+        return Stage("tagger", config, build, save, lambda d: SavedModel(d / "model", _read_json(d / "stats.json")),
+                     deps=deps, seed=cfg.pretrain_seed)
+
+    @cached_property
+    def corpus_stage(self) -> Stage:
+        cfg, tp = self.cfg, self.cfg.taskpt
+
+        def build(ctx, tagger):
+            from ...importance.tagger import label_corpus
+            from ...models import load_token_classifier
+
+            start = time.perf_counter()
+            texts = self._corpus_texts(tp.corpus, tp.max_sentences)
+            model = load_token_classifier(str(tagger.model_dir), num_labels=2)
+            ds = label_corpus(model, self.tokenizer, texts, max_length=tp.max_length, stopwords=cfg.buffer.stopwords,
+                              progress=cfg.progress)
+            n_tok = sum(len(x) + 2 for x in ds["token_ids"])
+            return ds, {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * n_tok,
+                        "sentences": len(ds), "tokens": n_tok}
+
+        def save(obj, d):
+            obj[0].save_to_disk(str(d / "data"))
+            _write_json(d / "stats.json", obj[1])
+
+        def load(d):
+            from datasets import Dataset
+
+            return Dataset.load_from_disk(str(d / "data"))
+
+        config = {"corpus": tp.corpus, "max_sentences": tp.max_sentences, "max_length": tp.max_length,
+                  "stopwords": cfg.buffer.stopwords, "seed": cfg.pretrain_seed}
+        return Stage("corpus_labels", config, build, save, load, deps={"tagger": self.tagger_stage},
+                     seed=cfg.pretrain_seed)
+
+    # ------------------------------------------------------------------------------ TaskPT
+    def taskpt_stage(self, genept_step: int, method: str) -> Stage[Checkpoints]:
+        cfg, tp = self.cfg, self.cfg.taskpt
+        if genept_step not in cfg.genept.steps:
+            raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {cfg.genept.steps}")
+
+        def build(ctx, genept, corpus):
+            from ...mlm import pack_corpus, train_mlm
+            from ...models import load_mlm
+
+            start = time.perf_counter()
+            train_idx, dev_idx = split_corpus(list(corpus["text"]), tp.dev_fraction, cfg.pretrain_seed)
+            fields = ("importance", "important")
+
+            def pack(idx):
+                sub = corpus.select(idx)
+                return pack_corpus(None, self.tokenizer, tp.max_length, token_ids=list(sub["token_ids"]),
+                                   token_fields={f: list(sub[f]) for f in fields})
+
+            packed, dev = pack(train_idx), pack(dev_idx)
+            model = load_mlm(str(genept.checkpoint(genept_step)))
+            saved: dict[int, dict] = {}
+
+            def on_save(step, m):
+                d = ctx.work_dir / f"step_{step}"
+                m.save_pretrained(d)
+                # held-out MLM loss under the SAME masking as training, fixed masks (seeded collator)
+                dev_loss = mlm_dev_loss(m, dev, collator(method, self.tokenizer, seed=12345, fallback=tp.fallback))
+                _write_json(d / "record.json", {"seconds": time.perf_counter() - start, "dev_loss": dev_loss})
+
+            tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps), max_length=tp.max_length,
+                                     warmup_ratio=tp.warmup_ratio, eval_every=max(1, max(tp.steps) // 20))
+            res = train_mlm(model, packed, self.tokenizer, tcfg,
+                            collator=collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback),
+                            save_at=tp.steps, on_save=on_save, checkpoint_dir=ctx.work_dir,
+                            desc=f"TaskPT {method} (GenePT {genept_step})")
+            for step in tp.steps:
+                rec = ctx.work_dir / f"step_{step}" / "record.json"
+                saved[step] = _read_json(rec)
+                rec.unlink()
+            selected = (min(tp.steps, key=lambda s: saved[s]["dev_loss"]) if tp.select == "dev_loss" else max(tp.steps))
+            stats = {"steps": tp.steps, "history": res.history, "saved": saved, "selected": selected,
+                     "params": _encoder_params(model), "train_rows": len(packed), "dev_rows": len(dev),
+                     "tokens_per_step": sum(len(x) for x in packed["input_ids"]) / len(packed) * tp.batch_size}
+            return {"work": ctx.work_dir, "steps": tp.steps, "stats": stats}
+
+        config = {"taskpt": {k: v for k, v in asdict(tp).items() if k != "methods"}, "method": method,
+                  "genept_step": genept_step, "seed": cfg.pretrain_seed, "mixed_precision": cfg.mixed_precision}
+        return Stage(f"taskpt_g{genept_step}_{method}", config, build, _save_checkpoints, _load_checkpoints,
+                     deps={"genept": self.genept_stage, "corpus": self.corpus_stage}, seed=cfg.pretrain_seed)
+
+    def taskpt(self) -> dict[tuple[int, str], Checkpoints]:
+        return {(g, m): self.get(self.taskpt_stage(g, m)) for g in self.cfg.genept.steps for m in self.cfg.taskpt.methods}
+
+    # ------------------------------------------------------------------------------ probe
+    @cached_property
+    def probe_stage(self) -> Stage:
+        cfg = self.cfg
+        tstages = {f"t_{g}_{m}": self.taskpt_stage(g, m) for g in cfg.genept.steps for m in cfg.taskpt.methods}
+
+        def build(ctx, genept, **taskpt):
+            from ...mlm import mlm_probe
+            from ...models import load_mlm
+
+            general, indomain = self.genept_probe_texts()
+            rows = []
+            ckpts = [("genept", g, "genept", 0, genept.checkpoint(g)) for g in cfg.genept.steps]
+            for key, run in taskpt.items():
+                _, g, m = key.split("_", 2)
+                ckpts.append(("taskpt", int(g), m, run.selected, run.checkpoint(run.selected)))
+            for stage, g, m, t, path in ckpts:
+                model = load_mlm(str(path))
+                for domain, texts in (("general", general), ("in-domain", indomain)):
+                    r = mlm_probe(model, self.tokenizer, texts, max_length=cfg.taskpt.max_length, seed=0,
+                                  mixed_precision=cfg.mixed_precision)
+                    rows.append({"stage": stage, "genept_steps": g, "method": m, "taskpt_steps": t, "domain": domain,
+                                 "loss": r["loss"], "top1": r["top1"], "n_masked": r["n_masked"]})
+                ctx.log(f"probe {stage} g{g} {m}: in-domain top-1 {rows[-1]['top1']:.3f}")
+            return pd.DataFrame(rows)
+
+        return Stage("probe", {"sentences": cfg.genept.probe_sentences, "max_length": cfg.taskpt.max_length},
+                     build, lambda df, d: df.to_csv(d / "probe.csv", index=False),
+                     lambda d: pd.read_csv(d / "probe.csv"), deps={"genept": self.genept_stage, **tstages})
+
+    def probe(self) -> pd.DataFrame:
+        return self.get(self.probe_stage)
+
+    # ------------------------------------------------------------------------------ fine-tuning
+    def finetune_jobs(self) -> list[dict]:
+        """Every fine-tuning run: GenePT-only and the selected TaskPT checkpoint of every budget and
+        method with every seed, the curve's intermediate checkpoints, and ``extra_seeds`` for the
+        largest budget's final rows."""
+        cfg = self.cfg
+        curve_budgets = cfg.genept.steps if cfg.curve_all_budgets else [min(cfg.genept.steps)]
+        top = max(cfg.genept.steps)
+        jobs = []
+        for g in cfg.genept.steps:
+            seeds = cfg.seeds + (cfg.extra_seeds if g == top else [])
+            jobs += [dict(g=g, method="genept", t=0, final=True, seed=s, stage=self.genept_stage, pick=g) for s in seeds]
+            for m in cfg.taskpt.methods:
+                st = self.taskpt_stage(g, m)
+                sel = self.get(st).selected
+                jobs += [dict(g=g, method=m, t=sel, final=True, seed=s, stage=st, pick=sel) for s in seeds]
+                if g in curve_budgets:
+                    jobs += [dict(g=g, method=m, t=t, final=False, seed=s, stage=st, pick=t)
+                             for t in cfg.taskpt.steps if t != sel for s in cfg.seeds]
+        return jobs
+
+    def finetune(self) -> pd.DataFrame:
+        """One row per fine-tuning run (``final``: the row enters the accuracy table and the gaps)."""
+        from tqdm.auto import tqdm
+
+        f = self.cfg.finetune
+        rows = []
+        for j in tqdm(self.finetune_jobs(), desc="fine-tune runs", disable=not self.cfg.progress):
+            name = f"finetune/g{j['g']}_{j['method']}_t{j['t']}_s{j['seed']}"
+            st = classifier_stage(name, j["stage"], self.task_spec, self._finetune_train(f.lr, f.epochs, j["seed"]),
+                                  data=self.task, tokenizer=self.tokenizer, pick=j["pick"], desc=f"fine-tune s{j['seed']}")
+            m = self.get(st).metrics
+            rows.append({"genept_steps": j["g"], "method": j["method"], "taskpt_steps": j["t"], "seed": j["seed"],
+                         "final": j["final"], "dev_accuracy": m["dev_accuracy"], "test_accuracy": m["test_accuracy"],
+                         "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
+        df = pd.DataFrame(rows)
+        # a degenerate run (Mosbach et al. 2021): dev accuracy no better than always answering the majority class
+        majority = float(pd.Series(self.task["dev"]["label"]).value_counts(normalize=True).max())
+        df["failed"] = df["dev_accuracy"] <= majority + FAILED_MARGIN
+        return df
+
+    # ------------------------------------------------------------------------------ compute
+    def compute_rows(self, results: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Seconds (measured when built) and FLOP estimates per stage; loaded stages report their build."""
+        cfg = self.cfg
+        rows = []
+        gen = self.genept()
+        prev_step, prev_sec = 0, 0.0
+        for step in cfg.genept.steps:  # one run: each budget's stage is the steps since the previous budget
+            sec = float(gen.stats["saved_seconds"][step])
+            rows.append({"stage": f"GenePT steps {prev_step}-{step}", "group": "GenePT", "seconds": sec - prev_sec,
+                         "flops": 6 * gen.stats["params"] * gen.stats["tokens_per_step"] * (step - prev_step), "steps": step})
+            prev_step, prev_sec = step, sec
+        scorer = self.get(self.scorer_stage).metrics
+        n_tok = sum(len(x) for x in self.tokenizer(list(self.task["train"]["text"]), truncation=True,
+                                                    max_length=cfg.finetune.max_length)["input_ids"])
+        rows.append({"stage": "scorer fine-tune", "group": "importance", "seconds": scorer["seconds"],
+                     "flops": 6 * gen.stats["params"] * n_tok * cfg.scorer.epochs})
+        rows.append({"stage": "buffer labels", "group": "importance", **_sf(self.get(self.buffer_stage).stats)})
+        rows.append({"stage": "tagger training", "group": "importance", **_sf(self.get(self.tagger_stage).stats)})
+        corpus_stats = _read_json(self.store.root / "corpus_labels" / "stats.json")
+        rows.append({"stage": "label corpus", "group": "importance", **_sf(corpus_stats)})
+        for (g, m), run in self.taskpt().items():
+            last = max(cfg.taskpt.steps)
+            rows.append({"stage": f"TaskPT {m} (GenePT {g})", "group": "TaskPT",
+                         "seconds": run.stats["saved"][last]["seconds"],
+                         "flops": 6 * run.stats["params"] * run.stats["tokens_per_step"] * last, "genept_steps": g, "method": m})
+        if results is not None:
+            rows.append({"stage": "fine-tune (all runs)", "group": "fine-tune", "seconds": float(results["seconds"].sum()),
+                         "flops": 0.0})
+        return pd.DataFrame(rows)
+
+
+def _sf(stats: dict) -> dict:
+    return {"seconds": float(stats["seconds"]), "flops": float(stats["flops"])}
+
+
+def _score_row(s) -> dict:
+    return {"text": s.text, "tokens": s.tokens, "scores": np.asarray(s.scores).tolist(),
+            "important": np.asarray(s.important).tolist(), "label": s.label, "pred": s.pred}
+
+
+def _score_from_row(r: dict):
+    from ...importance.types import TokenScores
+
+    return TokenScores(text=r["text"], tokens=r["tokens"], scores=np.asarray(r["scores"]), important=r["important"],
+                       label=r["label"], pred=r["pred"], method="buffer")
+
+
+def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
+    """Mean MLM loss (masked positions) on held-out packed rows under ``collate``'s masking; a fresh
+    seeded collator gives the same masks at every checkpoint, so the losses are comparable."""
+    import torch
+
+    from ...mlm import MaskedOnlyMLM
+
+    wrapped = MaskedOnlyMLM(model)
+    was = model.training
+    model.eval()
+    rows = [{k: packed[i][k] for k in packed.column_names if k in ("input_ids", "attention_mask", "token_type_ids",
+                                                                   "sent_ids", "importance", "important")}
+            for i in range(len(packed))]
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for k in range(0, len(rows), batch_size):
+            out = wrapped(**collate(rows[k:k + batch_size]))
+            if out.n_masked:
+                total += out.loss.item() * out.n_masked
+                n += out.n_masked
+    model.train(was)
+    return total / max(1, n)
+
+
+def collator(method: str, tokenizer, seed: int, fallback: str = "none"):
+    """The TaskPT masking collator of ``method`` (selective | random | random15)."""
+    from ...collators import PlainMLMCollator, RandomCountMaskingCollator, SelectiveMaskingCollator
+
+    fb = None if fallback == "none" else fallback
+    if method == "selective":
+        return SelectiveMaskingCollator(tokenizer, fallback=fb, seed=seed)
+    if method == "random":
+        return RandomCountMaskingCollator(tokenizer, fallback=fb, seed=seed)
+    if method == "random15":
+        return PlainMLMCollator(tokenizer, mlm_probability=0.15, seed=seed)
+    raise ValueError(f"unknown TaskPT masking method {method!r}; choose selective, random or random15")
