@@ -123,6 +123,79 @@ def test_bad_jsonl_line(tmp_path):
         load_task(f"jsonl:{f}")
 
 
+UNICODE_FIELDS = ["next\u0085line inside a field", "paragraph\u2029and line\u2028separators", "a quoted\nnewline",
+                  'a "quote", a comma', "NA", "vertical\x0btab and form\x0cfeed", "caf\u00e9 \u2603 \U0001f600"]
+
+
+def test_csv_fields_with_unicode_line_breaks(tmp_path):
+    """U+0085, U+2028/9, \\v, \\f (all str.splitlines breaks) and a quoted newline stay inside their field."""
+    import csv as _csv
+
+    f = tmp_path / "u.csv"
+    with open(f, "w", encoding="utf-8-sig", newline="") as fh:  # with a BOM, as Excel writes it
+        w = _csv.writer(fh)
+        w.writerow(["id", "review", "stars"])
+        w.writerows([k, t, "pos" if j % 2 else "neg"] for k in range(4) for j, t in enumerate(UNICODE_FIELDS))
+    dd = load_task(f"csv:{f}", text_column="review", label_column="stars")
+    assert sorted(t for split in dd.values() for t in split["text"]) == sorted(UNICODE_FIELDS * 4)
+    assert data.label_names(dd) == ["neg", "pos"]
+    gold = {t: j % 2 for j, t in enumerate(UNICODE_FIELDS)}
+    assert all(gold[t] == y for split in dd.values() for t, y in zip(split["text"], split["label"]))
+    texts = data.load_text_file(f, text_column="review", label_column=None, split=False)["text"]
+    assert texts == UNICODE_FIELDS * 4  # file order, "NA" kept as text
+
+
+def test_jsonl_and_txt_with_unicode_line_breaks(tmp_path):
+    import json as _json
+
+    js = tmp_path / "u.jsonl"
+    js.write_text("".join(_json.dumps({"text": t, "label": i % 2}, ensure_ascii=False) + "\n"
+                          for i, t in enumerate(UNICODE_FIELDS * 4)), encoding="utf-8")
+    dd = load_task(f"jsonl:{js}")
+    assert sorted(t for split in dd.values() for t in split["text"]) == sorted(UNICODE_FIELDS * 4)
+    txt = tmp_path / "u.txt"  # one text per line: only \n, \r\n, \r end a line
+    txt.write_text("first\u2028still first\nsecond\u0085still second\r\n\nthird\n", encoding="utf-8", newline="")
+    assert sorted(load_corpus(f"txt:{txt}")["text"]) == ["first\u2028still first", "second\u0085still second", "third"]
+    corpus = load_corpus(f"jsonl:{js}")
+    assert len(corpus) == len(UNICODE_FIELDS) * 4 and "a quoted\nnewline" in corpus["text"]
+
+
+def test_large_csv_streams_in_batches(tmp_path):
+    """More rows than one streamed batch (tmlib.data._BATCH_ROWS): every row arrives once, in order."""
+    n = data._BATCH_ROWS * 2 + 123
+    f = tmp_path / "big[1] *.csv"  # glob characters in the name are literal
+    f.write_text("text,label\n" + "".join(f'"row {i}\u2028x",{i % 3}\n' for i in range(n)), encoding="utf-8")
+    ds = data.load_text_file(f, label_column=None, split=False)
+    assert len(ds) == n and ds[0]["text"] == "row 0\u2028x" and ds[n - 1]["text"] == f"row {n - 1}\u2028x"
+    dd = load_task(f"csv:{f}")
+    assert sum(len(s) for s in dd.values()) == n and data.label_names(dd) == ["0", "1", "2"]
+
+
+def test_json_array_and_more_bad_files(tmp_path):
+    arr = tmp_path / "a.json"
+    arr.write_text('[' + ", ".join(f'{{"text": "t {i}", "label": "{"ab"[i % 2]}"}}' for i in range(20)) + ']')
+    assert data.label_names(load_task(f"jsonl:{arr}")) == ["a", "b"]
+    unclosed = tmp_path / "q.csv"
+    unclosed.write_text('text,label\nx,1\n"never closed,0\ny,1\n')
+    with pytest.raises(DataError, match="could not be read as CSV: ParserError: .*EOF inside string"):
+        load_task(f"csv:{unclosed}")
+    notobj = tmp_path / "n.jsonl"
+    notobj.write_text('{"text": "a", "label": 1}\n[1, 2]\n')
+    with pytest.raises(DataError, match="line 2 is not a JSON object"):
+        load_task(f"jsonl:{notobj}")
+    empty = tmp_path / "e.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match="has no rows"):
+        load_task(f"jsonl:{empty}")
+    bad = tmp_path / "b.jsonl"
+    bad.write_bytes(b'{"text": "ok", "label": 1}\n{"text": "caf\xe9", "label": 0}\n')
+    with pytest.raises(DataError, match=r"not valid utf-8-sig: byte 0xe9 at offset 40 \(line 2\)"):
+        load_task(f"jsonl:{bad}")
+    split_utf8 = tmp_path / "s.csv"  # a multi-byte character across the decoder's 1 MiB chunk boundary is fine
+    split_utf8.write_bytes(b"text,label\n" + b"a" * ((1 << 20) - 12) + "\u00e9,1\nb,0\n".encode())
+    assert len(data.load_text_file(split_utf8, split=False, label_column=None)) == 2
+
+
 def test_unknown_and_missing():
     with pytest.raises(DataError, match="unknown dataset 'sst3'; builtin tasks: mr"):
         load_task("sst3")

@@ -303,52 +303,150 @@ def _read_unlabelled(path: Path, kind: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"corpus file {path} does not exist")
     if kind == "txt":
-        return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+        _check_encoding(path, "utf-8-sig")
+        # universal newlines: a line ends at \n, \r\n or \r only; U+0085, U+2028 etc. stay inside the text
+        with open(path, encoding="utf-8-sig") as f:
+            return [s for s in (line.strip() for line in f) if s]
     return [t for t in load_text_file(path, label_column=None, split=False)["text"] if t.strip()]
+
+
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_BATCH_ROWS = 10_000  # rows per batch while streaming a file
+
+
+def _check_encoding(path: Path, encoding: str) -> None:
+    """Stream ``path`` through an incremental decoder; bad bytes raise a :class:`DataError` naming the
+    byte, its offset and its line (the file is never held in memory)."""
+    import codecs
+
+    dec = codecs.getincrementaldecoder(encoding)()
+    offset = newlines = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            pending = dec.getstate()[0]  # the unfinished multi-byte sequence from the previous chunk (no b"\n")
+            try:
+                dec.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                data = pending + chunk
+                line = newlines + data[:exc.start].count(b"\n") + 1
+                raise DataError(
+                    f"{path} is not valid {encoding}: byte {data[exc.start]:#04x} at offset "
+                    f"{offset - len(pending) + exc.start} (line {line}); re-save the file as UTF-8"
+                ) from None
+            if not chunk:
+                return
+            offset += len(chunk)
+            newlines += chunk.count(b"\n")
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """``"line N ..."`` for the first JSON Lines line that is not a JSON object (lines end at \n only)."""
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, 1):
+            line = raw.decode("utf-8-sig" if i == 1 else "utf-8").strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                return f"line {i} is not valid JSON: {exc.msg}"
+            if not isinstance(obj, dict):
+                return f"line {i} is not a JSON object (got {type(obj).__name__})"
+    return None
+
+
+def _read_columns(path: Path, columns: Sequence[str]) -> tuple[dict[str, list], list[str]]:
+    """``columns`` of a CSV or JSON (Lines) file, parsed by ``datasets``' CSV/JSON builders in streaming mode
+    (CSV by pandas, JSON by pyarrow, ``_BATCH_ROWS`` rows at a time): quoted newlines and Unicode line
+    breaks (U+0085, U+2028, ...) inside fields stay inside their field. CSV values are read as strings
+    (no NA guessing: a text "NA" stays "NA", an empty field is ""). Returns ``(values, file_columns)``;
+    a missing column raises :class:`DataError`."""
+    import glob
+    import logging
+
+    import datasets
+
+    json_file = path.suffix.lower() in _JSON_SUFFIXES
+    pattern = glob.escape(str(path.resolve()))  # data_files are glob patterns: "[", "*" in a name are literal
+    if json_file:
+        file_columns = None
+        ds = datasets.load_dataset("json", data_files=pattern, split="train", streaming=True)
+    else:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            file_columns = next(csv.reader(f), None)
+        if not file_columns:
+            raise DataError(f"{path} has no rows")
+        _require_columns(path, columns, file_columns)
+        ds = datasets.load_dataset("csv", data_files=pattern, split="train", streaming=True, encoding="utf-8-sig",
+                                   features=Features({c: Value("string") for c in columns}), usecols=list(columns),
+                                   na_filter=False)
+    values: dict[str, list] = {c: [] for c in columns}
+    # the builders log the errors that are re-raised below in clearer words: silence them meanwhile
+    quiet = logging.getLogger(f"datasets.packaged_modules.{'json.json' if json_file else 'csv.csv'}")
+    level, quiet.level = quiet.level, logging.CRITICAL
+    try:
+        for batch in ds.iter(batch_size=_BATCH_ROWS):
+            if file_columns is None:
+                file_columns = list(batch)
+                _require_columns(path, columns, file_columns)
+            for c in columns:
+                values[c].extend(batch.get(c) or [None] * len(next(iter(batch.values()))))
+    except DataError:
+        raise
+    except Exception as exc:  # pandas ParserError, pyarrow ArrowInvalid, ...: say where, in our words
+        where = _first_bad_json_line(path) if json_file else None
+        if where:
+            raise DataError(f"{path} {where}") from None
+        kind = "JSON" if json_file else "CSV"
+        raise DataError(f"{path} could not be read as {kind}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+    finally:
+        quiet.level = level
+    if file_columns is None:  # JSON without a single row
+        raise DataError(f"{path} has no rows")
+    return values, file_columns
+
+
+def _require_columns(path: Path, wanted: Sequence[str], have: Sequence[str]) -> None:
+    for col in wanted:
+        if col not in have:
+            raise DataError(f"{path} has no column {col!r} (columns: {sorted(have)}); pass text_column=/label_column=")
 
 
 def load_text_file(path: str | Path, text_column: str = "text", label_column: str | None = "label",
                    seed: int = 0, split: bool = True):
-    """Your own CSV or JSONL file -> ``DatasetDict(train, dev, test)`` (or a ``Dataset`` if ``split=False``).
+    """Your own CSV or JSON Lines file -> ``DatasetDict(train, dev, test)`` (or a ``Dataset`` if ``split=False``).
 
-    Labels may be strings or integers; their sorted unique values become the class names.
+    ``.jsonl`` / ``.json`` / ``.ndjson`` files are JSON (one object per line, or one array of objects),
+    anything else is CSV with a header row; both are parsed by ``datasets``' builders and streamed, so
+    large files and fields with newlines or Unicode line separators are read correctly. The file must
+    be UTF-8. Labels may be strings or integers; their sorted unique values become the class names.
+    Row numbers in error messages count data rows from 1 (the CSV header is not a row).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
-    text = _read_text(path, "utf-8-sig")
-    if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {i} is not valid JSON: {exc.msg}") from None
-    else:
-        rows = list(csv.DictReader(text.splitlines()))
-    if not rows:
+    _check_encoding(path, "utf-8-sig")
+    values, _ = _read_columns(path, [text_column] + ([label_column] if label_column else []))
+    texts = ["" if t is None else str(t) for t in values[text_column]]
+    if not texts:
         raise DataError(f"{path} has no rows")
-    cols = set(rows[0])
-    for col in [text_column] + ([label_column] if label_column else []):
-        if col not in cols:
-            raise DataError(f"{path} has no column {col!r} (columns: {sorted(cols)}); pass text_column=/label_column=")
-    texts = [str(r.get(text_column) or "") for r in rows]
     empty = [i + 1 for i, t in enumerate(texts) if not t.strip()]
     if empty:
         raise DataError(f"{path}: {len(empty)} row(s) with empty {text_column!r}, e.g. rows {empty[:5]}; remove them")
     if label_column is None:
         ds = Dataset.from_dict({"text": texts})
         return ds if not split else stratified_split(texts, None, None, seed=seed, name=str(path))
-    raw = [r.get(label_column) for r in rows]
+    raw = values[label_column]
     missing = [i + 1 for i, v in enumerate(raw) if v is None or str(v).strip() == ""]
     if missing:
         raise DataError(f"{path}: {len(missing)} row(s) without a {label_column!r} value, e.g. rows {missing[:5]}")
-    names = sorted({str(v) for v in raw}, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+    raw = [str(v).strip() for v in raw]
+    names = sorted(set(raw), key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
     if len(names) < 2:
         raise DataError(f"{path}: column {label_column!r} has a single class {names}; a classifier needs two or more")
     index = {n: i for i, n in enumerate(names)}
-    labels = [index[str(v)] for v in raw]
+    labels = [index[v] for v in raw]
     return stratified_split(texts, labels, names, seed=seed, name=str(path))
 
 
