@@ -7,15 +7,15 @@ import json
 import pandas as pd
 import pytest
 
-from tmlib.config import ConfigError, from_dict
+from tmlib.config import ConfigError, from_dict, from_flat
 from tmlib.experiments import landscape as L
 
 
 def tiny_cfg(out_dir, **kw):
     base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, epochs=1.0, batch_size=16,
-                eval_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_blocks=0,
+                eval_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_first_blocks=0,
                 max_length=32, progress=False)
-    return L.LandscapeConfig(**{**base, **kw})
+    return from_flat(L.LandscapeConfig, {**base, **kw})
 
 
 def test_config_validation(tmp_path):
@@ -44,6 +44,8 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     assert (frame.point == "").sum() == 4 and set(frame.point) - {""} == set(coords)
     summary = L.summarize(cfg, paths, frame, coords, sols)
     out = tmp_path / "out"
+    assert not (out / "summary.json").exists()  # summarize writes nothing
+    L.write_outputs(cfg, summary)
     for f in ("paths.csv", "plane.csv", "summary.json", "summary.csv", "plane_coords.json"):
         assert (out / f).is_file(), f
     js = json.loads((out / "summary.json").read_text())
@@ -71,7 +73,7 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
     for method, seed in (("mask", 0), ("finetune", 0), ("finetune", 1)):
         m = load_classifier("scratch:tiny", label_names(data), seed=10 + seed + (5 if method == "mask" else 0))
         store.cached(f"mr/{method}-s{seed}", {"model": "scratch:tiny", "method": method, "seed": seed},
-                     build=lambda m=m: m, save=lambda obj, d: obj.save_pretrained(d / "model"), load=None)
+                     build=lambda m=m: m, save=lambda obj, d: obj.save_pretrained(d / "model"), load=lambda d: None)
         saved[f"{method}-s{seed}"] = m.state_dict()
     assert (L.solution_dir(tmp_path / "nb03", "mr", "mask", 0) / "config.json").is_file()
     with pytest.raises(ConfigError, match="trained from model='scratch:tiny'"):

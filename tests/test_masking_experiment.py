@@ -9,25 +9,46 @@ import torch
 
 matplotlib.use("Agg")
 
-from tmlib.config import ConfigError, from_dict
-from tmlib.experiments.masking import (MaskingConfig, load_solution, solution_path, task_dirname, train_solution)
+from tmlib.config import ConfigError, flatten, from_dict, from_flat
+from tmlib.experiments.masking import (MaskingConfig, load_solution, memory_table, solution_path, storage_table,
+                                       summarize, task_data, task_dirname, train_solution)
 from tmlib.plots import masking as pm
 
 
 def _cfg(tmp_path, **kw):
     base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_eval=8,
                 seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, progress=False)
-    return MaskingConfig(**{**base, **kw})
+    return from_flat(MaskingConfig, {**base, **kw})
 
 
-@pytest.mark.parametrize("kw, match", [(dict(methods=["lora"]), "unknown method.*valid methods: finetune, bitfit, mask"),
+@pytest.mark.parametrize("kw, match", [(dict(methods=["adapter"]), "unknown method.*valid methods: finetune, bitfit, mask, lora"),
+                                       (dict(lr={"adapter": 1e-3}), "unknown method"),
+                                       (dict(lr={"mask": "1e-3"}), "must be a number"),
+                                       (dict(schedule={"finetune": "official"}), "no schedule 'official'"),
                                        (dict(max_lengths=[16, 32]), "one value per task"),
-                                       (dict(mask_head="random"), "mask_head"),
-                                       (dict(init_sparsity=2.0), "init_sparsity"),
+                                       (dict(mask_head="random"), "mask.head"),
+                                       (dict(mask_init_sparsity=2.0), "init_sparsity"),
+                                       (dict(mask_skip_blocks=2), "unknown parameter"),
                                        (dict(tasks=[], max_lengths=[], max_train=[]), "tasks is empty")])
 def test_config_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
-        from_dict(MaskingConfig, {**vars(_cfg(tmp_path)), **kw})
+        from_flat(MaskingConfig, {**flatten(_cfg(tmp_path)), **kw})
+
+
+def test_lr_and_schedule_come_from_the_method_spec(tmp_path):
+    cfg = _cfg(tmp_path, lr={"mask": 0.02})
+    assert cfg.method_lr("mask") == 0.02 and cfg.method_lr("lora") == 5e-4 and cfg.method_lr("finetune") == 2e-5
+    assert cfg.method_schedule("mask").schedule == "constant" and cfg.method_schedule("finetune").schedule == "linear"
+    assert _cfg(tmp_path, schedule={"mask": "linear"}).method_schedule("mask").grad_clip == 1.0
+    assert cfg.mask.skip_first_blocks == 1 and flatten(cfg)["mask_skip_first_blocks"] == 1
+
+
+def test_task_data_caps_are_class_balanced(tmp_path):
+    cfg = _cfg(tmp_path, tasks=["bbc"], max_train=[50], max_eval=25)
+    d = task_data(cfg, "bbc")
+    assert len(d["train"]) == 50 and len(d["dev"]) == 25 and len(d["test"]) == 25
+    counts = np.bincount(d["train"]["label"])
+    assert counts.max() - counts.min() <= 1
 
 
 def test_task_dirname():
@@ -55,10 +76,32 @@ def test_solution_contract_roundtrip_and_corruption(tmp_path):
     assert load_solution(tmp_path, "mr", "mask", 0) is None
 
 
+def test_lora_solution_contract_storage_and_memory(tmp_path):
+    cfg = _cfg(tmp_path, methods=["finetune", "lora"])
+    model, metrics = train_solution(cfg, "mr", "lora", 0)
+    d = solution_path(tmp_path, "mr", "lora", 0)
+    assert {"model", "metrics.json", "adapter", "manifest.json"} <= {p.name for p in d.iterdir()}
+    assert (d / "adapter" / "adapter_model.safetensors").is_file() and metrics["file_bytes"] > 0
+    loaded = load_solution(tmp_path, "mr", "lora", 0)       # a plain HF model with merged weights
+    assert set(loaded.state_dict()) == set(load_solution(tmp_path, "mr", "lora", 0).state_dict())
+    assert not any("lora" in k for k in loaded.state_dict())
+    _, ft = train_solution(cfg, "mr", "finetune", 0)
+    assert metrics["task_bytes"] < ft["task_bytes"] / 10
+    results = pd.DataFrame([ft, metrics])
+    assert set(summarize(results)["method"]) == {"finetune", "lora"}
+    assert set(storage_table(results)["method"]) == {"finetune", "lora"}
+    memory, check = memory_table(cfg, results)
+    assert check == {} and set(memory["method"]) == {"finetune", "lora"}
+    m = memory.set_index(["method", "n_tasks"])["bytes"]
+    assert m["lora", 2] - m["lora", 1] == metrics["task_bytes"] and m["finetune", 2] == 2 * ft["fp32_copy_bytes"]
+    assert not (tmp_path / "summary.csv").exists() and not (tmp_path / "memory.csv").exists()  # summaries write nothing
+
+
 def test_figures_from_tables():
     res = pd.DataFrame([{"task": t, "method": m, "seed": s, "test_accuracy": 0.7 + 0.01 * s}
-                        for t in ("mr", "bbc") for m in ("finetune", "bitfit", "mask") for s in (0, 1)])
-    assert pm.accuracy_bars(res).axes
+                        for t in ("mr", "bbc") for m in ("finetune", "bitfit", "mask", "lora") for s in (0, 1)])
+    fig = pm.accuracy_bars(res)
+    assert "LoRA" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     sp = pd.DataFrame([{"task": "mr", "block": b, "type": t, "kept_pct": 90 + b} for b in (2, 3)
                        for t in ("query", "ffn_in")] + [{"task": "mr", "block": -1, "type": "pooler", "kept_pct": 93.0}])
     fig = pm.sparsity_heatmap(sp)

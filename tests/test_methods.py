@@ -13,8 +13,8 @@ def _model():
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown adaptation method 'lora'; valid methods: finetune, bitfit, mask"):
-        get_method("lora")
+    with pytest.raises(ValueError, match="unknown adaptation method 'adapter'; valid methods: finetune, bitfit, mask, lora"):
+        get_method("adapter")
 
 
 def test_what_each_method_trains():
@@ -31,7 +31,7 @@ def test_what_each_method_trains():
     assert cfg.lr == 0.02 and cfg.weight_decay == 0.0
 
 
-@pytest.mark.parametrize("name, lr", [("finetune", 3e-3), ("bitfit", 1e-2), ("mask", 5e-2)])
+@pytest.mark.parametrize("name, lr", [("finetune", 3e-3), ("bitfit", 1e-2), ("mask", 5e-2), ("lora", 1e-2)])
 def test_methods_train_with_train_classifier(name, lr, tiny_task, tokenizer):
     prep = prepare_method(name, _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=1))
     frozen = {n: p.clone() for n, p in prep.model.named_parameters() if not p.requires_grad}
@@ -41,3 +41,56 @@ def test_methods_train_with_train_classifier(name, lr, tiny_task, tokenizer):
     for n, p in prep.model.named_parameters():
         if n in frozen:
             assert torch.equal(p, frozen[n]), f"{name} changed frozen {n}"
+
+
+def test_schedules_owned_by_the_spec():
+    mk = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0))
+    cfg = mk.train_config(TrainConfig())
+    assert (cfg.schedule, cfg.warmup_ratio, cfg.grad_clip) == ("constant", 0.0, 0.0)  # maskbert's official recipe
+    lin = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0), schedule="linear").train_config(TrainConfig(warmup_ratio=0.0))
+    assert (lin.schedule, lin.warmup_ratio, lin.grad_clip) == ("linear", 0.1, 1.0)
+    assert get_method("finetune").default_schedule == "linear" and get_method("mask").default_schedule == "official"
+    with pytest.raises(ValueError, match="no schedule 'official'"):
+        prepare_method("finetune", _model(), schedule="official")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(schedule="cosine")
+
+
+def test_constant_schedule_keeps_lr(tiny_task, tokenizer):
+    prep = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=1))
+    lrs = []
+    cfg = prep.train_config(TrainConfig(batch_size=8, epochs=1, max_length=16, progress=False), lr=0.05)
+    train_classifier(prep.model, tiny_task, tokenizer, cfg, params=prep.params, optimizer_cls=prep.optimizer_cls,
+                     on_step=[lambda step, model, logs: lrs.append(logs["lr"])])
+    assert lrs and all(lr == 0.05 for lr in lrs)
+
+
+def test_every_spec_is_complete_and_serving_formula():
+    for name, spec in METHODS.items():
+        assert spec.name == name and spec.lr > 0 and spec.color.startswith("#") and spec.label
+        assert spec.default_schedule in spec.schedules
+    assert get_method("finetune").serve_bytes(3, 100, 100) == 300          # one full copy per task
+    assert get_method("bitfit").serve_bytes(3, 100, 5) == 115              # shared backbone + per-task bytes
+    assert get_method("mask").serve_bytes(3, 100, 1, working=40) == 143
+
+
+def test_lora_exports_a_plain_model_with_merged_weights():
+    base = _model()
+    keys = set(base.state_dict())
+    prep = prepare_method("lora", base, seed=0)
+    names = {n for n, p in prep.model.named_parameters() if p.requires_grad}
+    assert names and all("lora_" in n or ".classifier." in n for n in names)
+    assert any("query" in n for n in names) and any("value" in n for n in names) and not any(".key." in n for n in names)
+    with torch.no_grad():
+        for n, p in prep.model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.05)
+    prep.model.eval()
+    x = torch.randint(1000, 2000, (2, 6))
+    with torch.no_grad():
+        ref = prep.model(input_ids=x).logits
+    out = prep.export(backbone="scratch:tiny", fp32_bytes=10**9)
+    assert set(out.model.state_dict()) == keys                              # a plain HF model, the backbone's keys
+    with torch.no_grad():
+        assert torch.allclose(out.model(input_ids=x).logits, ref, atol=1e-5)
+    assert out.task_bytes == sum(v.numel() * 4 for v in out.state.values()) < 10**9

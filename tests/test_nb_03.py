@@ -12,23 +12,53 @@ def test_nb03_smoke(tmp_path):
     run_suite("smoke", tmp_path, only=["03"])
     out = tmp_path / "03_masking_vs_finetuning"
     results = pd.read_csv(out / "results.csv")
-    assert len(results) == 2 * 3 * 2  # tasks x methods x seeds
+    assert len(results) == 2 * 4 * 2  # tasks x methods x seeds (smoke runs LoRA too)
     assert results["test_accuracy"].between(0, 1).all() and results["steps"].gt(0).all()
     summary = pd.read_csv(out / "summary.csv")
-    assert set(summary["method"]) == {"finetune", "bitfit", "mask"} and summary["n_seeds"].eq(2).all()
+    assert set(summary["method"]) == {"finetune", "bitfit", "mask", "lora"} and summary["n_seeds"].eq(2).all()
     storage = pd.read_csv(out / "storage.csv")
     mask = storage[storage["method"] == "mask"]
     assert (mask["task_bytes"] * 32 <= mask["fp32_copy_bytes"]).all()  # 1 bit per weight << fp32 copy
     sparsity = pd.read_csv(out / "sparsity.csv")
     assert sparsity["kept_pct"].between(0, 100).all() and {"pooler", "head"} <= set(sparsity["type"])
+    assert set(storage["method"]) == {"finetune", "bitfit", "mask", "lora"}
     memory = pd.read_csv(out / "memory.csv")
+    assert set(memory["method"]) == {"finetune", "bitfit", "mask", "lora"}
     assert set(memory["kind"]) == {"measured", "projected"} and memory["n_tasks"].max() == 5
     check = json.loads((out / "multitask.json").read_text())
     assert check["all_identical"] and len(check["tasks"]) == 2
     for png in ("accuracy.png", "sparsity.png", "mask_flips.png", "storage.png", "memory.png"):
         assert (out / png).stat().st_size > 5000, png
     for task in ("mr", "bbc"):  # the solutions contract notebook 04 relies on
-        for method in ("finetune", "bitfit", "mask"):
+        for method in ("finetune", "bitfit", "mask", "lora"):
             d = out / "solutions" / task / f"{method}-s0"
             assert (d / "model" / "config.json").is_file() and (d / "metrics.json").is_file() and (d / "manifest.json").is_file()
         assert (out / "solutions" / task / "mask-s1" / "mask.safetensors").is_file()
+        assert (out / "solutions" / task / "lora-s1" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+# Deliberate differences between MaskingConfig() and the notebook's parameters cell / default.yaml: none.
+# (out_dir is not in default.yaml: the suite injects it.)
+DIFFERENCES: dict[str, object] = {}
+
+
+def test_parameters_cell_default_yaml_and_dataclass_agree():
+    """One source of defaults: the parameters cell and default.yaml give MaskingConfig() (flat names via
+    tmlib.config.flatten / from_flat)."""
+    import papermill as pm
+    import yaml
+
+    from tmlib.config import flatten, from_flat
+    from tmlib.experiments.masking import MaskingConfig
+    from tmlib.suite import notebooks, params_file
+
+    nb = next(p for p in notebooks() if p.stem.startswith("03"))
+    cell = {k: eval(v["default"]) for k, v in pm.inspect_notebook(str(nb)).items()}
+    ref = flatten(MaskingConfig())
+    assert set(cell) == set(ref), "the parameters cell must name every flat parameter of MaskingConfig"
+    assert from_flat(MaskingConfig, {**cell, **DIFFERENCES}) == MaskingConfig()
+    default = yaml.safe_load(params_file(nb, "default").read_text())
+    assert set(default) == set(ref) - {"out_dir"}
+    assert from_flat(MaskingConfig, {**default, **DIFFERENCES}) == MaskingConfig()
+    for s in ("smoke", "paper"):  # every set builds a valid config
+        from_flat(MaskingConfig, yaml.safe_load(params_file(nb, s).read_text()))

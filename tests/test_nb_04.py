@@ -23,3 +23,31 @@ def test_nb04_smoke(tmp_path):
     for fig in ("paths.png", "plane_accuracy.png", "plane_loss.png"):
         assert (out / fig).stat().st_size > 10_000, fig
     assert (tmp_path / "04_loss_landscape.ipynb").is_file()
+
+
+# Deliberate differences between LandscapeConfig() and the notebook's parameters cell / default.yaml, in one place:
+# the notebook reuses the `default` run of notebook 03; the library default trains its own solutions (a library
+# default must not depend on a run folder existing). out_dir is not in default.yaml: the suite injects it.
+DIFFERENCES = {"reuse_runs": "runs/default/03_masking_vs_finetuning"}
+
+
+def test_parameters_cell_default_yaml_and_dataclass_agree():
+    import papermill as pm
+    import yaml
+
+    from tmlib.config import flatten, from_flat
+    from tmlib.experiments.landscape import LandscapeConfig
+    from tmlib.suite import notebooks, params_file
+
+    nb = next(p for p in notebooks() if p.stem.startswith("04"))
+    cell = {k: eval(v["default"]) for k, v in pm.inspect_notebook(str(nb)).items()}
+    ref = flatten(LandscapeConfig())
+    assert set(cell) == set(ref), "the parameters cell must name every flat parameter of LandscapeConfig"
+    expected = from_flat(LandscapeConfig, DIFFERENCES)
+    assert from_flat(LandscapeConfig, cell) == expected
+    default = yaml.safe_load(params_file(nb, "default").read_text())
+    assert set(default) == set(ref) - {"out_dir"}
+    assert from_flat(LandscapeConfig, default) == expected
+    assert {k for k, v in flatten(expected).items() if v != ref[k]} == set(DIFFERENCES)
+    for s in ("smoke", "paper"):
+        from_flat(LandscapeConfig, yaml.safe_load(params_file(nb, s).read_text()))

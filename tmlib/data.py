@@ -267,6 +267,12 @@ def load_task(name: str, seed: int = 0, text_column: str = "text", label_column:
     return validate_task(dd, name)
 
 
+def cap_splits(dd: DatasetDict, caps: dict[str, int], seed: int = 0) -> DatasetDict:
+    """``dd`` with split ``s`` cut to ``caps[s]`` examples (0 or absent: no cap), class-balanced like
+    ``load_task(max_examples=)`` (a seeded shuffle, then round-robin over classes)."""
+    return DatasetDict({s: _head(ds, caps[s], seed) if caps.get(s) else ds for s, ds in dd.items()})
+
+
 def _head(ds: Dataset, n: int, seed: int) -> Dataset:
     if len(ds) <= n:
         return ds

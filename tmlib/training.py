@@ -30,12 +30,13 @@ from .runs import atomic_save
 
 @dataclass
 class TrainConfig:
-    lr: float = 2e-5               # peak learning rate (linear warmup, linear decay)
+    lr: float = 2e-5               # peak learning rate (after warmup; see schedule)
     batch_size: int = 32
     epochs: float = 3.0            # used when max_steps == 0
     max_steps: int = 0             # > 0 overrides epochs
     max_length: int = 128          # tokens; longer texts are truncated
     warmup_ratio: float = 0.1
+    schedule: str = "linear"       # after warmup: "linear" decay to 0 | "constant" lr (maskbert's official recipe)
     weight_decay: float = 0.01
     grad_clip: float = 1.0         # 0 disables
     eval_every: int = 0            # steps between dev evaluations; 0 = once per epoch
@@ -50,6 +51,8 @@ class TrainConfig:
             raise ValueError("lr must be > 0, batch_size >= 1, max_length >= 2")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("set epochs > 0 or max_steps > 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {self.schedule!r}")
 
 
 @dataclass
@@ -64,6 +67,17 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+SCHEDULES = ("linear", "constant")
+
+
+def lr_multiplier(schedule: str, step: int, warmup: int, total: int) -> float:
+    """Learning-rate multiplier of ``schedule``: linear warmup over ``warmup`` steps, then linear decay
+    to 0 (``"linear"``) or a constant 1 (``"constant"``)."""
+    if schedule == "constant":
+        return (step + 1) / warmup if step < warmup else 1.0
+    return linear_schedule(step, warmup, total)
 
 
 def linear_schedule(step: int, warmup: int, total: int) -> float:
@@ -181,7 +195,7 @@ def fit(
     per_epoch = len(acc.prepare(_loader(train_data, cfg.batch_size, collate_fn, True, cfg.seed, lengths)))
     total = cfg.max_steps if cfg.max_steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
     warmup = int(cfg.warmup_ratio * total)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total))
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(cfg.schedule, s, warmup, total))
     model, optimizer, sched = acc.prepare(model, optimizer, sched)
 
     result = FitResult()

@@ -100,13 +100,11 @@ class ExplorerConfig:
 # ------------------------------------------------------------------------------------------------ data
 
 def load_data(cfg: ExplorerConfig):
-    """The task's DatasetDict (split seed ``cfg.seed``), train split subsampled to ``train_examples``."""
-    from ..data import load_task
+    """The task's DatasetDict (split seed ``cfg.seed``), the train split capped at ``train_examples``,
+    class-balanced (:func:`tmlib.data.cap_splits`)."""
+    from ..data import cap_splits, load_task
 
-    data = load_task(cfg.task, seed=cfg.seed)
-    if cfg.train_examples and len(data["train"]) > cfg.train_examples:
-        data["train"] = data["train"].shuffle(seed=cfg.seed).select(range(cfg.train_examples))
-    return data
+    return cap_splits(load_task(cfg.task, seed=cfg.seed), {"train": cfg.train_examples}, seed=cfg.seed)
 
 
 def examples(cfg: ExplorerConfig, data):
@@ -122,39 +120,32 @@ def _scorer_key(cfg: ExplorerConfig) -> dict:
     return {k: getattr(cfg, k) for k in keys}
 
 
+def scorer_stage(cfg: ExplorerConfig, data=None, tokenizer=None):
+    """The scorer's :class:`~tmlib.runs.Stage` (``scorer/`` in ``out_dir``), built by the one fine-tune-and-cache
+    helper :func:`tmlib.finetune.classifier_stage`. Only the train split is capped here, so the cap enters
+    the key beside the task."""
+    import dataclasses
+
+    from ..finetune import TaskSpec, classifier_stage
+    from ..training import TrainConfig
+
+    tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps,
+                     max_length=cfg.max_length, seed=cfg.seed, progress=cfg.progress)
+    d = data if data is not None else load_data(cfg)
+    stage = classifier_stage("scorer", cfg.model, TaskSpec(cfg.task, 0, cfg.seed), tc, data=d, tokenizer=tokenizer,
+                             seed=cfg.seed, desc="scorer")
+    return dataclasses.replace(stage, config={**stage.config, "train_examples": cfg.train_examples})
+
+
 def train_scorer(cfg: ExplorerConfig, data=None):
     """Fine-tune (or reuse the cached) scorer. Returns ``(model, tokenizer, metrics)``."""
-    from transformers import AutoModelForSequenceClassification
+    from ..models import load_tokenizer
 
-    from ..data import label_names
-    from ..models import load_classifier, load_tokenizer
-    from ..training import TrainConfig, train_classifier
-
-    store = RunStore(cfg.out_dir)
     tokenizer = load_tokenizer(cfg.model)
-
-    def build():
-        d = data if data is not None else load_data(cfg)
-        model = load_classifier(cfg.model, label_names(d), seed=cfg.seed)
-        tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                         max_length=cfg.max_length, seed=cfg.seed, progress=cfg.progress)
-        start = time.perf_counter()
-        res = train_classifier(model, d, tokenizer, tc, desc="scorer")
-        metrics = {"dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
-                   "train_seconds": time.perf_counter() - start, "steps": res.fit.steps,
-                   "train_examples": len(d["train"])}
-        return model.eval(), metrics
-
-    def save(obj, d: Path):
-        obj[0].save_pretrained(d / "model")
-        (d / "metrics.json").write_text(json.dumps(obj[1], indent=2))
-
-    def load(d: Path):
-        model = AutoModelForSequenceClassification.from_pretrained(d / "model")
-        return model.eval(), json.loads((d / "metrics.json").read_text())
-
-    model, metrics = store.cached("scorer", _scorer_key(cfg), build, save, load, seed=cfg.seed)
-    return model, tokenizer, metrics
+    clf = RunStore(cfg.out_dir, progress=False).get(scorer_stage(cfg, data, tokenizer))
+    metrics = dict(clf.metrics)
+    metrics.setdefault("train_seconds", metrics.get("seconds"))
+    return clf.load().eval(), tokenizer, metrics
 
 
 # --------------------------------------------------------------------------------------------- scoring

@@ -23,15 +23,21 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ConfigError
+from ..masking.config import MaskConfig
 from ..runs import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = ("finetune", "mask")
+ENDPOINT_METHODS = ("finetune", "mask")  # the methods whose solutions the paths join
 
 
 @dataclass
 class LandscapeConfig:
-    out_dir: str                                   # where figures, CSV and JSON are written
+    """Notebook 04's experiment. Flat parameter names map onto the nested ``mask`` options through
+    :func:`tmlib.config.from_flat` (``mask_skip_first_blocks`` is ``mask.skip_first_blocks``), as in
+    notebook 03's :class:`~tmlib.experiments.masking.MaskingConfig`; ``lr`` and ``schedule`` mean what
+    they mean there."""
+
+    out_dir: str = "runs/dev/04_loss_landscape"    # where figures, CSV and JSON are written
     task: str = "mr"                               # tmlib.data task (train/dev/test split seed 0, as notebook 03)
     model: str = "minilm"                          # backbone of the solutions (must match notebook 03's)
     reuse_runs: str = ""                           # notebook 03's out_dir (relative to the repo root); "" = train here
@@ -45,11 +51,11 @@ class LandscapeConfig:
     plane_examples: int = 64                       # dev sentences evaluated per plane point (0 = whole dev split)
     eval_batch_size: int = 64                      # sentences per forward pass when evaluating
     max_length: int = 64                           # tokens per sentence (notebook 03 trains MR at 64)
-    train_examples: int = 0                        # training sentences when training here (0 = all)
+    train_examples: int = 0                        # training sentences when training here (0 = all), class-balanced
     batch_size: int = 32                           # training batch size (when training here)
-    finetune_lr: float = 2e-5                      # fine-tuning learning rate
-    mask_lr: float = 1e-3                          # mask-score learning rate (paper: 1e-3)
-    mask_skip_blocks: int = 2                      # bottom encoder blocks left unmasked (paper: 2 of 12)
+    lr: dict[str, float] = field(default_factory=lambda: {"finetune": 2e-5, "mask": 1e-3})  # per method (when training here)
+    schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
+    mask: MaskConfig = field(default_factory=MaskConfig)    # the mask method's options (as notebook 03's)
     epochs: float = 3.0                            # training epochs for solutions trained here
     progress: bool = True                          # tqdm progress bars
 
@@ -63,11 +69,12 @@ class LandscapeConfig:
             raise ConfigError(f"n_gammas must be >= 3, got {self.n_gammas}")
         if self.plane_resolution < 2:
             raise ConfigError(f"plane_resolution must be >= 2, got {self.plane_resolution}")
-        for name in ("eval_examples", "plane_examples", "train_examples", "mask_skip_blocks"):
+        for name in ("eval_examples", "plane_examples", "train_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = all / no cap), got {getattr(self, name)}")
         if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1 or self.epochs <= 0:
             raise ConfigError("plane_margin must be >= 0, eval_batch_size and batch_size >= 1, epochs > 0")
+        masking_config(self)  # validates lr, schedule and mask with notebook 03's rules
 
     @property
     def gammas(self) -> list[float]:
@@ -100,14 +107,14 @@ def solution_dir(run_dir: str | Path, task: str, method: str, seed: int) -> Path
 
 def _reused(cfg: "LandscapeConfig", method: str, seed: int):
     """Notebook 03's solution (validated against its manifest) or None; a backbone mismatch is an error."""
-    from .masking import load_solution, solution_path
+    from .masking import load_solution, solution_key_of, solution_path
 
     run_dir = _resolve(cfg.reuse_runs)
     model = load_solution(run_dir, cfg.task, method, seed)
     if model is None:
         return None
     d = solution_path(run_dir, cfg.task, method, seed)
-    used = json.loads((d / "manifest.json").read_text()).get("config", {}).get("model")
+    used = solution_key_of(run_dir, cfg.task, method, seed).get("model")
     if used is not None and used != cfg.model:
         raise ConfigError(f"notebook 03's solution {d} was trained from model={used!r} but this notebook has "
                           f"model={cfg.model!r}; set model: {used} (the pretrained endpoint must be the same backbone)")
@@ -120,6 +127,8 @@ def _resolve(path: str) -> Path:
 
 
 def load_data(cfg: LandscapeConfig):
+    """(the task's DatasetDict with split seed 0 as notebook 03, tokenizer); uncapped: the evaluation subsets
+    are chosen by :func:`eval_batches`, the training cap by :func:`masking_config`."""
     from ..data import load_task
     from ..models import load_tokenizer
 
@@ -131,28 +140,26 @@ def masking_config(cfg: LandscapeConfig):
     from .masking import MaskingConfig
 
     return MaskingConfig(out_dir=cfg.out_dir, model=cfg.model, tasks=[cfg.task], max_lengths=[cfg.max_length],
-                         max_train=[cfg.train_examples], max_eval=0, methods=list(METHODS), seeds=list(cfg.seeds),
-                         epochs=cfg.epochs, batch_size=cfg.batch_size, lr_finetune=cfg.finetune_lr,
-                         lr_mask=cfg.mask_lr, mask_skip_first_blocks=cfg.mask_skip_blocks, data_seed=0,
-                         progress=cfg.progress)
+                         max_train=[cfg.train_examples], max_eval=0, methods=list(ENDPOINT_METHODS), seeds=list(cfg.seeds),
+                         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=dict(cfg.lr), schedule=dict(cfg.schedule),
+                         mask=cfg.mask, data_seed=0, progress=cfg.progress)
 
 
 def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
     """(plain HF model, source): notebook 03's saved solution if present, else trained here with notebook
     03's code (:func:`tmlib.experiments.masking.train_solution`) and cached under this out_dir in the
     same layout."""
+    from ..data import cap_splits
     from .masking import solution_path, train_solution
 
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method not in ENDPOINT_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {ENDPOINT_METHODS}")
     if cfg.reuse_runs:
         found = _reused(cfg, method, seed)
         if found is not None:
             return found
-    from .masking import load_data as load_capped
-
     mcfg = masking_config(cfg)
-    train_data = data if not cfg.train_examples else load_capped(mcfg, cfg.task)  # train split capped as in 03
+    train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)  # as notebook 03's task_data
     model, _ = train_solution(mcfg, cfg.task, method, seed, data=train_data, tokenizer=tokenizer)
     why = "not found in reuse_runs; " if cfg.reuse_runs else ""
     return model.eval(), f"trained here ({why}cached): {solution_path(cfg.out_dir, cfg.task, method, seed) / 'model'}"
@@ -184,20 +191,20 @@ def prepare_solutions(cfg: LandscapeConfig, data=None, tokenizer=None) -> Soluti
 
 # ------------------------------------------------------------------------------------------ evaluation sets
 
-def _subset(ds, n: int, seed: int = 0):
-    return ds if not n or n >= len(ds) else ds.shuffle(seed=seed).select(range(n))
-
-
 def eval_batches(cfg: LandscapeConfig, data, tokenizer) -> dict:
-    """Tokenised, length-sorted batches built once: ``{"dev", "test"}`` for the paths, ``"plane"`` (a dev subset)."""
+    """Tokenised, length-sorted batches built once: ``{"dev", "test"}`` for the paths (``eval_examples`` each),
+    ``"plane"`` (``plane_examples`` dev sentences); subsets are class-balanced (:func:`tmlib.data.cap_splits`)."""
+    from datasets import DatasetDict
+
+    from ..data import cap_splits
     from ..training import EvalBatches, encode
 
     def build(ds):
         return EvalBatches(encode(ds, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.eval_batch_size)
 
-    out = {s: build(_subset(data[s], cfg.eval_examples)) for s in ("dev", "test")}
-    out["plane"] = build(_subset(data["dev"], cfg.plane_examples))
-    return out
+    sets = cap_splits(DatasetDict(dev=data["dev"], test=data["test"], plane=data["dev"]),
+                      {"dev": cfg.eval_examples, "test": cfg.eval_examples, "plane": cfg.plane_examples}, seed=0)
+    return {s: build(sets[s]) for s in ("dev", "test", "plane")}
 
 
 # ------------------------------------------------------------------------------------------ experiments
@@ -282,7 +289,7 @@ def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.
 def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFrame | None = None,
               coords: dict | None = None, sols: Solutions | None = None) -> dict:
     """Per path and split: endpoint accuracies, the worst accuracy on [0, 1], the drop below the lower
-    endpoint, and whether it stays within 1 point. Writes summary.json and summary.csv."""
+    endpoint, and whether it stays within 1 point. Writes nothing (:func:`write_outputs` does)."""
     from ..landscape import path_summary
 
     rows = []
@@ -314,15 +321,18 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
         summary["plane_grid_accuracy_range"] = [float(grid.accuracy.min()), float(grid.accuracy.max())]
     if sols is not None:
         summary["sources"] = sols.sources
-    store = RunStore(cfg.out_dir)
-    store.write_json("summary.json", summary)
-    store.write_csv("summary.csv", table)
     return summary
+
+
+def write_outputs(cfg: LandscapeConfig, summary: dict) -> list[Path]:
+    """Write :func:`summarize`'s result: ``summary.json`` and the per-path table ``summary.csv``."""
+    store = RunStore(cfg.out_dir)
+    return [store.write_json("summary.json", summary), store.write_csv("summary.csv", pd.DataFrame(summary["paths"]))]
 
 
 def summary_table(cfg: LandscapeConfig) -> pd.DataFrame:
     """The per-path summary written by :func:`summarize` (summary.csv)."""
     path = Path(cfg.out_dir) / "summary.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist yet; run summarize(cfg, paths, ...) first")
+        raise FileNotFoundError(f"{path} does not exist yet; run write_outputs(cfg, summarize(cfg, paths, ...)) first")
     return pd.read_csv(path)

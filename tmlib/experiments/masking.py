@@ -1,4 +1,4 @@
-"""Notebook 03: learned binary weight masks vs fine-tuning vs BitFit, and multi-task serving (Zhao et al., 2020).
+"""Notebook 03: learned binary weight masks vs fine-tuning vs BitFit (vs LoRA), and multi-task serving (Zhao et al., 2020).
 
 For every task x method x seed a classifier is adapted from the same backbone on the same data with
 the same budget (epochs, batch size, max length), the best epoch is picked on dev, and dev/test
@@ -7,22 +7,37 @@ vs an fp32 copy), and the memory needed to serve N tasks at once (one backbone +
 measured on a :class:`~tmlib.masking.multitask.MultiTaskMaskedModel` that is checked to reproduce
 the separately trained models exactly.
 
+Everything method-specific (default lr, trainable parameters, optimizer, named schedules, export
+and per-task bytes, memory for N tasks served, plot colour) lives in the method's
+:class:`~tmlib.methods.MethodSpec`; this module only loops over ``cfg.methods``. The mask method's
+options are the nested :class:`~tmlib.masking.config.MaskConfig` ``cfg.mask`` (flat names
+``mask_tau``, ``mask_skip_first_blocks``, ... via :func:`tmlib.config.from_flat`).
+
+Every solution is a :class:`~tmlib.runs.Stage` (:func:`solution_stage`); :func:`summarize`,
+:func:`sparsity_table`, :func:`storage_table` and :func:`memory_table` return tables and write
+nothing; :func:`write_outputs` writes them.
+
 SOLUTIONS CONTRACT (notebook 04, the loss landscape, reuses these models; keep the names)
 -----------------------------------------------------------------------------------------
 Every trained model is a RunStore artifact (atomic, with ``manifest.json``) at
 
     <out_dir>/solutions/<task>/<method>-s<seed>/
         model/             plain HF ``save_pretrained`` folder (+ tokenizer), loadable with
-                           AutoModelForSequenceClassification; for ``mask`` it holds the effective
-                           weights W * mask (no MaskedLinear, same keys as the unmasked model)
+                           AutoModelForSequenceClassification, same keys as the unadapted model;
+                           for ``mask`` the effective weights W * mask (no MaskedLinear), for
+                           ``lora`` the merged weights W + B A * alpha / r (no adapter modules)
         metrics.json       task, method, seed, dev/test accuracy and loss, steps, seconds, storage bytes
         mask.safetensors   (method ``mask`` only) the bit-packed mask + head, see tmlib.masking.packing
         flips.csv          (method ``mask`` only) mask sparsity and flips during training
+        adapter/           (method ``lora`` only) adapter_model.safetensors (LoRA A/B + head) and
+                           adapter_config.json (peft's LoraConfig)
 
 ``<task>`` is the task name with characters outside ``[A-Za-z0-9_.-]`` replaced by ``_``
 (``mr`` -> ``mr``, ``hub:SetFit/sst2`` -> ``hub_SetFit_sst2``). Data splits come from
-``tmlib.data.load_task(task, seed=data_seed)`` (default 0). Use :func:`load_solution` to read one
-(``None`` when absent or invalid) and :func:`train_solution` to train-or-reuse one.
+``tmlib.data.load_task(task, seed=data_seed)`` (default 0), capped class-balanced by
+:func:`task_data`. The manifest's ``config`` is :func:`solution_key` (``model`` is the backbone).
+Use :func:`load_solution` to read one (``None`` when absent or invalid), :func:`solution_key_of` for
+its key, and :func:`train_solution` to train-or-reuse one.
 """
 from __future__ import annotations
 
@@ -36,30 +51,31 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
-from ..runs import Artifact, RunStore
+from ..masking.config import MaskConfig
+from ..runs import RunStore, Stage
 
 
 @dataclass
 class MaskingConfig:
+    """Notebook 03's experiment. Flat parameter names (notebook, YAML) map onto these fields through
+    :func:`tmlib.config.from_flat`: ``mask_tau`` is ``mask.tau``, ``mask_skip_first_blocks`` is
+    ``mask.skip_first_blocks``. Defaults are the ``default`` parameter set (``make run``)."""
+
     out_dir: str = "runs/dev/03_masking_vs_finetuning"   # where figures, CSV and JSON are written
     model: str = "minilm"                 # backbone: minilm | scratch:<size> | checkpoint dir | hub name
     tasks: list[str] = field(default_factory=lambda: ["mr", "bbc"])  # tmlib.data.load_task names
-    max_lengths: list[int] = field(default_factory=lambda: [64, 128])  # max tokens, one per task
-    max_train: list[int] = field(default_factory=lambda: [0, 0])      # train-set cap per task (0 = all)
-    max_eval: int = 0                     # cap on dev and test examples (0 = all)
+    max_lengths: list[int] = field(default_factory=lambda: [64, 64])  # max tokens, one per task
+    max_train: list[int] = field(default_factory=lambda: [640, 160])  # train-set cap per task (0 = all), class-balanced
+    max_eval: int = 200                   # cap on dev and test examples (0 = all), class-balanced
     methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask"])  # tmlib.methods names
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds (mean and std are reported)
     epochs: float = 3.0                   # the same budget for every method
-    batch_size: int = 32                  # training batch size
-    lr_finetune: float = 2e-5             # AdamW, all parameters
-    lr_bitfit: float = 1e-3               # AdamW, biases + head
-    lr_mask: float = 1e-3                 # Adam, mask scores only
-    tau: float = 0.01                     # mask threshold
-    init_sparsity: float = 0.05           # share of weights masked out at init
-    mask_skip_first_blocks: int = 2       # encoder blocks left unmasked at the bottom
-    mask_pooler: bool = True              # mask the pooler too
-    mask_head: str = "masked"             # "masked" (frozen random head + mask, as the paper) or "trained"
-    flip_every: int = 10                  # steps between mask-flip records
+    batch_size: int = 16                  # training batch size
+    lr: dict[str, float] = field(default_factory=lambda: {"finetune": 5e-5, "bitfit": 2e-3, "mask": 1e-2})
+    # ^ learning rate per method; a method not named uses its spec's default (tmlib.methods)
+    schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
+    mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
+    flip_every: int = 5                   # steps between mask-flip records
     memory_max_tasks: int = 10            # memory curve for 1..N tasks served at once
     data_seed: int = 0                    # split / subsample seed (notebook 04 assumes 0)
     progress: bool = True                 # tqdm bars
@@ -73,28 +89,51 @@ class MaskingConfig:
         if len(self.max_lengths) != n or len(self.max_train) != n:
             raise ConfigError(f"max_lengths ({len(self.max_lengths)}) and max_train ({len(self.max_train)}) need one "
                               f"value per task ({n}: {self.tasks})")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in [*self.methods, *self.lr, *self.schedule] if m not in METHODS]
         if bad:
             raise ConfigError(f"unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
         if not self.seeds:
             raise ConfigError("seeds is empty; e.g. seeds: [0, 1]")
-        if self.mask_head not in ("masked", "trained"):
-            raise ConfigError(f"mask_head must be 'masked' or 'trained', got {self.mask_head!r}")
+        for m, v in self.lr.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise ConfigError(f"lr[{m!r}] must be a number > 0, got {v!r} (YAML: write 1.0e-3, not 1e-3)")
+        self.lr = {m: float(v) for m, v in self.lr.items()}
+        for m, name in self.schedule.items():
+            try:
+                METHODS[m].schedule(name)
+            except ValueError as exc:
+                raise ConfigError(f"schedule: {exc}") from None
         if any(m < 8 for m in self.max_lengths) or self.epochs <= 0 or self.batch_size < 1:
             raise ConfigError("max_lengths must be >= 8, epochs > 0, batch_size >= 1")
-        self.mask_config()  # validates tau / init_sparsity
+        self.mask = _as_mask_config(self.mask)
 
-    def mask_config(self):
-        from ..masking.config import MaskConfig, MaskConfigError
+    def method_lr(self, method: str) -> float:
+        """The learning rate ``method`` trains with: ``lr[method]`` or its spec's default."""
+        from ..methods import get_method
 
-        try:
-            return MaskConfig(tau=self.tau, init_sparsity=self.init_sparsity, skip_first_blocks=self.mask_skip_first_blocks,
-                              pooler=self.mask_pooler, head=self.mask_head)
-        except MaskConfigError as exc:
-            raise ConfigError(str(exc)) from None
+        return self.lr.get(method, get_method(method).lr)
 
-    def lr(self, method: str) -> float:
-        return {"finetune": self.lr_finetune, "bitfit": self.lr_bitfit, "mask": self.lr_mask}[method]
+    def method_schedule(self, method: str):
+        """The :class:`~tmlib.methods.Schedule` ``method`` trains with: ``schedule[method]`` or its spec's default."""
+        from ..methods import get_method
+
+        return get_method(method).schedule(self.schedule.get(method))
+
+    def method_options(self, method: str):
+        """The method's options (the nested config its spec names, e.g. ``mask``), or None."""
+        from ..methods import get_method
+
+        spec = get_method(method)
+        return getattr(self, spec.options) if spec.options else None
+
+
+def _as_mask_config(value):
+    from ..masking.config import MaskConfig, MaskConfigError
+
+    try:
+        return value if isinstance(value, MaskConfig) else MaskConfig(**dict(value))
+    except (MaskConfigError, TypeError) as exc:
+        raise ConfigError(f"mask: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -103,17 +142,14 @@ def task_dirname(task: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", task)
 
 
-def load_data(cfg: MaskingConfig, task: str):
-    """The task's DatasetDict, with the train split capped at ``max_train`` and dev/test at ``max_eval``."""
-    from ..data import load_task
+def task_data(cfg: MaskingConfig, task: str):
+    """The task's DatasetDict (``load_task(task, seed=data_seed)``), the train split capped at ``max_train``
+    and dev/test at ``max_eval``, class-balanced (:func:`tmlib.data.cap_splits`)."""
+    from ..data import cap_splits, load_task
 
     i = cfg.tasks.index(task)
-    dd = load_task(task, seed=cfg.data_seed)
-    caps = {"train": cfg.max_train[i], "dev": cfg.max_eval, "test": cfg.max_eval}
-    for split, cap in caps.items():
-        if cap and len(dd[split]) > cap:
-            dd[split] = dd[split].shuffle(seed=cfg.data_seed).select(range(cap))
-    return dd
+    return cap_splits(load_task(task, seed=cfg.data_seed),
+                      {"train": cfg.max_train[i], "dev": cfg.max_eval, "test": cfg.max_eval}, seed=cfg.data_seed)
 
 
 # ------------------------------------------------------------------------------------------ solutions
@@ -124,12 +160,15 @@ def solution_path(run_dir: str | Path, task: str, method: str, seed: int) -> Pat
 
 def solution_key(cfg: MaskingConfig, task: str, method: str, seed: int) -> dict:
     """What an artifact depends on (its manifest config): changing any of these retrains it."""
+    from ..methods import get_method
+
     i = cfg.tasks.index(task)
     key = {"task": task, "model": cfg.model, "method": method, "seed": seed, "max_length": cfg.max_lengths[i],
            "max_train": cfg.max_train[i], "max_eval": cfg.max_eval, "epochs": cfg.epochs, "batch_size": cfg.batch_size,
-           "lr": cfg.lr(method), "data_seed": cfg.data_seed}
-    if method == "mask":
-        key["mask"] = cfg.mask_config().to_dict()
+           "lr": cfg.method_lr(method), "schedule": cfg.method_schedule(method).to_dict(), "data_seed": cfg.data_seed}
+    spec = get_method(method)
+    if spec.options:
+        key[spec.options] = cfg.method_options(method).to_dict()
     return key
 
 
@@ -137,15 +176,14 @@ def solution_key(cfg: MaskingConfig, task: str, method: str, seed: int) -> dict:
 class _Trained:
     model: object          # plain HF model (effective weights)
     metrics: dict
-    packed: object = None  # PackedMask for method "mask"
+    packed: object = None  # the method's per-task state (PackedMask for "mask")
     flips: pd.DataFrame | None = None
+    save: object = None    # writes the per-task files (Exported.save), when just built
 
 
 def _train(cfg: MaskingConfig, task: str, method: str, seed: int, data, tokenizer) -> _Trained:
     from ..data import label_names
-    from ..masking.model import MaskFlipTracker, to_plain
     from ..masking.multitask import fp32_model_bytes
-    from ..masking.packing import pack_model
     from ..methods import prepare_method
     from ..models import load_classifier
     from ..training import TrainConfig, train_classifier
@@ -153,52 +191,46 @@ def _train(cfg: MaskingConfig, task: str, method: str, seed: int, data, tokenize
     i = cfg.tasks.index(task)
     model = load_classifier(cfg.model, label_names(data), seed=seed)
     fp32_bytes = fp32_model_bytes(model)
-    prep = prepare_method(method, model, seed=seed, mask_config=cfg.mask_config())
+    prep = prepare_method(method, model, seed=seed, mask_config=cfg.method_options(method),
+                          lr=cfg.method_lr(method), schedule=cfg.schedule.get(method))
     base = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, max_length=cfg.max_lengths[i], seed=seed,
                        progress=cfg.progress)
-    hooks = [MaskFlipTracker(cfg.flip_every)] if method == "mask" else []
-    res = train_classifier(prep.model, data, tokenizer, prep.train_config(base, lr=cfg.lr(method)), params=prep.params,
+    hooks = prep.spec.step_hooks(cfg.flip_every)
+    res = train_classifier(prep.model, data, tokenizer, prep.train_config(base), params=prep.params,
                            optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{task} {method} s{seed}")
-    packed = pack_model(prep.model, backbone=cfg.model) if method == "mask" else None
-    if method == "finetune":
-        task_bytes = fp32_bytes
-    elif method == "bitfit":
-        task_bytes = prep.n_trainable * 4
-    else:
-        task_bytes = packed.nbytes()
+    out = prep.export(backbone=cfg.model, fp32_bytes=fp32_bytes)
     metrics = {"task": task, "method": method, "seed": seed, "dev_accuracy": res.dev["accuracy"],
                "test_accuracy": res.test["accuracy"], "dev_loss": res.dev["loss"], "test_loss": res.test["loss"],
                "best_epoch": res.fit.best.get("epoch"), "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 2),
-               "n_trainable": prep.n_trainable, "task_bytes": task_bytes, "fp32_copy_bytes": fp32_bytes,
+               "n_trainable": prep.n_trainable, "task_bytes": out.task_bytes, "fp32_copy_bytes": fp32_bytes,
                "history": res.fit.history}
-    plain = to_plain(prep.model) if method == "mask" else prep.model
-    return _Trained(plain.eval(), metrics, packed, hooks[0].frame() if hooks else None)
+    flips = next((h.frame() for h in hooks if hasattr(h, "frame")), None)
+    return _Trained(out.model.eval(), metrics, out.state, flips, out.save)
 
 
 def _save(obj: _Trained, d: Path, tokenizer) -> None:
-    from ..masking.packing import save_packed
     from ..runs import atomic_write_json
 
     obj.model.save_pretrained(d / "model")
     if tokenizer is not None:
         tokenizer.save_pretrained(d / "model")
-    if obj.packed is not None:
-        save_packed(obj.packed, d / "mask.safetensors")
-        obj.metrics["file_bytes"] = (d / "mask.safetensors").stat().st_size
+    files = obj.save(d) if obj.save is not None else []
+    if files:
+        obj.metrics["file_bytes"] = sum(f.stat().st_size for f in files)
     if obj.flips is not None:
         obj.flips.to_csv(d / "flips.csv", index=False)
     atomic_write_json(d / "metrics.json", obj.metrics)
 
 
-def _load(d: Path) -> _Trained:
+def _load(d: Path, method: str) -> _Trained:
     from transformers import AutoModelForSequenceClassification
 
-    from ..masking.packing import read_mask
+    from ..methods import get_method
 
     metrics = json.loads((d / "metrics.json").read_text())
-    packed = read_mask(d / "mask.safetensors") if (d / "mask.safetensors").is_file() else None
     flips = pd.read_csv(d / "flips.csv") if (d / "flips.csv").is_file() else None
-    return _Trained(AutoModelForSequenceClassification.from_pretrained(d / "model").eval(), metrics, packed, flips)
+    return _Trained(AutoModelForSequenceClassification.from_pretrained(d / "model").eval(), metrics,
+                    get_method(method).load_state(d), flips)
 
 
 def train_solution(cfg: MaskingConfig, task: str, method: str, seed: int, store: RunStore | None = None,
@@ -208,18 +240,22 @@ def train_solution(cfg: MaskingConfig, task: str, method: str, seed: int, store:
     return t.model, t.metrics
 
 
+def solution_stage(cfg: MaskingConfig, task: str, method: str, seed: int, data=None, tokenizer=None) -> Stage:
+    """The :class:`~tmlib.runs.Stage` of one solution (name ``<task>/<method>-s<seed>`` in ``<out_dir>/solutions``).
+    ``data`` / ``tokenizer`` may be passed to avoid reloading; they must be what :func:`task_data` gives."""
+    def build(ctx):
+        from ..models import load_tokenizer
+
+        tok = tokenizer or load_tokenizer(cfg.model)
+        return _train(cfg, task, method, seed, data if data is not None else task_data(cfg, task), tok), tok
+
+    return Stage(f"{task_dirname(task)}/{method}-s{seed}", solution_key(cfg, task, method, seed), build=build,
+                 save=lambda obj, d: _save(obj[0], d, obj[1]), load=lambda d: _load(d, method), seed=seed)
+
+
 def _solution(cfg, task, method, seed, store=None, data=None, tokenizer=None) -> _Trained:
-    from ..models import load_tokenizer
-
     store = store or RunStore(Path(cfg.out_dir) / "solutions")
-    name = f"{task_dirname(task)}/{method}-s{seed}"
-    tok = tokenizer or load_tokenizer(cfg.model)
-    key = solution_key(cfg, task, method, seed)
-
-    def build():
-        return _train(cfg, task, method, seed, data if data is not None else load_data(cfg, task), tok)
-
-    return store.cached(name, key, build=build, save=lambda obj, d: _save(obj, d, tok), load=_load, seed=seed)
+    return store.get(solution_stage(cfg, task, method, seed, data, tokenizer))
 
 
 def load_solution(run_dir: str | Path, task: str, method: str, seed: int):
@@ -227,23 +263,31 @@ def load_solution(run_dir: str | Path, task: str, method: str, seed: int):
     absent, partial or corrupt (manifest missing or a file hash mismatch)."""
     from transformers import AutoModelForSequenceClassification
 
-    d = solution_path(run_dir, task, method, seed)
-    try:
-        manifest = json.loads((d / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if Artifact(d, manifest.get("config", {})).check() is not None:
+    store = RunStore(Path(run_dir) / "solutions")
+    name = f"{task_dirname(task)}/{method}-s{seed}"
+    if not store.valid(name):
         return None
     try:
-        return AutoModelForSequenceClassification.from_pretrained(d / "model").eval()
+        return AutoModelForSequenceClassification.from_pretrained(store.root / name / "model").eval()
     except (OSError, ValueError):
         return None
+
+
+def solution_key_of(run_dir: str | Path, task: str, method: str, seed: int) -> dict:
+    """The key (manifest config) a saved solution was trained with ({} when absent or unreadable)."""
+    from ..runs import ArtifactError
+
+    try:
+        return RunStore(Path(run_dir) / "solutions").manifest(f"{task_dirname(task)}/{method}-s{seed}").get("config", {})
+    except ArtifactError:
+        return {}
 
 
 # ------------------------------------------------------------------------------------------- the runs
 
 RESULT_COLUMNS = ["task", "method", "seed", "dev_accuracy", "test_accuracy", "dev_loss", "test_loss", "best_epoch",
                   "steps", "train_seconds", "n_trainable", "task_bytes", "fp32_copy_bytes"]
+MASK = "mask"   # the method whose learned masks are analysed (sparsity, multi-task serving)
 
 
 def run_all(cfg: MaskingConfig) -> pd.DataFrame:
@@ -259,11 +303,11 @@ def run_all(cfg: MaskingConfig) -> pd.DataFrame:
     data = {}
     for task, method, seed in tqdm(jobs, desc="runs", disable=not cfg.progress):
         if task not in data:
-            data[task] = load_data(cfg, task)
+            data[task] = task_data(cfg, task)
         t = _solution(cfg, task, method, seed, store, data[task], tok)
         rows.append({k: t.metrics.get(k) for k in RESULT_COLUMNS})
         if t.flips is not None:
-            flips.append(t.flips.assign(task=task, seed=seed))
+            flips.append(t.flips.assign(task=task, method=method, seed=seed))
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     out.write_csv("results.csv", results)
     if flips:
@@ -271,8 +315,9 @@ def run_all(cfg: MaskingConfig) -> pd.DataFrame:
     return results
 
 
-def summarize(cfg: MaskingConfig, results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per task and method, with the gap to fine-tuning; writes ``summary.csv``."""
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per task and method (accuracy in %), with the test gap to fine-tuning in
+    points. Writes nothing (:func:`write_outputs` does)."""
     g = results.groupby(["task", "method"], sort=False)
     s = g.agg(n_seeds=("seed", "count"), dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"),
               test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
@@ -283,36 +328,31 @@ def summarize(cfg: MaskingConfig, results: pd.DataFrame) -> pd.DataFrame:
     s["test_gap_to_finetune_pts"] = [100 * (r.test_mean - ft[r.task]) if r.task in ft else np.nan for r in s.itertuples()]
     for c in ("dev_mean", "dev_std", "test_mean", "test_std"):
         s[c] = 100 * s[c]  # accuracy in %
-    RunStore(cfg.out_dir).write_csv("summary.csv", s.round(3))
     return s
 
 
 def sparsity_table(cfg: MaskingConfig) -> pd.DataFrame:
-    """Per task, block and module type: % of weights kept by the learned masks (mean over seeds); ``sparsity.csv``."""
+    """Per task, block and module type: % of weights kept by the learned masks (mean over seeds)."""
     frames = []
-    if "mask" in cfg.methods:
+    if MASK in cfg.methods:
         for task in cfg.tasks:
             for seed in cfg.seeds:
-                t = _solution(cfg, task, "mask", seed)
+                t = _solution(cfg, task, MASK, seed)
                 frames.append(t.packed.sparsity().assign(task=task, seed=seed))
     cols = ["task", "block", "type", "weights", "kept_pct", "seeds"]
     if not frames:
-        table = pd.DataFrame(columns=cols)
-    else:
-        df = pd.concat(frames, ignore_index=True)
-        table = (df.groupby(["task", "block", "type"], sort=False)
-                 .agg(weights=("weights", "first"), kept_pct=("kept_pct", "mean"), seeds=("seed", "count")).reset_index())
-    RunStore(cfg.out_dir).write_csv("sparsity.csv", table.round(4))
-    return table
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(frames, ignore_index=True)
+    return (df.groupby(["task", "block", "type"], sort=False)
+            .agg(weights=("weights", "first"), kept_pct=("kept_pct", "mean"), seeds=("seed", "count")).reset_index())
 
 
-def storage_table(cfg: MaskingConfig, results: pd.DataFrame) -> pd.DataFrame:
-    """Task-specific bytes per method vs a full fp32 copy; ``storage.csv``."""
+def storage_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Task-specific bytes per method vs a full fp32 copy."""
     s = results.groupby(["task", "method"], sort=False).agg(task_bytes=("task_bytes", "first"),
                                                             fp32_copy_bytes=("fp32_copy_bytes", "first")).reset_index()
     s["fraction_of_fp32"] = s["task_bytes"] / s["fp32_copy_bytes"]
     s["fp32_over_task"] = s["fp32_copy_bytes"] / s["task_bytes"]
-    RunStore(cfg.out_dir).write_csv("storage.csv", s)
     return s
 
 
@@ -327,13 +367,13 @@ def serve_tasks(cfg: MaskingConfig, seed: int | None = None):
     seed = cfg.seeds[0] if seed is None else seed
     tok = load_tokenizer(cfg.model)
     mt = MultiTaskMaskedModel(load_classifier(cfg.model, ["a", "b"], seed=seed), tok, backbone_name=cfg.model)
-    sols = {task: _solution(cfg, task, "mask", seed, tokenizer=tok) for task in cfg.tasks}
+    sols = {task: _solution(cfg, task, MASK, seed, tokenizer=tok) for task in cfg.tasks}
     for task, t in sols.items():
         mt.add_task(task, t.packed)
     rows = []
     for task, t in sols.items():
         i = cfg.tasks.index(task)
-        texts = list(load_data(cfg, task)["test"]["text"])
+        texts = list(task_data(cfg, task)["test"]["text"])
         got = mt.logits(task, texts, max_length=cfg.max_lengths[i])
         with torch.no_grad():
             ref = torch.cat([t.model(**tok(texts[j:j + 64], padding=True, truncation=True, max_length=cfg.max_lengths[i],
@@ -343,32 +383,43 @@ def serve_tasks(cfg: MaskingConfig, seed: int | None = None):
     return mt, rows
 
 
-def memory_table(cfg: MaskingConfig, results: pd.DataFrame) -> pd.DataFrame:
-    """Bytes to serve 1..``memory_max_tasks`` tasks at once per method; the multi-task model is measured for
-    the real tasks and checked to be identical to the separate models (``multitask.json``); ``memory.csv``."""
-    from ..masking.multitask import projected_memory
+def memory_table(cfg: MaskingConfig, results: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Bytes to serve 1..``memory_max_tasks`` tasks at once per method (each method's
+    :meth:`~tmlib.methods.MethodSpec.serve_bytes`). With the mask method, the multi-task model is
+    measured for the real tasks and checked to be identical to the separate models. Returns
+    ``(table, check)``; ``check`` is empty without the mask method."""
+    from ..methods import get_method
 
     fp32 = float(results["fp32_copy_bytes"].iloc[0])
-    per_task = results.groupby("method")["task_bytes"].mean()
+    per_task = results.groupby("method")["task_bytes"].mean().to_dict()
     rows, check = [], {}
-    backbone, working = fp32, 0.0
-    if "mask" in cfg.methods:
+    measured = {}
+    if MASK in cfg.methods:
         mt, check_rows = serve_tasks(cfg)
         mem = mt.memory_bytes()
-        backbone, working = mem["backbone"], mem["working"]
-        per_task["mask"] = float(np.mean(list(mem["tasks"].values())))
+        measured[MASK] = {"backbone": mem["backbone"], "working": mem["working"]}
+        per_task[MASK] = float(np.mean(list(mem["tasks"].values())))
         check = {"tasks": check_rows, "measured": mem, "all_identical": all(r["identical"] for r in check_rows)}
-        rows.append({"method": "mask", "n_tasks": len(cfg.tasks), "bytes": mem["total"], "kind": "measured"})
-        RunStore(cfg.out_dir).write_json("multitask.json", check)
+        rows.append({"method": MASK, "n_tasks": len(cfg.tasks), "bytes": mem["total"], "kind": "measured"})
     for n in range(1, cfg.memory_max_tasks + 1):
         for method in cfg.methods:
-            if method == "finetune":
-                b = n * fp32
-            elif method == "bitfit":  # shared frozen backbone + per task its biases and head
-                b = fp32 + n * per_task["bitfit"]
-            else:
-                b = projected_memory(n, backbone, working, per_task["mask"])
+            m = measured.get(method, {"backbone": fp32, "working": 0.0})
+            b = get_method(method).serve_bytes(n, m["backbone"], per_task[method], m["working"])
             rows.append({"method": method, "n_tasks": n, "bytes": int(b), "kind": "projected"})
-    table = pd.DataFrame(rows, columns=["method", "n_tasks", "bytes", "kind"])
-    RunStore(cfg.out_dir).write_csv("memory.csv", table)
-    return table
+    return pd.DataFrame(rows, columns=["method", "n_tasks", "bytes", "kind"]), check
+
+
+def write_outputs(cfg: MaskingConfig, summary: pd.DataFrame | None = None, sparsity: pd.DataFrame | None = None,
+                  storage: pd.DataFrame | None = None, memory: pd.DataFrame | None = None,
+                  multitask: dict | None = None) -> list[Path]:
+    """Write the tables given into ``out_dir``: summary.csv, sparsity.csv, storage.csv, memory.csv,
+    multitask.json. Returns the paths written."""
+    store = RunStore(cfg.out_dir)
+    written = []
+    for name, table, digits in (("summary.csv", summary, 3), ("sparsity.csv", sparsity, 4),
+                                ("storage.csv", storage, None), ("memory.csv", memory, None)):
+        if table is not None:
+            written.append(store.write_csv(name, table.round(digits) if digits is not None else table))
+    if multitask:
+        written.append(store.write_json("multitask.json", multitask))
+    return written

@@ -13,6 +13,14 @@ import pandas as pd
 
 from . import color, require_columns, use_style
 
+
+def _point_color(name: str) -> str:
+    """A method's colour from its spec (tmlib.methods), else the shared palette's (e.g. pretrained)."""
+    from ..methods import METHODS
+
+    return METHODS[name].color if name in METHODS else color(name, "#ffffff")
+
+
 _PATH_COLORS = ["#d1495b", "#2e4057", "#8c8c8c", "#00798c", "#edae49", "#66a182"]
 _SPLIT_STYLE = {"test": "-", "dev": "--"}
 
@@ -82,7 +90,7 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
     ax.contour(table.columns.values, table.index.values, z, levels=levels, colors="white", linewidths=0.4, alpha=0.6)
     fig.colorbar(cs, ax=ax, shrink=0.8, label="accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
     for name, (a, b) in coords.items():
-        ax.scatter([a], [b], s=90, marker="o", color=color(name, "#ffffff"), edgecolor="black", zorder=5)
+        ax.scatter([a], [b], s=90, marker="o", color=_point_color(name), edgecolor="black", zorder=5)
         ax.annotate(name, (a, b), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold",
                     color="black", bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8, lw=0))
     ax.set_xlabel(r"$\alpha$ (along $e_1$, weight-space distance)")

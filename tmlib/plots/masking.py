@@ -11,10 +11,24 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color, require_columns, use_style
+from . import color as palette_color
+from . import require_columns, use_style
 
 TYPE_ORDER = ["query", "key", "value", "attn_out", "ffn_in", "ffn_out", "pooler", "head"]
-METHOD_LABELS = {"finetune": "fine-tuning", "bitfit": "BitFit", "mask": "masking"}
+
+
+def color(method: str) -> str:
+    """The method's colour from its spec (:mod:`tmlib.methods`), else the shared palette's."""
+    from ..methods import METHODS
+
+    return METHODS[method].color if method in METHODS else palette_color(method)
+
+
+def label(method: str) -> str:
+    """The method's legend label from its spec, else its name."""
+    from ..methods import METHODS
+
+    return METHODS[method].label if method in METHODS else method
 
 
 def _human(n: float) -> str:
@@ -42,7 +56,7 @@ def accuracy_bars(results: pd.DataFrame, split: str = "test") -> plt.Figure:
         mean = np.array([100 * stats.loc[(t, m), "mean"] if (t, m) in stats.index else np.nan for t in tasks])
         std = np.array([100 * stats.loc[(t, m), "std"] if (t, m) in stats.index else 0.0 for t in tasks])
         pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(pos, mean, width * 0.92, yerr=std, capsize=3, color=color(m), label=METHOD_LABELS.get(m, m))
+        ax.bar(pos, mean, width * 0.92, yerr=std, capsize=3, color=color(m), label=label(m))
         for p, v in zip(pos, mean):
             if np.isfinite(v):
                 ax.text(p, v + 0.4, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
@@ -96,7 +110,7 @@ def storage_bars(storage: pd.DataFrame) -> plt.Figure:
     for j, m in enumerate(methods):
         vals = [storage[(storage.task == t) & (storage.method == m)]["task_bytes"].sum() for t in tasks]
         pos = x - 0.4 + width * (j + 0.5)
-        ax.bar(pos, vals, width * 0.92, color=color(m), label=METHOD_LABELS.get(m, m))
+        ax.bar(pos, vals, width * 0.92, color=color(m), label=label(m))
         for p, v in zip(pos, vals):
             ax.text(p, v * 1.15, _human(v), ha="center", va="bottom", fontsize=7, rotation=90)
     ax.axhline(storage["fp32_copy_bytes"].max(), color="#444444", ls="--", lw=1, label="fp32 copy of the model")
@@ -117,7 +131,7 @@ def memory_lines(memory: pd.DataFrame) -> plt.Figure:
     proj = memory[memory["kind"] == "projected"]
     for m in dict.fromkeys(proj["method"]):
         d = proj[proj["method"] == m].sort_values("n_tasks")
-        ax.plot(d["n_tasks"], d["bytes"] / 2**20, marker="o", ms=3, color=color(m), label=METHOD_LABELS.get(m, m))
+        ax.plot(d["n_tasks"], d["bytes"] / 2**20, marker="o", ms=3, color=color(m), label=label(m))
     meas = memory[memory["kind"] == "measured"]
     if not meas.empty:
         ax.scatter(meas["n_tasks"], meas["bytes"] / 2**20, s=90, facecolors="none", edgecolors="black", zorder=5,
