@@ -107,3 +107,102 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=k)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------- probe
+
+def _reference_probe(model, tokenizer, texts, max_length, mask_prob, seed):
+    """Plain loop: one text at a time, full HF logits, masks from the public picker."""
+    from tmlib.mlm import probe_masks
+
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    masks = probe_masks(enc, tokenizer.all_special_ids, mask_prob, seed)
+    model.eval()
+    losses, hits = [], 0
+    with torch.no_grad():
+        for ids, pos in zip(enc, masks):
+            x = torch.tensor([ids])
+            x[0, pos] = tokenizer.mask_token_id
+            logits = model(input_ids=x).logits[0]
+            for p in pos:
+                losses.append(torch.nn.functional.cross_entropy(logits[p][None], torch.tensor([ids[p]])).item())
+                hits += int(logits[p].argmax().item() == ids[p])
+    return {"loss": float(np.mean(losses)), "top1": hits / len(losses), "n_masked": len(losses)}
+
+
+def test_probe_masks_skip_specials_and_are_seeded(tokenizer):
+    from tmlib.mlm import probe_masks
+
+    enc = tokenizer(TEXTS[:6], truncation=True, max_length=12)["input_ids"]
+    masks = probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=1)
+    for ids, pos in zip(enc, masks):
+        n = len(ids) - 2
+        assert len(pos) == max(1, round(0.3 * n)) and len(set(pos.tolist())) == len(pos)
+        assert all(ids[p] not in tokenizer.all_special_ids for p in pos)  # [CLS]/[SEP] never masked
+    assert all(np.array_equal(a, b) for a, b in zip(masks, probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=1)))
+    assert not all(np.array_equal(a, b) for a, b in zip(masks, probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=2)))
+
+
+def test_mlm_probe_equals_a_plain_reference_loop(tokenizer):
+    from tmlib.mlm import mlm_probe
+
+    model = load_mlm("scratch:tiny", seed=0)
+    # make the tiny model non-trivial (an untrained one predicts nothing right and would hide errors)
+    train_mlm(model, pack_corpus(TEXTS, tokenizer, 32, pack=False), tokenizer,
+              TrainConfig(lr=3e-3, batch_size=8, max_steps=40, warmup_ratio=0.0, progress=False, seed=0))
+    model.train()  # the probe must switch to eval (dropout off) and restore train mode
+    texts = TEXTS[:6] + ["a much longer sentence that will be cut by the maximum length of the probe rows ."]
+    got = mlm_probe(model, tokenizer, texts, max_length=12, mask_prob=0.3, seed=3, batch_size=3)
+    assert model.training
+    ref = _reference_probe(model, tokenizer, texts, 12, 0.3, 3)
+    assert got["n_masked"] == ref["n_masked"] and got["n_texts"] == len(texts)
+    assert abs(got["loss"] - ref["loss"]) < 1e-4
+    assert got["top1"] == ref["top1"] and got["top1"] > 0  # some hits: argmax errors would show
+    # deterministic, and independent of the batch size
+    assert mlm_probe(model, tokenizer, texts, max_length=12, mask_prob=0.3, seed=3, batch_size=3) == got
+    other = mlm_probe(model, tokenizer, texts, max_length=12, mask_prob=0.3, seed=3, batch_size=64)
+    assert abs(other["loss"] - got["loss"]) < 1e-4 and other["top1"] == got["top1"]
+    # bf16 autocast gives nearly the same numbers
+    bf = mlm_probe(model, tokenizer, texts, max_length=12, mask_prob=0.3, seed=3, mixed_precision="bf16")
+    assert abs(bf["loss"] - got["loss"]) < 0.1 * got["loss"]
+    with pytest.raises(ValueError, match="CUDA"):
+        mlm_probe(model, tokenizer, texts, mixed_precision="fp16") if not torch.cuda.is_available() else (_ for _ in ()).throw(ValueError("CUDA"))
+
+
+def test_mlm_probe_chance_for_untrained_and_perfect_for_an_oracle(tokenizer):
+    from tmlib.mlm import mlm_probe
+
+    untrained = mlm_probe(load_mlm("scratch:tiny", seed=0), tokenizer, TEXTS, max_length=32)
+    assert untrained["top1"] < 0.02 and abs(untrained["loss"] - np.log(len(tokenizer))) < 0.5
+
+    # BERT path: a head that always says "movie" is right on text made of "movie" only, wrong elsewhere
+    movie = tokenizer.convert_tokens_to_ids("movie")
+    model = load_mlm("scratch:tiny", seed=0)
+    dec = model.cls.predictions.decoder
+    with torch.no_grad():
+        model.cls.predictions.decoder = torch.nn.Linear(dec.in_features, dec.out_features)
+        model.cls.predictions.decoder.weight.zero_()
+        model.cls.predictions.decoder.bias.fill_(-20.0)
+        model.cls.predictions.decoder.bias[movie] = 20.0
+    perfect = mlm_probe(model, tokenizer, ["movie " * k for k in range(1, 30)], max_length=32)
+    assert perfect["top1"] == 1.0 and perfect["loss"] < 1e-3
+    assert mlm_probe(model, tokenizer, TEXTS, max_length=32)["top1"] == 0.0  # no "movie" in TEXTS
+
+    # non-BERT path (``.logits``): an oracle that predicts each row's own (unmasked) word
+    class RowWordOracle(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask=None, **_):
+            special = torch.tensor(tokenizer.all_special_ids)
+            ok = ~torch.isin(input_ids, special) & (attention_mask.bool() if attention_mask is not None else True)
+            word = torch.where(ok, input_ids, torch.zeros_like(input_ids)).max(-1).values  # the row's word
+            logits = torch.full((*input_ids.shape, len(tokenizer)), -30.0)
+            logits[torch.arange(len(word)), :, word] = 30.0
+            return type("Out", (), {"logits": logits})()
+
+    words = ["film", "story", "actor", "great", "plot"]
+    texts = [" ".join([w] * k) for w in words for k in (3, 8, 20)]
+    oracle = mlm_probe(RowWordOracle(), tokenizer, texts, max_length=16, batch_size=4)
+    assert oracle["top1"] == 1.0 and oracle["n_masked"] == sum(max(1, round(0.15 * min(k, 14))) for _ in words for k in (3, 8, 20))

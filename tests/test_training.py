@@ -144,3 +144,45 @@ def test_make_optimizer_uses_fused_adam_where_available():
         w.grad = torch.tensor([1.0, -2.0, 0.5])
         o.step()
     torch.testing.assert_close(p.detach(), q.detach())
+
+
+def test_mixed_precision_config_is_validated():
+    with pytest.raises(ValueError, match="mixed_precision must be one of 'no', 'bf16', 'fp16'"):
+        TrainConfig(mixed_precision="fp32")
+    assert TrainConfig().mixed_precision == "no"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only error")
+def test_fp16_on_cpu_is_a_clear_error(tiny_task, tokenizer):
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    with pytest.raises(ValueError, match="fp16.*needs a CUDA device.*bf16"):
+        train_classifier(m, tiny_task, tokenizer, _cfg(epochs=1, mixed_precision="fp16"))
+
+
+def test_bf16_training_matches_fp32_and_leaves_a_plain_fp32_model(tokenizer):
+    """bf16 autocast (CPU) trains with nearly fp32's loss; fp32 and bf16 fits alternate in one process;
+    after fit the model's forward is no longer autocast (fp32 outputs, parameters fp32)."""
+    from tmlib.mlm import pack_corpus, train_mlm
+
+    texts = ["the film is a great , moving story .", "a boring mess that never ends .",
+             "actors do their best with a thin script .", "i loved every minute of it ."] * 4
+    packed = pack_corpus(texts, tokenizer, 32, pack=False)
+    runs = {}
+    for mp in ("no", "bf16", "no"):
+        m = models.load_mlm("scratch:tiny", seed=0)
+        cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=3, eval_every=1, warmup_ratio=0.0, progress=False,
+                          seed=0, mixed_precision=mp)
+        res = train_mlm(m, packed, tokenizer, cfg)
+        losses = [h["train_loss"] for h in res.history]
+        if mp in runs:
+            assert losses == runs[mp][0]  # fp32 again after bf16: same process, same numbers
+        runs[mp] = (losses, m)
+    fp32, bf16 = runs["no"][0], runs["bf16"][0]
+    assert fp32 != bf16  # bf16 autocast really ran
+    assert all(abs(a - b) < 0.02 * a for a, b in zip(fp32, bf16))
+    m = runs["bf16"][1]
+    assert all(p.dtype == torch.float32 for p in m.parameters())
+    x = torch.tensor([[101, 1996, 2143, 102]])
+    assert m(input_ids=x).logits.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m(input_ids=x).logits.dtype == torch.bfloat16  # sanity: autocast would show

@@ -205,3 +205,101 @@ def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, see
         total += out.loss.item() * out.n_masked
         n += out.n_masked
     return total / max(1, n)
+
+
+# ------------------------------------------------------------------------------------------- probe
+
+def _autocast(device: torch.device, mixed_precision: str):
+    import contextlib
+
+    from .training import check_mixed_precision
+
+    mp = check_mixed_precision(mixed_precision, device)
+    if mp == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+
+
+def probe_masks(input_ids: Sequence[Sequence[int]], special_ids, mask_prob: float = 0.15, seed: int = 0) -> list[np.ndarray]:
+    """The positions :func:`mlm_probe` masks in each row: ``max(1, round(mask_prob * n))`` of the ``n``
+    non-special tokens, uniformly without replacement, from one ``numpy`` generator seeded by ``seed``
+    and drawn row by row (so a row's masks do not depend on the batch size or on other rows' lengths
+    beyond their order). Rows without a maskable token get none."""
+    rng = np.random.default_rng(seed)
+    special = set(int(s) for s in special_ids)
+    out = []
+    for ids in input_ids:
+        cand = np.array([i for i, t in enumerate(ids) if int(t) not in special], dtype=np.int64)
+        if len(cand) == 0:
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
+        k = min(len(cand), max(1, int(round(mask_prob * len(cand)))))
+        out.append(np.sort(rng.choice(cand, size=k, replace=False)))
+    return out
+
+
+@torch.inference_mode()
+def mlm_probe(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 64, mask_prob: float = 0.15,
+              seed: int = 0, batch_size: int = 64, mixed_precision: str = "no") -> dict:
+    """Held-out masked-LM quality of ``model`` (a ``*ForMaskedLM``) on ``texts``: mean cross-entropy and
+    top-1 accuracy at the masked positions.
+
+    Deterministic: one text per row (truncated to ``max_length`` with ``[CLS]``/``[SEP]``), masks from
+    :func:`probe_masks` (seeded; special tokens never masked), every masked position replaced by
+    ``[MASK]`` (no 80/10/10: the probe asks "can the head fill a blank"). Runs in inference mode with
+    the model in eval mode (its train/eval mode is restored). A BERT-style model has its head applied at
+    the masked positions only (same numbers as the full logits, tested); others use ``.logits``.
+    ``mixed_precision="bf16"`` runs the forward under bf16 autocast (the loss is computed in fp32).
+    Returns ``{"loss", "top1", "n_masked", "n_texts"}``; chance top-1 is ~1/vocab.
+    """
+    if not 0.0 < mask_prob <= 1.0:
+        raise ValueError(f"mask_prob must be in (0, 1], got {mask_prob}")
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError("mlm_probe needs at least one non-empty text")
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no [MASK] token")
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    masks = probe_masks(enc, tokenizer.all_special_ids, mask_prob, seed)
+    device = next(model.parameters()).device
+    base_prefix = getattr(model, "base_model_prefix", "bert")
+    parts = hasattr(model, base_prefix) and hasattr(model, "cls")
+    order = np.argsort([len(x) for x in enc], kind="stable")  # little padding; results do not depend on it
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n_masked = 0.0, 0, 0
+    try:
+        for k in range(0, len(order), batch_size):
+            idx = order[k:k + batch_size]
+            width = max(len(enc[i]) for i in idx)
+            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            labels = torch.full((len(idx), width), -100, dtype=torch.long)
+            for r, i in enumerate(idx):
+                row = torch.tensor(enc[i], dtype=torch.long)
+                ids[r, :len(row)] = row
+                att[r, :len(row)] = 1
+                pos = torch.from_numpy(masks[i])
+                labels[r, pos] = row[pos]
+                ids[r, pos] = tokenizer.mask_token_id
+            sel = labels != -100
+            if not bool(sel.any()):
+                continue
+            ids, att, labels, sel = ids.to(device), att.to(device), labels.to(device), sel.to(device)
+            with _autocast(device, mixed_precision):
+                if parts:
+                    hidden = getattr(model, base_prefix)(input_ids=ids, attention_mask=att)[0]
+                    logits = model.cls(hidden[sel])
+                else:
+                    logits = model(input_ids=ids, attention_mask=att).logits[sel]
+            logits = logits.float()
+            target = labels[sel]
+            loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
+            correct += int((logits.argmax(-1) == target).sum())
+            n_masked += int(target.numel())
+    finally:
+        model.train(was_training)
+    if n_masked == 0:
+        raise ValueError("no maskable token in the probe texts")
+    return {"loss": loss_sum / n_masked, "top1": correct / n_masked, "n_masked": n_masked, "n_texts": len(texts)}

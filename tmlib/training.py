@@ -45,10 +45,12 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
     group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
+    mixed_precision: str = "no"    # "no" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only): Accelerator(mixed_precision=)
 
     def __post_init__(self):
         if self.lr <= 0 or self.batch_size < 1 or self.max_length < 2:
             raise ValueError("lr must be > 0, batch_size >= 1, max_length >= 2")
+        check_mixed_precision(self.mixed_precision)
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("set epochs > 0 or max_steps > 0")
         if self.schedule not in SCHEDULES:
@@ -87,12 +89,41 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def get_accelerator():
-    """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
-    --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo."""
-    from accelerate import Accelerator
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+
+def check_mixed_precision(mixed_precision: str, device: torch.device | str | None = None) -> str:
+    """Validate a ``mixed_precision`` setting; with ``device``, also that the device supports it
+    (fp16 autocast + gradient scaling needs CUDA; bf16 autocast runs on CPU and CUDA)."""
+    if mixed_precision not in MIXED_PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISIONS))}, "
+                         f"got {mixed_precision!r}")
+    if device is not None and mixed_precision == "fp16" and torch.device(device).type != "cuda":
+        raise ValueError(f"mixed_precision='fp16' needs a CUDA device (this one is {torch.device(device).type!r}); "
+                         f"use 'bf16' (autocast works on CPU) or 'no'")
+    return mixed_precision
+
+
+def get_accelerator(mixed_precision: str = "no"):
+    """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
+    --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo.
+
+    ``mixed_precision`` ("no" | "bf16" | "fp16") is passed to ``Accelerator``; it is the config's
+    choice, not the launcher's. accelerate keeps one process-wide state that refuses a second
+    ``Accelerator`` with another precision; in a single process (a notebook running an fp32 and a bf16
+    fit one after the other) that state is reset so each fit gets its own precision."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    cpu = not torch.cuda.is_available()
+    check_mixed_precision(mixed_precision, "cpu" if cpu else "cuda")
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mixed_precision):
+        if PartialState().num_processes > 1:
+            raise ValueError(f"this process already runs with mixed_precision={state.get('_mixed_precision')!r}; "
+                             f"a distributed run cannot switch to {mixed_precision!r} mid-run")
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):
@@ -179,7 +210,7 @@ def fit(
     import time
 
     set_seed(cfg.seed)
-    acc = get_accelerator()
+    acc = get_accelerator(cfg.mixed_precision)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter passed has requires_grad=False")
@@ -284,6 +315,8 @@ def fit(
         if step == before:
             raise RuntimeError(f"an epoch produced no training step (resume at step {step}, {per_epoch} batches/epoch)")
     bar.close()
+    # drop accelerate's autocast wrapper from the model's forward: after fit it runs in full precision
+    acc.unwrap_model(model, keep_fp32_wrapper=False)
     if best_state is not None:
         acc.unwrap_model(model).load_state_dict(best_state)
     result.steps = step
