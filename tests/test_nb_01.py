@@ -16,7 +16,8 @@ def test_nb_01_smoke(tmp_path):
     steps = pd.read_csv(out / "steps.csv")
     assert set(results["method"]) == {"genept", "selective", "random"}
     assert sorted(results["seed"].unique()) == [0, 1, 7] and set(results["genept_steps"]) == {3, 6}
-    assert set(results[results.seed == 7]["genept_steps"]) == {6}  # extra seeds: largest budget only
+    assert set(results[results.seed == 7]["genept_steps"]) == {3, 6}  # extra seeds: final rows of every budget
+    assert results[results.seed == 7]["final"].all()                    # ... but not the steps curve
     # one row per fine-tuning run; the final ones are GenePT only and each TaskPT run's selected checkpoint
     sel = pd.read_csv(out / "taskpt_selection.csv")
     for (g, m), d in sel.groupby(["genept_steps", "method"]):
@@ -27,13 +28,13 @@ def test_nb_01_smoke(tmp_path):
     probe = pd.read_csv(out / "probe.csv")
     assert set(probe["domain"]) == {"general", "in-domain"} and len(probe) == 2 * (2 + 4)  # 2 GenePT + 4 TaskPT ckpts
     assert (probe["loss"] > 0).all() and probe["top1"].between(0, 1).all()
-    assert summary.set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3} and len(summary) == 6
+    assert summary.set_index("genept_steps")["n_seeds"].to_dict() == {3: 3, 6: 3} and len(summary) == 6
     assert sorted(steps["taskpt_steps"].unique()) == [0, 2, 4] and set(steps["genept_steps"]) == {3}
     assert set(steps["seed"]) == {0, 1}
     gaps = pd.read_csv(out / "gaps.csv")
     assert set(gaps["comparison"]) == {"selective - random", "selective - genept", "random - genept"}
     assert set(gaps["runs"]) == {"all", "failed dropped"}
-    assert gaps[gaps.runs == "all"].set_index("genept_steps")["n_seeds"].to_dict() == {3: 2, 6: 3}
+    assert gaps[gaps.runs == "all"].set_index("genept_steps")["n_seeds"].to_dict() == {3: 3, 6: 3}
     compute = json.loads((out / "compute.json").read_text())
     assert {"GenePT", "importance", "TaskPT"} <= set(compute["groups_seconds"])
     genept = [r for r in compute["stages"] if r["group"] == "GenePT"]

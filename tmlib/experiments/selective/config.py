@@ -17,19 +17,27 @@ FALLBACKS = ("none", "random")
 class GeneptConfig:
     """General MLM pre-training: ONE run of ``max(steps)`` steps, the model saved at every budget."""
 
-    model: str = "scratch:mini"        # start: scratch:<size> (from scratch, as the paper), minilm, a hub name, a dir
+    model: str = "minilm"              # start: minilm (continued, all weights), scratch:<size> (from scratch), a hub name, a dir
     corpus: str = "bbc"                # general-text corpus (tmlib.data.load_corpus name)
-    steps: list[int] = field(default_factory=lambda: [1500, 4500])  # budgets (the paper's 100k / 300k of one run)
+    steps: list[int] = field(default_factory=lambda: [100, 300])  # budgets (the paper's 100k / 300k of one run)
     max_sentences: int = 0             # corpus cap (0: all)
     batch_size: int = 32               # packed rows per step
     max_length: int = 64               # tokens per packed row
-    lr: float = 1e-3                   # peak lr (linear warmup, linear decay)
+    lr: float = 3e-4                   # peak lr (linear warmup, linear decay)
     warmup_ratio: float = 0.05
-    probe_sentences: int = 500         # held-out sentences (general and in-domain) for the MLM probe of each checkpoint
+    probe_sentences: int = 300         # held-out sentences (general and in-domain) for the MLM probe of each checkpoint
+    checkpoints: list[str] = field(default_factory=list)  # instead of training: one published checkpoint per budget
+                                       # in `steps` (e.g. MultiBERTs google/multiberts-seed_0-step_100k), same order
 
     def __post_init__(self):
         if not self.steps or min(self.steps) < 1:
             raise ValueError(f"genept.steps must be positive step counts, got {self.steps}")
+        if self.checkpoints:
+            if len(self.checkpoints) != len(self.steps) or len(set(self.steps)) != len(self.steps):
+                raise ValueError(f"genept.checkpoints ({len(self.checkpoints)}) needs one checkpoint per budget in "
+                                 f"genept.steps ({self.steps}), in the same order")
+            pairs = sorted(zip(self.steps, self.checkpoints))
+            self.steps, self.checkpoints = [s for s, _ in pairs], [c for _, c in pairs]
         self.steps = sorted(set(self.steps))
 
 
@@ -68,8 +76,8 @@ class TaskptConfig:
     """Task-guided MLM on the unlabelled in-domain corpus, the same budget for every method."""
 
     corpus: str = "pang_lee"           # unlabelled in-domain corpus
-    max_sentences: int = 4000          # sentences labelled by the tagger and used (0: all)
-    steps: list[int] = field(default_factory=lambda: [100, 200])  # checkpoints; the last is the budget
+    max_sentences: int = 8000          # sentences labelled by the tagger and used (0: all)
+    steps: list[int] = field(default_factory=lambda: [50, 100])  # checkpoints; the last is the budget
     methods: list[str] = field(default_factory=lambda: ["selective", "random"])  # selective | random (same count) | random15
     fallback: str = "none"             # selective: sentences without an important token get no mask (official) or "random"
     lr: float = 1e-4
@@ -110,11 +118,11 @@ class SelectiveConfig:
     out_dir: str = "runs/dev/01_selective_masking"   # where artifacts, figures, CSV and JSON are written
     task: str = "mr"                   # labelled task (tmlib.data.load_task name)
     task_max_examples: int = 400       # cap per split, class-balanced (0: all)
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # fine-tuning seeds
-    extra_seeds: list[int] = field(default_factory=list)  # more seeds, largest GenePT budget's final checkpoints only
+    seeds: list[int] = field(default_factory=lambda: [13, 43, 83])  # fine-tuning seeds (the official ten start 13, 43, 83)
+    extra_seeds: list[int] = field(default_factory=list)  # more seeds for the final rows only (not the steps curve)
     pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
-    mixed_precision: str = "no"        # "no" | "bf16" | "fp16" (GPU): autocast for every training stage
+    mixed_precision: str = "bf16"      # "no" | "bf16" | "fp16" (GPU): autocast for every training stage
     threads: int = 0                   # torch threads (0: torch's default); recorded in every manifest
     progress: bool = True              # progress bars and one log line per stage (also <out_dir>/progress.log)
     genept: GeneptConfig = field(default_factory=GeneptConfig)

@@ -37,10 +37,10 @@ FAILED_MARGIN = 0.05  # a run within this of the dev majority-class rate is flag
 class Checkpoints:
     """Models saved at several steps of one MLM run (GenePT or TaskPT) and the run's stats."""
 
-    dirs: dict[int, Path]
+    dirs: dict[int, Path | str]       # a folder, or a published checkpoint name (genept.checkpoints)
     stats: dict = field(default_factory=dict)
 
-    def checkpoint(self, step: int) -> Path:
+    def checkpoint(self, step: int) -> Path | str:
         if step not in self.dirs:
             raise KeyError(f"no checkpoint at step {step}; saved steps: {sorted(self.dirs)}")
         return self.dirs[step]
@@ -103,6 +103,8 @@ def _load_checkpoints(d: Path) -> Checkpoints:
     for k in ("saved", "saved_seconds"):  # JSON object keys are strings; steps are ints
         if k in stats:
             stats[k] = {int(step): v for step, v in stats[k].items()}
+    if stats.get("published"):
+        return Checkpoints({int(s): name for s, name in zip(stats["steps"], stats["published"])}, stats)
     return Checkpoints({int(s): d / f"step_{s}" for s in stats["steps"]}, stats)
 
 
@@ -163,6 +165,12 @@ class SelectiveExperiment:
             from ...mlm import corpus_tokens, pack_corpus, train_mlm
             from ...models import load_mlm
 
+            if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
+                for name in g.checkpoints:
+                    load_mlm(name)  # fail now, with the loader's clear message, if one cannot be loaded
+                stats = {"steps": g.steps, "published": g.checkpoints, "history": [], "params": 0,
+                         "saved_seconds": {s: 0.0 for s in g.steps}, "tokens_per_step": 0.0}
+                return {"work": ctx.work_dir, "steps": [], "stats": stats}
             start = time.perf_counter()
             texts = self._corpus_texts(g.corpus, g.max_sentences)
             train_idx, _ = split_corpus(texts, 0.1, cfg.pretrain_seed)   # 10% held out for the probe
@@ -391,14 +399,13 @@ class SelectiveExperiment:
     # ------------------------------------------------------------------------------ fine-tuning
     def finetune_jobs(self) -> list[dict]:
         """Every fine-tuning run: GenePT-only and the selected TaskPT checkpoint of every budget and
-        method with every seed, the curve's intermediate checkpoints, and ``extra_seeds`` for the
-        largest budget's final rows."""
+        method with ``seeds + extra_seeds`` (the table and the paired gaps), and the curve's other
+        TaskPT checkpoints with ``seeds`` only."""
         cfg = self.cfg
         curve_budgets = cfg.genept.steps if cfg.curve_all_budgets else [min(cfg.genept.steps)]
-        top = max(cfg.genept.steps)
         jobs = []
         for g in cfg.genept.steps:
-            seeds = cfg.seeds + (cfg.extra_seeds if g == top else [])
+            seeds = cfg.seeds + cfg.extra_seeds
             jobs += [dict(g=g, method="genept", t=0, final=True, seed=s, stage=self.genept_stage, pick=g) for s in seeds]
             for m in cfg.taskpt.methods:
                 st = self.taskpt_stage(g, m)
