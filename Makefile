@@ -5,9 +5,11 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PARAMS ?= default
+EXPLORE_PARAMS ?= default
+EXPLORE_PORT   ?= 8866
 STAMP  := $(VENV)/.tmlib-installed
 
-.PHONY: setup assets browser run test test-fast bench bench-quick clean-runs
+.PHONY: setup assets browser run explore test test-fast bench bench-quick clean-runs
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
@@ -25,11 +27,19 @@ assets: $(STAMP)
 run: assets
 	$(PY) -m tmlib suite --params $(PARAMS) --out runs/$(PARAMS)
 
-# Debian's Chromium for the headless-browser check of the HTML report (best effort: without it that test skips)
+# Debian's Chromium for the browser tests (HTML report; notebook 02's explorer in JupyterLab and in Voila, driven
+# by Playwright on this Chromium: never `playwright install`). Best effort: without it those tests skip.
 browser:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
 	  (timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium) >/dev/null 2>&1; } \
-	  || echo "note: chromium not installed; the browser test will be skipped"
+	  || echo "note: chromium not installed; the browser tests will be skipped"
+
+# The token-importance explorer as a standalone web page (Voila serving notebooks/explorer_app.ipynb); its scorer is
+# notebook 02's for parameter set EXPLORE_PARAMS, cached in runs/$(EXPLORE_PARAMS)/02_token_importance_explorer/
+explore: assets
+	@echo "explorer: http://localhost:$(EXPLORE_PORT)/  (the first start trains the scorer; Ctrl-C stops)"
+	TMLIB_EXPLORER_PARAMS=$(EXPLORE_PARAMS) $(PY) -m voila notebooks/explorer_app.ipynb --no-browser \
+	  --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1
 
 test: assets browser
 	$(PY) -m pytest -q

@@ -7,13 +7,24 @@ An ``.ipynb`` (e.g. an executed notebook from the suite) is first converted to s
 nbconvert (the way JupyterLab shows its outputs, without a running kernel), then screenshotted.
 
 Install Chromium once with ``apt-get update && apt-get install -y chromium`` (``make browser``).
+
+The second half drives live pages (JupyterLab, the Voila explorer app) with Playwright on that same
+Chromium (``executable_path``; never ``playwright install``): :func:`serve` starts a local server and
+stops it with its kernels, :func:`chromium_page` opens a page, :func:`drive_explorer` types, clicks and
+checks the token-importance explorer widget (``tmlib.widgets``) the way a person would.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -21,6 +32,10 @@ CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrom
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", "--disable-dev-shm-usage"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+KEPT = ROOT / "runs" / "browser"  # screenshots of the browser tests are copied here (runs/ is git-ignored)
 
 
 def find_chromium() -> str | None:
@@ -71,6 +86,197 @@ def pixel_stats(png: str | Path) -> dict:
             "coloured_share": float((spread > 60).mean()),
             "reddish_share": float(((img[..., 0] - img[..., 2]) > 60).mean()),
             "bluish_share": float(((img[..., 2] - img[..., 0]) > 60).mean())}
+
+
+# ------------------------------------------------------------------------------ live pages (Playwright)
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status < 400
+    except OSError:
+        return False
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def serve(cmd: list[str], ready, log: Path, env: dict | None = None, cwd: str | Path | None = None,
+          timeout: float = 120.0, shutdown_url: str | None = None):
+    """Run ``cmd`` (a local web server) until the ``with`` block ends; ``ready()`` says it answers.
+
+    Output goes to ``log`` (quoted when the server dies or never gets ready). On exit the server is
+    asked to stop (``shutdown_url`` POST, then SIGTERM, then SIGKILL), and any kernel it started that
+    is still alive is killed by its pid."""
+    import psutil
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log, "wb")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                            cwd=cwd, start_new_session=True)
+    children: set = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                why = f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready after {timeout:.0f} s"
+                raise RuntimeError(f"{cmd[2] if len(cmd) > 2 else cmd[0]} {why}:\n{_tail(log)}")
+            time.sleep(0.5)
+        yield proc
+    finally:
+        with contextlib.suppress(psutil.Error):
+            children = set(psutil.Process(proc.pid).children(recursive=True))
+        if shutdown_url and proc.poll() is None:
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(urllib.request.Request(shutdown_url, method="POST"), timeout=10).close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        for child in children:  # kernels the server started (their own sessions)
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        out.close()
+
+
+def _tail(log: Path, n: int = 4000) -> str:
+    return log.read_text(errors="replace")[-n:] if log.is_file() else "(no log)"
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1280, height: int = 1000, timeout_ms: int = 120_000):
+    """A Playwright page on the system Chromium (see :data:`FLAGS`); actions and ``expect`` wait up to
+    ``timeout_ms``; JavaScript errors are collected in ``page.js_errors``."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=timeout_ms)  # assertions wait as long as actions: kernels on 2 busy cores are slow
+    exe = find_chromium()
+    if exe is None:
+        raise FileNotFoundError("no Chromium found; install it with: apt-get update && apt-get install -y chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=FLAGS, timeout=60_000)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(timeout_ms)
+            page.js_errors = []
+            page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+            yield page
+        finally:
+            browser.close()
+
+
+def wait_for_explorer(page, timeout: float = 300.0, finished=None):
+    """Wait until the explorer widget is on the page; fail early, with the traceback, if a cell raised,
+    or 15 s after ``finished()`` (e.g. the last cell ran) turned true without an explorer."""
+    explorer = page.locator(".tmlib-explorer")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if explorer.count():
+            explorer.first.wait_for(state="visible")
+            return explorer.first
+        if finished is not None and finished():
+            deadline = min(deadline, time.monotonic() + 15)
+        failed = page.get_by_text("Traceback (most recent call last)")
+        if failed.count():
+            raise AssertionError("a cell failed:\n" + page.locator("body").inner_text()[-4000:])
+        if page.get_by_text("Error displaying widget").count():
+            raise AssertionError("the widget front end failed: " + page.locator("body").inner_text()[-2000:])
+        time.sleep(1)
+    raise AssertionError(f"no explorer widget after {timeout:.0f} s; page text:\n{page.locator('body').inner_text()[-3000:]}")
+
+
+SENTENCE = "A wonderful film with a boring ending"
+
+
+def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTENCE,
+                   methods: tuple[str, str] = ("occlusion", "integrated_gradients")) -> dict:
+    """Use the explorer like a person: type ``sentence``, press Compute, switch from ``methods[0]`` to
+    ``methods[1]``, tick the masking preview, pick a dataset example. Asserts on the rendered tokens
+    at every step; saves ``<name>.png`` (the page) and ``<name>_widget.png`` under ``shots`` and copies
+    them to runs/browser/. Returns what it saw."""
+    from playwright.sync_api import expect
+
+    out = explorer.locator(".tmlib-output")
+    rows = out.locator(".tmhl .ex")
+    words = sentence.lower().split()
+    seen: dict = {}
+
+    # 1. type a sentence, press Compute
+    method = explorer.locator(".tmlib-method select")
+    expect(method).to_have_value(methods[0])
+    box = explorer.locator(".tmlib-text textarea")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.press_sequentially(sentence, delay=5)
+    explorer.locator("button.tmlib-compute").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator(".meth")).to_have_text(methods[0])
+    seen["tokens"] = _words(rows.first)
+    assert seen["tokens"] == words, f"rendered words {seen['tokens']} != typed {words}"
+    titles = rows.first.locator(".t").evaluate_all("els => els.map(e => e.title)")
+    assert len(titles) >= len(words) and all(re.fullmatch(r".+: [+-]\d.*", t) for t in titles), titles
+    expect(explorer.locator(".tmlib-status")).to_contain_text("predicted")
+    assert "gold:" not in rows.first.inner_text(), "a typed text has no gold label"
+    seen[methods[0]] = titles
+
+    # 2. switch the method: recomputed at once
+    method.select_option(methods[1])
+    expect(rows.first.locator(".meth")).to_have_text(methods[1])
+    expect(explorer.locator(".tmlib-status")).to_contain_text(methods[1])
+    assert _words(rows.first) == words
+    seen[methods[1]] = rows.first.locator(".t").evaluate_all("els => els.map(e => e.title)")
+    assert len(seen[methods[1]]) == len(titles)
+
+    # 3. masking preview: two more rows, the same number of boxed tokens in each
+    explorer.locator(".tmlib-preview input[type=checkbox]").check()
+    expect(rows).to_have_count(3)
+    caps = rows.locator(".cap").all_inner_texts()
+    assert any(c.startswith("selective masking") for c in caps) and any(c.startswith("random-count") for c in caps), caps
+    boxed = [rows.nth(i).locator(".t.box").count() for i in (1, 2)]
+    assert boxed[0] >= 1 and boxed[0] == boxed[1], f"boxed tokens (selective, random): {boxed}"
+    assert rows.nth(0).locator(".t.box").count() == 0
+    seen["boxed"] = boxed
+
+    # the screenshot: the whole page and the widget alone (its colours must show)
+    shots.mkdir(parents=True, exist_ok=True)
+    explorer.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / f"{name}.png"))
+    explorer.screenshot(path=str(shots / f"{name}_widget.png"))
+    stats = pixel_stats(shots / f"{name}_widget.png")
+    assert stats["reddish_share"] + stats["bluish_share"] > 0.002, f"no importance colours in the widget: {stats}"
+    KEPT.mkdir(parents=True, exist_ok=True)
+    for png in (f"{name}.png", f"{name}_widget.png"):
+        shutil.copy(shots / png, KEPT / png)
+
+    # 4. a dataset example: its text fills the box and its gold label shows
+    example = explorer.locator(".tmlib-example select")
+    label = example.locator("option").nth(1).inner_text()
+    example.select_option(index=1)
+    expect(box).not_to_have_value(sentence)
+    expect(rows.first).to_contain_text("gold:")
+    expect(rows).to_have_count(3)  # the preview is still on
+    seen["example"] = " ".join(label.split())
+    assert not page.js_errors, page.js_errors
+    return seen
+
+
+def _words(row) -> list[str]:
+    return row.locator(".txt").inner_text().split()
 
 
 if __name__ == "__main__":
