@@ -218,3 +218,29 @@ def test_hub_dataset_fails_fast_offline(monkeypatch):
 def test_empty_split_rejected():
     with pytest.raises(DataError, match="empty"):
         data.stratified_split([], [], ["a", "b"])
+
+
+def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
+    """The hub corpus path, run for real against a dataset folder standing in for the hub (same
+    load_dataset(..., streaming=True) call); offline or uncapped it fails with a clear message."""
+    import json
+
+    import tmlib.hub
+    from tmlib.data import DataError, load_corpus
+
+    d = tmp_path / "reviews"
+    d.mkdir()
+    rows = [{"text": f"Review {i} was fine. The food was great and cheap. Would go again soon."} for i in range(20)]
+    (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(DataError, match="needs a sentence cap"):
+        load_corpus(f"hub:{d}")
+    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: False)
+    with pytest.raises(DataError, match="unreachable"):
+        load_corpus(f"hub:{d}", max_sentences=10)
+    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
+    ds = load_corpus(f"hub:{d}", max_sentences=10)
+    assert len(ds) == 10 and all(t in {r for x in rows for r in
+                                       ("Review " + x["text"].split()[1] + " was fine.", "The food was great and cheap.",
+                                        "Would go again soon.")} for t in ds["text"])
+    with pytest.raises(DataError, match="no 'body' column"):
+        load_corpus(f"hub:{d}@body", max_sentences=10)

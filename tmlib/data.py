@@ -295,14 +295,47 @@ def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0) -> D
         texts = _read_unlabelled(Path(path), kind)
     elif name in CORPORA:
         texts = CORPORA[name][1]()
+    elif name.startswith("hub:"):
+        texts = _hub_corpus(name[4:], max_sentences)
     else:
-        raise DataError(f"unknown corpus {name!r}; builtin corpora: {', '.join(CORPORA)}; or 'txt:<path>' (one text per line)")
+        raise DataError(f"unknown corpus {name!r}; builtin corpora: {', '.join(CORPORA)}; or 'txt:<path>' (one text "
+                        f"per line), or 'hub:<dataset>' (streamed from the dataset hub)")
     if not texts:
         raise DataError(f"corpus {name!r} is empty")
     ds = Dataset.from_dict({"text": texts})
     if max_sentences is not None and len(ds) > max_sentences:
         ds = ds.shuffle(seed=seed).select(range(max_sentences))
     return ds
+
+
+def _hub_corpus(name: str, max_sentences: int | None, text_column: str = "text") -> list[str]:
+    """Sentences of a hub dataset's train split (e.g. ``yelp_review_full``, ``amazon_polarity`` with
+    ``content``), streamed and split with :func:`split_sentences` until ``max_sentences`` (required:
+    hub review corpora hold tens of millions of sentences). ``name`` may end in ``@<text column>``."""
+    import datasets
+
+    from .hub import hub_reachable
+
+    if not max_sentences:
+        raise DataError(f"corpus 'hub:{name}' needs a sentence cap (max_sentences > 0): it is streamed and may be huge")
+    if "@" in name:
+        name, text_column = name.split("@", 1)
+    if not hub_reachable():
+        raise DataError(f"corpus 'hub:{name}' needs the dataset hub, which is unreachable (offline); builtin corpora: "
+                        f"{', '.join(CORPORA)}, or 'txt:<path>' for your own copy")
+    try:
+        stream = datasets.load_dataset(name, split="train", streaming=True)
+    except Exception as exc:  # network errors surface as many types
+        raise DataError(f"could not stream 'hub:{name}' ({type(exc).__name__}: {str(exc)[:200]}); builtin corpora: "
+                        f"{', '.join(CORPORA)}") from exc
+    out: list[str] = []
+    for row in stream:
+        if text_column not in row:
+            raise DataError(f"'hub:{name}' has no {text_column!r} column (has {list(row)}); name it: hub:{name}@<column>")
+        out.extend(split_sentences(str(row[text_column])))
+        if len(out) >= 2 * max_sentences:  # over-collect, then the seeded subsample below
+            break
+    return out
 
 
 def _read_unlabelled(path: Path, kind: str) -> list[str]:
