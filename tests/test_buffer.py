@@ -1,9 +1,13 @@
-"""Buffer method: batched == reference on real MR sentences, and the rules of REFERENCE section 1."""
+"""Buffer method: the official rule (REFERENCE section 1) stated plainly here == the batched labels on
+real MR sentences; batched == tmlib's reference; the old rules as named options."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-from tmlib.importance.buffer import BufferConfig, buffer_importance, buffer_importance_reference, expand_sentences
+from tmlib.importance.buffer import (BufferConfig, buffer_importance, buffer_importance_reference, compare_rules,
+                                    expand_sentences)
 from tmlib.importance.stopwords import STOPWORDS, stopword_mask, word_spans
 
 
@@ -26,12 +30,127 @@ def mr():
     return ds["text"][:14], ds["label"][:14]
 
 
-def test_stopwords():
+def test_stopwords_tmlib_list():
+    """tmlib's earlier list, still available as stopwords="tmlib" (negations kept, punctuation zeroed)."""
     assert len(STOPWORDS) >= 140 and "not" not in STOPWORDS and "the" in STOPWORDS
     toks = ["the", "film", "is", "un", "##watch", "##able", ",", "the", "##re", "!"]
     assert word_spans(toks)[3] == (3, 6)
-    assert stopword_mask(toks).tolist() == [1, 0, 1, 0, 0, 0, 1, 1, 1, 1]
-    assert stopword_mask(toks, punctuation=False).tolist() == [1, 0, 1, 0, 0, 0, 0, 1, 1, 0]
+    assert stopword_mask(toks, stopwords="tmlib").tolist() == [1, 0, 1, 0, 0, 0, 1, 1, 1, 1]
+    assert stopword_mask(toks, punctuation=False, stopwords="tmlib").tolist() == [1, 0, 1, 0, 0, 0, 0, 1, 1, 0]
+
+
+# ------------------------------------------------------------- the official rule, stated separately
+
+def _official_labels(model, tokenizer, text, gold, delta=0.01):
+    """thunlp/SelectiveMasking ``SC.forward`` written out plainly, one sentence, one input at a time.
+
+    orig = P(gold | [CLS] sentence [SEP]); a misclassified sentence gets no important token. The buffer
+    starts empty; for every WordPiece i = 0..n-1 append it, p = P(gold | [CLS] buffer [SEP]); if
+    orig - p < delta it is important and popped again. An important spaCy stop word
+    (``nlp.vocab[piece].is_stop``) is never masked, i.e. its label is 0.
+    """
+    import spacy
+
+    pieces = tokenizer.tokenize(text)
+
+    def p_gold(tokens):
+        ids = tokenizer.convert_tokens_to_ids(["[CLS]"] + tokens + ["[SEP]"])
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+        return float(torch.softmax(logits.float(), -1)[gold]), int(logits.argmax())
+
+    orig, pred = p_gold(pieces)
+    labels = [0] * len(pieces)
+    if pred != gold:
+        return pieces, labels
+    buffer = []
+    for i, piece in enumerate(pieces):
+        buffer.append(piece)
+        p, _ = p_gold(buffer)
+        if orig - p < delta:
+            labels[i] = 1
+            buffer.pop()
+    vocab = spacy.blank("en").vocab
+    return pieces, [0 if vocab[piece].is_stop else lab for piece, lab in zip(pieces, labels)]
+
+
+@pytest.fixture(scope="module")
+def mr_more():
+    from tmlib.data import load_task
+
+    ds = load_task("mr", max_examples=60)["train"]
+    return ds["text"][:10], ds["label"][:10]
+
+
+def test_official_rule_equals_batched(scorer, tokenizer, mr_more):
+    texts, labels = mr_more
+    fast = buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(sentence_batch=4, progress=False))
+    n_imp = n_zero = 0
+    for text, y, ts in zip(texts, labels, fast):
+        pieces, official = _official_labels(scorer, tokenizer, text, y)
+        assert ts.tokens == pieces
+        assert ts.important.tolist() == official, text
+        n_imp, n_zero = n_imp + sum(official), n_zero + (len(official) - sum(official)) * ts.correct
+    assert n_imp > 0 and n_zero > 0, "the test must exercise both outcomes"
+
+
+def test_first_token_popped(scorer, tokenizer):
+    """Token 0 important -> popped: token 1 is then scored alone, P(gold | [CLS] t_1 [SEP]); same as the
+    plain statement of the official rule. (delta 1: every tested token is important.)"""
+    text, y = "utterly charming and hilarious film", 1
+    cfg = BufferConfig(progress=False, stopwords="none", only_correct=False, delta=1.0)
+    ts = buffer_importance(scorer, tokenizer, [text], [y], cfg)[0]
+    assert ts.important[0] == 1
+    if ts.correct:  # the official labels also zero spaCy stop words ("and")
+        official = buffer_importance(scorer, tokenizer, [text], [y], replace(cfg, stopwords="spacy"))[0]
+        assert official.important.tolist() == _official_labels(scorer, tokenizer, text, y, delta=1.0)[1]
+    ids = tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        alone = torch.softmax(scorer(input_ids=torch.tensor([[ids[0], ids[2], ids[-1]]])).logits[0], -1)[y]
+    assert ts.scores[1] == pytest.approx(float(alone) - ts.meta["orig"], abs=2e-5)
+    keep = buffer_importance(scorer, tokenizer, [text], [y], replace(cfg, first_token="keep"))[0]
+    assert keep.important[0] == 0 and keep.scores[0] == pytest.approx(ts.scores[0], abs=2e-5)
+
+
+def test_first_token_keep_is_the_old_rule(scorer, tokenizer, mr_more):
+    """first_token="keep": token 0 seeds the buffer, never tested; batched == reference."""
+    texts, labels = mr_more[0][:6], mr_more[1][:6]
+    cfg = BufferConfig(first_token="keep", stopwords="tmlib", sentence_batch=5, progress=False)
+    fast = buffer_importance(scorer, tokenizer, texts, labels, cfg)
+    ref = buffer_importance_reference(scorer, tokenizer, texts, labels, cfg)
+    for f, r in zip(fast, ref):
+        assert f.important[0] == 0
+        assert f.important.tolist() == r.important.tolist()
+        np.testing.assert_allclose(f.scores, r.scores, atol=2e-5)
+
+
+def test_config_options():
+    with pytest.raises(ValueError, match="first_token must be one of"):
+        BufferConfig(first_token="skip")
+    with pytest.raises(ValueError, match="stopwords must be one of"):
+        BufferConfig(stopwords="nltk")
+    assert BufferConfig(stopwords=False).stopwords == "none"
+    with pytest.warns(FutureWarning, match="old switch"):
+        assert BufferConfig(stopwords=True).stopwords == "tmlib"
+    assert BufferConfig().first_token == "official" and BufferConfig().stopwords == "spacy"
+
+
+def test_compare_rules(scorer, tokenizer, mr):
+    texts, labels = mr[0][:6], mr[1][:6]
+    base = BufferConfig(progress=False)
+    first = compare_rules(scorer, tokenizer, texts, labels, base, first_token="keep")
+    row = first.iloc[0]
+    assert row["variant"] == "first_token='keep'" and row["sentences"] == len(texts)
+    assert row["first_important_variant"] == 0
+    assert row["tokens_flipped"] == row["flipped_0_to_1"] + row["flipped_1_to_0"] >= row["sentences_differ"]
+    stop = compare_rules(scorer, tokenizer, texts, labels, base, stopwords="tmlib").iloc[0]
+    a = buffer_importance(scorer, tokenizer, texts, labels, base)
+    b = buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(progress=False, stopwords="tmlib"))
+    assert stop["important_base"] == sum(int(x.important.sum()) for x in a)
+    assert stop["important_variant"] == sum(int(x.important.sum()) for x in b)
+    assert stop["tokens_flipped"] == sum(int((x.important != y.important).sum()) for x, y in zip(a, b))
+    with pytest.raises(TypeError, match="unknown BufferConfig option"):
+        compare_rules(scorer, tokenizer, texts, labels, base, first="keep")
 
 
 @pytest.mark.parametrize("only_correct", [True, False])
@@ -50,24 +169,27 @@ def test_batched_equals_reference(scorer, tokenizer, mr, only_correct):
     assert sum(int((f.important == 0).sum()) for f in fast if f.correct) > 0
 
 
-def test_rules(scorer, tokenizer, mr):
+@pytest.mark.parametrize("first_token", ["official", "keep"])
+def test_rules(scorer, tokenizer, mr, first_token):
     texts, labels = mr
-    cfg = BufferConfig(progress=False, sentence_batch=4)
+    cfg = BufferConfig(progress=False, sentence_batch=4, first_token=first_token)
     out = buffer_importance(scorer, tokenizer, texts, labels, cfg)
     for ts in out:
-        assert ts.important[0] == 0, "the buffer seed is never labelled"
-        assert not ts.important[stopword_mask(ts.tokens)].any(), "stop words are forced to 0"
+        stop = stopword_mask(ts.tokens)  # default: spaCy's list, per WordPiece
+        assert not ts.important[stop].any(), "stop words are forced to 0"
         if not ts.correct:
             assert ts.important.sum() == 0 and np.all(ts.scores == 0), "misclassified -> all zero"
         else:  # one-sided test on the stored margin (stop words excepted)
-            imp = (ts.scores > -cfg.delta) & ~stopword_mask(ts.tokens)
-            imp[0] = False
+            imp = (ts.scores > -cfg.delta) & ~stop
+            if first_token == "keep":
+                imp[0] = False  # the old rule: the buffer seed is never labelled
             assert ts.important.astype(bool).tolist() == imp.tolist()
-    # a larger delta marks at least as many candidates important at the first tested token
-    loose = buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(delta=1.0, progress=False))
+    # delta 1 marks every tested candidate important (every token is popped again)
+    loose = buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(delta=1.0, progress=False, first_token=first_token))
     for ts in loose:
         if ts.correct:
-            assert ts.important.sum() == (~stopword_mask(ts.tokens))[1:].sum()
+            free = ~stopword_mask(ts.tokens)
+            assert ts.important.sum() == (free[1:].sum() if first_token == "keep" else free.sum())
 
 
 def test_aspect_and_truncation(scorer, tokenizer):

@@ -1,19 +1,37 @@
-"""Stop words: the function words whose tokens are never important (buffer labels force them to 0).
+"""Stop words: function words whose important tokens are never masked (buffer labels force them to 0).
 
-The list is our own: ~150 common English function words (articles, pronouns, auxiliaries,
-prepositions, conjunctions, a few frequent adverbs) plus the clitic pieces WordPiece splits off
-(``'s``, ``n't`` -> ``n``, ``t``). Negations that carry sentiment ("not", "no", "never") are kept
-OUT of the list on purpose: for a sentiment task they can be exactly the tokens that matter.
+Three lists, chosen by name (``BufferConfig.stopwords``, the tagger's ``stopwords=``):
 
-WordPiece level: ``##`` continuation pieces belong to the word they continue, so ``["the", "##re"]``
-is one word "there" (a stop word: both pieces are stop tokens) and ``["un", "##til"]`` is "until".
+* ``"spacy"`` (default, the official rule of Gu et al.): spaCy's English stop list (326 words, incl.
+  "not", "no", "never"), looked up PER WORDPIECE exactly as the official ``create_mask`` does
+  (``nlp.vocab[piece].is_stop``, i.e. ``piece.lower() in spacy.lang.en.stop_words.STOP_WORDS``;
+  lowercasing makes cased tokenizers behave like the uncased one). Consequences of the per-piece
+  lookup, kept on purpose because they are the official labels: a ``##`` continuation piece is never
+  a stop word (no spaCy stop word starts with ``##``), so ``["the", "##re"]`` ("there") zeroes only
+  ``the``; a non-stop word whose first piece is a stop word (``["be", "##ast"]``) loses that piece.
+  Punctuation is not a spaCy stop word, so punctuation stays labelled.
+* ``"spacy_words"``: the same spaCy list matched on whole words: the ``##`` pieces are joined to the
+  word they continue and every piece of the word gets the word's status (``["the", "##re"]`` both 1,
+  ``["be", "##ast"]`` both 0).
+* ``"tmlib"``: tmlib's earlier list (below, ~150 function words plus the clitic pieces WordPiece
+  splits off: ``'s``, ``n't`` -> ``n``, ``t``), whole-word matching, negations ("not", "no",
+  "never") deliberately left OUT because for sentiment they can be exactly the tokens that matter,
+  and pure punctuation counted as a stop word by default.
+* ``"none"``: no token is forced to 0.
 
-    >>> stopword_mask(["the", "film", "is", "un", "##watch", "##able", "."])
-    array([ True, False,  True, False, False, False,  True])
+``punctuation=None`` means "the list's own convention" (``"tmlib"``: punctuation is a stop word;
+the spaCy lists: it is not); ``True`` / ``False`` override it for any list.
+
+    >>> stopword_mask(["the", "film", "is", "not", "un", "##watch", "##able", "."]).astype(int).tolist()
+    [1, 0, 1, 1, 0, 0, 0, 0]
+    >>> stopword_mask(["the", "film", "is", "not", "un", "##watch", "##able", "."], stopwords="tmlib").astype(int).tolist()
+    [1, 0, 1, 0, 0, 0, 0, 1]
 """
 from __future__ import annotations
 
 import string
+import warnings
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -51,21 +69,66 @@ def word_spans(tokens: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def is_stopword(word: str, punctuation: bool = True) -> bool:
-    """Whether a whole word (lowercased here) is a stop word, or pure punctuation when ``punctuation``."""
+    """Whether a whole word (lowercased here) is in tmlib's list ``STOPWORDS``, or pure punctuation when
+    ``punctuation`` (the ``"tmlib"`` list of :func:`stopword_mask`)."""
     w = word.lower()
     if w in STOPWORDS:
         return True
     return punctuation and bool(w) and all(ch in PUNCTUATION for ch in w)
 
 
-def stopword_mask(tokens: Sequence[str], punctuation: bool = True) -> np.ndarray:
-    """Boolean per WordPiece token: True where the token belongs to a stop word (or punctuation).
+STOPWORD_LISTS = ("spacy", "spacy_words", "tmlib", "none")
 
-    ``##`` continuation pieces inherit the status of the whole word they are part of.
-    """
+
+@lru_cache(maxsize=1)
+def spacy_stopwords() -> frozenset[str]:
+    """spaCy's English stop list (``spacy.lang.en.stop_words.STOP_WORDS``; no model download)."""
+    try:
+        from spacy.lang.en.stop_words import STOP_WORDS
+    except ImportError as exc:  # pragma: no cover - spacy is a dependency
+        raise ImportError("stopwords='spacy' needs spaCy (pip install 'spacy>=3.7'); "
+                          "or pass stopwords='tmlib' / 'none'") from exc
+    return frozenset(STOP_WORDS)
+
+
+def resolve_stopwords(stopwords) -> str:
+    """Validate a stop-list name. The old bools still work: ``False`` -> ``"none"``, ``True`` ->
+    ``"tmlib"`` (the list ``True`` meant before; a ``FutureWarning`` says to pass a name)."""
+    if stopwords is True:
+        warnings.warn("stopwords=True is the old switch and selects tmlib's own list ('tmlib'); pass "
+                      "stopwords='spacy' for the official spaCy list or 'tmlib' to keep the old labels",
+                      FutureWarning, stacklevel=3)
+        return "tmlib"
+    if stopwords is False or stopwords is None:
+        return "none"
+    if stopwords not in STOPWORD_LISTS:
+        raise ValueError(f"stopwords must be one of {STOPWORD_LISTS} (got {stopwords!r})")
+    return stopwords
+
+
+def _is_punct(w: str) -> bool:
+    return bool(w) and all(ch in PUNCTUATION for ch in w)
+
+
+def stopword_mask(tokens: Sequence[str], punctuation: bool | None = None, stopwords: str = "spacy") -> np.ndarray:
+    """Boolean per WordPiece token: True where the token is a stop word under list ``stopwords``
+    (``"spacy"`` per piece as the official code, ``"spacy_words"`` / ``"tmlib"`` per whole word:
+    ``##`` pieces inherit the word's status; ``"none"``: all False). ``punctuation``: also count pure
+    punctuation (``None``: True for ``"tmlib"``, False otherwise)."""
+    stopwords = resolve_stopwords(stopwords)
+    if punctuation is None:
+        punctuation = stopwords == "tmlib"
     out = np.zeros(len(tokens), dtype=bool)
+    if stopwords == "spacy":
+        stop = spacy_stopwords()
+        for i, tok in enumerate(tokens):
+            out[i] = tok.lower() in stop or (punctuation and _is_punct(tok))
+        return out
+    if stopwords == "none" and not punctuation:
+        return out
+    stop = {"spacy_words": spacy_stopwords(), "tmlib": STOPWORDS, "none": frozenset()}[stopwords]
     for start, end in word_spans(tokens):
-        word = tokens[start] + "".join(t[2:] for t in tokens[start + 1:end])
-        if is_stopword(word, punctuation):
+        word = (tokens[start] + "".join(t[2:] for t in tokens[start + 1:end])).lower()
+        if word in stop or (punctuation and _is_punct(word)):
             out[start:end] = True
     return out

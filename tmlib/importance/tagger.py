@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..training import FitResult, TrainConfig, fit
-from .stopwords import stopword_mask
+from .stopwords import resolve_stopwords, stopword_mask
 from .types import TokenScores
 
 
@@ -190,10 +190,13 @@ def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size:
     return out  # type: ignore[return-value]
 
 
-def _labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopwords: bool) -> np.ndarray:
+def _labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopwords: str = "spacy",
+            punctuation: bool | None = None) -> np.ndarray:
+    """0/1 per token: P(important) above ``threshold``, stop words (list ``stopwords``, as
+    :class:`~tmlib.importance.buffer.BufferConfig`: "spacy" official | "spacy_words" | "tmlib" | "none") forced to 0."""
     lab = (prob > threshold).astype(np.int8)
-    if stopwords and lab.any():
-        lab[stopword_mask(tokenizer.convert_ids_to_tokens(list(ids)))] = 0
+    if lab.any():
+        lab[stopword_mask(tokenizer.convert_ids_to_tokens(list(ids)), punctuation, stopwords)] = 0
     return lab
 
 
@@ -205,13 +208,14 @@ def tagger_threshold(tagger: nn.Module, threshold: float | None = None) -> float
 
 
 def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, max_length: int = 128,
-                 threshold: float | None = None, stopwords: bool = True, progress: bool = True):
+                 threshold: float | None = None, stopwords: str = "spacy", progress: bool = True):
     """Run the tagger over a corpus (``datasets.Dataset`` with ``text``, or a list of strings).
 
     Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
     ``max_length - 2``), ``importance`` (P(important) per token) and ``important`` (0/1: P above
     :func:`tagger_threshold`), aligned per token and ready for :func:`tmlib.mlm.pack_corpus`
-    (``token_ids=``, ``token_fields=``).
+    (``token_ids=``, ``token_fields=``). ``stopwords``: the stop list forced to 0 in ``important``
+    (the names of ``BufferConfig.stopwords``; default "spacy", the official list; old bools accepted).
     """
     from datasets import Dataset
 
@@ -221,21 +225,24 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress)
     threshold = tagger_threshold(tagger, threshold)
+    stopwords = resolve_stopwords(stopwords)
     labels = [_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
     return Dataset.from_dict({"text": texts, "token_ids": ids, "importance": [p.tolist() for p in probs],
                               "important": [l.tolist() for l in labels]})
 
 
 def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
-                       threshold: float | None = None, stopwords: bool = True, progress: bool = False) -> list[TokenScores]:
-    """The tagger's per-WordPiece P(important) (``scores``) and 0/1 labels (``important``) per text."""
+                       threshold: float | None = None, stopwords: str = "spacy", progress: bool = False) -> list[TokenScores]:
+    """The tagger's per-WordPiece P(important) (``scores``) and 0/1 labels (``important``; stop list
+    ``stopwords`` forced to 0, as in :func:`label_corpus`) per text."""
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a single string; wrap it: [text]")
     texts = list(texts)
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     probs = _predict_ids(tagger, tokenizer, ids, batch_size, "tagger", progress)
     threshold = tagger_threshold(tagger, threshold)
+    stopwords = resolve_stopwords(stopwords)
     return [TokenScores(text=t, tokens=tokenizer.convert_ids_to_tokens(list(i)), scores=p,
                         important=_labels(tokenizer, i, p, threshold, stopwords), method="tagger",
-                        meta={"threshold": threshold})
+                        meta={"threshold": threshold, "stopwords": stopwords})
             for t, i, p in zip(texts, ids, probs)]
