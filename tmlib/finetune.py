@@ -30,6 +30,11 @@ class TaskSpec:
     max_examples: int = 0        # cap per split, class-balanced (0 = all)
     seed: int = 0                # split/subsample seed
 
+    def key(self) -> dict:
+        """The fields that identify the data (unset optional columns left out, so adding an optional
+        field to this class does not invalidate existing run folders)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
     def load(self):
         from .data import load_task
 
@@ -68,7 +73,7 @@ def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=N
         raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
     seed = train.seed if seed is None else seed
     key_train = {k: v for k, v in asdict(train).items() if k != "progress"}
-    config = {"task": asdict(task), "train": key_train, "seed": seed,
+    config = {"task": task.key(), "train": key_train, "seed": seed,
               "init": init if isinstance(init, str) else "<upstream>", "pick": pick}
     deps = {} if isinstance(init, str) else {"init": init}
 

@@ -59,6 +59,7 @@ class BufferConfig:
     max_length: int = 128              # scoring length (official max_seq_length 128)
     first_token: str = "official"      # "official": token 0 tested and popped like any other; "keep": never tested
     stopwords: str = "spacy"           # "spacy" (official list, incl. not/no/never), "tmlib" (keeps negations), "none"
+    rules_sentences: int = 200         # train sentences on which each non-official option's effect is measured
 
 
 @dataclass

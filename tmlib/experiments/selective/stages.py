@@ -244,8 +244,38 @@ class SelectiveExperiment:
             rows = _read_json(d / "labels.json")
             return BufferLabels({k: [_score_from_row(r) for r in v] for k, v in rows.items()}, _read_json(d / "stats.json"))
 
-        config = {"buffer": asdict(b), "task": asdict(self.task_spec)}
+        key = {k: v for k, v in asdict(b).items() if k != "rules_sentences"}  # not a property of the labels
+        config = {"buffer": key, "task": self.task_spec.key()}
         return Stage("buffer", config, build, save, load, deps={"scorer": self.scorer_stage}, seed=cfg.pretrain_seed)
+
+    @cached_property
+    def rules_stage(self) -> Stage:
+        """The effect of each non-official buffer option on the labels (first token kept; tmlib's or no
+        stop list; spaCy's list on whole words), on the first ``buffer.rules_sentences`` train sentences."""
+        cfg, b = self.cfg, self.cfg.buffer
+        variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
+
+        def build(ctx, scorer):
+            import torch
+
+            from ...importance.buffer import BufferConfig, compare_rules
+            from ...models import load_saved_classifier
+
+            model = load_saved_classifier(scorer.model_dir)
+            ds = self.task["train"].select(range(min(b.rules_sentences, len(self.task["train"]))))
+            base = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token, stopwords=b.stopwords,
+                                progress=False)
+            rows = []
+            with torch.inference_mode():
+                for v in variants:
+                    if all(getattr(base, k) == val for k, val in v.items()):
+                        continue
+                    rows.append(compare_rules(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, **v))
+            return pd.concat(rows, ignore_index=True)
+
+        return Stage("buffer_rules", {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()}, build,
+                     lambda df, d: df.to_csv(d / "rules.csv", index=False), lambda d: pd.read_csv(d / "rules.csv"),
+                     deps={"scorer": self.scorer_stage}, seed=cfg.pretrain_seed)
 
     @cached_property
     def tagger_stage(self) -> Stage[SavedModel]:
