@@ -21,6 +21,18 @@ Regimes (name: model, lr, batch x tokens, steps, precision):
 
 Writes ``benchmarks/results/genept_regimes.csv`` (regime, step, seconds, general_loss, general_top1,
 indomain_loss, indomain_top1, plus model, lr, batch, length, precision, sec_per_step).
+
+Measured 2026-11-24 (shared 2-core EPYC, 1 torch thread, load average 4-13 from other jobs, so the
+``seconds`` of the training regimes are 2-3x the uncontended step times of the speed rows):
+
+* speed, 32 x 64 tokens, uncontended start: MiniLM fp32 3.52 s/step, bf16 1.50 (2.35x); scratch:mini
+  fp32 1.29, bf16 0.58 (2.2x); the same loss after 12 steps to 3 decimals (8.183 / 10.203).
+* minilm lr 3e-4 bf16 (400-step schedule): in-domain top-1 16.9 / 19.1 / 21.1 / 21.4% at steps
+  100 / 200 / 300 / 400 (general 18.5 / 23.1 / 24.0 / 25.1%), loss 6.15 -> 5.53. Below the 30% target.
+* minilm lr 1e-4 bf16 (400-step schedule, stopped at 250): 6.1 / 11.9 / 15.5 / 17.2 / 18.1% in-domain at
+  50 / 100 / 150 / 200 / 250 (1.6 s/step at load ~7): slower than 3e-4 early (11.9 vs 16.9% at 100).
+* scratch:mini lr 1e-3 bf16 (1000-step schedule, stopped at 500): stuck on the unigram plateau,
+  in-domain top-1 4.9% (it predicts the most frequent tokens), loss 7.4.
 """
 from __future__ import annotations
 
