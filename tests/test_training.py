@@ -40,31 +40,117 @@ def test_only_passed_params_train(tiny_task, tokenizer):
     assert changed and all(k.endswith("bias") for k in changed)
 
 
-def test_resume_after_interrupt(tiny_task, tokenizer, tmp_path):
-    """Kill training mid-run; a restart resumes from the checkpoint and ends where an uninterrupted run ends."""
-    cfg = _cfg(epochs=3, checkpoint_every=2)
-    ref = train_classifier(models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0),
-                           tiny_task, tokenizer, cfg)
+def _equal_nested(a, b, path="") -> list[str]:
+    """Paths where two nested structures (dicts, lists, tensors, numbers) differ; [] when identical."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        ok = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+        return [] if ok else [path]
+    if isinstance(a, dict) and isinstance(b, dict):
+        if a.keys() != b.keys():
+            return [f"{path} keys {sorted(map(str, a))} vs {sorted(map(str, b))}"]
+        return [d for k in a for d in _equal_nested(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{path} length {len(a)} vs {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _equal_nested(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
 
-    class Stop(Exception):
-        pass
 
-    def interrupt(step, model, logs):
-        if step == 5:
-            raise Stop
+class _Stop(Exception):
+    pass
 
-    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
-    with pytest.raises(Stop):
-        train_classifier(m, tiny_task, tokenizer, cfg, checkpoint_dir=tmp_path, on_step=[interrupt])
-    assert (tmp_path / "checkpoint.pt").is_file()
-    seen = []
-    m2 = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
-    res = train_classifier(m2, tiny_task, tokenizer, cfg, checkpoint_dir=tmp_path,
-                           on_step=[lambda s, m, l: seen.append(s)])
-    assert seen[0] == 5  # resumed after the last checkpoint (step 4), not from scratch
-    assert res.fit.steps == ref.fit.steps
-    assert res.dev == pytest.approx(ref.dev)
+
+def _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch):
+    """An uninterrupted run, a run stopped at step 5, and its restart from the checkpoint; for each: the
+    steps it took, the training batches it saw, the weights and RNG state at the last step, its model,
+    and the final state of the optimizer and scheduler that fit created."""
+    import tmlib.training as training
+
+    made = {"optimizer": [], "scheduler": []}
+    make_optimizer = training.make_optimizer
+
+    def recording_optimizer(*a, **kw):
+        made["optimizer"].append(make_optimizer(*a, **kw))
+        return made["optimizer"][-1]
+
+    class RecordingLambdaLR(torch.optim.lr_scheduler.LambdaLR):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made["scheduler"].append(self)
+
+    monkeypatch.setattr(training, "make_optimizer", recording_optimizer)
+    monkeypatch.setattr(torch.optim.lr_scheduler, "LambdaLR", RecordingLambdaLR)
+    # 24 train examples / batch 8 = 3 steps per epoch, 9 steps; dev evals at 3, 6, 9; checkpoints at 2, 4, 6, 8
+    cfg, total = _cfg(epochs=3, checkpoint_every=2), 9
+
+    def run(checkpoint_dir=None, stop_at=None):
+        m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+        rec = {"model": m, "batches": [], "steps": []}
+
+        def record_batch(module, args, kwargs):
+            if module.training:  # training forward passes only, not the dev evaluations
+                rec["batches"].append(kwargs["input_ids"].clone())
+
+        m.register_forward_pre_hook(record_batch, with_kwargs=True)
+
+        def on_step(step, model, logs):
+            rec["steps"].append(step)
+            if step == stop_at:
+                raise _Stop
+            if step == total:
+                rec["last_weights"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                rec["rng"] = torch.get_rng_state()
+
+        try:
+            rec["result"] = train_classifier(m, tiny_task, tokenizer, cfg, checkpoint_dir=checkpoint_dir, on_step=[on_step])
+        except _Stop:
+            rec["stopped"] = True
+        rec["optimizer"] = made["optimizer"][-1].state_dict()
+        rec["scheduler"] = made["scheduler"][-1].state_dict()
+        return rec
+
+    ref = run()
+    first = run(checkpoint_dir=tmp_path, stop_at=5)
+    assert first.get("stopped") and torch.load(tmp_path / "checkpoint.pt", weights_only=False)["step"] == 4
+    return ref, first, run(checkpoint_dir=tmp_path)
+
+
+def test_resume_after_interrupt(tiny_task, tokenizer, tmp_path, monkeypatch):
+    """Kill training mid-run; a restart resumes from the checkpoint and is bit-identical to an
+    uninterrupted run: every weight (at the last step and the restored best state), the optimizer's
+    state, the scheduler's state, the RNG state, the batches seen in order, and the dev metrics."""
+    ref, first, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
+    assert ref["steps"] == list(range(1, 10)) and len(ref["batches"]) == 9
+
+    # resumed after the last checkpoint (step 4), not from scratch; same number of steps in all
+    assert resumed["steps"] == [5, 6, 7, 8, 9]
+    assert resumed["result"].fit.steps == ref["result"].fit.steps == 9
+    # data order: the interrupted run saw the reference's first 5 batches, the resumed run its last 5 (step 5 redone)
+    assert all(torch.equal(a, b) for a, b in zip(first["batches"], ref["batches"][:5])) and len(first["batches"]) == 5
+    assert len(resumed["batches"]) == 5
+    assert all(torch.equal(a, b) for a, b in zip(resumed["batches"], ref["batches"][4:]))
+    # every weight at the last step, and of the best state restored at the end
+    assert _equal_nested(resumed["last_weights"], ref["last_weights"]) == []
+    assert _equal_nested(resumed["model"].state_dict(), ref["model"].state_dict()) == []
+    # optimizer state (AdamW step counts, both moments of every parameter, lr per group) and scheduler state
+    assert _equal_nested(resumed["optimizer"], ref["optimizer"]) == []
+    assert _equal_nested(resumed["scheduler"], ref["scheduler"]) == []
+    assert ref["scheduler"]["last_epoch"] == 9
+    assert torch.equal(resumed["rng"], ref["rng"])
+    # what the run reports: dev metrics per evaluation (train_loss: see the next test)
+    drop = lambda hist: [{k: v for k, v in row.items() if k != "train_loss"} for row in hist]  # noqa: E731
+    assert drop(resumed["result"].fit.history) == drop(ref["result"].fit.history)
+    assert resumed["result"].dev == ref["result"].dev and resumed["result"].test == ref["result"].test
     assert not (tmp_path / "checkpoint.pt").exists()
+    # the comparison can fail: the interrupted run's state differs from the finished one
+    assert _equal_nested(first["optimizer"], ref["optimizer"]) != []
+
+
+@pytest.mark.xfail(strict=True, reason="fit's checkpoint does not keep the running train loss (running, n_running): "
+                   "after a resume, the train_loss of the evaluation spanning the interruption averages fewer steps")
+def test_resume_reports_the_same_train_loss(tiny_task, tokenizer, tmp_path, monkeypatch):
+    ref, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
+    assert [h["train_loss"] for h in resumed["result"].fit.history] == [h["train_loss"] for h in ref["result"].fit.history]
 
 
 def test_label_mismatch_is_clear(tiny_task, tokenizer):
@@ -80,8 +166,15 @@ def test_no_trainable_params(tiny_task, tokenizer):
 
 
 def test_bad_config():
-    with pytest.raises(ValueError):
-        TrainConfig(lr=0)
+    """Each invalid TrainConfig field stops with the message that names the rule it breaks."""
+    for bad in (dict(lr=0), dict(lr=-1e-3), dict(batch_size=0), dict(max_length=1)):
+        with pytest.raises(ValueError, match=r"lr must be > 0, batch_size >= 1, max_length >= 2"):
+            TrainConfig(**bad)
+    with pytest.raises(ValueError, match=r"set epochs > 0 or max_steps > 0"):
+        TrainConfig(epochs=0, max_steps=0)
+    with pytest.raises(ValueError, match=r"schedule must be one of 'linear', 'constant', got 'cosine'"):
+        TrainConfig(schedule="cosine")
+    TrainConfig(epochs=0, max_steps=5)  # max_steps alone is a valid length
 
 
 def test_linear_schedule():
