@@ -16,17 +16,40 @@ def test_mlm_random15_trains_and_saves(tmp_path):
     assert (out / "model" / "config.json").is_file() and not (out / "checkpoint" / "checkpoint.pt").exists()
 
 
-def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer):
+def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer, monkeypatch):
+    """`tmlib mlm --labelled ... --masking selective` trains with the tagger's labels: every batch masks
+    exactly the one token per sentence labelled important; `--masking random` masks one token per
+    sentence too, not always that one."""
     from datasets import Dataset
 
-    ids = tokenizer(["a truly great film", "boring and awful acting", "the plot is thin"], add_special_tokens=False)["input_ids"]
+    from tmlib.collators import SelectiveMaskingCollator
+
+    texts = ["a truly great film", "boring and awful acting", "the plot is thin"]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    assert [len(x) for x in ids] == [4, 4, 4]
     ds = Dataset.from_dict({"token_ids": ids, "importance": [[0.9 if i == 2 else 0.1 for i in range(len(x))] for x in ids],
                             "important": [[int(i == 2) for i in range(len(x))] for x in ids]})
     ds.save_to_disk(str(tmp_path / "labelled"))
-    out = tmp_path / "taskpt"
-    rc = main(["mlm", "--labelled", str(tmp_path / "labelled"), "--masking", "selective", "--model", "scratch:tiny",
-               "--out", str(out), "--max-steps", "2", "--batch-size", "2", "--max-length", "16"])
-    assert rc == 0 and json.loads((out / "results.json").read_text())["steps"] == 2
+    important_ids = sorted(x[2] for x in ids)  # "great", "awful", "is"
+
+    batches = []
+    torch_call = SelectiveMaskingCollator.torch_call
+    monkeypatch.setattr(SelectiveMaskingCollator, "torch_call",
+                        lambda self, examples: batches.append(torch_call(self, examples)) or batches[-1])
+    masked = {}
+    for masking in ("selective", "random"):
+        batches.clear()
+        out = tmp_path / f"taskpt_{masking}"
+        rc = main(["mlm", "--labelled", str(tmp_path / "labelled"), "--masking", masking, "--model", "scratch:tiny",
+                   "--out", str(out), "--max-steps", "4", "--batch-size", "2", "--max-length", "16"])
+        res = json.loads((out / "results.json").read_text())
+        assert rc == 0 and res["steps"] == 4 and res["masking"] == masking
+        assert len(batches) == 4  # the CLI's collator is the labelled-corpus one, once per step
+        # the 3 sentences pack into one row (12 tokens + [CLS] [SEP]); each batch masks one token per sentence
+        masked[masking] = [sorted(b["labels"][b["labels"] != -100].tolist()) for b in batches]
+        assert all(len(m) == 3 for m in masked[masking])
+    assert masked["selective"] == [important_ids] * 4
+    assert any(m != important_ids for m in masked["random"])
 
 
 def test_mlm_errors_name_the_fix(tmp_path, capsys):

@@ -63,14 +63,62 @@ def test_train_mlm_lowers_loss_and_saves(tokenizer, tmp_path):
     assert saved == [(10, "BertForMaskedLM"), (30, "BertForMaskedLM")]
 
 
-def test_train_mlm_with_selective_collator(tokenizer):
-    model = load_mlm("scratch:tiny", seed=0)
+def _record_collated(monkeypatch) -> list:
+    """Record (examples, batch) of every SelectiveMaskingCollator call (and its RandomCount subclass)."""
+    calls = []
+    torch_call = SelectiveMaskingCollator.torch_call
+
+    def recording(self, examples):
+        batch = torch_call(self, examples)
+        calls.append((examples, batch))
+        return batch
+
+    monkeypatch.setattr(SelectiveMaskingCollator, "torch_call", recording)
+    return calls
+
+
+def _masked_per_sentence(examples, batch) -> list[tuple[int, int, int, list[int]]]:
+    """Per packed sentence: (maskable tokens n, important tokens, masked tokens, important label of each
+    masked token). Labels != -100 mark the masked positions; rows are right-padded, so positions align."""
+    out = []
+    for ex, labels in zip(examples, batch["labels"]):
+        n_row = len(ex["input_ids"])
+        masked = (labels[:n_row] != -100).numpy()
+        assert not (labels[n_row:] != -100).any()  # no mask on padding
+        sid, imp = np.asarray(ex["sent_ids"]), np.asarray(ex["important"])
+        assert not masked[sid < 0].any()  # never a special token
+        for s in np.unique(sid[sid >= 0]):
+            in_s = sid == s
+            out.append((int(in_s.sum()), int(imp[in_s].sum()), int(masked[in_s].sum()), imp[in_s & masked].tolist()))
+    return out
+
+
+def test_train_mlm_with_selective_collator(tokenizer, monkeypatch):
+    """TaskPT with selective masking masks, in every batch it trains on, only tokens the tagger labelled
+    important: per sentence the min(#important, max(1, int(0.15 n))) of them. The random-count control
+    masks the same number per sentence, at positions that are not drawn from the labels."""
+    from tmlib.collators import RandomCountMaskingCollator
+
     ids = tokenizer(TEXTS, add_special_tokens=False)["input_ids"]
     imp = [[int(i % 3 == 0) for i in range(len(x))] for x in ids]
     packed = pack_corpus(None, tokenizer, 32, token_ids=ids, token_fields={"important": imp, "importance": imp})
     cfg = TrainConfig(lr=1e-3, batch_size=4, max_steps=4, progress=False)
-    res = train_mlm(model, packed, tokenizer, cfg, collator=SelectiveMaskingCollator(tokenizer, seed=0))
-    assert res.steps == 4 and np.isfinite(res.history[-1]["train_loss"])
+    calls = _record_collated(monkeypatch)
+    sentences = {}
+    for name, cls in (("selective", SelectiveMaskingCollator), ("random", RandomCountMaskingCollator)):
+        calls.clear()
+        res = train_mlm(load_mlm("scratch:tiny", seed=0), packed, tokenizer, cfg, collator=cls(tokenizer, seed=0))
+        assert res.steps == 4 and np.isfinite(res.history[-1]["train_loss"])
+        assert len(calls) == 4  # one collated batch per training step
+        sentences[name] = [s for ex, b in calls for s in _masked_per_sentence(ex, b)]
+    sel, rnd = sentences["selective"], sentences["random"]
+    assert len(sel) >= 8 and sum(m for _, _, m, _ in sel) >= 8
+    for n, n_imp, n_masked, labels_of_masked in sel:
+        assert n_masked == min(n_imp, max(1, int(0.15 * n)))
+        assert labels_of_masked == [1] * n_masked  # every masked token is labelled important
+    # the control: the same count per sentence (same data order, seed 0), positions not from the labels
+    assert [(n, n_imp, m) for n, n_imp, m, _ in rnd] == [(n, n_imp, m) for n, n_imp, m, _ in sel]
+    assert 0 in [label for *_, masked in rnd for label in masked]
 
 
 @pytest.mark.parametrize("collator", ["plain", "selective"])
