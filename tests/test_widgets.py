@@ -59,7 +59,33 @@ def test_scores_are_cached_per_text_method_delta(explorer):
     assert explorer.n_computed == 4 and explorer.last["main"].meta["delta"] == pytest.approx(0.2)
     explorer.delta.value = 0.05  # back to a cached delta
     assert explorer.n_computed == 4 and explorer.last["main"].important is not None
-    assert ' hard" style=' in explorer.html or explorer.last["main"].important.sum() == 0
+
+
+def _token_classes(html: str) -> list[str]:
+    """The class attribute of every token span in the rendered HTML, in order."""
+    import re
+
+    return re.findall(r'<span class="(t(?: [a-z]+)*)" style=', html)
+
+
+def test_buffer_labels_are_underlined(explorer):
+    """The buffer method's hard labels are what the HTML underlines, token by token: example 1 (the
+    untrained model classifies it correctly) has important tokens, each underlined and no other;
+    example 0 is misclassified, so (only_correct) its labels are all 0 and nothing is underlined."""
+    explorer.method.value = "buffer"
+    explorer.delta.value = 0.05
+    explorer.set_example(1)
+    main = explorer.last["main"]
+    assert main.method == "buffer" and main.pred == main.label == 0
+    classes = _token_classes(explorer.html)
+    assert len(classes) == len(main.tokens)
+    underlined = ["hard" in c.split() for c in classes]
+    assert main.important.sum() >= 3 and underlined == main.important.astype(bool).tolist()
+    assert "underlined</span> = important (hard label)" in explorer.html  # the legend explains it
+    explorer.set_example(0)
+    main = explorer.last["main"]
+    assert main.pred != main.label and main.important.sum() == 0
+    assert not any("hard" in c.split() for c in _token_classes(explorer.html))
 
 
 def test_tagger_row_gold_buffer_row_and_masking_preview(model, tokenizer, monkeypatch):
@@ -93,7 +119,8 @@ def test_preview_degrades_without_collators(explorer, monkeypatch):
     monkeypatch.setitem(sys.modules, "tmlib.collators", None)  # import fails as if the module were absent
     explorer.preview.value = True
     explorer.set_example(2)
-    assert "masking preview unavailable" in explorer.status.value and explorer.html  # the scores still show
+    assert "masking preview unavailable" in explorer.status.value
+    assert ">moving<" in explorer.html and ' box" style=' not in explorer.html  # the scores still show, no boxes
 
 
 def test_errors_are_shown_and_bad_setup_rejected(model, tokenizer, explorer):
