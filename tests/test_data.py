@@ -66,7 +66,11 @@ def test_split_sentences():
     text = 'He said "Stop." Then he left. It was 3 p.m. ok\n\nNew para here now.'
     for splitter in ("spacy", "regex"):
         s = data.split_sentences(text, splitter=splitter)
-        assert s[0] == 'He said "Stop."' and s[1] == "Then he left." and s[-1] == "New para here now.", splitter
+        # "p.m." followed by a lower-case word is no sentence end; a blank line is a paragraph break
+        assert s == ['He said "Stop."', "Then he left.", "It was 3 p.m. ok", "New para here now."], splitter
+    # "p.m." before an upper-case word: the regex splitter cuts there, spaCy's sentencizer keeps it whole
+    assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1, splitter="regex") == ["It was 3 p.m.", "Then we left."]
+    assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1) == ["It was 3 p.m. Then we left."]
     assert data.split_sentences(text) == data.split_sentences(text, splitter="spacy")
     with pytest.raises(ValueError, match="splitter must be one of"):
         data.split_sentences(text, splitter="nltk")
