@@ -137,26 +137,61 @@ def test_buffer_summary():
 
 
 def test_plots(tmp_path):
+    """Each figure plots the numbers it is given, in the units its axis names (accuracy x100 -> %)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    from matplotlib.patches import Rectangle
+
     from tmlib.plots import selective as sp
 
     res = _results()
     final = res[(res["method"] == "genept") | (res["taskpt_steps"] == 10)]
-    sp.accuracy_bars(summarize(final)).savefig(tmp_path / "a.png")
+    # bars: per condition (genept, selective, random) one bar per GenePT budget (10, 30), mean over seeds in %
+    fig = sp.accuracy_bars(summarize(final))
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert [round(b.get_height(), 6) for b in bars] == [61, 63, 72, 74, 67, 69]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"{v:.1f}" for v in (61, 63, 72, 74, 67, 69))
+    assert ax.get_ylabel() == "test accuracy (%)" and 55 <= ax.get_ylim()[0] < 61 and 75 <= ax.get_ylim()[1] <= 100
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["GenePT 10 steps", "GenePT 30 steps"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["GenePT only", "+TaskPT selective",
+                                                                   "+TaskPT random (same count)"]
+    fig.savefig(tmp_path / "a.png")
+
     fig = sp.paired_gap_plot(final, paired_gaps(final))
     assert [a.get_title() for a in fig.axes] == ["GenePT 10 steps", "GenePT 30 steps"]
     dots = fig.axes[0].collections[0].get_offsets()[:, 1]   # selective - random per seed, in points
     assert np.allclose(sorted(dots), [5.0, 5.0, 5.0])
-    sp.accuracy_vs_steps(curve_summary(res)).savefig(tmp_path / "b.png")
+    assert fig.axes[0].get_ylabel() == "gap (points)"
+
+    # accuracy vs TaskPT steps: step 0 is the shared GenePT-only model; y in %
+    fig = sp.accuracy_vs_steps(curve_summary(res))
+    ax10, ax30 = fig.axes
+    assert ax10.get_title() == "GenePT 10 steps" and ax10.get_xlabel() == "TaskPT steps"
+    assert ax10.get_ylabel() == "test accuracy (%)"
+    lines = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax10.get_lines()}
+    assert lines.keys() == {"+TaskPT selective", "+TaskPT random (same count)"}
+    assert lines["+TaskPT selective"][0] == [0, 5, 10]
+    assert np.allclose(lines["+TaskPT selective"][1], [61, 71.5, 72])
+    assert np.allclose(lines["+TaskPT random (same count)"][1], [61, 66.5, 67])
+    assert np.allclose([ln.get_ydata() for ln in ax30.get_lines()][0], [63, 73.5, 74])
+    fig.savefig(tmp_path / "b.png")
+
     compute = {"stages": [
         {"stage": "GenePT 10 steps", "group": "GenePT", "seconds": 5, "flops": 1e9, "steps": 10},
         {"stage": "buffer labels", "group": "importance", "seconds": 2, "flops": 1e8},
         {"stage": "TaskPT selective (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10, "method": "selective"},
         {"stage": "TaskPT random (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10, "method": "random"}]}
-    sp.compute_split(compute).savefig(tmp_path / "c.png")
-    assert all((tmp_path / f).stat().st_size > 5000 for f in ("a.png", "b.png", "c.png"))
+    fig = sp.compute_split(compute)
+    pie, per_stage = fig.axes
+    assert pie.get_title() == "compute split (seconds), GenePT 10"
+    texts = [t.get_text() for t in pie.texts]
+    assert texts == ["GenePT", "importance pipeline", "TaskPT (selective)", "50%", "20%", "30%"]
+    assert [b.get_width() for b in per_stage.patches] == [5, 2, 3, 3] and per_stage.get_xlabel() == "seconds"
+    assert [t.get_text() for t in per_stage.get_yticklabels()] == [s["stage"] for s in compute["stages"]]
+    fig.savefig(tmp_path / "c.png")
+    assert [t.get_text() for t in sp.compute_split(compute, key="flops").axes[0].texts][3:] == ["62%", "6%", "31%"]
 
 
 def test_interrupted_genept_resumes(tmp_path, monkeypatch):
