@@ -5,8 +5,10 @@ labels, a mask, a metrics table) plus ``manifest.json``: the key that produced i
 and the keys of the stages it depends on), its hash, library versions, the runtime facts that can
 change a result (torch threads, deterministic flags), the seed, and the SHA-256 of every file. Files
 are written to a temp name and renamed, and the manifest is written last, so a crash leaves either
-the old artifact or an invalid one, never a half-written one that looks valid. This module is the
-only code that reads or writes a manifest.
+the old artifact or an invalid one, never a half-written one that looks valid; the next build of that
+artifact removes what a killed write left (:func:`recover_partial_writes`). A write that fails (a full or
+read-only disk) raises :class:`ArtifactError` naming the folder and the fix, the old artifact in place.
+This module is the only code that reads or writes a manifest.
 
 A :class:`Stage` declares its name, its config, the stages it depends on, and build / save / load.
 :meth:`RunStore.get` builds missing dependencies first (their hashes enter the stage's key, so a
@@ -76,13 +78,40 @@ def atomic_save(path: str | Path, writer: Callable[[Path], None]) -> Path:
         if path.is_dir() and not path.is_symlink():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # the previous version goes back where it was
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return path
+
+
+def recover_partial_writes(path: str | Path) -> list[str]:
+    """Clean up after an :func:`atomic_save` of the folder ``path`` cut off by a kill: its temp folders
+    (``.name.XXXXXXXX``, a partial write) are removed, and a previous version moved aside for the swap
+    (``.name.old-PID``) is moved back when ``path`` is missing (else removed). Returns what it did, one
+    line each. Call it only where no other process is writing ``path`` (under its lock)."""
+    import re
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:[a-z0-9_]{{8}}|old-(\d+))$")
+    found = [(p, m) for p in path.parent.iterdir() if (m := pattern.match(p.name)) and p.is_dir() and not p.is_symlink()]
+    done = []
+    olds = sorted((p for p, m in found if m.group(1)), key=lambda p: p.stat().st_mtime)
+    if olds and not path.exists():
+        os.replace(olds.pop(), path)
+        done.append(f"restored the previous {path.name} (a swap cut off between its two renames)")
+    for p in olds + [p for p, m in found if not m.group(1)]:
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(f"removed {p.name} (a partial write)")
+    return done
 
 
 def _json_default(obj: Any) -> Any:
@@ -278,7 +307,24 @@ class RunStore:
         art = self.artifact(stage.name, key)
         if self._verified.get(stage.name) == (key_hash, _stat_signature(art.path)):
             return stage.load(art.path)
-        with self._lock(stage.name):
+        try:
+            lock = self._lock(stage.name)
+            lock.acquire()
+        except (OSError, ArtifactError) as exc:  # no lock file: a read-only or full disk
+            from filelock import Timeout
+
+            if isinstance(exc, Timeout):
+                raise
+            if art.check() is None:  # nothing to write: a valid artifact on a read-only disk still loads
+                self._verified[stage.name] = (key_hash, _stat_signature(art.path))
+                return stage.load(art.path)
+            if isinstance(exc, ArtifactError):
+                raise
+            raise ArtifactError(f"cannot lock {stage.name} in {self.root} to build it ({exc.strerror or exc}); "
+                                "free disk space, make the folder writable or choose another out_dir") from exc
+        try:
+            for line in recover_partial_writes(art.path):  # a build cut off by a kill (we hold the lock)
+                warnings.warn(f"{self.root}: {line}", stacklevel=2)
             reason = art.check()
             if reason is not None:
                 if reason != "missing":
@@ -288,6 +334,8 @@ class RunStore:
                 self.log(f"{stage.name}: cached")
             self._verified[stage.name] = (key_hash, _stat_signature(art.path))
             return stage.load(art.path)
+        finally:
+            lock.release()
 
     def _build(self, stage: Stage, key: dict, key_hash: str, deps: dict) -> None:
         work = self.root / ".work" / stage.name / key_hash

@@ -6,7 +6,8 @@ For every notebook ``notebooks/NN_name.ipynb`` with a ``papermill_params/NN_name
 parameter file is validated first (malformed YAML stops before anything runs), then the notebook is
 executed in its own process with ``out_dir=<out>/NN_name`` injected. The executed notebook is written
 to a temporary name and renamed to ``<out>/NN_name.ipynb`` only when every cell ran, so a failed or
-interrupted run never replaces a good executed notebook: it is kept as ``<out>/NN_name.failed.ipynb``.
+interrupted run (a cell's error, a kernel that died) never replaces a good executed notebook: it is kept as
+``<out>/NN_name.failed.ipynb``, and the suite prints and raises the reason in one line.
 Figures/CSV/JSON land in ``<out>/NN_name/``. Wall time and peak memory of each notebook go to
 ``<out>/suite_timing.csv``, and every notebook's ``summary.csv`` is collected into ``<out>/results.md``.
 """
@@ -146,8 +147,10 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
             proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)), str(out),
                                    kernel], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         if proc.returncode != 0:
-            raise RuntimeError(f"{nb.name} failed with parameter set {params!r}; the executed notebook with the "
-                               f"error is {out / (nb.stem + '.failed.ipynb')}")
+            reason = _reason_from(proc.stdout, proc.returncode)
+            print(f"[tmlib suite]   FAILED: {reason}", flush=True)
+            raise RuntimeError(f"{nb.name} failed with parameter set {params!r} ({reason}); the executed notebook "
+                               f"with the error is {out / (nb.stem + '.failed.ipynb')}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"[tmlib suite]   done in {row['seconds']:.0f} s, peak memory {row['peak_rss_mb']:.0f} MB", flush=True)
@@ -188,9 +191,38 @@ def results_markdown(out: Path, params: str) -> str:
     return "\n".join(parts)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """One line saying why a notebook run failed: the cell's exception (``ename: evalue``) for an error in
+    a cell, else the exception's type and first line (``DeadKernelError: Kernel died``)."""
+    if getattr(exc, "ename", None):  # papermill's PapermillExecutionError: an exception raised in a cell
+        where = f" in cell {exc.exec_count}" if getattr(exc, "exec_count", None) is not None else ""
+        text = f"{exc.ename}{where}: {exc.evalue}"
+    else:
+        first = str(exc).strip().splitlines()
+        text = f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _reason_from(stdout: str, returncode: int) -> str:
+    """The one-line reason a notebook's runner process printed last, or its exit status."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get("error"):
+            return row["error"]
+    return f"the runner process exited with status {returncode}" + (" (killed by a signal)" if returncode < 0 else "")
+
+
 def _one(notebook: str, params: str, out: str, kernel: str) -> None:
     start = time.perf_counter()
-    run_notebook(Path(notebook), params, Path(out), kernel=kernel)
+    try:
+        run_notebook(Path(notebook), params, Path(out), kernel=kernel)
+    except Exception as exc:  # the traceback still goes to stderr; the reason, one line, to the suite
+        print(json.dumps({"notebook": Path(notebook).name, "error": failure_reason(exc)}), flush=True)
+        raise
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"notebook": Path(notebook).name, "params": Path(params).stem, "seconds": round(time.perf_counter() - start, 1),
                       "peak_rss_mb": round(peak_kb / 1024, 1)}))
