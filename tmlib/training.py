@@ -328,18 +328,53 @@ def fit(
 
 # ------------------------------------------------------------------------------------- classification
 
-def encode(ds, tokenizer, max_length: int, text_column: str = "text", pair_column: str | None = None):
-    """Tokenize a ``datasets.Dataset`` (truncating to ``max_length``) into model inputs + ``labels``."""
+AUTO = "auto"
+
+
+def input_columns(column_names, pair_column: str | None = AUTO, aspect_column: str | None = AUTO) -> tuple[str | None, str | None]:
+    """``(pair_column, aspect_column)`` actually used for a dataset with ``column_names``: ``"auto"``
+    picks ``text_pair`` / ``aspect`` where present (aspect first), None turns one off."""
+    from .data import ASPECT_COLUMN, PAIR_COLUMN
+
+    if aspect_column == AUTO:
+        aspect_column = ASPECT_COLUMN if ASPECT_COLUMN in column_names else None
+    if pair_column == AUTO:
+        pair_column = PAIR_COLUMN if PAIR_COLUMN in column_names and not aspect_column else None
+    if pair_column and aspect_column:
+        raise ValueError(f"a task has one second input: got pair_column={pair_column!r} and aspect_column={aspect_column!r}")
+    for col in (pair_column, aspect_column):
+        if col and col not in column_names:
+            raise ValueError(f"no column {col!r} to encode (columns: {list(column_names)})")
+    return pair_column, aspect_column
+
+
+def encode(ds, tokenizer, max_length: int, text_column: str = "text", pair_column: str | None = AUTO,
+           aspect_column: str | None = AUTO):
+    """Tokenize a ``datasets.Dataset`` (truncating to ``max_length``) into model inputs + ``labels``.
+
+    Single text: ``[CLS] text [SEP]``. With a second input (``"auto"``: the ``text_pair`` / ``aspect``
+    column where the dataset has one; None: ignore it) the tokenizer's pair encoding, segment ids 0 then 1:
+    a sentence pair is ``[CLS] text [SEP] text_pair [SEP]`` (the longer side truncated first, as BERT's
+    GLUE code); an aspect task is ``[CLS] aspect [SEP] text [SEP]`` with only the text truncated (the
+    official selective-masking code's ``ASC`` / ``ABSAProcessor``: ``text_a`` = aspect, ``text_b`` = text).
+    """
+    pair_column, aspect_column = input_columns(ds.column_names, pair_column, aspect_column)
+
     def fn(batch):
-        args = (batch[text_column],) if pair_column is None else (batch[pair_column], batch[text_column])
-        enc = tokenizer(*args, truncation=True, max_length=max_length)
+        if aspect_column:
+            enc = tokenizer(batch[aspect_column], batch[text_column], truncation="only_second", max_length=max_length)
+        elif pair_column:
+            enc = tokenizer(batch[text_column], batch[pair_column], truncation=True, max_length=max_length)
+        else:
+            enc = tokenizer(batch[text_column], truncation=True, max_length=max_length)
         if "label" in batch:
             enc["labels"] = batch["label"]
         return enc
 
     keep = [c for c in ds.column_names]
     return ds.map(fn, batched=True, remove_columns=keep, desc="tokenize",
-                  new_fingerprint=_encode_fingerprint(ds, tokenizer, max_length, text_column, pair_column))
+                  new_fingerprint=_encode_fingerprint(ds, tokenizer, max_length, text_column,
+                                                      pair_column if not aspect_column else f"aspect:{aspect_column}"))
 
 
 def _encode_fingerprint(ds, tokenizer, max_length, text_column, pair_column) -> str:
@@ -402,7 +437,8 @@ class ClassifierResult:
 
 def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, optimizer_cls=torch.optim.AdamW,
                      checkpoint_dir=None, on_step=(), desc="fine-tune") -> ClassifierResult:
-    """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label).
+    """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
+    ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
 
     Selects the best state by dev accuracy, then reports dev and test metrics of that state.
     """

@@ -16,7 +16,9 @@ Where tmlib used to choose differently, the choice is a named :class:`BufferConf
 defaults are the official behaviour. Their measured effect (MiniLM fine-tuned on 400 MR sentences,
 200 MR training sentences, delta 0.01; :func:`compare_rules`) is in :class:`BufferConfig`'s docstring.
 
-For aspect tasks every input is ``[CLS] aspect [SEP] <text or buffer> [SEP]`` (segment ids 0 / 1).
+For aspect tasks every input is ``[CLS] aspect [SEP] <text or buffer> [SEP]`` (segment ids 0 / 1),
+one walk per (text, aspect), labels for the text's tokens only; :func:`merge_aspects` then merges the
+labels of one text's aspects (union), as the official ``ASC.forward`` does before masking.
 
 Two implementations with identical results:
 
@@ -399,3 +401,58 @@ def expand_sentences(texts: Sequence[str], labels: Sequence[int], splitter: Call
                 if asps is not None:
                     asps.append(aspects[i])
     return sents, labs, asps, src
+
+
+# ------------------------------------------------------------------------------------ aspect tasks
+
+def merge_aspects(scores: Sequence[TokenScores]) -> list[TokenScores]:
+    """One :class:`TokenScores` per distinct text: the labels of the text's aspects merged (union).
+
+    The official code (``data/sc_mask_gen.py``, ``ASC.forward``) walks the buffer once per (text, aspect)
+    on ``[CLS] aspect [SEP] buffer [SEP]`` and adds every important position to ONE set per text; the
+    text's tokens are then masked (and the tagger learns them) without the aspect. So a token is
+    important when it is important for any of the text's aspects; an aspect the scorer misclassified
+    adds nothing (its labels are all 0 under ``only_correct``), and a text none of whose aspects is
+    classified correctly keeps all-zero labels. Stop words are already 0 in every input, so in the
+    union too.
+
+    Texts are grouped by their exact string, in order of first appearance. ``scores`` of the merged
+    row are the per-token maximum over the aspects; ``label`` / ``pred`` are None (one per aspect in
+    ``meta["labels"]`` / ``meta["preds"]``), ``meta["correct"]`` says whether any aspect was classified
+    correctly. Different aspect lengths may truncate a long text differently: the longest token list
+    is kept and each aspect's labels cover its own prefix of it.
+    """
+    groups: dict[str, list[TokenScores]] = {}
+    for ts in scores:
+        if ts.important is None:
+            raise ValueError(f"TokenScores from method {ts.method!r} have no hard labels to merge")
+        groups.setdefault(ts.text, []).append(ts)
+    out = []
+    for text, members in groups.items():
+        longest = max(members, key=lambda t: len(t.tokens))
+        n = len(longest.tokens)
+        important = np.zeros(n, dtype=np.int8)
+        best = np.full(n, -np.inf, dtype=np.float32)
+        for ts in members:
+            k = len(ts.tokens)
+            if list(ts.tokens) != list(longest.tokens[:k]):
+                raise ValueError(f"the aspects of one text were tokenized differently ({text[:60]!r}); merge labels of "
+                                 f"one tokenizer's output")
+            important[:k] |= np.asarray(ts.important, dtype=np.int8)
+            best[:k] = np.maximum(best[:k], np.asarray(ts.scores, dtype=np.float32))
+        best[~np.isfinite(best)] = 0.0
+        correct = [ts.correct for ts in members]
+        meta = {"aspects": [ts.meta.get("aspect") for ts in members], "labels": [ts.label for ts in members],
+                "preds": [ts.pred for ts in members], "correct": any(c is True for c in correct),
+                "merged": len(members)}
+        for k in ("delta", "first_token", "stopwords"):
+            if k in longest.meta:
+                meta[k] = longest.meta[k]
+        out.append(TokenScores(text=text, tokens=list(longest.tokens), scores=best, important=important,
+                               method=f"{longest.method or 'buffer'}+aspects", meta=meta))
+    return out
+
+
+def has_aspects(scores: Sequence[TokenScores]) -> bool:
+    """Whether ``scores`` came from aspect inputs (any carries ``meta["aspect"]``)."""
+    return any("aspect" in (ts.meta or {}) for ts in scores)

@@ -58,17 +58,36 @@ def _token_ids(tokenizer, ts: TokenScores) -> list[int]:
     return tokenizer.convert_tokens_to_ids(ts.tokens)
 
 
-def tagger_examples(scores: Sequence[TokenScores], tokenizer, max_length: int = 128, include_incorrect: bool = True) -> list[dict]:
+def _merge(scores: Sequence[TokenScores], merge_aspects: bool | None) -> list[TokenScores]:
+    from .buffer import has_aspects, merge_aspects as merge
+
+    scores = list(scores)
+    if merge_aspects is None:
+        merge_aspects = has_aspects(scores)
+    return merge(scores) if merge_aspects else scores
+
+
+def _correct(ts: TokenScores) -> bool | None:
+    """Whether the scorer got the text right (merged aspect rows: any of its aspects)."""
+    return ts.correct if ts.correct is not None else ts.meta.get("correct")
+
+
+def tagger_examples(scores: Sequence[TokenScores], tokenizer, max_length: int = 128, include_incorrect: bool = True,
+                    merge_aspects: bool | None = None) -> list[dict]:
     """Buffer results -> token-classification examples (``[CLS] ids [SEP]``, labels -100 at specials).
 
     ``include_incorrect``: keep sentences the scorer misclassified, with their all-zero labels
     (REFERENCE: they get all-zero labels); False drops them.
+    ``merge_aspects``: one example per distinct text with the labels of its aspects merged (union,
+    :func:`tmlib.importance.buffer.merge_aspects`), as the official code: the tagger sees the text
+    alone, as it will see the unlabelled corpus. None (default): merge when the scores carry aspects
+    (``meta["aspect"]``, set by the buffer method); pass True for aspect scores that lost their meta.
     """
     out = []
-    for ts in scores:
+    for ts in _merge(scores, merge_aspects):
         if ts.important is None:
             raise ValueError(f"TokenScores from method {ts.method!r} have no hard labels; the tagger learns buffer labels")
-        if not include_incorrect and ts.correct is False:
+        if not include_incorrect and _correct(ts) is False:
             continue
         ids = _token_ids(tokenizer, ts)[: max_length - 2]
         lab = ts.important.astype(int).tolist()[: max_length - 2]
@@ -145,17 +164,19 @@ class TaggerResult:
 
 
 def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scores: Sequence[TokenScores], tokenizer,
-                 cfg: TrainConfig, class_weight: float = 3.0, include_incorrect: bool = True) -> TaggerResult:
+                 cfg: TrainConfig, class_weight: float = 3.0, include_incorrect: bool = True,
+                 merge_aspects: bool | None = None) -> TaggerResult:
     """Train ``model`` (``*ForTokenClassification`` with 2 labels) in place on buffer labels; the state
-    with the best dev F1 (important class) is kept (``cfg.select_metric`` is forced to ``"f1"``)."""
+    with the best dev F1 (important class) is kept (``cfg.select_metric`` is forced to ``"f1"``).
+    Aspect scores are merged per text first (``merge_aspects``, see :func:`tagger_examples`)."""
     n_labels = getattr(model.config, "num_labels", 2)
     if n_labels != 2:
         raise ValueError(f"the tagger needs a 2-label token classifier, got num_labels={n_labels}; "
                          f"load it with tmlib.models.load_token_classifier(name, num_labels=2)")
     import dataclasses
 
-    train = tagger_examples(train_scores, tokenizer, cfg.max_length, include_incorrect)
-    dev = tagger_examples(dev_scores, tokenizer, cfg.max_length, include_incorrect)
+    train = tagger_examples(train_scores, tokenizer, cfg.max_length, include_incorrect, merge_aspects)
+    dev = tagger_examples(dev_scores, tokenizer, cfg.max_length, include_incorrect, merge_aspects)
     collate = TaggerCollator(tokenizer)
     dev_batches = [collate(dev[i:i + 64]) for i in range(0, len(dev), 64)]
     wrapped = WeightedTagger(model, class_weight)
@@ -216,10 +237,15 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     :func:`tagger_threshold`), aligned per token and ready for :func:`tmlib.mlm.pack_corpus`
     (``token_ids=``, ``token_fields=``). ``stopwords``: the stop list forced to 0 in ``important``
     (the names of ``BufferConfig.stopwords``; default "spacy", the official list; old bools accepted).
+
+    The tagger reads the text alone (official ``ModelGen``): a dataset with an ``aspect`` column (one
+    row per text and aspect) is labelled once per distinct text, in order of first appearance.
     """
     from datasets import Dataset
 
     texts = list(dataset["text"] if hasattr(dataset, "column_names") else dataset)
+    if "aspect" in getattr(dataset, "column_names", ()):
+        texts = list(dict.fromkeys(texts))
     if not texts:
         raise ValueError("the corpus is empty")
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
