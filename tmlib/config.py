@@ -173,6 +173,20 @@ def flatten(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def flat_names(cls: type) -> list[str]:
+    """Every flat parameter name of config class ``cls`` (no instance needed: required fields are fine)."""
+    nested = _nested_fields(cls)
+    names = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.name in nested:
+            names += [f"{f.name}_{sub.name}" for sub in dataclasses.fields(nested[f.name]) if sub.init]
+        else:
+            names.append(f.name)
+    return names
+
+
 def from_flat(cls: type[T], flat: Mapping[str, Any] | None) -> T:
     """Flat parameters (see :func:`flatten`) -> nested config ``cls``, strictly validated: an unknown
     or misspelt name raises :class:`ConfigError` listing every valid flat name."""
@@ -192,7 +206,7 @@ def from_flat(cls: type[T], flat: Mapping[str, Any] | None) -> T:
         else:
             unknown.append(key)
     if unknown:
-        valid = sorted(flatten(cls()))
+        valid = sorted(flat_names(cls))
         raise ConfigError(f"unknown parameter(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
                           f"valid names: {', '.join(valid)}")
     return from_dict(cls, data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 import os
 import random
 from dataclasses import dataclass, field
@@ -234,13 +235,20 @@ def fit(
     step, running, n_running = 0, 0.0, 0
     ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     key = config_hash(cfg)
+    state = None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a truncated or corrupted checkpoint: start over rather than crash
+            warnings.warn(f"resumable checkpoint {ckpt} is unreadable ({type(exc).__name__}); training from the start")
+            state = None
+    if state is not None:
         if state.get("config_hash") == key and state.get("n_params") == len(params):
             acc.unwrap_model(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             step, result.history = state["step"], state["history"]
+            running, n_running = state.get("running", 0.0), state.get("n_running", 0)
             best_value, best_state = state["best_value"], state["best_state"]
             result.best = state["best"]
             torch.set_rng_state(state["rng"])
@@ -251,6 +259,7 @@ def fit(
         if ckpt is None or not acc.is_main_process:
             return
         payload = {"config_hash": key, "n_params": len(params), "step": step, "history": result.history,
+                   "running": running, "n_running": n_running,
                    "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": sched.state_dict(), "best_value": best_value, "best_state": best_state,
                    "best": result.best, "rng": torch.get_rng_state(),

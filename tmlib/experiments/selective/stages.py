@@ -228,8 +228,10 @@ class SelectiveExperiment:
                 ds = self.task[split]
                 if split == "train" and b.max_sentences:
                     ds = ds.select(range(min(b.max_sentences, len(ds))))
+                aspects = list(ds["aspect"]) if "aspect" in ds.column_names else None  # [CLS] aspect [SEP] buffer [SEP]
                 with torch.inference_mode():
-                    out[split] = buffer_importance(model, self.tokenizer, list(ds["text"]), list(ds["label"]), bcfg)
+                    out[split] = buffer_importance(model, self.tokenizer, list(ds["text"]), list(ds["label"]), bcfg,
+                                                   aspects=aspects)
             # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
             cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
             full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
@@ -270,7 +272,8 @@ class SelectiveExperiment:
                 for v in variants:
                     if all(getattr(base, k) == val for k, val in v.items()):
                         continue
-                    rows.append(compare_rules(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, **v))
+                    rows.append(compare_rules(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base,
+                                              aspects=list(ds["aspect"]) if "aspect" in ds.column_names else None, **v))
             return pd.concat(rows, ignore_index=True)
 
         return Stage("buffer_rules", {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()}, build,
@@ -503,15 +506,19 @@ def _sf(stats: dict) -> dict:
 
 
 def _score_row(s) -> dict:
-    return {"text": s.text, "tokens": s.tokens, "scores": np.asarray(s.scores).tolist(),
-            "important": np.asarray(s.important).tolist(), "label": s.label, "pred": s.pred}
+    row = {"text": s.text, "tokens": s.tokens, "scores": np.asarray(s.scores).tolist(),
+           "important": np.asarray(s.important).tolist(), "label": s.label, "pred": s.pred}
+    if s.meta.get("aspect") is not None:  # aspect tasks: the tagger merges one text's aspects (official)
+        row["aspect"] = s.meta["aspect"]
+    return row
 
 
 def _score_from_row(r: dict):
     from ...importance.types import TokenScores
 
     return TokenScores(text=r["text"], tokens=r["tokens"], scores=np.asarray(r["scores"]), important=r["important"],
-                       label=r["label"], pred=r["pred"], method="buffer")
+                       label=r["label"], pred=r["pred"], method="buffer",
+                       meta={"aspect": r["aspect"]} if "aspect" in r else {})
 
 
 def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
