@@ -14,7 +14,7 @@ from tmlib.experiments import landscape as L
 def tiny_cfg(out_dir, **kw):
     base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, epochs=1.0, batch_size=16,
                 eval_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_first_blocks=0,
-                max_length=32, progress=False)
+                max_length=32, curve_steps=4, curve_points=3, progress=False)
     return from_flat(L.LandscapeConfig, {**base, **kw})
 
 
@@ -23,6 +23,8 @@ def test_config_validation(tmp_path):
         tiny_cfg(tmp_path, seeds=[0, 0])
     with pytest.raises(ConfigError, match="cover \\[0, 1\\]"):
         tiny_cfg(tmp_path, gamma_min=0.1)
+    with pytest.raises(ConfigError, match="curve_points >= 2"):
+        tiny_cfg(tmp_path, curve_points=1)
     with pytest.raises(ConfigError, match="unknown parameter"):
         from_dict(L.LandscapeConfig, {"out_dir": "x", "n_gamma": 3})
     assert tiny_cfg(tmp_path).gammas == [-0.2, 0.0, 0.5, 1.0, 1.2]  # 0 and 1 always on the grid
@@ -39,6 +41,15 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     paths = L.run_paths(cfg, sols, batches)
     assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
     assert len(paths) == 3 * len(cfg.gammas) * 2
+    curve = L.run_curve(cfg, sols, batches, data, tok)
+    assert set(curve.path) == {L.CURVE_PATH} and len(curve) == cfg.curve_points * 2
+    assert sorted(set(curve.gamma)) == [0.0, 0.5, 1.0] and (out_curve := tmp_path / "out" / "curve_train.csv").is_file()
+    assert len(pd.read_csv(out_curve)) == cfg.curve_steps
+    line = paths[(paths.path == "mask<->finetune")].set_index(["gamma", "split"])
+    for _, r in curve[curve.gamma.isin([0.0, 1.0])].iterrows():   # the curve starts and ends at the two models
+        assert r.accuracy == line.loc[(r.gamma, r.split), "accuracy"]
+    paths = L.write_paths(cfg, paths, curve)
+    assert set(pd.read_csv(tmp_path / "out" / "paths.csv").path) == set(paths.path)
     frame, coords = L.run_plane(cfg, sols, batches)
     assert set(coords) == {"pretrained", "mask", "finetune"} and coords["pretrained"] == (0.0, 0.0)
     assert (frame.point == "").sum() == 4 and set(frame.point) - {""} == set(coords)
@@ -51,14 +62,16 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     js = json.loads((out / "summary.json").read_text())
     assert js["mask_finetune_within_1pt_test"] == summary["mask_finetune_within_1pt_test"]
     table = pd.read_csv(out / "summary.csv")
-    assert len(table) == 6 and (table.max_drop_pts >= 0).all()
+    assert len(table) == 8 and (table.max_drop_pts >= 0).all() and "Bezier" in summary["curve_finding"]
     # a second run reuses every cached artifact: nothing is trained or evaluated again
     import tmlib.experiments.masking as M
     monkeypatch.setattr(M, "_train", lambda *a, **k: pytest.fail("retrained a cached solution"))
     import tmlib.landscape as core
     monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
     sols2 = L.prepare_solutions(cfg, data, tok)
-    pd.testing.assert_frame_equal(L.run_paths(cfg, sols2, batches), paths, check_dtype=False)
+    pd.testing.assert_frame_equal(L.run_paths(cfg, sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False)
+    monkeypatch.setattr(core, "train_bezier", lambda *a, **k: pytest.fail("retrained a cached curve"))
+    pd.testing.assert_frame_equal(L.run_curve(cfg, sols2, batches, data, tok), curve, check_dtype=False)
 
 
 def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):

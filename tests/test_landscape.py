@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tmlib.landscape import (DEFAULT_GAMMAS, LandscapeError, gamma_grid, interpolate_states, linear_path,
-                             path_summary, plane, plane_basis, plane_point)
+from tmlib.landscape import (DEFAULT_GAMMAS, LandscapeError, bezier_coefficients, bezier_path, gamma_grid,
+                             interpolate_states, linear_path, path_summary, plane, plane_basis, plane_point, train_bezier)
 from tmlib.training import EvalBatches, encode
 
 
@@ -219,3 +219,62 @@ def test_gamma_grid_and_summary():
     assert s["max_drop"] == pytest.approx(0.09) and not s["within_1pt"]
     with pytest.raises(LandscapeError, match="no rows for split"):
         path_summary(df, split="dev")
+
+
+# ------------------------------------------------------------------------------------------ Bezier curves
+
+class Product(torch.nn.Module):
+    """score = <w1, w2> * x: the solutions w1 = w2 = +-2 e1 are separated, on the straight line, by a
+    barrier (at the midpoint the score is 0: loss log 2, chance accuracy), but joined by a curve through
+    w1 = w2 = 2 e2, where the score is as good. A trained Bezier curve has to find that detour."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.tensor(w, dtype=torch.float32))
+        self.w2 = torch.nn.Parameter(torch.tensor(w, dtype=torch.float32))
+        self.register_buffer("ids", torch.arange(2))
+
+    def forward(self, x, labels):
+        s = (self.w1 * self.w2).sum() * x[:, 0]
+        logits = torch.stack([-s, s], -1)
+        return SimpleNamespace(loss=F.cross_entropy(logits, labels), logits=logits)
+
+
+def test_bezier_coefficients():
+    assert bezier_coefficients(0) == (1, 0, 0) and bezier_coefficients(1) == (0, 0, 1)
+    assert bezier_coefficients(0.5) == (0.25, 0.5, 0.25)
+
+
+def test_trained_bezier_curve_lowers_the_barrier_of_the_straight_line():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, generator=g)
+    y = (x[:, 0] > 0).long()
+    data = ToyBatches(x, y, batch_size=16)
+    a, b = Product([2.0, 0.0]), Product([-2.0, 0.3])   # both fit the data: <w1, w2> = 4, 4.09
+    before = (snapshot(a), snapshot(b))
+    ts = [0.0, 0.25, 0.5, 0.75, 1.0]
+    line = linear_path(a, a, b, data, ts, progress=False)
+    assert line.loss.max() > 0.6 > 8 * line.loss.iloc[[0, -1]].max()     # the barrier (loss ~ log 2 at the midpoint)
+    curve = train_bezier(a, a, b, data.batches, steps=150, lr=0.05, seed=0, progress=False)
+    assert same(before[0], snapshot(a)) and same(before[1], snapshot(b))   # inputs untouched
+    assert torch.equal(curve.theta["ids"], a.ids) and list(curve.log.columns) == ["step", "t", "loss"]
+    assert len(curve.log) == 150 and curve.log.t.between(0, 1).all()
+    along = bezier_path(a, a, curve.theta, b, data, ts, progress=False)
+    assert list(along.gamma) == ts and set(along.split) == {"dev"}
+    ends = along.set_index("gamma")
+    ref = line.set_index("gamma")
+    assert ends.loc[0.0, "loss"] == ref.loc[0.0, "loss"] and ends.loc[1.0, "loss"] == ref.loc[1.0, "loss"]  # exact ends
+    assert along.loss.max() < 0.5 * line.loss.max()                        # the barrier is (largely) gone
+    assert along.accuracy.min() >= 0.95
+    # untrained (theta at the midpoint) the curve is the straight line
+    mid = interpolate_states(a, b, 0.5)
+    untrained = bezier_path(a, a, mid, b, data, ts, progress=False)
+    np.testing.assert_allclose(untrained.loss, line.loss, rtol=1e-5)
+
+
+def test_bezier_errors(toy):
+    a, b, _, batches, _ = toy
+    with pytest.raises(LandscapeError, match="steps must be >= 1"):
+        train_bezier(a, a, b, batches.batches, steps=0)
+    with pytest.raises(LandscapeError, match="train_batches is empty"):
+        train_bezier(a, a, b, [], steps=1)

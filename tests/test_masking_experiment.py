@@ -10,14 +10,15 @@ import torch
 matplotlib.use("Agg")
 
 from tmlib.config import ConfigError, flatten, from_dict, from_flat
-from tmlib.experiments.masking import (MaskingConfig, load_solution, memory_table, solution_path, storage_table,
+from tmlib.experiments.masking import (MaskingConfig, curve_flatness, dev_curves, load_solution, lr_selection,
+                                       memory_table, run_all, solution_key_of, solution_path, storage_table,
                                        summarize, task_data, task_dirname, train_solution)
 from tmlib.plots import masking as pm
 
 
 def _cfg(tmp_path, **kw):
     base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_eval=8,
-                seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, progress=False)
+                seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, lr_grid={}, progress=False)
     return from_flat(MaskingConfig, {**base, **kw})
 
 
@@ -29,6 +30,10 @@ def _cfg(tmp_path, **kw):
                                        (dict(mask_head="random"), "mask.head"),
                                        (dict(mask_init_sparsity=2.0), "init_sparsity"),
                                        (dict(mask_skip_blocks=2), "unknown parameter"),
+                                       (dict(lr_grid={"mask": []}), "non-empty list"),
+                                       (dict(lr_grid={"mask": [1e-3, 0.0]}), "numbers > 0"),
+                                       (dict(lr_grid={"mask": [1e-3, 1e-3]}), "repeated"),
+                                       (dict(lr_grid={"adapter": [1e-3]}), "unknown method"),
                                        (dict(tasks=[], max_lengths=[], max_train=[]), "tasks is empty")])
 def test_config_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
@@ -112,5 +117,55 @@ def test_figures_from_tables():
     mem = pd.DataFrame({"method": ["mask", "finetune"], "n_tasks": [1, 1], "bytes": [1, 2], "kind": ["projected"] * 2})
     assert pm.memory_lines(mem).axes
     assert pm.flips_lines(pd.DataFrame(columns=["step", "kept_pct", "flip_pct"])).axes
+    curves = pd.DataFrame([{"task": t, "method": m, "seed": s, "lr": 1e-3, "step": st, "dev_accuracy": 0.5 + 0.01 * st}
+                           for t in ("mr", "bbc") for m in ("finetune", "mask") for s in (0, 1) for st in (5, 10, 15)])
+    fig = pm.dev_curves(curves)
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "training step"
+    thick = [l for l in fig.axes[0].get_lines() if l.get_linewidth() == 2]
+    assert len(thick) == 2 and list(thick[0].get_ydata()) == pytest.approx([55, 60, 65])
     with pytest.raises(ValueError, match="missing \\['kept_pct'\\]"):
         pm.sparsity_heatmap(sp.drop(columns="kept_pct"))
+
+
+def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tmp_path, monkeypatch):
+    import tmlib.experiments.masking as M
+
+    cfg = _cfg(tmp_path, methods=["finetune", "bitfit"], seeds=[3, 1], lr_grid={"finetune": [1e-3, 3e-2]},
+               lr={"bitfit": 1e-2}, epochs=2.0)
+    calls = []
+    real = M._train
+    monkeypatch.setattr(M, "_train", lambda *a, **k: calls.append((a[2], a[3], a[6] if len(a) > 6 else k.get("lr"))) or real(*a, **k))
+    results = run_all(cfg)
+    # finetune: 2 grid runs on seed 3 (the winner is copied as seed 3) + seed 1; bitfit: no grid, 2 runs
+    assert [c for c in calls if c[0] == "finetune"][:2] == [("finetune", 3, 1e-3), ("finetune", 3, 3e-2)]
+    assert len(calls) == 5
+    sel = lr_selection(cfg)
+    assert list(sel.lr) == [1e-3, 3e-2] and sel.chosen.sum() == 1 and (sel.seed == 3).all()
+    best = sel[sel.chosen].iloc[0]
+    assert best.dev_accuracy == sel.dev_accuracy.max()
+    ft = results[results.method == "finetune"].set_index("seed")
+    assert (ft.lr == best.lr).all() and ft.loc[3, "dev_accuracy"] == best.dev_accuracy
+    assert (results[results.method == "bitfit"].lr == 1e-2).all()
+    # the choice is in the solutions' manifests (the selection stage's key hash) and the inner key has the lr
+    d = solution_path(tmp_path, "mr", "finetune", 1)
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["config"]["deps"]["selection"]["stage"] == "mr/lr-grid/finetune"
+    assert solution_key_of(tmp_path, "mr", "finetune", 1)["lr"] == best.lr
+    assert (solution_path(tmp_path, "mr", "finetune", 3) / "model" / "config.json").is_file()
+    # dev curves: one row per evaluation (one per epoch) of every run
+    curves = dev_curves(cfg)
+    assert len(curves) == 4 * 2 and set(curves.method) == {"finetune", "bitfit"} and curves.dev_accuracy.between(0, 1).all()
+    flat = curve_flatness(curves)
+    assert set(flat.method) == {"finetune", "bitfit"} and (flat.evals == 2).all()
+    summary = summarize(results)
+    row = summary[summary.method == "bitfit"].iloc[0]
+    assert row.vs_finetune.startswith("bitfit \u2212 fine-tune = ") and row.vs_finetune.endswith("2 seeds)")
+    assert summary[summary.method == "finetune"].vs_finetune.iloc[0] == ""
+    # a rerun reuses the selection and every solution: nothing is trained
+    monkeypatch.setattr(M, "_train", lambda *a, **k: pytest.fail("retrained"))
+    pd.testing.assert_frame_equal(run_all(cfg), results)
+    # a changed grid reruns the selection (and, through its key, the solutions)
+    calls.clear()
+    monkeypatch.setattr(M, "_train", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    run_all(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr_grid={"finetune": [1e-3]}, epochs=2.0))
+    assert calls == [3, 1]

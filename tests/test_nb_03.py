@@ -13,9 +13,22 @@ def test_nb03_smoke(tmp_path):
     out = tmp_path / "03_masking_vs_finetuning"
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 * 4 * 2  # tasks x methods x seeds (smoke runs LoRA too)
+    sel = pd.read_csv(out / "lr_selection.csv")   # smoke grids: finetune and mask, 2 values each, per task
+    assert len(sel) == 2 * 2 * 2 and sel.groupby(["task", "method"]).chosen.sum().eq(1).all()
+    chosen = sel[sel.chosen].set_index(["task", "method"]).lr
+    for (task, method), lr in chosen.items():
+        assert (results[(results.task == task) & (results.method == method)].lr == lr).all()
+    assert (results[results.method == "bitfit"].lr == 1e-2).all()
+    curves = pd.read_csv(out / "dev_curves.csv")
+    assert len(curves) == 2 * 4 * 2 * 2 and curves.dev_accuracy.between(0, 1).all()   # 2 evaluations per run
+    gaps = pd.read_csv(out / "gaps.csv")
+    assert set(gaps.comparison) == {"bitfit - finetune", "mask - finetune", "lora - finetune"} and (gaps.n_seeds == 2).all()
+    assert pd.read_csv(out / "flatness.csv").shape[0] == 2 * 4
     assert results["test_accuracy"].between(0, 1).all() and results["steps"].gt(0).all()
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["method"]) == {"finetune", "bitfit", "mask", "lora"} and summary["n_seeds"].eq(2).all()
+    mask = summary[summary.method == "mask"]
+    assert mask.vs_finetune.str.match(r"mask \u2212 fine-tune = [+-]\d+\.\d( ± \d+\.\d)? points \(p = .*, 2 seeds\)").all()
     storage = pd.read_csv(out / "storage.csv")
     mask = storage[storage["method"] == "mask"]
     assert (mask["task_bytes"] * 32 <= mask["fp32_copy_bytes"]).all()  # 1 bit per weight << fp32 copy
@@ -27,7 +40,7 @@ def test_nb03_smoke(tmp_path):
     assert set(memory["kind"]) == {"measured", "projected"} and memory["n_tasks"].max() == 5
     check = json.loads((out / "multitask.json").read_text())
     assert check["all_identical"] and len(check["tasks"]) == 2
-    for png in ("accuracy.png", "sparsity.png", "mask_flips.png", "storage.png", "memory.png"):
+    for png in ("accuracy.png", "dev_curves.png", "sparsity.png", "mask_flips.png", "storage.png", "memory.png"):
         assert (out / png).stat().st_size > 5000, png
     for task in ("mr", "bbc"):  # the solutions contract notebook 04 relies on
         for method in ("finetune", "bitfit", "mask", "lora"):

@@ -12,7 +12,10 @@ def test_nb04_smoke(tmp_path):
     rows = run_suite("smoke", tmp_path, only=["04"])
     out = tmp_path / "04_loss_landscape"
     paths = pd.read_csv(out / "paths.csv")
-    assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
+    assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune",
+                               "mask~finetune (Bezier curve)"}
+    curve = paths[paths.path == "mask~finetune (Bezier curve)"]
+    assert sorted(set(curve.gamma)) == [0.0, 0.5, 1.0] and len(pd.read_csv(out / "curve_train.csv")) == 6
     assert set(paths.split) == {"dev", "test"} and {0.0, 1.0} <= set(paths.gamma)
     assert paths.accuracy.between(0, 1).all() and (paths.loss > 0).all()
     plane = pd.read_csv(out / "plane.csv", keep_default_na=False)
@@ -20,7 +23,8 @@ def test_nb04_smoke(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert isinstance(summary["mask_finetune_within_1pt_test"], bool)
     assert all("trained here" in s for k, s in summary["sources"].items() if k != "pretrained")
-    for fig in ("paths.png", "plane_accuracy.png", "plane_loss.png"):
+    assert "Bezier" in summary["curve_finding"]
+    for fig in ("paths.png", "curve_vs_line.png", "plane_accuracy.png", "plane_loss.png"):
         assert (out / fig).stat().st_size > 10_000, fig
     assert (tmp_path / "04_loss_landscape.ipynb").is_file()
 

@@ -37,3 +37,18 @@ def test_plane_contour():
     P.plane_contour(grid, coords, metric="loss")
     with pytest.raises(ValueError, match="no grid rows for split 'test'"):
         P.plane_contour(grid, coords, split="test")
+
+
+def test_curve_vs_line():
+    df = paths_df()
+    curve = df[df.path == "mask<->finetune"].assign(path="curve", accuracy=0.9)
+    both = pd.concat([df, curve[(curve.gamma >= 0) & (curve.gamma <= 1)]])
+    fig = P.curve_vs_line(both, line="mask<->finetune", curve="curve", title="t")
+    acc_ax, loss_ax = fig.axes[:2]
+    assert acc_ax.get_ylabel() == "accuracy (%)" and loss_ax.get_ylabel() == "cross-entropy loss"
+    labels = [l.get_label() for l in acc_ax.get_lines()]
+    assert labels == ["straight line, dev", "straight line, test", "trained Bezier curve, dev", "trained Bezier curve, test"]
+    assert all(0 <= x <= 1 for l in acc_ax.get_lines() for x in l.get_xdata())      # only [0, 1]
+    assert list(acc_ax.get_lines()[-1].get_ydata()) == pytest.approx([90.0] * len(acc_ax.get_lines()[-1].get_ydata()))
+    with pytest.raises(ValueError, match="no rows for path"):
+        P.curve_vs_line(df, line="mask<->finetune", curve="curve")

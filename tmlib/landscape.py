@@ -3,7 +3,9 @@
 Zhao et al. (2020) evaluate loss and accuracy along the straight line between a masked and a
 fine-tuned model, ``theta(g) = (1 - g) * theta_A + g * theta_B`` for ``g`` in [0, 1] and a little
 beyond, and find nearly constant accuracy (the minima are linearly connected). This module does that
-for any two models of the same architecture, plus the 2-D plane through three models.
+for any two models of the same architecture, plus the 2-D plane through three models, and a trained
+quadratic Bezier curve between two models (mode connectivity, Garipov et al. 2018: :func:`train_bezier`,
+:func:`bezier_path`).
 
 * Inputs are never mutated: every point is written in place into ONE scratch copy of the template
   model (``torch.lerp(..., out=...)``), so the cost per point is one pass over the weights plus the
@@ -347,3 +349,117 @@ def path_summary(df: pd.DataFrame, split: str = "test", metric: str = "accuracy"
     if metric == "accuracy":
         out["within_1pt"] = bool(drop <= 0.01 + 1e-12)
     return out
+
+
+# ----------------------------------------------------------------------------------------- Bezier curves
+
+def bezier_coefficients(t: float) -> tuple[float, float, float]:
+    """Weights of ``(A, theta, B)`` at ``t`` on the quadratic Bezier curve
+    ``phi(t) = (1 - t)^2 A + 2 t (1 - t) theta + t^2 B`` (Garipov et al. 2018): ``phi(0) = A``, ``phi(1) = B``."""
+    t = float(t)
+    return (1 - t) ** 2, 2 * t * (1 - t), t ** 2
+
+
+def bezier_midpoint_init(state_a: ModelOrState, state_b: ModelOrState) -> dict[str, torch.Tensor]:
+    """The control point's initial value: the midpoint ``(A + B) / 2`` (the curve starts as the straight line)."""
+    return interpolate_states(state_a, state_b, 0.5)
+
+
+@dataclass
+class BezierCurve:
+    """A trained quadratic Bezier curve between two solutions: the control point ``theta`` (a state dict
+    with the models' keys, float tensors only trained) and the training log (step, t, loss)."""
+
+    theta: dict[str, torch.Tensor]
+    log: pd.DataFrame
+
+
+def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b: ModelOrState,
+                 train_batches: Sequence[Mapping[str, torch.Tensor]], *, steps: int = 200, lr: float = 1e-4,
+                 seed: int = 0, theta: ModelOrState | None = None, device: torch.device | str | None = None,
+                 optimizer_cls=torch.optim.Adam, progress: bool = True, desc: str = "bezier") -> BezierCurve:
+    """Train the control point ``theta`` of the quadratic Bezier curve from ``A`` to ``B`` (mode
+    connectivity, Garipov et al. 2018): at every step draw ``t ~ U(0, 1)``, take the next training batch
+    (cycled, reshuffled every pass), and lower the loss of the model with weights ``phi_theta(t)`` by one
+    ``optimizer_cls`` step on ``theta``. The expected loss over uniform ``t`` is what this minimises.
+
+    ``theta`` starts at ``A`` and ``B``'s midpoint unless given (then the curve is the straight line).
+    ``train_batches``: collated batches (dicts of tensors the model takes, with ``labels``), e.g.
+    ``EvalBatches(...).batches`` of the training split. The model runs in eval mode (no dropout), so a
+    step is deterministic given ``seed``. Non-float buffers are copied from ``A``. Inputs are never
+    modified. Returns a :class:`BezierCurve` (theta on the CPU)."""
+    from torch.func import functional_call
+
+    if steps < 1:
+        raise LandscapeError(f"steps must be >= 1, got {steps}")
+    if not train_batches:
+        raise LandscapeError("train_batches is empty; pass collated training batches (dicts with labels)")
+    sa, sb = as_state(state_a, "state_a"), as_state(state_b, "state_b")
+    check_compatible([sa, sb], ["state_a", "state_b"])
+    scratch = _Scratch(model_template, device, sa)
+    model = scratch.model
+    sa, sb = scratch.on_device(sa), scratch.on_device(sb)
+    init = bezier_midpoint_init(sa, sb) if theta is None else scratch.on_device(as_state(theta, "theta"))
+    check_compatible([sa, init], ["state_a", "theta"])
+    keys = [k for k, v in sa.items() if _is_float(v)]
+    params = {k: init[k].detach().clone().requires_grad_(True) for k in keys}
+    fixed = {k: v for k, v in sa.items() if not _is_float(v)}
+    opt = optimizer_cls(list(params.values()), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    rows = []
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for step in range(1, steps + 1):
+        if not order:
+            order = torch.randperm(len(train_batches), generator=gen).tolist()
+        batch = {k: v.to(scratch.device) for k, v in train_batches[order.pop()].items()}
+        t = float(torch.rand((), generator=gen))
+        ca, ct, cb = bezier_coefficients(t)
+        point = {k: ca * sa[k] + ct * params[k] + cb * sb[k] for k in keys}
+        out = functional_call(model, {**point, **fixed}, args=(), kwargs=batch, strict=False)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        rows.append({"step": step, "t": t, "loss": float(out.loss.detach())})
+        bar.update(1)
+    bar.close()
+    theta_out = {k: (params[k].detach().cpu().clone() if k in params else v.detach().cpu().clone())
+                 for k, v in sa.items()}
+    return BezierCurve(theta_out, pd.DataFrame(rows, columns=["step", "t", "loss"]))
+
+
+@torch.no_grad()
+def bezier_path(model_template: torch.nn.Module, state_a: ModelOrState, theta: ModelOrState, state_b: ModelOrState,
+                eval_batches, ts: Sequence[float] | None = None, *, device: torch.device | str | None = None,
+                evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
+                progress: bool = True, desc: str = "bezier curve") -> pd.DataFrame:
+    """Loss and accuracy along the quadratic Bezier curve ``phi(t)`` through control point ``theta``, on every
+    split of ``eval_batches``, as :func:`linear_path` does along the line. ``ts`` defaults to 0, 0.1, ..., 1;
+    ``t = 0`` gives exactly ``A`` and ``t = 1`` exactly ``B``. Returns DataFrame(gamma, split, loss, accuracy)
+    (``gamma`` is ``t``, so the tables of lines and curves line up)."""
+    ts = _check_gammas(np.round(np.linspace(0, 1, 11), 6) if ts is None else ts)
+    splits = _eval_dict(eval_batches)
+    sa, st, sb = as_state(state_a, "state_a"), as_state(theta, "theta"), as_state(state_b, "state_b")
+    check_compatible([sa, st, sb], ["state_a", "theta", "state_b"])
+    scratch = _Scratch(model_template, device, sa)
+    sa, st, sb = scratch.on_device(sa), scratch.on_device(st), scratch.on_device(sb)
+    rows = []
+    bar = tqdm(total=len(ts) * len(splits), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for t in ts:
+        ca, ct, cb = bezier_coefficients(t)
+
+        def fill(k, x, t=t, ca=ca, ct=ct, cb=cb):
+            if not _is_float(x) or t == 0.0:
+                x.copy_(sa[k])
+            elif t == 1.0:
+                x.copy_(sb[k])
+            else:
+                torch.add(sa[k] * ca, st[k], alpha=ct, out=x)
+                x.add_(sb[k], alpha=cb)
+        model = scratch.load(fill)
+        for split, batches in splits.items():
+            m = evaluate(model, batches)
+            rows.append({"gamma": float(t), "split": split, "loss": float(m["loss"]), "accuracy": float(m["accuracy"])})
+            bar.update(1)
+    bar.close()
+    return pd.DataFrame(rows, columns=["gamma", "split", "loss", "accuracy"])

@@ -7,8 +7,11 @@ Three straight paths, each evaluated on dev and test with :func:`tmlib.landscape
 * ``pretrained<->finetune`` contrast: the pretrained encoder with the fine-tune's initial (random) head
   (``load_classifier(model, labels, seed)``) to the fine-tuned model
 
-plus the 2-D plane through pretrained, masked and fine-tuned (:func:`tmlib.landscape.plane`), and a
-summary: accuracy along masked<->fine-tuned and whether it stays within 1 point of the endpoints.
+plus a trained quadratic Bezier curve from the masked to the fine-tuned solution (mode connectivity,
+Garipov et al. 2018; :func:`run_curve`: control point initialised at their midpoint, trained on the train
+split to minimise the loss at ``t ~ U(0, 1)``, then evaluated along the curve like the lines), the 2-D
+plane through pretrained, masked and fine-tuned (:func:`tmlib.landscape.plane`), and a summary: accuracy
+along masked<->fine-tuned (line and curve) and whether it stays within 1 point of the endpoints.
 
 Solutions come from notebook 03 when ``reuse_runs`` points at its out_dir
 (``<run_dir>/solutions/<task>/<method>-s<seed>/model/``: plain HF ``save_pretrained`` folders with
@@ -57,6 +60,10 @@ class LandscapeConfig:
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)    # the mask method's options (as notebook 03's)
     epochs: float = 3.0                            # training epochs for solutions trained here
+    curve_steps: int = 150                         # Bezier curve mask<->finetune: training steps (0 = no curve)
+    curve_lr: float = 1e-4                         # Adam lr of the curve's control point
+    curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
+    curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
@@ -74,6 +81,9 @@ class LandscapeConfig:
                 raise ConfigError(f"{name} must be >= 0 (0 = all / no cap), got {getattr(self, name)}")
         if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1 or self.epochs <= 0:
             raise ConfigError("plane_margin must be >= 0, eval_batch_size and batch_size >= 1, epochs > 0")
+        if self.curve_steps < 0 or self.curve_examples < 0 or self.curve_points < 2 or self.curve_lr <= 0:
+            raise ConfigError(f"curve_steps and curve_examples must be >= 0, curve_points >= 2 and curve_lr > 0, got "
+                              f"{self.curve_steps}, {self.curve_examples}, {self.curve_points}, {self.curve_lr}")
         masking_config(self)  # validates lr, schedule and mask with notebook 03's rules
 
     @property
@@ -141,7 +151,8 @@ def masking_config(cfg: LandscapeConfig):
 
     return MaskingConfig(out_dir=cfg.out_dir, model=cfg.model, tasks=[cfg.task], max_lengths=[cfg.max_length],
                          max_train=[cfg.train_examples], max_eval=0, methods=list(ENDPOINT_METHODS), seeds=list(cfg.seeds),
-                         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=dict(cfg.lr), schedule=dict(cfg.schedule),
+                         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=dict(cfg.lr), lr_grid={},
+                         schedule=dict(cfg.schedule),
                          mask=cfg.mask, data_seed=0, progress=cfg.progress)
 
 
@@ -250,6 +261,74 @@ def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFr
     return out
 
 
+CURVE_PATH = "mask~finetune (Bezier curve)"   # the curve's name in paths.csv
+
+
+def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
+    """Collated training batches (``batch_size`` each) the curve trains on: the train split capped at
+    ``curve_examples`` (class-balanced, seed 0), tokenised at ``max_length``."""
+    from ..data import cap_splits
+    from ..training import EvalBatches, encode
+
+    train = cap_splits(data, {"train": cfg.curve_examples}, seed=0)["train"]
+    return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches
+
+
+def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, tokenizer=None) -> pd.DataFrame:
+    """Train the quadratic Bezier curve from mask-s<A> to finetune-s<A> (:func:`tmlib.landscape.train_bezier`,
+    ``curve_steps`` Adam steps at ``curve_lr``) and evaluate it at ``curve_points`` values of t on dev and
+    test. The control point and the training log are cached in ``out_dir/cache/curve``; returns
+    DataFrame(path, model_a, model_b, gamma, split, loss, accuracy) with ``path`` = :data:`CURVE_PATH` and
+    gamma = t (empty when ``curve_steps`` is 0); writes ``curve_train.csv``."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from ..landscape import bezier_path, train_bezier
+
+    cols = ["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]
+    if cfg.curve_steps == 0:
+        return pd.DataFrame(columns=cols)
+    a_name, b_name = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
+    if data is None or tokenizer is None:
+        data, tokenizer = load_data(cfg)
+    store = RunStore(cfg.out_dir)
+    ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
+    key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
+           "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
+           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples}
+    device = "cuda" if torch.cuda.is_available() else None
+
+    def build():
+        curve = train_bezier(sols.template, sols.states[a_name], sols.states[b_name],
+                             curve_train_batches(cfg, data, tokenizer), steps=cfg.curve_steps, lr=cfg.curve_lr,
+                             seed=cfg.seeds[0], device=device, progress=cfg.progress, desc="Bezier curve")
+        along = bezier_path(sols.template, sols.states[a_name], curve.theta, sols.states[b_name],
+                            {"dev": batches["dev"], "test": batches["test"]}, ts, device=device,
+                            progress=cfg.progress)
+        return curve, along
+
+    def save(obj, p):
+        curve, along = obj
+        save_file({k: v.contiguous() for k, v in curve.theta.items()}, str(p / "theta.safetensors"))
+        curve.log.to_csv(p / "train_log.csv", index=False)
+        along.to_csv(p / "curve.csv", index=False)
+
+    def load(p):
+        return load_file(str(p / "theta.safetensors")), pd.read_csv(p / "train_log.csv"), pd.read_csv(p / "curve.csv")
+
+    theta, log, along = store.cached("cache/curve", key, build=build, save=save, load=load, seed=cfg.seeds[0])
+    store.write_csv("curve_train.csv", log)
+    return along.assign(path=CURVE_PATH, model_a=a_name, model_b=b_name)[cols]
+
+
+def write_paths(cfg: LandscapeConfig, paths: pd.DataFrame, curve: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``paths.csv``: the straight paths and the Bezier curve in one table; returns it."""
+    out = paths if curve is None or curve.empty else pd.concat([paths, curve], ignore_index=True)
+    RunStore(cfg.out_dir).write_csv("paths.csv", out)
+    return out
+
+
 def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.DataFrame, dict]:
     """The plane through pretrained (origin), mask (x) and fine-tuned (y) on the dev subset.
 
@@ -303,6 +382,7 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
                          "max_loss_0_1": float(d[(d.split == split) & (d.gamma >= 0) & (d.gamma <= 1)].loss.max())})
     table = pd.DataFrame(rows)
     main = table[(table.path == "mask<->finetune") & (table.split == "test")].iloc[0]
+    curve = table[(table.path == CURVE_PATH) & (table.split == "test")]
     summary = {
         "task": cfg.task, "model": cfg.model, "seeds": cfg.seeds, "eval_examples": cfg.eval_examples,
         "gammas": cfg.gammas,
@@ -310,6 +390,10 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
                     f"{bool(main.within_1pt)} (max drop {main.max_drop_pts:.2f} points at gamma={main.argmin_gamma:g}; "
                     f"endpoints {100 * main.acc_at_0:.1f} / {100 * main.acc_at_1:.1f})"),
         "mask_finetune_within_1pt_test": bool(main.within_1pt),
+        "curve_finding": (None if curve.empty else
+                          f"along the trained Bezier curve (test) the accuracy falls at most {curve.iloc[0].max_drop_pts:.2f} "
+                          f"points below the lower endpoint (straight line: {main.max_drop_pts:.2f}); highest loss on the "
+                          f"curve {curve.iloc[0].max_loss_0_1:.3f} vs {main.max_loss_0_1:.3f} on the line"),
         "paths": rows,
         "accuracy_along_mask_finetune": paths[paths.path == "mask<->finetune"][["gamma", "split", "accuracy"]]
         .to_dict(orient="records"),

@@ -2,6 +2,7 @@
 
     fig = plots.landscape.paths(paths_df)                 # loss and accuracy along several paths
     fig = plots.landscape.plane_contour(plane_df, coords) # 2-D contour with the three models marked
+    fig = plots.landscape.curve_vs_line(paths_df, line, curve)  # accuracy/loss along a line and a trained curve
 """
 from __future__ import annotations
 
@@ -100,5 +101,39 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
         ax.set_aspect("equal", adjustable="box")
     ax.grid(False)
     ax.set_title(title or f"{metric} on {split}")
+    fig.tight_layout()
+    return fig
+
+
+def curve_vs_line(df: pd.DataFrame, line: str, curve: str, splits: Sequence[str] | None = None,
+                  title: str | None = None) -> plt.Figure:
+    """Accuracy (left) and loss (right) along the straight line ``line`` and the trained curve ``curve``
+    between the same two models, on [0, 1] (``gamma`` is the line's coefficient and the curve's t).
+
+    ``df``: DataFrame(path, gamma, split, loss, accuracy) holding both paths (paths.csv)."""
+    require_columns(df, ["path", "gamma", "split", "loss", "accuracy"], "curve-vs-line figure")
+    use_style()
+    missing = [p for p in (line, curve) if p not in set(df["path"])]
+    if missing:
+        raise ValueError(f"no rows for path(s) {missing}; available: {sorted(set(df['path']))}")
+    splits = list(splits) if splits is not None else [s for s in ("dev", "test") if s in set(df.split)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    styles = {line: ("straight line", "#8c8c8c"), curve: ("trained Bezier curve", "#d1495b")}
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        scale = 100 if metric == "accuracy" else 1
+        for name, (lab, col) in styles.items():
+            for split in splits:
+                d = df[(df.path == name) & (df.split == split) & (df.gamma >= -1e-9) & (df.gamma <= 1 + 1e-9)]
+                d = d.sort_values("gamma")
+                if d.empty:
+                    continue
+                ax.plot(d.gamma, d[metric] * scale, _SPLIT_STYLE.get(split, ":"), color=col, lw=1.8, marker="o", ms=3,
+                        label=f"{lab}, {split}")
+        ax.set_xlabel(r"$\gamma$ on the line, $t$ on the curve  (0: first model, 1: second)")
+        ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
+        ax.set_title(metric)
+    axes[0].legend(frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -4,6 +4,7 @@
     fig = plots.masking.sparsity_heatmap(sparsity) # % kept per block x module type, one panel per task
     fig = plots.masking.storage_bars(storage)      # task-specific bytes, log scale
     fig = plots.masking.memory_lines(memory)       # bytes to serve N tasks at once
+    fig = plots.masking.dev_curves(curves)         # dev accuracy vs step per method (mean + each seed)
 """
 from __future__ import annotations
 
@@ -162,4 +163,30 @@ def flips_lines(flips: pd.DataFrame) -> plt.Figure:
     if not flips.empty:
         axes[1].set_yscale("log")
         axes[0].legend(frameon=False, fontsize=8)
+    return fig
+
+
+def dev_curves(curves: pd.DataFrame, metric: str = "dev_accuracy") -> plt.Figure:
+    """Dev accuracy (%) against the training step, one panel per task, one colour per method: the mean over
+    seeds (line) and every seed (thin lines). ``curves``: task, method, seed, step, ``metric`` (0..1)."""
+    require_columns(curves, ["task", "method", "seed", "step", metric], "dev-curve figure")
+    use_style()
+    tasks = list(dict.fromkeys(curves["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 3.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        d = curves[curves["task"] == task]
+        for m in dict.fromkeys(d["method"]):
+            dm = d[d["method"] == m]
+            for _, ds in dm.groupby("seed"):
+                ds = ds.sort_values("step")
+                ax.plot(ds["step"], 100 * ds[metric], color=color(m), lw=0.6, alpha=0.35)
+            mean = dm.groupby("step")[metric].mean()
+            lr = dm["lr"].iloc[0] if "lr" in dm and pd.notna(dm["lr"].iloc[0]) else None
+            ax.plot(mean.index, 100 * mean.values, color=color(m), lw=2, marker="o", ms=3,
+                    label=f"{label(m)}" + (f" (lr {lr:g})" if lr is not None else ""))
+        ax.set(xlabel="training step", ylabel="dev accuracy (%)", title=task)
+        ax.legend(frameon=False, fontsize=8)
+    n = int(curves.groupby(["task", "method"])["seed"].nunique().max()) if len(curves) else 0
+    fig.suptitle(f"Dev accuracy during training (thin: each of {n} seeds; thick: mean)")
+    fig.tight_layout()
     return fig

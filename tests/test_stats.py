@@ -1,0 +1,60 @@
+"""tmlib.stats: paired gaps over seeds (mean, std, wins, paired t, p, 95% CI) and the gap sentence."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from tmlib.stats import ci_half_width, gap_sentence, paired_gap_table
+
+
+def frame():
+    rows = []
+    mask = {0: 0.70, 1: 0.74, 2: 0.69, 3: 0.72, 4: 0.71}
+    ft = {0: 0.73, 1: 0.75, 2: 0.74, 3: 0.73, 4: 0.76}
+    for s in range(5):
+        rows += [{"task": "mr", "method": "mask", "seed": s, "acc": mask[s]},
+                 {"task": "mr", "method": "finetune", "seed": s, "acc": ft[s]},
+                 {"task": "bbc", "method": "mask", "seed": s, "acc": 0.9},
+                 {"task": "bbc", "method": "finetune", "seed": s, "acc": 0.8 + 0.01 * s}]
+    return pd.DataFrame(rows), mask, ft
+
+
+def test_paired_gap_matches_scipy_paired_t():
+    df, mask, ft = frame()
+    g = paired_gap_table(df, by=["task"], method_col="method", value_col="acc", pairs=[("mask", "finetune")], scale=100)
+    assert list(g.task) == ["mr", "bbc"] and list(g.comparison) == ["mask - finetune"] * 2
+    mr = g[g.task == "mr"].iloc[0]
+    d = 100 * (np.array([mask[s] for s in range(5)]) - np.array([ft[s] for s in range(5)]))
+    ref = stats.ttest_rel([100 * mask[s] for s in range(5)], [100 * ft[s] for s in range(5)])
+    assert mr.gap_mean == pytest.approx(d.mean()) and mr.gap_std == pytest.approx(d.std(ddof=1))
+    assert mr.t == pytest.approx(ref.statistic) and mr.p == pytest.approx(ref.pvalue)
+    assert mr.ci95 == pytest.approx(stats.t.ppf(0.975, 4) * d.std(ddof=1) / np.sqrt(5))
+    assert (mr.wins, mr.losses, mr.n_seeds) == (0, 5, 5) and mr.verdict == "separated"
+    bbc = g[g.task == "bbc"].iloc[0]
+    assert bbc.wins == 5 and bbc.gap_mean == pytest.approx(8.0)
+
+
+def test_pairs_only_seeds_present_for_both_and_skips_absent_methods():
+    df, _, _ = frame()
+    df = df[~((df.method == "finetune") & (df.seed == 4))]
+    g = paired_gap_table(df, by="task", method_col="method", value_col="acc",
+                         pairs=[("mask", "finetune"), ("lora", "finetune")])
+    assert set(g.comparison) == {"mask - finetune"} and (g.n_seeds == 4).all()
+
+
+def test_degenerate_cases_and_errors():
+    one = pd.DataFrame([{"method": "a", "seed": 0, "v": 1.0}, {"method": "b", "seed": 0, "v": 0.5}])
+    r = paired_gap_table(one, by=None, method_col="method", value_col="v", pairs=[("a", "b")]).iloc[0]
+    assert r.gap_mean == 0.5 and np.isnan(r.t) and np.isnan(r.p) and np.isnan(r.ci95) and r.verdict == "within noise"
+    with pytest.raises(ValueError, match="no column"):
+        paired_gap_table(one, by=["task"], method_col="method", value_col="v", pairs=[("a", "b")])
+    assert np.isnan(ci_half_width(1.0, 1))
+
+
+def test_gap_sentence():
+    df, _, _ = frame()
+    g = paired_gap_table(df, by=["task"], method_col="method", value_col="acc", pairs=[("mask", "finetune")], scale=100)
+    s = gap_sentence(g.iloc[0])
+    assert s == "mask \u2212 fine-tune = -3.0 \u00b1 2.5 points (p = 0.03, 5 seeds)", s
+    one = {"a": "bitfit", "b": "finetune", "n_seeds": 1, "gap_mean": 1.25, "ci95": float("nan"), "p": float("nan")}
+    assert gap_sentence(one) == "bitfit \u2212 fine-tune = +1.2 points (p = n/a, 1 seed)"

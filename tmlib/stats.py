@@ -1,0 +1,84 @@
+"""Paired comparisons over seeds: the gap between two methods, a paired t test, and a plain sentence.
+
+A seed fixes the head's initialisation and the batch order for every method trained with it, so the
+per-seed difference removes that shared noise (the same logic as notebook 01's ``paired_gaps``).
+
+    gaps = paired_gap_table(results, by=["task"], method_col="method", value_col="test_accuracy",
+                            pairs=[("mask", "finetune")], scale=100)
+    gap_sentence(gaps.iloc[0])   # 'mask − fine-tune = -2.1 ± 3.4 points (p = 0.19, 5 seeds)'
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+GAP_COLUMNS = ["comparison", "a", "b", "n_seeds", "gap_mean", "gap_std", "wins", "losses", "t", "p", "ci95", "verdict"]
+SHORT_NAMES = {"finetune": "fine-tune"}   # how a method is written in a gap sentence (else its name)
+
+
+def ci_half_width(sd: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the ``level`` confidence interval of a mean of ``n`` values with std ``sd``
+    (Student t, ``n - 1`` degrees of freedom); NaN for ``n < 2``."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    return float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
+
+
+def paired_gap_table(frame: pd.DataFrame, by: Sequence[str] | str | None, method_col: str, value_col: str,
+                     pairs: Sequence[tuple[str, str]], seed_col: str = "seed", scale: float = 1.0,
+                     alpha: float = 0.05) -> pd.DataFrame:
+    """Per group of ``by`` and per pair ``(a, b)`` of methods: the gap ``a - b`` of ``value_col``, paired by
+    ``seed_col`` (seeds present for both only), times ``scale`` (100: accuracy in points).
+
+    Columns: the ``by`` columns, ``comparison`` ("a - b"), ``a``, ``b``, ``n_seeds``, ``gap_mean``,
+    ``gap_std`` (over seeds), ``wins`` / ``losses`` (seeds where a is above / below b), the paired t
+    statistic ``t`` and its two-sided ``p``, ``ci95`` (half-width of the 95% CI of the mean gap) and
+    ``verdict`` ("separated" when p < alpha, else "within noise"). With one seed, or a gap identical
+    on every seed (std 0), t, p and ci95 are NaN (nothing to test). Pairs whose methods are absent
+    from a group are skipped. Several rows for one (group, method, seed) are averaged.
+    """
+    from scipy import stats
+
+    by = [by] if isinstance(by, str) else list(by or [])
+    missing = [c for c in [*by, method_col, value_col, seed_col] if c not in frame.columns]
+    if missing:
+        raise ValueError(f"paired_gap_table: the frame has no column(s) {missing} (has {list(frame.columns)})")
+    groups = frame.groupby(by, sort=False) if by else [((), frame)]
+    rows = []
+    for key, df in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        wide = df.pivot_table(index=seed_col, columns=method_col, values=value_col, aggfunc="mean")
+        for a, b in pairs:
+            if a not in wide or b not in wide:
+                continue
+            d = (scale * (wide[a] - wide[b])).dropna()
+            n = len(d)
+            mean = float(d.mean()) if n else float("nan")
+            sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+            if n > 1 and sd > 0:
+                t = mean / (sd / np.sqrt(n))
+                p = float(2 * stats.t.sf(abs(t), n - 1))
+            else:
+                t, p = float("nan"), float("nan")
+            rows.append({**dict(zip(by, key)), "comparison": f"{a} - {b}", "a": a, "b": b, "n_seeds": n,
+                         "gap_mean": mean, "gap_std": sd, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()),
+                         "t": float(t), "p": p, "ci95": ci_half_width(sd, n) if n > 1 and sd > 0 else float("nan"),
+                         "verdict": "separated" if p < alpha else "within noise"})
+    return pd.DataFrame(rows, columns=[*by, *GAP_COLUMNS])
+
+
+def gap_sentence(row: Mapping | pd.Series, names: Mapping[str, str] | None = None, unit: str = "points") -> str:
+    """One plain sentence for a :func:`paired_gap_table` row:
+    ``"mask − fine-tune = -2.1 ± 3.4 points (p = 0.19, 5 seeds)"`` (± the 95% CI half-width)."""
+    names = {**SHORT_NAMES, **(names or {})}
+    a, b = names.get(row["a"], row["a"]), names.get(row["b"], row["b"])
+    n = int(row["n_seeds"])
+    ci = row["ci95"]
+    ci_txt = f" ± {ci:.1f}" if np.isfinite(ci) else (" ± 0.0" if n > 1 else "")
+    p = row["p"]
+    p_txt = "p = n/a" if not np.isfinite(p) else ("p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}")
+    return f"{a} \u2212 {b} = {row['gap_mean']:+.1f}{ci_txt} {unit} ({p_txt}, {n} seed{'s' if n != 1 else ''})"
