@@ -48,3 +48,31 @@ def test_saved_checkpoint_roundtrip(tmp_path):
     m.save_pretrained(tmp_path / "ck")
     again = models.load_classifier(str(tmp_path / "ck"), ["a", "b", "c"])
     assert all((again.state_dict()[k] == v).all() for k, v in m.state_dict().items())
+
+
+def test_hub_name_loads_offline_from_a_local_hub_cache(tmp_path, monkeypatch):
+    """The hub code path for real, without a network: a checkpoint stored under a hub name in a local
+    hub cache (the layout huggingface_hub writes), the hub set offline; an uncached name still fails clearly."""
+    import torch
+
+    from tmlib.models import ModelUnavailableError, load_mlm, load_tokenizer
+
+    name = "google/multiberts-seed_0-step_100k"
+    snap = tmp_path / "hub" / ("models--" + name.replace("/", "--")) / "snapshots" / ("0" * 40)
+    model = load_mlm("scratch:tiny", seed=0)
+    model.save_pretrained(snap)
+    load_tokenizer("minilm").save_pretrained(snap)
+    (snap.parents[1] / "refs").mkdir()
+    (snap.parents[1] / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    got = load_mlm(name)
+    for (k, a), b in zip(model.state_dict().items(), got.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    assert load_tokenizer(name).vocab_size == 30522
+    with pytest.raises(ModelUnavailableError, match="not .*in the local hub cache.*offline"):
+        load_mlm("google/multiberts-seed_0-step_200k")

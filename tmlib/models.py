@@ -96,10 +96,15 @@ def _from_pretrained(auto_cls, name: str, **kwargs):
     path = resolve(name)
     is_local = Path(path).exists()
     if not is_local and not hub_reachable():
-        raise ModelUnavailableError(
-            f"model {name!r} is not a known name or local directory, and the model hub is unreachable "
-            f"(offline); {OFFLINE_HINT}"
-        )
+        # offline: a hub name is still served from the local hub cache (HF_HOME / HF_HUB_CACHE) when it is there
+        try:
+            with _quiet_loading():
+                return auto_cls.from_pretrained(path, local_files_only=True, **kwargs)
+        except (OSError, ValueError):
+            raise ModelUnavailableError(
+                f"model {name!r} is not a known name, a local directory or in the local hub cache, and the model "
+                f"hub is unreachable (offline); {OFFLINE_HINT}"
+            ) from None
     try:
         with _quiet_loading():
             return auto_cls.from_pretrained(path, **kwargs)

@@ -118,6 +118,9 @@ def get_accelerator(mixed_precision: str = "no"):
 
     cpu = not torch.cuda.is_available()
     check_mixed_precision(mixed_precision, "cpu" if cpu else "cuda")
+    if not cpu:  # TF32 tensor-core matmuls for whatever still runs in fp32 on an Ampere+ GPU (set by fit, not on import)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mixed_precision):
         if PartialState().num_processes > 1:
