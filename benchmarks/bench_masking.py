@@ -8,6 +8,11 @@ All variants run here, one after the other, on the same batch (bs 32, padded to 
 of the batch, max 64 tokens), after 2 warm-up steps each; the median step time is reported, and the
 ratios are computed within this one run. The folded and on-the-fly forward passes are checked to be
 bit-identical. A torch.profiler pass over a mask-training step shows where its time goes.
+
+Precision (issue 19, ``--precision both`` default): every row in fp32 and under bf16 autocast (training:
+forward under autocast, backward and optimizer step as ``fit`` runs them), side by side; the folded vs
+on-the-fly check holds in both (exact, or to 1e-2 in bf16), and the bf16 logits' largest difference
+from fp32 is reported (tolerance 0.1 on logits of an untrained head).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import LABEL, add_precision_arg, autocast, load, precisions  # noqa: E402
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -39,6 +46,7 @@ def main() -> int:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=64)
+    add_precision_arg(ap)
     args = ap.parse_args()
     import torch
 
@@ -54,46 +62,64 @@ def main() -> int:
                 return_tensors="pt")
     batch["labels"] = torch.tensor(list(data["label"][: args.batch_size]))
     print(f"model {args.model}, batch {tuple(batch['input_ids'].shape)}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}, {load()}")
+    mps = precisions(args)
 
-    def step_fn(method):
+    def step_fn(method, mp="no"):
         prep = prepare_method(method, load_classifier(args.model, ["neg", "pos"], seed=0), seed=0,
                               mask_config=MaskConfig())
         opt = prep.optimizer_cls(prep.params, lr=prep.lr, weight_decay=prep.weight_decay)
         model = prep.model.train()
 
         def run():
-            out = model(**batch)
+            with autocast(mp):
+                out = model(**batch)
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
         return prep, run
 
     train = {}
-    for method in ("finetune", "bitfit", "mask"):
-        prep, run = step_fn(method)
-        train[method] = _time(run, steps)
-        print(f"train step  {method:9s} {train[method] * 1000:8.1f} ms   ({prep.n_trainable:,} trainable)")
-    print(f"  ratio mask / finetune step time:   {train['mask'] / train['finetune']:.2f}x")
-    print(f"  ratio bitfit / finetune step time: {train['bitfit'] / train['finetune']:.2f}x")
+    for mp in mps:
+        for method in ("finetune", "bitfit", "mask"):
+            prep, run = step_fn(method, mp)
+            train[method, mp] = _time(run, steps)
+            print(f"train step  {method:9s} {LABEL[mp]} {train[method, mp] * 1000:8.1f} ms   "
+                  f"({prep.n_trainable:,} trainable, {load()})")
+    for mp in mps:
+        print(f"  {LABEL[mp]}: ratio mask / finetune step time:   {train['mask', mp] / train['finetune', mp]:.2f}x; "
+              f"bitfit / finetune: {train['bitfit', mp] / train['finetune', mp]:.2f}x")
+    if len(mps) == 2:
+        print("  bf16 speed-up over fp32 per step: " + ", ".join(
+            f"{m} {train[m, 'no'] / train[m, 'bf16']:.2f}x" for m in ("finetune", "bitfit", "mask")))
 
     prep, run = step_fn("mask")
     masked = prep.model.eval()
     plain = to_plain(masked).eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    infer = {}
+    infer, logits = {}, {}
     with torch.no_grad():
-        ref = masked(**inputs).logits
-        infer["on the fly"] = _time(lambda: masked(**inputs), reps)
-        fold_masks(masked)
-        assert torch.equal(masked(**inputs).logits, ref), "folded forward differs from on-the-fly forward"
-        infer["folded"] = _time(lambda: masked(**inputs), reps)
-        fold_masks(masked, False)
-        infer["plain HF"] = _time(lambda: plain(**inputs), reps)
-    for k, v in infer.items():
-        print(f"inference   {k:11s} {v * 1000:8.1f} ms / batch")
-    print(f"  speed-up folded vs on the fly: {infer['on the fly'] / infer['folded']:.2f}x "
-          f"(folded vs plain HF: {infer['folded'] / infer['plain HF']:.2f}x time)")
+        for mp in mps:
+            with autocast(mp):
+                ref = logits[mp] = masked(**inputs).logits.float()
+                infer["on the fly", mp] = _time(lambda: masked(**inputs), reps)
+                fold_masks(masked)
+                diff = float((masked(**inputs).logits.float() - ref).abs().max())
+                assert diff == 0 or (mp != "no" and diff < 1e-2), f"folded forward differs from on-the-fly ({diff})"
+                infer["folded", mp] = _time(lambda: masked(**inputs), reps)
+                fold_masks(masked, False)
+                infer["plain HF", mp] = _time(lambda: plain(**inputs), reps)
+            print(f"  {LABEL[mp]}: folded vs on-the-fly max |logit difference| {diff:.1e}")
+    for (k, mp), v in infer.items():
+        print(f"inference   {k:11s} {LABEL[mp]} {v * 1000:8.1f} ms / batch")
+    for mp in mps:
+        print(f"  {LABEL[mp]}: speed-up folded vs on the fly: {infer['on the fly', mp] / infer['folded', mp]:.2f}x "
+              f"(folded vs plain HF: {infer['folded', mp] / infer['plain HF', mp]:.2f}x time)")
+    if len(mps) == 2:
+        d = float((logits["bf16"] - logits["no"]).abs().max())
+        print(f"  bf16 vs fp32: folded inference {infer['folded', 'no'] / infer['folded', 'bf16']:.2f}x faster; "
+              f"max |logit difference| {d:.1e} (tolerance 0.1)")
+        assert d < 0.1, "bf16 logits too far from fp32"
 
     from torch.profiler import ProfilerActivity, profile
 

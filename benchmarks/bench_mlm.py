@@ -3,6 +3,12 @@
     .venv/bin/python benchmarks/bench_mlm.py            # scratch:mini and scratch:small, batch 16 x 128 tokens, 5 steps each
     .venv/bin/python benchmarks/bench_mlm.py --quick    # batch 8, 3 steps each
     .venv/bin/python benchmarks/bench_mlm.py --profile
+    .venv/bin/python benchmarks/bench_mlm.py --precision no     # fp32 only
+
+Precision (issue 19): each variant runs in fp32 and under bf16 autocast (forward under autocast, backward
+and AdamW as usual, as ``fit`` does with ``mixed_precision="bf16"``), all four alternating step by step.
+Full and masked-only heads must agree to 1e-4 in fp32 (they compute the same loss); bf16 changes the
+loss by its rounding: reported, and checked within 2% of the fp32 loss.
 
 One step = forward + backward + AdamW update, random 15% masking, packed BBC sentences of 128 tokens.
 The two variants alternate step by step on the same batches (fair under a shared, noisy CPU); the
@@ -24,6 +30,8 @@ import os
 import statistics
 import time
 
+from _common import LABEL, add_precision_arg, autocast, load, precisions
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -36,6 +44,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+    add_precision_arg(ap)
     args = ap.parse_args()
     import torch
 
@@ -75,40 +84,55 @@ def _bench(model_name, model, batches, batch, steps, args) -> None:
     from tmlib.training import make_optimizer
 
     opt = make_optimizer(torch.optim.AdamW, [{"params": list(model.parameters())}], 1e-4)  # what fit uses
-    variants = {"full head (HF)": MaskedOnlyMLM(model, masked_only=False), "masked positions only": MaskedOnlyMLM(model, masked_only=True)}
+    full, fast = "full head (HF)", "masked positions only"
+    heads = {full: MaskedOnlyMLM(model, masked_only=False), fast: MaskedOnlyMLM(model, masked_only=True)}
+    mps = precisions(args)
+    variants = [(h, mp) for mp in mps for h in heads]
     times = {k: [] for k in variants}
     fb = {k: [] for k in variants}
+    loss = {}
     with torch.no_grad():
-        l_full = variants["full head (HF)"].eval()(**batches[0]).loss.item()
-        l_fast = variants["masked positions only"].eval()(**batches[0]).loss.item()
+        for h, mp in variants:
+            with autocast(mp):
+                loss[h, mp] = heads[h].eval()(**batches[0]).loss.item()
     model.train()
-    for b in batches[:1] + batches[1:]:
-        for name, w in variants.items():
+    for b in batches:
+        for h, mp in variants:
             t = time.perf_counter()
-            w(**b).loss.backward()
-            fb[name].append(time.perf_counter() - t)
+            with autocast(mp):
+                out = heads[h](**b)
+            out.loss.backward()
+            fb[h, mp].append(time.perf_counter() - t)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            times[name].append(time.perf_counter() - t)
+            times[h, mp].append(time.perf_counter() - t)
     med = {k: statistics.median(v[1:]) for k, v in times.items()}  # first step = warm-up
     med_fb = {k: statistics.median(v[1:]) for k, v in fb.items()}
     n_tok = int(batches[1]["attention_mask"].sum())
     print(f"MLM step, {model_name}, batch {batch} x {args.length} tokens ({n_tok} real), {steps} steps each, "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'variant':<26}{'s/step':>10}{'fwd+bwd s':>11}{'tokens/s':>12}")
+          f"torch threads {torch.get_num_threads()}, {load()}")
+    print(f"{'variant':<26}{'precision':>10}{'s/step':>10}{'fwd+bwd s':>11}{'tokens/s':>12}{'eval loss':>11}")
     for k, v in med.items():
-        print(f"{k:<26}{v:>10.3f}{med_fb[k]:>11.3f}{n_tok / v:>12.0f}")
-    full, fast = "full head (HF)", "masked positions only"
-    print(f"speed-up: {med[full] / med[fast]:.2f}x per step (incl. AdamW), {med_fb[full] / med_fb[fast]:.2f}x forward+backward;"
-          f"   |loss diff| (eval, same batch): {abs(l_full - l_fast):.2e}")
+        print(f"{k[0]:<26}{LABEL[k[1]]:>10}{v:>10.3f}{med_fb[k]:>11.3f}{n_tok / v:>12.0f}{loss[k]:>11.4f}")
+    for mp in mps:
+        d = abs(loss[full, mp] - loss[fast, mp])
+        print(f"{LABEL[mp]}: speed-up {med[full, mp] / med[fast, mp]:.2f}x per step (incl. AdamW), "
+              f"{med_fb[full, mp] / med_fb[fast, mp]:.2f}x forward+backward;   |loss diff| (eval, same batch): {d:.2e}")
+        assert d < (1e-4 if mp == "no" else 2e-2 * loss[full, "no" if "no" in mps else mp]), "the two heads' losses differ"
+    if len(mps) == 2:
+        rel = abs(loss[fast, "bf16"] - loss[fast, "no"]) / loss[fast, "no"]
+        print(f"bf16 vs fp32: {med[fast, 'no'] / med[fast, 'bf16']:.2f}x per step (masked only), "
+              f"{med[full, 'no'] / med[full, 'bf16']:.2f}x (full head); loss differs by {rel:.2%} (tolerance 2%)")
+        assert rel < 0.02, "bf16 changes the MLM loss by more than 2%"
     bound = flop_bound(model.config, float((batches[1]["labels"] != -100).float().mean()))
-    print(f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; measured fwd+bwd is "
-          f"{med_fb[full] / med_fb[fast] / bound:.0%} of it\n")
+    mp = mps[0]
+    print(f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; measured fwd+bwd ({LABEL[mp]}) "
+          f"is {med_fb[full, mp] / med_fb[fast, mp] / bound:.0%} of it\n")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            variants["full head (HF)"](**batches[1]).loss.backward()
+            heads[full](**batches[1]).loss.backward()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 

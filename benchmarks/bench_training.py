@@ -8,10 +8,16 @@ per-parameter AdamW vs the fused kernel (``make_optimizer``), and plain shuffled
 :class:`~tmlib.training.LengthGroupedBatches`. Reported: wall seconds per run (training plus the dev/test
 evaluations), padded positions per epoch, and each run's ratio to the old path (loop AdamW, plain
 batches). A torch.profiler pass over one step of the old path shows what the changes removed.
+
+Precision (issue 19, ``--precision both`` default): the four runs in fp32 (``TrainConfig.mixed_precision
+="no"``) and in bf16 (``"bf16"``: autocast through accelerate), side by side, each bf16 run's ratio to its
+fp32 twin, and the test accuracies: bf16 must stay within 0.05 of the fp32 twin's (0.10 with --quick,
+128 test sentences), a few sentences of seed-level noise.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -21,11 +27,14 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from _common import LABEL, add_precision_arg, load, precisions  # noqa: E402
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="128 sentences, 1 epoch")
     ap.add_argument("--model", default="minilm")
+    add_precision_arg(ap)
     args = ap.parse_args()
     import numpy as np
     import torch
@@ -41,7 +50,7 @@ def main() -> int:
     cfg = training.TrainConfig(lr=2e-4, batch_size=32, epochs=epochs, max_length=48, seed=0, progress=False,
                                group_by_length=True)  # the loader patch below turns it off for "shuffled"
     print(f"model {args.model}, {n} MR train sentences (mean {np.mean(lengths):.1f} tokens, max 48), batch 32, "
-          f"{epochs:g} epochs, {torch.get_num_threads()} threads, torch {torch.__version__}")
+          f"{epochs:g} epochs, {torch.get_num_threads()} threads, torch {torch.__version__}, {load()}")
 
     def padded_positions(grouped: bool) -> int:
         if grouped:
@@ -51,7 +60,7 @@ def main() -> int:
             batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
         return sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
-    def run(fused: bool, grouped: bool) -> tuple[float, float]:
+    def run(fused: bool, grouped: bool, mp: str = "no") -> tuple[float, float]:
         orig_loader, orig_opt = training._loader, training.make_optimizer
 
         def loader(data, bs, collate, shuffle, seed, lengths=None):
@@ -63,18 +72,27 @@ def main() -> int:
         model = load_classifier(args.model, label_names(task), seed=0)
         with mock.patch.object(training, "_loader", loader), mock.patch.object(training, "make_optimizer", opt):
             t = time.perf_counter()
-            res = training.train_classifier(model, task, tok, cfg)
+            res = training.train_classifier(model, task, tok, dataclasses.replace(cfg, mixed_precision=mp))
             return time.perf_counter() - t, res.test["accuracy"]
 
-    rows = []
+    rows = {}
+    mps = precisions(args)
     for fused, grouped in ((False, False), (True, False), (False, True), (True, True)):
-        sec, acc = run(fused, grouped)
-        rows.append((fused, grouped, sec, acc))
-    base = rows[0][2]
-    print(f"{'optimizer':<10} {'batches':<15} {'seconds':>8} {'ratio':>7} {'padded pos/epoch':>17} {'test acc':>9}")
-    for fused, grouped, sec, acc in rows:
-        print(f"{'fused' if fused else 'loop':<10} {'length-grouped' if grouped else 'shuffled':<15} {sec:8.1f} "
-              f"{base / sec:6.2f}x {padded_positions(grouped):17d} {acc:9.3f}")
+        for mp in mps:        # fp32 and bf16 twins back to back: the same load for both
+            rows[fused, grouped, mp] = run(fused, grouped, mp) + (os.getloadavg()[0],)
+    base = {mp: rows[False, False, mp][0] for mp in mps}
+    print(f"{'optimizer':<10} {'batches':<15} {'precision':<10} {'seconds':>8} {'ratio':>7} {'vs fp32':>8} "
+          f"{'padded pos/epoch':>17} {'test acc':>9} {'load':>5}")
+    tol = 0.10 if args.quick else 0.05
+    for (fused, grouped, mp), (sec, acc, ld) in rows.items():
+        twin = rows.get((fused, grouped, "no"))
+        vs = f"{twin[0] / sec:7.2f}x" if twin and mp != "no" else f"{'':>8}"
+        print(f"{'fused' if fused else 'loop':<10} {'length-grouped' if grouped else 'shuffled':<15} {LABEL[mp]:<10} "
+              f"{sec:8.1f} {base[mp] / sec:6.2f}x {vs} {padded_positions(grouped):17d} {acc:9.3f} {ld:5.1f}")
+        if twin and mp != "no":
+            assert abs(acc - twin[1]) <= tol, f"bf16 test accuracy {acc:.3f} vs fp32 {twin[1]:.3f} (tolerance {tol})"
+    print("ratio: against the old path (loop AdamW, shuffled) of the same precision; vs fp32: the fp32 twin's "
+          "seconds / this run's")
 
     # where one step of the old path goes
     from torch.profiler import ProfilerActivity, profile

@@ -224,3 +224,37 @@ def test_length_groups_cover_rows_once_with_bounded_padding():
         assert max(ls) <= 2 * min(ls)
     assert len(groups) < len(lengths)          # similar lengths share a pass
     assert len(_length_groups([7] * 30)) == 1  # equal lengths: one pass
+
+
+def test_mixed_precision_option_validates():
+    assert BufferConfig().mixed_precision == "no"
+    assert BufferConfig(mixed_precision="bf16").mixed_precision == "bf16"
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        BufferConfig(mixed_precision="fp8")
+
+
+def test_fp16_needs_cuda(scorer, tokenizer, mr):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is allowed on CUDA")
+    texts, labels = mr
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        buffer_importance(scorer, tokenizer, texts[:1], labels[:1], BufferConfig(progress=False, mixed_precision="fp16"))
+
+
+def test_bf16_labels_mostly_agree_with_fp32(scorer, tokenizer, mr):
+    """bf16 autocast moves the probabilities by ~1e-3: only tokens at the delta threshold (and, through the
+    buffer, later ones of their sentence) may flip. The caller's model stays fp32 and its mode unchanged."""
+    from tmlib.importance.buffer import label_difference
+
+    texts, labels = mr
+    base = BufferConfig(progress=False, only_correct=False)
+    fp32 = buffer_importance(scorer, tokenizer, texts, labels, base)
+    with torch.inference_mode():   # the walk leaves inference mode for autocast's weight cache; still works here
+        bf16 = buffer_importance(scorer, tokenizer, texts, labels, replace(base, mixed_precision="bf16"))
+    d = label_difference(fp32, bf16)
+    assert d["tokens_flipped"] <= 0.05 * d["tokens"], d
+    assert d["sentences_differ"] <= max(1, len(texts) // 4), d
+    first = [abs(float(a.scores[0] - b.scores[0])) for a, b in zip(fp32, bf16) if len(a.scores)]
+    assert max(first) < 2e-2              # same input (the one-token buffer): bf16 rounding only
+    assert all(p.dtype == torch.float32 for p in scorer.parameters()) and not scorer.training
+    assert torch.is_autocast_enabled("cpu") is False
