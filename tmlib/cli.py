@@ -16,6 +16,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import argparse
 import sys
 
@@ -44,6 +46,19 @@ def _suite(args) -> int:
     from .suite import run_suite
 
     run_suite(args.params, args.out, only=args.only, kernel=args.kernel)
+    return 0
+
+
+def _worker(args) -> int:
+    """A second process for a notebook-01 run folder: the same stages, built in reverse order."""
+    from .config import from_flat, load_yaml
+    from .experiments.selective import SelectiveConfig, build_all
+    from .suite import PARAMS
+
+    values = load_yaml(PARAMS / "01_selective_masking" / f"{args.params}.yaml")
+    values.update(out_dir=str(Path(args.out or f"runs/{args.params}") / "01_selective_masking"), threads=args.threads)
+    n = build_all(from_flat(SelectiveConfig, values), reverse=not args.forward)
+    print(f"[tmlib worker] {n} fine-tuning runs built or loaded", flush=True)
     return 0
 
 
@@ -142,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     ps.set_defaults(func=_suite)
+    pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
+    pw.add_argument("--params", default="default", help="notebook 01 parameter set")
+    pw.add_argument("--out", default=None, help="the suite's output directory (default runs/<params>)")
+    pw.add_argument("--threads", type=int, default=1, help="torch threads of this worker")
+    pw.add_argument("--forward", action="store_true", help="same order as the notebook (default: reverse)")
+    pw.set_defaults(func=_worker)
     pf = sub.add_parser("finetune", help="fine-tune a sequence classifier (accelerate-launchable)")
     pf.add_argument("--task", default="mr", help="builtin task, csv:<path>, jsonl:<path> or hub:<name>")
     pf.add_argument("--model", default="minilm", help="minilm, scratch:<size>, a checkpoint dir or a hub name")

@@ -70,6 +70,22 @@ def write_outputs(exp: SelectiveExperiment, results: pd.DataFrame) -> dict[str, 
             "config": store.write_json("config.json", asdict(cfg))}
 
 
+def build_all(cfg: SelectiveConfig, reverse: bool = False) -> int:
+    """Build (or load) every TaskPT and fine-tuning stage of ``cfg``, in order or in ``reverse`` order;
+    returns the number of fine-tuning runs. A second process running this with ``reverse=True`` on the
+    same ``out_dir`` as a notebook (or ``python -m tmlib worker``) shares the work: the file lock of
+    each stage keeps anything from being built twice, and every result is the same whoever builds it."""
+    exp = SelectiveExperiment(cfg)
+    order = (lambda xs: list(reversed(xs))) if reverse else list
+    for g in order(cfg.genept.steps):
+        for m in order(cfg.taskpt.methods):
+            exp.get(exp.taskpt_stage(g, m))
+    jobs = order(exp.finetune_jobs())
+    for j in jobs:
+        exp.get(exp.finetune_stage(j))
+    return len(jobs)
+
+
 def run_pipeline(cfg: SelectiveConfig) -> dict:
     """Every stage (what notebook 01 does), outputs written; returns the experiment and its tables."""
     exp = SelectiveExperiment(cfg)
@@ -80,6 +96,6 @@ def run_pipeline(cfg: SelectiveConfig) -> dict:
 
 __all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferConfig", "TaggerConfig", "TaskptConfig",
            "FinetuneConfig", "TASKPT_METHODS", "SelectiveExperiment", "Checkpoints", "collator", "split_corpus",
-           "history", "taskpt_selection", "curve_rows", "write_outputs", "run_pipeline", "accuracy_table", "buffer_summary",
+           "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table", "buffer_summary",
            "compute_split", "condition_costs", "corpus_summary", "curve_summary", "detectable_gap",
            "importance_examples", "paired_gaps", "probe_table", "summarize"]

@@ -449,17 +449,20 @@ class SelectiveExperiment:
                              for t in cfg.taskpt.steps if t != sel for s in cfg.seeds]
         return jobs
 
+    def finetune_stage(self, job: dict) -> Stage:
+        """The fine-tuning stage of one job of :meth:`finetune_jobs`."""
+        f = self.cfg.finetune
+        name = f"finetune/g{job['g']}_{job['method']}_t{job['t']}_s{job['seed']}"
+        return classifier_stage(name, job["stage"], self.task_spec, self._finetune_train(f.lr, f.epochs, job["seed"]),
+                                data=self.task, tokenizer=self.tokenizer, pick=job["pick"], desc=f"fine-tune s{job['seed']}")
+
     def finetune(self) -> pd.DataFrame:
         """One row per fine-tuning run (``final``: the row enters the accuracy table and the gaps)."""
         from tqdm.auto import tqdm
 
-        f = self.cfg.finetune
         rows = []
         for j in tqdm(self.finetune_jobs(), desc="fine-tune runs", disable=not self.cfg.progress):
-            name = f"finetune/g{j['g']}_{j['method']}_t{j['t']}_s{j['seed']}"
-            st = classifier_stage(name, j["stage"], self.task_spec, self._finetune_train(f.lr, f.epochs, j["seed"]),
-                                  data=self.task, tokenizer=self.tokenizer, pick=j["pick"], desc=f"fine-tune s{j['seed']}")
-            m = self.get(st).metrics
+            m = self.get(self.finetune_stage(j)).metrics
             rows.append({"genept_steps": j["g"], "method": j["method"], "taskpt_steps": j["t"], "seed": j["seed"],
                          "final": j["final"], "dev_accuracy": m["dev_accuracy"], "test_accuracy": m["test_accuracy"],
                          "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
