@@ -148,6 +148,7 @@ def paired_gap_plot(results: pd.DataFrame, gaps: pd.DataFrame,
                              sharey=True)
     for ax, g in zip(axes[0], budgets):
         acc = final[final["genept_steps"] == g].pivot_table(index="seed", columns="method", values="test_accuracy")
+        notes = []
         for i, comp in enumerate(comps):
             a, b = comp.split(" - ")
             if a not in acc or b not in acc:
@@ -157,7 +158,11 @@ def paired_gap_plot(results: pd.DataFrame, gaps: pd.DataFrame,
             row = gaps[(gaps["genept_steps"] == g) & (gaps["comparison"] == comp)].iloc[0]
             ax.errorbar(i + 0.25, row["gap_mean"], yerr=row["ci95"] if np.isfinite(row["ci95"]) else 0, fmt="D",
                         color="black", capsize=4, ms=5)
-            ax.annotate(f"p={row['p']:.2g}", (i, ax.get_ylim()[1]), ha="center", va="top", fontsize=7)
+            notes.append((i, f"p={row['p']:.2g}"))
+        top = ax.get_ylim()[1]
+        ax.set_ylim(ax.get_ylim()[0], top + 0.12 * (top - ax.get_ylim()[0]))  # room for the p values above the data
+        for i, text in notes:
+            ax.annotate(text, (i, ax.get_ylim()[1]), ha="center", va="top", fontsize=7)
         ax.axhline(0, color="#444444", lw=0.8)
         ax.set_xticks(range(len(comps)), comps, fontsize=7, rotation=15)
         ax.set_title(f"GenePT {g} steps", fontsize=9)
