@@ -74,7 +74,7 @@ class MaskingConfig:
     max_lengths: list[int] = field(default_factory=lambda: [64, 64])  # max tokens, one per task
     max_train: list[int] = field(default_factory=lambda: [200, 120])  # train-set cap per task (0 = all), class-balanced
     max_eval: int = 200                   # cap on dev and test examples (0 = all), class-balanced
-    methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask"])  # tmlib.methods names
+    methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask", "lora"])  # tmlib.methods names
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
     epochs: float = 4.0                   # the same budget for every method
     batch_size: int = 16                  # training batch size
@@ -87,6 +87,8 @@ class MaskingConfig:
     # ^ per method: lrs tried on seeds[0], the best dev accuracy wins and every seed trains at it; {} = no grid
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
+    mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
+    # ^ bf16 is the default: paired check against fp32 in the README (papermill_params/03_masking_vs_finetuning/fp32.yaml)
     flip_every: int = 5                   # steps between mask-flip records
     memory_max_tasks: int = 10            # memory curve for 1..N tasks served at once
     data_seed: int = 0                    # split / subsample seed (notebook 04 assumes 0)
@@ -121,6 +123,12 @@ class MaskingConfig:
                 raise ConfigError(f"lr_grid[{m!r}] has repeated values: {list(vs)}")
             grids[m] = [float(v) for v in vs]
         self.lr_grid = grids
+        from ..training import check_mixed_precision
+
+        try:
+            check_mixed_precision(self.mixed_precision)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
         for m, name in self.schedule.items():
@@ -196,6 +204,8 @@ def solution_key(cfg: MaskingConfig, task: str, method: str, seed: int, lr: floa
            "schedule": cfg.method_schedule(method).to_dict(), "data_seed": cfg.data_seed}
     if cfg.eval_every:
         key["eval_every"] = cfg.eval_every   # only when set: keys (and caches) of earlier runs stay valid
+    if cfg.mixed_precision != "no":
+        key["mixed_precision"] = cfg.mixed_precision   # only when set: fp32 keys of earlier runs stay valid
     spec = get_method(method)
     if spec.options:
         key[spec.options] = cfg.method_options(method).to_dict()
@@ -225,7 +235,7 @@ def _train(cfg: MaskingConfig, task: str, method: str, seed: int, data, tokenize
     prep = prepare_method(method, model, seed=seed, mask_config=cfg.method_options(method),
                           lr=lr, schedule=cfg.schedule.get(method))
     base = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, max_length=cfg.max_lengths[i], seed=seed,
-                       eval_every=cfg.eval_every, progress=cfg.progress)
+                       eval_every=cfg.eval_every, progress=cfg.progress, mixed_precision=cfg.mixed_precision)
     hooks = prep.spec.step_hooks(cfg.flip_every)
     res = train_classifier(prep.model, data, tokenizer, prep.train_config(base), params=prep.params,
                            optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{task} {method} s{seed}")
