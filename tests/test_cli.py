@@ -82,3 +82,23 @@ def test_suite_follows_progress_log_lines(tmp_path, capsys):
             fh.write("0 scorer: cached\n")
     out = capsys.readouterr().out.splitlines()
     assert out == ["> 12:00:00 genept: building", "> 12:00:09 genept: built in 9.0 s", "> 12:00:10 scorer: cached"]
+
+
+def test_compare_two_runs_paired_by_seed(tmp_path, capsys):
+    import pandas as pd
+
+    from tmlib.cli import main
+
+    rows = [{"task": "mr", "method": m, "seed": s, "lr": 1e-3, "test_accuracy": 0.7 + 0.01 * s + (0.02 if m == "mask" else 0)}
+            for m in ("finetune", "mask") for s in range(4)]
+    for name, shift in (("a", 0.0), ("b", 0.01)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame(rows).assign(test_accuracy=lambda d: d.test_accuracy - shift * (d.seed % 2)).to_csv(
+            tmp_path / name / "results.csv", index=False)
+    out = tmp_path / "check.csv"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "bf16", "fp32", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mr mask: bf16 \u2212 fp32 = +0.5" in text and "4 seeds" in text
+    assert len(pd.read_csv(out)) == 2
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "results.csv not found" in capsys.readouterr().err

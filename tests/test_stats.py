@@ -58,3 +58,27 @@ def test_gap_sentence():
     assert s == "mask \u2212 fine-tune = -3.0 \u00b1 2.5 points (p = 0.03, 5 seeds)", s
     one = {"a": "bitfit", "b": "finetune", "n_seeds": 1, "gap_mean": 1.25, "ci95": float("nan"), "p": float("nan")}
     assert gap_sentence(one) == "bitfit \u2212 fine-tune = +1.2 points (p = n/a, 1 seed)"
+
+
+def test_compare_arms_pairs_runs_by_group_and_seed():
+    from tmlib.stats import compare_arms
+
+    rows = []
+    for method, shift in (("finetune", 0.0), ("mask", 0.05)):
+        for seed in range(5):
+            base = 0.7 + 0.01 * seed
+            rows.append({"task": "mr", "method": method, "seed": seed, "lr": 1e-3, "test_accuracy": base})
+    a = pd.DataFrame(rows)
+    b = a.copy()
+    b["test_accuracy"] = b["test_accuracy"] - np.where(b["method"] == "mask", 0.05, 0.0) + 0.001 * b["seed"] % 0.002
+    b.loc[b.method == "mask", "lr"] = 3e-3
+    t = compare_arms({"bf16": a, "fp32": b}).set_index("method")
+    assert list(t["comparison"].unique()) == ["bf16 - fp32"]
+    assert t.loc["mask", "gap_mean"] > 4.5 and t.loc["mask", "verdict"] == "separated"
+    assert abs(t.loc["finetune", "gap_mean"]) < 0.2
+    assert t.loc["mask", "lr_fp32"] == "0.003" and t.loc["mask", "lr_bf16"] == "0.001"
+    assert t.loc["mask", "sentence"].startswith("bf16 \u2212 fp32 = +")
+    with pytest.raises(ValueError, match="exactly two"):
+        compare_arms({"a": a})
+    with pytest.raises(ValueError, match="no column"):
+        compare_arms({"a": a, "b": b.drop(columns=["seed"])})

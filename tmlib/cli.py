@@ -13,6 +13,9 @@
                         --masking selective --model runs/genept/model --out runs/taskpt_sel --max-steps 500
                                                GenePT / TaskPT MLM training (random 15%, selective,
                                                or the random-count control); accelerate-launchable
+    python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning \
+                        --names bf16 fp32 --out runs/fp32/precision_check.csv
+                                               two runs differing in one setting, paired by seed
 """
 from __future__ import annotations
 
@@ -142,6 +145,28 @@ def _mlm(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    """Two runs of one notebook-03-style experiment that differ in one setting, paired by seed."""
+    import pandas as pd
+
+    from .stats import compare_arms
+
+    arms = {}
+    for name, run in zip(args.names, args.runs):
+        f = Path(run) / "results.csv"
+        if not f.is_file():
+            raise ValueError(f"{f} not found: run the experiment first (python -m tmlib suite --params <set> --only 03)")
+        arms[name] = pd.read_csv(f)
+    table = compare_arms(arms, by=args.by, value_col=args.metric)
+    for _, r in table.iterrows():
+        print(" ".join(str(r[c]) for c in args.by) + ": " + r["sentence"])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        table.round(4).to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -186,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
                       ("max_length", int), ("seed", int)]:
         pm.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
     pm.set_defaults(func=_mlm)
+    pc = sub.add_parser("compare", help="two runs differing in one setting (e.g. bf16 vs fp32), paired by seed")
+    pc.add_argument("runs", nargs=2, help="two run folders with a results.csv (notebook 03's out_dir)")
+    pc.add_argument("--names", nargs=2, default=["a", "b"], help="names of the two arms (gap = first - second)")
+    pc.add_argument("--by", nargs="+", default=["task", "method"], help="columns grouping the comparison")
+    pc.add_argument("--metric", default="test_accuracy", help="the column compared (x100, in points)")
+    pc.add_argument("--out", default=None, help="write the table as CSV here")
+    pc.set_defaults(func=_compare)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -82,3 +82,28 @@ def gap_sentence(row: Mapping | pd.Series, names: Mapping[str, str] | None = Non
     p = row["p"]
     p_txt = "p = n/a" if not np.isfinite(p) else ("p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}")
     return f"{a} \u2212 {b} = {row['gap_mean']:+.1f}{ci_txt} {unit} ({p_txt}, {n} seed{'s' if n != 1 else ''})"
+
+
+def compare_arms(arms: Mapping[str, pd.DataFrame], by: Sequence[str] = ("task", "method"),
+                 value_col: str = "test_accuracy", seed_col: str = "seed", scale: float = 100.0) -> pd.DataFrame:
+    """Two runs of the same experiment that differ in one setting (e.g. ``{"bf16": ..., "fp32": ...}``, each a
+    notebook-03 ``results.csv``), compared per group of ``by``: the gap ``first - second`` of ``value_col``
+    paired by seed (:func:`paired_gap_table` columns plus ``sentence``), and, where the frames have an ``lr``
+    column, the lr each arm trained with (``lr_<arm>``: a tuned pipeline may choose differently)."""
+    if len(arms) != 2:
+        raise ValueError(f"compare_arms takes exactly two arms, got {len(arms)}: {list(arms)}")
+    (na, a), (nb, b) = arms.items()
+    by = list(by)
+    for name, df in ((na, a), (nb, b)):
+        missing = [c for c in [*by, value_col, seed_col] if c not in df.columns]
+        if missing:
+            raise ValueError(f"compare_arms: arm {name!r} has no column(s) {missing} (has {list(df.columns)})")
+    both = pd.concat([a.assign(_arm=na), b.assign(_arm=nb)], ignore_index=True)
+    table = paired_gap_table(both, by=by, method_col="_arm", value_col=value_col, pairs=[(na, nb)], seed_col=seed_col,
+                             scale=scale)
+    table["sentence"] = [gap_sentence(r) for _, r in table.iterrows()]
+    if "lr" in a.columns and "lr" in b.columns and not table.empty:
+        for name, df in ((na, a), (nb, b)):
+            lrs = df.groupby(by)["lr"].agg(lambda s: "/".join(f"{v:g}" for v in sorted(set(s.dropna())))).rename(f"lr_{name}")
+            table = table.merge(lrs.reset_index(), on=by, how="left")
+    return table
