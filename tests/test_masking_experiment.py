@@ -131,7 +131,7 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     import tmlib.experiments.masking as M
 
     cfg = _cfg(tmp_path, methods=["finetune", "bitfit"], seeds=[3, 1], lr_grid={"finetune": [1e-3, 3e-2]},
-               lr={"bitfit": 1e-2}, epochs=2.0)
+               lr={"bitfit": 1e-2}, epochs=2.0, lr_grid_extend=0)   # the edge rule: test_grid_extends_past_an_edge_winner
     calls = []
     real = M._train
     monkeypatch.setattr(M, "_train", lambda *a, **k: calls.append((a[2], a[3], a[6] if len(a) > 6 else k.get("lr"))) or real(*a, **k))
@@ -169,3 +169,32 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     monkeypatch.setattr(M, "_train", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
     run_all(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr_grid={"finetune": [1e-3]}, epochs=2.0))
     assert calls == [3, 1]
+
+
+def test_next_edge_lr_steps_beyond_an_edge_winner_only():
+    from tmlib.experiments.masking import next_edge_lr
+
+    assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-2) == pytest.approx(3.3e-2)
+    assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-3) == pytest.approx(3.3e-4)
+    assert next_edge_lr([5e-5, 1e-4, 2e-4], 2e-4) == pytest.approx(4e-4)
+    assert next_edge_lr([1e-3, 3e-3, 1e-2], 3e-3) is None      # inside: the grid brackets the optimum
+    assert next_edge_lr([1e-3], 1e-3) is None                  # one lr: no ratio to step with
+    assert next_edge_lr([1.0e-3, 1.01e-3], 1.01e-3) is None    # the step rounds onto a tried lr
+
+
+def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
+    import tmlib.experiments.masking as M
+
+    cfg = _cfg(tmp_path, methods=["finetune"], seeds=[0], lr_grid={"finetune": [1e-4, 1e-3]}, lr_grid_extend=1,
+               epochs=1.0)
+    tried = []
+    monkeypatch.setattr(M, "_train", lambda c, task, method, seed, d, tok, lr=None: tried.append(lr) or
+                        M._Trained(model=None, metrics={"dev_accuracy": lr, "dev_loss": 0.0, "lr": lr}))   # larger lr wins
+    monkeypatch.setattr(M, "_save", lambda t, d, tok: (d.mkdir(parents=True, exist_ok=True),
+                                                       (d / "metrics.json").write_text(json.dumps(t.metrics))))
+    sel = M.select_lr(cfg, "mr", "finetune")
+    assert tried == [1e-4, 1e-3, 1e-2]            # one extension (lr_grid_extend=1), although 1e-2 is again the edge
+    assert sel.lr == 1e-2 and list(sel.table.edge_extension) == [False, False, True]
+    assert list(sel.table.chosen) == [False, False, True]
+    with pytest.raises(ConfigError, match="lr_grid_extend"):
+        _cfg(tmp_path, lr_grid_extend=-1)

@@ -85,6 +85,7 @@ class MaskingConfig:
         "finetune": [5e-5, 1e-4, 2e-4], "bitfit": [1e-3, 3e-3, 1e-2], "mask": [1e-3, 3e-3, 1e-2],
         "lora": [3e-4, 1e-3, 3e-3]})
     # ^ per method: lrs tried on seeds[0], the best dev accuracy wins and every seed trains at it; {} = no grid
+    lr_grid_extend: int = 2               # a winner at the grid's edge adds the next lr beyond it (same ratio), up to N times
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
@@ -129,6 +130,8 @@ class MaskingConfig:
             check_mixed_precision(self.mixed_precision)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if isinstance(self.lr_grid_extend, bool) or not isinstance(self.lr_grid_extend, int) or self.lr_grid_extend < 0:
+            raise ConfigError(f"lr_grid_extend must be an integer >= 0 (0: never extend the grid), got {self.lr_grid_extend!r}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
         for m, name in self.schedule.items():
@@ -324,7 +327,8 @@ def _copy_run(src: Path, dst: Path) -> None:
 
 # ------------------------------------------------------------------------------------ lr selection
 
-SELECTION_COLUMNS = ["task", "method", "seed", "lr", "dev_accuracy", "dev_loss", "best_epoch", "steps", "chosen"]
+SELECTION_COLUMNS = ["task", "method", "seed", "lr", "dev_accuracy", "dev_loss", "best_epoch", "steps", "chosen",
+                     "edge_extension"]
 
 
 @dataclass
@@ -342,13 +346,29 @@ class Selection:
 def selection_key(cfg: MaskingConfig, task: str, method: str) -> dict:
     key = solution_key(cfg, task, method, cfg.seeds[0])
     key.pop("lr")
-    return {**key, "lr_grid": list(cfg.lr_grid[method]), "criterion": "max dev accuracy (ties: lower dev loss, then lower lr)"}
+    key = {**key, "lr_grid": list(cfg.lr_grid[method]), "criterion": "max dev accuracy (ties: lower dev loss, then lower lr)"}
+    if cfg.lr_grid_extend:
+        key["lr_grid_extend"] = cfg.lr_grid_extend   # only when set: keys of grids run before the rule stay valid
+    return key
+
+
+def next_edge_lr(tried: list[float], best_lr: float) -> float | None:
+    """The lr to add when ``best_lr`` is the lowest or highest of the lrs ``tried``: one step beyond that edge
+    with the ratio of the two outermost lrs on that side (rounded to 2 significant digits); None when the
+    best is inside the range, fewer than two lrs were tried, or the step rounds onto a tried lr."""
+    lrs = sorted(set(tried))
+    if len(lrs) < 2 or lrs[0] < best_lr < lrs[-1]:
+        return None
+    lr = float(f"{lrs[-1] ** 2 / lrs[-2]:.2g}") if best_lr == lrs[-1] else float(f"{lrs[0] ** 2 / lrs[1]:.2g}")
+    return None if lr in lrs else lr
 
 
 def selection_stage(cfg: MaskingConfig, task: str, method: str, data=None, tokenizer=None) -> Stage:
     """The stage choosing ``method``'s lr on ``task``: one run per value of ``lr_grid[method]`` on seed
     ``seeds[0]`` (each saved under the stage's work folder as it finishes, so an interrupted grid resumes),
-    the best dev accuracy wins (ties: lower dev loss, then the lower lr). Artifact
+    the best dev accuracy wins (ties: lower dev loss, then the lower lr). While the winner is the lowest or
+    highest lr tried, the next lr beyond that edge is tried too (:func:`next_edge_lr`), at most
+    ``lr_grid_extend`` times (``edge_extension`` in the table). Artifact
     ``solutions/<task>/lr-grid/<method>/``: ``lr_selection.csv``, ``selection.json``, ``runs/lr<i>.json``
     (each run's metrics and dev history) and ``chosen/`` (the winning run's files)."""
     grid, seed = cfg.lr_grid[method], cfg.seeds[0]
@@ -360,7 +380,9 @@ def selection_stage(cfg: MaskingConfig, task: str, method: str, data=None, token
         tok = tokenizer or load_tokenizer(cfg.model)
         d = data
         runs = []
-        for i, lr in enumerate(grid):
+
+        def run(i, lr):
+            nonlocal d
             sub = ctx.work_dir / f"lr{i}"
             done = sub / "done.json"
             if done.is_file() and json.loads(done.read_text()).get("lr") == lr:
@@ -374,8 +396,19 @@ def selection_stage(cfg: MaskingConfig, task: str, method: str, data=None, token
                 _save(t, sub, tok)
                 atomic_write_json(done, {"lr": lr})
             runs.append((lr, sub, json.loads((sub / "metrics.json").read_text())))
-        best = max(range(len(runs)), key=lambda j: (runs[j][2]["dev_accuracy"], -runs[j][2]["dev_loss"], -runs[j][0]))
-        return runs, best
+
+        def best():
+            return max(range(len(runs)), key=lambda j: (runs[j][2]["dev_accuracy"], -runs[j][2]["dev_loss"], -runs[j][0]))
+
+        for i, lr in enumerate(grid):
+            run(i, lr)
+        for _ in range(cfg.lr_grid_extend):
+            lr = next_edge_lr([r[0] for r in runs], runs[best()][0])
+            if lr is None:
+                break
+            ctx.log(f"best lr {runs[best()][0]:g} at the grid's edge: trying {lr:g}")
+            run(len(runs), lr)
+        return runs, best()
 
     def save(obj, d):
         import shutil
@@ -386,11 +419,12 @@ def selection_stage(cfg: MaskingConfig, task: str, method: str, data=None, token
         for j, (lr, sub, m) in enumerate(runs):
             rows.append({"task": task, "method": method, "seed": seed, "lr": lr, "dev_accuracy": m["dev_accuracy"],
                          "dev_loss": m["dev_loss"], "best_epoch": m.get("best_epoch"), "steps": m.get("steps"),
-                         "chosen": j == best})
+                         "chosen": j == best, "edge_extension": j >= len(grid)})
             (d / "runs" / f"lr{j}.json").write_text(json.dumps(m, indent=2, default=str))
         pd.DataFrame(rows, columns=SELECTION_COLUMNS).to_csv(d / "lr_selection.csv", index=False)
         (d / "selection.json").write_text(json.dumps({"task": task, "method": method, "seed": seed, "lr": runs[best][0],
-                                                      "lr_grid": grid, "criterion": selection_key(cfg, task, method)["criterion"]},
+                                                      "lr_grid": grid, "tried": [r[0] for r in runs],
+                                                      "criterion": selection_key(cfg, task, method)["criterion"]},
                                                      indent=2))
         shutil.move(str(runs[best][1]), str(d / "chosen"))
         (d / "chosen" / "done.json").unlink(missing_ok=True)
@@ -399,7 +433,7 @@ def selection_stage(cfg: MaskingConfig, task: str, method: str, data=None, token
         info = json.loads((d / "selection.json").read_text())
         table = pd.read_csv(d / "lr_selection.csv")
         hist = {}
-        for j, lr in enumerate(info["lr_grid"]):
+        for j, lr in enumerate(info.get("tried", info["lr_grid"])):
             f = d / "runs" / f"lr{j}.json"
             if f.is_file():
                 hist[lr] = json.loads(f.read_text()).get("history", [])
