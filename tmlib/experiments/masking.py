@@ -90,6 +90,7 @@ class MaskingConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
     # ^ bf16 is the default: paired check against fp32 in the README (papermill_params/03_masking_vs_finetuning/fp32.yaml)
+    threads: int = 0                      # torch threads (0: torch's default); recorded in every manifest
     flip_every: int = 5                   # steps between mask-flip records
     memory_max_tasks: int = 10            # memory curve for 1..N tasks served at once
     data_seed: int = 0                    # split / subsample seed (notebook 04 assumes 0)
@@ -130,6 +131,8 @@ class MaskingConfig:
             check_mixed_precision(self.mixed_precision)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
+            raise ConfigError(f"threads must be an integer >= 0 (0: torch's default), got {self.threads!r}")
         if isinstance(self.lr_grid_extend, bool) or not isinstance(self.lr_grid_extend, int) or self.lr_grid_extend < 0:
             raise ConfigError(f"lr_grid_extend must be an integer >= 0 (0: never extend the grid), got {self.lr_grid_extend!r}")
         if self.eval_every < 0:
@@ -520,6 +523,9 @@ def run_all(cfg: MaskingConfig) -> pd.DataFrame:
     sparsity and flips during training)."""
     from ..models import load_tokenizer
 
+    from ..runtime import set_threads
+
+    set_threads(cfg.threads)
     out = RunStore(cfg.out_dir)
     store = RunStore(Path(cfg.out_dir) / "solutions")
     tok = load_tokenizer(cfg.model)
