@@ -27,6 +27,8 @@ def test_config_validation(tmp_path):
         tiny_cfg(tmp_path, curve_points=1)
     with pytest.raises(ConfigError, match="unknown parameter"):
         from_dict(L.LandscapeConfig, {"out_dir": "x", "n_gamma": 3})
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        tiny_cfg(tmp_path, mixed_precision="half")
     assert tiny_cfg(tmp_path).gammas == [-0.2, 0.0, 0.5, 1.0, 1.2]  # 0 and 1 always on the grid
 
 

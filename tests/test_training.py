@@ -293,3 +293,17 @@ def test_corrupted_resume_checkpoint_starts_over(tmp_path):
                                TrainConfig(lr=1e-3, batch_size=8, max_steps=2, max_length=16, progress=False),
                                checkpoint_dir=tmp_path)
     assert res.fit.steps == 2
+
+
+def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
+    from tmlib.training import EvalBatches, encode, evaluate_classifier
+
+    model = models.load_classifier("scratch:tiny", ["neg", "pos"], seed=0)
+    batches = EvalBatches(encode(tiny_task["dev"], tokenizer, 32), tokenizer, batch_size=8)
+    fp32 = evaluate_classifier(model, batches)
+    bf16 = evaluate_classifier(model, batches, mixed_precision="bf16")
+    assert fp32 != bf16                                  # autocast really ran
+    assert abs(fp32["loss"] - bf16["loss"]) < 0.02 * fp32["loss"]
+    assert evaluate_classifier(model, batches) == fp32  # and left nothing behind
+    with pytest.raises(ValueError, match="mixed_precision"):
+        evaluate_classifier(model, batches, mixed_precision="bf8")

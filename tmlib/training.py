@@ -424,17 +424,25 @@ class EvalBatches:
 
 
 @torch.no_grad()
-def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None) -> dict:
-    """Mean cross-entropy and accuracy over cached batches."""
+def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None,
+                        mixed_precision: str = "no") -> dict:
+    """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
+    passes under bf16 autocast ("fp16": CUDA only)."""
+    import contextlib
+
     was_training = model.training
     model.eval()
-    device = device or next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    mp = check_mixed_precision(mixed_precision, device)
+    ctx = (contextlib.nullcontext() if mp == "no" else
+           torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16))
     loss_sum, correct = 0.0, 0
     for batch in batches.batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        out = model(**batch)
+        with ctx:
+            out = model(**batch)
         n = batch["labels"].numel()
-        loss_sum += out.loss.item() * n
+        loss_sum += out.loss.float().item() * n
         correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
     model.train(was_training)
     return {"loss": loss_sum / len(batches), "accuracy": correct / len(batches)}

@@ -64,9 +64,17 @@ class LandscapeConfig:
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
     curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]
+    mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
+    # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the effects here
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
+        from ..training import check_mixed_precision
+
+        try:
+            check_mixed_precision(self.mixed_precision)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
             raise ConfigError(f"seeds must be two different fine-tuning seeds [A, B], got {self.seeds}")
         if not (self.gamma_min <= 0.0 and self.gamma_max >= 1.0):
@@ -239,6 +247,19 @@ def _fingerprint(state: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def _evaluate(cfg: LandscapeConfig):
+    """The evaluation function of every point (fp32, or under ``cfg.mixed_precision`` autocast)."""
+    from functools import partial
+
+    from ..training import evaluate_classifier
+
+    return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision)
+
+
+def _precision_key(cfg: LandscapeConfig) -> dict:
+    return {} if cfg.mixed_precision == "no" else {"mixed_precision": cfg.mixed_precision}  # fp32 caches stay valid
+
+
 def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFrame:
     """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
     from ..landscape import linear_path
@@ -247,12 +268,13 @@ def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFr
     frames = []
     for name, a, b in path_specs(cfg):
         key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
-               "gammas": cfg.gammas, "task": cfg.task, "eval_examples": cfg.eval_examples, "max_length": cfg.max_length}
+               "gammas": cfg.gammas, "task": cfg.task, "eval_examples": cfg.eval_examples, "max_length": cfg.max_length,
+               **_precision_key(cfg)}
         df = store.cached(f"cache/path-{name.replace('<->', '--')}", key,
                           build=lambda a=a, b=b, name=name: linear_path(
                               sols.template, sols.states[a], sols.states[b],
                               {"dev": batches["dev"], "test": batches["test"]}, cfg.gammas,
-                              progress=cfg.progress, desc=name),
+                              evaluate=_evaluate(cfg), progress=cfg.progress, desc=name),
                           save=lambda d, p: d.to_csv(p / "path.csv", index=False),
                           load=lambda p: pd.read_csv(p / "path.csv"))
         frames.append(df.assign(path=name, model_a=a, model_b=b))
@@ -296,7 +318,7 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
            "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
-           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples}
+           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples, **_precision_key(cfg)}
     device = "cuda" if torch.cuda.is_available() else None
 
     def build():
@@ -305,7 +327,7 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
                              seed=cfg.seeds[0], device=device, progress=cfg.progress, desc="Bezier curve")
         along = bezier_path(sols.template, sols.states[a_name], curve.theta, sols.states[b_name],
                             {"dev": batches["dev"], "test": batches["test"]}, ts, device=device,
-                            progress=cfg.progress)
+                            evaluate=_evaluate(cfg), progress=cfg.progress)
         return curve, along
 
     def save(obj, p):
@@ -343,12 +365,12 @@ def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.
     store = RunStore(cfg.out_dir)
     key = {"models": [_fingerprint(sols.states[k]) for k in keys], "resolution": cfg.plane_resolution,
            "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
-           "max_length": cfg.max_length}
+           "max_length": cfg.max_length, **_precision_key(cfg)}
 
     def build():
         res = plane(sols.template, *(sols.states[k] for k in keys), {"dev": batches["plane"]},
                     resolution=cfg.plane_resolution, margin=cfg.plane_margin, names=names,
-                    progress=cfg.progress)
+                    evaluate=_evaluate(cfg), progress=cfg.progress)
         return res.to_frame(), res.coords
 
     def save(obj, p):
