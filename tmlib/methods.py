@@ -28,6 +28,7 @@ clipping.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -198,7 +199,9 @@ def _lora(model, seed, options):
                      target_modules=targets, modules_to_save=[head.split(".")[0]] if head else None)
     if seed is not None:
         torch.manual_seed(seed)          # lora_A's random init
-    peft_model = get_peft_model(model, cfg)
+    with warnings.catch_warnings():   # peft reads transformers' deprecated is_gradient_checkpointing (FutureWarning)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, cfg)
     return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
 
 
