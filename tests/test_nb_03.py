@@ -14,7 +14,8 @@ def test_nb03_smoke(tmp_path):
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 * 4 * 2  # tasks x methods x seeds (smoke runs LoRA too)
     sel = pd.read_csv(out / "lr_selection.csv")   # smoke grids: finetune and mask, 2 values each, per task
-    assert len(sel) == 2 * 2 * 2 and sel.groupby(["task", "method"]).chosen.sum().eq(1).all()
+    assert (~sel.edge_extension).sum() == 2 * 2 * 2 and sel.groupby(["task", "method"]).chosen.sum().eq(1).all()
+    assert sel.groupby(["task", "method"]).edge_extension.sum().le(2).all()   # lr_grid_extend: 2
     chosen = sel[sel.chosen].set_index(["task", "method"]).lr
     for (task, method), lr in chosen.items():
         assert (results[(results.task == task) & (results.method == method)].lr == lr).all()
