@@ -522,7 +522,6 @@ def run_all(cfg: MaskingConfig) -> pd.DataFrame:
     choice), ``dev_curves.csv`` (dev accuracy at every evaluation of every run) and ``flips.csv`` (mask
     sparsity and flips during training)."""
     from ..models import load_tokenizer
-
     from ..runtime import set_threads
 
     set_threads(cfg.threads)
