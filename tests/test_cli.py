@@ -100,5 +100,9 @@ def test_compare_two_runs_paired_by_seed(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "mr mask: bf16 \u2212 fp32 = +0.5" in text and "4 seeds" in text
     assert len(pd.read_csv(out)) == 2
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--query", "seed < 2"]) == 0
+    assert "mr mask: a \u2212 b = +0.5 \u00b1 6.4 points (p = 0.50, 2 seeds)" in capsys.readouterr().out  # seeds 0, 1 only
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--query", "no_such_column"]) == 2
+    assert "--query 'no_such_column' does not apply" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "results.csv not found" in capsys.readouterr().err

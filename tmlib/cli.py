@@ -156,7 +156,13 @@ def _compare(args) -> int:
         f = Path(run) / "results.csv"
         if not f.is_file():
             raise ValueError(f"{f} not found: run the experiment first (python -m tmlib suite --params <set> --only 03)")
-        arms[name] = pd.read_csv(f)
+        df = pd.read_csv(f)
+        if args.query:
+            try:
+                df = df.query(args.query)
+            except Exception as exc:  # pandas raises many types for a bad expression
+                raise ValueError(f"--query {args.query!r} does not apply to {f}: {exc}") from None
+        arms[name] = df
     table = compare_arms(arms, by=args.by, value_col=args.metric)
     for _, r in table.iterrows():
         print(" ".join(str(r[c]) for c in args.by) + ": " + r["sentence"])
@@ -216,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--names", nargs=2, default=["a", "b"], help="names of the two arms (gap = first - second)")
     pc.add_argument("--by", nargs="+", default=["task", "method"], help="columns grouping the comparison")
     pc.add_argument("--metric", default="test_accuracy", help="the column compared (x100, in points)")
+    pc.add_argument("--query", default=None, help="keep the rows matching this pandas query, e.g. 'final' (notebook 01)")
     pc.add_argument("--out", default=None, help="write the table as CSV here")
     pc.set_defaults(func=_compare)
     args = parser.parse_args(argv)
