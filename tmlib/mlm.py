@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .training import FitResult, TrainConfig, fit
+from .training import FitResult, TrainConfig, autocast, fit
 
 
 @dataclass
@@ -209,17 +209,6 @@ def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, see
 
 # ------------------------------------------------------------------------------------------- probe
 
-def _autocast(device: torch.device, mixed_precision: str):
-    import contextlib
-
-    from .training import check_mixed_precision
-
-    mp = check_mixed_precision(mixed_precision, device)
-    if mp == "no":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
-
-
 def probe_masks(input_ids: Sequence[Sequence[int]], special_ids, mask_prob: float = 0.15, seed: int = 0) -> list[np.ndarray]:
     """The positions :func:`mlm_probe` masks in each row: ``max(1, round(mask_prob * n))`` of the ``n``
     non-special tokens, uniformly without replacement, from one ``numpy`` generator seeded by ``seed``
@@ -287,7 +276,7 @@ def mlm_probe(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int
             if not bool(sel.any()):
                 continue
             ids, att, labels, sel = ids.to(device), att.to(device), labels.to(device), sel.to(device)
-            with _autocast(device, mixed_precision):
+            with autocast(mixed_precision, device):
                 if parts:
                     hidden = getattr(model, base_prefix)(input_ids=ids, attention_mask=att)[0]
                     logits = model.cls(hidden[sel])

@@ -105,6 +105,19 @@ def check_mixed_precision(mixed_precision: str, device: torch.device | str | Non
     return mixed_precision
 
 
+def autocast(mixed_precision: str, device: torch.device | str):
+    """The precision context of forward passes outside :func:`fit` (evaluation, probes, the buffer walk):
+    nothing for ``"no"``, else ``torch.autocast`` to bf16 / fp16 on ``device``'s type (validated by
+    :func:`check_mixed_precision`)."""
+    import contextlib
+
+    device = torch.device(device)
+    mp = check_mixed_precision(mixed_precision, device)
+    if mp == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
+
+
 def get_accelerator(mixed_precision: str = "no"):
     """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
     --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo.
@@ -428,14 +441,10 @@ def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str 
                         mixed_precision: str = "no") -> dict:
     """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
     passes under bf16 autocast ("fp16": CUDA only)."""
-    import contextlib
-
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    mp = check_mixed_precision(mixed_precision, device)
-    ctx = (contextlib.nullcontext() if mp == "no" else
-           torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16))
+    ctx = autocast(mixed_precision, device)
     loss_sum, correct = 0.0, 0
     for batch in batches.batches:
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -241,16 +241,14 @@ def _autocast(cfg: BufferConfig, device):
     instead, also when the caller is in inference mode."""
     import contextlib
 
-    from ..training import check_mixed_precision
+    from ..training import autocast, check_mixed_precision
 
-    mp = check_mixed_precision(cfg.mixed_precision, device)
-    if mp == "no":
+    if check_mixed_precision(cfg.mixed_precision, device) == "no":
         return torch.inference_mode()   # fp32: as before (cheapest per call)
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode(False))
     stack.enter_context(torch.no_grad())
-    stack.enter_context(torch.autocast(device_type=torch.device(device).type,
-                                       dtype=torch.bfloat16 if mp == "bf16" else torch.float16))
+    stack.enter_context(autocast(cfg.mixed_precision, device))
     return stack
 
 
