@@ -76,3 +76,7 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     assert from_flat(MaskingConfig, {**default, **DIFFERENCES}) == MaskingConfig()
     for s in ("smoke", "paper"):  # every set builds a valid config
         from_flat(MaskingConfig, yaml.safe_load(params_file(nb, s).read_text()))
+    for s, field in (("fp32", "mixed_precision"), ("threads1", "threads")):  # one-setting overlays on default
+        overlay = yaml.safe_load(params_file(nb, s).read_text())
+        assert set(overlay) == {field}
+        assert from_flat(MaskingConfig, {**default, **overlay}) != from_flat(MaskingConfig, default)
