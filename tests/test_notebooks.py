@@ -73,12 +73,8 @@ def test_notebooks_are_thin():
 
 # ------------------------------------------------------------------ the runner itself, on a fixture notebook
 
-@pytest.fixture
-def fixture_suite(tmp_path, monkeypatch):
-    """A one-notebook suite (a 2-second notebook) so the runner's behaviour is tested without training."""
-    nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
-    nbdir.mkdir()
-    (pdir / "00_fixture").mkdir(parents=True)
+def _fixture_notebook(path: Path) -> None:
+    """A 2-second notebook: writes summary.csv, and its start/end times to times.json."""
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                    "language_info": {"name": "python"}}
@@ -86,13 +82,26 @@ def fixture_suite(tmp_path, monkeypatch):
         nbformat.v4.new_markdown_cell("# fixture"),
         nbformat.v4.new_code_cell("import json, pathlib\nfrom tmlib.config import notebook_config\n"
                                   "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"),
-        nbformat.v4.new_code_cell('out_dir = "x"  # output folder\nsteps = 3  # how many steps', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell('out_dir = "x"  # output folder\nsteps = 3  # how many steps\n'
+                                  'sleep = 0.0  # seconds to wait\nreads = ""  # another notebook\'s output folder',
+                                  metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("cfg = notebook_config(FixtureConfig, globals(), _before)"),
-        nbformat.v4.new_code_cell("assert cfg.steps > 0, 'steps must be positive'\n"
+        nbformat.v4.new_code_cell("import time\nt0 = time.time(); time.sleep(cfg.sleep)\n"
+                                  "assert cfg.steps > 0, 'steps must be positive'\n"
                                   "p = pathlib.Path(cfg.out_dir); p.mkdir(parents=True, exist_ok=True)\n"
-                                  "(p / 'summary.csv').write_text(f'metric,value\\nsteps,{cfg.steps}\\n')"),
+                                  "(p / 'summary.csv').write_text(f'metric,value\\nsteps,{cfg.steps}\\n')\n"
+                                  "(p / 'times.json').write_text(json.dumps([t0, time.time()]))"),
     ]
-    nbformat.write(nb, nbdir / "00_fixture.ipynb")
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fixture_suite(tmp_path, monkeypatch):
+    """A one-notebook suite (a 2-second notebook) so the runner's behaviour is tested without training."""
+    nbdir, pdir = tmp_path / "notebooks", tmp_path / "params"
+    nbdir.mkdir()
+    (pdir / "00_fixture").mkdir(parents=True)
+    _fixture_notebook(nbdir / "00_fixture.ipynb")
     (pdir / "00_fixture" / "smoke.yaml").write_text("steps: 2\n")
     (pdir / "00_fixture" / "bad.yaml").write_text("steps: -1\n")
     monkeypatch.setattr(suite, "NOTEBOOKS", nbdir)
@@ -125,6 +134,37 @@ def test_run_suite_writes_timing_and_results(fixture_suite, tmp_path):
     with pytest.raises(RuntimeError, match="00_fixture.failed.ipynb"):
         run_suite("bad", out)
     assert (out / "00_fixture.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_suite_runs_notebooks_side_by_side_and_waits_for_a_dependency(fixture_suite, tmp_path):
+    """jobs=2: 00 and 01 overlap; 02 reads 00's output folder, so it starts only after 00 ended (not 01)."""
+    for stem, text in [("01_other", "sleep: 4\n"), ("02_reader", "reads: runs/x/00_fixture\n")]:
+        _fixture_notebook(suite.NOTEBOOKS / f"{stem}.ipynb")
+        (suite.PARAMS / stem).mkdir()
+        (suite.PARAMS / stem / "smoke.yaml").write_text(text)
+    (suite.PARAMS / "00_fixture" / "smoke.yaml").write_text("sleep: 1\n")
+    assert suite.dependencies(suite.notebooks(), "smoke") == {"00_fixture": set(), "01_other": set(),
+                                                             "02_reader": {"00_fixture"}}
+    out = tmp_path / "run"
+    rows = run_suite("smoke", out, jobs=2)
+    assert [r["notebook"] for r in rows] == ["00_fixture.ipynb", "01_other.ipynb", "02_reader.ipynb"]
+    assert {r["jobs"] for r in rows} == {2}
+    t = {s: json.loads((out / s / "times.json").read_text()) for s in ("00_fixture", "01_other", "02_reader")}
+    assert t["01_other"][0] < t["00_fixture"][1], "the two independent notebooks should overlap"
+    assert t["02_reader"][0] >= t["00_fixture"][1], "a notebook must wait for the one whose output it reads"
+    assert t["02_reader"][0] < t["01_other"][1], "... but not for the others"
+    # a failure: the running notebook finishes, its dependent never starts, the error names the failed one
+    (suite.PARAMS / "00_fixture" / "bad.yaml").write_text("steps: -1\n")
+    (suite.PARAMS / "01_other" / "bad.yaml").write_text("sleep: 1\n")
+    (suite.PARAMS / "02_reader" / "bad.yaml").write_text("reads: runs/x/00_fixture\n")
+    (out / "02_reader" / "times.json").unlink()
+    with pytest.raises(RuntimeError, match="00_fixture.ipynb failed .*00_fixture.failed.ipynb"):
+        run_suite("bad", out, jobs=2)
+    assert not (out / "02_reader" / "times.json").exists()
+    assert (out / "01_other.ipynb").is_file() and (out / "00_fixture.ipynb").is_file()
+    with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
+        run_suite("smoke", out, jobs=0)
 
 
 def test_malformed_yaml_stops_before_running(fixture_suite, tmp_path):

@@ -25,6 +25,7 @@ import argparse
 import sys
 
 from . import assets
+from .suite import DEFAULT_JOBS
 
 
 def _assets(args) -> int:
@@ -48,7 +49,7 @@ def _assets(args) -> int:
 def _suite(args) -> int:
     from .suite import run_suite
 
-    run_suite(args.params, args.out, only=args.only, kernel=args.kernel)
+    run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs)
     return 0
 
 
@@ -187,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--out", default=None, help="output directory (default runs/<params>)")
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
+    ps.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
+                    help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; 1: one after another); "
+                         "a notebook that reads another's output waits for it")
     ps.set_defaults(func=_suite)
     pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
     pw.add_argument("--params", default="default", help="notebook 01 parameter set")

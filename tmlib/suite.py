@@ -4,7 +4,9 @@
 
 For every notebook ``notebooks/NN_name.ipynb`` with a ``papermill_params/NN_name/<params>.yaml``, the
 parameter file is validated first (malformed YAML stops before anything runs), then the notebook is
-executed in its own process with ``out_dir=<out>/NN_name`` injected. The executed notebook is written
+executed in its own process with ``out_dir=<out>/NN_name`` injected, up to ``--jobs`` notebooks at once
+(default 2; a notebook whose parameters name another's output folder, as 04's ``reuse_runs`` names 03's,
+starts after it). The executed notebook is written
 to a temporary name and renamed to ``<out>/NN_name.ipynb`` only when every cell ran, so a failed or
 interrupted run (a cell's error, a kernel that died) never replaces a good executed notebook: it is kept as
 ``<out>/NN_name.failed.ipynb``, and the suite prints and raises the reason in one line.
@@ -126,8 +128,56 @@ class _follow:
         return False
 
 
-def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None) -> list[dict]:
+# Notebooks run at once by `python -m tmlib suite` (= `make run`). On this 2-core CPU two notebooks side by side,
+# each with torch's default 2 threads, finish the suite 1.3x sooner than one after another with identical
+# numbers (a small model's step runs only 1.46x faster on 2 threads than on 1, so a second process uses
+# the idle half); see the README's "Performance" table. 1 = one after another, as before.
+DEFAULT_JOBS = 2
+
+
+def dependencies(nbs: list[Path], params: str) -> dict[str, set[str]]:
+    """Which notebooks of this run each notebook reads from: a string parameter naming another notebook's
+    output folder (``reuse_runs: runs/default/03_masking_vs_finetuning``) makes it wait for that notebook."""
+    stems = {nb.stem for nb in nbs}
+    deps = {}
+    for nb in nbs:
+        values = load_yaml(params_file(nb, params))
+        named = {Path(v.rstrip("/")).name for v in values.values() if isinstance(v, str) and v.strip()}
+        deps[nb.stem] = named & (stems - {nb.stem})
+    return deps
+
+
+class _Lane:
+    """One notebook running in its own process (``python -m tmlib.suite``); its one-line JSON answer
+    goes to a temporary file, not a pipe, so a chatty child can never block on a full pipe."""
+
+    def __init__(self, nb: Path, params: str, out: Path, kernel: str, env: dict):
+        import tempfile
+
+        print(f"[tmlib suite] {nb.name} with {params}.yaml -> {out / nb.name}", flush=True)
+        self.nb = nb
+        self.answer = tempfile.TemporaryFile(mode="w+")
+        self.follow = _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} ").__enter__()
+        # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
+        self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)),
+                                      str(out), kernel], stdout=self.answer, text=True, cwd=ROOT, env=env)
+
+    def finish(self) -> tuple[int, str]:
+        self.follow.__exit__(None, None, None)
+        self.answer.seek(0)
+        text = self.answer.read()
+        self.answer.close()
+        return self.proc.returncode, text
+
+
+def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
+              jobs: int = DEFAULT_JOBS) -> list[dict]:
+    """Run the notebooks of a parameter set, up to ``jobs`` at once (each in its own process, in file order,
+    a notebook starting only after the notebooks it reads from, :func:`dependencies`). Returns one timing
+    row per notebook. A failure lets the running notebooks finish, starts no new one, then raises."""
     out = Path(out or ROOT / "runs" / params)
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs must be a whole number >= 1 (got {jobs!r}); 1 runs the notebooks one after another")
     nbs = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
     if not nbs:
         raise ConfigError(f"no notebooks matched {only} in {NOTEBOOKS}; available: "
@@ -138,22 +188,48 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
                           f"available sets: {', '.join(parameter_sets()) or 'none'}")
     for nb in nbs:  # validate every file before spending time on the first notebook
         load_yaml(params_file(nb, params))
+    deps = dependencies(nbs, params)
     kernel = kernel or _kernel_name()
-    rows = []
-    for nb in nbs:
-        print(f"[tmlib suite] {nb.name} with {params}.yaml -> {out / nb.name}", flush=True)
-        # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
-        with _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} "):
-            proc = subprocess.run([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)), str(out),
-                                   kernel], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        if proc.returncode != 0:
-            reason = _reason_from(proc.stdout, proc.returncode)
-            print(f"[tmlib suite]   FAILED: {reason}", flush=True)
-            raise RuntimeError(f"{nb.name} failed with parameter set {params!r} ({reason}); the executed notebook "
-                               f"with the error is {out / (nb.stem + '.failed.ipynb')}")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
-        rows.append(row)
-        print(f"[tmlib suite]   done in {row['seconds']:.0f} s, peak memory {row['peak_rss_mb']:.0f} MB", flush=True)
+    env = dict(os.environ)
+    if jobs > 1:   # OpenMP threads that spin while waiting steal the other notebook's core: 1350 vs 565 ms a step
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    start = time.perf_counter()
+    pending, running, done, rows, failures = list(nbs), [], set(), {}, []
+    while pending or running:
+        while not failures and len(running) < jobs:
+            ready = [nb for nb in pending if deps[nb.stem] <= done]
+            if not ready:
+                break
+            pending.remove(ready[0])
+            running.append(_Lane(ready[0], params, out, kernel, env))
+        if not running:
+            break   # what is left waits for a notebook that failed
+        time.sleep(0.2)
+        for lane in [ln for ln in running if ln.proc.poll() is not None]:
+            running.remove(lane)
+            code, text = lane.finish()
+            if code != 0:
+                reason = _reason_from(text, code)
+                print(f"[tmlib suite]   {lane.nb.stem[:2]} FAILED: {reason}", flush=True)
+                failures.append(RuntimeError(f"{lane.nb.name} failed with parameter set {params!r} ({reason}); the "
+                                             f"executed notebook with the error is {out / (lane.nb.stem + '.failed.ipynb')}"))
+                continue
+            row = json.loads(text.strip().splitlines()[-1])
+            row["jobs"] = jobs
+            rows[lane.nb.stem] = row
+            done.add(lane.nb.stem)
+            print(f"[tmlib suite]   {lane.nb.stem[:2]} done in {row['seconds']:.0f} s, peak memory "
+                  f"{row['peak_rss_mb']:.0f} MB", flush=True)
+    rows = [rows[nb.stem] for nb in nbs if nb.stem in rows]
+    if rows:
+        _write_summaries(out, params, rows)
+    if failures:
+        raise failures[0]
+    print(f"[tmlib suite] {len(rows)} notebook(s) in {time.perf_counter() - start:.0f} s ({jobs} at once)", flush=True)
+    return rows
+
+
+def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:
     import pandas as pd
 
     from .runs import atomic_write_text
@@ -163,7 +239,6 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     merged = pd.concat([old[~old["notebook"].isin([r["notebook"] for r in rows])], pd.DataFrame(rows)])
     atomic_write_text(timing, merged.sort_values("notebook").to_csv(index=False))
     atomic_write_text(out / "results.md", results_markdown(out, params))
-    return rows
 
 
 def markdown_table(frame, floatfmt: str = "{:.4g}") -> str:
