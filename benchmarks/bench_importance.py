@@ -132,65 +132,70 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
     n = len(texts)
     emb = model.get_input_embeddings().weight.numel()
     flops_per_position = 2 * (sum(p.numel() for p in model.parameters()) - emb)   # weights only, forward
-    cfgs = {mp: BufferConfig(only_correct=False, sentence_batch=args.batch, progress=False, max_length=64,
-                             mixed_precision=mp) for mp in precisions(args)}
+    base = dict(only_correct=False, sentence_batch=args.batch, progress=False, max_length=64)
+    # variants: (kind, precision, cls_only); the batched walk with and without the [CLS]-only last layer
+    variants = [("reference", "no", False)] + [("batched", mp, c) for mp in precisions(args) for c in (False, True)]
+    cfgs = {v: BufferConfig(**base, mixed_precision=v[1], cls_only=v[2]) for v in variants}
     n_tok = sum(len(tok.tokenize(t)[:62]) for t in texts)
-    variants = [("reference", "no")] + [("batched", mp) for mp in cfgs]   # the reference in fp32 only
     fns = {"reference": buffer_importance_reference, "batched": buffer_importance}
-    for mp, cfg in cfgs.items():
-        buffer_importance(model, tok, texts[:4], labels[:4], cfg)  # warm-up
+    for v in variants[1:]:
+        buffer_importance(model, tok, texts[:4], labels[:4], cfgs[v])  # warm-up
     count = _Positions(model)
     secs = {v: [] for v in variants}
     out, pos = {}, {}
     loads = []
     for _ in range(args.repeats):          # interleaved rounds: the machine's drift hits every variant alike
-        for kind, mp in variants:
+        for v in variants:
             count.n = 0
             t = time.perf_counter()
-            out[kind, mp] = fns[kind](model, tok, texts, labels, cfgs[mp])
-            secs[kind, mp].append(time.perf_counter() - t)
-            pos[kind, mp] = count.n
+            out[v] = fns[v[0]](model, tok, texts, labels, cfgs[v])
+            secs[v].append(time.perf_counter() - t)
+            pos[v] = count.n
         loads.append(os.getloadavg()[0])
-    ref = ("reference", "no")
-    same = all(f.important.tolist() == r.important.tolist() for f, r in zip(out["batched", "no"], out[ref])) \
-        if ("batched", "no") in out else None
+    ref = variants[0]
     print(f"buffer importance, {name}, {n} MR sentences ({n_tok} WordPieces), torch threads {torch.get_num_threads()}, "
           f"{args.repeats} interleaved round(s), load {min(loads):.1f}-{max(loads):.1f}")
-    print(f"{'variant':<34}{'seconds':>9}{'sent/s':>9}{'positions':>11}{'GFLOP/s':>9}{'vs ref fp32':>13}")
-    for v in variants:
-        kind, mp = v
+    print(f"{'variant':<46}{'seconds':>9}{'sent/s':>9}{'positions':>11}{'GFLOP/s':>9}{'vs ref fp32':>13}")
+    for v in variants:   # positions: rows x width of the passes the model's own forward made (cls_only: all
+        kind, mp, c = v  # positions of the first L-1 layers; its last layer does less, not counted here)
         sec = float(np.median(secs[v]))
         ratio = float(np.median([r / s for r, s in zip(secs[ref], secs[v])]))
-        label = f"{kind} ({'1 pass / token' if kind == 'reference' else '1 pass / step'}), {LABEL[mp]}"
-        print(f"{label:<34}{sec:>9.2f}{n / sec:>9.1f}{pos[v]:>11d}{flops_per_position * pos[v] / sec / 1e9:>9.1f}"
+        label = (f"{kind} ({'1 pass / token' if kind == 'reference' else '1 pass / step'}), {LABEL[mp]}"
+                 + (", [CLS]-only last layer" if c else ""))
+        shown = pos[v] or pos[("batched", mp, False)]
+        print(f"{label:<46}{sec:>9.2f}{n / sec:>9.1f}{shown:>11d}{flops_per_position * shown / sec / 1e9:>9.1f}"
               f"{ratio:>12.1f}x")
-    ref_rate = flops_per_position * pos[ref] / float(np.median(secs[ref])) / 1e9
-    if same is not None:
-        print(f"batched fp32 vs reference fp32: identical labels: {same}")
-        assert same, "batched fp32 labels differ from the reference's"
-    if ("batched", "bf16") in out:
-        a, b = out[ref], out["batched", "bf16"]
+    for v in variants[1:]:
+        if v[1] == "no":
+            same = all(f.important.tolist() == r.important.tolist() for f, r in zip(out[v], out[ref]))
+            print(f"batched fp32{' cls_only' if v[2] else ''} vs reference fp32: identical labels: {same}")
+            assert same, "batched fp32 labels differ from the reference's"
+    for v in [v for v in variants[1:] if v[1] == "bf16"]:
+        a, b = out[ref], out[v]
         d = label_difference(a, b)
         worst = max(float(np.abs(x.scores - y.scores).max()) for x, y in zip(a, b) if len(x.scores))
         first = [float(np.abs(x.scores[0] - y.scores[0])) for x, y in zip(a, b) if len(x.scores)]
-        print(f"batched bf16 vs reference fp32: {d['sentences_differ']} / {d['sentences']} sentences differ, "
-              f"{d['tokens_flipped']} / {d['tokens']} tokens flipped ({d['tokens_flipped'] / d['tokens']:.1%}; "
-              f"{d['flipped_0_to_1']} to 1, {d['flipped_1_to_0']} to 0), important {d['important_base']} -> "
-              f"{d['important_variant']}; |score difference| at token 0 (same input): max {max(first):.1e}, "
-              f"anywhere {worst:.1e} (after a flip the buffers differ)")
+        print(f"batched bf16{' cls_only' if v[2] else ''} vs reference fp32: {d['sentences_differ']} / {d['sentences']} "
+              f"sentences differ, {d['tokens_flipped']} / {d['tokens']} tokens flipped "
+              f"({d['tokens_flipped'] / d['tokens']:.1%}; {d['flipped_0_to_1']} to 1, {d['flipped_1_to_0']} to 0), "
+              f"important {d['important_base']} -> {d['important_variant']}; |score difference| at token 0 (same "
+              f"input): max {max(first):.1e}, anywhere {worst:.1e} (after a flip the buffers differ)")
         assert d["tokens_flipped"] <= 0.05 * d["tokens"], "bf16 flips more than 5% of the labels"
+    fp32_full = ("batched", "no", False)
+    bf16_full = ("batched", "bf16", False)
+    ref_rate = flops_per_position * pos[ref] / float(np.median(secs[ref])) / 1e9
     print(f"ceiling of batched fp32 at this CPU's fp32 matmul rate: "
-          f"{peak.get('no', _matmul_peak()) / ref_rate * pos[ref] / max(pos.get(('batched', 'no'), pos[ref]), 1):.1f}x "
+          f"{peak.get('no', _matmul_peak()) / ref_rate * pos[ref] / max(pos.get(fp32_full, pos[ref]), 1):.1f}x "
           f"(the reference already runs at {ref_rate / peak.get('no', _matmul_peak()):.0%} of it)"
-          + (f"; of batched bf16 at the bf16 matmul rate: {peak['bf16'] / ref_rate * pos[ref] / pos['batched', 'bf16']:.1f}x"
+          + (f"; of batched bf16 at the bf16 matmul rate: {peak['bf16'] / ref_rate * pos[ref] / pos[bf16_full]:.1f}x"
              if "bf16" in peak else "") + "\n")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
         for v in variants:
             with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
-                fns[v[0]](model, tok, texts[:8], labels[:8], cfgs[v[1]])
-            print(f"profile: {v[0]}, {LABEL[v[1]]}, 8 sentences")
+                fns[v[0]](model, tok, texts[:8], labels[:8], cfgs[v])
+            print(f"profile: {v[0]}, {LABEL[v[1]]}, cls_only={v[2]}, 8 sentences")
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
 
 

@@ -183,3 +183,20 @@ def test_unwritable_run_folder_is_a_clear_error(tmp_path):
     finally:
         os.chmod(ro, 0o700)
     assert RunStore(ro).valid("a")
+
+
+def test_progress_lines_go_to_the_log_file_named(tmp_path, capsys):
+    """A store of sub-artifacts (notebook 03's solutions/) logs into its notebook's progress.log, the file
+    `tmlib suite` follows; without log_file the log is the store's own root/progress.log."""
+    calls = []
+    store = RunStore(tmp_path / "nb" / "solutions", progress=True, log_file=tmp_path / "nb" / "progress.log")
+    store.get(_stages(calls)[1])
+    RunStore(store.root, progress=True, log_file=store.log_file).get(_stages(calls)[1])   # a rerun: loads
+    lines = (tmp_path / "nb" / "progress.log").read_text().splitlines()
+    assert any(line.endswith("down: building") for line in lines) and any("down: built in" in line for line in lines)
+    assert any(line.endswith("down: cached") for line in lines)
+    assert not (tmp_path / "nb" / "solutions" / "progress.log").exists()
+    assert "down: built in" in capsys.readouterr().out
+    quiet = RunStore(tmp_path / "q")
+    quiet.get(_stages(calls)[1])
+    assert not (tmp_path / "q" / "progress.log").exists()

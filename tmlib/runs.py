@@ -256,12 +256,15 @@ class RunStore:
     """A run directory holding named artifacts; :meth:`get` resolves :class:`Stage` graphs.
 
     ``progress``: print one line per stage built or loaded (with elapsed seconds) to stdout and to
-    ``<root>/progress.log``, so a long non-interactive run shows where it is. ``lock_timeout``:
-    seconds to wait for another process building the same stage (-1: forever).
+    ``<root>/progress.log`` (or ``log_file``: a store of sub-artifacts logging into its notebook's log),
+    so a long non-interactive run shows where it is. ``lock_timeout``: seconds to wait for another
+    process building the same stage (-1: forever).
     """
 
-    def __init__(self, root: str | Path, progress: bool = False, lock_timeout: float = -1):
+    def __init__(self, root: str | Path, progress: bool = False, lock_timeout: float = -1,
+                 log_file: str | Path | None = None):
         self.root = Path(root)
+        self.log_file = Path(log_file) if log_file is not None else self.root / "progress.log"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -280,7 +283,7 @@ class RunStore:
         line = f"{time.strftime('%H:%M:%S')} {message}"
         print(line, flush=True)
         try:
-            with open(self.root / "progress.log", "a", encoding="utf-8") as fh:
+            with open(self.log_file, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
         except OSError:
             pass

@@ -264,7 +264,7 @@ def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFr
     """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
     from ..landscape import linear_path
 
-    store = RunStore(cfg.out_dir)
+    store = RunStore(cfg.out_dir, progress=cfg.progress)
     frames = []
     for name, a, b in path_specs(cfg):
         key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
@@ -314,7 +314,7 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
     a_name, b_name = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
     if data is None or tokenizer is None:
         data, tokenizer = load_data(cfg)
-    store = RunStore(cfg.out_dir)
+    store = RunStore(cfg.out_dir, progress=cfg.progress)
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
            "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
@@ -362,7 +362,7 @@ def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.
     a = cfg.seeds[0]
     names = ("pretrained", "mask", "finetune")
     keys = ("pretrained", f"mask-s{a}", f"finetune-s{a}")
-    store = RunStore(cfg.out_dir)
+    store = RunStore(cfg.out_dir, progress=cfg.progress)
     key = {"models": [_fingerprint(sols.states[k]) for k in keys], "resolution": cfg.plane_resolution,
            "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
            "max_length": cfg.max_length, **_precision_key(cfg)}
@@ -432,7 +432,7 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
 
 def write_outputs(cfg: LandscapeConfig, summary: dict) -> list[Path]:
     """Write :func:`summarize`'s result: ``summary.json`` and the per-path table ``summary.csv``."""
-    store = RunStore(cfg.out_dir)
+    store = RunStore(cfg.out_dir, progress=cfg.progress)
     return [store.write_json("summary.json", summary), store.write_csv("summary.csv", pd.DataFrame(summary["paths"]))]
 
 

@@ -446,12 +446,18 @@ def selection_stage(cfg: MaskingConfig, task: str, method: str, data=None, token
                  load=load, seed=seed)
 
 
+def solutions_store(cfg: MaskingConfig) -> RunStore:
+    """The trained models (``<out_dir>/solutions``); with ``progress`` one line per run built or loaded goes
+    to ``<out_dir>/progress.log`` (what ``tmlib suite`` prints while the notebook runs)."""
+    return RunStore(Path(cfg.out_dir) / "solutions", progress=cfg.progress, log_file=Path(cfg.out_dir) / "progress.log")
+
+
 def select_lr(cfg: MaskingConfig, task: str, method: str, store: RunStore | None = None, data=None,
               tokenizer=None) -> Selection | None:
     """``method``'s :class:`Selection` on ``task`` (run or reused), or None when it has no ``lr_grid``."""
     if method not in cfg.lr_grid:
         return None
-    store = store or RunStore(Path(cfg.out_dir) / "solutions")
+    store = store or solutions_store(cfg)
     return store.get(selection_stage(cfg, task, method, data, tokenizer))
 
 
@@ -470,7 +476,7 @@ def train_solution(cfg: MaskingConfig, task: str, method: str, seed: int, store:
 
 
 def _solution(cfg, task, method, seed, store=None, data=None, tokenizer=None) -> _Trained:
-    store = store or RunStore(Path(cfg.out_dir) / "solutions")
+    store = store or solutions_store(cfg)
     if method in cfg.lr_grid:
         sel = select_lr(cfg, task, method, store, data, tokenizer)
         stage = solution_stage(cfg, task, method, seed, data, tokenizer, lr=sel.lr,
@@ -526,7 +532,7 @@ def run_all(cfg: MaskingConfig) -> pd.DataFrame:
 
     set_threads(cfg.threads)
     out = RunStore(cfg.out_dir)
-    store = RunStore(Path(cfg.out_dir) / "solutions")
+    store = solutions_store(cfg)
     tok = load_tokenizer(cfg.model)
     rows, flips, curves, grids = [], [], [], []
     data = {}

@@ -1,0 +1,64 @@
+"""A BERT classifier's logits computing only what its head reads.
+
+``BertForSequenceClassification`` reads one position of the last layer: ``[CLS]`` (through the pooler).
+Every other position of the LAST layer is computed and thrown away: its query projection, the attention
+of its query, the attention output projection and the feed-forward block (10 of the 12 ``d x d``
+matmuls per position; keys and values are still needed for all positions). On MiniLM (6 layers) that is
+14% of the forward pass's matmul work. :func:`cls_logits` runs the embeddings and the first ``L - 1``
+layers as the model does (same modules, same attention implementation and mask), then the last layer
+for the ``[CLS]`` query only: the same logits up to float rounding (tests/test_cls_forward.py checks
+it against ``model(**batch).logits`` for eager and SDPA attention, fp32 and bf16 autocast).
+
+Used by the buffer method's walk (:class:`tmlib.importance.buffer.BufferConfig.cls_only`), where one
+sentence of ``n`` tokens costs ``n`` forward passes. Models that are not a BERT encoder classifier
+(:func:`supports`) use their own forward.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def supports(model) -> bool:
+    """True for a ``BertForSequenceClassification`` (also with tmlib's masked / LoRA layers inside: the
+    submodules are called, not re-implemented) that is an encoder with a pooler."""
+    from transformers import BertForSequenceClassification
+
+    if not isinstance(model, BertForSequenceClassification):
+        return False
+    cfg = model.config
+    return (not cfg.is_decoder and not getattr(cfg, "add_cross_attention", False)
+            and model.bert.pooler is not None and len(model.bert.encoder.layer) >= 1)
+
+
+def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """``model(input_ids, attention_mask, token_type_ids).logits`` with the last layer computed for
+    position 0 only. Eval mode expected (dropout is applied as the modules do)."""
+    from transformers.masking_utils import create_bidirectional_mask
+    from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, eager_attention_forward
+
+    if not supports(model):
+        raise TypeError(f"cls_logits needs a BertForSequenceClassification encoder, got {type(model).__name__}; "
+                        f"call the model itself")
+    bert = model.bert
+    h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    mask = create_bidirectional_mask(config=bert.config, inputs_embeds=h, attention_mask=attention_mask)
+    *first, last = bert.encoder.layer
+    for layer in first:
+        h = layer(h, mask)
+    sa = last.attention.self
+    b, n, _ = h.shape
+    heads, dh = sa.num_attention_heads, sa.attention_head_size
+    cls = h[:, :1]
+    q = sa.query(cls).view(b, 1, heads, dh).transpose(1, 2)
+    k = sa.key(h).view(b, n, heads, dh).transpose(1, 2)
+    v = sa.value(h).view(b, n, heads, dh).transpose(1, 2)
+    if mask is not None and mask.dim() == 4 and mask.shape[-2] != 1:
+        mask = mask[:, :, :1, :]          # the [CLS] query's row
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
+    ctx, _ = attend(sa, q, k, v, mask, dropout=0.0 if not sa.training else sa.dropout.p, scaling=sa.scaling)
+    ctx = ctx.reshape(b, 1, -1).contiguous()
+    a = last.attention.output(ctx, cls)
+    out = last.feed_forward_chunk(a)
+    pooled = bert.pooler(out)             # reads position 0
+    return model.classifier(model.dropout(pooled))
