@@ -14,10 +14,17 @@ relative to one process alone.
     .venv/bin/python benchmarks/bench_suite_jobs.py            # 30 steps per process
     .venv/bin/python benchmarks/bench_suite_jobs.py --quick    # 8 steps
 
-Measured 2026-11-24 (idle 2-core AMD EPYC, torch 2.13.0+cpu): 2 threads alone 382 ms a step, 1 thread
-557 ms (2 threads are only 1.46x faster); two 2-thread processes side by side 1,350 ms a step each with
-spinning OpenMP threads (0.57x the throughput of one process alone), 565 ms each with PASSIVE
-(1.35x the throughput).
+Measured 2026-11-24, 20:47 (idle 2-core AMD EPYC, load 1.8-3.1, torch 2.13.0+cpu), ms per step:
+
+    variant                                   fp32           bf16
+    1 process, default threads (2)            563  1.00x     313  1.00x
+    1 process, 1 thread                      1020  0.55x     561  0.56x
+    2 processes, 2 threads, OpenMP spins     2351  0.48x    1204  0.51x
+    2 processes, 2 threads, PASSIVE          1058  1.06x     600  1.07x
+
+Without PASSIVE two processes halve the throughput; with it they gain what 2 threads leave on the table:
+little on this step at that moment (2 threads 1.8x faster than 1). The whole suite, a mix of training,
+evaluation, tokenisation and Python work, gained 1.24x (`make run`, README "Performance").
 """
 from __future__ import annotations
 

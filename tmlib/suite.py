@@ -128,10 +128,10 @@ class _follow:
         return False
 
 
-# Notebooks run at once by `python -m tmlib suite` (= `make run`). On this 2-core CPU two notebooks side by side,
-# each with torch's default 2 threads, finish the suite 1.3x sooner than one after another with identical
-# numbers (a small model's step runs only 1.46x faster on 2 threads than on 1, so a second process uses
-# the idle half); see the README's "Performance" table. 1 = one after another, as before.
+# Notebooks run at once by `python -m tmlib suite` (= `make run`). A small model's step runs only 1.5-1.8x faster
+# on 2 threads than on 1, so on this 2-core CPU a second notebook process uses what one leaves idle: the suite
+# finishes sooner with identical numbers (same thread count per notebook); measured gain in the README's
+# "Performance" table. 1 = one after another, as before.
 DEFAULT_JOBS = 2
 
 
@@ -191,7 +191,7 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     deps = dependencies(nbs, params)
     kernel = kernel or _kernel_name()
     env = dict(os.environ)
-    if jobs > 1:   # OpenMP threads that spin while waiting steal the other notebook's core: 1350 vs 565 ms a step
+    if jobs > 1:   # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     start = time.perf_counter()
     pending, running, done, rows, failures = list(nbs), [], set(), {}, []
