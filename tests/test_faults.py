@@ -298,7 +298,7 @@ def test_kernel_dying_mid_notebook_keeps_the_failed_notebook_and_the_good_one(dy
     msg = str(err.value)
     assert "\n" not in msg and "00_dying.ipynb failed with parameter set" in msg
     assert "(DeadKernelError: Kernel died)" in msg and str(failed) in msg
-    assert "[tmlib suite]   FAILED: DeadKernelError: Kernel died" in capsys.readouterr().out
+    assert "[tmlib suite]   00 FAILED: DeadKernelError: Kernel died" in capsys.readouterr().out  # numbered: lanes run side by side
     assert good.read_bytes() == before and failed.is_file()
 
 
