@@ -153,6 +153,27 @@ def test_compare_rules(scorer, tokenizer, mr):
         compare_rules(scorer, tokenizer, texts, labels, base, first="keep")
 
 
+def test_compare_rule_variants_walks_each_rule_once(scorer, tokenizer, mr, monkeypatch):
+    """Notebook 01's four variants: the base and the three stop-word variants share one walk, first_token
+    'keep' needs a second; the rows equal compare_rules called once per variant."""
+    import pandas as pd
+
+    from tmlib.importance import buffer as B
+
+    texts, labels = mr[0][:6], mr[1][:6]
+    base = BufferConfig(progress=False)
+    variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
+    one_by_one = pd.concat([compare_rules(scorer, tokenizer, texts, labels, base, **v) for v in variants],
+                           ignore_index=True)
+    walks = []
+    real = B.buffer_importance
+    monkeypatch.setattr(B, "buffer_importance", lambda *a, **k: walks.append(a[4]) or real(*a, **k))
+    together = B.compare_rule_variants(scorer, tokenizer, texts, labels, base, variants)
+    assert len(walks) == 2 and {w.first_token for w in walks} == {"official", "keep"}
+    assert all(w.stopwords == "none" for w in walks)   # stop words are a mask applied after the walk
+    pd.testing.assert_frame_equal(together, one_by_one)
+
+
 @pytest.mark.parametrize("only_correct", [True, False])
 def test_batched_equals_reference(scorer, tokenizer, mr, only_correct):
     texts, labels = mr

@@ -167,6 +167,17 @@ def test_suite_runs_notebooks_side_by_side_and_waits_for_a_dependency(fixture_su
         run_suite("smoke", out, jobs=0)
 
 
+def test_start_order_puts_chains_first_and_fillers_last():
+    """The suite's order on default (04 reads 03): 03 first (04 waits on it), then 04 as soon as 03 is done,
+    01 and 02 fill the other lane; a previous run's seconds order the rest, longest first."""
+    nbs = [Path(f"{s}.ipynb") for s in ("01_a", "02_b", "03_c", "04_d")]
+    deps = {"01_a": set(), "02_b": set(), "03_c": set(), "04_d": {"03_c"}}
+    assert [nb.stem for nb in suite.start_order(nbs, deps)] == ["03_c", "04_d", "01_a", "02_b"]
+    assert [nb.stem for nb in suite.start_order(nbs, deps, {"02_b.ipynb": 900.0, "01_a.ipynb": 60.0})][2:] == ["02_b", "01_a"]
+    chain = {"01_a": set(), "02_b": {"01_a"}, "03_c": {"02_b"}, "04_d": set()}
+    assert [nb.stem for nb in suite.start_order(nbs, chain)][:2] == ["01_a", "02_b"]
+
+
 def test_malformed_yaml_stops_before_running(fixture_suite, tmp_path):
     (suite.PARAMS / "00_fixture" / "broken.yaml").write_text("steps: [0, 1\n")
     with pytest.raises(ConfigError, match=r"malformed YAML in .*broken.yaml \(line 2"):

@@ -147,6 +147,22 @@ def dependencies(nbs: list[Path], params: str) -> dict[str, set[str]]:
     return deps
 
 
+def start_order(nbs: list[Path], deps: dict[str, set[str]], seconds: dict[str, float] | None = None) -> list[Path]:
+    """The order in which ready notebooks are started: first those others wait for (longest chain of
+    dependents first: 03 before 01 and 02, so 04 is not left alone at the end), then those that waited for
+    another (04: the rest of a chain), then the longest by ``seconds`` (a previous run's
+    ``suite_timing.csv``, when there is one), then file order."""
+    seconds = seconds or {}
+
+    def depth(stem: str, seen=()) -> int:   # longest chain of notebooks waiting on this one
+        below = [s for s, d in deps.items() if stem in d and s not in seen]
+        return 1 + max(depth(s, seen + (stem,)) for s in below) if below else 0
+
+    index = {nb.stem: i for i, nb in enumerate(nbs)}
+    return sorted(nbs, key=lambda nb: (-depth(nb.stem), 0 if deps.get(nb.stem) else 1,
+                                       -seconds.get(nb.name, 0.0), index[nb.stem]))
+
+
 class _Lane:
     """One notebook running in its own process (``python -m tmlib.suite``); its one-line JSON answer
     goes to a temporary file, not a pipe, so a chatty child can never block on a full pipe."""
@@ -172,9 +188,10 @@ class _Lane:
 
 def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
               jobs: int = DEFAULT_JOBS) -> list[dict]:
-    """Run the notebooks of a parameter set, up to ``jobs`` at once (each in its own process, in file order,
-    a notebook starting only after the notebooks it reads from, :func:`dependencies`). Returns one timing
-    row per notebook. A failure lets the running notebooks finish, starts no new one, then raises."""
+    """Run the notebooks of a parameter set, up to ``jobs`` at once, each in its own process, in
+    :func:`start_order`, a notebook starting only after the notebooks it reads from (:func:`dependencies`).
+    Returns one timing row per notebook, in file order. A failure lets the running notebooks finish, starts
+    no new one, then raises."""
     out = Path(out or ROOT / "runs" / params)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs must be a whole number >= 1 (got {jobs!r}); 1 runs the notebooks one after another")
@@ -189,12 +206,13 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     for nb in nbs:  # validate every file before spending time on the first notebook
         load_yaml(params_file(nb, params))
     deps = dependencies(nbs, params)
+    order = start_order(nbs, deps, _previous_seconds(out))
     kernel = kernel or _kernel_name()
     env = dict(os.environ)
     if jobs > 1:   # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     start = time.perf_counter()
-    pending, running, done, rows, failures = list(nbs), [], set(), {}, []
+    pending, running, done, rows, failures = list(order), [], set(), {}, []
     while pending or running:
         while not failures and len(running) < jobs:
             ready = [nb for nb in pending if deps[nb.stem] <= done]
@@ -227,6 +245,17 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         raise failures[0]
     print(f"[tmlib suite] {len(rows)} notebook(s) in {time.perf_counter() - start:.0f} s ({jobs} at once)", flush=True)
     return rows
+
+
+def _previous_seconds(out: Path) -> dict[str, float]:
+    """Seconds per notebook of the last run into ``out`` (``suite_timing.csv``), {} if none or unreadable."""
+    import pandas as pd
+
+    try:
+        t = pd.read_csv(out / "suite_timing.csv")
+        return {str(k): float(v) for k, v in zip(t["notebook"], t["seconds"])}
+    except Exception:  # noqa: BLE001 - a missing or malformed timing file only loses the hint
+        return {}
 
 
 def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:

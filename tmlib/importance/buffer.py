@@ -399,31 +399,47 @@ def compare_rules(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
 
         compare_rules(clf, tok, sents, labels, BufferConfig(), first_token="keep")
         compare_rules(clf, tok, sents, labels, BufferConfig(), stopwords="tmlib")
+
+    Several variants against one base: :func:`compare_rule_variants` (each distinct walk computed once).
     """
+    return compare_rule_variants(model, tokenizer, texts, labels, base, [variant], aspects)
+
+
+def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
+                          base: BufferConfig | None = None, variants: Sequence[dict] = (),
+                          aspects: Sequence[str] | None = None):
+    """:func:`compare_rules` for a list of variants (one row each), walking each distinct rule once: the
+    labels of a configuration are its walk (everything but the stop-word options) with its stop-word mask
+    applied, so the base and every stop-word variant share one walk (notebook 01's four rule variants:
+    2 walks instead of 5)."""
     import pandas as pd
 
     base = base or BufferConfig()
-    unknown = set(variant) - {f.name for f in fields(BufferConfig)}
-    if unknown:
-        raise TypeError(f"unknown BufferConfig option(s): {sorted(unknown)}")
-    other = replace(base, **variant)
-    changed = {k for k in variant if getattr(other, k) != getattr(base, k)}
-    if changed <= _MASK_ONLY | _NO_EFFECT:   # one walk, two stop-word masks
-        raw = buffer_importance(model, tokenizer, texts, labels, replace(base, stopwords="none", punctuation=False), aspects)
-        res = []
-        for cfg in (base, other):
-            out = []
-            for ts in raw:
-                imp = ts.important.copy()
-                imp[stopword_mask(ts.tokens, cfg.punctuation, cfg.stopwords)] = 0
-                out.append(replace(ts, important=imp, meta={**ts.meta, "stopwords": cfg.stopwords}))
-            res.append(out)
-        a, b = res
-    else:
-        a = buffer_importance(model, tokenizer, texts, labels, base, aspects)
-        b = buffer_importance(model, tokenizer, texts, labels, other, aspects)
-    row = {"base": _describe(base, changed), "variant": _describe(other, changed), **label_difference(a, b)}
-    return pd.DataFrame([row])
+    known = {f.name for f in fields(BufferConfig)}
+    walks: dict[tuple, list[TokenScores]] = {}
+
+    def labelled(cfg: BufferConfig) -> list[TokenScores]:
+        raw_cfg = replace(cfg, stopwords="none", punctuation=False)
+        key = tuple((f.name, getattr(raw_cfg, f.name)) for f in fields(BufferConfig) if f.name not in _NO_EFFECT)
+        if key not in walks:
+            walks[key] = buffer_importance(model, tokenizer, texts, labels, raw_cfg, aspects)
+        out = []
+        for ts in walks[key]:
+            imp = ts.important.copy()
+            imp[stopword_mask(ts.tokens, cfg.punctuation, cfg.stopwords)] = 0
+            out.append(replace(ts, important=imp, meta={**ts.meta, "stopwords": cfg.stopwords}))
+        return out
+
+    rows = []
+    for variant in variants:
+        unknown = set(variant) - known
+        if unknown:
+            raise TypeError(f"unknown BufferConfig option(s): {sorted(unknown)}")
+        other = replace(base, **variant)
+        changed = {k for k in variant if getattr(other, k) != getattr(base, k)}
+        rows.append({"base": _describe(base, changed), "variant": _describe(other, changed),
+                     **label_difference(labelled(base), labelled(other))})
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------ long texts

@@ -260,21 +260,17 @@ class SelectiveExperiment:
         def build(ctx, scorer):
             import torch
 
-            from ...importance.buffer import BufferConfig, compare_rules
+            from ...importance.buffer import BufferConfig, compare_rule_variants
             from ...models import load_saved_classifier
 
             model = load_saved_classifier(scorer.model_dir)
             ds = self.task["train"].select(range(min(b.rules_sentences, len(self.task["train"]))))
             base = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token, stopwords=b.stopwords,
                                 progress=False)
-            rows = []
-            with torch.inference_mode():
-                for v in variants:
-                    if all(getattr(base, k) == val for k, val in v.items()):
-                        continue
-                    rows.append(compare_rules(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base,
-                                              aspects=list(ds["aspect"]) if "aspect" in ds.column_names else None, **v))
-            return pd.concat(rows, ignore_index=True)
+            todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
+            with torch.inference_mode():   # one walk per distinct rule (2 for the four variants), not one per row
+                return compare_rule_variants(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, todo,
+                                             aspects=list(ds["aspect"]) if "aspect" in ds.column_names else None)
 
         return Stage("buffer_rules", {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()}, build,
                      lambda df, d: df.to_csv(d / "rules.csv", index=False), lambda d: pd.read_csv(d / "rules.csv"),
