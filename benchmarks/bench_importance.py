@@ -154,6 +154,27 @@ def _check_run(run: str) -> None:
                     worst = max(worst, float(np.abs(np.asarray(r["scores"]) - x.scores).max()))
         print(f"{run}: cls_only={cls_only}: {same} / {total} sentences with the saved labels, "
               f"max |score difference| {worst:.1e}, {time.perf_counter() - t:.1f} s")
+    # the rule table (buffer_rules/rules.csv): one compare_rules call per variant vs shared walks
+    import io
+
+    import pandas as pd
+
+    from tmlib.importance.buffer import compare_rule_variants, compare_rules
+
+    rows = saved["train"][:b["rules_sentences"]]
+    texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
+    base = BufferConfig(delta=b["delta"], max_length=b["max_length"], first_token=b["first_token"],
+                        stopwords=b["stopwords"], progress=False)
+    variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
+    saved_rules = pd.read_csv(run / "buffer_rules" / "rules.csv")
+    for name, fn in [("one compare_rules call per variant", lambda: pd.concat(
+            [compare_rules(model, tok, texts, labels, base, **v) for v in variants], ignore_index=True)),
+            ("compare_rule_variants (shared walks)", lambda: compare_rule_variants(model, tok, texts, labels, base, variants))]:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            table = fn()
+        same = pd.read_csv(io.StringIO(table.to_csv(index=False))).equals(saved_rules)
+        print(f"rules table, {len(texts)} sentences, {name}: {time.perf_counter() - t:.1f} s, equal to rules.csv: {same}")
 
 
 def _matmul_peak(mixed_precision: str = "no", size: int = 1024, reps: int = 20) -> float:

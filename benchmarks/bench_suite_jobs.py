@@ -24,7 +24,7 @@ Measured 2026-11-24, 20:47 (idle 2-core AMD EPYC, load 1.8-3.1, torch 2.13.0+cpu
 
 Without PASSIVE two processes halve the throughput; with it they gain what 2 threads leave on the table:
 little on this step at that moment (2 threads 1.8x faster than 1). The whole suite, a mix of training,
-evaluation, tokenisation and Python work, gained 1.24x (`make run`, README "Performance").
+evaluation, tokenisation and Python work, gained 1.25x (`make run`, README "Performance").
 """
 from __future__ import annotations
 
