@@ -165,6 +165,11 @@ def test_suite_runs_notebooks_side_by_side_and_waits_for_a_dependency(fixture_su
     assert (out / "01_other.ipynb").is_file() and (out / "00_fixture.ipynb").is_file()
     with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
         run_suite("smoke", out, jobs=0)
+    (suite.PARAMS / "00_fixture" / "loop.yaml").write_text("reads: runs/x/02_reader\n")
+    (suite.PARAMS / "01_other" / "loop.yaml").write_text("sleep: 0\n")
+    (suite.PARAMS / "02_reader" / "loop.yaml").write_text("reads: runs/x/00_fixture\n")
+    with pytest.raises(ConfigError, match="wait on each other.*00_fixture reads 02_reader; 02_reader reads 00_fixture"):
+        run_suite("loop", out, jobs=2)
 
 
 def test_start_order_puts_chains_first_and_fillers_last():

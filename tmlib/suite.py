@@ -144,6 +144,16 @@ def dependencies(nbs: list[Path], params: str) -> dict[str, set[str]]:
         values = load_yaml(params_file(nb, params))
         named = {Path(v.rstrip("/")).name for v in values.values() if isinstance(v, str) and v.strip()}
         deps[nb.stem] = named & (stems - {nb.stem})
+    done, left = set(), dict(deps)
+    while left:   # notebooks that wait on each other would never start: refuse before running anything
+        ready = [k for k, d in left.items() if d <= done]
+        if not ready:
+            raise ConfigError(f"notebooks wait on each other's output folders: "
+                              + "; ".join(f"{k} reads {', '.join(sorted(d))}" for k, d in sorted(left.items()))
+                              + f" (parameter set {params!r}); point the parameters at a folder of another run")
+        done.update(ready)
+        for k in ready:
+            del left[k]
     return deps
 
 

@@ -420,7 +420,8 @@ def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequen
 
     def labelled(cfg: BufferConfig) -> list[TokenScores]:
         raw_cfg = replace(cfg, stopwords="none", punctuation=False)
-        key = tuple((f.name, getattr(raw_cfg, f.name)) for f in fields(BufferConfig) if f.name not in _NO_EFFECT)
+        key = tuple((f.name, getattr(raw_cfg, f.name)) for f in fields(BufferConfig)
+                    if f.name not in _MASK_ONLY | _NO_EFFECT)
         if key not in walks:
             walks[key] = buffer_importance(model, tokenizer, texts, labels, raw_cfg, aspects)
         out = []
