@@ -159,13 +159,13 @@ def _check_run(run: str) -> None:
 
     import pandas as pd
 
-    from tmlib.importance.buffer import compare_rule_variants, compare_rules
+    from tmlib.importance.buffer import RULE_VARIANTS, compare_rule_variants, compare_rules
 
     rows = saved["train"][:b["rules_sentences"]]
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
     base = BufferConfig(delta=b["delta"], max_length=b["max_length"], first_token=b["first_token"],
                         stopwords=b["stopwords"], progress=False)
-    variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
+    variants = RULE_VARIANTS
     saved_rules = pd.read_csv(run / "buffer_rules" / "rules.csv")
     for name, fn in [("one compare_rules call per variant", lambda: pd.concat(
             [compare_rules(model, tok, texts, labels, base, **v) for v in variants], ignore_index=True)),

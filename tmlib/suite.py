@@ -213,9 +213,7 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     if missing:
         raise ConfigError(f"parameter set {params!r} is missing for: {', '.join(missing)}; "
                           f"available sets: {', '.join(parameter_sets()) or 'none'}")
-    for nb in nbs:  # validate every file before spending time on the first notebook
-        load_yaml(params_file(nb, params))
-    deps = dependencies(nbs, params)
+    deps = dependencies(nbs, params)   # reads (so validates) every file before the first notebook starts
     order = start_order(nbs, deps, _previous_seconds(out))
     kernel = kernel or _kernel_name()
     env = dict(os.environ)

@@ -360,6 +360,8 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
 # ------------------------------------------------------------------------------- rule comparison
 
 _MASK_ONLY = {"stopwords", "punctuation"}          # options applied after the walk
+# each non-official option alone, against the official rule (notebook 01's rule table, buffer_rules/rules.csv)
+RULE_VARIANTS = ({"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"})
 _NO_EFFECT = {"progress", "sentence_batch"}         # options that cannot change a label (cls_only: rounding only)
 
 
@@ -431,15 +433,17 @@ def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequen
             out.append(replace(ts, important=imp, meta={**ts.meta, "stopwords": cfg.stopwords}))
         return out
 
-    rows = []
-    for variant in variants:
+    for variant in variants:   # every variant checked before the first walk
         unknown = set(variant) - known
         if unknown:
             raise TypeError(f"unknown BufferConfig option(s): {sorted(unknown)}")
+    base_labels = labelled(base)
+    rows = []
+    for variant in variants:
         other = replace(base, **variant)
         changed = {k for k in variant if getattr(other, k) != getattr(base, k)}
         rows.append({"base": _describe(base, changed), "variant": _describe(other, changed),
-                     **label_difference(labelled(base), labelled(other))})
+                     **label_difference(base_labels, labelled(other))})
     return pd.DataFrame(rows)
 
 

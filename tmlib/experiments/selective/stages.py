@@ -254,8 +254,10 @@ class SelectiveExperiment:
     def rules_stage(self) -> Stage:
         """The effect of each non-official buffer option on the labels (first token kept; tmlib's or no
         stop list; spaCy's list on whole words), on the first ``buffer.rules_sentences`` train sentences."""
+        from ...importance.buffer import RULE_VARIANTS
+
         cfg, b = self.cfg, self.cfg.buffer
-        variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
+        variants = [dict(v) for v in RULE_VARIANTS]   # a list of dicts: part of the stage key (as before)
 
         def build(ctx, scorer):
             import torch
