@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tmlib.importance.cls_forward import cls_logits, supports
+from tmlib.cls_forward import cls_logits, supports
 from tmlib.models import load_classifier, load_token_classifier
 
 
@@ -66,3 +66,63 @@ def test_unsupported_models_are_refused_with_the_fix():
     assert not supports(tagger)
     with pytest.raises(TypeError, match="call the model itself"):
         cls_logits(tagger, **_batch())
+
+
+# ------------------------------------------------------------------ training through the [CLS]-only forward
+
+def _grads(module, batch, labels):
+    module.zero_grad(set_to_none=True)
+    out = module(**batch, labels=labels)
+    out.loss.backward()
+    return out, {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_cls_only_classifier_same_loss_and_gradients(attn):
+    """Training through ClsOnlyClassifier: the model's own loss and the same gradient on every parameter (the
+    thrown-away positions of the last layer get zero gradient in the full forward, so skipping them is exact)."""
+    from tmlib.cls_forward import ClsOnlyClassifier
+
+    model = _model(attn)   # eval mode: no dropout, so both forwards are deterministic
+    batch, labels = _batch(seed=3), torch.tensor([0, 2, 1, 1, 0])
+    full, g_full = _grads(model, batch, labels)
+    fast, g_fast = _grads(ClsOnlyClassifier(model), batch, labels)
+    torch.testing.assert_close(fast.loss, full.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.logits, full.logits, rtol=1e-5, atol=1e-5)
+    g_fast = {n.removeprefix("model."): g for n, g in g_fast.items()}
+    assert set(g_fast) == set(g_full)
+    for n in g_full:
+        torch.testing.assert_close(g_fast[n], g_full[n], rtol=1e-4, atol=1e-6, msg=n)
+    assert sum(float(g.abs().sum()) for g in g_full.values()) > 0
+
+
+def test_cls_only_classifier_reads_a_lora_model_through_peft():
+    """LoRA (peft) wraps the classifier: the adapters and the trained head copy are used, as by peft's forward."""
+    from tmlib.cls_forward import ClsOnlyClassifier, supports
+    from tmlib.methods import prepare_method
+
+    model = _model("sdpa")
+    prep = prepare_method("lora", model, seed=0)
+    peft_model = prep.model.eval()
+    with torch.no_grad():                              # adapters that change the output (lora_B starts at 0)
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    assert supports(peft_model) and ClsOnlyClassifier.wraps(peft_model)
+    batch, labels = _batch(seed=4), torch.tensor([1, 0, 2, 2, 1])
+    with torch.no_grad():
+        full = peft_model(**batch, labels=labels)
+        fast = ClsOnlyClassifier(peft_model)(**batch, labels=labels)
+    torch.testing.assert_close(fast.logits, full.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast.loss, full.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_cls_only_classifier_refuses_what_it_cannot_compute():
+    from tmlib.cls_forward import ClsOnlyClassifier
+
+    regression = load_classifier("scratch:tiny", ["score"], seed=0)     # one output: a regression head
+    assert not ClsOnlyClassifier.wraps(regression)
+    with pytest.raises(TypeError, match="kernels='hf'"):
+        ClsOnlyClassifier(load_token_classifier("scratch:tiny", num_labels=2))
+    with pytest.raises(TypeError, match="integer class labels"):
+        ClsOnlyClassifier(_model("sdpa"))(**_batch(), labels=torch.zeros(5))

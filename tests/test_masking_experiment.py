@@ -34,10 +34,21 @@ def _cfg(tmp_path, **kw):
                                        (dict(lr_grid={"mask": [1e-3, 0.0]}), "numbers > 0"),
                                        (dict(lr_grid={"mask": [1e-3, 1e-3]}), "repeated"),
                                        (dict(lr_grid={"adapter": [1e-3]}), "unknown method"),
+                                       (dict(kernels="triton"), "kernels must be one of 'fast', 'hf'"),
                                        (dict(tasks=[], max_lengths=[], max_train=[]), "tasks is empty")])
 def test_config_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         from_flat(MaskingConfig, {**flatten(_cfg(tmp_path)), **kw})
+
+
+def test_kernels_enter_the_solution_key_unless_hf(tmp_path):
+    """kernels="hf" (the forward before the option) leaves the key as it was, so earlier runs stay valid;
+    "fast" (the default) is a different run."""
+    from tmlib.experiments.masking import solution_key
+
+    fast, hf = (solution_key(_cfg(tmp_path, kernels=k), "mr", "finetune", 0) for k in ("fast", "hf"))
+    assert "kernels" not in hf and fast == {**hf, "kernels": "fast"}
+    assert MaskingConfig().kernels == "fast"
 
 
 def test_lr_and_schedule_come_from_the_method_spec(tmp_path):

@@ -40,6 +40,25 @@ def test_config_validation():
         from_flat(SelectiveConfig, {"genept_step": [1]})
     with pytest.raises(ConfigError, match="expected a list"):
         from_flat(SelectiveConfig, {"seeds": 3})
+    with pytest.raises(ConfigError, match="kernels must be one of"):
+        from_flat(SelectiveConfig, {"kernels": "triton"})
+
+
+def test_kernels_reach_every_training_stage_and_the_keys(tmp_path):
+    """kernels goes into every TrainConfig the experiment builds and into the root stage's key (GenePT; the
+    others chain it through their upstream keys, the classifier stages also through their TrainConfig);
+    "hf" keeps the keys of runs made before the option."""
+    from tmlib.experiments.selective import SelectiveExperiment
+
+    exps = {k: SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k, "progress": False,
+                                                                "task_max_examples": 8}))
+            for k in ("fast", "hf")}
+    assert exps["fast"].train_config(lr=1e-4).kernels == "fast" and exps["hf"].train_config(lr=1e-4).kernels == "hf"
+    g = {k: e.genept_stage.key() for k, e in exps.items()}          # the root stage: no dependencies
+    assert g["fast"]["kernels"] == "fast" and "kernels" not in g["hf"]
+    scorer = {k: e.scorer_stage.key() for k, e in exps.items()}     # scorer: minilm, no upstream stage
+    assert scorer["fast"]["train"]["kernels"] == "fast" and "kernels" not in scorer["hf"]["train"]
+    assert exps["fast"].taskpt_stage(100, "selective").key_hash() != exps["hf"].taskpt_stage(100, "selective").key_hash()
 
 
 def test_notebook_yaml_and_dataclass_defaults_agree():

@@ -16,10 +16,13 @@ def test_learns_tiny_task(tiny_task, tokenizer):
     assert res.fit.history[-1]["train_loss"] < res.fit.history[0]["train_loss"]
     assert res.dev["accuracy"] >= 0.75
     assert res.dev["accuracy"] == max(h["accuracy"] for h in res.fit.history)  # best state restored
-    # the reported dev metrics are those of the returned model (taken from its eval row, not recomputed)
+    # the reported dev metrics are those of the returned model (taken from its eval row, not recomputed);
+    # the model's own forward (SDPA, every row of the last layer) gives them up to float rounding
     from tmlib.training import EvalBatches, encode, evaluate_classifier
 
-    assert res.dev == evaluate_classifier(m, EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer))
+    again = evaluate_classifier(m, EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer))
+    assert res.dev["accuracy"] == again["accuracy"]
+    assert res.dev["loss"] == pytest.approx(again["loss"], rel=1e-5)
 
 
 def test_deterministic(tiny_task, tokenizer):
@@ -91,7 +94,7 @@ def _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch):
             if module.training:  # training forward passes only, not the dev evaluations
                 rec["batches"].append(kwargs["input_ids"].clone())
 
-        m.register_forward_pre_hook(record_batch, with_kwargs=True)
+        m.bert.embeddings.register_forward_pre_hook(record_batch, with_kwargs=True)  # called by either forward
 
         def on_step(step, model, logs):
             rec["steps"].append(step)
@@ -307,3 +310,28 @@ def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
     assert evaluate_classifier(model, batches) == fp32  # and left nothing behind
     with pytest.raises(ValueError, match="mixed_precision"):
         evaluate_classifier(model, batches, mixed_precision="bf8")
+
+
+def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer):
+    """kernels="fast": eager attention during fit (on CPU), the [CLS]-only classifier (the model's own forward is
+    never called in training), SDPA again afterwards; "hf": the model's own forward. Both learn the task."""
+    from tmlib.training import kernels_context
+
+    seen = {}
+    for kernels in ("fast", "hf"):
+        m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+        assert m.config._attn_implementation == "sdpa"
+        calls, impls = [], []
+        m.register_forward_pre_hook(lambda mod, a, kw: calls.append(mod.training), with_kwargs=True)
+        hook = lambda step, model, logs: impls.append((model is m, model.config._attn_implementation))  # noqa: E731
+        res = train_classifier(m, tiny_task, tokenizer, _cfg(epochs=6, kernels=kernels), on_step=[hook])
+        assert m.config._attn_implementation == "sdpa"          # restored after training
+        assert res.dev["accuracy"] >= 0.75
+        seen[kernels] = (sum(calls), set(impls))
+    assert seen["fast"] == (0, {(True, "eager")})                # hooks get the model itself, not the wrapper
+    assert seen["hf"][0] > 0 and seen["hf"][1] == {(True, "sdpa")}
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    with kernels_context(m, "fast", "cuda"):                    # on a GPU attention stays SDPA
+        assert m.config._attn_implementation == "sdpa"
+    with pytest.raises(ValueError, match="kernels must be one of 'fast', 'hf'"):
+        _cfg(kernels="triton")

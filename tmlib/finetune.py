@@ -80,7 +80,8 @@ def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=N
     if not isinstance(train, TrainConfig):
         raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
     seed = train.seed if seed is None else seed
-    key_train = {k: v for k, v in asdict(train).items() if k != "progress"}
+    # progress cannot change a result; kernels="hf" (the forward before the option) keeps earlier keys valid
+    key_train = {k: v for k, v in asdict(train).items() if k != "progress" and not (k == "kernels" and v == "hf")}
     config = {"task": task.key(), "train": key_train, "seed": seed,
               "init": init if isinstance(init, str) else "<upstream>", "pick": pick}
     deps = {} if isinstance(init, str) else {"init": init}

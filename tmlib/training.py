@@ -10,6 +10,7 @@ checkpoints atomically and resumes after an interruption exactly where it stoppe
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
@@ -47,6 +48,8 @@ class TrainConfig:
     group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
     mixed_precision: str = "no"    # "no" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only): Accelerator(mixed_precision=)
+    kernels: str = "fast"          # "fast": eager attention on CPU and, for single-label BERT classifiers, the last layer
+    # ^ for [CLS] only (tmlib.cls_forward): the same math, faster here; "hf": the model's own forward (SDPA). See KERNELS.
 
     def __post_init__(self):
         if self.lr <= 0 or self.batch_size < 1 or self.max_length < 2:
@@ -56,6 +59,7 @@ class TrainConfig:
             raise ValueError("set epochs > 0 or max_steps > 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))}, got {self.schedule!r}")
+        check_kernels(self.kernels)
 
 
 @dataclass
@@ -88,6 +92,48 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+KERNELS = ("fast", "hf")
+"""How a training run computes the model's forward (``TrainConfig.kernels``; the math is the same, the numbers
+differ by float rounding and by the order in which dropout draws its random numbers):
+
+* ``"fast"``: on CPU the Hugging Face model runs its eager attention (``matmul``, softmax, dropout,
+  ``matmul``, as BERT was written and as the official code ran it) instead of PyTorch's SDPA kernels, which
+  are slower on this CPU's short rows; and a single-label BERT classifier computes its last layer for the
+  ``[CLS]`` row only (:class:`tmlib.cls_forward.ClsOnlyClassifier`), the only row its head reads. On CUDA
+  attention stays SDPA (flash / memory-efficient kernels).
+* ``"hf"``: the model's own forward, SDPA attention (tmlib's behaviour before 2026-11-25).
+
+Measured effect (speed and a paired check of accuracy): README, "Performance".
+"""
+
+
+def check_kernels(kernels: str) -> str:
+    if kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
+    return kernels
+
+
+@contextlib.contextmanager
+def kernels_context(model: torch.nn.Module, kernels: str, device: torch.device | str):
+    """While inside: the attention implementation ``kernels`` asks for on ``device`` (``"fast"`` on CPU:
+    eager) for the first Hugging Face model in ``model`` (itself, or inside a wrapper: peft, the MLM
+    head wrapper); the previous implementation is restored on leaving."""
+    from transformers import PreTrainedModel
+
+    check_kernels(kernels)
+    hf = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    prev = getattr(getattr(hf, "config", None), "_attn_implementation", None)
+    want = "eager" if kernels == "fast" and torch.device(device).type == "cpu" else None
+    if hf is None or want is None or prev == want:
+        yield model
+        return
+    hf.set_attn_implementation(want)
+    try:
+        yield model
+    finally:
+        hf.set_attn_implementation(prev)
 
 
 MIXED_PRECISIONS = ("no", "bf16", "fp16")
@@ -223,7 +269,28 @@ def fit(
     maps the model to a dict of dev metrics; the state with the best ``cfg.select_metric`` is loaded
     back at the end. Returns the evaluation history. ``lengths`` (one per example, for variable-length
     inputs padded per batch) are used when ``cfg.group_by_length``: :class:`LengthGroupedBatches`.
+    ``cfg.kernels`` picks the attention implementation for the run (:func:`kernels_context`).
     """
+    with kernels_context(model, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
+        return _fit(model, train_data, cfg, collate_fn=collate_fn, evaluate=evaluate, params=params,
+                    optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc,
+                    lengths=lengths)
+
+
+def _fit(
+    model: torch.nn.Module,
+    train_data,
+    cfg: TrainConfig,
+    *,
+    collate_fn: Callable,
+    evaluate: Callable[[torch.nn.Module], dict] | None = None,
+    params: Iterable[torch.nn.Parameter] | None = None,
+    optimizer_cls=torch.optim.AdamW,
+    checkpoint_dir: str | Path | None = None,
+    on_step: Sequence[Callable[[int, torch.nn.Module, dict], None]] = (),
+    desc: str = "train",
+    lengths: Sequence[int] | None = None,
+) -> FitResult:
     import time
 
     set_seed(cfg.seed)
@@ -469,19 +536,26 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
     ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
 
-    Selects the best state by dev accuracy, then reports dev and test metrics of that state.
+    Selects the best state by dev accuracy, then reports dev and test metrics of that state. Under
+    ``cfg.kernels="fast"`` a single-label BERT classifier trains and evaluates through
+    :class:`~tmlib.cls_forward.ClsOnlyClassifier` (the same parameters; ``on_step`` hooks still get ``model``).
     """
+    from .cls_forward import ClsOnlyClassifier
+
     check_labels(model, data)
     enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test")}
     dev, test = EvalBatches(enc["dev"], tokenizer), EvalBatches(enc["test"], tokenizer)
-    res = fit(model, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
-              evaluate=lambda m: _dev_metrics(m, dev),
-              params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc,
-              lengths=[len(x) for x in enc["train"]["input_ids"]])
-    # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
-    # its dev metrics are that row's, no second pass over dev
-    best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
-    return ClassifierResult(dev=best, test=evaluate_classifier(model, test), fit=res)
+    net = ClsOnlyClassifier(model) if cfg.kernels == "fast" and ClsOnlyClassifier.wraps(model) else model
+    hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
+    with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
+        res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
+                  evaluate=lambda m: _dev_metrics(m, dev),
+                  params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=hooks, desc=desc,
+                  lengths=[len(x) for x in enc["train"]["input_ids"]])
+        # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
+        # its dev metrics are that row's, no second pass over dev
+        best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
+        return ClassifierResult(dev=best, test=evaluate_classifier(net, test), fit=res)
 
 
 def _dev_metrics(model, dev: EvalBatches) -> dict:

@@ -90,6 +90,8 @@ class MaskingConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
     # ^ bf16 is the default: paired check against fp32 in the README (papermill_params/03_masking_vs_finetuning/fp32.yaml)
+    kernels: str = "fast"                 # "fast" | "hf": how training computes the forward (tmlib.training.KERNELS);
+    # ^ paired check against "hf" in the README (papermill_params/03_masking_vs_finetuning/hf_kernels.yaml)
     threads: int = 0                      # torch threads (0: torch's default); recorded in every manifest
     flip_every: int = 5                   # steps between mask-flip records
     memory_max_tasks: int = 10            # memory curve for 1..N tasks served at once
@@ -125,10 +127,11 @@ class MaskingConfig:
                 raise ConfigError(f"lr_grid[{m!r}] has repeated values: {list(vs)}")
             grids[m] = [float(v) for v in vs]
         self.lr_grid = grids
-        from ..training import check_mixed_precision
+        from ..training import check_kernels, check_mixed_precision
 
         try:
             check_mixed_precision(self.mixed_precision)
+            check_kernels(self.kernels)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
@@ -212,6 +215,8 @@ def solution_key(cfg: MaskingConfig, task: str, method: str, seed: int, lr: floa
         key["eval_every"] = cfg.eval_every   # only when set: keys (and caches) of earlier runs stay valid
     if cfg.mixed_precision != "no":
         key["mixed_precision"] = cfg.mixed_precision   # only when set: fp32 keys of earlier runs stay valid
+    if cfg.kernels != "hf":
+        key["kernels"] = cfg.kernels   # only when set: keys of the runs made before the option stay valid
     spec = get_method(method)
     if spec.options:
         key[spec.options] = cfg.method_options(method).to_dict()
@@ -241,7 +246,8 @@ def _train(cfg: MaskingConfig, task: str, method: str, seed: int, data, tokenize
     prep = prepare_method(method, model, seed=seed, mask_config=cfg.method_options(method),
                           lr=lr, schedule=cfg.schedule.get(method))
     base = TrainConfig(batch_size=cfg.batch_size, epochs=cfg.epochs, max_length=cfg.max_lengths[i], seed=seed,
-                       eval_every=cfg.eval_every, progress=cfg.progress, mixed_precision=cfg.mixed_precision)
+                       eval_every=cfg.eval_every, progress=cfg.progress, mixed_precision=cfg.mixed_precision,
+                       kernels=cfg.kernels)
     hooks = prep.spec.step_hooks(cfg.flip_every)
     res = train_classifier(prep.model, data, tokenizer, prep.train_config(base), params=prep.params,
                            optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{task} {method} s{seed}")

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cls_forward import cls_logits, supports as cls_supported
+from ..cls_forward import cls_logits, supports as cls_supported
 from .stopwords import resolve_stopwords, stopword_mask
 from .types import TokenScores
 
@@ -97,7 +97,7 @@ class BufferConfig:
 
     ``cls_only``
         the batched walk computes the last layer for the ``[CLS]`` position only, the one the classifier
-        reads (:mod:`tmlib.importance.cls_forward`; BERT classifiers, others use their own forward): the
+        reads (:mod:`tmlib.cls_forward`; BERT classifiers, others use their own forward): the
         same logits up to float rounding, 14% fewer matmul FLOPs on MiniLM. Measured
         (benchmarks/bench_importance.py, MiniLM, 64 MR sentences, 2 threads, idle): fp32 walk 3.83 ->
         3.48 s, bf16 1.70 -> 1.49 s, labels unchanged; notebook 01's 800 buffer sentences with its own
@@ -204,7 +204,7 @@ def _inputs(rows: list[tuple[list[int], list[int]]], sep_id: int, pad_id: int, d
 @torch.no_grad()   # not inference_mode: it turns autocast's weight cache off (see _autocast)
 def _probs(model, batch: dict, labels: Sequence[int], cls_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """P(label | input) and the argmax class, per row; ``cls_only``: the last layer for [CLS] only
-    (:func:`tmlib.importance.cls_forward.cls_logits`)."""
+    (:func:`tmlib.cls_forward.cls_logits`)."""
     logits = (cls_logits(model, **batch) if cls_only else model(**batch).logits).float()
     p = torch.softmax(logits, -1)
     idx = torch.as_tensor(list(labels), device=p.device)

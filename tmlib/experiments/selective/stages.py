@@ -72,6 +72,13 @@ def _encoder_params(model) -> int:
     return sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
 
 
+def _checkpoint_every(steps: int) -> int:
+    """Steps between resumable checkpoints of an MLM run: four per run. Not at every loss-history point
+    (20 per run): a checkpoint (weights, both AdamW moments: 270 MB for MiniLM) takes 0.2-0.5 s to
+    write, 11 s of a 67-s TaskPT run at 20; it cannot change a result."""
+    return max(1, steps // 4)
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=float))
 
@@ -130,7 +137,7 @@ class SelectiveExperiment:
         from ...training import TrainConfig
 
         base = dict(progress=self.cfg.progress, seed=self.cfg.pretrain_seed, group_by_length=True,
-                    mixed_precision=self.cfg.mixed_precision)
+                    mixed_precision=self.cfg.mixed_precision, kernels=self.cfg.kernels)
         base.update(kw)
         return TrainConfig(**base)
 
@@ -184,7 +191,8 @@ class SelectiveExperiment:
                 _write_json(ctx.work_dir / f"step_{step}" / "seconds.json", saved[step])
 
             tcfg = self.train_config(lr=g.lr, batch_size=g.batch_size, max_steps=max(g.steps), max_length=g.max_length,
-                                     warmup_ratio=g.warmup_ratio, eval_every=max(1, max(g.steps) // 20))
+                                     warmup_ratio=g.warmup_ratio, eval_every=max(1, max(g.steps) // 20),
+                                     checkpoint_every=_checkpoint_every(max(g.steps)))
             res = train_mlm(model, packed, self.tokenizer, tcfg, save_at=g.steps, on_save=on_save,
                             checkpoint_dir=ctx.work_dir, desc="GenePT")
             for step in g.steps:  # steps saved before a resume wrote their seconds to disk
@@ -196,6 +204,8 @@ class SelectiveExperiment:
             return {"work": ctx.work_dir, "steps": g.steps, "stats": stats}
 
         config = {"genept": asdict(g), "seed": cfg.pretrain_seed, "mixed_precision": cfg.mixed_precision}
+        if cfg.kernels != "hf":
+            config["kernels"] = cfg.kernels   # only when set: keys of the runs made before the option stay valid
         return Stage("genept", config, build, _save_checkpoints, _load_checkpoints, seed=cfg.pretrain_seed)
 
     def genept(self) -> Checkpoints:
@@ -371,7 +381,8 @@ class SelectiveExperiment:
                 _write_json(d / "record.json", {"seconds": time.perf_counter() - start, "dev_loss": dev_loss})
 
             tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps), max_length=tp.max_length,
-                                     warmup_ratio=tp.warmup_ratio, eval_every=max(1, max(tp.steps) // 20))
+                                     warmup_ratio=tp.warmup_ratio, eval_every=max(1, max(tp.steps) // 20),
+                                     checkpoint_every=_checkpoint_every(max(tp.steps)))
             res = train_mlm(model, packed, self.tokenizer, tcfg,
                             collator=collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback),
                             save_at=tp.steps, on_save=on_save, checkpoint_dir=ctx.work_dir,

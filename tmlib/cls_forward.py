@@ -10,19 +10,29 @@ for the ``[CLS]`` query only: the same logits up to float rounding (tests/test_c
 it against ``model(**batch).logits`` for eager and SDPA attention, fp32 and bf16 autocast).
 
 Used by the buffer method's walk (:class:`tmlib.importance.buffer.BufferConfig.cls_only`), where one
-sentence of ``n`` tokens costs ``n`` forward passes. Models that are not a BERT encoder classifier
-(:func:`supports`) use their own forward.
+sentence of ``n`` tokens costs ``n`` forward passes, and by classifier training and evaluation under
+``TrainConfig(kernels="fast")`` (:class:`ClsOnlyClassifier`: the same loss and gradients up to float
+rounding; the backward pass skips the thrown-away positions too). Models that are not a BERT encoder
+classifier (:func:`supports`) use their own forward. peft models (LoRA) are read through their base model.
 """
 from __future__ import annotations
 
 import torch
 
 
+def base_classifier(model):
+    """The Hugging Face classifier inside a peft wrapper (LoRA: its layers are replaced in place, so the
+    base model's forward runs the adapters), else ``model`` itself."""
+    inner = getattr(getattr(model, "base_model", None), "model", None)
+    return inner if inner is not None and hasattr(model, "peft_config") else model
+
+
 def supports(model) -> bool:
     """True for a ``BertForSequenceClassification`` (also with tmlib's masked / LoRA layers inside: the
-    submodules are called, not re-implemented) that is an encoder with a pooler."""
+    submodules are called, not re-implemented; also inside a peft wrapper) that is an encoder with a pooler."""
     from transformers import BertForSequenceClassification
 
+    model = base_classifier(model)
     if not isinstance(model, BertForSequenceClassification):
         return False
     cfg = model.config
@@ -33,13 +43,14 @@ def supports(model) -> bool:
 def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """``model(input_ids, attention_mask, token_type_ids).logits`` with the last layer computed for
-    position 0 only. Eval mode expected (dropout is applied as the modules do)."""
+    position 0 only. Dropout is applied as the modules do (train mode: the ``[CLS]`` row's only)."""
     from transformers.masking_utils import create_bidirectional_mask
     from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, eager_attention_forward
 
     if not supports(model):
         raise TypeError(f"cls_logits needs a BertForSequenceClassification encoder, got {type(model).__name__}; "
                         f"call the model itself")
+    model = base_classifier(model)
     bert = model.bert
     h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     mask = create_bidirectional_mask(config=bert.config, inputs_embeds=h, attention_mask=attention_mask)
@@ -62,3 +73,34 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     out = last.feed_forward_chunk(a)
     pooled = bert.pooler(out)             # reads position 0
     return model.classifier(model.dropout(pooled))
+
+
+class ClsOnlyClassifier(torch.nn.Module):
+    """A single-label classifier whose forward computes the last layer for ``[CLS]`` only
+    (:func:`cls_logits`) and the model's own loss: cross-entropy over ``num_labels`` classes, as
+    ``BertForSequenceClassification`` computes it for integer labels. ``model`` stays a submodule (the
+    parameters are the same tensors); :meth:`wraps` says which models can be wrapped."""
+
+    def __init__(self, model):
+        super().__init__()
+        if not self.wraps(model):
+            raise TypeError(f"ClsOnlyClassifier needs a single-label BertForSequenceClassification encoder, got "
+                            f"{type(model).__name__}; train the model itself (TrainConfig(kernels='hf'))")
+        self.model = model
+
+    @staticmethod
+    def wraps(model) -> bool:
+        cfg = base_classifier(model).config if supports(model) else None
+        return (cfg is not None and cfg.num_labels > 1
+                and getattr(cfg, "problem_type", None) in (None, "single_label_classification"))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        logits = cls_logits(self.model, input_ids, attention_mask, token_type_ids)
+        loss = None
+        if labels is not None:
+            if labels.dtype.is_floating_point:
+                raise TypeError("ClsOnlyClassifier computes the single-label loss: pass integer class labels")
+            loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
