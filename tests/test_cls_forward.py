@@ -126,3 +126,49 @@ def test_cls_only_classifier_refuses_what_it_cannot_compute():
         ClsOnlyClassifier(load_token_classifier("scratch:tiny", num_labels=2))
     with pytest.raises(TypeError, match="integer class labels"):
         ClsOnlyClassifier(_model("sdpa"))(**_batch(), labels=torch.zeros(5))
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_train_mode_draws_the_same_dropout_masks_as_the_model(attn, bf16):
+    """In train mode the [CLS]-only forward draws the last layer's dropout masks for the full tensors: the
+    same logits as the model's own forward from the same seed (float rounding only) and the same random
+    state afterwards, so a training run follows the model's own trajectory."""
+    model = _model(attn).train()
+    assert model.config.hidden_dropout_prob > 0 and model.config.attention_probs_dropout_prob > 0
+    batch = _batch(seed=5)
+    out = {}
+    for name, fn in (("full", lambda: model(**batch).logits), ("fast", lambda: cls_logits(model, **batch))):
+        torch.manual_seed(7)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out[name] = fn().float()
+        out[name + "_next"] = torch.rand(4)
+    tol = 2e-2 if bf16 else 1e-5
+    torch.testing.assert_close(out["fast"], out["full"], rtol=tol, atol=tol)
+    assert torch.equal(out["fast_next"], out["full_next"]), "the random state must advance as in the model's forward"
+    torch.manual_seed(8)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        other = cls_logits(model, **batch).float()
+    assert (other - out["fast"]).abs().max() > 10 * tol, "the test needs dropout that changes the logits"
+
+
+def test_train_mode_query_with_dropout_inside_draws_for_every_row():
+    """A query projection with its own dropout (LoRA with lora_dropout) is run on every row in train mode,
+    so its random draws match the model's too."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    model = _model("eager")
+    peft_model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, lora_dropout=0.3,
+                                                  target_modules=["query", "value"])).train()
+    with torch.no_grad():
+        for n, p in peft_model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    batch = _batch(seed=6)
+    out = {}
+    for name, fn in (("full", lambda: peft_model(**batch).logits), ("fast", lambda: cls_logits(peft_model, **batch))):
+        torch.manual_seed(9)
+        out[name] = fn()
+        out[name + "_next"] = torch.rand(4)
+    torch.testing.assert_close(out["fast"], out["full"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(out["fast_next"], out["full_next"])

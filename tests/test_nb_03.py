@@ -76,7 +76,9 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     assert from_flat(MaskingConfig, {**default, **DIFFERENCES}) == MaskingConfig()
     for s in ("smoke", "paper"):  # every set builds a valid config
         from_flat(MaskingConfig, yaml.safe_load(params_file(nb, s).read_text()))
-    for s, field in (("fp32", "mixed_precision"), ("threads1", "threads")):  # one-setting overlays on default
+    # one-setting overlays on default; fp32 and threads1 also pin kernels: hf, the forward they were measured with
+    for s, fields in (("fp32", {"mixed_precision", "kernels"}), ("threads1", {"threads", "kernels"}), ("hf_kernels", {"kernels"})):
         overlay = yaml.safe_load(params_file(nb, s).read_text())
-        assert set(overlay) == {field}
+        assert set(overlay) == fields
+        assert overlay["kernels"] == "hf"
         assert from_flat(MaskingConfig, {**default, **overlay}) != from_flat(MaskingConfig, default)

@@ -53,5 +53,7 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     assert set(default) == set(ref) - {"out_dir"}
     assert from_flat(LandscapeConfig, default) == expected
     assert {k for k, v in flatten(expected).items() if v != ref[k]} == set(DIFFERENCES)
-    for s in ("smoke", "paper"):
+    for s in ("smoke", "paper", "hf_kernels"):
         from_flat(LandscapeConfig, yaml.safe_load(params_file(nb, s).read_text()))
+    overlay = yaml.safe_load(params_file(nb, "hf_kernels").read_text())   # the paired check of kernels
+    assert overlay["kernels"] == "hf" and "hf_kernels" in overlay["reuse_runs"]

@@ -335,3 +335,22 @@ def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer
         assert m.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="kernels must be one of 'fast', 'hf'"):
         _cfg(kernels="triton")
+
+
+def test_evaluate_classifier_fast_gives_the_models_numbers(tiny_task, tokenizer):
+    """kernels="fast" evaluates through the [CLS]-only forward: the model's accuracy and loss up to float rounding."""
+    from tmlib.training import EvalBatches, encode, evaluate_classifier
+
+    m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+    with torch.no_grad():
+        m.classifier.weight.mul_(20.0)          # logits far from a tie, so the accuracy is a real comparison
+    batches = EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer)
+    fast, hf = (evaluate_classifier(m, batches, kernels=k) for k in ("fast", "hf"))
+    assert fast["accuracy"] == hf["accuracy"] and fast["loss"] == pytest.approx(hf["loss"], rel=1e-5)
+    calls = []
+    h = m.register_forward_pre_hook(lambda *a: calls.append(1))
+    evaluate_classifier(m, batches, kernels="fast")
+    assert not calls                             # the model's own forward was not called
+    evaluate_classifier(m, batches, kernels="hf")
+    assert calls
+    h.remove()

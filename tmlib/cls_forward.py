@@ -12,7 +12,8 @@ it against ``model(**batch).logits`` for eager and SDPA attention, fp32 and bf16
 Used by the buffer method's walk (:class:`tmlib.importance.buffer.BufferConfig.cls_only`), where one
 sentence of ``n`` tokens costs ``n`` forward passes, and by classifier training and evaluation under
 ``TrainConfig(kernels="fast")`` (:class:`ClsOnlyClassifier`: the same loss and gradients up to float
-rounding; the backward pass skips the thrown-away positions too). Models that are not a BERT encoder
+rounding, and in train mode the same dropout masks drawn in the same order; the backward pass skips the
+thrown-away positions too). Models that are not a BERT encoder
 classifier (:func:`supports`) use their own forward. peft models (LoRA) are read through their base model.
 """
 from __future__ import annotations
@@ -40,10 +41,31 @@ def supports(model) -> bool:
             and model.bert.pooler is not None and len(model.bert.encoder.layer) >= 1)
 
 
+def _draws(module) -> float:
+    """The dropout probability ``module`` applies now (0 in eval mode or without dropout)."""
+    return float(module.p) if module.training and module.p > 0 else 0.0
+
+
+def _row0_dropout(x: torch.Tensor, p: float, full_shape: tuple, row: tuple) -> torch.Tensor:
+    """Dropout on ``x``, the ``row`` slice of a tensor of ``full_shape``, with that slice of the mask dropout
+    draws for the FULL tensor: the same random numbers, drawn in the same order, as the model's own forward
+    (CPU dropout: a ``bernoulli_(1 - p)`` noise tensor of the input's shape and dtype, divided by ``1 - p``)."""
+    if p == 0.0:
+        return x
+    noise = torch.empty(full_shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p)
+    noise.div_(1 - p)
+    return x * noise[row]
+
+
 def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
     """``model(input_ids, attention_mask, token_type_ids).logits`` with the last layer computed for
-    position 0 only. Dropout is applied as the modules do (train mode: the ``[CLS]`` row's only)."""
+    position 0 only.
+
+    In train mode the last layer's dropouts (attention probabilities, attention output, feed-forward
+    output) draw their masks for the full tensors and keep the ``[CLS]`` row: the random numbers are the
+    same, in the same order, as in the model's own forward (eager or SDPA attention on CPU draw alike), so a
+    training run follows the model's own trajectory up to float rounding (tests/test_cls_forward.py)."""
     from transformers.masking_utils import create_bidirectional_mask
     from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, eager_attention_forward
 
@@ -58,19 +80,35 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     for layer in first:
         h = layer(h, mask)
     sa = last.attention.self
-    b, n, _ = h.shape
+    b, n, d = h.shape
     heads, dh = sa.num_attention_heads, sa.attention_head_size
     cls = h[:, :1]
-    q = sa.query(cls).view(b, 1, heads, dh).transpose(1, 2)
+    # a query projection with dropout inside (LoRA with lora_dropout) draws for every row, as the model does
+    query_draws = sa.training and any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in sa.query.modules())
+    q = (sa.query(h)[:, :1] if query_draws else sa.query(cls)).view(b, 1, heads, dh).transpose(1, 2)
     k = sa.key(h).view(b, n, heads, dh).transpose(1, 2)
     v = sa.value(h).view(b, n, heads, dh).transpose(1, 2)
     if mask is not None and mask.dim() == 4 and mask.shape[-2] != 1:
         mask = mask[:, :, :1, :]          # the [CLS] query's row
-    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
-    ctx, _ = attend(sa, q, k, v, mask, dropout=0.0 if not sa.training else sa.dropout.p, scaling=sa.scaling)
+    p_attn = _draws(sa.dropout)
+    if p_attn == 0.0:
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
+        ctx, _ = attend(sa, q, k, v, mask, dropout=0.0, scaling=sa.scaling)
+    else:                                 # eager attention, the [CLS] row of a full-size dropout mask
+        w = torch.matmul(q, k.transpose(2, 3)) * sa.scaling
+        if mask is not None:
+            w = w.masked_fill(~mask, torch.finfo(w.dtype).min) if mask.dtype == torch.bool else w + mask
+        w = torch.nn.functional.softmax(w, dim=-1)
+        w = _row0_dropout(w, p_attn, (b, heads, n, n), (slice(None), slice(None), slice(0, 1)))
+        ctx = torch.matmul(w, v).transpose(1, 2).contiguous()
     ctx = ctx.reshape(b, 1, -1).contiguous()
-    a = last.attention.output(ctx, cls)
-    out = last.feed_forward_chunk(a)
+    row = (slice(None), slice(0, 1))
+    so = last.attention.output            # BertSelfOutput: dense, dropout, LayerNorm(x + input)
+    x = so.dense(ctx)
+    a = so.LayerNorm(_row0_dropout(x, _draws(so.dropout), (b, n, x.shape[-1]), row) + cls)
+    fo = last.output                      # BertOutput after BertIntermediate
+    x = fo.dense(last.intermediate(a))
+    out = fo.LayerNorm(_row0_dropout(x, _draws(fo.dropout), (b, n, x.shape[-1]), row) + a)
     pooled = bert.pooler(out)             # reads position 0
     return model.classifier(model.dropout(pooled))
 

@@ -95,15 +95,15 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
 
 
 KERNELS = ("fast", "hf")
-"""How a training run computes the model's forward (``TrainConfig.kernels``; the math is the same, the numbers
-differ by float rounding and by the order in which dropout draws its random numbers):
+"""How a training run computes the model's forward (``TrainConfig.kernels``). The math is the same and so are the
+random numbers (dropout draws the same masks in the same order), so the two differ by float rounding only:
 
 * ``"fast"``: on CPU the Hugging Face model runs its eager attention (``matmul``, softmax, dropout,
   ``matmul``, as BERT was written and as the official code ran it) instead of PyTorch's SDPA kernels, which
   are slower on this CPU's short rows; and a single-label BERT classifier computes its last layer for the
   ``[CLS]`` row only (:class:`tmlib.cls_forward.ClsOnlyClassifier`), the only row its head reads. On CUDA
   attention stays SDPA (flash / memory-efficient kernels).
-* ``"hf"``: the model's own forward, SDPA attention (tmlib's behaviour before 2026-11-25).
+* ``"hf"``: the model's own forward, SDPA attention (tmlib's only behaviour before this option, 2026-11-24).
 
 Measured effect (speed and a paired check of accuracy): README, "Performance".
 """
@@ -505,9 +505,16 @@ class EvalBatches:
 
 @torch.no_grad()
 def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None,
-                        mixed_precision: str = "no") -> dict:
+                        mixed_precision: str = "no", kernels: str = TrainConfig.kernels) -> dict:
     """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
-    passes under bf16 autocast ("fp16": CUDA only)."""
+    passes under bf16 autocast ("fp16": CUDA only); ``kernels="fast"`` computes a single-label BERT
+    classifier's last layer for ``[CLS]`` only (:class:`~tmlib.cls_forward.ClsOnlyClassifier`; the same
+    numbers up to float rounding), ``"hf"`` calls the model itself."""
+    from .cls_forward import ClsOnlyClassifier
+
+    check_kernels(kernels)
+    if kernels == "fast" and ClsOnlyClassifier.wraps(model):
+        model = ClsOnlyClassifier(model)
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device

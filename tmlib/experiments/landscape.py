@@ -66,13 +66,15 @@ class LandscapeConfig:
     curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]
     mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the effects here
+    kernels: str = "fast"                          # evaluation forward: "fast" ([CLS]-only last layer) | "hf" (tmlib.training.KERNELS)
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
-        from ..training import check_mixed_precision
+        from ..training import check_kernels, check_mixed_precision
 
         try:
             check_mixed_precision(self.mixed_precision)
+            check_kernels(self.kernels)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
@@ -161,7 +163,7 @@ def masking_config(cfg: LandscapeConfig):
                          max_train=[cfg.train_examples], max_eval=0, methods=list(ENDPOINT_METHODS), seeds=list(cfg.seeds),
                          epochs=cfg.epochs, batch_size=cfg.batch_size, lr=dict(cfg.lr), lr_grid={},
                          schedule=dict(cfg.schedule),
-                         mask=cfg.mask, data_seed=0, progress=cfg.progress)
+                         mask=cfg.mask, data_seed=0, kernels=cfg.kernels, progress=cfg.progress)
 
 
 def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
@@ -248,16 +250,21 @@ def _fingerprint(state: dict) -> str:
 
 
 def _evaluate(cfg: LandscapeConfig):
-    """The evaluation function of every point (fp32, or under ``cfg.mixed_precision`` autocast)."""
+    """The evaluation function of every point (fp32, or under ``cfg.mixed_precision`` autocast; ``cfg.kernels``)."""
     from functools import partial
 
     from ..training import evaluate_classifier
 
-    return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision)
+    return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
 
 
 def _precision_key(cfg: LandscapeConfig) -> dict:
-    return {} if cfg.mixed_precision == "no" else {"mixed_precision": cfg.mixed_precision}  # fp32 caches stay valid
+    """What of the evaluation's arithmetic enters a cache key; each only when set, so that caches made before
+    the option (fp32, the model's own forward) stay valid."""
+    key = {} if cfg.mixed_precision == "no" else {"mixed_precision": cfg.mixed_precision}
+    if cfg.kernels != "hf":
+        key["kernels"] = cfg.kernels
+    return key
 
 
 def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFrame:
