@@ -25,21 +25,23 @@ test accuracy; then tmlib / Trainer wall-time ratios (> 1: tmlib faster), from r
 process (``--repeats`` rounds, median; who goes first alternates between rounds and precisions, after
 one untimed forward + backward per precision), with the load average.
 
-Measured 2026-11-24 (full size, 1 round, 1 torch thread: the shared 2-core CPU at load 7.7-12.5, so the
-absolute times are slow and noisy; torch 2.13.0+cpu, transformers 5.24.0):
+Measured 2026-11-24 23:40 (full size, ``--repeats 3``, idle 2-core AMD EPYC, 2 torch threads, torch
+2.13.0+cpu, transformers 5.24.0), medians:
 
     library  precision   wall s  steps/s steps  dev acc test acc  load
-    tmlib    fp32         114.6     0.24    26    0.750    0.755   7.7
-    Trainer  fp32         138.4     0.22    26    0.743    0.765   9.7
-    Trainer  bf16          88.0     0.33    26    0.743    0.765  12.1
-    tmlib    bf16          85.5     0.36    26    0.750    0.755  12.5
+    tmlib    fp32          20.3     1.38    26    0.750    0.755   2.0
+    Trainer  fp32          26.6     1.10    26    0.743    0.765   2.0
+    tmlib-hf fp32          22.1     1.25    26    0.750    0.755   2.0
+    tmlib-hf bf16          11.9     2.45    26    0.748    0.755   2.1
+    Trainer  bf16          11.2     2.61    26    0.743    0.765   2.1
+    tmlib    bf16           9.4     3.23    26    0.750    0.755   2.1
 
-tmlib / Trainer: 1.21x in fp32, 1.03x in bf16 on wall time (1.12x / 1.08x on training steps/s), at equal
-accuracy (dev 0.750 vs 0.743, test 0.755 vs 0.765: 3 and 4 of 400 sentences, shuffling-order noise; bf16
-gives each library exactly its fp32 accuracies). tmlib evaluates on length-sorted batches built once
-(``EvalBatches``) where Trainer pads dataset-order batches at every evaluation: a plausible part of the
-difference (not profiled). tmlib is at least as fast at equal accuracy, so ``tmlib.training.fit`` was
-left unchanged.
+tmlib / Trainer on wall time: 1.32x in fp32 and 1.24x in bf16 with tmlib's default forward; with the same
+forward as Trainer (``tmlib-hf``) 1.20x and 0.96x: the loop alone is 4% slower than Trainer's in bf16 here
+(not profiled). Accuracies are equal within shuffling-order noise (dev 0.750 vs 0.743, test 0.755 vs 0.765:
+3 and 4 of 400 sentences). Earlier (2026-11-24, loaded, 1 thread, 1 round, before ``kernels``): 1.21x fp32,
+1.03x bf16. tmlib evaluates on length-sorted batches built once (``EvalBatches``) where Trainer pads
+dataset-order batches at every evaluation: a plausible part of the fp32 difference (not profiled).
 """
 from __future__ import annotations
 
