@@ -13,8 +13,8 @@ Used by the buffer method's walk (:class:`tmlib.importance.buffer.BufferConfig.c
 sentence of ``n`` tokens costs ``n`` forward passes, and by classifier training and evaluation under
 ``TrainConfig(kernels="fast")`` (:class:`ClsOnlyClassifier`: the same loss and gradients up to float
 rounding, and in train mode the same dropout masks drawn in the same order; the backward pass skips the
-thrown-away positions too). Models that are not a BERT encoder
-classifier (:func:`supports`) use their own forward. peft models (LoRA) are read through their base model.
+thrown-away positions too). Models that are not a BERT encoder classifier (:func:`supports`) use their own
+forward. peft models (LoRA) are read through their base model.
 """
 from __future__ import annotations
 
@@ -63,9 +63,10 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     position 0 only.
 
     In train mode the last layer's dropouts (attention probabilities, attention output, feed-forward
-    output) draw their masks for the full tensors and keep the ``[CLS]`` row: the random numbers are the
-    same, in the same order, as in the model's own forward (eager or SDPA attention on CPU draw alike), so a
-    training run follows the model's own trajectory up to float rounding (tests/test_cls_forward.py)."""
+    output) draw their masks for the full tensors and keep the ``[CLS]`` row: on CPU the random numbers are
+    the same, in the same order, as in the model's own forward (eager or SDPA attention draw alike there), so
+    a training run follows the model's own trajectory up to float rounding (tests/test_cls_forward.py). On
+    CUDA, where dropout and SDPA use fused kernels with their own random offsets, the masks differ."""
     from transformers.masking_utils import create_bidirectional_mask
     from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, eager_attention_forward
 
@@ -80,7 +81,7 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     for layer in first:
         h = layer(h, mask)
     sa = last.attention.self
-    b, n, d = h.shape
+    b, n, _ = h.shape
     heads, dh = sa.num_attention_heads, sa.attention_head_size
     cls = h[:, :1]
     # a query projection with dropout inside (LoRA with lora_dropout) draws for every row, as the model does

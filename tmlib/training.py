@@ -95,8 +95,9 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
 
 
 KERNELS = ("fast", "hf")
-"""How a training run computes the model's forward (``TrainConfig.kernels``). The math is the same and so are the
-random numbers (dropout draws the same masks in the same order), so the two differ by float rounding only:
+"""How a training run computes the model's forward (``TrainConfig.kernels``). The math is the same and, on CPU, so
+are the random numbers (dropout draws the same masks in the same order), so the two differ by float rounding only
+(on CUDA the fused dropout / SDPA kernels draw otherwise: runs differ as with another dropout seed):
 
 * ``"fast"``: on CPU the Hugging Face model runs its eager attention (``matmul``, softmax, dropout,
   ``matmul``, as BERT was written and as the official code ran it) instead of PyTorch's SDPA kernels, which
