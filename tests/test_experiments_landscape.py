@@ -105,7 +105,7 @@ def test_kernels_enter_the_cache_keys_unless_hf():
     """04's cached paths / curve / plane keys carry kernels (not for "hf": caches made before the option stay
     valid), and the solutions 04 trains itself use the same setting."""
     fast, hf = L.LandscapeConfig(), L.LandscapeConfig(kernels="hf")
-    assert L._precision_key(fast) == {"kernels": "fast"} and L._precision_key(hf) == {}
+    assert L._compute_key(fast) == {"kernels": "fast"} and L._compute_key(hf) == {}
     assert L.masking_config(fast).kernels == "fast" and L.masking_config(hf).kernels == "hf"
     with pytest.raises(ConfigError, match="kernels must be one of"):
         L.LandscapeConfig(kernels="triton")

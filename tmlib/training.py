@@ -272,26 +272,6 @@ def fit(
     inputs padded per batch) are used when ``cfg.group_by_length``: :class:`LengthGroupedBatches`.
     ``cfg.kernels`` picks the attention implementation for the run (:func:`kernels_context`).
     """
-    with kernels_context(model, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
-        return _fit(model, train_data, cfg, collate_fn=collate_fn, evaluate=evaluate, params=params,
-                    optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=on_step, desc=desc,
-                    lengths=lengths)
-
-
-def _fit(
-    model: torch.nn.Module,
-    train_data,
-    cfg: TrainConfig,
-    *,
-    collate_fn: Callable,
-    evaluate: Callable[[torch.nn.Module], dict] | None = None,
-    params: Iterable[torch.nn.Parameter] | None = None,
-    optimizer_cls=torch.optim.AdamW,
-    checkpoint_dir: str | Path | None = None,
-    on_step: Sequence[Callable[[int, torch.nn.Module, dict], None]] = (),
-    desc: str = "train",
-    lengths: Sequence[int] | None = None,
-) -> FitResult:
     import time
 
     set_seed(cfg.seed)
@@ -372,41 +352,42 @@ def _fit(
     bar = tqdm(total=total, initial=step, desc=desc, disable=not cfg.progress or not acc.is_main_process,
                dynamic_ncols=True, leave=False)
     model.train()
-    while step < total:
-        epoch = step // per_epoch
-        skip = step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
-        # the loader yields lists of examples; they are collated here, right before the step: accelerate
-        # prefetches one batch ahead, and a collator drawing masks there would advance the random state
-        # saved in a checkpoint past the step it belongs to (a resumed run would draw other masks)
-        loader = acc.prepare(_loader(train_data, cfg.batch_size, _examples, True, cfg.seed * 1000 + epoch, lengths))
-        before = step
-        for i, examples in enumerate(loader):
-            if i < skip:
-                continue
-            batch = send_to_device(collate_fn(examples), acc.device)
-            out = model(**batch)
-            acc.backward(out.loss)
-            if cfg.grad_clip > 0:
-                acc.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
-            sched.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            running += out.loss.item()
-            n_running += 1
-            logs = {"loss": out.loss.item(), "lr": sched.get_last_lr()[0]}
-            for hook in on_step:
-                hook(step, acc.unwrap_model(model), logs)
-            bar.update(1)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}")
-            if step % eval_every == 0 or step == total:
-                run_eval(step / per_epoch)
-            if step % ckpt_every == 0 and step < total:
-                save_checkpoint()
-            if step >= total:
-                break
-        if step == before:
-            raise RuntimeError(f"an epoch produced no training step (resume at step {step}, {per_epoch} batches/epoch)")
+    with kernels_context(model, cfg.kernels, acc.device):   # the attention cfg.kernels asks for, restored after
+        while step < total:
+            epoch = step // per_epoch
+            skip = step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
+            # the loader yields lists of examples; they are collated here, right before the step: accelerate
+            # prefetches one batch ahead, and a collator drawing masks there would advance the random state
+            # saved in a checkpoint past the step it belongs to (a resumed run would draw other masks)
+            loader = acc.prepare(_loader(train_data, cfg.batch_size, _examples, True, cfg.seed * 1000 + epoch, lengths))
+            before = step
+            for i, examples in enumerate(loader):
+                if i < skip:
+                    continue
+                batch = send_to_device(collate_fn(examples), acc.device)
+                out = model(**batch)
+                acc.backward(out.loss)
+                if cfg.grad_clip > 0:
+                    acc.clip_grad_norm_(params, cfg.grad_clip)
+                optimizer.step()
+                sched.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                running += out.loss.item()
+                n_running += 1
+                logs = {"loss": out.loss.item(), "lr": sched.get_last_lr()[0]}
+                for hook in on_step:
+                    hook(step, acc.unwrap_model(model), logs)
+                bar.update(1)
+                bar.set_postfix(loss=f"{logs['loss']:.3f}")
+                if step % eval_every == 0 or step == total:
+                    run_eval(step / per_epoch)
+                if step % ckpt_every == 0 and step < total:
+                    save_checkpoint()
+                if step >= total:
+                    break
+            if step == before:
+                raise RuntimeError(f"an epoch produced no training step (resume at step {step}, {per_epoch} batches/epoch)")
     bar.close()
     # drop accelerate's autocast wrapper from the model's forward: after fit it runs in full precision
     acc.unwrap_model(model, keep_fp32_wrapper=False)

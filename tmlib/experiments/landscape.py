@@ -258,7 +258,7 @@ def _evaluate(cfg: LandscapeConfig):
     return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
 
 
-def _precision_key(cfg: LandscapeConfig) -> dict:
+def _compute_key(cfg: LandscapeConfig) -> dict:
     """What of the evaluation's arithmetic enters a cache key; each only when set, so that caches made before
     the option (fp32, the model's own forward) stay valid."""
     key = {} if cfg.mixed_precision == "no" else {"mixed_precision": cfg.mixed_precision}
@@ -276,7 +276,7 @@ def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFr
     for name, a, b in path_specs(cfg):
         key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
                "gammas": cfg.gammas, "task": cfg.task, "eval_examples": cfg.eval_examples, "max_length": cfg.max_length,
-               **_precision_key(cfg)}
+               **_compute_key(cfg)}
         df = store.cached(f"cache/path-{name.replace('<->', '--')}", key,
                           build=lambda a=a, b=b, name=name: linear_path(
                               sols.template, sols.states[a], sols.states[b],
@@ -325,7 +325,7 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
            "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
-           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples, **_precision_key(cfg)}
+           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples, **_compute_key(cfg)}
     device = "cuda" if torch.cuda.is_available() else None
 
     def build():
@@ -372,7 +372,7 @@ def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.
     store = RunStore(cfg.out_dir, progress=cfg.progress)
     key = {"models": [_fingerprint(sols.states[k]) for k in keys], "resolution": cfg.plane_resolution,
            "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
-           "max_length": cfg.max_length, **_precision_key(cfg)}
+           "max_length": cfg.max_length, **_compute_key(cfg)}
 
     def build():
         res = plane(sols.template, *(sols.states[k] for k in keys), {"dev": batches["plane"]},
