@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .training import EvalBatches, evaluate_classifier
+from .training import EvalBatches, TrainConfig, evaluate_classifier
 
 State = Mapping[str, torch.Tensor]
 ModelOrState = Union[torch.nn.Module, State]
@@ -377,7 +377,8 @@ class BezierCurve:
 def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b: ModelOrState,
                  train_batches: Sequence[Mapping[str, torch.Tensor]], *, steps: int = 200, lr: float = 1e-4,
                  seed: int = 0, theta: ModelOrState | None = None, device: torch.device | str | None = None,
-                 optimizer_cls=torch.optim.Adam, progress: bool = True, desc: str = "bezier") -> BezierCurve:
+                 optimizer_cls=torch.optim.Adam, mixed_precision: str = "no", kernels: str = TrainConfig.kernels,
+                 progress: bool = True, desc: str = "bezier") -> BezierCurve:
     """Train the control point ``theta`` of the quadratic Bezier curve from ``A`` to ``B`` (mode
     connectivity, Garipov et al. 2018): at every step draw ``t ~ U(0, 1)``, take the next training batch
     (cycled, reshuffled every pass), and lower the loss of the model with weights ``phi_theta(t)`` by one
@@ -387,8 +388,17 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
     ``train_batches``: collated batches (dicts of tensors the model takes, with ``labels``), e.g.
     ``EvalBatches(...).batches`` of the training split. The model runs in eval mode (no dropout), so a
     step is deterministic given ``seed``. Non-float buffers are copied from ``A``. Inputs are never
-    modified. Returns a :class:`BezierCurve` (theta on the CPU)."""
+    modified. Returns a :class:`BezierCurve` (theta on the CPU).
+
+    ``mixed_precision``: ``"bf16"`` runs the forward passes under bf16 autocast (CPU and CUDA), theta and Adam
+    stay fp32; ``"no"`` (default) fp32. (No ``"fp16"``: it would need gradient scaling.) ``kernels``: ``"fast"`` (default) runs eager attention on
+    CPU and, for a single-label BERT classifier, the last layer for ``[CLS]`` only
+    (:class:`tmlib.cls_forward.ClsOnlyClassifier`; no dropout here, so the same numbers up to float
+    rounding); ``"hf"`` the model's own forward. Their measured effect: ``benchmarks/bench_curve.py``."""
     from torch.func import functional_call
+
+    from .cls_forward import ClsOnlyClassifier
+    from .training import autocast, check_kernels, check_mixed_precision, kernels_context
 
     if steps < 1:
         raise LandscapeError(f"steps must be >= 1, got {steps}")
@@ -396,8 +406,14 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
         raise LandscapeError("train_batches is empty; pass collated training batches (dicts with labels)")
     sa, sb = as_state(state_a, "state_a"), as_state(state_b, "state_b")
     check_compatible([sa, sb], ["state_a", "state_b"])
+    check_kernels(kernels)
     scratch = _Scratch(model_template, device, sa)
+    if check_mixed_precision(mixed_precision, scratch.device) == "fp16":
+        raise LandscapeError("train_bezier runs 'no' (fp32) or 'bf16' autocast; fp16 would need gradient scaling: "
+                             "use mixed_precision='bf16'")
     model = scratch.model
+    # the network called at every step: the scratch model, or its [CLS]-only forward (parameter names "model.<key>")
+    net, prefix = (ClsOnlyClassifier(model), "model.") if kernels == "fast" and ClsOnlyClassifier.wraps(model) else (model, "")
     sa, sb = scratch.on_device(sa), scratch.on_device(sb)
     init = bezier_midpoint_init(sa, sb) if theta is None else scratch.on_device(as_state(theta, "theta"))
     check_compatible([sa, init], ["state_a", "theta"])
@@ -409,19 +425,23 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
     order: list[int] = []
     rows = []
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    for step in range(1, steps + 1):
-        if not order:
-            order = torch.randperm(len(train_batches), generator=gen).tolist()
-        batch = {k: v.to(scratch.device) for k, v in train_batches[order.pop()].items()}
-        t = float(torch.rand((), generator=gen))
-        ca, ct, cb = bezier_coefficients(t)
-        point = {k: ca * sa[k] + ct * params[k] + cb * sb[k] for k in keys}
-        out = functional_call(model, {**point, **fixed}, args=(), kwargs=batch, strict=False)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        rows.append({"step": step, "t": t, "loss": float(out.loss.detach())})
-        bar.update(1)
+    with kernels_context(model, kernels, scratch.device):   # the attention ``kernels`` asks for, restored after
+        for step in range(1, steps + 1):
+            if not order:
+                order = torch.randperm(len(train_batches), generator=gen).tolist()
+            batch = {k: v.to(scratch.device) for k, v in train_batches[order.pop()].items()}
+            t = float(torch.rand((), generator=gen))
+            ca, ct, cb = bezier_coefficients(t)
+            point = {prefix + k: ca * sa[k] + ct * params[k] + cb * sb[k] for k in keys}
+            with autocast(mixed_precision, scratch.device):
+                out = functional_call(net, {**point, **{prefix + k: v for k, v in fixed.items()}}, args=(),
+                                      kwargs=batch, strict=False)
+            loss = out.loss.float()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            rows.append({"step": step, "t": t, "loss": float(loss.detach())})
+            bar.update(1)
     bar.close()
     theta_out = {k: (params[k].detach().cpu().clone() if k in params else v.detach().cpu().clone())
                  for k, v in sa.items()}

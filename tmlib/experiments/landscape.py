@@ -64,9 +64,11 @@ class LandscapeConfig:
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
     curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]
+    curve_mixed_precision: str = "bf16"            # the curve's training: "bf16" autocast | "no" (fp32); evaluated at mixed_precision
+    # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss unchanged
     mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the effects here
-    kernels: str = "fast"                          # evaluation forward: "fast" ([CLS]-only last layer) | "hf" (tmlib.training.KERNELS)
+    kernels: str = "fast"                          # forward of evaluation and curve training: "fast" | "hf" (tmlib.training.KERNELS)
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
@@ -74,9 +76,12 @@ class LandscapeConfig:
 
         try:
             check_mixed_precision(self.mixed_precision)
+            check_mixed_precision(self.curve_mixed_precision)
             check_kernels(self.kernels)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.curve_mixed_precision == "fp16":
+            raise ConfigError("curve_mixed_precision must be 'no' or 'bf16' (fp16 would need gradient scaling)")
         if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
             raise ConfigError(f"seeds must be two different fine-tuning seeds [A, B], got {self.seeds}")
         if not (self.gamma_min <= 0.0 and self.gamma_max >= 1.0):
@@ -267,6 +272,15 @@ def _compute_key(cfg: LandscapeConfig) -> dict:
     return key
 
 
+def _curve_training_key(cfg: LandscapeConfig) -> dict:
+    """The curve training's arithmetic in its cache key, each only when it differs from how curves were trained
+    before the option (fp32, the model's own forward), so those caches stay valid where they still apply."""
+    key = {} if cfg.curve_mixed_precision == "no" else {"curve_mixed_precision": cfg.curve_mixed_precision}
+    if cfg.kernels != "hf":
+        key["curve_kernels"] = cfg.kernels
+    return key
+
+
 def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFrame:
     """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
     from ..landscape import linear_path
@@ -325,13 +339,15 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
            "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
-           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples, **_compute_key(cfg)}
+           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples, **_compute_key(cfg),
+           **_curve_training_key(cfg)}
     device = "cuda" if torch.cuda.is_available() else None
 
     def build():
         curve = train_bezier(sols.template, sols.states[a_name], sols.states[b_name],
                              curve_train_batches(cfg, data, tokenizer), steps=cfg.curve_steps, lr=cfg.curve_lr,
-                             seed=cfg.seeds[0], device=device, progress=cfg.progress, desc="Bezier curve")
+                             seed=cfg.seeds[0], device=device, mixed_precision=cfg.curve_mixed_precision,
+                             kernels=cfg.kernels, progress=cfg.progress, desc="Bezier curve")
         along = bezier_path(sols.template, sols.states[a_name], curve.theta, sols.states[b_name],
                             {"dev": batches["dev"], "test": batches["test"]}, ts, device=device,
                             evaluate=_evaluate(cfg), progress=cfg.progress)
