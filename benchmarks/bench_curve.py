@@ -1,7 +1,8 @@
 """Notebook 04's Bezier curve (mask <-> fine-tune): training precision and kernels, speed and a paired check.
 
     .venv/bin/python benchmarks/bench_curve.py                      # seeds 0-4, runs/default/03 solutions
-    .venv/bin/python benchmarks/bench_curve.py --seeds 0 1 --steps 30   # quicker
+    .venv/bin/python benchmarks/bench_curve.py --quick              # seeds 0-1, 20 steps
+    .venv/bin/python benchmarks/bench_curve.py --precision no       # the two fp32 variants only
 
 For every seed (the curve's seed draws its ``t`` and batch order; seed 0 is the notebook's) the curve is
 trained three ways on the same data, interleaved: ``fp32 hf`` (the model's own forward: what notebook 04
@@ -41,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import load, median  # noqa: E402
+from _common import add_precision_arg, load, median, precisions  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -54,7 +55,12 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=None, help="curve steps (default: LandscapeConfig's)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "curve.csv"))
+    ap.add_argument("--quick", action="store_true", help="seeds 0 and 1, 20 steps")
+    add_precision_arg(ap)
     args = ap.parse_args()
+    if args.quick:
+        args.seeds, args.steps = args.seeds[:2], args.steps or 20
+    variants = {k: v for k, v in VARIANTS.items() if v[0] in precisions(args) or v[0] == "no"}
 
     import numpy as np
     import pandas as pd
@@ -66,8 +72,8 @@ def main() -> int:
 
     root = Path(__file__).resolve().parent.parent
     if not (root / args.reuse).is_dir():
-        print(f"{args.reuse} not found: run `.venv/bin/python -m tmlib suite --params default --only 03` first")
-        return 2
+        print(f"skipped: {args.reuse} not found; run `.venv/bin/python -m tmlib suite --params default --only 03` first")
+        return 0
     cfg = L.LandscapeConfig(reuse_runs=args.reuse, progress=False, out_dir="/tmp/bench_curve")
     steps = args.steps or cfg.curve_steps
     data, tok = L.load_data(cfg)
@@ -78,12 +84,12 @@ def main() -> int:
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     print(f"curve {a} <-> {b}, {steps} steps at lr {cfg.curve_lr}, batch {cfg.batch_size}, {len(train)} batches; "
           f"evaluation fp32 at {len(ts)} points; torch threads {torch.get_num_threads()}")
-    for mp, kernels in VARIANTS.values():   # warm-up (first-call allocations, oneDNN kernels), not timed
+    for mp, kernels in variants.values():   # warm-up (first-call allocations, oneDNN kernels), not timed
         train_bezier(sols.template, sols.states[a], sols.states[b], train[:1], steps=2, lr=cfg.curve_lr,
                      mixed_precision=mp, kernels=kernels, progress=False)
     rows = []
     for seed in args.seeds:
-        for name, (mp, kernels) in VARIANTS.items():
+        for name, (mp, kernels) in variants.items():
             t0 = time.perf_counter()
             curve = train_bezier(sols.template, sols.states[a], sols.states[b], train, steps=steps, lr=cfg.curve_lr,
                                  seed=seed, mixed_precision=mp, kernels=kernels, progress=False)
@@ -107,12 +113,12 @@ def main() -> int:
     base = df[df.split == "dev"].groupby("variant").train_seconds
     print(f"\ntraining seconds (median over {len(args.seeds)} seeds) and speed vs fp32 hf:")
     per_seed = df[df.split == "dev"].pivot(index="seed", columns="variant", values="train_seconds")
-    for name in VARIANTS:
+    for name in variants:
         print(f"  {name:>10}: {base.median()[name]:6.1f} s  {median(per_seed['fp32 hf'] / per_seed[name]):.2f}x")
     print("\npaired gaps (seed by seed; bf16 fast - fp32 fast, fp32 fast - fp32 hf):")
     for metric, unit in (("max_drop_pts", "points"), ("mean_acc_pts", "points"), ("max_loss", "nats")):
         table = paired_gap_table(df, by="split", method_col="variant", value_col=metric,
-                                 pairs=[("bf16 fast", "fp32 fast"), ("fp32 fast", "fp32 hf")])
+                                 pairs=[p for p in (("bf16 fast", "fp32 fast"), ("fp32 fast", "fp32 hf")) if p[0] in variants])
         for _, r in table.iterrows():
             text = (gap_sentence(r, unit=unit) if unit == "points" else   # losses: 3 decimals
                     f"{r['comparison']} = {r['gap_mean']:+.4f} ± {r['ci95']:.4f} {unit} (p = {r['p']:.2f}, {r['n_seeds']} seeds)")
