@@ -327,9 +327,10 @@ def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer
         res = train_classifier(m, tiny_task, tokenizer, _cfg(epochs=6, kernels=kernels), on_step=[hook])
         assert m.config._attn_implementation == "sdpa"          # restored after training
         assert res.dev["accuracy"] >= 0.75
-        seen[kernels] = (sum(calls), set(impls))
-    assert seen["fast"] == (0, {(True, "eager")})                # hooks get the model itself, not the wrapper
-    assert seen["hf"][0] > 0 and seen["hf"][1] == {(True, "sdpa")}
+        seen[kernels] = (sum(calls), len(calls) - sum(calls), set(impls))   # (training, evaluation) calls
+    assert seen["fast"] == (0, 0, {(True, "eager")})             # hooks get the model itself, not the wrapper
+    # "hf": the model's own forward in training AND in the dev / test evaluations (not the [CLS]-only one)
+    assert seen["hf"][0] > 0 and seen["hf"][1] > 0 and seen["hf"][2] == {(True, "sdpa")}
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with kernels_context(m, "fast", "cuda"):                    # on a GPU attention stays SDPA
         assert m.config._attn_implementation == "sdpa"

@@ -538,17 +538,17 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
     with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
         res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
-                  evaluate=lambda m: _dev_metrics(m, dev),
+                  evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
                   params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=hooks, desc=desc,
                   lengths=[len(x) for x in enc["train"]["input_ids"]])
         # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
         # its dev metrics are that row's, no second pass over dev
         best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
-        return ClassifierResult(dev=best, test=evaluate_classifier(net, test), fit=res)
+        return ClassifierResult(dev=best, test=evaluate_classifier(net, test, kernels=cfg.kernels), fit=res)
 
 
-def _dev_metrics(model, dev: EvalBatches) -> dict:
-    m = evaluate_classifier(model, dev)
+def _dev_metrics(model, dev: EvalBatches, kernels: str) -> dict:
+    m = evaluate_classifier(model, dev, kernels=kernels)
     return {"accuracy": m["accuracy"], "dev_loss": m["loss"]}
 
 
