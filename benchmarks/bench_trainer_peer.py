@@ -25,23 +25,28 @@ test accuracy; then tmlib / Trainer wall-time ratios (> 1: tmlib faster), from r
 process (``--repeats`` rounds, median; who goes first alternates between rounds and precisions, after
 one untimed forward + backward per precision), with the load average.
 
-Measured 2026-11-24 23:40 (full size, ``--repeats 3``, idle 2-core AMD EPYC, 2 torch threads, torch
-2.13.0+cpu, transformers 5.24.0), medians:
+Measured 2026-11-25 01:31 (full size, ``--repeats 3``, idle 2-core AMD EPYC, 2 torch threads, torch
+2.13.0+cpu, transformers 5.24.0; after commit "train_classifier: dev and test evaluations follow cfg.kernels",
+so ``tmlib-hf`` evaluates with the model's own forward too), medians:
 
     library  precision   wall s  steps/s steps  dev acc test acc  load
-    tmlib    fp32          20.3     1.38    26    0.750    0.755   2.0
-    Trainer  fp32          26.6     1.10    26    0.743    0.765   2.0
-    tmlib-hf fp32          22.1     1.25    26    0.750    0.755   2.0
-    tmlib-hf bf16          11.9     2.45    26    0.748    0.755   2.1
-    Trainer  bf16          11.2     2.61    26    0.743    0.765   2.1
-    tmlib    bf16           9.4     3.23    26    0.750    0.755   2.1
+    tmlib    fp32          20.7     1.35    26    0.750    0.755   2.0
+    Trainer  fp32          27.9     1.04    26    0.743    0.765   1.9
+    tmlib-hf fp32          24.0     1.16    26    0.750    0.755   1.9
+    tmlib-hf bf16          11.7     2.59    26    0.748    0.755   2.0
+    Trainer  bf16          12.2     2.39    26    0.743    0.765   2.0
+    tmlib    bf16          10.1     3.01    26    0.750    0.755   2.0
 
-tmlib / Trainer on wall time: 1.32x in fp32 and 1.24x in bf16 with tmlib's default forward; with the same
-forward as Trainer (``tmlib-hf``) 1.20x and 0.96x: the loop alone is 4% slower than Trainer's in bf16 here
-(not profiled). Accuracies are equal within shuffling-order noise (dev 0.750 vs 0.743, test 0.755 vs 0.765:
-3 and 4 of 400 sentences). Earlier (2026-11-24, loaded, 1 thread, 1 round, before ``kernels``): 1.21x fp32,
-1.03x bf16. tmlib evaluates on length-sorted batches built once (``EvalBatches``) where Trainer pads
-dataset-order batches at every evaluation: a plausible part of the fp32 difference (not profiled).
+tmlib / Trainer on wall time: 1.33x in fp32 and 1.23x in bf16 with tmlib's default forward; with the same
+forward as Trainer (``tmlib-hf``, the loop alone) 1.16x and 1.06x. Accuracies are equal within shuffling-order
+noise (dev 0.750 vs 0.743, test 0.755 vs 0.765: 3 and 4 of 400 sentences). Earlier runs: 2026-11-24 23:40
+(before that commit; ``tmlib-hf`` then evaluated through the ``[CLS]``-only forward): 1.32x / 1.24x, and 1.20x /
+0.96x for ``tmlib-hf``: the bf16 loop-alone ratio moved from 0.96x to 1.06x between two idle runs, so it is
+within this machine's run-to-run spread (README: ~10%), not a measured gap; 2026-11-24, loaded, 1 thread,
+1 round, before ``kernels``: 1.21x fp32, 1.03x bf16. tmlib evaluates on length-sorted batches built once
+(``EvalBatches``) where Trainer pads dataset-order batches at every evaluation: a plausible part of the
+fp32 difference (not profiled). Trainer evaluates the test split in bf16 under ``bf16=True`` (1.0 s for 400
+sentences here); tmlib evaluates it in fp32 after training (``fit`` drops the autocast wrapper), and is still faster.
 """
 from __future__ import annotations
 
