@@ -68,7 +68,7 @@ class LandscapeConfig:
     # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss unchanged
     mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the effects here
-    kernels: str = "fast"                          # forward of evaluation and curve training: "fast" | "hf" (tmlib.training.KERNELS)
+    kernels: str = "fast"                          # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.training.KERNELS)
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
