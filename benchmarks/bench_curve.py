@@ -12,7 +12,8 @@ notebook's way (fp32, 11 points, 200 dev + 200 test sentences), and the script p
 median training seconds and the ratio to ``fp32 hf``, and the paired gaps (seed by seed) of what notebook
 04 reports about the curve: the largest accuracy drop below the endpoints, the mean accuracy on [0, 1]
 and the highest loss on [0, 1], per split, with a paired t test. Writes ``benchmarks/results/curve.csv``
-(one row per seed, variant and split).
+(one row per seed, variant and split; ``--quick``: ``curve_quick.csv``, so a quick run never overwrites the
+full one, which is committed).
 
 Uses notebook 03's saved solutions (``--reuse``; run ``tmlib suite --params default --only 03`` first).
 
@@ -54,12 +55,13 @@ def main() -> int:
     ap.add_argument("--reuse", default="runs/default/03_masking_vs_finetuning", help="notebook 03's out_dir")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=None, help="curve steps (default: LandscapeConfig's)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "curve.csv"))
+    ap.add_argument("--out", default=None, help="CSV to write (default results/curve.csv; --quick: results/curve_quick.csv)")
     ap.add_argument("--quick", action="store_true", help="seeds 0 and 1, 20 steps")
     add_precision_arg(ap)
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.steps = args.seeds[:2], args.steps or 20
+    args.out = args.out or str(Path(__file__).parent / "results" / ("curve_quick.csv" if args.quick else "curve.csv"))
     variants = {k: v for k, v in VARIANTS.items() if v[0] in precisions(args) or v[0] == "no"}
 
     import numpy as np
