@@ -391,10 +391,11 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
     modified. Returns a :class:`BezierCurve` (theta on the CPU).
 
     ``mixed_precision``: ``"bf16"`` runs the forward passes under bf16 autocast (CPU and CUDA), theta and Adam
-    stay fp32; ``"no"`` (default) fp32. (No ``"fp16"``: it would need gradient scaling.) ``kernels``: ``"fast"`` (default) runs eager attention on
-    CPU and, for a single-label BERT classifier, the last layer for ``[CLS]`` only
-    (:class:`tmlib.cls_forward.ClsOnlyClassifier`; no dropout here, so the same numbers up to float
-    rounding); ``"hf"`` the model's own forward. Their measured effect: ``benchmarks/bench_curve.py``."""
+    stay fp32; ``"no"`` (default) fp32; no ``"fp16"`` (it would need gradient scaling).
+    ``kernels``: ``"fast"`` (default) runs eager attention on CPU and, for a single-label BERT classifier, the
+    last layer for ``[CLS]`` only (:class:`tmlib.cls_forward.ClsOnlyClassifier`; no dropout here, so the same
+    numbers up to float rounding); ``"hf"`` the model's own forward. Their measured effect:
+    ``benchmarks/bench_curve.py``."""
     from torch.func import functional_call
 
     from .cls_forward import ClsOnlyClassifier
