@@ -17,19 +17,21 @@ full one, which is committed).
 
 Uses notebook 03's saved solutions (``--reuse``; run ``tmlib suite --params default --only 03`` first).
 
-Measured 2026-11-25 00:39 (idle 2-core AMD EPYC, load 1.9-2.1, 2 torch threads, torch 2.13.0+cpu; seeds 0-4,
-150 steps, batch 32, 3,200 MR training sentences; notebook 03's `default` solutions):
+Measured 2026-11-25 01:48 (idle 2-core AMD EPYC, load 1.9-2.1, 2 torch threads, torch 2.13.0+cpu; seeds 0-4,
+150 steps, batch 32, 3,200 MR training sentences; notebook 03's `default` solutions; the committed
+``benchmarks/results/curve.csv``):
 
     variant      train seconds (median)   vs fp32 hf   what notebook 04 reports, bf16 - fp32 fast (5 seeds)
-    fp32 hf              70.0                1.00x
-    fp32 fast            69.6                1.05x     (identical to fp32 hf: every drop, mean, loss to 1e-4)
-    bf16 fast            37.5                1.85x     max drop: identical on every seed and split (0.0 / 0.5);
+    fp32 hf              71.1                1.00x
+    fp32 fast            68.0                1.05x     (identical to fp32 hf: every drop, mean, loss to 1e-4)
+    bf16 fast            35.0                2.04x     max drop: identical on every seed and split (0.0 / 0.5);
                                                        mean accuracy on [0, 1]: test -0.05 (0 to -0.09), dev
                                                        -0.03 (+0.09 to -0.09) points = 0-2 of the 2,200
                                                        (sentence, point) predictions per split; loss peak
                                                        +0.0005 nats (at most +0.0013); final train loss +0.0005
 
-so notebook 04 trains its curve in bf16 (``LandscapeConfig.curve_mixed_precision``, default ``"bf16"``) and keeps
+An earlier run (00:39, same code) gave the same accuracies and losses to the last digit and 70.0 / 69.6 / 37.5 s
+(1.05x, 1.85x). So notebook 04 trains its curve in bf16 (``LandscapeConfig.curve_mixed_precision``, default ``"bf16"``) and keeps
 evaluating in fp32 (``mixed_precision: "no"``: bf16 evaluation moves accuracies by up to 1 point,
 benchmarks/bench_landscape.py). Without dropout (the curve trains in eval mode) the ``[CLS]``-only forward saves
 little here: one layer's positions of six, and the backward of the 5 others is unchanged.
