@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
+import pandas as pd
 import pytest
 import yaml
 
@@ -131,6 +132,11 @@ def test_run_suite_writes_timing_and_results(fixture_suite, tmp_path):
     rows = run_suite("smoke", out)
     assert [r["notebook"] for r in rows] == ["00_fixture.ipynb"] and rows[0]["peak_rss_mb"] > 0
     assert "00_fixture" in (out / "results.md").read_text() and "| steps | 2 |" in (out / "results.md").read_text()
+    run_suite("smoke", out)                      # a second run: the latest row in suite_timing, both in suite_history
+    timing, history = pd.read_csv(out / "suite_timing.csv"), pd.read_csv(out / "suite_history.csv", dtype={"commit": str})
+    assert list(timing.notebook) == ["00_fixture.ipynb"] and len(history) == 2
+    assert list(history.columns[:3]) == ["finished", "commit", "notebook"] and history.finished.is_monotonic_increasing
+    assert timing.seconds.iloc[0] == history.seconds.iloc[-1]
     with pytest.raises(RuntimeError, match="00_fixture.failed.ipynb"):
         run_suite("bad", out)
     assert (out / "00_fixture.ipynb").is_file()

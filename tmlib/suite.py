@@ -11,7 +11,8 @@ to a temporary name and renamed to ``<out>/NN_name.ipynb`` only when every cell 
 interrupted run (a cell's error, a kernel that died) never replaces a good executed notebook: it is kept as
 ``<out>/NN_name.failed.ipynb``, and the suite prints and raises the reason in one line.
 Figures/CSV/JSON land in ``<out>/NN_name/``. Wall time and peak memory of each notebook go to
-``<out>/suite_timing.csv``, and every notebook's ``summary.csv`` is collected into ``<out>/results.md``.
+``<out>/suite_timing.csv`` (the latest run) and ``<out>/suite_history.csv`` (every run, with its time and commit),
+and every notebook's ``summary.csv`` is collected into ``<out>/results.md``.
 """
 from __future__ import annotations
 
@@ -266,7 +267,25 @@ def _previous_seconds(out: Path) -> dict[str, float]:
         return {}
 
 
+def _commit() -> str:
+    """The checkout's short commit (with ``+`` when the work tree has changes), "" outside a git checkout."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode:
+            return ""
+        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("+" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:
+    """``suite_timing.csv``: the latest row per notebook (a cached rerun replaces a full run's row, and the
+    next run's start order reads it); ``suite_history.csv``: every run's rows appended, with the time it
+    finished and the commit, so the time of a full run survives the reruns after it; ``results.md``."""
+    import datetime
+
     import pandas as pd
 
     from .runs import atomic_write_text
@@ -275,6 +294,11 @@ def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:
     old = pd.read_csv(timing) if timing.is_file() else pd.DataFrame(columns=["notebook"])
     merged = pd.concat([old[~old["notebook"].isin([r["notebook"] for r in rows])], pd.DataFrame(rows)])
     atomic_write_text(timing, merged.sort_values("notebook").to_csv(index=False))
+    history = out / "suite_history.csv"
+    finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    new = pd.DataFrame([{"finished": finished, "commit": _commit(), **r} for r in rows])
+    before = pd.read_csv(history, dtype={"commit": str}, keep_default_na=False) if history.is_file() else None
+    atomic_write_text(history, (new if before is None else pd.concat([before, new])).to_csv(index=False))
     atomic_write_text(out / "results.md", results_markdown(out, params))
 
 
