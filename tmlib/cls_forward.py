@@ -127,6 +127,12 @@ class ClsOnlyClassifier(torch.nn.Module):
                             f"{type(model).__name__}; train the model itself (TrainConfig(kernels='hf'))")
         self.model = model
 
+    @classmethod
+    def for_kernels(cls, model, kernels: str):
+        """The network to call under ``kernels`` (:data:`tmlib.training.KERNELS`): ``ClsOnlyClassifier(model)`` for
+        ``"fast"`` where :meth:`wraps` allows it, else ``model`` itself."""
+        return cls(model) if kernels == "fast" and cls.wraps(model) else model
+
     @staticmethod
     def wraps(model) -> bool:
         cfg = base_classifier(model).config if supports(model) else None

@@ -413,14 +413,14 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
         raise LandscapeError("train_bezier runs 'no' (fp32) or 'bf16' autocast; fp16 would need gradient scaling: "
                              "use mixed_precision='bf16'")
     model = scratch.model
-    # the network called at every step: the scratch model, or its [CLS]-only forward (parameter names "model.<key>")
-    net, prefix = (ClsOnlyClassifier(model), "model.") if kernels == "fast" and ClsOnlyClassifier.wraps(model) else (model, "")
+    net = ClsOnlyClassifier.for_kernels(model, kernels)   # called at every step
+    prefix = "" if net is model else "model."              # the wrapper's parameter names: "model.<key>"
     sa, sb = scratch.on_device(sa), scratch.on_device(sb)
     init = bezier_midpoint_init(sa, sb) if theta is None else scratch.on_device(as_state(theta, "theta"))
     check_compatible([sa, init], ["state_a", "theta"])
     keys = [k for k, v in sa.items() if _is_float(v)]
     params = {k: init[k].detach().clone().requires_grad_(True) for k in keys}
-    fixed = {k: v for k, v in sa.items() if not _is_float(v)}
+    fixed = {prefix + k: v for k, v in sa.items() if not _is_float(v)}
     opt = optimizer_cls(list(params.values()), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     order: list[int] = []
@@ -435,8 +435,7 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
             ca, ct, cb = bezier_coefficients(t)
             point = {prefix + k: ca * sa[k] + ct * params[k] + cb * sb[k] for k in keys}
             with autocast(mixed_precision, scratch.device):
-                out = functional_call(net, {**point, **{prefix + k: v for k, v in fixed.items()}}, args=(),
-                                      kwargs=batch, strict=False)
+                out = functional_call(net, {**point, **fixed}, args=(), kwargs=batch, strict=False)
             loss = out.loss.float()
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -494,9 +494,7 @@ def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str 
     numbers up to float rounding), ``"hf"`` calls the model itself."""
     from .cls_forward import ClsOnlyClassifier
 
-    check_kernels(kernels)
-    if kernels == "fast" and ClsOnlyClassifier.wraps(model):
-        model = ClsOnlyClassifier(model)
+    model = ClsOnlyClassifier.for_kernels(model, check_kernels(kernels))
     was_training = model.training
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -534,17 +532,19 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     check_labels(model, data)
     enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test")}
     dev, test = EvalBatches(enc["dev"], tokenizer), EvalBatches(enc["test"], tokenizer)
-    net = ClsOnlyClassifier(model) if cfg.kernels == "fast" and ClsOnlyClassifier.wraps(model) else model
+    net = ClsOnlyClassifier.for_kernels(model, cfg.kernels)
     hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
+    res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
+              evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
+              params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=hooks, desc=desc,
+              lengths=[len(x) for x in enc["train"]["input_ids"]])
+    # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
+    # its dev metrics are that row's, no second pass over dev
+    best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
+    # the test split with the attention the dev evaluations had inside fit
     with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
-        res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
-                  evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
-                  params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=hooks, desc=desc,
-                  lengths=[len(x) for x in enc["train"]["input_ids"]])
-        # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
-        # its dev metrics are that row's, no second pass over dev
-        best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
-        return ClassifierResult(dev=best, test=evaluate_classifier(net, test, kernels=cfg.kernels), fit=res)
+        test_metrics = evaluate_classifier(net, test, kernels=cfg.kernels)
+    return ClassifierResult(dev=best, test=test_metrics, fit=res)
 
 
 def _dev_metrics(model, dev: EvalBatches, kernels: str) -> dict:
