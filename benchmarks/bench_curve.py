@@ -72,6 +72,7 @@ def main() -> int:
 
     from tmlib.experiments import landscape as L
     from tmlib.landscape import bezier_path, path_summary, train_bezier
+    from tmlib.runs import RunStore
     from tmlib.stats import gap_sentence, paired_gap_table
 
     root = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def main() -> int:
     cfg = L.LandscapeConfig(reuse_runs=args.reuse, progress=False, out_dir="/tmp/bench_curve")
     steps = args.steps or cfg.curve_steps
     data, tok = L.load_data(cfg)
-    sols = L.prepare_solutions(cfg, data, tok)
+    sols = L.prepare_solutions(cfg, RunStore(cfg.out_dir), data, tok)
     batches = L.eval_batches(cfg, data, tok)
     train = L.curve_train_batches(cfg, data, tok)
     a, b = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"

@@ -9,6 +9,7 @@ import pytest
 
 from tmlib.config import ConfigError, from_dict, from_flat
 from tmlib.experiments import landscape as L
+from tmlib.runs import RunStore
 
 
 def tiny_cfg(out_dir, **kw):
@@ -35,30 +36,31 @@ def test_config_validation(tmp_path):
 def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     cfg = tiny_cfg(tmp_path / "out", train_examples=0, eval_examples=4, plane_examples=4)
     data, tok = tiny_task, tokenizer
-    sols = L.prepare_solutions(cfg, data, tok)
+    store = RunStore(cfg.out_dir)
+    sols = L.prepare_solutions(cfg, store, data, tok)
     assert set(sols.states) == {"mask-s0", "finetune-s0", "finetune-s1", "pretrained"}
     assert all("trained here" in sols.sources[k] for k in ("mask-s0", "finetune-s0", "finetune-s1"))
     batches = L.eval_batches(cfg, data, tok)
     assert len(batches["dev"]) == 4 and len(batches["plane"]) == 4
-    paths = L.run_paths(cfg, sols, batches)
+    paths = L.run_paths(cfg, store, sols, batches)
     assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
     assert len(paths) == 3 * len(cfg.gammas) * 2
-    curve = L.run_curve(cfg, sols, batches, data, tok)
+    curve = L.run_curve(cfg, store, sols, batches, data, tok)
     assert set(curve.path) == {L.CURVE_PATH} and len(curve) == cfg.curve_points * 2
     assert sorted(set(curve.gamma)) == [0.0, 0.5, 1.0] and (out_curve := tmp_path / "out" / "curve_train.csv").is_file()
     assert len(pd.read_csv(out_curve)) == cfg.curve_steps
     line = paths[(paths.path == "mask<->finetune")].set_index(["gamma", "split"])
     for _, r in curve[curve.gamma.isin([0.0, 1.0])].iterrows():   # the curve starts and ends at the two models
         assert r.accuracy == line.loc[(r.gamma, r.split), "accuracy"]
-    paths = L.write_paths(cfg, paths, curve)
+    paths = L.write_paths(cfg, store, paths, curve)
     assert set(pd.read_csv(tmp_path / "out" / "paths.csv").path) == set(paths.path)
-    frame, coords = L.run_plane(cfg, sols, batches)
+    frame, coords = L.run_plane(cfg, store, sols, batches)
     assert set(coords) == {"pretrained", "mask", "finetune"} and coords["pretrained"] == (0.0, 0.0)
     assert (frame.point == "").sum() == 4 and set(frame.point) - {""} == set(coords)
     summary = L.summarize(cfg, paths, frame, coords, sols)
     out = tmp_path / "out"
     assert not (out / "summary.json").exists()  # summarize writes nothing
-    L.write_outputs(cfg, summary)
+    L.write_outputs(cfg, store, summary)
     for f in ("paths.csv", "plane.csv", "summary.json", "summary.csv", "plane_coords.json"):
         assert (out / f).is_file(), f
     js = json.loads((out / "summary.json").read_text())
@@ -66,14 +68,15 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     table = pd.read_csv(out / "summary.csv")
     assert len(table) == 8 and (table.max_drop_pts >= 0).all() and "Bezier" in summary["curve_finding"]
     # a second run reuses every cached artifact: nothing is trained or evaluated again
-    import tmlib.experiments.masking as M
-    monkeypatch.setattr(M, "_train", lambda *a, **k: pytest.fail("retrained a cached solution"))
+    import tmlib.solutions as S
+    monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained a cached solution"))
     import tmlib.landscape as core
     monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
-    sols2 = L.prepare_solutions(cfg, data, tok)
-    pd.testing.assert_frame_equal(L.run_paths(cfg, sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False)
+    store = RunStore(cfg.out_dir)   # a fresh store: reuse goes through the manifests on disk
+    sols2 = L.prepare_solutions(cfg, store, data, tok)
+    pd.testing.assert_frame_equal(L.run_paths(cfg, store, sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False)
     monkeypatch.setattr(core, "train_bezier", lambda *a, **k: pytest.fail("retrained a cached curve"))
-    pd.testing.assert_frame_equal(L.run_curve(cfg, sols2, batches, data, tok), curve, check_dtype=False)
+    pd.testing.assert_frame_equal(L.run_curve(cfg, store, sols2, batches, data, tok), curve, check_dtype=False)
 
 
 def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
@@ -82,7 +85,7 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
 
     cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"))
     data, tok = tiny_task, tokenizer
-    from tmlib.runs import RunStore
+    out = RunStore(cfg.out_dir)
 
     saved, store = {}, RunStore(tmp_path / "nb03" / "solutions")  # notebook 03's artifact layout + manifests
     for method, seed in (("mask", 0), ("finetune", 0), ("finetune", 1)):
@@ -90,11 +93,13 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
         store.cached(f"mr/{method}-s{seed}", {"model": "scratch:tiny", "method": method, "seed": seed},
                      build=lambda m=m: m, save=lambda obj, d: obj.save_pretrained(d / "model"), load=lambda d: None)
         saved[f"{method}-s{seed}"] = m.state_dict()
-    assert (L.solution_dir(tmp_path / "nb03", "mr", "mask", 0) / "config.json").is_file()
+    from tmlib.solutions import solution_path
+
+    assert (solution_path(tmp_path / "nb03", "mr", "mask", 0) / "model" / "config.json").is_file()
     with pytest.raises(ConfigError, match="trained from model='scratch:tiny'"):
         L.prepare_solutions(tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), model="scratch:mini"),
-                            data, tok)
-    sols = L.prepare_solutions(cfg, data, tok)
+                            out, data, tok)
+    sols = L.prepare_solutions(cfg, out, data, tok)
     for k, st in saved.items():
         assert sols.sources[k].startswith("notebook 03:")
         assert all((sols.states[k][n] == v).all() for n, v in st.items())
@@ -106,7 +111,8 @@ def test_kernels_enter_the_cache_keys_unless_hf():
     valid), and the solutions 04 trains itself use the same setting."""
     fast, hf = L.LandscapeConfig(), L.LandscapeConfig(kernels="hf")
     assert L._compute_key(fast) == {"kernels": "fast"} and L._compute_key(hf) == {}
-    assert L.masking_config(fast).kernels == "fast" and L.masking_config(hf).kernels == "hf"
+    assert {r.kernels for r in L.plan(fast).values()} == {"fast"} and {r.kernels for r in L.plan(hf).values()} == {"hf"}
+    assert {r.mixed_precision for r in L.plan(fast).values()} == {"bf16"}   # trained as notebook 03 trains
     with pytest.raises(ConfigError, match="kernels must be one of"):
         L.LandscapeConfig(kernels="triton")
 

@@ -10,10 +10,16 @@ import torch
 matplotlib.use("Agg")
 
 from tmlib.config import ConfigError, flatten, from_dict, from_flat
-from tmlib.experiments.masking import (MaskingConfig, curve_flatness, dev_curves, load_solution, lr_selection,
-                                       memory_table, run_all, solution_key_of, solution_path, storage_table,
-                                       summarize, task_data, task_dirname, train_solution)
+import tmlib.solutions as S
+from tmlib.experiments.masking import Experiment, MaskingConfig, curve_flatness, plan, storage_table, summarize
 from tmlib.plots import masking as pm
+from tmlib.solutions import load_solution, solution_key_of, solution_path, task_dirname
+
+
+def train_solution(cfg, task, method, seed):
+    """(model, metrics) of one planned solution, trained or reused, as notebook 03 gets it."""
+    t = Experiment(cfg).solution(plan(cfg).solution(task, method, seed))
+    return t.model, t.metrics
 
 
 def _cfg(tmp_path, **kw):
@@ -44,24 +50,23 @@ def test_config_errors(tmp_path, kw, match):
 def test_kernels_enter_the_solution_key_unless_hf(tmp_path):
     """kernels="hf" (the forward before the option) leaves the key as it was, so earlier runs stay valid;
     "fast" (the default) is a different run."""
-    from tmlib.experiments.masking import solution_key
-
-    fast, hf = (solution_key(_cfg(tmp_path, kernels=k), "mr", "finetune", 0) for k in ("fast", "hf"))
+    fast, hf = (plan(_cfg(tmp_path, kernels=k)).solution("mr", "finetune", 0).key() for k in ("fast", "hf"))
     assert "kernels" not in hf and fast == {**hf, "kernels": "fast"}
     assert MaskingConfig().kernels == "fast"
 
 
 def test_lr_and_schedule_come_from_the_method_spec(tmp_path):
     cfg = _cfg(tmp_path, lr={"mask": 0.02})
-    assert cfg.method_lr("mask") == 0.02 and cfg.method_lr("lora") == 5e-4 and cfg.method_lr("finetune") == 2e-5
-    assert cfg.method_schedule("mask").schedule == "constant" and cfg.method_schedule("finetune").schedule == "linear"
-    assert _cfg(tmp_path, schedule={"mask": "linear"}).method_schedule("mask").grad_clip == 1.0
+    key = {m: plan(cfg).solution("mr", m, 0).key() for m in cfg.methods}
+    assert key["mask"]["lr"] == 0.02 and key["lora"]["lr"] == 5e-4 and key["finetune"]["lr"] == 2e-5
+    assert key["mask"]["schedule"]["schedule"] == "constant" and key["finetune"]["schedule"]["schedule"] == "linear"
+    assert plan(_cfg(tmp_path, schedule={"mask": "linear"})).solution("mr", "mask", 0).key()["schedule"]["grad_clip"] == 1.0
     assert cfg.mask.skip_first_blocks == 1 and flatten(cfg)["mask_skip_first_blocks"] == 1
 
 
 def test_task_data_caps_are_class_balanced(tmp_path):
     cfg = _cfg(tmp_path, tasks=["bbc"], max_train=[50], max_eval=25)
-    d = task_data(cfg, "bbc")
+    d = plan(cfg).data["bbc"].load()
     assert len(d["train"]) == 50 and len(d["dev"]) == 25 and len(d["test"]) == 25
     counts = np.bincount(d["train"]["label"])
     assert counts.max() - counts.min() <= 1
@@ -106,7 +111,7 @@ def test_lora_solution_contract_storage_and_memory(tmp_path):
     results = pd.DataFrame([ft, metrics])
     assert set(summarize(results)["method"]) == {"finetune", "lora"}
     assert set(storage_table(results)["method"]) == {"finetune", "lora"}
-    memory, check = memory_table(cfg, results)
+    memory, check = Experiment(cfg).memory(results)
     assert check == {} and set(memory["method"]) == {"finetune", "lora"}
     m = memory.set_index(["method", "n_tasks"])["bytes"]
     assert m["lora", 2] - m["lora", 1] == metrics["task_bytes"] and m["finetune", 2] == 2 * ft["fp32_copy_bytes"]
@@ -144,13 +149,15 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     cfg = _cfg(tmp_path, methods=["finetune", "bitfit"], seeds=[3, 1], lr_grid={"finetune": [1e-3, 3e-2]},
                lr={"bitfit": 1e-2}, epochs=2.0, lr_grid_extend=0)   # the edge rule: test_grid_extends_past_an_edge_winner
     calls = []
-    real = M._train
-    monkeypatch.setattr(M, "_train", lambda *a, **k: calls.append((a[2], a[3], a[6] if len(a) > 6 else k.get("lr"))) or real(*a, **k))
-    results = run_all(cfg)
+    real = S.train
+    monkeypatch.setattr(S, "train", lambda r, *a: calls.append((r.method, r.seed, r.lr)) or real(r, *a))
+    run = Experiment(cfg).run()
+    results = run.results
     # finetune: 2 grid runs on seed 3 (the winner is copied as seed 3) + seed 1; bitfit: no grid, 2 runs
     assert [c for c in calls if c[0] == "finetune"][:2] == [("finetune", 3, 1e-3), ("finetune", 3, 3e-2)]
     assert len(calls) == 5
-    sel = lr_selection(cfg)
+    sel = run.lr_selection
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "lr_selection.csv"), sel)
     assert list(sel.lr) == [1e-3, 3e-2] and sel.chosen.sum() == 1 and (sel.seed == 3).all()
     best = sel[sel.chosen].iloc[0]
     assert best.dev_accuracy == sel.dev_accuracy.max()
@@ -160,11 +167,11 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     # the choice is in the solutions' manifests (the selection stage's key hash) and the inner key has the lr
     d = solution_path(tmp_path, "mr", "finetune", 1)
     manifest = json.loads((d / "manifest.json").read_text())
-    assert manifest["config"]["deps"]["selection"]["stage"] == "mr/lr-grid/finetune"
+    assert manifest["config"]["deps"]["selection"]["stage"] == "solutions/mr/lr-grid/finetune/selection"
     assert solution_key_of(tmp_path, "mr", "finetune", 1)["lr"] == best.lr
     assert (solution_path(tmp_path, "mr", "finetune", 3) / "model" / "config.json").is_file()
     # dev curves: one row per evaluation (one per epoch) of every run
-    curves = dev_curves(cfg)
+    curves = run.dev_curves
     assert len(curves) == 4 * 2 and set(curves.method) == {"finetune", "bitfit"} and curves.dev_accuracy.between(0, 1).all()
     flat = curve_flatness(curves)
     assert set(flat.method) == {"finetune", "bitfit"} and (flat.evals == 2).all()
@@ -173,17 +180,18 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     assert row.vs_finetune.startswith("bitfit \u2212 fine-tune = ") and row.vs_finetune.endswith("2 seeds)")
     assert summary[summary.method == "finetune"].vs_finetune.iloc[0] == ""
     # a rerun reuses the selection and every solution: nothing is trained
-    monkeypatch.setattr(M, "_train", lambda *a, **k: pytest.fail("retrained"))
-    pd.testing.assert_frame_equal(run_all(cfg), results)
-    # a changed grid reruns the selection (and, through its key, the solutions)
+    monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained"))
+    pd.testing.assert_frame_equal(Experiment(cfg).run().results, results)
+    # a changed grid reruns the selection and, through its key, the solutions; its grid point 1e-3 is the cached
+    # stage of the first grid (one stage per method and lr), so only seed 1 trains
     calls.clear()
-    monkeypatch.setattr(M, "_train", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
-    run_all(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr_grid={"finetune": [1e-3]}, epochs=2.0))
-    assert calls == [3, 1]
+    monkeypatch.setattr(S, "train", lambda r, *a: calls.append(r.seed) or real(r, *a))
+    Experiment(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr_grid={"finetune": [1e-3]}, epochs=2.0)).run()
+    assert calls == [1]
 
 
 def test_next_edge_lr_steps_beyond_an_edge_winner_only():
-    from tmlib.experiments.masking import next_edge_lr
+    from tmlib.solutions import next_edge_lr
 
     assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-2) == pytest.approx(3.3e-2)
     assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-3) == pytest.approx(3.3e-4)
@@ -194,16 +202,14 @@ def test_next_edge_lr_steps_beyond_an_edge_winner_only():
 
 
 def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
-    import tmlib.experiments.masking as M
-
     cfg = _cfg(tmp_path, methods=["finetune"], seeds=[0], lr_grid={"finetune": [1e-4, 1e-3]}, lr_grid_extend=1,
                epochs=1.0)
     tried = []
-    monkeypatch.setattr(M, "_train", lambda c, task, method, seed, d, tok, lr=None: tried.append(lr) or
-                        M._Trained(model=None, metrics={"dev_accuracy": lr, "dev_loss": 0.0, "lr": lr}))   # larger lr wins
-    monkeypatch.setattr(M, "_save", lambda t, d, tok: (d.mkdir(parents=True, exist_ok=True),
-                                                       (d / "metrics.json").write_text(json.dumps(t.metrics))))
-    sel = M.select_lr(cfg, "mr", "finetune")
+    monkeypatch.setattr(S, "train", lambda r, d, tok: tried.append(r.lr) or
+                        S.Trained(model=None, metrics={"dev_accuracy": r.lr, "dev_loss": 0.0, "lr": r.lr}))   # larger lr wins
+    monkeypatch.setattr(S, "save", lambda t, d, tok: (d.mkdir(parents=True, exist_ok=True),
+                                                      (d / "metrics.json").write_text(json.dumps(t.metrics))))
+    sel = Experiment(cfg).selection("mr", "finetune")
     assert tried == [1e-4, 1e-3, 1e-2]            # one extension (lr_grid_extend=1), although 1e-2 is again the edge
     assert sel.lr == 1e-2 and list(sel.table.edge_extension) == [False, False, True]
     assert list(sel.table.chosen) == [False, False, True]

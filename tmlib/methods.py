@@ -259,3 +259,30 @@ def prepare_method(name: str, model: nn.Module, seed: int | None = None, mask_co
         raise ValueError(f"method {name!r} found nothing to train in {type(model).__name__}")
     return PreparedMethod(name, model, params, spec.optimizer_cls, spec.lr if lr is None else lr, spec.weight_decay,
                           sched, spec)
+
+
+# ---------------------------------------------------------------------- method settings in experiment configs
+
+def check_method_settings(lr: Mapping[str, Any], schedule: Mapping[str, str], mask) -> tuple[dict, MaskConfig]:
+    """Validate an experiment's per-method ``lr`` and ``schedule`` maps and its ``mask`` options (a mapping or a
+    :class:`MaskConfig`); return ``(lr as floats, MaskConfig)``. Raises :class:`tmlib.config.ConfigError`
+    naming the bad entry and the valid choices."""
+    from .config import ConfigError
+    from .masking.config import MaskConfigError
+
+    bad = [m for m in [*lr, *schedule] if m not in METHODS]
+    if bad:
+        raise ConfigError(f"unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
+    for m, v in lr.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise ConfigError(f"lr[{m!r}] must be a number > 0, got {v!r} (YAML: write 1.0e-3, not 1e-3)")
+    for m, name in schedule.items():
+        try:
+            METHODS[m].schedule(name)
+        except ValueError as exc:
+            raise ConfigError(f"schedule: {exc}") from None
+    try:
+        options = mask if isinstance(mask, MaskConfig) else MaskConfig(**dict(mask))
+    except (MaskConfigError, TypeError) as exc:
+        raise ConfigError(f"mask: {exc}") from None
+    return {m: float(v) for m, v in lr.items()}, options

@@ -28,9 +28,8 @@ import pandas as pd
 from ..config import ConfigError
 from ..masking.config import MaskConfig
 from ..runs import RunStore
-
-ROOT = Path(__file__).resolve().parents[2]
-ENDPOINT_METHODS = ("finetune", "mask")  # the methods whose solutions the paths join
+from ..solutions import (DataRecipe, Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path,
+                         solution_stage)
 
 
 @dataclass
@@ -60,6 +59,7 @@ class LandscapeConfig:
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)    # the mask method's options (as notebook 03's)
     epochs: float = 3.0                            # training epochs for solutions trained here
+    train_mixed_precision: str = "bf16"            # training of solutions trained here: "bf16" autocast | "no" | "fp16" (CUDA)
     curve_steps: int = 150                         # Bezier curve mask<->finetune: training steps (0 = no curve)
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
@@ -72,6 +72,7 @@ class LandscapeConfig:
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
+        from ..methods import check_method_settings
         from ..training import check_kernels, check_mixed_precision
 
         try:
@@ -99,7 +100,11 @@ class LandscapeConfig:
         if self.curve_steps < 0 or self.curve_examples < 0 or self.curve_points < 2 or self.curve_lr <= 0:
             raise ConfigError(f"curve_steps and curve_examples must be >= 0, curve_points >= 2 and curve_lr > 0, got "
                               f"{self.curve_steps}, {self.curve_examples}, {self.curve_points}, {self.curve_lr}")
-        masking_config(self)  # validates lr, schedule and mask with notebook 03's rules
+        try:
+            check_mixed_precision(self.train_mixed_precision)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.lr, self.mask = check_method_settings(self.lr, self.schedule, self.mask)
 
     @property
     def gammas(self) -> list[float]:
@@ -123,17 +128,21 @@ class Solutions:
         return pd.DataFrame([{"solution": k, "source": v} for k, v in self.sources.items()])
 
 
-def solution_dir(run_dir: str | Path, task: str, method: str, seed: int) -> Path:
-    """Notebook 03's layout: ``<run_dir>/solutions/<task>/<method>-s<seed>/model/``."""
-    from .masking import solution_path
+def plan(cfg: LandscapeConfig) -> dict[tuple[str, int], SolutionRecipe]:
+    """Config -> the recipe of every endpoint solution, ``(method, seed) -> recipe``, for the solutions
+    trained here (notebook 03's, when found in ``reuse_runs``, are loaded instead)."""
+    data = DataRecipe(cfg.task, data_seed=0, max_train=cfg.train_examples)
+    a, b = cfg.seeds
+    return {(method, seed): SolutionRecipe(data, cfg.model, method, seed, max_length=cfg.max_length,
+                                           epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),
+                                           schedule=cfg.schedule.get(method), options=cfg.mask,
+                                           mixed_precision=cfg.train_mixed_precision, kernels=cfg.kernels,
+                                           progress=cfg.progress)
+            for method, seed in (("mask", a), ("finetune", a), ("finetune", b))}
 
-    return solution_path(run_dir, task, method, seed) / "model"
 
-
-def _reused(cfg: "LandscapeConfig", method: str, seed: int):
+def _reused(cfg: LandscapeConfig, method: str, seed: int):
     """Notebook 03's solution (validated against its manifest) or None; a backbone mismatch is an error."""
-    from .masking import load_solution, solution_key_of, solution_path
-
     run_dir = _resolve(cfg.reuse_runs)
     model = load_solution(run_dir, cfg.task, method, seed)
     if model is None:
@@ -147,62 +156,52 @@ def _reused(cfg: "LandscapeConfig", method: str, seed: int):
 
 
 def _resolve(path: str) -> Path:
+    """``path`` as given when absolute; else relative to the working directory (the suite runs notebooks in the
+    repository root), or, when it is not there, to the checkout this module sits in (JupyterLab runs a notebook
+    in ``notebooks/``)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else ROOT / p
+    if p.is_absolute() or (Path.cwd() / p).exists():
+        return p if p.is_absolute() else Path.cwd() / p
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout / p if (checkout / p).exists() else Path.cwd() / p
 
 
 def load_data(cfg: LandscapeConfig):
     """(the task's DatasetDict with split seed 0 as notebook 03, tokenizer); uncapped: the evaluation subsets
-    are chosen by :func:`eval_batches`, the training cap by :func:`masking_config`."""
+    are chosen by :func:`eval_batches`, the training cap by :func:`plan`."""
     from ..data import load_task
     from ..models import load_tokenizer
 
     return load_task(cfg.task, seed=0), load_tokenizer(cfg.model)
 
 
-def masking_config(cfg: LandscapeConfig):
-    """Notebook 03's recipe (:class:`tmlib.experiments.masking.MaskingConfig`) for the solutions trained here."""
-    from .masking import MaskingConfig
-
-    return MaskingConfig(out_dir=cfg.out_dir, model=cfg.model, tasks=[cfg.task], max_lengths=[cfg.max_length],
-                         max_train=[cfg.train_examples], max_eval=0, methods=list(ENDPOINT_METHODS), seeds=list(cfg.seeds),
-                         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=dict(cfg.lr), lr_grid={},
-                         schedule=dict(cfg.schedule),
-                         mask=cfg.mask, data_seed=0, kernels=cfg.kernels, progress=cfg.progress)
-
-
-def get_solution(cfg: LandscapeConfig, data, tokenizer, method: str, seed: int):
-    """(plain HF model, source): notebook 03's saved solution if present, else trained here with notebook
-    03's code (:func:`tmlib.experiments.masking.train_solution`) and cached under this out_dir in the
-    same layout."""
+def get_solution(cfg: LandscapeConfig, store: RunStore, recipe: SolutionRecipe, data, tokenizer):
+    """(plain HF model, source): notebook 03's saved solution if present, else trained here from ``recipe``
+    and cached in ``store`` (this notebook's out_dir) in notebook 03's layout."""
     from ..data import cap_splits
-    from .masking import solution_path, train_solution
 
-    if method not in ENDPOINT_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {ENDPOINT_METHODS}")
     if cfg.reuse_runs:
-        found = _reused(cfg, method, seed)
+        found = _reused(cfg, recipe.method, recipe.seed)
         if found is not None:
             return found
-    mcfg = masking_config(cfg)
-    train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)  # as notebook 03's task_data
-    model, _ = train_solution(mcfg, cfg.task, method, seed, data=train_data, tokenizer=tokenizer)
+    train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)   # = recipe.data.load(), without reloading
+    trained = store.get(solution_stage(recipe, Inputs(recipe.data, recipe.backbone, train_data, tokenizer)))
     why = "not found in reuse_runs; " if cfg.reuse_runs else ""
-    return model.eval(), f"trained here ({why}cached): {solution_path(cfg.out_dir, cfg.task, method, seed) / 'model'}"
+    return trained.model.eval(), f"trained here ({why}cached): {store.root / recipe.name / 'model'}"
 
 
-def prepare_solutions(cfg: LandscapeConfig, data=None, tokenizer=None) -> Solutions:
+def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenizer=None) -> Solutions:
     """Load (or train) mask-s<A>, finetune-s<A>, finetune-s<B> and the pretrained+initial-head model."""
     from ..data import label_names
     from ..models import load_classifier
 
     if data is None or tokenizer is None:
         data, tokenizer = load_data(cfg)
-    a, b = cfg.seeds
+    a = cfg.seeds[0]
     states, sources = {}, {}
     template = None
-    for method, seed in (("mask", a), ("finetune", a), ("finetune", b)):
-        m, src = get_solution(cfg, data, tokenizer, method, seed)
+    for (method, seed), recipe in plan(cfg).items():
+        m, src = get_solution(cfg, store, recipe, data, tokenizer)
         template = template if template is not None else m
         states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
     pre = load_classifier(cfg.model, label_names(data), seed=a)
@@ -281,11 +280,10 @@ def _curve_training_key(cfg: LandscapeConfig) -> dict:
     return key
 
 
-def run_paths(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> pd.DataFrame:
+def run_paths(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> pd.DataFrame:
     """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
     from ..landscape import linear_path
 
-    store = RunStore(cfg.out_dir, progress=cfg.progress)
     frames = []
     for name, a, b in path_specs(cfg):
         key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
@@ -317,7 +315,7 @@ def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
     return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches
 
 
-def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, tokenizer=None) -> pd.DataFrame:
+def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict, data=None, tokenizer=None) -> pd.DataFrame:
     """Train the quadratic Bezier curve from mask-s<A> to finetune-s<A> (:func:`tmlib.landscape.train_bezier`,
     ``curve_steps`` Adam steps at ``curve_lr``) and evaluate it at ``curve_points`` values of t on dev and
     test. The control point and the training log are cached in ``out_dir/cache/curve``; returns
@@ -335,7 +333,6 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
     a_name, b_name = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
     if data is None or tokenizer is None:
         data, tokenizer = load_data(cfg)
-    store = RunStore(cfg.out_dir, progress=cfg.progress)
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
            "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
@@ -367,14 +364,14 @@ def run_curve(cfg: LandscapeConfig, sols: Solutions, batches: dict, data=None, t
     return along.assign(path=CURVE_PATH, model_a=a_name, model_b=b_name)[cols]
 
 
-def write_paths(cfg: LandscapeConfig, paths: pd.DataFrame, curve: pd.DataFrame | None = None) -> pd.DataFrame:
+def write_paths(cfg: LandscapeConfig, store: RunStore, paths: pd.DataFrame, curve: pd.DataFrame | None = None) -> pd.DataFrame:
     """``paths.csv``: the straight paths and the Bezier curve in one table; returns it."""
     out = paths if curve is None or curve.empty else pd.concat([paths, curve], ignore_index=True)
-    RunStore(cfg.out_dir).write_csv("paths.csv", out)
+    store.write_csv("paths.csv", out)
     return out
 
 
-def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.DataFrame, dict]:
+def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> tuple[pd.DataFrame, dict]:
     """The plane through pretrained (origin), mask (x) and fine-tuned (y) on the dev subset.
 
     Returns (DataFrame(point, alpha, beta, split, loss, accuracy), coords name -> (alpha, beta));
@@ -385,7 +382,6 @@ def run_plane(cfg: LandscapeConfig, sols: Solutions, batches: dict) -> tuple[pd.
     a = cfg.seeds[0]
     names = ("pretrained", "mask", "finetune")
     keys = ("pretrained", f"mask-s{a}", f"finetune-s{a}")
-    store = RunStore(cfg.out_dir, progress=cfg.progress)
     key = {"models": [_fingerprint(sols.states[k]) for k in keys], "resolution": cfg.plane_resolution,
            "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
            "max_length": cfg.max_length, **_compute_key(cfg)}
@@ -453,9 +449,8 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
     return summary
 
 
-def write_outputs(cfg: LandscapeConfig, summary: dict) -> list[Path]:
+def write_outputs(cfg: LandscapeConfig, store: RunStore, summary: dict) -> list[Path]:
     """Write :func:`summarize`'s result: ``summary.json`` and the per-path table ``summary.csv``."""
-    store = RunStore(cfg.out_dir, progress=cfg.progress)
     return [store.write_json("summary.json", summary), store.write_csv("summary.csv", pd.DataFrame(summary["paths"]))]
 
 

@@ -1,0 +1,427 @@
+"""A trained classifier solution as a value: a typed recipe, its stage, its folder, and the lr grid.
+
+A :class:`SolutionRecipe` says everything one adapted classifier depends on (task data, backbone,
+method and its options, learning rate and schedule, training budget and arithmetic, seed); its
+:meth:`~SolutionRecipe.key` is the artifact's key and the only place that decides which fields enter it.
+:func:`solution_stage` turns a recipe into a :class:`~tmlib.runs.Stage`; :func:`selection_stage` chooses
+a learning rate on dev from a :class:`GridRecipe`, one cached stage per grid point.
+
+Notebooks 03 and 04 both build recipes (from their own configs) and neither imports the other.
+
+FOLDER LAYOUT (notebook 04 reads notebook 03's solutions through it; keep the names). Every trained
+model is a RunStore artifact (atomic, with ``manifest.json``) at
+
+    <run_dir>/solutions/<task>/<method>-s<seed>/
+        model/             plain HF ``save_pretrained`` folder (+ tokenizer), loadable with
+                           AutoModelForSequenceClassification, same keys as the unadapted model;
+                           for ``mask`` the effective weights W * mask, for ``lora`` the merged weights
+        metrics.json       task, method, seed, lr, dev/test accuracy and loss, steps, seconds, storage bytes
+        mask.safetensors   (``mask`` only) the bit-packed mask + head (tmlib.masking.packing)
+        flips.csv          (``mask`` only) mask sparsity and flips during training
+        adapter/           (``lora`` only) peft's adapter files
+    <run_dir>/solutions/<task>/lr-grid/<method>/lr=<lr>/     one grid run (same files), seed = the grid's seed
+    <run_dir>/solutions/<task>/lr-grid/<method>/selection/   lr_selection.csv, selection.json
+
+``<task>`` is :func:`task_dirname` of the task name. On the grid's seed the solution at the chosen lr is
+the winning grid run, hard-linked, not retrained.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+
+from .runs import ArtifactError, RunStore, Stage
+
+SOLUTIONS = "solutions"   # the folder under a run directory that holds every trained solution
+
+
+def task_dirname(task: str) -> str:
+    """The task's folder name: characters outside ``[A-Za-z0-9_.-]`` become ``_`` (``hub:SetFit/sst2`` ->
+    ``hub_SetFit_sst2``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", task)
+
+
+# ------------------------------------------------------------------------------------------- recipes
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """A task's splits: ``load_task(task, seed=data_seed)``, each split capped class-balanced (0: no cap)."""
+
+    task: str
+    data_seed: int = 0
+    max_train: int = 0
+    max_dev: int = 0
+    max_test: int = 0
+
+    def load(self):
+        """The capped DatasetDict (:func:`tmlib.data.cap_splits`)."""
+        from .data import cap_splits, load_task
+
+        caps = {"train": self.max_train, "dev": self.max_dev, "test": self.max_test}
+        return cap_splits(load_task(self.task, seed=self.data_seed), caps, seed=self.data_seed)
+
+    def key(self) -> dict:
+        """The caps as they enter a solution's key: one ``max_eval`` when dev and test share a cap."""
+        if self.max_dev == self.max_test:
+            return {"max_train": self.max_train, "max_eval": self.max_dev}
+        return {"max_train": self.max_train, "max_dev": self.max_dev, "max_test": self.max_test}
+
+
+@dataclass(frozen=True)
+class SolutionRecipe:
+    """One adapted classifier. ``lr`` None: the method's default (:class:`~tmlib.methods.MethodSpec`);
+    ``schedule`` None: the method's default named schedule; ``options``: the method's options object
+    (a :class:`~tmlib.masking.config.MaskConfig` for ``mask``), ignored by methods without options."""
+
+    data: DataRecipe
+    backbone: str
+    method: str
+    seed: int
+    max_length: int
+    epochs: float
+    batch_size: int
+    lr: float | None = None
+    schedule: str | None = None
+    options: object = None
+    eval_every: int = 0
+    mixed_precision: str = "no"
+    kernels: str = "hf"
+    flip_every: int = 5                                   # not in the key: a record interval, not the model
+    progress: bool = field(default=True, compare=False)   # not in the key
+
+    @property
+    def task(self) -> str:
+        return self.data.task
+
+    @property
+    def spec(self):
+        from .methods import get_method
+
+        return get_method(self.method)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.spec.lr if self.lr is None else float(self.lr)
+
+    @property
+    def method_options(self):
+        return self.options if self.spec.options else None
+
+    @property
+    def name(self) -> str:
+        """The stage name, relative to the run folder."""
+        return f"{SOLUTIONS}/{task_dirname(self.task)}/{self.method}-s{self.seed}"
+
+    def with_lr(self, lr: float) -> "SolutionRecipe":
+        return replace(self, lr=float(lr))
+
+    def key(self) -> dict:
+        """What the artifact depends on. Options left at the value every earlier run had (no ``eval_every``,
+        fp32, the model's own forward) stay out of the key, so those artifacts keep their keys."""
+        key = {"task": self.task, "model": self.backbone, "method": self.method, "seed": self.seed,
+               "max_length": self.max_length, **self.data.key(), "epochs": self.epochs,
+               "batch_size": self.batch_size, "lr": self.learning_rate,
+               "schedule": self.spec.schedule(self.schedule).to_dict(), "data_seed": self.data.data_seed}
+        if self.eval_every:
+            key["eval_every"] = self.eval_every
+        if self.mixed_precision != "no":
+            key["mixed_precision"] = self.mixed_precision
+        if self.kernels != "hf":
+            key["kernels"] = self.kernels
+        if self.spec.options:
+            key[self.spec.options] = self.method_options.to_dict()
+        return key
+
+
+@dataclass(frozen=True)
+class GridRecipe:
+    """Choose ``base.method``'s lr on dev: one run per lr in ``lrs`` on ``base.seed``; the best dev accuracy
+    wins (ties: lower dev loss, then lower lr); while the winner is at the edge of what was tried, the next lr
+    beyond that edge is tried too (:func:`next_edge_lr`), at most ``extend`` times."""
+
+    base: SolutionRecipe
+    lrs: tuple[float, ...]
+    extend: int = 0
+
+    CRITERION = "max dev accuracy (ties: lower dev loss, then lower lr)"
+
+    @property
+    def folder(self) -> str:
+        return f"{SOLUTIONS}/{task_dirname(self.base.task)}/lr-grid/{self.base.method}"
+
+    def point(self, lr: float) -> SolutionRecipe:
+        return self.base.with_lr(lr)
+
+    def key(self) -> dict:
+        key = {k: v for k, v in self.base.key().items() if k != "lr"}
+        key.update(lr_grid=list(self.lrs), criterion=self.CRITERION)
+        if self.extend:
+            key["lr_grid_extend"] = self.extend
+        return key
+
+
+# --------------------------------------------------------------------------------------- training
+
+@dataclass
+class Trained:
+    """A solution as loaded: the plain HF model (effective weights), its metrics, the method's per-task state
+    (a PackedMask for ``mask``) and the mask-flip record."""
+
+    model: object
+    metrics: dict
+    packed: object = None
+    flips: pd.DataFrame | None = None
+    save: object = None    # writes the method's per-task files (Exported.save), when just trained
+
+
+def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
+    """Adapt the backbone to ``data`` as ``recipe`` says (:func:`tmlib.training.train_classifier`)."""
+    from .data import label_names
+    from .masking.multitask import fp32_model_bytes
+    from .methods import prepare_method
+    from .models import load_classifier
+    from .training import TrainConfig, train_classifier
+
+    r = recipe
+    model = load_classifier(r.backbone, label_names(data), seed=r.seed)
+    fp32_bytes = fp32_model_bytes(model)
+    prep = prepare_method(r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate,
+                          schedule=r.schedule)
+    base = TrainConfig(batch_size=r.batch_size, epochs=r.epochs, max_length=r.max_length, seed=r.seed,
+                       eval_every=r.eval_every, progress=r.progress, mixed_precision=r.mixed_precision,
+                       kernels=r.kernels)
+    hooks = prep.spec.step_hooks(r.flip_every)
+    res = train_classifier(prep.model, data, tokenizer, prep.train_config(base), params=prep.params,
+                           optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{r.task} {r.method} s{r.seed}")
+    out = prep.export(backbone=r.backbone, fp32_bytes=fp32_bytes)
+    metrics = {"task": r.task, "method": r.method, "seed": r.seed, "lr": r.learning_rate,
+               "dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
+               "dev_loss": res.dev["loss"], "test_loss": res.test["loss"], "best_epoch": res.fit.best.get("epoch"),
+               "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 2), "n_trainable": prep.n_trainable,
+               "task_bytes": out.task_bytes, "fp32_copy_bytes": fp32_bytes, "history": res.fit.history}
+    flips = next((h.frame() for h in hooks if hasattr(h, "frame")), None)
+    return Trained(out.model.eval(), metrics, out.state, flips, out.save)
+
+
+def save(obj: Trained, d: Path, tokenizer) -> None:
+    """Write a just-trained solution into folder ``d`` (the layout in this module's docstring)."""
+    from .runs import atomic_write_json
+
+    obj.model.save_pretrained(d / "model")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(d / "model")
+    files = obj.save(d) if obj.save is not None else []
+    if files:
+        obj.metrics["file_bytes"] = sum(f.stat().st_size for f in files)
+    if obj.flips is not None:
+        obj.flips.to_csv(d / "flips.csv", index=False)
+    atomic_write_json(d / "metrics.json", obj.metrics)
+
+
+def load(d: Path, method: str) -> Trained:
+    """Read a saved solution folder."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .methods import get_method
+
+    metrics = json.loads((d / "metrics.json").read_text())
+    flips = pd.read_csv(d / "flips.csv") if (d / "flips.csv").is_file() else None
+    return Trained(AutoModelForSequenceClassification.from_pretrained(d / "model").eval(), metrics,
+                   get_method(method).load_state(d), flips)
+
+
+def _copy_run(src: Path, dst: Path) -> None:
+    """Copy a saved run's files (not its manifest), hard-linking where the file system allows."""
+    def link_or_copy(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("manifest.json"))
+
+
+class Inputs:
+    """The task data and tokenizer a recipe trains on, loaded on first use and shared by every stage that
+    is handed the same object (a notebook loads each task once)."""
+
+    def __init__(self, data_recipe: DataRecipe, backbone: str, data=None, tokenizer=None):
+        self.recipe, self.backbone = data_recipe, backbone
+        self._data, self._tokenizer = data, tokenizer
+
+    @property
+    def data(self):
+        if self._data is None:
+            self._data = self.recipe.load()
+        return self._data
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from .models import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.backbone)
+        return self._tokenizer
+
+
+def solution_stage(recipe: SolutionRecipe, inputs: Inputs | None = None, selection: Stage | None = None) -> Stage:
+    """The stage of one solution. ``selection``: the :func:`selection_stage` that chose ``recipe.lr``; its key
+    enters this one's, and on the grid's seed the winning grid run is hard-linked instead of retrained."""
+    inputs = inputs or Inputs(recipe.data, recipe.backbone)
+
+    def build(ctx, selection=None):
+        if selection is not None and selection.seed == recipe.seed:
+            return ("copy", selection.chosen_dir)
+        return train(recipe, inputs.data, inputs.tokenizer), inputs.tokenizer
+
+    def save_(obj, d):
+        if obj[0] == "copy":
+            _copy_run(obj[1], d)
+        else:
+            save(obj[0], d, obj[1])
+
+    return Stage(recipe.name, recipe.key(), build=build, save=save_, load=lambda d: load(d, recipe.method),
+                 seed=recipe.seed, deps={"selection": selection} if selection is not None else {})
+
+
+# ------------------------------------------------------------------------------------- lr selection
+
+SELECTION_COLUMNS = ["task", "method", "seed", "lr", "dev_accuracy", "dev_loss", "best_epoch", "steps", "chosen",
+                     "edge_extension"]
+
+
+@dataclass
+class Selection:
+    """A method's learning rate chosen on dev: the grid table, the lr, the seed it was chosen on, the folder of
+    the winning run, and each tried lr's dev history."""
+
+    lr: float
+    seed: int
+    table: pd.DataFrame
+    chosen_dir: Path
+    histories: dict = field(default_factory=dict)
+
+
+def next_edge_lr(tried: list[float], best_lr: float) -> float | None:
+    """The lr to add when ``best_lr`` is the lowest or highest of the lrs ``tried``: one step beyond that edge
+    with the ratio of the two outermost lrs on that side (rounded to 2 significant digits); None when the
+    best is inside the range, fewer than two lrs were tried, or the step rounds onto a tried lr."""
+    lrs = sorted(set(tried))
+    if len(lrs) < 2 or lrs[0] < best_lr < lrs[-1]:
+        return None
+    lr = float(f"{lrs[-1] ** 2 / lrs[-2]:.2g}") if best_lr == lrs[-1] else float(f"{lrs[0] ** 2 / lrs[1]:.2g}")
+    return None if lr in lrs else lr
+
+
+def grid_point_stage(grid: GridRecipe, lr: float, inputs: Inputs | None = None) -> Stage:
+    """One grid run: the solution at ``lr`` on the grid's seed, stored under the grid's folder; its value is
+    ``(metrics, folder)`` (the model stays on disk)."""
+    recipe = grid.point(lr)
+    stage = solution_stage(recipe, inputs)
+
+    def load_(d):
+        return json.loads((d / "metrics.json").read_text()), d
+
+    return replace(stage, name=f"{grid.folder}/lr={lr:g}", load=load_)
+
+
+def _best(runs: list[tuple[float, dict]]) -> int:
+    return max(range(len(runs)), key=lambda j: (runs[j][1]["dev_accuracy"], -runs[j][1]["dev_loss"], -runs[j][0]))
+
+
+def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
+    """The stage choosing the lr of ``grid`` (:class:`GridRecipe`). The grid's own lrs are dependencies (one
+    cached stage each, so an interrupted grid resumes); an edge extension is asked of the store while
+    building, as another grid-point stage. Artifact ``<grid folder>/selection``: ``lr_selection.csv``,
+    ``selection.json``, ``runs/lr<i>.json`` (each run's metrics and dev history)."""
+    inputs = inputs or Inputs(grid.base.data, grid.base.backbone)
+    points = {f"lr{i}": grid_point_stage(grid, lr, inputs) for i, lr in enumerate(grid.lrs)}
+
+    def build(ctx, **deps):
+        runs = [(lr, *deps[f"lr{i}"]) for i, lr in enumerate(grid.lrs)]
+        for _ in range(grid.extend):
+            best_lr = runs[_best([(r[0], r[1]) for r in runs])][0]
+            lr = next_edge_lr([r[0] for r in runs], best_lr)
+            if lr is None:
+                break
+            ctx.log(f"best lr {best_lr:g} at the grid's edge: trying {lr:g}")
+            runs.append((lr, *ctx.store.get(grid_point_stage(grid, lr, inputs))))
+        return runs, _best([(r[0], r[1]) for r in runs])
+
+    def save_(obj, d):
+        runs, best = obj
+        b, rows = grid.base, []
+        (d / "runs").mkdir(parents=True)
+        for j, (lr, m, _) in enumerate(runs):
+            rows.append({"task": b.task, "method": b.method, "seed": b.seed, "lr": lr,
+                         "dev_accuracy": m["dev_accuracy"], "dev_loss": m["dev_loss"],
+                         "best_epoch": m.get("best_epoch"), "steps": m.get("steps"), "chosen": j == best,
+                         "edge_extension": j >= len(grid.lrs)})
+            (d / "runs" / f"lr{j}.json").write_text(json.dumps(m, indent=2, default=str))
+        pd.DataFrame(rows, columns=SELECTION_COLUMNS).to_csv(d / "lr_selection.csv", index=False)
+        (d / "selection.json").write_text(json.dumps(
+            {"task": b.task, "method": b.method, "seed": b.seed, "lr": runs[best][0], "lr_grid": list(grid.lrs),
+             "tried": [r[0] for r in runs], "chosen": runs[best][2].name,
+             "criterion": grid.CRITERION}, indent=2))
+
+    def load_(d):
+        info = json.loads((d / "selection.json").read_text())
+        hist = {}
+        for j, lr in enumerate(info["tried"]):
+            f = d / "runs" / f"lr{j}.json"
+            if f.is_file():
+                hist[lr] = json.loads(f.read_text()).get("history", [])
+        # the selection folder sits beside the grid runs: <grid folder>/selection, <grid folder>/lr=<lr>
+        return Selection(float(info["lr"]), int(info["seed"]), pd.read_csv(d / "lr_selection.csv"),
+                         d.parent / info["chosen"], hist)
+
+    return Stage(f"{grid.folder}/selection", grid.key(), build=build, save=save_, load=load_, seed=grid.base.seed,
+                 deps=points)
+
+
+def chosen_stage(recipe: SolutionRecipe, grid: GridRecipe | None, store: RunStore,
+                 inputs: Inputs | None = None) -> Stage:
+    """The stage of ``recipe``'s solution: at its own lr without a grid, else at the lr ``grid`` chose (the
+    selection runs first, through ``store``)."""
+    if grid is None:
+        return solution_stage(recipe, inputs)
+    sel_stage = selection_stage(grid, inputs)
+    sel = store.get(sel_stage)
+    return solution_stage(recipe.with_lr(sel.lr), inputs, selection=sel_stage)
+
+
+# ---------------------------------------------------------------------------------- reading solutions
+
+def solution_path(run_dir: str | Path, task: str, method: str, seed: int) -> Path:
+    return Path(run_dir) / SOLUTIONS / task_dirname(task) / f"{method}-s{seed}"
+
+
+def load_solution(run_dir: str | Path, task: str, method: str, seed: int):
+    """A saved solution as a plain HF classifier, or ``None`` when it is absent, partial or corrupt (manifest
+    missing or a file hash mismatch)."""
+    from transformers import AutoModelForSequenceClassification
+
+    store = RunStore(Path(run_dir) / SOLUTIONS)
+    name = f"{task_dirname(task)}/{method}-s{seed}"
+    if not store.valid(name):
+        return None
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(store.root / name / "model").eval()
+    except (OSError, ValueError):
+        return None
+
+
+def solution_key_of(run_dir: str | Path, task: str, method: str, seed: int) -> dict:
+    """The key a saved solution was trained with ({} when absent or unreadable)."""
+    try:
+        key = RunStore(Path(run_dir) / SOLUTIONS).manifest(f"{task_dirname(task)}/{method}-s{seed}").get("config", {})
+    except ArtifactError:
+        return {}
+    return key.get("config", key) if isinstance(key, dict) and "deps" in key else key
