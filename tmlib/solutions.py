@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .data import TaskRecipe
 from .runs import ArtifactError, RunStore, Stage
 
 SOLUTIONS = "solutions"   # the folder under a run directory that holds every trained solution
@@ -50,36 +51,12 @@ def task_dirname(task: str) -> str:
 # ------------------------------------------------------------------------------------------- recipes
 
 @dataclass(frozen=True)
-class DataRecipe:
-    """A task's splits: ``load_task(task, seed=data_seed)``, each split capped class-balanced (0: no cap)."""
-
-    task: str
-    data_seed: int = 0
-    max_train: int = 0
-    max_dev: int = 0
-    max_test: int = 0
-
-    def load(self):
-        """The capped DatasetDict (:func:`tmlib.data.cap_splits`)."""
-        from .data import cap_splits, load_task
-
-        caps = {"train": self.max_train, "dev": self.max_dev, "test": self.max_test}
-        return cap_splits(load_task(self.task, seed=self.data_seed), caps, seed=self.data_seed)
-
-    def key(self) -> dict:
-        """The caps as they enter a solution's key: one ``max_eval`` when dev and test share a cap."""
-        if self.max_dev == self.max_test:
-            return {"max_train": self.max_train, "max_eval": self.max_dev}
-        return {"max_train": self.max_train, "max_dev": self.max_dev, "max_test": self.max_test}
-
-
-@dataclass(frozen=True)
 class SolutionRecipe:
     """One adapted classifier. ``lr`` None: the method's default (:class:`~tmlib.methods.MethodSpec`);
     ``schedule`` None: the method's default named schedule; ``options``: the method's options object
     (a :class:`~tmlib.masking.config.MaskConfig` for ``mask``), ignored by methods without options."""
 
-    data: DataRecipe
+    data: TaskRecipe
     backbone: str
     method: str
     seed: int
@@ -97,7 +74,7 @@ class SolutionRecipe:
 
     @property
     def task(self) -> str:
-        return self.data.task
+        return self.data.name
 
     @property
     def spec(self):
@@ -123,11 +100,15 @@ class SolutionRecipe:
 
     def key(self) -> dict:
         """What the artifact depends on. Options left at the value every earlier run had (no ``eval_every``,
-        fp32, the model's own forward) stay out of the key, so those artifacts keep their keys."""
+        fp32, the model's own forward) stay out of the key, so those artifacts keep their keys. Dev and test
+        caps enter as one ``max_eval`` when they are equal."""
+        d = self.data
+        caps = ({"max_train": d.max_train, "max_eval": d.max_dev} if d.max_dev == d.max_test else
+                {"max_train": d.max_train, "max_dev": d.max_dev, "max_test": d.max_test})
         key = {"task": self.task, "model": self.backbone, "method": self.method, "seed": self.seed,
-               "max_length": self.max_length, **self.data.key(), "epochs": self.epochs,
-               "batch_size": self.batch_size, "lr": self.learning_rate,
-               "schedule": self.spec.schedule(self.schedule).to_dict(), "data_seed": self.data.data_seed}
+               "max_length": self.max_length, **caps, "epochs": self.epochs, "batch_size": self.batch_size,
+               "lr": self.learning_rate, "schedule": self.spec.schedule(self.schedule).to_dict(),
+               "data_seed": d.seed}
         if self.eval_every:
             key["eval_every"] = self.eval_every
         if self.mixed_precision != "no":
@@ -252,7 +233,7 @@ class Inputs:
     """The task data and tokenizer a recipe trains on, loaded on first use and shared by every stage that
     is handed the same object (a notebook loads each task once)."""
 
-    def __init__(self, data_recipe: DataRecipe, backbone: str, data=None, tokenizer=None):
+    def __init__(self, data_recipe: TaskRecipe, backbone: str, data=None, tokenizer=None):
         self.recipe, self.backbone = data_recipe, backbone
         self._data, self._tokenizer = data, tokenizer
 

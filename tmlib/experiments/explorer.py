@@ -99,12 +99,17 @@ class ExplorerConfig:
 
 # ------------------------------------------------------------------------------------------------ data
 
-def load_data(cfg: ExplorerConfig):
-    """The task's DatasetDict (split seed ``cfg.seed``), the train split capped at ``train_examples``,
-    class-balanced (:func:`tmlib.data.cap_splits`)."""
-    from ..data import cap_splits, load_task
+def task_recipe(cfg: ExplorerConfig):
+    """The scorer's data: the task with split seed ``cfg.seed``, the train split capped at ``train_examples``
+    (class-balanced)."""
+    from ..data import TaskRecipe
 
-    return cap_splits(load_task(cfg.task, seed=cfg.seed), {"train": cfg.train_examples}, seed=cfg.seed)
+    return TaskRecipe(cfg.task, seed=cfg.seed, max_train=cfg.train_examples)
+
+
+def load_data(cfg: ExplorerConfig):
+    """The DatasetDict of :func:`task_recipe`."""
+    return task_recipe(cfg).load()
 
 
 def examples(cfg: ExplorerConfig, data):
@@ -122,19 +127,15 @@ def _scorer_key(cfg: ExplorerConfig) -> dict:
 
 def scorer_stage(cfg: ExplorerConfig, data=None, tokenizer=None):
     """The scorer's :class:`~tmlib.runs.Stage` (``scorer/`` in ``out_dir``), built by the one fine-tune-and-cache
-    helper :func:`tmlib.finetune.classifier_stage`. Only the train split is capped here, so the cap enters
-    the key beside the task."""
-    import dataclasses
-
-    from ..finetune import TaskSpec, classifier_stage
+    helper :func:`tmlib.finetune.classifier_stage`."""
+    from ..finetune import classifier_stage
     from ..training import TrainConfig
 
     tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps,
                      max_length=cfg.max_length, seed=cfg.seed, progress=cfg.progress)
     d = data if data is not None else load_data(cfg)
-    stage = classifier_stage("scorer", cfg.model, TaskSpec(cfg.task, 0, cfg.seed), tc, data=d, tokenizer=tokenizer,
-                             seed=cfg.seed, desc="scorer")
-    return dataclasses.replace(stage, config={**stage.config, "train_examples": cfg.train_examples})
+    return classifier_stage("scorer", cfg.model, task_recipe(cfg), tc, data=d, tokenizer=tokenizer, seed=cfg.seed,
+                            desc="scorer")
 
 
 def train_scorer(cfg: ExplorerConfig, data=None):

@@ -28,7 +28,8 @@ import pandas as pd
 from ..config import ConfigError
 from ..masking.config import MaskConfig
 from ..runs import RunStore
-from ..solutions import (DataRecipe, Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path,
+from ..data import TaskRecipe
+from ..solutions import (Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path,
                          solution_stage)
 
 
@@ -131,7 +132,7 @@ class Solutions:
 def plan(cfg: LandscapeConfig) -> dict[tuple[str, int], SolutionRecipe]:
     """Config -> the recipe of every endpoint solution, ``(method, seed) -> recipe``, for the solutions
     trained here (notebook 03's, when found in ``reuse_runs``, are loaded instead)."""
-    data = DataRecipe(cfg.task, data_seed=0, max_train=cfg.train_examples)
+    data = TaskRecipe(cfg.task, seed=0, max_train=cfg.train_examples)
     a, b = cfg.seeds
     return {(method, seed): SolutionRecipe(data, cfg.model, method, seed, max_length=cfg.max_length,
                                            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),

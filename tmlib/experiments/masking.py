@@ -29,9 +29,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
+from ..data import TaskRecipe
 from ..masking.config import MaskConfig
 from ..runs import RunStore
-from ..solutions import (SELECTION_COLUMNS, DataRecipe, GridRecipe, Inputs, Selection, SolutionRecipe, Trained,
+from ..solutions import (SELECTION_COLUMNS, GridRecipe, Inputs, Selection, SolutionRecipe, Trained,
                          chosen_stage, selection_stage)
 
 
@@ -124,7 +125,7 @@ class MaskingPlan:
     solution in (task, method, seed) order (a gridded method's recipes carry the lr of the grid's choice only
     once it is made: :meth:`Experiment.stage`)."""
 
-    data: dict[str, DataRecipe]
+    data: dict[str, TaskRecipe]
     grids: dict[tuple[str, str], GridRecipe]
     solutions: tuple[SolutionRecipe, ...]
     backbone: str
@@ -140,7 +141,8 @@ def plan(cfg: MaskingConfig) -> MaskingPlan:
     """Config -> recipes; the only code that reads the experiment config for per-run settings."""
     data, grids, solutions = {}, {}, []
     for task, max_length, max_train in zip(cfg.tasks, cfg.max_lengths, cfg.max_train):
-        data[task] = DataRecipe(task, cfg.data_seed, max_train=max_train, max_dev=cfg.max_eval, max_test=cfg.max_eval)
+        data[task] = TaskRecipe(task, seed=cfg.data_seed, max_train=max_train, max_dev=cfg.max_eval,
+                                max_test=cfg.max_eval)
         for method in cfg.methods:
             base = SolutionRecipe(data[task], cfg.model, method, seed=cfg.seeds[0], max_length=max_length,
                                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),

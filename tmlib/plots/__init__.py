@@ -18,7 +18,21 @@ PALETTE = {
     "finetune": "#2e4057",
     "mask": "#d1495b",
     "bitfit": "#edae49",
+    "lora": "#7b3294",
     "pretrained": "#8c8c8c",
+}
+
+LABELS = {
+    # one legend label per method or arm, used by every figure
+    "genept": "GenePT only",
+    "selective": "+TaskPT selective",
+    "random": "+TaskPT random (same count)",
+    "random15": "+TaskPT random 15%",
+    "finetune": "fine-tuning",
+    "mask": "masking",
+    "bitfit": "BitFit",
+    "lora": "LoRA",
+    "pretrained": "pretrained",
 }
 
 
@@ -32,7 +46,13 @@ def use_style() -> None:
 
 
 def color(name: str, default: str = "#444444") -> str:
+    """The colour of a method or arm in every figure (:data:`PALETTE`), else ``default``."""
     return PALETTE.get(name, default)
+
+
+def label(name: str) -> str:
+    """The legend label of a method or arm (:data:`LABELS`), else its name."""
+    return LABELS.get(name, name)
 
 
 def require_columns(df, needed, what: str, allow_empty: bool = False) -> None:

@@ -16,10 +16,7 @@ from . import color, require_columns, use_style
 
 
 def _point_color(name: str) -> str:
-    """A method's colour from its spec (tmlib.methods), else the shared palette's (e.g. pretrained)."""
-    from ..methods import METHODS
-
-    return METHODS[name].color if name in METHODS else color(name, "#ffffff")
+    return color(name, "#ffffff")
 
 
 _PATH_COLORS = ["#d1495b", "#2e4057", "#8c8c8c", "#00798c", "#edae49", "#66a182"]

@@ -12,24 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color as palette_color
-from . import require_columns, use_style
+from . import color, label, require_columns, use_style
 
 TYPE_ORDER = ["query", "key", "value", "attn_out", "ffn_in", "ffn_out", "pooler", "head"]
-
-
-def color(method: str) -> str:
-    """The method's colour from its spec (:mod:`tmlib.methods`), else the shared palette's."""
-    from ..methods import METHODS
-
-    return METHODS[method].color if method in METHODS else palette_color(method)
-
-
-def label(method: str) -> str:
-    """The method's legend label from its spec, else its name."""
-    from ..methods import METHODS
-
-    return METHODS[method].label if method in METHODS else method
 
 
 def _human(n: float) -> str:

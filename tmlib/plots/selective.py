@@ -5,10 +5,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from . import LABELS as _ALL_LABELS
 from . import color, use_style
 
-LABELS = {"genept": "GenePT only", "selective": "+TaskPT selective", "random": "+TaskPT random (same count)",
-          "random15": "+TaskPT random 15%"}
+ARMS = ("genept", "selective", "random", "random15")   # notebook 01's arms, in legend order
+LABELS = {m: _ALL_LABELS[m] for m in ARMS}
 
 
 def accuracy_bars(summary: pd.DataFrame, title: str = "Test accuracy (mean ± std over seeds)"):

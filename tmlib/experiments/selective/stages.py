@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...finetune import TaskSpec, classifier_stage
+from ...data import TaskRecipe
+from ...finetune import classifier_stage
 from ...runs import RunStore, Stage
 from .config import SelectiveConfig
 
@@ -129,7 +130,7 @@ class SelectiveExperiment:
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
         g = cfg.genept.model
         self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
-        self.task_spec = TaskSpec(cfg.task, cfg.task_max_examples, seed=0)
+        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0)
         self.task = self.task_spec.load()
 
     # ------------------------------------------------------------------------------ helpers
