@@ -201,3 +201,26 @@ def test_missing_parameter_set(fixture_suite, tmp_path):
         run_suite("nonexistent", tmp_path)
     with pytest.raises(ConfigError, match="no notebooks matched.*available: 00_fixture"):
         run_suite("smoke", tmp_path, only=["99"])
+
+
+@pytest.mark.slow
+def test_suite_runs_notebooks_and_parameters_it_is_given(tmp_path):
+    """`tmlib suite --notebooks DIR --params-dir DIR` (what an installed tmlib runs): no monkeypatching, the
+    repository's folders are not used; a YAML path as --params works too; a wrong folder is a clear error."""
+    from tmlib.cli import main
+
+    nbdir, pdir = tmp_path / "nbs", tmp_path / "params"
+    nbdir.mkdir()
+    (pdir / "00_fixture").mkdir(parents=True)
+    _fixture_notebook(nbdir / "00_fixture.ipynb")
+    (pdir / "00_fixture" / "mine.yaml").write_text("steps: 3\n")
+    out = tmp_path / "run"
+    assert main(["suite", "--params", "mine", "--out", str(out), "--notebooks", str(nbdir),
+                 "--params-dir", str(pdir), "--jobs", "1"]) == 0
+    assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,3\n")
+    one = tmp_path / "one.yaml"
+    one.write_text("steps: 5\n")
+    assert main(["suite", "--params", str(one), "--out", str(out), "--notebooks", str(nbdir), "--jobs", "1"]) == 0
+    assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,5\n")
+    with pytest.raises(ConfigError, match="--params-dir .* is not a folder"):
+        suite.run_suite("mine", out, notebooks_dir=nbdir, params_dir=tmp_path / "nope")

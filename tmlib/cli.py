@@ -49,7 +49,8 @@ def _assets(args) -> int:
 def _suite(args) -> int:
     from .suite import run_suite
 
-    run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs)
+    run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
+              notebooks_dir=args.notebooks, params_dir=args.params_dir)
     return 0
 
 
@@ -184,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("--force", action="store_true", help="download and unpack again")
     pa.set_defaults(func=_assets)
     ps = sub.add_parser("suite", help="execute the notebooks with a papermill parameter set")
-    ps.add_argument("--params", default="default", help="parameter set name (papermill_params/<notebook>/<name>.yaml)")
+    ps.add_argument("--params", default="default",
+                    help="parameter set name (<params-dir>/<notebook>/<name>.yaml), or one YAML file for every notebook")
+    ps.add_argument("--notebooks", default=None, help="folder of the NN_name.ipynb notebooks (default: the repository's)")
+    ps.add_argument("--params-dir", default=None,
+                    help="folder of the per-notebook parameter folders (default: the repository's papermill_params)")
     ps.add_argument("--out", default=None, help="output directory (default runs/<params>)")
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")

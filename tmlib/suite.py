@@ -26,22 +26,35 @@ from pathlib import Path
 
 from .config import ConfigError, load_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ROOT / "notebooks"
-PARAMS = ROOT / "papermill_params"
 
 
-def notebooks() -> list[Path]:
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+def _home() -> Path:
+    """Where the suite runs notebooks and resolves relative paths: the checkout this module sits in when it has
+    ``notebooks/`` (a clone, an editable install), else the working directory (an installed wheel)."""
+    checkout = Path(__file__).resolve().parent.parent
+    return checkout if (checkout / "notebooks").is_dir() else Path.cwd()
 
 
-def params_file(notebook: Path, params: str) -> Path:
-    return PARAMS / notebook.stem / f"{params}.yaml"
+ROOT = _home()
+NOTEBOOKS = ROOT / "notebooks"            # default of --notebooks
+PARAMS = ROOT / "papermill_params"        # default of --params-dir
 
 
-def parameter_sets() -> list[str]:
+def notebooks(notebooks_dir: Path | None = None) -> list[Path]:
+    """The suite's notebooks, ``NN_name.ipynb`` in ``notebooks_dir`` (default: the repository's)."""
+    return sorted(Path(notebooks_dir or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))
+
+
+def params_file(notebook: Path, params: str, params_dir: Path | None = None) -> Path:
+    """``<params_dir>/<notebook>/<params>.yaml``; ``params`` may also be a path to a YAML file."""
+    if str(params).endswith((".yaml", ".yml")):
+        return Path(params)
+    return Path(params_dir or PARAMS) / notebook.stem / f"{params}.yaml"
+
+
+def parameter_sets(notebooks_dir: Path | None = None, params_dir: Path | None = None) -> list[str]:
     """Names of the parameter sets every notebook has."""
-    sets = [{p.stem for p in (PARAMS / nb.stem).glob("*.yaml")} for nb in notebooks()]
+    sets = [{p.stem for p in (Path(params_dir or PARAMS) / nb.stem).glob("*.yaml")} for nb in notebooks(notebooks_dir)]
     return sorted(set.intersection(*sets)) if sets else []
 
 
@@ -54,7 +67,7 @@ def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = No
     """
     import papermill as pm
 
-    pfile = Path(params) if str(params).endswith(".yaml") else params_file(notebook, params)
+    pfile = params_file(notebook, params)
     values = load_yaml(pfile)
     values["out_dir"] = str((out / notebook.stem).resolve())
     values.update(extra or {})
@@ -136,13 +149,13 @@ class _follow:
 DEFAULT_JOBS = 2
 
 
-def dependencies(nbs: list[Path], params: str) -> dict[str, set[str]]:
+def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, set[str]]:
     """Which notebooks of this run each notebook reads from: a string parameter naming another notebook's
     output folder (``reuse_runs: runs/default/03_masking_vs_finetuning``) makes it wait for that notebook."""
     stems = {nb.stem for nb in nbs}
     deps = {}
     for nb in nbs:
-        values = load_yaml(params_file(nb, params))
+        values = load_yaml(params_file(nb, params, params_dir))
         named = {Path(v.rstrip("/")).name for v in values.values() if isinstance(v, str) and v.strip()}
         deps[nb.stem] = named & (stems - {nb.stem})
     done, left = set(), dict(deps)
@@ -178,16 +191,15 @@ class _Lane:
     """One notebook running in its own process (``python -m tmlib.suite``); its one-line JSON answer
     goes to a temporary file, not a pipe, so a chatty child can never block on a full pipe."""
 
-    def __init__(self, nb: Path, params: str, out: Path, kernel: str, env: dict):
+    def __init__(self, nb: Path, params_path: Path, out: Path, kernel: str, env: dict):
         import tempfile
 
-        print(f"[tmlib suite] {nb.name} with {params}.yaml -> {out / nb.name}", flush=True)
+        print(f"[tmlib suite] {nb.name} with {params_path.name} -> {out / nb.name}", flush=True)
         self.nb = nb
         self.answer = tempfile.TemporaryFile(mode="w+")
         self.follow = _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} ").__enter__()
         # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
-        self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_file(nb, params)),
-                                      str(out), kernel], stdout=self.answer, text=True, cwd=ROOT, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_path), str(out), kernel], stdout=self.answer, text=True, cwd=ROOT, env=env)
 
     def finish(self) -> tuple[int, str]:
         self.follow.__exit__(None, None, None)
@@ -198,23 +210,31 @@ class _Lane:
 
 
 def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
-              jobs: int = DEFAULT_JOBS) -> list[dict]:
+              jobs: int = DEFAULT_JOBS, notebooks_dir: str | Path | None = None,
+              params_dir: str | Path | None = None) -> list[dict]:
     """Run the notebooks of a parameter set, up to ``jobs`` at once, each in its own process, in
     :func:`start_order`, a notebook starting only after the notebooks it reads from (:func:`dependencies`).
     Returns one timing row per notebook, in file order. A failure lets the running notebooks finish, starts
-    no new one, then raises."""
-    out = Path(out or ROOT / "runs" / params)
+    no new one, then raises. ``notebooks_dir`` / ``params_dir``: where the notebooks and their parameter folders
+    are (default: the repository's ``notebooks/`` and ``papermill_params/``), so an installed tmlib can run a
+    suite it is given."""
+    out = Path(out or ROOT / "runs" / Path(params).stem)
+    ndir, pdir = Path(notebooks_dir or NOTEBOOKS), Path(params_dir or PARAMS)
+    for what, d in (("notebooks", ndir), ("params-dir", pdir)):
+        if not d.is_dir():
+            raise ConfigError(f"--{what} {d} is not a folder; give the folder that holds the suite's "
+                              f"{'NN_name.ipynb notebooks' if what == 'notebooks' else 'per-notebook parameter folders'}")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs must be a whole number >= 1 (got {jobs!r}); 1 runs the notebooks one after another")
-    nbs = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
+    nbs = [nb for nb in notebooks(ndir) if not only or any(nb.stem.startswith(o) for o in only)]
     if not nbs:
-        raise ConfigError(f"no notebooks matched {only} in {NOTEBOOKS}; available: "
-                          f"{', '.join(nb.stem for nb in notebooks()) or 'none'}")
-    missing = [str(params_file(nb, params)) for nb in nbs if not params_file(nb, params).is_file()]
+        raise ConfigError(f"no notebooks matched {only} in {ndir}; available: "
+                          f"{', '.join(nb.stem for nb in notebooks(ndir)) or 'none'}")
+    missing = [str(params_file(nb, params, pdir)) for nb in nbs if not params_file(nb, params, pdir).is_file()]
     if missing:
         raise ConfigError(f"parameter set {params!r} is missing for: {', '.join(missing)}; "
-                          f"available sets: {', '.join(parameter_sets()) or 'none'}")
-    deps = dependencies(nbs, params)   # reads (so validates) every file before the first notebook starts
+                          f"available sets: {', '.join(parameter_sets(ndir, pdir)) or 'none'}")
+    deps = dependencies(nbs, params, pdir)   # reads (so validates) every file before the first notebook starts
     order = start_order(nbs, deps, _previous_seconds(out))
     kernel = kernel or _kernel_name()
     env = dict(os.environ)
@@ -228,7 +248,7 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
             if not ready:
                 break
             pending.remove(ready[0])
-            running.append(_Lane(ready[0], params, out, kernel, env))
+            running.append(_Lane(ready[0], params_file(ready[0], params, pdir), out, kernel, env))
         if not running:
             break   # what is left waits for a notebook that failed
         time.sleep(0.2)
