@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
-import warnings
 import os
 import random
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -250,6 +251,97 @@ def _state_for_best(model) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _param_groups(params: list, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices, none on biases and LayerNorm vectors (the usual BERT recipe)."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            if g["params"]]
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What a run has done so far: the step, the running train loss, the evaluation history and the best state
+    (by ``select_metric``); saved in and restored from a resumable checkpoint."""
+
+    select_metric: str | None
+    step: int = 0
+    running: float = 0.0
+    n_running: int = 0
+    best_value: float = -math.inf
+    best_state: dict | None = None
+    result: FitResult = dataclasses.field(default_factory=FitResult)
+
+    def record(self, loss: float) -> None:
+        self.step += 1
+        self.running += loss
+        self.n_running += 1
+
+    def evaluate(self, model, evaluate, epoch: float) -> None:
+        """Evaluate ``model`` (unwrapped), append the row to the history, keep the best state."""
+        row = {"step": self.step, "epoch": round(epoch, 3), "train_loss": self.running / max(1, self.n_running)}
+        self.running, self.n_running = 0.0, 0
+        if evaluate is not None:
+            model.eval()
+            with torch.no_grad():
+                row.update(evaluate(model))
+            model.train()
+        self.result.history.append(row)
+        value = row.get(self.select_metric) if self.select_metric else None
+        if value is not None and value > self.best_value:
+            self.best_value, self.best_state, self.result.best = value, _state_for_best(model), row
+        elif not self.select_metric or value is None:
+            self.result.best = row
+
+    def state(self) -> dict:
+        return {"step": self.step, "history": self.result.history, "running": self.running,
+                "n_running": self.n_running, "best_value": self.best_value, "best_state": self.best_state,
+                "best": self.result.best}
+
+    def restore(self, state: dict) -> None:
+        self.step, self.result.history = state["step"], state["history"]
+        self.running, self.n_running = state.get("running", 0.0), state.get("n_running", 0)
+        self.best_value, self.best_state = state["best_value"], state["best_state"]
+        self.result.best = state["best"]
+
+
+class _Checkpoint:
+    """A resumable checkpoint file (``checkpoint.pt`` in ``checkpoint_dir``): model, optimizer, scheduler, progress,
+    CPU random state and the collator's state, written atomically; read back only when it was written by the same
+    config and parameter count."""
+
+    def __init__(self, checkpoint_dir, cfg: TrainConfig, n_params: int, acc):
+        self.path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+        self.key, self.n_params, self.acc = config_hash(cfg), n_params, acc
+
+    def load(self) -> dict | None:
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a truncated or corrupted checkpoint: start over rather than crash
+            warnings.warn(f"resumable checkpoint {self.path} is unreadable ({type(exc).__name__}); training from the start")
+            return None
+        if state.get("config_hash") != self.key or state.get("n_params") != self.n_params:
+            warnings.warn(f"resumable checkpoint {self.path} was written by another training config; training from "
+                          "the start (delete the folder to silence this)")
+            return None
+        return state
+
+    def save(self, model, optimizer, sched, progress: _Progress, collate_fn) -> None:
+        if self.path is None or not self.acc.is_main_process:
+            return
+        payload = {"config_hash": self.key, "n_params": self.n_params, **progress.state(),
+                   "model": self.acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
+                   "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                   "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None}
+        atomic_save(self.path, lambda tmp: torch.save(payload, tmp))
+
+    def remove(self) -> None:
+        if self.path is not None and self.acc.is_main_process:
+            self.path.unlink(missing_ok=True)  # finished: the caller saves the final artifact
+
+
 def fit(
     model: torch.nn.Module,
     train_data,
@@ -271,6 +363,7 @@ def fit(
     back at the end. Returns the evaluation history. ``lengths`` (one per example, for variable-length
     inputs padded per batch) are used when ``cfg.group_by_length``: :class:`LengthGroupedBatches`.
     ``cfg.kernels`` picks the attention implementation for the run (:func:`kernels_context`).
+    ``checkpoint_dir``: a resumable checkpoint is written there and a run cut off resumes from it.
     """
     import time
 
@@ -279,11 +372,7 @@ def fit(
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter passed has requires_grad=False")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [g for g in ({"params": decay, "weight_decay": cfg.weight_decay},
-                          {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
-    optimizer = make_optimizer(optimizer_cls, groups, cfg.lr)
+    optimizer = make_optimizer(optimizer_cls, _param_groups(params, cfg.weight_decay), cfg.lr)
     if len(train_data) == 0:
         raise ValueError("training data is empty")
     lengths = lengths if cfg.group_by_length else None
@@ -294,73 +383,33 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(cfg.schedule, s, warmup, total))
     model, optimizer, sched = acc.prepare(model, optimizer, sched)
 
-    result = FitResult()
-    best_state, best_value = None, -math.inf
-    step, running, n_running = 0, 0.0, 0
-    ckpt = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    key = config_hash(cfg)
-    state = None
-    if ckpt is not None and ckpt.is_file():
-        try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated or corrupted checkpoint: start over rather than crash
-            warnings.warn(f"resumable checkpoint {ckpt} is unreadable ({type(exc).__name__}); training from the start")
-            state = None
+    progress = _Progress(cfg.select_metric)
+    ckpt = _Checkpoint(checkpoint_dir, cfg, len(params), acc)
+    state = ckpt.load()
     if state is not None:
-        if state.get("config_hash") == key and state.get("n_params") == len(params):
-            acc.unwrap_model(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            step, result.history = state["step"], state["history"]
-            running, n_running = state.get("running", 0.0), state.get("n_running", 0)
-            best_value, best_state = state["best_value"], state["best_state"]
-            result.best = state["best"]
-            torch.set_rng_state(state["rng"])
-            if state.get("collator") is not None:
-                collate_fn.load_state_dict(state["collator"])
-
-    def save_checkpoint() -> None:
-        if ckpt is None or not acc.is_main_process:
-            return
-        payload = {"config_hash": key, "n_params": len(params), "step": step, "history": result.history,
-                   "running": running, "n_running": n_running,
-                   "model": acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": sched.state_dict(), "best_value": best_value, "best_state": best_state,
-                   "best": result.best, "rng": torch.get_rng_state(),
-                   "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None}
-        atomic_save(ckpt, lambda tmp: torch.save(payload, tmp))
-
-    def run_eval(epoch: float) -> None:
-        nonlocal best_state, best_value, running, n_running
-        row = {"step": step, "epoch": round(epoch, 3), "train_loss": running / max(1, n_running)}
-        running, n_running = 0.0, 0
-        if evaluate is not None:
-            model.eval()
-            with torch.no_grad():
-                row.update(evaluate(acc.unwrap_model(model)))
-            model.train()
-        result.history.append(row)
-        value = row.get(cfg.select_metric) if cfg.select_metric else None
-        if value is not None and value > best_value:
-            best_value, best_state, result.best = value, _state_for_best(acc.unwrap_model(model)), row
-        elif not cfg.select_metric or value is None:
-            result.best = row
+        acc.unwrap_model(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        progress.restore(state)
+        torch.set_rng_state(state["rng"])
+        if state.get("collator") is not None:
+            collate_fn.load_state_dict(state["collator"])
 
     start = time.perf_counter()
     eval_every = cfg.eval_every if cfg.eval_every > 0 else per_epoch
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else eval_every
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not cfg.progress or not acc.is_main_process,
+    bar = tqdm(total=total, initial=progress.step, desc=desc, disable=not cfg.progress or not acc.is_main_process,
                dynamic_ncols=True, leave=False)
     model.train()
     with kernels_context(model, cfg.kernels, acc.device):   # the attention cfg.kernels asks for, restored after
-        while step < total:
-            epoch = step // per_epoch
-            skip = step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
+        while progress.step < total:
+            epoch = progress.step // per_epoch
+            skip = progress.step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
             # the loader yields lists of examples; they are collated here, right before the step: accelerate
             # prefetches one batch ahead, and a collator drawing masks there would advance the random state
             # saved in a checkpoint past the step it belongs to (a resumed run would draw other masks)
             loader = acc.prepare(_loader(train_data, cfg.batch_size, _examples, True, cfg.seed * 1000 + epoch, lengths))
-            before = step
+            before = progress.step
             for i, examples in enumerate(loader):
                 if i < skip:
                     continue
@@ -372,31 +421,31 @@ def fit(
                 optimizer.step()
                 sched.step()
                 optimizer.zero_grad(set_to_none=True)
-                step += 1
-                running += out.loss.item()
-                n_running += 1
+                progress.record(out.loss.item())
+                step = progress.step
                 logs = {"loss": out.loss.item(), "lr": sched.get_last_lr()[0]}
                 for hook in on_step:
                     hook(step, acc.unwrap_model(model), logs)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}")
                 if step % eval_every == 0 or step == total:
-                    run_eval(step / per_epoch)
+                    progress.evaluate(acc.unwrap_model(model), evaluate, step / per_epoch)
                 if step % ckpt_every == 0 and step < total:
-                    save_checkpoint()
+                    ckpt.save(model, optimizer, sched, progress, collate_fn)
                 if step >= total:
                     break
-            if step == before:
-                raise RuntimeError(f"an epoch produced no training step (resume at step {step}, {per_epoch} batches/epoch)")
+            if progress.step == before:
+                raise RuntimeError(f"an epoch produced no training step (resume at step {progress.step}, "
+                                   f"{per_epoch} batches/epoch)")
     bar.close()
     # drop accelerate's autocast wrapper from the model's forward: after fit it runs in full precision
     acc.unwrap_model(model, keep_fp32_wrapper=False)
-    if best_state is not None:
-        acc.unwrap_model(model).load_state_dict(best_state)
-    result.steps = step
+    if progress.best_state is not None:
+        acc.unwrap_model(model).load_state_dict(progress.best_state)
+    result = progress.result
+    result.steps = progress.step
     result.seconds = time.perf_counter() - start
-    if ckpt is not None and acc.is_main_process:
-        ckpt.unlink(missing_ok=True)  # finished: the caller saves the final artifact
+    ckpt.remove()
     return result
 
 
