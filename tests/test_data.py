@@ -20,7 +20,7 @@ def test_builtin_task_counts_and_balance(name):
     dd = load_task(name)
     total, classes = EXPECTED[name]
     assert sum(len(dd[s]) for s in data.SPLITS) == total
-    counts = collections.Counter(l for s in data.SPLITS for l in dd[s]["label"])
+    counts = collections.Counter(lab for s in data.SPLITS for lab in dd[s]["label"])
     assert dict(counts) == classes
     # stratified 80/10/10
     assert abs(len(dd["dev"]) - total / 10) <= len(classes)
@@ -69,7 +69,8 @@ def test_split_sentences():
         # "p.m." followed by a lower-case word is no sentence end; a blank line is a paragraph break
         assert s == ['He said "Stop."', "Then he left.", "It was 3 p.m. ok", "New para here now."], splitter
     # "p.m." before an upper-case word: the regex splitter cuts there, spaCy's sentencizer keeps it whole
-    assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1, splitter="regex") == ["It was 3 p.m.", "Then we left."]
+    assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1,
+                                splitter="regex") == ["It was 3 p.m.", "Then we left."]
     assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1) == ["It was 3 p.m. Then we left."]
     assert data.split_sentences(text) == data.split_sentences(text, splitter="spacy")
     with pytest.raises(ValueError, match="splitter must be one of"):
@@ -82,7 +83,8 @@ def test_split_sentences_spacy_sentencizer():
     assert data.split_sentences("Dr. Smith came. He left.", min_words=3) == ["Dr. Smith came."]
     # it splits where the regex splitter does not (lower-case start), as the official code would
     assert data.split_sentences("great film. loved it all.", min_words=1) == ["great film.", "loved it all."]
-    assert data.split_sentences("great film. loved it all.", min_words=1, splitter="regex") == ["great film. loved it all."]
+    assert data.split_sentences("great film. loved it all.", min_words=1,
+                                splitter="regex") == ["great film. loved it all."]
     assert data._sentencizer() is data._sentencizer()  # built once per process
 
 
@@ -244,7 +246,24 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
     monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
     ds = load_corpus(f"hub:{d}", max_sentences=10)
     assert len(ds) == 10 and all(t in {r for x in rows for r in
-                                       ("Review " + x["text"].split()[1] + " was fine.", "The food was great and cheap.",
-                                        "Would go again soon.")} for t in ds["text"])
+                                       ("Review " + x["text"].split()[1] + " was fine.",
+                                        "The food was great and cheap.", "Would go again soon.")} for t in ds["text"])
     with pytest.raises(DataError, match="no 'body' column"):
         load_corpus(f"hub:{d}@body", max_sentences=10)
+
+
+def test_task_recipe_held_out_pool_is_everything_train_and_dev_leave_out():
+    from tmlib.data import DataError, TaskRecipe, load_task
+
+    split = TaskRecipe("bbc", max_train=60, max_dev=40, max_test=40).load()
+    held = TaskRecipe("bbc", max_train=60, max_dev=40, test_pool="heldout").load()
+    full = load_task("bbc")
+    # the same train and dev rows; the pool is every other example, the capped test split among them
+    assert held["train"]["text"] == split["train"]["text"] and held["dev"]["text"] == split["dev"]["text"]
+    assert len(held["test"]) == sum(map(len, full.values())) - 60 - 40
+    used = set(held["train"]["text"]) | set(held["dev"]["text"])
+    assert not used & set(held["test"]["text"]) and set(split["test"]["text"]) <= set(held["test"]["text"])
+    assert len(TaskRecipe("bbc", max_train=60, max_dev=40, max_test=100, test_pool="heldout").load()["test"]) == 100
+    assert "test_pool" not in split and TaskRecipe(test_pool="heldout").key()["test_pool"] == "heldout"
+    with pytest.raises(DataError, match="test_pool must be one of split, heldout"):
+        TaskRecipe(test_pool="all")

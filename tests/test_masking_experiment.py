@@ -17,13 +17,14 @@ from tmlib.solutions import load_solution, solution_key_of, solution_path, task_
 
 
 def train_solution(cfg, task, method, seed):
-    """(model, metrics) of one planned solution, trained or reused, as notebook 03 gets it."""
-    t = Experiment(cfg).solution(plan(cfg).solution(task, method, seed))
-    return t.model, t.metrics
+    """(model, metrics + test metrics) of one planned solution, trained or reused, as notebook 03 gets it."""
+    exp, recipe = Experiment(cfg), plan(cfg).solution(task, method, seed)
+    t, ev = exp.solution(recipe), exp.evaluation(recipe)
+    return t.model, {**t.metrics, "test_accuracy": ev.accuracy, "test_n": ev.n}
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_eval=8,
+    base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_dev=8, max_test=32,
                 seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, lr_grid={}, progress=False)
     return from_flat(MaskingConfig, {**base, **kw})
 
@@ -65,7 +66,7 @@ def test_lr_and_schedule_come_from_the_method_spec(tmp_path):
 
 
 def test_task_data_caps_are_class_balanced(tmp_path):
-    cfg = _cfg(tmp_path, tasks=["bbc"], max_train=[50], max_eval=25)
+    cfg = _cfg(tmp_path, tasks=["bbc"], max_train=[50], max_dev=25, max_test=25)
     d = plan(cfg).data["bbc"].load()
     assert len(d["train"]) == 50 and len(d["dev"]) == 25 and len(d["test"]) == 25
     counts = np.bincount(d["train"]["label"])
@@ -82,7 +83,7 @@ def test_solution_contract_roundtrip_and_corruption(tmp_path):
     d = solution_path(tmp_path, "mr", "mask", 0)
     assert {"model", "metrics.json", "mask.safetensors", "manifest.json"} <= {p.name for p in d.iterdir()}
     saved = json.loads((d / "metrics.json").read_text())
-    assert saved["method"] == "mask" and 0 <= saved["test_accuracy"] <= 1 and saved["task_bytes"] < saved["fp32_copy_bytes"] / 32
+    assert saved["method"] == "mask" and "test_accuracy" not in saved and saved["task_bytes"] < saved["fp32_copy_bytes"] / 32
     loaded = load_solution(tmp_path, "mr", "mask", 0)
     x = torch.randint(1000, 2000, (2, 6))
     with torch.no_grad():
@@ -215,3 +216,26 @@ def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
     assert list(sel.table.chosen) == [False, False, True]
     with pytest.raises(ConfigError, match="lr_grid_extend"):
         _cfg(tmp_path, lr_grid_extend=-1)
+
+
+def test_test_evaluation_is_its_own_stage_on_the_held_out_pool(tmp_path, monkeypatch):
+    """Every solution is tested on the examples train and dev leave out (test_pool "heldout"), in a stage of its
+    own: predictions in test order give the reported accuracy, and a new test cap re-evaluates without
+    retraining."""
+    cfg = _cfg(tmp_path, methods=["finetune", "mask"], seeds=[0, 1], max_test=0)
+    run = Experiment(cfg).run()
+    data = plan(cfg).data["mr"].load()
+    labels = np.asarray(data["test"]["label"])
+    from tmlib.data import load_task
+
+    assert len(labels) == sum(map(len, load_task("mr").values())) - 16 - 8   # everything but train and dev
+    for (task, method, seed), pred in run.predictions.items():
+        row = run.results.set_index(["method", "seed"]).loc[(method, seed)]
+        assert len(pred) == row.test_n == len(labels) and row.test_accuracy == pytest.approx((pred == labels).mean())
+    gaps = summarize(run.results, run.predictions)
+    mask = gaps[gaps.method == "mask"].iloc[0]
+    dis = np.mean([(run.predictions["mr", "mask", s] != run.predictions["mr", "finetune", s]).mean() for s in (0, 1)])
+    assert mask.sampling_sd_pts == pytest.approx(100 * np.sqrt(dis / len(labels)))
+    monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained for a new test cap"))
+    again = Experiment(_cfg(tmp_path, methods=["finetune", "mask"], seeds=[0, 1], max_test=100)).run()
+    assert (again.results.test_n == 100).all() and again.results.dev_accuracy.tolist() == run.results.dev_accuracy.tolist()

@@ -82,3 +82,27 @@ def test_compare_arms_pairs_runs_by_group_and_seed():
         compare_arms({"a": a})
     with pytest.raises(ValueError, match="no column"):
         compare_arms({"a": a, "b": b.drop(columns=["seed"])})
+
+
+def test_power_columns_detectable_gap_and_test_sampling_term():
+    """detectable_gap is the 80%-power shift of a paired t test; with predictions the gap table reports how much
+    of a seed's gap the test set's sampling explains: sqrt(disagreement / n)."""
+    from tmlib.stats import detectable_gap, paired_gap_table
+
+    res = pd.DataFrame([{"task": "t", "method": m, "seed": s, "acc": v}
+                        for s, (a, b) in enumerate([(0.80, 0.78), (0.75, 0.76), (0.79, 0.75)])
+                        for m, v in (("a", a), ("b", b))])
+    rng = np.random.default_rng(0)
+    preds = {}
+    for s in range(3):
+        base = rng.integers(0, 2, 400)
+        flip = base.copy()
+        flip[:40] = 1 - flip[:40]              # the two models disagree on exactly 10% of 400 examples
+        preds["t", "a", s], preds["t", "b", s] = base, flip
+    g = paired_gap_table(res, by=["task"], method_col="method", value_col="acc", pairs=[("a", "b")], scale=100,
+                         predictions=preds).iloc[0]
+    assert g.test_n == 400 and g.disagreement == pytest.approx(0.1)
+    assert g.sampling_sd == pytest.approx(100 * np.sqrt(0.1 / 400))
+    assert g.detectable_gap == pytest.approx(detectable_gap(g.gap_std, 3)) and g.detectable_gap > g.ci95
+    assert "sampling_sd" not in paired_gap_table(res, by=["task"], method_col="method", value_col="acc",
+                                                 pairs=[("a", "b")]).columns

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
 from .assets import asset_path
 
@@ -371,12 +371,20 @@ def _head(ds: Dataset, n: int, seed: int) -> Dataset:
     return ds.select(sorted(np.argsort(rank, kind="stable")[:n].tolist()))
 
 
+TEST_POOLS = ("split", "heldout")
+
+
 @dataclass(frozen=True)
 class TaskRecipe:
     """Which labelled data a model is trained and evaluated on: the arguments of :func:`load_task`, then per-split
-    caps (:func:`cap_splits`). ``max_examples`` caps every split inside :func:`load_task`; ``max_train``,
-    ``max_dev``, ``max_test`` cap one split each afterwards (0: no cap). ``pair_column`` / ``aspect_column``:
-    a file's or hub dataset's second input column."""
+    caps (0: no cap), class-balanced. ``max_examples`` caps every split; ``max_train``, ``max_dev``, ``max_test``
+    one split each (they win over ``max_examples``). ``pair_column`` / ``aspect_column``: a file's or hub
+    dataset's second input column.
+
+    ``test_pool``: ``"split"`` tests on the (capped) test split; ``"heldout"`` on every example the capped
+    train and dev splits leave out, plus the whole test split (then ``max_test``), so a model trained on a few
+    hundred examples is tested on everything else the task has. Rows whose text is in the kept train or dev
+    rows never enter the pool (aspect tasks repeat a text once per aspect; duplicates)."""
 
     name: str = "mr"
     max_examples: int = 0
@@ -386,6 +394,15 @@ class TaskRecipe:
     max_train: int = 0
     max_dev: int = 0
     max_test: int = 0
+    test_pool: str = "split"
+
+    def __post_init__(self):
+        if self.test_pool not in TEST_POOLS:
+            raise DataError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
+        for k in ("max_examples", "max_train", "max_dev", "max_test"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise DataError(f"{k} must be a whole number >= 0 (0: no cap), got {v!r}")
 
     def key(self) -> dict:
         """The fields that identify the data; optional fields enter only when set, so a field added here does
@@ -397,13 +414,34 @@ class TaskRecipe:
         for k in ("max_train", "max_dev", "max_test"):
             if getattr(self, k):
                 key[k] = getattr(self, k)
+        if self.test_pool != "split":
+            key["test_pool"] = self.test_pool
         return key
 
+    def cap(self, split: str) -> int:
+        return getattr(self, f"max_{split}") or self.max_examples
+
     def load(self) -> DatasetDict:
-        dd = load_task(self.name, seed=self.seed, max_examples=self.max_examples or None,
-                       pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
-        caps = {"train": self.max_train, "dev": self.max_dev, "test": self.max_test}
-        return cap_splits(dd, caps, seed=self.seed) if any(caps.values()) else dd
+        if self.test_pool == "split":
+            dd = load_task(self.name, seed=self.seed, max_examples=self.max_examples or None,
+                           pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
+            caps = {"train": self.max_train, "dev": self.max_dev, "test": self.max_test}
+            return cap_splits(dd, caps, seed=self.seed) if any(caps.values()) else dd
+        full = load_task(self.name, seed=self.seed, pair_column=self.pair_column or None,
+                         aspect_column=self.aspect_column or None)
+        kept, rest = {}, []
+        for split in ("train", "dev"):
+            ds = full[split].add_column("__row", list(range(len(full[split]))))
+            kept[split] = _head(ds, self.cap(split), self.seed) if self.cap(split) else ds
+            left = sorted(set(range(len(ds))) - set(kept[split]["__row"]))
+            rest.append(full[split].select(left))
+            kept[split] = kept[split].remove_columns("__row")
+        seen = set(kept["train"]["text"]) | set(kept["dev"]["text"])
+        pool = concatenate_datasets([full["test"], *rest])
+        pool = pool.filter(lambda t: t not in seen, input_columns="text", desc="held-out pool")
+        if self.max_test:
+            pool = _head(pool, self.max_test, self.seed)
+        return validate_task(DatasetDict(train=kept["train"], dev=kept["dev"], test=pool), self.name)
 
 
 def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0) -> Dataset:

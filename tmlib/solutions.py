@@ -100,15 +100,14 @@ class SolutionRecipe:
 
     def key(self) -> dict:
         """What the artifact depends on. Options left at the value every earlier run had (no ``eval_every``,
-        fp32, the model's own forward) stay out of the key, so those artifacts keep their keys. Dev and test
-        caps enter as one ``max_eval`` when they are equal."""
+        fp32, the model's own forward) stay out of the key, so those artifacts keep their keys. The test data
+        is not in the key: a solution trains on the train split and picks its epoch on dev; its test evaluation
+        is a stage of its own (:func:`evaluation_stage`)."""
         d = self.data
-        caps = ({"max_train": d.max_train, "max_eval": d.max_dev} if d.max_dev == d.max_test else
-                {"max_train": d.max_train, "max_dev": d.max_dev, "max_test": d.max_test})
         key = {"task": self.task, "model": self.backbone, "method": self.method, "seed": self.seed,
-               "max_length": self.max_length, **caps, "epochs": self.epochs, "batch_size": self.batch_size,
-               "lr": self.learning_rate, "schedule": self.spec.schedule(self.schedule).to_dict(),
-               "data_seed": d.seed}
+               "max_length": self.max_length, "max_train": d.cap("train"), "max_dev": d.cap("dev"),
+               "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.learning_rate,
+               "schedule": self.spec.schedule(self.schedule).to_dict(), "data_seed": d.seed}
         if self.eval_every:
             key["eval_every"] = self.eval_every
         if self.mixed_precision != "no":
@@ -169,7 +168,10 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
     from .models import load_classifier
     from .training import TrainConfig, train_classifier
 
+    from datasets import DatasetDict
+
     r = recipe
+    data = DatasetDict(train=data["train"], dev=data["dev"])   # the test data is evaluation_stage's
     model = load_classifier(r.backbone, label_names(data), seed=r.seed)
     fp32_bytes = fp32_model_bytes(model)
     prep = prepare_method(r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate,
@@ -182,8 +184,7 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
                            optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{r.task} {r.method} s{r.seed}")
     out = prep.export(backbone=r.backbone, fp32_bytes=fp32_bytes)
     metrics = {"task": r.task, "method": r.method, "seed": r.seed, "lr": r.learning_rate,
-               "dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
-               "dev_loss": res.dev["loss"], "test_loss": res.test["loss"], "best_epoch": res.fit.best.get("epoch"),
+               "dev_accuracy": res.dev["accuracy"], "dev_loss": res.dev["loss"], "best_epoch": res.fit.best.get("epoch"),
                "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 2), "n_trainable": prep.n_trainable,
                "task_bytes": out.task_bytes, "fp32_copy_bytes": fp32_bytes, "history": res.fit.history}
     flips = next((h.frame() for h in hooks if hasattr(h, "frame")), None)
@@ -236,6 +237,17 @@ class Inputs:
     def __init__(self, data_recipe: TaskRecipe, backbone: str, data=None, tokenizer=None):
         self.recipe, self.backbone = data_recipe, backbone
         self._data, self._tokenizer = data, tokenizer
+        self._batches: dict = {}
+
+    def test_batches(self, max_length: int, batch_size: int = 64):
+        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.training.EvalBatches`),
+        shared by every solution evaluated on it."""
+        from .training import EvalBatches, encode
+
+        if (max_length, batch_size) not in self._batches:
+            enc = encode(self.data["test"], self.tokenizer, max_length)
+            self._batches[max_length, batch_size] = EvalBatches(enc, self.tokenizer, batch_size=batch_size)
+        return self._batches[max_length, batch_size]
 
     @property
     def data(self):
@@ -270,6 +282,51 @@ def solution_stage(recipe: SolutionRecipe, inputs: Inputs | None = None, selecti
 
     return Stage(recipe.name, recipe.key(), build=build, save=save_, load=lambda d: load(d, recipe.method),
                  seed=recipe.seed, deps={"selection": selection} if selection is not None else {})
+
+
+@dataclass
+class Evaluation:
+    """A solution's test evaluation: accuracy, loss, the number of examples and each example's predicted class
+    (in the order of the test data)."""
+
+    accuracy: float
+    loss: float
+    n: int
+    predictions: "np.ndarray"
+
+
+def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | None = None,
+                     batch_size: int = 64) -> Stage:
+    """The test evaluation of ``solution`` (the stage of ``recipe``) on ``recipe.data``'s test data (its whole
+    held-out pool under ``test_pool="heldout"``), with the forward ``recipe.kernels`` names, in fp32. Its own
+    stage: changing the test data re-evaluates and never retrains. Artifact ``evaluations/<task>/<method>-s<seed>``:
+    ``metrics.json`` and ``predictions.npy``."""
+    import numpy as np
+
+    inputs = inputs or Inputs(recipe.data, recipe.backbone)
+    d = recipe.data
+    key = {"test": {**d.key(), "max_test": d.cap("test")}, "max_length": recipe.max_length, "kernels": recipe.kernels}
+
+    def build(ctx, solution):
+        from .training import evaluate_classifier, kernels_context
+
+        model = solution.model
+        with kernels_context(model, recipe.kernels, next(model.parameters()).device):   # as dev was evaluated
+            m = evaluate_classifier(model, inputs.test_batches(recipe.max_length, batch_size),
+                                    kernels=recipe.kernels, predictions=True)
+        return Evaluation(m["accuracy"], m["loss"], len(m["predictions"]), m["predictions"])
+
+    def save_(ev, folder):
+        np.save(folder / "predictions.npy", ev.predictions.astype(np.int16))
+        (folder / "metrics.json").write_text(json.dumps({"test_accuracy": ev.accuracy, "test_loss": ev.loss,
+                                                         "test_n": ev.n}, indent=2))
+
+    def load_(folder):
+        m = json.loads((folder / "metrics.json").read_text())
+        return Evaluation(m["test_accuracy"], m["test_loss"], m["test_n"], np.load(folder / "predictions.npy"))
+
+    name = f"evaluations/{task_dirname(recipe.task)}/{recipe.method}-s{recipe.seed}"
+    return Stage(name, key, build=build, save=save_, load=load_, seed=recipe.seed, deps={"solution": solution})
 
 
 # ------------------------------------------------------------------------------------- lr selection

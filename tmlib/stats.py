@@ -14,7 +14,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-GAP_COLUMNS = ["comparison", "a", "b", "n_seeds", "gap_mean", "gap_std", "wins", "losses", "t", "p", "ci95", "verdict"]
+GAP_COLUMNS = ["comparison", "a", "b", "n_seeds", "gap_mean", "gap_std", "wins", "losses", "t", "p", "ci95",
+               "detectable_gap", "verdict"]
+POWER_COLUMNS = ["test_n", "disagreement", "sampling_sd"]   # with per-example predictions (paired_gap_table)
 SHORT_NAMES = {"finetune": "fine-tune"}   # how a method is written in a gap sentence (else its name)
 
 
@@ -28,18 +30,44 @@ def ci_half_width(sd: float, n: int, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
 
 
+def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean gap that a two-sided paired t test on ``n`` seeds with per-seed gap std ``sd``
+    detects at level ``alpha`` with probability ``power`` (normal-shift approximation:
+    (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), df = n - 1). ``power=0.5`` gives the 95% CI half-width."""
+    from scipy import stats
+
+    if n < 2 or not np.isfinite(sd):
+        return float("nan")
+    df = n - 1
+    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
+
+
+def disagreement(pred_a, pred_b) -> float:
+    """Share of test examples on which two models predict different classes."""
+    a, b = np.asarray(pred_a), np.asarray(pred_b)
+    if a.shape != b.shape:
+        raise ValueError(f"predictions of different test sets: {a.shape} vs {b.shape}")
+    return float((a != b).mean()) if a.size else float("nan")
+
+
 def paired_gap_table(frame: pd.DataFrame, by: Sequence[str] | str | None, method_col: str, value_col: str,
                      pairs: Sequence[tuple[str, str]], seed_col: str = "seed", scale: float = 1.0,
-                     alpha: float = 0.05) -> pd.DataFrame:
+                     alpha: float = 0.05, predictions: Mapping | None = None) -> pd.DataFrame:
     """Per group of ``by`` and per pair ``(a, b)`` of methods: the gap ``a - b`` of ``value_col``, paired by
     ``seed_col`` (seeds present for both only), times ``scale`` (100: accuracy in points).
 
     Columns: the ``by`` columns, ``comparison`` ("a - b"), ``a``, ``b``, ``n_seeds``, ``gap_mean``,
     ``gap_std`` (over seeds), ``wins`` / ``losses`` (seeds where a is above / below b), the paired t
     statistic ``t`` and its two-sided ``p``, ``ci95`` (half-width of the 95% CI of the mean gap) and
+    ``detectable_gap`` (the smallest true gap these seeds detect with 80% power, :func:`detectable_gap`) and
     ``verdict`` ("separated" when p < alpha, else "within noise"). With one seed, or a gap identical
     on every seed (std 0), t, p and ci95 are NaN (nothing to test). Pairs whose methods are absent
     from a group are skipped. Several rows for one (group, method, seed) are averaged.
+
+    ``predictions``: ``(*group values, method, seed) -> predicted classes`` on the group's test set. Then
+    ``test_n``, ``disagreement`` (mean over seeds of the share of examples the two models answer differently)
+    and ``sampling_sd`` = ``scale * sqrt(disagreement / test_n)``: the part of a seed's gap that comes from
+    sampling the test set (compare with ``gap_std``).
     """
     from scipy import stats
 
@@ -64,11 +92,22 @@ def paired_gap_table(frame: pd.DataFrame, by: Sequence[str] | str | None, method
                 p = float(2 * stats.t.sf(abs(t), n - 1))
             else:
                 t, p = float("nan"), float("nan")
-            rows.append({**dict(zip(by, key)), "comparison": f"{a} - {b}", "a": a, "b": b, "n_seeds": n,
-                         "gap_mean": mean, "gap_std": sd, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()),
-                         "t": float(t), "p": p, "ci95": ci_half_width(sd, n) if n > 1 and sd > 0 else float("nan"),
-                         "verdict": "separated" if p < alpha else "within noise"})
-    return pd.DataFrame(rows, columns=[*by, *GAP_COLUMNS])
+            row = {**dict(zip(by, key)), "comparison": f"{a} - {b}", "a": a, "b": b, "n_seeds": n,
+                   "gap_mean": mean, "gap_std": sd, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()),
+                   "t": float(t), "p": p, "ci95": ci_half_width(sd, n) if n > 1 and sd > 0 else float("nan"),
+                   "detectable_gap": detectable_gap(sd, n) if sd > 0 else float("nan"),
+                   "verdict": "separated" if p < alpha else "within noise"}
+            if predictions is not None:
+                pairs_ = [(predictions.get((*key, a, s)), predictions.get((*key, b, s))) for s in d.index]
+                pairs_ = [(x, y) for x, y in pairs_ if x is not None and y is not None]
+                dis = [disagreement(x, y) for x, y in pairs_]
+                n_test = len(pairs_[0][0]) if pairs_ else 0
+                row["test_n"] = n_test
+                row["disagreement"] = float(np.mean(dis)) if dis else float("nan")
+                row["sampling_sd"] = scale * float(np.sqrt(row["disagreement"] / n_test)) if n_test else float("nan")
+            rows.append(row)
+    cols = [*by, *GAP_COLUMNS, *(POWER_COLUMNS if predictions is not None else [])]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def gap_sentence(row: Mapping | pd.Series, names: Mapping[str, str] | None = None, unit: str = "points") -> str:
@@ -80,7 +119,8 @@ def gap_sentence(row: Mapping | pd.Series, names: Mapping[str, str] | None = Non
     ci = row["ci95"]
     ci_txt = f" ± {ci:.1f}" if np.isfinite(ci) else (" ± 0.0" if n > 1 else "")
     p = row["p"]
-    p_txt = "p = n/a" if not np.isfinite(p) else ("p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}")
+    p_txt = ("p = n/a" if not np.isfinite(p)
+             else ("p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}"))
     return f"{a} \u2212 {b} = {row['gap_mean']:+.1f}{ci_txt} {unit} ({p_txt}, {n} seed{'s' if n != 1 else ''})"
 
 
@@ -104,6 +144,7 @@ def compare_arms(arms: Mapping[str, pd.DataFrame], by: Sequence[str] = ("task", 
     table["sentence"] = [gap_sentence(r) for _, r in table.iterrows()]
     if "lr" in a.columns and "lr" in b.columns and not table.empty:
         for name, df in ((na, a), (nb, b)):
-            lrs = df.groupby(by)["lr"].agg(lambda s: "/".join(f"{v:g}" for v in sorted(set(s.dropna())))).rename(f"lr_{name}")
+            lrs = (df.groupby(by)["lr"].agg(lambda s: "/".join(f"{v:g}" for v in sorted(set(s.dropna()))))
+                   .rename(f"lr_{name}"))
             table = table.merge(lrs.reset_index(), on=by, how="left")
     return table

@@ -529,6 +529,7 @@ class EvalBatches:
         rows = [encoded[int(i)] for i in order]
         self.batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
         self.n = len(rows)
+        self.order = order   # batch row k is example order[k] of ``encoded``
 
     def __len__(self) -> int:
         return self.n
@@ -536,11 +537,13 @@ class EvalBatches:
 
 @torch.no_grad()
 def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None,
-                        mixed_precision: str = "no", kernels: str = TrainConfig.kernels) -> dict:
+                        mixed_precision: str = "no", kernels: str = TrainConfig.kernels,
+                        predictions: bool = False) -> dict:
     """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
     passes under bf16 autocast ("fp16": CUDA only); ``kernels="fast"`` computes a single-label BERT
     classifier's last layer for ``[CLS]`` only (:class:`~tmlib.cls_forward.ClsOnlyClassifier`; the same
-    numbers up to float rounding), ``"hf"`` calls the model itself."""
+    numbers up to float rounding), ``"hf"`` calls the model itself. ``predictions``: also return the
+    predicted class of every example, in the order of the encoded dataset (``"predictions"``)."""
     from .cls_forward import ClsOnlyClassifier
 
     model = ClsOnlyClassifier.for_kernels(model, check_kernels(kernels))
@@ -548,22 +551,30 @@ def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str 
     model.eval()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ctx = autocast(mixed_precision, device)
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, preds = 0.0, 0, []
     for batch in batches.batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         with ctx:
             out = model(**batch)
         n = batch["labels"].numel()
         loss_sum += out.loss.float().item() * n
-        correct += (out.logits.argmax(-1) == batch["labels"]).sum().item()
+        pred = out.logits.argmax(-1)
+        correct += (pred == batch["labels"]).sum().item()
+        if predictions:
+            preds.append(pred.cpu())
     model.train(was_training)
-    return {"loss": loss_sum / len(batches), "accuracy": correct / len(batches)}
+    metrics = {"loss": loss_sum / len(batches), "accuracy": correct / len(batches)}
+    if predictions:
+        flat = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+        metrics["predictions"] = np.empty_like(flat)
+        metrics["predictions"][batches.order] = flat
+    return metrics
 
 
 @dataclass
 class ClassifierResult:
     dev: dict
-    test: dict
+    test: dict | None
     fit: FitResult
 
 
@@ -572,15 +583,16 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
     ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
 
-    Selects the best state by dev accuracy, then reports dev and test metrics of that state. Under
+    Selects the best state by dev accuracy, then reports dev and test metrics of that state (``test`` is None
+    when ``data`` has no test split: the caller evaluates elsewhere). Under
     ``cfg.kernels="fast"`` a single-label BERT classifier trains and evaluates through
     :class:`~tmlib.cls_forward.ClsOnlyClassifier` (the same parameters; ``on_step`` hooks still get ``model``).
     """
     from .cls_forward import ClsOnlyClassifier
 
     check_labels(model, data)
-    enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test")}
-    dev, test = EvalBatches(enc["dev"], tokenizer), EvalBatches(enc["test"], tokenizer)
+    enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test") if s in data}
+    dev = EvalBatches(enc["dev"], tokenizer)
     net = ClsOnlyClassifier.for_kernels(model, cfg.kernels)
     hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
     res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
@@ -590,9 +602,11 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
     # its dev metrics are that row's, no second pass over dev
     best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
+    if "test" not in enc:
+        return ClassifierResult(dev=best, test=None, fit=res)
     # the test split with the attention the dev evaluations had inside fit
     with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
-        test_metrics = evaluate_classifier(net, test, kernels=cfg.kernels)
+        test_metrics = evaluate_classifier(net, EvalBatches(enc["test"], tokenizer), kernels=cfg.kernels)
     return ClassifierResult(dev=best, test=test_metrics, fit=res)
 
 

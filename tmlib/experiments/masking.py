@@ -29,11 +29,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
-from ..data import TaskRecipe
+from ..data import TEST_POOLS, TaskRecipe
 from ..masking.config import MaskConfig
 from ..runs import RunStore
-from ..solutions import (SELECTION_COLUMNS, GridRecipe, Inputs, Selection, SolutionRecipe, Trained,
-                         chosen_stage, selection_stage)
+from ..solutions import (SELECTION_COLUMNS, Evaluation, GridRecipe, Inputs, Selection, SolutionRecipe, Trained,
+                         chosen_stage, evaluation_stage, selection_stage)
 
 
 @dataclass
@@ -47,7 +47,9 @@ class MaskingConfig:
     tasks: list[str] = field(default_factory=lambda: ["mr", "bbc"])  # tmlib.data.load_task names
     max_lengths: list[int] = field(default_factory=lambda: [64, 64])  # max tokens, one per task
     max_train: list[int] = field(default_factory=lambda: [200, 120])  # train-set cap per task (0 = all), class-balanced
-    max_eval: int = 200                   # cap on dev and test examples (0 = all), class-balanced
+    max_dev: int = 200                    # dev examples (epoch and lr selection), class-balanced (0 = all)
+    test_pool: str = "heldout"            # "heldout": test on every example train and dev leave out | "split": the test split
+    max_test: int = 0                     # cap on the test examples (0 = all of test_pool), class-balanced
     methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask", "lora"])  # tmlib.methods names
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
     epochs: float = 4.0                   # the same budget for every method
@@ -111,6 +113,11 @@ class MaskingConfig:
             raise ConfigError(f"lr_grid_extend must be an integer >= 0 (0: never extend the grid), got {self.lr_grid_extend!r}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
+        if self.test_pool not in TEST_POOLS:
+            raise ConfigError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
+        for name in ("max_dev", "max_test"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0 (0: no cap), got {getattr(self, name)!r}")
         if any(m < 8 for m in self.max_lengths) or self.epochs <= 0 or self.batch_size < 1:
             raise ConfigError("max_lengths must be >= 8, epochs > 0, batch_size >= 1")
 
@@ -141,8 +148,8 @@ def plan(cfg: MaskingConfig) -> MaskingPlan:
     """Config -> recipes; the only code that reads the experiment config for per-run settings."""
     data, grids, solutions = {}, {}, []
     for task, max_length, max_train in zip(cfg.tasks, cfg.max_lengths, cfg.max_train):
-        data[task] = TaskRecipe(task, seed=cfg.data_seed, max_train=max_train, max_dev=cfg.max_eval,
-                                max_test=cfg.max_eval)
+        data[task] = TaskRecipe(task, seed=cfg.data_seed, max_train=max_train, max_dev=cfg.max_dev,
+                                max_test=cfg.max_test, test_pool=cfg.test_pool)
         for method in cfg.methods:
             base = SolutionRecipe(data[task], cfg.model, method, seed=cfg.seeds[0], max_length=max_length,
                                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),
@@ -157,21 +164,24 @@ def plan(cfg: MaskingConfig) -> MaskingPlan:
 
 # ------------------------------------------------------------------------------------- the experiment
 
-RESULT_COLUMNS = ["task", "method", "seed", "lr", "dev_accuracy", "test_accuracy", "dev_loss", "test_loss", "best_epoch",
-                  "steps", "train_seconds", "n_trainable", "task_bytes", "fp32_copy_bytes"]
+RESULT_COLUMNS = ["task", "method", "seed", "lr", "dev_accuracy", "test_accuracy", "dev_loss", "test_loss", "test_n",
+                  "best_epoch", "steps", "train_seconds", "n_trainable", "task_bytes", "fp32_copy_bytes"]
 CURVE_COLUMNS = ["task", "method", "seed", "lr", "step", "epoch", "dev_accuracy", "dev_loss", "train_loss"]
 MASK = "mask"   # the method whose learned masks are analysed (sparsity, multi-task serving)
+SERVE_CHECK_EXAMPLES = 512   # test examples per task on which the multi-task model is checked against each solution
 
 
 @dataclass
 class MaskingResults:
     """What :meth:`Experiment.run` returns (and writes as CSV): one row per run, the lr grids, every dev
-    evaluation of every run, and the mask flips during training (None without the mask method)."""
+    evaluation of every run, the mask flips during training (None without the mask method), and every
+    solution's test predictions ``(task, method, seed) -> classes`` (for the paired gaps' sampling term)."""
 
     results: pd.DataFrame
     lr_selection: pd.DataFrame
     dev_curves: pd.DataFrame
     flips: pd.DataFrame | None
+    predictions: dict = field(default_factory=dict)
 
 
 class Experiment:
@@ -201,9 +211,16 @@ class Experiment:
         grid = self.grid(task, method)
         return None if grid is None else self.store.get(selection_stage(grid, self.inputs(task)))
 
+    def solution_stage(self, recipe: SolutionRecipe):
+        return chosen_stage(recipe, self.grid(recipe.task, recipe.method), self.store, self.inputs(recipe.task))
+
     def solution(self, recipe: SolutionRecipe) -> Trained:
         """The trained (or cached) solution of ``recipe``, at the lr its grid chose when it has one."""
-        stage = chosen_stage(recipe, self.grid(recipe.task, recipe.method), self.store, self.inputs(recipe.task))
+        return self.store.get(self.solution_stage(recipe))
+
+    def evaluation(self, recipe: SolutionRecipe) -> Evaluation:
+        """``recipe``'s solution evaluated on the task's test data (the held-out pool by default)."""
+        stage = evaluation_stage(recipe, self.solution_stage(recipe), self.inputs(recipe.task))
         return self.store.get(stage)
 
     def run(self) -> MaskingResults:
@@ -213,13 +230,15 @@ class Experiment:
 
         set_threads(self.cfg.threads)
         grids = [self.selection(task, method).table for task, method in self.plan.grids]
-        trained = []
+        trained, metrics, predictions = [], [], {}
         for recipe in tqdm(self.plan.solutions, desc="runs", disable=not self.cfg.progress):
-            trained.append((recipe, self.solution(recipe)))
-        out = MaskingResults(results_table(t.metrics for _, t in trained),
+            t, ev = self.solution(recipe), self.evaluation(recipe)
+            trained.append((recipe, t))
+            metrics.append({**t.metrics, "test_accuracy": ev.accuracy, "test_loss": ev.loss, "test_n": ev.n})
+            predictions[recipe.task, recipe.method, recipe.seed] = ev.predictions
+        out = MaskingResults(results_table(metrics),
                              pd.concat(grids, ignore_index=True) if grids else pd.DataFrame(columns=SELECTION_COLUMNS),
-                             curves_table(t.metrics for _, t in trained),
-                             flips_table((r, t.flips) for r, t in trained))
+                             curves_table(metrics), flips_table((r, t.flips) for r, t in trained), predictions)
         self.store.write_csv("results.csv", out.results)
         self.store.write_csv("lr_selection.csv", out.lr_selection)
         self.store.write_csv("dev_curves.csv", out.dev_curves)
@@ -249,7 +268,8 @@ class Experiment:
             mt.add_task(task, t.packed)
         rows = []
         for task, (r, t) in sols.items():
-            texts = list(self.inputs(task).data["test"]["text"])
+            test = self.inputs(task).data["test"]
+            texts = list(test.select(range(min(SERVE_CHECK_EXAMPLES, len(test))))["text"])
             got = mt.logits(task, texts, max_length=r.max_length)
             with torch.no_grad():
                 ref = torch.cat([t.model(**tok(texts[j:j + 64], padding=True, truncation=True, max_length=r.max_length,
@@ -331,20 +351,22 @@ def curve_flatness(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_gaps(results: pd.DataFrame, baseline: str = "finetune") -> pd.DataFrame:
+def paired_gaps(results: pd.DataFrame, baseline: str = "finetune", predictions: dict | None = None) -> pd.DataFrame:
     """Per task, each method's test-accuracy gap to ``baseline`` in points, paired by seed
-    (:func:`tmlib.stats.paired_gap_table`: mean, std, wins, paired t, p, 95% CI half-width) plus the
-    plain sentence ``sentence`` ("mask − fine-tune = x ± ci points (p = ..., n seeds)")."""
+    (:func:`tmlib.stats.paired_gap_table`: mean, std, wins, paired t, p, 95% CI half-width, the smallest gap
+    detected with 80% power; with ``predictions`` (:attr:`MaskingResults.predictions`) also the test-sampling
+    term ``sampling_sd``) plus the plain sentence ``sentence`` ("mask − fine-tune = x ± ci points (p = ...,
+    n seeds)")."""
     from ..stats import gap_sentence, paired_gap_table
 
     methods = [m for m in dict.fromkeys(results["method"]) if m != baseline]
     gaps = paired_gap_table(results, by=["task"], method_col="method", value_col="test_accuracy",
-                            pairs=[(m, baseline) for m in methods], scale=100)
+                            pairs=[(m, baseline) for m in methods], scale=100, predictions=predictions)
     gaps["sentence"] = [gap_sentence(r) for _, r in gaps.iterrows()]
     return gaps
 
 
-def summarize(results: pd.DataFrame) -> pd.DataFrame:
+def summarize(results: pd.DataFrame, predictions: dict | None = None) -> pd.DataFrame:
     """Mean and std over seeds per task and method (accuracy in %), the lr trained with, the test gap to
     fine-tuning in points, and that gap paired by seed (:func:`paired_gaps`: ``paired_gap_pts``,
     ``paired_gap_ci95_pts``, ``paired_gap_p``, ``wins_vs_finetune`` and the sentence ``vs_finetune``)."""
@@ -352,16 +374,18 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     s = g.agg(n_seeds=("seed", "count"), dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"),
               test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
               train_seconds=("train_seconds", "mean"), n_trainable=("n_trainable", "first"),
-              task_bytes=("task_bytes", "first")).reset_index()
+              task_bytes=("task_bytes", "first"), test_n=("test_n", "first")).reset_index()
     s.insert(2, "lr", g["lr"].first().values if "lr" in results else np.nan)
     s[["dev_std", "test_std"]] = s[["dev_std", "test_std"]].fillna(0.0)
     ft = s[s["method"] == "finetune"].set_index("task")["test_mean"]
     s["test_gap_to_finetune_pts"] = [100 * (r.test_mean - ft[r.task]) if r.task in ft else np.nan for r in s.itertuples()]
     for c in ("dev_mean", "dev_std", "test_mean", "test_std"):
         s[c] = 100 * s[c]  # accuracy in %
-    gaps = paired_gaps(results) if "finetune" in set(results["method"]) else pd.DataFrame()
+    gaps = paired_gaps(results, predictions=predictions) if "finetune" in set(results["method"]) else pd.DataFrame()
     cols = {"gap_mean": "paired_gap_pts", "ci95": "paired_gap_ci95_pts", "p": "paired_gap_p", "wins": "wins_vs_finetune",
-            "sentence": "vs_finetune"}
+            "gap_std": "paired_gap_sd_pts", "detectable_gap": "detectable_gap_pts", "sentence": "vs_finetune"}
+    if predictions is not None:
+        cols["sampling_sd"] = "sampling_sd_pts"
     if gaps.empty:
         for c in cols.values():
             s[c] = np.nan if c != "vs_finetune" else ""

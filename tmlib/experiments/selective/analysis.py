@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ...stats import detectable_gap
 from .config import TASKPT_METHODS
 
 
@@ -79,18 +80,6 @@ def paired_gaps(results: pd.DataFrame, drop_failed: bool = False) -> pd.DataFram
                          "ci95": detectable_gap(sd, len(d), power=0.5), "detectable_gap": detectable_gap(sd, len(d)),
                          "verdict": "separated" if pval < 0.05 else "within noise"})
     return pd.DataFrame(rows)
-
-
-def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest true mean gap (points) that a two-sided paired t test on ``n`` seeds with per-seed
-    gap std ``sd`` detects at level ``alpha`` with probability ``power`` (normal-shift approximation:
-    (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), df = n - 1). ``power=0.5`` gives the 95% CI half-width."""
-    from scipy import stats
-
-    if n < 2 or not np.isfinite(sd):
-        return float("nan")
-    df = n - 1
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
 
 
 def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
