@@ -35,6 +35,9 @@ def test_nb_01_smoke(tmp_path):
     assert set(gaps["comparison"]) == {"selective - random", "selective - genept", "random - genept"}
     assert set(gaps["runs"]) == {"all", "failed dropped"}
     assert gaps[gaps.runs == "all"].set_index("genept_steps")["n_seeds"].to_dict() == {3: 3, 6: 3}
+    # tested on the held-out pool (smoke: capped at 64), with the power columns beside every gap
+    assert (results["test_n"] == 64).all() and (gaps.loc[gaps.runs == "all", "test_n"] == 64).all()
+    assert gaps.loc[gaps.runs == "all", ["detectable_gap", "sampling_sd", "disagreement"]].notna().any().all()
     compute = json.loads((out / "compute.json").read_text())
     assert {"GenePT", "importance", "TaskPT"} <= set(compute["groups_seconds"])
     genept = [r for r in compute["stages"] if r["group"] == "GenePT"]
@@ -44,10 +47,12 @@ def test_nb_01_smoke(tmp_path):
     for png in ("accuracy.png", "accuracy_vs_steps.png", "compute_seconds.png", "compute_flops.png", "mlm_loss.png",
                 "mlm_probe.png", "gaps.png"):
         assert (out / png).stat().st_size > 5000, png
-    for art in ("genept", "scorer", "buffer", "tagger", "corpus_labels", "taskpt_g3_selective", "taskpt_g3_random", "probe"):
+    for art in ("genept", "scorer", "buffer", "tagger", "corpus_labels", "taskpt_g3_selective", "taskpt_g3_random",
+                "probe"):
         assert (out / art / "manifest.json").is_file(), art
     # rerun: every stage is reused (artifacts untouched), same numbers
     stamp = (out / "genept" / "manifest.json").stat().st_mtime_ns
     run_suite("smoke", tmp_path, only=["01"])
     assert (out / "genept" / "manifest.json").stat().st_mtime_ns == stamp
-    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns="seconds"), results.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns="seconds"),
+                                  results.drop(columns="seconds"))

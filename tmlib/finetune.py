@@ -5,6 +5,7 @@
 
     <run>/<name>/model/          save_pretrained() of the fine-tuned classifier
     <run>/<name>/metrics.json    dev/test accuracy of the selected epoch, best epoch, steps, seconds
+    <run>/<name>/predictions.npy the predicted class of every test example (paired gaps' test-sampling term)
     <run>/<name>/manifest.json   key (init, task, training config, seed, upstream stage keys)
 
 ``init`` is a model name (``minilm``, a hub name, a directory) or an upstream :class:`Stage` whose
@@ -27,6 +28,13 @@ from .runs import Stage
 class Classifier:
     model_dir: Path
     metrics: dict = field(default_factory=dict)
+
+    @property
+    def predictions(self):
+        """The predicted class of every test example, in the order of the task's test data."""
+        import numpy as np
+
+        return np.load(self.model_dir.parent / "predictions.npy")
 
     def load(self):
         from .models import load_saved_classifier
@@ -70,16 +78,19 @@ def classifier_stage(name: str, init: str | Stage, task: TaskRecipe, train, data
         tok = tokenizer if tokenizer is not None else load_tokenizer("minilm" if path.startswith("scratch:") else path)
         start = time.perf_counter()
         model = load_classifier(path, label_names(d), seed=seed)
-        res = train_classifier(model, d, tok, train, desc=desc)
+        res = train_classifier(model, d, tok, train, desc=desc, test_predictions=True)
         metrics = {"dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
                    "dev_loss": res.dev.get("loss"), "best_epoch": res.fit.best.get("epoch"), "steps": res.fit.steps,
                    "seconds": time.perf_counter() - start, "train_examples": len(d["train"]),
-                   "history": res.fit.history}
-        return model, metrics
+                   "test_n": len(d["test"]), "history": res.fit.history}
+        return model, metrics, res.test["predictions"]
 
     def save(obj, d: Path) -> None:
+        import numpy as np
+
         obj[0].save_pretrained(d / "model")
         (d / "metrics.json").write_text(json.dumps(obj[1], indent=2, default=float))
+        np.save(d / "predictions.npy", np.asarray(obj[2], dtype=np.int16))
 
     def load(d: Path) -> Classifier:
         return Classifier(d / "model", json.loads((d / "metrics.json").read_text()))

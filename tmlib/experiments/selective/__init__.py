@@ -57,8 +57,9 @@ def write_outputs(exp: SelectiveExperiment, results: pd.DataFrame) -> dict[str, 
     summary = summarize(results).merge(condition_costs(compute, cfg.genept.steps, cfg.taskpt.methods),
                                        on=["genept_steps", "method"], how="left")
     curve = curve_rows(exp, results)
-    gaps = pd.concat([paired_gaps(results).assign(runs="all"),
-                      paired_gaps(results, drop_failed=True).assign(runs="failed dropped")])
+    preds = exp.predictions()
+    gaps = pd.concat([paired_gaps(results, predictions=preds).assign(runs="all"),
+                      paired_gaps(results, drop_failed=True, predictions=preds).assign(runs="failed dropped")])
     tagger = exp.get(exp.tagger_stage).stats
     return {"results": store.write_csv("results.csv", results), "summary": store.write_csv("summary.csv", summary),
             "gaps": store.write_csv("gaps.csv", gaps), "steps": store.write_csv("steps.csv", curve),

@@ -45,41 +45,40 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return out.fillna({"test_std": 0.0, "dev_std": 0.0}).reset_index(drop=True)
 
 
-def paired_gaps(results: pd.DataFrame, drop_failed: bool = False) -> pd.DataFrame:
-    """Per GenePT budget, the test-accuracy gap of each comparison, paired by fine-tuning seed.
+PAIRS = [("selective", "random"), ("selective", "genept"), ("random", "genept"), ("random15", "genept"),
+         ("selective", "random15")]
+
+
+def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: dict | None = None) -> pd.DataFrame:
+    """Per GenePT budget, the test-accuracy gap of each comparison in points, paired by fine-tuning seed
+    (:func:`tmlib.stats.paired_gap_table`: ``gap_mean`` / ``gap_std``, ``wins``, paired t and p, ``ci95``,
+    ``detectable_gap`` (80% power), ``verdict``; with ``predictions`` ``(genept_steps, method, seed) -> test
+    classes`` also the test-sampling term ``sampling_sd``).
 
     A seed fixes the classifier head's init and the batch order for every checkpoint, so the per-seed
-    difference removes that shared noise. Columns: ``gap_mean`` / ``gap_std`` (points, over seeds),
-    ``wins`` (seeds where the first beats the second), a paired t statistic and its two-sided p value,
-    and ``verdict``: "separated" when p < 0.05, else "within noise". ``drop_failed``: leave out the
-    seeds where either side's run is flagged ``failed`` (stuck at the majority class)."""
-    from scipy import stats
+    difference removes that shared noise. ``drop_failed``: leave out the seeds where either side's run is
+    flagged ``failed`` (stuck at the majority class)."""
+    from ...stats import paired_gap_table
 
-    pairs = [("selective", "random"), ("selective", "genept"), ("random", "genept"), ("random15", "genept"),
-             ("selective", "random15")]
     final = results[results["final"]] if "final" in results else results
-    rows = []
-    for g, df in final.groupby("genept_steps"):
-        acc = df.pivot_table(index="seed", columns="method", values="test_accuracy")
-        bad = df.pivot_table(index="seed", columns="method", values="failed", aggfunc="max") if drop_failed else None
-        for a, b in pairs:
-            if a not in acc or b not in acc:
-                continue
-            d = 100 * (acc[a] - acc[b])
-            if bad is not None:
-                d = d[~(bad[a].astype(bool) | bad[b].astype(bool))]
-            d = d.dropna()
-            sd = float(d.std()) if len(d) > 1 else float("nan")
-            if len(d) > 1 and sd > 0:
-                t = float(d.mean() / (sd / np.sqrt(len(d))))
-                pval = float(2 * stats.t.sf(abs(t), len(d) - 1))
-            else:
-                t, pval = float("nan"), float("nan")
-            rows.append({"genept_steps": g, "comparison": f"{a} - {b}", "gap_mean": float(d.mean()), "gap_std": sd,
-                         "n_seeds": len(d), "wins": int((d > 0).sum()), "t": t, "p": pval,
-                         "ci95": detectable_gap(sd, len(d), power=0.5), "detectable_gap": detectable_gap(sd, len(d)),
-                         "verdict": "separated" if pval < 0.05 else "within noise"})
-    return pd.DataFrame(rows)
+    parts = []
+    for a, b in PAIRS:
+        df = final[final["method"].isin([a, b])]
+        table = paired_gap_table(df, by=["genept_steps"], method_col="method", value_col="test_accuracy",
+                                 pairs=[(a, b)], scale=100, predictions=predictions)
+        if drop_failed and "failed" in df and not table.empty:
+            bad = df.groupby(["genept_steps", "seed"])["failed"].transform("max").astype(bool)
+            kept = paired_gap_table(df[~bad], by=["genept_steps"], method_col="method", value_col="test_accuracy",
+                                    pairs=[(a, b)], scale=100, predictions=predictions).set_index("genept_steps")
+            # a budget whose every seed failed keeps its row: no seeds, nothing to test
+            empty = table.assign(n_seeds=0, wins=0, losses=0, **{c: float("nan") for c in table.columns
+                                                                   if table[c].dtype.kind == "f"})
+            table = kept.combine_first(empty.set_index("genept_steps")).reset_index()[table.columns]
+        parts.append(table)
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame()
+    return pd.concat(parts, ignore_index=True).sort_values("genept_steps", kind="stable").reset_index(drop=True)
 
 
 def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -119,6 +119,8 @@ class SelectiveConfig:
     out_dir: str = "runs/dev/01_selective_masking"   # where artifacts, figures, CSV and JSON are written
     task: str = "mr"                   # labelled task (tmlib.data.load_task name)
     task_max_examples: int = 400       # cap per split, class-balanced (0: all)
+    test_pool: str = "heldout"         # fine-tuning runs test on "heldout": every example train and dev leave out | "split"
+    max_test: int = 0                  # cap on those test examples (0: all), class-balanced
     seeds: list[int] = field(default_factory=lambda: [13, 43, 83])  # fine-tuning seeds (the official ten start 13, 43, 83)
     extra_seeds: list[int] = field(default_factory=list)  # more seeds for the final rows only (not the steps curve)
     pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
@@ -139,6 +141,10 @@ class SelectiveConfig:
             raise ValueError("seeds is empty: give at least one fine-tuning seed, e.g. [0, 1, 2]")
         if set(self.extra_seeds) & set(self.seeds):
             raise ValueError(f"extra_seeds {self.extra_seeds} repeat seeds {self.seeds}; give seeds not in seeds")
+        from ...data import TEST_POOLS
+
+        if self.test_pool not in TEST_POOLS:
+            raise ValueError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         from ...training import check_kernels

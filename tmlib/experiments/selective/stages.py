@@ -130,8 +130,12 @@ class SelectiveExperiment:
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
         g = cfg.genept.model
         self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
-        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0)
+        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0)   # scorer and buffer labels
         self.task = self.task_spec.load()
+        # fine-tuning: the same train and dev rows, tested on the held-out pool (or the test split)
+        self.finetune_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, test_pool=cfg.test_pool,
+                                        max_test=cfg.max_test)
+        self.finetune_data = self.finetune_spec.load() if cfg.test_pool != "split" or cfg.max_test else self.task
 
     # ------------------------------------------------------------------------------ helpers
     def train_config(self, **kw):
@@ -463,8 +467,15 @@ class SelectiveExperiment:
         """The fine-tuning stage of one job of :meth:`finetune_jobs`."""
         f = self.cfg.finetune
         name = f"finetune/g{job['g']}_{job['method']}_t{job['t']}_s{job['seed']}"
-        return classifier_stage(name, job["stage"], self.task_spec, self._finetune_train(f.lr, f.epochs, job["seed"]),
-                                data=self.task, tokenizer=self.tokenizer, pick=job["pick"], desc=f"fine-tune s{job['seed']}")
+        return classifier_stage(name, job["stage"], self.finetune_spec, self._finetune_train(f.lr, f.epochs, job["seed"]),
+                                data=self.finetune_data, tokenizer=self.tokenizer, pick=job["pick"],
+                                desc=f"fine-tune s{job['seed']}")
+
+    def predictions(self) -> dict:
+        """``(genept_steps, method, seed) -> predicted test classes`` of every final fine-tuning run (the paired
+        gaps' test-sampling term)."""
+        return {(j["g"], j["method"], j["seed"]): self.get(self.finetune_stage(j)).predictions
+                for j in self.finetune_jobs() if j["final"]}
 
     def finetune(self) -> pd.DataFrame:
         """One row per fine-tuning run (``final``: the row enters the accuracy table and the gaps)."""
@@ -475,7 +486,7 @@ class SelectiveExperiment:
             m = self.get(self.finetune_stage(j)).metrics
             rows.append({"genept_steps": j["g"], "method": j["method"], "taskpt_steps": j["t"], "seed": j["seed"],
                          "final": j["final"], "dev_accuracy": m["dev_accuracy"], "test_accuracy": m["test_accuracy"],
-                         "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
+                         "test_n": m.get("test_n"), "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
         df = pd.DataFrame(rows)
         # a degenerate run (Mosbach et al. 2021): dev accuracy no better than always answering the majority class
         majority = float(pd.Series(self.task["dev"]["label"]).value_counts(normalize=True).max())
