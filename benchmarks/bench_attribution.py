@@ -85,8 +85,8 @@ def main() -> None:
         rows.append(("occlusion, batched", mp, t_fast, n))
         speedup[mp] = (t_slow / n_naive) / (t_fast / n)
         scores["occlusion", mp] = fast
-        for name, fn, kw in (("grad x input", grad_x_input, {}), ("integrated gradients, 16 steps", integrated_gradients,
-                                                                 {"n_steps": 16})):
+        for name, fn, kw in (("grad x input", grad_x_input, {}),
+                             ("integrated gradients, 16 steps", integrated_gradients, {"n_steps": 16})):
             with autocast(mp):
                 t = time.perf_counter()
                 scores[name, mp] = fn(model, tok, texts, max_length=args.max_length, **kw)

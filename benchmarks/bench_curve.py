@@ -31,10 +31,10 @@ Measured 2026-11-25 01:48 (idle 2-core AMD EPYC, load 1.9-2.1, 2 torch threads, 
                                                        +0.0005 nats (at most +0.0013); final train loss +0.0005
 
 An earlier run (00:39, same code) gave the same accuracies and losses to the last digit and 70.0 / 69.6 / 37.5 s
-(1.05x, 1.85x). So notebook 04 trains its curve in bf16 (``LandscapeConfig.curve_mixed_precision``, default ``"bf16"``) and keeps
-evaluating in fp32 (``mixed_precision: "no"``: bf16 evaluation moves accuracies by up to 1 point,
-benchmarks/bench_landscape.py). Without dropout (the curve trains in eval mode) the ``[CLS]``-only forward saves
-little here: one layer's positions of six, and the backward of the 5 others is unchanged.
+(1.05x, 1.85x). So notebook 04 trains its curve in bf16 (``LandscapeConfig.curve_mixed_precision``, default
+``"bf16"``) and keeps evaluating in fp32 (``mixed_precision: "no"``: bf16 evaluation moves accuracies by up to 1
+point, benchmarks/bench_landscape.py). Without dropout (the curve trains in eval mode) the ``[CLS]``-only forward
+saves little here: one layer's positions of six, and the backward of the 5 others is unchanged.
 """
 from __future__ import annotations
 
@@ -57,7 +57,8 @@ def main() -> int:
     ap.add_argument("--reuse", default="runs/default/03_masking_vs_finetuning", help="notebook 03's out_dir")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=None, help="curve steps (default: LandscapeConfig's)")
-    ap.add_argument("--out", default=None, help="CSV to write (default results/curve.csv; --quick: results/curve_quick.csv)")
+    ap.add_argument("--out", default=None,
+                    help="CSV to write (default results/curve.csv; --quick: results/curve_quick.csv)")
     ap.add_argument("--quick", action="store_true", help="seeds 0 and 1, 20 steps")
     add_precision_arg(ap)
     args = ap.parse_args()
@@ -77,7 +78,8 @@ def main() -> int:
 
     root = Path(__file__).resolve().parent.parent
     if not (root / args.reuse).is_dir():
-        print(f"skipped: {args.reuse} not found; run `.venv/bin/python -m tmlib suite --params default --only 03` first")
+        print(f"skipped: {args.reuse} not found; "
+              "run `.venv/bin/python -m tmlib suite --params default --only 03` first")
         return 0
     cfg = L.LandscapeConfig(reuse_runs=args.reuse, progress=False, out_dir="/tmp/bench_curve")
     steps = args.steps or cfg.curve_steps
@@ -123,10 +125,12 @@ def main() -> int:
     print("\npaired gaps (seed by seed; bf16 fast - fp32 fast, fp32 fast - fp32 hf):")
     for metric, unit in (("max_drop_pts", "points"), ("mean_acc_pts", "points"), ("max_loss", "nats")):
         table = paired_gap_table(df, by="split", method_col="variant", value_col=metric,
-                                 pairs=[p for p in (("bf16 fast", "fp32 fast"), ("fp32 fast", "fp32 hf")) if p[0] in variants])
+                                 pairs=[p for p in (("bf16 fast", "fp32 fast"), ("fp32 fast", "fp32 hf"))
+                                        if p[0] in variants])
         for _, r in table.iterrows():
             text = (gap_sentence(r, unit=unit) if unit == "points" else   # losses: 3 decimals
-                    f"{r['comparison']} = {r['gap_mean']:+.4f} ± {r['ci95']:.4f} {unit} (p = {r['p']:.2f}, {r['n_seeds']} seeds)")
+                    f"{r['comparison']} = {r['gap_mean']:+.4f} ± {r['ci95']:.4f} {unit} "
+                    f"(p = {r['p']:.2f}, {r['n_seeds']} seeds)")
             print(f"  {metric:>12} {r['split']:>4}: {text}")
     print(f"\nwrote {args.out}")
     return 0

@@ -92,9 +92,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 3, --quick 1)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--check-run", default=None, metavar="DIR",
-                    help="a notebook-01 run folder (runs/default/01_selective_masking): recompute its buffer labels with "
-                         "its scorer, cls_only on and off, and compare them with the saved labels (no other benchmark)")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+                    help="a notebook-01 run folder (runs/default/01_selective_masking): recompute its buffer labels "
+                         "with its scorer, cls_only on and off, and compare them with the saved labels "
+                         "(no other benchmark)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
     add_precision_arg(ap)
     args = ap.parse_args()
     import torch
@@ -169,12 +171,14 @@ def _check_run(run: str) -> None:
     saved_rules = pd.read_csv(run / "buffer_rules" / "rules.csv")
     for name, fn in [("one compare_rules call per variant", lambda: pd.concat(
             [compare_rules(model, tok, texts, labels, base, **v) for v in variants], ignore_index=True)),
-            ("compare_rule_variants (shared walks)", lambda: compare_rule_variants(model, tok, texts, labels, base, variants))]:
+            ("compare_rule_variants (shared walks)",
+             lambda: compare_rule_variants(model, tok, texts, labels, base, variants))]:
         t = time.perf_counter()
         with torch.inference_mode():
             table = fn()
         same = pd.read_csv(io.StringIO(table.to_csv(index=False))).equals(saved_rules)
-        print(f"rules table, {len(texts)} sentences, {name}: {time.perf_counter() - t:.1f} s, equal to rules.csv: {same}")
+        print(f"rules table, {len(texts)} sentences, {name}: {time.perf_counter() - t:.1f} s, "
+              f"equal to rules.csv: {same}")
 
 
 def _matmul_peak(mixed_precision: str = "no", size: int = 1024, reps: int = 20) -> float:
@@ -252,8 +256,8 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
         d = label_difference(a, b)
         worst = max(float(np.abs(x.scores - y.scores).max()) for x, y in zip(a, b) if len(x.scores))
         first = [float(np.abs(x.scores[0] - y.scores[0])) for x, y in zip(a, b) if len(x.scores)]
-        print(f"batched bf16{' cls_only' if v[2] else ''} vs reference fp32: {d['sentences_differ']} / {d['sentences']} "
-              f"sentences differ, {d['tokens_flipped']} / {d['tokens']} tokens flipped "
+        print(f"batched bf16{' cls_only' if v[2] else ''} vs reference fp32: {d['sentences_differ']} / "
+              f"{d['sentences']} sentences differ, {d['tokens_flipped']} / {d['tokens']} tokens flipped "
               f"({d['tokens_flipped'] / d['tokens']:.1%}; {d['flipped_0_to_1']} to 1, {d['flipped_1_to_0']} to 0), "
               f"important {d['important_base']} -> {d['important_variant']}; |score difference| at token 0 (same "
               f"input): max {max(first):.1e}, anywhere {worst:.1e} (after a flip the buffers differ)")

@@ -98,7 +98,8 @@ def main() -> int:
     mps = precisions(args)
     print(f"MiniLM training steps, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
           f"transformers {transformers.__version__}, {rounds} rounds x {steps} steps, {load()}")
-    variants = {(shape, k): build(*SHAPES[shape][:1], k, *SHAPES[shape][1:]) for shape in SHAPES for k in ("hf", "fast")}
+    variants = {(shape, k): build(*SHAPES[shape][:1], k, *SHAPES[shape][1:])
+                for shape in SHAPES for k in ("hf", "fast")}
     for step in variants.values():      # untimed warm-up, every precision
         for mp in mps:
             step(mp)

@@ -78,14 +78,16 @@ def measure(a, sa, sb, dev, tok, gammas, batch_size, max_length, mp="no"):
         scratch.load(lambda key, x, g=g: torch.lerp(sa[key], sb[key], g, out=x) if x.is_floating_point() else None)
     t_lerp = time.perf_counter() - t0
     tol_loss, tol_acc = (1e-4, 0.0) if mp == "no" else (1e-2, 0.01)
-    ok = all(abs(r[1] - l) <= tol_loss and abs(r[2] - acc) <= tol_acc for r, l, acc in zip(ref, df.loss, df.accuracy))
+    ok = all(abs(r[1] - loss) <= tol_loss and abs(r[2] - acc) <= tol_acc
+             for r, loss, acc in zip(ref, df.loss, df.accuracy))
     pad_naive = sum(len(tok(texts[i:i + batch_size], padding=True)["input_ids"][0]) * len(texts[i:i + batch_size])
                     for i in range(0, len(texts), batch_size))
     pad_ours = sum(b_["input_ids"].numel() for b_ in batches.batches)
     k = 2 * len(gammas)
     print(f"  {LABEL[mp]} ({load()}) naive: {k / t['naive']:6.2f} points/s   ours: {k / t['ours']:6.2f} points/s   "
           f"ratio ours/naive {t['naive'] / t['ours']:.2f}x   results agree: {ok}")
-    print(f"  ours per point: tokenise once {t['tok'] / 2:.2f} s per path, writing weights {t_lerp / len(gammas):.3f} s, "
+    print(f"  ours per point: tokenise once {t['tok'] / 2:.2f} s per path, "
+          f"writing weights {t_lerp / len(gammas):.3f} s, "
           f"the rest is forward passes; token positions per pass: naive {pad_naive}, ours {pad_ours} "
           f"({pad_naive / pad_ours:.2f}x fewer, length-sorted batches)")
     return ok, t["ours"], df

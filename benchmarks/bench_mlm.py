@@ -1,6 +1,7 @@
 """MLM training step: vocabulary projection at masked positions only vs at every position (HF).
 
-    .venv/bin/python benchmarks/bench_mlm.py            # scratch:mini and scratch:small, batch 16 x 128 tokens, 5 steps each
+    .venv/bin/python benchmarks/bench_mlm.py            # scratch:mini and scratch:small, batch 16 x 128 tokens,
+                                                        # 5 steps each
     .venv/bin/python benchmarks/bench_mlm.py --quick    # batch 8, 3 steps each
     .venv/bin/python benchmarks/bench_mlm.py --profile
     .venv/bin/python benchmarks/bench_mlm.py --precision no     # fp32 only
@@ -43,7 +44,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
     add_precision_arg(ap)
     args = ap.parse_args()
     import torch
@@ -118,7 +120,8 @@ def _bench(model_name, model, batches, batch, steps, args) -> None:
         d = abs(loss[full, mp] - loss[fast, mp])
         print(f"{LABEL[mp]}: speed-up {med[full, mp] / med[fast, mp]:.2f}x per step (incl. AdamW), "
               f"{med_fb[full, mp] / med_fb[fast, mp]:.2f}x forward+backward;   |loss diff| (eval, same batch): {d:.2e}")
-        assert d < (1e-4 if mp == "no" else 2e-2 * loss[full, "no" if "no" in mps else mp]), "the two heads' losses differ"
+        assert d < (1e-4 if mp == "no"
+                    else 2e-2 * loss[full, "no" if "no" in mps else mp]), "the two heads' losses differ"
     if len(mps) == 2:
         rel = abs(loss[fast, "bf16"] - loss[fast, "no"]) / loss[fast, "no"]
         print(f"bf16 vs fp32: {med[fast, 'no'] / med[fast, 'bf16']:.2f}x per step (masked only), "
@@ -126,8 +129,8 @@ def _bench(model_name, model, batches, batch, steps, args) -> None:
         assert rel < 0.02, "bf16 changes the MLM loss by more than 2%"
     bound = flop_bound(model.config, float((batches[1]["labels"] != -100).float().mean()))
     mp = mps[0]
-    print(f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; measured fwd+bwd ({LABEL[mp]}) "
-          f"is {med_fb[full, mp] / med_fb[fast, mp] / bound:.0%} of it\n")
+    print(f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; "
+          f"measured fwd+bwd ({LABEL[mp]}) is {med_fb[full, mp] / med_fb[fast, mp] / bound:.0%} of it\n")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -45,7 +45,8 @@ def compare_file(a: Path, b: Path) -> str | None:
         diff = ~((fa == fb) | (fa.isna() & fb.isna()))
         if diff.values.any():
             r, c = next(zip(*diff.values.nonzero()))
-            return f"{int(diff.values.sum())} cells differ, first: row {r} {keep[c]}: {fa.iat[r, c]!r} vs {fb.iat[r, c]!r}"
+            return (f"{int(diff.values.sum())} cells differ, first: row {r} {keep[c]}: "
+                    f"{fa.iat[r, c]!r} vs {fb.iat[r, c]!r}")
         return None
     ja, jb = (_clean_json(json.loads(p.read_text())) for p in (a, b))
     return None if ja == jb else "JSON differs"

@@ -74,7 +74,8 @@ def main() -> None:
     ap.add_argument("--speed_steps", type=int, default=12)
     ap.add_argument("--speed_models", nargs="+", default=["minilm", "scratch:mini"])
     ap.add_argument("--n_probe", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
     ap.add_argument("--out", default="benchmarks/results/genept_regimes.csv")
     ap.add_argument("--fresh", action="store_true", help="overwrite the CSV instead of appending")
     args = ap.parse_args()
@@ -120,7 +121,8 @@ def main() -> None:
     def probe(model) -> dict:
         g = mlm_probe(model, tok, general_eval, max_length=args.length)
         d = mlm_probe(model, tok, indomain_eval, max_length=args.length)
-        return {"general_loss": g["loss"], "general_top1": g["top1"], "indomain_loss": d["loss"], "indomain_top1": d["top1"]}
+        return {"general_loss": g["loss"], "general_top1": g["top1"],
+                "indomain_loss": d["loss"], "indomain_top1": d["top1"]}
 
     for regime in args.regimes:
         if regime == "speed":
@@ -157,7 +159,8 @@ def main() -> None:
             r = {**base, "step": step, "seconds": train_s, "sec_per_step": train_s / step, **probe(m)}
             write(r)
             clock["probe"] += time.perf_counter() - t0
-            log(f"{name} step {step}: {train_s:.0f} s ({train_s / step:.2f} s/step) | general top1 {r['general_top1']:.3f} "
+            log(f"{name} step {step}: {train_s:.0f} s ({train_s / step:.2f} s/step) | "
+                f"general top1 {r['general_top1']:.3f} "
                 f"loss {r['general_loss']:.2f} | indomain top1 {r['indomain_top1']:.3f} loss {r['indomain_loss']:.2f}")
 
         cfg = TrainConfig(lr=spec["lr"], batch_size=args.batch, max_steps=steps, max_length=args.length,

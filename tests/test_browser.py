@@ -22,7 +22,8 @@ def test_report_renders_with_colours(tmp_path):
         scores.append(TokenScores(" ".join(words), toks, rng.normal(size=len(toks)), label=i % 2, pred=1,
                                   important=rng.random(len(toks)) > 0.7, method="occlusion"))
     scores.append(TokenScores("<script>alert(1)</script>", ["<", "script", ">"], [1.0, -1.0, 0.5], method="x"))
-    html = write_html_report(tmp_path / "report.html", scores, label_names=["negative", "positive"], title="browser check")
+    html = write_html_report(tmp_path / "report.html", scores, label_names=["negative", "positive"],
+                             title="browser check")
     png = screenshot(html, tmp_path / "shot.png")
     stats = pixel_stats(png)
     assert (stats["width"], stats["height"]) == (1200, 900)

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib.importance.buffer import (BufferConfig, buffer_importance, buffer_importance_reference, compare_rules,
-                                    expand_sentences)
+from tmlib.importance.buffer import (
+    BufferConfig,
+    buffer_importance,
+    buffer_importance_reference,
+    compare_rules,
+    expand_sentences,
+)
 from tmlib.importance.stopwords import STOPWORDS, stopword_mask, word_spans
 
 
@@ -206,7 +211,8 @@ def test_rules(scorer, tokenizer, mr, first_token):
                 imp[0] = False  # the old rule: the buffer seed is never labelled
             assert ts.important.astype(bool).tolist() == imp.tolist()
     # delta 1 marks every tested candidate important (every token is popped again)
-    loose = buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(delta=1.0, progress=False, first_token=first_token))
+    loose = buffer_importance(scorer, tokenizer, texts, labels,
+                              BufferConfig(delta=1.0, progress=False, first_token=first_token))
     for ts in loose:
         if ts.correct:
             free = ~stopword_mask(ts.tokens)
@@ -225,12 +231,14 @@ def test_aspect_and_truncation(scorer, tokenizer):
     with pytest.raises(TypeError, match="wrap it"):
         buffer_importance(scorer, tokenizer, "a text", [1], cfg)
     with pytest.raises(ValueError, match="nothing of the text fits"):
-        buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(max_length=4), aspects=["a long aspect phrase"] * 2)
+        buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(max_length=4),
+                          aspects=["a long aspect phrase"] * 2)
 
 
 def test_expand_sentences():
-    s, l, a, src = expand_sentences(["One sentence here. Another one there!", "Short text is fine."], [1, 0])
-    assert s == ["One sentence here.", "Another one there!", "Short text is fine."] and l == [1, 1, 0] and src == [0, 0, 1]
+    s, labels, a, src = expand_sentences(["One sentence here. Another one there!", "Short text is fine."], [1, 0])
+    assert (s == ["One sentence here.", "Another one there!", "Short text is fine."]
+            and labels == [1, 1, 0] and src == [0, 0, 1])
     assert a is None
 
 
@@ -259,7 +267,8 @@ def test_fp16_needs_cuda(scorer, tokenizer, mr):
         pytest.skip("fp16 is allowed on CUDA")
     texts, labels = mr
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        buffer_importance(scorer, tokenizer, texts[:1], labels[:1], BufferConfig(progress=False, mixed_precision="fp16"))
+        buffer_importance(scorer, tokenizer, texts[:1], labels[:1],
+                          BufferConfig(progress=False, mixed_precision="fp16"))
 
 
 def test_bf16_labels_mostly_agree_with_fp32(scorer, tokenizer, mr):

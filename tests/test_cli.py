@@ -1,8 +1,6 @@
 """The command line: MLM (GenePT/TaskPT) and assets verbs, and their errors."""
 import json
 
-import pytest
-
 from tmlib.cli import main
 
 
@@ -27,7 +25,8 @@ def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer, monkeypatch):
     texts = ["a truly great film", "boring and awful acting", "the plot is thin"]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     assert [len(x) for x in ids] == [4, 4, 4]
-    ds = Dataset.from_dict({"token_ids": ids, "importance": [[0.9 if i == 2 else 0.1 for i in range(len(x))] for x in ids],
+    ds = Dataset.from_dict({"token_ids": ids,
+                            "importance": [[0.9 if i == 2 else 0.1 for i in range(len(x))] for x in ids],
                             "important": [[int(i == 2) for i in range(len(x))] for x in ids]})
     ds.save_to_disk(str(tmp_path / "labelled"))
     important_ids = sorted(x[2] for x in ids)  # "great", "awful", "is"
@@ -89,19 +88,22 @@ def test_compare_two_runs_paired_by_seed(tmp_path, capsys):
 
     from tmlib.cli import main
 
-    rows = [{"task": "mr", "method": m, "seed": s, "lr": 1e-3, "test_accuracy": 0.7 + 0.01 * s + (0.02 if m == "mask" else 0)}
+    rows = [{"task": "mr", "method": m, "seed": s, "lr": 1e-3,
+             "test_accuracy": 0.7 + 0.01 * s + (0.02 if m == "mask" else 0)}
             for m in ("finetune", "mask") for s in range(4)]
     for name, shift in (("a", 0.0), ("b", 0.01)):
         (tmp_path / name).mkdir()
         pd.DataFrame(rows).assign(test_accuracy=lambda d: d.test_accuracy - shift * (d.seed % 2)).to_csv(
             tmp_path / name / "results.csv", index=False)
     out = tmp_path / "check.csv"
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "bf16", "fp32", "--out", str(out)]) == 0
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "bf16", "fp32",
+                 "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mr mask: bf16 \u2212 fp32 = +0.5" in text and "4 seeds" in text
     assert len(pd.read_csv(out)) == 2
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--query", "seed < 2"]) == 0
-    assert "mr mask: a \u2212 b = +0.5 \u00b1 6.4 points (p = 0.50, 2 seeds)" in capsys.readouterr().out  # seeds 0, 1 only
+    # seeds 0, 1 only
+    assert "mr mask: a \u2212 b = +0.5 \u00b1 6.4 points (p = 0.50, 2 seeds)" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--query", "no_such_column"]) == 2
     assert "--query 'no_such_column' does not apply" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2

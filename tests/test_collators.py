@@ -2,10 +2,16 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tmlib.collators import (RandomCountMaskingCollator, SelectiveMaskingCollator, mask_cap, random_positions,
-                             selective_positions)
+from tmlib.collators import (
+    RandomCountMaskingCollator,
+    SelectiveMaskingCollator,
+    mask_cap,
+    random_positions,
+    selective_positions,
+)
 
 
 def test_selective_positions_ranks_and_caps():
@@ -13,7 +19,8 @@ def test_selective_positions_ranks_and_caps():
     important = scores > 0.65
     pos = selective_positions(scores, important, 14)  # cap = max(1, int(2.1)) = 2
     assert pos.tolist() == [2, 5]
-    assert selective_positions(scores, important, 14, mask_ratio=0.3).tolist() == [0, 2, 5, 11]  # cap 4, tie 0.9 -> earlier first
+    # cap 4, tie 0.9 -> earlier first
+    assert selective_positions(scores, important, 14, mask_ratio=0.3).tolist() == [0, 2, 5, 11]
     assert selective_positions(scores, np.zeros(14), 14).tolist() == []
     fb = selective_positions(scores, np.zeros(14), 14, fallback="random", rng=np.random.default_rng(0))
     assert len(fb) == 2 and len(set(fb.tolist())) == 2
@@ -68,7 +75,8 @@ def test_collators_properties(tokenizer, rows, fallback, seed):
     for batch in (sel, rnd):
         ids, labels = batch["input_ids"], batch["labels"]
         masked = labels != -100
-        special = torch.isin(labels.new_tensor([e["input_ids"] + [tokenizer.pad_token_id] * (ids.shape[1] - len(e["input_ids"]))
+        special = torch.isin(labels.new_tensor([e["input_ids"]
+                                                + [tokenizer.pad_token_id] * (ids.shape[1] - len(e["input_ids"]))
                                                 for e in examples]), torch.tensor(tokenizer.all_special_ids))
         assert not (masked & special).any(), "never mask special tokens or padding"
         assert not masked[batch["attention_mask"] == 0].any()
@@ -109,6 +117,7 @@ def test_collator_errors(tokenizer):
     with pytest.raises(KeyError, match="label_corpus"):
         SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102]}])
     with pytest.raises(ValueError, match="aligned per token"):
-        SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102], "importance": [0, 1], "important": [0, 1, 0]}])
+        SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102], "importance": [0, 1],
+                                              "important": [0, 1, 0]}])
     with pytest.raises(ValueError, match="fallback"):
         SelectiveMaskingCollator(tokenizer, fallback="always")

@@ -41,9 +41,11 @@ def test_learned_masks_are_deterministic(tmp_path):
     results = []
     for name in ("a", "b"):
         cfg = _smoke("03_masking_vs_finetuning", masking.MaskingConfig, tmp_path / name)
-        cfg.tasks, cfg.max_lengths, cfg.max_train, cfg.methods = cfg.tasks[:1], cfg.max_lengths[:1], cfg.max_train[:1], ["mask"]
+        cfg.tasks, cfg.max_lengths, cfg.max_train, cfg.methods = (cfg.tasks[:1], cfg.max_lengths[:1],
+                                                                   cfg.max_train[:1], ["mask"])
         results.append(masking.Experiment(cfg).run().results)
-    pd.testing.assert_frame_equal(results[0].drop(columns=["train_seconds"]), results[1].drop(columns=["train_seconds"]))
+    pd.testing.assert_frame_equal(results[0].drop(columns=["train_seconds"]),
+                                  results[1].drop(columns=["train_seconds"]))
     from tmlib.solutions import solution_path
 
     files = [solution_path(tmp_path / n, "mr", "mask", 0) / "mask.safetensors" for n in ("a", "b")]

@@ -39,7 +39,8 @@ def test_top_tokens_joins_pieces_counts_and_ranks():
     assert E.word_scores(results["m"][0])[0] == ("unwatchable", pytest.approx(0.6))
     top = E.top_tokens(results, ["negative", "positive"], top_k=5, min_count=2)
     assert top.to_dict("records") == [
-        {"method": "m", "cls": "negative", "word": "unwatchable", "mean_score": pytest.approx(0.9), "count": 2, "rank": 1},
+        {"method": "m", "cls": "negative", "word": "unwatchable", "mean_score": pytest.approx(0.9), "count": 2,
+         "rank": 1},
         {"method": "m", "cls": "positive", "word": "great", "mean_score": pytest.approx(0.7), "count": 2, "rank": 1}]
     # "the" and "!" would win on score but are a stop word and punctuation
     every = E.top_tokens(results, ["negative", "positive"], min_count=1, drop_stopwords=False)
@@ -72,7 +73,8 @@ def test_scores_cached_per_method(tmp_path, tiny):
     again, timing = E.score_examples(cfg, model, tok, ds)
     assert timing["reused"].all()
     for m in first:
-        assert all(np.allclose(a.scores, b.scores, atol=1e-6) and a.tokens == b.tokens for a, b in zip(first[m], again[m]))
+        assert all(np.allclose(a.scores, b.scores, atol=1e-6) and a.tokens == b.tokens
+                   for a, b in zip(first[m], again[m]))
     cfg2 = E.ExplorerConfig(**{**cfg.__dict__, "ig_steps": 6})
     _, timing = E.score_examples(cfg2, model, tok, ds)
     assert timing.set_index("method")["reused"].to_dict() == {"occlusion": True, "integrated_gradients": False}

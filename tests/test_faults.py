@@ -118,8 +118,9 @@ def test_readonly_run_folder_still_loads_valid_artifacts_and_names_the_fix_for_a
 
 def test_run_folder_that_cannot_be_created_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", _full_or_readonly(errno.EROFS))
-    with pytest.raises(ArtifactError, match=rf"cannot create the run folder {tmp_path / 'new'} \(Read-only file system\); "
-                                            "choose a writable out_dir"):
+    with pytest.raises(ArtifactError,
+                       match=rf"cannot create the run folder {tmp_path / 'new'} \(Read-only file system\); "
+                             "choose a writable out_dir"):
         RunStore(tmp_path / "new")
 
 
@@ -206,7 +207,8 @@ def test_corrupted_cached_dataset_is_detected_and_rebuilt(tmp_path):
     arrow = next((tmp_path / "labels" / "data").glob("*.arrow"))
     data = arrow.read_bytes()
     _flip(arrow, data.index(b"sentence 123") + len("sentence "))  # "sentence 123" -> a garbled digit
-    assert RunStore(tmp_path).artifact("labels", stage.key()).check() == f"file data/{arrow.name} is corrupt (hash mismatch)"
+    assert (RunStore(tmp_path).artifact("labels", stage.key()).check()
+            == f"file data/{arrow.name} is corrupt (hash mismatch)")
     with pytest.warns(UserWarning, match=rf"labels is not reusable \(file data/{arrow.name} is corrupt"):
         ds = RunStore(tmp_path).get(stage)
     assert ds["text"] == rows["text"] and ds["label"] == rows["label"] and len(builds) == 2
@@ -234,7 +236,8 @@ def test_truncated_checkpoint_is_detected_and_rebuilt(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     with pytest.warns(UserWarning, match=r"genept is not reusable \(file model/model.safetensors is corrupt"):
         again = store.get(stage)  # the same store: the changed size makes it re-hash
-    assert all(torch.equal(first[k], v) for k, v in again.state_dict().items()) and first.keys() == again.state_dict().keys()
+    assert (all(torch.equal(first[k], v) for k, v in again.state_dict().items())
+            and first.keys() == again.state_dict().keys())
     _flip(ckpt, ckpt.stat().st_size - 10)  # same size, one weight byte: a new run re-hashes every file
     with pytest.warns(UserWarning, match="model/model.safetensors is corrupt"):
         again = RunStore(tmp_path).get(stage)
@@ -290,7 +293,8 @@ def test_kernel_dying_mid_notebook_keeps_the_failed_notebook_and_the_good_one(dy
     failed = out / "00_dying.failed.ipynb"
     assert good.read_bytes() == before and failed.is_file() and not list(out.glob(".*partial*"))
     cells = nbformat.read(failed, as_version=4).cells
-    assert "first cell ran" in "".join(o.get("text", "") for c in cells for o in c.get("outputs", []))  # what ran is kept
+    # what ran is kept
+    assert "first cell ran" in "".join(o.get("text", "") for c in cells for o in c.get("outputs", []))
     failed.unlink()
 
     with pytest.raises(RuntimeError) as err:
@@ -298,7 +302,8 @@ def test_kernel_dying_mid_notebook_keeps_the_failed_notebook_and_the_good_one(dy
     msg = str(err.value)
     assert "\n" not in msg and "00_dying.ipynb failed with parameter set" in msg
     assert "(DeadKernelError: Kernel died)" in msg and str(failed) in msg
-    assert "[tmlib suite]   00 FAILED: DeadKernelError: Kernel died" in capsys.readouterr().out  # numbered: lanes run side by side
+    # numbered: lanes run side by side
+    assert "[tmlib suite]   00 FAILED: DeadKernelError: Kernel died" in capsys.readouterr().out
     assert good.read_bytes() == before and failed.is_file()
 
 
@@ -314,5 +319,6 @@ def test_failure_reason_is_one_line():
     assert failure_reason(DeadKernelError("Kernel died")) == "DeadKernelError: Kernel died"
     assert failure_reason(MemoryError()) == "MemoryError"
     assert len(failure_reason(RuntimeError("x" * 1000))) == 300
-    assert _reason_from('{"notebook": "a", "error": "DeadKernelError: Kernel died"}\n', 1) == "DeadKernelError: Kernel died"
+    assert (_reason_from('{"notebook": "a", "error": "DeadKernelError: Kernel died"}\n', 1)
+            == "DeadKernelError: Kernel died")
     assert _reason_from("", -9) == "the runner process exited with status -9 (killed by a signal)"

@@ -14,8 +14,15 @@ import sys
 import nbformat
 import pytest
 
-from tests.browser_screenshot import chromium_page, drive_explorer, find_chromium, free_port, http_ok, serve, \
-    wait_for_explorer
+from tests.browser_screenshot import (
+    chromium_page,
+    drive_explorer,
+    find_chromium,
+    free_port,
+    http_ok,
+    serve,
+    wait_for_explorer,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(find_chromium() is None,

@@ -9,10 +9,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tmlib.landscape import (DEFAULT_GAMMAS, LandscapeError, bezier_coefficients, bezier_path, gamma_grid,
-                             interpolate_states, linear_path, path_summary, plane, plane_basis, plane_point, train_bezier)
+from tmlib.landscape import (
+    DEFAULT_GAMMAS,
+    LandscapeError,
+    bezier_coefficients,
+    bezier_path,
+    gamma_grid,
+    interpolate_states,
+    linear_path,
+    path_summary,
+    plane,
+    plane_basis,
+    plane_point,
+    train_bezier,
+)
 from tmlib.training import EvalBatches, encode
-
 
 # ------------------------------------------------------------------------------------------ toy model
 
@@ -293,7 +304,8 @@ def test_bezier_kernels_and_precision_on_a_bert(bert_pair, bert_batches, monkeyp
     runs = {}
     for k, mp in (("hf", "no"), ("fast", "no"), ("fast", "bf16")):
         calls.clear()
-        runs[(k, mp)] = train_bezier(a, a, b, train, steps=6, lr=1e-3, seed=3, progress=False, kernels=k, mixed_precision=mp)
+        runs[(k, mp)] = train_bezier(a, a, b, train, steps=6, lr=1e-3, seed=3, progress=False, kernels=k,
+                                     mixed_precision=mp)
         assert len(calls) == (6 if k == "fast" else 0)          # one [CLS]-only forward per step under "fast" only
     assert a.config._attn_implementation == impl
     hf, fast, bf16 = runs[("hf", "no")], runs[("fast", "no")], runs[("fast", "bf16")]

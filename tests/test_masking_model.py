@@ -1,11 +1,21 @@
 import pytest
 import torch
-from transformers import (AutoModelForSequenceClassification, BertConfig, DistilBertConfig, RobertaConfig)
+from transformers import AutoModelForSequenceClassification, BertConfig, DistilBertConfig, RobertaConfig
 
 from tmlib.masking.config import MaskConfig, MaskConfigError
 from tmlib.masking.layer import MaskedLinear
-from tmlib.masking.model import (MaskFlipTracker, apply_masks, effective_state_dict, fold_masks, mask_parameters,
-                                 masked_layers, sparsity_report, to_plain, trainable_parameters, unmask)
+from tmlib.masking.model import (
+    MaskFlipTracker,
+    apply_masks,
+    effective_state_dict,
+    fold_masks,
+    mask_parameters,
+    masked_layers,
+    sparsity_report,
+    to_plain,
+    trainable_parameters,
+    unmask,
+)
 
 
 def _bert(layers=4):
@@ -23,8 +33,8 @@ def _distilbert():
 
 def _roberta():
     torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=40, pad_token_id=1)
+    cfg = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=40, pad_token_id=1)
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
@@ -50,11 +60,13 @@ def test_bert_default_wraps_blocks_after_the_first_two_plus_pooler_and_head():
 def test_distilbert_and_roberta_names():
     d = apply_masks(_distilbert(), MaskConfig(skip_first_blocks=1), seed=0)
     names = set(masked_layers(d))
-    assert "distilbert.transformer.layer.1.attention.q_lin" in names and "distilbert.transformer.layer.2.ffn.lin2" in names
+    assert ("distilbert.transformer.layer.1.attention.q_lin" in names
+            and "distilbert.transformer.layer.2.ffn.lin2" in names)
     assert "pre_classifier" in names and "classifier" in names
     assert not any(".layer.0." in n for n in names) and len(names) == 2 * 6 + 2
     r = apply_masks(_roberta(), MaskConfig(blocks=(0,), target_modules=("query", "ffn_out")), seed=0)
-    assert set(masked_layers(r)) == {"roberta.encoder.layer.0.attention.self.query", "roberta.encoder.layer.0.output.dense",
+    assert set(masked_layers(r)) == {"roberta.encoder.layer.0.attention.self.query",
+                                     "roberta.encoder.layer.0.output.dense",
                                      "classifier.dense", "classifier.out_proj"}
 
 

@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification, BertConfig, DistilB
 
 from tmlib.masking.config import MaskConfig
 from tmlib.masking.model import apply_masks, mask_parameters, masked_layers
-from tmlib.masking.packing import (MaskFileError, export_mask, load_mask, pack_bits, read_mask, unpack_bits)
+from tmlib.masking.packing import MaskFileError, export_mask, load_mask, pack_bits, read_mask, unpack_bits
 
 
 def _bert(num_labels=2, hidden=32, seed=0):
@@ -55,18 +55,20 @@ def test_file_is_one_bit_per_weight(tmp_path):
     m = _trained_like()
     path = export_mask(m, tmp_path / "m.safetensors", backbone="tiny-bert")
     pm = read_mask(path)
-    n_bits = sum(l.weight.numel() for l in masked_layers(m).values())
+    n_bits = sum(layer.weight.numel() for layer in masked_layers(m).values())
     assert sum(b.nbytes for b in pm.bits.values()) <= n_bits / 8 + len(pm.bits)
     assert pm.meta["backbone"] == "tiny-bert" and pm.meta["model_type"] == "bert" and pm.meta["tau"] == "0.01"
     rep = pm.sparsity()
-    assert rep["weights"].sum() == n_bits and rep["kept"].sum() == sum(int(l.mask().sum()) for l in masked_layers(m).values())
+    assert (rep["weights"].sum() == n_bits
+            and rep["kept"].sum() == sum(int(layer.mask().sum()) for layer in masked_layers(m).values()))
 
 
 def test_wrong_architecture_shape_or_weights_give_clear_errors(tmp_path):
     path = export_mask(_trained_like(), tmp_path / "m.safetensors", backbone="tiny-bert")
     torch.manual_seed(0)
-    distil = AutoModelForSequenceClassification.from_config(DistilBertConfig(vocab_size=100, dim=32, n_layers=3, n_heads=2,
-                                                                             hidden_dim=64, max_position_embeddings=32))
+    distil = AutoModelForSequenceClassification.from_config(DistilBertConfig(vocab_size=100, dim=32, n_layers=3,
+                                                                             n_heads=2, hidden_dim=64,
+                                                                             max_position_embeddings=32))
     with pytest.raises(MaskFileError, match="made for architecture 'bert'.*'distilbert'"):
         load_mask(distil, path)
     with pytest.raises(MaskFileError, match="shape \\(48, 48\\) in the model but \\(32, 32\\)"):

@@ -13,7 +13,8 @@ def _model():
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="unknown adaptation method 'adapter'; valid methods: finetune, bitfit, mask, lora"):
+    with pytest.raises(ValueError,
+                       match="unknown adaptation method 'adapter'; valid methods: finetune, bitfit, mask, lora"):
         get_method("adapter")
 
 
@@ -47,7 +48,8 @@ def test_schedules_owned_by_the_spec():
     mk = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0))
     cfg = mk.train_config(TrainConfig())
     assert (cfg.schedule, cfg.warmup_ratio, cfg.grad_clip) == ("constant", 0.0, 0.0)  # maskbert's official recipe
-    lin = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0), schedule="linear").train_config(TrainConfig(warmup_ratio=0.0))
+    lin = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0),
+                         schedule="linear").train_config(TrainConfig(warmup_ratio=0.0))
     assert (lin.schedule, lin.warmup_ratio, lin.grad_clip) == ("linear", 0.1, 1.0)
     assert get_method("finetune").default_schedule == "linear" and get_method("mask").default_schedule == "official"
     with pytest.raises(ValueError, match="no schedule 'official'"):
@@ -81,7 +83,8 @@ def test_lora_exports_a_plain_model_with_merged_weights():
     prep = prepare_method("lora", base, seed=0)
     names = {n for n, p in prep.model.named_parameters() if p.requires_grad}
     assert names and all("lora_" in n or ".classifier." in n for n in names)
-    assert any("query" in n for n in names) and any("value" in n for n in names) and not any(".key." in n for n in names)
+    assert (any("query" in n for n in names) and any("value" in n for n in names)
+            and not any(".key." in n for n in names))
     with torch.no_grad():
         for n, p in prep.model.named_parameters():
             if "lora_B" in n:

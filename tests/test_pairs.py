@@ -126,7 +126,8 @@ def test_validate_task_checks_the_second_column():
     bad = DatasetDict(train=split(["food", "food"]), dev=split(["a", ""]), test=split(["a", "b"]))
     with pytest.raises(DataError, match=r"split 'dev' has 1 empty 'aspect' value\(s\), e.g. rows \[1\]"):
         validate_task(bad, "t")
-    missing = DatasetDict(train=split(["a", "b"]), dev=split(["a", "b"]).remove_columns("aspect"), test=split(["a", "b"]))
+    missing = DatasetDict(train=split(["a", "b"]), dev=split(["a", "b"]).remove_columns("aspect"),
+                          test=split(["a", "b"]))
     with pytest.raises(DataError, match="split 'dev' has second column"):
         validate_task(missing, "t")
     both = DatasetDict({s: split(["a", "b"]).add_column("text_pair", ["x", "y"]) for s in ("train", "dev", "test")})
@@ -314,7 +315,8 @@ def test_merge_of_a_texts_aspect_labels_is_the_union(tokenizer):
     assert ex[0]["labels"] == [-100, 1, 1, 0, 1, 1, 1, 1, -100]
     assert len(tagger_examples(scores, tokenizer, include_incorrect=False)) == 2  # t3: no aspect right
     # without the meta (e.g. read back from a cache) merging is asked for explicitly
-    bare = [TokenScores(text=s.text, tokens=s.tokens, scores=s.scores, important=s.important, label=s.label, pred=s.pred)
+    bare = [TokenScores(text=s.text, tokens=s.tokens, scores=s.scores, important=s.important, label=s.label,
+                        pred=s.pred)
             for s in scores]
     assert len(tagger_examples(bare, tokenizer)) == 5
     assert [e["labels"] for e in tagger_examples(bare, tokenizer, merge_aspects=True)] == [e["labels"] for e in ex]

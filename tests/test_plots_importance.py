@@ -16,7 +16,8 @@ def table():
         for cls in ("negative", "positive", "neutral"):
             for r, w in enumerate(["bad", "dull", "fine"], start=1):
                 scale = 2.0 if m == "buffer" else 1.0  # the methods differ: a panel shows its method's numbers
-                rows.append({"method": m, "cls": cls, "word": w, "mean_score": scale * (0.5 / r - 0.1), "count": 3 + r, "rank": r})
+                rows.append({"method": m, "cls": cls, "word": w, "mean_score": scale * (0.5 / r - 0.1),
+                             "count": 3 + r, "rank": r})
     return pd.DataFrame(rows)
 
 

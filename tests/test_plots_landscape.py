@@ -21,7 +21,7 @@ def test_paths_figure():
     fig = P.paths(paths_df(), endpoints={"mask<->finetune": ("mask", "finetune")}, title="t")
     loss_ax, acc_ax = fig.axes[:2]
     assert len(loss_ax.get_lines()) >= 4  # 2 paths x 2 splits (+ endpoint guides)
-    assert max(max(l.get_ydata()) for l in acc_ax.get_lines() if len(l.get_ydata()) > 2) <= 100
+    assert max(max(line.get_ydata()) for line in acc_ax.get_lines() if len(line.get_ydata()) > 2) <= 100
     with pytest.raises(ValueError, match="missing \\['path'\\]"):
         P.paths(paths_df().drop(columns="path"))
 
@@ -46,9 +46,10 @@ def test_curve_vs_line():
     fig = P.curve_vs_line(both, line="mask<->finetune", curve="curve", title="t")
     acc_ax, loss_ax = fig.axes[:2]
     assert acc_ax.get_ylabel() == "accuracy (%)" and loss_ax.get_ylabel() == "cross-entropy loss"
-    labels = [l.get_label() for l in acc_ax.get_lines()]
-    assert labels == ["straight line, dev", "straight line, test", "trained Bezier curve, dev", "trained Bezier curve, test"]
-    assert all(0 <= x <= 1 for l in acc_ax.get_lines() for x in l.get_xdata())      # only [0, 1]
+    labels = [line.get_label() for line in acc_ax.get_lines()]
+    assert labels == ["straight line, dev", "straight line, test", "trained Bezier curve, dev",
+                      "trained Bezier curve, test"]
+    assert all(0 <= x <= 1 for line in acc_ax.get_lines() for x in line.get_xdata())      # only [0, 1]
     assert list(acc_ax.get_lines()[-1].get_ydata()) == pytest.approx([90.0] * len(acc_ax.get_lines()[-1].get_ydata()))
     with pytest.raises(ValueError, match="no rows for path"):
         P.curve_vs_line(df, line="mask<->finetune", curve="curve")

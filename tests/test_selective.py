@@ -6,8 +6,14 @@ import pandas as pd
 import pytest
 
 from tmlib.config import ConfigError, from_flat
-from tmlib.experiments.selective import (SelectiveConfig, accuracy_table, buffer_summary, curve_summary, paired_gaps,
-                                         summarize)
+from tmlib.experiments.selective import (
+    SelectiveConfig,
+    accuracy_table,
+    buffer_summary,
+    curve_summary,
+    paired_gaps,
+    summarize,
+)
 from tmlib.importance.types import TokenScores
 
 
@@ -50,21 +56,21 @@ def test_kernels_reach_every_training_stage_and_the_keys(tmp_path):
     "hf" keeps the keys of runs made before the option."""
     from tmlib.experiments.selective import SelectiveExperiment
 
-    exps = {k: SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k, "progress": False,
-                                                                "task_max_examples": 8}))
+    exps = {k: SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k,
+                                                                "progress": False, "task_max_examples": 8}))
             for k in ("fast", "hf")}
     assert exps["fast"].train_config(lr=1e-4).kernels == "fast" and exps["hf"].train_config(lr=1e-4).kernels == "hf"
     g = {k: e.genept_stage.key() for k, e in exps.items()}          # the root stage: no dependencies
     assert g["fast"]["kernels"] == "fast" and "kernels" not in g["hf"]
     scorer = {k: e.scorer_stage.key() for k, e in exps.items()}     # scorer: minilm, no upstream stage
     assert scorer["fast"]["train"]["kernels"] == "fast" and "kernels" not in scorer["hf"]["train"]
-    assert exps["fast"].taskpt_stage(100, "selective").key_hash() != exps["hf"].taskpt_stage(100, "selective").key_hash()
+    assert (exps["fast"].taskpt_stage(100, "selective").key_hash()
+            != exps["hf"].taskpt_stage(100, "selective").key_hash())
 
 
 def test_notebook_yaml_and_dataclass_defaults_agree():
     """One source of defaults: notebook 01's parameters cell and default.yaml are SelectiveConfig()."""
     import ast
-    import json
 
     import yaml
 
@@ -80,7 +86,8 @@ def test_notebook_yaml_and_dataclass_defaults_agree():
     assert params == defaults
     yml = yaml.safe_load((PARAMS / "01_selective_masking" / "default.yaml").read_text())
     assert {k: v for k, v in yml.items() if k != "out_dir"} == {k: v for k, v in defaults.items() if k != "out_dir"}
-    for name in ("smoke", "cpu", "paper", "paper_restaurant", "paper_laptop", "seeds10", "fp32", "hf_kernels"):  # all valid
+    for name in ("smoke", "cpu", "paper", "paper_restaurant", "paper_laptop", "seeds10", "fp32",
+                 "hf_kernels"):  # all valid
         from_flat(SelectiveConfig, yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text()))
     for name in ("cpu", "seeds10", "fp32", "hf_kernels"):   # measured with the model's own forward: pinned
         assert yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text())["kernels"] == "hf"
@@ -146,7 +153,8 @@ def test_paired_gaps():
     noisy.loc[sel & (noisy.seed == 2), "failed"] = True   # ... because that run never trained: dropped on request
     g = paired_gaps(noisy, drop_failed=True).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
     assert g.n_seeds == 2 and g.wins == 2
-    assert summarize(noisy[noisy.taskpt_steps != 5]).set_index(["genept_steps", "method"]).loc[(10, "selective"), "n_failed"] == 1
+    assert (summarize(noisy[noisy.taskpt_steps != 5]).set_index(["genept_steps", "method"])
+            .loc[(10, "selective"), "n_failed"] == 1)
     assert "random15 - genept" not in set(gaps.reset_index()["comparison"])  # absent methods are skipped
 
 
@@ -202,8 +210,10 @@ def test_plots(tmp_path):
     compute = {"stages": [
         {"stage": "GenePT 10 steps", "group": "GenePT", "seconds": 5, "flops": 1e9, "steps": 10},
         {"stage": "buffer labels", "group": "importance", "seconds": 2, "flops": 1e8},
-        {"stage": "TaskPT selective (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10, "method": "selective"},
-        {"stage": "TaskPT random (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10, "method": "random"}]}
+        {"stage": "TaskPT selective (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10,
+         "method": "selective"},
+        {"stage": "TaskPT random (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10,
+         "method": "random"}]}
     fig = sp.compute_split(compute)
     pie, per_stage = fig.axes
     assert pie.get_title() == "compute split (seconds), GenePT 10"

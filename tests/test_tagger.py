@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib.importance.tagger import (WeightedTagger, label_corpus, predict_importance, tagger_examples, train_tagger)
+from tmlib.importance.tagger import WeightedTagger, label_corpus, predict_importance, tagger_examples, train_tagger
 from tmlib.importance.types import TokenScores
 from tmlib.models import load_token_classifier
 from tmlib.training import TrainConfig

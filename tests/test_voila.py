@@ -4,8 +4,16 @@ import sys
 
 import pytest
 
-from tests.browser_screenshot import ROOT, chromium_page, drive_explorer, find_chromium, free_port, port_open, \
-    serve, wait_for_explorer
+from tests.browser_screenshot import (
+    ROOT,
+    chromium_page,
+    drive_explorer,
+    find_chromium,
+    free_port,
+    port_open,
+    serve,
+    wait_for_explorer,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(find_chromium() is None,

@@ -128,7 +128,8 @@ def test_errors_are_shown_and_bad_setup_rejected(model, tokenizer, explorer):
 
     bad = TokenImportanceExplorer(model, tokenizer, TEXTS, method="integrated_gradients",
                                   method_kwargs={"integrated_gradients": {"n_steps": 1}})
-    assert bad.set_example(0) == "" and "integrated_gradients failed" in bad.status.value and "n_steps" in bad.status.value
+    assert (bad.set_example(0) == "" and "integrated_gradients failed" in bad.status.value
+            and "n_steps" in bad.status.value)
     with pytest.raises(ValueError, match="unknown importance method 'lime'"):
         TokenImportanceExplorer(model, tokenizer, TEXTS, methods=["occlusion", "lime"])
     with pytest.raises(IndexError, match="3 examples"):

@@ -19,10 +19,9 @@
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import sys
+from pathlib import Path
 
 from . import assets
 from .suite import DEFAULT_JOBS
@@ -122,14 +121,16 @@ def _mlm(args) -> int:
                              token_fields={"importance": list(ds["importance"]), "important": list(ds["important"])})
     else:
         if args.masking != "random15":
-            raise ValueError(f"--masking {args.masking} needs per-token importance: pass --labelled <labelled corpus dir>")
+            raise ValueError(f"--masking {args.masking} needs per-token importance: "
+                             "pass --labelled <labelled corpus dir>")
         packed = pack_corpus(load_corpus(args.corpus, max_sentences=args.max_sentences)["text"], tok, cfg.max_length)
     model = load_mlm(args.model, seed=cfg.seed)
     acc = get_accelerator()
     from pathlib import Path
 
     out = Path(args.out)
-    res = train_mlm(model, packed, tok, cfg, collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback),
+    res = train_mlm(model, packed, tok, cfg,
+                    collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback),
                     checkpoint_dir=out / "checkpoint", desc=f"MLM ({args.masking})")
     if acc.is_main_process:
         from .runs import atomic_save, atomic_write_json
@@ -157,7 +158,8 @@ def _compare(args) -> int:
     for name, run in zip(args.names, args.runs):
         f = Path(run) / "results.csv"
         if not f.is_file():
-            raise ValueError(f"{f} not found: run the experiment first (python -m tmlib suite --params <set> --only 03)")
+            raise ValueError(f"{f} not found: run the experiment first "
+                             "(python -m tmlib suite --params <set> --only 03)")
         df = pd.read_csv(f)
         if args.query:
             try:
@@ -186,16 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     pa.set_defaults(func=_assets)
     ps = sub.add_parser("suite", help="execute the notebooks with a papermill parameter set")
     ps.add_argument("--params", default="default",
-                    help="parameter set name (<params-dir>/<notebook>/<name>.yaml), or one YAML file for every notebook")
-    ps.add_argument("--notebooks", default=None, help="folder of the NN_name.ipynb notebooks (default: the repository's)")
+                    help="parameter set name (<params-dir>/<notebook>/<name>.yaml), "
+                         "or one YAML file for every notebook")
+    ps.add_argument("--notebooks", default=None,
+                    help="folder of the NN_name.ipynb notebooks (default: the repository's)")
     ps.add_argument("--params-dir", default=None,
                     help="folder of the per-notebook parameter folders (default: the repository's papermill_params)")
     ps.add_argument("--out", default=None, help="output directory (default runs/<params>)")
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     ps.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
-                    help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; 1: one after another); "
-                         "a notebook that reads another's output waits for it")
+                    help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; "
+                         "1: one after another); a notebook that reads another's output waits for it")
     ps.set_defaults(func=_suite)
     pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
     pw.add_argument("--params", default="default", help="notebook 01 parameter set")
@@ -215,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     pf.set_defaults(func=_finetune)
     pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
     pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")
-    pm.add_argument("--labelled", default=None, help="a labelled corpus dir (tagger output) for selective/random masking")
+    pm.add_argument("--labelled", default=None,
+                    help="a labelled corpus dir (tagger output) for selective/random masking")
     pm.add_argument("--masking", default="random15", choices=["random15", "selective", "random"],
                     help="random15: HF random 15%%; selective: tagger-guided; random: same count, random positions")
-    pm.add_argument("--fallback", default="none", choices=["none", "random"], help="selective: sentences without important tokens")
+    pm.add_argument("--fallback", default="none", choices=["none", "random"],
+                    help="selective: sentences without important tokens")
     pm.add_argument("--model", default="scratch:mini", help="scratch:<size>, minilm, a checkpoint dir or a hub name")
     pm.add_argument("--out", required=True, help="run directory (model/, results.json, resumable checkpoint/)")
     pm.add_argument("--max-sentences", type=int, default=None, help="cap the corpus")
@@ -231,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--names", nargs=2, default=["a", "b"], help="names of the two arms (gap = first - second)")
     pc.add_argument("--by", nargs="+", default=["task", "method"], help="columns grouping the comparison")
     pc.add_argument("--metric", default="test_accuracy", help="the column compared (x100, in points)")
-    pc.add_argument("--query", default=None, help="keep the rows matching this pandas query, e.g. 'final' (notebook 01)")
+    pc.add_argument("--query", default=None,
+                    help="keep the rows matching this pandas query, e.g. 'final' (notebook 01)")
     pc.add_argument("--out", default=None, help="write the table as CSV here")
     pc.set_defaults(func=_compare)
     args = parser.parse_args(argv)

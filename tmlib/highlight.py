@@ -136,9 +136,11 @@ def _tokens_html(ts: TokenScores, scale: float, show_important: bool, box: np.nd
     for i, tok in enumerate(ts.tokens):
         cont = tok.startswith("##") and len(tok) > 2 and i > 0
         piece = tok[2:] if cont else tok
-        cls = "t" + (" c" if cont else "") + (" hard" if hard is not None and hard[i] else "") + (" box" if boxed[i] else "")
+        cls = ("t" + (" c" if cont else "") + (" hard" if hard is not None and hard[i] else "")
+               + (" box" if boxed[i] else ""))
         style = f"background:{colors[i]}" + (";color:#fff" if abs(a[i]) > 0.62 else "")
-        span = f'<span class="{cls}" style="{style}" title="{_esc(tok)}: {float(ts.scores[i]):+.4g}">{_esc(piece)}</span>'
+        span = (f'<span class="{cls}" style="{style}" title="{_esc(tok)}: {float(ts.scores[i]):+.4g}">'
+                f'{_esc(piece)}</span>')
         if cont and words:
             words[-1].append(span)
             word_len[-1] += len(piece)

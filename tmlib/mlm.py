@@ -58,7 +58,8 @@ class MaskedOnlyMLM(nn.Module):
         if labels is None:
             raise ValueError("MLM training needs `labels` (-100 at unmasked positions); use an MLM collator")
         if not self.masked_only:
-            out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
+            out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           labels=labels)
             return MLMOutput(loss=out.loss, n_masked=int((labels != -100).sum()))
         base = getattr(self.mlm, self.mlm.base_model_prefix)
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
@@ -72,7 +73,8 @@ class MaskedOnlyMLM(nn.Module):
 
 # ------------------------------------------------------------------------------------------- data
 
-def pack_corpus(texts: Sequence[str] | None, tokenizer, max_length: int = 128, *, token_ids: Sequence[Sequence[int]] | None = None,
+def pack_corpus(texts: Sequence[str] | None, tokenizer, max_length: int = 128, *,
+                token_ids: Sequence[Sequence[int]] | None = None,
                 token_fields: dict[str, Sequence[Sequence]] | None = None, pack: bool = True):
     """Tokenise sentences once and pack consecutive ones into rows of at most ``max_length`` tokens.
 
@@ -191,7 +193,8 @@ def mlm_flops(n_params_encoder: int, tokens: int, masked: int, hidden: int, voca
 
 
 @torch.no_grad()
-def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, seed: int = 0, max_rows: int = 256) -> float:
+def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, seed: int = 0,
+                  max_rows: int = 256) -> float:
     """Mean random-15% MLM loss on (at most ``max_rows`` of) a packed corpus, fixed masks by ``seed``."""
     from .collators import PlainMLMCollator
 
@@ -209,7 +212,8 @@ def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, see
 
 # ------------------------------------------------------------------------------------------- probe
 
-def probe_masks(input_ids: Sequence[Sequence[int]], special_ids, mask_prob: float = 0.15, seed: int = 0) -> list[np.ndarray]:
+def probe_masks(input_ids: Sequence[Sequence[int]], special_ids, mask_prob: float = 0.15,
+                seed: int = 0) -> list[np.ndarray]:
     """The positions :func:`mlm_probe` masks in each row: ``max(1, round(mask_prob * n))`` of the ``n``
     non-special tokens, uniformly without replacement, from one ``numpy`` generator seeded by ``seed``
     and drawn row by row (so a row's masks do not depend on the batch size or on other rows' lengths

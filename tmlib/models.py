@@ -11,16 +11,21 @@ Names resolve in one place, :func:`resolve`:
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from transformers import (AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification,
-                          AutoModelForTokenClassification, AutoTokenizer, BertConfig, BertForMaskedLM,
-                          PreTrainedModel, PreTrainedTokenizerBase)
-
-from contextlib import contextmanager
-
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.utils import logging as hf_logging
 
 from .assets import asset_path
@@ -58,7 +63,8 @@ SCRATCH_SIZES: dict[str, ScratchSize] = {
     "base": ScratchSize(768, 12, 12, 3072),
 }
 
-OFFLINE_HINT = "offline alternatives: 'minilm' (packaged all-MiniLM-L6-v2), 'scratch:mini', or a local checkpoint directory"
+OFFLINE_HINT = ("offline alternatives: 'minilm' (packaged all-MiniLM-L6-v2), 'scratch:mini', "
+                "or a local checkpoint directory")
 
 
 def minilm_path() -> Path:

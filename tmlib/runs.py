@@ -102,7 +102,8 @@ def recover_partial_writes(path: str | Path) -> list[str]:
     if not path.parent.is_dir():
         return []
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:[a-z0-9_]{{8}}|old-(\d+))$")
-    found = [(p, m) for p in path.parent.iterdir() if (m := pattern.match(p.name)) and p.is_dir() and not p.is_symlink()]
+    found = [(p, m) for p in path.parent.iterdir()
+             if (m := pattern.match(p.name)) and p.is_dir() and not p.is_symlink()]
     done = []
     olds = sorted((p for p, m in found if m.group(1)), key=lambda p: p.stat().st_mtime)
     if olds and not path.exists():
@@ -185,7 +186,8 @@ class Artifact:
         except FileNotFoundError as exc:
             raise ArtifactError(f"{self.path} has no {MANIFEST}: it was never built or its write was cut off") from exc
         except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{self.manifest_path} is unreadable ({exc}); delete {self.path} to rebuild it") from exc
+            raise ArtifactError(f"{self.manifest_path} is unreadable ({exc}); "
+                                f"delete {self.path} to rebuild it") from exc
 
     def commit(self, seed: int | None = None, extra: dict | None = None) -> None:
         """Hash every file and write the manifest (last, atomically)."""
@@ -236,7 +238,8 @@ class Stage(Generic[T]):
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
         if not self.deps:
             return cfg
-        return {"config": cfg, "deps": {arg: {"stage": d.name, "key": d.key_hash()} for arg, d in sorted(self.deps.items())}}
+        return {"config": cfg,
+                "deps": {arg: {"stage": d.name, "key": d.key_hash()} for arg, d in sorted(self.deps.items())}}
 
     def key_hash(self) -> str:
         return config_hash(self.key())
@@ -298,7 +301,8 @@ class RunStore:
         try:
             lock_dir.mkdir(exist_ok=True)
         except OSError as exc:
-            raise ArtifactError(f"cannot create lock folder {lock_dir} ({exc.strerror}); choose a writable out_dir") from exc
+            raise ArtifactError(f"cannot create lock folder {lock_dir} ({exc.strerror}); "
+                                "choose a writable out_dir") from exc
         return FileLock(str(lock_dir / (name.replace("/", "__") + ".lock")), timeout=self.lock_timeout)
 
     def get(self, stage: Stage[T]) -> Any:

@@ -238,7 +238,8 @@ class TokenImportanceExplorer:
             if self.gold is not None:
                 tag = _with_label(tag, self.gold)
             gold_buffer = main if method == "buffer" else self._safe_buffer(text, notes)
-            rows.append(tag), captions.append("tagger prediction (underlined = predicted important)"), boxes.append(None)
+            (rows.append(tag), captions.append("tagger prediction (underlined = predicted important)"),
+             boxes.append(None))
             if gold_buffer is not None:
                 src = "gold" if self.gold is not None else "predicted"
                 rows.append(gold_buffer), boxes.append(None)

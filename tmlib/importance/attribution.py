@@ -160,7 +160,8 @@ def _result(enc: _Encoded, i: int, scores, probs: np.ndarray, targets: np.ndarra
     return TokenScores(
         text=meta.pop("text"), tokens=enc.tokens[i], scores=scores,
         label=None if labels is None else int(labels[i]), pred=int(probs[i].argmax()), method=method,
-        meta={"target": int(targets[i]), "p_target": float(probs[i, targets[i]]), "truncated": enc.truncated[i], **meta},
+        meta={"target": int(targets[i]), "p_target": float(probs[i, targets[i]]), "truncated": enc.truncated[i],
+              **meta},
     )
 
 
@@ -342,13 +343,15 @@ def buffer(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None 
         from .buffer import BufferConfig, buffer_importance
     except ImportError as exc:  # the module is written in parallel; say so instead of a bare ImportError
         raise ImportError(f"the buffer method needs tmlib.importance.buffer, which could not be imported ({exc}); "
-                          f"use one of the attribution methods {', '.join(m for m in METHODS if m != 'buffer')}") from exc
+                          "use one of the attribution methods "
+                          f"{', '.join(m for m in METHODS if m != 'buffer')}") from exc
     texts, labels = _check_texts(texts, labels)
     cfg = kw.pop("cfg", None)
     valid = {f.name for f in dataclasses.fields(BufferConfig)}
     unknown = sorted(set(kw) - valid)
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for method 'buffer'; valid: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for method 'buffer'; "
+                         f"valid: {', '.join(sorted(valid))}")
     cfg = dataclasses.replace(cfg, **kw) if cfg is not None else BufferConfig(**kw)
     labels_from = "gold"
     if labels is None:

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..cls_forward import cls_logits, supports as cls_supported
+from ..cls_forward import cls_logits
+from ..cls_forward import supports as cls_supported
 from .stopwords import resolve_stopwords, stopword_mask
 from .types import TokenScores
-
 
 FIRST_TOKEN_RULES = ("official", "keep")
 
@@ -108,15 +108,19 @@ class BufferConfig:
     ``splitter`` option (``"spacy"`` default, ``"regex"`` tmlib's earlier splitter).
     """
     delta: float = 0.01          # important iff P(gold|full) - P(gold|buffer+token) < delta (official: 0.01)
-    max_length: int = 128        # WordPiece budget per input incl. specials (and the aspect); longer texts are truncated
+    max_length: int = 128        # WordPiece budget per input incl. specials (and the aspect); longer texts are
+                                 # truncated
     sentence_batch: int = 64     # sentences walked together (batched version): rows per forward pass <= this
     only_correct: bool = True    # sentences the scorer misclassifies get all-zero labels
-    first_token: str = "official"  # "official": token 0 tested and popped like any other | "keep": never tested (old rule)
+    first_token: str = "official"  # "official": token 0 tested and popped like any other
+                                   # | "keep": never tested (old rule)
     stopwords: str = "spacy"     # stop list forced to 0: "spacy" (official) | "spacy_words" | "tmlib" (old) | "none"
     punctuation: bool | None = None  # also zero pure punctuation; None = the list's convention (tmlib: yes, spacy: no)
     progress: bool = True        # tqdm bar over sentence batches
-    mixed_precision: str = "no"  # "no" (fp32) | "bf16" (autocast around the forward passes; CPU and CUDA) | "fp16" (CUDA)
-    cls_only: bool = True        # batched walk: last layer for [CLS] only (BERT classifiers; same logits, 14% less work)
+    mixed_precision: str = "no"  # "no" (fp32) | "bf16" (autocast around the forward passes; CPU and CUDA)
+                                 # | "fp16" (CUDA)
+    cls_only: bool = True        # batched walk: last layer for [CLS] only (BERT classifiers; same logits,
+                                 # 14% less work)
 
     def __post_init__(self):
         if self.max_length < 4:
@@ -172,8 +176,8 @@ def _prepare(tokenizer, texts, aspects, cfg: BufferConfig) -> _Prepared:
         prefix = [cls_id] + (list(asp[i]) + [sep_id] if asp is not None else [])
         room = cfg.max_length - len(prefix) - 1
         if room < 1:
-            raise ValueError(f"aspect {i} is {len(asp[i])} tokens: nothing of the text fits in max_length={cfg.max_length}; "
-                             f"raise max_length or shorten the aspect")
+            raise ValueError(f"aspect {i} is {len(asp[i])} tokens: nothing of the text fits in "
+                             f"max_length={cfg.max_length}; raise max_length or shorten the aspect")
         row = list(row[:room])
         toks = tokenizer.convert_ids_to_tokens(row)
         stop = stopword_mask(toks, cfg.punctuation, cfg.stopwords)
@@ -267,7 +271,8 @@ def _autocast(cfg: BufferConfig, device):
 # ---------------------------------------------------------------------------------------- reference
 
 def buffer_importance_reference(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
-                                cfg: BufferConfig | None = None, aspects: Sequence[str] | None = None) -> list[TokenScores]:
+                                cfg: BufferConfig | None = None,
+                                aspects: Sequence[str] | None = None) -> list[TokenScores]:
     """The buffer method exactly as written: one forward pass (batch of 1) per token per sentence."""
     cfg = cfg or BufferConfig()
     texts, labels, aspects = _check_inputs(texts, labels, aspects)
@@ -326,7 +331,8 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
         for chunk in tqdm(batches, desc="buffer importance", disable=not cfg.progress, leave=False):
             chunk = [int(c) for c in chunk]
             ys = [labels[c] for c in chunk]
-            p_full, preds = _probs(model, _inputs([(prep.prefix[c], prep.ids[c]) for c in chunk], sep, pad, dev), ys, fast)
+            p_full, preds = _probs(model, _inputs([(prep.prefix[c], prep.ids[c]) for c in chunk], sep, pad, dev),
+                                   ys, fast)
             n = {c: len(prep.ids[c]) for c in chunk}
             important = {c: np.zeros(n[c], dtype=np.int8) for c in chunk}
             scores = {c: np.zeros(n[c], dtype=np.float32) for c in chunk}

@@ -24,7 +24,8 @@ the spaCy lists: it is not); ``True`` / ``False`` override it for any list.
 
     >>> stopword_mask(["the", "film", "is", "not", "un", "##watch", "##able", "."]).astype(int).tolist()
     [1, 0, 1, 1, 0, 0, 0, 0]
-    >>> stopword_mask(["the", "film", "is", "not", "un", "##watch", "##able", "."], stopwords="tmlib").astype(int).tolist()
+    >>> stopword_mask(["the", "film", "is", "not", "un", "##watch", "##able", "."],
+    ...               stopwords="tmlib").astype(int).tolist()
     [1, 0, 1, 0, 0, 0, 0, 1]
 """
 from __future__ import annotations

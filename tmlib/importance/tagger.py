@@ -59,7 +59,8 @@ def _token_ids(tokenizer, ts: TokenScores) -> list[int]:
 
 
 def _merge(scores: Sequence[TokenScores], merge_aspects: bool | None) -> list[TokenScores]:
-    from .buffer import has_aspects, merge_aspects as merge
+    from .buffer import has_aspects
+    from .buffer import merge_aspects as merge
 
     scores = list(scores)
     if merge_aspects is None:
@@ -86,7 +87,8 @@ def tagger_examples(scores: Sequence[TokenScores], tokenizer, max_length: int = 
     out = []
     for ts in _merge(scores, merge_aspects):
         if ts.important is None:
-            raise ValueError(f"TokenScores from method {ts.method!r} have no hard labels; the tagger learns buffer labels")
+            raise ValueError(f"TokenScores from method {ts.method!r} have no hard labels; "
+                             "the tagger learns buffer labels")
         if not include_incorrect and _correct(ts) is False:
             continue
         ids = _token_ids(tokenizer, ts)[: max_length - 2]
@@ -192,7 +194,8 @@ def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scor
 # ------------------------------------------------------------------------------------------ inference
 
 @torch.no_grad()
-def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str, progress: bool) -> list[np.ndarray]:
+def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str,
+                 progress: bool) -> list[np.ndarray]:
     """P(important) per content token for each id list (no specials), length-sorted batches."""
     was = tagger.training
     tagger.eval()
@@ -254,11 +257,12 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     stopwords = resolve_stopwords(stopwords)
     labels = [_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
     return Dataset.from_dict({"text": texts, "token_ids": ids, "importance": [p.tolist() for p in probs],
-                              "important": [l.tolist() for l in labels]})
+                              "important": [lab.tolist() for lab in labels]})
 
 
 def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
-                       threshold: float | None = None, stopwords: str = "spacy", progress: bool = False) -> list[TokenScores]:
+                       threshold: float | None = None, stopwords: str = "spacy",
+                       progress: bool = False) -> list[TokenScores]:
     """The tagger's per-WordPiece P(important) (``scores``) and 0/1 labels (``important``; stop list
     ``stopwords`` forced to 0, as in :func:`label_corpus`) per text."""
     if isinstance(texts, str):

@@ -52,10 +52,12 @@ class MaskConfigError(ValueError):
 class MaskConfig:
     tau: float = 0.01                  # threshold: a weight is kept where its score > tau
     init_sparsity: float = 0.05        # fraction of weights masked out at initialisation
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS  # module types (MODULE_TYPES) or "re:<regex>" on block-relative names
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS  # module types (MODULE_TYPES) or "re:<regex>" on
+                                                       # block-relative names
     blocks: tuple[int, ...] | None = None  # encoder blocks to mask; None = all but the first `skip_first_blocks`
     skip_first_blocks: int = 2         # used when blocks is None (official code masks blocks 2..11 of 12)
-    pooler: bool = True                # mask the pooler (BERT) / classifier.dense (RoBERTa) / pre_classifier (DistilBERT)
+    pooler: bool = True                # mask the pooler (BERT) / classifier.dense (RoBERTa)
+                                       # / pre_classifier (DistilBERT)
     head: Literal["masked", "trained"] = "masked"  # classifier head: frozen random + masked (paper) or trained in fp32
 
     def __post_init__(self):
@@ -65,7 +67,8 @@ class MaskConfig:
         if not 0.0 < self.init_sparsity < 1.0:
             raise MaskConfigError(f"init_sparsity must be in (0, 1), got {self.init_sparsity}; the paper uses 0.05")
         if not self.tau > -0.02:
-            raise MaskConfigError(f"tau must be > -0.02 (scores start on [-0.02, s]), got {self.tau}; the paper uses 0.01")
+            raise MaskConfigError(f"tau must be > -0.02 (scores start on [-0.02, s]), got {self.tau}; "
+                                  "the paper uses 0.01")
         if self.head not in HEAD_MODES:
             raise MaskConfigError(f"head must be one of {list(HEAD_MODES)}, got {self.head!r}")
         if self.skip_first_blocks < 0:

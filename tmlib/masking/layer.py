@@ -46,7 +46,8 @@ class MaskedLinear(nn.Module):
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         self.tau = float(tau)
-        self.scores = nn.Parameter(init_scores(weight.shape, tau, init_sparsity, generator, weight.dtype).to(weight.device))
+        self.scores = nn.Parameter(init_scores(weight.shape, tau, init_sparsity, generator, weight.dtype)
+                                   .to(weight.device))
         self._folded: torch.Tensor | None = None
 
     @classmethod
@@ -62,7 +63,8 @@ class MaskedLinear(nn.Module):
         """Set scores so that ``mask()`` equals ``mask`` exactly (used when loading a packed mask)."""
         mask = mask.to(device=self.scores.device).bool()
         if mask.shape != self.scores.shape:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit a layer of shape {tuple(self.scores.shape)}")
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit a layer of shape "
+                             f"{tuple(self.scores.shape)}")
         with torch.no_grad():
             self.scores.copy_(torch.where(mask, self.tau + 1.0, self.tau - 1.0))
         if self._folded is not None:

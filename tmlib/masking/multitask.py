@@ -41,7 +41,8 @@ class MultiTaskMaskedModel(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer=None, backbone_name: str = ""):
         super().__init__()
         if masked_layers(backbone):
-            raise ValueError("pass a plain backbone (e.g. tmlib.models.load_classifier(name, labels)), not a masked model")
+            raise ValueError("pass a plain backbone (e.g. tmlib.models.load_classifier(name, labels)), "
+                             "not a masked model")
         self.model = backbone.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.backbone_name = backbone_name
@@ -74,10 +75,11 @@ class MultiTaskMaskedModel(nn.Module):
                 self._work[n] = torch.empty_like(self._orig[n])
                 lin.weight = nn.Parameter(self._work[n], requires_grad=False)
         else:
-            if packed.meta["fingerprint"] != self._fingerprint or names != sorted(self._orig) or head != self._head_name:
+            if (packed.meta["fingerprint"] != self._fingerprint or names != sorted(self._orig)
+                    or head != self._head_name):
                 raise MaskFileError(f"{where} masks other layers or another backbone than the tasks loaded so far "
-                                    f"({list(self.tasks)}); every task must share the backbone {self.backbone_name!r} and "
-                                    f"mask the same layers")
+                                    f"({list(self.tasks)}); every task must share the backbone "
+                                    f"{self.backbone_name!r} and mask the same layers")
         w = packed.head["weight"]
         lin = nn.Linear(w.shape[1], w.shape[0], bias="bias" in packed.head)
         with torch.no_grad():

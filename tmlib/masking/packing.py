@@ -99,7 +99,8 @@ def pack_model(model: nn.Module, backbone: str) -> PackedMask:
     """Pack the masks (and the task head) of a model prepared with :func:`apply_masks`."""
     layers = masked_layers(model)
     if not layers:
-        raise MaskFileError("the model has no masked layers; call tmlib.masking.apply_masks(model, cfg) and train it first")
+        raise MaskFileError("the model has no masked layers; "
+                            "call tmlib.masking.apply_masks(model, cfg) and train it first")
     cfg = getattr(model, "mask_config", None) or MaskConfig()
     info = _module_info(model)
     head = _head_name(model)
@@ -110,8 +111,8 @@ def pack_model(model: nn.Module, backbone: str) -> PackedMask:
     if head_mod.bias is not None:
         head_tensors["bias"] = head_mod.bias.detach().float().cpu().clone()
     backbone_layers = [n for n in layers if n != head]
-    modules = [{"name": n, "shape": list(l.weight.shape), "block": info[n].block if n in info else -1,
-                "type": info[n].type if n in info else n} for n, l in layers.items()]
+    modules = [{"name": n, "shape": list(layer.weight.shape), "block": info[n].block if n in info else -1,
+                "type": info[n].type if n in info else n} for n, layer in layers.items()]
     config = getattr(model, "config", None)
     meta = {
         "format": FORMAT,
@@ -125,8 +126,9 @@ def pack_model(model: nn.Module, backbone: str) -> PackedMask:
         "id2label": json.dumps({str(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}),
         "fingerprint": backbone_fingerprint(model, backbone_layers),
     }
-    return PackedMask(bits={n: pack_bits(l.mask()) for n, l in layers.items()},
-                      shapes={n: tuple(l.weight.shape) for n, l in layers.items()}, head=head_tensors, meta=meta)
+    return PackedMask(bits={n: pack_bits(layer.mask()) for n, layer in layers.items()},
+                      shapes={n: tuple(layer.weight.shape) for n, layer in layers.items()}, head=head_tensors,
+                      meta=meta)
 
 
 def save_packed(packed: PackedMask, path: str | Path) -> Path:
@@ -162,7 +164,8 @@ def read_mask(path: str | Path) -> PackedMask:
     head = {k[5:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("head.")}
     for n, b in bits.items():
         if b.dtype != np.uint8 or b.size != (int(np.prod(shapes[n])) + 7) // 8:
-            raise MaskFileError(f"{path}: packed mask of {n} has {b.size} bytes, expected {(int(np.prod(shapes[n])) + 7) // 8}")
+            raise MaskFileError(f"{path}: packed mask of {n} has {b.size} bytes, "
+                                f"expected {(int(np.prod(shapes[n])) + 7) // 8}")
     return PackedMask(bits=bits, shapes=shapes, head=head, meta=meta)
 
 
@@ -171,9 +174,9 @@ def check_compatible(model: nn.Module, packed: PackedMask, where: str = "mask") 
     meta = packed.meta
     model_type = str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
     if meta["model_type"] != model_type:
-        raise MaskFileError(f"{where} was made for architecture {meta['model_type']!r} ({meta['architecture']}, backbone "
-                            f"{meta['backbone']!r}) but the model is {model_type!r} ({type(model).__name__}); load it onto "
-                            f"the backbone {meta['backbone']!r}")
+        raise MaskFileError(f"{where} was made for architecture {meta['model_type']!r} ({meta['architecture']}, "
+                            f"backbone {meta['backbone']!r}) but the model is {model_type!r} "
+                            f"({type(model).__name__}); load it onto the backbone {meta['backbone']!r}")
     mods = dict(model.named_modules())
     for n, shape in packed.shapes.items():
         if n not in mods or not hasattr(mods[n], "weight"):
@@ -185,7 +188,8 @@ def check_compatible(model: nn.Module, packed: PackedMask, where: str = "mask") 
                                 f"it was made for backbone {meta['backbone']!r}")
 
 
-def apply_packed(model: nn.Module, packed: PackedMask, check_fingerprint: bool = True, where: str = "mask") -> nn.Module:
+def apply_packed(model: nn.Module, packed: PackedMask, check_fingerprint: bool = True,
+                 where: str = "mask") -> nn.Module:
     """Load ``packed`` onto ``model`` (a plain backbone, or one already masked with the same layers), in place.
 
     The classifier head is replaced by the stored one (so a backbone with any head size works).
@@ -203,8 +207,9 @@ def apply_packed(model: nn.Module, packed: PackedMask, check_fingerprint: bool =
     if check_fingerprint:
         fp = backbone_fingerprint(model, [n for n in layers if n != head])
         if fp != packed.meta["fingerprint"]:
-            raise MaskFileError(f"{where} was learned on other backbone weights ({packed.meta['backbone']!r}): the frozen "
-                                f"weights of this model differ; load the backbone {packed.meta['backbone']!r}")
+            raise MaskFileError(f"{where} was learned on other backbone weights ({packed.meta['backbone']!r}): "
+                                "the frozen weights of this model differ; "
+                                f"load the backbone {packed.meta['backbone']!r}")
     _set_head(model, packed)
     for n, layer in masked_layers(model).items():
         layer.set_mask(packed.mask(n))

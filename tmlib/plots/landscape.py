@@ -33,7 +33,8 @@ def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapp
     """
     require_columns(df, ["path", "gamma", "split", "loss", "accuracy"], "paths figure")
     use_style()
-    splits = list(splits) if splits is not None else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split))
+    splits = (list(splits) if splits is not None
+              else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split)))
     names = list(dict.fromkeys(df["path"]))
     endpoints = endpoints or {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

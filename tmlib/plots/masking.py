@@ -63,7 +63,8 @@ def sparsity_heatmap(sparsity: pd.DataFrame) -> plt.Figure:
     use_style()
     tasks = list(dict.fromkeys(sparsity["task"]))
     types = [t for t in TYPE_ORDER if t in set(sparsity["type"])] + sorted(set(sparsity["type"]) - set(TYPE_ORDER))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(0.9 * len(types) * len(tasks) + 2.5, 0.5 * sparsity["block"].nunique() + 2.2),
+    fig, axes = plt.subplots(1, len(tasks),
+                             figsize=(0.9 * len(types) * len(tasks) + 2.5, 0.5 * sparsity["block"].nunique() + 2.2),
                              squeeze=False, layout="constrained")
     vmin, vmax = sparsity["kept_pct"].min(), sparsity["kept_pct"].max()
     for ax, task in zip(axes[0], tasks):

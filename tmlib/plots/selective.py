@@ -23,7 +23,8 @@ def accuracy_bars(summary: pd.DataFrame, title: str = "Test accuracy (mean ± st
     for k, m in enumerate(methods):
         rows = summary[summary["method"] == m].set_index("genept_steps").reindex(budgets)
         mean, std = 100 * rows["test_mean"].to_numpy(), 100 * rows["test_std"].fillna(0).to_numpy()
-        bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=color(m), label=LABELS[m])
+        bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=color(m),
+                      label=LABELS[m])
         for b, v, sd in zip(bars, mean, std):
             if np.isfinite(v):  # above the error bar, not on it
                 ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v + sd), ha="center", va="bottom", fontsize=8,
@@ -70,15 +71,17 @@ def compute_split(compute: dict, method: str = "selective", budget: int | None =
     tp = df[(df["group"] == "TaskPT") & (df["method"] == method) & (df["genept_steps"] == budget)]
     taskpt = float(tp[key].sum())
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.5]})
-    parts = [("GenePT", genept, color("genept")), ("importance pipeline", imp, "#edae49"), (f"TaskPT ({method})", taskpt, color(method))]
+    parts = [("GenePT", genept, color("genept")), ("importance pipeline", imp, "#edae49"),
+             (f"TaskPT ({method})", taskpt, color(method))]
     vals = [max(v, 0.0) for _, v, _ in parts]
     if sum(vals) > 0:
         a1.pie(vals, labels=[n for n, _, _ in parts], colors=[c for _, _, c in parts], autopct="%1.0f%%", startangle=90,
                wedgeprops={"linewidth": 1, "edgecolor": "white"})
     a1.set_title(f"compute split ({key}), GenePT {budget}")
     stages = df[df["group"] != "fine-tune"]
-    a2.barh(stages["stage"], stages[key], color=[{"GenePT": color("genept"), "importance": "#edae49"}.get(g, color(m) if isinstance(m, str) else "#444")
-                                                for g, m in zip(stages["group"], stages.get("method", [None] * len(stages)))])
+    a2.barh(stages["stage"], stages[key], color=[
+        {"GenePT": color("genept"), "importance": "#edae49"}.get(g, color(m) if isinstance(m, str) else "#444")
+        for g, m in zip(stages["group"], stages.get("method", [None] * len(stages)))])
     a2.invert_yaxis()
     a2.set_xlabel(key)
     a2.set_title("per stage")
@@ -98,8 +101,8 @@ def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame |
     if n == 2:
         ax = axes[0][1]
         for (g, m), d in taskpt_history.groupby(["genept_steps", "method"]):
-            ax.plot(d["step"], d["train_loss"], color=color(m), ls="-" if g == taskpt_history["genept_steps"].min() else "--",
-                    label=f"{m} (GenePT {g})")
+            ax.plot(d["step"], d["train_loss"], color=color(m),
+                    ls="-" if g == taskpt_history["genept_steps"].min() else "--", label=f"{m} (GenePT {g})")
         ax.set_title("TaskPT MLM loss (on its own masks)")
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
