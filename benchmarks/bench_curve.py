@@ -85,7 +85,7 @@ def main() -> int:
     steps = args.steps or cfg.curve_steps
     data, tok = L.load_data(cfg)
     sols = L.prepare_solutions(cfg, RunStore(cfg.out_dir), data, tok)
-    batches = L.eval_batches(cfg, data, tok)
+    batches = L.eval_batches(cfg, data, tok, sols.data)
     train = L.curve_train_batches(cfg, data, tok)
     a, b = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]

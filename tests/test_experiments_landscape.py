@@ -14,7 +14,7 @@ from tmlib.runs import RunStore
 
 def tiny_cfg(out_dir, **kw):
     base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, epochs=1.0, batch_size=16,
-                eval_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_first_blocks=0,
+                dev_examples=16, test_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_first_blocks=0,
                 max_length=32, curve_steps=4, curve_points=3, progress=False)
     return from_flat(L.LandscapeConfig, {**base, **kw})
 
@@ -34,13 +34,13 @@ def test_config_validation(tmp_path):
 
 
 def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
-    cfg = tiny_cfg(tmp_path / "out", train_examples=0, eval_examples=4, plane_examples=4)
+    cfg = tiny_cfg(tmp_path / "out", train_examples=0, dev_examples=4, test_examples=4, plane_examples=4)
     data, tok = tiny_task, tokenizer
     store = RunStore(cfg.out_dir)
     sols = L.prepare_solutions(cfg, store, data, tok)
     assert set(sols.states) == {"mask-s0", "finetune-s0", "finetune-s1", "pretrained"}
     assert all("trained here" in sols.sources[k] for k in ("mask-s0", "finetune-s0", "finetune-s1"))
-    batches = L.eval_batches(cfg, data, tok)
+    batches = L.eval_batches(cfg, data, tok, sols.data)
     assert len(batches["dev"]) == 4 and len(batches["plane"]) == 4
     paths = L.run_paths(cfg, store, sols, batches)
     assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
@@ -127,3 +127,22 @@ def test_curve_training_enters_the_curve_key_unless_as_before():
         L.LandscapeConfig(curve_mixed_precision="fp16")
     with pytest.raises(ConfigError, match="mixed_precision"):
         L.LandscapeConfig(curve_mixed_precision="half")
+
+
+def test_test_pool_is_what_notebook_03_never_trained_or_selected_on(tmp_path, tokenizer):
+    """The reused solutions' keys say which train and dev rows they saw: the test pool is every other example."""
+    from tmlib.data import load_task
+    from tmlib.runs import RunStore
+
+    store = RunStore(tmp_path / "nb03" / "solutions")
+    store.cached("mr/finetune-s0", {"model": "scratch:tiny", "method": "finetune", "seed": 0, "max_train": 40,
+                                    "max_dev": 20, "data_seed": 0},
+                 build=lambda: 0, save=lambda obj, d: (d / "x").write_text("x"), load=lambda d: None)
+    cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), test_examples=0)
+    trained_on = L._trained_on(cfg, reused=True)
+    assert (trained_on.max_train, trained_on.max_dev) == (40, 20)
+    full = load_task("mr")
+    batches = L.eval_batches(cfg, full, tokenizer, trained_on)
+    assert len(batches["test"]) == sum(map(len, full.values())) - 40 - 20
+    split = L.eval_batches(tiny_cfg(tmp_path / "out", test_pool="split", test_examples=0), full, tokenizer, trained_on)
+    assert len(split["test"]) == len(full["test"])

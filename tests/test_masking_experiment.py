@@ -9,8 +9,8 @@ import torch
 
 matplotlib.use("Agg")
 
-from tmlib.config import ConfigError, flatten, from_dict, from_flat
 import tmlib.solutions as S
+from tmlib.config import ConfigError, flatten, from_flat
 from tmlib.experiments.masking import Experiment, MaskingConfig, curve_flatness, plan, storage_table, summarize
 from tmlib.plots import masking as pm
 from tmlib.solutions import load_solution, solution_key_of, solution_path, task_dirname
@@ -145,7 +145,6 @@ def test_figures_from_tables():
 
 
 def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tmp_path, monkeypatch):
-    import tmlib.experiments.masking as M
 
     cfg = _cfg(tmp_path, methods=["finetune", "bitfit"], seeds=[3, 1], lr_grid={"finetune": [1e-3, 3e-2]},
                lr={"bitfit": 1e-2}, epochs=2.0, lr_grid_extend=0)   # the edge rule: test_grid_extends_past_an_edge_winner

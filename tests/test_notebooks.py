@@ -6,14 +6,14 @@ import json
 from pathlib import Path
 
 import nbformat
-import papermill as pm
 import pandas as pd
+import papermill as pm
 import pytest
 import yaml
 
 from tmlib import suite
 from tmlib.config import ConfigError
-from tmlib.suite import PARAMS, notebooks, params_file, run_suite
+from tmlib.suite import notebooks, params_file, run_suite
 
 NOTEBOOKS = notebooks()
 SETS = ("smoke", "default", "paper")

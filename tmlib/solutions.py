@@ -162,13 +162,13 @@ class Trained:
 
 def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
     """Adapt the backbone to ``data`` as ``recipe`` says (:func:`tmlib.training.train_classifier`)."""
+    from datasets import DatasetDict
+
     from .data import label_names
     from .masking.multitask import fp32_model_bytes
     from .methods import prepare_method
     from .models import load_classifier
     from .training import TrainConfig, train_classifier
-
-    from datasets import DatasetDict
 
     r = recipe
     data = DatasetDict(train=data["train"], dev=data["dev"])   # the test data is evaluation_stage's
@@ -292,7 +292,7 @@ class Evaluation:
     accuracy: float
     loss: float
     n: int
-    predictions: "np.ndarray"
+    predictions: object   # numpy array of class indices
 
 
 def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | None = None,

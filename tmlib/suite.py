@@ -27,7 +27,6 @@ from pathlib import Path
 from .config import ConfigError, load_yaml
 
 
-
 def _home() -> Path:
     """Where the suite runs notebooks and resolves relative paths: the checkout this module sits in when it has
     ``notebooks/`` (a clone, an editable install), else the working directory (an installed wheel)."""
@@ -162,7 +161,7 @@ def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -
     while left:   # notebooks that wait on each other would never start: refuse before running anything
         ready = [k for k, d in left.items() if d <= done]
         if not ready:
-            raise ConfigError(f"notebooks wait on each other's output folders: "
+            raise ConfigError("notebooks wait on each other's output folders: "
                               + "; ".join(f"{k} reads {', '.join(sorted(d))}" for k, d in sorted(left.items()))
                               + f" (parameter set {params!r}); point the parameters at a folder of another run")
         done.update(ready)

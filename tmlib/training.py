@@ -11,15 +11,13 @@ checkpoints atomically and resumes after an interruption exactly where it stoppe
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import math
-import os
 import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch

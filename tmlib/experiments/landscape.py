@@ -26,11 +26,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ConfigError
+from ..data import TEST_POOLS, TaskRecipe
 from ..masking.config import MaskConfig
 from ..runs import RunStore
-from ..data import TaskRecipe
-from ..solutions import (Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path,
-                         solution_stage)
+from ..solutions import Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path, solution_stage
 
 
 @dataclass
@@ -45,7 +44,9 @@ class LandscapeConfig:
     model: str = "minilm"                          # backbone of the solutions (must match notebook 03's)
     reuse_runs: str = ""                           # notebook 03's out_dir (relative to the repo root); "" = train here
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # fine-tuning seeds A, B; mask and contrast use seed A
-    eval_examples: int = 200                       # dev and test sentences evaluated per point (0 = the whole split)
+    dev_examples: int = 200                        # dev sentences evaluated per point (0 = the whole dev split)
+    test_pool: str = "heldout"                     # "heldout": test on examples the solutions never trained on | "split"
+    test_examples: int = 1000                      # test sentences per point from test_pool (0 = all), class-balanced
     gamma_min: float = -0.2                        # interpolation grid start (<= 0)
     gamma_max: float = 1.2                         # interpolation grid end (>= 1)
     n_gammas: int = 15                             # points per path (0 and 1 always included)
@@ -93,7 +94,9 @@ class LandscapeConfig:
             raise ConfigError(f"n_gammas must be >= 3, got {self.n_gammas}")
         if self.plane_resolution < 2:
             raise ConfigError(f"plane_resolution must be >= 2, got {self.plane_resolution}")
-        for name in ("eval_examples", "plane_examples", "train_examples"):
+        if self.test_pool not in TEST_POOLS:
+            raise ConfigError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
+        for name in ("dev_examples", "test_examples", "plane_examples", "train_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = all / no cap), got {getattr(self, name)}")
         if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1 or self.epochs <= 0:
@@ -123,6 +126,7 @@ class Solutions:
     template: object                      # a model of the architecture (never modified)
     states: dict[str, dict]               # name -> state dict: pretrained, mask, finetune-s<A>, finetune-s<B>
     sources: dict[str, str]               # name -> "notebook 03: <path>" / "trained here: <path>" / "load_classifier(...)"
+    data: TaskRecipe | None = None        # the data the solutions trained on (train and dev caps): the test pool is the rest
     metrics: dict[str, dict] = field(default_factory=dict)  # name -> dev/test accuracy at the endpoints (filled by run_paths)
 
     def table(self) -> pd.DataFrame:
@@ -154,6 +158,17 @@ def _reused(cfg: LandscapeConfig, method: str, seed: int):
         raise ConfigError(f"notebook 03's solution {d} was trained from model={used!r} but this notebook has "
                           f"model={cfg.model!r}; set model: {used} (the pretrained endpoint must be the same backbone)")
     return model, f"notebook 03: {d / 'model'}"
+
+
+def _trained_on(cfg: LandscapeConfig, reused: bool) -> TaskRecipe:
+    """The data recipe the solutions trained on: notebook 03's (its solution's key: train and dev caps, split
+    seed) when reused, else this notebook's :func:`plan`."""
+    if not reused:
+        return next(iter(plan(cfg).values())).data
+    a = cfg.seeds[0]
+    key = solution_key_of(_resolve(cfg.reuse_runs), cfg.task, "finetune", a)
+    return TaskRecipe(cfg.task, seed=int(key.get("data_seed", 0)), max_train=int(key.get("max_train", 0)),
+                      max_dev=int(key.get("max_dev", key.get("max_eval", 0))))
 
 
 def _resolve(path: str) -> Path:
@@ -201,8 +216,10 @@ def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenize
     a = cfg.seeds[0]
     states, sources = {}, {}
     template = None
+    reused = []
     for (method, seed), recipe in plan(cfg).items():
         m, src = get_solution(cfg, store, recipe, data, tokenizer)
+        reused.append(src.startswith("notebook 03"))
         template = template if template is not None else m
         states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
     pre = load_classifier(cfg.model, label_names(data), seed=a)
@@ -212,14 +229,21 @@ def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenize
     if missing:
         raise ConfigError(f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
                           f"{sorted(missing)[:4]}); set model to the backbone notebook 03 used")
-    return Solutions(template=template, states=states, sources=sources)
+    if len(set(reused)) > 1:
+        raise ConfigError(f"some solutions come from notebook 03 ({cfg.reuse_runs}) and some were trained here: "
+                          "their training data may differ; rerun notebook 03 or set reuse_runs: \"\"")
+    return Solutions(template=template, states=states, sources=sources, data=_trained_on(cfg, reused[0]))
 
 
 # ------------------------------------------------------------------------------------------ evaluation sets
 
-def eval_batches(cfg: LandscapeConfig, data, tokenizer) -> dict:
-    """Tokenised, length-sorted batches built once: ``{"dev", "test"}`` for the paths (``eval_examples`` each),
-    ``"plane"`` (``plane_examples`` dev sentences); subsets are class-balanced (:func:`tmlib.data.cap_splits`)."""
+def eval_batches(cfg: LandscapeConfig, data, tokenizer, trained_on: TaskRecipe | None = None) -> dict:
+    """Tokenised, length-sorted batches built once: ``"dev"`` (``dev_examples`` dev sentences) and ``"test"``
+    (``test_examples`` from the test pool: under ``test_pool="heldout"`` every example ``trained_on``'s train and
+    dev caps leave out, :attr:`Solutions.data`) for the paths, ``"plane"`` (``plane_examples`` dev sentences);
+    subsets are class-balanced (:func:`tmlib.data.cap_splits`)."""
+    from dataclasses import replace
+
     from datasets import DatasetDict
 
     from ..data import cap_splits
@@ -228,9 +252,19 @@ def eval_batches(cfg: LandscapeConfig, data, tokenizer) -> dict:
     def build(ds):
         return EvalBatches(encode(ds, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.eval_batch_size)
 
-    sets = cap_splits(DatasetDict(dev=data["dev"], test=data["test"], plane=data["dev"]),
-                      {"dev": cfg.eval_examples, "test": cfg.eval_examples, "plane": cfg.plane_examples}, seed=0)
+    trained_on = trained_on or TaskRecipe(cfg.task, seed=0)
+    test = replace(trained_on, test_pool=cfg.test_pool, max_test=cfg.test_examples).load()["test"]
+    sets = cap_splits(DatasetDict(dev=data["dev"], test=test, plane=data["dev"]),
+                      {"dev": cfg.dev_examples, "plane": cfg.plane_examples}, seed=0)
     return {s: build(sets[s]) for s in ("dev", "test", "plane")}
+
+
+def test_key(cfg: LandscapeConfig, sols: Solutions) -> dict:
+    """What the evaluation sets depend on, for the cached paths, curve and plane."""
+    from dataclasses import replace
+
+    return {"dev_examples": cfg.dev_examples,
+            "test": replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool, max_test=cfg.test_examples).key()}
 
 
 # ------------------------------------------------------------------------------------------ experiments
@@ -288,7 +322,7 @@ def run_paths(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     frames = []
     for name, a, b in path_specs(cfg):
         key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
-               "gammas": cfg.gammas, "task": cfg.task, "eval_examples": cfg.eval_examples, "max_length": cfg.max_length,
+               "gammas": cfg.gammas, "task": cfg.task, **test_key(cfg, sols), "max_length": cfg.max_length,
                **_compute_key(cfg)}
         df = store.cached(f"cache/path-{name.replace('<->', '--')}", key,
                           build=lambda a=a, b=b, name=name: linear_path(
@@ -337,7 +371,7 @@ def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
     key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
            "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
-           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, "eval_examples": cfg.eval_examples, **_compute_key(cfg),
+           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, **test_key(cfg, sols), **_compute_key(cfg),
            **_curve_training_key(cfg)}
     device = "cuda" if torch.cuda.is_available() else None
 
@@ -408,7 +442,7 @@ def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
 
 
 def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFrame | None = None,
-              coords: dict | None = None, sols: Solutions | None = None) -> dict:
+              coords: dict | None = None, sols: Solutions | None = None, batches: dict | None = None) -> dict:
     """Per path and split: endpoint accuracies, the worst accuracy on [0, 1], the drop below the lower
     endpoint, and whether it stays within 1 point. Writes nothing (:func:`write_outputs` does)."""
     from ..landscape import path_summary
@@ -426,7 +460,8 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
     main = table[(table.path == "mask<->finetune") & (table.split == "test")].iloc[0]
     curve = table[(table.path == CURVE_PATH) & (table.split == "test")]
     summary = {
-        "task": cfg.task, "model": cfg.model, "seeds": cfg.seeds, "eval_examples": cfg.eval_examples,
+        "task": cfg.task, "model": cfg.model, "seeds": cfg.seeds, "dev_examples": cfg.dev_examples,
+        "test_pool": cfg.test_pool, "test_n": None if batches is None else len(batches["test"]),
         "gammas": cfg.gammas,
         "finding": (f"accuracy along masked<->fine-tuned (test) stays within 1 point of the lower endpoint: "
                     f"{bool(main.within_1pt)} (max drop {main.max_drop_pts:.2f} points at gamma={main.argmin_gamma:g}; "

@@ -32,8 +32,18 @@ from ..config import ConfigError
 from ..data import TEST_POOLS, TaskRecipe
 from ..masking.config import MaskConfig
 from ..runs import RunStore
-from ..solutions import (SELECTION_COLUMNS, Evaluation, GridRecipe, Inputs, Selection, SolutionRecipe, Trained,
-                         chosen_stage, evaluation_stage, selection_stage)
+from ..solutions import (
+    SELECTION_COLUMNS,
+    Evaluation,
+    GridRecipe,
+    Inputs,
+    Selection,
+    SolutionRecipe,
+    Trained,
+    chosen_stage,
+    evaluation_stage,
+    selection_stage,
+)
 
 
 @dataclass

@@ -16,10 +16,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from .analysis import (accuracy_table, buffer_summary, compute_split, condition_costs, corpus_summary, curve_summary,
-                       detectable_gap, importance_examples, paired_gaps, probe_table, summarize)
-from .config import (TASKPT_METHODS, BufferConfig, FinetuneConfig, GeneptConfig, ScorerConfig, SelectiveConfig,
-                     TaggerConfig, TaskptConfig)
+from .analysis import (
+    accuracy_table,
+    buffer_summary,
+    compute_split,
+    condition_costs,
+    corpus_summary,
+    curve_summary,
+    detectable_gap,
+    importance_examples,
+    paired_gaps,
+    probe_table,
+    summarize,
+)
+from .config import (
+    TASKPT_METHODS,
+    BufferConfig,
+    FinetuneConfig,
+    GeneptConfig,
+    ScorerConfig,
+    SelectiveConfig,
+    TaggerConfig,
+    TaskptConfig,
+)
 from .stages import Checkpoints, SelectiveExperiment, collator, split_corpus
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...stats import detectable_gap
+from ...stats import detectable_gap  # noqa: F401 - re-exported by tmlib.experiments.selective
 from .config import TASKPT_METHODS
 
 
