@@ -56,8 +56,8 @@ def measure(a, sa, sb, dev, tok, gammas, batch_size, max_length, mp="no"):
     """One size: naive and ours, interleaved (naive, ours, ours, naive) so load changes hit both alike."""
     import torch
 
+    from tmlib.classify import EvalBatches, encode
     from tmlib.landscape import _Scratch, linear_path
-    from tmlib.training import EvalBatches, encode
 
     texts, labels = list(dev["text"]), list(dev["label"])
     t = {"naive": 0.0, "ours": 0.0, "tok": 0.0}

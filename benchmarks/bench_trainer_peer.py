@@ -1,11 +1,11 @@
-"""A measured peer: fine-tuning MiniLM on MR with ``transformers.Trainer`` vs :func:`tmlib.training.train_classifier`.
+"""A measured peer: fine-tuning MiniLM on MR with ``transformers.Trainer`` vs :func:`tmlib.classify.train_classifier`.
 
     .venv/bin/python benchmarks/bench_trainer_peer.py            # 400 MR sentences per split, 2 epochs, fp32 + bf16
     .venv/bin/python benchmarks/bench_trainer_peer.py --quick    # 128 per split, 1 epoch
     .venv/bin/python benchmarks/bench_trainer_peer.py --precision bf16 --repeats 2
 
 Same data (``load_task("mr", max_examples=400)``, the same tokenized splits from
-:func:`tmlib.training.encode`, max length 64), same model and head init (seed 0), lr 2e-4, batch 32,
+:func:`tmlib.classify.encode`, max length 64), same model and head init (seed 0), lr 2e-4, batch 32,
 2 epochs, linear decay after 10% warmup (the same integer warmup steps), weight decay 0.01 on matrices
 only, gradient clipping 1.0, fused AdamW in both, dev evaluation once per epoch, no checkpoints
 (Trainer: ``save_strategy="no"``), plain shuffled batches, and the same precision (``mixed_precision`` /
@@ -72,9 +72,10 @@ def _reset_accelerate() -> None:
 
 
 def run_tmlib(args, task, tok, mp: str, kernels: str = "fast") -> dict:
+    from tmlib.classify import train_classifier
     from tmlib.data import label_names
     from tmlib.models import load_classifier
-    from tmlib.training import TrainConfig, train_classifier
+    from tmlib.training import TrainConfig
 
     cfg = TrainConfig(lr=2e-4, batch_size=32, epochs=args.epochs, max_length=64, seed=0, progress=False,
                       select_metric="", mixed_precision=mp, kernels=kernels)
@@ -90,9 +91,9 @@ def run_trainer(args, task, tok, mp: str) -> dict:
     import numpy as np
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
+    from tmlib.classify import encode
     from tmlib.data import label_names
     from tmlib.models import load_classifier
-    from tmlib.training import encode
 
     _reset_accelerate()
     model = load_classifier(args.model, label_names(task), seed=0)

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_training.py            # MiniLM-L6, MR, 500 train sentences, 2 epochs
     .venv/bin/python benchmarks/bench_training.py --quick    # 128 sentences, 1 epoch
 
-Four runs of :func:`tmlib.training.train_classifier` on the same data, in one process, one after the other:
+Four runs of :func:`tmlib.classify.train_classifier` on the same data, in one process, one after the other:
 per-parameter AdamW vs the fused kernel (``make_optimizer``), and plain shuffled batches vs
 :class:`~tmlib.training.LengthGroupedBatches`. Reported: wall seconds per run (training plus the dev/test
 evaluations), padded positions per epoch, and each run's ratio to the old path (loop AdamW, plain
@@ -39,7 +39,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from tmlib import training
+    from tmlib import classify, training
     from tmlib.data import label_names, load_task
     from tmlib.models import load_classifier, load_tokenizer
 
@@ -72,7 +72,7 @@ def main() -> int:
         model = load_classifier(args.model, label_names(task), seed=0)
         with mock.patch.object(training, "_loader", loader), mock.patch.object(training, "make_optimizer", opt):
             t = time.perf_counter()
-            res = training.train_classifier(model, task, tok, dataclasses.replace(cfg, mixed_precision=mp))
+            res = classify.train_classifier(model, task, tok, dataclasses.replace(cfg, mixed_precision=mp))
             return time.perf_counter() - t, res.test["accuracy"]
 
     rows = {}

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tmlib.classify import EvalBatches, encode
 from tmlib.landscape import (
     DEFAULT_GAMMAS,
     LandscapeError,
@@ -23,7 +24,6 @@ from tmlib.landscape import (
     plane_point,
     train_bezier,
 )
-from tmlib.training import EvalBatches, encode
 
 # ------------------------------------------------------------------------------------------ toy model
 
@@ -103,7 +103,7 @@ def test_endpoints_reproduce_logits_exactly(bert_pair, bert_batches):
     assert torch.equal(seen[1], logits_of(b, bert_batches["dev"]))
     assert not torch.equal(seen[0], seen[1])
     # the stored metrics at the endpoints are those of the endpoint models
-    from tmlib.training import evaluate_classifier
+    from tmlib.classify import evaluate_classifier
     df = linear_path(a, a.state_dict(), b, bert_batches, gammas=[0.0, 0.5, 1.0], progress=False)
     assert list(df.columns) == ["gamma", "split", "loss", "accuracy"] and len(df) == 6
     for g, m in ((0.0, a), (1.0, b)):

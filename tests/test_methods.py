@@ -2,10 +2,11 @@ import pytest
 import torch
 
 from tmlib import models, plots
+from tmlib.classify import train_classifier
 from tmlib.masking.config import MaskConfig
 from tmlib.masking.model import mask_parameters
 from tmlib.methods import METHODS, get_method, prepare_method
-from tmlib.training import TrainConfig, train_classifier
+from tmlib.training import TrainConfig
 
 
 def _model():

@@ -2,11 +2,12 @@ import pytest
 import torch
 
 from tmlib import models
+from tmlib.classify import train_classifier
 from tmlib.masking import MaskConfig, export_mask, read_mask, to_plain
 from tmlib.masking.multitask import MultiTaskMaskedModel, fp32_model_bytes
 from tmlib.masking.packing import MaskFileError
 from tmlib.methods import prepare_method
-from tmlib.training import TrainConfig, train_classifier
+from tmlib.training import TrainConfig
 
 
 def _backbone(labels=("a", "b")):

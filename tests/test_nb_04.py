@@ -9,7 +9,7 @@ from tmlib.suite import run_suite
 
 @pytest.mark.slow
 def test_nb04_smoke(tmp_path):
-    rows = run_suite("smoke", tmp_path, only=["04"])
+    run_suite("smoke", tmp_path, only=["04"])
     out = tmp_path / "04_loss_landscape"
     paths = pd.read_csv(out / "paths.csv")
     assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune",

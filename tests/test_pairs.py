@@ -170,7 +170,7 @@ def _segments(tokenizer, row):
 
 
 def test_encode_orders_the_segments(tmp_path, tokenizer):
-    from tmlib.training import encode
+    from tmlib.classify import encode
 
     p = tmp_path / "pairs.csv"
     _pair_csv(p)
@@ -197,9 +197,10 @@ def test_encode_orders_the_segments(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("kind", ["pair", "aspect"])
 def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
+    from tmlib.classify import ClassifierCollator, encode, train_classifier
     from tmlib.data import label_names
     from tmlib.models import load_classifier
-    from tmlib.training import ClassifierCollator, TrainConfig, encode, train_classifier
+    from tmlib.training import TrainConfig
 
     if kind == "pair":
         p = tmp_path / "pairs.csv"

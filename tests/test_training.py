@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from tmlib import models
-from tmlib.training import TrainConfig, check_labels, linear_schedule, train_classifier
+from tmlib.classify import check_labels, train_classifier
+from tmlib.training import TrainConfig, linear_schedule
 
 
 def _cfg(**kw):
@@ -18,7 +19,7 @@ def test_learns_tiny_task(tiny_task, tokenizer):
     assert res.dev["accuracy"] == max(h["accuracy"] for h in res.fit.history)  # best state restored
     # the reported dev metrics are those of the returned model (taken from its eval row, not recomputed);
     # the model's own forward (SDPA, every row of the last layer) gives them up to float rounding
-    from tmlib.training import EvalBatches, encode, evaluate_classifier
+    from tmlib.classify import EvalBatches, encode, evaluate_classifier
 
     again = evaluate_classifier(m, EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer))
     assert res.dev["accuracy"] == again["accuracy"]
@@ -284,9 +285,10 @@ def test_bf16_training_matches_fp32_and_leaves_a_plain_fp32_model(tokenizer):
 
 def test_corrupted_resume_checkpoint_starts_over(tmp_path):
     """A truncated checkpoint.pt (a kill while the disk was full) is not fatal: a warning, a fresh start."""
+    from tmlib.classify import train_classifier
     from tmlib.data import load_task
     from tmlib.models import load_classifier, load_tokenizer
-    from tmlib.training import TrainConfig, train_classifier
+    from tmlib.training import TrainConfig
 
     (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     data = load_task("mr", max_examples=16)
@@ -299,7 +301,7 @@ def test_corrupted_resume_checkpoint_starts_over(tmp_path):
 
 
 def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
-    from tmlib.training import EvalBatches, encode, evaluate_classifier
+    from tmlib.classify import EvalBatches, encode, evaluate_classifier
 
     model = models.load_classifier("scratch:tiny", ["neg", "pos"], seed=0)
     batches = EvalBatches(encode(tiny_task["dev"], tokenizer, 32), tokenizer, batch_size=8)
@@ -315,7 +317,7 @@ def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
 def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer):
     """kernels="fast": eager attention during fit (on CPU), the [CLS]-only classifier (the model's own forward is
     never called in training), SDPA again afterwards; "hf": the model's own forward. Both learn the task."""
-    from tmlib.training import kernels_context
+    from tmlib.precision import kernels_context
 
     seen = {}
     for kernels in ("fast", "hf"):
@@ -340,7 +342,7 @@ def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer
 
 def test_evaluate_classifier_fast_gives_the_models_numbers(tiny_task, tokenizer):
     """kernels="fast" evaluates through the [CLS]-only forward: the model's accuracy and loss up to float rounding."""
-    from tmlib.training import EvalBatches, encode, evaluate_classifier
+    from tmlib.classify import EvalBatches, encode, evaluate_classifier
 
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with torch.no_grad():

@@ -69,11 +69,13 @@ def _worker(args) -> int:
 def _finetune(args) -> int:
     from dataclasses import fields
 
+    from .classify import train_classifier
     from .config import from_dict
     from .data import label_names, load_task
     from .models import load_classifier, load_tokenizer
+    from .precision import get_accelerator
     from .runs import RunStore
-    from .training import TrainConfig, get_accelerator, train_classifier
+    from .training import TrainConfig
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = from_dict(TrainConfig, overrides)
@@ -102,7 +104,8 @@ def _mlm(args) -> int:
     from .experiments.selective import collator as _collator
     from .mlm import pack_corpus, train_mlm
     from .models import load_mlm, load_tokenizer
-    from .training import TrainConfig, get_accelerator
+    from .precision import get_accelerator
+    from .training import TrainConfig
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = from_dict(TrainConfig, {"lr": 1e-3, "batch_size": 32, "warmup_ratio": 0.05, "select_metric": "", **overrides})

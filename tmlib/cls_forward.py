@@ -129,7 +129,7 @@ class ClsOnlyClassifier(torch.nn.Module):
 
     @classmethod
     def for_kernels(cls, model, kernels: str):
-        """The network to call under ``kernels`` (:data:`tmlib.training.KERNELS`): ``ClsOnlyClassifier(model)`` for
+        """The network to call under ``kernels`` (:data:`tmlib.precision.KERNELS`): ``ClsOnlyClassifier(model)`` for
         ``"fast"`` where :meth:`wraps` allows it, else ``model`` itself."""
         return cls(model) if kernels == "fast" and cls.wraps(model) else model
 

@@ -69,9 +69,9 @@ def classifier_stage(name: str, init: str | Stage, task: TaskRecipe, train, data
     deps = {} if isinstance(init, str) else {"init": init}
 
     def build(ctx, init=init):
+        from .classify import train_classifier
         from .data import label_names
         from .models import load_classifier, load_tokenizer
-        from .training import train_classifier
 
         d = data if data is not None else task.load()
         path = _init_path(init, pick)

@@ -10,7 +10,7 @@ quadratic Bezier curve between two models (mode connectivity, Garipov et al. 201
 * Inputs are never mutated: every point is written in place into ONE scratch copy of the template
   model (``torch.lerp(..., out=...)``), so the cost per point is one pass over the weights plus the
   evaluation, with no model copies.
-* Evaluation reuses tokenised, padded, length-sorted batches (:class:`tmlib.training.EvalBatches`).
+* Evaluation reuses tokenised, padded, length-sorted batches (:class:`tmlib.classify.EvalBatches`).
 * Any input may be an ``nn.Module`` or a state dict. For a masked model pass its effective weights,
   ``W * mask`` with the plain model's keys (``tmlib.masking.effective_state_dict(model)``).
 * Float tensors are interpolated; non-float buffers (position ids, token type ids) must be equal in
@@ -31,7 +31,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .training import EvalBatches, TrainConfig, evaluate_classifier
+from .classify import EvalBatches, evaluate_classifier
+from .training import TrainConfig
 
 State = Mapping[str, torch.Tensor]
 ModelOrState = Union[torch.nn.Module, State]
@@ -146,7 +147,7 @@ def _eval_dict(eval_batches) -> dict[str, EvalBatches]:
         return dict(eval_batches)
     if hasattr(eval_batches, "batches"):
         return {"dev": eval_batches}
-    raise LandscapeError("eval_batches must be a tmlib.training.EvalBatches or a dict split -> EvalBatches "
+    raise LandscapeError("eval_batches must be a tmlib.classify.EvalBatches or a dict split -> EvalBatches "
                          f"(tokenise once, reuse for every point); got {type(eval_batches).__name__}")
 
 
@@ -399,7 +400,7 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
     from torch.func import functional_call
 
     from .cls_forward import ClsOnlyClassifier
-    from .training import autocast, check_kernels, check_mixed_precision, kernels_context
+    from .precision import autocast, check_kernels, check_mixed_precision, kernels_context
 
     if steps < 1:
         raise LandscapeError(f"steps must be >= 1, got {steps}")

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .training import FitResult, TrainConfig, autocast, fit
+from .precision import autocast
+from .training import FitResult, TrainConfig, fit
 
 
 @dataclass

@@ -161,14 +161,15 @@ class Trained:
 
 
 def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
-    """Adapt the backbone to ``data`` as ``recipe`` says (:func:`tmlib.training.train_classifier`)."""
+    """Adapt the backbone to ``data`` as ``recipe`` says (:func:`tmlib.classify.train_classifier`)."""
     from datasets import DatasetDict
 
+    from .classify import train_classifier
     from .data import label_names
     from .masking.multitask import fp32_model_bytes
     from .methods import prepare_method
     from .models import load_classifier
-    from .training import TrainConfig, train_classifier
+    from .training import TrainConfig
 
     r = recipe
     data = DatasetDict(train=data["train"], dev=data["dev"])   # the test data is evaluation_stage's
@@ -240,9 +241,9 @@ class Inputs:
         self._batches: dict = {}
 
     def test_batches(self, max_length: int, batch_size: int = 64):
-        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.training.EvalBatches`),
+        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.classify.EvalBatches`),
         shared by every solution evaluated on it."""
-        from .training import EvalBatches, encode
+        from .classify import EvalBatches, encode
 
         if (max_length, batch_size) not in self._batches:
             enc = encode(self.data["test"], self.tokenizer, max_length)
@@ -308,7 +309,8 @@ def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | N
     key = {"test": {**d.key(), "max_test": d.cap("test")}, "max_length": recipe.max_length, "kernels": recipe.kernels}
 
     def build(ctx, solution):
-        from .training import evaluate_classifier, kernels_context
+        from .classify import evaluate_classifier
+        from .precision import kernels_context
 
         model = solution.model
         with kernels_context(model, recipe.kernels, next(model.parameters()).device):   # as dev was evaluated

@@ -6,11 +6,11 @@ notebook, or under ``accelerate launch`` on many GPUs. It trains whatever parame
 best state by a dev metric, logs through ``on_step`` hooks, and, given ``checkpoint_dir``,
 checkpoints atomically and resumes after an interruption exactly where it stopped.
 
-:func:`train_classifier` and :func:`evaluate_classifier` wrap it for sequence classification.
+:mod:`tmlib.classify` wraps it for sequence classification; :mod:`tmlib.precision` holds mixed precision and
+the forward's kernels.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import config_hash
+from .precision import check_kernels, check_mixed_precision, get_accelerator, kernels_context
 from .runs import atomic_save
 
 
@@ -91,102 +92,6 @@ def linear_schedule(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-KERNELS = ("fast", "hf")
-"""How a training run computes the model's forward (``TrainConfig.kernels``). The math is the same and, on CPU, so
-are the random numbers (dropout draws the same masks in the same order), so the two differ by float rounding only
-(on CUDA the fused dropout / SDPA kernels draw otherwise: runs differ as with another dropout seed):
-
-* ``"fast"``: on CPU the Hugging Face model runs its eager attention (``matmul``, softmax, dropout,
-  ``matmul``, as BERT was written and as the official code ran it) instead of PyTorch's SDPA kernels, which
-  are slower on this CPU's short rows; and a single-label BERT classifier computes its last layer for the
-  ``[CLS]`` row only (:class:`tmlib.cls_forward.ClsOnlyClassifier`), the only row its head reads. On CUDA
-  attention stays SDPA (flash / memory-efficient kernels).
-* ``"hf"``: the model's own forward, SDPA attention (tmlib's only behaviour before this option, 2026-11-24).
-
-Measured effect (speed and a paired check of accuracy): README, "Performance".
-"""
-
-
-def check_kernels(kernels: str) -> str:
-    if kernels not in KERNELS:
-        raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}, got {kernels!r}")
-    return kernels
-
-
-@contextlib.contextmanager
-def kernels_context(model: torch.nn.Module, kernels: str, device: torch.device | str):
-    """While inside: the attention implementation ``kernels`` asks for on ``device`` (``"fast"`` on CPU:
-    eager) for the first Hugging Face model in ``model`` (itself, or inside a wrapper: peft, the MLM
-    head wrapper); the previous implementation is restored on leaving."""
-    from transformers import PreTrainedModel
-
-    check_kernels(kernels)
-    hf = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
-    prev = getattr(getattr(hf, "config", None), "_attn_implementation", None)
-    want = "eager" if kernels == "fast" and torch.device(device).type == "cpu" else None
-    if hf is None or want is None or prev == want:
-        yield model
-        return
-    hf.set_attn_implementation(want)
-    try:
-        yield model
-    finally:
-        hf.set_attn_implementation(prev)
-
-
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
-
-
-def check_mixed_precision(mixed_precision: str, device: torch.device | str | None = None) -> str:
-    """Validate a ``mixed_precision`` setting; with ``device``, also that the device supports it
-    (fp16 autocast + gradient scaling needs CUDA; bf16 autocast runs on CPU and CUDA)."""
-    if mixed_precision not in MIXED_PRECISIONS:
-        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISIONS))}, "
-                         f"got {mixed_precision!r}")
-    if device is not None and mixed_precision == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError(f"mixed_precision='fp16' needs a CUDA device (this one is {torch.device(device).type!r}); "
-                         f"use 'bf16' (autocast works on CPU) or 'no'")
-    return mixed_precision
-
-
-def autocast(mixed_precision: str, device: torch.device | str):
-    """The precision context of forward passes outside :func:`fit` (evaluation, probes, the buffer walk):
-    nothing for ``"no"``, else ``torch.autocast`` to bf16 / fp16 on ``device``'s type (validated by
-    :func:`check_mixed_precision`)."""
-    import contextlib
-
-    device = torch.device(device)
-    mp = check_mixed_precision(mixed_precision, device)
-    if mp == "no":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
-
-
-def get_accelerator(mixed_precision: str = "no"):
-    """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
-    --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo.
-
-    ``mixed_precision`` ("no" | "bf16" | "fp16") is passed to ``Accelerator``; it is the config's
-    choice, not the launcher's. accelerate keeps one process-wide state that refuses a second
-    ``Accelerator`` with another precision; in a single process (a notebook running an fp32 and a bf16
-    fit one after the other) that state is reset so each fit gets its own precision."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    cpu = not torch.cuda.is_available()
-    check_mixed_precision(mixed_precision, "cpu" if cpu else "cuda")
-    if not cpu:  # TF32 tensor-core matmuls for whatever still runs in fp32 on an Ampere+ GPU (set by fit, not on import)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, mixed_precision):
-        if PartialState().num_processes > 1:
-            raise ValueError(f"this process already runs with mixed_precision={state.get('_mixed_precision')!r}; "
-                             f"a distributed run cannot switch to {mixed_precision!r} mid-run")
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler):
@@ -445,183 +350,3 @@ def fit(
     result.seconds = time.perf_counter() - start
     ckpt.remove()
     return result
-
-
-# ------------------------------------------------------------------------------------- classification
-
-AUTO = "auto"
-
-
-def input_columns(column_names, pair_column: str | None = AUTO, aspect_column: str | None = AUTO) -> tuple[str | None, str | None]:
-    """``(pair_column, aspect_column)`` actually used for a dataset with ``column_names``: ``"auto"``
-    picks ``text_pair`` / ``aspect`` where present (aspect first), None turns one off."""
-    from .data import ASPECT_COLUMN, PAIR_COLUMN
-
-    if aspect_column == AUTO:
-        aspect_column = ASPECT_COLUMN if ASPECT_COLUMN in column_names else None
-    if pair_column == AUTO:
-        pair_column = PAIR_COLUMN if PAIR_COLUMN in column_names and not aspect_column else None
-    if pair_column and aspect_column:
-        raise ValueError(f"a task has one second input: got pair_column={pair_column!r} and aspect_column={aspect_column!r}")
-    for col in (pair_column, aspect_column):
-        if col and col not in column_names:
-            raise ValueError(f"no column {col!r} to encode (columns: {list(column_names)})")
-    return pair_column, aspect_column
-
-
-def encode(ds, tokenizer, max_length: int, text_column: str = "text", pair_column: str | None = AUTO,
-           aspect_column: str | None = AUTO):
-    """Tokenize a ``datasets.Dataset`` (truncating to ``max_length``) into model inputs + ``labels``.
-
-    Single text: ``[CLS] text [SEP]``. With a second input (``"auto"``: the ``text_pair`` / ``aspect``
-    column where the dataset has one; None: ignore it) the tokenizer's pair encoding, segment ids 0 then 1:
-    a sentence pair is ``[CLS] text [SEP] text_pair [SEP]`` (the longer side truncated first, as BERT's
-    GLUE code); an aspect task is ``[CLS] aspect [SEP] text [SEP]`` with only the text truncated (the
-    official selective-masking code's ``ASC`` / ``ABSAProcessor``: ``text_a`` = aspect, ``text_b`` = text).
-    """
-    pair_column, aspect_column = input_columns(ds.column_names, pair_column, aspect_column)
-
-    def fn(batch):
-        if aspect_column:
-            enc = tokenizer(batch[aspect_column], batch[text_column], truncation="only_second", max_length=max_length)
-        elif pair_column:
-            enc = tokenizer(batch[text_column], batch[pair_column], truncation=True, max_length=max_length)
-        else:
-            enc = tokenizer(batch[text_column], truncation=True, max_length=max_length)
-        if "label" in batch:
-            enc["labels"] = batch["label"]
-        return enc
-
-    keep = [c for c in ds.column_names]
-    return ds.map(fn, batched=True, remove_columns=keep, desc="tokenize",
-                  new_fingerprint=_encode_fingerprint(ds, tokenizer, max_length, text_column,
-                                                      pair_column if not aspect_column else f"aspect:{aspect_column}"))
-
-
-def _encode_fingerprint(ds, tokenizer, max_length, text_column, pair_column) -> str:
-    """A cheap fingerprint for :func:`encode`'s map. Without it ``datasets`` dill-hashes the closure,
-    tokenizer included: ~0.1-2 s per call, which dominated short runs."""
-    from datasets.fingerprint import Hasher
-
-    return Hasher.hash([getattr(ds, "_fingerprint", None), type(tokenizer).__name__,
-                        getattr(tokenizer, "name_or_path", ""), len(tokenizer),
-                        getattr(tokenizer, "truncation_side", None), max_length, text_column, pair_column])
-
-
-class ClassifierCollator:
-    """Pads a list of encoded examples into a batch."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, examples: list[dict]) -> dict:
-        return self.tokenizer.pad(examples, return_tensors="pt")
-
-
-class EvalBatches:
-    """Tokenized, padded, length-sorted batches built once and reused for every evaluation."""
-
-    def __init__(self, encoded, tokenizer, batch_size: int = 64):
-        order = np.argsort([len(x) for x in encoded["input_ids"]], kind="stable")
-        collate = ClassifierCollator(tokenizer)
-        rows = [encoded[int(i)] for i in order]
-        self.batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
-        self.n = len(rows)
-        self.order = order   # batch row k is example order[k] of ``encoded``
-
-    def __len__(self) -> int:
-        return self.n
-
-
-@torch.no_grad()
-def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None,
-                        mixed_precision: str = "no", kernels: str = TrainConfig.kernels,
-                        predictions: bool = False) -> dict:
-    """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
-    passes under bf16 autocast ("fp16": CUDA only); ``kernels="fast"`` computes a single-label BERT
-    classifier's last layer for ``[CLS]`` only (:class:`~tmlib.cls_forward.ClsOnlyClassifier`; the same
-    numbers up to float rounding), ``"hf"`` calls the model itself. ``predictions``: also return the
-    predicted class of every example, in the order of the encoded dataset (``"predictions"``)."""
-    from .cls_forward import ClsOnlyClassifier
-
-    model = ClsOnlyClassifier.for_kernels(model, check_kernels(kernels))
-    was_training = model.training
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    ctx = autocast(mixed_precision, device)
-    loss_sum, correct, preds = 0.0, 0, []
-    for batch in batches.batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with ctx:
-            out = model(**batch)
-        n = batch["labels"].numel()
-        loss_sum += out.loss.float().item() * n
-        pred = out.logits.argmax(-1)
-        correct += (pred == batch["labels"]).sum().item()
-        if predictions:
-            preds.append(pred.cpu())
-    model.train(was_training)
-    metrics = {"loss": loss_sum / len(batches), "accuracy": correct / len(batches)}
-    if predictions:
-        flat = torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
-        metrics["predictions"] = np.empty_like(flat)
-        metrics["predictions"][batches.order] = flat
-    return metrics
-
-
-@dataclass
-class ClassifierResult:
-    dev: dict
-    test: dict | None
-    fit: FitResult
-
-
-def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, optimizer_cls=torch.optim.AdamW,
-                     checkpoint_dir=None, on_step=(), desc="fine-tune", test_predictions: bool = False) -> ClassifierResult:
-    """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
-    ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
-
-    Selects the best state by dev accuracy, then reports dev and test metrics of that state (``test`` is None
-    when ``data`` has no test split: the caller evaluates elsewhere). Under
-    ``cfg.kernels="fast"`` a single-label BERT classifier trains and evaluates through
-    :class:`~tmlib.cls_forward.ClsOnlyClassifier` (the same parameters; ``on_step`` hooks still get ``model``).
-    """
-    from .cls_forward import ClsOnlyClassifier
-
-    check_labels(model, data)
-    enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test") if s in data}
-    dev = EvalBatches(enc["dev"], tokenizer)
-    net = ClsOnlyClassifier.for_kernels(model, cfg.kernels)
-    hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
-    res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
-              evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
-              params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=hooks, desc=desc,
-              lengths=[len(x) for x in enc["train"]["input_ids"]])
-    # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
-    # its dev metrics are that row's, no second pass over dev
-    best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
-    if "test" not in enc:
-        return ClassifierResult(dev=best, test=None, fit=res)
-    # the test split with the attention the dev evaluations had inside fit
-    with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
-        test_metrics = evaluate_classifier(net, EvalBatches(enc["test"], tokenizer), kernels=cfg.kernels,
-                                           predictions=test_predictions)
-    return ClassifierResult(dev=best, test=test_metrics, fit=res)
-
-
-def _dev_metrics(model, dev: EvalBatches, kernels: str) -> dict:
-    m = evaluate_classifier(model, dev, kernels=kernels)
-    return {"accuracy": m["accuracy"], "dev_loss": m["loss"]}
-
-
-def check_labels(model, data) -> None:
-    """The model head must have exactly as many outputs as the task has classes."""
-    from .data import label_names
-
-    names = label_names(data)
-    n_head = getattr(model.config, "num_labels", None)
-    if n_head is not None and n_head != len(names):
-        raise ValueError(
-            f"the model head has {n_head} outputs but the task has {len(names)} classes {names}; "
-            f"load the model with tmlib.models.load_classifier(name, label_names)"
-        )

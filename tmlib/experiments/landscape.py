@@ -70,12 +70,12 @@ class LandscapeConfig:
     # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss unchanged
     mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the effects here
-    kernels: str = "fast"                          # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.training.KERNELS)
+    kernels: str = "fast"                          # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.precision.KERNELS)
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
         from ..methods import check_method_settings
-        from ..training import check_kernels, check_mixed_precision
+        from ..precision import check_kernels, check_mixed_precision
 
         try:
             check_mixed_precision(self.mixed_precision)
@@ -246,8 +246,8 @@ def eval_batches(cfg: LandscapeConfig, data, tokenizer, trained_on: TaskRecipe |
 
     from datasets import DatasetDict
 
+    from ..classify import EvalBatches, encode
     from ..data import cap_splits
-    from ..training import EvalBatches, encode
 
     def build(ds):
         return EvalBatches(encode(ds, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.eval_batch_size)
@@ -292,7 +292,7 @@ def _evaluate(cfg: LandscapeConfig):
     """The evaluation function of every point (fp32, or under ``cfg.mixed_precision`` autocast; ``cfg.kernels``)."""
     from functools import partial
 
-    from ..training import evaluate_classifier
+    from ..classify import evaluate_classifier
 
     return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
 
@@ -343,8 +343,8 @@ CURVE_PATH = "mask~finetune (Bezier curve)"   # the curve's name in paths.csv
 def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
     """Collated training batches (``batch_size`` each) the curve trains on: the train split capped at
     ``curve_examples`` (class-balanced, seed 0), tokenised at ``max_length``."""
+    from ..classify import EvalBatches, encode
     from ..data import cap_splits
-    from ..training import EvalBatches, encode
 
     train = cap_splits(data, {"train": cfg.curve_examples}, seed=0)["train"]
     return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches

@@ -76,7 +76,7 @@ class MaskingConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
     # ^ bf16 is the default: paired check against fp32 in the README (papermill_params/03_masking_vs_finetuning/fp32.yaml)
-    kernels: str = "fast"                 # "fast" | "hf": how training computes the forward (tmlib.training.KERNELS);
+    kernels: str = "fast"                 # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS);
     # ^ paired check against "hf" in the README (papermill_params/03_masking_vs_finetuning/hf_kernels.yaml)
     threads: int = 0                      # torch threads (0: torch's default); recorded in every manifest
     flip_every: int = 5                   # steps between mask-flip records
@@ -110,7 +110,7 @@ class MaskingConfig:
                 raise ConfigError(f"lr_grid[{m!r}] has repeated values: {list(vs)}")
             grids[m] = [float(v) for v in vs]
         self.lr_grid = grids
-        from ..training import check_kernels, check_mixed_precision
+        from ..precision import check_kernels, check_mixed_precision
 
         try:
             check_mixed_precision(self.mixed_precision)

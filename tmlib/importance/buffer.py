@@ -130,7 +130,7 @@ class BufferConfig:
         if self.first_token not in FIRST_TOKEN_RULES:
             raise ValueError(f"first_token must be one of {FIRST_TOKEN_RULES} (got {self.first_token!r})")
         self.stopwords = resolve_stopwords(self.stopwords)
-        from ..training import check_mixed_precision
+        from ..precision import check_mixed_precision
 
         check_mixed_precision(self.mixed_precision)
 
@@ -257,7 +257,7 @@ def _autocast(cfg: BufferConfig, device):
     instead, also when the caller is in inference mode."""
     import contextlib
 
-    from ..training import autocast, check_mixed_precision
+    from ..precision import autocast, check_mixed_precision
 
     if check_mixed_precision(cfg.mixed_precision, device) == "no":
         return torch.inference_mode()   # fp32: as before (cheapest per call)

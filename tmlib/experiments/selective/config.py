@@ -126,7 +126,7 @@ class SelectiveConfig:
     pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
     mixed_precision: str = "bf16"      # "no" | "bf16" | "fp16" (GPU): autocast for every training stage
-    kernels: str = "fast"              # "fast" | "hf": how training computes the forward (tmlib.training.KERNELS)
+    kernels: str = "fast"              # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS)
     threads: int = 0                   # torch threads (0: torch's default); recorded in every manifest
     progress: bool = True              # progress bars and one log line per stage (also <out_dir>/progress.log)
     genept: GeneptConfig = field(default_factory=GeneptConfig)
@@ -147,7 +147,7 @@ class SelectiveConfig:
             raise ValueError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        from ...training import check_kernels
+        from ...precision import check_kernels
 
         check_kernels(self.kernels)
         for name, n in (("genept.max_length", self.genept.max_length), ("taskpt.max_length", self.taskpt.max_length),
