@@ -42,9 +42,11 @@ explore: assets
 	  --port=$(EXPLORE_PORT) --Voila.ip=127.0.0.1
 
 test: assets browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 test-fast: assets
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -m "not slow"
 
 bench: assets

@@ -14,8 +14,8 @@ from tmlib.runs import RunStore
 
 def tiny_cfg(out_dir, **kw):
     base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, epochs=1.0, batch_size=16,
-                dev_examples=16, test_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8, mask_skip_first_blocks=0,
-                max_length=32, curve_steps=4, curve_points=3, progress=False)
+                dev_examples=16, test_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8,
+                mask_skip_first_blocks=0, max_length=32, curve_steps=4, curve_points=3, progress=False)
     return from_flat(L.LandscapeConfig, {**base, **kw})
 
 
@@ -74,7 +74,8 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
     store = RunStore(cfg.out_dir)   # a fresh store: reuse goes through the manifests on disk
     sols2 = L.prepare_solutions(cfg, store, data, tok)
-    pd.testing.assert_frame_equal(L.run_paths(cfg, store, sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False)
+    pd.testing.assert_frame_equal(L.run_paths(cfg, store, sols2, batches), paths[paths.path != L.CURVE_PATH],
+                                  check_dtype=False)
     monkeypatch.setattr(core, "train_bezier", lambda *a, **k: pytest.fail("retrained a cached curve"))
     pd.testing.assert_frame_equal(L.run_curve(cfg, store, sols2, batches, data, tok), curve, check_dtype=False)
 

@@ -24,12 +24,13 @@ def train_solution(cfg, task, method, seed):
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_dev=8, max_test=32,
-                seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, lr_grid={}, progress=False)
+    base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_dev=8,
+                max_test=32, seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, lr_grid={}, progress=False)
     return from_flat(MaskingConfig, {**base, **kw})
 
 
-@pytest.mark.parametrize("kw, match", [(dict(methods=["adapter"]), "unknown method.*valid methods: finetune, bitfit, mask, lora"),
+@pytest.mark.parametrize("kw, match", [(dict(methods=["adapter"]),
+                                        "unknown method.*valid methods: finetune, bitfit, mask, lora"),
                                        (dict(lr={"adapter": 1e-3}), "unknown method"),
                                        (dict(lr={"mask": "1e-3"}), "must be a number"),
                                        (dict(schedule={"finetune": "official"}), "no schedule 'official'"),
@@ -61,7 +62,8 @@ def test_lr_and_schedule_come_from_the_method_spec(tmp_path):
     key = {m: plan(cfg).solution("mr", m, 0).key() for m in cfg.methods}
     assert key["mask"]["lr"] == 0.02 and key["lora"]["lr"] == 5e-4 and key["finetune"]["lr"] == 2e-5
     assert key["mask"]["schedule"]["schedule"] == "constant" and key["finetune"]["schedule"]["schedule"] == "linear"
-    assert plan(_cfg(tmp_path, schedule={"mask": "linear"})).solution("mr", "mask", 0).key()["schedule"]["grad_clip"] == 1.0
+    assert (plan(_cfg(tmp_path, schedule={"mask": "linear"})).solution("mr", "mask", 0).key()["schedule"]["grad_clip"]
+            == 1.0)
     assert cfg.mask.skip_first_blocks == 1 and flatten(cfg)["mask_skip_first_blocks"] == 1
 
 
@@ -83,7 +85,8 @@ def test_solution_contract_roundtrip_and_corruption(tmp_path):
     d = solution_path(tmp_path, "mr", "mask", 0)
     assert {"model", "metrics.json", "mask.safetensors", "manifest.json"} <= {p.name for p in d.iterdir()}
     saved = json.loads((d / "metrics.json").read_text())
-    assert saved["method"] == "mask" and "test_accuracy" not in saved and saved["task_bytes"] < saved["fp32_copy_bytes"] / 32
+    assert (saved["method"] == "mask" and "test_accuracy" not in saved
+            and saved["task_bytes"] < saved["fp32_copy_bytes"] / 32)
     loaded = load_solution(tmp_path, "mr", "mask", 0)
     x = torch.randint(1000, 2000, (2, 6))
     with torch.no_grad():
@@ -125,11 +128,13 @@ def test_figures_from_tables():
     fig = pm.accuracy_bars(res)
     assert "LoRA" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     sp = pd.DataFrame([{"task": "mr", "block": b, "type": t, "kept_pct": 90 + b} for b in (2, 3)
-                       for t in ("query", "ffn_in")] + [{"task": "mr", "block": -1, "type": "pooler", "kept_pct": 93.0}])
+                       for t in ("query", "ffn_in")]
+                      + [{"task": "mr", "block": -1, "type": "pooler", "kept_pct": 93.0}])
     fig = pm.sparsity_heatmap(sp)
     img = np.ma.getdata(fig.axes[0].images[0].get_array())
     assert img.shape == (3, 3) and np.isnan(img[2, 0]) and img[0, 0] == 92
-    st = pd.DataFrame({"task": ["mr"] * 2, "method": ["finetune", "mask"], "task_bytes": [9e7, 1e6], "fp32_copy_bytes": [9e7] * 2})
+    st = pd.DataFrame({"task": ["mr"] * 2, "method": ["finetune", "mask"], "task_bytes": [9e7, 1e6],
+                       "fp32_copy_bytes": [9e7] * 2})
     assert pm.storage_bars(st).axes[0].get_yscale() == "log"
     mem = pd.DataFrame({"method": ["mask", "finetune"], "n_tasks": [1, 1], "bytes": [1, 2], "kind": ["projected"] * 2})
     assert pm.memory_lines(mem).axes
@@ -138,7 +143,7 @@ def test_figures_from_tables():
                            for t in ("mr", "bbc") for m in ("finetune", "mask") for s in (0, 1) for st in (5, 10, 15)])
     fig = pm.dev_curves(curves)
     assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "training step"
-    thick = [l for l in fig.axes[0].get_lines() if l.get_linewidth() == 2]
+    thick = [line for line in fig.axes[0].get_lines() if line.get_linewidth() == 2]
     assert len(thick) == 2 and list(thick[0].get_ydata()) == pytest.approx([55, 60, 65])
     with pytest.raises(ValueError, match="missing \\['kept_pct'\\]"):
         pm.sparsity_heatmap(sp.drop(columns="kept_pct"))
@@ -146,8 +151,9 @@ def test_figures_from_tables():
 
 def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tmp_path, monkeypatch):
 
+    # lr_grid_extend=0: the edge rule has its own test, test_grid_extends_past_an_edge_winner
     cfg = _cfg(tmp_path, methods=["finetune", "bitfit"], seeds=[3, 1], lr_grid={"finetune": [1e-3, 3e-2]},
-               lr={"bitfit": 1e-2}, epochs=2.0, lr_grid_extend=0)   # the edge rule: test_grid_extends_past_an_edge_winner
+               lr={"bitfit": 1e-2}, epochs=2.0, lr_grid_extend=0)
     calls = []
     real = S.train
     monkeypatch.setattr(S, "train", lambda r, *a: calls.append((r.method, r.seed, r.lr)) or real(r, *a))
@@ -172,7 +178,8 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     assert (solution_path(tmp_path, "mr", "finetune", 3) / "model" / "config.json").is_file()
     # dev curves: one row per evaluation (one per epoch) of every run
     curves = run.dev_curves
-    assert len(curves) == 4 * 2 and set(curves.method) == {"finetune", "bitfit"} and curves.dev_accuracy.between(0, 1).all()
+    assert (len(curves) == 4 * 2 and set(curves.method) == {"finetune", "bitfit"}
+            and curves.dev_accuracy.between(0, 1).all())
     flat = curve_flatness(curves)
     assert set(flat.method) == {"finetune", "bitfit"} and (flat.evals == 2).all()
     summary = summarize(results)
@@ -205,8 +212,9 @@ def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, methods=["finetune"], seeds=[0], lr_grid={"finetune": [1e-4, 1e-3]}, lr_grid_extend=1,
                epochs=1.0)
     tried = []
+    # larger lr wins
     monkeypatch.setattr(S, "train", lambda r, d, tok: tried.append(r.lr) or
-                        S.Trained(model=None, metrics={"dev_accuracy": r.lr, "dev_loss": 0.0, "lr": r.lr}))   # larger lr wins
+                        S.Trained(model=None, metrics={"dev_accuracy": r.lr, "dev_loss": 0.0, "lr": r.lr}))
     monkeypatch.setattr(S, "save", lambda t, d, tok: (d.mkdir(parents=True, exist_ok=True),
                                                       (d / "metrics.json").write_text(json.dumps(t.metrics))))
     sel = Experiment(cfg).selection("mr", "finetune")
@@ -237,4 +245,5 @@ def test_test_evaluation_is_its_own_stage_on_the_held_out_pool(tmp_path, monkeyp
     assert mask.sampling_sd_pts == pytest.approx(100 * np.sqrt(dis / len(labels)))
     monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained for a new test cap"))
     again = Experiment(_cfg(tmp_path, methods=["finetune", "mask"], seeds=[0, 1], max_test=100)).run()
-    assert (again.results.test_n == 100).all() and again.results.dev_accuracy.tolist() == run.results.dev_accuracy.tolist()
+    assert ((again.results.test_n == 100).all()
+            and again.results.dev_accuracy.tolist() == run.results.dev_accuracy.tolist())

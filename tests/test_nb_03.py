@@ -23,13 +23,15 @@ def test_nb03_smoke(tmp_path):
     curves = pd.read_csv(out / "dev_curves.csv")
     assert len(curves) == 2 * 4 * 2 * 2 and curves.dev_accuracy.between(0, 1).all()   # 2 evaluations per run
     gaps = pd.read_csv(out / "gaps.csv")
-    assert set(gaps.comparison) == {"bitfit - finetune", "mask - finetune", "lora - finetune"} and (gaps.n_seeds == 2).all()
+    assert (set(gaps.comparison) == {"bitfit - finetune", "mask - finetune", "lora - finetune"}
+            and (gaps.n_seeds == 2).all())
     assert pd.read_csv(out / "flatness.csv").shape[0] == 2 * 4
     assert results["test_accuracy"].between(0, 1).all() and results["steps"].gt(0).all()
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["method"]) == {"finetune", "bitfit", "mask", "lora"} and summary["n_seeds"].eq(2).all()
     mask = summary[summary.method == "mask"]
-    assert mask.vs_finetune.str.match(r"mask \u2212 fine-tune = [+-]\d+\.\d( ± \d+\.\d)? points \(p = .*, 2 seeds\)").all()
+    assert mask.vs_finetune.str.match(
+        r"mask \u2212 fine-tune = [+-]\d+\.\d( ± \d+\.\d)? points \(p = .*, 2 seeds\)").all()
     storage = pd.read_csv(out / "storage.csv")
     mask = storage[storage["method"] == "mask"]
     assert (mask["task_bytes"] * 32 <= mask["fp32_copy_bytes"]).all()  # 1 bit per weight << fp32 copy
@@ -46,7 +48,8 @@ def test_nb03_smoke(tmp_path):
     for task in ("mr", "bbc"):  # the solutions contract notebook 04 relies on
         for method in ("finetune", "bitfit", "mask", "lora"):
             d = out / "solutions" / task / f"{method}-s0"
-            assert (d / "model" / "config.json").is_file() and (d / "metrics.json").is_file() and (d / "manifest.json").is_file()
+            assert ((d / "model" / "config.json").is_file() and (d / "metrics.json").is_file()
+                    and (d / "manifest.json").is_file())
         assert (out / "solutions" / task / "mask-s1" / "mask.safetensors").is_file()
         assert (out / "solutions" / task / "lora-s1" / "adapter" / "adapter_model.safetensors").is_file()
 

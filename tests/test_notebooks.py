@@ -32,7 +32,8 @@ def test_conventions(nb):
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks with outputs stripped"
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in code), "commit notebooks with outputs stripped"
     assert cells[0]["cell_type"] == "markdown", "open with prose: what the paper claims and what this notebook shows"
     after = "".join(cells[tagged[0] + 1]["source"])
     assert "notebook_config(" in after, "the cell after the parameters must build the config (rejects unknown names)"
@@ -66,7 +67,8 @@ def test_notebooks_are_thin():
             if cell["cell_type"] != "code":
                 continue
             src = "".join(cell["source"])
-            assert "\ndef " not in "\n" + src and "\nclass " not in "\n" + src, f"{nb.name}: move definitions into tmlib"
+            assert ("\ndef " not in "\n" + src
+                    and "\nclass " not in "\n" + src), f"{nb.name}: move definitions into tmlib"
             if "parameters" in cell.get("metadata", {}).get("tags", []):
                 continue  # one documented `name = value` line per parameter: data, not logic
             assert len(src.splitlines()) <= 25, f"{nb.name}: a {len(src.splitlines())}-line cell; move logic into tmlib"
@@ -133,7 +135,8 @@ def test_run_suite_writes_timing_and_results(fixture_suite, tmp_path):
     assert [r["notebook"] for r in rows] == ["00_fixture.ipynb"] and rows[0]["peak_rss_mb"] > 0
     assert "00_fixture" in (out / "results.md").read_text() and "| steps | 2 |" in (out / "results.md").read_text()
     run_suite("smoke", out)                      # a second run: the latest row in suite_timing, both in suite_history
-    timing, history = pd.read_csv(out / "suite_timing.csv"), pd.read_csv(out / "suite_history.csv", dtype={"commit": str})
+    timing, history = (pd.read_csv(out / "suite_timing.csv"),
+                       pd.read_csv(out / "suite_history.csv", dtype={"commit": str}))
     assert list(timing.notebook) == ["00_fixture.ipynb"] and len(history) == 2
     assert list(history.columns[:3]) == ["finished", "commit", "notebook"] and history.finished.is_monotonic_increasing
     assert timing.seconds.iloc[0] == history.seconds.iloc[-1]
@@ -184,7 +187,8 @@ def test_start_order_puts_chains_first_and_fillers_last():
     nbs = [Path(f"{s}.ipynb") for s in ("01_a", "02_b", "03_c", "04_d")]
     deps = {"01_a": set(), "02_b": set(), "03_c": set(), "04_d": {"03_c"}}
     assert [nb.stem for nb in suite.start_order(nbs, deps)] == ["03_c", "04_d", "01_a", "02_b"]
-    assert [nb.stem for nb in suite.start_order(nbs, deps, {"02_b.ipynb": 900.0, "01_a.ipynb": 60.0})][2:] == ["02_b", "01_a"]
+    assert ([nb.stem for nb in suite.start_order(nbs, deps, {"02_b.ipynb": 900.0, "01_a.ipynb": 60.0})][2:]
+            == ["02_b", "01_a"])
     chain = {"01_a": set(), "02_b": {"01_a"}, "03_c": {"02_b"}, "04_d": set()}
     assert [nb.stem for nb in suite.start_order(nbs, chain)][:2] == ["01_a", "02_b"]
 

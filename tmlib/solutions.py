@@ -185,7 +185,8 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
                            optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{r.task} {r.method} s{r.seed}")
     out = prep.export(backbone=r.backbone, fp32_bytes=fp32_bytes)
     metrics = {"task": r.task, "method": r.method, "seed": r.seed, "lr": r.learning_rate,
-               "dev_accuracy": res.dev["accuracy"], "dev_loss": res.dev["loss"], "best_epoch": res.fit.best.get("epoch"),
+               "dev_accuracy": res.dev["accuracy"], "dev_loss": res.dev["loss"],
+               "best_epoch": res.fit.best.get("epoch"),
                "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 2), "n_trainable": prep.n_trainable,
                "task_bytes": out.task_bytes, "fp32_copy_bytes": fp32_bytes, "history": res.fit.history}
     flips = next((h.frame() for h in hooks if hasattr(h, "frame")), None)

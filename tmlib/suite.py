@@ -144,7 +144,7 @@ class _follow:
 # Notebooks run at once by `python -m tmlib suite` (= `make run`). A small model's step runs only 1.5-1.8x faster
 # on 2 threads than on 1, so on this 2-core CPU a second notebook process uses what one leaves idle: the suite
 # finishes sooner with identical numbers (same thread count per notebook); measured gain in the README's
-# "Performance" table. 1 = one after another, as before.
+# measurements (docs/measurements.md). 1 = one after another.
 DEFAULT_JOBS = 2
 
 
@@ -198,7 +198,8 @@ class _Lane:
         self.answer = tempfile.TemporaryFile(mode="w+")
         self.follow = _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} ").__enter__()
         # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
-        self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_path), str(out), kernel], stdout=self.answer, text=True, cwd=ROOT, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_path), str(out), kernel],
+                                     stdout=self.answer, text=True, cwd=ROOT, env=env)
 
     def finish(self) -> tuple[int, str]:
         self.follow.__exit__(None, None, None)
@@ -221,8 +222,9 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     ndir, pdir = Path(notebooks_dir or NOTEBOOKS), Path(params_dir or PARAMS)
     for what, d in (("notebooks", ndir), ("params-dir", pdir)):
         if not d.is_dir():
-            raise ConfigError(f"--{what} {d} is not a folder; give the folder that holds the suite's "
-                              f"{'NN_name.ipynb notebooks' if what == 'notebooks' else 'per-notebook parameter folders'}")
+            raise ConfigError(
+                f"--{what} {d} is not a folder; give the folder that holds the suite's "
+                f"{'NN_name.ipynb notebooks' if what == 'notebooks' else 'per-notebook parameter folders'}")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs must be a whole number >= 1 (got {jobs!r}); 1 runs the notebooks one after another")
     nbs = [nb for nb in notebooks(ndir) if not only or any(nb.stem.startswith(o) for o in only)]
@@ -258,7 +260,8 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
                 reason = _reason_from(text, code)
                 print(f"[tmlib suite]   {lane.nb.stem[:2]} FAILED: {reason}", flush=True)
                 failures.append(RuntimeError(f"{lane.nb.name} failed with parameter set {params!r} ({reason}); the "
-                                             f"executed notebook with the error is {out / (lane.nb.stem + '.failed.ipynb')}"))
+                                             "executed notebook with the error is "
+                                             f"{out / (lane.nb.stem + '.failed.ipynb')}"))
                 continue
             row = json.loads(text.strip().splitlines()[-1])
             row["jobs"] = jobs
@@ -379,8 +382,8 @@ def _one(notebook: str, params: str, out: str, kernel: str) -> None:
         print(json.dumps({"notebook": Path(notebook).name, "error": failure_reason(exc)}), flush=True)
         raise
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"notebook": Path(notebook).name, "params": Path(params).stem, "seconds": round(time.perf_counter() - start, 1),
-                      "peak_rss_mb": round(peak_kb / 1024, 1)}))
+    print(json.dumps({"notebook": Path(notebook).name, "params": Path(params).stem,
+                      "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_kb / 1024, 1)}))
 
 
 if __name__ == "__main__":

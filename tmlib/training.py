@@ -47,9 +47,11 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
     group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
-    mixed_precision: str = "no"    # "no" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only): Accelerator(mixed_precision=)
-    kernels: str = "fast"          # "fast": eager attention on CPU and, for single-label BERT classifiers, the last layer
-    # ^ for [CLS] only (tmlib.cls_forward): the same math, faster here; "hf": the model's own forward (SDPA). See KERNELS.
+    # "no" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only): Accelerator(mixed_precision=)
+    mixed_precision: str = "no"
+    kernels: str = "fast"          # "fast": eager attention on CPU and, for single-label BERT classifiers, the last
+    # ^ layer for [CLS] only (tmlib.cls_forward): the same math, faster here; "hf": the model's own forward (SDPA).
+    # See KERNELS.
 
     def __post_init__(self):
         if self.lr <= 0 or self.batch_size < 1 or self.max_length < 2:
@@ -223,7 +225,8 @@ class _Checkpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as exc:  # a truncated or corrupted checkpoint: start over rather than crash
-            warnings.warn(f"resumable checkpoint {self.path} is unreadable ({type(exc).__name__}); training from the start")
+            warnings.warn(f"resumable checkpoint {self.path} is unreadable ({type(exc).__name__}); "
+                          "training from the start")
             return None
         if state.get("config_hash") != self.key or state.get("n_params") != self.n_params:
             warnings.warn(f"resumable checkpoint {self.path} was written by another training config; training from "

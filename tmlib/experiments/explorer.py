@@ -57,7 +57,8 @@ class ExplorerConfig:
     drop_stopwords: bool = True                    # leave stop words and punctuation out of the top-token ranking
     top_method: str = "occlusion"                  # method whose top tokens are plotted
     report_examples: int = 0                       # examples in report.html (0: all n_examples)
-    interactive: bool = False                      # show the live widget (keep False under papermill: it hangs on widgets)
+    # show the live widget (keep False under papermill: it hangs on widgets)
+    interactive: bool = False
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):

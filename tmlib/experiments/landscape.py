@@ -45,7 +45,8 @@ class LandscapeConfig:
     reuse_runs: str = ""                           # notebook 03's out_dir (relative to the repo root); "" = train here
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # fine-tuning seeds A, B; mask and contrast use seed A
     dev_examples: int = 200                        # dev sentences evaluated per point (0 = the whole dev split)
-    test_pool: str = "heldout"                     # "heldout": test on examples the solutions never trained on | "split"
+    # "heldout": test on examples the solutions never trained on | "split"
+    test_pool: str = "heldout"
     test_examples: int = 1000                      # test sentences per point from test_pool (0 = all), class-balanced
     gamma_min: float = -0.2                        # interpolation grid start (<= 0)
     gamma_max: float = 1.2                         # interpolation grid end (>= 1)
@@ -57,20 +58,26 @@ class LandscapeConfig:
     max_length: int = 64                           # tokens per sentence (notebook 03 trains MR at 64)
     train_examples: int = 0                        # training sentences when training here (0 = all), class-balanced
     batch_size: int = 32                           # training batch size (when training here)
-    lr: dict[str, float] = field(default_factory=lambda: {"finetune": 2e-5, "mask": 1e-3})  # per method (when training here)
+    # per method (when training here)
+    lr: dict[str, float] = field(default_factory=lambda: {"finetune": 2e-5, "mask": 1e-3})
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)    # the mask method's options (as notebook 03's)
     epochs: float = 3.0                            # training epochs for solutions trained here
-    train_mixed_precision: str = "bf16"            # training of solutions trained here: "bf16" autocast | "no" | "fp16" (CUDA)
+    # training of solutions trained here: "bf16" autocast | "no" | "fp16" (CUDA)
+    train_mixed_precision: str = "bf16"
     curve_steps: int = 150                         # Bezier curve mask<->finetune: training steps (0 = no curve)
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
     curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]
-    curve_mixed_precision: str = "bf16"            # the curve's training: "bf16" autocast | "no" (fp32); evaluated at mixed_precision
-    # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss unchanged
+    # the curve's training: "bf16" autocast | "no" (fp32); evaluated at mixed_precision
+    curve_mixed_precision: str = "bf16"
+    # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss
+    # unchanged
     mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
-    # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the effects here
-    kernels: str = "fast"                          # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.precision.KERNELS)
+    # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the
+    # effects here
+    # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.precision.KERNELS)
+    kernels: str = "fast"
     progress: bool = True                          # tqdm progress bars
 
     def __post_init__(self):
@@ -125,9 +132,12 @@ class Solutions:
 
     template: object                      # a model of the architecture (never modified)
     states: dict[str, dict]               # name -> state dict: pretrained, mask, finetune-s<A>, finetune-s<B>
-    sources: dict[str, str]               # name -> "notebook 03: <path>" / "trained here: <path>" / "load_classifier(...)"
-    data: TaskRecipe | None = None        # the data the solutions trained on (train and dev caps): the test pool is the rest
-    metrics: dict[str, dict] = field(default_factory=dict)  # name -> dev/test accuracy at the endpoints (filled by run_paths)
+    # name -> "notebook 03: <path>" / "trained here: <path>" / "load_classifier(...)"
+    sources: dict[str, str]
+    # the data the solutions trained on (train and dev caps): the test pool is the rest
+    data: TaskRecipe | None = None
+    # name -> dev/test accuracy at the endpoints (filled by run_paths)
+    metrics: dict[str, dict] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([{"solution": k, "source": v} for k, v in self.sources.items()])
@@ -224,7 +234,8 @@ def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenize
         states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
     pre = load_classifier(cfg.model, label_names(data), seed=a)
     states["pretrained"] = pre.state_dict()
-    sources["pretrained"] = f"load_classifier({cfg.model!r}, seed={a}): pretrained encoder + the fine-tune's initial head"
+    sources["pretrained"] = (f"load_classifier({cfg.model!r}, seed={a}): "
+                             "pretrained encoder + the fine-tune's initial head")
     missing = set(states["pretrained"]) ^ set(states[f"finetune-s{a}"])
     if missing:
         raise ConfigError(f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
@@ -264,7 +275,8 @@ def test_key(cfg: LandscapeConfig, sols: Solutions) -> dict:
     from dataclasses import replace
 
     return {"dev_examples": cfg.dev_examples,
-            "test": replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool, max_test=cfg.test_examples).key()}
+            "test": replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool,
+                            max_test=cfg.test_examples).key()}
 
 
 # ------------------------------------------------------------------------------------------ experiments
@@ -350,7 +362,8 @@ def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
     return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches
 
 
-def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict, data=None, tokenizer=None) -> pd.DataFrame:
+def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict, data=None,
+              tokenizer=None) -> pd.DataFrame:
     """Train the quadratic Bezier curve from mask-s<A> to finetune-s<A> (:func:`tmlib.landscape.train_bezier`,
     ``curve_steps`` Adam steps at ``curve_lr``) and evaluate it at ``curve_points`` values of t on dev and
     test. The control point and the training log are cached in ``out_dir/cache/curve``; returns
@@ -399,7 +412,8 @@ def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     return along.assign(path=CURVE_PATH, model_a=a_name, model_b=b_name)[cols]
 
 
-def write_paths(cfg: LandscapeConfig, store: RunStore, paths: pd.DataFrame, curve: pd.DataFrame | None = None) -> pd.DataFrame:
+def write_paths(cfg: LandscapeConfig, store: RunStore, paths: pd.DataFrame,
+                curve: pd.DataFrame | None = None) -> pd.DataFrame:
     """``paths.csv``: the straight paths and the Bezier curve in one table; returns it."""
     out = paths if curve is None or curve.empty else pd.concat([paths, curve], ignore_index=True)
     store.write_csv("paths.csv", out)
@@ -468,8 +482,9 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
                     f"endpoints {100 * main.acc_at_0:.1f} / {100 * main.acc_at_1:.1f})"),
         "mask_finetune_within_1pt_test": bool(main.within_1pt),
         "curve_finding": (None if curve.empty else
-                          f"along the trained Bezier curve (test) the accuracy falls at most {curve.iloc[0].max_drop_pts:.2f} "
-                          f"points below the lower endpoint (straight line: {main.max_drop_pts:.2f}); highest loss on the "
+                          "along the trained Bezier curve (test) the accuracy falls at most "
+                          f"{curve.iloc[0].max_drop_pts:.2f} points below the lower endpoint "
+                          f"(straight line: {main.max_drop_pts:.2f}); highest loss on the "
                           f"curve {curve.iloc[0].max_loss_0_1:.3f} vs {main.max_loss_0_1:.3f} on the line"),
         "paths": rows,
         "accuracy_along_mask_finetune": paths[paths.path == "mask<->finetune"][["gamma", "split", "accuracy"]]

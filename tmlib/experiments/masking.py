@@ -1,4 +1,5 @@
-"""Notebook 03: learned binary weight masks vs fine-tuning vs BitFit (vs LoRA), and multi-task serving (Zhao et al., 2020).
+"""Notebook 03: learned binary weight masks vs fine-tuning vs BitFit (vs LoRA), and multi-task serving
+(Zhao et al., 2020).
 
 For every task x method x seed a classifier is adapted from the same backbone on the same data with
 the same budget (epochs, batch size, max length), the best epoch is picked on dev, and dev/test
@@ -58,7 +59,8 @@ class MaskingConfig:
     max_lengths: list[int] = field(default_factory=lambda: [64, 64])  # max tokens, one per task
     max_train: list[int] = field(default_factory=lambda: [200, 120])  # train-set cap per task (0 = all), class-balanced
     max_dev: int = 200                    # dev examples (epoch and lr selection), class-balanced (0 = all)
-    test_pool: str = "heldout"            # "heldout": test on every example train and dev leave out | "split": the test split
+    # "heldout": test on every example train and dev leave out | "split": the test split
+    test_pool: str = "heldout"
     max_test: int = 0                     # cap on the test examples (0 = all of test_pool), class-balanced
     methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask", "lora"])  # tmlib.methods names
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
@@ -71,11 +73,13 @@ class MaskingConfig:
         "finetune": [5e-5, 1e-4, 2e-4], "bitfit": [1e-3, 3e-3, 1e-2], "mask": [1e-3, 3e-3, 1e-2],
         "lora": [3e-4, 1e-3, 3e-3]})
     # ^ per method: lrs tried on seeds[0], the best dev accuracy wins and every seed trains at it; {} = no grid
-    lr_grid_extend: int = 2               # a winner at the grid's edge adds the next lr beyond it (same ratio), up to N times
+    # a winner at the grid's edge adds the next lr beyond it (same ratio), up to N times
+    lr_grid_extend: int = 2
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
-    # ^ bf16 is the default: paired check against fp32 in the README (papermill_params/03_masking_vs_finetuning/fp32.yaml)
+    # ^ bf16 is the default: paired check against fp32 in the README
+    # (papermill_params/03_masking_vs_finetuning/fp32.yaml)
     kernels: str = "fast"                 # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS);
     # ^ paired check against "hf" in the README (papermill_params/03_masking_vs_finetuning/hf_kernels.yaml)
     threads: int = 0                      # torch threads (0: torch's default); recorded in every manifest
@@ -120,13 +124,15 @@ class MaskingConfig:
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
             raise ConfigError(f"threads must be an integer >= 0 (0: torch's default), got {self.threads!r}")
         if isinstance(self.lr_grid_extend, bool) or not isinstance(self.lr_grid_extend, int) or self.lr_grid_extend < 0:
-            raise ConfigError(f"lr_grid_extend must be an integer >= 0 (0: never extend the grid), got {self.lr_grid_extend!r}")
+            raise ConfigError("lr_grid_extend must be an integer >= 0 (0: never extend the grid), "
+                              f"got {self.lr_grid_extend!r}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
         if self.test_pool not in TEST_POOLS:
             raise ConfigError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
         for name in ("max_dev", "max_test"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+            if (isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int)
+                    or getattr(self, name) < 0):
                 raise ConfigError(f"{name} must be a whole number >= 0 (0: no cap), got {getattr(self, name)!r}")
         if any(m < 8 for m in self.max_lengths) or self.epochs <= 0 or self.batch_size < 1:
             raise ConfigError("max_lengths must be >= 8, epochs > 0, batch_size >= 1")
@@ -388,12 +394,14 @@ def summarize(results: pd.DataFrame, predictions: dict | None = None) -> pd.Data
     s.insert(2, "lr", g["lr"].first().values if "lr" in results else np.nan)
     s[["dev_std", "test_std"]] = s[["dev_std", "test_std"]].fillna(0.0)
     ft = s[s["method"] == "finetune"].set_index("task")["test_mean"]
-    s["test_gap_to_finetune_pts"] = [100 * (r.test_mean - ft[r.task]) if r.task in ft else np.nan for r in s.itertuples()]
+    s["test_gap_to_finetune_pts"] = [100 * (r.test_mean - ft[r.task]) if r.task in ft else np.nan
+                                     for r in s.itertuples()]
     for c in ("dev_mean", "dev_std", "test_mean", "test_std"):
         s[c] = 100 * s[c]  # accuracy in %
     gaps = paired_gaps(results, predictions=predictions) if "finetune" in set(results["method"]) else pd.DataFrame()
-    cols = {"gap_mean": "paired_gap_pts", "ci95": "paired_gap_ci95_pts", "p": "paired_gap_p", "wins": "wins_vs_finetune",
-            "gap_std": "paired_gap_sd_pts", "detectable_gap": "detectable_gap_pts", "sentence": "vs_finetune"}
+    cols = {"gap_mean": "paired_gap_pts", "ci95": "paired_gap_ci95_pts", "p": "paired_gap_p",
+            "wins": "wins_vs_finetune", "gap_std": "paired_gap_sd_pts", "detectable_gap": "detectable_gap_pts",
+            "sentence": "vs_finetune"}
     if predictions is not None:
         cols["sampling_sd"] = "sampling_sd_pts"
     if gaps.empty:
@@ -429,7 +437,8 @@ def storage_table(results: pd.DataFrame) -> pd.DataFrame:
     return s
 
 
-def memory_table(results: pd.DataFrame, methods: list[str], max_tasks: int, measured: dict | None = None) -> pd.DataFrame:
+def memory_table(results: pd.DataFrame, methods: list[str], max_tasks: int,
+                 measured: dict | None = None) -> pd.DataFrame:
     """Bytes to serve 1..``max_tasks`` tasks at once per method (each method's
     :meth:`~tmlib.methods.MethodSpec.serve_bytes`). ``measured``: the mask method's multi-task model as
     measured (``backbone``, ``working``, ``tasks``, ``total`` bytes), which replaces its projection inputs and

@@ -12,9 +12,9 @@ For a sentence ``t_1 .. t_n`` (WordPieces) with gold class ``y`` and a fine-tune
 3. Tokens of stop words are forced to 0 afterwards (officially: an important stop word is never
    masked); the buffer walk itself is unchanged by them.
 
-Where tmlib used to choose differently, the choice is a named :class:`BufferConfig` option; the
-defaults are the official behaviour. Their measured effect (MiniLM fine-tuned on 400 MR sentences,
-200 MR training sentences, delta 0.01; :func:`compare_rules`) is in :class:`BufferConfig`'s docstring.
+Where tmlib offers another rule, it is a named :class:`BufferConfig` option; the defaults are the official
+behaviour. :func:`compare_rules` measures an option's effect on the labels (the measured effects on MR are in
+``docs/measurements.md``).
 
 For aspect tasks every input is ``[CLS] aspect [SEP] <text or buffer> [SEP]`` (segment ids 0 / 1),
 one walk per (text, aspect), labels for the text's tokens only; :func:`merge_aspects` then merges the
@@ -260,7 +260,7 @@ def _autocast(cfg: BufferConfig, device):
     from ..precision import autocast, check_mixed_precision
 
     if check_mixed_precision(cfg.mixed_precision, device) == "no":
-        return torch.inference_mode()   # fp32: as before (cheapest per call)
+        return torch.inference_mode()   # fp32: the cheapest context per call
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode(False))
     stack.enter_context(torch.no_grad())

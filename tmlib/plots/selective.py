@@ -112,7 +112,7 @@ def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame |
 
 def probe_bars(probe: pd.DataFrame, title: str = "Can the MLM head fill a blank? Held-out top-1 at masked positions"):
     """Top-1 (%) per checkpoint, general vs in-domain held-out sentences; the 30% line is the target a
-    TaskPT start should reach (issue 14)."""
+    TaskPT start should reach."""
     from . import require_columns
 
     require_columns(probe, ["stage", "genept_steps", "method", "domain", "top1"], "probe_bars")

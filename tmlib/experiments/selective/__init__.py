@@ -116,6 +116,7 @@ def run_pipeline(cfg: SelectiveConfig) -> dict:
 
 __all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferConfig", "TaggerConfig", "TaskptConfig",
            "FinetuneConfig", "TASKPT_METHODS", "SelectiveExperiment", "Checkpoints", "collator", "split_corpus",
-           "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table", "buffer_summary",
+           "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table",
+           "buffer_summary",
            "compute_split", "condition_costs", "corpus_summary", "curve_summary", "detectable_gap",
            "importance_examples", "paired_gaps", "probe_table", "summarize"]

@@ -25,7 +25,8 @@ def buffer_summary(scores: dict) -> pd.DataFrame:
 def corpus_summary(ds) -> pd.DataFrame:
     imp = [np.asarray(x) for x in ds["important"]]
     n_tok = sum(len(x) for x in imp)
-    return pd.DataFrame([{"sentences": len(ds), "tokens": n_tok, "important_rate": sum(int(x.sum()) for x in imp) / max(1, n_tok),
+    return pd.DataFrame([{"sentences": len(ds), "tokens": n_tok,
+                          "important_rate": sum(int(x.sum()) for x in imp) / max(1, n_tok),
                           "sentences_without_important": sum(int(x.sum() == 0) for x in imp)}])
 
 
@@ -83,7 +84,8 @@ def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: d
 
 def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's table: rows = GenePT budget, columns = condition, cells = 'mean ± std' (test, %)."""
-    s = summary.assign(cell=lambda d: (100 * d.test_mean).map("{:.2f}".format) + " ± " + (100 * d.test_std).map("{:.2f}".format))
+    s = summary.assign(cell=lambda d: (100 * d.test_mean).map("{:.2f}".format) + " ± "
+                       + (100 * d.test_std).map("{:.2f}".format))
     return s.pivot(index="genept_steps", columns="condition", values="cell")
 
 
@@ -95,8 +97,8 @@ def curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
         parts.append(pd.concat([base, curve[curve["method"] == m]]))
     both = pd.concat(parts)
     return (both.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
-            .agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"), dev_mean=("dev_accuracy", "mean"),
-                 n_seeds=("seed", "count")).fillna({"test_std": 0.0}))
+            .agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
+                 dev_mean=("dev_accuracy", "mean"), n_seeds=("seed", "count")).fillna({"test_std": 0.0}))
 
 
 def importance_examples(corpus, tokenizer, n: int = 8) -> pd.DataFrame:
@@ -124,11 +126,14 @@ def condition_costs(compute: pd.DataFrame, genept_steps, methods) -> pd.DataFram
     rows = []
     for g in genept_steps:
         gen = df[(df["group"] == "GenePT") & (df["steps"] <= g)][["seconds", "flops"]].sum()
-        rows.append({"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"], "pretrain_flops": gen["flops"]})
+        rows.append({"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"],
+                     "pretrain_flops": gen["flops"]})
         for m in methods:
-            tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g) & (df["method"] == m)][["seconds", "flops"]].sum()
+            tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g)
+                    & (df["method"] == m)][["seconds", "flops"]].sum()
             extra = imp if m == "selective" else 0 * imp
-            rows.append({"genept_steps": g, "method": m, "pretrain_seconds": gen["seconds"] + extra["seconds"] + tp["seconds"],
+            rows.append({"genept_steps": g, "method": m,
+                         "pretrain_seconds": gen["seconds"] + extra["seconds"] + tp["seconds"],
                          "pretrain_flops": gen["flops"] + extra["flops"] + tp["flops"]})
     return pd.DataFrame(rows)
 

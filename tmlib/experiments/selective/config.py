@@ -17,7 +17,8 @@ FALLBACKS = ("none", "random")
 class GeneptConfig:
     """General MLM pre-training: ONE run of ``max(steps)`` steps, the model saved at every budget."""
 
-    model: str = "minilm"              # start: minilm (continued, all weights), scratch:<size> (from scratch), a hub name, a dir
+    # start: minilm (continued, all weights), scratch:<size> (from scratch), a hub name, a dir
+    model: str = "minilm"
     corpus: str = "bbc"                # general-text corpus (tmlib.data.load_corpus name)
     steps: list[int] = field(default_factory=lambda: [100, 300])  # budgets (the paper's 100k / 300k of one run)
     max_sentences: int = 0             # corpus cap (0: all)
@@ -79,8 +80,10 @@ class TaskptConfig:
     corpus: str = "pang_lee"           # unlabelled in-domain corpus
     max_sentences: int = 8000          # sentences labelled by the tagger and used (0: all)
     steps: list[int] = field(default_factory=lambda: [50, 100])  # checkpoints; the last is the budget
-    methods: list[str] = field(default_factory=lambda: ["selective", "random"])  # selective | random (same count) | random15
-    fallback: str = "none"             # selective: sentences without an important token get no mask (official) or "random"
+    # selective | random (same count) | random15
+    methods: list[str] = field(default_factory=lambda: ["selective", "random"])
+    # selective: sentences without an important token get no mask (official) or "random"
+    fallback: str = "none"
     lr: float = 1e-4
     batch_size: int = 32
     max_length: int = 64
@@ -119,9 +122,11 @@ class SelectiveConfig:
     out_dir: str = "runs/dev/01_selective_masking"   # where artifacts, figures, CSV and JSON are written
     task: str = "mr"                   # labelled task (tmlib.data.load_task name)
     task_max_examples: int = 400       # cap per split, class-balanced (0: all)
-    test_pool: str = "heldout"         # fine-tuning runs test on "heldout": every example train and dev leave out | "split"
+    # fine-tuning runs test on "heldout": every example train and dev leave out | "split"
+    test_pool: str = "heldout"
     max_test: int = 0                  # cap on those test examples (0: all), class-balanced
-    seeds: list[int] = field(default_factory=lambda: [13, 43, 83])  # fine-tuning seeds (the official ten start 13, 43, 83)
+    # fine-tuning seeds (the official ten start 13, 43, 83)
+    seeds: list[int] = field(default_factory=lambda: [13, 43, 83])
     extra_seeds: list[int] = field(default_factory=list)  # more seeds for the final rows only (not the steps curve)
     pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)

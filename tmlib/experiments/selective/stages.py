@@ -221,7 +221,8 @@ class SelectiveExperiment:
     def scorer_stage(self) -> Stage:
         s = self.cfg.scorer
         init = self.genept_stage if s.model == "genept" else s.model
-        return classifier_stage("scorer", init, self.task_spec, self._finetune_train(s.lr, s.epochs, self.cfg.pretrain_seed),
+        return classifier_stage("scorer", init, self.task_spec,
+                                self._finetune_train(s.lr, s.epochs, self.cfg.pretrain_seed),
                                 data=self.task, tokenizer=self.tokenizer, desc="scorer")
 
     @cached_property
@@ -259,7 +260,8 @@ class SelectiveExperiment:
 
         def load(d):
             rows = _read_json(d / "labels.json")
-            return BufferLabels({k: [_score_from_row(r) for r in v] for k, v in rows.items()}, _read_json(d / "stats.json"))
+            return BufferLabels({k: [_score_from_row(r) for r in v] for k, v in rows.items()},
+                                _read_json(d / "stats.json"))
 
         key = {k: v for k, v in asdict(b).items() if k != "rules_sentences"}  # not a property of the labels
         config = {"buffer": key, "task": self.task_spec.key()}
@@ -272,7 +274,7 @@ class SelectiveExperiment:
         from ...importance.buffer import RULE_VARIANTS
 
         cfg, b = self.cfg, self.cfg.buffer
-        variants = [dict(v) for v in RULE_VARIANTS]   # a list of dicts: part of the stage key (as before)
+        variants = [dict(v) for v in RULE_VARIANTS]   # a list of dicts: part of the stage key
 
         def build(ctx, scorer):
             import torch
@@ -282,8 +284,8 @@ class SelectiveExperiment:
 
             model = load_saved_classifier(scorer.model_dir)
             ds = self.task["train"].select(range(min(b.rules_sentences, len(self.task["train"]))))
-            base = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token, stopwords=b.stopwords,
-                                progress=False)
+            base = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token,
+                                stopwords=b.stopwords, progress=False)
             todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
             with torch.inference_mode():   # one walk per distinct rule (2 for the four variants), not one per row
                 return compare_rule_variants(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, todo,
@@ -385,8 +387,9 @@ class SelectiveExperiment:
                 dev_loss = mlm_dev_loss(m, dev, collator(method, self.tokenizer, seed=12345, fallback=tp.fallback))
                 _write_json(d / "record.json", {"seconds": time.perf_counter() - start, "dev_loss": dev_loss})
 
-            tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps), max_length=tp.max_length,
-                                     warmup_ratio=tp.warmup_ratio, eval_every=max(1, max(tp.steps) // 20),
+            tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps),
+                                     max_length=tp.max_length, warmup_ratio=tp.warmup_ratio,
+                                     eval_every=max(1, max(tp.steps) // 20),
                                      checkpoint_every=_checkpoint_every(max(tp.steps)))
             res = train_mlm(model, packed, self.tokenizer, tcfg,
                             collator=collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback),
@@ -408,7 +411,8 @@ class SelectiveExperiment:
                      deps={"genept": self.genept_stage, "corpus": self.corpus_stage}, seed=cfg.pretrain_seed)
 
     def taskpt(self) -> dict[tuple[int, str], Checkpoints]:
-        return {(g, m): self.get(self.taskpt_stage(g, m)) for g in self.cfg.genept.steps for m in self.cfg.taskpt.methods}
+        return {(g, m): self.get(self.taskpt_stage(g, m))
+                for g in self.cfg.genept.steps for m in self.cfg.taskpt.methods}
 
     # ------------------------------------------------------------------------------ probe
     @cached_property
@@ -453,7 +457,8 @@ class SelectiveExperiment:
         jobs = []
         for g in cfg.genept.steps:
             seeds = cfg.seeds + cfg.extra_seeds
-            jobs += [dict(g=g, method="genept", t=0, final=True, seed=s, stage=self.genept_stage, pick=g) for s in seeds]
+            jobs += [dict(g=g, method="genept", t=0, final=True, seed=s, stage=self.genept_stage, pick=g)
+                     for s in seeds]
             for m in cfg.taskpt.methods:
                 st = self.taskpt_stage(g, m)
                 sel = self.get(st).selected
@@ -467,7 +472,8 @@ class SelectiveExperiment:
         """The fine-tuning stage of one job of :meth:`finetune_jobs`."""
         f = self.cfg.finetune
         name = f"finetune/g{job['g']}_{job['method']}_t{job['t']}_s{job['seed']}"
-        return classifier_stage(name, job["stage"], self.finetune_spec, self._finetune_train(f.lr, f.epochs, job["seed"]),
+        return classifier_stage(name, job["stage"], self.finetune_spec,
+                                self._finetune_train(f.lr, f.epochs, job["seed"]),
                                 data=self.finetune_data, tokenizer=self.tokenizer, pick=job["pick"],
                                 desc=f"fine-tune s{job['seed']}")
 
@@ -503,7 +509,8 @@ class SelectiveExperiment:
         for step in cfg.genept.steps:  # one run: each budget's stage is the steps since the previous budget
             sec = float(gen.stats["saved_seconds"][step])
             rows.append({"stage": f"GenePT steps {prev_step}-{step}", "group": "GenePT", "seconds": sec - prev_sec,
-                         "flops": 6 * gen.stats["params"] * gen.stats["tokens_per_step"] * (step - prev_step), "steps": step})
+                         "flops": 6 * gen.stats["params"] * gen.stats["tokens_per_step"] * (step - prev_step),
+                         "steps": step})
             prev_step, prev_sec = step, sec
         scorer = self.get(self.scorer_stage).metrics
         n_tok = sum(len(x) for x in self.tokenizer(list(self.task["train"]["text"]), truncation=True,
@@ -518,10 +525,11 @@ class SelectiveExperiment:
             last = max(cfg.taskpt.steps)
             rows.append({"stage": f"TaskPT {m} (GenePT {g})", "group": "TaskPT",
                          "seconds": run.stats["saved"][last]["seconds"],
-                         "flops": 6 * run.stats["params"] * run.stats["tokens_per_step"] * last, "genept_steps": g, "method": m})
+                         "flops": 6 * run.stats["params"] * run.stats["tokens_per_step"] * last, "genept_steps": g,
+                         "method": m})
         if results is not None:
-            rows.append({"stage": "fine-tune (all runs)", "group": "fine-tune", "seconds": float(results["seconds"].sum()),
-                         "flops": 0.0})
+            rows.append({"stage": "fine-tune (all runs)", "group": "fine-tune",
+                         "seconds": float(results["seconds"].sum()), "flops": 0.0})
         return pd.DataFrame(rows)
 
 
