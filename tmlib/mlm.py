@@ -237,7 +237,8 @@ def train_mlm(model: nn.Module, packed, tokenizer, cfg: TrainConfig, *, collator
 
     ``collator``: default :class:`~tmlib.collators.PlainMLMCollator` (HF random 15%); rows with ``labels`` (masks
     drawn once, :func:`draw_static_masks`) go through :class:`~tmlib.collators.StaticMLMCollator`.
-    ``on_save(step, model)`` is called at every step in ``save_at`` (the model mid-training: save it, do not keep a reference).
+    ``on_save(step, model)`` is called at every step in ``save_at`` (the model mid-training: save it, do not keep
+    a reference).
     The result's ``history`` has the mean training loss per ``cfg.eval_every`` window.
     """
     from .collators import PlainMLMCollator, StaticMLMCollator
