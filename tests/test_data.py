@@ -250,6 +250,22 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
                                         "The food was great and cheap.", "Would go again soon.")} for t in ds["text"])
     with pytest.raises(DataError, match="no 'body' column"):
         load_corpus(f"hub:{d}@body", max_sentences=10)
+    # as documents (TaskPT's official packing): each review's sentences stay together, in order
+    docs = load_corpus(f"hub:{d}", max_sentences=10, documents=True)
+    assert len(docs) == 10 and len(set(docs["doc"])) == 4
+    first = [t for t, k in zip(docs["text"], docs["doc"]) if k == docs["doc"][0]]
+    assert first[1:3] == ["The food was great and cheap.", "Would go again soon."]
+
+
+def test_corpus_as_documents_keeps_reviews_whole():
+    from tmlib.data import load_corpus
+
+    flat, docs = load_corpus("pang_lee"), load_corpus("pang_lee", documents=True)
+    assert flat["text"] == docs["text"] and len(set(docs["doc"])) == 1500
+    capped = load_corpus("pang_lee", max_sentences=500, seed=0, documents=True)
+    assert len(capped) == 500
+    runs = [k for i, k in enumerate(capped["doc"]) if i == 0 or capped["doc"][i - 1] != k]
+    assert len(runs) == len(set(runs))                    # each document's sentences are contiguous
 
 
 def test_task_recipe_held_out_pool_is_everything_train_and_dev_leave_out():

@@ -465,8 +465,8 @@ def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0, docu
 
     ``max_sentences`` caps the corpus: a seeded sample of sentences, or with ``documents`` whole documents in a
     seeded order (the last one cut to fit), each row then carrying its document's index in ``doc``: the Pang&Lee
-    reviews and BBC articles are documents of several sentences; in the other corpora (and in a ``txt:`` file,
-    one line each) every row is a document of its own."""
+    reviews, BBC articles and a hub dataset's rows are documents of several sentences; in the other corpora (and
+    in a ``txt:`` file, one line each) every row is a document of its own."""
     if documents:
         return _load_documents(name, max_sentences, seed)
     if name.startswith(("csv:", "jsonl:", "txt:")):
@@ -490,8 +490,10 @@ def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0, docu
 def _load_documents(name: str, max_sentences: int | None, seed: int) -> Dataset:
     if name in DOCUMENTS:
         docs = [d for d in DOCUMENTS[name]() if d]
+    elif name.startswith("hub:"):
+        docs = [d for d in _hub_documents(name[4:], max_sentences) if d]
     else:
-        docs = [[t] for t in load_corpus(name, None if not name.startswith("hub:") else max_sentences)["text"]]
+        docs = [[t] for t in load_corpus(name)["text"]]
     if not docs:
         raise DataError(f"corpus {name!r} is empty")
     order = np.random.default_rng(seed).permutation(len(docs)) if max_sentences else np.arange(len(docs))
@@ -509,6 +511,11 @@ def _hub_corpus(name: str, max_sentences: int | None, text_column: str = "text")
     """Sentences of a hub dataset's train split (e.g. ``yelp_review_full``, ``amazon_polarity`` with
     ``content``), streamed and split with :func:`split_sentences` until ``max_sentences`` (required:
     hub review corpora hold tens of millions of sentences). ``name`` may end in ``@<text column>``."""
+    return [sent for doc in _hub_documents(name, max_sentences, text_column) for sent in doc]
+
+
+def _hub_documents(name: str, max_sentences: int | None, text_column: str = "text") -> list[list[str]]:
+    """The rows of a hub dataset's train split as documents, each split into sentences (:func:`_hub_corpus`)."""
     import datasets
 
     from .hub import hub_reachable
@@ -525,13 +532,15 @@ def _hub_corpus(name: str, max_sentences: int | None, text_column: str = "text")
     except Exception as exc:  # network errors surface as many types
         raise DataError(f"could not stream 'hub:{name}' ({type(exc).__name__}: {str(exc)[:200]}); builtin corpora: "
                         f"{', '.join(CORPORA)}") from exc
-    out: list[str] = []
+    out: list[list[str]] = []
+    n = 0
     for row in stream:
         if text_column not in row:
             raise DataError(f"'hub:{name}' has no {text_column!r} column (has {list(row)}); "
                             f"name it: hub:{name}@<column>")
-        out.extend(split_sentences(str(row[text_column])))
-        if len(out) >= 2 * max_sentences:  # over-collect, then the seeded subsample below
+        out.append(split_sentences(str(row[text_column])))
+        n += len(out[-1])
+        if n >= 2 * max_sentences:  # over-collect, then the seeded subsample
             break
     return out
 
