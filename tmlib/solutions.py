@@ -71,6 +71,7 @@ class SolutionRecipe:
     kernels: str = "hf"
     flip_every: int = 5                                   # not in the key: a record interval, not the model
     progress: bool = field(default=True, compare=False)   # not in the key
+    tag: str = ""   # names a variant in the folder (``mask-init0.2-s0``); the options that make it are in the key
 
     @property
     def task(self) -> str:
@@ -93,7 +94,8 @@ class SolutionRecipe:
     @property
     def name(self) -> str:
         """The stage name, relative to the run folder."""
-        return f"{SOLUTIONS}/{task_dirname(self.task)}/{self.method}-s{self.seed}"
+        variant = f"{self.method}-{self.tag}" if self.tag else self.method
+        return f"{SOLUTIONS}/{task_dirname(self.task)}/{variant}-s{self.seed}"
 
     def with_lr(self, lr: float) -> "SolutionRecipe":
         return replace(self, lr=float(lr))
@@ -328,7 +330,7 @@ def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | N
         m = json.loads((folder / "metrics.json").read_text())
         return Evaluation(m["test_accuracy"], m["test_loss"], m["test_n"], np.load(folder / "predictions.npy"))
 
-    name = f"evaluations/{task_dirname(recipe.task)}/{recipe.method}-s{recipe.seed}"
+    name = "evaluations/" + recipe.name.split("/", 1)[1]
     return Stage(name, key, build=build, save=save_, load=load_, seed=recipe.seed, deps={"solution": solution})
 
 

@@ -1,0 +1,359 @@
+"""Notebook 05: what learned masks learn (Zhao et al., EMNLP 2020), beyond accuracy against fine-tuning.
+
+* **Initial sparsity** (the paper's initial-sparsity study): masks trained from several initial sparsities
+  (``init_sparsities``), dev/test accuracy and the final density (share of masked-layer weights kept), paired
+  over seeds against the default 5%.
+* **Layer-wise masking** (the paper's layer-wise study, bottom-up vs top-down): masking only the bottom ``k`` or only
+  the top ``k`` encoder blocks (``layer_settings``: ``bottom<k>``, ``top<k>``, ``all``, ``default``), paired over
+  seeds against ``default``. ``default`` is the official setting mapped onto the backbone: the official code masks
+  blocks 2..11 of BERT-base's 12 (skips the bottom 1/6); on MiniLM's 6 blocks tmlib skips 2 (blocks 2..5) by
+  default (``MaskConfig.skip_first_blocks``), which ``bottom``/``top`` settings and ``all`` put beside it.
+* **Intrinsic evaluation** of the representations of the pretrained, fine-tuned and masked models: a linear probe
+  (scikit-learn logistic regression, cross-validated) on the frozen ``[CLS]`` vector of held-out task sentences,
+  and a 2-D t-SNE of those vectors coloured by gold class.
+* **Generalisation**: the masked and the fine-tuned models evaluated on other datasets of the same label space
+  (``transfer_tasks``: Amazon product-review sentences, Pang & Lee full movie reviews; a document longer than
+  ``max_length`` is truncated to its first ``max_length`` tokens, as every input is), paired over seeds.
+
+Token-level tasks (part-of-speech tagging, named entities) are not part of this notebook yet.
+
+Shape: :func:`plan` (config -> recipes), :class:`Experiment` (one store; every trained model, test evaluation,
+transfer evaluation and feature set is a cached stage), pure tables.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import ConfigError
+from ..data import TaskRecipe
+from ..masking.config import MaskConfig
+from ..runs import RunStore, Stage
+from ..solutions import Inputs, SolutionRecipe, evaluation_stage, solution_stage
+
+LAYER_SETTING = re.compile(r"^(default|all|bottom\d+|top\d+)$")
+BASELINE_SPARSITY = 0.05   # the paper's initial sparsity: the sweep's paired reference
+SOLUTION_COLUMNS = ["study", "setting", "method", "seed", "dev_accuracy", "test_accuracy", "test_n", "density_pct",
+                    "train_seconds"]
+
+
+@dataclass
+class StudyConfig:
+    """Notebook 05's experiment; defaults are the ``default`` parameter set (a slice of each study)."""
+
+    out_dir: str = "runs/dev/05_what_masks_learn"  # where figures, CSV and JSON are written
+    model: str = "minilm"                          # backbone
+    task: str = "mr"                               # the task the masks are learned on
+    max_length: int = 64                           # tokens per input
+    max_train: int = 200                           # training examples, class-balanced
+    max_dev: int = 200                             # dev examples (epoch selection), class-balanced
+    max_test: int = 1000                           # test examples from the held-out pool (0: all), class-balanced
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds, paired across settings
+    epochs: float = 4.0                            # training budget of every model
+    batch_size: int = 16
+    mask_lr: float = 3e-3                          # Adam lr of the mask scores (official schedule: constant)
+    finetune_lr: float = 1e-4                      # AdamW lr of the fine-tuned reference
+    init_sparsities: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.5])  # share masked at init
+    layer_settings: list[str] = field(default_factory=lambda: ["default", "bottom3", "top3"])  # blocks masked
+    skip_first_blocks: int = 2                     # "default": blocks left unmasked at the bottom (official 2 of 12)
+    probe_examples: int = 1000                     # held-out sentences whose [CLS] vectors are probed (0: all)
+    probe_folds: int = 5                           # cross-validation folds of the linear probe
+    tsne_examples: int = 400                       # points in the t-SNE figure
+    transfer_tasks: list[str] = field(default_factory=lambda: ["amazon", "pang_lee_docs"])  # same label space
+    transfer_examples: int = 500                   # examples per transfer task (0: all), class-balanced
+    mixed_precision: str = "bf16"                  # training: "bf16" autocast | "no" (fp32)
+    kernels: str = "fast"                          # "fast" | "hf" (tmlib.precision.KERNELS)
+    progress: bool = True                          # progress bars and one log line per stage
+
+    def __post_init__(self):
+        from ..precision import check_kernels, check_mixed_precision
+
+        try:
+            check_mixed_precision(self.mixed_precision)
+            check_kernels(self.kernels)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not self.seeds:
+            raise ConfigError("seeds is empty; e.g. seeds: [0, 1]")
+        bad = [x for x in self.init_sparsities if not 0 < float(x) < 1]
+        if bad:
+            raise ConfigError(f"init_sparsities must be shares in (0, 1), got {bad}; e.g. [0.01, 0.05, 0.5]")
+        self.init_sparsities = [float(x) for x in self.init_sparsities]
+        bad = [x for x in self.layer_settings if not LAYER_SETTING.match(str(x))]
+        if bad:
+            raise ConfigError(f"layer_settings must be 'default', 'all', 'bottom<k>' or 'top<k>', got {bad}")
+        for name in ("max_train", "max_dev", "max_test", "probe_examples", "transfer_examples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0, got {v!r}")
+        if self.probe_folds < 2 or self.tsne_examples < 10:
+            raise ConfigError(f"probe_folds must be >= 2 and tsne_examples >= 10, got {self.probe_folds}, "
+                              f"{self.tsne_examples}")
+        if self.mask_lr <= 0 or self.finetune_lr <= 0 or self.epochs <= 0 or self.max_length < 8:
+            raise ConfigError("mask_lr, finetune_lr and epochs must be > 0 and max_length >= 8")
+
+
+# ------------------------------------------------------------------------------------------- the plan
+
+def layer_mask(setting: str, n_blocks: int, skip_first_blocks: int = 2) -> MaskConfig:
+    """The :class:`MaskConfig` of a layer setting on a backbone of ``n_blocks`` encoder blocks."""
+    if setting == "default":
+        return MaskConfig(skip_first_blocks=skip_first_blocks)
+    if setting == "all":
+        return MaskConfig(blocks=tuple(range(n_blocks)))
+    k = int(setting[3:] if setting.startswith("top") else setting[6:])
+    if not 1 <= k <= n_blocks:
+        raise ConfigError(f"layer setting {setting!r} needs 1 <= k <= {n_blocks} (the backbone's blocks)")
+    return MaskConfig(blocks=tuple(range(n_blocks - k, n_blocks)) if setting.startswith("top") else tuple(range(k)))
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Every model of the notebook as a recipe, with the study and setting it belongs to."""
+
+    data: TaskRecipe
+    rows: tuple[tuple[str, str, SolutionRecipe], ...]   # (study, setting, recipe)
+
+    def recipes(self, study: str | None = None, method: str | None = None) -> list[SolutionRecipe]:
+        return [r for s, _, r in self.rows if (study is None or s == study) and (method is None or r.method == method)]
+
+
+def plan(cfg: StudyConfig, n_blocks: int) -> StudyPlan:
+    """Config -> recipes: the sparsity sweep, the layer settings, and the fine-tuned reference (the intrinsic
+    evaluation and the transfer use the sweep's default-setting masks and the fine-tuned models)."""
+    data = TaskRecipe(cfg.task, seed=0, max_train=cfg.max_train, max_dev=cfg.max_dev, max_test=cfg.max_test,
+                      test_pool="heldout")
+    default = MaskConfig(skip_first_blocks=cfg.skip_first_blocks)
+    base = SolutionRecipe(data, cfg.model, "mask", seed=0, max_length=cfg.max_length, epochs=cfg.epochs,
+                          batch_size=cfg.batch_size, lr=cfg.mask_lr, options=default,
+                          mixed_precision=cfg.mixed_precision, kernels=cfg.kernels, progress=cfg.progress)
+    rows = []
+    for x in cfg.init_sparsities:
+        opts = replace(default, init_sparsity=x)
+        tag = "" if opts == default else f"init{x:g}"
+        rows += [("sparsity", f"{x:g}", replace(base, seed=s, options=opts, tag=tag)) for s in cfg.seeds]
+    for setting in cfg.layer_settings:
+        opts = layer_mask(setting, n_blocks, cfg.skip_first_blocks)
+        tag = "" if opts == default else setting
+        rows += [("layers", setting, replace(base, seed=s, options=opts, tag=tag)) for s in cfg.seeds]
+    ft = replace(base, method="finetune", lr=cfg.finetune_lr, options=None)
+    rows += [("reference", "finetune", replace(ft, seed=s)) for s in cfg.seeds]
+    return StudyPlan(data, tuple(rows))
+
+
+# ------------------------------------------------------------------------------------- the experiment
+
+class Experiment:
+    """Notebook 05 on one run folder: the plan, the one store of ``cfg.out_dir``, the task data loaded once."""
+
+    def __init__(self, cfg: StudyConfig):
+        from ..models import load_tokenizer
+
+        self.cfg = cfg
+        self.store = RunStore(cfg.out_dir, progress=cfg.progress)
+        self.tokenizer = load_tokenizer(cfg.model)
+        self.plan = plan(cfg, n_blocks=_n_blocks(cfg.model))
+        self.inputs = Inputs(self.plan.data, cfg.model, tokenizer=self.tokenizer)
+
+    def stage(self, recipe: SolutionRecipe) -> Stage:
+        return solution_stage(recipe, self.inputs)
+
+    def solutions(self) -> pd.DataFrame:
+        """Every model of the plan trained (or loaded) and tested on the held-out pool: one row each
+        (:data:`SOLUTION_COLUMNS`); ``density_pct``: the share of masked-layer weights kept after training."""
+        from tqdm.auto import tqdm
+
+        rows = []
+        for study, setting, r in tqdm(self.plan.rows, desc="models", disable=not self.cfg.progress):
+            t = self.store.get(self.stage(r))
+            ev = self.store.get(evaluation_stage(r, self.stage(r), self.inputs))
+            rows.append({"study": study, "setting": setting, "method": r.method, "seed": r.seed,
+                         "dev_accuracy": t.metrics["dev_accuracy"], "test_accuracy": ev.accuracy, "test_n": ev.n,
+                         "density_pct": density(t.packed) if t.packed is not None else np.nan,
+                         "train_seconds": t.metrics["train_seconds"]})
+        out = pd.DataFrame(rows, columns=SOLUTION_COLUMNS)
+        self.store.write_csv("solutions.csv", out)
+        return out
+
+    def reference_models(self) -> dict[str, list[tuple[int, SolutionRecipe]]]:
+        """The models the intrinsic and transfer evaluations compare: masked (default setting) and fine-tuned."""
+        base = MaskConfig(skip_first_blocks=self.cfg.skip_first_blocks)
+        default = [r for s, setting, r in self.plan.rows if s == "sparsity" and r.options == base]
+        if not default:
+            default = [r for s, setting, r in self.plan.rows if s == "layers" and setting == "default"]
+        if not default:
+            raise ConfigError("the intrinsic and transfer evaluations compare the default mask with fine-tuning: "
+                              "keep 0.05 in init_sparsities or 'default' in layer_settings")
+        return {"mask": [(r.seed, r) for r in default],
+                "finetune": [(r.seed, r) for r in self.plan.recipes("reference", "finetune")]}
+
+    def features(self) -> dict[str, dict]:
+        """[CLS] vectors of ``probe_examples`` held-out sentences for the pretrained encoder and each reference
+        model: ``name -> {"X": array, "y": labels}`` (name ``pretrained``, ``mask-s<seed>``, ``finetune-s<seed>``)."""
+        from ..data import cap_splits
+
+        test = cap_splits(self.inputs.data, {"test": self.cfg.probe_examples}, seed=0)["test"]
+        texts, labels = list(test["text"]), np.asarray(test["label"])
+        key = {"task": self.plan.data.key(), "probe_examples": self.cfg.probe_examples,
+               "max_length": self.cfg.max_length}
+        out = {}
+        models = {"pretrained": None}
+        for method, recs in self.reference_models().items():
+            models.update({f"{method}-s{seed}": r for seed, r in recs})
+        for name, recipe in models.items():
+            deps = {} if recipe is None else {"solution": self.stage(recipe)}
+            stage = Stage(f"features/{name}", {**key, "model": self.cfg.model if recipe is None else "solution"},
+                          build=lambda ctx, solution=None: cls_features(
+                              _pretrained(self.cfg.model, labels) if solution is None else solution.model,
+                              self.tokenizer, texts, self.cfg.max_length),
+                          save=lambda x, d: np.save(d / "X.npy", x), load=lambda d: np.load(d / "X.npy"), deps=deps)
+            out[name] = {"X": self.store.get(stage), "y": labels}
+        return out
+
+    def transfer(self) -> pd.DataFrame:
+        """Each reference model's accuracy on every transfer task (one row per task, method, seed)."""
+        from ..classify import EvalBatches, encode, evaluate_classifier
+        from ..precision import kernels_context
+
+        rows = []
+        for task in self.cfg.transfer_tasks:
+            data = transfer_data(task, self.cfg.transfer_examples)
+            batches = EvalBatches(encode(data, self.tokenizer, self.cfg.max_length), self.tokenizer)
+            key = {"task": task, "examples": self.cfg.transfer_examples, "max_length": self.cfg.max_length,
+                   "kernels": self.cfg.kernels}
+            for method, recs in self.reference_models().items():
+                for seed, r in recs:
+                    def build(ctx, solution):
+                        with kernels_context(solution.model, self.cfg.kernels, "cpu"):
+                            m = evaluate_classifier(solution.model, batches, kernels=self.cfg.kernels)
+                        return {"accuracy": m["accuracy"], "loss": m["loss"], "n": len(batches)}
+
+                    stage = Stage(f"transfer/{task}/{r.name.rsplit('/', 1)[1]}", key, build=build,
+                                  save=lambda m, d: (d / "metrics.json").write_text(json.dumps(m)),
+                                  load=lambda d: json.loads((d / "metrics.json").read_text()),
+                                  deps={"solution": self.stage(r)})
+                    m = self.store.get(stage)
+                    rows.append({"task": task, "method": method, "seed": seed, "accuracy": m["accuracy"],
+                                 "n": m["n"]})
+        out = pd.DataFrame(rows, columns=["task", "method", "seed", "accuracy", "n"])
+        self.store.write_csv("transfer.csv", out)
+        return out
+
+    def write(self, **tables) -> list[Path]:
+        """Write the tables given (name -> DataFrame) as ``<name>.csv`` into ``out_dir``."""
+        return [self.store.write_csv(f"{name}.csv", t.round(4)) for name, t in tables.items() if t is not None]
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _n_blocks(model: str) -> int:
+    from ..models import load_classifier
+
+    m = load_classifier(model, ["a", "b"], seed=0)
+    return int(m.config.num_hidden_layers)
+
+
+def _pretrained(model: str, labels) -> object:
+    from ..models import load_classifier
+
+    return load_classifier(model, [str(x) for x in sorted(set(labels.tolist()))], seed=0)
+
+
+def density(packed) -> float:
+    """Share (%) of the masked layers' weights that the mask keeps (the head and pooler included)."""
+    s = packed.sparsity()
+    return float(100.0 * s["kept"].sum() / s["weights"].sum())
+
+
+def cls_features(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 64) -> np.ndarray:
+    """The last layer's [CLS] vector of every text (the input of the pooler and the classifier), fp32."""
+    import torch
+
+    base = getattr(model, model.base_model_prefix)
+    base.eval()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    out = np.zeros((len(texts), base.config.hidden_size), dtype=np.float32)
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            idx = order[i:i + batch_size]
+            enc = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
+                            return_tensors="pt")
+            out[idx] = base(**enc).last_hidden_state[:, 0].float().numpy()
+    return out
+
+
+def transfer_data(task: str, examples: int):
+    """Every example of ``task`` (its splits together), capped class-balanced at ``examples`` (0: all)."""
+    from datasets import DatasetDict, concatenate_datasets
+
+    from ..data import cap_splits, load_task
+
+    full = load_task(task, seed=0)
+    pooled = concatenate_datasets([full[s] for s in ("train", "dev", "test")])
+    return cap_splits(DatasetDict(test=pooled), {"test": examples}, seed=0)["test"]
+
+
+# ------------------------------------------------------------------------------------------- tables
+
+def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataFrame:
+    """Per setting of ``study``: mean ± sd over seeds of dev and test accuracy (%) and the final density, and the
+    test gap to ``reference`` paired by seed (:func:`tmlib.stats.paired_gap_table`: gap, sd, p, detectable gap)."""
+    from ..stats import paired_gap_table
+
+    d = solutions[solutions.study == study]
+    g = d.groupby("setting", sort=False)
+    out = g.agg(n_seeds=("seed", "count"), dev_mean=("dev_accuracy", "mean"), test_mean=("test_accuracy", "mean"),
+                test_std=("test_accuracy", "std"), density_pct=("density_pct", "mean"),
+                test_n=("test_n", "first")).reset_index()
+    out[["dev_mean", "test_mean", "test_std"]] = 100 * out[["dev_mean", "test_mean", "test_std"]]
+    pairs = [(s, reference) for s in out.setting if s != reference]
+    gaps = paired_gap_table(d, by=None, method_col="setting", value_col="test_accuracy", pairs=pairs, scale=100)
+    gaps = gaps.rename(columns={"a": "setting", "gap_mean": "gap_vs_reference_pts", "gap_std": "gap_sd_pts",
+                                "p": "gap_p", "detectable_gap": "detectable_gap_pts"})
+    cols = ["setting", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]
+    return out.merge(gaps[cols], on="setting", how="left")
+
+
+def probe_table(features: dict[str, dict], folds: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Linear-probe accuracy (%) of each representation: logistic regression on standardised [CLS] vectors,
+    stratified ``folds``-fold cross-validation (mean and sd over folds)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rows = []
+    for name, f in features.items():
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        scores = cross_val_score(clf, f["X"], f["y"], cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+        rows.append({"representation": name, "model": name.split("-s")[0], "probe_accuracy": 100 * scores.mean(),
+                     "probe_sd": 100 * scores.std(ddof=1), "examples": len(f["y"]), "folds": folds})
+    return pd.DataFrame(rows)
+
+
+def tsne_frame(features: dict[str, dict], names: list[str], examples: int, seed: int = 0) -> pd.DataFrame:
+    """2-D t-SNE (scikit-learn) of each named representation's first ``examples`` vectors: x, y, gold label."""
+    from sklearn.manifold import TSNE
+
+    frames = []
+    for name in names:
+        X, y = features[name]["X"][:examples], features[name]["y"][:examples]
+        xy = TSNE(n_components=2, perplexity=min(30, len(X) - 1), init="pca", random_state=seed).fit_transform(X)
+        frames.append(pd.DataFrame({"representation": name, "x": xy[:, 0], "y": xy[:, 1], "label": y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def transfer_table(transfer: pd.DataFrame) -> pd.DataFrame:
+    """Per transfer task: masked and fine-tuned accuracy (%), and mask - fine-tune paired by seed."""
+    from ..stats import paired_gap_table
+
+    g = transfer.groupby(["task", "method"], sort=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
+    wide = g.pivot(index="task", columns="method", values="mean").mul(100).add_suffix("_mean").reset_index()
+    gaps = paired_gap_table(transfer, by=["task"], method_col="method", value_col="accuracy",
+                            pairs=[("mask", "finetune")], scale=100)
+    return wide.merge(gaps[["task", "n_seeds", "gap_mean", "gap_std", "p", "detectable_gap"]], on="task", how="left")
