@@ -139,12 +139,13 @@ def scorer_stage(cfg: ExplorerConfig, data=None, tokenizer=None):
                             desc="scorer")
 
 
-def train_scorer(cfg: ExplorerConfig, data=None):
-    """Fine-tune (or reuse the cached) scorer. Returns ``(model, tokenizer, metrics)``."""
+def train_scorer(cfg: ExplorerConfig, data=None, store: RunStore | None = None):
+    """Fine-tune (or reuse the cached) scorer in ``store`` (default: the store of ``cfg.out_dir``). Returns
+    ``(model, tokenizer, metrics)``."""
     from ..models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    clf = RunStore(cfg.out_dir, progress=False).get(scorer_stage(cfg, data, tokenizer))
+    clf = (store or RunStore(cfg.out_dir)).get(scorer_stage(cfg, data, tokenizer))
     metrics = dict(clf.metrics)
     metrics.setdefault("train_seconds", metrics.get("seconds"))
     return clf.load().eval(), tokenizer, metrics
@@ -175,7 +176,8 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def score_examples(cfg: ExplorerConfig, model, tokenizer, ds) -> tuple[dict[str, list[TokenScores]], pd.DataFrame]:
+def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | None = None
+                   ) -> tuple[dict[str, list[TokenScores]], pd.DataFrame]:
     """Score ``ds`` (text + label) with every method of ``cfg.methods`` (each cached as an artifact).
 
     Returns ``({method: [TokenScores per example]}, timing)``; timing has one row per method
@@ -184,7 +186,7 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds) -> tuple[dict[str,
     """
     from ..importance.attribution import score_tokens
 
-    store = RunStore(cfg.out_dir)
+    store = store or RunStore(cfg.out_dir)
     texts, labels = list(ds["text"]), [int(y) for y in ds["label"]]
     results, timing = {}, []
     for method in cfg.methods:
@@ -306,6 +308,7 @@ class ExplorerResult:
     agreement: pd.DataFrame
     summary: pd.DataFrame
     report: Path
+    store: RunStore | None = None   # the run folder's store (figures are saved through it)
 
 
 def summary_table(cfg: ExplorerConfig, metrics: dict, timing: pd.DataFrame, agree: pd.DataFrame,
@@ -335,13 +338,13 @@ def run_explorer(cfg: ExplorerConfig) -> ExplorerResult:
     :mod:`tmlib.plots.importance`, or :func:`save_figures`)."""
     from ..data import label_names as names_of
 
-    store = RunStore(cfg.out_dir)
+    store = RunStore(cfg.out_dir, progress=cfg.progress)   # the run folder's one store
     store.write_json("config.json", asdict(cfg))
     data = load_data(cfg)
     names = names_of(data)
-    model, tokenizer, metrics = train_scorer(cfg, data)
+    model, tokenizer, metrics = train_scorer(cfg, data, store)
     ds = examples(cfg, data)
-    results, timing = score_examples(cfg, model, tokenizer, ds)
+    results, timing = score_examples(cfg, model, tokenizer, ds, store)
     report = write_report(cfg, results, names, metrics)
     top = top_tokens(results, names, cfg.top_k, cfg.min_count, cfg.drop_stopwords)
     agree = agreement(results)
@@ -350,14 +353,15 @@ def run_explorer(cfg: ExplorerConfig) -> ExplorerResult:
     store.write_csv("agreement.csv", agree.rename_axis("method").reset_index())
     store.write_csv("timing.csv", timing)
     store.write_csv("summary.csv", summary)
-    return ExplorerResult(model, tokenizer, data, ds, names, metrics, results, timing, top, agree, summary, report)
+    return ExplorerResult(model, tokenizer, data, ds, names, metrics, results, timing, top, agree, summary, report,
+                          store)
 
 
 def save_figures(cfg: ExplorerConfig, res: ExplorerResult) -> dict[str, object]:
     """Draw and save ``top_tokens.png`` and ``agreement.png``; returns the figures."""
     from ..plots import importance as P
 
-    store = RunStore(cfg.out_dir)
+    store = res.store or RunStore(cfg.out_dir)
     figs = {"top_tokens": P.top_tokens(res.top_tokens, method=cfg.top_method),
             "agreement": P.agreement_heatmap(res.agreement)}
     for name, fig in figs.items():
