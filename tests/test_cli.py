@@ -108,3 +108,32 @@ def test_compare_two_runs_paired_by_seed(tmp_path, capsys):
     assert "--query 'no_such_column' does not apply" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "results.csv not found" in capsys.readouterr().err
+
+
+def test_adapt_runs_the_masking_recipe_on_a_file_and_tests_on_the_held_out_pool(tmp_path, capsys):
+    """`tmlib adapt --method mask` on a user CSV: one solution per seed, tested on every row train and dev leave
+    out; a second call reuses the cached solutions; an unknown method names the valid ones."""
+    import csv
+
+    import pandas as pd
+
+    rows = [("a wonderful, moving film", 1), ("dull and far too long", 0)] * 60
+    path = tmp_path / "reviews.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows([(f"{t} number {i}", y) for i, (t, y) in enumerate(rows)])
+    out = tmp_path / "run"
+    args = ["adapt", "--task", f"csv:{path}", "--method", "mask", "--model", "scratch:tiny", "--out", str(out),
+            "--seeds", "0", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "16", "--max-train", "40",
+            "--max-dev", "10", "--mask-skip-first-blocks", "1"]
+    assert main(args) == 0
+    res = pd.read_csv(out / "results.csv")
+    assert list(res.seed) == [0, 1] and (res.test_n == 120 - 40 - 10).all() and (res.method == "mask").all()
+    assert (res.task_bytes < 100_000).all()
+    before = sorted(p.stat().st_mtime_ns for p in out.rglob("manifest.json"))
+    assert main(args) == 0
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("manifest.json")) == before   # reused, not retrained
+    capsys.readouterr()
+    assert main([*args[:4], "adapters", *args[5:]]) != 0
+    assert "valid methods: finetune, bitfit, mask, lora" in capsys.readouterr().err

@@ -228,3 +228,16 @@ def test_suite_runs_notebooks_and_parameters_it_is_given(tmp_path):
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,5\n")
     with pytest.raises(ConfigError, match="--params-dir .* is not a folder"):
         suite.run_suite("mine", out, notebooks_dir=nbdir, params_dir=tmp_path / "nope")
+
+
+@pytest.mark.slow
+def test_suite_parameter_overrides_reach_every_notebook(fixture_suite, tmp_path):
+    """`tmlib suite -p steps 4`: the value (read as YAML) overrides the set's in the notebook; a misspelt name is
+    rejected by the notebook's config cell, as with papermill."""
+    from tmlib.cli import main
+
+    out = tmp_path / "run"
+    assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "steps", "4"]) == 0
+    assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,4\n")
+    with pytest.raises(RuntimeError, match=r"unknown parameter\(s\) stpes"):
+        main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "stpes", "4"])

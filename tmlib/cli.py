@@ -46,10 +46,13 @@ def _assets(args) -> int:
 
 
 def _suite(args) -> int:
+    import yaml
+
     from .suite import run_suite
 
+    extra = {name: yaml.safe_load(value) for name, value in args.parameter}
     run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
-              notebooks_dir=args.notebooks, params_dir=args.params_dir)
+              notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra)
     return 0
 
 
@@ -93,6 +96,38 @@ def _finetune(args) -> int:
                                           "processes": acc.num_processes, "device": str(acc.device)})
         print(f"dev accuracy {res.dev['accuracy']:.4f}  test accuracy {res.test['accuracy']:.4f}  "
               f"({res.fit.steps} steps, {res.fit.seconds:.0f} s, {acc.num_processes} process(es) on {acc.device})")
+    return 0
+
+
+def _adapt(args) -> int:
+    """The masking paper's comparison on one task: adapt the backbone with a method, test on the held-out pool."""
+    from .data import TaskRecipe
+    from .masking.config import MaskConfig
+    from .methods import get_method
+    from .runs import RunStore
+    from .solutions import Inputs, SolutionRecipe, evaluation_stage, solution_stage
+
+    get_method(args.method)   # unknown names stop here, listing the valid ones
+    data = TaskRecipe(args.task, seed=args.data_seed, max_train=args.max_train, max_dev=args.max_dev,
+                      max_test=args.max_test, test_pool=args.test_pool)
+    mask = MaskConfig(init_sparsity=args.mask_init_sparsity, skip_first_blocks=args.mask_skip_first_blocks)
+    store = RunStore(args.out, progress=True)
+    rows = []
+    for seed in args.seeds:
+        recipe = SolutionRecipe(data, args.model, args.method, seed, max_length=args.max_length, epochs=args.epochs,
+                                batch_size=args.batch_size, lr=args.lr, options=mask,
+                                mixed_precision=args.mixed_precision, kernels=args.kernels)
+        inputs = Inputs(data, args.model)
+        stage = solution_stage(recipe, inputs)
+        trained, ev = store.get(stage), store.get(evaluation_stage(recipe, stage, inputs))
+        rows.append({"task": args.task, "method": args.method, "seed": seed, "lr": trained.metrics["lr"],
+                     "dev_accuracy": trained.metrics["dev_accuracy"], "test_accuracy": ev.accuracy, "test_n": ev.n,
+                     "task_bytes": trained.metrics["task_bytes"], "n_trainable": trained.metrics["n_trainable"]})
+        print(f"{args.method} seed {seed}: dev {rows[-1]['dev_accuracy']:.4f}  test {ev.accuracy:.4f} "
+              f"({ev.n} held-out examples)  {rows[-1]['task_bytes']:,} bytes per task", flush=True)
+    import pandas as pd
+
+    store.write_csv("results.csv", pd.DataFrame(rows))
     return 0
 
 
@@ -198,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--params-dir", default=None,
                     help="folder of the per-notebook parameter folders (default: the repository's papermill_params)")
     ps.add_argument("--out", default=None, help="output directory (default runs/<params>)")
+    ps.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="override one parameter in every notebook run, the value read as YAML "
+                         "(-p seeds '[0, 1]'); like papermill's -p")
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     ps.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
@@ -220,6 +258,28 @@ def main(argv: list[str] | None = None) -> int:
                       ("max_length", int), ("seed", int), ("eval_every", int)]:
         pf.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
     pf.set_defaults(func=_finetune)
+    pad = sub.add_parser("adapt", help="adapt a backbone to a task with finetune, bitfit, mask or lora (notebook 03's "
+                                       "recipe on your data); tested on every example train and dev leave out")
+    pad.add_argument("--task", default="mr", help="builtin task, csv:<path>, jsonl:<path> or hub:<name>")
+    pad.add_argument("--method", default="mask", help="finetune | bitfit | mask | lora")
+    pad.add_argument("--model", default="minilm", help="minilm, scratch:<size>, a checkpoint dir or a hub name")
+    pad.add_argument("--out", required=True, help="run directory (solutions/, evaluations/, results.csv)")
+    pad.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
+    pad.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    pad.add_argument("--epochs", type=float, default=4.0)
+    pad.add_argument("--batch-size", type=int, default=16)
+    pad.add_argument("--max-length", type=int, default=64)
+    pad.add_argument("--max-train", type=int, default=0, help="cap the train split, class-balanced (0: all)")
+    pad.add_argument("--max-dev", type=int, default=0, help="cap the dev split (0: all)")
+    pad.add_argument("--max-test", type=int, default=0, help="cap the test examples (0: all)")
+    pad.add_argument("--test-pool", default="heldout", choices=["heldout", "split"],
+                     help="heldout: every example train and dev leave out; split: the test split")
+    pad.add_argument("--data-seed", type=int, default=0)
+    pad.add_argument("--mask-init-sparsity", type=float, default=0.05)
+    pad.add_argument("--mask-skip-first-blocks", type=int, default=2)
+    pad.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
+    pad.set_defaults(func=_adapt)
     pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
     pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")
     pm.add_argument("--labelled", default=None,

@@ -211,13 +211,13 @@ class _Lane:
 
 def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
               jobs: int = DEFAULT_JOBS, notebooks_dir: str | Path | None = None,
-              params_dir: str | Path | None = None) -> list[dict]:
+              params_dir: str | Path | None = None, extra: dict | None = None) -> list[dict]:
     """Run the notebooks of a parameter set, up to ``jobs`` at once, each in its own process, in
     :func:`start_order`, a notebook starting only after the notebooks it reads from (:func:`dependencies`).
     Returns one timing row per notebook, in file order. A failure lets the running notebooks finish, starts
     no new one, then raises. ``notebooks_dir`` / ``params_dir``: where the notebooks and their parameter folders
     are (default: the repository's ``notebooks/`` and ``papermill_params/``), so an installed tmlib can run a
-    suite it is given."""
+    suite it is given. ``extra``: parameters that override the set's in every notebook (``-p name value``)."""
     out = Path(out or ROOT / "runs" / Path(params).stem)
     ndir, pdir = Path(notebooks_dir or NOTEBOOKS), Path(params_dir or PARAMS)
     for what, d in (("notebooks", ndir), ("params-dir", pdir)):
@@ -249,7 +249,8 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
             if not ready:
                 break
             pending.remove(ready[0])
-            running.append(_Lane(ready[0], params_file(ready[0], params, pdir), out, kernel, env))
+            running.append(_Lane(ready[0], _with_extra(params_file(ready[0], params, pdir), extra, out, ready[0]),
+                                 out, kernel, env))
         if not running:
             break   # what is left waits for a notebook that failed
         time.sleep(0.2)
@@ -276,6 +277,18 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         raise failures[0]
     print(f"[tmlib suite] {len(rows)} notebook(s) in {time.perf_counter() - start:.0f} s ({jobs} at once)", flush=True)
     return rows
+
+
+def _with_extra(pfile: Path, extra: dict | None, out: Path, nb: Path) -> Path:
+    """``pfile``, or with ``extra`` a copy of it with those parameters overridden (``<out>/.params/<nb>/``)."""
+    if not extra:
+        return pfile
+    import yaml
+
+    merged = out / ".params" / nb.stem / pfile.name
+    merged.parent.mkdir(parents=True, exist_ok=True)
+    merged.write_text(yaml.safe_dump({**load_yaml(pfile), **extra}, sort_keys=False))
+    return merged
 
 
 def _previous_seconds(out: Path) -> dict[str, float]:
