@@ -131,6 +131,19 @@ def _adapt(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .report import results_document
+
+    text = results_document(args.run)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
+
+
 def _mlm(args) -> int:
     from dataclasses import fields
 
@@ -280,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     pad.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
     pad.set_defaults(func=_adapt)
+    prp = sub.add_parser("report", help="the results document of a run folder, generated from its CSV/JSON files")
+    prp.add_argument("run", help="a suite output folder, e.g. runs/default")
+    prp.add_argument("--out", default=None, help="write it here (e.g. docs/results.md) instead of printing it")
+    prp.set_defaults(func=_report)
     pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
     pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")
     pm.add_argument("--labelled", default=None,
