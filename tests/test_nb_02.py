@@ -61,3 +61,25 @@ def test_notebook_02_papermill_with_live_widget(smoke_run, tmp_path):
     models = [m for m in state.values() if m["model_name"] == "ButtonModel"]
     assert [m["state"]["description"] for m in models] == ["Compute"]
     assert "tmlib-compute" in models[0]["state"]["_dom_classes"]
+
+
+def test_parameters_cell_default_yaml_and_dataclass_agree():
+    """Notebook 02's parameters cell, its default.yaml and ExplorerConfig() are the same values, apart from the
+    one batch-only difference (``interactive``: on in JupyterLab, off in batch)."""
+    import papermill as pm
+    import yaml
+
+    from tmlib.config import flatten, from_flat
+    from tmlib.experiments.explorer import ExplorerConfig
+    from tmlib.suite import notebooks, params_file
+
+    nb = next(p for p in notebooks() if p.stem.startswith("02"))
+    cell = {k: eval(v["default"]) for k, v in pm.inspect_notebook(str(nb)).items()}
+    base = ExplorerConfig(out_dir=cell["out_dir"])   # out_dir has no library default; the suite injects it
+    ref = flatten(base)
+    assert set(cell) == set(ref), "the parameters cell must name every flat parameter of ExplorerConfig"
+    default = yaml.safe_load(params_file(nb, "default").read_text())
+    assert set(default) <= set(ref)
+    differs = {k for k, v in default.items() if from_flat(ExplorerConfig, {**ref, k: v}) != base}
+    assert differs <= {"interactive"}, f"default.yaml differs from ExplorerConfig in {differs}"
+    assert {k for k in ref if cell[k] != ref[k]} <= {"interactive"}
