@@ -21,7 +21,7 @@ BUILT = re.compile(r"^\S+ (?P<name>\S+): built in (?P<s>[0-9.]+) s$")
 def kind(name: str) -> str:
     if "/lr-grid/" in name:   # solutions/<task>/lr-grid/<method>/lr=<lr> (and <task>/lr-grid/<method>, one stage)
         return "lr grid (selection)" if name.endswith("/selection") else "lr grid"
-    if re.fullmatch(r"[\w.-]+/[\w-]+-s\d+", name):   # <task>/<method>-s<seed> in a solutions store of its own
+    if re.fullmatch(r"[\w.-]+/(finetune|bitfit|mask|lora)-s\d+", name):   # <task>/<method>-s<seed> (older layout)
         return "training"
     head = re.split(r"[/]|_g\d", name)[0]
     return {"solutions": "training", "evaluations": "test evaluation"}.get(head, head)
