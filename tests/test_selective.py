@@ -244,7 +244,7 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
 
     def dying(path, obj):
         real(path, obj)
-        if path.name == "seconds.json" and path.parent.name == "step_3":
+        if path.name == "record.json" and path.parent.name == "step_3":
             raise Stop
 
     exp = SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "run"), **kw}))

@@ -31,7 +31,7 @@ from .analysis import (
 )
 from .config import (
     TASKPT_METHODS,
-    BufferConfig,
+    BufferStageConfig,
     FinetuneConfig,
     GeneptConfig,
     ScorerConfig,
@@ -114,7 +114,7 @@ def run_pipeline(cfg: SelectiveConfig) -> dict:
     return {"experiment": exp, "results": results, "summary": summarize(results)}
 
 
-__all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferConfig", "TaggerConfig", "TaskptConfig",
+__all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferStageConfig", "TaggerConfig", "TaskptConfig",
            "FinetuneConfig", "TASKPT_METHODS", "SelectiveExperiment", "Checkpoints", "collator", "split_corpus",
            "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table",
            "buffer_summary",

@@ -54,8 +54,9 @@ class ScorerConfig:
 
 
 @dataclass
-class BufferConfig:
-    """Buffer-method token labels on the task's train/dev sentences (tmlib.importance.buffer)."""
+class BufferStageConfig:
+    """Notebook 01's buffer stage: which sentences get buffer-method labels, and the rule's options; the rule
+    itself is :class:`tmlib.importance.buffer.BufferConfig`, built from these by :meth:`rule`."""
 
     delta: float = 0.01                # important iff P(gold|sentence) - P(gold|buffer + token) < delta (official 0.01)
     max_sentences: int = 400           # task train sentences labelled (0: all)
@@ -63,6 +64,13 @@ class BufferConfig:
     first_token: str = "official"      # "official": token 0 tested and popped like any other; "keep": never tested
     stopwords: str = "spacy"           # "spacy" (official list, incl. not/no/never), "tmlib" (keeps negations), "none"
     rules_sentences: int = 200         # train sentences on which each non-official option's effect is measured
+
+    def rule(self, progress: bool = True):
+        """The buffer method's options (:class:`tmlib.importance.buffer.BufferConfig`) these settings name."""
+        from ...importance.buffer import BufferConfig
+
+        return BufferConfig(delta=self.delta, max_length=self.max_length, first_token=self.first_token,
+                            stopwords=self.stopwords, progress=progress)
 
 
 @dataclass
@@ -153,7 +161,7 @@ class SelectiveConfig:
     progress: bool = True              # progress bars and one log line per stage (also <out_dir>/progress.log)
     genept: GeneptConfig = field(default_factory=GeneptConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
-    buffer: BufferConfig = field(default_factory=BufferConfig)
+    buffer: BufferStageConfig = field(default_factory=BufferStageConfig)
     tagger: TaggerConfig = field(default_factory=TaggerConfig)
     taskpt: TaskptConfig = field(default_factory=TaskptConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

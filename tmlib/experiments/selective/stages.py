@@ -125,6 +125,29 @@ def _load_checkpoints(d: Path) -> Checkpoints:
     return Checkpoints({int(s): d / f"step_{s}" for s in stats["steps"]}, stats)
 
 
+def mlm_checkpoints(ctx, model, packed, tokenizer, tcfg, steps: list[int], start: float, desc: str,
+                    collator=None, record=None) -> tuple[object, dict[int, dict]]:
+    """One MLM run (GenePT or TaskPT) that saves the model at every step in ``steps`` to
+    ``<work_dir>/step_<s>`` with a record: seconds since ``start`` and whatever ``record(model)`` adds (TaskPT:
+    the held-out MLM loss). Resumable: the run checkpoints into the work folder, and the steps saved before an
+    interruption keep their records on disk. Returns ``(FitResult, step -> record)``."""
+    from ...mlm import train_mlm
+
+    def on_save(step, m):
+        d = ctx.work_dir / f"step_{step}"
+        m.save_pretrained(d)
+        _write_json(d / "record.json", {"seconds": time.perf_counter() - start, **(record(m) if record else {})})
+
+    res = train_mlm(model, packed, tokenizer, tcfg, collator=collator, save_at=steps, on_save=on_save,
+                    checkpoint_dir=ctx.work_dir, desc=desc)
+    saved = {}
+    for step in steps:
+        rec = ctx.work_dir / f"step_{step}" / "record.json"
+        saved[step] = _read_json(rec)
+        rec.unlink()
+    return res, saved
+
+
 # ----------------------------------------------------------------------------------------- experiment
 
 class SelectiveExperiment:
@@ -198,7 +221,7 @@ class SelectiveExperiment:
         cfg, g = self.cfg, self.cfg.genept
 
         def build(ctx):
-            from ...mlm import corpus_tokens, pack_corpus, train_mlm
+            from ...mlm import corpus_tokens, pack_corpus
             from ...models import load_mlm
 
             if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
@@ -212,22 +235,12 @@ class SelectiveExperiment:
             train_idx, _ = split_corpus(texts, 0.1, cfg.pretrain_seed)   # 10% held out for the probe
             packed = pack_corpus([texts[i] for i in train_idx], self.tokenizer, g.max_length)
             model = load_mlm(g.model, seed=cfg.pretrain_seed)
-            saved: dict[int, float] = {}
-
-            def on_save(step, m):
-                m.save_pretrained(ctx.work_dir / f"step_{step}")
-                saved[step] = time.perf_counter() - start
-                _write_json(ctx.work_dir / f"step_{step}" / "seconds.json", saved[step])
-
             tcfg = self.train_config(lr=g.lr, batch_size=g.batch_size, max_steps=max(g.steps), max_length=g.max_length,
                                      warmup_ratio=g.warmup_ratio, eval_every=max(1, max(g.steps) // 20),
                                      checkpoint_every=_checkpoint_every(max(g.steps)))
-            res = train_mlm(model, packed, self.tokenizer, tcfg, save_at=g.steps, on_save=on_save,
-                            checkpoint_dir=ctx.work_dir, desc="GenePT")
-            for step in g.steps:  # steps saved before a resume wrote their seconds to disk
-                saved[step] = _read_json(ctx.work_dir / f"step_{step}" / "seconds.json")
-                (ctx.work_dir / f"step_{step}" / "seconds.json").unlink()
-            stats = {"steps": g.steps, "history": res.history, "saved_seconds": saved, "rows": len(packed),
+            res, saved = mlm_checkpoints(ctx, model, packed, self.tokenizer, tcfg, g.steps, start, "GenePT")
+            stats = {"steps": g.steps, "history": res.history,
+                     "saved_seconds": {step: rec["seconds"] for step, rec in saved.items()}, "rows": len(packed),
                      "tokens_per_step": corpus_tokens(packed) / len(packed) * g.batch_size,
                      "params": _encoder_params(model)}
             return {"work": ctx.work_dir, "steps": g.steps, "stats": stats}
@@ -256,13 +269,12 @@ class SelectiveExperiment:
         def build(ctx, scorer):
             import torch
 
-            from ...importance.buffer import BufferConfig, buffer_importance
+            from ...importance.buffer import buffer_importance
             from ...models import load_saved_classifier
 
             start = time.perf_counter()
             model = load_saved_classifier(scorer.model_dir)
-            bcfg = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token,
-                                stopwords=b.stopwords, progress=cfg.progress)
+            bcfg = b.rule(progress=cfg.progress)
             out = {}
             for split in ("train", "dev"):
                 ds = self.task[split]
@@ -303,13 +315,12 @@ class SelectiveExperiment:
         def build(ctx, scorer):
             import torch
 
-            from ...importance.buffer import BufferConfig, compare_rule_variants
+            from ...importance.buffer import compare_rule_variants
             from ...models import load_saved_classifier
 
             model = load_saved_classifier(scorer.model_dir)
             ds = self.task["train"].select(range(min(b.rules_sentences, len(self.task["train"]))))
-            base = BufferConfig(delta=b.delta, max_length=b.max_length, first_token=b.first_token,
-                                stopwords=b.stopwords, progress=False)
+            base = b.rule(progress=False)
             todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
             with torch.inference_mode():   # one walk per distinct rule (2 for the four variants), not one per row
                 return compare_rule_variants(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, todo,
@@ -393,7 +404,7 @@ class SelectiveExperiment:
 
         def build(ctx, genept, corpus):
             from ...collators import StaticMLMCollator
-            from ...mlm import draw_static_masks, pack_corpus, pack_documents, train_mlm
+            from ...mlm import draw_static_masks, pack_corpus, pack_documents
             from ...models import load_mlm
 
             start = time.perf_counter()
@@ -423,26 +434,14 @@ class SelectiveExperiment:
                     return StaticMLMCollator(self.tokenizer)
                 return collator(method, self.tokenizer, seed=12345, fallback=tp.fallback)
             model = load_mlm(str(genept.checkpoint(genept_step)))
-            saved: dict[int, dict] = {}
-
-            def on_save(step, m):
-                d = ctx.work_dir / f"step_{step}"
-                m.save_pretrained(d)
-                # held-out MLM loss under the SAME masking as training, fixed masks (seeded collator)
-                dev_loss = mlm_dev_loss(m, dev, dev_collator())
-                _write_json(d / "record.json", {"seconds": time.perf_counter() - start, "dev_loss": dev_loss})
-
             tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps),
                                      max_length=tp.max_length, warmup_ratio=tp.warmup_ratio,
                                      eval_every=max(1, max(tp.steps) // 20),
                                      checkpoint_every=_checkpoint_every(max(tp.steps)))
-            res = train_mlm(model, packed, self.tokenizer, tcfg, collator=train_collator,
-                            save_at=tp.steps, on_save=on_save, checkpoint_dir=ctx.work_dir,
-                            desc=f"TaskPT {method} (GenePT {genept_step})")
-            for step in tp.steps:
-                rec = ctx.work_dir / f"step_{step}" / "record.json"
-                saved[step] = _read_json(rec)
-                rec.unlink()
+            # each checkpoint's held-out MLM loss under the SAME masking as training, with fixed masks
+            res, saved = mlm_checkpoints(ctx, model, packed, self.tokenizer, tcfg, tp.steps, start,
+                                         f"TaskPT {method} (GenePT {genept_step})", collator=train_collator,
+                                         record=lambda m: {"dev_loss": mlm_dev_loss(m, dev, dev_collator())})
             selected = (min(tp.steps, key=lambda s: saved[s]["dev_loss"]) if tp.select == "dev_loss" else max(tp.steps))
             stats = {"steps": tp.steps, "history": res.history, "saved": saved, "selected": selected,
                      "params": _encoder_params(model), "train_rows": len(packed), "dev_rows": len(dev),
