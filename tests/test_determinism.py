@@ -4,6 +4,7 @@ Two independent builds (fresh run folders, nothing reused) of the smoke-size pip
 """
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -57,4 +58,7 @@ def test_learned_masks_are_deterministic(tmp_path):
     for k in opened[0].keys():
         assert (opened[0].get_tensor(k) == opened[1].get_tensor(k)).all(), k
     metrics = [json.loads((f.parent / "metrics.json").read_text()) for f in files]
-    assert metrics[0]["test_accuracy"] == metrics[1]["test_accuracy"]
+    assert metrics[0]["dev_accuracy"] == metrics[1]["dev_accuracy"]
+    tests = [tmp_path / n / "evaluations" / "mr" / "mask-s0" for n in ("a", "b")]   # the test evaluation stage
+    assert (json.loads((tests[0] / "metrics.json").read_text()) == json.loads((tests[1] / "metrics.json").read_text()))
+    assert (np.load(tests[0] / "predictions.npy") == np.load(tests[1] / "predictions.npy")).all()

@@ -35,7 +35,18 @@ def _table(path: Path, columns: list[str] | None = None, query: str | None = Non
 
 
 def _section_01(d: Path) -> list[str]:
-    out = ["### Accuracy (test, held-out pool; mean ± sd over seeds)", "",
+    from .stats import gap_sentence
+
+    lines = []
+    if (d / "gaps.csv").is_file():
+        g = pd.read_csv(d / "gaps.csv").query("runs == 'all'")
+        short = g["genept_steps"].min() if len(g) else None
+        primary = g[(g.genept_steps == short) & g.comparison.isin(["selective - random", "random - genept"])]
+        for r in primary.itertuples():
+            lines.append(f"- GenePT {r.genept_steps} steps: {gap_sentence(r._asdict(), {'genept': 'GenePT only'})}; "
+                         f"detectable with 80% power {r.detectable_gap:.2f} points; sd of the gap {r.gap_std:.2f} "
+                         f"(test-sampling part {r.sampling_sd:.2f})")
+    out = [*lines, "", "### Accuracy (test, held-out pool; mean ± sd over seeds)", "",
            _table(d / "summary.csv", ["genept_steps", "condition", "n_seeds", "test_mean", "test_std", "dev_mean"]),
            "", "### Paired gaps (points)", "",
            _table(d / "gaps.csv", ["runs", "genept_steps", "comparison", "n_seeds", "gap_mean", "gap_std", "wins", "p",

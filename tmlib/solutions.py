@@ -300,9 +300,10 @@ class Evaluation:
 
 
 def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | None = None,
-                     batch_size: int = 64) -> Stage:
+                     batch_size: int = 64, mixed_precision: str = "no") -> Stage:
     """The test evaluation of ``solution`` (the stage of ``recipe``) on ``recipe.data``'s test data (its whole
-    held-out pool under ``test_pool="heldout"``), with the forward ``recipe.kernels`` names, in fp32. Its own
+    held-out pool under ``test_pool="heldout"``), with the forward ``recipe.kernels`` names, in fp32 (or under
+    ``mixed_precision`` autocast: ``benchmarks/bench_eval_precision.py`` measures what bf16 changes). Its own
     stage: changing the test data re-evaluates and never retrains. Artifact ``evaluations/<task>/<method>-s<seed>``:
     ``metrics.json`` and ``predictions.npy``."""
     import numpy as np
@@ -310,6 +311,8 @@ def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | N
     inputs = inputs or Inputs(recipe.data, recipe.backbone)
     d = recipe.data
     key = {"test": {**d.key(), "max_test": d.cap("test")}, "max_length": recipe.max_length, "kernels": recipe.kernels}
+    if mixed_precision != "no":
+        key["mixed_precision"] = mixed_precision   # fp32 evaluations keep their keys
 
     def build(ctx, solution):
         from .classify import evaluate_classifier
@@ -318,7 +321,7 @@ def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | N
         model = solution.model
         with kernels_context(model, recipe.kernels, next(model.parameters()).device):   # as dev was evaluated
             m = evaluate_classifier(model, inputs.test_batches(recipe.max_length, batch_size),
-                                    kernels=recipe.kernels, predictions=True)
+                                    kernels=recipe.kernels, predictions=True, mixed_precision=mixed_precision)
         return Evaluation(m["accuracy"], m["loss"], len(m["predictions"]), m["predictions"])
 
     def save_(ev, folder):

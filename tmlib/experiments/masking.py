@@ -62,6 +62,8 @@ class MaskingConfig:
     # "heldout": test on every example train and dev leave out | "split": the test split
     test_pool: str = "heldout"
     max_test: int = 0                     # cap on the test examples (0 = all of test_pool), class-balanced
+    # test evaluation: "no" (fp32) | "bf16" autocast (2.6x faster here; its effect: benchmarks/bench_eval_precision.py)
+    eval_mixed_precision: str = "no"
     methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask", "lora"])  # tmlib.methods names
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
     epochs: float = 4.0                   # the same budget for every method
@@ -118,6 +120,7 @@ class MaskingConfig:
 
         try:
             check_mixed_precision(self.mixed_precision)
+            check_mixed_precision(self.eval_mixed_precision)
             check_kernels(self.kernels)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
@@ -236,7 +239,8 @@ class Experiment:
 
     def evaluation(self, recipe: SolutionRecipe) -> Evaluation:
         """``recipe``'s solution evaluated on the task's test data (the held-out pool by default)."""
-        stage = evaluation_stage(recipe, self.solution_stage(recipe), self.inputs(recipe.task))
+        stage = evaluation_stage(recipe, self.solution_stage(recipe), self.inputs(recipe.task),
+                                 mixed_precision=self.cfg.eval_mixed_precision)
         return self.store.get(stage)
 
     def run(self) -> MaskingResults:
