@@ -390,6 +390,13 @@ def _head(ds: Dataset, n: int, seed: int) -> Dataset:
 TEST_POOLS = ("split", "heldout")
 
 
+def check_test_pool(test_pool: str) -> str:
+    """``test_pool`` if it is one of :data:`TEST_POOLS`, else a :class:`DataError` (a ValueError) naming them."""
+    if test_pool not in TEST_POOLS:
+        raise DataError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {test_pool!r}")
+    return test_pool
+
+
 @dataclass(frozen=True)
 class TaskRecipe:
     """Which labelled data a model is trained and evaluated on: the arguments of :func:`load_task`, then per-split
@@ -413,8 +420,7 @@ class TaskRecipe:
     test_pool: str = "split"
 
     def __post_init__(self):
-        if self.test_pool not in TEST_POOLS:
-            raise DataError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
+        check_test_pool(self.test_pool)
         for k in ("max_examples", "max_train", "max_dev", "max_test"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:

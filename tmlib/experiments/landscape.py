@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ConfigError
-from ..data import TEST_POOLS, TaskRecipe
+from ..data import TaskRecipe, check_test_pool
 from ..masking.config import MaskConfig
 from ..runs import RunStore
 from ..solutions import Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path, solution_stage
@@ -88,6 +88,7 @@ class LandscapeConfig:
             check_mixed_precision(self.mixed_precision)
             check_mixed_precision(self.curve_mixed_precision)
             check_kernels(self.kernels)
+            check_test_pool(self.test_pool)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if self.curve_mixed_precision == "fp16":
@@ -101,8 +102,6 @@ class LandscapeConfig:
             raise ConfigError(f"n_gammas must be >= 3, got {self.n_gammas}")
         if self.plane_resolution < 2:
             raise ConfigError(f"plane_resolution must be >= 2, got {self.plane_resolution}")
-        if self.test_pool not in TEST_POOLS:
-            raise ConfigError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
         for name in ("dev_examples", "test_examples", "plane_examples", "train_examples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 (0 = all / no cap), got {getattr(self, name)}")

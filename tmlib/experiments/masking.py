@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
-from ..data import TEST_POOLS, TaskRecipe
+from ..data import TaskRecipe, check_test_pool
 from ..masking.config import MaskConfig
 from ..runs import RunStore
 from ..solutions import (
@@ -123,6 +123,7 @@ class MaskingConfig:
             check_mixed_precision(self.mixed_precision)
             check_mixed_precision(self.eval_mixed_precision)
             check_kernels(self.kernels)
+            check_test_pool(self.test_pool)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
@@ -132,8 +133,6 @@ class MaskingConfig:
                               f"got {self.lr_grid_extend!r}")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
-        if self.test_pool not in TEST_POOLS:
-            raise ConfigError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
         for name in ("max_dev", "max_test"):
             if (isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int)
                     or getattr(self, name) < 0):

@@ -171,10 +171,9 @@ class SelectiveConfig:
             raise ValueError("seeds is empty: give at least one fine-tuning seed, e.g. [0, 1, 2]")
         if set(self.extra_seeds) & set(self.seeds):
             raise ValueError(f"extra_seeds {self.extra_seeds} repeat seeds {self.seeds}; give seeds not in seeds")
-        from ...data import TEST_POOLS
+        from ...data import check_test_pool
 
-        if self.test_pool not in TEST_POOLS:
-            raise ValueError(f"test_pool must be one of {', '.join(TEST_POOLS)}, got {self.test_pool!r}")
+        check_test_pool(self.test_pool)
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         from ...precision import check_kernels
