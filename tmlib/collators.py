@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from transformers import DataCollatorForLanguageModeling
+from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
 
 FALLBACKS = (None, "random")
 
@@ -207,28 +207,19 @@ class PlainMLMCollator(_ResumableRNG, DataCollatorForLanguageModeling):
         return super().torch_call(examples)
 
 
-class StaticMLMCollator:
+class StaticMLMCollator(DataCollatorForTokenClassification):
     """Pads rows whose masks were drawn once (:func:`tmlib.mlm.draw_static_masks`): ``input_ids`` with the pad
-    token, ``labels`` with -100; draws nothing, so every pass over the data sees the same masked positions (the
-    official TaskPT data). ``state_dict`` is empty: a resumed run needs no collator state."""
+    token, ``labels`` with -100 (transformers' token-classification padding); draws nothing, so every pass over the
+    data sees the same masked positions (the official TaskPT data). ``state_dict`` is empty: a resumed run needs no
+    collator state."""
 
     def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer=tokenizer, label_pad_token_id=-100, return_tensors="pt")
 
     def __call__(self, examples: list[dict]) -> dict:
         if not examples or "labels" not in examples[0]:
             raise KeyError("StaticMLMCollator needs rows with input_ids and labels (tmlib.mlm.draw_static_masks)")
-        width = max(len(ex["input_ids"]) for ex in examples)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(examples), width), pad, dtype=torch.long)
-        labels = torch.full((len(examples), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(examples), width), dtype=torch.long)
-        for r, ex in enumerate(examples):
-            n = len(ex["input_ids"])
-            ids[r, :n] = torch.as_tensor(ex["input_ids"])
-            labels[r, :n] = torch.as_tensor(ex["labels"])
-            attention[r, :n] = 1
-        return {"input_ids": ids, "attention_mask": attention, "labels": labels}
+        return super().__call__([{"input_ids": ex["input_ids"], "labels": ex["labels"]} for ex in examples])
 
     def state_dict(self) -> dict:
         return {}
