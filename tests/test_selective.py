@@ -59,9 +59,9 @@ def test_kernels_reach_every_training_stage_and_the_keys(tmp_path):
     exps = {k: SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k,
                                                                 "progress": False, "task_max_examples": 8}))
             for k in ("fast", "hf")}
-    assert exps["fast"].train_config(lr=1e-4).kernels == "fast" and exps["hf"].train_config(lr=1e-4).kernels == "hf"
-    g = {k: e.genept_stage.key() for k, e in exps.items()}          # the root stage: no dependencies
-    assert g["fast"]["kernels"] == "fast" and "kernels" not in g["hf"]
+    assert exps["fast"].plan.finetune.kernels == "fast" and exps["hf"].plan.tagger.kernels == "hf"
+    g = {k: e.genept_stage.key() for k, e in exps.items()}          # GenePT's own config holds its run recipe
+    assert g["fast"]["config"]["run"]["kernels"] == "fast" and "kernels" not in g["hf"]["config"]["run"]
     scorer = {k: e.scorer_stage.key() for k, e in exps.items()}     # scorer: minilm, no upstream stage
     assert scorer["fast"]["train"]["kernels"] == "fast" and "kernels" not in scorer["hf"]["train"]
     assert (exps["fast"].taskpt_stage(100, "selective").key_hash()

@@ -1,8 +1,10 @@
 """Selective masking for task-guided pre-training (Gu et al. 2020): the whole pipeline at small scale.
 
 * :mod:`.config`    one dataclass per stage, nested in :class:`SelectiveConfig` (= notebook 01 ``default``)
-* :mod:`.stages`    the stage graph (:class:`SelectiveExperiment`): GenePT, scorer, buffer labels, tagger,
-                    labelled corpus, TaskPT per budget and method, MLM probe, fine-tuning runs
+* :mod:`.stages`    :func:`plan` (config -> run recipes: one :class:`MLMRun` for GenePT and each TaskPT method,
+                    the classifiers' training configs) and the stage graph (:class:`SelectiveExperiment`):
+                    GenePT and TaskPT (one MLM-run stage, :func:`mlm_run_stage`, each over a data stage),
+                    scorer, buffer labels, tagger, labelled corpus, MLM probe, fine-tuning runs
 * :mod:`.analysis`  tables: summaries, paired gaps with a t test, curve, compute per condition
 
     exp = SelectiveExperiment(from_flat(SelectiveConfig, params))
@@ -39,7 +41,18 @@ from .config import (
     TaggerConfig,
     TaskptConfig,
 )
-from .stages import Checkpoints, SelectiveExperiment, collator, split_corpus
+from .stages import (
+    Checkpoints,
+    FinetuneJob,
+    MLMData,
+    MLMRun,
+    SelectiveExperiment,
+    SelectivePlan,
+    collator,
+    mlm_run_stage,
+    plan,
+    split_corpus,
+)
 
 
 def history(exp: SelectiveExperiment) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -115,7 +128,8 @@ def run_pipeline(cfg: SelectiveConfig) -> dict:
 
 
 __all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferStageConfig", "TaggerConfig", "TaskptConfig",
-           "FinetuneConfig", "TASKPT_METHODS", "SelectiveExperiment", "Checkpoints", "collator", "split_corpus",
+           "FinetuneConfig", "TASKPT_METHODS", "SelectiveExperiment", "SelectivePlan", "plan", "MLMRun", "MLMData",
+           "FinetuneJob", "mlm_run_stage", "Checkpoints", "collator", "split_corpus",
            "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table",
            "buffer_summary",
            "compute_split", "condition_costs", "corpus_summary", "curve_summary", "detectable_gap",

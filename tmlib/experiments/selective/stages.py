@@ -2,9 +2,9 @@
 
 ::
 
-    genept ──┬─────────────────────────────────────────────┬──> taskpt_g<G>_<method> ──> finetune/...
-             │ (scorer.model = "genept")                   │            │
-             └─> scorer ──> buffer ──> tagger ──> corpus_labels ────────┘
+    genept_data ──> genept ──┬──────────────────────────────────────────┬──> taskpt_g<G>_<method> ──> finetune/...
+                             │ (scorer.model = "genept")                │          ^
+                             └─> scorer ──> buffer ──> tagger ──> corpus_labels ──> taskpt_data_<method>
     genept, taskpt_* ──> probe (held-out MLM loss / top-1 of every checkpoint)
 
 Asking for any stage builds what it depends on first (:meth:`tmlib.runs.RunStore.get`): the order
@@ -106,6 +106,56 @@ def split_corpus(texts: list[str], dev_fraction: float, seed: int, docs: list | 
     return sorted(order[n_dev:].tolist()), sorted(order[:n_dev].tolist())
 
 
+
+# ----------------------------------------------------------------------------------------- MLM runs
+
+@dataclass(frozen=True)
+class MLMRun:
+    """The training recipe of one MLM run, GenePT or TaskPT: the one stage both are built by
+    (:func:`mlm_run_stage`). Its rows come from a data stage (:class:`MLMData`); rows that carry ``labels``
+    (masks drawn once) train through :class:`tmlib.collators.StaticMLMCollator`, others through ``masking``'s
+    collator (None: HF's random 15%)."""
+
+    steps: tuple[int, ...]             # the model is saved at every step; the last is the budget
+    lr: float
+    batch_size: int
+    max_length: int
+    warmup_ratio: float
+    seed: int
+    mixed_precision: str = "bf16"
+    kernels: str = "fast"
+    masking: str | None = None         # dynamic masking: a TaskPT method (selective | random | random15)
+    fallback: str = "none"             # selective masking of a row without an important token (dynamic only)
+    select: str = "last"               # checkpoint kept as the result: "dev_loss" (lowest held-out loss) | "last"
+
+    def key(self) -> dict:
+        key = asdict(self)
+        if self.kernels == "hf":
+            key.pop("kernels")
+        return key
+
+
+@dataclass
+class MLMData:
+    """The packed rows of one MLM run; ``dev`` (held out, masks fixed) scores its checkpoints, or None."""
+
+    train: Any
+    dev: Any = None
+
+
+def _save_mlm_data(obj: MLMData, d: Path) -> None:
+    obj.train.save_to_disk(str(d / "train"))
+    if obj.dev is not None:
+        obj.dev.save_to_disk(str(d / "dev"))
+
+
+def _load_mlm_data(d: Path) -> MLMData:
+    from datasets import Dataset
+
+    return MLMData(Dataset.load_from_disk(str(d / "train")),
+                   Dataset.load_from_disk(str(d / "dev")) if (d / "dev").exists() else None)
+
+
 def _save_checkpoints(obj: dict, d: Path) -> None:
     """Move the per-step models from the build's work dir into artifact ``d``."""
     import shutil
@@ -117,35 +167,142 @@ def _save_checkpoints(obj: dict, d: Path) -> None:
 
 def _load_checkpoints(d: Path) -> Checkpoints:
     stats = _read_json(d / "stats.json")
-    for k in ("saved", "saved_seconds"):  # JSON object keys are strings; steps are ints
-        if k in stats:
-            stats[k] = {int(step): v for step, v in stats[k].items()}
+    stats["saved"] = {int(step): v for step, v in stats.get("saved", {}).items()}  # JSON keys are strings
     if stats.get("published"):
         return Checkpoints({int(s): name for s, name in zip(stats["steps"], stats["published"])}, stats)
     return Checkpoints({int(s): d / f"step_{s}" for s in stats["steps"]}, stats)
 
 
-def mlm_checkpoints(ctx, model, packed, tokenizer, tcfg, steps: list[int], start: float, desc: str,
-                    collator=None, record=None) -> tuple[object, dict[int, dict]]:
-    """One MLM run (GenePT or TaskPT) that saves the model at every step in ``steps`` to
-    ``<work_dir>/step_<s>`` with a record: seconds since ``start`` and whatever ``record(model)`` adds (TaskPT:
-    the held-out MLM loss). Resumable: the run checkpoints into the work folder, and the steps saved before an
-    interruption keep their records on disk. Returns ``(FitResult, step -> record)``."""
-    from ...mlm import train_mlm
+def mlm_run_stage(name: str, run: MLMRun, data: Stage[MLMData], init: str | Stage[Checkpoints], tokenizer,
+                  init_step: int | None = None, progress: bool = True, desc: str = "MLM") -> Stage[Checkpoints]:
+    """Stage ``name``: MLM-train ``init`` (a model name, or checkpoint ``init_step`` of an upstream MLM run) on
+    ``data``'s rows, saving the model at every step of ``run.steps`` with a record (seconds since the start;
+    with dev rows, the held-out MLM loss under the same masking as training). Resumable: the run checkpoints
+    into the stage's work folder four times, and steps saved before an interruption keep their records."""
+    from ...training import TrainConfig
 
-    def on_save(step, m):
-        d = ctx.work_dir / f"step_{step}"
-        m.save_pretrained(d)
-        _write_json(d / "record.json", {"seconds": time.perf_counter() - start, **(record(m) if record else {})})
+    def build(ctx, data, init=init):
+        from ...mlm import corpus_tokens, train_mlm
+        from ...models import load_mlm
 
-    res = train_mlm(model, packed, tokenizer, tcfg, collator=collator, save_at=steps, on_save=on_save,
-                    checkpoint_dir=ctx.work_dir, desc=desc)
-    saved = {}
-    for step in steps:
-        rec = ctx.work_dir / f"step_{step}" / "record.json"
-        saved[step] = _read_json(rec)
-        rec.unlink()
-    return res, saved
+        start = time.perf_counter()
+        path = init if isinstance(init, str) else str(init.checkpoint(init_step))
+        model = load_mlm(path, seed=run.seed)
+        steps = list(run.steps)
+        tcfg = TrainConfig(lr=run.lr, batch_size=run.batch_size, max_steps=max(steps), max_length=run.max_length,
+                           warmup_ratio=run.warmup_ratio, eval_every=max(1, max(steps) // 20),
+                           checkpoint_every=_checkpoint_every(max(steps)), seed=run.seed, group_by_length=True,
+                           mixed_precision=run.mixed_precision, kernels=run.kernels, progress=progress)
+        train_collator = None   # rows with labels: StaticMLMCollator (train_mlm's choice)
+        if run.masking is not None:
+            train_collator = collator(run.masking, tokenizer, seed=run.seed, fallback=run.fallback)
+
+        def record(m) -> dict:
+            if data.dev is None:
+                return {}
+            # a fresh seeded collator (or the fixed masks) gives the same masks at every checkpoint
+            dev = (collator(run.masking, tokenizer, seed=12345, fallback=run.fallback) if run.masking is not None
+                   else _static_or_plain(data.dev, tokenizer))
+            return {"dev_loss": mlm_dev_loss(m, data.dev, dev)}
+
+        def on_save(step, m):
+            d = ctx.work_dir / f"step_{step}"
+            m.save_pretrained(d)
+            _write_json(d / "record.json", {"seconds": time.perf_counter() - start, **record(m)})
+
+        res = train_mlm(model, data.train, tokenizer, tcfg, collator=train_collator, save_at=steps,
+                        on_save=on_save, checkpoint_dir=ctx.work_dir, desc=desc)
+        saved = {}
+        for step in steps:
+            rec = ctx.work_dir / f"step_{step}" / "record.json"
+            saved[step] = _read_json(rec)
+            rec.unlink()
+        selected = min(steps, key=lambda s: saved[s]["dev_loss"]) if run.select == "dev_loss" else max(steps)
+        stats = {"steps": steps, "history": res.history, "saved": saved, "selected": selected,
+                 "params": _encoder_params(model), "train_rows": len(data.train),
+                 "dev_rows": 0 if data.dev is None else len(data.dev),
+                 "tokens_per_step": corpus_tokens(data.train) / len(data.train) * run.batch_size}
+        return {"work": ctx.work_dir, "steps": steps, "stats": stats}
+
+    config = {"run": run.key(), "init": init if isinstance(init, str) else "<upstream>", "init_step": init_step}
+    deps = {"data": data} if isinstance(init, str) else {"data": data, "init": init}
+    return Stage(name, config, build, _save_checkpoints, _load_checkpoints, deps=deps, seed=run.seed)
+
+
+def _static_or_plain(rows, tokenizer):
+    from ...collators import PlainMLMCollator, StaticMLMCollator
+
+    return StaticMLMCollator(tokenizer) if "labels" in rows.column_names else PlainMLMCollator(tokenizer, seed=12345)
+
+
+def published_stage(name: str, steps: list[int], checkpoints: list[str]) -> Stage[Checkpoints]:
+    """Published under-trained checkpoints (MultiBERTs) in place of a GenePT run: nothing is trained."""
+
+    def build(ctx):
+        from ...models import load_mlm
+
+        for ckpt in checkpoints:
+            load_mlm(ckpt)  # fail now, with the loader's clear message, if one cannot be loaded
+        stats = {"steps": steps, "published": checkpoints, "history": [], "params": 0,
+                 "saved": {s: {"seconds": 0.0} for s in steps}, "tokens_per_step": 0.0}
+        return {"work": ctx.work_dir, "steps": [], "stats": stats}
+
+    return Stage(name, {"published": checkpoints, "steps": steps}, build, _save_checkpoints, _load_checkpoints)
+
+
+# ----------------------------------------------------------------------------------------- plan
+
+@dataclass(frozen=True)
+class SelectivePlan:
+    """What notebook 01's config asks for, as run recipes: the one reader of the training settings in
+    :class:`SelectiveConfig` (stages take their recipes from here)."""
+
+    genept: MLMRun                     # one run, saved at every budget
+    taskpt: dict[str, MLMRun]          # masking method -> its run (the same for every GenePT budget)
+    scorer: Any                        # TrainConfig of the buffer method's classifier
+    tagger: Any                        # TrainConfig of the token tagger
+    finetune: Any                      # TrainConfig of the fine-tuning runs (seed 0; each job sets its own)
+
+
+def plan(cfg: SelectiveConfig) -> SelectivePlan:
+    """``cfg`` -> the recipes of its MLM runs and the training configs of its classifiers."""
+    from dataclasses import replace
+
+    from ...training import TrainConfig
+
+    g, tp, f = cfg.genept, cfg.taskpt, cfg.finetune
+    common = dict(seed=cfg.pretrain_seed, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
+    genept = MLMRun(steps=tuple(g.steps), lr=g.lr, batch_size=g.batch_size, max_length=g.max_length,
+                    warmup_ratio=g.warmup_ratio, **common)
+    taskpt = {m: MLMRun(steps=tuple(tp.steps), lr=tp.lr, batch_size=tp.batch_size, max_length=tp.max_length,
+                        warmup_ratio=tp.warmup_ratio, masking=m if tp.masks == "dynamic" else None,
+                        fallback=tp.fallback, select=tp.select, **common)
+              for m in tp.methods}
+    base = TrainConfig(progress=cfg.progress, seed=cfg.pretrain_seed, group_by_length=True,
+                       mixed_precision=cfg.mixed_precision, kernels=cfg.kernels, batch_size=f.batch_size,
+                       max_length=f.max_length, warmup_ratio=f.warmup_ratio, lr=f.lr, epochs=f.epochs)
+    return SelectivePlan(genept=genept, taskpt=taskpt,
+                         scorer=replace(base, lr=cfg.scorer.lr, epochs=cfg.scorer.epochs),
+                         tagger=replace(base, lr=cfg.tagger.lr, epochs=cfg.tagger.epochs, max_length=tp.max_length,
+                                        warmup_ratio=TrainConfig.warmup_ratio),
+                         finetune=replace(base, seed=0))
+
+
+@dataclass(frozen=True)
+class FinetuneJob:
+    """One fine-tuning run of notebook 01: checkpoint ``taskpt_steps`` of ``method``'s TaskPT run at GenePT
+    budget ``genept_steps`` (``method="genept"``: the GenePT checkpoint itself), fine-tuned with ``seed``.
+    ``final``: the row enters the accuracy table and the paired gaps (else only the steps curve)."""
+
+    genept_steps: int
+    method: str
+    taskpt_steps: int
+    seed: int
+    final: bool
+
+    @property
+    def name(self) -> str:
+        return f"finetune/g{self.genept_steps}_{self.method}_t{self.taskpt_steps}_s{self.seed}"
 
 
 # ----------------------------------------------------------------------------------------- experiment
@@ -158,6 +315,7 @@ class SelectiveExperiment:
         from ...runtime import set_threads
 
         self.cfg = cfg
+        self.plan = plan(cfg)
         self.threads = set_threads(cfg.threads)
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
         g = cfg.genept.model
@@ -170,19 +328,6 @@ class SelectiveExperiment:
         self.finetune_data = self.finetune_spec.load() if cfg.test_pool != "split" or cfg.max_test else self.task
 
     # ------------------------------------------------------------------------------ helpers
-    def train_config(self, **kw):
-        from ...training import TrainConfig
-
-        base = dict(progress=self.cfg.progress, seed=self.cfg.pretrain_seed, group_by_length=True,
-                    mixed_precision=self.cfg.mixed_precision, kernels=self.cfg.kernels)
-        base.update(kw)
-        return TrainConfig(**base)
-
-    def _finetune_train(self, lr: float, epochs: float, seed: int):
-        f = self.cfg.finetune
-        return self.train_config(lr=lr, batch_size=f.batch_size, epochs=epochs, max_length=f.max_length,
-                                 warmup_ratio=f.warmup_ratio, seed=seed)
-
     def get(self, stage: Stage):
         return self.store.get(stage)
 
@@ -217,38 +362,28 @@ class SelectiveExperiment:
 
     # ------------------------------------------------------------------------------ GenePT
     @cached_property
-    def genept_stage(self) -> Stage[Checkpoints]:
-        cfg, g = self.cfg, self.cfg.genept
+    def genept_data_stage(self) -> Stage[MLMData]:
+        """GenePT's packed rows: the general corpus less the 10% held out for the MLM probe."""
+        g, seed = self.cfg.genept, self.cfg.pretrain_seed
 
         def build(ctx):
-            from ...mlm import corpus_tokens, pack_corpus
-            from ...models import load_mlm
+            from ...mlm import pack_corpus
 
-            if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
-                for name in g.checkpoints:
-                    load_mlm(name)  # fail now, with the loader's clear message, if one cannot be loaded
-                stats = {"steps": g.steps, "published": g.checkpoints, "history": [], "params": 0,
-                         "saved_seconds": {s: 0.0 for s in g.steps}, "tokens_per_step": 0.0}
-                return {"work": ctx.work_dir, "steps": [], "stats": stats}
-            start = time.perf_counter()
             texts = self._corpus_texts(g.corpus, g.max_sentences)
-            train_idx, _ = split_corpus(texts, 0.1, cfg.pretrain_seed)   # 10% held out for the probe
-            packed = pack_corpus([texts[i] for i in train_idx], self.tokenizer, g.max_length)
-            model = load_mlm(g.model, seed=cfg.pretrain_seed)
-            tcfg = self.train_config(lr=g.lr, batch_size=g.batch_size, max_steps=max(g.steps), max_length=g.max_length,
-                                     warmup_ratio=g.warmup_ratio, eval_every=max(1, max(g.steps) // 20),
-                                     checkpoint_every=_checkpoint_every(max(g.steps)))
-            res, saved = mlm_checkpoints(ctx, model, packed, self.tokenizer, tcfg, g.steps, start, "GenePT")
-            stats = {"steps": g.steps, "history": res.history,
-                     "saved_seconds": {step: rec["seconds"] for step, rec in saved.items()}, "rows": len(packed),
-                     "tokens_per_step": corpus_tokens(packed) / len(packed) * g.batch_size,
-                     "params": _encoder_params(model)}
-            return {"work": ctx.work_dir, "steps": g.steps, "stats": stats}
+            train_idx, _ = split_corpus(texts, 0.1, seed)
+            return MLMData(pack_corpus([texts[i] for i in train_idx], self.tokenizer, g.max_length))
 
-        config = {"genept": asdict(g), "seed": cfg.pretrain_seed, "mixed_precision": cfg.mixed_precision}
-        if cfg.kernels != "hf":
-            config["kernels"] = cfg.kernels   # only when set: keys of the runs made before the option stay valid
-        return Stage("genept", config, build, _save_checkpoints, _load_checkpoints, seed=cfg.pretrain_seed)
+        config = {"corpus": g.corpus, "max_sentences": g.max_sentences, "max_length": g.max_length, "seed": seed,
+                  "tokenizer": "minilm" if g.model.startswith("scratch:") else g.model}
+        return Stage("genept_data", config, build, _save_mlm_data, _load_mlm_data, seed=seed)
+
+    @cached_property
+    def genept_stage(self) -> Stage[Checkpoints]:
+        g = self.cfg.genept
+        if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
+            return published_stage("genept", g.steps, g.checkpoints)
+        return mlm_run_stage("genept", self.plan.genept, self.genept_data_stage, g.model, self.tokenizer,
+                             progress=self.cfg.progress, desc="GenePT")
 
     def genept(self) -> Checkpoints:
         return self.get(self.genept_stage)
@@ -259,7 +394,7 @@ class SelectiveExperiment:
         s = self.cfg.scorer
         init = self.genept_stage if s.model == "genept" else s.model
         return classifier_stage("scorer", init, self.task_spec,
-                                self._finetune_train(s.lr, s.epochs, self.cfg.pretrain_seed),
+                                self.plan.scorer,
                                 data=self.task, tokenizer=self.tokenizer, desc="scorer")
 
     @cached_property
@@ -341,9 +476,7 @@ class SelectiveExperiment:
             start = time.perf_counter()
             init = str(genept.model_dir) if genept is not None else t.model
             model = load_token_classifier(init, num_labels=2, seed=cfg.pretrain_seed)
-            tcfg = self.train_config(lr=t.lr, batch_size=cfg.finetune.batch_size, epochs=t.epochs,
-                                     max_length=cfg.taskpt.max_length)
-            res = train_tagger(model, buffer.scores["train"], buffer.scores["dev"], self.tokenizer, tcfg,
+            res = train_tagger(model, buffer.scores["train"], buffer.scores["dev"], self.tokenizer, self.plan.tagger,
                                class_weight=t.class_weight)
             n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
             return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "history": res.fit.history,
@@ -397,17 +530,14 @@ class SelectiveExperiment:
                      seed=cfg.pretrain_seed)
 
     # ------------------------------------------------------------------------------ TaskPT
-    def taskpt_stage(self, genept_step: int, method: str) -> Stage[Checkpoints]:
+    def taskpt_data_stage(self, method: str) -> Stage[MLMData]:
+        """TaskPT's rows for ``method``: the labelled corpus split by document into train and held-out dev
+        rows, packed (``taskpt.packing``), with ``method``'s masks drawn once (``taskpt.masks="static"``)."""
         cfg, tp = self.cfg, self.cfg.taskpt
-        if genept_step not in cfg.genept.steps:
-            raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {cfg.genept.steps}")
 
-        def build(ctx, genept, corpus):
-            from ...collators import StaticMLMCollator
+        def build(ctx, corpus):
             from ...mlm import draw_static_masks, pack_corpus, pack_documents
-            from ...models import load_mlm
 
-            start = time.perf_counter()
             train_idx, dev_idx = self.taskpt_split(corpus)
             fields = ("importance", "important")
 
@@ -421,37 +551,29 @@ class SelectiveExperiment:
                 return pack_corpus(None, self.tokenizer, tp.max_length, token_ids=list(sub["token_ids"]),
                                    token_fields=token_fields)
 
-            packed, dev = pack(train_idx), pack(dev_idx)
-            train_collator = collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback)
+            train, dev = pack(train_idx), pack(dev_idx)
             if tp.masks == "static":   # drawn once, as the official data files are written
-                packed = draw_static_masks(packed, train_collator, tp.max_predictions, seed=cfg.pretrain_seed)
+                train = draw_static_masks(train, collator(method, self.tokenizer, seed=cfg.pretrain_seed,
+                                                          fallback=tp.fallback), tp.max_predictions,
+                                          seed=cfg.pretrain_seed)
                 dev = draw_static_masks(dev, collator(method, self.tokenizer, seed=12345, fallback=tp.fallback),
                                         tp.max_predictions, seed=12345)
-                train_collator = StaticMLMCollator(self.tokenizer)
+            return MLMData(train, dev)
 
-            def dev_collator():
-                if tp.masks == "static":
-                    return StaticMLMCollator(self.tokenizer)
-                return collator(method, self.tokenizer, seed=12345, fallback=tp.fallback)
-            model = load_mlm(str(genept.checkpoint(genept_step)))
-            tcfg = self.train_config(lr=tp.lr, batch_size=tp.batch_size, max_steps=max(tp.steps),
-                                     max_length=tp.max_length, warmup_ratio=tp.warmup_ratio,
-                                     eval_every=max(1, max(tp.steps) // 20),
-                                     checkpoint_every=_checkpoint_every(max(tp.steps)))
-            # each checkpoint's held-out MLM loss under the SAME masking as training, with fixed masks
-            res, saved = mlm_checkpoints(ctx, model, packed, self.tokenizer, tcfg, tp.steps, start,
-                                         f"TaskPT {method} (GenePT {genept_step})", collator=train_collator,
-                                         record=lambda m: {"dev_loss": mlm_dev_loss(m, dev, dev_collator())})
-            selected = (min(tp.steps, key=lambda s: saved[s]["dev_loss"]) if tp.select == "dev_loss" else max(tp.steps))
-            stats = {"steps": tp.steps, "history": res.history, "saved": saved, "selected": selected,
-                     "params": _encoder_params(model), "train_rows": len(packed), "dev_rows": len(dev),
-                     "tokens_per_step": sum(len(x) for x in packed["input_ids"]) / len(packed) * tp.batch_size}
-            return {"work": ctx.work_dir, "steps": tp.steps, "stats": stats}
+        keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
+        config = {**{k: getattr(tp, k) for k in keys}, "method": method if tp.masks == "static" else None,
+                  "seed": cfg.pretrain_seed}
+        name = f"taskpt_data_{method}" if tp.masks == "static" else "taskpt_data"
+        return Stage(name, config, build, _save_mlm_data, _load_mlm_data, deps={"corpus": self.corpus_stage},
+                     seed=cfg.pretrain_seed)
 
-        config = {"taskpt": {k: v for k, v in asdict(tp).items() if k != "methods"}, "method": method,
-                  "genept_step": genept_step, "seed": cfg.pretrain_seed, "mixed_precision": cfg.mixed_precision}
-        return Stage(f"taskpt_g{genept_step}_{method}", config, build, _save_checkpoints, _load_checkpoints,
-                     deps={"genept": self.genept_stage, "corpus": self.corpus_stage}, seed=cfg.pretrain_seed)
+    def taskpt_stage(self, genept_step: int, method: str) -> Stage[Checkpoints]:
+        if genept_step not in self.cfg.genept.steps:
+            raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {self.cfg.genept.steps}")
+        return mlm_run_stage(f"taskpt_g{genept_step}_{method}", self.plan.taskpt[method],
+                             self.taskpt_data_stage(method), self.genept_stage, self.tokenizer,
+                             init_step=genept_step, progress=self.cfg.progress,
+                             desc=f"TaskPT {method} (GenePT {genept_step})")
 
     def taskpt(self) -> dict[tuple[int, str], Checkpoints]:
         return {(g, m): self.get(self.taskpt_stage(g, m))
@@ -491,40 +613,41 @@ class SelectiveExperiment:
         return self.get(self.probe_stage)
 
     # ------------------------------------------------------------------------------ fine-tuning
-    def finetune_jobs(self) -> list[dict]:
+    def finetune_jobs(self) -> list[FinetuneJob]:
         """Every fine-tuning run: GenePT-only and the selected TaskPT checkpoint of every budget and
         method with ``seeds + extra_seeds`` (the table and the paired gaps), and the curve's other
-        TaskPT checkpoints with ``seeds`` only."""
+        TaskPT checkpoints with ``seeds`` only. Asks for the TaskPT runs (their selected checkpoints)."""
         cfg = self.cfg
         curve_budgets = cfg.genept.steps if cfg.curve_all_budgets else [min(cfg.genept.steps)]
+        seeds = cfg.seeds + cfg.extra_seeds
         jobs = []
         for g in cfg.genept.steps:
-            seeds = cfg.seeds + cfg.extra_seeds
-            jobs += [dict(g=g, method="genept", t=0, final=True, seed=s, stage=self.genept_stage, pick=g)
-                     for s in seeds]
+            jobs += [FinetuneJob(g, "genept", 0, s, final=True) for s in seeds]
             for m in cfg.taskpt.methods:
-                st = self.taskpt_stage(g, m)
-                sel = self.get(st).selected
-                jobs += [dict(g=g, method=m, t=sel, final=True, seed=s, stage=st, pick=sel) for s in seeds]
+                sel = self.get(self.taskpt_stage(g, m)).selected
+                jobs += [FinetuneJob(g, m, sel, s, final=True) for s in seeds]
                 if g in curve_budgets:
-                    jobs += [dict(g=g, method=m, t=t, final=False, seed=s, stage=st, pick=t)
-                             for t in cfg.taskpt.steps if t != sel for s in cfg.seeds]
+                    jobs += [FinetuneJob(g, m, t, s, final=False) for t in cfg.taskpt.steps if t != sel
+                             for s in cfg.seeds]
         return jobs
 
-    def finetune_stage(self, job: dict) -> Stage:
+    def finetune_stage(self, job: FinetuneJob) -> Stage:
         """The fine-tuning stage of one job of :meth:`finetune_jobs`."""
-        f = self.cfg.finetune
-        name = f"finetune/g{job['g']}_{job['method']}_t{job['t']}_s{job['seed']}"
-        return classifier_stage(name, job["stage"], self.finetune_spec,
-                                self._finetune_train(f.lr, f.epochs, job["seed"]),
-                                data=self.finetune_data, tokenizer=self.tokenizer, pick=job["pick"],
-                                desc=f"fine-tune s{job['seed']}")
+        from dataclasses import replace
+
+        if job.method == "genept":
+            init, pick = self.genept_stage, job.genept_steps
+        else:
+            init, pick = self.taskpt_stage(job.genept_steps, job.method), job.taskpt_steps
+        return classifier_stage(job.name, init, self.finetune_spec, replace(self.plan.finetune, seed=job.seed),
+                                data=self.finetune_data, tokenizer=self.tokenizer, pick=pick,
+                                desc=f"fine-tune s{job.seed}")
 
     def predictions(self) -> dict:
         """``(genept_steps, method, seed) -> predicted test classes`` of every final fine-tuning run (the paired
         gaps' test-sampling term)."""
-        return {(j["g"], j["method"], j["seed"]): self.get(self.finetune_stage(j)).predictions
-                for j in self.finetune_jobs() if j["final"]}
+        return {(j.genept_steps, j.method, j.seed): self.get(self.finetune_stage(j)).predictions
+                for j in self.finetune_jobs() if j.final}
 
     def finetune(self) -> pd.DataFrame:
         """One row per fine-tuning run (``final``: the row enters the accuracy table and the gaps)."""
@@ -533,9 +656,10 @@ class SelectiveExperiment:
         rows = []
         for j in tqdm(self.finetune_jobs(), desc="fine-tune runs", disable=not self.cfg.progress):
             m = self.get(self.finetune_stage(j)).metrics
-            rows.append({"genept_steps": j["g"], "method": j["method"], "taskpt_steps": j["t"], "seed": j["seed"],
-                         "final": j["final"], "dev_accuracy": m["dev_accuracy"], "test_accuracy": m["test_accuracy"],
-                         "test_n": m.get("test_n"), "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
+            rows.append({"genept_steps": j.genept_steps, "method": j.method, "taskpt_steps": j.taskpt_steps,
+                         "seed": j.seed, "final": j.final, "dev_accuracy": m["dev_accuracy"],
+                         "test_accuracy": m["test_accuracy"], "test_n": m.get("test_n"),
+                         "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
         df = pd.DataFrame(rows)
         # a degenerate run (Mosbach et al. 2021): dev accuracy no better than always answering the majority class
         majority = float(pd.Series(self.task["dev"]["label"]).value_counts(normalize=True).max())
@@ -550,7 +674,7 @@ class SelectiveExperiment:
         gen = self.genept()
         prev_step, prev_sec = 0, 0.0
         for step in cfg.genept.steps:  # one run: each budget's stage is the steps since the previous budget
-            sec = float(gen.stats["saved_seconds"][step])
+            sec = float(gen.stats["saved"][step]["seconds"])
             rows.append({"stage": f"GenePT steps {prev_step}-{step}", "group": "GenePT", "seconds": sec - prev_sec,
                          "flops": 6 * gen.stats["params"] * gen.stats["tokens_per_step"] * (step - prev_step),
                          "steps": step})
