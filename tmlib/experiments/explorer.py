@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..config import ConfigError
 from ..importance.types import TokenScores
-from ..runs import RunStore, atomic_write_text
+from ..runs import RunStore, Stage, atomic_write_text
 
 ALL_METHODS = ["occlusion", "grad_x_input", "integrated_gradients", "buffer"]
 
@@ -194,7 +194,7 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | 
                "split": cfg.split, "n": len(texts)}
         built = {}
 
-        def build(method=method):
+        def build(ctx, method=method):
             start = time.perf_counter()
             out = score_tokens(method, model, tokenizer, texts, labels, **cfg.method_kwargs(method))
             built["seconds"] = time.perf_counter() - start
@@ -207,7 +207,7 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | 
         def load(d: Path):
             return [from_record(r) for r in _read_jsonl(d / "scores.jsonl")]
 
-        results[method] = store.cached(f"scores_{method}", key, build, save, load)
+        results[method] = store.get(Stage(f"scores_{method}", key, build, save, load))
         if method == "buffer":  # colour margins + delta (red = important) also for artifacts saved without it
             for ts in results[method]:
                 ts.meta.setdefault("display_offset", float(cfg.delta))

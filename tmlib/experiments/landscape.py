@@ -28,7 +28,7 @@ import pandas as pd
 from ..config import ConfigError
 from ..data import TaskRecipe, check_test_pool
 from ..masking.config import MaskConfig
-from ..runs import RunStore
+from ..runs import RunStore, Stage
 from ..solutions import Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path, solution_stage
 
 
@@ -326,23 +326,27 @@ def _curve_training_key(cfg: LandscapeConfig) -> dict:
     return key
 
 
-def run_paths(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> pd.DataFrame:
-    """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
+def path_stage(cfg: LandscapeConfig, sols: Solutions, batches: dict, name: str, a: str, b: str) -> Stage:
+    """Stage ``cache/path-<name>``: loss and accuracy along the straight line from solution ``a`` to ``b``."""
     from ..landscape import linear_path
 
-    frames = []
-    for name, a, b in path_specs(cfg):
-        key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
-               "gammas": cfg.gammas, "task": cfg.task, **test_key(cfg, sols), "max_length": cfg.max_length,
-               **_compute_key(cfg)}
-        df = store.cached(f"cache/path-{name.replace('<->', '--')}", key,
-                          build=lambda a=a, b=b, name=name: linear_path(
-                              sols.template, sols.states[a], sols.states[b],
-                              {"dev": batches["dev"], "test": batches["test"]}, cfg.gammas,
-                              evaluate=_evaluate(cfg), progress=cfg.progress, desc=name),
-                          save=lambda d, p: d.to_csv(p / "path.csv", index=False),
-                          load=lambda p: pd.read_csv(p / "path.csv"))
-        frames.append(df.assign(path=name, model_a=a, model_b=b))
+    key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
+           "gammas": cfg.gammas, "task": cfg.task, **test_key(cfg, sols), "max_length": cfg.max_length,
+           **_compute_key(cfg)}
+
+    def build(ctx):
+        return linear_path(sols.template, sols.states[a], sols.states[b],
+                           {"dev": batches["dev"], "test": batches["test"]}, cfg.gammas, evaluate=_evaluate(cfg),
+                           progress=cfg.progress, desc=name)
+
+    return Stage(f"cache/path-{name.replace('<->', '--')}", key, build,
+                 lambda df, p: df.to_csv(p / "path.csv", index=False), lambda p: pd.read_csv(p / "path.csv"))
+
+
+def run_paths(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> pd.DataFrame:
+    """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
+    frames = [store.get(path_stage(cfg, sols, batches, name, a, b)).assign(path=name, model_a=a, model_b=b)
+              for name, a, b in path_specs(cfg)]
     out = pd.concat(frames, ignore_index=True)[["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]]
     store.write_csv("paths.csv", out)
     return out
@@ -387,7 +391,7 @@ def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
            **_curve_training_key(cfg)}
     device = "cuda" if torch.cuda.is_available() else None
 
-    def build():
+    def build(ctx):
         curve = train_bezier(sols.template, sols.states[a_name], sols.states[b_name],
                              curve_train_batches(cfg, data, tokenizer), steps=cfg.curve_steps, lr=cfg.curve_lr,
                              seed=cfg.seeds[0], device=device, mixed_precision=cfg.curve_mixed_precision,
@@ -406,7 +410,7 @@ def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     def load(p):
         return load_file(str(p / "theta.safetensors")), pd.read_csv(p / "train_log.csv"), pd.read_csv(p / "curve.csv")
 
-    theta, log, along = store.cached("cache/curve", key, build=build, save=save, load=load, seed=cfg.seeds[0])
+    theta, log, along = store.get(Stage("cache/curve", key, build, save, load, seed=cfg.seeds[0]))
     store.write_csv("curve_train.csv", log)
     return along.assign(path=CURVE_PATH, model_a=a_name, model_b=b_name)[cols]
 
@@ -434,7 +438,7 @@ def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
            "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
            "max_length": cfg.max_length, **_compute_key(cfg)}
 
-    def build():
+    def build(ctx):
         res = plane(sols.template, *(sols.states[k] for k in keys), {"dev": batches["plane"]},
                     resolution=cfg.plane_resolution, margin=cfg.plane_margin, names=names,
                     evaluate=_evaluate(cfg), progress=cfg.progress)
@@ -448,7 +452,7 @@ def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
         coords = {k: tuple(v) for k, v in json.loads((p / "coords.json").read_text()).items()}
         return pd.read_csv(p / "plane.csv", keep_default_na=False), coords
 
-    frame, coords = store.cached("cache/plane", key, build=build, save=save, load=load)
+    frame, coords = store.get(Stage("cache/plane", key, build, save, load))
     store.write_csv("plane.csv", frame)
     store.write_json("plane_coords.json", {k: {"alpha": v[0], "beta": v[1]} for k, v in coords.items()})
     return frame, coords
