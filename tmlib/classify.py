@@ -18,13 +18,14 @@ AUTO = "auto"
 def input_columns(column_names, pair_column: str | None = AUTO,
                   aspect_column: str | None = AUTO) -> tuple[str | None, str | None]:
     """``(pair_column, aspect_column)`` actually used for a dataset with ``column_names``: ``"auto"``
-    picks ``text_pair`` / ``aspect`` where present (aspect first), None turns one off."""
-    from .data import ASPECT_COLUMN, PAIR_COLUMN
+    takes the task's second input as loading named it (:func:`tmlib.data.second_column`), None turns one off."""
+    from .data import ASPECT_COLUMN, PAIR_COLUMN, second_column
 
+    second = second_column(column_names)
     if aspect_column == AUTO:
-        aspect_column = ASPECT_COLUMN if ASPECT_COLUMN in column_names else None
+        aspect_column = ASPECT_COLUMN if second == ASPECT_COLUMN else None
     if pair_column == AUTO:
-        pair_column = PAIR_COLUMN if PAIR_COLUMN in column_names and not aspect_column else None
+        pair_column = PAIR_COLUMN if second == PAIR_COLUMN else None
     if pair_column and aspect_column:
         raise ValueError(f"a task has one second input: got pair_column={pair_column!r} "
                          f"and aspect_column={aspect_column!r}")
@@ -84,11 +85,12 @@ class ClassifierCollator:
 
 
 class EvalBatches:
-    """Tokenized, padded, length-sorted batches built once and reused for every evaluation."""
+    """Tokenized, padded, length-sorted batches built once and reused for every evaluation. ``collate``: what
+    pads a list of examples (default :class:`ClassifierCollator`; token tasks pad their label lists too)."""
 
-    def __init__(self, encoded, tokenizer, batch_size: int = 64):
+    def __init__(self, encoded, tokenizer, batch_size: int = 64, collate=None):
         order = np.argsort([len(x) for x in encoded["input_ids"]], kind="stable")
-        collate = ClassifierCollator(tokenizer)
+        collate = collate or ClassifierCollator(tokenizer)
         rows = [encoded[int(i)] for i in order]
         self.batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
         self.n = len(rows)

@@ -171,12 +171,15 @@ SECOND_COLUMNS = (ASPECT_COLUMN, PAIR_COLUMN)
 
 
 def second_column(ds) -> str | None:
-    """The task's second input column: ``"aspect"``, ``"text_pair"`` or None (single-text task).
-    ``ds`` is a ``Dataset`` or a ``DatasetDict`` (its train split decides)."""
+    """The task's second input column: ``"aspect"``, ``"text_pair"`` or None (single-text task); the one place
+    this is decided. Loading renames a file's or hub dataset's second column to one of these names
+    (``pair_column=`` / ``aspect_column=``), so every later step asks this function. ``ds`` is a ``Dataset``, a
+    ``DatasetDict`` (its train split decides) or a list of column names."""
     if isinstance(ds, DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    names = ds.column_names if hasattr(ds, "column_names") else list(ds)
     for col in SECOND_COLUMNS:
-        if col in ds.column_names:
+        if col in names:
             return col
     return None
 

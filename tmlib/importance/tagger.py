@@ -246,8 +246,10 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     """
     from datasets import Dataset
 
+    from ..data import ASPECT_COLUMN, second_column
+
     texts = list(dataset["text"] if hasattr(dataset, "column_names") else dataset)
-    if "aspect" in getattr(dataset, "column_names", ()):
+    if hasattr(dataset, "column_names") and second_column(dataset) == ASPECT_COLUMN:
         texts = list(dict.fromkeys(texts))
     if not texts:
         raise ValueError("the corpus is empty")

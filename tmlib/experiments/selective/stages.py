@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...data import TaskRecipe
+from ...data import ASPECT_COLUMN, TaskRecipe, second_column
 from ...finetune import classifier_stage
 from ...runs import RunStore, Stage
 from .config import SelectiveConfig
@@ -415,7 +415,8 @@ class SelectiveExperiment:
                 ds = self.task[split]
                 if split == "train" and b.max_sentences:
                     ds = ds.select(range(min(b.max_sentences, len(ds))))
-                aspects = list(ds["aspect"]) if "aspect" in ds.column_names else None  # [CLS] aspect [SEP] buffer [SEP]
+                # [CLS] aspect [SEP] buffer [SEP]
+                aspects = list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None
                 with torch.inference_mode():
                     out[split] = buffer_importance(model, self.tokenizer, list(ds["text"]), list(ds["label"]), bcfg,
                                                    aspects=aspects)
@@ -459,7 +460,8 @@ class SelectiveExperiment:
             todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
             with torch.inference_mode():   # one walk per distinct rule (2 for the four variants), not one per row
                 return compare_rule_variants(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, todo,
-                                             aspects=list(ds["aspect"]) if "aspect" in ds.column_names else None)
+                                             aspects=list(ds[ASPECT_COLUMN])
+                                             if second_column(ds) == ASPECT_COLUMN else None)
 
         return Stage("buffer_rules", {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()}, build,
                      lambda df, d: df.to_csv(d / "rules.csv", index=False), lambda d: pd.read_csv(d / "rules.csv"),
