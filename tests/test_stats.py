@@ -106,3 +106,17 @@ def test_power_columns_detectable_gap_and_test_sampling_term():
     assert g.detectable_gap == pytest.approx(detectable_gap(g.gap_std, 3)) and g.detectable_gap > g.ci95
     assert "sampling_sd" not in paired_gap_table(res, by=["task"], method_col="method", value_col="acc",
                                                  pairs=[("a", "b")]).columns
+
+
+def test_power_table_and_seeds_needed():
+    from tmlib.stats import detectable_gap, power_table, seeds_needed
+
+    t = power_table({400: 3.0, 1600: 1.5}, [3, 10], {400: 60.0, 1600: 240.0}, fixed_seconds=600)
+    assert list(t["setting"]) == [400, 400, 1600, 1600] and list(t["n_seeds"]) == [3, 10, 3, 10]
+    # the detectable gap falls with seeds and with a smaller sd; minutes add the fixed cost once
+    assert t["detectable_gap"].iloc[1] < t["detectable_gap"].iloc[0]
+    assert t["detectable_gap"].iloc[2] < t["detectable_gap"].iloc[0]
+    assert t["minutes"].iloc[3] == (600 + 10 * 240) / 60
+    n = seeds_needed(3.0, 1.0)
+    assert detectable_gap(3.0, n) <= 1.0 < detectable_gap(3.0, n - 1)   # the fewest such seeds
+    assert seeds_needed(0.1, 1.0) == 2

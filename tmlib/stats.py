@@ -9,7 +9,7 @@ per-seed difference removes that shared noise (the same logic as notebook 01's `
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,39 @@ def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -
         return float("nan")
     df = n - 1
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
+
+
+def power_table(sd: Mapping[Any, float], seeds: Sequence[int], seconds_per_seed: Mapping[Any, float],
+                fixed_seconds: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+    """The design space of a paired comparison: per setting (e.g. a fine-tuning set size) with measured per-seed
+    gap std ``sd[setting]`` and cost ``seconds_per_seed[setting]`` (every arm of one seed), and per seed count in
+    ``seeds``, the smallest true gap detected with ``power`` at level ``alpha`` (:func:`detectable_gap`) and the
+    minutes the design takes (``fixed_seconds``: the shared cost paid once, e.g. pre-training)."""
+    rows = []
+    for setting, s in sd.items():
+        for n in seeds:
+            rows.append({"setting": setting, "n_seeds": int(n), "gap_sd": float(s),
+                         "detectable_gap": detectable_gap(s, n, alpha=alpha, power=power),
+                         "minutes": (fixed_seconds + n * seconds_per_seed[setting]) / 60})
+    return pd.DataFrame(rows)
+
+
+def seeds_needed(sd: float, gap: float, alpha: float = 0.05, power: float = 0.8, max_seeds: int = 10_000) -> int:
+    """The fewest seeds whose paired t test detects a true gap ``gap`` with ``power`` (:func:`detectable_gap`)."""
+    if gap <= 0 or not np.isfinite(sd):
+        raise ValueError(f"gap must be > 0 and sd finite, got gap={gap}, sd={sd}")
+    lo, hi = 2, 2
+    while detectable_gap(sd, hi, alpha, power) > gap:
+        if hi >= max_seeds:
+            return max_seeds
+        lo, hi = hi, min(hi * 2, max_seeds)
+    while lo < hi:   # detectable_gap falls with n: the first n at or below gap
+        mid = (lo + hi) // 2
+        if detectable_gap(sd, mid, alpha, power) <= gap:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
 
 
 def disagreement(pred_a, pred_b) -> float:

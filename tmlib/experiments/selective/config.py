@@ -140,6 +140,12 @@ class FinetuneConfig:
     epochs: float = 2.0
     max_length: int = 64
     warmup_ratio: float = 0.1
+    max_train: int = 0                 # training sentences of the fine-tuning runs (0: task_max_examples); the
+                                       # scorer and tagger keep task_max_examples, so TaskPT is unchanged
+
+    def __post_init__(self):
+        if self.max_train < 0:
+            raise ValueError(f"finetune.max_train must be >= 0 (0: task_max_examples), got {self.max_train}")
 
 
 @dataclass

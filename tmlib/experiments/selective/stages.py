@@ -322,10 +322,12 @@ class SelectiveExperiment:
         self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
         self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0)   # scorer and buffer labels
         self.task = self.task_spec.load()
-        # fine-tuning: the same train and dev rows, tested on the held-out pool (or the test split)
+        # fine-tuning: the same dev rows (train: finetune.max_train, else the same rows), tested on the held-out
+        # pool (or the test split)
         self.finetune_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, test_pool=cfg.test_pool,
-                                        max_test=cfg.max_test)
-        self.finetune_data = self.finetune_spec.load() if cfg.test_pool != "split" or cfg.max_test else self.task
+                                        max_test=cfg.max_test, max_train=cfg.finetune.max_train)
+        separate = cfg.test_pool != "split" or cfg.max_test or cfg.finetune.max_train
+        self.finetune_data = self.finetune_spec.load() if separate else self.task
 
     # ------------------------------------------------------------------------------ helpers
     def get(self, stage: Stage):
@@ -641,7 +643,9 @@ class SelectiveExperiment:
             init, pick = self.genept_stage, job.genept_steps
         else:
             init, pick = self.taskpt_stage(job.genept_steps, job.method), job.taskpt_steps
-        return classifier_stage(job.name, init, self.finetune_spec, replace(self.plan.finetune, seed=job.seed),
+        n = self.cfg.finetune.max_train   # runs on another training-set size live beside the default ones
+        name = job.name.replace("finetune/", f"finetune/n{n}/", 1) if n else job.name
+        return classifier_stage(name, init, self.finetune_spec, replace(self.plan.finetune, seed=job.seed),
                                 data=self.finetune_data, tokenizer=self.tokenizer, pick=pick,
                                 desc=f"fine-tune s{job.seed}")
 
