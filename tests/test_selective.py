@@ -262,3 +262,35 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
         assert a.keys() == b.keys()
         for k in a:
             torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=f"step {step}: {k}")
+
+
+def test_split_sentences_keeps_document_labels():
+    from tmlib.importance.buffer import split_sentences
+
+    texts, labels, docs = split_sentences(["A fine film. But too long!", "no boundary here"], [1, 0])
+    assert texts == ["A fine film.", "But too long!", "no boundary here"]
+    assert labels == [1, 1, 0] and docs == [0, 0, 1]
+
+
+def test_threshold_table_counts_follow_the_threshold():
+    from datasets import Dataset
+
+    from tmlib.experiments.selective import threshold_table
+    from tmlib.models import load_tokenizer
+
+    tok = load_tokenizer("minilm")
+    ids = tok(["great acting", "the plot"], add_special_tokens=False)["input_ids"]
+    ds = Dataset.from_dict({"token_ids": ids, "importance": [[0.9, 0.3], [0.2, 0.1]]})
+    t = threshold_table(ds, tok, {"argmax": 0.5, "low": 0.25}, stopwords="spacy").set_index("threshold")
+    assert t.loc["argmax", "important_rate"] == 0.25 and t.loc["low", "important_rate"] == 0.5   # "the" is a stop word
+    assert t.loc["argmax", "sentences_without_important"] == 0.5
+
+
+def test_buffer_and_tagger_options_are_checked():
+    from tmlib.experiments.selective import BufferStageConfig
+    from tmlib.experiments.selective.config import TaggerConfig
+
+    with pytest.raises(ValueError, match="buffer.sentences"):
+        BufferStageConfig(sentences="nltk")
+    with pytest.raises(ValueError, match="tagger.threshold"):
+        TaggerConfig(threshold="0.3")

@@ -119,6 +119,27 @@ class BufferConfig:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
+SENTENCE_SPLITS = ("spacy", "none")
+
+
+def split_sentences(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int], list[int]]:
+    """Each text cut into sentences by spaCy's rule-based English ``sentencizer``, as the official buffer stage
+    (``data/sc_mask_gen.py``, ``SC.forward``) does before it scores anything: every sentence inherits its
+    document's gold label, and the walk then labels the sentences the scorer classifies correctly. Returns
+    ``(sentences, labels, document index of each sentence)``; a text with no sentence boundary stays whole."""
+    from spacy.lang.en import English
+
+    nlp = English()
+    nlp.add_pipe("sentencizer")
+    out_t, out_l, out_d = [], [], []
+    for i, (doc, y) in enumerate(zip(nlp.pipe(texts, batch_size=256), labels)):
+        sents = [s.text.strip() for s in doc.sents if s.text.strip()] or [doc.text]
+        out_t += sents
+        out_l += [int(y)] * len(sents)
+        out_d += [i] * len(sents)
+    return out_t, out_l, out_d
+
+
 def _check_inputs(texts, labels, aspects):
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, got a single string; wrap it: [text]")

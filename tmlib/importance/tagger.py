@@ -214,7 +214,7 @@ def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size:
     return out  # type: ignore[return-value]
 
 
-def _labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopwords: str = "spacy",
+def token_labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopwords: str = "spacy",
             punctuation: bool | None = None) -> np.ndarray:
     """0/1 per token: P(important) above ``threshold``, stop words (list ``stopwords``, as
     :class:`~tmlib.importance.buffer.BufferConfig`: "spacy" official | "spacy_words" | "tmlib" | "none") forced to 0."""
@@ -257,7 +257,7 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress)
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
-    labels = [_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
+    labels = [token_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
     return Dataset.from_dict({"text": texts, "token_ids": ids, "importance": [p.tolist() for p in probs],
                               "important": [lab.tolist() for lab in labels]})
 
@@ -275,6 +275,6 @@ def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
     return [TokenScores(text=t, tokens=tokenizer.convert_ids_to_tokens(list(i)), scores=p,
-                        important=_labels(tokenizer, i, p, threshold, stopwords), method="tagger",
+                        important=token_labels(tokenizer, i, p, threshold, stopwords), method="tagger",
                         meta={"threshold": threshold, "stopwords": stopwords})
             for t, i, p in zip(texts, ids, probs)]

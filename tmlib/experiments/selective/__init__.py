@@ -30,6 +30,7 @@ from .analysis import (
     paired_gaps,
     probe_table,
     summarize,
+    threshold_table,
 )
 from .config import (
     TASKPT_METHODS,
@@ -133,4 +134,4 @@ __all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferStageConfig
            "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table",
            "buffer_summary",
            "compute_split", "condition_costs", "corpus_summary", "curve_summary", "detectable_gap",
-           "importance_examples", "paired_gaps", "probe_table", "summarize"]
+           "importance_examples", "paired_gaps", "probe_table", "summarize", "threshold_table"]

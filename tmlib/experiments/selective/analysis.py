@@ -30,6 +30,24 @@ def corpus_summary(ds) -> pd.DataFrame:
                           "sentences_without_important": sum(int(x.sum() == 0) for x in imp)}])
 
 
+def threshold_table(ds, tokenizer, thresholds: dict[str, float], stopwords: str = "spacy") -> pd.DataFrame:
+    """What the tagger's decision threshold does to the labelled corpus ``ds`` (``token_ids``, ``importance``),
+    from its stored P(important): per named threshold (e.g. ``{"argmax (official)": 0.5, "dev F1": 0.2}``), the
+    share of important tokens and of sentences with no important token (TaskPT masks nothing in those under the
+    official no-fallback rule), stop words forced to 0 as when the corpus was labelled."""
+    from ...importance.tagger import token_labels
+
+    rows = []
+    for name, t in thresholds.items():
+        labels = [token_labels(tokenizer, ids, np.asarray(p), t, stopwords)
+                  for ids, p in zip(ds["token_ids"], ds["importance"])]
+        n_tok = sum(len(x) for x in labels)
+        rows.append({"threshold": name, "value": float(t),
+                     "important_rate": sum(int(x.sum()) for x in labels) / max(1, n_tok),
+                     "sentences_without_important": sum(int(x.sum() == 0) for x in labels) / max(1, len(labels))})
+    return pd.DataFrame(rows)
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """Mean / std over seeds of test (and dev) accuracy per GenePT budget and condition (the ``final``
     rows when the frame has that column: GenePT only and each TaskPT run's selected checkpoint)."""

@@ -13,6 +13,7 @@ SELECT_CHOICES = ("dev_loss", "last")
 FALLBACKS = ("none", "random")
 PACKINGS = ("documents", "sentences")
 MASK_DRAWS = ("static", "dynamic")
+TAGGER_THRESHOLDS = ("argmax", "dev_f1")
 
 
 @dataclass
@@ -63,7 +64,16 @@ class BufferStageConfig:
     max_length: int = 128              # scoring length (official max_seq_length 128)
     first_token: str = "official"      # "official": token 0 tested and popped like any other; "keep": never tested
     stopwords: str = "spacy"           # "spacy" (official list, incl. not/no/never), "tmlib" (keeps negations), "none"
+    # "spacy": texts cut into sentences (spaCy sentencizer), each scored against its text's label (official);
+    # "none": whole texts. Aspect tasks are never cut (the official ASC scores each (sentence, aspect) whole).
+    sentences: str = "spacy"
     rules_sentences: int = 200         # train sentences on which each non-official option's effect is measured
+
+    def __post_init__(self):
+        from ...importance.buffer import SENTENCE_SPLITS
+
+        if self.sentences not in SENTENCE_SPLITS:
+            raise ValueError(f"buffer.sentences must be one of {list(SENTENCE_SPLITS)}, got {self.sentences!r}")
 
     def rule(self, progress: bool = True):
         """The buffer method's options (:class:`tmlib.importance.buffer.BufferConfig`) these settings name."""
@@ -81,6 +91,13 @@ class TaggerConfig:
     lr: float = 1e-4
     epochs: float = 4.0
     class_weight: float = 3.0          # loss weight of "important" (REFERENCE: ~3)
+    # labelling the corpus: "argmax" = important iff P(important) > 0.5 (official ModelGen); "dev_f1" = the
+    # threshold on P(important) with the best dev F1 against the buffer labels
+    threshold: str = "argmax"
+
+    def __post_init__(self):
+        if self.threshold not in TAGGER_THRESHOLDS:
+            raise ValueError(f"tagger.threshold must be one of {list(TAGGER_THRESHOLDS)}, got {self.threshold!r}")
 
 
 @dataclass

@@ -406,26 +406,31 @@ class SelectiveExperiment:
         def build(ctx, scorer):
             import torch
 
-            from ...importance.buffer import buffer_importance
+            from ...importance.buffer import buffer_importance, split_sentences
             from ...models import load_saved_classifier
 
             start = time.perf_counter()
             model = load_saved_classifier(scorer.model_dir)
             bcfg = b.rule(progress=cfg.progress)
-            out = {}
+            out, counts = {}, {}
             for split in ("train", "dev"):
                 ds = self.task[split]
                 if split == "train" and b.max_sentences:
                     ds = ds.select(range(min(b.max_sentences, len(ds))))
-                # [CLS] aspect [SEP] buffer [SEP]
+                texts, labels = list(ds["text"]), list(ds["label"])
+                # [CLS] aspect [SEP] buffer [SEP]; an aspect task's (sentence, aspect) rows are scored whole
                 aspects = list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None
+                if b.sentences == "spacy" and aspects is None:
+                    texts, labels, _ = split_sentences(texts, labels)
+                counts[split] = {"texts": len(ds), "sentences": len(texts)}
+                ctx.log(f"{split}: {len(texts)} sentences from {len(ds)} texts")
                 with torch.inference_mode():
-                    out[split] = buffer_importance(model, self.tokenizer, list(ds["text"]), list(ds["label"]), bcfg,
-                                                   aspects=aspects)
+                    out[split] = buffer_importance(model, self.tokenizer, texts, labels, bcfg, aspects=aspects)
             # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
             cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
             full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
-            stats = {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * (cand + full)}
+            stats = {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * (cand + full),
+                     "counts": counts}
             return {k: [_score_row(s) for s in v] for k, v in out.items()}, stats
 
         def save(obj, d):
@@ -509,8 +514,9 @@ class SelectiveExperiment:
             start = time.perf_counter()
             corpus = self.taskpt_corpus()
             model = load_token_classifier(str(tagger.model_dir), num_labels=2)
+            threshold = 0.5 if cfg.tagger.threshold == "argmax" else None   # None: the dev-tuned one it saved
             ds = label_corpus(model, self.tokenizer, list(corpus["text"]), max_length=tp.max_length,
-                              stopwords=cfg.buffer.stopwords, progress=cfg.progress)
+                              stopwords=cfg.buffer.stopwords, progress=cfg.progress, threshold=threshold)
             if "doc" in corpus.column_names:
                 ds = ds.add_column("doc", list(corpus["doc"]))
             n_tok = sum(len(x) + 2 for x in ds["token_ids"])
@@ -527,7 +533,7 @@ class SelectiveExperiment:
             return Dataset.load_from_disk(str(d / "data"))
 
         config = {"corpus": tp.corpus, "max_sentences": tp.max_sentences, "max_length": tp.max_length,
-                  "stopwords": cfg.buffer.stopwords, "seed": cfg.pretrain_seed}
+                  "stopwords": cfg.buffer.stopwords, "seed": cfg.pretrain_seed, "threshold": cfg.tagger.threshold}
         if tp.packing == "documents":
             config["documents"] = True   # capped by whole documents, each row with its document
         return Stage("corpus_labels", config, build, save, load, deps={"tagger": self.tagger_stage},
