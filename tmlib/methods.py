@@ -1,4 +1,6 @@
-"""Adaptation methods: how a pretrained classifier is adapted to a task, one registry entry each.
+"""Adaptation methods: how a pretrained classifier is adapted to a task, one registry entry each. A classifier is
+a head per input (``*ForSequenceClassification``) or a head per token (``*ForTokenClassification``): every method
+prepares both.
 
     prep = prepare_method("mask", model, seed=0, mask_config=MaskConfig())
     train_classifier(prep.model, data, tok, prep.train_config(base_cfg), params=prep.params,
@@ -194,7 +196,9 @@ def _lora(model, seed, options):
 
     head = _head_name(model)
     targets = sorted({name.rsplit(".", 1)[-1] for t in LORA_TARGETS for name in MODULE_TYPES[t]})
-    cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
+    # a head per token (token classification) or one per input: peft's wrapper of that task
+    task = TaskType.TOKEN_CLS if type(model).__name__.endswith("ForTokenClassification") else TaskType.SEQ_CLS
+    cfg = LoraConfig(task_type=task, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
                      target_modules=targets, modules_to_save=[head.split(".")[0]] if head else None)
     if seed is not None:
         torch.manual_seed(seed)          # lora_A's random init

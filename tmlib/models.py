@@ -145,14 +145,21 @@ def load_saved_classifier(path: str | Path) -> PreTrainedModel:
     return _from_pretrained(AutoModelForSequenceClassification, str(path)).eval()
 
 
-def load_token_classifier(name: str, num_labels: int = 2, seed: int | None = None) -> PreTrainedModel:
+def load_token_classifier(name: str, num_labels: int = 2, seed: int | None = None,
+                          label_names: Sequence[str] | None = None) -> PreTrainedModel:
+    """Token classifier (a head per token) with a new head of ``num_labels`` outputs, or one per tag of
+    ``label_names`` (then named in the config); the head init is seeded if ``seed``."""
     import torch
 
     if seed is not None:
         torch.manual_seed(seed)
+    kwargs: dict = dict(num_labels=num_labels)
+    if label_names is not None:
+        id2label = dict(enumerate(label_names))
+        kwargs = dict(num_labels=len(label_names), id2label=id2label, label2id={v: k for k, v in id2label.items()})
     if name.startswith("scratch:"):
-        return AutoModelForTokenClassification.from_config(scratch_config(name.split(":", 1)[1], num_labels=num_labels))
-    return _from_pretrained(AutoModelForTokenClassification, name, num_labels=num_labels)
+        return AutoModelForTokenClassification.from_config(scratch_config(name.split(":", 1)[1], **kwargs))
+    return _from_pretrained(AutoModelForTokenClassification, name, **kwargs)
 
 
 def load_mlm(name: str, seed: int | None = None) -> PreTrainedModel:
