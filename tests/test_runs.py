@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tmlib.runs import RunStore, atomic_save, atomic_write_text
+from tmlib.runs import RunStore, Stage, atomic_save, atomic_write_text
 
 
 @dataclass
@@ -82,7 +82,6 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 # ------------------------------------------------------------------------------- stages and deps
 
-from tmlib.runs import Stage  # noqa: E402
 
 
 def _stages(calls, upstream_n=1):
@@ -200,3 +199,35 @@ def test_progress_lines_go_to_the_log_file_named(tmp_path, capsys):
     quiet = RunStore(tmp_path / "q")
     quiet.get(_stages(calls)[1])
     assert not (tmp_path / "q" / "progress.log").exists()
+
+
+def test_dev_folder_reuses_the_default_run_without_writing_it(tmp_path):
+    """runs/dev/<nb> loads a valid artifact of runs/default/<nb> (read-only), builds what is new in runs/dev."""
+    made = RunStore(tmp_path / "runs" / "default" / "01_x")
+    made.get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    before = sorted(p.name for p in (tmp_path / "runs" / "default" / "01_x").iterdir())
+    calls = []
+    dev = RunStore(tmp_path / "runs" / "dev" / "01_x")
+    assert dev.reuse == [tmp_path / "runs" / "default" / "01_x"]
+    assert dev.get(Stage("a", C(1), lambda ctx: calls.append(1) or 9, _save, _load)) == 1   # reused, not rebuilt
+    assert dev.folder("a") == tmp_path / "runs" / "default" / "01_x" / "a" and not calls
+    assert dev.get(Stage("a", C(2), lambda ctx: 2, _save, _load)) == 2       # a new key: built in runs/dev
+    assert dev.folder("a") == tmp_path / "runs" / "dev" / "01_x" / "a"
+    assert sorted(p.name for p in (tmp_path / "runs" / "default" / "01_x").iterdir()) == before
+    assert RunStore(tmp_path / "elsewhere").reuse == []
+
+
+def test_notebook_out_dir_is_taken_from_the_project_root(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from tmlib.config import notebook_config
+
+    @dataclass
+    class Cfg:
+        out_dir: str = "runs/dev/01_x"
+
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "papermill_params").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")          # where JupyterLab starts a notebook's kernel
+    assert notebook_config(Cfg, {}, set()).out_dir == str(tmp_path / "runs" / "dev" / "01_x")
+    assert notebook_config(Cfg, {"out_dir": "/abs/x"}, set()).out_dir == "/abs/x"

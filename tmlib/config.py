@@ -218,7 +218,31 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
     ``before`` is the set of global names that existed before the parameters cell ran. Every name
     added since (the parameters cell plus papermill's injected cell) must be a field of ``cls``:
     papermill silently injects misspelt parameters, so this is where they are rejected.
+
+    A relative ``out_dir`` is taken from the project root (:func:`project_path`), so a notebook opened in
+    JupyterLab (whose kernel starts in ``notebooks/``) writes where the same notebook run by the suite does.
     """
     params = {k: v for k, v in namespace.items() if k not in before and not k.startswith("_")}
     params = {k: v for k, v in params.items() if not isinstance(v, types.ModuleType) and not callable(v)}
-    return from_flat(cls, params)
+    cfg = from_flat(cls, params)
+    if isinstance(getattr(cfg, "out_dir", None), str):
+        cfg = dataclasses.replace(cfg, out_dir=str(project_path(cfg.out_dir)))
+    return cfg
+
+
+def project_root(start: str | Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` (default: the working directory) holding both ``notebooks/`` and
+    ``papermill_params/``: a tmlib checkout or a copy of its notebooks; None when there is none."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "notebooks").is_dir() and (d / "papermill_params").is_dir():
+            return d
+    return None
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` as given when absolute, else relative to :func:`project_root` (or the working directory)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    return (project_root() or Path.cwd()) / p

@@ -245,6 +245,15 @@ class Stage(Generic[T]):
         return config_hash(self.key())
 
 
+def default_reuse(root: Path) -> list[Path]:
+    """``runs/dev/<notebook>`` -> ``[runs/default/<notebook>]`` where that folder exists; else no folder."""
+    if root.parent.name == "dev":
+        made = root.parent.parent / "default" / root.name
+        if made.is_dir():
+            return [made]
+    return []
+
+
 def _stat_signature(path: Path) -> tuple:
     """(relative path, size, mtime) of every file under ``path``: cheap evidence that nothing changed."""
     out = []
@@ -262,11 +271,18 @@ class RunStore:
     ``<root>/progress.log`` (or ``log_file``: a store of sub-artifacts logging into its notebook's log),
     so a long non-interactive run shows where it is. ``lock_timeout``: seconds to wait for another
     process building the same stage (-1: forever).
+
+    ``reuse``: other run folders whose valid artifacts are loaded (read-only, never written) when this folder
+    has none for a stage's key; new stages are built here. Default (None): a notebook's development folder
+    ``runs/dev/<notebook>`` reuses ``runs/default/<notebook>``, so a notebook opened after ``make run`` loads
+    that run's stages in seconds and a changed parameter rebuilds only what depends on it, in ``runs/dev``.
     """
 
     def __init__(self, root: str | Path, progress: bool = False, lock_timeout: float = -1,
-                 log_file: str | Path | None = None):
+                 log_file: str | Path | None = None, reuse: list[str | Path] | None = None):
         self.root = Path(root)
+        self.reuse = [Path(r) for r in (default_reuse(self.root) if reuse is None else reuse)]
+        self.reuse = [r for r in self.reuse if r.resolve() != self.root.resolve()]
         self.log_file = Path(log_file) if log_file is not None else self.root / "progress.log"
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -278,6 +294,7 @@ class RunStore:
         # artifacts this store has verified (hashes checked): name -> (key hash, stat signature of its files);
         # a later get() re-hashes only if a file's size or mtime changed since
         self._verified: dict[str, tuple[str, tuple]] = {}
+        self._reused: dict[str, tuple[str, Path, tuple]] = {}   # name -> (key hash, folder, stat signature)
 
     # ----------------------------------------------------------------------------------- stages
     def log(self, message: str) -> None:
@@ -314,6 +331,9 @@ class RunStore:
         art = self.artifact(stage.name, key)
         if self._verified.get(stage.name) == (key_hash, _stat_signature(art.path)):
             return stage.load(art.path)
+        other = self._reused.get(stage.name)
+        if other is not None and other[0] == key_hash and other[2] == _stat_signature(other[1]):
+            return stage.load(other[1])
         try:
             lock = self._lock(stage.name)
             lock.acquire()
@@ -334,12 +354,19 @@ class RunStore:
                 warnings.warn(f"{self.root}: {line}", stacklevel=2)
             reason = art.check()
             if reason is not None:
+                for root in self.reuse:   # a valid artifact of another run folder: loaded, not copied
+                    there = Artifact(root / stage.name, key)
+                    if there.path.is_dir() and there.check() is None:
+                        self.log(f"{stage.name}: reused from {root}")
+                        self._reused[stage.name] = (key_hash, there.path, _stat_signature(there.path))
+                        return stage.load(there.path)
                 if reason != "missing":
                     warnings.warn(f"artifact {art.path} is not reusable ({reason}); rebuilding it", stacklevel=2)
                 self._build(stage, key, key_hash, deps)
             else:
                 self.log(f"{stage.name}: cached")
             self._verified[stage.name] = (key_hash, _stat_signature(art.path))
+            self._reused.pop(stage.name, None)
             return stage.load(art.path)
         finally:
             lock.release()
@@ -368,6 +395,11 @@ class RunStore:
                 break
             parent.rmdir()
         self.log(f"{stage.name}: built in {time.perf_counter() - start:.1f} s")
+
+    def folder(self, name: str) -> Path:
+        """Where artifact ``name`` was loaded from: this run folder, or the ``reuse`` folder it was found in."""
+        other = self._reused.get(name)
+        return other[1] if other is not None else self.root / name
 
     def manifest(self, name: str) -> dict:
         """The manifest of artifact ``name`` (:class:`ArtifactError` when it has none)."""

@@ -211,7 +211,7 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | 
         if method == "buffer":  # colour margins + delta (red = important) also for artifacts saved without it
             for ts in results[method]:
                 ts.meta.setdefault("display_offset", float(cfg.delta))
-        seconds = json.loads((store.root / f"scores_{method}" / "timing.json").read_text())["seconds"]
+        seconds = json.loads((store.folder(f"scores_{method}") / "timing.json").read_text())["seconds"]
         timing.append({"method": method, "seconds": round(seconds, 2), "texts": len(texts),
                        "ms_per_text": round(1000 * seconds / max(1, len(texts)), 1), "reused": not built})
     _write_jsonl(Path(cfg.out_dir) / "scores.jsonl",

@@ -212,7 +212,7 @@ def get_solution(cfg: LandscapeConfig, store: RunStore, recipe: SolutionRecipe, 
     train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)   # = recipe.data.load(), without reloading
     trained = store.get(solution_stage(recipe, Inputs(recipe.data, recipe.backbone, train_data, tokenizer)))
     why = "not found in reuse_runs; " if cfg.reuse_runs else ""
-    return trained.model.eval(), f"trained here ({why}cached): {store.root / recipe.name / 'model'}"
+    return trained.model.eval(), f"trained here ({why}cached): {store.folder(recipe.name) / 'model'}"
 
 
 def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenizer=None) -> Solutions:

@@ -698,7 +698,7 @@ class SelectiveExperiment:
                      "flops": 6 * gen.stats["params"] * n_tok * cfg.scorer.epochs})
         rows.append({"stage": "buffer labels", "group": "importance", **_sf(self.get(self.buffer_stage).stats)})
         rows.append({"stage": "tagger training", "group": "importance", **_sf(self.get(self.tagger_stage).stats)})
-        corpus_stats = _read_json(self.store.root / "corpus_labels" / "stats.json")
+        corpus_stats = _read_json(self.store.folder("corpus_labels") / "stats.json")
         rows.append({"stage": "label corpus", "group": "importance", **_sf(corpus_stats)})
         for (g, m), run in self.taskpt().items():
             last = max(cfg.taskpt.steps)
