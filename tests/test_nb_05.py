@@ -21,7 +21,13 @@ def test_nb05_smoke(tmp_path):
     assert set(probe.model) == {"pretrained", "mask", "finetune"} and probe.probe_accuracy.between(0, 100).all()
     summary = pd.read_csv(out / "transfer_summary.csv")
     assert set(summary.task) == {"amazon", "pang_lee_docs"} and (summary.n_seeds == 2).all()
-    for fig in ("initial_sparsity.png", "layers.png", "probe.png", "tsne.png", "transfer.png"):
+    tokens = pd.read_csv(out / "token_tasks.csv")
+    assert list(tokens.method) == ["mask", "finetune", "bitfit", "lora"] and set(tokens.task) == {"pos"}
+    assert (tokens.n_seeds == 2).all() and (tokens.metric == "accuracy").all() and tokens["mean"].between(0, 100).all()
+    assert tokens.set_index("method").gap_vs_reference_pts.drop("finetune").notna().all()
+    runs = pd.read_csv(out / "token_runs.csv")
+    assert len(runs) == 8 and (runs.n_sentences == 16).all()
+    for fig in ("initial_sparsity.png", "layers.png", "probe.png", "tsne.png", "transfer.png", "token_tasks.png"):
         assert (out / fig).stat().st_size > 5_000, fig
 
 

