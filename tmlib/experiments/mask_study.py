@@ -193,8 +193,12 @@ def plan(cfg: StudyConfig, n_blocks: int) -> StudyPlan:
 
 
 def token_data(cfg: StudyConfig, task: str) -> TokenTaskRecipe:
-    """The data recipe of a token task: capped train/dev, tested on the held-out pool."""
-    source = {"files": tuple(cfg.ner_files), "dataset": cfg.ner_dataset} if task == "ner" else {}
+    """The data recipe of a token task: capped train/dev, tested on the held-out pool. A relative ``ner_files`` path
+    is taken from the project root, as ``out_dir`` is (:func:`tmlib.config.project_path`)."""
+    from ..config import project_path
+
+    files = tuple(str(project_path(f)) for f in cfg.ner_files)
+    source = {"files": files, "dataset": cfg.ner_dataset} if task == "ner" else {}
     return TokenTaskRecipe(task, seed=0, max_train=cfg.token_max_train, max_dev=cfg.token_max_dev,
                            max_test=cfg.token_max_test, test_pool="heldout", **source)
 
