@@ -74,6 +74,16 @@ def test_notebooks_are_thin():
             assert len(src.splitlines()) <= 25, f"{nb.name}: a {len(src.splitlines())}-line cell; move logic into tmlib"
 
 
+def test_every_parameter_has_a_type():
+    """Parameters cells are ``name: type = value  # help``: ``papermill --help-notebook`` and ``tmlib params show``
+    print each parameter's type, not "Unknown type"."""
+    import papermill as pm
+
+    for nb in NOTEBOOKS:
+        untyped = [k for k, v in pm.inspect_notebook(str(nb)).items() if v["inferred_type_name"] in ("None", None)]
+        assert not untyped, f"{nb.name}: parameters without a type annotation: {untyped}"
+
+
 # ------------------------------------------------------------------ the runner itself, on a fixture notebook
 
 def _fixture_notebook(path: Path) -> None:
@@ -232,12 +242,36 @@ def test_suite_runs_notebooks_and_parameters_it_is_given(tmp_path):
 
 @pytest.mark.slow
 def test_suite_parameter_overrides_reach_every_notebook(fixture_suite, tmp_path):
-    """`tmlib suite -p steps 4`: the value (read as YAML) overrides the set's in the notebook; a misspelt name is
-    rejected by the notebook's config cell, as with papermill."""
+    """`tmlib suite -p steps 4` / `-p 00.steps=6`: the value (read as YAML) overrides the set's in the notebook; a
+    misspelt name, or a notebook number not in the run, stops before any notebook starts."""
     from tmlib.cli import main
 
     out = tmp_path / "run"
     assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "steps", "4"]) == 0
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,4\n")
-    with pytest.raises(RuntimeError, match=r"unknown parameter\(s\) stpes"):
-        main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "stpes", "4"])
+    assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "00.steps=6"]) == 0
+    assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,6\n")
+    before = (out / "00_fixture" / "summary.csv").stat().st_mtime_ns
+    for bad, why in ((["-p", "stpes", "4"], "no notebook of this run has a parameter 'stpes'"),
+                     (["-p", "00.stpes=4"], "notebook 00_fixture has no parameter 'stpes'"),
+                     (["-p", "07.steps=4"], "no notebook 07")):
+        with pytest.raises(ConfigError, match=why):
+            suite.run_suite("smoke", out, jobs=1, extra={bad[1].split("=")[0]: 4} if "=" in bad[1]
+                            else {bad[1]: 4})
+    assert (out / "00_fixture" / "summary.csv").stat().st_mtime_ns == before   # nothing ran
+
+
+def test_preflight_names_what_is_not_reachable(tmp_path, monkeypatch):
+    """A set naming a model or dataset that is not here stops with one line per item, before any kernel."""
+    from tmlib.preflight import check_params
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "mine.csv").write_text("text,label\na,0\n")
+    assert check_params({"model": "minilm", "task": "mr", "tasks": ["mr", f"csv:{tmp_path / 'mine.csv'}"],
+                         "taskpt_corpus": "pang_lee", "tagger_model": "genept", "seeds": [0]}) == []
+    problems = check_params({"model": "some-org/not-cached-model", "tasks": ["mr", "hub:glue:rte"],
+                             "task": f"csv:{tmp_path / 'nope.csv'}", "genept_corpus": "wikipedia",
+                             "genept_model": "scratch:huge"})
+    assert [p.split(":")[0] for p in problems] == ["model=some-org/not-cached-model", "tasks=hub", "task=csv",
+                                                   "genept_corpus=wikipedia", "genept_model=scratch"]
+    assert "unreachable (offline)" in problems[0] and "does not exist" in problems[2]

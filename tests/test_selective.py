@@ -81,8 +81,8 @@ def test_notebook_yaml_and_dataclass_defaults_agree():
     nb = json.loads(open("notebooks/01_selective_masking.ipynb").read())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     params = {}
-    for node in ast.parse("".join(cell["source"])).body:
-        params[node.targets[0].id] = ast.literal_eval(node.value)
+    for node in ast.parse("".join(cell["source"])).body:   # name: type = value (typed for papermill --help)
+        params[node.target.id] = ast.literal_eval(node.value)
     assert params == defaults
     yml = yaml.safe_load((PARAMS / "01_selective_masking" / "default.yaml").read_text())
     assert {k: v for k, v in yml.items() if k != "out_dir"} == {k: v for k, v in defaults.items() if k != "out_dir"}

@@ -3,17 +3,20 @@
     python -m tmlib assets fetch [--force]     download, verify and unpack the offline assets
     python -m tmlib assets verify              re-hash the unpacked assets
     python -m tmlib assets list                what each asset is and where it lives
-    python -m tmlib suite --params default --out runs/default [--only 01 03]
+    python -m tmlib suite --params default --out runs/default [--only 01 03] [-p 03.seeds='[0, 1]']
                                                run the notebooks with papermill
+    python -m tmlib params list                the parameter sets of every notebook
+    python -m tmlib params show 03 default     one notebook's parameters (type, value, help)
+    python -m tmlib worker --params default    share notebook 01's stages with a running suite
     python -m tmlib finetune --task mr --model minilm --out runs/ft_mr [--epochs 3 --lr 2e-5 ...]
                                                fine-tune a classifier; runs unchanged under
                                                `accelerate launch -m tmlib finetune ...` (multi-GPU)
     python -m tmlib mlm --corpus bbc --model scratch:mini --out runs/genept --max-steps 1000
-    python -m tmlib mlm --labelled runs/default/01_selective_masking/corpus_labels/data \
+    python -m tmlib mlm --labelled runs/default/01_selective_masking/corpus_labels/data
                         --masking selective --model runs/genept/model --out runs/taskpt_sel --max-steps 500
                                                GenePT / TaskPT MLM training (random 15%, selective,
                                                or the random-count control); accelerate-launchable
-    python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning \
+    python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning
                         --names bf16 fp32 --out runs/fp32/precision_check.csv
                                                two runs differing in one setting, paired by seed
 """
@@ -50,9 +53,42 @@ def _suite(args) -> int:
 
     from .suite import run_suite
 
-    extra = {name: yaml.safe_load(value) for name, value in args.parameter}
+    extra = {}
+    for item in args.parameter:
+        if len(item) == 1 and "=" in item[0]:
+            item = item[0].split("=", 1)
+        if len(item) != 2:
+            raise ValueError(f"-p {' '.join(item)}: give NAME VALUE or NAME=VALUE (NN.NAME for one notebook)")
+        extra[item[0]] = yaml.safe_load(item[1])
     run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
               notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra)
+    return 0
+
+
+def _params(args) -> int:
+    """The parameter sets (list) or one notebook's parameters with their defaults and help (show)."""
+    from .config import load_yaml
+    from .suite import PARAMS, notebook_parameters, notebooks
+
+    nbs = notebooks(args.notebooks)
+    if args.action == "list":
+        for nb in nbs:
+            print(nb.stem)
+            for f in sorted((Path(args.params_dir or PARAMS) / nb.stem).glob("*.yaml")):
+                first = next((ln.lstrip("# ").strip() for ln in f.read_text().splitlines() if ln.startswith("#")), "")
+                print(f"  {f.stem:<18} {first[:100]}")
+        return 0
+    chosen = [nb for nb in nbs if args.notebook and nb.stem.startswith(args.notebook)]
+    if len(chosen) != 1:
+        raise ValueError(f"params show NN: name one notebook ({', '.join(nb.stem for nb in nbs)})")
+    import papermill as pm
+
+    values = load_yaml(Path(args.params_dir or PARAMS) / chosen[0].stem / f"{args.set}.yaml") if args.set else {}
+    info = pm.inspect_notebook(str(chosen[0]))
+    for name in notebook_parameters(chosen[0]):
+        p = info[name]
+        value = f"{values[name]!r} (set {args.set})" if name in values else p["default"]
+        print(f"{name} ({p['inferred_type_name']}) = {value}  # {p['help']}")
     return 0
 
 
@@ -246,15 +282,22 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--params-dir", default=None,
                     help="folder of the per-notebook parameter folders (default: the repository's papermill_params)")
     ps.add_argument("--out", default=None, help="output directory (default runs/<params>)")
-    ps.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="override one parameter in every notebook run, the value read as YAML "
-                         "(-p seeds '[0, 1]'); like papermill's -p")
+    ps.add_argument("-p", "--parameter", nargs="+", action="append", default=[], metavar="NAME VALUE",
+                    help="override a parameter, the value read as YAML: -p seeds '[0, 1]' (every notebook that has "
+                         "it) or -p 03.seeds='[0, 1]' (notebook 03 only); an unknown name is an error")
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
     ps.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                     help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; "
                          "1: one after another); a notebook that reads another's output waits for it")
     ps.set_defaults(func=_suite)
+    pp = sub.add_parser("params", help="parameter sets of each notebook (list), one notebook's parameters (show)")
+    pp.add_argument("action", choices=["list", "show"])
+    pp.add_argument("notebook", nargs="?", default=None, help="show: the notebook's number, e.g. 03")
+    pp.add_argument("set", nargs="?", default=None, help="show: also the values of this parameter set")
+    pp.add_argument("--notebooks", default=None, help="folder of the notebooks (default: the repository's)")
+    pp.add_argument("--params-dir", default=None, help="folder of the parameter folders (default: the repository's)")
+    pp.set_defaults(func=_params)
     pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
     pw.add_argument("--params", default="default", help="notebook 01 parameter set")
     pw.add_argument("--out", default=None, help="the suite's output directory (default runs/<params>)")

@@ -236,6 +236,8 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         raise ConfigError(f"parameter set {params!r} is missing for: {', '.join(missing)}; "
                           f"available sets: {', '.join(parameter_sets(ndir, pdir)) or 'none'}")
     deps = dependencies(nbs, params, pdir)   # reads (so validates) every file before the first notebook starts
+    extras = split_extra(nbs, extra or {})
+    preflight(nbs, params, pdir, extras)
     order = start_order(nbs, deps, _previous_seconds(out))
     kernel = kernel or _kernel_name()
     env = dict(os.environ)
@@ -249,8 +251,8 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
             if not ready:
                 break
             pending.remove(ready[0])
-            running.append(_Lane(ready[0], _with_extra(params_file(ready[0], params, pdir), extra, out, ready[0]),
-                                 out, kernel, env))
+            running.append(_Lane(ready[0], _with_extra(params_file(ready[0], params, pdir), extras[ready[0].stem],
+                                                       out, ready[0]), out, kernel, env))
         if not running:
             break   # what is left waits for a notebook that failed
         time.sleep(0.2)
@@ -277,6 +279,50 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         raise failures[0]
     print(f"[tmlib suite] {len(rows)} notebook(s) in {time.perf_counter() - start:.0f} s ({jobs} at once)", flush=True)
     return rows
+
+
+def notebook_parameters(nb: Path) -> list[str]:
+    """The names a notebook's ``parameters`` cell defines (papermill reads the cell; no kernel starts)."""
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(nb)))
+
+
+def split_extra(nbs: list[Path], extra: dict) -> dict[str, dict]:
+    """Per notebook, the ``-p`` overrides that apply to it: ``NN.name`` for notebook NN only, a plain ``name``
+    for every notebook whose parameters cell defines it. A name no chosen notebook defines is an error."""
+    known = {nb.stem: set(notebook_parameters(nb)) for nb in nbs}
+    out: dict[str, dict] = {nb.stem: {} for nb in nbs}
+    for key, value in extra.items():
+        prefix, dot, name = key.partition(".")
+        if dot and prefix.isdigit():
+            targets = [nb.stem for nb in nbs if nb.stem.startswith(prefix)]
+            if not targets:
+                raise ConfigError(f"-p {key}: no notebook {prefix} in this run ({', '.join(out)})")
+        else:
+            name, targets = key, [stem for stem in out if key in known[stem]]
+            if not targets:
+                raise ConfigError(f"-p {key}: no notebook of this run has a parameter {key!r}; "
+                                  f"`python -m tmlib params show NN` lists a notebook's parameters")
+        for stem in targets:
+            if name not in known[stem]:
+                near = sorted(k for k in known[stem] if name.split("_")[0] in k)[:8]
+                raise ConfigError(f"-p {key}: notebook {stem} has no parameter {name!r}"
+                                  + (f" (similar: {', '.join(near)})" if near else ""))
+            out[stem][name] = value
+    return out
+
+
+def preflight(nbs: list[Path], params: str, params_dir: Path, extras: dict[str, dict]) -> None:
+    """Stop before any notebook starts when a model or dataset the run names is not reachable here
+    (:func:`tmlib.preflight.check_params`), listing every one."""
+    from .preflight import check_params
+
+    problems = [f"  {nb.stem[:2]} {p}" for nb in nbs
+                for p in check_params({**load_yaml(params_file(nb, params, params_dir)), **extras.get(nb.stem, {})})]
+    if problems:
+        raise ConfigError(f"parameter set {params!r} names {len(problems)} model(s)/dataset(s) not reachable here:\n"
+                          + "\n".join(problems))
 
 
 def _with_extra(pfile: Path, extra: dict | None, out: Path, nb: Path) -> Path:
