@@ -137,3 +137,23 @@ def test_adapt_runs_the_masking_recipe_on_a_file_and_tests_on_the_held_out_pool(
     capsys.readouterr()
     assert main([*args[:4], "adapters", *args[5:]]) != 0
     assert "valid methods: finetune, bitfit, mask, lora" in capsys.readouterr().err
+
+
+def test_finetune_on_a_latin1_file_with_its_own_column_names(tmp_path, capsys):
+    """A user's file as it comes (latin-1, columns sentiment/confidence/text): --text-column, --label-column and
+    --encoding read it; without --encoding the error names the byte and the option; training takes
+    --mixed-precision."""
+    import json
+
+    lines = ["sentiment,confidence,text"] + [f"{'positive' if i % 2 else 'negative'},0.9,caf\xe9 review {i}"
+                                              for i in range(40)]
+    path = tmp_path / "tweets.csv"
+    path.write_bytes("\n".join(lines).encode("latin-1"))
+    base = ["finetune", "--task", f"csv:{path}", "--model", "scratch:tiny", "--text-column", "text",
+            "--label-column", "sentiment", "--max-steps", "2", "--batch-size", "4", "--max-length", "16"]
+    assert main([*base, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "not valid utf-8" in err and "--encoding latin-1" in err
+    assert main([*base, "--out", str(tmp_path / "ok"), "--encoding", "latin-1", "--mixed-precision", "bf16"]) == 0
+    res = json.loads((tmp_path / "ok" / "results.json").read_text())
+    assert res["config"]["mixed_precision"] == "bf16" and 0 <= res["test"]["accuracy"] <= 1

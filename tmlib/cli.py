@@ -118,7 +118,9 @@ def _finetune(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = from_dict(TrainConfig, overrides)
-    data = load_task(args.task, seed=args.data_seed, max_examples=args.max_examples)
+    data = load_task(args.task, seed=args.data_seed, max_examples=args.max_examples, text_column=args.text_column,
+                     label_column=args.label_column, pair_column=args.pair_column, aspect_column=args.aspect_column,
+                     **({"encoding": args.encoding} if args.task.startswith(("csv:", "jsonl:")) else {}))
     model = load_classifier(args.model, label_names(data), seed=cfg.seed)
     tok = load_tokenizer(args.model)
     store = RunStore(args.out)
@@ -145,7 +147,9 @@ def _adapt(args) -> int:
 
     get_method(args.method)   # unknown names stop here, listing the valid ones
     data = TaskRecipe(args.task, seed=args.data_seed, max_train=args.max_train, max_dev=args.max_dev,
-                      max_test=args.max_test, test_pool=args.test_pool)
+                      max_test=args.max_test, test_pool=args.test_pool, text_column=args.text_column,
+                      label_column=args.label_column, encoding=args.encoding,
+                      pair_column=args.pair_column, aspect_column=args.aspect_column)
     mask = MaskConfig(init_sparsity=args.mask_init_sparsity, skip_first_blocks=args.mask_skip_first_blocks)
     store = RunStore(args.out, progress=True)
     rows = []
@@ -264,6 +268,23 @@ def _compare(args) -> int:
     return 0
 
 
+def _precision(parser) -> None:
+    """--mixed-precision and --kernels of a training verb (TrainConfig fields; default: TrainConfig's)."""
+    parser.add_argument("--mixed-precision", dest="mixed_precision", default=None, choices=["no", "bf16", "fp16"],
+                        help="autocast for training: bf16 (CPU avx512_bf16 / GPU), fp16 (CUDA) or no (fp32)")
+    parser.add_argument("--kernels", default=None, choices=["fast", "hf"],
+                        help="fast: eager attention on CPU + [CLS]-only last layer; hf: the model's own forward")
+
+
+def _data_columns(parser) -> None:
+    """The options that name a user's file: its columns and its encoding."""
+    parser.add_argument("--text-column", default="text", help="the file's text column (default text)")
+    parser.add_argument("--label-column", default="label", help="the file's label column (default label)")
+    parser.add_argument("--pair-column", default=None, help="a second text (sentence pairs), if any")
+    parser.add_argument("--aspect-column", default=None, help="an aspect (aspect-level sentiment), if any")
+    parser.add_argument("--encoding", default="utf-8", help="the file's text encoding (default utf-8; e.g. latin-1)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tmlib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -310,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     pf.add_argument("--out", required=True, help="run directory (model, results.json)")
     pf.add_argument("--data-seed", type=int, default=0)
     pf.add_argument("--max-examples", type=int, default=None, help="cap each split (quick runs)")
+    _data_columns(pf)
     for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
                       ("max_length", int), ("seed", int), ("eval_every", int)]:
         pf.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    _precision(pf)
     pf.set_defaults(func=_finetune)
     pad = sub.add_parser("adapt", help="adapt a backbone to a task with finetune, bitfit, mask or lora (notebook 03's "
                                        "recipe on your data); tested on every example train and dev leave out")
@@ -331,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     pad.add_argument("--test-pool", default="heldout", choices=["heldout", "split"],
                      help="heldout: every example train and dev leave out; split: the test split")
     pad.add_argument("--data-seed", type=int, default=0)
+    _data_columns(pad)
     pad.add_argument("--mask-init-sparsity", type=float, default=0.05)
     pad.add_argument("--mask-skip-first-blocks", type=int, default=2)
     pad.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
@@ -354,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
                       ("max_length", int), ("seed", int)]:
         pm.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    _precision(pm)
     pm.set_defaults(func=_mlm)
     pc = sub.add_parser("compare", help="two runs differing in one setting (e.g. bf16 vs fp32), paired by seed")
     pc.add_argument("runs", nargs=2, help="two run folders with a results.csv (notebook 03's out_dir)")

@@ -15,6 +15,7 @@ tasks). Unlabelled corpora return a ``Dataset`` with a ``text`` column only.
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -327,7 +328,7 @@ CORPORA: dict[str, tuple[str, Callable[[], list[str]]]] = {
 
 def load_task(name: str, seed: int = 0, text_column: str = "text", label_column: str = "label",
               max_examples: int | None = None, pair_column: str | None = None,
-              aspect_column: str | None = None) -> DatasetDict:
+              aspect_column: str | None = None, encoding: str = "utf-8") -> DatasetDict:
     """Load a labelled classification task as ``DatasetDict(train, dev, test)``.
 
     ``name`` is a builtin task (``tmlib.data.TASKS``), ``csv:<path>`` / ``jsonl:<path>`` for your own
@@ -348,7 +349,7 @@ def load_task(name: str, seed: int = 0, text_column: str = "text", label_column:
     if name.startswith(("csv:", "jsonl:")):
         kind, path = name.split(":", 1)
         dd = load_text_file(path, text_column=text_column, label_column=label_column, seed=seed,
-                            pair_column=pair_column, aspect_column=aspect_column)
+                            pair_column=pair_column, aspect_column=aspect_column, encoding=encoding)
     elif name.startswith("hub:"):
         dd = load_hub_task(name[4:], text_column=text_column, label_column=label_column, seed=seed,
                            pair_column=pair_column, aspect_column=aspect_column)
@@ -421,6 +422,9 @@ class TaskRecipe:
     max_dev: int = 0
     max_test: int = 0
     test_pool: str = "split"
+    text_column: str = "text"          # a file's or hub dataset's column names
+    label_column: str = "label"
+    encoding: str = "utf-8"            # a file's text encoding
 
     def __post_init__(self):
         check_test_pool(self.test_pool)
@@ -439,6 +443,9 @@ class TaskRecipe:
         for k in ("max_train", "max_dev", "max_test"):
             if getattr(self, k):
                 key[k] = getattr(self, k)
+        for k, default in (("text_column", "text"), ("label_column", "label"), ("encoding", "utf-8")):
+            if getattr(self, k) != default:
+                key[k] = getattr(self, k)
         if self.test_pool != "split":
             key["test_pool"] = self.test_pool
         return key
@@ -446,14 +453,21 @@ class TaskRecipe:
     def cap(self, split: str) -> int:
         return getattr(self, f"max_{split}") or self.max_examples
 
+    def _source(self) -> dict:
+        """load_task's arguments naming the data (columns, encoding)."""
+        out = dict(pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
+        if self.name.startswith(("csv:", "jsonl:", "hub:")):
+            out.update(text_column=self.text_column, label_column=self.label_column)
+        if self.name.startswith(("csv:", "jsonl:")):
+            out.update(encoding=self.encoding)
+        return out
+
     def load(self) -> DatasetDict:
         if self.test_pool == "split":
-            dd = load_task(self.name, seed=self.seed, max_examples=self.max_examples or None,
-                           pair_column=self.pair_column or None, aspect_column=self.aspect_column or None)
+            dd = load_task(self.name, seed=self.seed, max_examples=self.max_examples or None, **self._source())
             caps = {"train": self.max_train, "dev": self.max_dev, "test": self.max_test}
             return cap_splits(dd, caps, seed=self.seed) if any(caps.values()) else dd
-        full = load_task(self.name, seed=self.seed, pair_column=self.pair_column or None,
-                         aspect_column=self.aspect_column or None)
+        full = load_task(self.name, seed=self.seed, **self._source())
         kept, rest = {}, []
         for split in ("train", "dev"):
             ds = full[split].add_column("__row", list(range(len(full[split]))))
@@ -572,8 +586,6 @@ _BATCH_ROWS = 10_000  # rows per batch while streaming a file
 def _check_encoding(path: Path, encoding: str) -> None:
     """Stream ``path`` through an incremental decoder; bad bytes raise a :class:`DataError` naming the
     byte, its offset and its line (the file is never held in memory)."""
-    import codecs
-
     dec = codecs.getincrementaldecoder(encoding)()
     offset = newlines = 0
     with open(path, "rb") as f:
@@ -587,7 +599,8 @@ def _check_encoding(path: Path, encoding: str) -> None:
                 line = newlines + data[:exc.start].count(b"\n") + 1
                 raise DataError(
                     f"{path} is not valid {encoding}: byte {data[exc.start]:#04x} at offset "
-                    f"{offset - len(pending) + exc.start} (line {line}); re-save the file as UTF-8"
+                    f"{offset - len(pending) + exc.start} (line {line}); name the file's encoding (e.g. encoding: "
+                    f"latin-1 in a notebook, --encoding latin-1 on the command line) or re-save it as UTF-8"
                 ) from None
             if not chunk:
                 return
@@ -611,8 +624,8 @@ def _first_bad_json_line(path: Path) -> str | None:
     return None
 
 
-def _read_columns(path: Path, columns: Sequence[str],
-                  optional: Sequence[str] = ()) -> tuple[dict[str, list], list[str]]:
+def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = (),
+                  encoding: str = "utf-8-sig") -> tuple[dict[str, list], list[str]]:
     """``columns`` of a CSV or JSON (Lines) file, parsed by ``datasets``' CSV/JSON builders in streaming mode
     (CSV by pandas, JSON by pyarrow, ``_BATCH_ROWS`` rows at a time): quoted newlines and Unicode line
     breaks (U+0085, U+2028, ...) inside fields stay inside their field. CSV values are read as strings
@@ -629,15 +642,16 @@ def _read_columns(path: Path, columns: Sequence[str],
     pattern = glob.escape(str(path.resolve()))  # data_files are glob patterns: "[", "*" in a name are literal
     if json_file:
         file_columns = None
-        ds = datasets.load_dataset("json", data_files=pattern, split="train", streaming=True)
+        ds = datasets.load_dataset("json", data_files=pattern, split="train", streaming=True,
+                                   **({} if encoding.startswith("utf-8") else {"encoding": encoding}))
     else:
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding=encoding, newline="") as f:
             file_columns = next(csv.reader(f), None)
         if not file_columns:
             raise DataError(f"{path} has no rows")
         _require_columns(path, columns, file_columns)
         columns = list(columns) + [c for c in optional if c in file_columns and c not in columns]
-        ds = datasets.load_dataset("csv", data_files=pattern, split="train", streaming=True, encoding="utf-8-sig",
+        ds = datasets.load_dataset("csv", data_files=pattern, split="train", streaming=True, encoding=encoding,
                                    features=Features({c: Value("string") for c in columns}), usecols=list(columns),
                                    na_filter=False)
     columns = list(columns) + [c for c in optional if c not in columns]  # JSON: absent ones dropped below
@@ -678,13 +692,15 @@ def _require_columns(path: Path, wanted: Sequence[str], have: Sequence[str]) -> 
 
 
 def load_text_file(path: str | Path, text_column: str = "text", label_column: str | None = "label",
-                   seed: int = 0, split: bool = True, pair_column: str | None = None, aspect_column: str | None = None):
+                   seed: int = 0, split: bool = True, pair_column: str | None = None, aspect_column: str | None = None,
+                   encoding: str = "utf-8"):
     """Your own CSV or JSON Lines file -> ``DatasetDict(train, dev, test)`` (or a ``Dataset`` if ``split=False``).
 
     ``.jsonl`` / ``.json`` / ``.ndjson`` files are JSON (one object per line, or one array of objects),
     anything else is CSV with a header row; both are parsed by ``datasets``' builders and streamed, so
-    large files and fields with newlines or Unicode line separators are read correctly. The file must
-    be UTF-8. Labels may be strings or integers; their sorted unique values become the class names.
+    large files and fields with newlines or Unicode line separators are read correctly. ``encoding``: the
+    file's text encoding (default UTF-8, with or without a byte-order mark; e.g. ``"latin-1"``). Labels may be
+    strings or integers; their sorted unique values become the class names.
     Row numbers in error messages count data rows from 1 (the CSV header is not a row).
 
     A second input (labelled files only): ``pair_column`` (becomes ``text_pair``) or ``aspect_column``
@@ -696,13 +712,19 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
         raise DataError(f"data file {path} does not exist")
     if pair_column and aspect_column:
         raise DataError(f"{path}: pass pair_column= or aspect_column=, not both (a task has one second input)")
-    _check_encoding(path, "utf-8-sig")
+    encoding = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}; give a Python codec name such as utf-8, latin-1, "
+                        f"cp1252") from None
+    _check_encoding(path, encoding)
     required = [text_column] + ([label_column] if label_column else [])
     # the user's names for the second input (required) or, left at None, our names where present (optional)
     named = {PAIR_COLUMN: pair_column, ASPECT_COLUMN: aspect_column} if label_column else {}
     required += [c for c in named.values() if c and c not in required]
     optional = [ours for ours, theirs in named.items() if not theirs and ours not in required]
-    values, _ = _read_columns(path, required, optional)
+    values, _ = _read_columns(path, required, optional, encoding=encoding)
     texts = ["" if t is None else str(t) for t in values[text_column]]
     if not texts:
         raise DataError(f"{path} has no rows")

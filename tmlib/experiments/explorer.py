@@ -37,6 +37,9 @@ ALL_METHODS = ["occlusion", "grad_x_input", "integrated_gradients", "buffer"]
 class ExplorerConfig:
     out_dir: str                                   # where report.html, CSV, JSON and PNG files are written
     task: str = "mr"                               # tmlib.data task the scorer is fine-tuned on
+    text_column: str = "text"          # your file's (or hub dataset's) text column
+    label_column: str = "label"        # your file's label column
+    encoding: str = "utf-8"            # your file's text encoding (e.g. latin-1)
     model: str = "minilm"                          # scorer backbone (tmlib.models name)
     train_examples: int = 1000                     # training sentences for the scorer (0: the whole train split)
     epochs: float = 1.0                            # scorer fine-tuning epochs
@@ -105,7 +108,8 @@ def task_recipe(cfg: ExplorerConfig):
     (class-balanced)."""
     from ..data import TaskRecipe
 
-    return TaskRecipe(cfg.task, seed=cfg.seed, max_train=cfg.train_examples)
+    return TaskRecipe(cfg.task, seed=cfg.seed, max_train=cfg.train_examples, text_column=cfg.text_column,
+                      label_column=cfg.label_column, encoding=cfg.encoding)
 
 
 def load_data(cfg: ExplorerConfig):

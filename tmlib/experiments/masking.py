@@ -56,6 +56,9 @@ class MaskingConfig:
     out_dir: str = "runs/dev/03_masking_vs_finetuning"   # where figures, CSV and JSON are written
     model: str = "minilm"                 # backbone: minilm | scratch:<size> | checkpoint dir | hub name
     tasks: list[str] = field(default_factory=lambda: ["mr", "bbc"])  # tmlib.data.load_task names
+    text_column: str = "text"          # your file's (or hub dataset's) text column
+    label_column: str = "label"        # your file's label column
+    encoding: str = "utf-8"            # your file's text encoding (e.g. latin-1)
     max_lengths: list[int] = field(default_factory=lambda: [64, 64])  # max tokens, one per task
     max_train: list[int] = field(default_factory=lambda: [200, 120])  # train-set cap per task (0 = all), class-balanced
     max_dev: int = 200                    # dev examples (epoch and lr selection), class-balanced (0 = all)
@@ -168,7 +171,8 @@ def plan(cfg: MaskingConfig) -> MaskingPlan:
     data, grids, solutions = {}, {}, []
     for task, max_length, max_train in zip(cfg.tasks, cfg.max_lengths, cfg.max_train):
         data[task] = TaskRecipe(task, seed=cfg.data_seed, max_train=max_train, max_dev=cfg.max_dev,
-                                max_test=cfg.max_test, test_pool=cfg.test_pool)
+                                max_test=cfg.max_test, test_pool=cfg.test_pool, text_column=cfg.text_column,
+                                label_column=cfg.label_column, encoding=cfg.encoding)
         for method in cfg.methods:
             base = SolutionRecipe(data[task], cfg.model, method, seed=cfg.seeds[0], max_length=max_length,
                                   epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),

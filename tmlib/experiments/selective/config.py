@@ -169,6 +169,9 @@ class FinetuneConfig:
 class SelectiveConfig:
     out_dir: str = "runs/dev/01_selective_masking"   # where artifacts, figures, CSV and JSON are written
     task: str = "mr"                   # labelled task (tmlib.data.load_task name)
+    text_column: str = "text"          # your file's (or hub dataset's) text column
+    label_column: str = "label"        # your file's label column
+    encoding: str = "utf-8"            # your file's text encoding (e.g. latin-1)
     task_max_examples: int = 400       # cap per split, class-balanced (0: all)
     # fine-tuning runs test on "heldout": every example train and dev leave out | "split"
     test_pool: str = "heldout"

@@ -320,12 +320,13 @@ class SelectiveExperiment:
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
         g = cfg.genept.model
         self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
-        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0)   # scorer and buffer labels
+        source = dict(text_column=cfg.text_column, label_column=cfg.label_column, encoding=cfg.encoding)
+        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, **source)   # scorer and buffer labels
         self.task = self.task_spec.load()
         # fine-tuning: the same dev rows (train: finetune.max_train, else the same rows), tested on the held-out
         # pool (or the test split)
         self.finetune_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, test_pool=cfg.test_pool,
-                                        max_test=cfg.max_test, max_train=cfg.finetune.max_train)
+                                        max_test=cfg.max_test, max_train=cfg.finetune.max_train, **source)
         separate = cfg.test_pool != "split" or cfg.max_test or cfg.finetune.max_train
         self.finetune_data = self.finetune_spec.load() if separate else self.task
 
