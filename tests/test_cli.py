@@ -157,3 +157,60 @@ def test_finetune_on_a_latin1_file_with_its_own_column_names(tmp_path, capsys):
     assert main([*base, "--out", str(tmp_path / "ok"), "--encoding", "latin-1", "--mixed-precision", "bf16"]) == 0
     res = json.loads((tmp_path / "ok" / "results.json").read_text())
     assert res["config"]["mixed_precision"] == "bf16" and 0 <= res["test"]["accuracy"] <= 1
+
+
+def test_predict_serves_two_tasks_masks_from_one_backbone(tmp_path, capsys):
+    """`adapt --method mask` on two files, then `predict` with both masks: one backbone, one column per task in
+    that task's label names (bit-identity with each task's own model: test_multitask); a malformed --mask names
+    the form."""
+    import csv
+
+    import pandas as pd
+
+    def write(name, pairs):
+        path = tmp_path / f"{name}.csv"
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            w.writerows([(f"{t} {i}", y) for i, (t, y) in enumerate(pairs * 30)])
+        return path
+
+    files = {"sent": write("sent", [("a wonderful film", "pos"), ("a dull film", "neg")]),
+             "topic": write("topic", [("shares rose", "business"), ("the team won", "sport")])}
+    masks = []
+    for task, path in files.items():
+        assert main(["adapt", "--task", f"csv:{path}", "--method", "mask", "--model", "scratch:tiny", "--out",
+                     str(tmp_path / task), "--epochs", "1", "--batch-size", "8", "--max-length", "16",
+                     "--max-train", "20", "--max-dev", "10", "--mask-skip-first-blocks", "1"]) == 0
+        masks.append(f"{task}={next((tmp_path / task).rglob('mask.safetensors'))}")
+    new = tmp_path / "new.csv"
+    new.write_text("text\nshares fell sharply\na wonderful, moving story\n")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", "--model", "scratch:tiny", "--input", str(new), "--out", str(out), "--max-length", "16",
+                 *[x for m in masks for x in ("--mask", m)]]) == 0
+    got = pd.read_csv(out)
+    assert list(got.columns) == ["text", "sent", "topic"] and len(got) == 2
+    assert set(got["sent"]) <= {"neg", "pos"} and set(got["topic"]) <= {"business", "sport"}
+    capsys.readouterr()
+    assert main(["predict", "--input", str(new), "--out", str(out), "--mask", "sent"]) == 2
+    assert "give TASK=PATH" in capsys.readouterr().err
+
+
+def test_importance_labels_a_corpus_from_a_users_files(tmp_path):
+    """`tmlib importance` on a labelled CSV with its own column names and a text corpus: the labelled corpus that
+    `mlm --labelled` reads, one row per corpus line, with 0/1 labels per token."""
+    import pandas as pd
+    from datasets import Dataset
+
+    rows = [(f"review {i}: {'a wonderful moving film' if i % 2 else 'a dull tedious mess'}", i % 2) for i in range(60)]
+    pd.DataFrame(rows, columns=["review", "stars"]).to_csv(tmp_path / "labelled.csv", index=False)
+    (tmp_path / "corpus.txt").write_text("\n".join(f"line {i} of a film review, moving or dull" for i in range(30)))
+    out = tmp_path / "imp"
+    assert main(["importance", "--task", f"csv:{tmp_path / 'labelled.csv'}",
+                 "--corpus", f"txt:{tmp_path / 'corpus.txt'}", "--out", str(out), "--model", "scratch:tiny",
+                 "--text-column", "review", "--label-column", "stars",
+                 "--max-examples", "12", "--max-sentences", "0", "--buffer-sentences", "8",
+                 "--mixed-precision", "no"]) == 0
+    ds = Dataset.load_from_disk(str(out / "corpus_labels" / "data"))
+    assert len(ds) == 30 and set(v for row in ds["important"] for v in row) <= {0, 1}
+    assert (out / "importance_summary.csv").is_file()

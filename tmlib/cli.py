@@ -16,6 +16,14 @@
                         --masking selective --model runs/genept/model --out runs/taskpt_sel --max-steps 500
                                                GenePT / TaskPT MLM training (random 15%, selective,
                                                or the random-count control); accelerate-launchable
+    python -m tmlib adapt --task csv:reviews.csv --method mask --out runs/mine
+                                               notebook 03's recipe on your file: train, test on the
+                                               held-out rows, export (a mask as its 1-bit file)
+    python -m tmlib predict --mask mr=runs/mine/solutions/<task>/mask-s0/mask.safetensors
+                        --mask news=... --input new.csv --out predictions.csv
+                                               several tasks' masks on one backbone
+    python -m tmlib importance --task csv:reviews.csv --corpus txt:reviews.txt --out runs/imp
+                                               scorer, buffer labels, tagger, labelled corpus (for mlm)
     python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning
                         --names bf16 fp32 --out runs/fp32/precision_check.csv
                                                two runs differing in one setting, paired by seed
@@ -168,6 +176,59 @@ def _adapt(args) -> int:
     import pandas as pd
 
     store.write_csv("results.csv", pd.DataFrame(rows))
+    return 0
+
+
+def _predict(args) -> int:
+    """Several tasks' 1-bit masks on ONE backbone: every row of a file predicted under every task."""
+    import pandas as pd
+
+    from .data import load_text_file
+    from .masking.multitask import MultiTaskMaskedModel
+    from .models import load_classifier, load_tokenizer
+
+    masks = {}
+    for item in args.mask:
+        task, eq, path = item.partition("=")
+        if not eq or not task or not path:
+            raise ValueError(f"--mask {item!r}: give TASK=PATH (a mask.safetensors that `tmlib adapt --method mask` "
+                             f"saved, e.g. mr=runs/mine/solutions/mr/mask-s0/mask.safetensors)")
+        if not Path(path).is_file():
+            raise ValueError(f"--mask {task}: {path} does not exist")
+        masks[task] = path
+    texts = list(load_text_file(args.input, text_column=args.text_column, label_column=None, split=False,
+                                encoding=args.encoding)["text"])
+    mt = MultiTaskMaskedModel(load_classifier(args.model, ["a", "b"], seed=args.seed), load_tokenizer(args.model),
+                              backbone_name=args.model)
+    out = pd.DataFrame({"text": texts})
+    for task, path in masks.items():
+        mt.add_task(task, path)
+        out[task] = mt.predict(task, texts, max_length=args.max_length)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(args.out, index=False)
+    mem = mt.memory_bytes()
+    print(f"wrote {args.out}: {len(texts)} texts x {len(masks)} task(s) on one backbone "
+          f"({mem['total']:,} bytes held)")
+    return 0
+
+
+def _importance(args) -> int:
+    """Notebook 01's importance pipeline on your data: scorer -> buffer labels -> tagger -> labelled corpus."""
+    from .config import from_flat
+    from .experiments.selective import SelectiveConfig, SelectiveExperiment, corpus_summary
+
+    flat = {"out_dir": args.out, "task": args.task, "taskpt_corpus": args.corpus, "text_column": args.text_column,
+            "label_column": args.label_column, "encoding": args.encoding, "scorer_model": args.model,
+            "tagger_model": args.model, "genept_model": args.model, "task_max_examples": args.max_examples,
+            "taskpt_max_sentences": args.max_sentences, "buffer_max_sentences": args.buffer_sentences,
+            "tagger_threshold": args.threshold, "mixed_precision": args.mixed_precision}
+    exp = SelectiveExperiment(from_flat(SelectiveConfig, flat))
+    corpus = exp.get(exp.corpus_stage)
+    summary = corpus_summary(corpus)
+    exp.store.write_csv("importance_summary.csv", summary)
+    print(summary.to_string(index=False))
+    print(f"labelled corpus: {exp.store.folder('corpus_labels') / 'data'} (python -m tmlib mlm --labelled <it> "
+          f"--masking selective ...)")
     return 0
 
 
@@ -360,6 +421,33 @@ def main(argv: list[str] | None = None) -> int:
     pad.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
     pad.set_defaults(func=_adapt)
+    ppr = sub.add_parser("predict", help="several tasks' masks on one backbone: predictions for every row of a file")
+    ppr.add_argument("--mask", action="append", required=True, metavar="TASK=PATH",
+                     help="a task's mask.safetensors (from `adapt --method mask`); repeat for more tasks")
+    ppr.add_argument("--input", required=True, help="CSV or JSON Lines file with a text column")
+    ppr.add_argument("--out", required=True, help="CSV written: the text and one column of predictions per task")
+    ppr.add_argument("--model", default="minilm", help="the backbone the masks were trained on")
+    ppr.add_argument("--max-length", type=int, default=128)
+    ppr.add_argument("--seed", type=int, default=0, help="a scratch:<size> backbone's init seed (the masks' training "
+                                                         "seed); a pretrained backbone ignores it")
+    ppr.add_argument("--text-column", default="text", help="the file's text column (default text)")
+    ppr.add_argument("--encoding", default="utf-8", help="the file's text encoding (default utf-8)")
+    ppr.set_defaults(func=_predict)
+    pim = sub.add_parser("importance", help="notebook 01's importance pipeline on your data: scorer, buffer labels, "
+                                            "tagger, labelled corpus")
+    pim.add_argument("--task", required=True, help="labelled data: csv:<path>, jsonl:<path>, a builtin or hub:<name>")
+    pim.add_argument("--corpus", required=True, help="unlabelled in-domain text: txt:<path> (one text per line), "
+                                                     "csv:<path>, a builtin corpus or hub:<name>")
+    pim.add_argument("--out", required=True, help="run folder (its stages are cached there)")
+    pim.add_argument("--model", default="minilm", help="scorer and tagger backbone")
+    pim.add_argument("--max-examples", type=int, default=400, help="labelled examples per split (0: all)")
+    pim.add_argument("--max-sentences", type=int, default=8000, help="corpus sentences labelled (0: all)")
+    pim.add_argument("--buffer-sentences", type=int, default=400, help="train sentences given buffer labels (0: all)")
+    pim.add_argument("--threshold", default="argmax", choices=["argmax", "dev_f1"],
+                     help="tagger decision: argmax (official) or the best dev-F1 threshold")
+    pim.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    _data_columns(pim)
+    pim.set_defaults(func=_importance)
     prp = sub.add_parser("report", help="the results document of a run folder, generated from its CSV/JSON files")
     prp.add_argument("run", help="a suite output folder, e.g. runs/default")
     prp.add_argument("--out", default=None, help="write it here (e.g. docs/results.md) instead of printing it")
