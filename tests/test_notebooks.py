@@ -249,6 +249,8 @@ def test_suite_parameter_overrides_reach_every_notebook(fixture_suite, tmp_path)
     out = tmp_path / "run"
     assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "steps", "4"]) == 0
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,4\n")
+    timing = pd.read_csv(out / "suite_timing.csv")   # the CLI times a fixed training step first
+    assert timing["calibration_step_s"].iloc[0] > 0 and timing["calibration_threads"].iloc[0] >= 1
     assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "00.steps=6"]) == 0
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,6\n")
     before = (out / "00_fixture" / "summary.csv").stat().st_mtime_ns

@@ -69,7 +69,7 @@ def _suite(args) -> int:
             raise ValueError(f"-p {' '.join(item)}: give NAME VALUE or NAME=VALUE (NN.NAME for one notebook)")
         extra[item[0]] = yaml.safe_load(item[1])
     run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
-              notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra)
+              notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra, calibrate=not args.no_calibration)
     return 0
 
 
@@ -372,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     ps.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
                     help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; "
                          "1: one after another); a notebook that reads another's output waits for it")
+    ps.add_argument("--no-calibration", action="store_true",
+                    help="skip the fixed MiniLM training step timed before the notebooks (recorded beside their "
+                         "wall times, to compare runs on hosts of different speed)")
     ps.set_defaults(func=_suite)
     pp = sub.add_parser("params", help="parameter sets of each notebook (list), one notebook's parameters (show)")
     pp.add_argument("action", choices=["list", "show"])

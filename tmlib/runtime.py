@@ -29,3 +29,34 @@ def adapt_threads() -> int:
     if hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores and torch.get_num_threads() > 1:
         torch.set_num_threads(1)
     return torch.get_num_threads()
+
+
+def calibrate(steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int = 64) -> dict:
+    """Seconds per training step of a fixed workload: the packaged MiniLM classifier (fp32, torch's default
+    threads), ``batch_size`` x ``length`` tokens, forward + backward + AdamW, median of ``steps`` after
+    ``warmup``. The suite records it beside its wall time, so two runs on hosts of different speed (or one
+    host at different loads) are compared by the ratio of their calibrations, not by their wall times alone."""
+    import statistics
+    import time
+
+    import torch
+
+    from .models import load_classifier
+
+    torch.manual_seed(0)
+    model = load_classifier("minilm", ["a", "b"], seed=0).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    ids = torch.randint(1000, 20000, (batch_size, length))
+    labels = torch.randint(0, 2, (batch_size,))
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"calibration_step_s": statistics.median(times), "calibration_load": load,
+            "calibration_threads": torch.get_num_threads()}

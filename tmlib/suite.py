@@ -211,13 +211,16 @@ class _Lane:
 
 def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
               jobs: int = DEFAULT_JOBS, notebooks_dir: str | Path | None = None,
-              params_dir: str | Path | None = None, extra: dict | None = None) -> list[dict]:
+              params_dir: str | Path | None = None, extra: dict | None = None,
+              calibrate: bool = False) -> list[dict]:
     """Run the notebooks of a parameter set, up to ``jobs`` at once, each in its own process, in
     :func:`start_order`, a notebook starting only after the notebooks it reads from (:func:`dependencies`).
     Returns one timing row per notebook, in file order. A failure lets the running notebooks finish, starts
     no new one, then raises. ``notebooks_dir`` / ``params_dir``: where the notebooks and their parameter folders
     are (default: the repository's ``notebooks/`` and ``papermill_params/``), so an installed tmlib can run a
-    suite it is given. ``extra``: parameters that override the set's in every notebook (``-p name value``)."""
+    suite it is given. ``extra``: parameters that override the set's (``-p``, :func:`split_extra`). ``calibrate``:
+    time a fixed MiniLM training step first (:func:`tmlib.runtime.calibrate`, a few seconds) and record it in
+    ``suite_timing.csv`` / ``suite_history.csv`` beside every notebook's wall time."""
     out = Path(out or ROOT / "runs" / Path(params).stem)
     ndir, pdir = Path(notebooks_dir or NOTEBOOKS), Path(params_dir or PARAMS)
     for what, d in (("notebooks", ndir), ("params-dir", pdir)):
@@ -243,6 +246,13 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     env = dict(os.environ)
     if jobs > 1:   # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    calibration = None
+    if calibrate:   # before the notebooks, alone on the machine: this host's speed now
+        from .runtime import calibrate as measure
+
+        calibration = measure()
+        print(f"[tmlib suite] calibration: {calibration['calibration_step_s'] * 1000:.0f} ms per MiniLM training "
+              f"step (load {calibration['calibration_load']:.1f})", flush=True)
     start = time.perf_counter()
     pending, running, done, rows, failures = list(order), [], set(), {}, []
     while pending or running:
@@ -273,6 +283,8 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
             print(f"[tmlib suite]   {lane.nb.stem[:2]} done in {row['seconds']:.0f} s, peak memory "
                   f"{row['peak_rss_mb']:.0f} MB", flush=True)
     rows = [rows[nb.stem] for nb in nbs if nb.stem in rows]
+    if rows and calibration:
+        rows = [{**r, **calibration} for r in rows]
     if rows:
         _write_summaries(out, params, rows)
     if failures:
