@@ -39,11 +39,28 @@ KEPT = ROOT / "runs" / "browser"  # screenshots of the browser tests are copied 
 
 
 def find_chromium() -> str | None:
-    for c in CANDIDATES:
+    """The browser used: ``$TMLIB_CHROMIUM`` when set (a path), else the first of CANDIDATES found."""
+    import os
+
+    for c in ([os.environ["TMLIB_CHROMIUM"]] if os.environ.get("TMLIB_CHROMIUM") else CANDIDATES):
         path = c if Path(c).is_file() else shutil.which(c)
         if path:
             return path
     return None
+
+
+def needs_chromium(reason: str):
+    """The mark of a browser test: skipped where Chromium is missing, except under ``TMLIB_REQUIRE_BROWSER=1``
+    (what ``.ci/run`` sets), where a missing Chromium fails the test with how to install it."""
+    import os
+
+    import pytest
+
+    if os.environ.get("TMLIB_REQUIRE_BROWSER") == "1":
+        return pytest.mark.usefixtures("chromium_required")
+    if find_chromium() is None:
+        print(f"\n*** browser tests SKIPPED: {reason} ***")
+    return pytest.mark.skipif(find_chromium() is None, reason=reason)
 
 
 def screenshot(target: str | Path, png: str | Path, width: int = 1200, height: int = 900,

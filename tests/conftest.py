@@ -28,3 +28,13 @@ def tiny_task():
     texts = pos + neg
     labels = [1] * len(pos) + [0] * len(neg)
     return stratified_split(texts * 3, labels * 3, ["negative", "positive"], seed=0, fractions=(0.5, 0.25, 0.25))
+
+
+@pytest.fixture
+def chromium_required():
+    """Under TMLIB_REQUIRE_BROWSER=1 (CI) a browser test fails, not skips, without Chromium."""
+    from tests.browser_screenshot import find_chromium
+
+    if find_chromium() is None:
+        pytest.fail("Chromium is required here (TMLIB_REQUIRE_BROWSER=1) but not installed: "
+                    "make browser, i.e. apt-get update && apt-get install -y chromium")

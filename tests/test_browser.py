@@ -3,13 +3,12 @@ the importance colours (red and blue backgrounds) actually show."""
 import numpy as np
 import pytest
 
-from tests.browser_screenshot import find_chromium, pixel_stats, screenshot
+from tests.browser_screenshot import needs_chromium, pixel_stats, screenshot
 from tmlib.highlight import write_html_report
 from tmlib.importance.types import TokenScores
 
 pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(find_chromium() is None,
-                                 reason="Chromium is not installed (apt-get update && apt-get install -y chromium)")]
+              needs_chromium("Chromium is not installed (apt-get update && apt-get install -y chromium)")]
 
 
 def test_report_renders_with_colours(tmp_path):

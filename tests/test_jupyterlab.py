@@ -17,16 +17,15 @@ import pytest
 from tests.browser_screenshot import (
     chromium_page,
     drive_explorer,
-    find_chromium,
     free_port,
     http_ok,
+    needs_chromium,
     serve,
     wait_for_explorer,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(find_chromium() is None,
-                                 reason="Chromium is not installed (make browser, i.e. apt-get install -y chromium)")]
+              needs_chromium("Chromium is not installed (make browser, i.e. apt-get install -y chromium)")]
 
 NB = "02_token_importance_explorer.ipynb"
 SETTINGS = {  # JupyterLab user settings: every cell in the DOM (no windowing), no news/update toasts

@@ -8,16 +8,15 @@ from tests.browser_screenshot import (
     ROOT,
     chromium_page,
     drive_explorer,
-    find_chromium,
     free_port,
+    needs_chromium,
     port_open,
     serve,
     wait_for_explorer,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(find_chromium() is None,
-                                 reason="Chromium is not installed (make browser, i.e. apt-get install -y chromium)")]
+              needs_chromium("Chromium is not installed (make browser, i.e. apt-get install -y chromium)")]
 
 APP = ROOT / "notebooks" / "explorer_app.ipynb"
 
