@@ -138,16 +138,30 @@ _TWO_PROC = r"""
 import sys, time
 from pathlib import Path
 from tmlib.runs import RunStore, Stage
-root, tag = sys.argv[1], sys.argv[2]
+root, tag, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+log = Path(root).parent / "events.txt"
+def note(what):
+    with open(log, "a") as fh:
+        fh.write(f"{time.time():.6f} {tag} {what}\n")
 def build(ctx):
     with open(Path(root).parent / "builds.txt", "a") as fh:
         fh.write(tag + "\n")
-    time.sleep(2.0)
+    note("build-start")
+    time.sleep(sleep)
+    note("build-end")
     return 5
 save = lambda v, d: (d / "value.txt").write_text(str(v))
 load = lambda d: int((d / "value.txt").read_text())
-print(RunStore(root).get(Stage("slow", {"a": 1}, build, save, load)))
+note("ask")
+value = RunStore(root).get(Stage("slow", {"a": 1}, build, save, load))
+note("got")
+print(value)
 """
+
+
+def _events(path):
+    rows = [line.split() for line in path.read_text().splitlines()]
+    return {(tag, what): float(t) for t, tag, what in rows}
 
 
 def test_two_processes_build_once_the_other_waits_and_loads(tmp_path):
@@ -163,6 +177,41 @@ def test_two_processes_build_once_the_other_waits_and_loads(tmp_path):
     assert len((tmp_path / "builds.txt").read_text().split()) == 1  # built exactly once
     assert RunStore(root).valid("slow")
     assert not [p for p in root.iterdir() if p.name.startswith(".slow")]  # nothing half-written left
+    # the timestamps: the other process asked while the build ran, waited, and got the value after it ended
+    ev = _events(tmp_path / "events.txt")
+    builder = (tmp_path / "builds.txt").read_text().split()[0]
+    waiter = "b" if builder == "a" else "a"
+    assert ev[(waiter, "ask")] < ev[(builder, "build-end")] <= ev[(waiter, "got")]
+    assert (waiter, "build-start") not in ev
+
+
+def test_a_builder_killed_holding_the_lock_lets_the_waiter_build(tmp_path):
+    """SIGKILL the process that holds a stage's lock mid-build: the waiting process takes the lock, builds the
+    stage itself, and nothing the killed build left behind is used."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "run"
+    a = subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), "a", "60"], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "builds.txt").is_file() and time.time() < deadline:   # a holds the lock and builds
+        time.sleep(0.05)
+    b = subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), "b", "0.1"], stdout=subprocess.PIPE, text=True)
+    while " b ask" not in (tmp_path / "events.txt").read_text() and time.time() < deadline:   # b asked ...
+        time.sleep(0.05)
+    time.sleep(1.5)
+    assert b.poll() is None, "the second process must wait for the lock, not build beside the first"   # ... and waits
+    assert " b build-start" not in (tmp_path / "events.txt").read_text()
+    a.send_signal(signal.SIGKILL)
+    a.wait(timeout=30)
+    assert b.communicate(timeout=120)[0].strip() == "5" and b.returncode == 0
+    assert (tmp_path / "builds.txt").read_text().split() == ["a", "b"]        # the waiter built it after the kill
+    ev = _events(tmp_path / "events.txt")
+    assert ("a", "build-end") not in ev and ev[("b", "build-start")] < ev[("b", "got")]
+    assert RunStore(root).valid("slow") and RunStore(root).get(Stage("slow", {"a": 1}, None, None,
+                                                                     lambda d: int((d / "value.txt").read_text()))) == 5
 
 
 def test_unwritable_run_folder_is_a_clear_error(tmp_path):
