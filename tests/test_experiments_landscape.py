@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -66,7 +67,15 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     js = json.loads((out / "summary.json").read_text())
     assert js["mask_finetune_within_1pt_test"] == summary["mask_finetune_within_1pt_test"]
     table = pd.read_csv(out / "summary.csv")
-    assert len(table) == 8 and (table.max_drop_pts >= 0).all() and "Bezier" in summary["curve_finding"]
+    assert len(table) == 8 and "Bezier" in summary["curve_finding"]
+    # each row's drop is recomputed from paths.csv: lower endpoint minus the worst accuracy on [0, 1]
+    saved = pd.read_csv(out / "paths.csv")
+    for row in table.itertuples():
+        d = saved[(saved.path == row.path) & (saved.split == row.split)]
+        inside = d[(d.gamma >= 0) & (d.gamma <= 1)]
+        ends = (d[np.isclose(d.gamma, 0)].accuracy.iloc[0], d[np.isclose(d.gamma, 1)].accuracy.iloc[0])
+        assert row.max_drop_pts == pytest.approx(100 * max(0.0, min(ends) - inside.accuracy.min()), abs=1e-6)
+        assert row.min_acc_0_1 == pytest.approx(inside.accuracy.min())
     # a second run reuses every cached artifact: nothing is trained or evaluated again
     import tmlib.solutions as S
     monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained a cached solution"))

@@ -294,3 +294,24 @@ def test_buffer_and_tagger_options_are_checked():
         BufferStageConfig(sentences="nltk")
     with pytest.raises(ValueError, match="tagger.threshold"):
         TaggerConfig(threshold="0.3")
+
+
+def test_failed_run_flag_is_the_dev_majority_rate_plus_the_margin():
+    import pandas as pd
+
+    from tmlib.experiments.selective.analysis import FAILED_MARGIN, flag_failed
+
+    dev = [0] * 60 + [1] * 40                     # majority class: 60%
+    runs = pd.DataFrame({"dev_accuracy": [0.60, 0.60 + FAILED_MARGIN, 0.66, 0.91]})
+    assert flag_failed(runs, dev).tolist() == [True, True, False, False]
+    assert flag_failed(runs, [0] * 50 + [1] * 50).tolist() == [False] * 4    # balanced dev: the bound is 0.55
+    assert flag_failed(runs, dev, margin=0.0).tolist() == [True, False, False, False]
+
+
+def test_flop_accounting():
+    from tmlib.experiments.selective.analysis import forward_flops, train_flops
+
+    # 6 FLOPs per parameter per token for training (2 forward, 4 backward), 2 for a forward pass
+    assert train_flops(22_000_000, 1000, passes=3) == 6 * 22e6 * 1000 * 3
+    assert forward_flops(22_000_000, 1000) == 2 * 22e6 * 1000
+    assert train_flops(10, 5) == 3 * forward_flops(10, 5)

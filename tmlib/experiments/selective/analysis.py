@@ -9,6 +9,26 @@ import pandas as pd
 from ...stats import detectable_gap  # noqa: F401 - re-exported by tmlib.experiments.selective
 from .config import TASKPT_METHODS
 
+FAILED_MARGIN = 0.05  # a run within this of the dev majority-class rate is flagged failed (~2 binomial std on 400 dev)
+
+
+def flag_failed(results: pd.DataFrame, dev_labels, margin: float = FAILED_MARGIN) -> pd.Series:
+    """A degenerate fine-tuning run (Mosbach et al. 2021): dev accuracy no better than always answering the dev
+    set's majority class, plus ``margin``."""
+    majority = float(pd.Series(list(dev_labels)).value_counts(normalize=True).max())
+    return results["dev_accuracy"] <= majority + margin
+
+
+def train_flops(params: int, tokens: float, passes: float = 1.0) -> float:
+    """Training FLOPs of a transformer: 6 per parameter per token (forward 2, backward 4; Kaplan et al. 2020),
+    ``params`` the parameters touched per token (the embedding matrix is a lookup), ``tokens`` per pass."""
+    return 6.0 * params * tokens * passes
+
+
+def forward_flops(params: int, tokens: float) -> float:
+    """Inference FLOPs: 2 per parameter per token."""
+    return 2.0 * params * tokens
+
 
 def buffer_summary(scores: dict) -> pd.DataFrame:
     rows = []

@@ -27,10 +27,8 @@ import pandas as pd
 from ...data import ASPECT_COLUMN, TaskRecipe, second_column
 from ...finetune import classifier_stage
 from ...runs import RunStore, Stage
+from .analysis import flag_failed, forward_flops, train_flops
 from .config import SelectiveConfig
-
-FAILED_MARGIN = 0.05  # a run within this of the dev majority-class rate is flagged failed (~2 binomial std on 400 dev)
-
 
 # ----------------------------------------------------------------------------------------- values
 
@@ -430,8 +428,8 @@ class SelectiveExperiment:
             # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
             cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
             full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
-            stats = {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * (cand + full),
-                     "counts": counts}
+            stats = {"seconds": time.perf_counter() - start, "counts": counts,
+                     "flops": forward_flops(_encoder_params(model), cand + full)}
             return {k: [_score_row(s) for s in v] for k, v in out.items()}, stats
 
         def save(obj, d):
@@ -491,7 +489,7 @@ class SelectiveExperiment:
             n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
             return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "history": res.fit.history,
                            "positive_rate": res.positive_rate, "n_train": res.n_train,
-                           "flops": 6 * _encoder_params(model) * n_tok * t.epochs}
+                           "flops": train_flops(_encoder_params(model), n_tok, t.epochs)}
 
         def save(obj, d):
             obj[0].save_pretrained(d / "model")
@@ -521,7 +519,7 @@ class SelectiveExperiment:
             if "doc" in corpus.column_names:
                 ds = ds.add_column("doc", list(corpus["doc"]))
             n_tok = sum(len(x) + 2 for x in ds["token_ids"])
-            return ds, {"seconds": time.perf_counter() - start, "flops": 2 * _encoder_params(model) * n_tok,
+            return ds, {"seconds": time.perf_counter() - start, "flops": forward_flops(_encoder_params(model), n_tok),
                         "sentences": len(ds), "tokens": n_tok}
 
         def save(obj, d):
@@ -674,9 +672,7 @@ class SelectiveExperiment:
                          "test_accuracy": m["test_accuracy"], "test_n": m.get("test_n"),
                          "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
         df = pd.DataFrame(rows)
-        # a degenerate run (Mosbach et al. 2021): dev accuracy no better than always answering the majority class
-        majority = float(pd.Series(self.task["dev"]["label"]).value_counts(normalize=True).max())
-        df["failed"] = df["dev_accuracy"] <= majority + FAILED_MARGIN
+        df["failed"] = flag_failed(df, self.task["dev"]["label"])
         return df
 
     # ------------------------------------------------------------------------------ compute
@@ -689,14 +685,14 @@ class SelectiveExperiment:
         for step in cfg.genept.steps:  # one run: each budget's stage is the steps since the previous budget
             sec = float(gen.stats["saved"][step]["seconds"])
             rows.append({"stage": f"GenePT steps {prev_step}-{step}", "group": "GenePT", "seconds": sec - prev_sec,
-                         "flops": 6 * gen.stats["params"] * gen.stats["tokens_per_step"] * (step - prev_step),
+                         "flops": train_flops(gen.stats["params"], gen.stats["tokens_per_step"], step - prev_step),
                          "steps": step})
             prev_step, prev_sec = step, sec
         scorer = self.get(self.scorer_stage).metrics
         n_tok = sum(len(x) for x in self.tokenizer(list(self.task["train"]["text"]), truncation=True,
                                                     max_length=cfg.finetune.max_length)["input_ids"])
         rows.append({"stage": "scorer fine-tune", "group": "importance", "seconds": scorer["seconds"],
-                     "flops": 6 * gen.stats["params"] * n_tok * cfg.scorer.epochs})
+                     "flops": train_flops(gen.stats["params"], n_tok, cfg.scorer.epochs)})
         rows.append({"stage": "buffer labels", "group": "importance", **_sf(self.get(self.buffer_stage).stats)})
         rows.append({"stage": "tagger training", "group": "importance", **_sf(self.get(self.tagger_stage).stats)})
         corpus_stats = _read_json(self.store.folder("corpus_labels") / "stats.json")
@@ -705,7 +701,8 @@ class SelectiveExperiment:
             last = max(cfg.taskpt.steps)
             rows.append({"stage": f"TaskPT {m} (GenePT {g})", "group": "TaskPT",
                          "seconds": run.stats["saved"][last]["seconds"],
-                         "flops": 6 * run.stats["params"] * run.stats["tokens_per_step"] * last, "genept_steps": g,
+                         "flops": train_flops(run.stats["params"], run.stats["tokens_per_step"], last),
+                         "genept_steps": g,
                          "method": m})
         if results is not None:
             rows.append({"stage": "fine-tune (all runs)", "group": "fine-tune",
