@@ -277,3 +277,11 @@ def test_preflight_names_what_is_not_reachable(tmp_path, monkeypatch):
     assert [p.split(":")[0] for p in problems] == ["model=some-org/not-cached-model", "tasks=hub", "task=csv",
                                                    "genept_corpus=wikipedia", "genept_model=scratch"]
     assert "unreachable (offline)" in problems[0] and "does not exist" in problems[2]
+
+
+def test_parameters_document_is_current():
+    """docs/parameters.md is what `python -m tmlib params doc` generates from the notebooks and parameter sets."""
+    from tmlib.suite import PARAMS, ROOT, parameters_document
+
+    assert (ROOT / "docs" / "parameters.md").read_text(encoding="utf-8") == parameters_document(notebooks(), PARAMS), \
+        "docs/parameters.md is stale: run python -m tmlib params doc --out docs/parameters.md"

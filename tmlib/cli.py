@@ -7,6 +7,7 @@
                                                run the notebooks with papermill
     python -m tmlib params list                the parameter sets of every notebook
     python -m tmlib params show 03 default     one notebook's parameters (type, value, help)
+    python -m tmlib params doc --out docs/parameters.md   every parameter and set, as markdown
     python -m tmlib worker --params default    share notebook 01's stages with a running suite
     python -m tmlib finetune --task mr --model minilm --out runs/ft_mr [--epochs 3 --lr 2e-5 ...]
                                                fine-tune a classifier; runs unchanged under
@@ -79,6 +80,16 @@ def _params(args) -> int:
     from .suite import PARAMS, notebook_parameters, notebooks
 
     nbs = notebooks(args.notebooks)
+    if args.action == "doc":
+        from .suite import parameters_document
+
+        text = parameters_document(nbs, Path(args.params_dir or PARAMS))
+        if args.out:
+            Path(args.out).write_text(text, encoding="utf-8")
+            print(f"wrote {args.out}")
+        else:
+            print(text)
+        return 0
     if args.action == "list":
         for nb in nbs:
             print(nb.stem)
@@ -377,11 +388,12 @@ def main(argv: list[str] | None = None) -> int:
                          "wall times, to compare runs on hosts of different speed)")
     ps.set_defaults(func=_suite)
     pp = sub.add_parser("params", help="parameter sets of each notebook (list), one notebook's parameters (show)")
-    pp.add_argument("action", choices=["list", "show"])
+    pp.add_argument("action", choices=["list", "show", "doc"])
     pp.add_argument("notebook", nargs="?", default=None, help="show: the notebook's number, e.g. 03")
     pp.add_argument("set", nargs="?", default=None, help="show: also the values of this parameter set")
     pp.add_argument("--notebooks", default=None, help="folder of the notebooks (default: the repository's)")
     pp.add_argument("--params-dir", default=None, help="folder of the parameter folders (default: the repository's)")
+    pp.add_argument("--out", default=None, help="doc: write the markdown here (e.g. docs/parameters.md)")
     pp.set_defaults(func=_params)
     pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
     pw.add_argument("--params", default="default", help="notebook 01 parameter set")
