@@ -21,7 +21,7 @@ are the random numbers (dropout draws the same masks in the same order), so the 
   attention stays SDPA (flash / memory-efficient kernels).
 * ``"hf"``: the model's own forward, SDPA attention.
 
-Measured effect (speed and a paired check of accuracy): ``docs/measurements.md``.
+Measured effect: speed in ``docs/performance.md``, the paired accuracy checks in ``docs/reproducibility.md``.
 """
 
 

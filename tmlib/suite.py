@@ -144,7 +144,7 @@ class _follow:
 # Notebooks run at once by `python -m tmlib suite` (= `make run`). A small model's step runs only 1.5-1.8x faster
 # on 2 threads than on 1, so on this 2-core CPU a second notebook process uses what one leaves idle: the suite
 # finishes sooner with identical numbers (same thread count per notebook); measured gain in the README's
-# measurements (docs/measurements.md). 1 = one after another.
+# measurements (docs/performance.md). 1 = one after another.
 DEFAULT_JOBS = 2
 
 
