@@ -145,7 +145,7 @@ class ClassifierResult:
 
 def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, optimizer_cls=torch.optim.AdamW,
                      checkpoint_dir=None, on_step=(), desc="fine-tune",
-                     test_predictions: bool = False) -> ClassifierResult:
+                     test_predictions: bool = False, test_mixed_precision: str = "no") -> ClassifierResult:
     """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
     ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
 
@@ -173,7 +173,7 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     # the test split with the attention the dev evaluations had inside fit
     with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
         test_metrics = evaluate_classifier(net, EvalBatches(enc["test"], tokenizer), kernels=cfg.kernels,
-                                           predictions=test_predictions)
+                                           predictions=test_predictions, mixed_precision=test_mixed_precision)
     return ClassifierResult(dev=best, test=test_metrics, fit=res)
 
 

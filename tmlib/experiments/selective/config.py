@@ -23,7 +23,7 @@ class GeneptConfig:
     # start: minilm (continued, all weights), scratch:<size> (from scratch), a hub name, a dir
     model: str = "minilm"
     corpus: str = "bbc"                # general-text corpus (tmlib.data.load_corpus name)
-    steps: list[int] = field(default_factory=lambda: [100, 300])  # budgets (the paper's 100k / 300k of one run)
+    steps: list[int] = field(default_factory=lambda: [100])  # budgets (the paper's 100k / 200k / 300k of one run)
     max_sentences: int = 0             # corpus cap (0: all)
     batch_size: int = 32               # packed rows per step
     max_length: int = 64               # tokens per packed row
@@ -182,6 +182,7 @@ class SelectiveConfig:
     pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
     mixed_precision: str = "bf16"      # "no" | "bf16" | "fp16" (GPU): autocast for every training stage
+    eval_mixed_precision: str = "bf16"  # fine-tuning runs' test evaluation: "bf16" autocast (3x faster) | "no"
     kernels: str = "fast"              # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS)
     threads: int = 0                   # torch threads (0: torch's default); recorded in every manifest
     progress: bool = True              # progress bars and one log line per stage (also <out_dir>/progress.log)
@@ -200,8 +201,9 @@ class SelectiveConfig:
         from ...data import check_test_pool
 
         check_test_pool(self.test_pool)
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        for name in ("mixed_precision", "eval_mixed_precision"):
+            if getattr(self, name) not in ("no", "bf16", "fp16"):
+                raise ValueError(f"{name} must be 'no', 'bf16' or 'fp16', got {getattr(self, name)!r}")
         from ...precision import check_kernels
 
         check_kernels(self.kernels)

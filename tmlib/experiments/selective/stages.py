@@ -652,7 +652,7 @@ class SelectiveExperiment:
         name = job.name.replace("finetune/", f"finetune/n{n}/", 1) if n else job.name
         return classifier_stage(name, init, self.finetune_spec, replace(self.plan.finetune, seed=job.seed),
                                 data=self.finetune_data, tokenizer=self.tokenizer, pick=pick,
-                                desc=f"fine-tune s{job.seed}")
+                                desc=f"fine-tune s{job.seed}", test_mixed_precision=self.cfg.eval_mixed_precision)
 
     def predictions(self) -> dict:
         """``(genept_steps, method, seed) -> predicted test classes`` of every final fine-tuning run (the paired
