@@ -158,6 +158,15 @@ def test_label_alignment_puts_the_tag_on_the_first_sub_token():
     assert [i for i, x in enumerate(labels) if x != IGNORE] == first
     short = encode_tokens(ds, tok, max_length=4)[0]                    # words cut off are neither trained nor scored
     assert len(short["input_ids"]) == 4 and sum(x != IGNORE for x in short["labels"]) < len(words)
+    # evaluation batches are length-sorted; predictions come back in the dataset's order, one per scored word
+    from tmlib.models import load_token_classifier
+
+    many = to_dataset([(words, ["NN", "NN", "RB", "."]), (["."], ["."]), (["Internet", "."], ["NN", "."])],
+                      ["NN", "RB", "."])
+    batches = token_batches(encode_tokens(many, tok, 64), tok, batch_size=2)
+    m = evaluate_tagger(load_token_classifier("scratch:tiny", num_labels=3, seed=0), batches, ["NN", "RB", "."],
+                        predictions=True)
+    assert [len(p) for p in m["predictions"]] == [4, 1, 2] and m["n_tokens"] == 7 and "f1" not in m
 
 
 def test_entity_f1_by_hand_and_token_accuracy():
