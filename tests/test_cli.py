@@ -1,6 +1,8 @@
 """The command line: MLM (GenePT/TaskPT) and assets verbs, and their errors."""
 import json
 
+import pytest
+
 from tmlib.cli import main
 
 
@@ -214,3 +216,53 @@ def test_importance_labels_a_corpus_from_a_users_files(tmp_path):
     ds = Dataset.load_from_disk(str(out / "corpus_labels" / "data"))
     assert len(ds) == 30 and set(v for row in ds["important"] for v in row) <= {0, 1}
     assert (out / "importance_summary.csv").is_file()
+
+
+def _run_cli(args, env=None):
+    import os
+    import subprocess
+    import sys
+
+    full = {**os.environ, "TMLIB_FAULT_KILL_AT_STEP": "", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "tmlib", *args], capture_output=True, text=True, env=full,
+                          timeout=600)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(next(folder.rglob("model.safetensors"))))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["finetune", "mlm"])
+def test_a_run_sigkilled_mid_training_resumes_in_a_fresh_process_bit_identical(verb, tmp_path):
+    """SIGKILL a CLI training run after step 5 (checkpoints every 3 steps, length-grouped batches); the same
+    command in a new process resumes from step 3 and ends with the same weights, to the bit, as a run never
+    interrupted. A checkpoint left by another config is refused, and the run says so."""
+    import torch
+
+    lines = [f"{'a wonderful moving film' if i % 2 else 'a dull film, far too long and tedious'} {i}"
+             for i in range(80)]
+    if verb == "finetune":
+        data = tmp_path / "d.csv"
+        data.write_text("text,label\n" + "\n".join(f"{t},{i % 2}" for i, t in enumerate(lines)) + "\n")
+        base = ["finetune", "--task", f"csv:{data}", "--model", "scratch:tiny", "--batch-size", "4"]
+    else:
+        data = tmp_path / "c.txt"
+        data.write_text("\n".join(lines) + "\n")
+        base = ["mlm", "--corpus", f"txt:{data}", "--model", "scratch:tiny", "--batch-size", "4"]
+    base += ["--max-steps", "9", "--max-length", "16", "--checkpoint-every", "3", "--group-by-length"]
+    ref = _run_cli([*base, "--out", str(tmp_path / "ref")])
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = _run_cli([*base, "--out", str(tmp_path / "run")], env={"TMLIB_FAULT_KILL_AT_STEP": "5"})
+    assert killed.returncode == -9 and (tmp_path / "run" / "checkpoint" / "checkpoint.pt").is_file()
+    resumed = _run_cli([*base, "--out", str(tmp_path / "run")])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _weights(tmp_path / "ref"), _weights(tmp_path / "run")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a checkpoint from another config: refused with a message, training starts over
+    killed = _run_cli([*base, "--out", str(tmp_path / "other")], env={"TMLIB_FAULT_KILL_AT_STEP": "5"})
+    assert killed.returncode == -9
+    other = _run_cli([*base, "--lr", "0.0123", "--out", str(tmp_path / "other")])
+    assert other.returncode == 0 and "written by another training config" in other.stderr

@@ -409,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     pf.add_argument("--max-examples", type=int, default=None, help="cap each split (quick runs)")
     _data_columns(pf)
     for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
-                      ("max_length", int), ("seed", int), ("eval_every", int)]:
+                      ("max_length", int), ("seed", int), ("eval_every", int), ("checkpoint_every", int)]:
         pf.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    pf.add_argument("--group-by-length", dest="group_by_length", action="store_true", default=None,
+                    help="batches of similar length (a seeded order; resumes exactly)")
     _precision(pf)
     pf.set_defaults(func=_finetune)
     pad = sub.add_parser("adapt", help="adapt a backbone to a task with finetune, bitfit, mask or lora (notebook 03's "
@@ -479,8 +481,10 @@ def main(argv: list[str] | None = None) -> int:
     pm.add_argument("--out", required=True, help="run directory (model/, results.json, resumable checkpoint/)")
     pm.add_argument("--max-sentences", type=int, default=None, help="cap the corpus")
     for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
-                      ("max_length", int), ("seed", int)]:
+                      ("max_length", int), ("seed", int), ("checkpoint_every", int)]:
         pm.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
+    pm.add_argument("--group-by-length", dest="group_by_length", action="store_true", default=None,
+                    help="batches of similar length (a seeded order; resumes exactly)")
     _precision(pm)
     pm.set_defaults(func=_mlm)
     pc = sub.add_parser("compare", help="two runs differing in one setting (e.g. bf16 vs fp32), paired by seed")

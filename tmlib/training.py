@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -128,10 +129,14 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
 
 
 def _loader(data, batch_size: int, collate_fn, shuffle: bool, seed: int, lengths=None) -> DataLoader:
-    if lengths is not None:
-        return DataLoader(data, batch_sampler=LengthGroupedBatches(lengths, batch_size, seed), collate_fn=collate_fn)
+    """A loader that draws nothing from the global random state: a DataLoader without a generator draws its
+    workers' base seed from the global state each time it starts an epoch, and a run resumed mid-epoch would
+    then draw its dropout masks from a shifted state (weights not bit-identical to an uninterrupted run)."""
     gen = torch.Generator()
     gen.manual_seed(seed)
+    if lengths is not None:
+        return DataLoader(data, batch_sampler=LengthGroupedBatches(lengths, batch_size, seed), collate_fn=collate_fn,
+                          generator=gen)
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=gen)
 
 
@@ -240,12 +245,23 @@ class _Checkpoint:
         payload = {"config_hash": self.key, "n_params": self.n_params, **progress.state(),
                    "model": self.acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
                    "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
+                   "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                    "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None}
         atomic_save(self.path, lambda tmp: torch.save(payload, tmp))
 
     def remove(self) -> None:
         if self.path is not None and self.acc.is_main_process:
             self.path.unlink(missing_ok=True)  # finished: the caller saves the final artifact
+
+
+def _fault_injection(step: int) -> None:
+    """``TMLIB_FAULT_KILL_AT_STEP=<n>``: the process SIGKILLs itself after step ``n`` (and its checkpoint): how the
+    resume tests interrupt a fresh process at a known point. Unset (always, outside those tests): nothing."""
+    at = os.environ.get("TMLIB_FAULT_KILL_AT_STEP")
+    if at and step == int(at):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fit(
@@ -298,6 +314,8 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         progress.restore(state)
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():   # dropout on the GPU draws from it
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         if state.get("collator") is not None:
             collate_fn.load_state_dict(state["collator"])
 
@@ -338,6 +356,7 @@ def fit(
                     progress.evaluate(acc.unwrap_model(model), evaluate, step / per_epoch)
                 if step % ckpt_every == 0 and step < total:
                     ckpt.save(model, optimizer, sched, progress, collate_fn)
+                _fault_injection(step)
                 if step >= total:
                     break
             if progress.step == before:
