@@ -26,3 +26,33 @@ def test_results_document_is_generated_from_the_run_files(tmp_path):
     assert "01_selective_masking" not in text                  # a notebook that did not run has no section
     with pytest.raises(FileNotFoundError, match="make run"):
         results_document(tmp_path / "nothing")
+
+
+def test_every_number_the_readme_quotes_is_in_the_committed_results():
+    """The README's results section is what `tmlib report --readme` generates from docs/results.json, and every
+    number in it is one of that file's numbers (a hand-edited or stale table fails)."""
+    import json
+    import re
+    from pathlib import Path
+
+    from tmlib.report import README_END, README_START, readme_table
+
+    root = Path(__file__).resolve().parent.parent
+    numbers = json.loads((root / "docs" / "results.json").read_text())
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split(README_START, 1)[1].split(README_END, 1)[0]
+    assert section.strip() == readme_table(numbers).strip()
+
+    def flat(obj):
+        if isinstance(obj, dict):
+            for v in obj.values():
+                yield from flat(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                yield from flat(v)
+        elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+            yield abs(float(obj))
+
+    known = set(flat(numbers))
+    quoted = [abs(float(x)) for x in re.findall(r"(?<![\w.])[+-]?\d+(?:\.\d+)?", section)]
+    assert quoted and all(q in known for q in quoted), [q for q in quoted if q not in known]

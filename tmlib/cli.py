@@ -244,13 +244,20 @@ def _importance(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import results_document
+    import json
+
+    from .report import key_numbers, results_document, update_readme
 
     text = results_document(args.run)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
-        print(f"wrote {args.out}")
+        numbers = key_numbers(args.run)
+        Path(args.out).with_suffix(".json").write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")
+        if args.readme:
+            update_readme(args.readme, numbers)
+            print(f"updated the results section of {args.readme}")
     else:
         print(text)
     return 0
@@ -467,7 +474,9 @@ def main(argv: list[str] | None = None) -> int:
     pim.set_defaults(func=_importance)
     prp = sub.add_parser("report", help="the results document of a run folder, generated from its CSV/JSON files")
     prp.add_argument("run", help="a suite output folder, e.g. runs/default")
-    prp.add_argument("--out", default=None, help="write it here (e.g. docs/results.md) instead of printing it")
+    prp.add_argument("--out", default=None, help="write it here (e.g. docs/results.md; the key numbers as .json "
+                                                 "beside it) instead of printing it")
+    prp.add_argument("--readme", default=None, help="also fill this README's results section from the key numbers")
     prp.set_defaults(func=_report)
     pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
     pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")

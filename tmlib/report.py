@@ -101,6 +101,87 @@ SECTIONS = {"01_selective_masking": _section_01, "02_token_importance_explorer":
             "05_what_masks_learn": _section_05}
 
 
+def key_numbers(run_dir: str | Path) -> dict:
+    """The headline numbers of a run folder, rounded as the README quotes them (1 decimal, points; p 2 digits):
+    the primary comparisons of 01 and 03 and the accuracies behind them, 04's largest drop, the suite's minutes.
+    Written beside ``docs/results.md`` as ``results.json``; the README's results table is generated from it."""
+    run_dir = Path(run_dir)
+    out: dict = {}
+    d = run_dir / "01_selective_masking"
+    if (d / "gaps.csv").is_file():
+        g = pd.read_csv(d / "gaps.csv").query("runs == 'all'")
+        short = int(g["genept_steps"].min())
+        summ = pd.read_csv(d / "summary.csv").query("genept_steps == @short")
+        acc = {r.method: [round(100 * r.test_mean, 1), round(100 * r.test_std, 1)] for r in summ.itertuples()}
+        out["01"] = {"genept_steps": short, "accuracy": acc,
+                     "gaps": {r.comparison: _gap(r) for r in g[g.genept_steps == short].itertuples()}}
+    d = run_dir / "03_masking_vs_finetuning"
+    if (d / "gaps.csv").is_file():
+        g, summ = pd.read_csv(d / "gaps.csv"), pd.read_csv(d / "summary.csv")
+        out["03"] = {t: {"accuracy": {r.method: [round(r.test_mean, 1), round(r.test_std, 1)]
+                                      for r in summ[summ.task == t].itertuples()},
+                         "test_n": int(summ[summ.task == t].test_n.iloc[0]),
+                         "gaps": {r.comparison: _gap(r) for r in g[g.task == t].itertuples()}}
+                     for t in dict.fromkeys(summ.task)}
+    d = run_dir / "04_loss_landscape"
+    if (d / "summary.csv").is_file():
+        t = pd.read_csv(d / "summary.csv")
+        row = t[(t.path == "mask<->finetune") & (t.split == "test")].iloc[0]
+        out["04"] = {"max_drop_pts": round(float(row.max_drop_pts), 1), "within_1pt": bool(row.within_1pt)}
+    timing = run_dir / "suite_timing.csv"
+    if timing.is_file():
+        out["notebook_minutes_sum"] = round(float(pd.read_csv(timing)["seconds"].sum()) / 60, 1)
+    return out
+
+
+def _gap(r) -> dict:
+    return {"gap": round(float(r.gap_mean), 1), "ci95": round(float(r.ci95), 1), "p": float(f"{r.p:.2g}"),
+            "n_seeds": int(r.n_seeds), "detectable": round(float(r.detectable_gap), 1)}
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def readme_table(numbers: dict) -> str:
+    """The README's results-at-a-glance tables, from :func:`key_numbers` only (a test checks it)."""
+    lines = []
+    if "01" in numbers:
+        n = numbers["01"]
+        lines += [f"Selective masking (notebook 01; MiniLM, GenePT {n['genept_steps']} steps, MR, "
+                  f"{next(iter(n['gaps'].values()))['n_seeds']} fine-tuning seeds):", "",
+                  "| comparison | gap (points) | 95% CI | p | detectable (80% power) |", "|---|---|---|---|---|"]
+        lines += [f"| {c} | {v['gap']:+.1f} | ±{v['ci95']:.1f} | {v['p']:g} | {v['detectable']:.1f} |"
+                  for c, v in n["gaps"].items() if c in ("selective - random", "random - genept")]
+        lines.append("")
+    if "03" in numbers:
+        lines += ["Masking vs fine-tuning (notebook 03; MiniLM, 5 seeds):", "",
+                  "| task | test sentences | fine-tune | mask | mask − fine-tune | 95% CI | p |",
+                  "|---|---|---|---|---|---|---|"]
+        for t, v in numbers["03"].items():
+            g = v["gaps"].get("mask - finetune")
+            if g is None:
+                continue
+            ft, mk = v["accuracy"]["finetune"], v["accuracy"]["mask"]
+            lines.append(f"| {t} | {v['test_n']} | {ft[0]:.1f} ± {ft[1]:.1f} | {mk[0]:.1f} ± {mk[1]:.1f} | "
+                         f"{g['gap']:+.1f} | ±{g['ci95']:.1f} | {g['p']:g} |")
+        lines.append("")
+    if "04" in numbers:
+        lines.append(f"Loss landscape (notebook 04): along the straight line masked → fine-tuned, test accuracy falls "
+                     f"at most {numbers['04']['max_drop_pts']:.1f} points below the lower endpoint.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(readme: str | Path, numbers: dict) -> None:
+    """Replace the README's section between the results markers with :func:`readme_table`."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{path} has no {README_START} ... {README_END} section to fill")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(f"{head}{README_START}\n{readme_table(numbers)}{README_END}{tail}", encoding="utf-8")
+
+
 def results_document(run_dir: str | Path) -> str:
     """Markdown for every notebook folder in ``run_dir`` (``runs/<set>``), generated from its files."""
     run_dir = Path(run_dir)
