@@ -57,6 +57,18 @@ def _assets(args) -> int:
     return 0
 
 
+def _here(value):
+    """A ``csv:`` / ``jsonl:`` / ``txt:`` file named relative to where the command runs, as an absolute path (the
+    notebooks run in the project folder); other values unchanged."""
+    if isinstance(value, list):
+        return [_here(v) for v in value]
+    if isinstance(value, str) and value.startswith(("csv:", "jsonl:", "txt:")):
+        kind, path = value.split(":", 1)
+        if not Path(path).is_absolute() and Path(path).exists():
+            return f"{kind}:{Path(path).resolve()}"
+    return value
+
+
 def _suite(args) -> int:
     import yaml
 
@@ -68,7 +80,7 @@ def _suite(args) -> int:
             item = item[0].split("=", 1)
         if len(item) != 2:
             raise ValueError(f"-p {' '.join(item)}: give NAME VALUE or NAME=VALUE (NN.NAME for one notebook)")
-        extra[item[0]] = yaml.safe_load(item[1])
+        extra[item[0]] = _here(yaml.safe_load(item[1]))
     run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
               notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra, calibrate=not args.no_calibration)
     return 0
