@@ -288,3 +288,12 @@ def test_bf16_labels_mostly_agree_with_fp32(scorer, tokenizer, mr):
     assert max(first) < 2e-2              # same input (the one-token buffer): bf16 rounding only
     assert all(p.dtype == torch.float32 for p in scorer.parameters()) and not scorer.training
     assert torch.is_autocast_enabled("cpu") is False
+
+
+def test_a_long_walk_reports_its_progress(scorer, tokenizer, mr_more):
+    """`report` gets a line with the sentences done, so a stage's progress.log shows a long walk moving."""
+    texts, labels = mr_more
+    lines = []
+    buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(sentence_batch=4, progress=False),
+                      report=lines.append, report_every=0.0)
+    assert len(texts) == 10 and lines == [f"buffer importance: {k} / 10 sentences" for k in (0, 4, 8)]

@@ -35,8 +35,8 @@ def test_the_readme_worked_example_runs(tmp_path, monkeypatch):
     cmds = worked_example()
     assert [c[3] for c in cmds] == ["adapt", "adapt", "predict", "importance", "mlm", "suite"]
     monkeypatch.chdir(tmp_path)
-    rows = [f"{'positive' if i % 2 else 'negative'},0.9,{'caf' + chr(233) + ' was lovely' if i % 2 else 'awful and dull'} "
-            f"tweet {i}" for i in range(60)]
+    good, bad = "caf" + chr(233) + " was lovely", "awful and dull"   # chr(233): a latin-1 byte, invalid UTF-8
+    rows = [f"{'positive' if i % 2 else 'negative'},0.9,{good if i % 2 else bad} tweet {i}" for i in range(60)]
     Path("tweets.csv").write_bytes(("sentiment,confidence,text\n" + "\n".join(rows) + "\n").encode("latin-1"))
     Path("unlabelled_tweets.txt").write_text("\n".join(f"a tweet about a film, number {i}" for i in range(30)))
     Path("new.csv").write_text("text\nwhat a lovely film\n")

@@ -312,12 +312,14 @@ def buffer_importance_reference(model, tokenizer, texts: Sequence[str], labels: 
 # ------------------------------------------------------------------------------------------ batched
 
 def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[int], cfg: BufferConfig | None = None,
-                      aspects: Sequence[str] | None = None) -> list[TokenScores]:
+                      aspects: Sequence[str] | None = None,
+                      report: Callable[[str], None] | None = None, report_every: float = 30.0) -> list[TokenScores]:
     """The buffer method, batched: at every step one forward pass holds the candidate buffers of all
     active sentences of a length-sorted batch of ``cfg.sentence_batch`` sentences.
 
     Returns one :class:`TokenScores` per text (input order), identical labels to
-    :func:`buffer_importance_reference`.
+    :func:`buffer_importance_reference`. ``report(line)``: called every ``report_every`` seconds with how many
+    sentences are done (a stage passes its log, so ``progress.log`` shows a long walk moving).
     """
     cfg = cfg or BufferConfig()
     texts, labels, aspects = _check_inputs(texts, labels, aspects)
@@ -330,8 +332,15 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
     order = np.argsort([len(x) + len(p) for x, p in zip(prep.ids, prep.prefix)], kind="stable")
     results: list[TokenScores | None] = [None] * len(texts)
     batches = [order[k:k + cfg.sentence_batch] for k in range(0, len(order), cfg.sentence_batch)]
+    import time
+
+    last, done = time.perf_counter(), 0
     with _autocast(cfg, dev):
         for chunk in tqdm(batches, desc="buffer importance", disable=not cfg.progress, leave=False):
+            if report is not None and time.perf_counter() - last >= report_every:
+                report(f"buffer importance: {done} / {len(texts)} sentences")
+                last = time.perf_counter()
+            done += len(chunk)
             chunk = [int(c) for c in chunk]
             ys = [labels[c] for c in chunk]
             p_full, preds = _probs(model, _inputs([(prep.prefix[c], prep.ids[c]) for c in chunk], sep, pad, dev),

@@ -424,7 +424,8 @@ class SelectiveExperiment:
                 counts[split] = {"texts": len(ds), "sentences": len(texts)}
                 ctx.log(f"{split}: {len(texts)} sentences from {len(ds)} texts")
                 with torch.inference_mode():
-                    out[split] = buffer_importance(model, self.tokenizer, texts, labels, bcfg, aspects=aspects)
+                    out[split] = buffer_importance(model, self.tokenizer, texts, labels, bcfg, aspects=aspects,
+                                                   report=ctx.log)
             # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
             cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
             full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
