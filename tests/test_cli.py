@@ -266,3 +266,29 @@ def test_a_run_sigkilled_mid_training_resumes_in_a_fresh_process_bit_identical(v
     assert killed.returncode == -9
     other = _run_cli([*base, "--lr", "0.0123", "--out", str(tmp_path / "other")])
     assert other.returncode == 0 and "written by another training config" in other.stderr
+
+
+def test_landscape_between_two_saved_solutions(tmp_path, capsys):
+    """`tmlib landscape --a --b`: the straight line between two `adapt` solutions of one file, gamma 0 and 1 the
+    two models themselves; a folder that is not a solution names what to give."""
+    import numpy as np
+    import pandas as pd
+
+    path = tmp_path / "r.csv"
+    path.write_text("text,label\n" + "\n".join(f"{'a fine film' if i % 2 else 'a dull film'} {i},{i % 2}"
+                                               for i in range(80)) + "\n")
+    for method in ("mask", "finetune"):
+        assert main(["adapt", "--task", f"csv:{path}", "--method", method, "--model", "scratch:tiny", "--out",
+                     str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8", "--max-length", "16",
+                     "--max-train", "30", "--max-dev", "8", "--mask-skip-first-blocks", "1"]) == 0
+    sols = {p.parent.parent.name: p.parent.parent for p in (tmp_path / "run").rglob("model/config.json")}
+    out = tmp_path / "path.csv"
+    assert main(["landscape", "--a", str(sols["mask-s0"]), "--b", str(sols["finetune-s0"]), "--task", f"csv:{path}",
+                 "--tokenizer", "minilm", "--points", "5", "--max-length", "16", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert sorted(set(df.split)) == ["dev", "test"] and {0.0, 1.0} <= set(np.round(df.gamma, 6))
+    assert np.isfinite(df.loss).all() and len(df) == 2 * df.gamma.nunique()
+    capsys.readouterr()
+    assert main(["landscape", "--a", str(tmp_path), "--b", str(tmp_path), "--task", f"csv:{path}",
+                 "--out", str(out)]) == 2
+    assert "is not a saved classifier" in capsys.readouterr().err

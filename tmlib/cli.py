@@ -25,6 +25,8 @@
                                                several tasks' masks on one backbone
     python -m tmlib importance --task csv:reviews.csv --corpus txt:reviews.txt --out runs/imp
                                                scorer, buffer labels, tagger, labelled corpus (for mlm)
+    python -m tmlib landscape --a runs/mine/solutions/<task>/mask-s0 --b .../finetune-s0 --task csv:reviews.csv
+                        --out path.csv     the straight line between two solutions
     python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning
                         --names bf16 fp32 --out runs/fp32/precision_check.csv
                                                two runs differing in one setting, paired by seed
@@ -252,6 +254,39 @@ def _importance(args) -> int:
     print(summary.to_string(index=False))
     print(f"labelled corpus: {exp.store.folder('corpus_labels') / 'data'} (python -m tmlib mlm --labelled <it> "
           f"--masking selective ...)")
+    return 0
+
+
+def _landscape(args) -> int:
+    """Loss and accuracy along the straight line between two saved classifiers (two solutions of one task)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .classify import EvalBatches, encode
+    from .data import TaskRecipe
+    from .landscape import linear_path, path_summary
+    from .models import load_tokenizer
+
+    models = []
+    for which in (args.a, args.b):
+        folder = Path(which) / "model" if (Path(which) / "model" / "config.json").is_file() else Path(which)
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"{which} is not a saved classifier (no config.json in it or in its model/ folder); "
+                             "give a solution folder that `tmlib adapt` wrote, e.g. runs/mine/solutions/<task>/mask-s0")
+        models.append(AutoModelForSequenceClassification.from_pretrained(folder).eval())
+    data = TaskRecipe(args.task, max_test=args.max_test, test_pool="split", text_column=args.text_column,
+                      label_column=args.label_column, encoding=args.encoding).load()
+    tok = load_tokenizer(args.tokenizer)
+    batches = {s: EvalBatches(encode(data[s], tok, args.max_length), tok) for s in ("dev", "test")}
+    step = (args.gamma_max - args.gamma_min) / (args.points - 1)
+    gammas = [round(args.gamma_min + i * step, 6) for i in range(args.points)]
+    if not any(abs(g) < 1e-9 for g in gammas) or not any(abs(g - 1) < 1e-9 for g in gammas):
+        gammas = sorted(set(gammas) | {0.0, 1.0})
+    path = linear_path(models[0], models[0], models[1], batches, gammas, desc="interpolate")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    path.to_csv(args.out, index=False)
+    s = path_summary(path, split="test")
+    print(f"wrote {args.out}: test accuracy {s['accuracy_at_0']:.4f} -> {s['accuracy_at_1']:.4f}, largest drop below "
+          f"the lower end {100 * s['max_drop']:.2f} points (at gamma {s['argmin_gamma']:g})")
     return 0
 
 
@@ -484,6 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     pim.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
     _data_columns(pim)
     pim.set_defaults(func=_importance)
+    pla = sub.add_parser("landscape", help="loss and accuracy along the straight line between two saved solutions")
+    pla.add_argument("--a", required=True, help="a solution folder (e.g. runs/mine/solutions/<task>/mask-s0)")
+    pla.add_argument("--b", required=True, help="another solution of the same task and backbone")
+    pla.add_argument("--task", required=True, help="the task both were trained on (its dev and test splits)")
+    pla.add_argument("--out", required=True, help="CSV written: gamma, split, loss, accuracy")
+    pla.add_argument("--tokenizer", default="minilm", help="the backbone's tokenizer (minilm, a folder or a hub name)")
+    pla.add_argument("--points", type=int, default=15, help="points from --gamma-min to --gamma-max (0 and 1 added)")
+    pla.add_argument("--gamma-min", type=float, default=-0.2)
+    pla.add_argument("--gamma-max", type=float, default=1.2)
+    pla.add_argument("--max-length", type=int, default=64)
+    pla.add_argument("--max-test", type=int, default=1000, help="test examples per point (0: all)")
+    _data_columns(pla)
+    pla.set_defaults(func=_landscape)
     prp = sub.add_parser("report", help="the results document of a run folder, generated from its CSV/JSON files")
     prp.add_argument("run", help="a suite output folder, e.g. runs/default")
     prp.add_argument("--out", default=None, help="write it here (e.g. docs/results.md; the key numbers as .json "
