@@ -86,10 +86,11 @@ def test_notebook_yaml_and_dataclass_defaults_agree():
     assert params == defaults
     yml = yaml.safe_load((PARAMS / "01_selective_masking" / "default.yaml").read_text())
     assert {k: v for k, v in yml.items() if k != "out_dir"} == {k: v for k, v in defaults.items() if k != "out_dir"}
-    for name in ("smoke", "cpu", "paper", "paper_restaurant", "paper_laptop", "seeds10", "fp32",
-                 "hf_kernels"):  # all valid
+    sets = sorted(p.stem for p in (PARAMS / "01_selective_masking").glob("*.yaml"))
+    assert {"smoke", "cpu", "cpu_budgets", "paper", "seeds10", "fp32", "hf_kernels"} <= set(sets)
+    for name in sets:   # all valid
         from_flat(SelectiveConfig, yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text()))
-    for name in ("cpu", "seeds10", "fp32", "hf_kernels"):   # measured with the model's own forward: pinned
+    for name in ("cpu_budgets", "seeds10", "fp32", "hf_kernels"):   # measured with the model's own forward: pinned
         assert yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text())["kernels"] == "hf"
 
 
