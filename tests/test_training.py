@@ -370,3 +370,12 @@ def test_evaluate_classifier_fast_gives_the_models_numbers(tiny_task, tokenizer)
     evaluate_classifier(m, batches, kernels="hf")
     assert calls
     h.remove()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here: the CUDA random state's save/restore is "
+                                                          "exercised only where CUDA is available")
+def test_resume_restores_the_cuda_random_state(tiny_task, tokenizer, tmp_path, monkeypatch):
+    """On a GPU, dropout draws from the CUDA generator: a checkpoint carries its state and a resumed run is
+    bit-identical to an uninterrupted one there too."""
+    ref, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
+    assert _equal_nested(resumed["last_weights"], ref["last_weights"]) == []
