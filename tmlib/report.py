@@ -89,7 +89,9 @@ def _section_05(d: Path) -> list[str]:
             "### Linear probe on the frozen [CLS] vector", "",
             _table(d / "probe.csv", ["representation", "probe_accuracy", "probe_sd", "examples"]), "",
             "### Transfer to other datasets (mask − fine-tune, paired by seed)", "",
-            _table(d / "transfer_summary.csv"), ""]
+            _table(d / "transfer_summary.csv"), "",
+            "### Token-level tasks (each method − fine-tune, paired by seed)", "",
+            _table(d / "token_tasks.csv"), ""]
 
 
 def _section_02(d: Path) -> list[str]:
