@@ -43,7 +43,8 @@ def lab_notebook(dest, out_dir):
     del values["interactive"]  # smoke.yaml (a batch set) turns the explorer off; here the notebook's default stays
     nb = nbformat.read(NOTEBOOKS / NB, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    assert re.search(r"^interactive = True\b", cell.source, re.M), "a person running notebook 02 gets the explorer"
+    assert re.search(r"^interactive(?:: bool)? = True\b", cell.source, re.M), \
+        "a person running notebook 02 gets the explorer"
     cell.source += "\n# browser test: the smoke parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())
     # the venv's interpreter (tmlib.suite installs this kernel spec under the venv on first use)
     nb.metadata.kernelspec = {"name": _kernel_name(), "display_name": "Python (tmlib)", "language": "python"}
