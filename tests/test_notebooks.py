@@ -285,3 +285,22 @@ def test_parameters_document_is_current():
 
     assert (ROOT / "docs" / "parameters.md").read_text(encoding="utf-8") == parameters_document(notebooks(), PARAMS), \
         "docs/parameters.md is stale: run python -m tmlib params doc --out docs/parameters.md"
+
+
+@pytest.mark.slow
+def test_two_notebooks_at_once_give_the_same_numbers_as_one_after_another(tmp_path):
+    """`suite --jobs 2` (two notebook processes at once) and `--jobs 1`: every CSV and JSON the notebooks write is the
+    same, apart from the columns that hold seconds, memory, times or paths (benchmarks/compare_runs.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_runs", suite.ROOT / "benchmarks" / "compare_runs.py")
+    compare_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_runs)
+    for jobs in (1, 2):
+        run_suite("smoke", tmp_path / f"jobs{jobs}", only=["02", "04"], jobs=jobs)
+    files = sorted(p.relative_to(tmp_path / "jobs1") for p in (tmp_path / "jobs1").rglob("*")
+                   if p.suffix in (".csv", ".json") and not set(p.parts) & compare_runs.SKIP_PARTS
+                   and p.name not in ("suite_timing.csv", "suite_history.csv"))
+    assert len(files) > 10
+    diffs = {str(f): compare_runs.compare_file(tmp_path / "jobs1" / f, tmp_path / "jobs2" / f) for f in files}
+    assert {f: d for f, d in diffs.items() if d and "manifest" not in f and "timing" not in f} == {}
