@@ -50,8 +50,31 @@ def task_dirname(task: str) -> str:
 
 # ------------------------------------------------------------------------------------------- recipes
 
+class MethodRecipe:
+    """What a recipe of an adapted model (``data``, ``method``, ``lr``, ``options``) derives from its fields; shared
+    by :class:`SolutionRecipe` and :class:`tmlib.token_solutions.TokenSolutionRecipe`."""
+
+    @property
+    def task(self) -> str:
+        return self.data.name
+
+    @property
+    def spec(self):
+        from .methods import get_method
+
+        return get_method(self.method)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.spec.lr if self.lr is None else float(self.lr)
+
+    @property
+    def method_options(self):
+        return self.options if self.spec.options else None
+
+
 @dataclass(frozen=True)
-class SolutionRecipe:
+class SolutionRecipe(MethodRecipe):
     """One adapted classifier. ``lr`` None: the method's default (:class:`~tmlib.methods.MethodSpec`);
     ``schedule`` None: the method's default named schedule; ``options``: the method's options object
     (a :class:`~tmlib.masking.config.MaskConfig` for ``mask``), ignored by methods without options."""
@@ -72,24 +95,6 @@ class SolutionRecipe:
     flip_every: int = 5                                   # not in the key: a record interval, not the model
     progress: bool = field(default=True, compare=False)   # not in the key
     tag: str = ""   # names a variant in the folder (``mask-init0.2-s0``); the options that make it are in the key
-
-    @property
-    def task(self) -> str:
-        return self.data.name
-
-    @property
-    def spec(self):
-        from .methods import get_method
-
-        return get_method(self.method)
-
-    @property
-    def learning_rate(self) -> float:
-        return self.spec.lr if self.lr is None else float(self.lr)
-
-    @property
-    def method_options(self):
-        return self.options if self.spec.options else None
 
     @property
     def name(self) -> str:

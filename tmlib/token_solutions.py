@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .runs import Stage
+from .solutions import MethodRecipe
 from .token_data import TokenTaskRecipe
 
 TOKEN_SOLUTIONS = "token_solutions"
@@ -38,7 +39,7 @@ def _dirname(task: str) -> str:
 
 
 @dataclass(frozen=True)
-class TokenSolutionRecipe:
+class TokenSolutionRecipe(MethodRecipe):
     """One adapted token classifier. ``lr`` None: the method's default; ``schedule`` None: the method's default
     named schedule; ``options``: the method's options object (a MaskConfig for ``mask``)."""
 
@@ -55,24 +56,6 @@ class TokenSolutionRecipe:
     mixed_precision: str = "no"      # training (and test evaluation) arithmetic: "no" | "bf16" | "fp16"
     kernels: str = "hf"
     progress: bool = field(default=True, compare=False)   # not in the key
-
-    @property
-    def task(self) -> str:
-        return self.data.name
-
-    @property
-    def spec(self):
-        from .methods import get_method
-
-        return get_method(self.method)
-
-    @property
-    def learning_rate(self) -> float:
-        return self.spec.lr if self.lr is None else float(self.lr)
-
-    @property
-    def method_options(self):
-        return self.options if self.spec.options else None
 
     @property
     def name(self) -> str:
