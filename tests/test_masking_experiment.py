@@ -33,6 +33,8 @@ def _cfg(tmp_path, **kw):
                                         "unknown method.*valid methods: finetune, bitfit, mask, lora"),
                                        (dict(lr={"adapter": 1e-3}), "unknown method"),
                                        (dict(lr={"mask": "1e-3"}), "must be a number"),
+                                       (dict(lr={"mask": {"mr": 0}}), r"lr\['mask'\]\['mr'\] must be a number > 0"),
+                                       (dict(lr={"adapter": {"mr": 1e-3}}), "unknown method"),
                                        (dict(schedule={"finetune": "official"}), "no schedule 'official'"),
                                        (dict(max_lengths=[16, 32]), "one value per task"),
                                        (dict(mask_head="random"), "mask.head"),
@@ -58,13 +60,30 @@ def test_kernels_enter_the_solution_key_unless_hf(tmp_path):
 
 
 def test_lr_and_schedule_come_from_the_method_spec(tmp_path):
-    cfg = _cfg(tmp_path, lr={"mask": 0.02})
+    cfg = _cfg(tmp_path, lr={"mask": 0.02}, methods=["finetune", "bitfit", "mask", "lora"])
     key = {m: plan(cfg).solution("mr", m, 0).key() for m in cfg.methods}
     assert key["mask"]["lr"] == 0.02 and key["lora"]["lr"] == 5e-4 and key["finetune"]["lr"] == 2e-5
     assert key["mask"]["schedule"]["schedule"] == "constant" and key["finetune"]["schedule"]["schedule"] == "linear"
     assert (plan(_cfg(tmp_path, schedule={"mask": "linear"})).solution("mr", "mask", 0).key()["schedule"]["grad_clip"]
             == 1.0)
     assert cfg.mask.skip_first_blocks == 1 and flatten(cfg)["mask_skip_first_blocks"] == 1
+
+
+def test_per_task_lr_wins_over_the_grid_and_a_task_not_named_gets_the_grid(tmp_path):
+    """lr[method][task] is used as given (no grid for that task); another task of the same method gets the grid;
+    a plain number is used only by a method without a grid."""
+    grid = {"finetune": [1e-3, 3e-3], "mask": [1e-2, 3e-2]}
+    cfg = _cfg(tmp_path, tasks=["mr", "bbc"], max_lengths=[16, 16], max_train=[16, 16], methods=["finetune", "mask"],
+               lr={"finetune": {"mr": 7e-4}, "mask": 5e-2}, lr_grid=grid)
+    p = plan(cfg)
+    assert p.solution("mr", "finetune", 0).lr == 7e-4 and ("mr", "finetune") not in p.grids
+    assert p.solution("bbc", "finetune", 0).lr is None and p.grids["bbc", "finetune"].lrs == (1e-3, 3e-3)
+    assert all(p.solution(t, "mask", 0).lr is None and (t, "mask") in p.grids for t in ("mr", "bbc"))
+    no_grid = plan(_cfg(tmp_path, methods=["mask"], lr={"mask": 5e-2}, lr_grid={}))
+    assert no_grid.solution("mr", "mask", 0).lr == 5e-2 and not no_grid.grids
+    default = MaskingConfig()
+    assert not plan(default).grids, "the default replays the grid's choice for its tasks: no grid runs"
+    assert plan(default).solution("bbc", "finetune", 3).lr == 4e-4
 
 
 def test_task_data_caps_are_class_balanced(tmp_path):
@@ -193,7 +212,8 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     # stage of the first grid (one stage per method and lr), so only seed 1 trains
     calls.clear()
     monkeypatch.setattr(S, "train", lambda r, *a: calls.append(r.seed) or real(r, *a))
-    Experiment(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr_grid={"finetune": [1e-3]}, epochs=2.0)).run()
+    Experiment(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr={}, lr_grid={"finetune": [1e-3]},
+                    epochs=2.0)).run()
     assert calls == [1]
 
 
@@ -209,7 +229,7 @@ def test_next_edge_lr_steps_beyond_an_edge_winner_only():
 
 
 def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path, methods=["finetune"], seeds=[0], lr_grid={"finetune": [1e-4, 1e-3]}, lr_grid_extend=1,
+    cfg = _cfg(tmp_path, methods=["finetune"], seeds=[0], lr={}, lr_grid={"finetune": [1e-4, 1e-3]}, lr_grid_extend=1,
                epochs=1.0)
     tried = []
     # larger lr wins

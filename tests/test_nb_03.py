@@ -81,9 +81,12 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
         from_flat(MaskingConfig, yaml.safe_load(params_file(nb, s).read_text()))
     # one-setting overlays on default; fp32 and threads1 also pin kernels: hf, the forward they were measured with,
     # and every overlay the 200-sentence test split its quoted numbers were measured on
-    pinned = {"kernels", "test_pool", "max_test", "eval_mixed_precision"}
+    pinned = {"kernels", "test_pool", "max_test", "eval_mixed_precision", "methods", "lr"}
     for s, fields in (("fp32", {"mixed_precision"}), ("threads1", {"threads"}), ("hf_kernels", set())):
         overlay = yaml.safe_load(params_file(nb, s).read_text())
         assert set(overlay) == fields | pinned and (overlay["test_pool"], overlay["max_test"]) == ("split", 200)
         assert overlay["kernels"] == "hf"
         assert from_flat(MaskingConfig, {**default, **overlay}) != from_flat(MaskingConfig, default)
+        assert "lora" in overlay["methods"] and not any(isinstance(v, dict) for v in overlay["lr"].values())
+    grid = from_flat(MaskingConfig, {**default, **yaml.safe_load(params_file(nb, "grid").read_text())})
+    assert grid.lr == {} and "lora" in grid.methods and grid.lr_grid == MaskingConfig().lr_grid

@@ -17,7 +17,8 @@ from .suite import markdown_table
 PRIMARY = {
     "01_selective_masking": "selective − random and random − GenePT only, at the short GenePT budget (paired by "
                             "fine-tuning seed); the other rows are exploratory",
-    "03_masking_vs_finetuning": "mask − fine-tune per task (paired by seed); BitFit and LoRA rows are exploratory",
+    "03_masking_vs_finetuning": ("mask − fine-tune per task (paired by seed); BitFit (and LoRA, when run) rows are "
+                                 "exploratory"),
     "04_loss_landscape": "the largest accuracy drop along the straight line masked ↔ fine-tuned (test)",
     "05_what_masks_learn": "none named: every table is exploratory (a slice of each study in `default`)",
 }

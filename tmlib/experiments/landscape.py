@@ -50,7 +50,7 @@ class LandscapeConfig:
     test_examples: int = 1000                      # test sentences per point from test_pool (0 = all), class-balanced
     gamma_min: float = -0.2                        # interpolation grid start (<= 0)
     gamma_max: float = 1.2                         # interpolation grid end (>= 1)
-    n_gammas: int = 15                             # points per path (0 and 1 always included)
+    n_gammas: int = 11                             # points per path (0 and 1 always included)
     plane_resolution: int = 9                      # plane grid points per axis
     plane_margin: float = 0.2                      # plane grid margin around the three models (fraction of the span)
     plane_examples: int = 64                       # dev sentences evaluated per plane point (0 = whole dev split)
@@ -65,7 +65,7 @@ class LandscapeConfig:
     epochs: float = 3.0                            # training epochs for solutions trained here
     # training of solutions trained here: "bf16" autocast | "no" | "fp16" (CUDA)
     train_mixed_precision: str = "bf16"
-    curve_steps: int = 150                         # Bezier curve mask<->finetune: training steps (0 = no curve)
+    curve_steps: int = 100                         # Bezier curve mask<->finetune: training steps (0 = no curve)
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
     curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]

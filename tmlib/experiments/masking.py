@@ -15,10 +15,12 @@ and :func:`curve_flatness` functions are pure. Everything method-specific lives 
 :class:`~tmlib.methods.MethodSpec`; the folder layout of the solutions (which notebook 04 reads) is
 described in :mod:`tmlib.solutions`.
 
-LEARNING RATES: a method named in ``lr_grid`` gets its lr from that grid, chosen on dev accuracy of the
-first seed (one stage per grid point, then a selection stage); every seed then trains at the chosen lr, and
-on the first seed the winning grid run is the solution. A method without a grid trains at ``lr[method]``
-(or its spec's default).
+LEARNING RATES, in this order: a per-task value ``lr[method][task]`` is used as given (the default holds the lrs
+the grid chose for MR and BBC, so ``make run`` replays that choice instead of retraining the grid; the ``grid``
+parameter set reruns it). Otherwise a method named in ``lr_grid`` gets its lr from that grid, chosen on dev
+accuracy of the first seed (one stage per grid point, then a selection stage); every seed then trains at the
+chosen lr, and on the first seed the winning grid run is the solution. Otherwise the method trains at a plain
+``lr[method]`` number, or its spec's default.
 """
 from __future__ import annotations
 
@@ -68,13 +70,17 @@ class MaskingConfig:
     # test evaluation: "bf16" autocast | "no" (fp32). Paired check on make run's 40 solutions
     # (benchmarks/bench_eval_precision.py): accuracies within 0.14 points, every gap within 0.03, 3.2x faster
     eval_mixed_precision: str = "bf16"
-    methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask", "lora"])  # tmlib.methods names
+    methods: list[str] = field(default_factory=lambda: ["finetune", "bitfit", "mask"])  # tmlib.methods names (+ lora)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
     epochs: float = 4.0                   # the same budget for every method
     batch_size: int = 16                  # training batch size
     eval_every: int = 0                   # steps between dev evaluations (dev curve, best state); 0 = once per epoch
-    lr: dict[str, float] = field(default_factory=lambda: {"finetune": 1e-4, "bitfit": 3e-3, "mask": 3e-3})
-    # ^ learning rate per method without a grid; a method not named uses its spec's default (tmlib.methods)
+    lr: dict[str, float | dict[str, float]] = field(default_factory=lambda: {
+        "finetune": {"mr": 2e-4, "bbc": 4e-4}, "bitfit": {"mr": 1e-2, "bbc": 3e-3},
+        "mask": {"mr": 3e-3, "bbc": 1e-2}, "lora": {"mr": 9e-3, "bbc": 9e-3}})
+    # ^ per method: {task: lr} used as given for those tasks (default: the lrs lr_grid chose on dev for MR and BBC,
+    # papermill_params/03_masking_vs_finetuning/grid.yaml reruns the grid), or one lr for every task without a grid;
+    # a method or task not named uses lr_grid, else the spec's default (tmlib.methods)
     lr_grid: dict[str, list[float]] = field(default_factory=lambda: {
         "finetune": [5e-5, 1e-4, 2e-4], "bitfit": [1e-3, 3e-3, 1e-2], "mask": [1e-3, 3e-3, 1e-2],
         "lora": [3e-4, 1e-3, 3e-3]})
@@ -103,12 +109,15 @@ class MaskingConfig:
         if len(self.max_lengths) != n or len(self.max_train) != n:
             raise ConfigError(f"max_lengths ({len(self.max_lengths)}) and max_train ({len(self.max_train)}) need one "
                               f"value per task ({n}: {self.tasks})")
-        bad = [m for m in [*self.methods, *self.lr_grid] if m not in METHODS]
+        self.lr = _per_task_lrs(self.lr)
+        bad = [m for m in [*self.methods, *self.lr_grid, *self.lr] if m not in METHODS]
         if bad:
             raise ConfigError(f"unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
         if not self.seeds:
             raise ConfigError("seeds is empty; e.g. seeds: [0, 1]")
-        self.lr, self.mask = check_method_settings(self.lr, self.schedule, self.mask)
+        flat, self.mask = check_method_settings({m: v for m, v in self.lr.items() if not isinstance(v, dict)},
+                                                self.schedule, self.mask)
+        self.lr.update(flat)
         grids = {}
         for m, vs in self.lr_grid.items():
             if isinstance(vs, (int, float)) or not list(vs):
@@ -146,6 +155,30 @@ class MaskingConfig:
 
 
 
+def _per_task_lrs(lr) -> dict:
+    """``lr`` with every ``{task: lr}`` value checked and made floats (plain numbers are checked by
+    :func:`tmlib.methods.check_method_settings`)."""
+    if not isinstance(lr, dict):
+        raise ConfigError(f"lr must be a mapping method -> lr or method -> {{task: lr}}, got {lr!r}")
+    out = dict(lr)
+    for m, v in lr.items():
+        if isinstance(v, dict):
+            for task, x in v.items():
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or x <= 0:
+                    raise ConfigError(f"lr[{m!r}][{task!r}] must be a number > 0, got {x!r} (YAML: write 1.0e-3)")
+            out[m] = {str(t): float(x) for t, x in v.items()}
+    return out
+
+
+def fixed_lr(cfg: MaskingConfig, task: str, method: str) -> float | None:
+    """The lr ``cfg`` fixes for (task, method) without a grid: ``lr[method][task]``, else a plain ``lr[method]``
+    when the method has no grid, else None (the grid chooses, or the spec's default applies)."""
+    v = cfg.lr.get(method)
+    if isinstance(v, dict):
+        return v.get(task)
+    return None if method in cfg.lr_grid else v
+
+
 # ------------------------------------------------------------------------------------------- the plan
 
 @dataclass(frozen=True)
@@ -175,11 +208,11 @@ def plan(cfg: MaskingConfig) -> MaskingPlan:
                                 label_column=cfg.label_column, encoding=cfg.encoding)
         for method in cfg.methods:
             base = SolutionRecipe(data[task], cfg.model, method, seed=cfg.seeds[0], max_length=max_length,
-                                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),
+                                  epochs=cfg.epochs, batch_size=cfg.batch_size, lr=fixed_lr(cfg, task, method),
                                   schedule=cfg.schedule.get(method), options=cfg.mask, eval_every=cfg.eval_every,
                                   mixed_precision=cfg.mixed_precision, kernels=cfg.kernels,
                                   flip_every=cfg.flip_every, progress=cfg.progress)
-            if method in cfg.lr_grid:
+            if method in cfg.lr_grid and base.lr is None:
                 grids[task, method] = GridRecipe(base, tuple(cfg.lr_grid[method]), cfg.lr_grid_extend)
             solutions += [replace(base, seed=seed) for seed in cfg.seeds]
     return MaskingPlan(data, grids, tuple(solutions), cfg.model)
