@@ -292,3 +292,46 @@ def test_landscape_between_two_saved_solutions(tmp_path, capsys):
     assert main(["landscape", "--a", str(tmp_path), "--b", str(tmp_path), "--task", f"csv:{path}",
                  "--out", str(out)]) == 2
     assert "is not a saved classifier" in capsys.readouterr().err
+
+
+def test_importance_labelling_shards_across_processes_with_the_one_process_result(tmp_path):
+    """`tmlib importance --until tagger`, then the same command under `torchrun --nproc_per_node 2`: each process
+    labels every second batch of the corpus and the main process saves the corpus labels, equal to a one-process
+    run's (same tokens, probabilities to float rounding, the same 0/1 labels). Without a tagger the launch refuses,
+    saying what to run first."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+    from datasets import Dataset
+
+    rows = [(f"review {i}: {'a wonderful moving film' if i % 2 else 'a dull tedious mess'}", i % 2) for i in range(60)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "labelled.csv", index=False)
+    words = "film moving dull wonderful plot actors tedious scene ending mess".split()
+    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(words[(i * 7 + j) % 10] for j in range(3 + i % 11))
+                                                   for i in range(150)))
+    args = ["importance", "--task", f"csv:{tmp_path / 'labelled.csv'}", "--corpus", f"txt:{tmp_path / 'corpus.txt'}",
+            "--model", "scratch:tiny", "--max-examples", "12", "--max-sentences", "0", "--buffer-sentences", "8",
+            "--mixed-precision", "no"]
+    one = tmp_path / "one"
+    assert main([*args, "--out", str(one)]) == 0
+    two = tmp_path / "two"
+    env = {**os.environ, "TMLIB_FAULT_KILL_AT_STEP": "", "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tmlib"]
+    refused = subprocess.run([*torchrun, *args, "--out", str(two)], capture_output=True, text=True, env=env,
+                             timeout=600)
+    assert refused.returncode != 0 and "--until tagger" in refused.stderr
+    assert main([*args, "--out", str(two), "--until", "tagger"]) == 0
+    assert not (two / "corpus_labels").exists()
+    shutil.copytree(one / "tagger", two / "tagger", dirs_exist_ok=True)   # the same tagger as the one-process run
+    run = subprocess.run([*torchrun, *args, "--out", str(two)], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a, b = (Dataset.load_from_disk(str(d / "corpus_labels" / "data")) for d in (one, two))
+    assert len(a) == len(b) == 150 and a["token_ids"] == b["token_ids"]
+    pa, pb = (np.concatenate([np.asarray(x) for x in ds["importance"]]) for ds in (a, b))
+    assert np.allclose(pa, pb, atol=1e-5) and a["important"] == b["important"]
+    log = (two / "progress.log").read_text()
+    assert log.count("corpus_labels: building") == 1 and log.count("tagger: building") == 1

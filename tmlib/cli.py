@@ -239,8 +239,11 @@ def _predict(args) -> int:
 
 def _importance(args) -> int:
     """Notebook 01's importance pipeline on your data: scorer -> buffer labels -> tagger -> labelled corpus."""
+    from dataclasses import replace
+
     from .config import from_flat
     from .experiments.selective import SelectiveConfig, SelectiveExperiment, corpus_summary
+    from .precision import processes
 
     flat = {"out_dir": args.out, "task": args.task, "taskpt_corpus": args.corpus, "text_column": args.text_column,
             "label_column": args.label_column, "encoding": args.encoding, "scorer_model": args.model,
@@ -248,6 +251,30 @@ def _importance(args) -> int:
             "taskpt_max_sentences": args.max_sentences, "buffer_max_sentences": args.buffer_sentences,
             "tagger_threshold": args.threshold, "mixed_precision": args.mixed_precision}
     exp = SelectiveExperiment(from_flat(SelectiveConfig, flat))
+    # under `accelerate launch` / `torchrun` every process runs this and labels a share of the corpus; the scorer,
+    # buffer labels and tagger (small: the buffer's few hundred sentences) come from a one-process run before
+    launch = processes()
+    if launch.num_processes > 1 and not exp.store.has(exp.tagger_stage):
+        if launch.is_main_process:
+            print(f"error: no tagger in {args.out}: under a multi-process launch `tmlib importance` shards only the "
+                  "corpus labelling; train the scorer, buffer labels and tagger first with one process: the same "
+                  "command without the launcher, plus --until tagger", file=sys.stderr)
+        return 2
+    tagger = exp.get(exp.tagger_stage)
+    if args.until == "tagger":
+        print(f"tagger: {exp.store.folder('tagger')} (label the corpus: the same command without --until, e.g. "
+              "under accelerate launch)")
+        return 0
+    if launch.num_processes > 1:
+        launch.wait_for_everyone()
+        if not exp.store.has(exp.corpus_stage):
+            if launch.is_main_process:
+                exp.get(replace(exp.corpus_stage, build=lambda ctx, tagger: exp.label_corpus(tagger, launch)))
+            else:
+                exp.label_corpus(tagger, launch)
+        launch.wait_for_everyone()
+        if not launch.is_main_process:
+            return 0
     corpus = exp.get(exp.corpus_stage)
     summary = corpus_summary(corpus)
     exp.store.write_csv("importance_summary.csv", summary)
@@ -517,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     pim.add_argument("--threshold", default="argmax", choices=["argmax", "dev_f1"],
                      help="tagger decision: argmax (official) or the best dev-F1 threshold")
     pim.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    pim.add_argument("--until", choices=["tagger"], help="stop after the tagger (then label a large corpus with the "
+                                                          "same command under accelerate launch: each process "
+                                                          "labels a share)")
     _data_columns(pim)
     pim.set_defaults(func=_importance)
     pla = sub.add_parser("landscape", help="loss and accuracy along the straight line between two saved solutions")

@@ -80,6 +80,14 @@ def autocast(mixed_precision: str, device: torch.device | str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mp == "bf16" else torch.float16)
 
 
+def processes():
+    """This process's place in a launch (accelerate's ``PartialState``): one process when started plainly;
+    ``accelerate launch`` / ``torchrun`` with N processes -> N (over gloo on a machine without a GPU)."""
+    from accelerate.state import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def get_accelerator(mixed_precision: str = "no"):
     """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
     --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo.

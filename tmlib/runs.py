@@ -405,6 +405,12 @@ class RunStore:
         """The manifest of artifact ``name`` (:class:`ArtifactError` when it has none)."""
         return Artifact(self.root / name, None).manifest()
 
+    def has(self, stage: Stage) -> bool:
+        """Whether :meth:`get` would load ``stage`` without building it: a valid artifact for its key here or in a
+        reuse folder (its dependencies are not looked at)."""
+        key = stage.key()
+        return any(Artifact(root / stage.name, key).check() is None for root in (self.root, *self.reuse))
+
     def valid(self, name: str) -> bool:
         """Whether artifact ``name`` exists, is complete and matches its own manifest (any config)."""
         try:

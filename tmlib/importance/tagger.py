@@ -195,21 +195,36 @@ def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scor
 
 @torch.no_grad()
 def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str,
-                 progress: bool) -> list[np.ndarray]:
-    """P(important) per content token for each id list (no specials), length-sorted batches."""
+                 progress: bool, processes=None) -> list[np.ndarray]:
+    """P(important) per content token for each id list (no specials), length-sorted batches.
+
+    ``processes`` (accelerate's ``PartialState`` of a multi-process launch, :func:`tmlib.precision.processes`):
+    process ``r`` of ``N`` runs batches ``r, r + N, ...`` of the same length-sorted batching and every process
+    gets every result (``gather_object``), so the output is the one-process output, sharded."""
     was = tagger.training
     tagger.eval()
     dev = next(tagger.parameters()).device
     collate = TaggerCollator(tokenizer)
     order = np.argsort([len(x) for x in ids], kind="stable")
-    out: list[np.ndarray | None] = [None] * len(ids)
-    for k in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
-        idx = order[k:k + batch_size]
-        b = collate([{"input_ids": [tokenizer.cls_token_id] + list(ids[i]) + [tokenizer.sep_token_id]} for i in idx])
-        logits = tagger(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    rank, world = (processes.process_index, processes.num_processes) if processes is not None else (0, 1)
+    mine: dict[int, list[np.ndarray]] = {}
+    for b in tqdm(range(rank, len(batches), world), desc=desc, disable=not progress or rank > 0, leave=False):
+        idx = batches[b]
+        batch = collate([{"input_ids": [tokenizer.cls_token_id] + list(ids[i]) + [tokenizer.sep_token_id]}
+                         for i in idx])
+        logits = tagger(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
         prob = torch.softmax(logits.float(), -1)[..., 1].cpu().numpy()
-        for row, i in enumerate(idx):
-            out[i] = prob[row, 1:1 + len(ids[i])].astype(np.float32)
+        mine[b] = [prob[row, 1:1 + len(ids[i])].astype(np.float32) for row, i in enumerate(idx)]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        for part in gather_object([mine]):
+            mine.update(part)
+    out: list[np.ndarray | None] = [None] * len(ids)
+    for b, idx in enumerate(batches):
+        for i, p in zip(idx, mine[b]):
+            out[i] = p
     tagger.train(was)
     return out  # type: ignore[return-value]
 
@@ -232,7 +247,7 @@ def tagger_threshold(tagger: nn.Module, threshold: float | None = None) -> float
 
 
 def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, max_length: int = 128,
-                 threshold: float | None = None, stopwords: str = "spacy", progress: bool = True):
+                 threshold: float | None = None, stopwords: str = "spacy", progress: bool = True, processes=None):
     """Run the tagger over a corpus (``datasets.Dataset`` with ``text``, or a list of strings).
 
     Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
@@ -243,6 +258,9 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
 
     The tagger reads the text alone (official ``ModelGen``): a dataset with an ``aspect`` column (one
     row per text and aspect) is labelled once per distinct text, in order of first appearance.
+
+    ``processes``: under ``accelerate launch`` / ``torchrun``, every process calls this with the same arguments and
+    :func:`tmlib.precision.processes`; each runs a share of the batches and all return the whole labelled corpus.
     """
     from datasets import Dataset
 
@@ -254,7 +272,7 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     if not texts:
         raise ValueError("the corpus is empty")
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress)
+    probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress, processes)
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
     labels = [token_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]

@@ -503,25 +503,34 @@ class SelectiveExperiment:
         return Stage("tagger", config, build, save, lambda d: SavedModel(d / "model", _read_json(d / "stats.json")),
                      deps=deps, seed=cfg.pretrain_seed)
 
+    def label_corpus(self, tagger: SavedModel, processes=None):
+        """The TaskPT corpus labelled by ``tagger`` and its stats: the build of :attr:`corpus_stage`.
+        ``processes`` (:func:`tmlib.precision.processes`): under a multi-process launch every process calls this
+        and labels a share of the batches (the builder inside the stage, the others beside it); the result is
+        the one-process result."""
+        from ...importance.tagger import label_corpus
+        from ...models import load_token_classifier
+
+        cfg, tp = self.cfg, self.cfg.taskpt
+        start = time.perf_counter()
+        corpus = self.taskpt_corpus()
+        model = load_token_classifier(str(tagger.model_dir), num_labels=2)
+        threshold = 0.5 if cfg.tagger.threshold == "argmax" else None   # None: the dev-tuned one it saved
+        ds = label_corpus(model, self.tokenizer, list(corpus["text"]), max_length=tp.max_length,
+                          stopwords=cfg.buffer.stopwords, progress=cfg.progress, threshold=threshold,
+                          processes=processes if processes is not None and processes.num_processes > 1 else None)
+        if "doc" in corpus.column_names:
+            ds = ds.add_column("doc", list(corpus["doc"]))
+        n_tok = sum(len(x) + 2 for x in ds["token_ids"])
+        return ds, {"seconds": time.perf_counter() - start, "flops": forward_flops(_encoder_params(model), n_tok),
+                    "sentences": len(ds), "tokens": n_tok}
+
     @cached_property
     def corpus_stage(self) -> Stage:
         cfg, tp = self.cfg, self.cfg.taskpt
 
         def build(ctx, tagger):
-            from ...importance.tagger import label_corpus
-            from ...models import load_token_classifier
-
-            start = time.perf_counter()
-            corpus = self.taskpt_corpus()
-            model = load_token_classifier(str(tagger.model_dir), num_labels=2)
-            threshold = 0.5 if cfg.tagger.threshold == "argmax" else None   # None: the dev-tuned one it saved
-            ds = label_corpus(model, self.tokenizer, list(corpus["text"]), max_length=tp.max_length,
-                              stopwords=cfg.buffer.stopwords, progress=cfg.progress, threshold=threshold)
-            if "doc" in corpus.column_names:
-                ds = ds.add_column("doc", list(corpus["doc"]))
-            n_tok = sum(len(x) + 2 for x in ds["token_ids"])
-            return ds, {"seconds": time.perf_counter() - start, "flops": forward_flops(_encoder_params(model), n_tok),
-                        "sentences": len(ds), "tokens": n_tok}
+            return self.label_corpus(tagger)
 
         def save(obj, d):
             obj[0].save_to_disk(str(d / "data"))
