@@ -316,3 +316,19 @@ def test_flop_accounting():
     assert train_flops(22_000_000, 1000, passes=3) == 6 * 22e6 * 1000 * 3
     assert forward_flops(22_000_000, 1000) == 2 * 22e6 * 1000
     assert train_flops(10, 5) == 3 * forward_flops(10, 5)
+
+
+def test_training_curves_without_a_genept_history_says_so():
+    """GenePT loaded from checkpoints (the paper sets' MultiBERTs) has no loss history: the figure's first panel
+    says so instead of failing on a missing column."""
+    import pandas as pd
+
+    from tmlib.plots.selective import training_curves
+
+    taskpt = pd.DataFrame({"genept_steps": [1, 1], "method": ["random", "random"], "step": [1, 2],
+                           "train_loss": [5.0, 4.0]})
+    fig = training_curves(pd.DataFrame(), taskpt)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["GenePT not trained here\n(loaded from checkpoints)"] and len(fig.axes[1].lines) == 1
+    fig = training_curves(pd.DataFrame({"step": [1, 2], "train_loss": [6.0, 5.0]}))
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 1 and not fig.axes[0].texts

@@ -541,17 +541,19 @@ def _hub_documents(name: str, max_sentences: int | None, text_column: str = "tex
     """The rows of a hub dataset's train split as documents, each split into sentences (:func:`_hub_corpus`)."""
     import datasets
 
-    from .hub import hub_reachable
+    from .hub import hub_reachable, local_dataset
 
     if not max_sentences:
         raise DataError(f"corpus 'hub:{name}' needs a sentence cap (max_sentences > 0): it is streamed and may be huge")
     if "@" in name:
         name, text_column = name.split("@", 1)
-    if not hub_reachable():
+    local = local_dataset(name)
+    if local is None and not hub_reachable():
         raise DataError(f"corpus 'hub:{name}' needs the dataset hub, which is unreachable (offline); builtin corpora: "
-                        f"{', '.join(CORPORA)}, or 'txt:<path>' for your own copy")
+                        f"{', '.join(CORPORA)}, or 'txt:<path>' for your own copy (or a local copy of the hub "
+                        "dataset under $TMLIB_DATASETS_DIR)")
     try:
-        stream = datasets.load_dataset(name, split="train", streaming=True)
+        stream = datasets.load_dataset(local or name, split="train", streaming=True)
     except Exception as exc:  # network errors surface as many types
         raise DataError(f"could not stream 'hub:{name}' ({type(exc).__name__}: {str(exc)[:200]}); builtin corpora: "
                         f"{', '.join(CORPORA)}") from exc
@@ -779,16 +781,21 @@ def load_hub_task(name: str, text_column: str = "text", label_column: str = "lab
     """
     import datasets
 
-    from .hub import hub_reachable
+    from .hub import hub_reachable, local_dataset
 
-    if not hub_reachable():
+    local = local_dataset(name)
+    if local is None and not hub_reachable():
         raise DataError(
             f"dataset {name!r} needs the dataset hub, which is unreachable (offline). Use a builtin task instead: "
-            f"{', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or 'csv:<path>' for your own copy"
+            f"{', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or 'csv:<path>' for your own "
+            "copy (or a local copy of the hub dataset under $TMLIB_DATASETS_DIR)"
         )
     path, _, config = name.partition(":")
     try:
-        raw = datasets.load_dataset(path, config) if config else datasets.load_dataset(path)
+        if local is not None:
+            raw = datasets.load_dataset(local)
+        else:
+            raw = datasets.load_dataset(path, config) if config else datasets.load_dataset(path)
     except Exception as exc:  # network errors surface as many types (ConnectionError, OSError, HfHubHTTPError...)
         raise DataError(
             f"could not load {name!r} from the dataset hub ({type(exc).__name__}: {str(exc)[:200]}). Offline, use a "

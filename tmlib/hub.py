@@ -23,3 +23,20 @@ def hub_reachable(timeout: float = 3.0) -> bool:
             return True
     except OSError:
         return False
+
+
+DATASETS_DIR = "TMLIB_DATASETS_DIR"
+
+
+def local_dataset(name: str) -> str | None:
+    """The local copy of hub dataset ``name`` (``<path>[:<config>]``, as after ``hub:``) when the environment
+    variable ``TMLIB_DATASETS_DIR`` names a folder that holds it as ``<folder>/<path>[/<config>]/`` with the
+    split files ``datasets.load_dataset`` reads from a folder (``train.jsonl``, ``validation.jsonl``,
+    ``test.jsonl``, or csv/parquet). For machines without the hub (an air-gapped cluster, CI): the same
+    ``load_dataset`` call reads the folder instead of the hub. None when unset or not there."""
+    root = os.environ.get(DATASETS_DIR, "")
+    if not root:
+        return None
+    path, _, config = name.partition(":")
+    folder = os.path.join(root, *path.split("/"), *([config] if config else []))
+    return folder if os.path.isdir(folder) else None

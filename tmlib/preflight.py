@@ -50,10 +50,13 @@ def check_data(name: str, corpus: bool = False) -> str | None:
         path = Path(path).expanduser()
         return None if path.is_file() else f"file {path} does not exist (give the path to your file after '{kind}:')"
     if name.startswith("hub:"):
-        from .hub import hub_reachable
+        from .hub import hub_reachable, local_dataset
 
+        if local_dataset(name[4:].split("@", 1)[0]) is not None:
+            return None
         return None if hub_reachable() else (f"{name!r} needs the dataset hub, which is unreachable (offline); "
-                                             f"use a builtin name or a local csv:/jsonl: copy")
+                                             f"use a builtin name, a local csv:/jsonl: copy, or a copy of the hub "
+                                             f"dataset under $TMLIB_DATASETS_DIR")
     known = {**CORPORA, **DOCUMENTS} if corpus else TASKS
     if name in known:
         return None

@@ -148,15 +148,23 @@ class _follow:
 DEFAULT_JOBS = 2
 
 
-def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, set[str]]:
-    """Which notebooks of this run each notebook reads from: a string parameter naming another notebook's
-    output folder (``reuse_runs: runs/default/03_masking_vs_finetuning``) makes it wait for that notebook."""
+def reading_parameters(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, dict[str, str]]:
+    """Per notebook, its string parameters that name another notebook's output folder of this run, e.g.
+    ``{"04_loss_landscape": {"reuse_runs": "03_masking_vs_finetuning"}}``."""
     stems = {nb.stem for nb in nbs}
-    deps = {}
+    out = {}
     for nb in nbs:
         values = load_yaml(params_file(nb, params, params_dir))
-        named = {Path(v.rstrip("/")).name for v in values.values() if isinstance(v, str) and v.strip()}
-        deps[nb.stem] = named & (stems - {nb.stem})
+        out[nb.stem] = {k: Path(v.rstrip("/")).name for k, v in values.items()
+                        if isinstance(v, str) and v.strip() and Path(v.rstrip("/")).name in stems - {nb.stem}}
+    return out
+
+
+def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, set[str]]:
+    """Which notebooks of this run each notebook reads from: a string parameter naming another notebook's
+    output folder (``reuse_runs: runs/default/03_masking_vs_finetuning``) makes it wait for that notebook (and
+    :func:`run_suite` points the parameter at that notebook's folder in this run's ``out``)."""
+    deps = {stem: set(named.values()) for stem, named in reading_parameters(nbs, params, params_dir).items()}
     done, left = set(), dict(deps)
     while left:   # notebooks that wait on each other would never start: refuse before running anything
         ready = [k for k, d in left.items() if d <= done]
@@ -240,6 +248,9 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
                           f"available sets: {', '.join(parameter_sets(ndir, pdir)) or 'none'}")
     deps = dependencies(nbs, params, pdir)   # reads (so validates) every file before the first notebook starts
     extras = split_extra(nbs, extra or {})
+    for stem, named in reading_parameters(nbs, params, pdir).items():   # read this run's output, wherever out is
+        for name, other in named.items():
+            extras[stem].setdefault(name, str((out / other).resolve()))
     preflight(nbs, params, pdir, extras)
     order = start_order(nbs, deps, _previous_seconds(out))
     kernel = kernel or _kernel_name()

@@ -91,11 +91,18 @@ def compute_split(compute: dict, method: str = "selective", budget: int | None =
 
 
 def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame | None = None):
-    """MLM training loss of GenePT (and of each TaskPT run)."""
+    """MLM training loss of GenePT (and of each TaskPT run). GenePT loaded from checkpoints (the `paper` sets'
+    MultiBERTs) has no history: its panel says so."""
     use_style()
     n = 1 if taskpt_history is None or taskpt_history.empty else 2
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.2), squeeze=False)
-    axes[0][0].plot(genept_history["step"], genept_history["train_loss"], color=color("genept"))
+    if genept_history is None or genept_history.empty or "step" not in genept_history:
+        axes[0][0].text(0.5, 0.5, "GenePT not trained here\n(loaded from checkpoints)", ha="center", va="center",
+                        transform=axes[0][0].transAxes)
+        axes[0][0].set_xticks([])
+        axes[0][0].set_yticks([])
+    else:
+        axes[0][0].plot(genept_history["step"], genept_history["train_loss"], color=color("genept"))
     axes[0][0].set_title("GenePT MLM loss")
     axes[0][0].set_xlabel("step")
     if n == 2:
