@@ -180,7 +180,8 @@ def _tail(log: Path, n: int = 4000) -> str:
 @contextlib.contextmanager
 def chromium_page(width: int = 1280, height: int = 1000, timeout_ms: int = 120_000):
     """A Playwright page on the system Chromium (see :data:`FLAGS`); actions and ``expect`` wait up to
-    ``timeout_ms``; JavaScript errors are collected in ``page.js_errors``."""
+    ``timeout_ms``; JavaScript errors are collected in ``page.js_errors``, console messages of type error in
+    ``page.console_errors`` (:func:`assert_no_console_errors`)."""
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=timeout_ms)  # assertions wait as long as actions: kernels on 2 busy cores are slow
@@ -194,6 +195,9 @@ def chromium_page(width: int = 1280, height: int = 1000, timeout_ms: int = 120_0
             page.set_default_timeout(timeout_ms)
             page.js_errors = []
             page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+            page.console_errors = []
+            page.on("console", lambda msg: page.console_errors.append(f"{msg.text} @ {msg.location.get('url')}")
+                    if msg.type == "error" else None)
             yield page
         finally:
             browser.close()
@@ -218,6 +222,82 @@ def wait_for_explorer(page, timeout: float = 300.0, finished=None):
         time.sleep(1)
     raise AssertionError(f"no explorer widget after {timeout:.0f} s; page text:\n"
                          f"{page.locator('body').inner_text()[-3000:]}")
+
+
+def assert_no_console_errors(page) -> None:
+    """No uncaught JavaScript error and no console message of type error on ``page`` (see :func:`chromium_page`)."""
+    assert not page.js_errors, f"JavaScript errors: {page.js_errors}"
+    assert not page.console_errors, f"console errors: {page.console_errors}"
+
+
+# per token span (``.t``) of a rendered row: its tooltip, the background and outline the browser computed,
+# and whether it is underlined (a hard "important" label)
+_FACTS_JS = """els => els.map(e => { const s = getComputedStyle(e); return {
+    title: e.title, background: s.backgroundColor, outline: s.outlineStyle, outline_width: parseFloat(s.outlineWidth),
+    underline: s.textDecorationLine.includes('underline') }; })"""
+
+
+def token_facts(row) -> list[dict]:
+    """What the page shows for each token of ``row`` (a ``.tmhl .ex`` element): ``title``, ``score`` (the
+    raw score of the tooltip), ``rgb`` (computed background), ``boxed`` (a visible outline), ``underlined``."""
+    facts = row.locator(".t").evaluate_all(_FACTS_JS)
+    out = []
+    for f in facts:
+        m = re.fullmatch(r"(.*): ([+-]?(?:\d|inf|nan).*)", f["title"])
+        assert m, f"token tooltip without a score: {f['title']!r}"
+        rgb = tuple(int(x) for x in re.findall(r"\d+", f["background"])[:3])
+        out.append({"title": f["title"], "token": m.group(1), "score": float(m.group(2)), "rgb": rgb,
+                    "boxed": f["outline"] not in ("none", "") and f["outline_width"] > 0,
+                    "underlined": f["underline"]})
+    return out
+
+
+def check_colours(facts: list[dict], scores=None, offset: float = 0.0) -> None:
+    """Each token's rendered background follows the sign of its score: red (r > b) where score + ``offset``
+    (the buffer method's display offset) is positive, blue (b > r) where negative, white where 0; and it is
+    the colour :func:`tmlib.highlight.token_colors` gives on the row's own scale. ``scores``: the scores tmlib
+    computed for the text (default: those of the tooltips, printed to 4 digits)."""
+    import numpy as np
+
+    from tmlib.highlight import token_colors
+
+    shown = np.array([f["score"] for f in facts])
+    values = (shown if scores is None else np.asarray(scores, dtype=np.float64)) + offset
+    assert len(values) == len(facts), f"{len(facts)} token spans for {len(values)} scores"
+    if scores is not None:
+        assert np.allclose(shown, scores, rtol=1e-3, atol=1e-6), "tooltips do not show tmlib's scores"
+    scale = float(np.abs(values).max())
+    expected, intensity = token_colors(values, scale)
+    for f, v, want, a in zip(facts, values, expected, intensity):
+        r, g, b = f["rgb"]
+        where = f"token {f['title']!r} (score + offset {v:+.4g}) has background rgb{f['rgb']}"
+        if abs(a) >= 0.02:   # a visible tint: its hue is the sign
+            assert (r > b) if v > 0 else (b > r), where + (", not red" if v > 0 else ", not blue")
+        want = tuple(int(x) for x in re.findall(r"\d+", want))
+        assert max(abs(x - y) for x, y in zip(f["rgb"], want)) <= 3, where + f", expected rgb{want}"
+
+
+def check_boxes(facts: list[dict], positions=None, mask_ratio: float = 0.15) -> list[int]:
+    """The outlined (boxed) tokens of a selective-masking row are exactly the ones selective masking picks:
+    underlined (important) tokens only, the top-scored of them, as many as the mask cap allows. ``positions``:
+    what tmlib chose (default: recomputed with :func:`tmlib.collators.selective_positions` from the tooltips'
+    scores and the underlines). Returns the boxed positions."""
+    import numpy as np
+
+    from tmlib.collators import selective_positions
+
+    boxed = [i for i, f in enumerate(facts) if f["boxed"]]
+    important = [i for i, f in enumerate(facts) if f["underlined"]]
+    outside = sorted(set(boxed) - set(important))
+    assert not outside, f"boxes on tokens not marked important: {[facts[i]['title'] for i in outside]}"
+    if positions is None:
+        scores = np.array([f["score"] for f in facts])
+        positions = selective_positions(scores, np.array([f["underlined"] for f in facts]), len(facts),
+                                        mask_ratio=mask_ratio)
+    positions = sorted(int(i) for i in positions)
+    assert boxed == positions, (f"boxed {[facts[i]['title'] for i in boxed]} != selected "
+                                f"{[facts[i]['title'] for i in positions]}")
+    return boxed
 
 
 SENTENCE = "A wonderful film with a boring ending"
@@ -253,14 +333,22 @@ def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTE
     expect(explorer.locator(".tmlib-status")).to_contain_text("predicted")
     assert "gold:" not in rows.first.inner_text(), "a typed text has no gold label"
     seen[methods[0]] = titles
+    first = token_facts(rows.first)
+    check_colours(first)   # red where the score is positive, blue where negative
 
-    # 2. switch the method: recomputed at once
+    # 2. switch the method: recomputed at once, other scores and other colours
     method.select_option(methods[1])
     expect(rows.first.locator(".meth")).to_have_text(methods[1])
     expect(explorer.locator(".tmlib-status")).to_contain_text(methods[1])
     assert _words(rows.first) == words
     seen[methods[1]] = rows.first.locator(".t").evaluate_all("els => els.map(e => e.title)")
     assert len(seen[methods[1]]) == len(titles)
+    second = token_facts(rows.first)
+    check_colours(second)
+    a, b = ([f["score"] for f in x] for x in (first, second))
+    assert max(abs(x - y) for x, y in zip(a, b)) > 1e-4 * max(map(abs, a + b)), \
+        f"{methods[0]} and {methods[1]} show the same scores: {a}"
+    assert [f["rgb"] for f in first] != [f["rgb"] for f in second], "both methods show the same colours"
 
     # 3. masking preview: two more rows, the same number of boxed tokens in each
     explorer.locator(".tmlib-preview input[type=checkbox]").check()
@@ -271,6 +359,9 @@ def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTE
     boxed = [rows.nth(i).locator(".t.box").count() for i in (1, 2)]
     assert boxed[0] >= 1 and boxed[0] == boxed[1], f"boxed tokens (selective, random): {boxed}"
     assert rows.nth(0).locator(".t.box").count() == 0
+    assert not any(f["boxed"] for f in token_facts(rows.nth(0))), "the scores row has no boxes"
+    ratio = float(explorer.locator(".tmlib-mask-ratio input").input_value())
+    assert len(check_boxes(token_facts(rows.nth(1)), mask_ratio=ratio)) == boxed[0]
     seen["boxed"] = boxed
 
     # the screenshot: the whole page and the widget alone (its colours must show)
@@ -292,7 +383,7 @@ def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTE
     expect(rows.first).to_contain_text("gold:")
     expect(rows).to_have_count(3)  # the preview is still on
     seen["example"] = " ".join(label.split())
-    assert not page.js_errors, page.js_errors
+    assert_no_console_errors(page)
     return seen
 
 

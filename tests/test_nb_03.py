@@ -1,6 +1,7 @@
 """Smoke run of notebook 03 (masking vs fine-tuning): every cell runs and every artifact is written."""
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,12 +22,28 @@ def test_nb03_smoke(tmp_path):
         assert (results[(results.task == task) & (results.method == method)].lr == lr).all()
     assert (results[results.method == "bitfit"].lr == 1e-2).all()
     curves = pd.read_csv(out / "dev_curves.csv")
-    assert len(curves) == 2 * 4 * 2 * 2 and curves.dev_accuracy.between(0, 1).all()   # 2 evaluations per run
+    assert len(curves) == 2 * 4 * 2 * 2   # 2 evaluations per run
+    # each run keeps its best dev state: its dev accuracy is the best of its curve
+    best = curves.groupby(["task", "method", "seed"]).dev_accuracy.max()
+    kept = results.set_index(["task", "method", "seed"]).dev_accuracy
+    pd.testing.assert_series_equal(kept.sort_index(), best.reindex(kept.index).sort_index(), check_names=False)
     gaps = pd.read_csv(out / "gaps.csv")
     assert (set(gaps.comparison) == {"bitfit - finetune", "mask - finetune", "lora - finetune"}
             and (gaps.n_seeds == 2).all())
     assert pd.read_csv(out / "flatness.csv").shape[0] == 2 * 4
-    assert results["test_accuracy"].between(0, 1).all() and results["steps"].gt(0).all()
+    assert results["steps"].gt(0).all()
+    # test accuracy = the share of right answers among the saved test predictions, against the test labels
+    from tmlib.config import from_flat, load_yaml
+    from tmlib.experiments.masking import MaskingConfig, plan
+    from tmlib.suite import NOTEBOOKS, params_file
+
+    nb = next(NOTEBOOKS.glob("03_*.ipynb"))
+    recipes = plan(from_flat(MaskingConfig, load_yaml(params_file(nb, "smoke"))))
+    labels = {task: np.asarray(list(recipes.data[task].load()["test"]["label"])) for task in set(results.task)}
+    for r in results.itertuples():
+        pred = np.load(out / "evaluations" / r.task / f"{r.method}-s{r.seed}" / "predictions.npy")
+        assert len(pred) == len(labels[r.task]) == r.test_n
+        assert r.test_accuracy == pytest.approx((pred == labels[r.task]).mean()), (r.task, r.method, r.seed)
     summary = pd.read_csv(out / "summary.csv")
     assert set(summary["method"]) == {"finetune", "bitfit", "mask", "lora"} and summary["n_seeds"].eq(2).all()
     mask = summary[summary.method == "mask"]

@@ -216,8 +216,18 @@ def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
     model.bert.embeddings.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("token_type_ids")),
                                                     with_kwargs=True)
     cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=4, max_length=32, warmup_ratio=0.0, progress=False, seed=0)
-    res = train_classifier(model, dd, tokenizer, cfg)
-    assert res.fit.steps == 4 and 0.0 <= res.test["accuracy"] <= 1.0 and np.isfinite(res.fit.history[-1]["train_loss"])
+    res = train_classifier(model, dd, tokenizer, cfg, test_predictions=True)
+    assert res.fit.steps == 4 and np.isfinite(res.fit.history[-1]["train_loss"])
+    # the test accuracy is the share of right answers, recomputed with the model's own forward on the two-input batch
+    n_batches = len(seen)
+    test = ClassifierCollator(tokenizer)(list(encode(dd["test"], tokenizer, 32)))
+    labels = test.pop("labels").numpy()
+    model.eval()
+    with torch.no_grad():
+        pred = model(**test).logits.argmax(-1).numpy()
+    del seen[n_batches:]
+    assert res.test["predictions"].tolist() == pred.tolist()
+    assert res.test["accuracy"] == pytest.approx((pred == labels).mean())
     # every training and evaluation batch carried both segments
     assert seen and all(t is not None and int(t.max()) == 1 for t in seen)
     batch = ClassifierCollator(tokenizer)([encode(dd["train"], tokenizer, 32)[i] for i in range(4)])
