@@ -127,12 +127,17 @@ def _params(args) -> int:
 
 def _worker(args) -> int:
     """A second process for a notebook-01 run folder: the same stages, built in reverse order."""
+    import os
+
     from .config import from_flat, load_yaml
     from .experiments.selective import SelectiveConfig, build_all
     from .suite import PARAMS
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # beside a notebook: no spinning on its core (as the suite)
     values = load_yaml(PARAMS / "01_selective_masking" / f"{args.params}.yaml")
-    values.update(out_dir=str(Path(args.out or f"runs/{args.params}") / "01_selective_masking"), threads=args.threads)
+    values["out_dir"] = str(Path(args.out or f"runs/{args.params}") / "01_selective_masking")
+    if args.threads is not None:
+        values["threads"] = args.threads
     n = build_all(from_flat(SelectiveConfig, values), reverse=not args.forward)
     print(f"[tmlib worker] {n} fine-tuning runs built or loaded", flush=True)
     return 0
@@ -479,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
     pw.add_argument("--params", default="default", help="notebook 01 parameter set")
     pw.add_argument("--out", default=None, help="the suite's output directory (default runs/<params>)")
-    pw.add_argument("--threads", type=int, default=1, help="torch threads of this worker")
+    pw.add_argument("--threads", type=int, default=None,
+                    help="torch threads of this worker (default: the parameter set's, as the notebook runs; another "
+                         "count changes the numbers of the stages this worker builds)")
     pw.add_argument("--forward", action="store_true", help="same order as the notebook (default: reverse)")
     pw.set_defaults(func=_worker)
     pf = sub.add_parser("finetune", help="fine-tune a sequence classifier (accelerate-launchable)")

@@ -133,7 +133,8 @@ def runtime() -> dict[str, Any]:
 
     return {"torch_threads": torch.get_num_threads(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "cuda": torch.cuda.is_available(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
+            "cuda": torch.cuda.is_available(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "pid": os.getpid()}   # which process built it (a notebook, or a `tmlib worker` beside it)
 
 
 def versions() -> dict[str, str]:
