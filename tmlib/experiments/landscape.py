@@ -47,7 +47,7 @@ class LandscapeConfig:
     dev_examples: int = 200                        # dev sentences evaluated per point (0 = the whole dev split)
     # "heldout": test on examples the solutions never trained on | "split"
     test_pool: str = "heldout"
-    test_examples: int = 1000                      # test sentences per point from test_pool (0 = all), class-balanced
+    test_examples: int = 600                      # test sentences per point from test_pool (0 = all), class-balanced
     gamma_min: float = -0.2                        # interpolation grid start (<= 0)
     gamma_max: float = 1.2                         # interpolation grid end (>= 1)
     n_gammas: int = 11                             # points per path (0 and 1 always included)

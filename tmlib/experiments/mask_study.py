@@ -59,7 +59,7 @@ class StudyConfig:
     model: str = "minilm"                          # backbone
     task: str = "mr"                               # the task the masks are learned on
     max_length: int = 64                           # tokens per input
-    max_train: int = 200                           # training examples, class-balanced
+    max_train: int = 160                           # training examples, class-balanced
     max_dev: int = 200                             # dev examples (epoch selection), class-balanced
     max_test: int = 400                           # test examples from the held-out pool (0: all), class-balanced
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds, paired across settings
@@ -70,16 +70,16 @@ class StudyConfig:
     init_sparsities: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.5])  # share masked at init
     layer_settings: list[str] = field(default_factory=lambda: ["default", "bottom3"])  # blocks masked
     skip_first_blocks: int = 2                     # "default": blocks left unmasked at the bottom (official 2 of 12)
-    probe_examples: int = 400                     # held-out sentences whose [CLS] vectors are probed (0: all)
+    probe_examples: int = 300                     # held-out sentences whose [CLS] vectors are probed (0: all)
     probe_folds: int = 5                           # cross-validation folds of the linear probe
     tsne_examples: int = 300                       # points in the t-SNE figure
     transfer_tasks: list[str] = field(default_factory=lambda: ["amazon", "pang_lee_docs"])  # same label space
-    transfer_examples: int = 200                   # examples per transfer task (0: all), class-balanced
+    transfer_examples: int = 150                   # examples per transfer task (0: all), class-balanced
     token_tasks: list[str] = field(default_factory=lambda: ["pos"])   # "pos" (packaged OANC) and/or "ner"
     token_methods: list[str] = field(default_factory=lambda: ["mask", "finetune", "bitfit", "lora"])
     token_lr: dict[str, float] = field(default_factory=lambda: {"mask": 3e-3, "finetune": 2e-4, "bitfit": 5e-3,
                                                                 "lora": 2e-3})   # per method (absent: its default)
-    token_max_train: int = 150                     # training sentences per token task (0: all)
+    token_max_train: int = 100                     # training sentences per token task (0: all)
     token_max_dev: int = 100                       # dev sentences (epoch selection) (0: all)
     token_max_test: int = 250                      # test sentences from the held-out pool (0: all)
     token_epochs: float = 1.0                      # training budget of every token classifier

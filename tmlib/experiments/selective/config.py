@@ -67,7 +67,7 @@ class BufferStageConfig:
     # "spacy": texts cut into sentences (spaCy sentencizer), each scored against its text's label (official);
     # "none": whole texts. Aspect tasks are never cut (the official ASC scores each (sentence, aspect) whole).
     sentences: str = "spacy"
-    rules_sentences: int = 200         # train sentences on which each non-official option's effect is measured
+    rules_sentences: int = 100         # train sentences on which each non-official option's effect is measured
 
     def __post_init__(self):
         from ...importance.buffer import SENTENCE_SPLITS
@@ -158,9 +158,9 @@ class FinetuneConfig:
     max_length: int = 64
     warmup_ratio: float = 0.1
     # training sentences of the fine-tuning runs (0: task_max_examples); the scorer and tagger keep
-    # task_max_examples. 1,600: the per-seed sd of selective - random is 1.1 points there, 6.6 at 400
-    # (docs/measurements.md)
-    max_train: int = 1600
+    # task_max_examples. The per-seed sd of selective - random is 1.1 points at 1,600 (the `cpu` set), 6.6 at 400
+    # (docs/measurements.md); 1,000 keeps `make run` within 15 minutes
+    max_train: int = 1000
 
     def __post_init__(self):
         if self.max_train < 0:
