@@ -50,8 +50,8 @@ class LandscapeConfig:
     test_examples: int = 600                      # test sentences per point from test_pool (0 = all), class-balanced
     gamma_min: float = -0.2                        # interpolation grid start (<= 0)
     gamma_max: float = 1.2                         # interpolation grid end (>= 1)
-    n_gammas: int = 11                             # points per path (0 and 1 always included)
-    plane_resolution: int = 9                      # plane grid points per axis
+    n_gammas: int = 9                             # points per path (0 and 1 always included)
+    plane_resolution: int = 7                      # plane grid points per axis
     plane_margin: float = 0.2                      # plane grid margin around the three models (fraction of the span)
     plane_examples: int = 64                       # dev sentences evaluated per plane point (0 = whole dev split)
     eval_batch_size: int = 64                      # sentences per forward pass when evaluating
@@ -68,7 +68,7 @@ class LandscapeConfig:
     curve_steps: int = 100                         # Bezier curve mask<->finetune: training steps (0 = no curve)
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
-    curve_points: int = 11                         # points evaluated along the curve, t evenly on [0, 1]
+    curve_points: int = 6                         # points evaluated along the curve, t evenly on [0, 1]
     # the curve's training: "bf16" autocast | "no" (fp32); evaluated at mixed_precision
     curve_mixed_precision: str = "bf16"
     # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss

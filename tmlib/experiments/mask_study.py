@@ -59,7 +59,7 @@ class StudyConfig:
     model: str = "minilm"                          # backbone
     task: str = "mr"                               # the task the masks are learned on
     max_length: int = 64                           # tokens per input
-    max_train: int = 160                           # training examples, class-balanced
+    max_train: int = 128                           # training examples, class-balanced
     max_dev: int = 200                             # dev examples (epoch selection), class-balanced
     max_test: int = 400                           # test examples from the held-out pool (0: all), class-balanced
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds, paired across settings
