@@ -304,3 +304,24 @@ def test_two_notebooks_at_once_give_the_same_numbers_as_one_after_another(tmp_pa
     assert len(files) > 10
     diffs = {str(f): compare_runs.compare_file(tmp_path / "jobs1" / f, tmp_path / "jobs2" / f) for f in files}
     assert {f: d for f, d in diffs.items() if d and "manifest" not in f and "timing" not in f} == {}
+
+
+def test_a_fresh_run_folder_orders_notebooks_by_the_expected_seconds(tmp_path):
+    """Without a suite_timing.csv of its own (a fresh clone), the suite reads the set's measured seconds from the
+    params folder's expected_seconds.yaml, so the longer of two ready notebooks starts first; its own timing wins."""
+    from tmlib import suite
+
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    (pdir / "expected_seconds.yaml").write_text("default: {01_a: 60, 02_b: 900}\n")
+    assert suite._previous_seconds(tmp_path / "out", "default", pdir) == {"01_a.ipynb": 60.0, "02_b.ipynb": 900.0}
+    assert suite._previous_seconds(tmp_path / "out", "smoke", pdir) == {}
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "suite_timing.csv").write_text("notebook,seconds\n01_a.ipynb,5\n")
+    assert suite._previous_seconds(tmp_path / "out", "default", pdir) == {"01_a.ipynb": 5.0}
+    nbs = [tmp_path / "01_a.ipynb", tmp_path / "02_b.ipynb"]
+    order = suite.start_order(nbs, {"01_a": set(), "02_b": set()}, suite._previous_seconds(tmp_path / "x", "default",
+                                                                                           pdir))
+    assert [nb.stem for nb in order] == ["02_b", "01_a"]
+    real = suite._previous_seconds(tmp_path / "none", "default")
+    assert set(real) == {nb.name for nb in suite.notebooks()}, "expected_seconds.yaml must name every notebook"

@@ -252,7 +252,7 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         for name, other in named.items():
             extras[stem].setdefault(name, str((out / other).resolve()))
     preflight(nbs, params, pdir, extras)
-    order = start_order(nbs, deps, _previous_seconds(out))
+    order = start_order(nbs, deps, _previous_seconds(out, params, pdir))
     kernel = kernel or _kernel_name()
     env = dict(os.environ)
     if jobs > 1:   # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
@@ -386,14 +386,24 @@ def _with_extra(pfile: Path, extra: dict | None, out: Path, nb: Path) -> Path:
     return merged
 
 
-def _previous_seconds(out: Path) -> dict[str, float]:
-    """Seconds per notebook of the last run into ``out`` (``suite_timing.csv``), {} if none or unreadable."""
+EXPECTED_SECONDS = "expected_seconds.yaml"   # in the params folder: {set: {notebook stem: seconds}}
+
+
+def _previous_seconds(out: Path, params: str = "", params_dir: Path | None = None) -> dict[str, float]:
+    """Seconds per notebook (``NN_name.ipynb`` keys) of the last run into ``out`` (``suite_timing.csv``); without
+    one (a fresh clone), the set's entry in ``<params_dir>/expected_seconds.yaml`` (a measured ``make run``), so
+    the longest notebook still starts first; {} if neither is there or readable."""
     import pandas as pd
 
     try:
         t = pd.read_csv(out / "suite_timing.csv")
         return {str(k): float(v) for k, v in zip(t["notebook"], t["seconds"])}
     except Exception:  # noqa: BLE001 - a missing or malformed timing file only loses the hint
+        pass
+    try:
+        expected = load_yaml(Path(params_dir or PARAMS) / EXPECTED_SECONDS).get(Path(params).stem) or {}
+        return {f"{k}.ipynb": float(v) for k, v in expected.items()}
+    except Exception:  # noqa: BLE001 - the same: only the hint is lost
         return {}
 
 
