@@ -67,7 +67,7 @@ class StudyConfig:
     batch_size: int = 16
     mask_lr: float = 3e-3                          # Adam lr of the mask scores (official schedule: constant)
     finetune_lr: float = 1e-4                      # AdamW lr of the fine-tuned reference
-    init_sparsities: list[float] = field(default_factory=lambda: [0.01, 0.05, 0.5])  # share masked at init
+    init_sparsities: list[float] = field(default_factory=lambda: [0.05, 0.5])  # share masked at init
     layer_settings: list[str] = field(default_factory=lambda: ["default", "bottom3"])  # blocks masked
     skip_first_blocks: int = 2                     # "default": blocks left unmasked at the bottom (official 2 of 12)
     probe_examples: int = 300                     # held-out sentences whose [CLS] vectors are probed (0: all)
