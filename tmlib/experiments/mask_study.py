@@ -79,7 +79,7 @@ class StudyConfig:
     token_methods: list[str] = field(default_factory=lambda: ["mask", "finetune", "bitfit", "lora"])
     token_lr: dict[str, float] = field(default_factory=lambda: {"mask": 3e-3, "finetune": 2e-4, "bitfit": 5e-3,
                                                                 "lora": 2e-3})   # per method (absent: its default)
-    token_max_train: int = 100                     # training sentences per token task (0: all)
+    token_max_train: int = 200                     # training sentences per token task (0: all)
     token_max_dev: int = 100                       # dev sentences (epoch selection) (0: all)
     token_max_test: int = 250                      # test sentences from the held-out pool (0: all)
     token_epochs: float = 1.0                      # training budget of every token classifier
