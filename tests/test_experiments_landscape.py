@@ -130,10 +130,12 @@ def test_kernels_enter_the_cache_keys_unless_hf():
 def test_curve_training_enters_the_curve_key_unless_as_before():
     """The curve's training precision and forward are in its cache key, except fp32 with the model's own forward
     (how every curve was trained before the options: those caches stay valid); fp16 is refused."""
-    assert L._curve_training_key(L.LandscapeConfig()) == {"curve_mixed_precision": "bf16", "curve_kernels": "fast"}
+    bf16 = L.LandscapeConfig(curve_mixed_precision="bf16")
+    assert L._curve_training_key(bf16) == {"curve_mixed_precision": "bf16", "curve_kernels": "fast"}
     assert L._curve_training_key(L.LandscapeConfig(curve_mixed_precision="no", kernels="hf")) == {}
+    assert L._curve_training_key(L.LandscapeConfig(curve_mixed_precision="fp32", kernels="hf")) == {}
     assert L._curve_training_key(L.LandscapeConfig(curve_mixed_precision="no")) == {"curve_kernels": "fast"}
-    with pytest.raises(ConfigError, match="curve_mixed_precision must be 'no' or 'bf16'"):
+    with pytest.raises(ConfigError, match="curve_mixed_precision must be 'auto', 'fp32' or 'bf16'"):
         L.LandscapeConfig(curve_mixed_precision="fp16")
     with pytest.raises(ConfigError, match="mixed_precision"):
         L.LandscapeConfig(curve_mixed_precision="half")

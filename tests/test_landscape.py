@@ -53,6 +53,9 @@ class ToyBatches:
         return self.n
 
 
+FP32_SUM = 16 * float(torch.finfo(torch.float32).eps)   # two float32 sums of the same terms in another order
+
+
 @pytest.fixture
 def toy():
     g = torch.Generator().manual_seed(1)
@@ -110,7 +113,9 @@ def test_endpoints_reproduce_logits_exactly(bert_pair, bert_batches):
         for split in ("dev", "test"):
             row = df[(df.gamma == g) & (df.split == split)].iloc[0]
             ref = evaluate_classifier(m, bert_batches[split])
-            assert row.loss == pytest.approx(ref["loss"], abs=0, rel=1e-12) and row.accuracy == ref["accuracy"]
+            # the same logits (asserted exactly above); the mean loss is summed in another order on the two paths,
+            # so equal up to float32 accumulation: a few ulps (on AVX2 kernels 1.4e-8 relative, on AVX512 exact)
+            assert row.loss == pytest.approx(ref["loss"], abs=0, rel=FP32_SUM) and row.accuracy == ref["accuracy"]
 
 
 def test_interpolate_states_values_and_exact_ends(toy):
@@ -310,9 +315,12 @@ def test_bezier_kernels_and_precision_on_a_bert(bert_pair, bert_batches, monkeyp
     assert a.config._attn_implementation == impl
     hf, fast, bf16 = runs[("hf", "no")], runs[("fast", "no")], runs[("fast", "bf16")]
     assert list(hf.log.t) == list(fast.log.t) == list(bf16.log.t)          # same seed: same t and batches
-    np.testing.assert_allclose(fast.log.loss, hf.log.loss, rtol=1e-4, atol=1e-6)
+    # fp32 both, but SDPA vs eager attention and the CPU's own kernels (AVX2 vs AVX512 blocking) round differently;
+    # Adam's normalised steps amplify rounding where a gradient is near 0: after 6 steps at lr 1e-3 a parameter can
+    # differ by a fraction of lr. Another batch or t (a real divergence) moves the loss by > 1e-2.
+    np.testing.assert_allclose(fast.log.loss, hf.log.loss, rtol=1e-3, atol=1e-6)
     for k in hf.theta:
-        torch.testing.assert_close(fast.theta[k], hf.theta[k], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(fast.theta[k], hf.theta[k], rtol=1e-3, atol=2e-4)
     np.testing.assert_allclose(bf16.log.loss, hf.log.loss, rtol=0.05)
     with pytest.raises(ValueError, match="kernels must be one of"):
         train_bezier(a, a, b, train, steps=1, kernels="turbo")

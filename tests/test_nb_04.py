@@ -58,4 +58,4 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     overlay = yaml.safe_load(params_file(nb, "hf_kernels").read_text())   # the paired check of kernels
     assert overlay["kernels"] == "hf" and "hf_kernels" in overlay["reuse_runs"]
     # the curve as trained before the option: runs/hf_kernels stays a cache
-    assert overlay["curve_mixed_precision"] == "no"
+    assert overlay["curve_mixed_precision"] == "fp32"

@@ -74,10 +74,10 @@ def test_notebook_yaml_and_dataclass_defaults_agree():
 
     import yaml
 
-    from tmlib.config import flatten
+    from tmlib.config import flat_defaults
     from tmlib.suite import PARAMS
 
-    defaults = flatten(SelectiveConfig())
+    defaults = flat_defaults(SelectiveConfig)
     nb = json.loads(open("notebooks/01_selective_masking.ipynb").read())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     params = {}

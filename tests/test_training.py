@@ -255,9 +255,10 @@ def test_make_optimizer_uses_fused_adam_where_available():
 
 
 def test_mixed_precision_config_is_validated():
-    with pytest.raises(ValueError, match="mixed_precision must be one of 'no', 'bf16', 'fp16'"):
-        TrainConfig(mixed_precision="fp32")
-    assert TrainConfig().mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision must be one of 'auto', 'fp32', 'bf16', 'fp16', 'no'"):
+        TrainConfig(mixed_precision="half")
+    assert TrainConfig().mixed_precision == TrainConfig(mixed_precision="fp32").mixed_precision == "no"
+    assert TrainConfig(mixed_precision="auto").mixed_precision in ("no", "bf16")   # resolved, never "auto"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only error")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .heartbeat import Heartbeat
 from .precision import autocast, check_kernels, get_accelerator, kernels_context
 from .training import FitResult, TrainConfig, fit
 
@@ -117,7 +118,9 @@ def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     ctx = autocast(mixed_precision, device)
     loss_sum, correct, preds = 0.0, 0, []
-    for batch in batches.batches:
+    beat = Heartbeat(f"evaluating {len(batches)} examples", len(batches.batches), unit="batch")
+    for i, batch in enumerate(batches.batches):
+        beat(i)
         batch = {k: v.to(device) for k, v in batch.items()}
         with ctx:
             out = model(**batch)

@@ -38,6 +38,7 @@ import sys
 from pathlib import Path
 
 from . import assets
+from .precision import MIXED_PRECISIONS
 from .suite import DEFAULT_JOBS
 
 
@@ -72,8 +73,7 @@ def _here(value):
 
 
 def _suite(args) -> int:
-    import yaml
-
+    from .config import parse_yaml
     from .suite import run_suite
 
     extra = {}
@@ -82,7 +82,7 @@ def _suite(args) -> int:
             item = item[0].split("=", 1)
         if len(item) != 2:
             raise ValueError(f"-p {' '.join(item)}: give NAME VALUE or NAME=VALUE (NN.NAME for one notebook)")
-        extra[item[0]] = _here(yaml.safe_load(item[1]))
+        extra[item[0]] = _here(parse_yaml(item[1]))
     run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
               notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra, calibrate=not args.no_calibration)
     return 0
@@ -428,8 +428,9 @@ def _compare(args) -> int:
 
 def _precision(parser) -> None:
     """--mixed-precision and --kernels of a training verb (TrainConfig fields; default: TrainConfig's)."""
-    parser.add_argument("--mixed-precision", dest="mixed_precision", default=None, choices=["no", "bf16", "fp16"],
-                        help="autocast for training: bf16 (CPU avx512_bf16 / GPU), fp16 (CUDA) or no (fp32)")
+    parser.add_argument("--mixed-precision", dest="mixed_precision", default=None, choices=MIXED_PRECISIONS,
+                        help="arithmetic of training: auto (bf16 where the hardware runs it natively, else fp32), "
+                             "bf16, fp32 (= no) or fp16 (CUDA); default fp32")
     parser.add_argument("--kernels", default=None, choices=["fast", "hf"],
                         help="fast: eager attention on CPU + [CLS]-only last layer; hf: the model's own forward")
 
@@ -523,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     _data_columns(pad)
     pad.add_argument("--mask-init-sparsity", type=float, default=0.05)
     pad.add_argument("--mask-skip-first-blocks", type=int, default=2)
-    pad.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    pad.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISIONS,
+                     help="auto (notebook 03's default: bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16")
     pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
     pad.set_defaults(func=_adapt)
     ppr = sub.add_parser("predict", help="several tasks' masks on one backbone: predictions for every row of a file")
@@ -550,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     pim.add_argument("--buffer-sentences", type=int, default=400, help="train sentences given buffer labels (0: all)")
     pim.add_argument("--threshold", default="argmax", choices=["argmax", "dev_f1"],
                      help="tagger decision: argmax (official) or the best dev-F1 threshold")
-    pim.add_argument("--mixed-precision", default="bf16", choices=["no", "bf16", "fp16"])
+    pim.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISIONS,
+                     help="auto (bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16")
     pim.add_argument("--until", choices=["tagger"], help="stop after the tagger (then label a large corpus with the "
                                                           "same command under accelerate launch: each process "
                                                           "labels a share)")
@@ -603,8 +606,17 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--out", default=None, help="write the table as CSV here")
     pc.set_defaults(func=_compare)
     args = parser.parse_args(argv)
+    from .suite import Interrupted
+
     try:
         return args.func(args)
     except (assets.AssetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as stop:   # Ctrl-C in a suite: one line, what was kept and how to resume
+        print(stop.line, file=sys.stderr, flush=True)
+        return 130
+    except KeyboardInterrupt:   # Ctrl-C elsewhere: stages are committed atomically, so what finished is kept
+        print(f"[tmlib] interrupted: every finished stage is kept; run the same command again to resume "
+              f"({args.verb})", file=sys.stderr, flush=True)
+        return 130

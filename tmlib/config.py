@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -78,6 +79,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r} ({type(value).__name__})")
         return value
     if tp is str:
+        if isinstance(value, bool):   # YAML 1.1 (papermill -y, PyYAML) reads unquoted no/off/yes/on as booleans
+            raise ConfigError(f"{where}: expected a string, got {value!r}: YAML read an unquoted word as a boolean; "
+                              f"quote it (\"no\", \"off\")")
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
         return value
@@ -126,13 +130,29 @@ def to_dict_shallow(cfg: Any) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans: only ``true`` / ``false`` are booleans; ``no``, ``off``, ``yes``, ``on``, ``y``
+    and ``n`` stay strings, so a documented value such as ``mixed_precision: no`` means what it says."""
+
+
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document (a parameter file, a ``-p NAME=VALUE`` value) with YAML 1.2's booleans (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML parameter file into a dict, with errors that name the file and the fix."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"parameter file {path} does not exist; see papermill_params/ for the available sets")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         loc = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -170,6 +190,27 @@ def flatten(cfg: Any) -> dict[str, Any]:
                     out[f"{f.name}_{sub.name}"] = getattr(value, sub.name)
         else:
             out[f.name] = value
+    return out
+
+
+def flat_defaults(cls: type) -> dict[str, Any]:
+    """Every flat parameter of config class ``cls`` with its declared default, as written in the class (an instance
+    may differ: ``"auto"`` is resolved when a config is built). The notebooks' parameters cells and ``default.yaml``
+    are checked against it."""
+    def default(f):
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING
+
+    nested = _nested_fields(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.name in nested:
+            out.update({f"{f.name}_{sub.name}": default(sub) for sub in dataclasses.fields(nested[f.name]) if sub.init})
+        else:
+            out[f.name] = default(f)
     return out
 
 
@@ -227,7 +268,19 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
     cfg = from_flat(cls, params)
     if isinstance(getattr(cfg, "out_dir", None), str):
         cfg = dataclasses.replace(cfg, out_dir=str(project_path(cfg.out_dir)))
+    print(arithmetic_line(cfg), flush=True)
     return cfg
+
+
+def arithmetic_line(cfg: Any) -> str:
+    """One line saying how ``cfg`` computes: each ``*mixed_precision`` setting as resolved, and what ``auto`` means
+    on this machine and why (:func:`tmlib.precision.arithmetic`)."""
+    from .precision import arithmetic, precision_name
+
+    found = arithmetic()
+    flat = flatten(cfg)
+    settings = ", ".join(f"{k}={precision_name(v)}" for k, v in flat.items() if k.endswith("mixed_precision"))
+    return f"[tmlib] arithmetic: {settings or 'fp32'}; auto here = {found.name} ({found.reason})"
 
 
 def project_root(start: str | Path | None = None) -> Path | None:

@@ -133,7 +133,10 @@ def key_numbers(run_dir: str | Path) -> dict:
         out["04"] = {"max_drop_pts": round(float(row.max_drop_pts), 1), "within_1pt": bool(row.within_1pt)}
     timing = run_dir / "suite_timing.csv"
     if timing.is_file():
-        out["notebook_minutes_sum"] = round(float(pd.read_csv(timing)["seconds"].sum()) / 60, 1)
+        t = pd.read_csv(timing)
+        out["notebook_minutes_sum"] = round(float(t["seconds"].sum()) / 60, 1)
+        if "arithmetic" in t:   # what "auto" computed in: the numbers above come from it
+            out["arithmetic"] = str(t["arithmetic"].iloc[0])
     return out
 
 

@@ -38,6 +38,7 @@ from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from .assets import sha256_file
 from .config import config_hash
+from .heartbeat import reporting_to
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
@@ -128,13 +129,17 @@ def _json_default(obj: Any) -> Any:
 
 
 def runtime() -> dict[str, Any]:
-    """What can change a result beyond the config: threads and deterministic flags (in every manifest)."""
+    """What can change a result beyond the config: threads, deterministic flags and the arithmetic ``auto`` chose
+    (in every manifest; the resolved arithmetic of a stage is also in its key)."""
     import torch
+
+    from .precision import arithmetic
 
     return {"torch_threads": torch.get_num_threads(),
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
             "cuda": torch.cuda.is_available(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "pid": os.getpid()}   # which process built it (a notebook, or a `tmlib worker` beside it)
+            "pid": os.getpid(),   # which process built it (a notebook, or a `tmlib worker` beside it)
+            **arithmetic().record()}   # what "auto" resolved to here, and the probe behind it
 
 
 def versions() -> dict[str, str]:
@@ -377,7 +382,8 @@ class RunStore:
         ctx = StageContext(self, stage.name, key_hash, work)
         start = time.perf_counter()
         self.log(f"{stage.name}: building")
-        obj = stage.build(ctx, **deps)
+        with reporting_to(ctx.log if self.progress else None):   # long loops inside report every 30 s (heartbeat)
+            obj = stage.build(ctx, **deps)
 
         def write(tmp: Path) -> None:
             tmp.mkdir(parents=True)

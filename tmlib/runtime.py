@@ -31,11 +31,31 @@ def adapt_threads() -> int:
     return torch.get_num_threads()
 
 
-def calibrate(steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int = 64) -> dict:
-    """Seconds per training step of a fixed workload: the packaged MiniLM classifier (fp32, torch's default
-    threads), ``batch_size`` x ``length`` tokens, forward + backward + AdamW, median of ``steps`` after
-    ``warmup``. The suite records it beside its wall time, so two runs on hosts of different speed (or one
-    host at different loads) are compared by the ratio of their calibrations, not by their wall times alone."""
+def calibrate(steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int = 64,
+              mixed_precision: str = "no") -> dict:
+    """Seconds per training step of a fixed workload: the packaged MiniLM classifier, torch's default threads,
+    ``batch_size`` x ``length`` tokens, forward + backward + AdamW, median of ``steps`` after ``warmup``; in fp32
+    (``calibration_step_s``) and, when ``mixed_precision`` resolves to bf16, also under bf16 autocast
+    (``calibration_step_s_bf16``): the arithmetic the run trains with, beside the one every host has. The suite
+    records it beside its wall time, so two runs on hosts of different speed (or one host at different loads) are
+    compared by the ratio of their calibrations, not by their wall times alone."""
+    import torch
+
+    from .precision import autocast, precision_name, resolve_mixed_precision
+
+    mp = resolve_mixed_precision(mixed_precision, "cpu")
+    out = {"calibration_step_s": _step_seconds(steps, warmup, batch_size, length, None)}
+    if mp != "no":
+        out[f"calibration_step_s_{precision_name(mp)}"] = _step_seconds(steps, warmup, batch_size, length,
+                                                                        lambda: autocast(mp, "cpu"))
+    out["calibration_arithmetic"] = precision_name(mp)
+    out["calibration_load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    out["calibration_threads"] = torch.get_num_threads()
+    return out
+
+
+def _step_seconds(steps: int, warmup: int, batch_size: int, length: int, context) -> float:
+    import contextlib
     import statistics
     import time
 
@@ -51,12 +71,11 @@ def calibrate(steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int 
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
-        loss = model(input_ids=ids, labels=labels).loss
+        with (context or contextlib.nullcontext)():
+            loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return {"calibration_step_s": statistics.median(times), "calibration_load": load,
-            "calibration_threads": torch.get_num_threads()}
+    return statistics.median(times)

@@ -96,6 +96,11 @@ class SolutionRecipe(MethodRecipe):
     progress: bool = field(default=True, compare=False)   # not in the key
     tag: str = ""   # names a variant in the folder (``mask-init0.2-s0``); the options that make it are in the key
 
+    def __post_init__(self):
+        from .precision import resolve_fields
+
+        resolve_fields(self, "mixed_precision")
+
     @property
     def name(self) -> str:
         """The stage name, relative to the run folder."""

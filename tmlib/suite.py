@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, load_yaml
+from .precision import AUTO_ENV, arithmetic
 
 
 def _home() -> Path:
@@ -217,6 +218,85 @@ class _Lane:
         return self.proc.returncode, text
 
 
+def _run_lanes(pending, running, done, rows, failures, events, deps, params, pdir, extras, out, kernel, env,
+               jobs) -> None:
+    """Start ready notebooks (up to ``jobs`` at once) and collect the finished ones, until none is left to start.
+    ``events`` receives the schedule as it happens: one row per start, end or failure, with the scheduling round
+    (a start in round r+1 after an end in round r waited for nothing else)."""
+    start, round_ = time.perf_counter(), 0
+
+    def event(kind: str, nb: Path) -> None:
+        events.append({"round": round_, "event": kind, "notebook": nb.stem,
+                       "seconds": round(time.perf_counter() - start, 2)})
+
+    while pending or running:
+        while not failures and len(running) < jobs:
+            ready = [nb for nb in pending if deps[nb.stem] <= done]
+            if not ready:
+                break
+            pending.remove(ready[0])
+            event("start", ready[0])
+            running.append(_Lane(ready[0], _with_extra(params_file(ready[0], params, pdir), extras[ready[0].stem],
+                                                       out, ready[0]), out, kernel, env))
+        if not running:
+            break   # what is left waits for a notebook that failed
+        time.sleep(0.2)
+        round_ += 1
+        for lane in [ln for ln in running if ln.proc.poll() is not None]:
+            running.remove(lane)
+            code, text = lane.finish()
+            event("end" if code == 0 else "failed", lane.nb)
+            if code != 0:
+                reason = _reason_from(text, code)
+                print(f"[tmlib suite]   {lane.nb.stem[:2]} FAILED: {reason}", flush=True)
+                failures.append(RuntimeError(f"{lane.nb.name} failed with parameter set {params!r} ({reason}); the "
+                                             "executed notebook with the error is "
+                                             f"{out / (lane.nb.stem + '.failed.ipynb')}"))
+                continue
+            row = json.loads(text.strip().splitlines()[-1])
+            row["jobs"] = jobs
+            rows[lane.nb.stem] = row
+            done.add(lane.nb.stem)
+            print(f"[tmlib suite]   {lane.nb.stem[:2]} done in {row['seconds']:.0f} s, peak memory "
+                  f"{row['peak_rss_mb']:.0f} MB", flush=True)
+
+
+class Interrupted(SystemExit):
+    """A person's Ctrl-C: the suite stopped; its message is one line (what was kept, how to resume)."""
+
+    def __init__(self, line: str):
+        super().__init__(130)
+        self.line = line
+
+
+def _stop(running: list["_Lane"]) -> None:
+    """After Ctrl-C: the notebooks' processes got the same SIGINT; wait for them to end (they keep every stage
+    already committed), end any that does not within 30 s."""
+    for lane in running:
+        try:
+            lane.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lane.proc.terminate()
+            lane.proc.wait()
+        lane.finish()
+
+
+def kept_stages(folder: Path) -> int:
+    """How many committed stages (folders with a manifest) a notebook's run folder holds."""
+    from .runs import MANIFEST
+
+    return sum(1 for _ in folder.rglob(MANIFEST)) if folder.is_dir() else 0
+
+
+def interrupted_line(out: Path, nbs: list[Path], before: dict[str, int]) -> str:
+    """The one line a Ctrl-C prints: the stages kept (built before and during this run), and that the same command
+    resumes from them."""
+    now = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
+    new = sum(max(0, now[k] - before.get(k, 0)) for k in now)
+    return (f"[tmlib suite] interrupted: {sum(now.values())} finished stages are kept in {out} ({new} built in this "
+            "run); run the same command again to resume from them")
+
+
 def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
               jobs: int = DEFAULT_JOBS, notebooks_dir: str | Path | None = None,
               params_dir: str | Path | None = None, extra: dict | None = None,
@@ -257,42 +337,28 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
     env = dict(os.environ)
     if jobs > 1:   # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    calibration = None
+    started = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
+    found = arithmetic()   # once for the whole suite: every notebook's "auto" means the same
+    env.setdefault(AUTO_ENV, found.name)
+    print(f"[tmlib suite] arithmetic: {found.name} where a set says auto ({found.reason})", flush=True)
+    calibration = found.record()
     if calibrate:   # before the notebooks, alone on the machine: this host's speed now
         from .runtime import calibrate as measure
 
-        calibration = measure()
+        calibration.update(measure(mixed_precision="auto"))
+        also = "".join(f", {calibration[k] * 1000:.0f} ms in {k.rsplit('_', 1)[1]}" for k in calibration
+                       if k.startswith("calibration_step_s_"))
         print(f"[tmlib suite] calibration: {calibration['calibration_step_s'] * 1000:.0f} ms per MiniLM training "
-              f"step (load {calibration['calibration_load']:.1f})", flush=True)
+              f"step in fp32{also} (load {calibration['calibration_load']:.1f})", flush=True)
     start = time.perf_counter()
-    pending, running, done, rows, failures = list(order), [], set(), {}, []
-    while pending or running:
-        while not failures and len(running) < jobs:
-            ready = [nb for nb in pending if deps[nb.stem] <= done]
-            if not ready:
-                break
-            pending.remove(ready[0])
-            running.append(_Lane(ready[0], _with_extra(params_file(ready[0], params, pdir), extras[ready[0].stem],
-                                                       out, ready[0]), out, kernel, env))
-        if not running:
-            break   # what is left waits for a notebook that failed
-        time.sleep(0.2)
-        for lane in [ln for ln in running if ln.proc.poll() is not None]:
-            running.remove(lane)
-            code, text = lane.finish()
-            if code != 0:
-                reason = _reason_from(text, code)
-                print(f"[tmlib suite]   {lane.nb.stem[:2]} FAILED: {reason}", flush=True)
-                failures.append(RuntimeError(f"{lane.nb.name} failed with parameter set {params!r} ({reason}); the "
-                                             "executed notebook with the error is "
-                                             f"{out / (lane.nb.stem + '.failed.ipynb')}"))
-                continue
-            row = json.loads(text.strip().splitlines()[-1])
-            row["jobs"] = jobs
-            rows[lane.nb.stem] = row
-            done.add(lane.nb.stem)
-            print(f"[tmlib suite]   {lane.nb.stem[:2]} done in {row['seconds']:.0f} s, peak memory "
-                  f"{row['peak_rss_mb']:.0f} MB", flush=True)
+    pending, running, done, rows, failures, events = list(order), [], set(), {}, [], []
+    try:
+        _run_lanes(pending, running, done, rows, failures, events, deps, params, pdir, extras, out, kernel, env, jobs)
+    except KeyboardInterrupt:
+        _stop(running)
+        raise Interrupted(interrupted_line(out, nbs, started)) from None
+    finally:
+        _write_events(out, events)
     rows = [rows[nb.stem] for nb in nbs if nb.stem in rows]
     if rows and calibration:
         rows = [{**r, **calibration} for r in rows]
@@ -420,6 +486,23 @@ def _commit() -> str:
         return ""
 
 
+def _write_events(out: Path, events: list[dict]) -> None:
+    """``suite_events.csv``: the last run's schedule (round, event, notebook, seconds), in the order it happened."""
+    import csv
+    import io
+
+    from .runs import atomic_write_text
+
+    if not events:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(events[0]))
+    writer.writeheader()
+    writer.writerows(events)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "suite_events.csv", buf.getvalue())
+
+
 def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:
     """``suite_timing.csv``: the latest row per notebook (a cached rerun replaces a full run's row, and the
     next run's start order reads it); ``suite_history.csv``: every run's rows appended, with the time it
@@ -496,6 +579,9 @@ def _one(notebook: str, params: str, out: str, kernel: str) -> None:
     start = time.perf_counter()
     try:
         run_notebook(Path(notebook), params, Path(out), kernel=kernel)
+    except KeyboardInterrupt:   # Ctrl-C reached the whole process group: the suite prints the one line
+        print(json.dumps({"notebook": Path(notebook).name, "error": "interrupted"}), flush=True)
+        raise SystemExit(130) from None
     except Exception as exc:  # the traceback still goes to stderr; the reason, one line, to the suite
         print(json.dumps({"notebook": Path(notebook).name, "error": failure_reason(exc)}), flush=True)
         raise

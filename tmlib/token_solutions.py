@@ -57,6 +57,11 @@ class TokenSolutionRecipe(MethodRecipe):
     kernels: str = "hf"
     progress: bool = field(default=True, compare=False)   # not in the key
 
+    def __post_init__(self):
+        from .precision import resolve_fields
+
+        resolve_fields(self, "mixed_precision")
+
     @property
     def name(self) -> str:
         return f"{TOKEN_SOLUTIONS}/{_dirname(self.task)}/{self.method}-s{self.seed}"

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .config import config_hash
-from .precision import check_kernels, check_mixed_precision, get_accelerator, kernels_context
+from .heartbeat import Heartbeat
+from .precision import check_kernels, get_accelerator, kernels_context, resolve_fields
 from .runs import atomic_save
 
 
@@ -48,7 +49,7 @@ class TrainConfig:
     checkpoint_every: int = 0      # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
     group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
-    # "no" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only): Accelerator(mixed_precision=)
+    # "fp32" (= "no") | "auto" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only), tmlib.precision
     mixed_precision: str = "no"
     kernels: str = "fast"          # "fast": eager attention on CPU and, for single-label BERT classifiers, the last
     # ^ layer for [CLS] only (tmlib.cls_forward): the same math, faster here; "hf": the model's own forward (SDPA).
@@ -57,7 +58,7 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr <= 0 or self.batch_size < 1 or self.max_length < 2:
             raise ValueError("lr must be > 0, batch_size >= 1, max_length >= 2")
-        check_mixed_precision(self.mixed_precision)
+        resolve_fields(self, "mixed_precision")
         if self.max_steps <= 0 and self.epochs <= 0:
             raise ValueError("set epochs > 0 or max_steps > 0")
         if self.schedule not in SCHEDULES:
@@ -324,6 +325,7 @@ def fit(
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else eval_every
     bar = tqdm(total=total, initial=progress.step, desc=desc, disable=not cfg.progress or not acc.is_main_process,
                dynamic_ncols=True, leave=False)
+    beat = Heartbeat(desc or "training", total, initial=progress.step)   # the stage's log, every 30 s
     model.train()
     with kernels_context(model, cfg.kernels, acc.device):   # the attention cfg.kernels asks for, restored after
         while progress.step < total:
@@ -352,6 +354,7 @@ def fit(
                     hook(step, acc.unwrap_model(model), logs)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}")
+                beat(step)
                 if step % eval_every == 0 or step == total:
                     progress.evaluate(acc.unwrap_model(model), evaluate, step / per_epoch)
                 if step % ckpt_every == 0 and step < total:

@@ -63,17 +63,17 @@ class LandscapeConfig:
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)    # the mask method's options (as notebook 03's)
     epochs: float = 3.0                            # training epochs for solutions trained here
-    # training of solutions trained here: "bf16" autocast | "no" | "fp16" (CUDA)
-    train_mixed_precision: str = "bf16"
+    # training of solutions trained here: "auto" | "bf16" autocast | "fp32" | "fp16" (CUDA)
+    train_mixed_precision: str = "auto"
     curve_steps: int = 100                         # Bezier curve mask<->finetune: training steps (0 = no curve)
     curve_lr: float = 1e-4                         # Adam lr of the curve's control point
     curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
     curve_points: int = 6                         # points evaluated along the curve, t evenly on [0, 1]
-    # the curve's training: "bf16" autocast | "no" (fp32); evaluated at mixed_precision
-    curve_mixed_precision: str = "bf16"
+    # the curve's training: "auto" | "bf16" autocast | "fp32"; evaluated at mixed_precision
+    curve_mixed_precision: str = "auto"
     # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss
     # unchanged
-    mixed_precision: str = "no"                    # evaluation along paths/curve/plane: "no" (fp32) | "bf16" autocast;
+    mixed_precision: str = "fp32"                  # evaluation along paths/curve/plane: "fp32" | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the
     # effects here
     # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.precision.KERNELS)
@@ -82,17 +82,17 @@ class LandscapeConfig:
 
     def __post_init__(self):
         from ..methods import check_method_settings
-        from ..precision import check_kernels, check_mixed_precision
+        from ..precision import check_kernels, resolve_fields
 
         try:
-            check_mixed_precision(self.mixed_precision)
-            check_mixed_precision(self.curve_mixed_precision)
+            resolve_fields(self, "mixed_precision", "curve_mixed_precision", "train_mixed_precision")
             check_kernels(self.kernels)
             check_test_pool(self.test_pool)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if self.curve_mixed_precision == "fp16":
-            raise ConfigError("curve_mixed_precision must be 'no' or 'bf16' (fp16 would need gradient scaling)")
+            raise ConfigError("curve_mixed_precision must be 'auto', 'fp32' or 'bf16' (fp16 would need gradient "
+                              "scaling)")
         if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
             raise ConfigError(f"seeds must be two different fine-tuning seeds [A, B], got {self.seeds}")
         if not (self.gamma_min <= 0.0 and self.gamma_max >= 1.0):
@@ -110,10 +110,6 @@ class LandscapeConfig:
         if self.curve_steps < 0 or self.curve_examples < 0 or self.curve_points < 2 or self.curve_lr <= 0:
             raise ConfigError(f"curve_steps and curve_examples must be >= 0, curve_points >= 2 and curve_lr > 0, got "
                               f"{self.curve_steps}, {self.curve_examples}, {self.curve_points}, {self.curve_lr}")
-        try:
-            check_mixed_precision(self.train_mixed_precision)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
         self.lr, self.mask = check_method_settings(self.lr, self.schedule, self.mask)
 
     @property

@@ -86,15 +86,15 @@ class StudyConfig:
     token_batch_size: int = 8
     ner_files: list[str] = field(default_factory=list)  # "ner": CoNLL files, one (split by sentence) or train/dev/test
     ner_dataset: str = ""                          # "ner" from the hub instead (datasets.load_dataset name)
-    mixed_precision: str = "bf16"                  # training: "bf16" autocast | "no" (fp32); token models: also tested
+    mixed_precision: str = "auto"                  # training: "auto" | "bf16" | "fp32"; token models: also tested
     kernels: str = "fast"                          # "fast" | "hf" (tmlib.precision.KERNELS)
     progress: bool = True                          # progress bars and one log line per stage
 
     def __post_init__(self):
-        from ..precision import check_kernels, check_mixed_precision
+        from ..precision import check_kernels, resolve_fields
 
         try:
-            check_mixed_precision(self.mixed_precision)
+            resolve_fields(self, "mixed_precision")
             check_kernels(self.kernels)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

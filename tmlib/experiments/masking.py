@@ -69,7 +69,7 @@ class MaskingConfig:
     max_test: int = 0                     # cap on the test examples (0 = all of test_pool), class-balanced
     # test evaluation: "bf16" autocast | "no" (fp32). Paired check on make run's 40 solutions
     # (benchmarks/bench_eval_precision.py): accuracies within 0.14 points, every gap within 0.03, 3.2x faster
-    eval_mixed_precision: str = "bf16"
+    eval_mixed_precision: str = "auto"
     # tmlib.methods names: the paper's comparison; BitFit and LoRA (exploratory baselines): the `grid` set
     methods: list[str] = field(default_factory=lambda: ["finetune", "mask"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
@@ -90,7 +90,8 @@ class MaskingConfig:
     lr_grid_extend: int = 2
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
-    mixed_precision: str = "bf16"         # "bf16" autocast (CPU with avx512_bf16, GPUs) | "no" (fp32) | "fp16" (CUDA);
+    mixed_precision: str = "auto"         # "auto": bf16 where native (CPU with avx512_bf16, GPUs), else fp32 | "bf16" |
+    # ^ "fp32" | "fp16" (CUDA): tmlib.precision.MIXED_PRECISIONS;
     # ^ bf16 is the default: paired check against fp32 in the README
     # (papermill_params/03_masking_vs_finetuning/fp32.yaml)
     kernels: str = "fast"                 # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS);
@@ -130,11 +131,10 @@ class MaskingConfig:
                 raise ConfigError(f"lr_grid[{m!r}] has repeated values: {list(vs)}")
             grids[m] = [float(v) for v in vs]
         self.lr_grid = grids
-        from ..precision import check_kernels, check_mixed_precision
+        from ..precision import check_kernels, resolve_fields
 
         try:
-            check_mixed_precision(self.mixed_precision)
-            check_mixed_precision(self.eval_mixed_precision)
+            resolve_fields(self, "mixed_precision", "eval_mixed_precision")
             check_kernels(self.kernels)
             check_test_pool(self.test_pool)
         except ValueError as exc:

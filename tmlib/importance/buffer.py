@@ -99,7 +99,7 @@ class BufferConfig:
     stopwords: str = "spacy"     # stop list forced to 0: "spacy" (official) | "spacy_words" | "tmlib" (old) | "none"
     punctuation: bool | None = None  # also zero pure punctuation; None = the list's convention (tmlib: yes, spacy: no)
     progress: bool = True        # tqdm bar over sentence batches
-    mixed_precision: str = "no"  # "no" (fp32) | "bf16" (autocast around the forward passes; CPU and CUDA)
+    mixed_precision: str = "no"  # "no" / "fp32" | "auto" | "bf16" (autocast around the forward passes; CPU and CUDA)
                                  # | "fp16" (CUDA)
     cls_only: bool = True        # batched walk: last layer for [CLS] only (BERT classifiers; same logits,
                                  # 14% less work)
@@ -112,9 +112,9 @@ class BufferConfig:
         if self.first_token not in FIRST_TOKEN_RULES:
             raise ValueError(f"first_token must be one of {FIRST_TOKEN_RULES} (got {self.first_token!r})")
         self.stopwords = resolve_stopwords(self.stopwords)
-        from ..precision import check_mixed_precision
+        from ..precision import resolve_fields
 
-        check_mixed_precision(self.mixed_precision)
+        resolve_fields(self, "mixed_precision")
 
 
 # ---------------------------------------------------------------------------------------------- helpers

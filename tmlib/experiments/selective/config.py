@@ -185,8 +185,8 @@ class SelectiveConfig:
     extra_seeds: list[int] = field(default_factory=list)  # more seeds for the final rows only (not the steps curve)
     pretrain_seed: int = 0             # seed of GenePT, scorer, buffer, tagger and TaskPT
     curve_all_budgets: bool = False    # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
-    mixed_precision: str = "bf16"      # "no" | "bf16" | "fp16" (GPU): autocast for every training stage
-    eval_mixed_precision: str = "bf16"  # fine-tuning runs' test evaluation: "bf16" autocast (3x faster) | "no"
+    mixed_precision: str = "auto"      # "auto" | "bf16" | "fp32" | "fp16" (GPU): autocast for every training stage
+    eval_mixed_precision: str = "auto"  # fine-tuning runs' test evaluation: "auto" | "bf16" (3x faster) | "fp32"
     kernels: str = "fast"              # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS)
     threads: int = 0                   # torch threads (0: torch's default); recorded in every manifest
     progress: bool = True              # progress bars and one log line per stage (also <out_dir>/progress.log)
@@ -205,10 +205,9 @@ class SelectiveConfig:
         from ...data import check_test_pool
 
         check_test_pool(self.test_pool)
-        for name in ("mixed_precision", "eval_mixed_precision"):
-            if getattr(self, name) not in ("no", "bf16", "fp16"):
-                raise ValueError(f"{name} must be 'no', 'bf16' or 'fp16', got {getattr(self, name)!r}")
-        from ...precision import check_kernels
+        from ...precision import check_kernels, resolve_fields
+
+        resolve_fields(self, "mixed_precision", "eval_mixed_precision")
 
         check_kernels(self.kernels)
         for name, n in (("genept.max_length", self.genept.max_length), ("taskpt.max_length", self.taskpt.max_length),

@@ -120,11 +120,16 @@ class MLMRun:
     max_length: int
     warmup_ratio: float
     seed: int
-    mixed_precision: str = "bf16"
+    mixed_precision: str = "auto"
     kernels: str = "fast"
     masking: str | None = None         # dynamic masking: a TaskPT method (selective | random | random15)
     fallback: str = "none"             # selective masking of a row without an important token (dynamic only)
     select: str = "last"               # checkpoint kept as the result: "dev_loss" (lowest held-out loss) | "last"
+
+    def __post_init__(self):
+        from ...precision import resolve_fields
+
+        resolve_fields(self, "mixed_precision")
 
     def key(self) -> dict:
         key = asdict(self)
