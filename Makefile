@@ -9,15 +9,27 @@ EXPLORE_PARAMS ?= default
 EXPLORE_PORT   ?= 8866
 STAMP  := $(VENV)/.tmlib-installed
 
-.PHONY: setup assets browser run explore test test-fast bench bench-quick clean-runs
+.PHONY: setup assets browser run explore test test-fast bench bench-quick clean-runs lock
 
-$(STAMP): pyproject.toml
+# constraints.txt: the versions the tests passed with; setup installs through it, so a fresh clone gets them
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,lab]'
+	$(PY) -m pip install -q torch==2.13.0 -c constraints.txt
+	$(PY) -m pip install -q -e '.[dev,lab]' -c constraints.txt
 	touch $(STAMP)
+
+# Refresh constraints.txt: the newest versions pyproject.toml allows, installed into a scratch venv (then run make test)
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q torch==2.13.0
+	.venv-lock/bin/python -m pip install -q -e '.[dev,lab]'
+	{ echo "# The versions make test passed with (pip constraints: setup installs through them). Refresh: make lock"; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^tmlib' \
+	  | sed -E 's/^([A-Za-z0-9_.-]+)==([^+]+)\+.*/\1==\2/' | sort -f; } > constraints.txt
+	rm -rf .venv-lock
 
 setup: $(STAMP)
 

@@ -148,3 +148,16 @@ def test_cache_keys_carry_the_resolved_arithmetic(fresh):
         assert SelectiveConfig().mixed_precision == ("no" if forced == "fp32" else "bf16")
     assert keys["fp32"]["mixed_precision"] == "no" and keys["bf16"]["mixed_precision"] == "bf16"
     assert "auto" not in str(keys)
+
+
+@pytest.mark.parametrize("argv, value", [(["-p", "03.mixed_precision=no"], "no"),
+                                         (["-p", "mixed_precision", "off"], "off"),
+                                         (["-p", "03.mixed_precision=fp32"], "fp32"), (["-p", "x=true"], True)])
+def test_suite_p_values_keep_words_that_yaml_1_1_reads_as_booleans(monkeypatch, argv, value):
+    import tmlib.suite
+    from tmlib.cli import main
+
+    seen = {}
+    monkeypatch.setattr(tmlib.suite, "run_suite", lambda *a, extra=None, **k: seen.update(extra))
+    assert main(["suite", "--params", "smoke", *argv]) == 0
+    assert list(seen.values()) == [value]

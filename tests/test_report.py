@@ -28,19 +28,23 @@ def test_results_document_is_generated_from_the_run_files(tmp_path):
         results_document(tmp_path / "nothing")
 
 
-def test_every_number_the_readme_quotes_is_in_the_committed_results():
-    """The README's results section is what `tmlib report --readme` generates from docs/results.json, and every
-    number in it is one of that file's numbers (a hand-edited or stale table fails)."""
+@pytest.mark.parametrize("results", ["results.json", "results_fp32.json"])
+def test_every_number_the_readme_quotes_is_in_the_committed_results(results):
+    """The README's results sections are what `tmlib report --readme` generates from docs/results.json (the
+    results at a glance) and docs/results_fp32.json (the same run in fp32, as a CPU without native bf16 computes
+    it), and every number in them is one of that file's numbers (a hand-edited or stale table fails)."""
     import json
     import re
     from pathlib import Path
 
-    from tmlib.report import README_END, README_START, readme_table
+    from tmlib.report import readme_markers, readme_table
 
     root = Path(__file__).resolve().parent.parent
-    numbers = json.loads((root / "docs" / "results.json").read_text())
+    numbers = json.loads((root / "docs" / results).read_text())
+    assert ("fp32" in results) == (numbers.get("arithmetic") == "fp32")
+    start, end = readme_markers(numbers)
     readme = (root / "README.md").read_text(encoding="utf-8")
-    section = readme.split(README_START, 1)[1].split(README_END, 1)[0]
+    section = readme.split(start, 1)[1].split(end, 1)[0]
     assert section.strip() == readme_table(numbers).strip()
 
     def flat(obj):

@@ -268,19 +268,23 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
     cfg = from_flat(cls, params)
     if isinstance(getattr(cfg, "out_dir", None), str):
         cfg = dataclasses.replace(cfg, out_dir=str(project_path(cfg.out_dir)))
-    print(arithmetic_line(cfg), flush=True)
+    line = arithmetic_line(cfg)
+    if line:
+        print(line, flush=True)
     return cfg
 
 
 def arithmetic_line(cfg: Any) -> str:
     """One line saying how ``cfg`` computes: each ``*mixed_precision`` setting as resolved, and what ``auto`` means
-    on this machine and why (:func:`tmlib.precision.arithmetic`)."""
+    on this machine and why (:func:`tmlib.precision.arithmetic`); "" for a config without such settings."""
     from .precision import arithmetic, precision_name
 
+    settings = {k: v for k, v in flatten(cfg).items() if k.endswith("mixed_precision")}
+    if not settings:
+        return ""
     found = arithmetic()
-    flat = flatten(cfg)
-    settings = ", ".join(f"{k}={precision_name(v)}" for k, v in flat.items() if k.endswith("mixed_precision"))
-    return f"[tmlib] arithmetic: {settings or 'fp32'}; auto here = {found.name} ({found.reason})"
+    shown = ", ".join(f"{k}={precision_name(v)}" for k, v in settings.items())
+    return f"[tmlib] arithmetic: {shown}; auto here = {found.name} ({found.reason})"
 
 
 def project_root(start: str | Path | None = None) -> Path | None:

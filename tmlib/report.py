@@ -146,11 +146,20 @@ def _gap(r) -> dict:
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+FP32_START, FP32_END = "<!-- results-fp32:start -->", "<!-- results-fp32:end -->"
+
+
+def readme_markers(numbers: dict) -> tuple[str, str]:
+    """Where a run's numbers go in the README: a run computed in fp32 (``auto`` on a CPU without native bf16) fills
+    the fp32 section, any other the results at a glance."""
+    return (FP32_START, FP32_END) if numbers.get("arithmetic") == "fp32" else (README_START, README_END)
 
 
 def readme_table(numbers: dict) -> str:
     """The README's results-at-a-glance tables, from :func:`key_numbers` only (a test checks it)."""
     lines = []
+    if "arithmetic" in numbers:
+        lines += [f"Computed in {numbers['arithmetic']} (what `auto` chose on the host that ran it).", ""]
     if "01" in numbers:
         n = numbers["01"]
         lines += [f"Selective masking (notebook 01; MiniLM, GenePT {n['genept_steps']} steps, MR, "
@@ -178,14 +187,15 @@ def readme_table(numbers: dict) -> str:
 
 
 def update_readme(readme: str | Path, numbers: dict) -> None:
-    """Replace the README's section between the results markers with :func:`readme_table`."""
+    """Replace the README's section between the run's markers (:func:`readme_markers`) with :func:`readme_table`."""
     path = Path(readme)
     text = path.read_text(encoding="utf-8")
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{path} has no {README_START} ... {README_END} section to fill")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    path.write_text(f"{head}{README_START}\n{readme_table(numbers)}{README_END}{tail}", encoding="utf-8")
+    start, end = readme_markers(numbers)
+    if start not in text or end not in text:
+        raise ValueError(f"{path} has no {start} ... {end} section to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{start}\n{readme_table(numbers)}{end}{tail}", encoding="utf-8")
 
 
 def results_document(run_dir: str | Path) -> str:
