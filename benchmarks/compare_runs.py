@@ -18,6 +18,7 @@ import pandas as pd
 VOLATILE = re.compile(r"(seconds|_s$|^s$|time|created|finished|commit|peak|rss|memory_mb|path|source|dir$|sources"
                       r"|ms_per)", re.I)
 SKIP_PARTS = {".locks", ".work", "solutions", "cache", "lr-grid"}   # artifacts are compared through the tables
+SCHEDULE_FILES = ("suite_timing.csv", "suite_history.csv", "suite_events.csv")   # when things ran, not what they gave
 
 
 def _volatile(name: str) -> bool:
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
             continue
         if args.only and not any(rel.parts[0].startswith(o) for o in args.only):
             continue
-        if rel.name in ("suite_timing.csv", "suite_history.csv"):
+        if rel.name in SCHEDULE_FILES:
             continue
         other = b / rel
         if not other.is_file():

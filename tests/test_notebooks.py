@@ -307,8 +307,12 @@ def test_two_notebooks_at_once_give_the_same_numbers_as_one_after_another(tmp_pa
         run_suite("smoke", tmp_path / f"jobs{jobs}", only=["02", "04"], jobs=jobs)
     files = sorted(p.relative_to(tmp_path / "jobs1") for p in (tmp_path / "jobs1").rglob("*")
                    if p.suffix in (".csv", ".json") and not set(p.parts) & compare_runs.SKIP_PARTS
-                   and p.name not in ("suite_timing.csv", "suite_history.csv"))
+                   and p.name not in compare_runs.SCHEDULE_FILES)
     assert len(files) > 10
+    ev = pd.read_csv(tmp_path / "jobs2" / "suite_events.csv")   # the two really ran at once: both started in round 0
+    assert list(ev[ev.event == "start"]["round"]) == [0, 0]
+    ev = pd.read_csv(tmp_path / "jobs1" / "suite_events.csv")   # and one after the other with --jobs 1
+    assert list(ev.event) == ["start", "end", "start", "end"]
     diffs = {str(f): compare_runs.compare_file(tmp_path / "jobs1" / f, tmp_path / "jobs2" / f) for f in files}
     assert {f: d for f, d in diffs.items() if d and "manifest" not in f and "timing" not in f} == {}
 

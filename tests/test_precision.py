@@ -23,6 +23,7 @@ def fresh(monkeypatch):
     monkeypatch.setattr(P, "_ARITHMETIC", {})
     monkeypatch.setattr(P, "_WARNED", set())
     monkeypatch.delenv(P.AUTO_ENV, raising=False)
+    monkeypatch.delenv(P.AUTO_ENV + "_REASON", raising=False)
     return monkeypatch
 
 

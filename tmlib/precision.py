@@ -189,8 +189,8 @@ def arithmetic(device: torch.device | str | None = None) -> Arithmetic:
     if forced:
         if forced not in ("bf16", "fp32"):
             raise ValueError(f"${AUTO_ENV}={forced!r}: set it to bf16 or fp32, or unset it to measure")
-        found = Arithmetic("bf16" if forced == "bf16" else FP32, kind, f"${AUTO_ENV}={forced}",
-                           capability=capability)
+        why = os.environ.get(AUTO_ENV + "_REASON") or f"${AUTO_ENV}={forced}"   # the suite passes its reason on
+        found = Arithmetic("bf16" if forced == "bf16" else FP32, kind, why, capability=capability)
     elif kind == "cuda":
         ok = torch.cuda.is_bf16_supported()
         found = Arithmetic("bf16" if ok else FP32, "cuda", f"CUDA device {'with' if ok else 'without'} bf16",

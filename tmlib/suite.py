@@ -75,8 +75,11 @@ def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = No
     target = out / notebook.name
     partial = out / f".{notebook.stem}.partial.ipynb"
     try:
+        # the kernel is killed when the run ends or stops: a graceful shutdown of a kernel busy in a cell (Ctrl-C)
+        # lets the cell finish later and print a traceback on its closed sockets
         pm.execute_notebook(str(notebook), str(partial), parameters=values, cwd=str(ROOT),
-                            kernel_name=kernel or _kernel_name(), progress_bar=sys.stderr.isatty(), log_output=False)
+                            kernel_name=kernel or _kernel_name(), progress_bar=sys.stderr.isatty(), log_output=False,
+                            shutdown_kernel="immediate")
     except BaseException:
         if partial.exists():
             os.replace(partial, out / f"{notebook.stem}.failed.ipynb")
@@ -206,9 +209,11 @@ class _Lane:
         self.nb = nb
         self.answer = tempfile.TemporaryFile(mode="w+")
         self.follow = _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} ").__enter__()
-        # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen
+        # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen.
+        # Its own session: a terminal's Ctrl-C reaches the suite only, which stops the notebooks (_stop) without
+        # their kernels' tracebacks
         self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_path), str(out), kernel],
-                                     stdout=self.answer, text=True, cwd=ROOT, env=env)
+                                     stdout=self.answer, text=True, cwd=ROOT, env=env, start_new_session=True)
 
     def finish(self) -> tuple[int, str]:
         self.follow.__exit__(None, None, None)
@@ -270,13 +275,17 @@ class Interrupted(SystemExit):
 
 
 def _stop(running: list["_Lane"]) -> None:
-    """After Ctrl-C: the notebooks' processes got the same SIGINT; wait for them to end (they keep every stage
-    already committed), end any that does not within 30 s."""
+    """After Ctrl-C: ask each running notebook's process to stop (SIGTERM: papermill shuts its kernel down; every
+    stage already committed stays), and end the process group of any that has not within 60 s."""
+    import signal
+
+    for lane in running:
+        lane.proc.terminate()
     for lane in running:
         try:
-            lane.proc.wait(timeout=30)
+            lane.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            lane.proc.terminate()
+            os.killpg(lane.proc.pid, signal.SIGKILL)
             lane.proc.wait()
         lane.finish()
 
@@ -339,7 +348,8 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
     found = arithmetic()   # once for the whole suite: every notebook's "auto" means the same
-    env.setdefault(AUTO_ENV, found.name)
+    if AUTO_ENV not in env:
+        env.update({AUTO_ENV: found.name, AUTO_ENV + "_REASON": f"{found.reason}; decided by the suite"})
     print(f"[tmlib suite] arithmetic: {found.name} where a set says auto ({found.reason})", flush=True)
     calibration = found.record()
     if calibrate:   # before the notebooks, alone on the machine: this host's speed now
@@ -575,7 +585,14 @@ def _reason_from(stdout: str, returncode: int) -> str:
     return f"the runner process exited with status {returncode}" + (" (killed by a signal)" if returncode < 0 else "")
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _one(notebook: str, params: str, out: str, kernel: str) -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)   # the suite stopping (a person's Ctrl-C): as Ctrl-C, quietly
     start = time.perf_counter()
     try:
         run_notebook(Path(notebook), params, Path(out), kernel=kernel)
