@@ -141,6 +141,33 @@ def test_adapt_runs_the_masking_recipe_on_a_file_and_tests_on_the_held_out_pool(
     assert "valid methods: finetune, bitfit, mask, lora" in capsys.readouterr().err
 
 
+def test_adapt_chooses_the_lr_on_dev_as_notebook_03_does(tmp_path, capsys):
+    """Without --lr, `adapt` tries notebook 03's grid (or --lr-grid) on dev with the first seed and trains every seed
+    at the winner; --lr skips the grid; a bad grid names the flag."""
+    import pandas as pd
+
+    from tmlib.config import flat_defaults
+    from tmlib.experiments.masking import MaskingConfig
+
+    rows = [("a wonderful, moving film", 1), ("dull and far too long", 0)] * 40
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"text": [f"{t} {i}" for i, (t, _) in enumerate(rows)], "label": [y for _, y in rows]}).to_csv(
+        path, index=False)
+    base = ["adapt", "--task", f"csv:{path}", "--method", "bitfit", "--model", "scratch:tiny", "--epochs", "1",
+            "--batch-size", "8", "--max-length", "16", "--max-train", "24", "--max-dev", "10", "--seeds", "0", "1"]
+    assert main([*base, "--out", str(tmp_path / "grid"), "--lr-grid-extend", "0"]) == 0
+    sel = pd.read_csv(next((tmp_path / "grid").rglob("lr_selection.csv")))
+    assert list(sel.lr) == flat_defaults(MaskingConfig)["lr_grid"]["bitfit"] and sel.chosen.sum() == 1
+    res = pd.read_csv(tmp_path / "grid" / "results.csv")
+    assert list(res.seed) == [0, 1] and set(res.lr) == {float(sel[sel.chosen].lr.iloc[0])}
+    assert main([*base, "--out", str(tmp_path / "fixed"), "--lr", "3e-3"]) == 0
+    assert not list((tmp_path / "fixed").rglob("lr_selection.csv"))
+    assert set(pd.read_csv(tmp_path / "fixed" / "results.csv").lr) == {3e-3}
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "bad"), "--lr-grid", "fast"]) == 2
+    assert "--lr-grid fast: give learning rates" in capsys.readouterr().err
+
+
 def test_finetune_on_a_latin1_file_with_its_own_column_names(tmp_path, capsys):
     """A user's file as it comes (latin-1, columns sentiment/confidence/text): --text-column, --label-column and
     --encoding read it; without --encoding the error names the byte and the option; training takes

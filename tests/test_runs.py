@@ -27,6 +27,11 @@ def test_cached_builds_once_then_reuses(tmp_path):
     assert len(calls) == 1
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["config"] == {"n": 1} and "value.txt" in manifest["files"] and manifest["versions"]["torch"]
+    from importlib.metadata import version
+
+    for lib in ("transformers", "tokenizers", "datasets", "accelerate", "peft", "captum", "spacy"):
+        assert manifest["versions"][lib] == version(lib), lib
+    assert manifest["runtime"]["arithmetic"] in ("bf16", "fp32")   # what "auto" resolved to where it was built
 
 
 def test_config_change_rebuilds(tmp_path):
@@ -280,3 +285,29 @@ def test_notebook_out_dir_is_taken_from_the_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "notebooks")          # where JupyterLab starts a notebook's kernel
     assert notebook_config(Cfg, {}, set()).out_dir == str(tmp_path / "runs" / "dev" / "01_x")
     assert notebook_config(Cfg, {"out_dir": "/abs/x"}, set()).out_dir == "/abs/x"
+
+
+def test_progress_lines_go_through_the_tmlib_logger(tmp_path, capsys, caplog):
+    """A stage's lines reach logging.getLogger("tmlib") (printed to stdout by default); silencing the logger keeps
+    progress.log complete."""
+    import logging
+
+    store = RunStore(tmp_path, progress=True)
+    store.cached("a", C(), lambda: 1, _save, _load)
+    assert "a: building" in capsys.readouterr().out
+    log = logging.getLogger("tmlib")
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    log.addHandler(handler)
+    old = log.level
+    try:
+        store.cached("b", C(), lambda: 2, _save, _load)
+        log.setLevel(logging.WARNING)
+        store.cached("c", C(), lambda: 3, _save, _load)
+    finally:
+        log.setLevel(old)
+        log.removeHandler(handler)
+    assert any(s.endswith("b: building") for s in seen) and not any("c:" in s for s in seen)
+    assert "c: building" not in capsys.readouterr().out
+    assert "c: building" in (tmp_path / "progress.log").read_text()

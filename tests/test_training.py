@@ -380,3 +380,48 @@ def test_resume_restores_the_cuda_random_state(tiny_task, tokenizer, tmp_path, m
     bit-identical to an uninterrupted one there too."""
     ref, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
     assert _equal_nested(resumed["last_weights"], ref["last_weights"]) == []
+
+
+def test_trackers_get_every_step_and_evaluation(tiny_task, tokenizer):
+    """fit(log_with=...) feeds accelerate's trackers: each step's loss and lr and each dev evaluation, under the
+    run's name; the history and weights are those of a run without trackers."""
+    from accelerate.tracking import GeneralTracker
+
+    from tmlib.classify import ClassifierCollator, EvalBatches, _dev_metrics, encode
+    from tmlib.training import fit
+
+    class Recorder(GeneralTracker):
+        name, requires_logging_directory = "recorder", False
+
+        def __init__(self):
+            super().__init__()
+            self.run, self.rows, self.ended = None, [], False
+
+        @property
+        def tracker(self):
+            return self
+
+        def store_init_configuration(self, values):
+            pass
+
+        def log(self, values, step=None, **kwargs):
+            self.rows.append((step, dict(values)))
+
+        def finish(self):
+            self.ended = True
+
+    enc = {s: encode(tiny_task[s], tokenizer, 16) for s in ("train", "dev")}
+    dev = EvalBatches(enc["dev"], tokenizer)
+    runs = []
+    for trackers in (None, [Recorder()]):
+        m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+        res = fit(m, enc["train"], _cfg(epochs=2), collate_fn=ClassifierCollator(tokenizer),
+                  evaluate=lambda net: _dev_metrics(net, dev, "fast"), log_with=trackers, desc="tiny run")
+        runs.append((res.history, [p.detach().clone() for p in m.parameters()]))
+    rec = trackers[0]
+    steps = [s for s, v in rec.rows if "loss" in v]
+    evals = [(s, v) for s, v in rec.rows if "dev_accuracy" in v]
+    assert steps == list(range(1, res.steps + 1)) and rec.ended
+    assert [s for s, _ in evals] == [h["step"] for h in res.history]
+    assert [v["dev_accuracy"] for _, v in evals] == [h["accuracy"] for h in res.history]
+    assert runs[0][0] == runs[1][0] and all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))

@@ -181,9 +181,10 @@ def _adapt(args) -> int:
     from .masking.config import MaskConfig
     from .methods import get_method
     from .runs import RunStore
-    from .solutions import Inputs, SolutionRecipe, evaluation_stage, solution_stage
+    from .solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage
 
     get_method(args.method)   # unknown names stop here, listing the valid ones
+    grid_lrs = _lr_grid(args)
     data = TaskRecipe(args.task, seed=args.data_seed, max_train=args.max_train, max_dev=args.max_dev,
                       max_test=args.max_test, test_pool=args.test_pool, text_column=args.text_column,
                       label_column=args.label_column, encoding=args.encoding,
@@ -191,12 +192,15 @@ def _adapt(args) -> int:
     mask = MaskConfig(init_sparsity=args.mask_init_sparsity, skip_first_blocks=args.mask_skip_first_blocks)
     store = RunStore(args.out, progress=True)
     rows = []
+    inputs = Inputs(data, args.model)
+    grid = None
     for seed in args.seeds:
         recipe = SolutionRecipe(data, args.model, args.method, seed, max_length=args.max_length, epochs=args.epochs,
                                 batch_size=args.batch_size, lr=args.lr, options=mask,
                                 mixed_precision=args.mixed_precision, kernels=args.kernels)
-        inputs = Inputs(data, args.model)
-        stage = solution_stage(recipe, inputs)
+        if grid_lrs and grid is None:   # notebook 03's rule: the lr is chosen on dev with the first seed
+            grid = GridRecipe(recipe, grid_lrs, _lr_grid_extend(args))
+        stage = chosen_stage(recipe, grid, store, inputs)
         trained, ev = store.get(stage), store.get(evaluation_stage(recipe, stage, inputs))
         rows.append({"task": args.task, "method": args.method, "seed": seed, "lr": trained.metrics["lr"],
                      "dev_accuracy": trained.metrics["dev_accuracy"], "test_accuracy": ev.accuracy, "test_n": ev.n,
@@ -207,6 +211,43 @@ def _adapt(args) -> int:
 
     store.write_csv("results.csv", pd.DataFrame(rows))
     return 0
+
+
+def _export(args) -> int:
+    from .export import ExportError, export_solution
+
+    try:
+        out = export_solution(args.solution, args.out)
+    except ExportError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}; how to load it: {out / 'README.md'}")
+    return 0
+
+
+def _lr_grid(args) -> tuple[float, ...]:
+    """The lrs ``adapt`` tries on dev: none when ``--lr`` is given or ``--lr-grid none``; else ``--lr-grid`` or, by
+    default, notebook 03's grid for the method (``MaskingConfig.lr_grid``)."""
+    from .config import flat_defaults
+    from .experiments.masking import MaskingConfig
+
+    if args.lr is not None or args.lr_grid == ["none"]:
+        return ()
+    if not args.lr_grid:
+        return tuple(flat_defaults(MaskingConfig)["lr_grid"].get(args.method, ()))
+    try:
+        lrs = tuple(float(v) for v in args.lr_grid)
+    except ValueError:
+        raise ValueError(f"--lr-grid {' '.join(args.lr_grid)}: give learning rates (e.g. 1e-4 3e-4) or none") from None
+    if any(v <= 0 for v in lrs) or len(set(lrs)) != len(lrs):
+        raise ValueError(f"--lr-grid {' '.join(args.lr_grid)}: learning rates must be > 0 and different")
+    return lrs
+
+
+def _lr_grid_extend(args) -> int:
+    from .config import flat_defaults
+    from .experiments.masking import MaskingConfig
+
+    return flat_defaults(MaskingConfig)["lr_grid_extend"] if args.lr_grid_extend is None else args.lr_grid_extend
 
 
 def _predict(args) -> int:
@@ -511,7 +552,15 @@ def main(argv: list[str] | None = None) -> int:
     pad.add_argument("--model", default="minilm", help="minilm, scratch:<size>, a checkpoint dir or a hub name")
     pad.add_argument("--out", required=True, help="run directory (solutions/, evaluations/, results.csv)")
     pad.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
-    pad.add_argument("--lr", type=float, default=None, help="learning rate (default: the method's)")
+    pad.add_argument("--lr", type=float, default=None,
+                     help="learning rate, used as given (default: chosen on dev from --lr-grid)")
+    pad.add_argument("--lr-grid", nargs="+", default=None, metavar="LR",
+                     help="lrs tried on dev with the first seed; the best dev accuracy wins and every seed trains "
+                          "at it (notebook 03's rule); default: notebook 03's grid for the method; none: the "
+                          "method's default lr")
+    pad.add_argument("--lr-grid-extend", type=int, default=None,
+                     help="a winner at the grid's edge adds the next lr beyond it, up to N times (default: "
+                          "notebook 03's)")
     pad.add_argument("--epochs", type=float, default=4.0)
     pad.add_argument("--batch-size", type=int, default=16)
     pad.add_argument("--max-length", type=int, default=64)
@@ -528,6 +577,11 @@ def main(argv: list[str] | None = None) -> int:
                      help="auto (notebook 03's default: bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16")
     pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
     pad.set_defaults(func=_adapt)
+    pex = sub.add_parser("export", help="a trained solution as a folder plain transformers / peft load, with a model "
+                                        "card generated from the run")
+    pex.add_argument("solution", help="a solution folder: <run>/solutions/<task>/<method>-s<seed> (adapt, notebook 03)")
+    pex.add_argument("--out", required=True, help="a new folder for the export (never overwritten)")
+    pex.set_defaults(func=_export)
     ppr = sub.add_parser("predict", help="several tasks' masks on one backbone: predictions for every row of a file")
     ppr.add_argument("--mask", action="append", required=True, metavar="TASK=PATH",
                      help="a task's mask.safetensors (from `adapt --method mask`); repeat for more tasks")

@@ -270,7 +270,9 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
         cfg = dataclasses.replace(cfg, out_dir=str(project_path(cfg.out_dir)))
     line = arithmetic_line(cfg)
     if line:
-        print(line, flush=True)
+        from .logs import LOGGER
+
+        LOGGER.info(line)
     return cfg
 
 

@@ -29,7 +29,7 @@ clipping.
 """
 from __future__ import annotations
 
-import json
+import shutil
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -208,20 +208,24 @@ def _lora(model, seed, options):
     return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
 def _export_lora(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Exported:
+    import tempfile
+
     from peft import get_peft_model_state_dict
 
     state = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(prep.model).items()}
-    adapter_config = prep.model.peft_config["default"].to_dict()
+    staged = Path(tempfile.mkdtemp(prefix="tmlib-lora-"))
+    prep.model.save_pretrained(str(staged))   # peft's own writer (before merging): PeftModel.from_pretrained loads it
 
     def save(d: Path) -> list[Path]:
-        from safetensors.torch import save_file
-
         (d / "adapter").mkdir(parents=True, exist_ok=True)
-        save_file(state, str(d / "adapter" / "adapter_model.safetensors"))
-        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in adapter_config.items()}
-        (d / "adapter" / "adapter_config.json").write_text(json.dumps(cfg, indent=2, default=str))
-        return [d / "adapter" / "adapter_model.safetensors", d / "adapter" / "adapter_config.json"]
+        for name in ADAPTER_FILES:
+            shutil.copy2(staged / name, d / "adapter" / name)
+        shutil.rmtree(staged, ignore_errors=True)
+        return [d / "adapter" / name for name in ADAPTER_FILES]
 
     merged = prep.model.merge_and_unload()   # plain HF model: W + B A alpha / r, trained head
     task_bytes = sum(v.numel() * v.element_size() for v in state.values())

@@ -255,7 +255,7 @@ def processes():
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def get_accelerator(mixed_precision: str = FP32):
+def get_accelerator(mixed_precision: str = FP32, log_with=None):
     """The process's Accelerator. Without a GPU, multi-process launches (``accelerate launch --cpu
     --num_processes N``, ``torchrun``) run data-parallel on CPU over gloo.
 
@@ -280,7 +280,7 @@ def get_accelerator(mixed_precision: str = FP32):
             raise ValueError(f"this process already runs with mixed_precision={state.get('_mixed_precision')!r}; "
                              f"a distributed run cannot switch to {mixed_precision!r} mid-run")
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(cpu=cpu, mixed_precision=mixed_precision)
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, log_with=log_with)
 
 
 def resolve_fields(cfg, *names: str) -> None:

@@ -39,6 +39,7 @@ from typing import Any, Callable, Generic, Mapping, TypeVar
 from .assets import sha256_file
 from .config import config_hash
 from .heartbeat import reporting_to
+from .logs import LOGGER
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
@@ -142,14 +143,25 @@ def runtime() -> dict[str, Any]:
             **arithmetic().record()}   # what "auto" resolved to here, and the probe behind it
 
 
+VERSIONED = ("transformers", "tokenizers", "datasets", "accelerate", "peft", "captum", "spacy", "scikit-learn",
+             "numpy", "safetensors")
+"""Libraries whose version can move a number (a kernel, a tokenizer, a split, an attribution): in every manifest."""
+
+
 def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
 
     from . import __version__
 
-    return {"tmlib": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
+    out = {"tmlib": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    for name in VERSIONED:   # read from the installed metadata: nothing is imported
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
 
 
 class ArtifactError(RuntimeError):
@@ -307,7 +319,7 @@ class RunStore:
         if not self.progress:
             return
         line = f"{time.strftime('%H:%M:%S')} {message}"
-        print(line, flush=True)
+        LOGGER.info(line)
         try:
             with open(self.log_file, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")

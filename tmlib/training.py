@@ -159,7 +159,19 @@ def _examples(rows: list) -> list:
 
 
 def _state_for_best(model) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A copy of what training can change: the parameters that train and every buffer. Frozen parameters (a mask's,
+    LoRA's or BitFit's backbone) stay out, so the copy and a checkpoint hold only the trained share."""
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
+
+
+def _restore_best(model, state: dict) -> None:
+    """Load :func:`_state_for_best`'s copy; what it left out must be exactly the frozen parameters."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    if unexpected or set(missing) - frozen:
+        raise RuntimeError(f"best state does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
 
 
 def _param_groups(params: list, weight_decay: float) -> list[dict]:
@@ -278,6 +290,7 @@ def fit(
     on_step: Sequence[Callable[[int, torch.nn.Module, dict], None]] = (),
     desc: str = "train",
     lengths: Sequence[int] | None = None,
+    log_with=None,
 ) -> FitResult:
     """Train ``model`` on ``train_data`` (a map-style dataset fed through ``collate_fn``).
 
@@ -285,13 +298,18 @@ def fit(
     maps the model to a dict of dev metrics; the state with the best ``cfg.select_metric`` is loaded
     back at the end. Returns the evaluation history. ``lengths`` (one per example, for variable-length
     inputs padded per batch) are used when ``cfg.group_by_length``: :class:`LengthGroupedBatches`.
-    ``cfg.kernels`` picks the attention implementation for the run (:func:`kernels_context`).
+    ``cfg.kernels`` picks the attention implementation for the run (:func:`kernels_context`). ``log_with``:
+    accelerate trackers (``"tensorboard"``, ``"wandb"``, ... or :class:`accelerate.tracking.GeneralTracker`
+    objects) that get every step's loss and lr and every dev evaluation, under the run name ``desc``; not part of
+    the config, so it never changes a result or a cache key.
     ``checkpoint_dir``: a resumable checkpoint is written there and a run cut off resumes from it.
     """
     import time
 
     set_seed(cfg.seed)
-    acc = get_accelerator(cfg.mixed_precision)
+    acc = get_accelerator(cfg.mixed_precision, log_with=log_with)
+    if log_with is not None:
+        acc.init_trackers(desc)
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: every parameter passed has requires_grad=False")
@@ -352,11 +370,16 @@ def fit(
                 logs = {"loss": out.loss.item(), "lr": sched.get_last_lr()[0]}
                 for hook in on_step:
                     hook(step, acc.unwrap_model(model), logs)
+                if log_with is not None:
+                    acc.log(logs, step=step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{logs['loss']:.3f}")
                 beat(step)
                 if step % eval_every == 0 or step == total:
                     progress.evaluate(acc.unwrap_model(model), evaluate, step / per_epoch)
+                    if log_with is not None:
+                        acc.log({f"dev_{k}": v for k, v in progress.result.history[-1].items()
+                                 if isinstance(v, (int, float)) and k not in ("step", "epoch")}, step=step)
                 if step % ckpt_every == 0 and step < total:
                     ckpt.save(model, optimizer, sched, progress, collate_fn)
                 _fault_injection(step)
@@ -366,10 +389,12 @@ def fit(
                 raise RuntimeError(f"an epoch produced no training step (resume at step {progress.step}, "
                                    f"{per_epoch} batches/epoch)")
     bar.close()
+    if log_with is not None:
+        acc.end_training()
     # drop accelerate's autocast wrapper from the model's forward: after fit it runs in full precision
     acc.unwrap_model(model, keep_fp32_wrapper=False)
     if progress.best_state is not None:
-        acc.unwrap_model(model).load_state_dict(progress.best_state)
+        _restore_best(acc.unwrap_model(model), progress.best_state)
     result = progress.result
     result.steps = progress.step
     result.seconds = time.perf_counter() - start
