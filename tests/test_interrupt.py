@@ -55,8 +55,10 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
     cmd = _suite(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     log = tmp_path / "run" / "00_stages" / "progress.log"
+    # its own process group, as a terminal's foreground job, with Ctrl-C's default action (a shell starting this test
+    # in the background, as CI may, leaves SIGINT ignored, and children inherit that)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)   # its own process group, as a terminal's foreground job
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     while time.time() < deadline and (not log.is_file() or log.read_text().count(": built in") < 2):
         time.sleep(0.2)
