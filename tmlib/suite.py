@@ -586,6 +586,9 @@ def _reason_from(stdout: str, returncode: int) -> str:
 
 
 def _interrupt(signum, frame):
+    """The suite stops this notebook (a person's Ctrl-C): from here on its stderr is silent (the kernel it kills and
+    the execution it abandons would print tracebacks); the suite says what happened, in one line."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
     raise KeyboardInterrupt
 
 
