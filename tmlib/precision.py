@@ -86,6 +86,7 @@ def check_mixed_precision(mixed_precision, device: torch.device | str | None = N
     -> ``"no"``; ``"auto"`` stays ``"auto"``: :func:`resolve_mixed_precision` decides it); with ``device``, also
     that the device supports it (fp16 autocast + gradient scaling needs CUDA; bf16 runs on CPU and CUDA)."""
     import torch
+
     if mixed_precision is False or mixed_precision in ("fp32", "no"):
         mixed_precision = FP32
     if not isinstance(mixed_precision, str) or mixed_precision not in MIXED_PRECISIONS:

@@ -227,7 +227,7 @@ def _run_lanes(pending, running, done, rows, failures, events, deps, params, pdi
                jobs) -> None:
     """Start ready notebooks (up to ``jobs`` at once) and collect the finished ones, until none is left to start.
     ``events`` receives the schedule as it happens: one row per start, end or failure, with the scheduling round
-    (a start in round r+1 after an end in round r waited for nothing else)."""
+    (a round is one poll; a start in the round its dependency ended waited for nothing else)."""
     start, round_ = time.perf_counter(), 0
 
     def event(kind: str, nb: Path) -> None:
