@@ -184,7 +184,7 @@ def _adapt(args) -> int:
     from .solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage
 
     get_method(args.method)   # unknown names stop here, listing the valid ones
-    grid_lrs = _lr_grid(args)
+    grid_lrs, grid_extend = _lr_grid(args)
     data = TaskRecipe(args.task, seed=args.data_seed, max_train=args.max_train, max_dev=args.max_dev,
                       max_test=args.max_test, test_pool=args.test_pool, text_column=args.text_column,
                       label_column=args.label_column, encoding=args.encoding,
@@ -199,7 +199,7 @@ def _adapt(args) -> int:
                                 batch_size=args.batch_size, lr=args.lr, options=mask,
                                 mixed_precision=args.mixed_precision, kernels=args.kernels)
         if grid_lrs and grid is None:   # notebook 03's rule: the lr is chosen on dev with the first seed
-            grid = GridRecipe(recipe, grid_lrs, _lr_grid_extend(args))
+            grid = GridRecipe(recipe, grid_lrs, grid_extend)
         stage = chosen_stage(recipe, grid, store, inputs)
         trained, ev = store.get(stage), store.get(evaluation_stage(recipe, stage, inputs))
         rows.append({"task": args.task, "method": args.method, "seed": seed, "lr": trained.metrics["lr"],
@@ -224,30 +224,26 @@ def _export(args) -> int:
     return 0
 
 
-def _lr_grid(args) -> tuple[float, ...]:
-    """The lrs ``adapt`` tries on dev: none when ``--lr`` is given or ``--lr-grid none``; else ``--lr-grid`` or, by
-    default, notebook 03's grid for the method (``MaskingConfig.lr_grid``)."""
+def _lr_grid(args) -> tuple[tuple[float, ...], int]:
+    """The lrs ``adapt`` tries on dev and how often a winner at the edge extends them: no lrs when ``--lr`` is given
+    or ``--lr-grid none``; else ``--lr-grid`` or, by default, notebook 03's grid for the method and its extension
+    (``MaskingConfig.lr_grid``, ``lr_grid_extend``)."""
     from .config import flat_defaults
     from .experiments.masking import MaskingConfig
 
+    defaults = flat_defaults(MaskingConfig)
+    extend = defaults["lr_grid_extend"] if args.lr_grid_extend is None else args.lr_grid_extend
     if args.lr is not None or args.lr_grid == ["none"]:
-        return ()
+        return (), extend
     if not args.lr_grid:
-        return tuple(flat_defaults(MaskingConfig)["lr_grid"].get(args.method, ()))
+        return tuple(defaults["lr_grid"].get(args.method, ())), extend
     try:
         lrs = tuple(float(v) for v in args.lr_grid)
     except ValueError:
         raise ValueError(f"--lr-grid {' '.join(args.lr_grid)}: give learning rates (e.g. 1e-4 3e-4) or none") from None
     if any(v <= 0 for v in lrs) or len(set(lrs)) != len(lrs):
         raise ValueError(f"--lr-grid {' '.join(args.lr_grid)}: learning rates must be > 0 and different")
-    return lrs
-
-
-def _lr_grid_extend(args) -> int:
-    from .config import flat_defaults
-    from .experiments.masking import MaskingConfig
-
-    return flat_defaults(MaskingConfig)["lr_grid_extend"] if args.lr_grid_extend is None else args.lr_grid_extend
+    return lrs, extend
 
 
 def _predict(args) -> int:

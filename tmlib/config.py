@@ -216,16 +216,7 @@ def flat_defaults(cls: type) -> dict[str, Any]:
 
 def flat_names(cls: type) -> list[str]:
     """Every flat parameter name of config class ``cls`` (no instance needed: required fields are fine)."""
-    nested = _nested_fields(cls)
-    names = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        if f.name in nested:
-            names += [f"{f.name}_{sub.name}" for sub in dataclasses.fields(nested[f.name]) if sub.init]
-        else:
-            names.append(f.name)
-    return names
+    return list(flat_defaults(cls))
 
 
 def from_flat(cls: type[T], flat: Mapping[str, Any] | None) -> T:

@@ -90,16 +90,11 @@ def backbone_source(name: str) -> dict:
         info["hub_equivalent"] = "sentence-transformers/all-MiniLM-L6-v2"
     elif Path(path).is_dir():
         weights = sorted(Path(path).glob("*.safetensors"))
-        info["revision"] = f"local folder, {weights[0].name} sha256 {_sha256(weights[0])[:16]}" if weights else "local"
+        info["revision"] = (f"local folder, {weights[0].name} sha256 {assets.sha256_file(weights[0])[:16]}"
+                            if weights else "local")
     else:
         info["revision"] = _hub_revision(path)
     return info
-
-
-def _sha256(path: Path) -> str:
-    from .assets import sha256_file
-
-    return sha256_file(path)
 
 
 def _hub_revision(name: str) -> str:
@@ -158,9 +153,7 @@ def _write_scratch_backbone(solution: Path, out: Path, facts: dict) -> str:
 
 
 def _write_finetune(solution: Path, out: Path, facts: dict) -> list[str]:
-    for f in (solution / "model").iterdir():
-        shutil.copy2(f, out / f.name)
-    return [f.name for f in (solution / "model").iterdir()]
+    return [Path(shutil.copy2(f, out / f.name)).name for f in (solution / "model").iterdir()]
 
 
 def _write_mask(solution: Path, out: Path, facts: dict) -> list[str]:

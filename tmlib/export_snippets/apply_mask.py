@@ -21,17 +21,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 
 def read(folder: str | Path) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
     with safe_open(str(Path(folder) / "mask.safetensors"), framework="numpy") as f:
         return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
 
 
 def fingerprint(model, names) -> str:
-    """SHA-256 over a strided sample of the named layers' weights (the check the mask file carries)."""
+    """SHA-256 over a strided sample of the named layers' weights (fast, order fixed): the check the mask file
+    carries. tmlib computes it with this same function (``tmlib.masking.packing.backbone_fingerprint``)."""
     h = hashlib.sha256()
     mods = dict(model.named_modules())
     for n in sorted(names):
@@ -44,6 +45,8 @@ def fingerprint(model, names) -> str:
 
 def load(folder: str | Path, backbone: str | None = None):
     """The backbone with the export's masks and head applied (eval mode), and the export's tokenizer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     folder = Path(folder)
     meta, arrays = read(folder)
     if backbone is None:   # the backbone the export names: a hub id, a local folder, or its own backbone/ folder

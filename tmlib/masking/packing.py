@@ -11,7 +11,6 @@ and the fingerprint, and names the mismatch when one fails.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +41,12 @@ def unpack_bits(packed: np.ndarray, shape) -> torch.Tensor:
 
 
 def backbone_fingerprint(model: nn.Module, names) -> str:
-    """SHA-256 over a strided sample of the frozen weights of the named layers (fast, order fixed)."""
-    h = hashlib.sha256()
-    mods = dict(model.named_modules())
-    for n in sorted(names):
-        w = mods[n].weight.detach().float().cpu().contiguous().view(-1)
-        h.update(n.encode())
-        h.update(str(tuple(mods[n].weight.shape)).encode())
-        h.update(w[:: max(1, w.numel() // 4096)].numpy().tobytes())
-    return h.hexdigest()[:24]
+    """SHA-256 over a strided sample of the frozen weights of the named layers (fast, order fixed). The function is
+    the exported loader's (``export_snippets/apply_mask.py``), so a mask checked here is checked the same way
+    without tmlib."""
+    from ..export_snippets.apply_mask import fingerprint
+
+    return fingerprint(model, names)
 
 
 @dataclass
