@@ -3,6 +3,7 @@ load average to print next to every time, and medians of interleaved repeats.
 
 Not a benchmark itself (``run_all.py`` runs ``bench_*.py`` only).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,12 @@ LABEL = {"no": "fp32", "bf16": "bf16"}
 
 
 def add_precision_arg(ap) -> None:
-    ap.add_argument("--precision", choices=sorted(PRECISIONS), default="both",
-                    help="fp32 ('no'), bf16 autocast, or both side by side (default)")
+    ap.add_argument(
+        "--precision",
+        choices=sorted(PRECISIONS),
+        default="both",
+        help="fp32 ('no'), bf16 autocast, or both side by side (default)",
+    )
 
 
 def precisions(args) -> tuple[str, ...]:
@@ -33,7 +38,7 @@ def bf16_ok() -> bool:
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
-    except Exception:  # noqa: BLE001 - any failure means "not here"
+    except Exception:
         return False
 
 

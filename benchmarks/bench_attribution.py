@@ -18,6 +18,7 @@ so the rounding does); bf16 vs fp32 scores are compared for every method and rep
 checked within 5e-2, probability differences; the gradient methods' relative difference is printed).
 ``--quick`` times the naive loop on 4 sentences only (sentences/s compare), the rest on 12.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ def naive_occlusion(model, tok, texts, max_length):
             c = int(p.argmax())
             scores = []
             for i in range(1, len(ids) - 1):
-                q = torch.softmax(model(input_ids=torch.tensor([ids[:i] + ids[i + 1:]])).logits, -1)[0, c]
+                q = torch.softmax(model(input_ids=torch.tensor([ids[:i] + ids[i + 1 :]])).logits, -1)[0, c]
                 scores.append(float(p[c] - q))
             out.append(np.asarray(scores))
     return out
@@ -85,8 +86,10 @@ def main() -> None:
         rows.append(("occlusion, batched", mp, t_fast, n))
         speedup[mp] = (t_slow / n_naive) / (t_fast / n)
         scores["occlusion", mp] = fast
-        for name, fn, kw in (("grad x input", grad_x_input, {}),
-                             ("integrated gradients, 16 steps", integrated_gradients, {"n_steps": 16})):
+        for name, fn, kw in (
+            ("grad x input", grad_x_input, {}),
+            ("integrated gradients, 16 steps", integrated_gradients, {"n_steps": 16}),
+        ):
             with autocast(mp):
                 t = time.perf_counter()
                 scores[name, mp] = fn(model, tok, texts, max_length=args.max_length, **kw)
@@ -95,8 +98,10 @@ def main() -> None:
     for name, mp, sec, k in rows:
         print(f"  {name:<46} {LABEL[mp]} {sec:7.2f} s  {k / sec:7.1f} sentences/s")
     for mp in mps:
-        print(f"  {LABEL[mp]}: batched occlusion speed-up over naive: {speedup[mp]:.1f}x per sentence "
-              f"(max |difference| {worst[mp]:.1e})")
+        print(
+            f"  {LABEL[mp]}: batched occlusion speed-up over naive: {speedup[mp]:.1f}x per sentence "
+            f"(max |difference| {worst[mp]:.1e})"
+        )
     if len(mps) == 2:
         sec = {(name, mp): s_ for name, mp, s_, _ in rows}
         for name in ("occlusion", "grad x input", "integrated gradients, 16 steps"):
@@ -104,10 +109,13 @@ def main() -> None:
             d = max(float(np.abs(x.scores - y.scores).max()) for x, y in zip(a, b))
             rel = d / max(max(float(np.abs(x.scores).max()) for x in a), 1e-12)
             key = "occlusion, batched" if name == "occlusion" else name
-            print(f"  bf16 vs fp32, {name}: {sec[key, 'no'] / sec[key, 'bf16']:.2f}x faster, max |score difference| "
-                  f"{d:.1e} ({rel:.1%} of the largest |score|)")
+            print(
+                f"  bf16 vs fp32, {name}: {sec[key, 'no'] / sec[key, 'bf16']:.2f}x faster, max |score difference| "
+                f"{d:.1e} ({rel:.1%} of the largest |score|)"
+            )
             if name == "occlusion":
                 assert d < 5e-2, "bf16 occlusion scores too far from fp32"
+
 
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ process; the trained weights are checked to be identical.
 
     .venv/bin/python benchmarks/bench_best_state.py              # mask, lora, bitfit, finetune; 40 MR sentences
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ def child(method: str, variant: str, out: Path) -> None:
     from tmlib.methods import prepare_method
     from tmlib.models import load_classifier, load_tokenizer
 
-    if variant == "full":   # the copy before: every tensor of the state dict
+    if variant == "full":  # the copy before: every tensor of the state dict
         T._state_for_best = lambda model: {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.set_num_threads(2)
     task = load_task("mr", max_examples=60, seed=0)
@@ -41,18 +42,35 @@ def child(method: str, variant: str, out: Path) -> None:
     cfg = prep.train_config(T.TrainConfig(batch_size=8, epochs=2, max_length=32, progress=False, checkpoint_every=3))
     ckpt = out / f"ckpt-{method}-{variant}"
     sizes = []
-    hook = lambda step, m, logs: sizes.append((ckpt / "checkpoint.pt").stat().st_size) if (
-        ckpt / "checkpoint.pt").is_file() else None
-    train_classifier(prep.model, task, load_tokenizer("minilm"), cfg, params=prep.params,
-                     optimizer_cls=prep.optimizer_cls, checkpoint_dir=ckpt, on_step=[hook])
+    hook = lambda step, m, logs: (
+        sizes.append((ckpt / "checkpoint.pt").stat().st_size) if (ckpt / "checkpoint.pt").is_file() else None
+    )
+    train_classifier(
+        prep.model,
+        task,
+        load_tokenizer("minilm"),
+        cfg,
+        params=prep.params,
+        optimizer_cls=prep.optimizer_cls,
+        checkpoint_dir=ckpt,
+        on_step=[hook],
+    )
     digest = hashlib.sha256()
     for k, v in sorted(prep.model.state_dict().items()):
         digest.update(k.encode())
         digest.update(v.detach().float().cpu().numpy().tobytes())
-    print(json.dumps({"method": method, "variant": variant, "copy_mb": copy_bytes / 2**20,
-                      "checkpoint_mb": max(sizes, default=0) / 2**20,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "weights": digest.hexdigest()[:16]}))
+    print(
+        json.dumps(
+            {
+                "method": method,
+                "variant": variant,
+                "copy_mb": copy_bytes / 2**20,
+                "checkpoint_mb": max(sizes, default=0) / 2**20,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "weights": digest.hexdigest()[:16],
+            }
+        )
+    )
 
 
 def main(argv=None) -> int:
@@ -65,8 +83,12 @@ def main(argv=None) -> int:
     rows = []
     for method in args.methods:
         for variant in ("full", "trained"):
-            done = subprocess.run([sys.executable, __file__, CHILD, method, variant, str(out)], capture_output=True,
-                                  text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            done = subprocess.run(
+                [sys.executable, __file__, CHILD, method, variant, str(out)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            )
             if done.returncode:
                 print(done.stderr[-2000:])
                 return 1
@@ -78,9 +100,11 @@ def main(argv=None) -> int:
     table.to_csv(out / "best_state.csv", index=False)
     for method, g in table.groupby("method", sort=False):
         full, trained = g.set_index("variant").loc["full"], g.set_index("variant").loc["trained"]
-        print(f"{method}: copy {full.copy_mb:.1f} -> {trained.copy_mb:.1f} MB, checkpoint {full.checkpoint_mb:.1f} -> "
-              f"{trained.checkpoint_mb:.1f} MB, peak RSS {full.peak_rss_mb:.0f} -> {trained.peak_rss_mb:.0f} MB, "
-              f"weights {'identical' if full.weights == trained.weights else 'DIFFER'}")
+        print(
+            f"{method}: copy {full.copy_mb:.1f} -> {trained.copy_mb:.1f} MB, checkpoint {full.checkpoint_mb:.1f} -> "
+            f"{trained.checkpoint_mb:.1f} MB, peak RSS {full.peak_rss_mb:.0f} -> {trained.peak_rss_mb:.0f} MB, "
+            f"weights {'identical' if full.weights == trained.weights else 'DIFFER'}"
+        )
     return 0
 
 

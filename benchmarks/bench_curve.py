@@ -36,6 +36,7 @@ An earlier run (00:39, same code) gave the same accuracies and losses to the las
 point, benchmarks/bench_landscape.py). Without dropout (the curve trains in eval mode) the ``[CLS]``-only forward
 saves little here: one layer's positions of six, and the backward of the 5 others is unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_precision_arg, load, median, precisions  # noqa: E402
+from _common import add_precision_arg, load, median, precisions
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -57,8 +58,9 @@ def main() -> int:
     ap.add_argument("--reuse", default="runs/default/03_masking_vs_finetuning", help="notebook 03's out_dir")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=None, help="curve steps (default: LandscapeConfig's)")
-    ap.add_argument("--out", default=None,
-                    help="CSV to write (default results/curve.csv; --quick: results/curve_quick.csv)")
+    ap.add_argument(
+        "--out", default=None, help="CSV to write (default results/curve.csv; --quick: results/curve_quick.csv)"
+    )
     ap.add_argument("--quick", action="store_true", help="seeds 0 and 1, 20 steps")
     add_precision_arg(ap)
     args = ap.parse_args()
@@ -78,8 +80,9 @@ def main() -> int:
 
     root = Path(__file__).resolve().parent.parent
     if not (root / args.reuse).is_dir():
-        print(f"skipped: {args.reuse} not found; "
-              "run `.venv/bin/python -m tmlib suite --params default --only 03` first")
+        print(
+            f"skipped: {args.reuse} not found; run `.venv/bin/python -m tmlib suite --params default --only 03` first"
+        )
         return 0
     cfg = L.LandscapeConfig(reuse_runs=args.reuse, progress=False, out_dir="/tmp/bench_curve")
     steps = args.steps or cfg.curve_steps
@@ -89,31 +92,70 @@ def main() -> int:
     train = L.curve_train_batches(cfg, data, tok)
     a, b = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
-    print(f"curve {a} <-> {b}, {steps} steps at lr {cfg.curve_lr}, batch {cfg.batch_size}, {len(train)} batches; "
-          f"evaluation fp32 at {len(ts)} points; torch threads {torch.get_num_threads()}")
-    for mp, kernels in variants.values():   # warm-up (first-call allocations, oneDNN kernels), not timed
-        train_bezier(sols.template, sols.states[a], sols.states[b], train[:1], steps=2, lr=cfg.curve_lr,
-                     mixed_precision=mp, kernels=kernels, progress=False)
+    print(
+        f"curve {a} <-> {b}, {steps} steps at lr {cfg.curve_lr}, batch {cfg.batch_size}, {len(train)} batches; "
+        f"evaluation fp32 at {len(ts)} points; torch threads {torch.get_num_threads()}"
+    )
+    for mp, kernels in variants.values():  # warm-up (first-call allocations, oneDNN kernels), not timed
+        train_bezier(
+            sols.template,
+            sols.states[a],
+            sols.states[b],
+            train[:1],
+            steps=2,
+            lr=cfg.curve_lr,
+            mixed_precision=mp,
+            kernels=kernels,
+            progress=False,
+        )
     rows = []
     for seed in args.seeds:
         for name, (mp, kernels) in variants.items():
             t0 = time.perf_counter()
-            curve = train_bezier(sols.template, sols.states[a], sols.states[b], train, steps=steps, lr=cfg.curve_lr,
-                                 seed=seed, mixed_precision=mp, kernels=kernels, progress=False)
+            curve = train_bezier(
+                sols.template,
+                sols.states[a],
+                sols.states[b],
+                train,
+                steps=steps,
+                lr=cfg.curve_lr,
+                seed=seed,
+                mixed_precision=mp,
+                kernels=kernels,
+                progress=False,
+            )
             secs = time.perf_counter() - t0
-            along = bezier_path(sols.template, sols.states[a], curve.theta, sols.states[b],
-                                {"dev": batches["dev"], "test": batches["test"]}, ts, evaluate=L._evaluate(cfg),
-                                progress=False)
+            along = bezier_path(
+                sols.template,
+                sols.states[a],
+                curve.theta,
+                sols.states[b],
+                {"dev": batches["dev"], "test": batches["test"]},
+                ts,
+                evaluate=L._evaluate(cfg),
+                progress=False,
+            )
             for split in ("dev", "test"):
                 acc = path_summary(along, split)
                 loss = along[(along.split == split)].loss
-                rows.append({"seed": seed, "variant": name, "split": split, "train_seconds": secs,
-                             "final_train_loss": float(curve.log.loss.tail(10).mean()),
-                             "max_drop_pts": 100 * acc["max_drop"], "mean_acc_pts": 100 * acc["mean_accuracy_on_0_1"],
-                             "max_loss": float(loss.max()), "load": os.getloadavg()[0]})
-            print(f"seed {seed} {name:>10}: {secs:6.1f} s train, test drop {rows[-1]['max_drop_pts']:.2f} pts, "
-                  f"test mean {rows[-1]['mean_acc_pts']:.2f}, test max loss {rows[-1]['max_loss']:.3f} ({load()})",
-                  flush=True)
+                rows.append(
+                    {
+                        "seed": seed,
+                        "variant": name,
+                        "split": split,
+                        "train_seconds": secs,
+                        "final_train_loss": float(curve.log.loss.tail(10).mean()),
+                        "max_drop_pts": 100 * acc["max_drop"],
+                        "mean_acc_pts": 100 * acc["mean_accuracy_on_0_1"],
+                        "max_loss": float(loss.max()),
+                        "load": os.getloadavg()[0],
+                    }
+                )
+            print(
+                f"seed {seed} {name:>10}: {secs:6.1f} s train, test drop {rows[-1]['max_drop_pts']:.2f} pts, "
+                f"test mean {rows[-1]['mean_acc_pts']:.2f}, test max loss {rows[-1]['max_loss']:.3f} ({load()})",
+                flush=True,
+            )
     df = pd.DataFrame(rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
@@ -124,13 +166,21 @@ def main() -> int:
         print(f"  {name:>10}: {base.median()[name]:6.1f} s  {median(per_seed['fp32 hf'] / per_seed[name]):.2f}x")
     print("\npaired gaps (seed by seed; bf16 fast - fp32 fast, fp32 fast - fp32 hf):")
     for metric, unit in (("max_drop_pts", "points"), ("mean_acc_pts", "points"), ("max_loss", "nats")):
-        table = paired_gap_table(df, by="split", method_col="variant", value_col=metric,
-                                 pairs=[p for p in (("bf16 fast", "fp32 fast"), ("fp32 fast", "fp32 hf"))
-                                        if p[0] in variants])
+        table = paired_gap_table(
+            df,
+            by="split",
+            method_col="variant",
+            value_col=metric,
+            pairs=[p for p in (("bf16 fast", "fp32 fast"), ("fp32 fast", "fp32 hf")) if p[0] in variants],
+        )
         for _, r in table.iterrows():
-            text = (gap_sentence(r, unit=unit) if unit == "points" else   # losses: 3 decimals
-                    f"{r['comparison']} = {r['gap_mean']:+.4f} ± {r['ci95']:.4f} {unit} "
-                    f"(p = {r['p']:.2f}, {r['n_seeds']} seeds)")
+            text = (
+                gap_sentence(r, unit=unit)
+                if unit == "points"
+                # losses: 3 decimals
+                else f"{r['comparison']} = {r['gap_mean']:+.4f} ± {r['ci95']:.4f} {unit} "
+                f"(p = {r['p']:.2f}, {r['n_seeds']} seeds)"
+            )
             print(f"  {metric:>12} {r['split']:>4}: {text}")
     print(f"\nwrote {args.out}")
     return 0

@@ -14,6 +14,7 @@ evaluation path, on the same models and sentences, interleaved in one run.
 Both give the same accuracy up to float rounding (checked: predictions agree on >= 99.9% of sentences).
 Results: ``benchmarks/results/eval.csv``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,9 @@ def plain_eval(model, tok, texts, labels, max_length=64, batch_size=64) -> tuple
     preds = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
+            enc = tok(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             preds.append(model(**enc).logits.argmax(-1))
     p = torch.cat(preds).numpy()
     return float((p == np.asarray(labels)).mean()), p
@@ -53,8 +55,10 @@ def main() -> int:
     texts, labels = list(test["text"]), list(test["label"])
     tok = load_tokenizer("minilm")
     models = [load_classifier("minilm", ["negative", "positive"], seed=s).eval() for s in range(2 if args.quick else 3)]
-    print(f"{len(texts)} MR held-out sentences, max length 64, {len(models)} models, "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"{len(texts)} MR held-out sentences, max length 64, {len(models)} models, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     variants = ["plain", "tmlib"] + (["tmlib bf16"] if args.precision == "both" else [])
     rows = []
     for rep, model in enumerate(models):
@@ -63,22 +67,36 @@ def main() -> int:
             if v == "plain":
                 acc, pred = plain_eval(model, tok, texts, labels)
             else:
-                batches = EvalBatches(encode(test, tok, 64), tok, batch_size=64)   # once per task in notebook 03
+                batches = EvalBatches(encode(test, tok, 64), tok, batch_size=64)  # once per task in notebook 03
                 with kernels_context(model, "fast", "cpu"):
-                    m = evaluate_classifier(model, batches, kernels="fast", predictions=True,
-                                            mixed_precision="bf16" if "bf16" in v else "no")
+                    m = evaluate_classifier(
+                        model,
+                        batches,
+                        kernels="fast",
+                        predictions=True,
+                        mixed_precision="bf16" if "bf16" in v else "no",
+                    )
                 acc, pred = m["accuracy"], m["predictions"]
             sec = time.perf_counter() - start
-            rows.append({"model": rep, "variant": v, "seconds": sec, "sentences_per_s": len(texts) / sec,
-                         "accuracy": acc, "pred": pred})
+            rows.append(
+                {
+                    "model": rep,
+                    "variant": v,
+                    "seconds": sec,
+                    "sentences_per_s": len(texts) / sec,
+                    "accuracy": acc,
+                    "pred": pred,
+                }
+            )
     df = pd.DataFrame(rows)
     ref = {r.model: r.pred for r in df[df.variant == "plain"].itertuples()}
     df["agree_with_plain"] = [float((r.pred == ref[r.model]).mean()) for r in df.itertuples()]
     df = df.drop(columns="pred")
     out = HERE / "results" / ("eval_quick.csv" if args.quick else "eval.csv")
     df.to_csv(out, index=False)
-    s = df.groupby("variant", sort=False).agg(sentences_per_s=("sentences_per_s", "median"),
-                                              seconds=("seconds", "median"), agree=("agree_with_plain", "min"))
+    s = df.groupby("variant", sort=False).agg(
+        sentences_per_s=("sentences_per_s", "median"), seconds=("seconds", "median"), agree=("agree_with_plain", "min")
+    )
     s["speedup_vs_plain"] = s.sentences_per_s / s.loc["plain", "sentences_per_s"]
     print(s.round(3).to_string())
     print(f"written: {out}")

@@ -6,6 +6,7 @@ and the share of predictions that flip, and mask − fine-tune recomputed both w
 
 Writes ``benchmarks/results/eval_precision.csv``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -45,20 +46,33 @@ def main(argv: list[str]) -> int:
                 m = evaluate_classifier(model, batches, kernels=recipe.kernels, predictions=True, mixed_precision=mp)
             out[mp] = (m, time.perf_counter() - start)
         p32, p16 = out["no"][0]["predictions"], out["bf16"][0]["predictions"]
-        rows.append({"task": recipe.task, "method": recipe.method, "seed": recipe.seed, "n": len(labels),
-                     "acc_fp32": float((p32 == labels).mean()), "acc_bf16": float((p16 == labels).mean()),
-                     "flipped": float((p32 != p16).mean()), "s_fp32": out["no"][1], "s_bf16": out["bf16"][1]})
+        rows.append(
+            {
+                "task": recipe.task,
+                "method": recipe.method,
+                "seed": recipe.seed,
+                "n": len(labels),
+                "acc_fp32": float((p32 == labels).mean()),
+                "acc_bf16": float((p16 == labels).mean()),
+                "flipped": float((p32 != p16).mean()),
+                "s_fp32": out["no"][1],
+                "s_bf16": out["bf16"][1],
+            }
+        )
     df = pd.DataFrame(rows)
     df["diff_pts"] = 100 * (df.acc_bf16 - df.acc_fp32)
     (HERE / "results").mkdir(exist_ok=True)
     df.to_csv(HERE / "results" / "eval_precision.csv", index=False)
-    print(f"{len(df)} solutions; bf16 - fp32 accuracy: mean {df.diff_pts.mean():+.3f}, min {df.diff_pts.min():+.3f}, "
-          f"max {df.diff_pts.max():+.3f} points; predictions flipped: mean {100 * df.flipped.mean():.2f}%, max "
-          f"{100 * df.flipped.max():.2f}%; evaluation seconds fp32 {df.s_fp32.sum():.0f}, bf16 {df.s_bf16.sum():.0f} "
-          f"({df.s_fp32.sum() / df.s_bf16.sum():.2f}x)")
+    print(
+        f"{len(df)} solutions; bf16 - fp32 accuracy: mean {df.diff_pts.mean():+.3f}, min {df.diff_pts.min():+.3f}, "
+        f"max {df.diff_pts.max():+.3f} points; predictions flipped: mean {100 * df.flipped.mean():.2f}%, max "
+        f"{100 * df.flipped.max():.2f}%; evaluation seconds fp32 {df.s_fp32.sum():.0f}, bf16 {df.s_bf16.sum():.0f} "
+        f"({df.s_fp32.sum() / df.s_bf16.sum():.2f}x)"
+    )
     for col in ("acc_fp32", "acc_bf16"):
-        g = paired_gap_table(df, by=["task"], method_col="method", value_col=col, pairs=[("mask", "finetune")],
-                             scale=100)
+        g = paired_gap_table(
+            df, by=["task"], method_col="method", value_col=col, pairs=[("mask", "finetune")], scale=100
+        )
         for r in g.itertuples():
             print(f"{col}: {r.task} mask - fine-tune {r.gap_mean:+.2f} ± {r.ci95:.2f} (p = {r.p:.2f})")
     return 0

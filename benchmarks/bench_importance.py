@@ -71,6 +71,7 @@ matrices, plus ~5,700 transpose/as_strided/view ops of the module stack), not ar
 variant makes the same number of calls per STEP for all sentences of a batch, so that per-call cost
 is paid once per step instead of once per token; what remains is real matmul work on padded rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,17 +87,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n", type=int, default=None, help="MR sentences")
-    ap.add_argument("--model", nargs="+", default=["minilm", "scratch:mini"],
-                    help="scorers (minilm = the default pipeline's scorer)")
+    ap.add_argument(
+        "--model",
+        nargs="+",
+        default=["minilm", "scratch:mini"],
+        help="scorers (minilm = the default pipeline's scorer)",
+    )
     ap.add_argument("--batch", type=int, default=64, help="sentences walked together (batched variant)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 3, --quick 1)")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--check-run", default=None, metavar="DIR",
-                    help="a notebook-01 run folder (runs/default/01_selective_masking): recompute its buffer labels "
-                         "with its scorer, cls_only on and off, and compare them with the saved labels "
-                         "(no other benchmark)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+    ap.add_argument(
+        "--check-run",
+        default=None,
+        metavar="DIR",
+        help="a notebook-01 run folder (runs/default/01_selective_masking): recompute its buffer labels "
+        "with its scorer, cls_only on and off, and compare them with the saved labels "
+        "(no other benchmark)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)"
+    )
     add_precision_arg(ap)
     args = ap.parse_args()
     import torch
@@ -116,12 +126,15 @@ def main() -> None:
     ds = load_task("mr")["dev"]
     texts, labels = list(ds["text"][:n]), list(ds["label"][:n])
     peak = {mp: _matmul_peak(mp) for mp in precisions(args)}
-    print(f"this CPU's matmul rate (1024 x 1024 GEMM, {torch.get_num_threads()} threads, {load()}): "
-          + ", ".join(f"{LABEL[mp]} {v:.0f} GFLOP/s" for mp, v in peak.items()) + "\n")
+    print(
+        f"this CPU's matmul rate (1024 x 1024 GEMM, {torch.get_num_threads()} threads, {load()}): "
+        + ", ".join(f"{LABEL[mp]} {v:.0f} GFLOP/s" for mp, v in peak.items())
+        + "\n"
+    )
     for name in args.model:
         model = load_classifier(name, ["negative", "positive"], seed=0).eval()
-        with torch.no_grad():   # an untrained head barely moves: most tokens would be "important"; scaled, its
-            model.classifier.weight.mul_(40.0)   # probabilities follow the input (as in tests/test_buffer.py)
+        with torch.no_grad():  # an untrained head barely moves: most tokens would be "important"; scaled, its
+            model.classifier.weight.mul_(40.0)  # probabilities follow the input (as in tests/test_buffer.py)
         _bench(name, model, tok, texts, labels, peak, args)
 
 
@@ -142,20 +155,34 @@ def _check_run(run: str) -> None:
     b = json.loads((run / "config.json").read_text())["buffer"]
     model, tok = load_saved_classifier(run / "scorer" / "model"), load_tokenizer("minilm")
     for cls_only in (True, False):
-        cfg = BufferConfig(delta=b["delta"], max_length=b["max_length"], first_token=b["first_token"],
-                           stopwords=b["stopwords"], progress=False, cls_only=cls_only)
+        cfg = BufferConfig(
+            delta=b["delta"],
+            max_length=b["max_length"],
+            first_token=b["first_token"],
+            stopwords=b["stopwords"],
+            progress=False,
+            cls_only=cls_only,
+        )
         t, same, total, worst = time.perf_counter(), 0, 0, 0.0
         for rows in saved.values():
             with torch.inference_mode():
-                out = buffer_importance(model, tok, [r["text"] for r in rows], [r["label"] for r in rows], cfg,
-                                        aspects=[r["aspect"] for r in rows] if rows and "aspect" in rows[0] else None)
+                out = buffer_importance(
+                    model,
+                    tok,
+                    [r["text"] for r in rows],
+                    [r["label"] for r in rows],
+                    cfg,
+                    aspects=[r["aspect"] for r in rows] if rows and "aspect" in rows[0] else None,
+                )
             for r, x in zip(rows, out):
                 total += 1
                 same += r["important"] == np.asarray(x.important).tolist()
                 if len(r["scores"]):
                     worst = max(worst, float(np.abs(np.asarray(r["scores"]) - x.scores).max()))
-        print(f"{run}: cls_only={cls_only}: {same} / {total} sentences with the saved labels, "
-              f"max |score difference| {worst:.1e}, {time.perf_counter() - t:.1f} s")
+        print(
+            f"{run}: cls_only={cls_only}: {same} / {total} sentences with the saved labels, "
+            f"max |score difference| {worst:.1e}, {time.perf_counter() - t:.1f} s"
+        )
     # the rule table (buffer_rules/rules.csv): one compare_rules call per variant vs shared walks
     import io
 
@@ -163,22 +190,36 @@ def _check_run(run: str) -> None:
 
     from tmlib.importance.buffer import RULE_VARIANTS, compare_rule_variants, compare_rules
 
-    rows = saved["train"][:b["rules_sentences"]]
+    rows = saved["train"][: b["rules_sentences"]]
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
-    base = BufferConfig(delta=b["delta"], max_length=b["max_length"], first_token=b["first_token"],
-                        stopwords=b["stopwords"], progress=False)
+    base = BufferConfig(
+        delta=b["delta"],
+        max_length=b["max_length"],
+        first_token=b["first_token"],
+        stopwords=b["stopwords"],
+        progress=False,
+    )
     variants = RULE_VARIANTS
     saved_rules = pd.read_csv(run / "buffer_rules" / "rules.csv")
-    for name, fn in [("one compare_rules call per variant", lambda: pd.concat(
-            [compare_rules(model, tok, texts, labels, base, **v) for v in variants], ignore_index=True)),
-            ("compare_rule_variants (shared walks)",
-             lambda: compare_rule_variants(model, tok, texts, labels, base, variants))]:
+    for name, fn in [
+        (
+            "one compare_rules call per variant",
+            lambda: pd.concat(
+                [compare_rules(model, tok, texts, labels, base, **v) for v in variants], ignore_index=True
+            ),
+        ),
+        (
+            "compare_rule_variants (shared walks)",
+            lambda: compare_rule_variants(model, tok, texts, labels, base, variants),
+        ),
+    ]:
         t = time.perf_counter()
         with torch.inference_mode():
             table = fn()
         same = pd.read_csv(io.StringIO(table.to_csv(index=False))).equals(saved_rules)
-        print(f"rules table, {len(texts)} sentences, {name}: {time.perf_counter() - t:.1f} s, "
-              f"equal to rules.csv: {same}")
+        print(
+            f"rules table, {len(texts)} sentences, {name}: {time.perf_counter() - t:.1f} s, equal to rules.csv: {same}"
+        )
 
 
 def _matmul_peak(mixed_precision: str = "no", size: int = 1024, reps: int = 20) -> float:
@@ -190,7 +231,7 @@ def _matmul_peak(mixed_precision: str = "no", size: int = 1024, reps: int = 20) 
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
-    return 2 * size ** 3 * reps / (time.perf_counter() - t) / 1e9
+    return 2 * size**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 class _Positions:
@@ -212,7 +253,7 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
 
     n = len(texts)
     emb = model.get_input_embeddings().weight.numel()
-    flops_per_position = 2 * (sum(p.numel() for p in model.parameters()) - emb)   # weights only, forward
+    flops_per_position = 2 * (sum(p.numel() for p in model.parameters()) - emb)  # weights only, forward
     base = dict(only_correct=False, sentence_batch=args.batch, progress=False, max_length=64)
     # variants: (kind, precision, cls_only); the batched walk with and without the [CLS]-only last layer
     variants = [("reference", "no", False)] + [("batched", mp, c) for mp in precisions(args) for c in (False, True)]
@@ -225,7 +266,7 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
     secs = {v: [] for v in variants}
     out, pos = {}, {}
     loads = []
-    for _ in range(args.repeats):          # interleaved rounds: the machine's drift hits every variant alike
+    for _ in range(args.repeats):  # interleaved rounds: the machine's drift hits every variant alike
         for v in variants:
             count.n = 0
             t = time.perf_counter()
@@ -234,18 +275,23 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
             pos[v] = count.n
         loads.append(os.getloadavg()[0])
     ref = variants[0]
-    print(f"buffer importance, {name}, {n} MR sentences ({n_tok} WordPieces), torch threads {torch.get_num_threads()}, "
-          f"{args.repeats} interleaved round(s), load {min(loads):.1f}-{max(loads):.1f}")
+    print(
+        f"buffer importance, {name}, {n} MR sentences ({n_tok} WordPieces), torch threads {torch.get_num_threads()}, "
+        f"{args.repeats} interleaved round(s), load {min(loads):.1f}-{max(loads):.1f}"
+    )
     print(f"{'variant':<46}{'seconds':>9}{'sent/s':>9}{'positions':>11}{'GFLOP/s':>9}{'vs ref fp32':>13}")
-    for v in variants:   # positions: rows x width of the passes the model's own forward made (cls_only: all
+    for v in variants:  # positions: rows x width of the passes the model's own forward made (cls_only: all
         kind, mp, c = v  # positions of the first L-1 layers; its last layer does less, not counted here)
         sec = float(np.median(secs[v]))
         ratio = float(np.median([r / s for r, s in zip(secs[ref], secs[v])]))
-        label = (f"{kind} ({'1 pass / token' if kind == 'reference' else '1 pass / step'}), {LABEL[mp]}"
-                 + (", [CLS]-only last layer" if c else ""))
+        label = f"{kind} ({'1 pass / token' if kind == 'reference' else '1 pass / step'}), {LABEL[mp]}" + (
+            ", [CLS]-only last layer" if c else ""
+        )
         shown = pos[v] or pos[("batched", mp, False)]
-        print(f"{label:<46}{sec:>9.2f}{n / sec:>9.1f}{shown:>11d}{flops_per_position * shown / sec / 1e9:>9.1f}"
-              f"{ratio:>12.1f}x")
+        print(
+            f"{label:<46}{sec:>9.2f}{n / sec:>9.1f}{shown:>11d}{flops_per_position * shown / sec / 1e9:>9.1f}"
+            f"{ratio:>12.1f}x"
+        )
     for v in variants[1:]:
         if v[1] == "no":
             same = all(f.important.tolist() == r.important.tolist() for f, r in zip(out[v], out[ref]))
@@ -256,20 +302,28 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
         d = label_difference(a, b)
         worst = max(float(np.abs(x.scores - y.scores).max()) for x, y in zip(a, b) if len(x.scores))
         first = [float(np.abs(x.scores[0] - y.scores[0])) for x, y in zip(a, b) if len(x.scores)]
-        print(f"batched bf16{' cls_only' if v[2] else ''} vs reference fp32: {d['sentences_differ']} / "
-              f"{d['sentences']} sentences differ, {d['tokens_flipped']} / {d['tokens']} tokens flipped "
-              f"({d['tokens_flipped'] / d['tokens']:.1%}; {d['flipped_0_to_1']} to 1, {d['flipped_1_to_0']} to 0), "
-              f"important {d['important_base']} -> {d['important_variant']}; |score difference| at token 0 (same "
-              f"input): max {max(first):.1e}, anywhere {worst:.1e} (after a flip the buffers differ)")
+        print(
+            f"batched bf16{' cls_only' if v[2] else ''} vs reference fp32: {d['sentences_differ']} / "
+            f"{d['sentences']} sentences differ, {d['tokens_flipped']} / {d['tokens']} tokens flipped "
+            f"({d['tokens_flipped'] / d['tokens']:.1%}; {d['flipped_0_to_1']} to 1, {d['flipped_1_to_0']} to 0), "
+            f"important {d['important_base']} -> {d['important_variant']}; |score difference| at token 0 (same "
+            f"input): max {max(first):.1e}, anywhere {worst:.1e} (after a flip the buffers differ)"
+        )
         assert d["tokens_flipped"] <= 0.05 * d["tokens"], "bf16 flips more than 5% of the labels"
     fp32_full = ("batched", "no", False)
     bf16_full = ("batched", "bf16", False)
     ref_rate = flops_per_position * pos[ref] / float(np.median(secs[ref])) / 1e9
-    print(f"ceiling of batched fp32 at this CPU's fp32 matmul rate: "
-          f"{peak.get('no', _matmul_peak()) / ref_rate * pos[ref] / max(pos.get(fp32_full, pos[ref]), 1):.1f}x "
-          f"(the reference already runs at {ref_rate / peak.get('no', _matmul_peak()):.0%} of it)"
-          + (f"; of batched bf16 at the bf16 matmul rate: {peak['bf16'] / ref_rate * pos[ref] / pos[bf16_full]:.1f}x"
-             if "bf16" in peak else "") + "\n")
+    print(
+        f"ceiling of batched fp32 at this CPU's fp32 matmul rate: "
+        f"{peak.get('no', _matmul_peak()) / ref_rate * pos[ref] / max(pos.get(fp32_full, pos[ref]), 1):.1f}x "
+        f"(the reference already runs at {ref_rate / peak.get('no', _matmul_peak()):.0%} of it)"
+        + (
+            f"; of batched bf16 at the bf16 matmul rate: {peak['bf16'] / ref_rate * pos[ref] / pos[bf16_full]:.1f}x"
+            if "bf16" in peak
+            else ""
+        )
+        + "\n"
+    )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

@@ -27,6 +27,7 @@ Measured 2026-11-24 23:05 (idle 2-core AMD EPYC, load 1.9, 2 torch threads, torc
 
 Whole training runs in ``make run`` gained more (notebook 03: 1.28x median over 40 runs; README).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import LABEL, add_precision_arg, autocast, load, precisions  # noqa: E402
+from _common import LABEL, add_precision_arg, autocast, load, precisions
 
 SHAPES = {"classifier 16 x 48": ("cls", 16, 48), "classifier 32 x 64": ("cls", 32, 64), "MLM 32 x 64": ("mlm", 32, 64)}
 
@@ -57,7 +58,7 @@ def build(kind: str, kernels: str, b: int, n: int):
     ids = torch.randint(1000, 20000, (b, n), generator=g)
     att = torch.ones(b, n, dtype=torch.long)
     if kind == "cls":
-        att[: b // 3, 2 * n // 3:] = 0
+        att[: b // 3, 2 * n // 3 :] = 0
         model = load_classifier("minilm", ["neg", "pos"], seed=0).train()
         net = ClsOnlyClassifier(model) if kernels == "fast" else model
         batch = {"input_ids": ids, "attention_mask": att, "labels": torch.randint(0, 2, (b,), generator=g)}
@@ -69,7 +70,7 @@ def build(kind: str, kernels: str, b: int, n: int):
         labels[pick] = ids[pick]
         batch = {"input_ids": ids, "attention_mask": att, "labels": labels}
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=True)
-    kernels_context(net, kernels, "cpu").__enter__()   # this model keeps the setting's attention for good
+    kernels_context(net, kernels, "cpu").__enter__()  # this model keeps the setting's attention for good
 
     def step(mp: str) -> None:
         with autocast(mp):
@@ -96,17 +97,20 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     rounds, steps = (2, 2) if args.quick else (5, 4)
     mps = precisions(args)
-    print(f"MiniLM training steps, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, {rounds} rounds x {steps} steps, {load()}")
-    variants = {(shape, k): build(*SHAPES[shape][:1], k, *SHAPES[shape][1:])
-                for shape in SHAPES for k in ("hf", "fast")}
-    for step in variants.values():      # untimed warm-up, every precision
+    print(
+        f"MiniLM training steps, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, {rounds} rounds x {steps} steps, {load()}"
+    )
+    variants = {
+        (shape, k): build(*SHAPES[shape][:1], k, *SHAPES[shape][1:]) for shape in SHAPES for k in ("hf", "fast")
+    }
+    for step in variants.values():  # untimed warm-up, every precision
         for mp in mps:
             step(mp)
     times: dict = {}
     for r in range(rounds):
         for mp in mps:
-            for key, step in (variants.items() if r % 2 == 0 else reversed(list(variants.items()))):
+            for key, step in variants.items() if r % 2 == 0 else reversed(list(variants.items())):
                 t = time.perf_counter()
                 for _ in range(steps):
                     step(mp)

@@ -16,6 +16,7 @@ Precision (issue 19, ``--precision both`` default): each size is measured in fp3
 accuracy; bf16 (batch shapes differ, so rounding does) loss to 1e-2 and accuracy within 1%. The bf16
 path's largest loss / accuracy difference from the fp32 path is reported too.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import LABEL, add_precision_arg, autocast, load, precisions  # noqa: E402
+from _common import LABEL, add_precision_arg, autocast, load, precisions
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -42,9 +43,10 @@ def naive_path(template, sa, sb, texts, labels, tokenizer, gammas, batch_size, m
         loss_sum, correct = 0.0, 0
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):
-                enc = tokenizer(texts[i:i + batch_size], truncation=True, max_length=max_length, padding=True,
-                                return_tensors="pt")
-                y = torch.tensor(labels[i:i + batch_size])
+                enc = tokenizer(
+                    texts[i : i + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+                )
+                y = torch.tensor(labels[i : i + batch_size])
                 out = model(**enc, labels=y)
                 loss_sum += out.loss.item() * len(y)
                 correct += (out.logits.argmax(-1) == y).sum().item()
@@ -78,18 +80,25 @@ def measure(a, sa, sb, dev, tok, gammas, batch_size, max_length, mp="no"):
         scratch.load(lambda key, x, g=g: torch.lerp(sa[key], sb[key], g, out=x) if x.is_floating_point() else None)
     t_lerp = time.perf_counter() - t0
     tol_loss, tol_acc = (1e-4, 0.0) if mp == "no" else (1e-2, 0.01)
-    ok = all(abs(r[1] - loss) <= tol_loss and abs(r[2] - acc) <= tol_acc
-             for r, loss, acc in zip(ref, df.loss, df.accuracy))
-    pad_naive = sum(len(tok(texts[i:i + batch_size], padding=True)["input_ids"][0]) * len(texts[i:i + batch_size])
-                    for i in range(0, len(texts), batch_size))
+    ok = all(
+        abs(r[1] - loss) <= tol_loss and abs(r[2] - acc) <= tol_acc for r, loss, acc in zip(ref, df.loss, df.accuracy)
+    )
+    pad_naive = sum(
+        len(tok(texts[i : i + batch_size], padding=True)["input_ids"][0]) * len(texts[i : i + batch_size])
+        for i in range(0, len(texts), batch_size)
+    )
     pad_ours = sum(b_["input_ids"].numel() for b_ in batches.batches)
     k = 2 * len(gammas)
-    print(f"  {LABEL[mp]} ({load()}) naive: {k / t['naive']:6.2f} points/s   ours: {k / t['ours']:6.2f} points/s   "
-          f"ratio ours/naive {t['naive'] / t['ours']:.2f}x   results agree: {ok}")
-    print(f"  ours per point: tokenise once {t['tok'] / 2:.2f} s per path, "
-          f"writing weights {t_lerp / len(gammas):.3f} s, "
-          f"the rest is forward passes; token positions per pass: naive {pad_naive}, ours {pad_ours} "
-          f"({pad_naive / pad_ours:.2f}x fewer, length-sorted batches)")
+    print(
+        f"  {LABEL[mp]} ({load()}) naive: {k / t['naive']:6.2f} points/s   ours: {k / t['ours']:6.2f} points/s   "
+        f"ratio ours/naive {t['naive'] / t['ours']:.2f}x   results agree: {ok}"
+    )
+    print(
+        f"  ours per point: tokenise once {t['tok'] / 2:.2f} s per path, "
+        f"writing weights {t_lerp / len(gammas):.3f} s, "
+        f"the rest is forward passes; token positions per pass: naive {pad_naive}, ours {pad_ours} "
+        f"({pad_naive / pad_ours:.2f}x fewer, length-sorted batches)"
+    )
     return ok, t["ours"], df
 
 
@@ -97,8 +106,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sets, 3 points")
     ap.add_argument("--model", default="minilm")
-    ap.add_argument("--sizes", type=int, nargs="*", default=None,
-                    help="dev sentences per point (default 400 = a path split, 64 = a plane point; quick 128 32)")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="dev sentences per point (default 400 = a path split, 64 = a plane point; quick 128 32)",
+    )
     ap.add_argument("--points", type=int, default=None, help="gammas per path (default 6, quick 3)")
     add_precision_arg(ap)
     args = ap.parse_args()
@@ -121,21 +135,26 @@ def main() -> int:
             p.add_(0.01 * torch.randn_like(p))
     sa, sb = a.state_dict(), b.state_dict()
     gammas = np.linspace(-0.2, 1.2, k).tolist()
-    print(f"model {args.model}, MR dev sentences, {k} points x 2 runs per variant (interleaved), batch {batch_size}, "
-          f"max_length {max_length}, {torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model {args.model}, MR dev sentences, {k} points x 2 runs per variant (interleaved), batch {batch_size}, "
+        f"max_length {max_length}, {torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f}"
+    )
     ok = True
     for n in sizes:
         print(f"{n} sentences per point:")
         res = {}
         for mp in precisions(args):
-            res[mp] = measure(a, sa, sb, dd["dev"].select(range(min(n, len(dd["dev"])))), tok, gammas, batch_size,
-                              max_length, mp)
+            res[mp] = measure(
+                a, sa, sb, dd["dev"].select(range(min(n, len(dd["dev"])))), tok, gammas, batch_size, max_length, mp
+            )
             ok &= res[mp][0]
         if len(res) == 2:
             f, h = res["no"][2], res["bf16"][2]
-            print(f"  bf16 vs fp32 (ours): {res['no'][1] / res['bf16'][1]:.2f}x faster; largest |loss difference| "
-                  f"{float((f.loss - h.loss).abs().max()):.1e}, |accuracy difference| "
-                  f"{float((f.accuracy - h.accuracy).abs().max()):.3f}")
+            print(
+                f"  bf16 vs fp32 (ours): {res['no'][1] / res['bf16'][1]:.2f}x faster; largest |loss difference| "
+                f"{float((f.loss - h.loss).abs().max()):.1e}, |accuracy difference| "
+                f"{float((f.accuracy - h.accuracy).abs().max()):.3f}"
+            )
     return 0 if ok else 1
 
 

@@ -14,6 +14,7 @@ forward under autocast, backward and optimizer step as ``fit`` runs them), side 
 on-the-fly check holds in both (exact, or to 1e-2 in bf16), and the bf16 logits' largest difference
 from fp32 is reported (tolerance 0.1 on logits of an untrained head).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import LABEL, add_precision_arg, autocast, load, precisions  # noqa: E402
+from _common import LABEL, add_precision_arg, autocast, load, precisions
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -58,16 +59,24 @@ def main() -> int:
     steps, reps = (4, 10) if args.quick else (10, 30)
     tok = load_tokenizer(args.model)
     data = load_task("mr")["train"]
-    batch = tok(list(data["text"][: args.batch_size]), padding=True, truncation=True, max_length=args.max_length,
-                return_tensors="pt")
+    batch = tok(
+        list(data["text"][: args.batch_size]),
+        padding=True,
+        truncation=True,
+        max_length=args.max_length,
+        return_tensors="pt",
+    )
     batch["labels"] = torch.tensor(list(data["label"][: args.batch_size]))
-    print(f"model {args.model}, batch {tuple(batch['input_ids'].shape)}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {load()}")
+    print(
+        f"model {args.model}, batch {tuple(batch['input_ids'].shape)}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {load()}"
+    )
     mps = precisions(args)
 
     def step_fn(method, mp="no"):
-        prep = prepare_method(method, load_classifier(args.model, ["neg", "pos"], seed=0), seed=0,
-                              mask_config=MaskConfig())
+        prep = prepare_method(
+            method, load_classifier(args.model, ["neg", "pos"], seed=0), seed=0, mask_config=MaskConfig()
+        )
         opt = prep.optimizer_cls(prep.params, lr=prep.lr, weight_decay=prep.weight_decay)
         model = prep.model.train()
 
@@ -77,6 +86,7 @@ def main() -> int:
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         return prep, run
 
     train = {}
@@ -84,14 +94,20 @@ def main() -> int:
         for method in ("finetune", "bitfit", "mask"):
             prep, run = step_fn(method, mp)
             train[method, mp] = _time(run, steps)
-            print(f"train step  {method:9s} {LABEL[mp]} {train[method, mp] * 1000:8.1f} ms   "
-                  f"({prep.n_trainable:,} trainable, {load()})")
+            print(
+                f"train step  {method:9s} {LABEL[mp]} {train[method, mp] * 1000:8.1f} ms   "
+                f"({prep.n_trainable:,} trainable, {load()})"
+            )
     for mp in mps:
-        print(f"  {LABEL[mp]}: ratio mask / finetune step time:   {train['mask', mp] / train['finetune', mp]:.2f}x; "
-              f"bitfit / finetune: {train['bitfit', mp] / train['finetune', mp]:.2f}x")
+        print(
+            f"  {LABEL[mp]}: ratio mask / finetune step time:   {train['mask', mp] / train['finetune', mp]:.2f}x; "
+            f"bitfit / finetune: {train['bitfit', mp] / train['finetune', mp]:.2f}x"
+        )
     if len(mps) == 2:
-        print("  bf16 speed-up over fp32 per step: " + ", ".join(
-            f"{m} {train[m, 'no'] / train[m, 'bf16']:.2f}x" for m in ("finetune", "bitfit", "mask")))
+        print(
+            "  bf16 speed-up over fp32 per step: "
+            + ", ".join(f"{m} {train[m, 'no'] / train[m, 'bf16']:.2f}x" for m in ("finetune", "bitfit", "mask"))
+        )
 
     prep, run = step_fn("mask")
     masked = prep.model.eval()
@@ -113,12 +129,16 @@ def main() -> int:
     for (k, mp), v in infer.items():
         print(f"inference   {k:11s} {LABEL[mp]} {v * 1000:8.1f} ms / batch")
     for mp in mps:
-        print(f"  {LABEL[mp]}: speed-up folded vs on the fly: {infer['on the fly', mp] / infer['folded', mp]:.2f}x "
-              f"(folded vs plain HF: {infer['folded', mp] / infer['plain HF', mp]:.2f}x time)")
+        print(
+            f"  {LABEL[mp]}: speed-up folded vs on the fly: {infer['on the fly', mp] / infer['folded', mp]:.2f}x "
+            f"(folded vs plain HF: {infer['folded', mp] / infer['plain HF', mp]:.2f}x time)"
+        )
     if len(mps) == 2:
         d = float((logits["bf16"] - logits["no"]).abs().max())
-        print(f"  bf16 vs fp32: folded inference {infer['folded', 'no'] / infer['folded', 'bf16']:.2f}x faster; "
-              f"max |logit difference| {d:.1e} (tolerance 0.1)")
+        print(
+            f"  bf16 vs fp32: folded inference {infer['folded', 'no'] / infer['folded', 'bf16']:.2f}x faster; "
+            f"max |logit difference| {d:.1e} (tolerance 0.1)"
+        )
         assert d < 0.1, "bf16 logits too far from fp32"
 
     from torch.profiler import ProfilerActivity, profile

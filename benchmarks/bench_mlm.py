@@ -24,6 +24,7 @@ encoder (4 layers), the tied embedding's dense gradient (30,522 x 256) and the A
 model FLOPs alone bound the gain at ~2.6x (head/encoder FLOP ratio V / (12 h L) = 2.5), the measured
 gain is a bit higher because the softmax and the big buffers are memory-bound.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)"
+    )
     add_precision_arg(ap)
     args = ap.parse_args()
     import torch
@@ -65,7 +67,7 @@ def main() -> None:
     packed = pack_corpus(list(load_corpus("bbc", max_sentences=4000)["text"]), tok, args.length)
     rows = _ListData(packed).rows
     col = PlainMLMCollator(tok, seed=0)
-    batches = [col(rows[i * batch:(i + 1) * batch]) for i in range(steps + 1)]
+    batches = [col(rows[i * batch : (i + 1) * batch]) for i in range(steps + 1)]
     for name in args.model:
         _bench(name, load_mlm(name, seed=0), batches, batch, steps, args)
 
@@ -111,26 +113,35 @@ def _bench(model_name, model, batches, batch, steps, args) -> None:
     med = {k: statistics.median(v[1:]) for k, v in times.items()}  # first step = warm-up
     med_fb = {k: statistics.median(v[1:]) for k, v in fb.items()}
     n_tok = int(batches[1]["attention_mask"].sum())
-    print(f"MLM step, {model_name}, batch {batch} x {args.length} tokens ({n_tok} real), {steps} steps each, "
-          f"torch threads {torch.get_num_threads()}, {load()}")
+    print(
+        f"MLM step, {model_name}, batch {batch} x {args.length} tokens ({n_tok} real), {steps} steps each, "
+        f"torch threads {torch.get_num_threads()}, {load()}"
+    )
     print(f"{'variant':<26}{'precision':>10}{'s/step':>10}{'fwd+bwd s':>11}{'tokens/s':>12}{'eval loss':>11}")
     for k, v in med.items():
         print(f"{k[0]:<26}{LABEL[k[1]]:>10}{v:>10.3f}{med_fb[k]:>11.3f}{n_tok / v:>12.0f}{loss[k]:>11.4f}")
     for mp in mps:
         d = abs(loss[full, mp] - loss[fast, mp])
-        print(f"{LABEL[mp]}: speed-up {med[full, mp] / med[fast, mp]:.2f}x per step (incl. AdamW), "
-              f"{med_fb[full, mp] / med_fb[fast, mp]:.2f}x forward+backward;   |loss diff| (eval, same batch): {d:.2e}")
-        assert d < (1e-4 if mp == "no"
-                    else 2e-2 * loss[full, "no" if "no" in mps else mp]), "the two heads' losses differ"
+        print(
+            f"{LABEL[mp]}: speed-up {med[full, mp] / med[fast, mp]:.2f}x per step (incl. AdamW), "
+            f"{med_fb[full, mp] / med_fb[fast, mp]:.2f}x forward+backward;   |loss diff| (eval, same batch): {d:.2e}"
+        )
+        assert d < (1e-4 if mp == "no" else 2e-2 * loss[full, "no" if "no" in mps else mp]), (
+            "the two heads' losses differ"
+        )
     if len(mps) == 2:
         rel = abs(loss[fast, "bf16"] - loss[fast, "no"]) / loss[fast, "no"]
-        print(f"bf16 vs fp32: {med[fast, 'no'] / med[fast, 'bf16']:.2f}x per step (masked only), "
-              f"{med[full, 'no'] / med[full, 'bf16']:.2f}x (full head); loss differs by {rel:.2%} (tolerance 2%)")
+        print(
+            f"bf16 vs fp32: {med[fast, 'no'] / med[fast, 'bf16']:.2f}x per step (masked only), "
+            f"{med[full, 'no'] / med[full, 'bf16']:.2f}x (full head); loss differs by {rel:.2%} (tolerance 2%)"
+        )
         assert rel < 0.02, "bf16 changes the MLM loss by more than 2%"
     bound = flop_bound(model.config, float((batches[1]["labels"] != -100).float().mean()))
     mp = mps[0]
-    print(f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; "
-          f"measured fwd+bwd ({LABEL[mp]}) is {med_fb[full, mp] / med_fb[fast, mp] / bound:.0%} of it\n")
+    print(
+        f"matmul-FLOP bound for this model at this batch's masked share: {bound:.2f}x; "
+        f"measured fwd+bwd ({LABEL[mp]}) is {med_fb[full, mp] / med_fb[fast, mp] / bound:.0%} of it\n"
+    )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

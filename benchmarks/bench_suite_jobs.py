@@ -26,6 +26,7 @@ Without PASSIVE two processes halve the throughput; with it they gain what 2 thr
 little on this step at that moment (2 threads 1.8x faster than 1). The whole suite, a mix of training,
 evaluation, tokenisation and Python work, gained 1.25x (`make run`, README "Performance").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ import time
 
 from _common import LABEL, add_precision_arg, load, precisions
 
-STEP = r'''
+STEP = r"""
 import sys, time, torch
 threads, steps, bf16 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "bf16"
 if threads:
@@ -58,7 +59,7 @@ t = time.perf_counter()
 for _ in range(steps):
     step()
 print((time.perf_counter() - t) / steps * 1000, flush=True)
-'''
+"""
 
 
 def _run(n_proc: int, threads: int, steps: int, passive: bool, mp: str) -> list[float]:
@@ -66,10 +67,18 @@ def _run(n_proc: int, threads: int, steps: int, passive: bool, mp: str) -> list[
     env.pop("OMP_WAIT_POLICY", None)
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    procs = [subprocess.Popen([sys.executable, "-c", STEP, str(threads), str(steps), mp], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-             for _ in range(n_proc)]
-    for p in procs:                     # wait until every process has loaded and warmed up
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", STEP, str(threads), str(steps), mp],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        for _ in range(n_proc)
+    ]
+    for p in procs:  # wait until every process has loaded and warmed up
         while p.stdout.readline().strip() != "READY":
             pass
     for p in procs:
@@ -85,12 +94,17 @@ def main() -> None:
     add_precision_arg(ap)
     args = ap.parse_args()
     steps = args.steps or (8 if args.quick else 20)
-    variants = [("1 process, default threads", 1, 0, False), ("1 process, 1 thread", 1, 1, False),
-                ("2 processes, default threads, OpenMP spins", 2, 0, False),
-                ("2 processes, default threads, PASSIVE", 2, 0, True)]
+    variants = [
+        ("1 process, default threads", 1, 0, False),
+        ("1 process, 1 thread", 1, 1, False),
+        ("2 processes, default threads, OpenMP spins", 2, 0, False),
+        ("2 processes, default threads, PASSIVE", 2, 0, True),
+    ]
     for mp in precisions(args):
-        print(f"MiniLM training step ({LABEL[mp]}, 32 x 48 tokens), {steps} steps per process, {os.cpu_count()} CPUs, "
-              f"{load()}")
+        print(
+            f"MiniLM training step ({LABEL[mp]}, 32 x 48 tokens), {steps} steps per process, {os.cpu_count()} CPUs, "
+            f"{load()}"
+        )
         print(f"{'variant':<46}{'ms / step':>14}{'throughput':>12}")
         base = None
         for name, n_proc, threads, passive in variants:

@@ -48,6 +48,7 @@ within this machine's run-to-run spread (README: ~10%), not a measured gap; 2026
 fp32 difference (not profiled). Trainer evaluates the test split in bf16 under ``bf16=True`` (1.0 s for 400
 sentences here); tmlib evaluates it in fp32 after training (``fit`` drops the autocast wrapper), and is still faster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import LABEL, add_precision_arg, autocast, load, precisions  # noqa: E402
+from _common import LABEL, add_precision_arg, autocast, load, precisions
 
 
 def _reset_accelerate() -> None:
@@ -77,14 +78,28 @@ def run_tmlib(args, task, tok, mp: str, kernels: str = "fast") -> dict:
     from tmlib.models import load_classifier
     from tmlib.training import TrainConfig
 
-    cfg = TrainConfig(lr=2e-4, batch_size=32, epochs=args.epochs, max_length=64, seed=0, progress=False,
-                      select_metric="", mixed_precision=mp, kernels=kernels)
+    cfg = TrainConfig(
+        lr=2e-4,
+        batch_size=32,
+        epochs=args.epochs,
+        max_length=64,
+        seed=0,
+        progress=False,
+        select_metric="",
+        mixed_precision=mp,
+        kernels=kernels,
+    )
     model = load_classifier(args.model, label_names(task), seed=0)
     t = time.perf_counter()
     res = train_classifier(model, task, tok, cfg)
     wall = time.perf_counter() - t
-    return {"wall": wall, "steps": res.fit.steps, "steps_s": res.fit.steps / res.fit.seconds,
-            "dev": res.dev["accuracy"], "test": res.test["accuracy"]}
+    return {
+        "wall": wall,
+        "steps": res.fit.steps,
+        "steps_s": res.fit.steps / res.fit.seconds,
+        "dev": res.dev["accuracy"],
+        "test": res.test["accuracy"],
+    }
 
 
 def run_trainer(args, task, tok, mp: str) -> dict:
@@ -107,19 +122,46 @@ def run_trainer(args, task, tok, mp: str) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         targs = TrainingArguments(
-            output_dir=tmp, learning_rate=2e-4, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-            num_train_epochs=args.epochs, warmup_steps=int(0.1 * total), lr_scheduler_type="linear",
-            weight_decay=0.01, max_grad_norm=1.0, optim="adamw_torch_fused", eval_strategy="epoch",
-            save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, seed=0,
-            data_seed=0, bf16=(mp == "bf16"), use_cpu=True, dataloader_num_workers=0)
-        trainer = Trainer(model=model, args=targs, train_dataset=enc["train"], eval_dataset=enc["dev"],
-                          data_collator=DataCollatorWithPadding(tok), compute_metrics=metrics)
+            output_dir=tmp,
+            learning_rate=2e-4,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=64,
+            num_train_epochs=args.epochs,
+            warmup_steps=int(0.1 * total),
+            lr_scheduler_type="linear",
+            weight_decay=0.01,
+            max_grad_norm=1.0,
+            optim="adamw_torch_fused",
+            eval_strategy="epoch",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            seed=0,
+            data_seed=0,
+            bf16=(mp == "bf16"),
+            use_cpu=True,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(
+            model=model,
+            args=targs,
+            train_dataset=enc["train"],
+            eval_dataset=enc["dev"],
+            data_collator=DataCollatorWithPadding(tok),
+            compute_metrics=metrics,
+        )
         out = trainer.train()
         dev = [h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h][-1]
         test = trainer.evaluate(enc["test"], metric_key_prefix="test")["test_accuracy"]
     wall = time.perf_counter() - t
-    return {"wall": wall, "steps": out.global_step, "steps_s": out.global_step / out.metrics["train_runtime"],
-            "dev": dev, "test": test}
+    return {
+        "wall": wall,
+        "steps": out.global_step,
+        "steps_s": out.global_step / out.metrics["train_runtime"],
+        "dev": dev,
+        "test": test,
+    }
 
 
 def _warm_up(args, task, tok) -> None:
@@ -162,36 +204,50 @@ def main() -> int:
     n, args.epochs = (128, 1.0) if args.quick else (400, 2.0)
     task = load_task("mr", seed=0, max_examples=n)
     tok = load_tokenizer(args.model)
-    print(f"model {args.model}, MR {len(task['train'])}/{len(task['dev'])}/{len(task['test'])} train/dev/test, "
-          f"batch 32, lr 2e-4, {args.epochs:g} epochs, max length 64, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, {load()}")
-    runners = {"tmlib": run_tmlib, "Trainer": run_trainer,
-               "tmlib-hf": lambda *a: run_tmlib(*a, kernels="hf")}   # tmlib with the model's own forward
+    print(
+        f"model {args.model}, MR {len(task['train'])}/{len(task['dev'])}/{len(task['test'])} train/dev/test, "
+        f"batch 32, lr 2e-4, {args.epochs:g} epochs, max length 64, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, {load()}"
+    )
+    runners = {
+        "tmlib": run_tmlib,
+        "Trainer": run_trainer,
+        "tmlib-hf": lambda *a: run_tmlib(*a, kernels="hf"),
+    }  # tmlib with the model's own forward
     rows: dict = {}
     _warm_up(args, task, tok)
     for r in range(args.repeats):
         for k, mp in enumerate(precisions(args)):
-            order = list(runners) if (r + k) % 2 == 0 else list(runners)[::-1]   # alternate who goes first
+            order = list(runners) if (r + k) % 2 == 0 else list(runners)[::-1]  # alternate who goes first
             for name in order:
                 res = runners[name](args, task, tok, mp)
                 res["load"] = os.getloadavg()[0]
                 rows.setdefault((name, mp), []).append(res)
-                print(f"  round {r + 1} {name:<8}{LABEL[mp]:<5} {res['wall']:6.1f} s  {res['steps_s']:5.2f} steps/s  "
-                      f"dev {res['dev']:.3f} test {res['test']:.3f}  (load {res['load']:.1f})", flush=True)
+                print(
+                    f"  round {r + 1} {name:<8}{LABEL[mp]:<5} {res['wall']:6.1f} s  {res['steps_s']:5.2f} steps/s  "
+                    f"dev {res['dev']:.3f} test {res['test']:.3f}  (load {res['load']:.1f})",
+                    flush=True,
+                )
     med = statistics.median
-    print(f"\n{'library':<9}{'precision':<10}{'wall s':>8}{'steps/s':>9}{'steps':>6}{'dev acc':>9}{'test acc':>9}"
-          f"{'load':>6}")
+    print(
+        f"\n{'library':<9}{'precision':<10}{'wall s':>8}{'steps/s':>9}{'steps':>6}{'dev acc':>9}{'test acc':>9}"
+        f"{'load':>6}"
+    )
     for (name, mp), rs in rows.items():
-        print(f"{name:<9}{LABEL[mp]:<10}{med(x['wall'] for x in rs):>8.1f}{med(x['steps_s'] for x in rs):>9.2f}"
-              f"{rs[0]['steps']:>6d}{med(x['dev'] for x in rs):>9.3f}{med(x['test'] for x in rs):>9.3f}"
-              f"{med(x['load'] for x in rs):>6.1f}")
+        print(
+            f"{name:<9}{LABEL[mp]:<10}{med(x['wall'] for x in rs):>8.1f}{med(x['steps_s'] for x in rs):>9.2f}"
+            f"{rs[0]['steps']:>6d}{med(x['dev'] for x in rs):>9.3f}{med(x['test'] for x in rs):>9.3f}"
+            f"{med(x['load'] for x in rs):>6.1f}"
+        )
     for mp in precisions(args):
         for mine in ("tmlib", "tmlib-hf"):
             a, b = rows[mine, mp], rows["Trainer", mp]
             ratio = med(y["wall"] / x["wall"] for x, y in zip(a, b))
             step_ratio = med(x["steps_s"] / y["steps_s"] for x, y in zip(a, b))
-            print(f"{LABEL[mp]}: {mine} is {ratio:.2f}x Trainer's speed on wall time ({step_ratio:.2f}x on training "
-                  f"steps/s); test accuracy {med(x['test'] for x in a):.3f} vs {med(y['test'] for y in b):.3f}")
+            print(
+                f"{LABEL[mp]}: {mine} is {ratio:.2f}x Trainer's speed on wall time ({step_ratio:.2f}x on training "
+                f"steps/s); test accuracy {med(x['test'] for x in a):.3f} vs {med(y['test'] for y in b):.3f}"
+            )
     if len(precisions(args)) == 2:
         for name in runners:
             a, b = rows[name, "no"], rows[name, "bf16"]

@@ -14,6 +14,7 @@ Precision (issue 19, ``--precision both`` default): the four runs in fp32 (``Tra
 fp32 twin, and the test accuracies: bf16 must stay within 0.05 of the fp32 twin's (0.10 with --quick,
 128 test sentences), a few sentences of seed-level noise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from _common import LABEL, add_precision_arg, load, precisions  # noqa: E402
+from _common import LABEL, add_precision_arg, load, precisions
 
 
 def main() -> int:
@@ -47,17 +48,20 @@ def main() -> int:
     tok = load_tokenizer(args.model)
     task = load_task("mr", seed=0, max_examples=n)
     lengths = [len(x) for x in tok(list(task["train"]["text"]), truncation=True, max_length=48)["input_ids"]]
-    cfg = training.TrainConfig(lr=2e-4, batch_size=32, epochs=epochs, max_length=48, seed=0, progress=False,
-                               group_by_length=True)  # the loader patch below turns it off for "shuffled"
-    print(f"model {args.model}, {n} MR train sentences (mean {np.mean(lengths):.1f} tokens, max 48), batch 32, "
-          f"{epochs:g} epochs, {torch.get_num_threads()} threads, torch {torch.__version__}, {load()}")
+    cfg = training.TrainConfig(
+        lr=2e-4, batch_size=32, epochs=epochs, max_length=48, seed=0, progress=False, group_by_length=True
+    )  # the loader patch below turns it off for "shuffled"
+    print(
+        f"model {args.model}, {n} MR train sentences (mean {np.mean(lengths):.1f} tokens, max 48), batch 32, "
+        f"{epochs:g} epochs, {torch.get_num_threads()} threads, torch {torch.__version__}, {load()}"
+    )
 
     def padded_positions(grouped: bool) -> int:
         if grouped:
             batches = list(training.LengthGroupedBatches(lengths, 32, seed=0))
         else:
             perm = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(0)).tolist()
-            batches = [perm[i:i + 32] for i in range(0, len(perm), 32)]
+            batches = [perm[i : i + 32] for i in range(0, len(perm), 32)]
         return sum(max(lengths[i] for i in b) * len(b) for b in batches)
 
     def run(fused: bool, grouped: bool, mp: str = "no") -> tuple[float, float]:
@@ -78,21 +82,27 @@ def main() -> int:
     rows = {}
     mps = precisions(args)
     for fused, grouped in ((False, False), (True, False), (False, True), (True, True)):
-        for mp in mps:        # fp32 and bf16 twins back to back: the same load for both
+        for mp in mps:  # fp32 and bf16 twins back to back: the same load for both
             rows[fused, grouped, mp] = run(fused, grouped, mp) + (os.getloadavg()[0],)
     base = {mp: rows[False, False, mp][0] for mp in mps}
-    print(f"{'optimizer':<10} {'batches':<15} {'precision':<10} {'seconds':>8} {'ratio':>7} {'vs fp32':>8} "
-          f"{'padded pos/epoch':>17} {'test acc':>9} {'load':>5}")
+    print(
+        f"{'optimizer':<10} {'batches':<15} {'precision':<10} {'seconds':>8} {'ratio':>7} {'vs fp32':>8} "
+        f"{'padded pos/epoch':>17} {'test acc':>9} {'load':>5}"
+    )
     tol = 0.10 if args.quick else 0.05
     for (fused, grouped, mp), (sec, acc, ld) in rows.items():
         twin = rows.get((fused, grouped, "no"))
         vs = f"{twin[0] / sec:7.2f}x" if twin and mp != "no" else f"{'':>8}"
-        print(f"{'fused' if fused else 'loop':<10} {'length-grouped' if grouped else 'shuffled':<15} {LABEL[mp]:<10} "
-              f"{sec:8.1f} {base[mp] / sec:6.2f}x {vs} {padded_positions(grouped):17d} {acc:9.3f} {ld:5.1f}")
+        print(
+            f"{'fused' if fused else 'loop':<10} {'length-grouped' if grouped else 'shuffled':<15} {LABEL[mp]:<10} "
+            f"{sec:8.1f} {base[mp] / sec:6.2f}x {vs} {padded_positions(grouped):17d} {acc:9.3f} {ld:5.1f}"
+        )
         if twin and mp != "no":
             assert abs(acc - twin[1]) <= tol, f"bf16 test accuracy {acc:.3f} vs fp32 {twin[1]:.3f} (tolerance {tol})"
-    print("ratio: against the old path (loop AdamW, shuffled) of the same precision; vs fp32: the fp32 twin's "
-          "seconds / this run's")
+    print(
+        "ratio: against the old path (loop AdamW, shuffled) of the same precision; vs fp32: the fp32 twin's "
+        "seconds / this run's"
+    )
 
     # where one step of the old path goes
     from torch.profiler import ProfilerActivity, profile

@@ -5,6 +5,7 @@ seconds, memory, timestamps, commits or absolute paths (they differ between any 
 
 Prints one line per file (same / differs, with the first differing cells) and exits 1 if any differ.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,10 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
-VOLATILE = re.compile(r"(seconds|_s$|^s$|time|created|finished|commit|peak|rss|memory_mb|path|source|dir$|sources"
-                      r"|ms_per)", re.I)
-SKIP_PARTS = {".locks", ".work", "solutions", "cache", "lr-grid"}   # artifacts are compared through the tables
-SCHEDULE_FILES = ("suite_timing.csv", "suite_history.csv", "suite_events.csv")   # when things ran, not what they gave
+VOLATILE = re.compile(
+    r"(seconds|_s$|^s$|time|created|finished|commit|peak|rss|memory_mb|path|source|dir$|sources"
+    r"|ms_per)",
+    re.I,
+)
+SKIP_PARTS = {".locks", ".work", "solutions", "cache", "lr-grid"}  # artifacts are compared through the tables
+SCHEDULE_FILES = ("suite_timing.csv", "suite_history.csv", "suite_events.csv")  # when things ran, not what they gave
 
 
 def _volatile(name: str) -> bool:
@@ -41,15 +45,16 @@ def compare_file(a: Path, b: Path) -> str | None:
         if [c for c in fb.columns if not _volatile(c)] != keep:
             return f"columns differ: {sorted(set(fa.columns) ^ set(fb.columns))}"
         fa, fb = fa[keep], fb[keep]
-        if "metric" in keep:   # a long table (metric, value): its timing rows are volatile too
+        if "metric" in keep:  # a long table (metric, value): its timing rows are volatile too
             fa, fb = (f[~f["metric"].astype(str).map(_volatile)].reset_index(drop=True) for f in (fa, fb))
         if fa.shape != fb.shape:
             return f"shape {fa.shape} vs {fb.shape}"
         diff = ~((fa == fb) | (fa.isna() & fb.isna()))
         if diff.values.any():
             r, c = next(zip(*diff.values.nonzero()))
-            return (f"{int(diff.values.sum())} cells differ, first: row {r} {keep[c]}: "
-                    f"{fa.iat[r, c]!r} vs {fb.iat[r, c]!r}")
+            return (
+                f"{int(diff.values.sum())} cells differ, first: row {r} {keep[c]}: {fa.iat[r, c]!r} vs {fb.iat[r, c]!r}"
+            )
         return None
     ja, jb = (_clean_json(json.loads(p.read_text())) for p in (a, b))
     return None if ja == jb else "JSON differs"

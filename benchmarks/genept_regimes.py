@@ -34,6 +34,7 @@ Measured 2026-11-24 (shared 2-core EPYC, 1 torch thread, load average 4-13 from 
 * scratch:mini lr 1e-3 bf16 (1000-step schedule, stopped at 500): stuck on the unigram plateau,
   in-domain top-1 4.9% (it predicts the most frequent tokens), loss 7.4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,22 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-FIELDS = ["regime", "step", "seconds", "general_loss", "general_top1", "indomain_loss", "indomain_top1",
-          "model", "lr", "batch", "length", "precision", "sec_per_step", "threads"]
+FIELDS = [
+    "regime",
+    "step",
+    "seconds",
+    "general_loss",
+    "general_top1",
+    "indomain_loss",
+    "indomain_top1",
+    "model",
+    "lr",
+    "batch",
+    "length",
+    "precision",
+    "sec_per_step",
+    "threads",
+]
 
 REGIMES = {
     "minilm_lr1e-4": dict(model="minilm", lr=1e-4, steps=400),
@@ -63,8 +78,12 @@ def log(msg: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run: scratch:tiny, 20 steps, 100 probe sentences")
-    ap.add_argument("--regimes", nargs="+", default=["speed", "minilm_lr3e-4", "mini_lr1e-3", "minilm_lr1e-4"],
-                    help=f"any of {', '.join(REGIMES)}, 'speed'")
+    ap.add_argument(
+        "--regimes",
+        nargs="+",
+        default=["speed", "minilm_lr3e-4", "mini_lr1e-3", "minilm_lr1e-4"],
+        help=f"any of {', '.join(REGIMES)}, 'speed'",
+    )
     ap.add_argument("--steps", type=int, default=0, help="override every regime's steps")
     ap.add_argument("--probe_every", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32)
@@ -74,8 +93,9 @@ def main() -> None:
     ap.add_argument("--speed_steps", type=int, default=12)
     ap.add_argument("--speed_models", nargs="+", default=["minilm", "scratch:mini"])
     ap.add_argument("--n_probe", type=int, default=500)
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (0: 1 if the CPU is oversubscribed, else default)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)"
+    )
     ap.add_argument("--out", default="benchmarks/results/genept_regimes.csv")
     ap.add_argument("--fresh", action="store_true", help="overwrite the CSV instead of appending")
     args = ap.parse_args()
@@ -103,8 +123,10 @@ def main() -> None:
     if args.quick:
         bbc_train = bbc_train[:3000]
     packed = pack_corpus(bbc_train, tok, args.length)
-    log(f"GenePT corpus: {len(bbc_train)} BBC sentences -> {len(packed)} rows of <= {args.length} tokens; "
-        f"probe: {len(general_eval)} BBC + {len(indomain_eval)} Pang&Lee sentences; torch threads {threads}")
+    log(
+        f"GenePT corpus: {len(bbc_train)} BBC sentences -> {len(packed)} rows of <= {args.length} tokens; "
+        f"probe: {len(general_eval)} BBC + {len(indomain_eval)} Pang&Lee sentences; torch threads {threads}"
+    )
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +143,12 @@ def main() -> None:
     def probe(model) -> dict:
         g = mlm_probe(model, tok, general_eval, max_length=args.length)
         d = mlm_probe(model, tok, indomain_eval, max_length=args.length)
-        return {"general_loss": g["loss"], "general_top1": g["top1"],
-                "indomain_loss": d["loss"], "indomain_top1": d["top1"]}
+        return {
+            "general_loss": g["loss"],
+            "general_top1": g["top1"],
+            "indomain_loss": d["loss"],
+            "indomain_top1": d["top1"],
+        }
 
     for regime in args.regimes:
         if regime == "speed":
@@ -131,9 +157,20 @@ def main() -> None:
                 for mp in ("no", "bf16"):
                     sec, loss = _speed(name, mp, packed, tok, args, 3 if args.quick else args.speed_steps)
                     label = f"speed_{name.replace('scratch:', '')}_{'fp32' if mp == 'no' else mp}"
-                    write({"regime": label, "step": args.speed_steps, "seconds": sec * args.speed_steps,
-                           "model": name, "lr": 1e-4, "batch": args.batch, "length": args.length,
-                           "precision": mp, "sec_per_step": sec, "threads": threads})
+                    write(
+                        {
+                            "regime": label,
+                            "step": args.speed_steps,
+                            "seconds": sec * args.speed_steps,
+                            "model": name,
+                            "lr": 1e-4,
+                            "batch": args.batch,
+                            "length": args.length,
+                            "precision": mp,
+                            "sec_per_step": sec,
+                            "threads": threads,
+                        }
+                    )
                     log(f"{label}: {sec:.3f} s/step (median of the steps after the first 2), last loss {loss:.3f}")
             continue
         if regime not in REGIMES:
@@ -145,30 +182,51 @@ def main() -> None:
         every = 10 if args.quick else args.probe_every
         name = ("quick_" if args.quick else "") + regime + ("" if args.precision == "no" else f"_{args.precision}")
         model = load_mlm(spec["model"], seed=0)
-        base = {"regime": name, "model": spec["model"], "lr": spec["lr"], "batch": args.batch, "length": args.length,
-                "precision": args.precision, "threads": threads}
+        base = {
+            "regime": name,
+            "model": spec["model"],
+            "lr": spec["lr"],
+            "batch": args.batch,
+            "length": args.length,
+            "precision": args.precision,
+            "threads": threads,
+        }
         row = {**base, "step": 0, "seconds": 0.0, **probe(model)}
         write(row)
-        log(f"{name} step 0: general top1 {row['general_top1']:.3f} loss {row['general_loss']:.2f} | "
-            f"indomain top1 {row['indomain_top1']:.3f} loss {row['indomain_loss']:.2f}")
+        log(
+            f"{name} step 0: general top1 {row['general_top1']:.3f} loss {row['general_loss']:.2f} | "
+            f"indomain top1 {row['indomain_top1']:.3f} loss {row['indomain_loss']:.2f}"
+        )
         clock = {"probe": 0.0, "start": time.perf_counter()}
 
-        def on_save(step, m):
+        def on_save(step, m, clock=clock, base=base, name=name):
             t0 = time.perf_counter()
             train_s = t0 - clock["start"] - clock["probe"]
             r = {**base, "step": step, "seconds": train_s, "sec_per_step": train_s / step, **probe(m)}
             write(r)
             clock["probe"] += time.perf_counter() - t0
-            log(f"{name} step {step}: {train_s:.0f} s ({train_s / step:.2f} s/step) | "
+            log(
+                f"{name} step {step}: {train_s:.0f} s ({train_s / step:.2f} s/step) | "
                 f"general top1 {r['general_top1']:.3f} "
-                f"loss {r['general_loss']:.2f} | indomain top1 {r['indomain_top1']:.3f} loss {r['indomain_loss']:.2f}")
+                f"loss {r['general_loss']:.2f} | indomain top1 {r['indomain_top1']:.3f} loss {r['indomain_loss']:.2f}"
+            )
 
-        cfg = TrainConfig(lr=spec["lr"], batch_size=args.batch, max_steps=steps, max_length=args.length,
-                          warmup_ratio=args.warmup, weight_decay=0.01, eval_every=every, seed=0, progress=False,
-                          mixed_precision=args.precision)
+        cfg = TrainConfig(
+            lr=spec["lr"],
+            batch_size=args.batch,
+            max_steps=steps,
+            max_length=args.length,
+            warmup_ratio=args.warmup,
+            weight_decay=0.01,
+            eval_every=every,
+            seed=0,
+            progress=False,
+            mixed_precision=args.precision,
+        )
         clock["start"] = time.perf_counter()
-        train_mlm(model, packed, tok, cfg, save_at=list(range(every, steps + 1, every)) + [steps], on_save=on_save,
-                  desc=name)
+        train_mlm(
+            model, packed, tok, cfg, save_at=list(range(every, steps + 1, every)) + [steps], on_save=on_save, desc=name
+        )
     fh.close()
     log(f"wrote {out}")
 
@@ -183,8 +241,17 @@ def _speed(name, mp, packed, tok, args, steps):
     from tmlib.training import TrainConfig
 
     stamps = []
-    cfg = TrainConfig(lr=1e-4, batch_size=args.batch, max_steps=steps, max_length=args.length, warmup_ratio=0.0,
-                      seed=0, progress=False, mixed_precision=mp, eval_every=steps)
+    cfg = TrainConfig(
+        lr=1e-4,
+        batch_size=args.batch,
+        max_steps=steps,
+        max_length=args.length,
+        warmup_ratio=0.0,
+        seed=0,
+        progress=False,
+        mixed_precision=mp,
+        eval_every=steps,
+    )
     model = load_mlm(name, seed=0)
     losses = []
 

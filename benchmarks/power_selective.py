@@ -9,6 +9,7 @@ MR training sentences (the same dev rows; tested on every MR sentence train and 
 size, ``benchmarks/results/power_selective_runs.csv`` (one row per run), ``power_selective_gaps.csv`` (paired gaps
 per size, with the test-sampling term) and ``power_selective.csv`` (size x seeds -> detectable gap, minutes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from tmlib.config import from_flat
 from tmlib.experiments.selective import FinetuneJob, SelectiveConfig, SelectiveExperiment, paired_gaps
 from tmlib.stats import power_table, seeds_needed
 
-SEEDS = [13, 43, 83, 0, 1, 2, 3, 4, 5, 6, 7, 8]   # the official three first
+SEEDS = [13, 43, 83, 0, 1, 2, 3, 4, 5, 6, 7, 8]  # the official three first
 DESIGN_SEEDS = [3, 5, 10, 20, 40, 70, 100]
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     base = SelectiveExperiment(from_flat(SelectiveConfig, {**params, "out_dir": args.out}))
     g = min(base.cfg.genept.steps)
     selected = {m: base.get(base.taskpt_stage(g, m)).selected for m in base.cfg.taskpt.methods}
-    fixed = time.perf_counter() - start     # pre-training and importance: paid once whatever the design
+    fixed = time.perf_counter() - start  # pre-training and importance: paid once whatever the design
     rows, preds = [], {}
     for size, n_seeds in zip(args.sizes, args.seeds):
         flat = {**params, "out_dir": args.out, "finetune_max_train": size}
@@ -52,22 +53,43 @@ def main() -> None:
                 job = FinetuneJob(g, method, 0 if method == "genept" else selected[method], seed, final=True)
                 clf = exp.get(exp.finetune_stage(job))
                 m = clf.metrics
-                rows.append({"size": size, "genept_steps": g, "method": method, "taskpt_steps": job.taskpt_steps,
-                             "seed": seed, "final": True, "dev_accuracy": m["dev_accuracy"],
-                             "test_accuracy": m["test_accuracy"], "test_n": m["test_n"], "seconds": m["seconds"]})
+                rows.append(
+                    {
+                        "size": size,
+                        "genept_steps": g,
+                        "method": method,
+                        "taskpt_steps": job.taskpt_steps,
+                        "seed": seed,
+                        "final": True,
+                        "dev_accuracy": m["dev_accuracy"],
+                        "test_accuracy": m["test_accuracy"],
+                        "test_n": m["test_n"],
+                        "seconds": m["seconds"],
+                    }
+                )
                 preds[(size, method, seed)] = clf.predictions
         runs = pd.DataFrame(rows)
         runs.to_csv(res_dir / "power_selective_runs.csv", index=False)
-        gaps = pd.concat([paired_gaps(r, predictions={(g, m, s): p for (z, m, s), p in preds.items() if z == size})
-                          .assign(size=size) for size, r in runs.groupby("size")])
+        gaps = pd.concat(
+            [
+                paired_gaps(r, predictions={(g, m, s): p for (z, m, s), p in preds.items() if z == size}).assign(
+                    size=size
+                )
+                for size, r in runs.groupby("size")
+            ]
+        )
         gaps.to_csv(res_dir / "power_selective_gaps.csv", index=False)
         sel = gaps[gaps["comparison"] == "selective - random"].set_index("size")
         per_seed = runs.groupby("size")["seconds"].sum() / runs.groupby("size")["seed"].nunique()
         table = power_table(sel["gap_std"].to_dict(), DESIGN_SEEDS, per_seed.to_dict(), fixed_seconds=fixed)
         table["seeds_for_1pt"] = table["setting"].map({z: seeds_needed(s, 1.0) for z, s in sel["gap_std"].items()})
         table.rename(columns={"setting": "size"}).to_csv(res_dir / "power_selective.csv", index=False)
-        print(gaps[["size", "comparison", "n_seeds", "gap_mean", "gap_std", "p", "sampling_sd", "test_n"]]
-              .to_string(index=False), flush=True)
+        print(
+            gaps[["size", "comparison", "n_seeds", "gap_mean", "gap_std", "p", "sampling_sd", "test_n"]].to_string(
+                index=False
+            ),
+            flush=True,
+        )
     print(f"fixed (pre-training + importance) {fixed:.0f} s; total {time.perf_counter() - start:.0f} s")
 
 

@@ -12,6 +12,7 @@ same fine-tuning run (issue 19). The outputs are
 written to ``benchmarks/results/<name>.txt``; the suite's wall time and peak memory per notebook
 (issue 7.5) come from ``runs/<params>/suite_timing.csv``, written by ``make run``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,22 +31,31 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes")
     ap.add_argument("--only", nargs="*", default=None, help="benchmark names, e.g. importance mlm")
     ap.add_argument("--params", default="default", help="suite run whose timing to show (runs/<params>)")
-    ap.add_argument("--precision", choices=["both", "no", "bf16"], default=None,
-                    help="passed on to every script (default: theirs, both)")
+    ap.add_argument(
+        "--precision",
+        choices=["both", "no", "bf16"],
+        default=None,
+        help="passed on to every script (default: theirs, both)",
+    )
     args = ap.parse_args()
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     import torch
 
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-          f"python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
+    )
     failed = []
     for script in sorted(HERE.glob("bench_*.py")):
         name = script.stem.removeprefix("bench_")
         if args.only and name not in args.only:
             continue
-        cmd = [sys.executable, str(script)] + (["--quick"] if args.quick else []) \
+        cmd = (
+            [sys.executable, str(script)]
+            + (["--quick"] if args.quick else [])
             + (["--precision", args.precision] if args.precision else [])
+        )
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)

@@ -7,6 +7,7 @@ Prints per notebook the wall seconds (suite_timing.csv), the seconds inside stag
 such as an lr grid's selection asking for an extension run, are counted once, in the inner stage), and what is
 left: loading cached stages, tables, figures, process start-up.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,9 +20,9 @@ BUILT = re.compile(r"^\S+ (?P<name>\S+): built in (?P<s>[0-9.]+) s$")
 
 
 def kind(name: str) -> str:
-    if "/lr-grid/" in name:   # solutions/<task>/lr-grid/<method>/lr=<lr> (and <task>/lr-grid/<method>, one stage)
+    if "/lr-grid/" in name:  # solutions/<task>/lr-grid/<method>/lr=<lr> (and <task>/lr-grid/<method>, one stage)
         return "lr grid (selection)" if name.endswith("/selection") else "lr grid"
-    if re.fullmatch(r"[\w.-]+/(finetune|bitfit|mask|lora)-s\d+", name):   # <task>/<method>-s<seed> (older layout)
+    if re.fullmatch(r"[\w.-]+/(finetune|bitfit|mask|lora)-s\d+", name):  # <task>/<method>-s<seed> (older layout)
         return "training"
     head = re.split(r"[/]|_g\d", name)[0]
     return {"solutions": "training", "evaluations": "test evaluation"}.get(head, head)

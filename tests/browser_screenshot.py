@@ -13,6 +13,7 @@ Chromium (``executable_path``; never ``playwright install``): :func:`serve` star
 stops it with its kernels, :func:`chromium_page` opens a page, :func:`drive_explorer` types, clicks and
 checks the token-importance explorer widget (``tmlib.widgets``) the way a person would.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,9 +30,18 @@ from pathlib import Path
 
 CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--disable-dev-shm-usage",
+]
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +52,7 @@ def find_chromium() -> str | None:
     """The browser used: ``$TMLIB_CHROMIUM`` when set (a path), else the first of CANDIDATES found."""
     import os
 
-    for c in ([os.environ["TMLIB_CHROMIUM"]] if os.environ.get("TMLIB_CHROMIUM") else CANDIDATES):
+    for c in [os.environ["TMLIB_CHROMIUM"]] if os.environ.get("TMLIB_CHROMIUM") else CANDIDATES:
         path = c if Path(c).is_file() else shutil.which(c)
         if path:
             return path
@@ -63,8 +73,9 @@ def needs_chromium(reason: str):
     return pytest.mark.skipif(find_chromium() is None, reason=reason)
 
 
-def screenshot(target: str | Path, png: str | Path, width: int = 1200, height: int = 900,
-               timeout: float = 60.0) -> Path:
+def screenshot(
+    target: str | Path, png: str | Path, width: int = 1200, height: int = 900, timeout: float = 60.0
+) -> Path:
     """Render ``target`` (a file path or URL) and write a ``width`` x ``height`` PNG to ``png``."""
     exe = find_chromium()
     if exe is None:
@@ -100,13 +111,18 @@ def pixel_stats(png: str | Path) -> dict:
 
     img = np.asarray(Image.open(png).convert("RGB"), dtype=np.float64)
     spread = img.max(-1) - img.min(-1)  # 0 for white/grey/black, large for saturated colours
-    return {"width": img.shape[1], "height": img.shape[0], "std": float(img.std()),
-            "coloured_share": float((spread > 60).mean()),
-            "reddish_share": float(((img[..., 0] - img[..., 2]) > 60).mean()),
-            "bluish_share": float(((img[..., 2] - img[..., 0]) > 60).mean())}
+    return {
+        "width": img.shape[1],
+        "height": img.shape[0],
+        "std": float(img.std()),
+        "coloured_share": float((spread > 60).mean()),
+        "reddish_share": float(((img[..., 0] - img[..., 2]) > 60).mean()),
+        "bluish_share": float(((img[..., 2] - img[..., 0]) > 60).mean()),
+    }
 
 
 # ------------------------------------------------------------------------------ live pages (Playwright)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -129,8 +145,15 @@ def port_open(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def serve(cmd: list[str], ready, log: Path, env: dict | None = None, cwd: str | Path | None = None,
-          timeout: float = 120.0, shutdown_url: str | None = None):
+def serve(
+    cmd: list[str],
+    ready,
+    log: Path,
+    env: dict | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 120.0,
+    shutdown_url: str | None = None,
+):
     """Run ``cmd`` (a local web server) until the ``with`` block ends; ``ready()`` says it answers.
 
     Output goes to ``log`` (quoted when the server dies or never gets ready). On exit the server is
@@ -139,16 +162,18 @@ def serve(cmd: list[str], ready, log: Path, env: dict | None = None, cwd: str | 
     import psutil
 
     log.parent.mkdir(parents=True, exist_ok=True)
-    out = open(log, "wb")
-    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                            cwd=cwd, start_new_session=True)
+    out = open(log, "wb")  # noqa: SIM115 - the server's stdout for its lifetime
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True
+    )
     children: set = set()
     try:
         deadline = time.monotonic() + timeout
         while not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
-                why = (f"exited with {proc.returncode}" if proc.poll() is not None
-                       else f"not ready after {timeout:.0f} s")
+                why = (
+                    f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready after {timeout:.0f} s"
+                )
                 raise RuntimeError(f"{cmd[2] if len(cmd) > 2 else cmd[0]} {why}:\n{_tail(log)}")
             time.sleep(0.5)
         yield proc
@@ -196,8 +221,14 @@ def chromium_page(width: int = 1280, height: int = 1000, timeout_ms: int = 120_0
             page.js_errors = []
             page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
             page.console_errors = []
-            page.on("console", lambda msg: page.console_errors.append(f"{msg.text} @ {msg.location.get('url')}")
-                    if msg.type == "error" else None)
+            page.on(
+                "console",
+                lambda msg: (
+                    page.console_errors.append(f"{msg.text} @ {msg.location.get('url')}")
+                    if msg.type == "error"
+                    else None
+                ),
+            )
             yield page
         finally:
             browser.close()
@@ -220,8 +251,9 @@ def wait_for_explorer(page, timeout: float = 300.0, finished=None):
         if page.get_by_text("Error displaying widget").count():
             raise AssertionError("the widget front end failed: " + page.locator("body").inner_text()[-2000:])
         time.sleep(1)
-    raise AssertionError(f"no explorer widget after {timeout:.0f} s; page text:\n"
-                         f"{page.locator('body').inner_text()[-3000:]}")
+    raise AssertionError(
+        f"no explorer widget after {timeout:.0f} s; page text:\n{page.locator('body').inner_text()[-3000:]}"
+    )
 
 
 # console errors of the page's host, not of the explorer, seen in Voila on an offline machine (each a known cause):
@@ -257,9 +289,16 @@ def token_facts(row) -> list[dict]:
         m = re.fullmatch(r"(.*): ([+-]?(?:\d|inf|nan).*)", f["title"])
         assert m, f"token tooltip without a score: {f['title']!r}"
         rgb = tuple(int(x) for x in re.findall(r"\d+", f["background"])[:3])
-        out.append({"title": f["title"], "token": m.group(1), "score": float(m.group(2)), "rgb": rgb,
-                    "boxed": f["outline"] not in ("none", "") and f["outline_width"] > 0,
-                    "underlined": f["underline"]})
+        out.append(
+            {
+                "title": f["title"],
+                "token": m.group(1),
+                "score": float(m.group(2)),
+                "rgb": rgb,
+                "boxed": f["outline"] not in ("none", "") and f["outline_width"] > 0,
+                "underlined": f["underline"],
+            }
+        )
     return out
 
 
@@ -282,7 +321,7 @@ def check_colours(facts: list[dict], scores=None, offset: float = 0.0) -> None:
     for f, v, want, a in zip(facts, values, expected, intensity):
         r, g, b = f["rgb"]
         where = f"token {f['title']!r} (score + offset {v:+.4g}) has background rgb{f['rgb']}"
-        if abs(a) >= 0.02:   # a visible tint: its hue is the sign
+        if abs(a) >= 0.02:  # a visible tint: its hue is the sign
             assert (r > b) if v > 0 else (b > r), where + (", not red" if v > 0 else ", not blue")
         want = tuple(int(x) for x in re.findall(r"\d+", want))
         assert max(abs(x - y) for x, y in zip(f["rgb"], want)) <= 3, where + f", expected rgb{want}"
@@ -303,19 +342,27 @@ def check_boxes(facts: list[dict], positions=None, mask_ratio: float = 0.15) -> 
     assert not outside, f"boxes on tokens not marked important: {[facts[i]['title'] for i in outside]}"
     if positions is None:
         scores = np.array([f["score"] for f in facts])
-        positions = selective_positions(scores, np.array([f["underlined"] for f in facts]), len(facts),
-                                        mask_ratio=mask_ratio)
+        positions = selective_positions(
+            scores, np.array([f["underlined"] for f in facts]), len(facts), mask_ratio=mask_ratio
+        )
     positions = sorted(int(i) for i in positions)
-    assert boxed == positions, (f"boxed {[facts[i]['title'] for i in boxed]} != selected "
-                                f"{[facts[i]['title'] for i in positions]}")
+    assert boxed == positions, (
+        f"boxed {[facts[i]['title'] for i in boxed]} != selected {[facts[i]['title'] for i in positions]}"
+    )
     return boxed
 
 
 SENTENCE = "A wonderful film with a boring ending"
 
 
-def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTENCE,
-                   methods: tuple[str, str] = ("occlusion", "integrated_gradients")) -> dict:
+def drive_explorer(
+    page,
+    explorer,
+    shots: Path,
+    name: str,
+    sentence: str = SENTENCE,
+    methods: tuple[str, str] = ("occlusion", "integrated_gradients"),
+) -> dict:
     """Use the explorer like a person: type ``sentence``, press Compute, switch from ``methods[0]`` to
     ``methods[1]``, tick the masking preview, pick a dataset example. Asserts on the rendered tokens
     at every step; saves ``<name>.png`` (the page) and ``<name>_widget.png`` under ``shots`` and copies
@@ -350,7 +397,7 @@ def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTE
     assert "gold:" not in rows.first.inner_text(), "a typed text has no gold label"
     seen[methods[0]] = titles
     first = token_facts(rows.first)
-    check_colours(first)   # red where the score is positive, blue where negative
+    check_colours(first)  # red where the score is positive, blue where negative
 
     # 2. switch the method: recomputed at once, other scores and other colours
     method.select_option(methods[1])
@@ -362,16 +409,18 @@ def drive_explorer(page, explorer, shots: Path, name: str, sentence: str = SENTE
     second = token_facts(rows.first)
     check_colours(second)
     a, b = ([f["score"] for f in x] for x in (first, second))
-    assert max(abs(x - y) for x, y in zip(a, b)) > 1e-4 * max(map(abs, a + b)), \
+    assert max(abs(x - y) for x, y in zip(a, b)) > 1e-4 * max(map(abs, a + b)), (
         f"{methods[0]} and {methods[1]} show the same scores: {a}"
+    )
     assert [f["rgb"] for f in first] != [f["rgb"] for f in second], "both methods show the same colours"
 
     # 3. masking preview: two more rows, the same number of boxed tokens in each
     explorer.locator(".tmlib-preview input[type=checkbox]").check()
     expect(rows).to_have_count(3)
     caps = rows.locator(".cap").all_inner_texts()
-    assert (any(c.startswith("selective masking") for c in caps)
-            and any(c.startswith("random-count") for c in caps)), caps
+    assert any(c.startswith("selective masking") for c in caps) and any(c.startswith("random-count") for c in caps), (
+        caps
+    )
     boxed = [rows.nth(i).locator(".t.box").count() for i in (1, 2)]
     assert boxed[0] >= 1 and boxed[0] == boxed[1], f"boxed tokens (selective, random): {boxed}"
     assert rows.nth(0).locator(".t.box").count() == 0

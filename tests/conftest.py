@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models and tiny data so unit tests run in seconds."""
+
 from __future__ import annotations
 
 import os
@@ -21,10 +22,26 @@ def tiny_task():
     """A 2-class DatasetDict with obvious sentiment words (learnable in a few steps)."""
     from tmlib.data import stratified_split
 
-    pos = ["a great , wonderful film", "truly great acting", "wonderful and moving", "great fun , loved it",
-           "a wonderful , great story", "loved the great cast", "moving and wonderful", "great , great , great"]
-    neg = ["a terrible , awful film", "truly awful acting", "boring and terrible", "awful mess , hated it",
-           "a terrible , boring story", "hated the awful cast", "boring and awful", "terrible , terrible"]
+    pos = [
+        "a great , wonderful film",
+        "truly great acting",
+        "wonderful and moving",
+        "great fun , loved it",
+        "a wonderful , great story",
+        "loved the great cast",
+        "moving and wonderful",
+        "great , great , great",
+    ]
+    neg = [
+        "a terrible , awful film",
+        "truly awful acting",
+        "boring and terrible",
+        "awful mess , hated it",
+        "a terrible , boring story",
+        "hated the awful cast",
+        "boring and awful",
+        "terrible , terrible",
+    ]
     texts = pos + neg
     labels = [1] * len(pos) + [0] * len(neg)
     return stratified_split(texts * 3, labels * 3, ["negative", "positive"], seed=0, fractions=(0.5, 0.25, 0.25))
@@ -36,5 +53,7 @@ def chromium_required():
     from tests.browser_screenshot import find_chromium
 
     if find_chromium() is None:
-        pytest.fail("Chromium is required here (TMLIB_REQUIRE_BROWSER=1) but not installed: "
-                    "make browser, i.e. apt-get update && apt-get install -y chromium")
+        pytest.fail(
+            "Chromium is required here (TMLIB_REQUIRE_BROWSER=1) but not installed: "
+            "make browser, i.e. apt-get update && apt-get install -y chromium"
+        )

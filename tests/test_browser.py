@@ -1,5 +1,6 @@
 """The exported HTML report renders in a real browser (headless Chromium): the page is not blank and
 the importance colours (red and blue backgrounds) actually show."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,10 @@ from tests.browser_screenshot import (
 from tmlib.highlight import write_html_report
 from tmlib.importance.types import TokenScores
 
-pytestmark = [pytest.mark.browser,
-              needs_chromium("Chromium is not installed (apt-get update && apt-get install -y chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    needs_chromium("Chromium is not installed (apt-get update && apt-get install -y chromium)"),
+]
 
 
 def test_report_renders_with_colours(tmp_path):
@@ -26,17 +29,26 @@ def test_report_renders_with_colours(tmp_path):
     scores = []
     for i in range(12):
         toks = [w for w in words for w in (["un", "##bel", "##ie", "##va", "##bly"] if w == "unbelievably" else [w])]
-        scores.append(TokenScores(" ".join(words), toks, rng.normal(size=len(toks)), label=i % 2, pred=1,
-                                  important=rng.random(len(toks)) > 0.7, method="occlusion"))
+        scores.append(
+            TokenScores(
+                " ".join(words),
+                toks,
+                rng.normal(size=len(toks)),
+                label=i % 2,
+                pred=1,
+                important=rng.random(len(toks)) > 0.7,
+                method="occlusion",
+            )
+        )
     scores.append(TokenScores("<script>alert(1)</script>", ["<", "script", ">"], [1.0, -1.0, 0.5], method="x"))
-    html = write_html_report(tmp_path / "report.html", scores, label_names=["negative", "positive"],
-                             title="browser check")
+    html = write_html_report(
+        tmp_path / "report.html", scores, label_names=["negative", "positive"], title="browser check"
+    )
     png = screenshot(html, tmp_path / "shot.png")
     stats = pixel_stats(png)
     assert (stats["width"], stats["height"]) == (1200, 900)
     assert stats["std"] > 10, f"screenshot looks blank: {stats}"
     assert stats["reddish_share"] > 0.002 and stats["bluish_share"] > 0.002, f"importance colours missing: {stats}"
-
 
 
 SENTENCE = "a wonderful film with a boring , awful ending"
@@ -79,7 +91,7 @@ def test_explorer_scores_differ_between_methods(explorer_pages):
     assert not np.allclose(shown["buffer"], shown["occlusion"], rtol=1e-2, atol=1e-6), shown
     rgb = {m: [f["rgb"] for f in rows[0]] for m, (rows, _) in explorer_pages[0].items()}
     assert rgb["buffer"] != rgb["occlusion"]
-    for m, (_, last) in explorer_pages[0].items():   # and each is what tmlib computed with that method
+    for m, (_, last) in explorer_pages[0].items():  # and each is what tmlib computed with that method
         assert last["main"].method == m
         assert np.allclose(shown[m], last["main"].scores, rtol=1e-3, atol=1e-6), f"{m}: page {shown[m]} != tmlib"
 
@@ -101,7 +113,7 @@ def test_explorer_boxes_on_the_selected_important_tokens(explorer_pages):
         assert [f["underlined"] for f in rows[1]] == [bool(x) for x in source.important]
         assert 1 <= len(sel) < int(np.sum(source.important)), "the mask cap must leave important tokens unboxed"
         assert check_boxes(rows[1], sel) == sorted(sel.tolist())
-        assert check_boxes(rows[1]) == sorted(sel.tolist())   # the page alone gives the same choice
+        assert check_boxes(rows[1]) == sorted(sel.tolist())  # the page alone gives the same choice
         assert sum(f["boxed"] for f in rows[2]) == len(sel)
 
 

@@ -1,5 +1,6 @@
 """Buffer method: the official rule (REFERENCE section 1) stated plainly here == the batched labels on
 real MR sentences; batched == tmlib's reference; the old rules as named options."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -45,6 +46,7 @@ def test_stopwords_tmlib_list():
 
 
 # ------------------------------------------------------------- the official rule, stated separately
+
 
 def _official_labels(model, tokenizer, text, gold, delta=0.01):
     """thunlp/SelectiveMasking ``SC.forward`` written out plainly, one sentence, one input at a time.
@@ -168,14 +170,15 @@ def test_compare_rule_variants_walks_each_rule_once(scorer, tokenizer, mr, monke
     texts, labels = mr[0][:6], mr[1][:6]
     base = BufferConfig(progress=False)
     variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
-    one_by_one = pd.concat([compare_rules(scorer, tokenizer, texts, labels, base, **v) for v in variants],
-                           ignore_index=True)
+    one_by_one = pd.concat(
+        [compare_rules(scorer, tokenizer, texts, labels, base, **v) for v in variants], ignore_index=True
+    )
     walks = []
     real = B.buffer_importance
     monkeypatch.setattr(B, "buffer_importance", lambda *a, **k: walks.append(a[4]) or real(*a, **k))
     together = B.compare_rule_variants(scorer, tokenizer, texts, labels, base, variants)
     assert len(walks) == 2 and {w.first_token for w in walks} == {"official", "keep"}
-    assert all(w.stopwords == "none" for w in walks)   # stop words are a mask applied after the walk
+    assert all(w.stopwords == "none" for w in walks)  # stop words are a mask applied after the walk
     pd.testing.assert_frame_equal(together, one_by_one)
 
 
@@ -211,8 +214,9 @@ def test_rules(scorer, tokenizer, mr, first_token):
                 imp[0] = False  # the old rule: the buffer seed is never labelled
             assert ts.important.astype(bool).tolist() == imp.tolist()
     # delta 1 marks every tested candidate important (every token is popped again)
-    loose = buffer_importance(scorer, tokenizer, texts, labels,
-                              BufferConfig(delta=1.0, progress=False, first_token=first_token))
+    loose = buffer_importance(
+        scorer, tokenizer, texts, labels, BufferConfig(delta=1.0, progress=False, first_token=first_token)
+    )
     for ts in loose:
         if ts.correct:
             free = ~stopword_mask(ts.tokens)
@@ -231,14 +235,18 @@ def test_aspect_and_truncation(scorer, tokenizer):
     with pytest.raises(TypeError, match="wrap it"):
         buffer_importance(scorer, tokenizer, "a text", [1], cfg)
     with pytest.raises(ValueError, match="nothing of the text fits"):
-        buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(max_length=4),
-                          aspects=["a long aspect phrase"] * 2)
+        buffer_importance(
+            scorer, tokenizer, texts, labels, BufferConfig(max_length=4), aspects=["a long aspect phrase"] * 2
+        )
 
 
 def test_expand_sentences():
     s, labels, a, src = expand_sentences(["One sentence here. Another one there!", "Short text is fine."], [1, 0])
-    assert (s == ["One sentence here.", "Another one there!", "Short text is fine."]
-            and labels == [1, 1, 0] and src == [0, 0, 1])
+    assert (
+        s == ["One sentence here.", "Another one there!", "Short text is fine."]
+        and labels == [1, 1, 0]
+        and src == [0, 0, 1]
+    )
     assert a is None
 
 
@@ -251,7 +259,7 @@ def test_length_groups_cover_rows_once_with_bounded_padding():
     for g in groups:
         ls = [lengths[i] for i in g]
         assert max(ls) <= 2 * min(ls)
-    assert len(groups) < len(lengths)          # similar lengths share a pass
+    assert len(groups) < len(lengths)  # similar lengths share a pass
     assert len(_length_groups([7] * 30)) == 1  # equal lengths: one pass
 
 
@@ -267,8 +275,9 @@ def test_fp16_needs_cuda(scorer, tokenizer, mr):
         pytest.skip("fp16 is allowed on CUDA")
     texts, labels = mr
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        buffer_importance(scorer, tokenizer, texts[:1], labels[:1],
-                          BufferConfig(progress=False, mixed_precision="fp16"))
+        buffer_importance(
+            scorer, tokenizer, texts[:1], labels[:1], BufferConfig(progress=False, mixed_precision="fp16")
+        )
 
 
 def test_bf16_labels_mostly_agree_with_fp32(scorer, tokenizer, mr):
@@ -279,13 +288,13 @@ def test_bf16_labels_mostly_agree_with_fp32(scorer, tokenizer, mr):
     texts, labels = mr
     base = BufferConfig(progress=False, only_correct=False)
     fp32 = buffer_importance(scorer, tokenizer, texts, labels, base)
-    with torch.inference_mode():   # the walk leaves inference mode for autocast's weight cache; still works here
+    with torch.inference_mode():  # the walk leaves inference mode for autocast's weight cache; still works here
         bf16 = buffer_importance(scorer, tokenizer, texts, labels, replace(base, mixed_precision="bf16"))
     d = label_difference(fp32, bf16)
     assert d["tokens_flipped"] <= 0.05 * d["tokens"], d
     assert d["sentences_differ"] <= max(1, len(texts) // 4), d
     first = [abs(float(a.scores[0] - b.scores[0])) for a, b in zip(fp32, bf16) if len(a.scores)]
-    assert max(first) < 2e-2              # same input (the one-token buffer): bf16 rounding only
+    assert max(first) < 2e-2  # same input (the one-token buffer): bf16 rounding only
     assert all(p.dtype == torch.float32 for p in scorer.parameters()) and not scorer.training
     assert torch.is_autocast_enabled("cpu") is False
 
@@ -294,6 +303,13 @@ def test_a_long_walk_reports_its_progress(scorer, tokenizer, mr_more):
     """`report` gets a line with the sentences done, so a stage's progress.log shows a long walk moving."""
     texts, labels = mr_more
     lines = []
-    buffer_importance(scorer, tokenizer, texts, labels, BufferConfig(sentence_batch=4, progress=False),
-                      report=lines.append, report_every=0.0)
+    buffer_importance(
+        scorer,
+        tokenizer,
+        texts,
+        labels,
+        BufferConfig(sentence_batch=4, progress=False),
+        report=lines.append,
+        report_every=0.0,
+    )
     assert len(texts) == 10 and lines == [f"buffer importance: {k} / 10 sentences" for k in (0, 4, 8)]

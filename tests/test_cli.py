@@ -1,4 +1,5 @@
 """The command line: MLM (GenePT/TaskPT) and assets verbs, and their errors."""
+
 import json
 
 import pytest
@@ -8,8 +9,25 @@ from tmlib.cli import main
 
 def test_mlm_random15_trains_and_saves(tmp_path):
     out = tmp_path / "genept"
-    rc = main(["mlm", "--corpus", "bbc", "--model", "scratch:tiny", "--out", str(out), "--max-steps", "3",
-               "--batch-size", "4", "--max-length", "32", "--max-sentences", "60"])
+    rc = main(
+        [
+            "mlm",
+            "--corpus",
+            "bbc",
+            "--model",
+            "scratch:tiny",
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--max-length",
+            "32",
+            "--max-sentences",
+            "60",
+        ]
+    )
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["steps"] == 3 and res["masking"] == "random15"
@@ -27,22 +45,46 @@ def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer, monkeypatch):
     texts = ["a truly great film", "boring and awful acting", "the plot is thin"]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     assert [len(x) for x in ids] == [4, 4, 4]
-    ds = Dataset.from_dict({"token_ids": ids,
-                            "importance": [[0.9 if i == 2 else 0.1 for i in range(len(x))] for x in ids],
-                            "important": [[int(i == 2) for i in range(len(x))] for x in ids]})
+    ds = Dataset.from_dict(
+        {
+            "token_ids": ids,
+            "importance": [[0.9 if i == 2 else 0.1 for i in range(len(x))] for x in ids],
+            "important": [[int(i == 2) for i in range(len(x))] for x in ids],
+        }
+    )
     ds.save_to_disk(str(tmp_path / "labelled"))
     important_ids = sorted(x[2] for x in ids)  # "great", "awful", "is"
 
     batches = []
     torch_call = SelectiveMaskingCollator.torch_call
-    monkeypatch.setattr(SelectiveMaskingCollator, "torch_call",
-                        lambda self, examples: batches.append(torch_call(self, examples)) or batches[-1])
+    monkeypatch.setattr(
+        SelectiveMaskingCollator,
+        "torch_call",
+        lambda self, examples: batches.append(torch_call(self, examples)) or batches[-1],
+    )
     masked = {}
     for masking in ("selective", "random"):
         batches.clear()
         out = tmp_path / f"taskpt_{masking}"
-        rc = main(["mlm", "--labelled", str(tmp_path / "labelled"), "--masking", masking, "--model", "scratch:tiny",
-                   "--out", str(out), "--max-steps", "4", "--batch-size", "2", "--max-length", "16"])
+        rc = main(
+            [
+                "mlm",
+                "--labelled",
+                str(tmp_path / "labelled"),
+                "--masking",
+                masking,
+                "--model",
+                "scratch:tiny",
+                "--out",
+                str(out),
+                "--max-steps",
+                "4",
+                "--batch-size",
+                "2",
+                "--max-length",
+                "16",
+            ]
+        )
         res = json.loads((out / "results.json").read_text())
         assert rc == 0 and res["steps"] == 4 and res["masking"] == masking
         assert len(batches) == 4  # the CLI's collator is the labelled-corpus one, once per step
@@ -58,8 +100,22 @@ def test_mlm_errors_name_the_fix(tmp_path, capsys):
     assert "needs per-token importance: pass --labelled" in capsys.readouterr().err
     assert main(["mlm", "--labelled", str(tmp_path), "--masking", "selective", "--out", str(tmp_path / "y")]) == 2
     assert "is not a labelled corpus" in capsys.readouterr().err
-    assert main(["mlm", "--model", "no-such-model-xyz", "--out", str(tmp_path / "z"), "--max-steps", "1",
-                 "--max-sentences", "10"]) == 2
+    assert (
+        main(
+            [
+                "mlm",
+                "--model",
+                "no-such-model-xyz",
+                "--out",
+                str(tmp_path / "z"),
+                "--max-steps",
+                "1",
+                "--max-sentences",
+                "10",
+            ]
+        )
+        == 2
+    )
 
 
 def test_assets_list_and_verify(capsys):
@@ -78,6 +134,7 @@ def test_suite_follows_progress_log_lines(tmp_path, capsys):
         with open(log, "a") as fh:
             fh.write("12:00:00 genept: building\n12:00:09 genept: built in 9.0 s\n12:00:1")
         import time
+
         time.sleep(0.3)
         with open(log, "a") as fh:
             fh.write("0 scorer: cached\n")
@@ -90,16 +147,26 @@ def test_compare_two_runs_paired_by_seed(tmp_path, capsys):
 
     from tmlib.cli import main
 
-    rows = [{"task": "mr", "method": m, "seed": s, "lr": 1e-3,
-             "test_accuracy": 0.7 + 0.01 * s + (0.02 if m == "mask" else 0)}
-            for m in ("finetune", "mask") for s in range(4)]
+    rows = [
+        {
+            "task": "mr",
+            "method": m,
+            "seed": s,
+            "lr": 1e-3,
+            "test_accuracy": 0.7 + 0.01 * s + (0.02 if m == "mask" else 0),
+        }
+        for m in ("finetune", "mask")
+        for s in range(4)
+    ]
     for name, shift in (("a", 0.0), ("b", 0.01)):
         (tmp_path / name).mkdir()
-        pd.DataFrame(rows).assign(test_accuracy=lambda d: d.test_accuracy - shift * (d.seed % 2)).to_csv(
-            tmp_path / name / "results.csv", index=False)
+        pd.DataFrame(rows).assign(test_accuracy=lambda d, shift=shift: d.test_accuracy - shift * (d.seed % 2)).to_csv(
+            tmp_path / name / "results.csv", index=False
+        )
     out = tmp_path / "check.csv"
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "bf16", "fp32",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--names", "bf16", "fp32", "--out", str(out)]) == 0
+    )
     text = capsys.readouterr().out
     assert "mr mask: bf16 \u2212 fp32 = +0.5" in text and "4 seeds" in text
     assert len(pd.read_csv(out)) == 2
@@ -126,16 +193,39 @@ def test_adapt_runs_the_masking_recipe_on_a_file_and_tests_on_the_held_out_pool(
         w.writerow(["text", "label"])
         w.writerows([(f"{t} number {i}", y) for i, (t, y) in enumerate(rows)])
     out = tmp_path / "run"
-    args = ["adapt", "--task", f"csv:{path}", "--method", "mask", "--model", "scratch:tiny", "--out", str(out),
-            "--seeds", "0", "1", "--epochs", "1", "--batch-size", "8", "--max-length", "16", "--max-train", "40",
-            "--max-dev", "10", "--mask-skip-first-blocks", "1"]
+    args = [
+        "adapt",
+        "--task",
+        f"csv:{path}",
+        "--method",
+        "mask",
+        "--model",
+        "scratch:tiny",
+        "--out",
+        str(out),
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "16",
+        "--max-train",
+        "40",
+        "--max-dev",
+        "10",
+        "--mask-skip-first-blocks",
+        "1",
+    ]
     assert main(args) == 0
     res = pd.read_csv(out / "results.csv")
     assert list(res.seed) == [0, 1] and (res.test_n == 120 - 40 - 10).all() and (res.method == "mask").all()
     assert (res.task_bytes < 100_000).all()
     before = sorted(p.stat().st_mtime_ns for p in out.rglob("manifest.json"))
     assert main(args) == 0
-    assert sorted(p.stat().st_mtime_ns for p in out.rglob("manifest.json")) == before   # reused, not retrained
+    assert sorted(p.stat().st_mtime_ns for p in out.rglob("manifest.json")) == before  # reused, not retrained
     capsys.readouterr()
     assert main([*args[:4], "adapters", *args[5:]]) != 0
     assert "valid methods: finetune, bitfit, mask, lora" in capsys.readouterr().err
@@ -152,9 +242,30 @@ def test_adapt_chooses_the_lr_on_dev_as_notebook_03_does(tmp_path, capsys):
     rows = [("a wonderful, moving film", 1), ("dull and far too long", 0)] * 40
     path = tmp_path / "reviews.csv"
     pd.DataFrame({"text": [f"{t} {i}" for i, (t, _) in enumerate(rows)], "label": [y for _, y in rows]}).to_csv(
-        path, index=False)
-    base = ["adapt", "--task", f"csv:{path}", "--method", "bitfit", "--model", "scratch:tiny", "--epochs", "1",
-            "--batch-size", "8", "--max-length", "16", "--max-train", "24", "--max-dev", "10", "--seeds", "0", "1"]
+        path, index=False
+    )
+    base = [
+        "adapt",
+        "--task",
+        f"csv:{path}",
+        "--method",
+        "bitfit",
+        "--model",
+        "scratch:tiny",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "16",
+        "--max-train",
+        "24",
+        "--max-dev",
+        "10",
+        "--seeds",
+        "0",
+        "1",
+    ]
     assert main([*base, "--out", str(tmp_path / "grid"), "--lr-grid-extend", "0"]) == 0
     sel = pd.read_csv(next((tmp_path / "grid").rglob("lr_selection.csv")))
     assert list(sel.lr) == flat_defaults(MaskingConfig)["lr_grid"]["bitfit"] and sel.chosen.sum() == 1
@@ -174,12 +285,28 @@ def test_finetune_on_a_latin1_file_with_its_own_column_names(tmp_path, capsys):
     --mixed-precision."""
     import json
 
-    lines = ["sentiment,confidence,text"] + [f"{'positive' if i % 2 else 'negative'},0.9,caf\xe9 review {i}"
-                                              for i in range(40)]
+    lines = ["sentiment,confidence,text"] + [
+        f"{'positive' if i % 2 else 'negative'},0.9,caf\xe9 review {i}" for i in range(40)
+    ]
     path = tmp_path / "tweets.csv"
     path.write_bytes("\n".join(lines).encode("latin-1"))
-    base = ["finetune", "--task", f"csv:{path}", "--model", "scratch:tiny", "--text-column", "text",
-            "--label-column", "sentiment", "--max-steps", "2", "--batch-size", "4", "--max-length", "16"]
+    base = [
+        "finetune",
+        "--task",
+        f"csv:{path}",
+        "--model",
+        "scratch:tiny",
+        "--text-column",
+        "text",
+        "--label-column",
+        "sentiment",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "16",
+    ]
     assert main([*base, "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "not valid utf-8" in err and "--encoding latin-1" in err
@@ -204,19 +331,61 @@ def test_predict_serves_two_tasks_masks_from_one_backbone(tmp_path, capsys):
             w.writerows([(f"{t} {i}", y) for i, (t, y) in enumerate(pairs * 30)])
         return path
 
-    files = {"sent": write("sent", [("a wonderful film", "pos"), ("a dull film", "neg")]),
-             "topic": write("topic", [("shares rose", "business"), ("the team won", "sport")])}
+    files = {
+        "sent": write("sent", [("a wonderful film", "pos"), ("a dull film", "neg")]),
+        "topic": write("topic", [("shares rose", "business"), ("the team won", "sport")]),
+    }
     masks = []
     for task, path in files.items():
-        assert main(["adapt", "--task", f"csv:{path}", "--method", "mask", "--model", "scratch:tiny", "--out",
-                     str(tmp_path / task), "--epochs", "1", "--batch-size", "8", "--max-length", "16",
-                     "--max-train", "20", "--max-dev", "10", "--mask-skip-first-blocks", "1"]) == 0
+        assert (
+            main(
+                [
+                    "adapt",
+                    "--task",
+                    f"csv:{path}",
+                    "--method",
+                    "mask",
+                    "--model",
+                    "scratch:tiny",
+                    "--out",
+                    str(tmp_path / task),
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--max-length",
+                    "16",
+                    "--max-train",
+                    "20",
+                    "--max-dev",
+                    "10",
+                    "--mask-skip-first-blocks",
+                    "1",
+                ]
+            )
+            == 0
+        )
         masks.append(f"{task}={next((tmp_path / task).rglob('mask.safetensors'))}")
     new = tmp_path / "new.csv"
     new.write_text("text\nshares fell sharply\na wonderful, moving story\n")
     out = tmp_path / "preds.csv"
-    assert main(["predict", "--model", "scratch:tiny", "--input", str(new), "--out", str(out), "--max-length", "16",
-                 *[x for m in masks for x in ("--mask", m)]]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                "scratch:tiny",
+                "--input",
+                str(new),
+                "--out",
+                str(out),
+                "--max-length",
+                "16",
+                *[x for m in masks for x in ("--mask", m)],
+            ]
+        )
+        == 0
+    )
     got = pd.read_csv(out)
     assert list(got.columns) == ["text", "sent", "topic"] and len(got) == 2
     assert set(got["sent"]) <= {"neg", "pos"} and set(got["topic"]) <= {"business", "sport"}
@@ -235,11 +404,34 @@ def test_importance_labels_a_corpus_from_a_users_files(tmp_path):
     pd.DataFrame(rows, columns=["review", "stars"]).to_csv(tmp_path / "labelled.csv", index=False)
     (tmp_path / "corpus.txt").write_text("\n".join(f"line {i} of a film review, moving or dull" for i in range(30)))
     out = tmp_path / "imp"
-    assert main(["importance", "--task", f"csv:{tmp_path / 'labelled.csv'}",
-                 "--corpus", f"txt:{tmp_path / 'corpus.txt'}", "--out", str(out), "--model", "scratch:tiny",
-                 "--text-column", "review", "--label-column", "stars",
-                 "--max-examples", "12", "--max-sentences", "0", "--buffer-sentences", "8",
-                 "--mixed-precision", "no"]) == 0
+    assert (
+        main(
+            [
+                "importance",
+                "--task",
+                f"csv:{tmp_path / 'labelled.csv'}",
+                "--corpus",
+                f"txt:{tmp_path / 'corpus.txt'}",
+                "--out",
+                str(out),
+                "--model",
+                "scratch:tiny",
+                "--text-column",
+                "review",
+                "--label-column",
+                "stars",
+                "--max-examples",
+                "12",
+                "--max-sentences",
+                "0",
+                "--buffer-sentences",
+                "8",
+                "--mixed-precision",
+                "no",
+            ]
+        )
+        == 0
+    )
     ds = Dataset.load_from_disk(str(out / "corpus_labels" / "data"))
     assert len(ds) == 30 and set(v for row in ds["important"] for v in row) <= {0, 1}
     assert (out / "importance_summary.csv").is_file()
@@ -251,8 +443,7 @@ def _run_cli(args, env=None):
     import sys
 
     full = {**os.environ, "TMLIB_FAULT_KILL_AT_STEP": "", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "tmlib", *args], capture_output=True, text=True, env=full,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "tmlib", *args], capture_output=True, text=True, env=full, timeout=600)
 
 
 def _weights(folder):
@@ -269,8 +460,9 @@ def test_a_run_sigkilled_mid_training_resumes_in_a_fresh_process_bit_identical(v
     interrupted. A checkpoint left by another config is refused, and the run says so."""
     import torch
 
-    lines = [f"{'a wonderful moving film' if i % 2 else 'a dull film, far too long and tedious'} {i}"
-             for i in range(80)]
+    lines = [
+        f"{'a wonderful moving film' if i % 2 else 'a dull film, far too long and tedious'} {i}" for i in range(80)
+    ]
     if verb == "finetune":
         data = tmp_path / "d.csv"
         data.write_text("text,label\n" + "\n".join(f"{t},{i % 2}" for i, t in enumerate(lines)) + "\n")
@@ -302,22 +494,69 @@ def test_landscape_between_two_saved_solutions(tmp_path, capsys):
     import pandas as pd
 
     path = tmp_path / "r.csv"
-    path.write_text("text,label\n" + "\n".join(f"{'a fine film' if i % 2 else 'a dull film'} {i},{i % 2}"
-                                               for i in range(80)) + "\n")
+    path.write_text(
+        "text,label\n" + "\n".join(f"{'a fine film' if i % 2 else 'a dull film'} {i},{i % 2}" for i in range(80)) + "\n"
+    )
     for method in ("mask", "finetune"):
-        assert main(["adapt", "--task", f"csv:{path}", "--method", method, "--model", "scratch:tiny", "--out",
-                     str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8", "--max-length", "16",
-                     "--max-train", "30", "--max-dev", "8", "--mask-skip-first-blocks", "1"]) == 0
+        assert (
+            main(
+                [
+                    "adapt",
+                    "--task",
+                    f"csv:{path}",
+                    "--method",
+                    method,
+                    "--model",
+                    "scratch:tiny",
+                    "--out",
+                    str(tmp_path / "run"),
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--max-length",
+                    "16",
+                    "--max-train",
+                    "30",
+                    "--max-dev",
+                    "8",
+                    "--mask-skip-first-blocks",
+                    "1",
+                ]
+            )
+            == 0
+        )
     sols = {p.parent.parent.name: p.parent.parent for p in (tmp_path / "run").rglob("model/config.json")}
     out = tmp_path / "path.csv"
-    assert main(["landscape", "--a", str(sols["mask-s0"]), "--b", str(sols["finetune-s0"]), "--task", f"csv:{path}",
-                 "--tokenizer", "minilm", "--points", "5", "--max-length", "16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "landscape",
+                "--a",
+                str(sols["mask-s0"]),
+                "--b",
+                str(sols["finetune-s0"]),
+                "--task",
+                f"csv:{path}",
+                "--tokenizer",
+                "minilm",
+                "--points",
+                "5",
+                "--max-length",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     df = pd.read_csv(out)
     assert sorted(set(df.split)) == ["dev", "test"] and {0.0, 1.0} <= set(np.round(df.gamma, 6))
     assert np.isfinite(df.loss).all() and len(df) == 2 * df.gamma.nunique()
     capsys.readouterr()
-    assert main(["landscape", "--a", str(tmp_path), "--b", str(tmp_path), "--task", f"csv:{path}",
-                 "--out", str(out)]) == 2
+    assert (
+        main(["landscape", "--a", str(tmp_path), "--b", str(tmp_path), "--task", f"csv:{path}", "--out", str(out)]) == 2
+    )
     assert "is not a saved classifier" in capsys.readouterr().err
 
 
@@ -338,22 +577,38 @@ def test_importance_labelling_shards_across_processes_with_the_one_process_resul
     rows = [(f"review {i}: {'a wonderful moving film' if i % 2 else 'a dull tedious mess'}", i % 2) for i in range(60)]
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "labelled.csv", index=False)
     words = "film moving dull wonderful plot actors tedious scene ending mess".split()
-    (tmp_path / "corpus.txt").write_text("\n".join(" ".join(words[(i * 7 + j) % 10] for j in range(3 + i % 11))
-                                                   for i in range(150)))
-    args = ["importance", "--task", f"csv:{tmp_path / 'labelled.csv'}", "--corpus", f"txt:{tmp_path / 'corpus.txt'}",
-            "--model", "scratch:tiny", "--max-examples", "12", "--max-sentences", "0", "--buffer-sentences", "8",
-            "--mixed-precision", "no"]
+    (tmp_path / "corpus.txt").write_text(
+        "\n".join(" ".join(words[(i * 7 + j) % 10] for j in range(3 + i % 11)) for i in range(150))
+    )
+    args = [
+        "importance",
+        "--task",
+        f"csv:{tmp_path / 'labelled.csv'}",
+        "--corpus",
+        f"txt:{tmp_path / 'corpus.txt'}",
+        "--model",
+        "scratch:tiny",
+        "--max-examples",
+        "12",
+        "--max-sentences",
+        "0",
+        "--buffer-sentences",
+        "8",
+        "--mixed-precision",
+        "no",
+    ]
     one = tmp_path / "one"
     assert main([*args, "--out", str(one)]) == 0
     two = tmp_path / "two"
     env = {**os.environ, "TMLIB_FAULT_KILL_AT_STEP": "", "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tmlib"]
-    refused = subprocess.run([*torchrun, *args, "--out", str(two)], capture_output=True, text=True, env=env,
-                             timeout=600)
+    refused = subprocess.run(
+        [*torchrun, *args, "--out", str(two)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert refused.returncode != 0 and "--until tagger" in refused.stderr
     assert main([*args, "--out", str(two), "--until", "tagger"]) == 0
     assert not (two / "corpus_labels").exists()
-    shutil.copytree(one / "tagger", two / "tagger", dirs_exist_ok=True)   # the same tagger as the one-process run
+    shutil.copytree(one / "tagger", two / "tagger", dirs_exist_ok=True)  # the same tagger as the one-process run
     run = subprocess.run([*torchrun, *args, "--out", str(two)], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = (Dataset.load_from_disk(str(d / "corpus_labels" / "data")) for d in (one, two))

@@ -1,4 +1,5 @@
 """cls_logits: the last layer for [CLS] only gives the model's own logits (eager and SDPA, fp32 and bf16)."""
+
 import pytest
 import torch
 
@@ -11,19 +12,19 @@ def _batch(seed=0, b=5, n=11, vocab=1000, pad_rows=True, segments=True):
     ids = torch.randint(5, vocab, (b, n), generator=g)
     att = torch.ones(b, n, dtype=torch.long)
     if pad_rows:
-        for r, keep in enumerate(range(n, n - b, -1)):   # rows of different length: padding masked out
+        for r, keep in enumerate(range(n, n - b, -1)):  # rows of different length: padding masked out
             att[r, keep:] = 0
             ids[r, keep:] = 0
     seg = torch.zeros(b, n, dtype=torch.long)
     if segments:
-        seg[:, n // 2:] = 1
+        seg[:, n // 2 :] = 1
     return {"input_ids": ids, "attention_mask": att, "token_type_ids": seg}
 
 
 def _model(attn: str):
     model = load_classifier("scratch:tiny", ["a", "b", "c"], seed=0).eval()
     model.config._attn_implementation = attn
-    with torch.no_grad():                       # a random head: make its logits differ between inputs
+    with torch.no_grad():  # a random head: make its logits differ between inputs
         model.classifier.weight.mul_(30.0)
     return model
 
@@ -70,6 +71,7 @@ def test_unsupported_models_are_refused_with_the_fix():
 
 # ------------------------------------------------------------------ training through the [CLS]-only forward
 
+
 def _grads(module, batch, labels):
     module.zero_grad(set_to_none=True)
     out = module(**batch, labels=labels)
@@ -83,7 +85,7 @@ def test_cls_only_classifier_same_loss_and_gradients(attn):
     thrown-away positions of the last layer get zero gradient in the full forward, so skipping them is exact)."""
     from tmlib.cls_forward import ClsOnlyClassifier
 
-    model = _model(attn)   # eval mode: no dropout, so both forwards are deterministic
+    model = _model(attn)  # eval mode: no dropout, so both forwards are deterministic
     batch, labels = _batch(seed=3), torch.tensor([0, 2, 1, 1, 0])
     full, g_full = _grads(model, batch, labels)
     fast, g_fast = _grads(ClsOnlyClassifier(model), batch, labels)
@@ -104,7 +106,7 @@ def test_cls_only_classifier_reads_a_lora_model_through_peft():
     model = _model("sdpa")
     prep = prepare_method("lora", model, seed=0)
     peft_model = prep.model.eval()
-    with torch.no_grad():                              # adapters that change the output (lora_B starts at 0)
+    with torch.no_grad():  # adapters that change the output (lora_B starts at 0)
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.5)
@@ -120,7 +122,7 @@ def test_cls_only_classifier_reads_a_lora_model_through_peft():
 def test_cls_only_classifier_refuses_what_it_cannot_compute():
     from tmlib.cls_forward import ClsOnlyClassifier
 
-    regression = load_classifier("scratch:tiny", ["score"], seed=0)     # one output: a regression head
+    regression = load_classifier("scratch:tiny", ["score"], seed=0)  # one output: a regression head
     assert not ClsOnlyClassifier.wraps(regression)
     with pytest.raises(TypeError, match="kernels='hf'"):
         ClsOnlyClassifier(load_token_classifier("scratch:tiny", num_labels=2))
@@ -158,8 +160,10 @@ def test_train_mode_query_with_dropout_inside_draws_for_every_row():
     from peft import LoraConfig, TaskType, get_peft_model
 
     model = _model("eager")
-    peft_model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, lora_dropout=0.3,
-                                                  target_modules=["query", "value"])).train()
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(task_type=TaskType.SEQ_CLS, r=4, lora_alpha=8, lora_dropout=0.3, target_modules=["query", "value"]),
+    ).train()
     with torch.no_grad():
         for n, p in peft_model.named_parameters():
             if "lora_B" in n:

@@ -1,4 +1,5 @@
 """Selective / random-count masking collators and the pure position pickers (hypothesis properties)."""
+
 import numpy as np
 import pytest
 import torch
@@ -60,14 +61,21 @@ def _examples(tokenizer, rows, packed=False):
     return out
 
 
-sentence = st.integers(1, 30).flatmap(lambda n: st.tuples(
-    st.just(n), st.lists(st.integers(0, 1), min_size=n, max_size=n),
-    st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+sentence = st.integers(1, 30).flatmap(
+    lambda n: st.tuples(
+        st.just(n),
+        st.lists(st.integers(0, 1), min_size=n, max_size=n),
+        st.lists(st.floats(0, 1), min_size=n, max_size=n),
+    )
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(rows=st.lists(st.lists(sentence, min_size=1, max_size=3), min_size=1, max_size=4),
-       fallback=st.sampled_from([None, "random"]), seed=st.integers(0, 1000))
+@given(
+    rows=st.lists(st.lists(sentence, min_size=1, max_size=3), min_size=1, max_size=4),
+    fallback=st.sampled_from([None, "random"]),
+    seed=st.integers(0, 1000),
+)
 def test_collators_properties(tokenizer, rows, fallback, seed):
     examples = _examples(tokenizer, rows, packed=True)
     sel = SelectiveMaskingCollator(tokenizer, fallback=fallback, seed=seed)(examples)
@@ -75,9 +83,12 @@ def test_collators_properties(tokenizer, rows, fallback, seed):
     for batch in (sel, rnd):
         ids, labels = batch["input_ids"], batch["labels"]
         masked = labels != -100
-        special = torch.isin(labels.new_tensor([e["input_ids"]
-                                                + [tokenizer.pad_token_id] * (ids.shape[1] - len(e["input_ids"]))
-                                                for e in examples]), torch.tensor(tokenizer.all_special_ids))
+        special = torch.isin(
+            labels.new_tensor(
+                [e["input_ids"] + [tokenizer.pad_token_id] * (ids.shape[1] - len(e["input_ids"])) for e in examples]
+            ),
+            torch.tensor(tokenizer.all_special_ids),
+        )
         assert not (masked & special).any(), "never mask special tokens or padding"
         assert not masked[batch["attention_mask"] == 0].any()
     for r, sents in enumerate(rows):
@@ -96,8 +107,14 @@ def test_collators_properties(tokenizer, rows, fallback, seed):
 
 def test_collator_8010_10_and_determinism(tokenizer):
     n = 200
-    ex = [{"input_ids": [tokenizer.cls_token_id] + [2000 + i for i in range(n)] + [tokenizer.sep_token_id],
-           "importance": [0.0] + [1.0] * n + [0.0], "important": [0] + [1] * n + [0]} for _ in range(64)]
+    ex = [
+        {
+            "input_ids": [tokenizer.cls_token_id] + [2000 + i for i in range(n)] + [tokenizer.sep_token_id],
+            "importance": [0.0] + [1.0] * n + [0.0],
+            "important": [0] + [1] * n + [0],
+        }
+        for _ in range(64)
+    ]
     col = SelectiveMaskingCollator(tokenizer, mlm_probability=0.5, seed=3)
     b = col(ex)
     masked = b["labels"] != -100
@@ -117,7 +134,8 @@ def test_collator_errors(tokenizer):
     with pytest.raises(KeyError, match="label_corpus"):
         SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102]}])
     with pytest.raises(ValueError, match="aligned per token"):
-        SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102], "importance": [0, 1],
-                                              "important": [0, 1, 0]}])
+        SelectiveMaskingCollator(tokenizer)(
+            [{"input_ids": [101, 2000, 102], "importance": [0, 1], "important": [0, 1, 0]}]
+        )
     with pytest.raises(ValueError, match="fallback"):
         SelectiveMaskingCollator(tokenizer, fallback="always")

@@ -27,16 +27,19 @@ def test_from_dict_coerces_and_nests():
     assert cfg.seeds == [3] and cfg.inner.tau == 0.0
 
 
-@pytest.mark.parametrize("bad, fragment", [
-    ({"modle": "x"}, "unknown parameter(s) modle"),
-    ({"steps": "10"}, "steps: expected an integer"),
-    ({"steps": 1.5}, "steps: expected an integer"),
-    ({"fallback": "yes"}, "fallback: expected true/false"),
-    ({"seeds": 3}, "seeds: expected a list"),
-    ({"seeds": ["a"]}, "seeds[0]: expected an integer"),
-    ({"inner": {"tua": 1}}, "inner.tua"),
-    ({"lr": True}, "lr: expected a number"),
-])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ({"modle": "x"}, "unknown parameter(s) modle"),
+        ({"steps": "10"}, "steps: expected an integer"),
+        ({"steps": 1.5}, "steps: expected an integer"),
+        ({"fallback": "yes"}, "fallback: expected true/false"),
+        ({"seeds": 3}, "seeds: expected a list"),
+        ({"seeds": ["a"]}, "seeds[0]: expected an integer"),
+        ({"inner": {"tua": 1}}, "inner.tua"),
+        ({"lr": True}, "lr: expected a number"),
+    ],
+)
 def test_from_dict_rejects(bad, fragment):
     with pytest.raises(ConfigError) as exc:
         from_dict(Cfg, bad)

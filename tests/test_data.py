@@ -1,4 +1,5 @@
 """Loaders on the real fetched assets: counts and label balance, plus user files and bad input."""
+
 import collections
 
 import pytest
@@ -69,8 +70,10 @@ def test_split_sentences():
         # "p.m." followed by a lower-case word is no sentence end; a blank line is a paragraph break
         assert s == ['He said "Stop."', "Then he left.", "It was 3 p.m. ok", "New para here now."], splitter
     # "p.m." before an upper-case word: the regex splitter cuts there, spaCy's sentencizer keeps it whole
-    assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1,
-                                splitter="regex") == ["It was 3 p.m.", "Then we left."]
+    assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1, splitter="regex") == [
+        "It was 3 p.m.",
+        "Then we left.",
+    ]
     assert data.split_sentences("It was 3 p.m. Then we left.", min_words=1) == ["It was 3 p.m. Then we left."]
     assert data.split_sentences(text) == data.split_sentences(text, splitter="spacy")
     with pytest.raises(ValueError, match="splitter must be one of"):
@@ -83,12 +86,14 @@ def test_split_sentences_spacy_sentencizer():
     assert data.split_sentences("Dr. Smith came. He left.", min_words=3) == ["Dr. Smith came."]
     # it splits where the regex splitter does not (lower-case start), as the official code would
     assert data.split_sentences("great film. loved it all.", min_words=1) == ["great film.", "loved it all."]
-    assert data.split_sentences("great film. loved it all.", min_words=1,
-                                splitter="regex") == ["great film. loved it all."]
+    assert data.split_sentences("great film. loved it all.", min_words=1, splitter="regex") == [
+        "great film. loved it all."
+    ]
     assert data._sentencizer() is data._sentencizer()  # built once per process
 
 
 # ------------------------------------------------------------------ user files and bad input
+
 
 def test_csv_and_jsonl(tmp_path):
     csv = tmp_path / "r.csv"
@@ -100,14 +105,17 @@ def test_csv_and_jsonl(tmp_path):
     assert data.label_names(load_task(f"jsonl:{js}")) == ["0", "1", "2"]
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("text,label\n", "has no rows"),
-    ("body,label\nx,1\ny,0\n", "has no column 'text'"),
-    ("text,lab\nx,1\ny,0\n", "has no column 'label'"),
-    ("text,label\nx,1\ny,1\nz,1\n", "single class"),
-    ("text,label\nx,1\n ,0\nz,0\n", "empty 'text'"),
-    ("text,label\nx,1\ny,\nz,0\n", "without a 'label' value"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("text,label\n", "has no rows"),
+        ("body,label\nx,1\ny,0\n", "has no column 'text'"),
+        ("text,lab\nx,1\ny,0\n", "has no column 'label'"),
+        ("text,label\nx,1\ny,1\nz,1\n", "single class"),
+        ("text,label\nx,1\n ,0\nz,0\n", "empty 'text'"),
+        ("text,label\nx,1\ny,\nz,0\n", "without a 'label' value"),
+    ],
+)
 def test_bad_user_files(tmp_path, content, fragment):
     f = tmp_path / "d.csv"
     f.write_text(content)
@@ -129,8 +137,15 @@ def test_bad_jsonl_line(tmp_path):
         load_task(f"jsonl:{f}")
 
 
-UNICODE_FIELDS = ["next\u0085line inside a field", "paragraph\u2029and line\u2028separators", "a quoted\nnewline",
-                  'a "quote", a comma', "NA", "vertical\x0btab and form\x0cfeed", "caf\u00e9 \u2603 \U0001f600"]
+UNICODE_FIELDS = [
+    "next\u0085line inside a field",
+    "paragraph\u2029and line\u2028separators",
+    "a quoted\nnewline",
+    'a "quote", a comma',
+    "NA",
+    "vertical\x0btab and form\x0cfeed",
+    "caf\u00e9 \u2603 \U0001f600",
+]
 
 
 def test_csv_fields_with_unicode_line_breaks(tmp_path):
@@ -155,8 +170,13 @@ def test_jsonl_and_txt_with_unicode_line_breaks(tmp_path):
     import json as _json
 
     js = tmp_path / "u.jsonl"
-    js.write_text("".join(_json.dumps({"text": t, "label": i % 2}, ensure_ascii=False) + "\n"
-                          for i, t in enumerate(UNICODE_FIELDS * 4)), encoding="utf-8")
+    js.write_text(
+        "".join(
+            _json.dumps({"text": t, "label": i % 2}, ensure_ascii=False) + "\n"
+            for i, t in enumerate(UNICODE_FIELDS * 4)
+        ),
+        encoding="utf-8",
+    )
     dd = load_task(f"jsonl:{js}")
     assert sorted(t for split in dd.values() for t in split["text"]) == sorted(UNICODE_FIELDS * 4)
     txt = tmp_path / "u.txt"  # one text per line: only \n, \r\n, \r end a line
@@ -179,7 +199,7 @@ def test_large_csv_streams_in_batches(tmp_path):
 
 def test_json_array_and_more_bad_files(tmp_path):
     arr = tmp_path / "a.json"
-    arr.write_text('[' + ", ".join(f'{{"text": "t {i}", "label": "{"ab"[i % 2]}"}}' for i in range(20)) + ']')
+    arr.write_text("[" + ", ".join(f'{{"text": "t {i}", "label": "{"ab"[i % 2]}"}}' for i in range(20)) + "]")
     assert data.label_names(load_task(f"jsonl:{arr}")) == ["a", "b"]
     unclosed = tmp_path / "q.csv"
     unclosed.write_text('text,label\nx,1\n"never closed,0\ny,1\n')
@@ -245,9 +265,19 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
         load_corpus(f"hub:{d}", max_sentences=10)
     monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
     ds = load_corpus(f"hub:{d}", max_sentences=10)
-    assert len(ds) == 10 and all(t in {r for x in rows for r in
-                                       ("Review " + x["text"].split()[1] + " was fine.",
-                                        "The food was great and cheap.", "Would go again soon.")} for t in ds["text"])
+    assert len(ds) == 10 and all(
+        t
+        in {
+            r
+            for x in rows
+            for r in (
+                "Review " + x["text"].split()[1] + " was fine.",
+                "The food was great and cheap.",
+                "Would go again soon.",
+            )
+        }
+        for t in ds["text"]
+    )
     with pytest.raises(DataError, match="no 'body' column"):
         load_corpus(f"hub:{d}@body", max_sentences=10)
     # as documents (TaskPT's official packing): each review's sentences stay together, in order
@@ -265,7 +295,7 @@ def test_corpus_as_documents_keeps_reviews_whole():
     capped = load_corpus("pang_lee", max_sentences=500, seed=0, documents=True)
     assert len(capped) == 500
     runs = [k for i, k in enumerate(capped["doc"]) if i == 0 or capped["doc"][i - 1] != k]
-    assert len(runs) == len(set(runs))                    # each document's sentences are contiguous
+    assert len(runs) == len(set(runs))  # each document's sentences are contiguous
 
 
 def test_task_recipe_held_out_pool_is_everything_train_and_dev_leave_out():

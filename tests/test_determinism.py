@@ -2,6 +2,7 @@
 
 Two independent builds (fresh run folders, nothing reused) of the smoke-size pipelines are compared.
 """
+
 import json
 
 import numpy as np
@@ -22,8 +23,10 @@ def _smoke(notebook: str, cls, out_dir):
 def test_selective_pipeline_is_deterministic(tmp_path):
     from tmlib.experiments import selective
 
-    runs = [selective.run_pipeline(_smoke("01_selective_masking", selective.SelectiveConfig, tmp_path / name))
-            for name in ("a", "b")]
+    runs = [
+        selective.run_pipeline(_smoke("01_selective_masking", selective.SelectiveConfig, tmp_path / name))
+        for name in ("a", "b")
+    ]
     a, b = (tmp_path / n for n in ("a", "b"))
     # buffer-method labels and the tagger's corpus labels
     assert (a / "buffer" / "labels.json").read_bytes() == (b / "buffer" / "labels.json").read_bytes()
@@ -42,11 +45,16 @@ def test_learned_masks_are_deterministic(tmp_path):
     results = []
     for name in ("a", "b"):
         cfg = _smoke("03_masking_vs_finetuning", masking.MaskingConfig, tmp_path / name)
-        cfg.tasks, cfg.max_lengths, cfg.max_train, cfg.methods = (cfg.tasks[:1], cfg.max_lengths[:1],
-                                                                   cfg.max_train[:1], ["mask"])
+        cfg.tasks, cfg.max_lengths, cfg.max_train, cfg.methods = (
+            cfg.tasks[:1],
+            cfg.max_lengths[:1],
+            cfg.max_train[:1],
+            ["mask"],
+        )
         results.append(masking.Experiment(cfg).run().results)
-    pd.testing.assert_frame_equal(results[0].drop(columns=["train_seconds"]),
-                                  results[1].drop(columns=["train_seconds"]))
+    pd.testing.assert_frame_equal(
+        results[0].drop(columns=["train_seconds"]), results[1].drop(columns=["train_seconds"])
+    )
     from tmlib.solutions import solution_path
 
     files = [solution_path(tmp_path / n, "mr", "mask", 0) / "mask.safetensors" for n in ("a", "b")]
@@ -55,10 +63,10 @@ def test_learned_masks_are_deterministic(tmp_path):
 
     opened = [safe_open(str(f), "np") for f in files]
     assert opened[0].metadata() == opened[1].metadata() and sorted(opened[0].keys()) == sorted(opened[1].keys())
-    for k in opened[0].keys():
+    for k in opened[0].keys():  # noqa: SIM118 - a safetensors handle, not a dict
         assert (opened[0].get_tensor(k) == opened[1].get_tensor(k)).all(), k
     metrics = [json.loads((f.parent / "metrics.json").read_text()) for f in files]
     assert metrics[0]["dev_accuracy"] == metrics[1]["dev_accuracy"]
-    tests = [tmp_path / n / "evaluations" / "mr" / "mask-s0" for n in ("a", "b")]   # the test evaluation stage
-    assert (json.loads((tests[0] / "metrics.json").read_text()) == json.loads((tests[1] / "metrics.json").read_text()))
+    tests = [tmp_path / n / "evaluations" / "mr" / "mask-s0" for n in ("a", "b")]  # the test evaluation stage
+    assert json.loads((tests[0] / "metrics.json").read_text()) == json.loads((tests[1] / "metrics.json").read_text())
     assert (np.load(tests[0] / "predictions.npy") == np.load(tests[1] / "predictions.npy")).all()

@@ -1,5 +1,6 @@
 """tmlib.experiments.landscape on scratch:tiny: solutions trained and cached, reused from a notebook-03 run dir,
 paths/plane/summary files written."""
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,23 @@ from tmlib.runs import RunStore
 
 
 def tiny_cfg(out_dir, **kw):
-    base = dict(out_dir=str(out_dir), model="scratch:tiny", train_examples=32, epochs=1.0, batch_size=16,
-                dev_examples=16, test_examples=16, n_gammas=3, plane_resolution=2, plane_examples=8,
-                mask_skip_first_blocks=0, max_length=32, curve_steps=4, curve_points=3, progress=False)
+    base = dict(
+        out_dir=str(out_dir),
+        model="scratch:tiny",
+        train_examples=32,
+        epochs=1.0,
+        batch_size=16,
+        dev_examples=16,
+        test_examples=16,
+        n_gammas=3,
+        plane_resolution=2,
+        plane_examples=8,
+        mask_skip_first_blocks=0,
+        max_length=32,
+        curve_steps=4,
+        curve_points=3,
+        progress=False,
+    )
     return from_flat(L.LandscapeConfig, {**base, **kw})
 
 
@@ -51,7 +66,7 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     assert sorted(set(curve.gamma)) == [0.0, 0.5, 1.0] and (out_curve := tmp_path / "out" / "curve_train.csv").is_file()
     assert len(pd.read_csv(out_curve)) == cfg.curve_steps
     line = paths[(paths.path == "mask<->finetune")].set_index(["gamma", "split"])
-    for _, r in curve[curve.gamma.isin([0.0, 1.0])].iterrows():   # the curve starts and ends at the two models
+    for _, r in curve[curve.gamma.isin([0.0, 1.0])].iterrows():  # the curve starts and ends at the two models
         assert r.accuracy == line.loc[(r.gamma, r.split), "accuracy"]
     paths = L.write_paths(cfg, store, paths, curve)
     assert set(pd.read_csv(tmp_path / "out" / "paths.csv").path) == set(paths.path)
@@ -78,13 +93,16 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
         assert row.min_acc_0_1 == pytest.approx(inside.accuracy.min())
     # a second run reuses every cached artifact: nothing is trained or evaluated again
     import tmlib.solutions as S
+
     monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained a cached solution"))
     import tmlib.landscape as core
+
     monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
-    store = RunStore(cfg.out_dir)   # a fresh store: reuse goes through the manifests on disk
+    store = RunStore(cfg.out_dir)  # a fresh store: reuse goes through the manifests on disk
     sols2 = L.prepare_solutions(cfg, store, data, tok)
-    pd.testing.assert_frame_equal(L.run_paths(cfg, store, sols2, batches), paths[paths.path != L.CURVE_PATH],
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        L.run_paths(cfg, store, sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False
+    )
     monkeypatch.setattr(core, "train_bezier", lambda *a, **k: pytest.fail("retrained a cached curve"))
     pd.testing.assert_frame_equal(L.run_curve(cfg, store, sols2, batches, data, tok), curve, check_dtype=False)
 
@@ -100,15 +118,21 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
     saved, store = {}, RunStore(tmp_path / "nb03" / "solutions")  # notebook 03's artifact layout + manifests
     for method, seed in (("mask", 0), ("finetune", 0), ("finetune", 1)):
         m = load_classifier("scratch:tiny", label_names(data), seed=10 + seed + (5 if method == "mask" else 0))
-        store.cached(f"mr/{method}-s{seed}", {"model": "scratch:tiny", "method": method, "seed": seed},
-                     build=lambda m=m: m, save=lambda obj, d: obj.save_pretrained(d / "model"), load=lambda d: None)
+        store.cached(
+            f"mr/{method}-s{seed}",
+            {"model": "scratch:tiny", "method": method, "seed": seed},
+            build=lambda m=m: m,
+            save=lambda obj, d: obj.save_pretrained(d / "model"),
+            load=lambda d: None,
+        )
         saved[f"{method}-s{seed}"] = m.state_dict()
     from tmlib.solutions import solution_path
 
     assert (solution_path(tmp_path / "nb03", "mr", "mask", 0) / "model" / "config.json").is_file()
     with pytest.raises(ConfigError, match="trained from model='scratch:tiny'"):
-        L.prepare_solutions(tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), model="scratch:mini"),
-                            out, data, tok)
+        L.prepare_solutions(
+            tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), model="scratch:mini"), out, data, tok
+        )
     sols = L.prepare_solutions(cfg, out, data, tok)
     for k, st in saved.items():
         assert sols.sources[k].startswith("notebook 03:")
@@ -150,9 +174,13 @@ def test_test_pool_is_what_notebook_03_never_trained_or_selected_on(tmp_path, to
     from tmlib.runs import RunStore
 
     store = RunStore(tmp_path / "nb03" / "solutions")
-    store.cached("mr/finetune-s0", {"model": "scratch:tiny", "method": "finetune", "seed": 0, "max_train": 40,
-                                    "max_dev": 20, "data_seed": 0},
-                 build=lambda: 0, save=lambda obj, d: (d / "x").write_text("x"), load=lambda d: None)
+    store.cached(
+        "mr/finetune-s0",
+        {"model": "scratch:tiny", "method": "finetune", "seed": 0, "max_train": 40, "max_dev": 20, "data_seed": 0},
+        build=lambda: 0,
+        save=lambda obj, d: (d / "x").write_text("x"),
+        load=lambda d: None,
+    )
     cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), test_examples=0)
     trained_on = L._trained_on(cfg, reused=True)
     assert (trained_on.max_train, trained_on.max_dev) == (40, 20)

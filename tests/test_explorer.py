@@ -1,4 +1,5 @@
 """Notebook 02's experiment functions: config checks, word aggregation, caching per method, outputs."""
+
 import json
 
 import numpy as np
@@ -27,21 +28,33 @@ def test_config_rejects_bad_values(tmp_path):
 
 
 def ts(tokens, scores, pred, method="m"):
-    return TokenScores(" ".join(tokens), tokens, np.asarray(scores, float), pred=pred, method=method,
-                       meta={"target": pred})
+    return TokenScores(
+        " ".join(tokens), tokens, np.asarray(scores, float), pred=pred, method=method, meta={"target": pred}
+    )
 
 
 def test_top_tokens_joins_pieces_counts_and_ranks():
-    results = {"m": [ts(["un", "##watch", "##able", "the", "plot"], [0.2, 0.3, 0.1, 0.95, 0.05], 0),
-                     ts(["un", "##watch", "##able", "mess"], [0.4, 0.4, 0.4, 0.5], 0),
-                     ts(["great", "plot"], [0.8, 0.1], 1),
-                     ts(["great", "fun", "!"], [0.6, 0.2, 0.9], 1)]}
+    results = {
+        "m": [
+            ts(["un", "##watch", "##able", "the", "plot"], [0.2, 0.3, 0.1, 0.95, 0.05], 0),
+            ts(["un", "##watch", "##able", "mess"], [0.4, 0.4, 0.4, 0.5], 0),
+            ts(["great", "plot"], [0.8, 0.1], 1),
+            ts(["great", "fun", "!"], [0.6, 0.2, 0.9], 1),
+        ]
+    }
     assert E.word_scores(results["m"][0])[0] == ("unwatchable", pytest.approx(0.6))
     top = E.top_tokens(results, ["negative", "positive"], top_k=5, min_count=2)
     assert top.to_dict("records") == [
-        {"method": "m", "cls": "negative", "word": "unwatchable", "mean_score": pytest.approx(0.9), "count": 2,
-         "rank": 1},
-        {"method": "m", "cls": "positive", "word": "great", "mean_score": pytest.approx(0.7), "count": 2, "rank": 1}]
+        {
+            "method": "m",
+            "cls": "negative",
+            "word": "unwatchable",
+            "mean_score": pytest.approx(0.9),
+            "count": 2,
+            "rank": 1,
+        },
+        {"method": "m", "cls": "positive", "word": "great", "mean_score": pytest.approx(0.7), "count": 2, "rank": 1},
+    ]
     # "the" and "!" would win on score but are a stop word and punctuation
     every = E.top_tokens(results, ["negative", "positive"], min_count=1, drop_stopwords=False)
     assert every.iloc[0]["word"] == "the" and "!" in set(every["word"])
@@ -49,8 +62,16 @@ def test_top_tokens_joins_pieces_counts_and_ranks():
 
 
 def test_record_round_trip():
-    a = TokenScores("a b", ["a", "b"], [0.5, -0.25], important=[1, 0], label=1, pred=0, method="buffer",
-                    meta={"delta": np.float32(0.01), "truncated": False})
+    a = TokenScores(
+        "a b",
+        ["a", "b"],
+        [0.5, -0.25],
+        important=[1, 0],
+        label=1,
+        pred=0,
+        method="buffer",
+        meta={"delta": np.float32(0.01), "truncated": False},
+    )
     b = E.from_record(json.loads(json.dumps(E.to_record(a, 3))))
     assert b.tokens == a.tokens and np.allclose(b.scores, a.scores) and b.important.tolist() == [1, 0]
     assert (b.label, b.pred, b.method, b.meta["delta"]) == (1, 0, "buffer", pytest.approx(0.01))
@@ -66,15 +87,22 @@ def tiny(tokenizer):
 def test_scores_cached_per_method(tmp_path, tiny):
     model, tok = tiny
     ds = Dataset.from_dict({"text": ["a great film", "an awful mess", "boring"], "label": [1, 0, 0]})
-    cfg = E.ExplorerConfig(out_dir=str(tmp_path), model="scratch:tiny", methods=["occlusion", "integrated_gradients"],
-                           top_method="occlusion", ig_steps=4, progress=False)
+    cfg = E.ExplorerConfig(
+        out_dir=str(tmp_path),
+        model="scratch:tiny",
+        methods=["occlusion", "integrated_gradients"],
+        top_method="occlusion",
+        ig_steps=4,
+        progress=False,
+    )
     first, timing = E.score_examples(cfg, model, tok, ds)
     assert not timing["reused"].any() and [len(v) for v in first.values()] == [3, 3]
     again, timing = E.score_examples(cfg, model, tok, ds)
     assert timing["reused"].all()
     for m in first:
-        assert all(np.allclose(a.scores, b.scores, atol=1e-6) and a.tokens == b.tokens
-                   for a, b in zip(first[m], again[m]))
+        assert all(
+            np.allclose(a.scores, b.scores, atol=1e-6) and a.tokens == b.tokens for a, b in zip(first[m], again[m])
+        )
     cfg2 = E.ExplorerConfig(**{**cfg.__dict__, "ig_steps": 6})
     _, timing = E.score_examples(cfg2, model, tok, ds)
     assert timing.set_index("method")["reused"].to_dict() == {"occlusion": True, "integrated_gradients": False}
@@ -86,12 +114,31 @@ def test_scores_cached_per_method(tmp_path, tiny):
 
 
 def test_run_explorer_end_to_end(tmp_path):
-    cfg = E.ExplorerConfig(out_dir=str(tmp_path), model="scratch:tiny", train_examples=16, max_steps=2, lr=1e-3,
-                           batch_size=8, max_length=24, n_examples=4, methods=["occlusion", "grad_x_input"],
-                           min_count=1, progress=False)
+    cfg = E.ExplorerConfig(
+        out_dir=str(tmp_path),
+        model="scratch:tiny",
+        train_examples=16,
+        max_steps=2,
+        lr=1e-3,
+        batch_size=8,
+        max_length=24,
+        n_examples=4,
+        methods=["occlusion", "grad_x_input"],
+        min_count=1,
+        progress=False,
+    )
     res = E.run_explorer(cfg)
-    for name in ("report.html", "scores.jsonl", "top_tokens.csv", "agreement.csv", "summary.csv", "timing.csv",
-                 "config.json", "scorer/manifest.json", "scorer/model/config.json"):
+    for name in (
+        "report.html",
+        "scores.jsonl",
+        "top_tokens.csv",
+        "agreement.csv",
+        "summary.csv",
+        "timing.csv",
+        "config.json",
+        "scorer/manifest.json",
+        "scorer/model/config.json",
+    ):
         assert (tmp_path / name).is_file(), name
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("metric")["value"]
     assert 0 <= summary["scorer_dev_accuracy"] <= 1 and "spearman_occlusion_vs_grad_x_input" in summary

@@ -1,5 +1,6 @@
 """Exports travel: each kind loads in a fresh process with tmlib blocked from import and gives the predictions of the
 solution's own dense model (and, for a mask, of `tmlib predict`); the card's numbers are the run's."""
+
 import json
 import subprocess
 import sys
@@ -11,8 +12,13 @@ import torch
 from tmlib.cli import main
 from tmlib.export import ExportError, export_solution, solution_facts, wilson_interval
 
-TEXTS = ["a moving , funny and wise film", "dull , lifeless and far too long", "it is a film", "the worst of the year",
-         "an unexpected delight from start to finish"]
+TEXTS = [
+    "a moving , funny and wise film",
+    "dull , lifeless and far too long",
+    "it is a film",
+    "the worst of the year",
+    "an unexpected delight from start to finish",
+]
 
 BLOCK_TMLIB = """
 import sys
@@ -44,9 +50,13 @@ model = PeftModel.from_pretrained(base, OUT).eval(); tokenizer = AutoTokenizer.f
 
 def logits_elsewhere(method: str, out: Path) -> torch.Tensor:
     """The export's logits on TEXTS, computed in a fresh process that cannot import tmlib."""
-    code = (BLOCK_TMLIB + f"OUT = {str(out)!r}\nimport torch, json\n" + LOAD[method]
-            + f"batch = tokenizer({TEXTS!r}, padding=True, truncation=True, max_length=32, return_tensors='pt')\n"
-            + "with torch.no_grad():\n    print(json.dumps(model(**batch).logits.tolist()))\n")
+    code = (
+        BLOCK_TMLIB
+        + f"OUT = {str(out)!r}\nimport torch, json\n"
+        + LOAD[method]
+        + f"batch = tokenizer({TEXTS!r}, padding=True, truncation=True, max_length=32, return_tensors='pt')\n"
+        + "with torch.no_grad():\n    print(json.dumps(model(**batch).logits.tolist()))\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=out.parent, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.tensor(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -67,9 +77,40 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("adapt")
     for method in ("finetune", "mask", "bitfit", "lora"):
         lr = {"finetune": "1e-4", "mask": "1e-2", "bitfit": "1e-2", "lora": "3e-3"}[method]
-        assert main(["adapt", "--task", "mr", "--model", "minilm", "--method", method, "--seeds", "0",
-                     "--max-train", "24", "--max-dev", "16", "--max-test", "60", "--epochs", "1", "--batch-size", "8",
-                     "--max-length", "32", "--lr", lr, "--mixed-precision", "fp32", "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "adapt",
+                    "--task",
+                    "mr",
+                    "--model",
+                    "minilm",
+                    "--method",
+                    method,
+                    "--seeds",
+                    "0",
+                    "--max-train",
+                    "24",
+                    "--max-dev",
+                    "16",
+                    "--max-test",
+                    "60",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--max-length",
+                    "32",
+                    "--lr",
+                    lr,
+                    "--mixed-precision",
+                    "fp32",
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     return out
 
 
@@ -80,7 +121,7 @@ def test_each_export_loads_without_tmlib_and_predicts_as_the_run(run, tmp_path, 
     out = export_solution(solution, tmp_path / f"export-{method}")
     theirs, ours = logits_elsewhere(method, out), dense_logits(solution)
     assert torch.equal(theirs.argmax(-1), ours.argmax(-1))
-    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)   # the same weights; kernels may round apart
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)  # the same weights; kernels may round apart
     card = (out / "README.md").read_text()
     facts = json.loads((out / "tmlib_export.json").read_text())
     ev = json.loads((run / "evaluations" / solution.parent.name / solution.name / "metrics.json").read_text())
@@ -98,8 +139,22 @@ def test_a_mask_export_gives_tmlib_predicts_labels(run, tmp_path):
     out = export_solution(solution, tmp_path / "export")
     texts = tmp_path / "texts.csv"
     pd.DataFrame({"text": TEXTS}).to_csv(texts, index=False)
-    assert main(["predict", "--mask", f"mr={solution / 'mask.safetensors'}", "--input", str(texts),
-                 "--out", str(tmp_path / "pred.csv"), "--max-length", "32"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--mask",
+                f"mr={solution / 'mask.safetensors'}",
+                "--input",
+                str(texts),
+                "--out",
+                str(tmp_path / "pred.csv"),
+                "--max-length",
+                "32",
+            ]
+        )
+        == 0
+    )
     predicted = list(pd.read_csv(tmp_path / "pred.csv")["mr"])
     id2label = json.loads((out / "tmlib_export.json").read_text())["mask_file"]["id2label"]
     theirs = [id2label[str(i)] for i in logits_elsewhere("mask", out).argmax(-1).tolist()]
@@ -125,14 +180,16 @@ def test_bad_exports_say_why(tmp_path):
     (tmp_path / "s" / "manifest.json").write_text(json.dumps({"stage": "genept", "config": {"steps": 1}}))
     with pytest.raises(ExportError, match="not an adapted classifier"):
         solution_facts(tmp_path / "s")
-    (tmp_path / "s" / "manifest.json").write_text(json.dumps({"stage": "x", "config": {"method": "prefix",
-                                                                                       "model": "minilm"}}))
+    (tmp_path / "s" / "manifest.json").write_text(
+        json.dumps({"stage": "x", "config": {"method": "prefix", "model": "minilm"}})
+    )
     with pytest.raises(ExportError, match="method 'prefix' has no export; exported methods: finetune, mask"):
         export_solution(tmp_path / "s", tmp_path / "out")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("keep me")
-    (tmp_path / "s" / "manifest.json").write_text(json.dumps({"stage": "x", "config": {"method": "finetune",
-                                                                                       "model": "minilm"}}))
+    (tmp_path / "s" / "manifest.json").write_text(
+        json.dumps({"stage": "x", "config": {"method": "finetune", "model": "minilm"}})
+    )
     with pytest.raises(ExportError, match="exists and is not empty"):
         export_solution(tmp_path / "s", tmp_path / "full")
     assert (tmp_path / "full" / "x").read_text() == "keep me"
@@ -140,6 +197,6 @@ def test_bad_exports_say_why(tmp_path):
 
 def test_wilson_interval():
     lo, hi = wilson_interval(0.5, 100)
-    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)   # the textbook value
+    assert lo == pytest.approx(0.4038, abs=1e-4) and hi == pytest.approx(0.5962, abs=1e-4)  # the textbook value
     lo, hi = wilson_interval(1.0, 10)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(0.7225, abs=1e-4)

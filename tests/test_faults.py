@@ -1,6 +1,7 @@
 """Faults a long run meets, each simulated for real: a full or read-only disk under the run folder, a kill
 in the middle of an artifact write, a corrupted cached dataset or checkpoint, a kernel that dies under the
 suite runner. Each ends in a clear error or a rebuild, never in a run that uses a half-written file."""
+
 from __future__ import annotations
 
 import errno
@@ -42,10 +43,12 @@ def _leftovers(root: Path) -> list[str]:
 def _full_or_readonly(code: int):
     def fail(*args, **kwargs):
         raise OSError(code, os.strerror(code))
+
     return fail
 
 
 # ---------------------------------------------------------------- (a) full or read-only disk
+
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
 @pytest.mark.parametrize("where", ["mkdtemp", "save", "manifest", "move_aside", "swap_in", "swap_in_and_back"])
@@ -61,25 +64,28 @@ def test_full_or_readonly_disk_is_a_clear_error_and_keeps_earlier_artifacts(tmp_
     if where == "mkdtemp":
         monkeypatch.setattr(runs.tempfile, "mkdtemp", _full_or_readonly(code))
     elif where == "save":
+
         def save(obj, d):  # the stage's own writer hits the full disk half-way
             (d / "value.txt").write_text("2")
             raise OSError(code, os.strerror(code), str(d / "weights.bin"))
     else:
         real = os.replace
-        fails = {"manifest": lambda dst: dst.name == "manifest.json",
-                 "move_aside": lambda dst: dst.name.startswith(".a.old-"),
-                 "swap_in": lambda dst: dst == tmp_path / "a",
-                 "swap_in_and_back": lambda dst: dst == tmp_path / "a"}[where]
+        fails = {
+            "manifest": lambda dst: dst.name == "manifest.json",
+            "move_aside": lambda dst: dst.name.startswith(".a.old-"),
+            "swap_in": lambda dst: dst == tmp_path / "a",
+            "swap_in_and_back": lambda dst: dst == tmp_path / "a",
+        }[where]
 
         def replace(src, dst):
             putting_back = Path(src).name.startswith(".a.old-")
             if fails(Path(dst)) and (where == "swap_in_and_back" or not putting_back):
                 raise OSError(code, os.strerror(code))
             return real(src, dst)
+
         monkeypatch.setattr(runs.os, "replace", replace)
-    with pytest.warns(UserWarning, match="different config"):
-        with pytest.raises(ArtifactError) as err:
-            RunStore(tmp_path).get(_stage(2, save=save))
+    with pytest.warns(UserWarning, match="different config"), pytest.raises(ArtifactError) as err:
+        RunStore(tmp_path).get(_stage(2, save=save))
     msg = str(err.value)
     assert f"could not write artifact {tmp_path / 'a'} ({os.strerror(code)})" in msg
     assert "free disk space or choose another out_dir; earlier artifacts are intact" in msg
@@ -109,8 +115,11 @@ def test_readonly_run_folder_still_loads_valid_artifacts_and_names_the_fix_for_a
 
     monkeypatch.setattr(os, "open", readonly_open)
     assert RunStore(tmp_path).get(_stage(1)) == 10
-    with pytest.raises(ArtifactError, match=rf"cannot lock b in {tmp_path} to build it \(Read-only file system\); "
-                                            "free disk space, make the folder writable or choose another out_dir"):
+    with pytest.raises(
+        ArtifactError,
+        match=rf"cannot lock b in {tmp_path} to build it \(Read-only file system\); "
+        "free disk space, make the folder writable or choose another out_dir",
+    ):
         RunStore(tmp_path).get(Stage("b", C(1), lambda ctx: 1, _save, _load))
     monkeypatch.undo()
     assert not (tmp_path / "b").exists() and RunStore(tmp_path).valid("a")
@@ -118,9 +127,11 @@ def test_readonly_run_folder_still_loads_valid_artifacts_and_names_the_fix_for_a
 
 def test_run_folder_that_cannot_be_created_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", _full_or_readonly(errno.EROFS))
-    with pytest.raises(ArtifactError,
-                       match=rf"cannot create the run folder {tmp_path / 'new'} \(Read-only file system\); "
-                             "choose a writable out_dir"):
+    with pytest.raises(
+        ArtifactError,
+        match=rf"cannot create the run folder {tmp_path / 'new'} \(Read-only file system\); "
+        "choose a writable out_dir",
+    ):
         RunStore(tmp_path / "new")
 
 
@@ -163,8 +174,13 @@ def test_kill_during_artifact_write_is_detected_and_rebuilt(tmp_path, where):
     of the swap) leaves no half-written artifact under `a`; the next get cleans the leftover (or puts
     the previous version back), warns, and rebuilds."""
     RunStore(tmp_path).get(_stage(1))
-    proc = subprocess.run([sys.executable, "-c", _KILLED, str(tmp_path), where], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED, str(tmp_path), where],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == -9 and "not killed" not in proc.stdout, proc.stderr[-2000:]
     left = _leftovers(tmp_path)
     if where == "save":
@@ -188,6 +204,7 @@ def test_kill_during_artifact_write_is_detected_and_rebuilt(tmp_path, where):
 
 # ---------------------------------------------------------------- (c) corrupted dataset / checkpoint
 
+
 def _flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
@@ -201,14 +218,21 @@ def test_corrupted_cached_dataset_is_detected_and_rebuilt(tmp_path):
 
     rows = {"text": [f"sentence {i}" for i in range(200)], "label": [i % 2 for i in range(200)]}
     builds = []
-    stage = Stage("labels", {"n": 200}, lambda ctx: builds.append(1) or Dataset.from_dict(rows),
-                  lambda ds, d: ds.save_to_disk(str(d / "data")), lambda d: Dataset.load_from_disk(str(d / "data")))
+    stage = Stage(
+        "labels",
+        {"n": 200},
+        lambda ctx: builds.append(1) or Dataset.from_dict(rows),
+        lambda ds, d: ds.save_to_disk(str(d / "data")),
+        lambda d: Dataset.load_from_disk(str(d / "data")),
+    )
     assert RunStore(tmp_path).get(stage)["text"] == rows["text"]
     arrow = next((tmp_path / "labels" / "data").glob("*.arrow"))
     data = arrow.read_bytes()
     _flip(arrow, data.index(b"sentence 123") + len("sentence "))  # "sentence 123" -> a garbled digit
-    assert (RunStore(tmp_path).artifact("labels", stage.key()).check()
-            == f"file data/{arrow.name} is corrupt (hash mismatch)")
+    assert (
+        RunStore(tmp_path).artifact("labels", stage.key()).check()
+        == f"file data/{arrow.name} is corrupt (hash mismatch)"
+    )
     with pytest.warns(UserWarning, match=rf"labels is not reusable \(file data/{arrow.name} is corrupt"):
         ds = RunStore(tmp_path).get(stage)
     assert ds["text"] == rows["text"] and ds["label"] == rows["label"] and len(builds) == 2
@@ -236,8 +260,10 @@ def test_truncated_checkpoint_is_detected_and_rebuilt(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     with pytest.warns(UserWarning, match=r"genept is not reusable \(file model/model.safetensors is corrupt"):
         again = store.get(stage)  # the same store: the changed size makes it re-hash
-    assert (all(torch.equal(first[k], v) for k, v in again.state_dict().items())
-            and first.keys() == again.state_dict().keys())
+    assert (
+        all(torch.equal(first[k], v) for k, v in again.state_dict().items())
+        and first.keys() == again.state_dict().keys()
+    )
     _flip(ckpt, ckpt.stat().st_size - 10)  # same size, one weight byte: a new run re-hashes every file
     with pytest.warns(UserWarning, match="model/model.safetensors is corrupt"):
         again = RunStore(tmp_path).get(stage)
@@ -245,6 +271,7 @@ def test_truncated_checkpoint_is_detected_and_rebuilt(tmp_path):
 
 
 # ---------------------------------------------------------------- (d) a kernel that dies mid-notebook
+
 
 @pytest.fixture
 def dying_notebook(tmp_path, monkeypatch):
@@ -258,14 +285,21 @@ def dying_notebook(tmp_path, monkeypatch):
     (pdir / "00_dying").mkdir(parents=True)
     nbdir.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                   "language_info": {"name": "python"}}
-    nb.cells = [nbformat.v4.new_code_cell('out_dir = "x"\ndie = ""', metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("import os, pathlib, signal\nprint('first cell ran')"),
-                nbformat.v4.new_code_cell("if die == 'exit':\n    os._exit(1)\n"
-                                          "if die == 'kill':\n    os.kill(os.getpid(), signal.SIGKILL)"),
-                nbformat.v4.new_code_cell("p = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
-                                          "(p / 'summary.csv').write_text('metric,value\\ndone,1\\n')")]
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell('out_dir = "x"\ndie = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os, pathlib, signal\nprint('first cell ran')"),
+        nbformat.v4.new_code_cell(
+            "if die == 'exit':\n    os._exit(1)\nif die == 'kill':\n    os.kill(os.getpid(), signal.SIGKILL)"
+        ),
+        nbformat.v4.new_code_cell(
+            "p = pathlib.Path(out_dir); p.mkdir(parents=True, exist_ok=True)\n"
+            "(p / 'summary.csv').write_text('metric,value\\ndone,1\\n')"
+        ),
+    ]
     nbformat.write(nb, nbdir / "00_dying.ipynb")
     for name, die in (("good", ""), ("exit", "exit"), ("kill", "kill")):
         (pdir / "00_dying" / f"{name}.yaml").write_text(f"die: '{die}'\n")
@@ -313,12 +347,20 @@ def test_failure_reason_is_one_line():
 
     from tmlib.suite import _reason_from, failure_reason
 
-    cell = pm.PapermillExecutionError(cell_index=3, exec_count=4, source="x", ename="ValueError",
-                                      evalue="unknown parameter(s) stpes\nvalid names: steps", traceback=["..."])
+    cell = pm.PapermillExecutionError(
+        cell_index=3,
+        exec_count=4,
+        source="x",
+        ename="ValueError",
+        evalue="unknown parameter(s) stpes\nvalid names: steps",
+        traceback=["..."],
+    )
     assert failure_reason(cell) == "ValueError in cell 4: unknown parameter(s) stpes valid names: steps"
     assert failure_reason(DeadKernelError("Kernel died")) == "DeadKernelError: Kernel died"
     assert failure_reason(MemoryError()) == "MemoryError"
     assert len(failure_reason(RuntimeError("x" * 1000))) == 300
-    assert (_reason_from('{"notebook": "a", "error": "DeadKernelError: Kernel died"}\n', 1)
-            == "DeadKernelError: Kernel died")
+    assert (
+        _reason_from('{"notebook": "a", "error": "DeadKernelError: Kernel died"}\n', 1)
+        == "DeadKernelError: Kernel died"
+    )
     assert _reason_from("", -9) == "the runner process exited with status -9 (killed by a signal)"

@@ -1,4 +1,5 @@
 """The heartbeat: one line about every 30 s inside a stage's build, nothing outside; the rate and time left."""
+
 from tmlib.heartbeat import Heartbeat, duration, reporting_to
 
 
@@ -15,11 +16,11 @@ def test_reports_every_interval_with_rate_and_time_left():
     with reporting_to(lines.append):
         beat = Heartbeat("fine-tune s0", 100, every=30, clock=clock)
         clock.t = 10
-        assert beat(5) is None                      # not yet 30 s
+        assert beat(5) is None  # not yet 30 s
         clock.t = 40
         assert beat(20) == "fine-tune s0: step 20 / 100, 0.5 steps/s, 2m40s left"
         clock.t = 50
-        assert beat(25) is None                     # 10 s after the last line
+        assert beat(25) is None  # 10 s after the last line
         clock.t = 71
         beat(40)
     assert len(lines) == 2 and lines[1].startswith("fine-tune s0: step 40 / 100")

@@ -1,4 +1,5 @@
 """Standalone HTML highlighting: escaping, WordPiece joining, colours, hard labels, boxes, long texts, speed."""
+
 import re
 
 import numpy as np
@@ -18,8 +19,11 @@ def test_everything_from_data_is_escaped():
     page = render_html([evil], label_names=["<neg>", "pos"], title="<script>x</script>", captions=["<i>c</i>"])
     assert "<script>" not in page and "</script>" not in page and "<b>m</b>" not in page and "<i>c</i>" not in page
     assert "&lt;script&gt;" in page and "&amp;" in page and "&quot;q&quot;" in page and "&lt;neg&gt;" in page
-    assert page.startswith("<!DOCTYPE html>") and "<style>" in page and "<script" not in page.lower().replace(
-        "&lt;script", "")  # no JS at all
+    assert (
+        page.startswith("<!DOCTYPE html>")
+        and "<style>" in page
+        and "<script" not in page.lower().replace("&lt;script", "")
+    )  # no JS at all
 
 
 def test_wordpieces_join_into_one_unbreakable_word():
@@ -35,8 +39,11 @@ def test_wordpieces_join_into_one_unbreakable_word():
 
 def test_colours_diverge_and_scale():
     colors, a = token_colors(np.array([-2.0, -1.0, 0.0, 0.5, 1.0]), scale=1.0)
-    assert (colors[2] == "rgb(255,255,255)" and colors[4] == "rgb(178,24,43)"
-            and colors[0] == colors[1] == "rgb(33,102,172)")
+    assert (
+        colors[2] == "rgb(255,255,255)"
+        and colors[4] == "rgb(178,24,43)"
+        and colors[0] == colors[1] == "rgb(33,102,172)"
+    )
     assert a.tolist() == [-1.0, -1.0, 0.0, 0.5, 1.0]
     # per-text scaling: the strongest token of each text is fully coloured; batch scaling keeps ratios
     small, big = ts(["a", "b"], [0.0, 0.1]), ts(["c", "d"], [0.0, 1.0])
@@ -49,10 +56,21 @@ def test_colours_diverge_and_scale():
 
 
 def test_hard_labels_boxes_and_header():
-    a = ts(["good", "film", "really"], [0.3, 0.0, 0.1], important=[1, 0, 1], label=1, pred=0, method="buffer",
-           meta={"target": 0, "p_target": 0.75})
-    page = render_html([a, a], label_names=["negative", "positive"],
-                       boxes=[np.array([1]), np.array([False, False, True])], captions=["tagger", None])
+    a = ts(
+        ["good", "film", "really"],
+        [0.3, 0.0, 0.1],
+        important=[1, 0, 1],
+        label=1,
+        pred=0,
+        method="buffer",
+        meta={"target": 0, "p_target": 0.75},
+    )
+    page = render_html(
+        [a, a],
+        label_names=["negative", "positive"],
+        boxes=[np.array([1]), np.array([False, False, True])],
+        captions=["tagger", None],
+    )
     assert page.count(" hard") == 4 and page.count(" box") == 2
     assert "gold: <b>positive</b>" in page and "pred: <b>negative</b> (0.75)" in page and 'class="wrong"' in page
     assert "underlined</span> = important" in page and "boxed</span> = selected for masking" in page

@@ -1,5 +1,6 @@
 """A person's Ctrl-C during a suite: one line (what was kept, how to resume), no traceback; the same command then
 resumes, loading every stage that had finished and building only the rest."""
+
 import os
 import signal
 import subprocess
@@ -27,13 +28,18 @@ for i in range({STAGES}):
 
 def _stage_notebook(path: Path) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                   "language_info": {"name": "python"}}
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
     nb.cells = [
-        nbformat.v4.new_code_cell("import time\nfrom tmlib.config import notebook_config\n"
-                                  "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"),
-        nbformat.v4.new_code_cell('out_dir = "x"\nsteps = 3\nsleep = 0.0\nreads = ""',
-                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import time\nfrom tmlib.config import notebook_config\n"
+            "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"
+        ),
+        nbformat.v4.new_code_cell(
+            'out_dir = "x"\nsteps = 3\nsleep = 0.0\nreads = ""', metadata={"tags": ["parameters"]}
+        ),
         nbformat.v4.new_code_cell("cfg = notebook_config(FixtureConfig, globals(), _before)"),
         nbformat.v4.new_code_cell(BUILD),
     ]
@@ -46,8 +52,23 @@ def _suite(tmp_path: Path) -> list[str]:
     nbdir.mkdir(exist_ok=True)
     _stage_notebook(nbdir / "00_stages.ipynb")
     (pdir / "00_stages" / "smoke.yaml").write_text("sleep: 1.5\n")
-    return [sys.executable, "-m", "tmlib", "suite", "--params", "smoke", "--notebooks", str(nbdir),
-            "--params-dir", str(pdir), "--out", str(tmp_path / "run"), "--no-calibration", "--jobs", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "tmlib",
+        "suite",
+        "--params",
+        "smoke",
+        "--notebooks",
+        str(nbdir),
+        "--params-dir",
+        str(pdir),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-calibration",
+        "--jobs",
+        "1",
+    ]
 
 
 @pytest.mark.slow
@@ -57,13 +78,20 @@ def test_ctrl_c_prints_one_line_and_the_same_command_resumes(tmp_path):
     log = tmp_path / "run" / "00_stages" / "progress.log"
     # its own process group, as a terminal's foreground job, with Ctrl-C's default action (a shell starting this test
     # in the background, as CI may, leaves SIGINT ignored, and children inherit that)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 180
     while time.time() < deadline and (not log.is_file() or log.read_text().count(": built in") < 2):
         time.sleep(0.2)
     assert log.is_file() and log.read_text().count(": built in") >= 2, "two stages should have been built"
-    os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C sends: every process of the foreground group
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: every process of the foreground group
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err + out and "KeyboardInterrupt" not in err + out, err

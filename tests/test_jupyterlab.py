@@ -5,6 +5,7 @@ with the smoke parameters, the venv's kernel); Playwright drives Debian's Chromi
 Cells, type a sentence, press Compute, switch methods, tick the masking preview, pick an example,
 asserting on the rendered token spans. Screenshots: the test's tmp dir and runs/browser/.
 """
+
 import json
 import os
 import re
@@ -24,8 +25,11 @@ from tests.browser_screenshot import (
     wait_for_explorer,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              needs_chromium("Chromium is not installed (make browser, i.e. apt-get install -y chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    needs_chromium("Chromium is not installed (make browser, i.e. apt-get install -y chromium)"),
+]
 
 NB = "02_token_importance_explorer.ipynb"
 SETTINGS = {  # JupyterLab user settings: every cell in the DOM (no windowing), no news/update toasts
@@ -43,8 +47,9 @@ def lab_notebook(dest, out_dir):
     del values["interactive"]  # smoke.yaml (a batch set) turns the explorer off; here the notebook's default stays
     nb = nbformat.read(NOTEBOOKS / NB, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    assert re.search(r"^interactive(?:: bool)? = True\b", cell.source, re.M), \
+    assert re.search(r"^interactive(?:: bool)? = True\b", cell.source, re.M), (
         "a person running notebook 02 gets the explorer"
+    )
     cell.source += "\n# browser test: the smoke parameters\n" + "".join(f"{k} = {v!r}\n" for k, v in values.items())
     # the venv's interpreter (tmlib.suite installs this kernel spec under the venv on first use)
     nb.metadata.kernelspec = {"name": _kernel_name(), "display_name": "Python (tmlib)", "language": "python"}
@@ -61,16 +66,34 @@ def lab(tmp_path_factory):
         (tmp / "settings" / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / "settings" / rel).write_text(json.dumps(value))
     port, token = free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-           f"--LabApp.user_settings_dir={tmp / 'settings'}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.user_settings_dir={tmp / 'settings'}",
+        f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
-    env = {"JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     base = f"http://127.0.0.1:{port}"
-    with serve(cmd, lambda: http_ok(f"{base}/api/status?token={token}"), tmp / "jupyterlab.log", env=env,
-               shutdown_url=f"{base}/api/shutdown?token={token}"):
+    with serve(
+        cmd,
+        lambda: http_ok(f"{base}/api/status?token={token}"),
+        tmp / "jupyterlab.log",
+        env=env,
+        shutdown_url=f"{base}/api/shutdown?token={token}",
+    ):
         yield {"url": f"{base}/lab/tree/{NB}?token={token}", "tmp": tmp}
 
 
@@ -86,8 +109,11 @@ def test_explorer_in_jupyterlab(lab, tmp_path):
         page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
         page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
         last_prompt = cells.last.locator(".jp-InputPrompt")
-        explorer = wait_for_explorer(page, timeout=360, finished=lambda: bool(
-            re.search(r"\[\d+\]", last_prompt.inner_text())) and status.count() > 0)
+        explorer = wait_for_explorer(
+            page,
+            timeout=360,
+            finished=lambda: bool(re.search(r"\[\d+\]", last_prompt.inner_text())) and status.count() > 0,
+        )
         seen = drive_explorer(page, explorer, tmp_path / "shots", "jupyterlab_explorer")
     assert seen["boxed"][0] >= 1 and seen["example"].startswith("#1 ")
     assert (lab["tmp"] / "out" / "report.html").is_file(), "the notebook ran to its end in JupyterLab"

@@ -1,4 +1,5 @@
 """tmlib.landscape: exact endpoints, no mutation of inputs, an analytic convex case, plane coordinates."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from tmlib.landscape import (
 
 # ------------------------------------------------------------------------------------------ toy model
 
+
 class LogReg(torch.nn.Module):
     """Multinomial logistic regression: logits are linear in the parameters, so the loss along a
     straight line in weight space is the cross-entropy of linearly interpolated logits (convex in g)."""
@@ -46,14 +48,16 @@ class ToyBatches:
     """Duck-typed EvalBatches: cached batches of dicts + the number of examples."""
 
     def __init__(self, x, y, batch_size=7):
-        self.batches = [{"x": x[i:i + batch_size], "labels": y[i:i + batch_size]} for i in range(0, len(y), batch_size)]
+        self.batches = [
+            {"x": x[i : i + batch_size], "labels": y[i : i + batch_size]} for i in range(0, len(y), batch_size)
+        ]
         self.n = len(y)
 
     def __len__(self):
         return self.n
 
 
-FP32_SUM = 16 * float(torch.finfo(torch.float32).eps)   # two float32 sums of the same terms in another order
+FP32_SUM = 16 * float(torch.finfo(torch.float32).eps)  # two float32 sums of the same terms in another order
 
 
 @pytest.fixture
@@ -73,6 +77,7 @@ def same(a, b):
 
 
 # ------------------------------------------------------------------------------------------ tiny BERT
+
 
 @pytest.fixture(scope="module")
 def bert_pair():
@@ -107,6 +112,7 @@ def test_endpoints_reproduce_logits_exactly(bert_pair, bert_batches):
     assert not torch.equal(seen[0], seen[1])
     # the stored metrics at the endpoints are those of the endpoint models
     from tmlib.classify import evaluate_classifier
+
     df = linear_path(a, a.state_dict(), b, bert_batches, gammas=[0.0, 0.5, 1.0], progress=False)
     assert list(df.columns) == ["gamma", "split", "loss", "accuracy"] and len(df) == 6
     for g, m in ((0.0, a), (1.0, b)):
@@ -179,8 +185,10 @@ def test_plane_on_toy_models(toy):
     res = plane(a, a, b, c, {"dev": batches}, resolution=(4, 3), margin=0.25, names=("p", "m", "f"), progress=False)
     assert len(res.grid) == 12 and set(res.points.name) == {"p", "m", "f"}
     # model coordinates: distances between the models are preserved
-    d = {k: torch.cat([v.flatten() for k, v in snapshot(m).items() if v.is_floating_point()]) for k, m in
-         (("p", a), ("m", b), ("f", c))}
+    d = {
+        k: torch.cat([v.flatten() for k, v in snapshot(m).items() if v.is_floating_point()])
+        for k, m in (("p", a), ("m", b), ("f", c))
+    }
     for u, v in (("p", "m"), ("p", "f"), ("m", "f")):
         dist = np.hypot(res.coords[u][0] - res.coords[v][0], res.coords[u][1] - res.coords[v][1])
         assert dist == pytest.approx(float((d[u] - d[v]).norm()), rel=1e-5)
@@ -226,8 +234,9 @@ def test_gamma_grid_and_summary():
     assert DEFAULT_GAMMAS[0] == -0.2 and DEFAULT_GAMMAS[-1] == 1.2 and 0.0 in DEFAULT_GAMMAS and 1.0 in DEFAULT_GAMMAS
     g = gamma_grid(-0.2, 1.2, 8)
     assert 0.0 in g and 1.0 in g and g[0] == -0.2 and g[-1] == 1.2
-    df = pd.DataFrame({"gamma": [-0.2, 0.0, 0.5, 1.0, 1.2], "split": "test", "loss": 0.0,
-                       "accuracy": [0.5, 0.80, 0.785, 0.79, 0.6]})
+    df = pd.DataFrame(
+        {"gamma": [-0.2, 0.0, 0.5, 1.0, 1.2], "split": "test", "loss": 0.0, "accuracy": [0.5, 0.80, 0.785, 0.79, 0.6]}
+    )
     s = path_summary(df)
     assert s["max_drop"] == pytest.approx(0.005) and s["within_1pt"] and s["argmin_gamma"] == 0.5
     df.loc[2, "accuracy"] = 0.70
@@ -238,6 +247,7 @@ def test_gamma_grid_and_summary():
 
 
 # ------------------------------------------------------------------------------------------ Bezier curves
+
 
 class Product(torch.nn.Module):
     """score = <w1, w2> * x: the solutions w1 = w2 = +-2 e1 are separated, on the straight line, by a
@@ -266,13 +276,13 @@ def test_trained_bezier_curve_lowers_the_barrier_of_the_straight_line():
     x = torch.randn(64, 1, generator=g)
     y = (x[:, 0] > 0).long()
     data = ToyBatches(x, y, batch_size=16)
-    a, b = Product([2.0, 0.0]), Product([-2.0, 0.3])   # both fit the data: <w1, w2> = 4, 4.09
+    a, b = Product([2.0, 0.0]), Product([-2.0, 0.3])  # both fit the data: <w1, w2> = 4, 4.09
     before = (snapshot(a), snapshot(b))
     ts = [0.0, 0.25, 0.5, 0.75, 1.0]
     line = linear_path(a, a, b, data, ts, progress=False)
-    assert line.loss.max() > 0.6 > 8 * line.loss.iloc[[0, -1]].max()     # the barrier (loss ~ log 2 at the midpoint)
+    assert line.loss.max() > 0.6 > 8 * line.loss.iloc[[0, -1]].max()  # the barrier (loss ~ log 2 at the midpoint)
     curve = train_bezier(a, a, b, data.batches, steps=150, lr=0.05, seed=0, progress=False)
-    assert same(before[0], snapshot(a)) and same(before[1], snapshot(b))   # inputs untouched
+    assert same(before[0], snapshot(a)) and same(before[1], snapshot(b))  # inputs untouched
     assert torch.equal(curve.theta["ids"], a.ids) and list(curve.log.columns) == ["step", "t", "loss"]
     assert len(curve.log) == 150 and curve.log.t.between(0, 1).all()
     along = bezier_path(a, a, curve.theta, b, data, ts, progress=False)
@@ -280,7 +290,7 @@ def test_trained_bezier_curve_lowers_the_barrier_of_the_straight_line():
     ends = along.set_index("gamma")
     ref = line.set_index("gamma")
     assert ends.loc[0.0, "loss"] == ref.loc[0.0, "loss"] and ends.loc[1.0, "loss"] == ref.loc[1.0, "loss"]  # exact ends
-    assert along.loss.max() < 0.5 * line.loss.max()                        # the barrier is (largely) gone
+    assert along.loss.max() < 0.5 * line.loss.max()  # the barrier is (largely) gone
     assert along.accuracy.min() >= 0.95
     # untrained (theta at the midpoint) the curve is the straight line
     mid = interpolate_states(a, b, 0.5)
@@ -309,12 +319,13 @@ def test_bezier_kernels_and_precision_on_a_bert(bert_pair, bert_batches, monkeyp
     runs = {}
     for k, mp in (("hf", "no"), ("fast", "no"), ("fast", "bf16")):
         calls.clear()
-        runs[(k, mp)] = train_bezier(a, a, b, train, steps=6, lr=1e-3, seed=3, progress=False, kernels=k,
-                                     mixed_precision=mp)
-        assert len(calls) == (6 if k == "fast" else 0)          # one [CLS]-only forward per step under "fast" only
+        runs[(k, mp)] = train_bezier(
+            a, a, b, train, steps=6, lr=1e-3, seed=3, progress=False, kernels=k, mixed_precision=mp
+        )
+        assert len(calls) == (6 if k == "fast" else 0)  # one [CLS]-only forward per step under "fast" only
     assert a.config._attn_implementation == impl
     hf, fast, bf16 = runs[("hf", "no")], runs[("fast", "no")], runs[("fast", "bf16")]
-    assert list(hf.log.t) == list(fast.log.t) == list(bf16.log.t)          # same seed: same t and batches
+    assert list(hf.log.t) == list(fast.log.t) == list(bf16.log.t)  # same seed: same t and batches
     # fp32 both, but SDPA vs eager attention and the CPU's own kernels (AVX2 vs AVX512 blocking) round differently;
     # Adam's normalised steps amplify rounding where a gradient is near 0: after 6 steps at lr 1e-3 a parameter can
     # differ by a fraction of lr. Another batch or t (a real divergence) moves the loss by > 1e-2.

@@ -1,5 +1,6 @@
 """constraints.txt, the versions the tests passed with, agrees with pyproject.toml: every dependency (the optional
 ones too) is pinned there to a version its range allows; make's setup installs through it."""
+
 import re
 import tomllib
 from pathlib import Path
@@ -50,7 +51,8 @@ def test_pyproject_and_constraints_agree():
 def test_a_pin_outside_a_range_or_a_missing_pin_is_found():
     reqs = [Requirement("transformers>=5.0,<6"), Requirement("seqeval==1.2.2")]
     assert disagreements(reqs, {"transformers": "6.0.1", "seqeval": "1.2.2"}) == [
-        "transformers==6.0.1 is outside <6,>=5.0"]
+        "transformers==6.0.1 is outside <6,>=5.0"
+    ]
     assert disagreements(reqs, {"transformers": "5.2"}) == ["seqeval is not pinned"]
 
 

@@ -1,4 +1,5 @@
 """tmlib.experiments.mask_study: layer settings, the plan, and the pure tables."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +10,7 @@ from tmlib.masking.config import MaskConfig
 
 
 def test_layer_settings_map_onto_the_backbone_blocks():
-    assert M.layer_mask("default", 6) == MaskConfig()                              # blocks 2..5 of 6
+    assert M.layer_mask("default", 6) == MaskConfig()  # blocks 2..5 of 6
     assert MaskConfig().selected_blocks(6) == [2, 3, 4, 5]
     assert M.layer_mask("bottom2", 6).selected_blocks(6) == [0, 1]
     assert M.layer_mask("top2", 6).selected_blocks(6) == [4, 5]
@@ -27,18 +28,29 @@ def test_plan_shares_the_default_mask_between_the_two_studies():
     p = M.plan(cfg, n_blocks=6)
     sweep = {r.name: r.key() for s, _, r in p.rows if s == "sparsity"}
     layers = {r.name: r.key() for s, setting, r in p.rows if s == "layers" and setting == "default"}
-    assert set(layers) <= set(sweep) and all(sweep[n] == k for n, k in layers.items())   # one model, two studies
+    assert set(layers) <= set(sweep) and all(sweep[n] == k for n, k in layers.items())  # one model, two studies
     names = [r.name for _, _, r in p.rows]
     assert "solutions/mr/mask-init0.5-s1" in names and "solutions/mr/mask-top3-s0" in names
-    assert len({r.name for _, _, r in p.rows}) == 2 * (2 + 1) + 2                          # 0.05 = default shared
+    assert len({r.name for _, _, r in p.rows}) == 2 * (2 + 1) + 2  # 0.05 = default shared
     assert p.data.test_pool == "heldout" and p.data.max_test == cfg.max_test
 
 
 def test_study_table_pairs_each_setting_with_the_reference_by_seed():
-    rows = [{"study": "layers", "setting": s, "method": "mask", "seed": k, "dev_accuracy": 0.7,
-             "test_accuracy": acc, "test_n": 100, "density_pct": 90.0, "train_seconds": 1.0}
-            for s, accs in (("default", (0.80, 0.78, 0.82)), ("top3", (0.77, 0.76, 0.78)))
-            for k, acc in enumerate(accs)]
+    rows = [
+        {
+            "study": "layers",
+            "setting": s,
+            "method": "mask",
+            "seed": k,
+            "dev_accuracy": 0.7,
+            "test_accuracy": acc,
+            "test_n": 100,
+            "density_pct": 90.0,
+            "train_seconds": 1.0,
+        }
+        for s, accs in (("default", (0.80, 0.78, 0.82)), ("top3", (0.77, 0.76, 0.78)))
+        for k, acc in enumerate(accs)
+    ]
     t = M.study_table(pd.DataFrame(rows), "layers", reference="default").set_index("setting")
     assert t.loc["top3", "gap_vs_reference_pts"] == pytest.approx(-3.0)
     assert t.loc["top3", "gap_sd_pts"] == pytest.approx(np.std([-3, -2, -4], ddof=1))
@@ -51,5 +63,6 @@ def test_probe_reads_a_linearly_separable_representation():
     separable = rng.normal(size=(200, 8)) + 3.0 * y[:, None]
     noise = rng.normal(size=(200, 8))
     t = M.probe_table({"good": {"X": separable, "y": y}, "noise": {"X": noise, "y": y}}, folds=5).set_index(
-        "representation")
+        "representation"
+    )
     assert t.loc["good", "probe_accuracy"] > 95 and t.loc["noise", "probe_accuracy"] < 70

@@ -1,4 +1,5 @@
 """tmlib.experiments.masking (config, solutions contract) and tmlib.plots.masking, on tiny models."""
+
 import json
 
 import matplotlib
@@ -24,28 +25,45 @@ def train_solution(cfg, task, method, seed):
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(out_dir=str(tmp_path), model="scratch:tiny", tasks=["mr"], max_lengths=[16], max_train=[16], max_dev=8,
-                max_test=32, seeds=[0], epochs=1.0, batch_size=8, mask_skip_first_blocks=1, lr_grid={}, progress=False)
+    base = dict(
+        out_dir=str(tmp_path),
+        model="scratch:tiny",
+        tasks=["mr"],
+        max_lengths=[16],
+        max_train=[16],
+        max_dev=8,
+        max_test=32,
+        seeds=[0],
+        epochs=1.0,
+        batch_size=8,
+        mask_skip_first_blocks=1,
+        lr_grid={},
+        progress=False,
+    )
     return from_flat(MaskingConfig, {**base, **kw})
 
 
-@pytest.mark.parametrize("kw, match", [(dict(methods=["adapter"]),
-                                        "unknown method.*valid methods: finetune, bitfit, mask, lora"),
-                                       (dict(lr={"adapter": 1e-3}), "unknown method"),
-                                       (dict(lr={"mask": "1e-3"}), "must be a number"),
-                                       (dict(lr={"mask": {"mr": 0}}), r"lr\['mask'\]\['mr'\] must be a number > 0"),
-                                       (dict(lr={"adapter": {"mr": 1e-3}}), "unknown method"),
-                                       (dict(schedule={"finetune": "official"}), "no schedule 'official'"),
-                                       (dict(max_lengths=[16, 32]), "one value per task"),
-                                       (dict(mask_head="random"), "mask.head"),
-                                       (dict(mask_init_sparsity=2.0), "init_sparsity"),
-                                       (dict(mask_skip_blocks=2), "unknown parameter"),
-                                       (dict(lr_grid={"mask": []}), "non-empty list"),
-                                       (dict(lr_grid={"mask": [1e-3, 0.0]}), "numbers > 0"),
-                                       (dict(lr_grid={"mask": [1e-3, 1e-3]}), "repeated"),
-                                       (dict(lr_grid={"adapter": [1e-3]}), "unknown method"),
-                                       (dict(kernels="triton"), "kernels must be one of 'fast', 'hf'"),
-                                       (dict(tasks=[], max_lengths=[], max_train=[]), "tasks is empty")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(methods=["adapter"]), "unknown method.*valid methods: finetune, bitfit, mask, lora"),
+        (dict(lr={"adapter": 1e-3}), "unknown method"),
+        (dict(lr={"mask": "1e-3"}), "must be a number"),
+        (dict(lr={"mask": {"mr": 0}}), r"lr\['mask'\]\['mr'\] must be a number > 0"),
+        (dict(lr={"adapter": {"mr": 1e-3}}), "unknown method"),
+        (dict(schedule={"finetune": "official"}), "no schedule 'official'"),
+        (dict(max_lengths=[16, 32]), "one value per task"),
+        (dict(mask_head="random"), "mask.head"),
+        (dict(mask_init_sparsity=2.0), "init_sparsity"),
+        (dict(mask_skip_blocks=2), "unknown parameter"),
+        (dict(lr_grid={"mask": []}), "non-empty list"),
+        (dict(lr_grid={"mask": [1e-3, 0.0]}), "numbers > 0"),
+        (dict(lr_grid={"mask": [1e-3, 1e-3]}), "repeated"),
+        (dict(lr_grid={"adapter": [1e-3]}), "unknown method"),
+        (dict(kernels="triton"), "kernels must be one of 'fast', 'hf'"),
+        (dict(tasks=[], max_lengths=[], max_train=[]), "tasks is empty"),
+    ],
+)
 def test_config_errors(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         from_flat(MaskingConfig, {**flatten(_cfg(tmp_path)), **kw})
@@ -64,8 +82,10 @@ def test_lr_and_schedule_come_from_the_method_spec(tmp_path):
     key = {m: plan(cfg).solution("mr", m, 0).key() for m in cfg.methods}
     assert key["mask"]["lr"] == 0.02 and key["lora"]["lr"] == 5e-4 and key["finetune"]["lr"] == 2e-5
     assert key["mask"]["schedule"]["schedule"] == "constant" and key["finetune"]["schedule"]["schedule"] == "linear"
-    assert (plan(_cfg(tmp_path, schedule={"mask": "linear"})).solution("mr", "mask", 0).key()["schedule"]["grad_clip"]
-            == 1.0)
+    assert (
+        plan(_cfg(tmp_path, schedule={"mask": "linear"})).solution("mr", "mask", 0).key()["schedule"]["grad_clip"]
+        == 1.0
+    )
     assert cfg.mask.skip_first_blocks == 1 and flatten(cfg)["mask_skip_first_blocks"] == 1
 
 
@@ -73,8 +93,15 @@ def test_per_task_lr_wins_over_the_grid_and_a_task_not_named_gets_the_grid(tmp_p
     """lr[method][task] is used as given (no grid for that task); another task of the same method gets the grid;
     a plain number is used only by a method without a grid."""
     grid = {"finetune": [1e-3, 3e-3], "mask": [1e-2, 3e-2]}
-    cfg = _cfg(tmp_path, tasks=["mr", "bbc"], max_lengths=[16, 16], max_train=[16, 16], methods=["finetune", "mask"],
-               lr={"finetune": {"mr": 7e-4}, "mask": 5e-2}, lr_grid=grid)
+    cfg = _cfg(
+        tmp_path,
+        tasks=["mr", "bbc"],
+        max_lengths=[16, 16],
+        max_train=[16, 16],
+        methods=["finetune", "mask"],
+        lr={"finetune": {"mr": 7e-4}, "mask": 5e-2},
+        lr_grid=grid,
+    )
     p = plan(cfg)
     assert p.solution("mr", "finetune", 0).lr == 7e-4 and ("mr", "finetune") not in p.grids
     assert p.solution("bbc", "finetune", 0).lr is None and p.grids["bbc", "finetune"].lrs == (1e-3, 3e-3)
@@ -104,8 +131,11 @@ def test_solution_contract_roundtrip_and_corruption(tmp_path):
     d = solution_path(tmp_path, "mr", "mask", 0)
     assert {"model", "metrics.json", "mask.safetensors", "manifest.json"} <= {p.name for p in d.iterdir()}
     saved = json.loads((d / "metrics.json").read_text())
-    assert (saved["method"] == "mask" and "test_accuracy" not in saved
-            and saved["task_bytes"] < saved["fp32_copy_bytes"] / 32)
+    assert (
+        saved["method"] == "mask"
+        and "test_accuracy" not in saved
+        and saved["task_bytes"] < saved["fp32_copy_bytes"] / 32
+    )
     loaded = load_solution(tmp_path, "mr", "mask", 0)
     x = torch.randint(1000, 2000, (2, 6))
     with torch.no_grad():
@@ -126,7 +156,7 @@ def test_lora_solution_contract_storage_and_memory(tmp_path):
     d = solution_path(tmp_path, "mr", "lora", 0)
     assert {"model", "metrics.json", "adapter", "manifest.json"} <= {p.name for p in d.iterdir()}
     assert (d / "adapter" / "adapter_model.safetensors").is_file() and metrics["file_bytes"] > 0
-    loaded = load_solution(tmp_path, "mr", "lora", 0)       # a plain HF model with merged weights
+    loaded = load_solution(tmp_path, "mr", "lora", 0)  # a plain HF model with merged weights
     assert set(loaded.state_dict()) == set(load_solution(tmp_path, "mr", "lora", 0).state_dict())
     assert not any("lora" in k for k in loaded.state_dict())
     _, ft = train_solution(cfg, "mr", "finetune", 0)
@@ -142,24 +172,39 @@ def test_lora_solution_contract_storage_and_memory(tmp_path):
 
 
 def test_figures_from_tables():
-    res = pd.DataFrame([{"task": t, "method": m, "seed": s, "test_accuracy": 0.7 + 0.01 * s}
-                        for t in ("mr", "bbc") for m in ("finetune", "bitfit", "mask", "lora") for s in (0, 1)])
+    res = pd.DataFrame(
+        [
+            {"task": t, "method": m, "seed": s, "test_accuracy": 0.7 + 0.01 * s}
+            for t in ("mr", "bbc")
+            for m in ("finetune", "bitfit", "mask", "lora")
+            for s in (0, 1)
+        ]
+    )
     fig = pm.accuracy_bars(res)
     assert "LoRA" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    sp = pd.DataFrame([{"task": "mr", "block": b, "type": t, "kept_pct": 90 + b} for b in (2, 3)
-                       for t in ("query", "ffn_in")]
-                      + [{"task": "mr", "block": -1, "type": "pooler", "kept_pct": 93.0}])
+    sp = pd.DataFrame(
+        [{"task": "mr", "block": b, "type": t, "kept_pct": 90 + b} for b in (2, 3) for t in ("query", "ffn_in")]
+        + [{"task": "mr", "block": -1, "type": "pooler", "kept_pct": 93.0}]
+    )
     fig = pm.sparsity_heatmap(sp)
     img = np.ma.getdata(fig.axes[0].images[0].get_array())
     assert img.shape == (3, 3) and np.isnan(img[2, 0]) and img[0, 0] == 92
-    st = pd.DataFrame({"task": ["mr"] * 2, "method": ["finetune", "mask"], "task_bytes": [9e7, 1e6],
-                       "fp32_copy_bytes": [9e7] * 2})
+    st = pd.DataFrame(
+        {"task": ["mr"] * 2, "method": ["finetune", "mask"], "task_bytes": [9e7, 1e6], "fp32_copy_bytes": [9e7] * 2}
+    )
     assert pm.storage_bars(st).axes[0].get_yscale() == "log"
     mem = pd.DataFrame({"method": ["mask", "finetune"], "n_tasks": [1, 1], "bytes": [1, 2], "kind": ["projected"] * 2})
     assert pm.memory_lines(mem).axes
     assert pm.flips_lines(pd.DataFrame(columns=["step", "kept_pct", "flip_pct"])).axes
-    curves = pd.DataFrame([{"task": t, "method": m, "seed": s, "lr": 1e-3, "step": st, "dev_accuracy": 0.5 + 0.01 * st}
-                           for t in ("mr", "bbc") for m in ("finetune", "mask") for s in (0, 1) for st in (5, 10, 15)])
+    curves = pd.DataFrame(
+        [
+            {"task": t, "method": m, "seed": s, "lr": 1e-3, "step": st, "dev_accuracy": 0.5 + 0.01 * st}
+            for t in ("mr", "bbc")
+            for m in ("finetune", "mask")
+            for s in (0, 1)
+            for st in (5, 10, 15)
+        ]
+    )
     fig = pm.dev_curves(curves)
     assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "training step"
     thick = [line for line in fig.axes[0].get_lines() if line.get_linewidth() == 2]
@@ -171,8 +216,15 @@ def test_figures_from_tables():
 def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tmp_path, monkeypatch):
 
     # lr_grid_extend=0: the edge rule has its own test, test_grid_extends_past_an_edge_winner
-    cfg = _cfg(tmp_path, methods=["finetune", "bitfit"], seeds=[3, 1], lr_grid={"finetune": [1e-3, 3e-2]},
-               lr={"bitfit": 1e-2}, epochs=2.0, lr_grid_extend=0)
+    cfg = _cfg(
+        tmp_path,
+        methods=["finetune", "bitfit"],
+        seeds=[3, 1],
+        lr_grid={"finetune": [1e-3, 3e-2]},
+        lr={"bitfit": 1e-2},
+        epochs=2.0,
+        lr_grid_extend=0,
+    )
     calls = []
     real = S.train
     monkeypatch.setattr(S, "train", lambda r, *a: calls.append((r.method, r.seed, r.lr)) or real(r, *a))
@@ -197,8 +249,11 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     assert (solution_path(tmp_path, "mr", "finetune", 3) / "model" / "config.json").is_file()
     # dev curves: one row per evaluation (one per epoch) of every run
     curves = run.dev_curves
-    assert (len(curves) == 4 * 2 and set(curves.method) == {"finetune", "bitfit"}
-            and curves.dev_accuracy.between(0, 1).all())
+    assert (
+        len(curves) == 4 * 2
+        and set(curves.method) == {"finetune", "bitfit"}
+        and curves.dev_accuracy.between(0, 1).all()
+    )
     flat = curve_flatness(curves)
     assert set(flat.method) == {"finetune", "bitfit"} and (flat.evals == 2).all()
     summary = summarize(results)
@@ -212,8 +267,9 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     # stage of the first grid (one stage per method and lr), so only seed 1 trains
     calls.clear()
     monkeypatch.setattr(S, "train", lambda r, *a: calls.append(r.seed) or real(r, *a))
-    Experiment(_cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr={}, lr_grid={"finetune": [1e-3]},
-                    epochs=2.0)).run()
+    Experiment(
+        _cfg(tmp_path, methods=["finetune"], seeds=[3, 1], lr={}, lr_grid={"finetune": [1e-3]}, epochs=2.0)
+    ).run()
     assert calls == [1]
 
 
@@ -223,22 +279,40 @@ def test_next_edge_lr_steps_beyond_an_edge_winner_only():
     assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-2) == pytest.approx(3.3e-2)
     assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-3) == pytest.approx(3.3e-4)
     assert next_edge_lr([5e-5, 1e-4, 2e-4], 2e-4) == pytest.approx(4e-4)
-    assert next_edge_lr([1e-3, 3e-3, 1e-2], 3e-3) is None      # inside: the grid brackets the optimum
-    assert next_edge_lr([1e-3], 1e-3) is None                  # one lr: no ratio to step with
-    assert next_edge_lr([1.0e-3, 1.01e-3], 1.01e-3) is None    # the step rounds onto a tried lr
+    assert next_edge_lr([1e-3, 3e-3, 1e-2], 3e-3) is None  # inside: the grid brackets the optimum
+    assert next_edge_lr([1e-3], 1e-3) is None  # one lr: no ratio to step with
+    assert next_edge_lr([1.0e-3, 1.01e-3], 1.01e-3) is None  # the step rounds onto a tried lr
 
 
 def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path, methods=["finetune"], seeds=[0], lr={}, lr_grid={"finetune": [1e-4, 1e-3]}, lr_grid_extend=1,
-               epochs=1.0)
+    cfg = _cfg(
+        tmp_path,
+        methods=["finetune"],
+        seeds=[0],
+        lr={},
+        lr_grid={"finetune": [1e-4, 1e-3]},
+        lr_grid_extend=1,
+        epochs=1.0,
+    )
     tried = []
     # larger lr wins
-    monkeypatch.setattr(S, "train", lambda r, d, tok: tried.append(r.lr) or
-                        S.Trained(model=None, metrics={"dev_accuracy": r.lr, "dev_loss": 0.0, "lr": r.lr}))
-    monkeypatch.setattr(S, "save", lambda t, d, tok: (d.mkdir(parents=True, exist_ok=True),
-                                                      (d / "metrics.json").write_text(json.dumps(t.metrics))))
+    monkeypatch.setattr(
+        S,
+        "train",
+        lambda r, d, tok: (
+            tried.append(r.lr) or S.Trained(model=None, metrics={"dev_accuracy": r.lr, "dev_loss": 0.0, "lr": r.lr})
+        ),
+    )
+    monkeypatch.setattr(
+        S,
+        "save",
+        lambda t, d, tok: (
+            d.mkdir(parents=True, exist_ok=True),
+            (d / "metrics.json").write_text(json.dumps(t.metrics)),
+        ),
+    )
     sel = Experiment(cfg).selection("mr", "finetune")
-    assert tried == [1e-4, 1e-3, 1e-2]            # one extension (lr_grid_extend=1), although 1e-2 is again the edge
+    assert tried == [1e-4, 1e-3, 1e-2]  # one extension (lr_grid_extend=1), although 1e-2 is again the edge
     assert sel.lr == 1e-2 and list(sel.table.edge_extension) == [False, False, True]
     assert list(sel.table.chosen) == [False, False, True]
     with pytest.raises(ConfigError, match="lr_grid_extend"):
@@ -255,8 +329,8 @@ def test_test_evaluation_is_its_own_stage_on_the_held_out_pool(tmp_path, monkeyp
     labels = np.asarray(data["test"]["label"])
     from tmlib.data import load_task
 
-    assert len(labels) == sum(map(len, load_task("mr").values())) - 16 - 8   # everything but train and dev
-    for (task, method, seed), pred in run.predictions.items():
+    assert len(labels) == sum(map(len, load_task("mr").values())) - 16 - 8  # everything but train and dev
+    for (_task, method, seed), pred in run.predictions.items():
         row = run.results.set_index(["method", "seed"]).loc[(method, seed)]
         assert len(pred) == row.test_n == len(labels) and row.test_accuracy == pytest.approx((pred == labels).mean())
     gaps = summarize(run.results, run.predictions)
@@ -265,5 +339,6 @@ def test_test_evaluation_is_its_own_stage_on_the_held_out_pool(tmp_path, monkeyp
     assert mask.sampling_sd_pts == pytest.approx(100 * np.sqrt(dis / len(labels)))
     monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained for a new test cap"))
     again = Experiment(_cfg(tmp_path, methods=["finetune", "mask"], seeds=[0, 1], max_test=100)).run()
-    assert ((again.results.test_n == 100).all()
-            and again.results.dev_accuracy.tolist() == run.results.dev_accuracy.tolist())
+    assert (
+        again.results.test_n == 100
+    ).all() and again.results.dev_accuracy.tolist() == run.results.dev_accuracy.tolist()

@@ -84,12 +84,18 @@ def test_training_a_folded_layer_is_refused():
         ml(torch.randn(2, 16))
 
 
-@pytest.mark.parametrize("kw, match", [(dict(init_sparsity=0.0), "init_sparsity"),
-                                       (dict(init_sparsity=1.5), "init_sparsity"),
-                                       (dict(tau=-0.5), "tau"), (dict(head="frozen"), "head"),
-                                       (dict(target_modules=("qkv",)), "unknown target module type 'qkv'"),
-                                       (dict(target_modules=("re:(",)), "not a valid regex"),
-                                       (dict(skip_first_blocks=-1), "skip_first_blocks")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(init_sparsity=0.0), "init_sparsity"),
+        (dict(init_sparsity=1.5), "init_sparsity"),
+        (dict(tau=-0.5), "tau"),
+        (dict(head="frozen"), "head"),
+        (dict(target_modules=("qkv",)), "unknown target module type 'qkv'"),
+        (dict(target_modules=("re:(",)), "not a valid regex"),
+        (dict(skip_first_blocks=-1), "skip_first_blocks"),
+    ],
+)
 def test_config_validation(kw, match):
     with pytest.raises(MaskConfigError, match=match):
         MaskConfig(**kw)

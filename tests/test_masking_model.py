@@ -20,8 +20,15 @@ from tmlib.masking.model import (
 
 def _bert(layers=4):
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=32, num_labels=3)
+    cfg = BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        num_labels=3,
+    )
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
@@ -33,8 +40,15 @@ def _distilbert():
 
 def _roberta():
     torch.manual_seed(0)
-    cfg = RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=40, pad_token_id=1)
+    cfg = RobertaConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        pad_token_id=1,
+    )
     return AutoModelForSequenceClassification.from_config(cfg)
 
 
@@ -47,8 +61,14 @@ def test_bert_default_wraps_blocks_after_the_first_two_plus_pooler_and_head():
     m = apply_masks(_bert(), MaskConfig(), seed=0)
     names = set(masked_layers(m))
     for b in (2, 3):
-        for rel in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                    "intermediate.dense", "output.dense"):
+        for rel in (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ):
             assert f"bert.encoder.layer.{b}.{rel}" in names
     assert not any(".layer.0." in n or ".layer.1." in n for n in names)
     assert {"bert.pooler.dense", "classifier"} <= names and len(names) == 2 * 6 + 2
@@ -60,14 +80,18 @@ def test_bert_default_wraps_blocks_after_the_first_two_plus_pooler_and_head():
 def test_distilbert_and_roberta_names():
     d = apply_masks(_distilbert(), MaskConfig(skip_first_blocks=1), seed=0)
     names = set(masked_layers(d))
-    assert ("distilbert.transformer.layer.1.attention.q_lin" in names
-            and "distilbert.transformer.layer.2.ffn.lin2" in names)
+    assert (
+        "distilbert.transformer.layer.1.attention.q_lin" in names and "distilbert.transformer.layer.2.ffn.lin2" in names
+    )
     assert "pre_classifier" in names and "classifier" in names
     assert not any(".layer.0." in n for n in names) and len(names) == 2 * 6 + 2
     r = apply_masks(_roberta(), MaskConfig(blocks=(0,), target_modules=("query", "ffn_out")), seed=0)
-    assert set(masked_layers(r)) == {"roberta.encoder.layer.0.attention.self.query",
-                                     "roberta.encoder.layer.0.output.dense",
-                                     "classifier.dense", "classifier.out_proj"}
+    assert set(masked_layers(r)) == {
+        "roberta.encoder.layer.0.attention.self.query",
+        "roberta.encoder.layer.0.output.dense",
+        "classifier.dense",
+        "classifier.out_proj",
+    }
 
 
 def test_only_scores_train_everything_else_untouched():

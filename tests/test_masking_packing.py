@@ -12,9 +12,17 @@ from tmlib.masking.packing import MaskFileError, export_mask, load_mask, pack_bi
 
 def _bert(num_labels=2, hidden=32, seed=0):
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(BertConfig(
-        vocab_size=100, hidden_size=hidden, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=32, num_labels=num_labels))
+    return AutoModelForSequenceClassification.from_config(
+        BertConfig(
+            vocab_size=100,
+            hidden_size=hidden,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+            num_labels=num_labels,
+        )
+    )
 
 
 def _trained_like(seed=0, **kw):
@@ -59,16 +67,17 @@ def test_file_is_one_bit_per_weight(tmp_path):
     assert sum(b.nbytes for b in pm.bits.values()) <= n_bits / 8 + len(pm.bits)
     assert pm.meta["backbone"] == "tiny-bert" and pm.meta["model_type"] == "bert" and pm.meta["tau"] == "0.01"
     rep = pm.sparsity()
-    assert (rep["weights"].sum() == n_bits
-            and rep["kept"].sum() == sum(int(layer.mask().sum()) for layer in masked_layers(m).values()))
+    assert rep["weights"].sum() == n_bits and rep["kept"].sum() == sum(
+        int(layer.mask().sum()) for layer in masked_layers(m).values()
+    )
 
 
 def test_wrong_architecture_shape_or_weights_give_clear_errors(tmp_path):
     path = export_mask(_trained_like(), tmp_path / "m.safetensors", backbone="tiny-bert")
     torch.manual_seed(0)
-    distil = AutoModelForSequenceClassification.from_config(DistilBertConfig(vocab_size=100, dim=32, n_layers=3,
-                                                                             n_heads=2, hidden_dim=64,
-                                                                             max_position_embeddings=32))
+    distil = AutoModelForSequenceClassification.from_config(
+        DistilBertConfig(vocab_size=100, dim=32, n_layers=3, n_heads=2, hidden_dim=64, max_position_embeddings=32)
+    )
     with pytest.raises(MaskFileError, match="made for architecture 'bert'.*'distilbert'"):
         load_mask(distil, path)
     with pytest.raises(MaskFileError, match="shape \\(48, 48\\) in the model but \\(32, 32\\)"):

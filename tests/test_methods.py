@@ -15,8 +15,9 @@ def _model():
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError,
-                       match="unknown adaptation method 'adapter'; valid methods: finetune, bitfit, mask, lora"):
+    with pytest.raises(
+        ValueError, match="unknown adaptation method 'adapter'; valid methods: finetune, bitfit, mask, lora"
+    ):
         get_method("adapter")
 
 
@@ -39,8 +40,15 @@ def test_methods_train_with_train_classifier(name, lr, tiny_task, tokenizer):
     prep = prepare_method(name, _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=1))
     frozen = {n: p.clone() for n, p in prep.model.named_parameters() if not p.requires_grad}
     cfg = prep.train_config(TrainConfig(batch_size=8, epochs=2, max_length=16, progress=False, warmup_ratio=0.0), lr=lr)
-    res = train_classifier(prep.model, tiny_task, tokenizer, cfg, params=prep.params, optimizer_cls=prep.optimizer_cls,
-                           test_predictions=True)
+    res = train_classifier(
+        prep.model,
+        tiny_task,
+        tokenizer,
+        cfg,
+        params=prep.params,
+        optimizer_cls=prep.optimizer_cls,
+        test_predictions=True,
+    )
     assert res.fit.steps == 6
     # the reported test accuracy is the share of right answers of the trained model, recomputed here with a plain
     # forward of the model itself (no length sorting, no [CLS]-only kernels)
@@ -61,8 +69,9 @@ def test_schedules_owned_by_the_spec():
     mk = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0))
     cfg = mk.train_config(TrainConfig())
     assert (cfg.schedule, cfg.warmup_ratio, cfg.grad_clip) == ("constant", 0.0, 0.0)  # maskbert's official recipe
-    lin = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0),
-                         schedule="linear").train_config(TrainConfig(warmup_ratio=0.0))
+    lin = prepare_method(
+        "mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=0), schedule="linear"
+    ).train_config(TrainConfig(warmup_ratio=0.0))
     assert (lin.schedule, lin.warmup_ratio, lin.grad_clip) == ("linear", 0.1, 1.0)
     assert get_method("finetune").default_schedule == "linear" and get_method("mask").default_schedule == "official"
     with pytest.raises(ValueError, match="no schedule 'official'"):
@@ -75,8 +84,15 @@ def test_constant_schedule_keeps_lr(tiny_task, tokenizer):
     prep = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=1))
     lrs = []
     cfg = prep.train_config(TrainConfig(batch_size=8, epochs=1, max_length=16, progress=False), lr=0.05)
-    train_classifier(prep.model, tiny_task, tokenizer, cfg, params=prep.params, optimizer_cls=prep.optimizer_cls,
-                     on_step=[lambda step, model, logs: lrs.append(logs["lr"])])
+    train_classifier(
+        prep.model,
+        tiny_task,
+        tokenizer,
+        cfg,
+        params=prep.params,
+        optimizer_cls=prep.optimizer_cls,
+        on_step=[lambda step, model, logs: lrs.append(logs["lr"])],
+    )
     assert lrs and all(lr == 0.05 for lr in lrs)
 
 
@@ -85,8 +101,8 @@ def test_every_spec_is_complete_and_serving_formula():
         assert spec.name == name and spec.lr > 0
         assert name in plots.PALETTE and name in plots.LABELS, f"{name}: add its colour and label to tmlib.plots"
         assert spec.default_schedule in spec.schedules
-    assert get_method("finetune").serve_bytes(3, 100, 100) == 300          # one full copy per task
-    assert get_method("bitfit").serve_bytes(3, 100, 5) == 115              # shared backbone + per-task bytes
+    assert get_method("finetune").serve_bytes(3, 100, 100) == 300  # one full copy per task
+    assert get_method("bitfit").serve_bytes(3, 100, 5) == 115  # shared backbone + per-task bytes
     assert get_method("mask").serve_bytes(3, 100, 1, working=40) == 143
 
 
@@ -96,8 +112,9 @@ def test_lora_exports_a_plain_model_with_merged_weights():
     prep = prepare_method("lora", base, seed=0)
     names = {n for n, p in prep.model.named_parameters() if p.requires_grad}
     assert names and all("lora_" in n or ".classifier." in n for n in names)
-    assert (any("query" in n for n in names) and any("value" in n for n in names)
-            and not any(".key." in n for n in names))
+    assert (
+        any("query" in n for n in names) and any("value" in n for n in names) and not any(".key." in n for n in names)
+    )
     with torch.no_grad():
         for n, p in prep.model.named_parameters():
             if "lora_B" in n:
@@ -107,7 +124,7 @@ def test_lora_exports_a_plain_model_with_merged_weights():
     with torch.no_grad():
         ref = prep.model(input_ids=x).logits
     out = prep.export(backbone="scratch:tiny", fp32_bytes=10**9)
-    assert set(out.model.state_dict()) == keys                              # a plain HF model, the backbone's keys
+    assert set(out.model.state_dict()) == keys  # a plain HF model, the backbone's keys
     with torch.no_grad():
         assert torch.allclose(out.model(input_ids=x).logits, ref, atol=1e-5)
     assert out.task_bytes == sum(v.numel() * 4 for v in out.state.values()) < 10**9

@@ -1,4 +1,5 @@
 """MLM: masked-positions-only head == HF's full loss; packing; training lowers the loss; save hooks."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +9,14 @@ from tmlib.mlm import MaskedOnlyMLM, _ListData, mlm_eval_loss, pack_corpus, trai
 from tmlib.models import load_mlm
 from tmlib.training import TrainConfig
 
-TEXTS = ["the film is a great , moving story .", "a boring mess that never ends .",
-         "actors do their best with a thin script .", "i loved every minute of it .",
-         "the plot makes no sense at all .", "wonderful photography and a fine score ."] * 4
+TEXTS = [
+    "the film is a great , moving story .",
+    "a boring mess that never ends .",
+    "actors do their best with a thin script .",
+    "i loved every minute of it .",
+    "the plot makes no sense at all .",
+    "wonderful photography and a fine score .",
+] * 4
 
 
 def test_masked_only_loss_equals_full(tokenizer):
@@ -42,10 +48,13 @@ def test_pack_corpus(tokenizer):
     imp = [[1] * len(x) for x in ids]
     ds = pack_corpus(None, tokenizer, max_length=12, token_ids=ids, token_fields={"important": imp})
     rows = ds["input_ids"]
-    assert (all(len(r) <= 12 for r in rows) and rows[0][0] == tokenizer.cls_token_id
-            and rows[0][-1] == tokenizer.sep_token_id)
+    assert (
+        all(len(r) <= 12 for r in rows)
+        and rows[0][0] == tokenizer.cls_token_id
+        and rows[0][-1] == tokenizer.sep_token_id
+    )
     assert ds["sent_ids"][0] == [-1, 0, 0, 0, 1, 1, 1, 1, -1]  # sentences 0 and 1 packed together
-    assert [len(r) for r in rows] == [9, 12, 4, 12]            # the 40-token sentence is truncated to 10
+    assert [len(r) for r in rows] == [9, 12, 4, 12]  # the 40-token sentence is truncated to 10
     assert all(len(a) == len(b) for a, b in zip(ds["important"], rows)) and ds["important"][0][0] == 0
     assert len(pack_corpus(None, tokenizer, 12, token_ids=ids, pack=False)) == 5
     with pytest.raises(ValueError, match="3 rows for 5 sentences"):
@@ -58,8 +67,9 @@ def test_train_mlm_lowers_loss_and_saves(tokenizer, tmp_path):
     before = mlm_eval_loss(model, packed, tokenizer)
     saved = []
     cfg = TrainConfig(lr=3e-3, batch_size=8, max_steps=30, warmup_ratio=0.0, progress=False, seed=0)
-    res = train_mlm(model, packed, tokenizer, cfg, save_at=[10, 30],
-                    on_save=lambda s, m: saved.append((s, type(m).__name__)))
+    res = train_mlm(
+        model, packed, tokenizer, cfg, save_at=[10, 30], on_save=lambda s, m: saved.append((s, type(m).__name__))
+    )
     after = mlm_eval_loss(model, packed, tokenizer)
     assert res.steps == 30 and after < before - 1.0
     assert saved == [(10, "BertForMaskedLM"), (30, "BertForMaskedLM")]
@@ -133,8 +143,11 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
     cfg = TrainConfig(lr=1e-3, batch_size=4, max_steps=9, eval_every=2, warmup_ratio=0.0, progress=False, seed=0)
 
     def make():
-        return (PlainMLMCollator(tokenizer, mlm_probability=0.3, seed=0) if collator == "plain"
-                else SelectiveMaskingCollator(tokenizer, seed=0))
+        return (
+            PlainMLMCollator(tokenizer, mlm_probability=0.3, seed=0)
+            if collator == "plain"
+            else SelectiveMaskingCollator(tokenizer, seed=0)
+        )
 
     ref = load_mlm("scratch:tiny", seed=0)
     train_mlm(ref, packed, tokenizer, cfg, collator=make())
@@ -146,13 +159,29 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
         raise Stop
 
     with pytest.raises(Stop):
-        train_mlm(load_mlm("scratch:tiny", seed=0), packed, tokenizer, cfg, collator=make(), save_at=[7],
-                  on_save=interrupt, checkpoint_dir=tmp_path)
+        train_mlm(
+            load_mlm("scratch:tiny", seed=0),
+            packed,
+            tokenizer,
+            cfg,
+            collator=make(),
+            save_at=[7],
+            on_save=interrupt,
+            checkpoint_dir=tmp_path,
+        )
     assert (tmp_path / "checkpoint.pt").is_file()  # the last checkpoint (step 6)
     seen = []
     resumed = load_mlm("scratch:tiny", seed=0)
-    train_mlm(resumed, packed, tokenizer, cfg, collator=make(), save_at=range(1, 10),
-              on_save=lambda s, m: seen.append(s), checkpoint_dir=tmp_path)
+    train_mlm(
+        resumed,
+        packed,
+        tokenizer,
+        cfg,
+        collator=make(),
+        save_at=range(1, 10),
+        on_save=lambda s, m: seen.append(s),
+        checkpoint_dir=tmp_path,
+    )
     assert seen == [7, 8, 9]
     for (k, a), b in zip(ref.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0, msg=k)
@@ -160,6 +189,7 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
 
 
 # ------------------------------------------------------------------------------------------- probe
+
 
 def _reference_probe(model, tokenizer, texts, max_length, mask_prob, seed):
     """Plain loop: one text at a time, full HF logits, masks from the public picker."""
@@ -190,8 +220,9 @@ def test_probe_masks_skip_specials_and_are_seeded(tokenizer):
         assert len(pos) == max(1, round(0.3 * n)) and len(set(pos.tolist())) == len(pos)
         assert all(ids[p] not in tokenizer.all_special_ids for p in pos)  # [CLS]/[SEP] never masked
     assert all(np.array_equal(a, b) for a, b in zip(masks, probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=1)))
-    assert not all(np.array_equal(a, b)
-                   for a, b in zip(masks, probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=2)))
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(masks, probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=2))
+    )
 
 
 def test_mlm_probe_equals_a_plain_reference_loop(tokenizer):
@@ -199,8 +230,12 @@ def test_mlm_probe_equals_a_plain_reference_loop(tokenizer):
 
     model = load_mlm("scratch:tiny", seed=0)
     # make the tiny model non-trivial (an untrained one predicts nothing right and would hide errors)
-    train_mlm(model, pack_corpus(TEXTS, tokenizer, 32, pack=False), tokenizer,
-              TrainConfig(lr=3e-3, batch_size=8, max_steps=40, warmup_ratio=0.0, progress=False, seed=0))
+    train_mlm(
+        model,
+        pack_corpus(TEXTS, tokenizer, 32, pack=False),
+        tokenizer,
+        TrainConfig(lr=3e-3, batch_size=8, max_steps=40, warmup_ratio=0.0, progress=False, seed=0),
+    )
     model.train()  # the probe must switch to eval (dropout off) and restore train mode
     texts = TEXTS[:6] + ["a much longer sentence that will be cut by the maximum length of the probe rows ."]
     got = mlm_probe(model, tokenizer, texts, max_length=12, mask_prob=0.3, seed=3, batch_size=3)
@@ -217,8 +252,11 @@ def test_mlm_probe_equals_a_plain_reference_loop(tokenizer):
     bf = mlm_probe(model, tokenizer, texts, max_length=12, mask_prob=0.3, seed=3, mixed_precision="bf16")
     assert abs(bf["loss"] - got["loss"]) < 0.1 * got["loss"]
     with pytest.raises(ValueError, match="CUDA"):
-        (mlm_probe(model, tokenizer, texts, mixed_precision="fp16") if not torch.cuda.is_available()
-         else (_ for _ in ()).throw(ValueError("CUDA")))
+        (
+            mlm_probe(model, tokenizer, texts, mixed_precision="fp16")
+            if not torch.cuda.is_available()
+            else (_ for _ in ()).throw(ValueError("CUDA"))
+        )
 
 
 def test_mlm_probe_chance_for_untrained_and_perfect_for_an_oracle(tokenizer):
@@ -257,5 +295,6 @@ def test_mlm_probe_chance_for_untrained_and_perfect_for_an_oracle(tokenizer):
     words = ["film", "story", "actor", "great", "plot"]
     texts = [" ".join([w] * k) for w in words for k in (3, 8, 20)]
     oracle = mlm_probe(RowWordOracle(), tokenizer, texts, max_length=16, batch_size=4)
-    assert (oracle["top1"] == 1.0
-            and oracle["n_masked"] == sum(max(1, round(0.15 * min(k, 14))) for _ in words for k in (3, 8, 20)))
+    assert oracle["top1"] == 1.0 and oracle["n_masked"] == sum(
+        max(1, round(0.15 * min(k, 14))) for _ in words for k in (3, 8, 20)
+    )

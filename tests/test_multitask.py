@@ -26,8 +26,12 @@ def two_tasks(tmp_path_factory, tokenizer):
     out = {}
     for name, data, head in (("sent", t2, "masked"), ("topic", t3, "trained")):
         labels = data["train"].features["label"].names
-        prep = prepare_method("mask", models.load_classifier("scratch:tiny", labels, seed=1), seed=0,
-                              mask_config=MaskConfig(skip_first_blocks=1, head=head))
+        prep = prepare_method(
+            "mask",
+            models.load_classifier("scratch:tiny", labels, seed=1),
+            seed=0,
+            mask_config=MaskConfig(skip_first_blocks=1, head=head),
+        )
         cfg = prep.train_config(TrainConfig(batch_size=4, epochs=2, max_length=12, progress=False), lr=0.05)
         train_classifier(prep.model, data, tokenizer, cfg, params=prep.params, optimizer_cls=prep.optimizer_cls)
         out[name] = (prep.model.eval(), export_mask(prep.model, d / f"{name}.safetensors", backbone="scratch:tiny"))

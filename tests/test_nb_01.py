@@ -1,4 +1,5 @@
 """Smoke run of notebooks/01_selective_masking.ipynb (papermill, smoke parameters) and a cached rerun."""
+
 import json
 
 import numpy as np
@@ -18,11 +19,11 @@ def test_nb_01_smoke(tmp_path):
     assert set(results["method"]) == {"genept", "selective", "random"}
     assert sorted(results["seed"].unique()) == [0, 1, 7] and set(results["genept_steps"]) == {3, 6}
     assert set(results[results.seed == 7]["genept_steps"]) == {3, 6}  # extra seeds: final rows of every budget
-    assert results[results.seed == 7]["final"].all()                    # ... but not the steps curve
+    assert results[results.seed == 7]["final"].all()  # ... but not the steps curve
     # one row per fine-tuning run; the final ones are GenePT only and each TaskPT run's selected checkpoint
     sel = pd.read_csv(out / "taskpt_selection.csv")
     for (g, m), d in sel.groupby(["genept_steps", "method"]):
-        best = d.loc[d["dev_loss"].idxmin(), "taskpt_steps"]             # official: lowest held-out MLM loss
+        best = d.loc[d["dev_loss"].idxmin(), "taskpt_steps"]  # official: lowest held-out MLM loss
         assert d.loc[d["selected"], "taskpt_steps"].tolist() == [best]
         fin = results[(results.genept_steps == g) & (results.method == m) & results["final"]]
         assert set(fin["taskpt_steps"]) == {best}
@@ -47,18 +48,34 @@ def test_nb_01_smoke(tmp_path):
     compute = json.loads((out / "compute.json").read_text())
     assert {"GenePT", "importance", "TaskPT"} <= set(compute["groups_seconds"])
     genept = [r for r in compute["stages"] if r["group"] == "GenePT"]
-    assert [r["stage"] for r in genept] == ["GenePT steps 0-3", "GenePT steps 3-6"]   # increments of one run
+    assert [r["stage"] for r in genept] == ["GenePT steps 0-3", "GenePT steps 3-6"]  # increments of one run
     assert genept[0]["flops"] == pytest.approx(genept[1]["flops"])
     assert all(v > 0 for k, v in compute["groups_flops"].items() if k != "fine-tune")
-    for png in ("accuracy.png", "accuracy_vs_steps.png", "compute_seconds.png", "compute_flops.png", "mlm_loss.png",
-                "mlm_probe.png", "gaps.png"):
+    for png in (
+        "accuracy.png",
+        "accuracy_vs_steps.png",
+        "compute_seconds.png",
+        "compute_flops.png",
+        "mlm_loss.png",
+        "mlm_probe.png",
+        "gaps.png",
+    ):
         assert (out / png).stat().st_size > 5000, png
-    for art in ("genept", "scorer", "buffer", "tagger", "corpus_labels", "taskpt_g3_selective", "taskpt_g3_random",
-                "probe"):
+    for art in (
+        "genept",
+        "scorer",
+        "buffer",
+        "tagger",
+        "corpus_labels",
+        "taskpt_g3_selective",
+        "taskpt_g3_random",
+        "probe",
+    ):
         assert (out / art / "manifest.json").is_file(), art
     # rerun: every stage is reused (artifacts untouched), same numbers
     stamp = (out / "genept" / "manifest.json").stat().st_mtime_ns
     run_suite("smoke", tmp_path, only=["01"])
     assert (out / "genept" / "manifest.json").stat().st_mtime_ns == stamp
-    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv").drop(columns="seconds"),
-                                  results.drop(columns="seconds"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "results.csv").drop(columns="seconds"), results.drop(columns="seconds")
+    )

@@ -1,4 +1,5 @@
 """Smoke run of notebook 02 through the suite runner (papermill): every output file is written and sane."""
+
 import json
 
 import pandas as pd
@@ -50,8 +51,12 @@ def test_notebook_02_papermill_with_live_widget(smoke_run, tmp_path):
 
     out = smoke_run[0]  # same out_dir: the scorer and the scores come from the smoke run's cache
     start = time.perf_counter()
-    done = run_notebook(NOTEBOOKS / "02_token_importance_explorer.ipynb", "smoke", tmp_path / "live",
-                        extra={"interactive": True, "out_dir": str(out / "02_token_importance_explorer")})
+    done = run_notebook(
+        NOTEBOOKS / "02_token_importance_explorer.ipynb",
+        "smoke",
+        tmp_path / "live",
+        extra={"interactive": True, "out_dir": str(out / "02_token_importance_explorer")},
+    )
     assert time.perf_counter() - start < 120
     nb = nbformat.read(done, as_version=4)
     last = nb.cells[-1]
@@ -75,7 +80,7 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
 
     nb = next(p for p in notebooks() if p.stem.startswith("02"))
     cell = {k: eval(v["default"]) for k, v in pm.inspect_notebook(str(nb)).items()}
-    base = ExplorerConfig(out_dir=cell["out_dir"])   # out_dir has no library default; the suite injects it
+    base = ExplorerConfig(out_dir=cell["out_dir"])  # out_dir has no library default; the suite injects it
     ref = flatten(base)
     assert set(cell) == set(ref), "the parameters cell must name every flat parameter of ExplorerConfig"
     default = yaml.safe_load(params_file(nb, "default").read_text())

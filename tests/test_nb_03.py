@@ -1,4 +1,5 @@
 """Smoke run of notebook 03 (masking vs fine-tuning): every cell runs and every artifact is written."""
+
 import json
 
 import numpy as np
@@ -14,22 +15,24 @@ def test_nb03_smoke(tmp_path):
     out = tmp_path / "03_masking_vs_finetuning"
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 2 * 4 * 2  # tasks x methods x seeds (smoke runs LoRA too)
-    sel = pd.read_csv(out / "lr_selection.csv")   # smoke grids: finetune and mask, 2 values each, per task
+    sel = pd.read_csv(out / "lr_selection.csv")  # smoke grids: finetune and mask, 2 values each, per task
     assert (~sel.edge_extension).sum() == 2 * 2 * 2 and sel.groupby(["task", "method"]).chosen.sum().eq(1).all()
-    assert sel.groupby(["task", "method"]).edge_extension.sum().le(2).all()   # lr_grid_extend: 2
+    assert sel.groupby(["task", "method"]).edge_extension.sum().le(2).all()  # lr_grid_extend: 2
     chosen = sel[sel.chosen].set_index(["task", "method"]).lr
     for (task, method), lr in chosen.items():
         assert (results[(results.task == task) & (results.method == method)].lr == lr).all()
     assert (results[results.method == "bitfit"].lr == 1e-2).all()
     curves = pd.read_csv(out / "dev_curves.csv")
-    assert len(curves) == 2 * 4 * 2 * 2   # 2 evaluations per run
+    assert len(curves) == 2 * 4 * 2 * 2  # 2 evaluations per run
     # each run keeps its best dev state: its dev accuracy is the best of its curve
     best = curves.groupby(["task", "method", "seed"]).dev_accuracy.max()
     kept = results.set_index(["task", "method", "seed"]).dev_accuracy
     pd.testing.assert_series_equal(kept.sort_index(), best.reindex(kept.index).sort_index(), check_names=False)
     gaps = pd.read_csv(out / "gaps.csv")
-    assert (set(gaps.comparison) == {"bitfit - finetune", "mask - finetune", "lora - finetune"}
-            and (gaps.n_seeds == 2).all())
+    assert (
+        set(gaps.comparison) == {"bitfit - finetune", "mask - finetune", "lora - finetune"}
+        and (gaps.n_seeds == 2).all()
+    )
     assert pd.read_csv(out / "flatness.csv").shape[0] == 2 * 4
     assert results["steps"].gt(0).all()
     # test accuracy = the share of right answers among the saved test predictions, against the test labels
@@ -48,7 +51,8 @@ def test_nb03_smoke(tmp_path):
     assert set(summary["method"]) == {"finetune", "bitfit", "mask", "lora"} and summary["n_seeds"].eq(2).all()
     mask = summary[summary.method == "mask"]
     assert mask.vs_finetune.str.match(
-        r"mask \u2212 fine-tune = [+-]\d+\.\d( ± \d+\.\d)? points \(p = .*, 2 seeds\)").all()
+        r"mask \u2212 fine-tune = [+-]\d+\.\d( ± \d+\.\d)? points \(p = .*, 2 seeds\)"
+    ).all()
     storage = pd.read_csv(out / "storage.csv")
     mask = storage[storage["method"] == "mask"]
     assert (mask["task_bytes"] * 32 <= mask["fp32_copy_bytes"]).all()  # 1 bit per weight << fp32 copy
@@ -65,8 +69,11 @@ def test_nb03_smoke(tmp_path):
     for task in ("mr", "bbc"):  # the solutions contract notebook 04 relies on
         for method in ("finetune", "bitfit", "mask", "lora"):
             d = out / "solutions" / task / f"{method}-s0"
-            assert ((d / "model" / "config.json").is_file() and (d / "metrics.json").is_file()
-                    and (d / "manifest.json").is_file())
+            assert (
+                (d / "model" / "config.json").is_file()
+                and (d / "metrics.json").is_file()
+                and (d / "manifest.json").is_file()
+            )
         assert (out / "solutions" / task / "mask-s1" / "mask.safetensors").is_file()
         assert (out / "solutions" / task / "lora-s1" / "adapter" / "adapter_model.safetensors").is_file()
 

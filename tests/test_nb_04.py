@@ -1,4 +1,5 @@
 """Smoke run of notebooks/04_loss_landscape.ipynb (trains tiny solutions itself; no notebook 03 needed)."""
+
 import json
 
 import pandas as pd
@@ -12,8 +13,12 @@ def test_nb04_smoke(tmp_path):
     run_suite("smoke", tmp_path, only=["04"])
     out = tmp_path / "04_loss_landscape"
     paths = pd.read_csv(out / "paths.csv")
-    assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune",
-                               "mask~finetune (Bezier curve)"}
+    assert set(paths.path) == {
+        "mask<->finetune",
+        "finetune-s0<->finetune-s1",
+        "pretrained<->finetune",
+        "mask~finetune (Bezier curve)",
+    }
     curve = paths[paths.path == "mask~finetune (Bezier curve)"]
     assert sorted(set(curve.gamma)) == [0.0, 0.5, 1.0] and len(pd.read_csv(out / "curve_train.csv")) == 6
     assert set(paths.split) == {"dev", "test"} and {0.0, 1.0} <= set(paths.gamma)
@@ -55,7 +60,7 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     assert {k for k, v in flatten(expected).items() if v != ref[k]} == set(DIFFERENCES)
     for s in ("smoke", "paper", "hf_kernels"):
         from_flat(LandscapeConfig, yaml.safe_load(params_file(nb, s).read_text()))
-    overlay = yaml.safe_load(params_file(nb, "hf_kernels").read_text())   # the paired check of kernels
+    overlay = yaml.safe_load(params_file(nb, "hf_kernels").read_text())  # the paired check of kernels
     assert overlay["kernels"] == "hf" and "hf_kernels" in overlay["reuse_runs"]
     # the curve as trained before the option: runs/hf_kernels stays a cache
     assert overlay["curve_mixed_precision"] == "fp32"

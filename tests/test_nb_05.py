@@ -1,4 +1,5 @@
 """Smoke run of notebooks/05_what_masks_learn.ipynb and its parameter sets."""
+
 import pandas as pd
 import pytest
 
@@ -12,8 +13,11 @@ def test_nb05_smoke(tmp_path):
     sol = pd.read_csv(out / "solutions.csv")
     assert set(sol.study) == {"sparsity", "layers", "reference"} and (sol.test_n == 48).all()
     sparsity, layers = pd.read_csv(out / "sparsity.csv"), pd.read_csv(out / "layers.csv")
-    assert list(sparsity.setting.astype(str)) == ["0.05", "0.5"] and list(layers.setting) == ["default", "bottom1",
-                                                                                             "top1"]
+    assert list(sparsity.setting.astype(str)) == ["0.05", "0.5"] and list(layers.setting) == [
+        "default",
+        "bottom1",
+        "top1",
+    ]
     # an initial sparsity of 50% leaves about half the weights after one short epoch; 5% about 95%
     dens = sparsity.set_index(sparsity.setting.astype(str)).density_pct
     assert 40 < dens["0.5"] < 60 and 90 < dens["0.05"] < 99

@@ -2,6 +2,7 @@
 
 The smoke runs of each notebook live beside its experiment's tests (tests/test_nb_NN.py).
 """
+
 import json
 from pathlib import Path
 
@@ -32,12 +33,13 @@ def test_conventions(nb):
     tagged = [i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     code = [c for c in cells if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in code), "commit notebooks with outputs stripped"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
+        "commit notebooks with outputs stripped"
+    )
     assert cells[0]["cell_type"] == "markdown", "open with prose: what the paper claims and what this notebook shows"
     after = "".join(cells[tagged[0] + 1]["source"])
     assert "notebook_config(" in after, "the cell after the parameters must build the config (rejects unknown names)"
-    before = "".join("".join(c["source"]) for c in cells[:tagged[0]] if c["cell_type"] == "code")
+    before = "".join("".join(c["source"]) for c in cells[: tagged[0]] if c["cell_type"] == "code")
     assert "_before = set(globals())" in before
     params = pm.inspect_notebook(str(nb))
     assert "out_dir" in params
@@ -67,8 +69,9 @@ def test_notebooks_are_thin():
             if cell["cell_type"] != "code":
                 continue
             src = "".join(cell["source"])
-            assert ("\ndef " not in "\n" + src
-                    and "\nclass " not in "\n" + src), f"{nb.name}: move definitions into tmlib"
+            assert "\ndef " not in "\n" + src and "\nclass " not in "\n" + src, (
+                f"{nb.name}: move definitions into tmlib"
+            )
             if "parameters" in cell.get("metadata", {}).get("tags", []):
                 continue  # one documented `name = value` line per parameter: data, not logic
             assert len(src.splitlines()) <= 25, f"{nb.name}: a {len(src.splitlines())}-line cell; move logic into tmlib"
@@ -86,24 +89,33 @@ def test_every_parameter_has_a_type():
 
 # ------------------------------------------------------------------ the runner itself, on a fixture notebook
 
+
 def _fixture_notebook(path: Path) -> None:
     """A 2-second notebook: writes summary.csv, and its start/end times to times.json."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                   "language_info": {"name": "python"}}
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+    }
     nb.cells = [
         nbformat.v4.new_markdown_cell("# fixture"),
-        nbformat.v4.new_code_cell("import json, pathlib\nfrom tmlib.config import notebook_config\n"
-                                  "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"),
-        nbformat.v4.new_code_cell('out_dir = "x"  # output folder\nsteps = 3  # how many steps\n'
-                                  'sleep = 0.0  # seconds to wait\nreads = ""  # another notebook\'s output folder',
-                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import json, pathlib\nfrom tmlib.config import notebook_config\n"
+            "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"
+        ),
+        nbformat.v4.new_code_cell(
+            'out_dir = "x"  # output folder\nsteps = 3  # how many steps\n'
+            'sleep = 0.0  # seconds to wait\nreads = ""  # another notebook\'s output folder',
+            metadata={"tags": ["parameters"]},
+        ),
         nbformat.v4.new_code_cell("cfg = notebook_config(FixtureConfig, globals(), _before)"),
-        nbformat.v4.new_code_cell("import time\nt0 = time.time(); time.sleep(cfg.sleep)\n"
-                                  "assert cfg.steps > 0, 'steps must be positive'\n"
-                                  "p = pathlib.Path(cfg.out_dir); p.mkdir(parents=True, exist_ok=True)\n"
-                                  "(p / 'summary.csv').write_text(f'metric,value\\nsteps,{cfg.steps}\\n')\n"
-                                  "(p / 'times.json').write_text(json.dumps([t0, time.time()]))"),
+        nbformat.v4.new_code_cell(
+            "import time\nt0 = time.time(); time.sleep(cfg.sleep)\n"
+            "assert cfg.steps > 0, 'steps must be positive'\n"
+            "p = pathlib.Path(cfg.out_dir); p.mkdir(parents=True, exist_ok=True)\n"
+            "(p / 'summary.csv').write_text(f'metric,value\\nsteps,{cfg.steps}\\n')\n"
+            "(p / 'times.json').write_text(json.dumps([t0, time.time()]))"
+        ),
     ]
     nbformat.write(nb, path)
 
@@ -144,9 +156,11 @@ def test_run_suite_writes_timing_and_results(fixture_suite, tmp_path):
     rows = run_suite("smoke", out)
     assert [r["notebook"] for r in rows] == ["00_fixture.ipynb"] and rows[0]["peak_rss_mb"] > 0
     assert "00_fixture" in (out / "results.md").read_text() and "| steps | 2 |" in (out / "results.md").read_text()
-    run_suite("smoke", out)                      # a second run: the latest row in suite_timing, both in suite_history
-    timing, history = (pd.read_csv(out / "suite_timing.csv"),
-                       pd.read_csv(out / "suite_history.csv", dtype={"commit": str}))
+    run_suite("smoke", out)  # a second run: the latest row in suite_timing, both in suite_history
+    timing, history = (
+        pd.read_csv(out / "suite_timing.csv"),
+        pd.read_csv(out / "suite_history.csv", dtype={"commit": str}),
+    )
     assert list(timing.notebook) == ["00_fixture.ipynb"] and len(history) == 2
     assert list(history.columns[:3]) == ["finished", "commit", "notebook"] and history.finished.is_monotonic_increasing
     assert timing.seconds.iloc[0] == history.seconds.iloc[-1]
@@ -163,8 +177,11 @@ def test_suite_runs_notebooks_side_by_side_and_waits_for_a_dependency(fixture_su
         (suite.PARAMS / stem).mkdir()
         (suite.PARAMS / stem / "smoke.yaml").write_text(text)
     (suite.PARAMS / "00_fixture" / "smoke.yaml").write_text("sleep: 1\n")
-    assert suite.dependencies(suite.notebooks(), "smoke") == {"00_fixture": set(), "01_other": set(),
-                                                             "02_reader": {"00_fixture"}}
+    assert suite.dependencies(suite.notebooks(), "smoke") == {
+        "00_fixture": set(),
+        "01_other": set(),
+        "02_reader": {"00_fixture"},
+    }
     out = tmp_path / "run"
     rows = run_suite("smoke", out, jobs=2)
     assert [r["notebook"] for r in rows] == ["00_fixture.ipynb", "01_other.ipynb", "02_reader.ipynb"]
@@ -174,8 +191,9 @@ def test_suite_runs_notebooks_side_by_side_and_waits_for_a_dependency(fixture_su
     seq = list(zip(ev.event, ev.notebook))
     at = {(e, n): r for e, n, r in zip(ev.event, ev.notebook, ev["round"])}
     assert seq[:2] == [("start", "00_fixture"), ("start", "01_other")], "the two independent notebooks start at once"
-    assert seq.index(("start", "02_reader")) > seq.index(("end", "00_fixture")), \
+    assert seq.index(("start", "02_reader")) > seq.index(("end", "00_fixture")), (
         "a notebook must wait for the one whose output it reads"
+    )
     assert at[("start", "02_reader")] == at[("end", "00_fixture")], "... and start in the round its dependency ended"
     assert sorted(seq) == sorted([(e, n) for e in ("start", "end") for n in ("00_fixture", "01_other", "02_reader")])
     t = {s: json.loads((out / s / "times.json").read_text()) for s in ("00_fixture", "02_reader")}
@@ -204,8 +222,10 @@ def test_start_order_puts_chains_first_and_fillers_last():
     nbs = [Path(f"{s}.ipynb") for s in ("01_a", "02_b", "03_c", "04_d")]
     deps = {"01_a": set(), "02_b": set(), "03_c": set(), "04_d": {"03_c"}}
     assert [nb.stem for nb in suite.start_order(nbs, deps)] == ["03_c", "04_d", "01_a", "02_b"]
-    assert ([nb.stem for nb in suite.start_order(nbs, deps, {"02_b.ipynb": 900.0, "01_a.ipynb": 60.0})][2:]
-            == ["02_b", "01_a"])
+    assert [nb.stem for nb in suite.start_order(nbs, deps, {"02_b.ipynb": 900.0, "01_a.ipynb": 60.0})][2:] == [
+        "02_b",
+        "01_a",
+    ]
     chain = {"01_a": set(), "02_b": {"01_a"}, "03_c": {"02_b"}, "04_d": set()}
     assert [nb.stem for nb in suite.start_order(nbs, chain)][:2] == ["01_a", "02_b"]
 
@@ -236,8 +256,24 @@ def test_suite_runs_notebooks_and_parameters_it_is_given(tmp_path):
     _fixture_notebook(nbdir / "00_fixture.ipynb")
     (pdir / "00_fixture" / "mine.yaml").write_text("steps: 3\n")
     out = tmp_path / "run"
-    assert main(["suite", "--params", "mine", "--out", str(out), "--notebooks", str(nbdir),
-                 "--params-dir", str(pdir), "--jobs", "1"]) == 0
+    assert (
+        main(
+            [
+                "suite",
+                "--params",
+                "mine",
+                "--out",
+                str(out),
+                "--notebooks",
+                str(nbdir),
+                "--params-dir",
+                str(pdir),
+                "--jobs",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,3\n")
     one = tmp_path / "one.yaml"
     one.write_text("steps: 5\n")
@@ -256,18 +292,19 @@ def test_suite_parameter_overrides_reach_every_notebook(fixture_suite, tmp_path)
     out = tmp_path / "run"
     assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "steps", "4"]) == 0
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,4\n")
-    timing = pd.read_csv(out / "suite_timing.csv")   # the CLI times a fixed training step first
+    timing = pd.read_csv(out / "suite_timing.csv")  # the CLI times a fixed training step first
     assert timing["calibration_step_s"].iloc[0] > 0 and timing["calibration_threads"].iloc[0] >= 1
     assert main(["suite", "--params", "smoke", "--out", str(out), "--jobs", "1", "-p", "00.steps=6"]) == 0
     assert (out / "00_fixture" / "summary.csv").read_text().endswith("steps,6\n")
     before = (out / "00_fixture" / "summary.csv").stat().st_mtime_ns
-    for bad, why in ((["-p", "stpes", "4"], "no notebook of this run has a parameter 'stpes'"),
-                     (["-p", "00.stpes=4"], "notebook 00_fixture has no parameter 'stpes'"),
-                     (["-p", "07.steps=4"], "no notebook 07")):
+    for bad, why in (
+        (["-p", "stpes", "4"], "no notebook of this run has a parameter 'stpes'"),
+        (["-p", "00.stpes=4"], "notebook 00_fixture has no parameter 'stpes'"),
+        (["-p", "07.steps=4"], "no notebook 07"),
+    ):
         with pytest.raises(ConfigError, match=why):
-            suite.run_suite("smoke", out, jobs=1, extra={bad[1].split("=")[0]: 4} if "=" in bad[1]
-                            else {bad[1]: 4})
-    assert (out / "00_fixture" / "summary.csv").stat().st_mtime_ns == before   # nothing ran
+            suite.run_suite("smoke", out, jobs=1, extra={bad[1].split("=")[0]: 4} if "=" in bad[1] else {bad[1]: 4})
+    assert (out / "00_fixture" / "summary.csv").stat().st_mtime_ns == before  # nothing ran
 
 
 def test_preflight_names_what_is_not_reachable(tmp_path, monkeypatch):
@@ -276,13 +313,35 @@ def test_preflight_names_what_is_not_reachable(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (tmp_path / "mine.csv").write_text("text,label\na,0\n")
-    assert check_params({"model": "minilm", "task": "mr", "tasks": ["mr", f"csv:{tmp_path / 'mine.csv'}"],
-                         "taskpt_corpus": "pang_lee", "tagger_model": "genept", "seeds": [0]}) == []
-    problems = check_params({"model": "some-org/not-cached-model", "tasks": ["mr", "hub:glue:rte"],
-                             "task": f"csv:{tmp_path / 'nope.csv'}", "genept_corpus": "wikipedia",
-                             "genept_model": "scratch:huge"})
-    assert [p.split(":")[0] for p in problems] == ["model=some-org/not-cached-model", "tasks=hub", "task=csv",
-                                                   "genept_corpus=wikipedia", "genept_model=scratch"]
+    assert (
+        check_params(
+            {
+                "model": "minilm",
+                "task": "mr",
+                "tasks": ["mr", f"csv:{tmp_path / 'mine.csv'}"],
+                "taskpt_corpus": "pang_lee",
+                "tagger_model": "genept",
+                "seeds": [0],
+            }
+        )
+        == []
+    )
+    problems = check_params(
+        {
+            "model": "some-org/not-cached-model",
+            "tasks": ["mr", "hub:glue:rte"],
+            "task": f"csv:{tmp_path / 'nope.csv'}",
+            "genept_corpus": "wikipedia",
+            "genept_model": "scratch:huge",
+        }
+    )
+    assert [p.split(":")[0] for p in problems] == [
+        "model=some-org/not-cached-model",
+        "tasks=hub",
+        "task=csv",
+        "genept_corpus=wikipedia",
+        "genept_model=scratch",
+    ]
     assert "unreachable (offline)" in problems[0] and "does not exist" in problems[2]
 
 
@@ -290,8 +349,9 @@ def test_parameters_document_is_current():
     """docs/parameters.md is what `python -m tmlib params doc` generates from the notebooks and parameter sets."""
     from tmlib.suite import PARAMS, ROOT, parameters_document
 
-    assert (ROOT / "docs" / "parameters.md").read_text(encoding="utf-8") == parameters_document(notebooks(), PARAMS), \
+    assert (ROOT / "docs" / "parameters.md").read_text(encoding="utf-8") == parameters_document(notebooks(), PARAMS), (
         "docs/parameters.md is stale: run python -m tmlib params doc --out docs/parameters.md"
+    )
 
 
 @pytest.mark.slow
@@ -305,13 +365,17 @@ def test_two_notebooks_at_once_give_the_same_numbers_as_one_after_another(tmp_pa
     spec.loader.exec_module(compare_runs)
     for jobs in (1, 2):
         run_suite("smoke", tmp_path / f"jobs{jobs}", only=["02", "04"], jobs=jobs)
-    files = sorted(p.relative_to(tmp_path / "jobs1") for p in (tmp_path / "jobs1").rglob("*")
-                   if p.suffix in (".csv", ".json") and not set(p.parts) & compare_runs.SKIP_PARTS
-                   and p.name not in compare_runs.SCHEDULE_FILES)
+    files = sorted(
+        p.relative_to(tmp_path / "jobs1")
+        for p in (tmp_path / "jobs1").rglob("*")
+        if p.suffix in (".csv", ".json")
+        and not set(p.parts) & compare_runs.SKIP_PARTS
+        and p.name not in compare_runs.SCHEDULE_FILES
+    )
     assert len(files) > 10
-    ev = pd.read_csv(tmp_path / "jobs2" / "suite_events.csv")   # the two really ran at once: both started in round 0
+    ev = pd.read_csv(tmp_path / "jobs2" / "suite_events.csv")  # the two really ran at once: both started in round 0
     assert list(ev[ev.event == "start"]["round"]) == [0, 0]
-    ev = pd.read_csv(tmp_path / "jobs1" / "suite_events.csv")   # and one after the other with --jobs 1
+    ev = pd.read_csv(tmp_path / "jobs1" / "suite_events.csv")  # and one after the other with --jobs 1
     assert list(ev.event) == ["start", "end", "start", "end"]
     diffs = {str(f): compare_runs.compare_file(tmp_path / "jobs1" / f, tmp_path / "jobs2" / f) for f in files}
     assert {f: d for f, d in diffs.items() if d and "manifest" not in f and "timing" not in f} == {}
@@ -331,8 +395,9 @@ def test_a_fresh_run_folder_orders_notebooks_by_the_expected_seconds(tmp_path):
     (tmp_path / "out" / "suite_timing.csv").write_text("notebook,seconds\n01_a.ipynb,5\n")
     assert suite._previous_seconds(tmp_path / "out", "default", pdir) == {"01_a.ipynb": 5.0}
     nbs = [tmp_path / "01_a.ipynb", tmp_path / "02_b.ipynb"]
-    order = suite.start_order(nbs, {"01_a": set(), "02_b": set()}, suite._previous_seconds(tmp_path / "x", "default",
-                                                                                           pdir))
+    order = suite.start_order(
+        nbs, {"01_a": set(), "02_b": set()}, suite._previous_seconds(tmp_path / "x", "default", pdir)
+    )
     assert [nb.stem for nb in order] == ["02_b", "01_a"]
     real = suite._previous_seconds(tmp_path / "none", "default")
     assert set(real) == {nb.name for nb in suite.notebooks()}, "expected_seconds.yaml must name every notebook"

@@ -2,6 +2,7 @@
 JSONL, a local hub stand-in), classifier inputs ``[CLS] a [SEP] b [SEP]`` / ``[CLS] aspect [SEP] text
 [SEP]``, the buffer method on aspect input, and the merge of one text's aspect labels (official
 ``ASC.forward``: one set of important positions per text)."""
+
 import csv
 import json
 
@@ -12,10 +13,26 @@ import torch
 from tmlib.data import DataError, load_task, validate_task
 from tmlib.importance.types import TokenScores
 
-POS = ["a great film", "truly wonderful acting", "loved every minute", "great fun", "a wonderful story",
-       "great cast", "moving and great", "wonderful , wonderful"]
-NEG = ["a terrible film", "truly awful acting", "hated every minute", "boring mess", "an awful story",
-       "terrible cast", "boring and awful", "awful , awful"]
+POS = [
+    "a great film",
+    "truly wonderful acting",
+    "loved every minute",
+    "great fun",
+    "a wonderful story",
+    "great cast",
+    "moving and great",
+    "wonderful , wonderful",
+]
+NEG = [
+    "a terrible film",
+    "truly awful acting",
+    "hated every minute",
+    "boring mess",
+    "an awful story",
+    "terrible cast",
+    "boring and awful",
+    "awful , awful",
+]
 
 
 def _pair_csv(path, first="s1", second="s2"):
@@ -33,11 +50,21 @@ def _pair_csv(path, first="s1", second="s2"):
     return rows
 
 
-SENTS = [("the {} was great but the {} was awful", "positive", "negative"),
-         ("the {} was terrible and the {} was wonderful", "negative", "positive"),
-         ("loved the {} , hated the {}", "positive", "negative")]
-ASPECTS = [("food", "service"), ("pasta", "staff"), ("pizza", "waiter"), ("wine", "music"), ("soup", "decor"),
-           ("dessert", "price"), ("steak", "view"), ("salad", "seating")]
+SENTS = [
+    ("the {} was great but the {} was awful", "positive", "negative"),
+    ("the {} was terrible and the {} was wonderful", "negative", "positive"),
+    ("loved the {} , hated the {}", "positive", "negative"),
+]
+ASPECTS = [
+    ("food", "service"),
+    ("pasta", "staff"),
+    ("pizza", "waiter"),
+    ("wine", "music"),
+    ("soup", "decor"),
+    ("dessert", "price"),
+    ("steak", "view"),
+    ("salad", "seating"),
+]
 
 
 def _aspect_jsonl(path, aspect_key="category"):
@@ -54,6 +81,7 @@ def _aspect_jsonl(path, aspect_key="category"):
 
 # ---------------------------------------------------------------------------------------- loaders
 
+
 def test_csv_pair_task_loads(tmp_path):
     p = tmp_path / "pairs.csv"
     rows = _pair_csv(p)
@@ -61,8 +89,7 @@ def test_csv_pair_task_loads(tmp_path):
     for split in ("train", "dev", "test"):
         assert dd[split].column_names == ["text", "text_pair", "label"]
     assert sum(len(dd[s]) for s in dd) == len(rows)
-    got = {(r["text"], r["text_pair"], dd["train"].features["label"].names[r["label"]])
-           for s in dd for r in dd[s]}
+    got = {(r["text"], r["text_pair"], dd["train"].features["label"].names[r["label"]]) for s in dd for r in dd[s]}
     assert got == {(r["s1"], r["s2"], r["label"]) for r in rows}
     # a column already named text_pair is picked up without naming it
     q = tmp_path / "named.csv"
@@ -126,8 +153,9 @@ def test_validate_task_checks_the_second_column():
     bad = DatasetDict(train=split(["food", "food"]), dev=split(["a", ""]), test=split(["a", "b"]))
     with pytest.raises(DataError, match=r"split 'dev' has 1 empty 'aspect' value\(s\), e.g. rows \[1\]"):
         validate_task(bad, "t")
-    missing = DatasetDict(train=split(["a", "b"]), dev=split(["a", "b"]).remove_columns("aspect"),
-                          test=split(["a", "b"]))
+    missing = DatasetDict(
+        train=split(["a", "b"]), dev=split(["a", "b"]).remove_columns("aspect"), test=split(["a", "b"])
+    )
     with pytest.raises(DataError, match="split 'dev' has second column"):
         validate_task(missing, "t")
     both = DatasetDict({s: split(["a", "b"]).add_column("text_pair", ["x", "y"]) for s in ("train", "dev", "test")})
@@ -143,8 +171,10 @@ def test_hub_pair_task_from_a_local_stand_in(tmp_path, monkeypatch):
     d = tmp_path / "glue_like"
     d.mkdir()
     for split, n in (("train", 16), ("validation", 8), ("test", 8)):
-        rows = [{"sentence1": POS[i % 8], "sentence2": (POS if i % 2 else NEG)[(i + 1) % 8], "label": i % 2, "idx": i}
-                for i in range(n)]
+        rows = [
+            {"sentence1": POS[i % 8], "sentence2": (POS if i % 2 else NEG)[(i + 1) % 8], "label": i % 2, "idx": i}
+            for i in range(n)
+        ]
         (d / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
     dd = load_task(f"hub:{d}")
@@ -158,6 +188,7 @@ def test_hub_pair_task_from_a_local_stand_in(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------- fine-tuning
 
+
 def _segments(tokenizer, row):
     """(tokens of segment 0 without [CLS]/[SEP], tokens of segment 1 without [SEP])."""
     toks = tokenizer.convert_ids_to_tokens(row["input_ids"])
@@ -166,7 +197,7 @@ def _segments(tokenizer, row):
     assert tt == sorted(tt) and tt[0] == 0 and tt[-1] == 1  # 0 ... 0 1 ... 1
     k = tt.index(1)
     assert toks[k - 1] == "[SEP]"
-    return toks[1:k - 1], toks[k:-1]
+    return toks[1 : k - 1], toks[k:-1]
 
 
 def test_encode_orders_the_segments(tmp_path, tokenizer):
@@ -213,8 +244,9 @@ def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
     model = load_classifier("scratch:tiny", label_names(dd), seed=0)
     seen = []
     # the embeddings see every batch, whichever forward runs (the model's own, or kernels="fast"'s [CLS]-only one)
-    model.bert.embeddings.register_forward_pre_hook(lambda m, a, kw: seen.append(kw.get("token_type_ids")),
-                                                    with_kwargs=True)
+    model.bert.embeddings.register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("token_type_ids")), with_kwargs=True
+    )
     cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=4, max_length=32, warmup_ratio=0.0, progress=False, seed=0)
     res = train_classifier(model, dd, tokenizer, cfg, test_predictions=True)
     assert res.fit.steps == 4 and np.isfinite(res.fit.history[-1]["train_loss"])
@@ -258,6 +290,7 @@ def test_taskspec_carries_the_columns(tmp_path):
 
 # --------------------------------------------------------------------------- buffer and merging
 
+
 def test_buffer_on_aspect_input_labels_only_the_text(tokenizer):
     """Every scored input is [CLS] aspect [SEP] <text or buffer> [SEP] with segments 0 / 1; the labels
     cover the text's WordPieces only."""
@@ -268,8 +301,11 @@ def test_buffer_on_aspect_input_labels_only_the_text(tokenizer):
     with torch.no_grad():
         model.classifier.weight.mul_(50.0)
     model.eval()
-    texts = ["the pasta was great but the service was slow", "the pasta was great but the service was slow",
-             "loved the wine"]
+    texts = [
+        "the pasta was great but the service was slow",
+        "the pasta was great but the service was slow",
+        "loved the wine",
+    ]
     aspects = ["pasta", "service staff", "wine"]
     labels = [1, 0, 1]
     inputs = []
@@ -299,8 +335,16 @@ def test_buffer_on_aspect_input_labels_only_the_text(tokenizer):
 
 
 def _ts(text, tokens, important, aspect, label=1, pred=1, scores=None):
-    return TokenScores(text=text, tokens=tokens, scores=np.asarray(scores if scores is not None else important, float),
-                       important=important, label=label, pred=pred, method="buffer", meta={"aspect": aspect})
+    return TokenScores(
+        text=text,
+        tokens=tokens,
+        scores=np.asarray(scores if scores is not None else important, float),
+        important=important,
+        label=label,
+        pred=pred,
+        method="buffer",
+        meta={"aspect": aspect},
+    )
 
 
 def test_merge_of_a_texts_aspect_labels_is_the_union(tokenizer):
@@ -308,16 +352,18 @@ def test_merge_of_a_texts_aspect_labels_is_the_union(tokenizer):
     from tmlib.importance.tagger import tagger_examples
 
     toks = ["the", "pasta", "was", "great", "but", "service", "slow"]
-    scores = [_ts("t1", toks, [0, 1, 0, 1, 0, 0, 0], "pasta", scores=[0, .5, 0, .9, 0, 0, -.2]),
-              _ts("t2", ["so", "good"], [0, 1], "food"),
-              _ts("t1", toks, [0, 0, 0, 0, 0, 1, 1], "service", label=0, pred=0, scores=[0, .1, 0, .2, 0, .7, .8]),
-              _ts("t1", toks[:5], [1, 0, 0, 0, 1], "price", label=0, pred=1),  # misclassified, truncated text
-              _ts("t3", ["meh"], [0], "food", label=0, pred=1)]
+    scores = [
+        _ts("t1", toks, [0, 1, 0, 1, 0, 0, 0], "pasta", scores=[0, 0.5, 0, 0.9, 0, 0, -0.2]),
+        _ts("t2", ["so", "good"], [0, 1], "food"),
+        _ts("t1", toks, [0, 0, 0, 0, 0, 1, 1], "service", label=0, pred=0, scores=[0, 0.1, 0, 0.2, 0, 0.7, 0.8]),
+        _ts("t1", toks[:5], [1, 0, 0, 0, 1], "price", label=0, pred=1),  # misclassified, truncated text
+        _ts("t3", ["meh"], [0], "food", label=0, pred=1),
+    ]
     merged = merge_aspects(scores)
     assert [m.text for m in merged] == ["t1", "t2", "t3"]  # first appearance
     m = merged[0]
     assert m.tokens == toks and m.important.tolist() == [1, 1, 0, 1, 1, 1, 1]  # union, prefix for the truncated one
-    assert np.allclose(m.scores, [1, .5, 0, .9, 1, .7, .8])
+    assert np.allclose(m.scores, [1, 0.5, 0, 0.9, 1, 0.7, 0.8])
     assert m.meta["aspects"] == ["pasta", "service", "price"] and m.meta["correct"] is True and m.label is None
     assert merged[2].meta["correct"] is False and merged[1].important.tolist() == [0, 1]
     # the tagger learns one example per text with the merged labels (automatic for aspect scores)
@@ -326,14 +372,17 @@ def test_merge_of_a_texts_aspect_labels_is_the_union(tokenizer):
     assert ex[0]["labels"] == [-100, 1, 1, 0, 1, 1, 1, 1, -100]
     assert len(tagger_examples(scores, tokenizer, include_incorrect=False)) == 2  # t3: no aspect right
     # without the meta (e.g. read back from a cache) merging is asked for explicitly
-    bare = [TokenScores(text=s.text, tokens=s.tokens, scores=s.scores, important=s.important, label=s.label,
-                        pred=s.pred)
-            for s in scores]
+    bare = [
+        TokenScores(text=s.text, tokens=s.tokens, scores=s.scores, important=s.important, label=s.label, pred=s.pred)
+        for s in scores
+    ]
     assert len(tagger_examples(bare, tokenizer)) == 5
     assert [e["labels"] for e in tagger_examples(bare, tokenizer, merge_aspects=True)] == [e["labels"] for e in ex]
     # single-text scores are not merged by default, even when a text repeats
-    plain = [TokenScores(text="x", tokens=["a"], scores=[0.0], important=[1]),
-             TokenScores(text="x", tokens=["a"], scores=[0.0], important=[0])]
+    plain = [
+        TokenScores(text="x", tokens=["a"], scores=[0.0], important=[1]),
+        TokenScores(text="x", tokens=["a"], scores=[0.0], important=[0]),
+    ]
     assert len(tagger_examples(plain, tokenizer)) == 2
 
 
@@ -344,8 +393,9 @@ def test_label_corpus_reads_each_aspect_text_once(tokenizer):
     from tmlib.models import load_token_classifier
 
     tagger = load_token_classifier("scratch:tiny", num_labels=2, seed=0)
-    ds = Dataset.from_dict({"text": ["good food", "good food", "slow service"], "aspect": ["food", "price", "service"],
-                            "label": [1, 0, 0]})
+    ds = Dataset.from_dict(
+        {"text": ["good food", "good food", "slow service"], "aspect": ["food", "price", "service"], "label": [1, 0, 0]}
+    )
     out = label_corpus(tagger, tokenizer, ds, progress=False)
     assert out["text"] == ["good food", "slow service"]
     assert out["token_ids"][0] == tokenizer("good food", add_special_tokens=False)["input_ids"]

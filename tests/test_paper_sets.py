@@ -10,6 +10,7 @@ sets name come from local stand-ins:
   (:func:`tmlib.hub.local_dataset`: ``hub:glue:mrpc`` reads ``$TMLIB_DATASETS_DIR/glue/mrpc/``), the mapping
   documented for machines without the hub; GLUE's hidden test labels (-1) included.
 """
+
 import json
 import os
 import re
@@ -21,26 +22,73 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ["bert-base-uncased", "google/multiberts-seed_0-step_100k", "google/multiberts-seed_0-step_200k",
-          "google/multiberts-seed_0-step_300k"]
+MODELS = [
+    "bert-base-uncased",
+    "google/multiberts-seed_0-step_100k",
+    "google/multiberts-seed_0-step_200k",
+    "google/multiberts-seed_0-step_300k",
+]
 # what may change: how much is done, never what is done
-SIZE_NAME = re.compile(r"(^seeds$|steps|epochs|max_|_examples$|_sentences$|^n_|_resolution$|_points$|_checkpoints$|"
-                       r"_batch_size$|^batch_size$|^memory_max_tasks$|^min_count$)")
+SIZE_NAME = re.compile(
+    r"(^seeds$|steps|epochs|max_|_examples$|_sentences$|^n_|_resolution$|_points$|_checkpoints$|"
+    r"_batch_size$|^batch_size$|^memory_max_tasks$|^min_count$)"
+)
 SIZES = {
     "01_selective_masking": {
-        "seeds": [13, 43], "task_max_examples": 40, "genept_steps": [100000],
-        "genept_checkpoints": ["google/multiberts-seed_0-step_100k"], "genept_probe_sentences": 16,
-        "scorer_epochs": 1.0, "buffer_max_sentences": 12, "buffer_rules_sentences": 8, "tagger_epochs": 1.0,
-        "taskpt_max_sentences": 300, "taskpt_steps": [2, 4], "taskpt_batch_size": 8, "finetune_epochs": 1.0},
-    "02_token_importance_explorer": {"train_examples": 40, "epochs": 1.0, "n_examples": 6, "report_examples": 4,
-                                     "ig_steps": 4, "min_count": 1},
-    "03_masking_vs_finetuning": {"max_train": [32, 32, 32, 32], "max_dev": 16, "max_test": 32, "seeds": [0, 1],
-                                 "epochs": 1.0, "memory_max_tasks": 4},
-    "04_loss_landscape": {"dev_examples": 16, "test_examples": 32, "n_gammas": 5, "plane_resolution": 3,
-                          "plane_examples": 8, "curve_steps": 4, "curve_points": 3, "epochs": 1.0},
-    "05_what_masks_learn": {"max_train": 32, "max_dev": 16, "max_test": 40, "seeds": [0, 1], "epochs": 1.0,
-                            "probe_examples": 40, "tsne_examples": 20, "transfer_examples": 20, "token_max_train": 16,
-                            "token_max_dev": 8, "token_max_test": 16, "token_epochs": 1.0},
+        "seeds": [13, 43],
+        "task_max_examples": 40,
+        "genept_steps": [100000],
+        "genept_checkpoints": ["google/multiberts-seed_0-step_100k"],
+        "genept_probe_sentences": 16,
+        "scorer_epochs": 1.0,
+        "buffer_max_sentences": 12,
+        "buffer_rules_sentences": 8,
+        "tagger_epochs": 1.0,
+        "taskpt_max_sentences": 300,
+        "taskpt_steps": [2, 4],
+        "taskpt_batch_size": 8,
+        "finetune_epochs": 1.0,
+    },
+    "02_token_importance_explorer": {
+        "train_examples": 40,
+        "epochs": 1.0,
+        "n_examples": 6,
+        "report_examples": 4,
+        "ig_steps": 4,
+        "min_count": 1,
+    },
+    "03_masking_vs_finetuning": {
+        "max_train": [32, 32, 32, 32],
+        "max_dev": 16,
+        "max_test": 32,
+        "seeds": [0, 1],
+        "epochs": 1.0,
+        "memory_max_tasks": 4,
+    },
+    "04_loss_landscape": {
+        "dev_examples": 16,
+        "test_examples": 32,
+        "n_gammas": 5,
+        "plane_resolution": 3,
+        "plane_examples": 8,
+        "curve_steps": 4,
+        "curve_points": 3,
+        "epochs": 1.0,
+    },
+    "05_what_masks_learn": {
+        "max_train": 32,
+        "max_dev": 16,
+        "max_test": 40,
+        "seeds": [0, 1],
+        "epochs": 1.0,
+        "probe_examples": 40,
+        "tsne_examples": 20,
+        "transfer_examples": 20,
+        "token_max_train": 16,
+        "token_max_dev": 8,
+        "token_max_test": 16,
+        "token_epochs": 1.0,
+    },
 }
 
 
@@ -49,8 +97,9 @@ def test_only_sizes_change():
         paper = yaml.safe_load((ROOT / "papermill_params" / nb / "paper.yaml").read_text())
         for name in sizes:
             assert SIZE_NAME.search(name), f"{nb}.{name} is not a size: the test would run other code than a GPU user"
-            assert name in paper or name in ("buffer_rules_sentences", "tsne_examples", "min_count"), \
+            assert name in paper or name in ("buffer_rules_sentences", "tsne_examples", "min_count"), (
                 f"{nb}.{name}: the paper set does not set it (a size the test need not change?)"
+            )
 
 
 def _hub_cache(root: Path) -> Path:
@@ -59,9 +108,15 @@ def _hub_cache(root: Path) -> Path:
 
     from tmlib.models import load_tokenizer
 
-    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=12, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=512)
-    tok = load_tokenizer("minilm")   # bert-base-uncased's WordPiece vocabulary
+    cfg = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=12,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    tok = load_tokenizer("minilm")  # bert-base-uncased's WordPiece vocabulary
     for i, name in enumerate(MODELS):
         rev = f"{i:040d}"
         repo = root / ("models--" + name.replace("/", "--"))
@@ -94,17 +149,24 @@ def _datasets(root: Path) -> Path:
     def rows(n, make, hidden=False):
         return [{**make(i, i % 2), "idx": i, **({"label": -1} if hidden else {})} for i in range(n)]
 
-    single = lambda i, y: {"text": sent(i, y), "label": y}                                     # noqa: E731
-    _write(root / "rotten_tomatoes", {s: rows(n, single) for s, n in (("train", 120), ("validation", 40),
-                                                                         ("test", 60))})
-    _write(root / "SetFit" / "sst2", {s: [{**single(i, i % 2), "label_text": ["negative", "positive"][i % 2]}
-                                          for i in range(n)] for s, n in (("train", 80), ("validation", 40),
-                                                                          ("test", 40))})
+    single = lambda i, y: {"text": sent(i, y), "label": y}
+    _write(
+        root / "rotten_tomatoes", {s: rows(n, single) for s, n in (("train", 120), ("validation", 40), ("test", 60))}
+    )
+    _write(
+        root / "SetFit" / "sst2",
+        {
+            s: [{**single(i, i % 2), "label_text": ["negative", "positive"][i % 2]} for i in range(n)]
+            for s, n in (("train", 80), ("validation", 40), ("test", 40))
+        },
+    )
     pairs = {"mrpc": ("sentence1", "sentence2"), "rte": ("sentence1", "sentence2"), "qnli": ("question", "sentence")}
     for task, (a, b) in pairs.items():
-        make = lambda i, y, a=a, b=b: {a: sent(i, y), b: sent(i + 3, y if y else 1 - y % 2), "label": y}  # noqa: E731
-        _write(root / "glue" / task, {"train": rows(80, make), "validation": rows(40, make),
-                                      "test": rows(40, make, hidden=True)})
+        make = lambda i, y, a=a, b=b: {a: sent(i, y), b: sent(i + 3, y if y else 1 - y % 2), "label": y}
+        _write(
+            root / "glue" / task,
+            {"train": rows(80, make), "validation": rows(40, make), "test": rows(40, make, hidden=True)},
+        )
     reviews = [{"label": i % 5, "text": ". ".join(sent(i + k, i % 2, 6) for k in range(4)) + "."} for i in range(200)]
     _write(root / "yelp_review_full", {"train": reviews, "test": reviews[:20]})
     return root
@@ -117,8 +179,14 @@ def test_every_paper_set_runs_end_to_end_at_tiny_scale(tmp_path):
     for nb, sizes in SIZES.items():
         for name, value in sizes.items():
             args += ["-p", f"{nb[:2]}.{name}={json.dumps(value)}"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub), "TMLIB_DATASETS_DIR": str(data),
-           "HF_DATASETS_OFFLINE": "1", "TMLIB_FAULT_KILL_AT_STEP": ""}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hub),
+        "TMLIB_DATASETS_DIR": str(data),
+        "HF_DATASETS_OFFLINE": "1",
+        "TMLIB_FAULT_KILL_AT_STEP": "",
+    }
     run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     for nb in SIZES:
@@ -128,7 +196,7 @@ def test_every_paper_set_runs_end_to_end_at_tiny_scale(tmp_path):
     res = pd.read_csv(out / "03_masking_vs_finetuning" / "results.csv")
     assert set(res.task) == {"hub:glue:mrpc", "hub:glue:rte", "hub:glue:qnli", "hub:SetFit/sst2"}
     assert set(res.method) == {"finetune", "bitfit", "mask", "lora"} and len(res) == 4 * 4 * 2
-    assert (res.test_n == 32).all()   # GLUE's hidden test labels: tested on its validation split instead
+    assert (res.test_n == 32).all()  # GLUE's hidden test labels: tested on its validation split instead
     # 04 read 03's solutions of this run (the suite points reuse_runs at this run's 03 folder)
     log = (out / "04_loss_landscape" / "progress.log").read_text()
     assert "cache/curve: built" in log and "solutions/" not in log, "04 trained its own solutions"

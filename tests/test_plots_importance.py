@@ -1,13 +1,14 @@
 """Figures of notebook 02: one panel per class, annotated agreement heatmap, clear errors."""
+
 import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pandas as pd
+import pytest
 
-from tmlib.plots import importance as P  # noqa: E402
+from tmlib.plots import importance as P
 
 
 def table():
@@ -16,8 +17,16 @@ def table():
         for cls in ("negative", "positive", "neutral"):
             for r, w in enumerate(["bad", "dull", "fine"], start=1):
                 scale = 2.0 if m == "buffer" else 1.0  # the methods differ: a panel shows its method's numbers
-                rows.append({"method": m, "cls": cls, "word": w, "mean_score": scale * (0.5 / r - 0.1),
-                             "count": 3 + r, "rank": r})
+                rows.append(
+                    {
+                        "method": m,
+                        "cls": cls,
+                        "word": w,
+                        "mean_score": scale * (0.5 / r - 0.1),
+                        "count": 3 + r,
+                        "rank": r,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

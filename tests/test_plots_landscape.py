@@ -1,4 +1,5 @@
 """tmlib.plots.landscape: figures from the experiment's tables; clear errors on wrong tables."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,8 +13,12 @@ from tmlib.plots import landscape as P
 
 def paths_df():
     g = np.round(np.linspace(-0.2, 1.2, 8), 3)
-    rows = [{"path": p, "gamma": x, "split": s, "loss": 0.5 + (x - 0.5) ** 2, "accuracy": 0.8 - 0.1 * (x - 0.5) ** 2}
-            for p in ("mask<->finetune", "pretrained<->finetune") for s in ("dev", "test") for x in [*g, 0.0, 1.0]]
+    rows = [
+        {"path": p, "gamma": x, "split": s, "loss": 0.5 + (x - 0.5) ** 2, "accuracy": 0.8 - 0.1 * (x - 0.5) ** 2}
+        for p in ("mask<->finetune", "pretrained<->finetune")
+        for s in ("dev", "test")
+        for x in [*g, 0.0, 1.0]
+    ]
     return pd.DataFrame(rows)
 
 
@@ -28,8 +33,16 @@ def test_paths_figure():
 
 def test_plane_contour():
     a, b = np.meshgrid(np.linspace(-1, 3, 4), np.linspace(-1, 2, 3))
-    grid = pd.DataFrame({"point": "", "alpha": a.ravel(), "beta": b.ravel(), "split": "dev",
-                         "loss": (a ** 2 + b ** 2).ravel(), "accuracy": 1 / (1 + a.ravel() ** 2)})
+    grid = pd.DataFrame(
+        {
+            "point": "",
+            "alpha": a.ravel(),
+            "beta": b.ravel(),
+            "split": "dev",
+            "loss": (a**2 + b**2).ravel(),
+            "accuracy": 1 / (1 + a.ravel() ** 2),
+        }
+    )
     coords = {"pretrained": (0.0, 0.0), "mask": (2.0, 0.0), "finetune": (0.5, 1.0)}
     fig = P.plane_contour(grid, coords, metric="accuracy")
     texts = [t.get_text() for t in fig.axes[0].texts]
@@ -47,9 +60,13 @@ def test_curve_vs_line():
     acc_ax, loss_ax = fig.axes[:2]
     assert acc_ax.get_ylabel() == "accuracy (%)" and loss_ax.get_ylabel() == "cross-entropy loss"
     labels = [line.get_label() for line in acc_ax.get_lines()]
-    assert labels == ["straight line, dev", "straight line, test", "trained Bezier curve, dev",
-                      "trained Bezier curve, test"]
-    assert all(0 <= x <= 1 for line in acc_ax.get_lines() for x in line.get_xdata())      # only [0, 1]
+    assert labels == [
+        "straight line, dev",
+        "straight line, test",
+        "trained Bezier curve, dev",
+        "trained Bezier curve, test",
+    ]
+    assert all(0 <= x <= 1 for line in acc_ax.get_lines() for x in line.get_xdata())  # only [0, 1]
     assert list(acc_ax.get_lines()[-1].get_ydata()) == pytest.approx([90.0] * len(acc_ax.get_lines()[-1].get_ydata()))
     with pytest.raises(ValueError, match="no rows for path"):
         P.curve_vs_line(df, line="mask<->finetune", curve="curve")

@@ -1,5 +1,6 @@
 """How a run computes: "auto" picks bf16 only where it runs natively (a timed probe), fp32's names survive YAML, an
 explicit bf16 on a slow CPU warns, and the cache keys carry the resolved arithmetic."""
+
 import os
 import subprocess
 import sys
@@ -33,13 +34,15 @@ def test_decision_on_measured_probes_of_both_kinds_of_cpu():
     emulated = P.decide_cpu(*EMULATED, "AVX2")
     assert emulated.mixed_precision == "no" and emulated.name == "fp32" and "no native bf16" in emulated.reason
     assert round(emulated.bf16_slowdown) == 140
-    assert P.decide_cpu(1.0, 1.0).name == "fp32"   # bf16 must be faster, not as fast
+    assert P.decide_cpu(1.0, 1.0).name == "fp32"  # bf16 must be faster, not as fast
     rec = emulated.record()
     assert rec["arithmetic"] == "fp32" and rec["bf16_over_fp32_matmul"] == pytest.approx(140.2, abs=0.1)
 
 
-@pytest.mark.parametrize("given, canonical", [("fp32", "no"), ("no", "no"), (False, "no"), ("bf16", "bf16"),
-                                              ("auto", "auto"), ("fp16", "fp16")])
+@pytest.mark.parametrize(
+    "given, canonical",
+    [("fp32", "no"), ("no", "no"), (False, "no"), ("bf16", "bf16"), ("auto", "auto"), ("fp16", "fp16")],
+)
 def test_names_of_each_setting(given, canonical):
     assert P.check_mixed_precision(given) == canonical
 
@@ -87,14 +90,15 @@ def test_explicit_bf16_on_a_slow_cpu_warns_with_the_slowdown_and_the_fix(fresh):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert P.resolve_mixed_precision("bf16", "cpu") == "bf16"   # native: no warning
+        assert P.resolve_mixed_precision("bf16", "cpu") == "bf16"  # native: no warning
 
 
 def _in_a_process(code: str, env: dict) -> str:
     env = {**os.environ, **env}
     env.pop(P.AUTO_ENV, None)
-    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 
@@ -102,8 +106,10 @@ def _in_a_process(code: str, env: dict) -> str:
 def test_auto_picks_fp32_where_bf16_is_emulated():
     """A CPU without native bf16, for real on an AVX2 host, simulated on an avx512_bf16 host by limiting torch's and
     oneDNN's kernels to AVX2 (the probe then measures bf16 10-140x slower, as on a Zen 3 host)."""
-    code = ("from tmlib import precision as P; a = P.arithmetic('cpu'); print(a.name, round(a.bf16_slowdown, 1)); "
-            "P.resolve_mixed_precision('bf16', 'cpu')")
+    code = (
+        "from tmlib import precision as P; a = P.arithmetic('cpu'); print(a.name, round(a.bf16_slowdown, 1)); "
+        "P.resolve_mixed_precision('bf16', 'cpu')"
+    )
     out = _in_a_process(code, AVX2_ONLY)
     name, slowdown = out.split()[:2]
     assert name == "fp32" and float(slowdown) > 3, out
@@ -120,7 +126,13 @@ def test_auto_on_this_host_agrees_with_torch_capability(fresh):
 
 def test_yaml_keeps_documented_words_as_strings():
     assert parse_yaml("a: no\nb: off\nc: yes\nd: on\ne: true\nf: False") == {
-        "a": "no", "b": "off", "c": "yes", "d": "on", "e": True, "f": False}
+        "a": "no",
+        "b": "off",
+        "c": "yes",
+        "d": "on",
+        "e": True,
+        "f": False,
+    }
 
 
 def test_configs_take_every_spelling_of_fp32_and_resolve_auto(fresh):
@@ -130,7 +142,7 @@ def test_configs_take_every_spelling_of_fp32_and_resolve_auto(fresh):
     for given in ("no", "fp32", parse_yaml("x: no")["x"]):
         cfg = from_flat(MaskingConfig, {"mixed_precision": given, "eval_mixed_precision": given})
         assert cfg.mixed_precision == cfg.eval_mixed_precision == "no"
-    assert from_flat(MaskingConfig, {}).mixed_precision == "no"   # auto, resolved here to fp32
+    assert from_flat(MaskingConfig, {}).mixed_precision == "no"  # auto, resolved here to fp32
     with pytest.raises(ConfigError, match="YAML read an unquoted word as a boolean; quote it"):
         from_flat(MaskingConfig, {"mixed_precision": False})
 
@@ -151,9 +163,15 @@ def test_cache_keys_carry_the_resolved_arithmetic(fresh):
     assert "auto" not in str(keys)
 
 
-@pytest.mark.parametrize("argv, value", [(["-p", "03.mixed_precision=no"], "no"),
-                                         (["-p", "mixed_precision", "off"], "off"),
-                                         (["-p", "03.mixed_precision=fp32"], "fp32"), (["-p", "x=true"], True)])
+@pytest.mark.parametrize(
+    "argv, value",
+    [
+        (["-p", "03.mixed_precision=no"], "no"),
+        (["-p", "mixed_precision", "off"], "off"),
+        (["-p", "03.mixed_precision=fp32"], "fp32"),
+        (["-p", "x=true"], True),
+    ],
+)
 def test_suite_p_values_keep_words_that_yaml_1_1_reads_as_booleans(monkeypatch, argv, value):
     import tmlib.suite
     from tmlib.cli import main

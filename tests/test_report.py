@@ -1,4 +1,5 @@
 """tmlib.report: the results document comes from a run folder's files."""
+
 import json
 
 import pandas as pd
@@ -12,18 +13,33 @@ def test_results_document_is_generated_from_the_run_files(tmp_path):
     d3, d4 = run / "03_masking_vs_finetuning", run / "04_loss_landscape"
     d3.mkdir(parents=True)
     d4.mkdir(parents=True)
-    pd.DataFrame([{"task": "mr", "comparison": "mask - finetune", "a": "mask", "b": "finetune", "n_seeds": 5,
-                   "gap_mean": -0.61, "gap_std": 1.31, "p": 0.36, "ci95": 1.63, "detectable_gap": 2.43,
-                   "sampling_sd": 0.64, "test_n": 3600,
-                   "sentence": "mask − fine-tune = -0.6 ± 1.6 points (p = 0.36, 5 seeds)"}]).to_csv(d3 / "gaps.csv",
-                                                                                                     index=False)
+    pd.DataFrame(
+        [
+            {
+                "task": "mr",
+                "comparison": "mask - finetune",
+                "a": "mask",
+                "b": "finetune",
+                "n_seeds": 5,
+                "gap_mean": -0.61,
+                "gap_std": 1.31,
+                "p": 0.36,
+                "ci95": 1.63,
+                "detectable_gap": 2.43,
+                "sampling_sd": 0.64,
+                "test_n": 3600,
+                "sentence": "mask − fine-tune = -0.6 ± 1.6 points (p = 0.36, 5 seeds)",
+            }
+        ]
+    ).to_csv(d3 / "gaps.csv", index=False)
     pd.DataFrame([{"task": "mr", "method": "mask", "lr": 0.003, "n_seeds": 5, "test_mean": 72.5}]).to_csv(
-        d3 / "summary.csv", index=False)
+        d3 / "summary.csv", index=False
+    )
     (d4 / "summary.json").write_text(json.dumps({"finding": "stays within 1 point: True", "curve_finding": None}))
     text = results_document(run)
     assert "mask − fine-tune = -0.6 ± 1.6 points" in text and "3600 test examples" in text
     assert "| mr | mask | 0.003 | 5 | 72.5 |" in text and "stays within 1 point: True" in text
-    assert "01_selective_masking" not in text                  # a notebook that did not run has no section
+    assert "01_selective_masking" not in text  # a notebook that did not run has no section
     with pytest.raises(FileNotFoundError, match="make run"):
         results_document(tmp_path / "nothing")
 

@@ -31,7 +31,7 @@ def test_cached_builds_once_then_reuses(tmp_path):
 
     for lib in ("transformers", "tokenizers", "datasets", "accelerate", "peft", "captum", "spacy"):
         assert manifest["versions"][lib] == version(lib), lib
-    assert manifest["runtime"]["arithmetic"] in ("bf16", "fp32")   # what "auto" resolved to where it was built
+    assert manifest["runtime"]["arithmetic"] in ("bf16", "fp32")  # what "auto" resolved to where it was built
 
 
 def test_config_change_rebuilds(tmp_path):
@@ -88,11 +88,11 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 # ------------------------------------------------------------------------------- stages and deps
 
 
-
 def _stages(calls, upstream_n=1):
     up = Stage("up", {"n": upstream_n}, build=lambda ctx: calls.append("up") or upstream_n * 10, save=_save, load=_load)
-    down = Stage("down", {"k": 1}, deps={"x": up}, build=lambda ctx, x: calls.append("down") or x + 1,
-                 save=_save, load=_load)
+    down = Stage(
+        "down", {"k": 1}, deps={"x": up}, build=lambda ctx, x: calls.append("down") or x + 1, save=_save, load=_load
+    )
     return up, down
 
 
@@ -174,8 +174,10 @@ def test_two_processes_build_once_the_other_waits_and_loads(tmp_path):
     import sys
 
     root = tmp_path / "run"
-    procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), tag], stdout=subprocess.PIPE, text=True)
-             for tag in ("a", "b")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), tag], stdout=subprocess.PIPE, text=True)
+        for tag in ("a", "b")
+    ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert outs == ["5", "5"]
@@ -201,22 +203,24 @@ def test_a_builder_killed_holding_the_lock_lets_the_waiter_build(tmp_path):
     root = tmp_path / "run"
     a = subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), "a", "60"], stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not (tmp_path / "builds.txt").is_file() and time.time() < deadline:   # a holds the lock and builds
+    while not (tmp_path / "builds.txt").is_file() and time.time() < deadline:  # a holds the lock and builds
         time.sleep(0.05)
     b = subprocess.Popen([sys.executable, "-c", _TWO_PROC, str(root), "b", "0.1"], stdout=subprocess.PIPE, text=True)
-    while " b ask" not in (tmp_path / "events.txt").read_text() and time.time() < deadline:   # b asked ...
+    while " b ask" not in (tmp_path / "events.txt").read_text() and time.time() < deadline:  # b asked ...
         time.sleep(0.05)
     time.sleep(1.5)
-    assert b.poll() is None, "the second process must wait for the lock, not build beside the first"   # ... and waits
+    assert b.poll() is None, "the second process must wait for the lock, not build beside the first"  # ... and waits
     assert " b build-start" not in (tmp_path / "events.txt").read_text()
     a.send_signal(signal.SIGKILL)
     a.wait(timeout=30)
     assert b.communicate(timeout=120)[0].strip() == "5" and b.returncode == 0
-    assert (tmp_path / "builds.txt").read_text().split() == ["a", "b"]        # the waiter built it after the kill
+    assert (tmp_path / "builds.txt").read_text().split() == ["a", "b"]  # the waiter built it after the kill
     ev = _events(tmp_path / "events.txt")
     assert ("a", "build-end") not in ev and ev[("b", "build-start")] < ev[("b", "got")]
-    assert RunStore(root).valid("slow") and RunStore(root).get(Stage("slow", {"a": 1}, None, None,
-                                                                     lambda d: int((d / "value.txt").read_text()))) == 5
+    assert (
+        RunStore(root).valid("slow")
+        and RunStore(root).get(Stage("slow", {"a": 1}, None, None, lambda d: int((d / "value.txt").read_text()))) == 5
+    )
 
 
 def test_unwritable_run_folder_is_a_clear_error(tmp_path):
@@ -244,7 +248,7 @@ def test_progress_lines_go_to_the_log_file_named(tmp_path, capsys):
     calls = []
     store = RunStore(tmp_path / "nb" / "solutions", progress=True, log_file=tmp_path / "nb" / "progress.log")
     store.get(_stages(calls)[1])
-    RunStore(store.root, progress=True, log_file=store.log_file).get(_stages(calls)[1])   # a rerun: loads
+    RunStore(store.root, progress=True, log_file=store.log_file).get(_stages(calls)[1])  # a rerun: loads
     lines = (tmp_path / "nb" / "progress.log").read_text().splitlines()
     assert any(line.endswith("down: building") for line in lines) and any("down: built in" in line for line in lines)
     assert any(line.endswith("down: cached") for line in lines)
@@ -263,9 +267,9 @@ def test_dev_folder_reuses_the_default_run_without_writing_it(tmp_path):
     calls = []
     dev = RunStore(tmp_path / "runs" / "dev" / "01_x")
     assert dev.reuse == [tmp_path / "runs" / "default" / "01_x"]
-    assert dev.get(Stage("a", C(1), lambda ctx: calls.append(1) or 9, _save, _load)) == 1   # reused, not rebuilt
+    assert dev.get(Stage("a", C(1), lambda ctx: calls.append(1) or 9, _save, _load)) == 1  # reused, not rebuilt
     assert dev.folder("a") == tmp_path / "runs" / "default" / "01_x" / "a" and not calls
-    assert dev.get(Stage("a", C(2), lambda ctx: 2, _save, _load)) == 2       # a new key: built in runs/dev
+    assert dev.get(Stage("a", C(2), lambda ctx: 2, _save, _load)) == 2  # a new key: built in runs/dev
     assert dev.folder("a") == tmp_path / "runs" / "dev" / "01_x" / "a"
     assert sorted(p.name for p in (tmp_path / "runs" / "default" / "01_x").iterdir()) == before
     assert RunStore(tmp_path / "elsewhere").reuse == []
@@ -282,7 +286,7 @@ def test_notebook_out_dir_is_taken_from_the_project_root(tmp_path, monkeypatch):
 
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "papermill_params").mkdir()
-    monkeypatch.chdir(tmp_path / "notebooks")          # where JupyterLab starts a notebook's kernel
+    monkeypatch.chdir(tmp_path / "notebooks")  # where JupyterLab starts a notebook's kernel
     assert notebook_config(Cfg, {}, set()).out_dir == str(tmp_path / "runs" / "dev" / "01_x")
     assert notebook_config(Cfg, {"out_dir": "/abs/x"}, set()).out_dir == "/abs/x"
 

@@ -1,5 +1,7 @@
 """Selective-masking experiment: config validation, summaries and plots on synthetic results."""
+
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,11 +23,21 @@ def _results():
     rows = []
     for g in (10, 30):
         for m, base in (("genept", 0.6), ("selective", 0.7), ("random", 0.65)):
-            for t in ((0,) if m == "genept" else (5, 10)):
+            for t in (0,) if m == "genept" else (5, 10):
                 for seed in (0, 1, 2):
                     acc = base + 0.01 * seed + (0.02 if g == 30 else 0) + (0.01 * t / 10 if t else 0)
-                    rows.append({"genept_steps": g, "method": m, "taskpt_steps": t, "seed": seed,
-                                 "test_accuracy": acc, "dev_accuracy": acc - 0.01, "seconds": 1.0, "failed": False})
+                    rows.append(
+                        {
+                            "genept_steps": g,
+                            "method": m,
+                            "taskpt_steps": t,
+                            "seed": seed,
+                            "test_accuracy": acc,
+                            "dev_accuracy": acc - 0.01,
+                            "seconds": 1.0,
+                            "failed": False,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -56,16 +68,22 @@ def test_kernels_reach_every_training_stage_and_the_keys(tmp_path):
     "hf" keeps the keys of runs made before the option."""
     from tmlib.experiments.selective import SelectiveExperiment
 
-    exps = {k: SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k,
-                                                                "progress": False, "task_max_examples": 8}))
-            for k in ("fast", "hf")}
+    exps = {
+        k: SelectiveExperiment(
+            from_flat(
+                SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k, "progress": False, "task_max_examples": 8}
+            )
+        )
+        for k in ("fast", "hf")
+    }
     assert exps["fast"].plan.finetune.kernels == "fast" and exps["hf"].plan.tagger.kernels == "hf"
-    g = {k: e.genept_stage.key() for k, e in exps.items()}          # GenePT's own config holds its run recipe
+    g = {k: e.genept_stage.key() for k, e in exps.items()}  # GenePT's own config holds its run recipe
     assert g["fast"]["config"]["run"]["kernels"] == "fast" and "kernels" not in g["hf"]["config"]["run"]
-    scorer = {k: e.scorer_stage.key() for k, e in exps.items()}     # scorer: minilm, no upstream stage
+    scorer = {k: e.scorer_stage.key() for k, e in exps.items()}  # scorer: minilm, no upstream stage
     assert scorer["fast"]["train"]["kernels"] == "fast" and "kernels" not in scorer["hf"]["train"]
-    assert (exps["fast"].taskpt_stage(100, "selective").key_hash()
-            != exps["hf"].taskpt_stage(100, "selective").key_hash())
+    assert (
+        exps["fast"].taskpt_stage(100, "selective").key_hash() != exps["hf"].taskpt_stage(100, "selective").key_hash()
+    )
 
 
 def test_notebook_yaml_and_dataclass_defaults_agree():
@@ -78,19 +96,19 @@ def test_notebook_yaml_and_dataclass_defaults_agree():
     from tmlib.suite import PARAMS
 
     defaults = flat_defaults(SelectiveConfig)
-    nb = json.loads(open("notebooks/01_selective_masking.ipynb").read())
+    nb = json.loads(Path("notebooks/01_selective_masking.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     params = {}
-    for node in ast.parse("".join(cell["source"])).body:   # name: type = value (typed for papermill --help)
+    for node in ast.parse("".join(cell["source"])).body:  # name: type = value (typed for papermill --help)
         params[node.target.id] = ast.literal_eval(node.value)
     assert params == defaults
     yml = yaml.safe_load((PARAMS / "01_selective_masking" / "default.yaml").read_text())
     assert {k: v for k, v in yml.items() if k != "out_dir"} == {k: v for k, v in defaults.items() if k != "out_dir"}
     sets = sorted(p.stem for p in (PARAMS / "01_selective_masking").glob("*.yaml"))
     assert {"smoke", "cpu", "cpu_budgets", "paper", "seeds10", "fp32", "hf_kernels"} <= set(sets)
-    for name in sets:   # all valid
+    for name in sets:  # all valid
         from_flat(SelectiveConfig, yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text()))
-    for name in ("cpu_budgets", "seeds10", "fp32", "hf_kernels"):   # measured with the model's own forward: pinned
+    for name in ("cpu_budgets", "seeds10", "fp32", "hf_kernels"):  # measured with the model's own forward: pinned
         assert yaml.safe_load((PARAMS / "01_selective_masking" / f"{name}.yaml").read_text())["kernels"] == "hf"
 
 
@@ -140,7 +158,7 @@ def test_paired_gaps():
     gaps = paired_gaps(res).set_index(["genept_steps", "comparison"])
     row = gaps.loc[(10, "selective - random")]
     assert row.gap_mean == pytest.approx(5.0) and row.wins == 3 and row.n_seeds == 3
-    assert np.isnan(row.p) and row.verdict == "within noise"   # zero spread: no test, no claim
+    assert np.isnan(row.p) and row.verdict == "within noise"  # zero spread: no test, no claim
     noisy = res.copy()
     jitter = {0: 0.0, 1: 0.02, 2: -0.01}
     sel = noisy["method"] == "selective"
@@ -148,20 +166,26 @@ def test_paired_gaps():
     g = paired_gaps(noisy).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
     assert g.gap_mean == pytest.approx(5 + 100 * sum(jitter.values()) / 3)
     assert g.p < 0.05 and g.verdict == "separated"
-    noisy.loc[sel & (noisy.seed == 2), "test_accuracy"] -= 0.12   # one seed flips the sign: not separated
+    noisy.loc[sel & (noisy.seed == 2), "test_accuracy"] -= 0.12  # one seed flips the sign: not separated
     g = paired_gaps(noisy).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
     assert g.wins == 2 and g.verdict == "within noise"
-    noisy.loc[sel & (noisy.seed == 2), "failed"] = True   # ... because that run never trained: dropped on request
+    noisy.loc[sel & (noisy.seed == 2), "failed"] = True  # ... because that run never trained: dropped on request
     g = paired_gaps(noisy, drop_failed=True).set_index(["genept_steps", "comparison"]).loc[(10, "selective - random")]
     assert g.n_seeds == 2 and g.wins == 2
-    assert (summarize(noisy[noisy.taskpt_steps != 5]).set_index(["genept_steps", "method"])
-            .loc[(10, "selective"), "n_failed"] == 1)
+    assert (
+        summarize(noisy[noisy.taskpt_steps != 5])
+        .set_index(["genept_steps", "method"])
+        .loc[(10, "selective"), "n_failed"]
+        == 1
+    )
     assert "random15 - genept" not in set(gaps.reset_index()["comparison"])  # absent methods are skipped
 
 
 def test_buffer_summary():
-    ss = [TokenScores("a b", ["a", "b"], [0, 0.1], important=[0, 1], label=1, pred=1),
-          TokenScores("c d", ["c", "d"], [0, 0], important=[0, 0], label=1, pred=0)]
+    ss = [
+        TokenScores("a b", ["a", "b"], [0, 0.1], important=[0, 1], label=1, pred=1),
+        TokenScores("c d", ["c", "d"], [0, 0], important=[0, 0], label=1, pred=0),
+    ]
     b = buffer_summary({"train": ss}).iloc[0]
     assert b.scorer_correct == 1 and b.important_tokens == 1 and b.important_rate == 0.5
 
@@ -185,13 +209,16 @@ def test_plots(tmp_path):
     assert sorted(t.get_text() for t in ax.texts) == sorted(f"{v:.1f}" for v in (61, 63, 72, 74, 67, 69))
     assert ax.get_ylabel() == "test accuracy (%)" and 55 <= ax.get_ylim()[0] < 61 and 75 <= ax.get_ylim()[1] <= 100
     assert [t.get_text() for t in ax.get_xticklabels()] == ["GenePT 10 steps", "GenePT 30 steps"]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["GenePT only", "+TaskPT selective",
-                                                                   "+TaskPT random (same count)"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "GenePT only",
+        "+TaskPT selective",
+        "+TaskPT random (same count)",
+    ]
     fig.savefig(tmp_path / "a.png")
 
     fig = sp.paired_gap_plot(final, paired_gaps(final))
     assert [a.get_title() for a in fig.axes] == ["GenePT 10 steps", "GenePT 30 steps"]
-    dots = fig.axes[0].collections[0].get_offsets()[:, 1]   # selective - random per seed, in points
+    dots = fig.axes[0].collections[0].get_offsets()[:, 1]  # selective - random per seed, in points
     assert np.allclose(sorted(dots), [5.0, 5.0, 5.0])
     assert fig.axes[0].get_ylabel() == "gap (points)"
 
@@ -208,13 +235,28 @@ def test_plots(tmp_path):
     assert np.allclose([ln.get_ydata() for ln in ax30.get_lines()][0], [63, 73.5, 74])
     fig.savefig(tmp_path / "b.png")
 
-    compute = {"stages": [
-        {"stage": "GenePT 10 steps", "group": "GenePT", "seconds": 5, "flops": 1e9, "steps": 10},
-        {"stage": "buffer labels", "group": "importance", "seconds": 2, "flops": 1e8},
-        {"stage": "TaskPT selective (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10,
-         "method": "selective"},
-        {"stage": "TaskPT random (GenePT 10)", "group": "TaskPT", "seconds": 3, "flops": 5e8, "genept_steps": 10,
-         "method": "random"}]}
+    compute = {
+        "stages": [
+            {"stage": "GenePT 10 steps", "group": "GenePT", "seconds": 5, "flops": 1e9, "steps": 10},
+            {"stage": "buffer labels", "group": "importance", "seconds": 2, "flops": 1e8},
+            {
+                "stage": "TaskPT selective (GenePT 10)",
+                "group": "TaskPT",
+                "seconds": 3,
+                "flops": 5e8,
+                "genept_steps": 10,
+                "method": "selective",
+            },
+            {
+                "stage": "TaskPT random (GenePT 10)",
+                "group": "TaskPT",
+                "seconds": 3,
+                "flops": 5e8,
+                "genept_steps": 10,
+                "method": "random",
+            },
+        ]
+    }
     fig = sp.compute_split(compute)
     pie, per_stage = fig.axes
     assert pie.get_title() == "compute split (seconds), GenePT 10"
@@ -234,8 +276,15 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
 
     from tmlib.experiments.selective import SelectiveExperiment, stages
 
-    kw = dict(genept_model="scratch:tiny", genept_steps=[3, 6], genept_max_sentences=60, genept_batch_size=4,
-              genept_max_length=32, task_max_examples=16, progress=False)
+    kw = dict(
+        genept_model="scratch:tiny",
+        genept_steps=[3, 6],
+        genept_max_sentences=60,
+        genept_batch_size=4,
+        genept_max_length=32,
+        task_max_examples=16,
+        progress=False,
+    )
     ref = SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "ref"), **kw})).genept()
 
     class Stop(Exception):
@@ -252,7 +301,7 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(stages, "_write_json", dying)
     with pytest.raises(Stop):
         exp.genept()
-    assert not (tmp_path / "run" / "genept").exists()                       # no partial artifact
+    assert not (tmp_path / "run" / "genept").exists()  # no partial artifact
     assert list((tmp_path / "run" / ".work" / "genept").glob("*/checkpoint.pt"))  # but a resumable checkpoint
     monkeypatch.setattr(stages, "_write_json", real)
     got = exp.genept()
@@ -283,7 +332,7 @@ def test_threshold_table_counts_follow_the_threshold():
     ids = tok(["great acting", "the plot"], add_special_tokens=False)["input_ids"]
     ds = Dataset.from_dict({"token_ids": ids, "importance": [[0.9, 0.3], [0.2, 0.1]]})
     t = threshold_table(ds, tok, {"argmax": 0.5, "low": 0.25}, stopwords="spacy").set_index("threshold")
-    assert t.loc["argmax", "important_rate"] == 0.25 and t.loc["low", "important_rate"] == 0.5   # "the" is a stop word
+    assert t.loc["argmax", "important_rate"] == 0.25 and t.loc["low", "important_rate"] == 0.5  # "the" is a stop word
     assert t.loc["argmax", "sentences_without_important"] == 0.5
 
 
@@ -302,10 +351,10 @@ def test_failed_run_flag_is_the_dev_majority_rate_plus_the_margin():
 
     from tmlib.experiments.selective.analysis import FAILED_MARGIN, flag_failed
 
-    dev = [0] * 60 + [1] * 40                     # majority class: 60%
+    dev = [0] * 60 + [1] * 40  # majority class: 60%
     runs = pd.DataFrame({"dev_accuracy": [0.60, 0.60 + FAILED_MARGIN, 0.66, 0.91]})
     assert flag_failed(runs, dev).tolist() == [True, True, False, False]
-    assert flag_failed(runs, [0] * 50 + [1] * 50).tolist() == [False] * 4    # balanced dev: the bound is 0.55
+    assert flag_failed(runs, [0] * 50 + [1] * 50).tolist() == [False] * 4  # balanced dev: the bound is 0.55
     assert flag_failed(runs, dev, margin=0.0).tolist() == [True, False, False, False]
 
 
@@ -325,8 +374,9 @@ def test_training_curves_without_a_genept_history_says_so():
 
     from tmlib.plots.selective import training_curves
 
-    taskpt = pd.DataFrame({"genept_steps": [1, 1], "method": ["random", "random"], "step": [1, 2],
-                           "train_loss": [5.0, 4.0]})
+    taskpt = pd.DataFrame(
+        {"genept_steps": [1, 1], "method": ["random", "random"], "step": [1, 2], "train_loss": [5.0, 4.0]}
+    )
     fig = training_curves(pd.DataFrame(), taskpt)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["GenePT not trained here\n(loaded from checkpoints)"] and len(fig.axes[1].lines) == 1

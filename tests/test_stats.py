@@ -1,4 +1,5 @@
 """tmlib.stats: paired gaps over seeds (mean, std, wins, paired t, p, 95% CI) and the gap sentence."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,10 +13,12 @@ def frame():
     mask = {0: 0.70, 1: 0.74, 2: 0.69, 3: 0.72, 4: 0.71}
     ft = {0: 0.73, 1: 0.75, 2: 0.74, 3: 0.73, 4: 0.76}
     for s in range(5):
-        rows += [{"task": "mr", "method": "mask", "seed": s, "acc": mask[s]},
-                 {"task": "mr", "method": "finetune", "seed": s, "acc": ft[s]},
-                 {"task": "bbc", "method": "mask", "seed": s, "acc": 0.9},
-                 {"task": "bbc", "method": "finetune", "seed": s, "acc": 0.8 + 0.01 * s}]
+        rows += [
+            {"task": "mr", "method": "mask", "seed": s, "acc": mask[s]},
+            {"task": "mr", "method": "finetune", "seed": s, "acc": ft[s]},
+            {"task": "bbc", "method": "mask", "seed": s, "acc": 0.9},
+            {"task": "bbc", "method": "finetune", "seed": s, "acc": 0.8 + 0.01 * s},
+        ]
     return pd.DataFrame(rows), mask, ft
 
 
@@ -37,8 +40,9 @@ def test_paired_gap_matches_scipy_paired_t():
 def test_pairs_only_seeds_present_for_both_and_skips_absent_methods():
     df, _, _ = frame()
     df = df[~((df.method == "finetune") & (df.seed == 4))]
-    g = paired_gap_table(df, by="task", method_col="method", value_col="acc",
-                         pairs=[("mask", "finetune"), ("lora", "finetune")])
+    g = paired_gap_table(
+        df, by="task", method_col="method", value_col="acc", pairs=[("mask", "finetune"), ("lora", "finetune")]
+    )
     assert set(g.comparison) == {"mask - finetune"} and (g.n_seeds == 4).all()
 
 
@@ -64,7 +68,7 @@ def test_compare_arms_pairs_runs_by_group_and_seed():
     from tmlib.stats import compare_arms
 
     rows = []
-    for method, shift in (("finetune", 0.0), ("mask", 0.05)):
+    for method, _shift in (("finetune", 0.0), ("mask", 0.05)):
         for seed in range(5):
             base = 0.7 + 0.01 * seed
             rows.append({"task": "mr", "method": method, "seed": seed, "lr": 1e-3, "test_accuracy": base})
@@ -89,23 +93,30 @@ def test_power_columns_detectable_gap_and_test_sampling_term():
     of a seed's gap the test set's sampling explains: sqrt(disagreement / n)."""
     from tmlib.stats import detectable_gap, paired_gap_table
 
-    res = pd.DataFrame([{"task": "t", "method": m, "seed": s, "acc": v}
-                        for s, (a, b) in enumerate([(0.80, 0.78), (0.75, 0.76), (0.79, 0.75)])
-                        for m, v in (("a", a), ("b", b))])
+    res = pd.DataFrame(
+        [
+            {"task": "t", "method": m, "seed": s, "acc": v}
+            for s, (a, b) in enumerate([(0.80, 0.78), (0.75, 0.76), (0.79, 0.75)])
+            for m, v in (("a", a), ("b", b))
+        ]
+    )
     rng = np.random.default_rng(0)
     preds = {}
     for s in range(3):
         base = rng.integers(0, 2, 400)
         flip = base.copy()
-        flip[:40] = 1 - flip[:40]              # the two models disagree on exactly 10% of 400 examples
+        flip[:40] = 1 - flip[:40]  # the two models disagree on exactly 10% of 400 examples
         preds["t", "a", s], preds["t", "b", s] = base, flip
-    g = paired_gap_table(res, by=["task"], method_col="method", value_col="acc", pairs=[("a", "b")], scale=100,
-                         predictions=preds).iloc[0]
+    g = paired_gap_table(
+        res, by=["task"], method_col="method", value_col="acc", pairs=[("a", "b")], scale=100, predictions=preds
+    ).iloc[0]
     assert g.test_n == 400 and g.disagreement == pytest.approx(0.1)
     assert g.sampling_sd == pytest.approx(100 * np.sqrt(0.1 / 400))
     assert g.detectable_gap == pytest.approx(detectable_gap(g.gap_std, 3)) and g.detectable_gap > g.ci95
-    assert "sampling_sd" not in paired_gap_table(res, by=["task"], method_col="method", value_col="acc",
-                                                 pairs=[("a", "b")]).columns
+    assert (
+        "sampling_sd"
+        not in paired_gap_table(res, by=["task"], method_col="method", value_col="acc", pairs=[("a", "b")]).columns
+    )
 
 
 def test_power_table_and_seeds_needed():
@@ -118,5 +129,5 @@ def test_power_table_and_seeds_needed():
     assert t["detectable_gap"].iloc[2] < t["detectable_gap"].iloc[0]
     assert t["minutes"].iloc[3] == (600 + 10 * 240) / 60
     n = seeds_needed(3.0, 1.0)
-    assert detectable_gap(3.0, n) <= 1.0 < detectable_gap(3.0, n - 1)   # the fewest such seeds
+    assert detectable_gap(3.0, n) <= 1.0 < detectable_gap(3.0, n - 1)  # the fewest such seeds
     assert seeds_needed(0.1, 1.0) == 2

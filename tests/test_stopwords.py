@@ -1,4 +1,5 @@
 """Stop-word lists for WordPieces: spaCy's (official, per piece), spaCy's on whole words, tmlib's old one."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ def test_spacy_list_has_negations():
 
 
 def test_spacy_per_piece_matches_spacy_lexemes(tokenizer):
-    """"spacy" is exactly the official lookup ``nlp.vocab[piece].is_stop`` over the whole WordPiece vocabulary."""
+    """ "spacy" is exactly the official lookup ``nlp.vocab[piece].is_stop`` over the whole WordPiece vocabulary."""
     import spacy
 
     vocab = spacy.blank("en").vocab

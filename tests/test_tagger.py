@@ -1,4 +1,5 @@
 """Importance tagger: learns synthetic buffer labels, selects by dev F1, labels a corpus aligned per token."""
+
 import numpy as np
 import pytest
 import torch
@@ -26,8 +27,10 @@ def trained(tokenizer):
 
     rng = random.Random(0)
     words = ["the", "film", "was", "a", "story", "cast", "plot", "and", "very", "quite", "movie", "it"]
-    texts = [" ".join(rng.choice(words + list(KEY) if rng.random() < 0.3 else words) for _ in range(rng.randint(4, 10)))
-             for _ in range(160)]
+    texts = [
+        " ".join(rng.choice(words + list(KEY) if rng.random() < 0.3 else words) for _ in range(rng.randint(4, 10)))
+        for _ in range(160)
+    ]
     train, dev = _scores(tokenizer, texts[:128]), _scores(tokenizer, texts[128:])
     model = load_token_classifier("scratch:tiny", num_labels=2, seed=0)
     cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=6, warmup_ratio=0.0, progress=False, seed=0)
@@ -59,8 +62,11 @@ def test_label_corpus_and_predict(trained, tokenizer):
 
 def test_weighting_and_errors(tokenizer):
     model = load_token_classifier("scratch:tiny", num_labels=2, seed=0).eval()
-    b = {"input_ids": torch.tensor([[101, 2307, 102]]), "attention_mask": torch.ones(1, 3, dtype=torch.long),
-         "labels": torch.tensor([[-100, 1, -100]])}
+    b = {
+        "input_ids": torch.tensor([[101, 2307, 102]]),
+        "attention_mask": torch.ones(1, 3, dtype=torch.long),
+        "labels": torch.tensor([[-100, 1, -100]]),
+    }
     l1 = WeightedTagger(model, 1.0)(**b).loss
     l3 = WeightedTagger(model, 3.0)(**b).loss
     assert torch.isclose(l1, l3)  # one labelled token: the weight cancels in the weighted mean
@@ -74,8 +80,13 @@ def test_weighting_and_errors(tokenizer):
     with pytest.raises(ValueError, match="no hard labels"):
         tagger_examples([TokenScores("a", ["a"], [0.1])], tokenizer)
     with pytest.raises(ValueError, match="2-label"):
-        train_tagger(load_token_classifier("scratch:tiny", num_labels=3), _scores(tokenizer, ["great"]),
-                     _scores(tokenizer, ["great"]), tokenizer, TrainConfig(progress=False))
+        train_tagger(
+            load_token_classifier("scratch:tiny", num_labels=3),
+            _scores(tokenizer, ["great"]),
+            _scores(tokenizer, ["great"]),
+            tokenizer,
+            TrainConfig(progress=False),
+        )
     with pytest.raises(TypeError, match="wrap it"):
         predict_importance(model, tokenizer, "a text")
 
@@ -93,8 +104,11 @@ def test_threshold_tuned_on_dev_and_saved_with_the_model(tokenizer, tmp_path):
             p = torch.where(input_ids == 2307, 0.3, 0.1)
             return type("O", (), {"logits": torch.stack([torch.log1p(-p), torch.log(p)], -1)})()
 
-    b = {"input_ids": torch.tensor([[101, 2307, 1996, 2307, 1996, 102]]), "attention_mask": torch.ones(1, 6),
-         "labels": torch.tensor([[-100, 1, 0, 1, 0, -100]])}
+    b = {
+        "input_ids": torch.tensor([[101, 2307, 1996, 2307, 1996, 102]]),
+        "attention_mask": torch.ones(1, 6),
+        "labels": torch.tensor([[-100, 1, 0, 1, 0, -100]]),
+    }
     m = tagger_metrics(Fixed(), [b])
     assert m["f1_argmax"] == 0.0 and m["f1"] == 1.0 and 0.1 <= m["threshold"] < 0.3
     model.config.importance_threshold = m["threshold"]

@@ -1,5 +1,6 @@
 """TaskPT data as the official code builds it: document-contiguous rows (tmlib.mlm.pack_documents) and masks drawn
 once (tmlib.mlm.draw_static_masks, tmlib.collators.StaticMLMCollator)."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,16 +22,23 @@ def _corpus(n_docs=12, sents=5, length=9):
 
 def test_rows_hold_consecutive_sentences_of_one_document(tokenizer):
     ids, docs, imp, lab = _corpus()
-    rows = pack_documents(ids, docs, tokenizer, max_length=32, short_seq_prob=0.0, seed=1,
-                          token_fields={"importance": imp, "important": lab})
+    rows = pack_documents(
+        ids,
+        docs,
+        tokenizer,
+        max_length=32,
+        short_seq_prob=0.0,
+        seed=1,
+        token_fields={"importance": imp, "important": lab},
+    )
     for r in range(len(rows)):
         row, sid = rows[r]["input_ids"], rows[r]["sent_ids"]
         assert row[0] == tokenizer.cls_token_id and row[-1] == tokenizer.sep_token_id and len(row) <= 32
         d = int(rows[r]["doc"][3:])
         body = [t for t in row[1:-1]]
-        assert all(1000 + 100 * d <= t < 1000 + 100 * (d + 1) for t in body)     # one document per row
+        assert all(1000 + 100 * d <= t < 1000 + 100 * (d + 1) for t in body)  # one document per row
         sent_of = [t - 1000 - 100 * d for t in body]
-        assert sent_of == sorted(sent_of)                                        # in document order
+        assert sent_of == sorted(sent_of)  # in document order
         assert len(rows[r]["importance"]) == len(row) == len(sid)
     # every document contributes all its tokens unless a chunk was truncated (target 30 <= 3 sentences of 9 + 3)
     assert sum(len(r) - 2 for r in rows["input_ids"]) <= 12 * 5 * 9
@@ -44,21 +52,28 @@ def test_short_sequences_and_truncation_to_the_row_length(tokenizer):
     long = pack_documents(ids, docs, tokenizer, max_length=64, short_seq_prob=0.0, seed=0)
     short = pack_documents(ids, docs, tokenizer, max_length=64, short_seq_prob=0.5, seed=0)
     assert max(map(len, long["input_ids"])) == 64 and max(map(len, short["input_ids"])) <= 64
-    assert len(short) > len(long)                         # shorter targets cut documents into more rows
+    assert len(short) > len(long)  # shorter targets cut documents into more rows
     with pytest.raises(ValueError, match="document keys"):
         pack_documents(ids, docs[:-1], tokenizer)
 
 
 def test_masks_are_drawn_once_and_capped(tokenizer):
     ids, docs, imp, lab = _corpus(n_docs=6, sents=6, length=12)
-    rows = pack_documents(ids, docs, tokenizer, max_length=80, short_seq_prob=0.0, seed=0,
-                          token_fields={"importance": imp, "important": lab})
+    rows = pack_documents(
+        ids,
+        docs,
+        tokenizer,
+        max_length=80,
+        short_seq_prob=0.0,
+        seed=0,
+        token_fields={"importance": imp, "important": lab},
+    )
     sel = draw_static_masks(rows, SelectiveMaskingCollator(tokenizer, seed=3), max_predictions=4, seed=0)
     again = draw_static_masks(rows, SelectiveMaskingCollator(tokenizer, seed=3), max_predictions=4, seed=0)
-    assert sel["input_ids"] == again["input_ids"] and sel["labels"] == again["labels"]   # seeded: reproducible
+    assert sel["input_ids"] == again["input_ids"] and sel["labels"] == again["labels"]  # seeded: reproducible
     n_masked = [sum(x != -100 for x in lab_row) for lab_row in sel["labels"]]
-    assert max(n_masked) == 4 and min(n_masked) >= 1                                  # capped at max_predictions
-    for r in range(len(sel)):   # unmasked positions hold the original token; labels are the original token
+    assert max(n_masked) == 4 and min(n_masked) >= 1  # capped at max_predictions
+    for r in range(len(sel)):  # unmasked positions hold the original token; labels are the original token
         orig, got, labels = rows[r]["input_ids"], sel[r]["input_ids"], sel[r]["labels"]
         assert all(g == o for g, o, lb in zip(got, orig, labels) if lb == -100)
         assert all(lb == o for o, lb in zip(orig, labels) if lb != -100)
@@ -68,5 +83,5 @@ def test_masks_are_drawn_once_and_capped(tokenizer):
     coll = StaticMLMCollator(tokenizer)
     a, b = coll([sel[0], sel[1]]), coll([sel[0], sel[1]])
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
-    assert a["labels"][0, len(sel[0]["input_ids"]):].eq(-100).all()   # padding is never a prediction
-    assert np.array_equal(a["labels"][1, :len(sel[1]["labels"])].numpy(), np.asarray(sel[1]["labels"]))
+    assert a["labels"][0, len(sel[0]["input_ids"]) :].eq(-100).all()  # padding is never a prediction
+    assert np.array_equal(a["labels"][1, : len(sel[1]["labels"])].numpy(), np.asarray(sel[1]["labels"]))

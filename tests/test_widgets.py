@@ -1,4 +1,5 @@
 """The explorer is driven without a browser: set widget values, call methods or click, read the HTML."""
+
 import sys
 import types
 
@@ -22,8 +23,9 @@ def model():
 def explorer(model, tokenizer):
     from tmlib.widgets import TokenImportanceExplorer
 
-    return TokenImportanceExplorer(model, tokenizer, TEXTS, labels=LABELS,
-                                   method_kwargs={"integrated_gradients": {"n_steps": 4}})
+    return TokenImportanceExplorer(
+        model, tokenizer, TEXTS, labels=LABELS, method_kwargs={"integrated_gradients": {"n_steps": 4}}
+    )
 
 
 def test_pick_example_and_type_text(explorer):
@@ -55,7 +57,7 @@ def test_scores_are_cached_per_text_method_delta(explorer):
     explorer.delta.value = 0.05  # occlusion ignores delta: still cached
     assert explorer.n_computed == 2
     explorer.method.value = "buffer"
-    explorer.delta.value = 0.2   # the buffer method depends on delta: recomputed
+    explorer.delta.value = 0.2  # the buffer method depends on delta: recomputed
     assert explorer.n_computed == 4 and explorer.last["main"].meta["delta"] == pytest.approx(0.2)
     explorer.delta.value = 0.05  # back to a cached delta
     assert explorer.n_computed == 4 and explorer.last["main"].important is not None
@@ -126,10 +128,12 @@ def test_preview_degrades_without_collators(explorer, monkeypatch):
 def test_errors_are_shown_and_bad_setup_rejected(model, tokenizer, explorer):
     from tmlib.widgets import TokenImportanceExplorer
 
-    bad = TokenImportanceExplorer(model, tokenizer, TEXTS, method="integrated_gradients",
-                                  method_kwargs={"integrated_gradients": {"n_steps": 1}})
-    assert (bad.set_example(0) == "" and "integrated_gradients failed" in bad.status.value
-            and "n_steps" in bad.status.value)
+    bad = TokenImportanceExplorer(
+        model, tokenizer, TEXTS, method="integrated_gradients", method_kwargs={"integrated_gradients": {"n_steps": 1}}
+    )
+    assert (
+        bad.set_example(0) == "" and "integrated_gradients failed" in bad.status.value and "n_steps" in bad.status.value
+    )
     with pytest.raises(ValueError, match="unknown importance method 'lime'"):
         TokenImportanceExplorer(model, tokenizer, TEXTS, methods=["occlusion", "lime"])
     with pytest.raises(IndexError, match="3 examples"):

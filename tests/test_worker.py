@@ -1,6 +1,7 @@
 """`python -m tmlib worker` beside a running notebook 01: the two processes share the run folder's stages (file
 locks; the worker walks them in reverse order), each stage is built once, by either process, and every artifact
 is the one the notebook builds alone."""
+
 import hashlib
 import json
 import subprocess
@@ -16,16 +17,23 @@ TIMING = ("seconds", "time", "created", "path", "peak", "rss", "memory")
 
 
 def _weights(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("model.safetensors"))}
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("model.safetensors"))
+    }
 
 
 @pytest.mark.slow
 def test_a_worker_beside_the_notebook_shares_the_stages_and_gives_the_same_artifacts(tmp_path):
     alone, shared = tmp_path / "alone", tmp_path / "shared"
     run_suite("smoke", alone, only=["01"])
-    worker = subprocess.Popen([sys.executable, "-m", "tmlib", "worker", "--params", "smoke", "--out", str(shared)],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tmlib", "worker", "--params", "smoke", "--out", str(shared)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     run_suite("smoke", shared, only=["01"])
     said, _ = worker.communicate(timeout=900)
     assert worker.returncode == 0, said[-2000:]

@@ -6,4 +6,5 @@ Modules, one concept each:
     data      datasets (builtin, files, hub)                   models    model / tokenizer names
     training  the one training loop (accelerate)               runs      atomic artifacts + manifests
 """
+
 __version__ = "0.1.0"

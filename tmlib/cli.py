@@ -1,36 +1,37 @@
 """Command line: ``python -m tmlib <verb>``.
 
-    python -m tmlib assets fetch [--force]     download, verify and unpack the offline assets
-    python -m tmlib assets verify              re-hash the unpacked assets
-    python -m tmlib assets list                what each asset is and where it lives
-    python -m tmlib suite --params default --out runs/default [--only 01 03] [-p 03.seeds='[0, 1]']
-                                               run the notebooks with papermill
-    python -m tmlib params list                the parameter sets of every notebook
-    python -m tmlib params show 03 default     one notebook's parameters (type, value, help)
-    python -m tmlib params doc --out docs/parameters.md   every parameter and set, as markdown
-    python -m tmlib worker --params default    share notebook 01's stages with a running suite
-    python -m tmlib finetune --task mr --model minilm --out runs/ft_mr [--epochs 3 --lr 2e-5 ...]
-                                               fine-tune a classifier; runs unchanged under
-                                               `accelerate launch -m tmlib finetune ...` (multi-GPU)
-    python -m tmlib mlm --corpus bbc --model scratch:mini --out runs/genept --max-steps 1000
-    python -m tmlib mlm --labelled runs/default/01_selective_masking/corpus_labels/data
-                        --masking selective --model runs/genept/model --out runs/taskpt_sel --max-steps 500
-                                               GenePT / TaskPT MLM training (random 15%, selective,
-                                               or the random-count control); accelerate-launchable
-    python -m tmlib adapt --task csv:reviews.csv --method mask --out runs/mine
-                                               notebook 03's recipe on your file: train, test on the
-                                               held-out rows, export (a mask as its 1-bit file)
-    python -m tmlib predict --mask mr=runs/mine/solutions/<task>/mask-s0/mask.safetensors
-                        --mask news=... --input new.csv --out predictions.csv
-                                               several tasks' masks on one backbone
-    python -m tmlib importance --task csv:reviews.csv --corpus txt:reviews.txt --out runs/imp
-                                               scorer, buffer labels, tagger, labelled corpus (for mlm)
-    python -m tmlib landscape --a runs/mine/solutions/<task>/mask-s0 --b .../finetune-s0 --task csv:reviews.csv
-                        --out path.csv     the straight line between two solutions
-    python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning
-                        --names bf16 fp32 --out runs/fp32/precision_check.csv
-                                               two runs differing in one setting, paired by seed
+python -m tmlib assets fetch [--force]     download, verify and unpack the offline assets
+python -m tmlib assets verify              re-hash the unpacked assets
+python -m tmlib assets list                what each asset is and where it lives
+python -m tmlib suite --params default --out runs/default [--only 01 03] [-p 03.seeds='[0, 1]']
+                                           run the notebooks with papermill
+python -m tmlib params list                the parameter sets of every notebook
+python -m tmlib params show 03 default     one notebook's parameters (type, value, help)
+python -m tmlib params doc --out docs/parameters.md   every parameter and set, as markdown
+python -m tmlib worker --params default    share notebook 01's stages with a running suite
+python -m tmlib finetune --task mr --model minilm --out runs/ft_mr [--epochs 3 --lr 2e-5 ...]
+                                           fine-tune a classifier; runs unchanged under
+                                           `accelerate launch -m tmlib finetune ...` (multi-GPU)
+python -m tmlib mlm --corpus bbc --model scratch:mini --out runs/genept --max-steps 1000
+python -m tmlib mlm --labelled runs/default/01_selective_masking/corpus_labels/data
+                    --masking selective --model runs/genept/model --out runs/taskpt_sel --max-steps 500
+                                           GenePT / TaskPT MLM training (random 15%, selective,
+                                           or the random-count control); accelerate-launchable
+python -m tmlib adapt --task csv:reviews.csv --method mask --out runs/mine
+                                           notebook 03's recipe on your file: train, test on the
+                                           held-out rows, export (a mask as its 1-bit file)
+python -m tmlib predict --mask mr=runs/mine/solutions/<task>/mask-s0/mask.safetensors
+                    --mask news=... --input new.csv --out predictions.csv
+                                           several tasks' masks on one backbone
+python -m tmlib importance --task csv:reviews.csv --corpus txt:reviews.txt --out runs/imp
+                                           scorer, buffer labels, tagger, labelled corpus (for mlm)
+python -m tmlib landscape --a runs/mine/solutions/<task>/mask-s0 --b .../finetune-s0 --task csv:reviews.csv
+                    --out path.csv     the straight line between two solutions
+python -m tmlib compare runs/default/03_masking_vs_finetuning runs/fp32/03_masking_vs_finetuning
+                    --names bf16 fp32 --out runs/fp32/precision_check.csv
+                                           two runs differing in one setting, paired by seed
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ from .suite import DEFAULT_JOBS
 
 def _assets(args) -> int:
     if args.action == "fetch":
-        for name in (args.names or list(assets.ASSETS)):
+        for name in args.names or list(assets.ASSETS):
             path = assets.fetch(name, force=args.force)
             print(f"{name:10s} ok  {path}")
     elif args.action == "verify":
@@ -83,8 +84,17 @@ def _suite(args) -> int:
         if len(item) != 2:
             raise ValueError(f"-p {' '.join(item)}: give NAME VALUE or NAME=VALUE (NN.NAME for one notebook)")
         extra[item[0]] = _here(parse_yaml(item[1]))
-    run_suite(args.params, args.out, only=args.only, kernel=args.kernel, jobs=args.jobs,
-              notebooks_dir=args.notebooks, params_dir=args.params_dir, extra=extra, calibrate=not args.no_calibration)
+    run_suite(
+        args.params,
+        args.out,
+        only=args.only,
+        kernel=args.kernel,
+        jobs=args.jobs,
+        notebooks_dir=args.notebooks,
+        params_dir=args.params_dir,
+        extra=extra,
+        calibrate=not args.no_calibration,
+    )
     return 0
 
 
@@ -133,7 +143,7 @@ def _worker(args) -> int:
     from .experiments.selective import SelectiveConfig, build_all
     from .suite import PARAMS
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # beside a notebook: no spinning on its core (as the suite)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # beside a notebook: no spinning on its core (as the suite)
     values = load_yaml(PARAMS / "01_selective_masking" / f"{args.params}.yaml")
     values["out_dir"] = str(Path(args.out or f"runs/{args.params}") / "01_selective_masking")
     if args.threads is not None:
@@ -156,9 +166,16 @@ def _finetune(args) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = from_dict(TrainConfig, overrides)
-    data = load_task(args.task, seed=args.data_seed, max_examples=args.max_examples, text_column=args.text_column,
-                     label_column=args.label_column, pair_column=args.pair_column, aspect_column=args.aspect_column,
-                     **({"encoding": args.encoding} if args.task.startswith(("csv:", "jsonl:")) else {}))
+    data = load_task(
+        args.task,
+        seed=args.data_seed,
+        max_examples=args.max_examples,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        pair_column=args.pair_column,
+        aspect_column=args.aspect_column,
+        **({"encoding": args.encoding} if args.task.startswith(("csv:", "jsonl:")) else {}),
+    )
     model = load_classifier(args.model, label_names(data), seed=cfg.seed)
     tok = load_tokenizer(args.model)
     store = RunStore(args.out)
@@ -167,11 +184,24 @@ def _finetune(args) -> int:
     if acc.is_main_process:
         acc.unwrap_model(model).save_pretrained(store.root / "model")
         tok.save_pretrained(store.root / "model")
-        store.write_json("results.json", {"task": args.task, "model": args.model, "config": cfg, "dev": res.dev,
-                                          "test": res.test, "history": res.fit.history, "seconds": res.fit.seconds,
-                                          "processes": acc.num_processes, "device": str(acc.device)})
-        print(f"dev accuracy {res.dev['accuracy']:.4f}  test accuracy {res.test['accuracy']:.4f}  "
-              f"({res.fit.steps} steps, {res.fit.seconds:.0f} s, {acc.num_processes} process(es) on {acc.device})")
+        store.write_json(
+            "results.json",
+            {
+                "task": args.task,
+                "model": args.model,
+                "config": cfg,
+                "dev": res.dev,
+                "test": res.test,
+                "history": res.fit.history,
+                "seconds": res.fit.seconds,
+                "processes": acc.num_processes,
+                "device": str(acc.device),
+            },
+        )
+        print(
+            f"dev accuracy {res.dev['accuracy']:.4f}  test accuracy {res.test['accuracy']:.4f}  "
+            f"({res.fit.steps} steps, {res.fit.seconds:.0f} s, {acc.num_processes} process(es) on {acc.device})"
+        )
     return 0
 
 
@@ -183,30 +213,62 @@ def _adapt(args) -> int:
     from .runs import RunStore
     from .solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage
 
-    get_method(args.method)   # unknown names stop here, listing the valid ones
+    get_method(args.method)  # unknown names stop here, listing the valid ones
     grid_lrs, grid_extend = _lr_grid(args)
-    data = TaskRecipe(args.task, seed=args.data_seed, max_train=args.max_train, max_dev=args.max_dev,
-                      max_test=args.max_test, test_pool=args.test_pool, text_column=args.text_column,
-                      label_column=args.label_column, encoding=args.encoding,
-                      pair_column=args.pair_column, aspect_column=args.aspect_column)
+    data = TaskRecipe(
+        args.task,
+        seed=args.data_seed,
+        max_train=args.max_train,
+        max_dev=args.max_dev,
+        max_test=args.max_test,
+        test_pool=args.test_pool,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+        pair_column=args.pair_column,
+        aspect_column=args.aspect_column,
+    )
     mask = MaskConfig(init_sparsity=args.mask_init_sparsity, skip_first_blocks=args.mask_skip_first_blocks)
     store = RunStore(args.out, progress=True)
     rows = []
     inputs = Inputs(data, args.model)
     grid = None
     for seed in args.seeds:
-        recipe = SolutionRecipe(data, args.model, args.method, seed, max_length=args.max_length, epochs=args.epochs,
-                                batch_size=args.batch_size, lr=args.lr, options=mask,
-                                mixed_precision=args.mixed_precision, kernels=args.kernels)
-        if grid_lrs and grid is None:   # notebook 03's rule: the lr is chosen on dev with the first seed
+        recipe = SolutionRecipe(
+            data,
+            args.model,
+            args.method,
+            seed,
+            max_length=args.max_length,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            options=mask,
+            mixed_precision=args.mixed_precision,
+            kernels=args.kernels,
+        )
+        if grid_lrs and grid is None:  # notebook 03's rule: the lr is chosen on dev with the first seed
             grid = GridRecipe(recipe, grid_lrs, grid_extend)
         stage = chosen_stage(recipe, grid, store, inputs)
         trained, ev = store.get(stage), store.get(evaluation_stage(recipe, stage, inputs))
-        rows.append({"task": args.task, "method": args.method, "seed": seed, "lr": trained.metrics["lr"],
-                     "dev_accuracy": trained.metrics["dev_accuracy"], "test_accuracy": ev.accuracy, "test_n": ev.n,
-                     "task_bytes": trained.metrics["task_bytes"], "n_trainable": trained.metrics["n_trainable"]})
-        print(f"{args.method} seed {seed}: dev {rows[-1]['dev_accuracy']:.4f}  test {ev.accuracy:.4f} "
-              f"({ev.n} held-out examples)  {rows[-1]['task_bytes']:,} bytes per task", flush=True)
+        rows.append(
+            {
+                "task": args.task,
+                "method": args.method,
+                "seed": seed,
+                "lr": trained.metrics["lr"],
+                "dev_accuracy": trained.metrics["dev_accuracy"],
+                "test_accuracy": ev.accuracy,
+                "test_n": ev.n,
+                "task_bytes": trained.metrics["task_bytes"],
+                "n_trainable": trained.metrics["n_trainable"],
+            }
+        )
+        print(
+            f"{args.method} seed {seed}: dev {rows[-1]['dev_accuracy']:.4f}  test {ev.accuracy:.4f} "
+            f"({ev.n} held-out examples)  {rows[-1]['task_bytes']:,} bytes per task",
+            flush=True,
+        )
     import pandas as pd
 
     store.write_csv("results.csv", pd.DataFrame(rows))
@@ -258,15 +320,21 @@ def _predict(args) -> int:
     for item in args.mask:
         task, eq, path = item.partition("=")
         if not eq or not task or not path:
-            raise ValueError(f"--mask {item!r}: give TASK=PATH (a mask.safetensors that `tmlib adapt --method mask` "
-                             f"saved, e.g. mr=runs/mine/solutions/mr/mask-s0/mask.safetensors)")
+            raise ValueError(
+                f"--mask {item!r}: give TASK=PATH (a mask.safetensors that `tmlib adapt --method mask` "
+                f"saved, e.g. mr=runs/mine/solutions/mr/mask-s0/mask.safetensors)"
+            )
         if not Path(path).is_file():
             raise ValueError(f"--mask {task}: {path} does not exist")
         masks[task] = path
-    texts = list(load_text_file(args.input, text_column=args.text_column, label_column=None, split=False,
-                                encoding=args.encoding)["text"])
-    mt = MultiTaskMaskedModel(load_classifier(args.model, ["a", "b"], seed=args.seed), load_tokenizer(args.model),
-                              backbone_name=args.model)
+    texts = list(
+        load_text_file(
+            args.input, text_column=args.text_column, label_column=None, split=False, encoding=args.encoding
+        )["text"]
+    )
+    mt = MultiTaskMaskedModel(
+        load_classifier(args.model, ["a", "b"], seed=args.seed), load_tokenizer(args.model), backbone_name=args.model
+    )
     out = pd.DataFrame({"text": texts})
     for task, path in masks.items():
         mt.add_task(task, path)
@@ -274,8 +342,7 @@ def _predict(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(args.out, index=False)
     mem = mt.memory_bytes()
-    print(f"wrote {args.out}: {len(texts)} texts x {len(masks)} task(s) on one backbone "
-          f"({mem['total']:,} bytes held)")
+    print(f"wrote {args.out}: {len(texts)} texts x {len(masks)} task(s) on one backbone ({mem['total']:,} bytes held)")
     return 0
 
 
@@ -287,25 +354,41 @@ def _importance(args) -> int:
     from .experiments.selective import SelectiveConfig, SelectiveExperiment, corpus_summary
     from .precision import processes
 
-    flat = {"out_dir": args.out, "task": args.task, "taskpt_corpus": args.corpus, "text_column": args.text_column,
-            "label_column": args.label_column, "encoding": args.encoding, "scorer_model": args.model,
-            "tagger_model": args.model, "genept_model": args.model, "task_max_examples": args.max_examples,
-            "taskpt_max_sentences": args.max_sentences, "buffer_max_sentences": args.buffer_sentences,
-            "tagger_threshold": args.threshold, "mixed_precision": args.mixed_precision}
+    flat = {
+        "out_dir": args.out,
+        "task": args.task,
+        "taskpt_corpus": args.corpus,
+        "text_column": args.text_column,
+        "label_column": args.label_column,
+        "encoding": args.encoding,
+        "scorer_model": args.model,
+        "tagger_model": args.model,
+        "genept_model": args.model,
+        "task_max_examples": args.max_examples,
+        "taskpt_max_sentences": args.max_sentences,
+        "buffer_max_sentences": args.buffer_sentences,
+        "tagger_threshold": args.threshold,
+        "mixed_precision": args.mixed_precision,
+    }
     exp = SelectiveExperiment(from_flat(SelectiveConfig, flat))
     # under `accelerate launch` / `torchrun` every process runs this and labels a share of the corpus; the scorer,
     # buffer labels and tagger (small: the buffer's few hundred sentences) come from a one-process run before
     launch = processes()
     if launch.num_processes > 1 and not exp.store.has(exp.tagger_stage):
         if launch.is_main_process:
-            print(f"error: no tagger in {args.out}: under a multi-process launch `tmlib importance` shards only the "
-                  "corpus labelling; train the scorer, buffer labels and tagger first with one process: the same "
-                  "command without the launcher, plus --until tagger", file=sys.stderr)
+            print(
+                f"error: no tagger in {args.out}: under a multi-process launch `tmlib importance` shards only the "
+                "corpus labelling; train the scorer, buffer labels and tagger first with one process: the same "
+                "command without the launcher, plus --until tagger",
+                file=sys.stderr,
+            )
         return 2
     tagger = exp.get(exp.tagger_stage)
     if args.until == "tagger":
-        print(f"tagger: {exp.store.folder('tagger')} (label the corpus: the same command without --until, e.g. "
-              "under accelerate launch)")
+        print(
+            f"tagger: {exp.store.folder('tagger')} (label the corpus: the same command without --until, e.g. "
+            "under accelerate launch)"
+        )
         return 0
     if launch.num_processes > 1:
         launch.wait_for_everyone()
@@ -321,8 +404,10 @@ def _importance(args) -> int:
     summary = corpus_summary(corpus)
     exp.store.write_csv("importance_summary.csv", summary)
     print(summary.to_string(index=False))
-    print(f"labelled corpus: {exp.store.folder('corpus_labels') / 'data'} (python -m tmlib mlm --labelled <it> "
-          f"--masking selective ...)")
+    print(
+        f"labelled corpus: {exp.store.folder('corpus_labels') / 'data'} (python -m tmlib mlm --labelled <it> "
+        f"--masking selective ...)"
+    )
     return 0
 
 
@@ -339,11 +424,19 @@ def _landscape(args) -> int:
     for which in (args.a, args.b):
         folder = Path(which) / "model" if (Path(which) / "model" / "config.json").is_file() else Path(which)
         if not (folder / "config.json").is_file():
-            raise ValueError(f"{which} is not a saved classifier (no config.json in it or in its model/ folder); "
-                             "give a solution folder that `tmlib adapt` wrote, e.g. runs/mine/solutions/<task>/mask-s0")
+            raise ValueError(
+                f"{which} is not a saved classifier (no config.json in it or in its model/ folder); "
+                "give a solution folder that `tmlib adapt` wrote, e.g. runs/mine/solutions/<task>/mask-s0"
+            )
         models.append(AutoModelForSequenceClassification.from_pretrained(folder).eval())
-    data = TaskRecipe(args.task, max_test=args.max_test, test_pool="split", text_column=args.text_column,
-                      label_column=args.label_column, encoding=args.encoding).load()
+    data = TaskRecipe(
+        args.task,
+        max_test=args.max_test,
+        test_pool="split",
+        text_column=args.text_column,
+        label_column=args.label_column,
+        encoding=args.encoding,
+    ).load()
     tok = load_tokenizer(args.tokenizer)
     batches = {s: EvalBatches(encode(data[s], tok, args.max_length), tok) for s in ("dev", "test")}
     step = (args.gamma_max - args.gamma_min) / (args.points - 1)
@@ -354,8 +447,10 @@ def _landscape(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     path.to_csv(args.out, index=False)
     s = path_summary(path, split="test")
-    print(f"wrote {args.out}: test accuracy {s['accuracy_at_0']:.4f} -> {s['accuracy_at_1']:.4f}, largest drop below "
-          f"the lower end {100 * s['max_drop']:.2f} points (at gamma {s['argmin_gamma']:g})")
+    print(
+        f"wrote {args.out}: test accuracy {s['accuracy_at_0']:.4f} -> {s['accuracy_at_1']:.4f}, largest drop below "
+        f"the lower end {100 * s['max_drop']:.2f} points (at gamma {s['argmin_gamma']:g})"
+    )
     return 0
 
 
@@ -400,24 +495,38 @@ def _mlm(args) -> int:
 
         d = Path(args.labelled)
         if not (d / "dataset_info.json").is_file():
-            raise ValueError(f"{d} is not a labelled corpus (a datasets folder written by tmlib.importance.tagger."
-                             f"label_corpus, e.g. runs/<set>/01_selective_masking/corpus_labels/data)")
+            raise ValueError(
+                f"{d} is not a labelled corpus (a datasets folder written by tmlib.importance.tagger."
+                f"label_corpus, e.g. runs/<set>/01_selective_masking/corpus_labels/data)"
+            )
         ds = Dataset.load_from_disk(str(d))
-        packed = pack_corpus(None, tok, cfg.max_length, token_ids=list(ds["token_ids"]),
-                             token_fields={"importance": list(ds["importance"]), "important": list(ds["important"])})
+        packed = pack_corpus(
+            None,
+            tok,
+            cfg.max_length,
+            token_ids=list(ds["token_ids"]),
+            token_fields={"importance": list(ds["importance"]), "important": list(ds["important"])},
+        )
     else:
         if args.masking != "random15":
-            raise ValueError(f"--masking {args.masking} needs per-token importance: "
-                             "pass --labelled <labelled corpus dir>")
+            raise ValueError(
+                f"--masking {args.masking} needs per-token importance: pass --labelled <labelled corpus dir>"
+            )
         packed = pack_corpus(load_corpus(args.corpus, max_sentences=args.max_sentences)["text"], tok, cfg.max_length)
     model = load_mlm(args.model, seed=cfg.seed)
     acc = get_accelerator()
     from pathlib import Path
 
     out = Path(args.out)
-    res = train_mlm(model, packed, tok, cfg,
-                    collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback),
-                    checkpoint_dir=out / "checkpoint", desc=f"MLM ({args.masking})")
+    res = train_mlm(
+        model,
+        packed,
+        tok,
+        cfg,
+        collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback),
+        checkpoint_dir=out / "checkpoint",
+        desc=f"MLM ({args.masking})",
+    )
     if acc.is_main_process:
         from .runs import atomic_save, atomic_write_json
 
@@ -426,11 +535,23 @@ def _mlm(args) -> int:
             tok.save_pretrained(tmp)
 
         atomic_save(out / "model", write)
-        atomic_write_json(out / "results.json", {"model": args.model, "masking": args.masking, "config": cfg,
-                                                 "history": res.history, "steps": res.steps, "seconds": res.seconds,
-                                                 "processes": acc.num_processes, "device": str(acc.device)})
-        print(f"MLM {args.masking}: {res.steps} steps in {res.seconds:.0f} s on {acc.num_processes} process(es) "
-              f"({acc.device}); model in {out / 'model'}")
+        atomic_write_json(
+            out / "results.json",
+            {
+                "model": args.model,
+                "masking": args.masking,
+                "config": cfg,
+                "history": res.history,
+                "steps": res.steps,
+                "seconds": res.seconds,
+                "processes": acc.num_processes,
+                "device": str(acc.device),
+            },
+        )
+        print(
+            f"MLM {args.masking}: {res.steps} steps in {res.seconds:.0f} s on {acc.num_processes} process(es) "
+            f"({acc.device}); model in {out / 'model'}"
+        )
     return 0
 
 
@@ -444,8 +565,9 @@ def _compare(args) -> int:
     for name, run in zip(args.names, args.runs):
         f = Path(run) / "results.csv"
         if not f.is_file():
-            raise ValueError(f"{f} not found: run the experiment first "
-                             "(python -m tmlib suite --params <set> --only 03)")
+            raise ValueError(
+                f"{f} not found: run the experiment first (python -m tmlib suite --params <set> --only 03)"
+            )
         df = pd.read_csv(f)
         if args.query:
             try:
@@ -465,11 +587,20 @@ def _compare(args) -> int:
 
 def _precision(parser) -> None:
     """--mixed-precision and --kernels of a training verb (TrainConfig fields; default: TrainConfig's)."""
-    parser.add_argument("--mixed-precision", dest="mixed_precision", default=None, choices=MIXED_PRECISIONS,
-                        help="arithmetic of training: auto (bf16 where the hardware runs it natively, else fp32), "
-                             "bf16, fp32 (= no) or fp16 (CUDA); default fp32")
-    parser.add_argument("--kernels", default=None, choices=["fast", "hf"],
-                        help="fast: eager attention on CPU + [CLS]-only last layer; hf: the model's own forward")
+    parser.add_argument(
+        "--mixed-precision",
+        dest="mixed_precision",
+        default=None,
+        choices=MIXED_PRECISIONS,
+        help="arithmetic of training: auto (bf16 where the hardware runs it natively, else fp32), "
+        "bf16, fp32 (= no) or fp16 (CUDA); default fp32",
+    )
+    parser.add_argument(
+        "--kernels",
+        default=None,
+        choices=["fast", "hf"],
+        help="fast: eager attention on CPU + [CLS]-only last layer; hf: the model's own forward",
+    )
 
 
 def _data_columns(parser) -> None:
@@ -482,8 +613,9 @@ def _data_columns(parser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tmlib", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tmlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="verb", required=True)
     pa = sub.add_parser("assets", help="offline assets (registry packages)")
     pa.add_argument("action", choices=["fetch", "verify", "list"])
@@ -491,25 +623,45 @@ def main(argv: list[str] | None = None) -> int:
     pa.add_argument("--force", action="store_true", help="download and unpack again")
     pa.set_defaults(func=_assets)
     ps = sub.add_parser("suite", help="execute the notebooks with a papermill parameter set")
-    ps.add_argument("--params", default="default",
-                    help="parameter set name (<params-dir>/<notebook>/<name>.yaml), "
-                         "or one YAML file for every notebook")
-    ps.add_argument("--notebooks", default=None,
-                    help="folder of the NN_name.ipynb notebooks (default: the repository's)")
-    ps.add_argument("--params-dir", default=None,
-                    help="folder of the per-notebook parameter folders (default: the repository's papermill_params)")
+    ps.add_argument(
+        "--params",
+        default="default",
+        help="parameter set name (<params-dir>/<notebook>/<name>.yaml), or one YAML file for every notebook",
+    )
+    ps.add_argument(
+        "--notebooks", default=None, help="folder of the NN_name.ipynb notebooks (default: the repository's)"
+    )
+    ps.add_argument(
+        "--params-dir",
+        default=None,
+        help="folder of the per-notebook parameter folders (default: the repository's papermill_params)",
+    )
     ps.add_argument("--out", default=None, help="output directory (default runs/<params>)")
-    ps.add_argument("-p", "--parameter", nargs="+", action="append", default=[], metavar="NAME VALUE",
-                    help="override a parameter, the value read as YAML: -p seeds '[0, 1]' (every notebook that has "
-                         "it) or -p 03.seeds='[0, 1]' (notebook 03 only); an unknown name is an error")
+    ps.add_argument(
+        "-p",
+        "--parameter",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME VALUE",
+        help="override a parameter, the value read as YAML: -p seeds '[0, 1]' (every notebook that has "
+        "it) or -p 03.seeds='[0, 1]' (notebook 03 only); an unknown name is an error",
+    )
     ps.add_argument("--only", nargs="*", default=None, help="notebook name prefixes to run, e.g. 01 03")
     ps.add_argument("--kernel", default=None, help="Jupyter kernel name (default: this Python)")
-    ps.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
-                    help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; "
-                         "1: one after another); a notebook that reads another's output waits for it")
-    ps.add_argument("--no-calibration", action="store_true",
-                    help="skip the fixed MiniLM training step timed before the notebooks (recorded beside their "
-                         "wall times, to compare runs on hosts of different speed)")
+    ps.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        help=f"notebooks run at once, each in its own process (default {DEFAULT_JOBS}; "
+        "1: one after another); a notebook that reads another's output waits for it",
+    )
+    ps.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="skip the fixed MiniLM training step timed before the notebooks (recorded beside their "
+        "wall times, to compare runs on hosts of different speed)",
+    )
     ps.set_defaults(func=_suite)
     pp = sub.add_parser("params", help="parameter sets of each notebook (list), one notebook's parameters (show)")
     pp.add_argument("action", choices=["list", "show", "doc"])
@@ -522,9 +674,13 @@ def main(argv: list[str] | None = None) -> int:
     pw = sub.add_parser("worker", help="share notebook 01's stages with a running notebook (file locks; reverse order)")
     pw.add_argument("--params", default="default", help="notebook 01 parameter set")
     pw.add_argument("--out", default=None, help="the suite's output directory (default runs/<params>)")
-    pw.add_argument("--threads", type=int, default=None,
-                    help="torch threads of this worker (default: the parameter set's, as the notebook runs; another "
-                         "count changes the numbers of the stages this worker builds)")
+    pw.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of this worker (default: the parameter set's, as the notebook runs; another "
+        "count changes the numbers of the stages this worker builds)",
+    )
     pw.add_argument("--forward", action="store_true", help="same order as the notebook (default: reverse)")
     pw.set_defaults(func=_worker)
     pf = sub.add_parser("finetune", help="fine-tune a sequence classifier (accelerate-launchable)")
@@ -534,79 +690,140 @@ def main(argv: list[str] | None = None) -> int:
     pf.add_argument("--data-seed", type=int, default=0)
     pf.add_argument("--max-examples", type=int, default=None, help="cap each split (quick runs)")
     _data_columns(pf)
-    for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
-                      ("max_length", int), ("seed", int), ("eval_every", int), ("checkpoint_every", int)]:
+    for name, typ in [
+        ("lr", float),
+        ("batch_size", int),
+        ("epochs", float),
+        ("max_steps", int),
+        ("max_length", int),
+        ("seed", int),
+        ("eval_every", int),
+        ("checkpoint_every", int),
+    ]:
         pf.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
-    pf.add_argument("--group-by-length", dest="group_by_length", action="store_true", default=None,
-                    help="batches of similar length (a seeded order; resumes exactly)")
+    pf.add_argument(
+        "--group-by-length",
+        dest="group_by_length",
+        action="store_true",
+        default=None,
+        help="batches of similar length (a seeded order; resumes exactly)",
+    )
     _precision(pf)
     pf.set_defaults(func=_finetune)
-    pad = sub.add_parser("adapt", help="adapt a backbone to a task with finetune, bitfit, mask or lora (notebook 03's "
-                                       "recipe on your data); tested on every example train and dev leave out")
+    pad = sub.add_parser(
+        "adapt",
+        help="adapt a backbone to a task with finetune, bitfit, mask or lora (notebook 03's "
+        "recipe on your data); tested on every example train and dev leave out",
+    )
     pad.add_argument("--task", default="mr", help="builtin task, csv:<path>, jsonl:<path> or hub:<name>")
     pad.add_argument("--method", default="mask", help="finetune | bitfit | mask | lora")
     pad.add_argument("--model", default="minilm", help="minilm, scratch:<size>, a checkpoint dir or a hub name")
     pad.add_argument("--out", required=True, help="run directory (solutions/, evaluations/, results.csv)")
     pad.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
-    pad.add_argument("--lr", type=float, default=None,
-                     help="learning rate, used as given (default: chosen on dev from --lr-grid)")
-    pad.add_argument("--lr-grid", nargs="+", default=None, metavar="LR",
-                     help="lrs tried on dev with the first seed; the best dev accuracy wins and every seed trains "
-                          "at it (notebook 03's rule); default: notebook 03's grid for the method; none: the "
-                          "method's default lr")
-    pad.add_argument("--lr-grid-extend", type=int, default=None,
-                     help="a winner at the grid's edge adds the next lr beyond it, up to N times (default: "
-                          "notebook 03's)")
+    pad.add_argument(
+        "--lr", type=float, default=None, help="learning rate, used as given (default: chosen on dev from --lr-grid)"
+    )
+    pad.add_argument(
+        "--lr-grid",
+        nargs="+",
+        default=None,
+        metavar="LR",
+        help="lrs tried on dev with the first seed; the best dev accuracy wins and every seed trains "
+        "at it (notebook 03's rule); default: notebook 03's grid for the method; none: the "
+        "method's default lr",
+    )
+    pad.add_argument(
+        "--lr-grid-extend",
+        type=int,
+        default=None,
+        help="a winner at the grid's edge adds the next lr beyond it, up to N times (default: notebook 03's)",
+    )
     pad.add_argument("--epochs", type=float, default=4.0)
     pad.add_argument("--batch-size", type=int, default=16)
     pad.add_argument("--max-length", type=int, default=64)
     pad.add_argument("--max-train", type=int, default=0, help="cap the train split, class-balanced (0: all)")
     pad.add_argument("--max-dev", type=int, default=0, help="cap the dev split (0: all)")
     pad.add_argument("--max-test", type=int, default=0, help="cap the test examples (0: all)")
-    pad.add_argument("--test-pool", default="heldout", choices=["heldout", "split"],
-                     help="heldout: every example train and dev leave out; split: the test split")
+    pad.add_argument(
+        "--test-pool",
+        default="heldout",
+        choices=["heldout", "split"],
+        help="heldout: every example train and dev leave out; split: the test split",
+    )
     pad.add_argument("--data-seed", type=int, default=0)
     _data_columns(pad)
     pad.add_argument("--mask-init-sparsity", type=float, default=0.05)
     pad.add_argument("--mask-skip-first-blocks", type=int, default=2)
-    pad.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISIONS,
-                     help="auto (notebook 03's default: bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16")
+    pad.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=MIXED_PRECISIONS,
+        help="auto (notebook 03's default: bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16",
+    )
     pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
     pad.set_defaults(func=_adapt)
-    pex = sub.add_parser("export", help="a trained solution as a folder plain transformers / peft load, with a model "
-                                        "card generated from the run")
+    pex = sub.add_parser(
+        "export",
+        help="a trained solution as a folder plain transformers / peft load, with a model card generated from the run",
+    )
     pex.add_argument("solution", help="a solution folder: <run>/solutions/<task>/<method>-s<seed> (adapt, notebook 03)")
     pex.add_argument("--out", required=True, help="a new folder for the export (never overwritten)")
     pex.set_defaults(func=_export)
     ppr = sub.add_parser("predict", help="several tasks' masks on one backbone: predictions for every row of a file")
-    ppr.add_argument("--mask", action="append", required=True, metavar="TASK=PATH",
-                     help="a task's mask.safetensors (from `adapt --method mask`); repeat for more tasks")
+    ppr.add_argument(
+        "--mask",
+        action="append",
+        required=True,
+        metavar="TASK=PATH",
+        help="a task's mask.safetensors (from `adapt --method mask`); repeat for more tasks",
+    )
     ppr.add_argument("--input", required=True, help="CSV or JSON Lines file with a text column")
     ppr.add_argument("--out", required=True, help="CSV written: the text and one column of predictions per task")
     ppr.add_argument("--model", default="minilm", help="the backbone the masks were trained on")
     ppr.add_argument("--max-length", type=int, default=128)
-    ppr.add_argument("--seed", type=int, default=0, help="a scratch:<size> backbone's init seed (the masks' training "
-                                                         "seed); a pretrained backbone ignores it")
+    ppr.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="a scratch:<size> backbone's init seed (the masks' training seed); a pretrained backbone ignores it",
+    )
     ppr.add_argument("--text-column", default="text", help="the file's text column (default text)")
     ppr.add_argument("--encoding", default="utf-8", help="the file's text encoding (default utf-8)")
     ppr.set_defaults(func=_predict)
-    pim = sub.add_parser("importance", help="notebook 01's importance pipeline on your data: scorer, buffer labels, "
-                                            "tagger, labelled corpus")
+    pim = sub.add_parser(
+        "importance",
+        help="notebook 01's importance pipeline on your data: scorer, buffer labels, tagger, labelled corpus",
+    )
     pim.add_argument("--task", required=True, help="labelled data: csv:<path>, jsonl:<path>, a builtin or hub:<name>")
-    pim.add_argument("--corpus", required=True, help="unlabelled in-domain text: txt:<path> (one text per line), "
-                                                     "csv:<path>, a builtin corpus or hub:<name>")
+    pim.add_argument(
+        "--corpus",
+        required=True,
+        help="unlabelled in-domain text: txt:<path> (one text per line), csv:<path>, a builtin corpus or hub:<name>",
+    )
     pim.add_argument("--out", required=True, help="run folder (its stages are cached there)")
     pim.add_argument("--model", default="minilm", help="scorer and tagger backbone")
     pim.add_argument("--max-examples", type=int, default=400, help="labelled examples per split (0: all)")
     pim.add_argument("--max-sentences", type=int, default=8000, help="corpus sentences labelled (0: all)")
     pim.add_argument("--buffer-sentences", type=int, default=400, help="train sentences given buffer labels (0: all)")
-    pim.add_argument("--threshold", default="argmax", choices=["argmax", "dev_f1"],
-                     help="tagger decision: argmax (official) or the best dev-F1 threshold")
-    pim.add_argument("--mixed-precision", default="auto", choices=MIXED_PRECISIONS,
-                     help="auto (bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16")
-    pim.add_argument("--until", choices=["tagger"], help="stop after the tagger (then label a large corpus with the "
-                                                          "same command under accelerate launch: each process "
-                                                          "labels a share)")
+    pim.add_argument(
+        "--threshold",
+        default="argmax",
+        choices=["argmax", "dev_f1"],
+        help="tagger decision: argmax (official) or the best dev-F1 threshold",
+    )
+    pim.add_argument(
+        "--mixed-precision",
+        default="auto",
+        choices=MIXED_PRECISIONS,
+        help="auto (bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16",
+    )
+    pim.add_argument(
+        "--until",
+        choices=["tagger"],
+        help="stop after the tagger (then label a large corpus with the "
+        "same command under accelerate launch: each process "
+        "labels a share)",
+    )
     _data_columns(pim)
     pim.set_defaults(func=_importance)
     pla = sub.add_parser("landscape", help="loss and accuracy along the straight line between two saved solutions")
@@ -624,26 +841,47 @@ def main(argv: list[str] | None = None) -> int:
     pla.set_defaults(func=_landscape)
     prp = sub.add_parser("report", help="the results document of a run folder, generated from its CSV/JSON files")
     prp.add_argument("run", help="a suite output folder, e.g. runs/default")
-    prp.add_argument("--out", default=None, help="write it here (e.g. docs/results.md; the key numbers as .json "
-                                                 "beside it) instead of printing it")
+    prp.add_argument(
+        "--out",
+        default=None,
+        help="write it here (e.g. docs/results.md; the key numbers as .json beside it) instead of printing it",
+    )
     prp.add_argument("--readme", default=None, help="also fill this README's results section from the key numbers")
     prp.set_defaults(func=_report)
     pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
     pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")
-    pm.add_argument("--labelled", default=None,
-                    help="a labelled corpus dir (tagger output) for selective/random masking")
-    pm.add_argument("--masking", default="random15", choices=["random15", "selective", "random"],
-                    help="random15: HF random 15%%; selective: tagger-guided; random: same count, random positions")
-    pm.add_argument("--fallback", default="none", choices=["none", "random"],
-                    help="selective: sentences without important tokens")
+    pm.add_argument(
+        "--labelled", default=None, help="a labelled corpus dir (tagger output) for selective/random masking"
+    )
+    pm.add_argument(
+        "--masking",
+        default="random15",
+        choices=["random15", "selective", "random"],
+        help="random15: HF random 15%%; selective: tagger-guided; random: same count, random positions",
+    )
+    pm.add_argument(
+        "--fallback", default="none", choices=["none", "random"], help="selective: sentences without important tokens"
+    )
     pm.add_argument("--model", default="scratch:mini", help="scratch:<size>, minilm, a checkpoint dir or a hub name")
     pm.add_argument("--out", required=True, help="run directory (model/, results.json, resumable checkpoint/)")
     pm.add_argument("--max-sentences", type=int, default=None, help="cap the corpus")
-    for name, typ in [("lr", float), ("batch_size", int), ("epochs", float), ("max_steps", int),
-                      ("max_length", int), ("seed", int), ("checkpoint_every", int)]:
+    for name, typ in [
+        ("lr", float),
+        ("batch_size", int),
+        ("epochs", float),
+        ("max_steps", int),
+        ("max_length", int),
+        ("seed", int),
+        ("checkpoint_every", int),
+    ]:
         pm.add_argument(f"--{name.replace('_', '-')}", dest=name, type=typ, default=None)
-    pm.add_argument("--group-by-length", dest="group_by_length", action="store_true", default=None,
-                    help="batches of similar length (a seeded order; resumes exactly)")
+    pm.add_argument(
+        "--group-by-length",
+        dest="group_by_length",
+        action="store_true",
+        default=None,
+        help="batches of similar length (a seeded order; resumes exactly)",
+    )
     _precision(pm)
     pm.set_defaults(func=_mlm)
     pc = sub.add_parser("compare", help="two runs differing in one setting (e.g. bf16 vs fp32), paired by seed")
@@ -651,8 +889,9 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--names", nargs=2, default=["a", "b"], help="names of the two arms (gap = first - second)")
     pc.add_argument("--by", nargs="+", default=["task", "method"], help="columns grouping the comparison")
     pc.add_argument("--metric", default="test_accuracy", help="the column compared (x100, in points)")
-    pc.add_argument("--query", default=None,
-                    help="keep the rows matching this pandas query, e.g. 'final' (notebook 01)")
+    pc.add_argument(
+        "--query", default=None, help="keep the rows matching this pandas query, e.g. 'final' (notebook 01)"
+    )
     pc.add_argument("--out", default=None, help="write the table as CSV here")
     pc.set_defaults(func=_compare)
     args = parser.parse_args(argv)
@@ -663,10 +902,13 @@ def main(argv: list[str] | None = None) -> int:
     except (assets.AssetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Interrupted as stop:   # Ctrl-C in a suite: one line, what was kept and how to resume
+    except Interrupted as stop:  # Ctrl-C in a suite: one line, what was kept and how to resume
         print(stop.line, file=sys.stderr, flush=True)
         return 130
-    except KeyboardInterrupt:   # Ctrl-C elsewhere: stages are committed atomically, so what finished is kept
-        print(f"[tmlib] interrupted: every finished stage is kept; run the same command again to resume "
-              f"({args.verb})", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # Ctrl-C elsewhere: stages are committed atomically, so what finished is kept
+        print(
+            f"[tmlib] interrupted: every finished stage is kept; run the same command again to resume ({args.verb})",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130

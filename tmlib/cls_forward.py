@@ -16,6 +16,7 @@ rounding, and in train mode the same dropout masks drawn in the same order; the 
 thrown-away positions too). Models that are not a BERT encoder classifier (:func:`supports`) use their own
 forward. peft models (LoRA) are read through their base model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,8 +38,12 @@ def supports(model) -> bool:
     if not isinstance(model, BertForSequenceClassification):
         return False
     cfg = model.config
-    return (not cfg.is_decoder and not getattr(cfg, "add_cross_attention", False)
-            and model.bert.pooler is not None and len(model.bert.encoder.layer) >= 1)
+    return (
+        not cfg.is_decoder
+        and not getattr(cfg, "add_cross_attention", False)
+        and model.bert.pooler is not None
+        and len(model.bert.encoder.layer) >= 1
+    )
 
 
 def _draws(module) -> float:
@@ -57,8 +62,12 @@ def _row0_dropout(x: torch.Tensor, p: float, full_shape: tuple, row: tuple) -> t
     return x * noise[row]
 
 
-def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+def cls_logits(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``model(input_ids, attention_mask, token_type_ids).logits`` with the last layer computed for
     position 0 only.
 
@@ -71,8 +80,10 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     from transformers.models.bert.modeling_bert import ALL_ATTENTION_FUNCTIONS, eager_attention_forward
 
     if not supports(model):
-        raise TypeError(f"cls_logits needs a BertForSequenceClassification encoder, got {type(model).__name__}; "
-                        f"call the model itself")
+        raise TypeError(
+            f"cls_logits needs a BertForSequenceClassification encoder, got {type(model).__name__}; "
+            f"call the model itself"
+        )
     model = base_classifier(model)
     bert = model.bert
     h = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
@@ -90,12 +101,12 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     k = sa.key(h).view(b, n, heads, dh).transpose(1, 2)
     v = sa.value(h).view(b, n, heads, dh).transpose(1, 2)
     if mask is not None and mask.dim() == 4 and mask.shape[-2] != 1:
-        mask = mask[:, :, :1, :]          # the [CLS] query's row
+        mask = mask[:, :, :1, :]  # the [CLS] query's row
     p_attn = _draws(sa.dropout)
     if p_attn == 0.0:
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
         ctx, _ = attend(sa, q, k, v, mask, dropout=0.0, scaling=sa.scaling)
-    else:                                 # eager attention, the [CLS] row of a full-size dropout mask
+    else:  # eager attention, the [CLS] row of a full-size dropout mask
         w = torch.matmul(q, k.transpose(2, 3)) * sa.scaling
         if mask is not None:
             w = w.masked_fill(~mask, torch.finfo(w.dtype).min) if mask.dtype == torch.bool else w + mask
@@ -104,13 +115,13 @@ def cls_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | No
         ctx = torch.matmul(w, v).transpose(1, 2).contiguous()
     ctx = ctx.reshape(b, 1, -1).contiguous()
     row = (slice(None), slice(0, 1))
-    so = last.attention.output            # BertSelfOutput: dense, dropout, LayerNorm(x + input)
+    so = last.attention.output  # BertSelfOutput: dense, dropout, LayerNorm(x + input)
     x = so.dense(ctx)
     a = so.LayerNorm(_row0_dropout(x, _draws(so.dropout), (b, n, x.shape[-1]), row) + cls)
-    fo = last.output                      # BertOutput after BertIntermediate
+    fo = last.output  # BertOutput after BertIntermediate
     x = fo.dense(last.intermediate(a))
     out = fo.LayerNorm(_row0_dropout(x, _draws(fo.dropout), (b, n, x.shape[-1]), row) + a)
-    pooled = bert.pooler(out)             # reads position 0
+    pooled = bert.pooler(out)  # reads position 0
     return model.classifier(model.dropout(pooled))
 
 
@@ -123,8 +134,10 @@ class ClsOnlyClassifier(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
         if not self.wraps(model):
-            raise TypeError(f"ClsOnlyClassifier needs a single-label BertForSequenceClassification encoder, got "
-                            f"{type(model).__name__}; train the model itself (TrainConfig(kernels='hf'))")
+            raise TypeError(
+                f"ClsOnlyClassifier needs a single-label BertForSequenceClassification encoder, got "
+                f"{type(model).__name__}; train the model itself (TrainConfig(kernels='hf'))"
+            )
         self.model = model
 
     @classmethod
@@ -136,8 +149,11 @@ class ClsOnlyClassifier(torch.nn.Module):
     @staticmethod
     def wraps(model) -> bool:
         cfg = base_classifier(model).config if supports(model) else None
-        return (cfg is not None and cfg.num_labels > 1
-                and getattr(cfg, "problem_type", None) in (None, "single_label_classification"))
+        return (
+            cfg is not None
+            and cfg.num_labels > 1
+            and getattr(cfg, "problem_type", None) in (None, "single_label_classification")
+        )
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         from transformers.modeling_outputs import SequenceClassifierOutput

@@ -22,10 +22,12 @@ Masked positions are replaced 80% ``[MASK]`` / 10% random token / 10% kept (``ma
 ``random_replace_prob``), labels are -100 elsewhere. :func:`selective_positions` and
 :func:`random_positions` are the pure position pickers the collators use (also used by widgets).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,8 +50,14 @@ def random_positions(candidates_len: int, count: int, rng: np.random.Generator |
     return np.sort(rng.choice(int(candidates_len), size=count, replace=False)).astype(np.int64)
 
 
-def selective_positions(scores, important=None, n_tokens_or_len=None, mask_ratio: float = 0.15,
-                        fallback: str | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
+def selective_positions(
+    scores,
+    important=None,
+    n_tokens_or_len=None,
+    mask_ratio: float = 0.15,
+    fallback: str | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Positions (sorted, into ``range(n)``) the selective collator masks in one sentence.
 
     ``scores``: per-token importance (higher first); ``important``: 0/1 per token (None: ``scores > 0.5``);
@@ -60,8 +68,11 @@ def selective_positions(scores, important=None, n_tokens_or_len=None, mask_ratio
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be None (official: no mask) or 'random', got {fallback!r}")
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    n = len(scores) if n_tokens_or_len is None else (
-        int(n_tokens_or_len) if np.isscalar(n_tokens_or_len) else len(n_tokens_or_len))
+    n = (
+        len(scores)
+        if n_tokens_or_len is None
+        else (int(n_tokens_or_len) if np.isscalar(n_tokens_or_len) else len(n_tokens_or_len))
+    )
     if n != len(scores):
         raise ValueError(f"{len(scores)} scores for a sentence of {n} tokens; pass one score per token")
     imp = scores > 0.5 if important is None else np.asarray(important).reshape(-1).astype(bool)
@@ -78,7 +89,7 @@ def selective_positions(scores, important=None, n_tokens_or_len=None, mask_ratio
 def _pad_field(rows: Sequence[Sequence[Any]], width: int, fill, dtype) -> np.ndarray:
     out = np.full((len(rows), width), fill, dtype=dtype)
     for i, r in enumerate(rows):
-        out[i, :len(r)] = r
+        out[i, : len(r)] = r
     return out
 
 
@@ -89,8 +100,10 @@ class _ResumableRNG:
     def state_dict(self) -> dict:
         gen = getattr(self, "generator", None)
         rng = getattr(self, "_rng", None)
-        return {"torch": gen.get_state() if isinstance(gen, torch.Generator) else None,
-                "numpy": rng.bit_generator.state if rng is not None else None}
+        return {
+            "torch": gen.get_state() if isinstance(gen, torch.Generator) else None,
+            "numpy": rng.bit_generator.state if rng is not None else None,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("torch") is not None:
@@ -127,25 +140,34 @@ class SelectiveMaskingCollator(_ResumableRNG, DataCollatorForLanguageModeling):
     # ------------------------------------------------------------------------------------- batching
     def torch_call(self, examples: list[dict]) -> dict:
         if not examples or not isinstance(examples[0], dict):
-            raise TypeError("SelectiveMaskingCollator needs dict examples with input_ids, "
-                            f"{self.score_key!r} and {self.label_key!r} (see tmlib.importance.tagger.label_corpus)")
+            raise TypeError(
+                "SelectiveMaskingCollator needs dict examples with input_ids, "
+                f"{self.score_key!r} and {self.label_key!r} (see tmlib.importance.tagger.label_corpus)"
+            )
         if self.seed is not None and self.generator is None:
             self.create_rng()
         scores, labels, sents = [], [], []
         for i, ex in enumerate(examples):
             if self.score_key not in ex or self.label_key not in ex:
-                raise KeyError(f"example {i} has no {self.score_key!r}/{self.label_key!r} field; label the corpus with "
-                               f"tmlib.importance.tagger.label_corpus first (keys: {sorted(ex)})")
+                raise KeyError(
+                    f"example {i} has no {self.score_key!r}/{self.label_key!r} field; label the corpus with "
+                    f"tmlib.importance.tagger.label_corpus first (keys: {sorted(ex)})"
+                )
             n = len(ex["input_ids"])
             if len(ex[self.score_key]) != n or len(ex[self.label_key]) != n:
-                raise ValueError(f"example {i}: {n} input_ids but {len(ex[self.score_key])} scores / "
-                                 f"{len(ex[self.label_key])} labels; they must be aligned per token")
+                raise ValueError(
+                    f"example {i}: {n} input_ids but {len(ex[self.score_key])} scores / "
+                    f"{len(ex[self.label_key])} labels; they must be aligned per token"
+                )
             scores.append(ex[self.score_key])
             labels.append(ex[self.label_key])
             sents.append(ex.get("sent_ids"))
         keep = ("input_ids", "attention_mask", "token_type_ids")
-        batch = self.tokenizer.pad([{k: ex[k] for k in keep if k in ex} for ex in examples], return_tensors="pt",
-                                   pad_to_multiple_of=self.pad_to_multiple_of)
+        batch = self.tokenizer.pad(
+            [{k: ex[k] for k in keep if k in ex} for ex in examples],
+            return_tensors="pt",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
         ids = batch["input_ids"]
         width = ids.shape[1]
         special = np.isin(ids.numpy(), self.tokenizer.all_special_ids)

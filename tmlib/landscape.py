@@ -20,11 +20,12 @@ quadratic Bezier curve between two models (mode connectivity, Garipov et al. 201
     df = linear_path(template, masked_state, finetuned_model, {"dev": dev, "test": test})
     pl = plane(template, pretrained, masked_state, finetuned_model, {"dev": dev}, resolution=9)
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,7 @@ from .classify import EvalBatches, evaluate_classifier
 from .training import TrainConfig
 
 State = Mapping[str, torch.Tensor]
-ModelOrState = Union[torch.nn.Module, State]
+ModelOrState = torch.nn.Module | State
 
 DEFAULT_GAMMAS = tuple(float(g) + 0.0 for g in np.round(np.linspace(-0.2, 1.2, 15), 6))  # step 0.1, hits 0 and 1
 
@@ -45,6 +46,7 @@ class LandscapeError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------- state dicts
+
 
 def as_state(x: ModelOrState, name: str = "input") -> dict[str, torch.Tensor]:
     """A read-only view of a model's (or a state dict's) tensors, detached, on the CPU/device they live on.
@@ -58,8 +60,9 @@ def as_state(x: ModelOrState, name: str = "input") -> dict[str, torch.Tensor]:
         if bad:
             raise LandscapeError(f"{name}: state dict values must be tensors; {bad[:3]} are not")
         return {k: v.detach() for k, v in x.items()}
-    raise LandscapeError(f"{name}: expected an nn.Module or a state dict (mapping of name -> tensor), "
-                         f"got {type(x).__name__}")
+    raise LandscapeError(
+        f"{name}: expected an nn.Module or a state dict (mapping of name -> tensor), got {type(x).__name__}"
+    )
 
 
 def _is_float(t: torch.Tensor) -> bool:
@@ -75,17 +78,22 @@ def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], names: Sequen
             raise LandscapeError(
                 f"{ref_name} and {nm} have different parameter names (missing in {nm}: {missing[:5]}, "
                 f"extra in {nm}: {extra[:5]}); interpolate models of the same architecture, and pass a masked "
-                f"model's effective weights (tmlib.masking.effective_state_dict) rather than the masked module")
+                f"model's effective weights (tmlib.masking.effective_state_dict) rather than the masked module"
+            )
         for k, a in ref.items():
             b = st[k]
             if a.shape != b.shape:
-                raise LandscapeError(f"{k}: shape {tuple(a.shape)} in {ref_name} but {tuple(b.shape)} in {nm}; "
-                                     f"the models have different architectures or heads (check num_labels)")
+                raise LandscapeError(
+                    f"{k}: shape {tuple(a.shape)} in {ref_name} but {tuple(b.shape)} in {nm}; "
+                    f"the models have different architectures or heads (check num_labels)"
+                )
             if _is_float(a) != _is_float(b):
                 raise LandscapeError(f"{k}: dtype {a.dtype} in {ref_name} but {b.dtype} in {nm}")
             if not _is_float(a) and not torch.equal(a, b.to(a.device)):
-                raise LandscapeError(f"non-float buffer {k} differs between {ref_name} and {nm}; it cannot be "
-                                     f"interpolated (token/position ids must be the same in both models)")
+                raise LandscapeError(
+                    f"non-float buffer {k} differs between {ref_name} and {nm}; it cannot be "
+                    f"interpolated (token/position ids must be the same in both models)"
+                )
 
 
 def interpolate_states(a: ModelOrState, b: ModelOrState, g: float) -> dict[str, torch.Tensor]:
@@ -102,13 +110,15 @@ def interpolate_states(a: ModelOrState, b: ModelOrState, g: float) -> dict[str, 
 
 # ----------------------------------------------------------------------------------------- scratch model
 
+
 class _Scratch:
     """One private copy of the template whose tensors are overwritten in place for every point."""
 
     def __init__(self, template: torch.nn.Module, device: torch.device | str | None, reference: State):
         if not isinstance(template, torch.nn.Module):
-            raise LandscapeError(f"model_template must be an nn.Module (the architecture to evaluate), got "
-                                 f"{type(template).__name__}")
+            raise LandscapeError(
+                f"model_template must be an nn.Module (the architecture to evaluate), got {type(template).__name__}"
+            )
         self.model = copy.deepcopy(template)
         if device is not None:
             self.model.to(device)
@@ -119,19 +129,25 @@ class _Scratch:
         self.targets = self.model.state_dict()
         missing, extra = sorted(set(reference) - set(self.targets)), sorted(set(self.targets) - set(reference))
         if missing or extra:
-            raise LandscapeError(f"model_template does not match the states: keys only in the states {missing[:5]}, "
-                                 f"only in the template {extra[:5]}; build the template with the same architecture "
-                                 f"and head size")
+            raise LandscapeError(
+                f"model_template does not match the states: keys only in the states {missing[:5]}, "
+                f"only in the template {extra[:5]}; build the template with the same architecture "
+                f"and head size"
+            )
         for k, v in reference.items():
             if self.targets[k].shape != v.shape:
-                raise LandscapeError(f"model_template {k} has shape {tuple(self.targets[k].shape)}, the states "
-                                     f"{tuple(v.shape)}; check the architecture and num_labels")
+                raise LandscapeError(
+                    f"model_template {k} has shape {tuple(self.targets[k].shape)}, the states "
+                    f"{tuple(v.shape)}; check the architecture and num_labels"
+                )
         self.device = next(iter(self.targets.values())).device
 
     def on_device(self, state: State) -> dict[str, torch.Tensor]:
         """Inputs moved (once) to the scratch model's device and dtype; no copy when already there."""
-        return {k: v.to(device=self.device, dtype=self.targets[k].dtype) if _is_float(v) else v.to(self.device)
-                for k, v in state.items()}
+        return {
+            k: v.to(device=self.device, dtype=self.targets[k].dtype) if _is_float(v) else v.to(self.device)
+            for k, v in state.items()
+        }
 
     @torch.no_grad()
     def load(self, fill: Callable[[str, torch.Tensor], None]) -> torch.nn.Module:
@@ -147,8 +163,10 @@ def _eval_dict(eval_batches) -> dict[str, EvalBatches]:
         return dict(eval_batches)
     if hasattr(eval_batches, "batches"):
         return {"dev": eval_batches}
-    raise LandscapeError("eval_batches must be a tmlib.classify.EvalBatches or a dict split -> EvalBatches "
-                         f"(tokenise once, reuse for every point); got {type(eval_batches).__name__}")
+    raise LandscapeError(
+        "eval_batches must be a tmlib.classify.EvalBatches or a dict split -> EvalBatches "
+        f"(tokenise once, reuse for every point); got {type(eval_batches).__name__}"
+    )
 
 
 def _check_gammas(gammas) -> list[float]:
@@ -171,11 +189,20 @@ def gamma_grid(lo: float = -0.2, hi: float = 1.2, n: int = 15) -> list[float]:
 
 # ----------------------------------------------------------------------------------------- 1-D paths
 
+
 @torch.no_grad()
-def linear_path(model_template: torch.nn.Module, state_a: ModelOrState, state_b: ModelOrState, eval_batches,
-                gammas: Sequence[float] | None = None, *, device: torch.device | str | None = None,
-                evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
-                progress: bool = True, desc: str = "interpolate") -> pd.DataFrame:
+def linear_path(
+    model_template: torch.nn.Module,
+    state_a: ModelOrState,
+    state_b: ModelOrState,
+    eval_batches,
+    gammas: Sequence[float] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
+    progress: bool = True,
+    desc: str = "interpolate",
+) -> pd.DataFrame:
     """Loss and accuracy along ``theta(g) = (1 - g) * A + g * B`` on every split of ``eval_batches``.
 
     ``model_template`` gives the architecture (deep-copied once; never modified); ``state_a`` and
@@ -192,11 +219,13 @@ def linear_path(model_template: torch.nn.Module, state_a: ModelOrState, state_b:
     rows = []
     bar = tqdm(total=len(gs) * len(splits), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for g in gs:
+
         def fill(k, t, g=g):
             if _is_float(t):
                 torch.lerp(sa[k], sb[k], g, out=t)
             else:
                 t.copy_(sa[k])
+
         model = scratch.load(fill)
         for split, batches in splits.items():
             m = evaluate(model, batches)
@@ -207,6 +236,7 @@ def linear_path(model_template: torch.nn.Module, state_a: ModelOrState, state_b:
 
 
 # ----------------------------------------------------------------------------------------- 2-D plane
+
 
 @dataclass
 class PlaneResult:
@@ -226,7 +256,8 @@ class PlaneResult:
         """Grid and model points in one table (``point`` is '' for grid rows, the model name otherwise)."""
         g = self.grid.assign(point="")
         return pd.concat([g, self.points.rename(columns={"name": "point"})], ignore_index=True)[
-            ["point", "alpha", "beta", "split", "loss", "accuracy"]]
+            ["point", "alpha", "beta", "split", "loss", "accuracy"]
+        ]
 
 
 def plane_basis(origin: State, x: State, y: State) -> tuple[dict, dict, dict[str, tuple[float, float]]]:
@@ -251,14 +282,16 @@ def plane_basis(origin: State, x: State, y: State) -> tuple[dict, dict, dict[str
     w = {k: v[k] - vx * e1[k] for k in keys}
     nw = dot(w, w) ** 0.5
     if nw <= 1e-5 * max(nu, dot(v, v) ** 0.5):  # float32 rounding leaves ~1e-7
-        raise LandscapeError("the three models are (nearly) collinear; the plane through them is undefined — "
-                             "use linear_path instead")
+        raise LandscapeError(
+            "the three models are (nearly) collinear; the plane through them is undefined — use linear_path instead"
+        )
     e2 = {k: w[k] / nw for k in keys}
     return e1, e2, {"origin": (0.0, 0.0), "x": (nu, 0.0), "y": (vx, nw)}
 
 
-def plane_axes(coords: Mapping[str, tuple[float, float]], resolution: int | tuple[int, int] = 9,
-               margin: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+def plane_axes(
+    coords: Mapping[str, tuple[float, float]], resolution: int | tuple[int, int] = 9, margin: float = 0.2
+) -> tuple[np.ndarray, np.ndarray]:
     """Regular alpha/beta axes covering the three models plus ``margin`` times the span on each side."""
     nx, ny = (resolution, resolution) if isinstance(resolution, int) else resolution
     if nx < 2 or ny < 2:
@@ -268,16 +301,28 @@ def plane_axes(coords: Mapping[str, tuple[float, float]], resolution: int | tupl
     a = np.array([c[0] for c in coords.values()])
     b = np.array([c[1] for c in coords.values()])
     sa, sb = a.max() - a.min(), b.max() - b.min()
-    return (np.linspace(a.min() - margin * sa, a.max() + margin * sa, nx),
-            np.linspace(b.min() - margin * sb, b.max() + margin * sb, ny))
+    return (
+        np.linspace(a.min() - margin * sa, a.max() + margin * sa, nx),
+        np.linspace(b.min() - margin * sb, b.max() + margin * sb, ny),
+    )
 
 
 @torch.no_grad()
-def plane(model_template: torch.nn.Module, state_origin: ModelOrState, state_x: ModelOrState, state_y: ModelOrState,
-          eval_batches, *, resolution: int | tuple[int, int] = 9, margin: float = 0.2,
-          names: tuple[str, str, str] = ("origin", "x", "y"), device: torch.device | str | None = None,
-          evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
-          progress: bool = True, desc: str = "plane") -> PlaneResult:
+def plane(
+    model_template: torch.nn.Module,
+    state_origin: ModelOrState,
+    state_x: ModelOrState,
+    state_y: ModelOrState,
+    eval_batches,
+    *,
+    resolution: int | tuple[int, int] = 9,
+    margin: float = 0.2,
+    names: tuple[str, str, str] = ("origin", "x", "y"),
+    device: torch.device | str | None = None,
+    evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
+    progress: bool = True,
+    desc: str = "plane",
+) -> PlaneResult:
     """Loss and accuracy on the 2-D plane through three models, ``theta = o + alpha * e1 + beta * e2``.
 
     ``(e1, e2)`` is the Gram–Schmidt basis of ``(x - o, y - o)`` (:func:`plane_basis`), so the three
@@ -305,6 +350,7 @@ def plane(model_template: torch.nn.Module, state_origin: ModelOrState, state_x: 
             else:
                 torch.add(so[k], e1[k], alpha=a, out=t)
                 t.add_(e2[k], alpha=b)
+
         model = scratch.load(fill)
         for split, batches in splits.items():
             m = evaluate(model, batches)
@@ -312,13 +358,16 @@ def plane(model_template: torch.nn.Module, state_origin: ModelOrState, state_x: 
             (point_rows.append({"name": name, **row}) if name else grid_rows.append(row))
             bar.update(1)
     bar.close()
-    return PlaneResult(grid=pd.DataFrame(grid_rows, columns=["alpha", "beta", "split", "loss", "accuracy"]),
-                       points=pd.DataFrame(point_rows, columns=["name", "alpha", "beta", "split", "loss", "accuracy"]),
-                       coords=coords)
+    return PlaneResult(
+        grid=pd.DataFrame(grid_rows, columns=["alpha", "beta", "split", "loss", "accuracy"]),
+        points=pd.DataFrame(point_rows, columns=["name", "alpha", "beta", "split", "loss", "accuracy"]),
+        coords=coords,
+    )
 
 
-def plane_point(state_origin: ModelOrState, state_x: ModelOrState, state_y: ModelOrState,
-                alpha: float, beta: float) -> dict[str, torch.Tensor]:
+def plane_point(
+    state_origin: ModelOrState, state_x: ModelOrState, state_y: ModelOrState, alpha: float, beta: float
+) -> dict[str, torch.Tensor]:
     """The state at plane coordinates ``(alpha, beta)`` (new tensors; for checks and custom evaluation)."""
     so, sx, sy = as_state(state_origin, "origin"), as_state(state_x, "x"), as_state(state_y, "y")
     check_compatible([so, sx, sy], ["origin", "x", "y"])
@@ -327,6 +376,7 @@ def plane_point(state_origin: ModelOrState, state_x: ModelOrState, state_y: Mode
 
 
 # ----------------------------------------------------------------------------------------- summaries
+
 
 def path_summary(df: pd.DataFrame, split: str = "test", metric: str = "accuracy") -> dict:
     """Endpoints and the worst point on ``[0, 1]`` of one path (a :func:`linear_path` frame).
@@ -344,9 +394,15 @@ def path_summary(df: pd.DataFrame, split: str = "test", metric: str = "accuracy"
     inner = d[(d["gamma"] >= -1e-9) & (d["gamma"] <= 1 + 1e-9)]
     worst = inner.loc[inner[metric].idxmin()]
     drop = max(0.0, min(a, b) - float(worst[metric]))
-    out = {"split": split, f"{metric}_at_0": a, f"{metric}_at_1": b, f"min_{metric}_on_0_1": float(worst[metric]),
-           "argmin_gamma": float(worst["gamma"]), "max_drop": drop,
-           f"mean_{metric}_on_0_1": float(inner[metric].mean())}
+    out = {
+        "split": split,
+        f"{metric}_at_0": a,
+        f"{metric}_at_1": b,
+        f"min_{metric}_on_0_1": float(worst[metric]),
+        "argmin_gamma": float(worst["gamma"]),
+        "max_drop": drop,
+        f"mean_{metric}_on_0_1": float(inner[metric].mean()),
+    }
     if metric == "accuracy":
         out["within_1pt"] = bool(drop <= 0.01 + 1e-12)
     return out
@@ -354,11 +410,12 @@ def path_summary(df: pd.DataFrame, split: str = "test", metric: str = "accuracy"
 
 # ----------------------------------------------------------------------------------------- Bezier curves
 
+
 def bezier_coefficients(t: float) -> tuple[float, float, float]:
     """Weights of ``(A, theta, B)`` at ``t`` on the quadratic Bezier curve
     ``phi(t) = (1 - t)^2 A + 2 t (1 - t) theta + t^2 B`` (Garipov et al. 2018): ``phi(0) = A``, ``phi(1) = B``."""
     t = float(t)
-    return (1 - t) ** 2, 2 * t * (1 - t), t ** 2
+    return (1 - t) ** 2, 2 * t * (1 - t), t**2
 
 
 def bezier_midpoint_init(state_a: ModelOrState, state_b: ModelOrState) -> dict[str, torch.Tensor]:
@@ -375,11 +432,23 @@ class BezierCurve:
     log: pd.DataFrame
 
 
-def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b: ModelOrState,
-                 train_batches: Sequence[Mapping[str, torch.Tensor]], *, steps: int = 200, lr: float = 1e-4,
-                 seed: int = 0, theta: ModelOrState | None = None, device: torch.device | str | None = None,
-                 optimizer_cls=torch.optim.Adam, mixed_precision: str = "no", kernels: str = TrainConfig.kernels,
-                 progress: bool = True, desc: str = "bezier") -> BezierCurve:
+def train_bezier(
+    model_template: torch.nn.Module,
+    state_a: ModelOrState,
+    state_b: ModelOrState,
+    train_batches: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    steps: int = 200,
+    lr: float = 1e-4,
+    seed: int = 0,
+    theta: ModelOrState | None = None,
+    device: torch.device | str | None = None,
+    optimizer_cls=torch.optim.Adam,
+    mixed_precision: str = "no",
+    kernels: str = TrainConfig.kernels,
+    progress: bool = True,
+    desc: str = "bezier",
+) -> BezierCurve:
     """Train the control point ``theta`` of the quadratic Bezier curve from ``A`` to ``B`` (mode
     connectivity, Garipov et al. 2018): at every step draw ``t ~ U(0, 1)``, take the next training batch
     (cycled, reshuffled every pass), and lower the loss of the model with weights ``phi_theta(t)`` by one
@@ -411,11 +480,13 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
     check_kernels(kernels)
     scratch = _Scratch(model_template, device, sa)
     if check_mixed_precision(mixed_precision, scratch.device) == "fp16":
-        raise LandscapeError("train_bezier runs 'no' (fp32) or 'bf16' autocast; fp16 would need gradient scaling: "
-                             "use mixed_precision='bf16'")
+        raise LandscapeError(
+            "train_bezier runs 'no' (fp32) or 'bf16' autocast; fp16 would need gradient scaling: "
+            "use mixed_precision='bf16'"
+        )
     model = scratch.model
-    net = ClsOnlyClassifier.for_kernels(model, kernels)   # called at every step
-    prefix = "" if net is model else "model."              # the wrapper's parameter names: "model.<key>"
+    net = ClsOnlyClassifier.for_kernels(model, kernels)  # called at every step
+    prefix = "" if net is model else "model."  # the wrapper's parameter names: "model.<key>"
     sa, sb = scratch.on_device(sa), scratch.on_device(sb)
     init = bezier_midpoint_init(sa, sb) if theta is None else scratch.on_device(as_state(theta, "theta"))
     check_compatible([sa, init], ["state_a", "theta"])
@@ -427,7 +498,7 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
     order: list[int] = []
     rows = []
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    with kernels_context(model, kernels, scratch.device):   # the attention ``kernels`` asks for, restored after
+    with kernels_context(model, kernels, scratch.device):  # the attention ``kernels`` asks for, restored after
         for step in range(1, steps + 1):
             if not order:
                 order = torch.randperm(len(train_batches), generator=gen).tolist()
@@ -444,16 +515,26 @@ def train_bezier(model_template: torch.nn.Module, state_a: ModelOrState, state_b
             rows.append({"step": step, "t": t, "loss": float(loss.detach())})
             bar.update(1)
     bar.close()
-    theta_out = {k: (params[k].detach().cpu().clone() if k in params else v.detach().cpu().clone())
-                 for k, v in sa.items()}
+    theta_out = {
+        k: (params[k].detach().cpu().clone() if k in params else v.detach().cpu().clone()) for k, v in sa.items()
+    }
     return BezierCurve(theta_out, pd.DataFrame(rows, columns=["step", "t", "loss"]))
 
 
 @torch.no_grad()
-def bezier_path(model_template: torch.nn.Module, state_a: ModelOrState, theta: ModelOrState, state_b: ModelOrState,
-                eval_batches, ts: Sequence[float] | None = None, *, device: torch.device | str | None = None,
-                evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
-                progress: bool = True, desc: str = "bezier curve") -> pd.DataFrame:
+def bezier_path(
+    model_template: torch.nn.Module,
+    state_a: ModelOrState,
+    theta: ModelOrState,
+    state_b: ModelOrState,
+    eval_batches,
+    ts: Sequence[float] | None = None,
+    *,
+    device: torch.device | str | None = None,
+    evaluate: Callable[[torch.nn.Module, EvalBatches], dict] = evaluate_classifier,
+    progress: bool = True,
+    desc: str = "bezier curve",
+) -> pd.DataFrame:
     """Loss and accuracy along the quadratic Bezier curve ``phi(t)`` through control point ``theta``, on every
     split of ``eval_batches``, as :func:`linear_path` does along the line. ``ts`` defaults to 0, 0.1, ..., 1;
     ``t = 0`` gives exactly ``A`` and ``t = 1`` exactly ``B``. Returns DataFrame(gamma, split, loss, accuracy)
@@ -477,6 +558,7 @@ def bezier_path(model_template: torch.nn.Module, state_a: ModelOrState, theta: M
             else:
                 torch.add(sa[k] * ca, st[k], alpha=ct, out=x)
                 x.add_(sb[k], alpha=cb)
+
         model = scratch.load(fill)
         for split, batches in splits.items():
             m = evaluate(model, batches)

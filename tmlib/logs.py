@@ -5,6 +5,7 @@ as the library's output always looked. It is a logger like any other: ``logging.
 logging.WARNING)`` silences the progress, another handler sends the lines elsewhere. A run folder's
 ``progress.log`` is written either way (:meth:`tmlib.runs.RunStore.log`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,4 +34,4 @@ if not LOGGER.handlers:
     _handler.setFormatter(logging.Formatter("%(message)s"))
     LOGGER.addHandler(_handler)
     LOGGER.setLevel(logging.INFO)
-    LOGGER.propagate = False   # one copy of each line, also under a root logger configured by the user
+    LOGGER.propagate = False  # one copy of each line, also under a root logger configured by the user

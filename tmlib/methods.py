@@ -27,13 +27,15 @@ Schedules: ``linear`` = 10% linear warmup, linear decay to 0, gradient clipping 
 recipe); ``official`` (mask only) = maskbert's ``finetuner.py``: constant lr, no warmup, no decay, no
 clipping.
 """
+
 from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,16 +48,16 @@ from .masking.model import _head_name, apply_masks, trainable_parameters
 class Schedule:
     """A named learning-rate schedule: the :class:`~tmlib.training.TrainConfig` fields it sets."""
 
-    schedule: str = "linear"       # TrainConfig.schedule: "linear" decay | "constant"
+    schedule: str = "linear"  # TrainConfig.schedule: "linear" decay | "constant"
     warmup_ratio: float = 0.1
-    grad_clip: float = 1.0         # 0 disables
+    grad_clip: float = 1.0  # 0 disables
 
     def to_dict(self) -> dict:
         return {"schedule": self.schedule, "warmup_ratio": self.warmup_ratio, "grad_clip": self.grad_clip}
 
 
 LINEAR = Schedule("linear", 0.1, 1.0)
-OFFICIAL_MASK = Schedule("constant", 0.0, 0.0)   # maskbert finetuner.py: constant Adam lr, no warmup, no clipping
+OFFICIAL_MASK = Schedule("constant", 0.0, 0.0)  # maskbert finetuner.py: constant Adam lr, no warmup, no clipping
 
 
 @dataclass
@@ -65,8 +67,8 @@ class Exported:
 
     model: nn.Module
     task_bytes: int
-    state: Any = None                                           # PackedMask (mask), adapter state dict (lora)
-    save: Callable[[Path], list[Path]] = lambda d: []           # writes the per-task files, returns them
+    state: Any = None  # PackedMask (mask), adapter state dict (lora)
+    save: Callable[[Path], list[Path]] = lambda d: []  # writes the per-task files, returns them
 
 
 @dataclass
@@ -78,13 +80,14 @@ class PreparedMethod:
     lr: float
     weight_decay: float
     schedule: Schedule = LINEAR
-    spec: "MethodSpec | None" = None
+    spec: MethodSpec | None = None
 
     def train_config(self, base, lr: float | None = None):
         """``base`` (a :class:`tmlib.training.TrainConfig`) with this method's lr, weight decay and schedule
         (its ``schedule``, ``warmup_ratio`` and ``grad_clip``)."""
-        return replace(base, lr=self.lr if lr is None else lr, weight_decay=self.weight_decay,
-                       **self.schedule.to_dict())
+        return replace(
+            base, lr=self.lr if lr is None else lr, weight_decay=self.weight_decay, **self.schedule.to_dict()
+        )
 
     @property
     def n_trainable(self) -> int:
@@ -98,23 +101,24 @@ class PreparedMethod:
 class MethodSpec:
     name: str
     description: str
-    lr: float                      # default learning rate
+    lr: float  # default learning rate
     weight_decay: float
     optimizer_cls: type
     prepare: Callable[[nn.Module, int | None, Any], tuple[nn.Module, list[nn.Parameter]]]
     export: Callable[[PreparedMethod, str, int], Exported]
     schedules: Mapping[str, Schedule] = field(default_factory=lambda: {"linear": LINEAR})
     default_schedule: str = "linear"
-    shares_backbone: bool = True   # serving N tasks: one frozen backbone + N x task_bytes (False: N full copies)
-    options: str | None = None     # experiment-config field holding this method's options (mask: MaskConfig)
-    step_hooks: Callable[[int], list] = lambda every: []     # fit on_step hooks (record every `every` steps)
-    load_state: Callable[[Path], Any] = lambda d: None       # per-task state back from a solution folder
+    shares_backbone: bool = True  # serving N tasks: one frozen backbone + N x task_bytes (False: N full copies)
+    options: str | None = None  # experiment-config field holding this method's options (mask: MaskConfig)
+    step_hooks: Callable[[int], list] = lambda every: []  # fit on_step hooks (record every `every` steps)
+    load_state: Callable[[Path], Any] = lambda d: None  # per-task state back from a solution folder
 
     def schedule(self, name: str | None = None) -> Schedule:
         name = name or self.default_schedule
         if name not in self.schedules:
-            raise ValueError(f"method {self.name!r} has no schedule {name!r}; "
-                             f"choose one of {', '.join(self.schedules)}")
+            raise ValueError(
+                f"method {self.name!r} has no schedule {name!r}; choose one of {', '.join(self.schedules)}"
+            )
         return self.schedules[name]
 
     def serve_bytes(self, n_tasks: int, backbone: float, per_task: float, working: float = 0.0) -> int:
@@ -126,6 +130,7 @@ class MethodSpec:
 
 
 # ------------------------------------------------------------------------------------------ finetune / bitfit
+
 
 def _finetune(model, seed, options):
     for p in model.parameters():
@@ -154,6 +159,7 @@ def _export_trained_params(prep: PreparedMethod, backbone: str, fp32_bytes: int)
 
 
 # ----------------------------------------------------------------------------------------------------- mask
+
 
 def _mask(model, seed, options):
     apply_masks(model, options or MaskConfig(), seed=seed)
@@ -188,7 +194,7 @@ def _load_mask(d: Path):
 # ----------------------------------------------------------------------------------------------------- lora
 
 LORA_R, LORA_ALPHA, LORA_DROPOUT = 8, 16, 0.0
-LORA_TARGETS = ("query", "value")      # MODULE_TYPES: attention query and value linears
+LORA_TARGETS = ("query", "value")  # MODULE_TYPES: attention query and value linears
 
 
 def _lora(model, seed, options):
@@ -198,11 +204,17 @@ def _lora(model, seed, options):
     targets = sorted({name.rsplit(".", 1)[-1] for t in LORA_TARGETS for name in MODULE_TYPES[t]})
     # a head per token (token classification) or one per input: peft's wrapper of that task
     task = TaskType.TOKEN_CLS if type(model).__name__.endswith("ForTokenClassification") else TaskType.SEQ_CLS
-    cfg = LoraConfig(task_type=task, r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
-                     target_modules=targets, modules_to_save=[head.split(".")[0]] if head else None)
+    cfg = LoraConfig(
+        task_type=task,
+        r=LORA_R,
+        lora_alpha=LORA_ALPHA,
+        lora_dropout=LORA_DROPOUT,
+        target_modules=targets,
+        modules_to_save=[head.split(".")[0]] if head else None,
+    )
     if seed is not None:
-        torch.manual_seed(seed)          # lora_A's random init
-    with warnings.catch_warnings():   # peft reads transformers' deprecated is_gradient_checkpointing (FutureWarning)
+        torch.manual_seed(seed)  # lora_A's random init
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing (FutureWarning)
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         peft_model = get_peft_model(model, cfg)
     return peft_model, [p for p in peft_model.parameters() if p.requires_grad]
@@ -218,7 +230,7 @@ def _export_lora(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Export
 
     state = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(prep.model).items()}
     staged = Path(tempfile.mkdtemp(prefix="tmlib-lora-"))
-    prep.model.save_pretrained(str(staged))   # peft's own writer (before merging): PeftModel.from_pretrained loads it
+    prep.model.save_pretrained(str(staged))  # peft's own writer (before merging): PeftModel.from_pretrained loads it
 
     def save(d: Path) -> list[Path]:
         (d / "adapter").mkdir(parents=True, exist_ok=True)
@@ -227,7 +239,7 @@ def _export_lora(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Export
         shutil.rmtree(staged, ignore_errors=True)
         return [d / "adapter" / name for name in ADAPTER_FILES]
 
-    merged = prep.model.merge_and_unload()   # plain HF model: W + B A alpha / r, trained head
+    merged = prep.model.merge_and_unload()  # plain HF model: W + B A alpha / r, trained head
     task_bytes = sum(v.numel() * v.element_size() for v in state.values())
     return Exported(merged.eval(), task_bytes, state, save)
 
@@ -235,16 +247,48 @@ def _export_lora(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Export
 # ------------------------------------------------------------------------------------------------- registry
 
 METHODS: dict[str, MethodSpec] = {
-    "finetune": MethodSpec("finetune", "all parameters (full fine-tuning)", 2e-5, 0.01,
-                           torch.optim.AdamW, _finetune, _export_full_copy, shares_backbone=False),
-    "bitfit": MethodSpec("bitfit", "bias terms and the classifier head only", 1e-3, 0.0,
-                         torch.optim.AdamW, _bitfit, _export_trained_params),
-    "mask": MethodSpec("mask", "binary masks over frozen weights (scores only)", 1e-3, 0.0,
-                       torch.optim.Adam, _mask, _export_mask,
-                       schedules={"official": OFFICIAL_MASK, "linear": LINEAR}, default_schedule="official",
-                       options="mask", step_hooks=_mask_hooks, load_state=_load_mask),
-    "lora": MethodSpec("lora", f"low-rank adapters (r={LORA_R}) on attention query/value + head (peft)",
-                       5e-4, 0.01, torch.optim.AdamW, _lora, _export_lora),
+    "finetune": MethodSpec(
+        "finetune",
+        "all parameters (full fine-tuning)",
+        2e-5,
+        0.01,
+        torch.optim.AdamW,
+        _finetune,
+        _export_full_copy,
+        shares_backbone=False,
+    ),
+    "bitfit": MethodSpec(
+        "bitfit",
+        "bias terms and the classifier head only",
+        1e-3,
+        0.0,
+        torch.optim.AdamW,
+        _bitfit,
+        _export_trained_params,
+    ),
+    "mask": MethodSpec(
+        "mask",
+        "binary masks over frozen weights (scores only)",
+        1e-3,
+        0.0,
+        torch.optim.Adam,
+        _mask,
+        _export_mask,
+        schedules={"official": OFFICIAL_MASK, "linear": LINEAR},
+        default_schedule="official",
+        options="mask",
+        step_hooks=_mask_hooks,
+        load_state=_load_mask,
+    ),
+    "lora": MethodSpec(
+        "lora",
+        f"low-rank adapters (r={LORA_R}) on attention query/value + head (peft)",
+        5e-4,
+        0.01,
+        torch.optim.AdamW,
+        _lora,
+        _export_lora,
+    ),
 }
 
 
@@ -254,8 +298,14 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def prepare_method(name: str, model: nn.Module, seed: int | None = None, mask_config: MaskConfig | None = None,
-                   lr: float | None = None, schedule: str | None = None) -> PreparedMethod:
+def prepare_method(
+    name: str,
+    model: nn.Module,
+    seed: int | None = None,
+    mask_config: MaskConfig | None = None,
+    lr: float | None = None,
+    schedule: str | None = None,
+) -> PreparedMethod:
     """Set ``requires_grad`` (wrap layers for ``mask``, adapters for ``lora``) and return what to train and how.
     ``mask_config``: the options of methods that take a :class:`MaskConfig`; ``schedule``: a named schedule
     of the method (``None``: its default). For ``lora`` the returned ``model`` is a peft wrapper."""
@@ -264,11 +314,13 @@ def prepare_method(name: str, model: nn.Module, seed: int | None = None, mask_co
     model, params = spec.prepare(model, seed, mask_config if spec.options == "mask" else None)
     if not params:
         raise ValueError(f"method {name!r} found nothing to train in {type(model).__name__}")
-    return PreparedMethod(name, model, params, spec.optimizer_cls, spec.lr if lr is None else lr, spec.weight_decay,
-                          sched, spec)
+    return PreparedMethod(
+        name, model, params, spec.optimizer_cls, spec.lr if lr is None else lr, spec.weight_decay, sched, spec
+    )
 
 
 # ---------------------------------------------------------------------- method settings in experiment configs
+
 
 def check_method_settings(lr: Mapping[str, Any], schedule: Mapping[str, str], mask) -> tuple[dict, MaskConfig]:
     """Validate an experiment's per-method ``lr`` and ``schedule`` maps and its ``mask`` options (a mapping or a

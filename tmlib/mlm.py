@@ -15,10 +15,11 @@
 
 Runs unchanged under ``accelerate launch`` (``fit`` is accelerate-based).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,8 +48,10 @@ class MaskedOnlyMLM(nn.Module):
         base_prefix = getattr(mlm_model, "base_model_prefix", "bert")
         self._has_parts = hasattr(mlm_model, base_prefix) and hasattr(mlm_model, "cls")
         if masked_only and not self._has_parts:
-            raise ValueError(f"{type(mlm_model).__name__} has no BERT-style encoder + `.cls` head; "
-                             f"use masked_only=False for other architectures")
+            raise ValueError(
+                f"{type(mlm_model).__name__} has no BERT-style encoder + `.cls` head; "
+                f"use masked_only=False for other architectures"
+            )
         self.masked_only = masked_only
 
     @property
@@ -59,8 +62,9 @@ class MaskedOnlyMLM(nn.Module):
         if labels is None:
             raise ValueError("MLM training needs `labels` (-100 at unmasked positions); use an MLM collator")
         if not self.masked_only:
-            out = self.mlm(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                           labels=labels)
+            out = self.mlm(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels
+            )
             return MLMOutput(loss=out.loss, n_masked=int((labels != -100).sum()))
         base = getattr(self.mlm, self.mlm.base_model_prefix)
         hidden = base(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)[0]
@@ -74,9 +78,16 @@ class MaskedOnlyMLM(nn.Module):
 
 # ------------------------------------------------------------------------------------------- data
 
-def pack_corpus(texts: Sequence[str] | None, tokenizer, max_length: int = 128, *,
-                token_ids: Sequence[Sequence[int]] | None = None,
-                token_fields: dict[str, Sequence[Sequence]] | None = None, pack: bool = True):
+
+def pack_corpus(
+    texts: Sequence[str] | None,
+    tokenizer,
+    max_length: int = 128,
+    *,
+    token_ids: Sequence[Sequence[int]] | None = None,
+    token_fields: dict[str, Sequence[Sequence]] | None = None,
+    pack: bool = True,
+):
     """Tokenise sentences once and pack consecutive ones into rows of at most ``max_length`` tokens.
 
     Either ``texts`` or pre-tokenised ``token_ids`` (content ids, no specials). ``token_fields`` maps a
@@ -132,9 +143,16 @@ def pack_corpus(texts: Sequence[str] | None, tokenizer, max_length: int = 128, *
     return Dataset.from_dict(rows)
 
 
-def pack_documents(token_ids: Sequence[Sequence[int]], docs: Sequence, tokenizer, max_length: int = 256, *,
-                   short_seq_prob: float = 0.1, seed: int = 12345,
-                   token_fields: dict[str, Sequence[Sequence]] | None = None):
+def pack_documents(
+    token_ids: Sequence[Sequence[int]],
+    docs: Sequence,
+    tokenizer,
+    max_length: int = 256,
+    *,
+    short_seq_prob: float = 0.1,
+    seed: int = 12345,
+    token_fields: dict[str, Sequence[Sequence]] | None = None,
+):
     """Rows as the official TaskPT data is built (thunlp/SelectiveMasking ``data/create_data.py``,
     ``create_instances_from_document``): documents (``docs``: one document key per sentence, sentences of a
     document in order) are shuffled; per document a target length of ``max_length - 2`` tokens, or, with
@@ -180,10 +198,11 @@ def pack_documents(token_ids: Sequence[Sequence[int]], docs: Sequence, tokenizer
                     sids += [k_sent] * len(token_ids[c])
                     for k in fields:
                         if len(fields[k][c]) != len(token_ids[c]):
-                            raise ValueError(f"token field {k!r} row {c}: {len(fields[k][c])} values for "
-                                             f"{len(token_ids[c])} tokens")
+                            raise ValueError(
+                                f"token field {k!r} row {c}: {len(fields[k][c])} values for {len(token_ids[c])} tokens"
+                            )
                         vals[k] += list(fields[k][c])
-                while len(ids) > room:   # official truncate_seq_pair: front or back, at random
+                while len(ids) > room:  # official truncate_seq_pair: front or back, at random
                     cut = 0 if rng.random() < 0.5 else len(ids) - 1
                     for seq in (ids, sids, *vals.values()):
                         del seq[cut]
@@ -230,9 +249,20 @@ def corpus_tokens(ds) -> int:
 
 # ---------------------------------------------------------------------------------------- training
 
-def train_mlm(model: nn.Module, packed, tokenizer, cfg: TrainConfig, *, collator=None, masked_only: bool = True,
-              save_at: Sequence[int] = (), on_save: Callable[[int, nn.Module], None] | None = None,
-              checkpoint_dir=None, desc: str = "MLM") -> FitResult:
+
+def train_mlm(
+    model: nn.Module,
+    packed,
+    tokenizer,
+    cfg: TrainConfig,
+    *,
+    collator=None,
+    masked_only: bool = True,
+    save_at: Sequence[int] = (),
+    on_save: Callable[[int, nn.Module], None] | None = None,
+    checkpoint_dir=None,
+    desc: str = "MLM",
+) -> FitResult:
     """MLM-train ``model`` (a ``*ForMaskedLM``) in place on a packed corpus with :func:`tmlib.training.fit`.
 
     ``collator``: default :class:`~tmlib.collators.PlainMLMCollator` (HF random 15%); rows with ``labels`` (masks
@@ -245,8 +275,9 @@ def train_mlm(model: nn.Module, packed, tokenizer, cfg: TrainConfig, *, collator
 
     if collator is None:
         static = "labels" in packed.column_names
-        collator = StaticMLMCollator(tokenizer) if static else PlainMLMCollator(tokenizer, mlm_probability=0.15,
-                                                                                 seed=cfg.seed)
+        collator = (
+            StaticMLMCollator(tokenizer) if static else PlainMLMCollator(tokenizer, mlm_probability=0.15, seed=cfg.seed)
+        )
     wrapped = MaskedOnlyMLM(model, masked_only=masked_only)
     keep = {"input_ids", "attention_mask", "token_type_ids", "sent_ids", "importance", "important", "labels"}
     drop = [c for c in packed.column_names if c not in keep]
@@ -254,13 +285,23 @@ def train_mlm(model: nn.Module, packed, tokenizer, cfg: TrainConfig, *, collator
     save_at = sorted(set(int(s) for s in save_at))
     hooks = []
     if save_at and on_save is not None:
+
         def hook(step, m, logs):
             if step in save_at:
                 on_save(step, m.mlm if isinstance(m, MaskedOnlyMLM) else m)
+
         hooks.append(hook)
     cfg = cfg if not cfg.select_metric else _replace(cfg, select_metric="")
-    return fit(wrapped, _ListData(data), cfg, collate_fn=collator, evaluate=None, on_step=hooks,
-               checkpoint_dir=checkpoint_dir, desc=desc)
+    return fit(
+        wrapped,
+        _ListData(data),
+        cfg,
+        collate_fn=collator,
+        evaluate=None,
+        on_step=hooks,
+        checkpoint_dir=checkpoint_dir,
+        desc=desc,
+    )
 
 
 def _replace(cfg, **kw):
@@ -290,8 +331,9 @@ def mlm_flops(n_params_encoder: int, tokens: int, masked: int, hidden: int, voca
 
 
 @torch.no_grad()
-def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, seed: int = 0,
-                  max_rows: int = 256) -> float:
+def mlm_eval_loss(
+    model: nn.Module, packed, tokenizer, batch_size: int = 32, seed: int = 0, max_rows: int = 256
+) -> float:
     """Mean random-15% MLM loss on (at most ``max_rows`` of) a packed corpus, fixed masks by ``seed``."""
     from .collators import PlainMLMCollator
 
@@ -309,8 +351,10 @@ def mlm_eval_loss(model: nn.Module, packed, tokenizer, batch_size: int = 32, see
 
 # ------------------------------------------------------------------------------------------- probe
 
-def probe_masks(input_ids: Sequence[Sequence[int]], special_ids, mask_prob: float = 0.15,
-                seed: int = 0) -> list[np.ndarray]:
+
+def probe_masks(
+    input_ids: Sequence[Sequence[int]], special_ids, mask_prob: float = 0.15, seed: int = 0
+) -> list[np.ndarray]:
     """The positions :func:`mlm_probe` masks in each row: ``max(1, round(mask_prob * n))`` of the ``n``
     non-special tokens, uniformly without replacement, from one ``numpy`` generator seeded by ``seed``
     and drawn row by row (so a row's masks do not depend on the batch size or on other rows' lengths
@@ -329,8 +373,16 @@ def probe_masks(input_ids: Sequence[Sequence[int]], special_ids, mask_prob: floa
 
 
 @torch.inference_mode()
-def mlm_probe(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int = 64, mask_prob: float = 0.15,
-              seed: int = 0, batch_size: int = 64, mixed_precision: str = "no") -> dict:
+def mlm_probe(
+    model: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    max_length: int = 64,
+    mask_prob: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 64,
+    mixed_precision: str = "no",
+) -> dict:
     """Held-out masked-LM quality of ``model`` (a ``*ForMaskedLM``) on ``texts``: mean cross-entropy and
     top-1 accuracy at the masked positions.
 
@@ -361,15 +413,15 @@ def mlm_probe(model: nn.Module, tokenizer, texts: Sequence[str], max_length: int
     loss_sum, correct, n_masked = 0.0, 0, 0
     try:
         for k in range(0, len(order), batch_size):
-            idx = order[k:k + batch_size]
+            idx = order[k : k + batch_size]
             width = max(len(enc[i]) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)
             att = torch.zeros((len(idx), width), dtype=torch.long)
             labels = torch.full((len(idx), width), -100, dtype=torch.long)
             for r, i in enumerate(idx):
                 row = torch.tensor(enc[i], dtype=torch.long)
-                ids[r, :len(row)] = row
-                att[r, :len(row)] = 1
+                ids[r, : len(row)] = row
+                att[r, : len(row)] = 1
                 pos = torch.from_numpy(masks[i])
                 labels[r, pos] = row[pos]
                 ids[r, pos] = tokenizer.mask_token_id

@@ -9,12 +9,13 @@ Names resolve in one place, :func:`resolve`:
 * anything else             a hub name such as ``"bert-base-uncased"`` (needs a reachable hub; offline
                             it fails fast with a message naming the offline alternatives)
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from transformers import (
     AutoModelForMaskedLM,
@@ -57,14 +58,15 @@ class ScratchSize:
 
 
 SCRATCH_SIZES: dict[str, ScratchSize] = {
-    "tiny": ScratchSize(64, 2, 2, 256),     # tests
-    "mini": ScratchSize(256, 4, 4, 1024),   # BERT-mini: default GenePT model on CPU
+    "tiny": ScratchSize(64, 2, 2, 256),  # tests
+    "mini": ScratchSize(256, 4, 4, 1024),  # BERT-mini: default GenePT model on CPU
     "small": ScratchSize(512, 4, 8, 2048),  # BERT-small
     "base": ScratchSize(768, 12, 12, 3072),
 }
 
-OFFLINE_HINT = ("offline alternatives: 'minilm' (packaged all-MiniLM-L6-v2), 'scratch:mini', "
-                "or a local checkpoint directory")
+OFFLINE_HINT = (
+    "offline alternatives: 'minilm' (packaged all-MiniLM-L6-v2), 'scratch:mini', or a local checkpoint directory"
+)
 
 
 def minilm_path() -> Path:
@@ -93,9 +95,15 @@ def scratch_config(size: str, vocab_size: int = 30522, max_position_embeddings: 
     if size not in SCRATCH_SIZES:
         raise ModelUnavailableError(f"unknown scratch size {size!r}; choose one of {', '.join(SCRATCH_SIZES)}")
     s = SCRATCH_SIZES[size]
-    return BertConfig(vocab_size=vocab_size, hidden_size=s.hidden_size, num_hidden_layers=s.num_hidden_layers,
-                      num_attention_heads=s.num_attention_heads, intermediate_size=s.intermediate_size,
-                      max_position_embeddings=max_position_embeddings, **overrides)
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=s.hidden_size,
+        num_hidden_layers=s.num_hidden_layers,
+        num_attention_heads=s.num_attention_heads,
+        intermediate_size=s.intermediate_size,
+        max_position_embeddings=max_position_embeddings,
+        **overrides,
+    )
 
 
 def _from_pretrained(auto_cls, name: str, **kwargs):
@@ -145,8 +153,9 @@ def load_saved_classifier(path: str | Path) -> PreTrainedModel:
     return _from_pretrained(AutoModelForSequenceClassification, str(path)).eval()
 
 
-def load_token_classifier(name: str, num_labels: int = 2, seed: int | None = None,
-                          label_names: Sequence[str] | None = None) -> PreTrainedModel:
+def load_token_classifier(
+    name: str, num_labels: int = 2, seed: int | None = None, label_names: Sequence[str] | None = None
+) -> PreTrainedModel:
     """Token classifier (a head per token) with a new head of ``num_labels`` outputs, or one per tag of
     ``label_names`` (then named in the config); the head init is seeded if ``seed``."""
     import torch
@@ -176,5 +185,3 @@ def load_mlm(name: str, seed: int | None = None) -> PreTrainedModel:
 
 def count_parameters(model, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-

@@ -3,6 +3,7 @@
 :data:`KERNELS` names how a training or evaluation run computes the model's forward; :func:`kernels_context`
 sets it for a block; :func:`autocast` and :func:`get_accelerator` apply :data:`MIXED_PRECISIONS`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,7 +74,7 @@ MIXED_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "no")
 Inside tmlib a resolved setting is ``"no"``, ``"bf16"`` or ``"fp16"`` (accelerate's names): the keys of cached
 stages carry it, so an fp32 host never loads a bf16 artifact and the reverse."""
 
-FP32 = "no"   # the resolved spelling of full precision (accelerate's), kept in cache keys
+FP32 = "no"  # the resolved spelling of full precision (accelerate's), kept in cache keys
 AUTO_ENV = "TMLIB_AUTO_PRECISION"
 """Environment variable fixing what ``"auto"`` resolves to (``bf16`` or ``fp32``) instead of measuring it: the
 suite measures once and sets it for its notebooks, so all of them compute alike."""
@@ -90,11 +91,14 @@ def check_mixed_precision(mixed_precision, device: torch.device | str | None = N
     if mixed_precision is False or mixed_precision in ("fp32", "no"):
         mixed_precision = FP32
     if not isinstance(mixed_precision, str) or mixed_precision not in MIXED_PRECISIONS:
-        raise ValueError(f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISIONS))}, "
-                         f"got {mixed_precision!r}")
+        raise ValueError(
+            f"mixed_precision must be one of {', '.join(map(repr, MIXED_PRECISIONS))}, got {mixed_precision!r}"
+        )
     if device is not None and mixed_precision == "fp16" and torch.device(device).type != "cuda":
-        raise ValueError(f"mixed_precision='fp16' needs a CUDA device (this one is {torch.device(device).type!r}); "
-                         f"use 'auto', 'bf16' (autocast works on CPU) or 'fp32'")
+        raise ValueError(
+            f"mixed_precision='fp16' needs a CUDA device (this one is {torch.device(device).type!r}); "
+            f"use 'auto', 'bf16' (autocast works on CPU) or 'fp32'"
+        )
     return mixed_precision
 
 
@@ -102,12 +106,12 @@ def check_mixed_precision(mixed_precision, device: torch.device | str | None = N
 class Arithmetic:
     """What ``"auto"`` resolved to in this process, and the measurement behind it."""
 
-    mixed_precision: str      # "bf16" | "no"
-    device: str               # "cpu" | "cuda"
-    reason: str               # one line for a person
-    fp32_matmul_s: float = float("nan")   # the CPU probe's times (NaN: not measured)
+    mixed_precision: str  # "bf16" | "no"
+    device: str  # "cpu" | "cuda"
+    reason: str  # one line for a person
+    fp32_matmul_s: float = float("nan")  # the CPU probe's times (NaN: not measured)
     bf16_matmul_s: float = float("nan")
-    capability: str = ""      # torch's CPU capability (AVX2, AVX512, ...) or the GPU's name
+    capability: str = ""  # torch's CPU capability (AVX2, AVX512, ...) or the GPU's name
 
     @property
     def name(self) -> str:
@@ -121,9 +125,12 @@ class Arithmetic:
 
     def record(self) -> dict:
         """The fields that manifests, ``suite_timing.csv`` and ``results.json`` keep."""
-        return {"arithmetic": self.name, "arithmetic_reason": self.reason,
-                "bf16_over_fp32_matmul": round(self.bf16_slowdown, 3) if self.fp32_matmul_s == self.fp32_matmul_s
-                else None, "cpu_capability": self.capability}
+        return {
+            "arithmetic": self.name,
+            "arithmetic_reason": self.reason,
+            "bf16_over_fp32_matmul": round(self.bf16_slowdown, 3) if self.fp32_matmul_s == self.fp32_matmul_s else None,
+            "cpu_capability": self.capability,
+        }
 
 
 def precision_name(mixed_precision: str) -> str:
@@ -144,7 +151,7 @@ def matmul_probe(rows: int = 64, width: int = 384, reps: int = 8, rounds: int = 
     b = torch.randn(width, width, generator=gen)
 
     def best(x, y, n):
-        x @ y   # warm-up: kernel selection, first-touch memory
+        x @ y  # warm-up: kernel selection, first-touch memory
         times = []
         for _ in range(rounds):
             start = time.perf_counter()
@@ -158,7 +165,7 @@ def matmul_probe(rows: int = 64, width: int = 384, reps: int = 8, rounds: int = 
     start = time.perf_counter()
     ab @ bb
     first = time.perf_counter() - start
-    bf16 = best(ab, bb, reps if first < 20 * fp32 * reps else 1)   # an emulated matmul: one per round is enough
+    bf16 = best(ab, bb, reps if first < 20 * fp32 * reps else 1)  # an emulated matmul: one per round is enough
     return fp32, bf16
 
 
@@ -168,10 +175,22 @@ def decide_cpu(fp32_s: float, bf16_s: float, capability: str = "") -> Arithmetic
     ratio = bf16_s / fp32_s
     where = f" ({capability})" if capability else ""
     if ratio < BF16_FASTER:
-        return Arithmetic("bf16", "cpu", f"bf16 matmul {ratio:.2f}x the fp32 time on this CPU{where}: native bf16",
-                          fp32_s, bf16_s, capability)
-    return Arithmetic(FP32, "cpu", f"bf16 matmul {ratio:.1f}x the fp32 time on this CPU{where}: no native bf16, "
-                                   "so fp32", fp32_s, bf16_s, capability)
+        return Arithmetic(
+            "bf16",
+            "cpu",
+            f"bf16 matmul {ratio:.2f}x the fp32 time on this CPU{where}: native bf16",
+            fp32_s,
+            bf16_s,
+            capability,
+        )
+    return Arithmetic(
+        FP32,
+        "cpu",
+        f"bf16 matmul {ratio:.1f}x the fp32 time on this CPU{where}: no native bf16, so fp32",
+        fp32_s,
+        bf16_s,
+        capability,
+    )
 
 
 _ARITHMETIC: dict[str, Arithmetic] = {}
@@ -182,6 +201,7 @@ def arithmetic(device: torch.device | str | None = None) -> Arithmetic:
     device type: ``$TMLIB_AUTO_PRECISION`` when set (``bf16`` | ``fp32``), else on CUDA bf16 where the GPU
     supports it, on CPU the timed :func:`matmul_probe` (:func:`decide_cpu`)."""
     import torch
+
     kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     if kind in _ARITHMETIC:
         return _ARITHMETIC[kind]
@@ -190,12 +210,16 @@ def arithmetic(device: torch.device | str | None = None) -> Arithmetic:
     if forced:
         if forced not in ("bf16", "fp32"):
             raise ValueError(f"${AUTO_ENV}={forced!r}: set it to bf16 or fp32, or unset it to measure")
-        why = os.environ.get(AUTO_ENV + "_REASON") or f"${AUTO_ENV}={forced}"   # the suite passes its reason on
+        why = os.environ.get(AUTO_ENV + "_REASON") or f"${AUTO_ENV}={forced}"  # the suite passes its reason on
         found = Arithmetic("bf16" if forced == "bf16" else FP32, kind, why, capability=capability)
     elif kind == "cuda":
         ok = torch.cuda.is_bf16_supported()
-        found = Arithmetic("bf16" if ok else FP32, "cuda", f"CUDA device {'with' if ok else 'without'} bf16",
-                           capability=torch.cuda.get_device_name())
+        found = Arithmetic(
+            "bf16" if ok else FP32,
+            "cuda",
+            f"CUDA device {'with' if ok else 'without'} bf16",
+            capability=torch.cuda.get_device_name(),
+        )
     else:
         found = decide_cpu(*cpu_probe(), capability)
     _ARITHMETIC[kind] = found
@@ -220,6 +244,7 @@ def resolve_mixed_precision(mixed_precision, device: torch.device | str | None =
     -> ``"no"``, the rest as they are. An explicit ``"bf16"`` on a CPU whose probe measured bf16 slower than fp32
     warns (once per process) with the measured slowdown and the fix: never a silent 10x."""
     import torch
+
     mp = check_mixed_precision(mixed_precision, device)
     if mp == "auto":
         return arithmetic(device).mixed_precision
@@ -228,10 +253,14 @@ def resolve_mixed_precision(mixed_precision, device: torch.device | str | None =
         found = decide_cpu(*cpu_probe(), torch.backends.cpu.get_cpu_capability())
         if found.mixed_precision != "bf16":
             _WARNED.add("bf16")
-            warnings.warn(f"mixed_precision='bf16' on a CPU without native bf16: its bf16 matmul measured "
-                          f"{found.bf16_slowdown:.0f}x slower than fp32 ({found.capability}), so training runs many "
-                          "times slower (about 16x measured on an AVX2 host); set mixed_precision to 'auto' or "
-                          "'fp32'", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"mixed_precision='bf16' on a CPU without native bf16: its bf16 matmul measured "
+                f"{found.bf16_slowdown:.0f}x slower than fp32 ({found.capability}), so training runs many "
+                "times slower (about 16x measured on an AVX2 host); set mixed_precision to 'auto' or "
+                "'fp32'",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return mp
 
 
@@ -240,6 +269,7 @@ def autocast(mixed_precision: str, device: torch.device | str):
     nothing for fp32, else ``torch.autocast`` to bf16 / fp16 on ``device``'s type (``"auto"`` resolved by
     :func:`resolve_mixed_precision`)."""
     import torch
+
     device = torch.device(device)
     mp = resolve_mixed_precision(mixed_precision, device)
     if mp == FP32:
@@ -278,8 +308,10 @@ def get_accelerator(mixed_precision: str = FP32, log_with=None):
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mixed_precision):
         if PartialState().num_processes > 1:
-            raise ValueError(f"this process already runs with mixed_precision={state.get('_mixed_precision')!r}; "
-                             f"a distributed run cannot switch to {mixed_precision!r} mid-run")
+            raise ValueError(
+                f"this process already runs with mixed_precision={state.get('_mixed_precision')!r}; "
+                f"a distributed run cannot switch to {mixed_precision!r} mid-run"
+            )
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(cpu=cpu, mixed_precision=mixed_precision, log_with=log_with)
 

@@ -6,16 +6,18 @@ builtin name, a ``csv:`` / ``jsonl:`` / ``txt:`` file, a ``hub:`` name with a re
 loading it, and each problem is one line naming the notebook's parameter, the value and the fix. A set that needs
 the hub offline (e.g. ``paper``) then stops in seconds with that list, instead of two kernels and two tracebacks.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # parameter names (flat, as in the parameter files) that name a model / a labelled task / an unlabelled corpus
 MODEL_KEYS = ("model", "backbone", "genept_model", "scorer_model", "tagger_model", "genept_checkpoints")
 TASK_KEYS = ("task", "tasks", "transfer_tasks")
 CORPUS_KEYS = ("genept_corpus", "taskpt_corpus")
-NOT_A_MODEL = ("genept",)   # "the GenePT checkpoint of this run": built by the run itself
+NOT_A_MODEL = ("genept",)  # "the GenePT checkpoint of this run": built by the run itself
 
 FILE_PREFIXES = ("csv:", "jsonl:", "txt:")
 
@@ -54,9 +56,15 @@ def check_data(name: str, corpus: bool = False) -> str | None:
 
         if local_dataset(name[4:].split("@", 1)[0]) is not None:
             return None
-        return None if hub_reachable() else (f"{name!r} needs the dataset hub, which is unreachable (offline); "
-                                             f"use a builtin name, a local csv:/jsonl: copy, or a copy of the hub "
-                                             f"dataset under $TMLIB_DATASETS_DIR")
+        return (
+            None
+            if hub_reachable()
+            else (
+                f"{name!r} needs the dataset hub, which is unreachable (offline); "
+                f"use a builtin name, a local csv:/jsonl: copy, or a copy of the hub "
+                f"dataset under $TMLIB_DATASETS_DIR"
+            )
+        )
     known = {**CORPORA, **DOCUMENTS} if corpus else TASKS
     if name in known:
         return None
@@ -106,5 +114,7 @@ def _hub_problem(name: str, kind: str) -> str | None:
         pass
     if hub_reachable():
         return None
-    return (f"{kind} {name!r} is not packaged, not a local folder and not in the local hub cache, and the hub is "
-            f"unreachable (offline); download it where there is internet, or use 'minilm'")
+    return (
+        f"{kind} {name!r} is not packaged, not a local folder and not in the local hub cache, and the hub is "
+        f"unreachable (offline); download it where there is internet, or use 'minilm'"
+    )

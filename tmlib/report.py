@@ -5,6 +5,7 @@
 Each section names the notebook, the primary comparison it was built to answer, and the tables behind it, every
 number rounded from the files the notebooks wrote; nothing here is typed by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,10 @@ from .suite import markdown_table
 
 PRIMARY = {
     "01_selective_masking": "selective − random and random − GenePT only, at the short GenePT budget (paired by "
-                            "fine-tuning seed); the other rows are exploratory",
-    "03_masking_vs_finetuning": ("mask − fine-tune per task (paired by seed); BitFit (and LoRA, when run) rows are "
-                                 "exploratory"),
+    "fine-tuning seed); the other rows are exploratory",
+    "03_masking_vs_finetuning": (
+        "mask − fine-tune per task (paired by seed); BitFit (and LoRA, when run) rows are exploratory"
+    ),
     "04_loss_landscape": "the largest accuracy drop along the straight line masked ↔ fine-tuned (test)",
     "05_what_masks_learn": "none named: every table is exploratory (a slice of each study in `default`)",
 }
@@ -32,7 +34,7 @@ def _table(path: Path, columns: list[str] | None = None, query: str | None = Non
         df = df.query(query)
     if columns:
         df = df[[c for c in columns if c in df.columns]]
-    return markdown_table(df, floatfmt="{:.%dg}" % digits)
+    return markdown_table(df, floatfmt=f"{{:.{digits}g}}")
 
 
 def _section_01(d: Path) -> list[str]:
@@ -44,14 +46,40 @@ def _section_01(d: Path) -> list[str]:
         short = g["genept_steps"].min() if len(g) else None
         primary = g[(g.genept_steps == short) & g.comparison.isin(["selective - random", "random - genept"])]
         for r in primary.itertuples():
-            lines.append(f"- GenePT {r.genept_steps} steps: {gap_sentence(r._asdict(), {'genept': 'GenePT only'})}; "
-                         f"detectable with 80% power {r.detectable_gap:.2f} points; sd of the gap {r.gap_std:.2f} "
-                         f"(test-sampling part {r.sampling_sd:.2f})")
-    out = [*lines, "", "### Accuracy (test, held-out pool; mean ± sd over seeds)", "",
-           _table(d / "summary.csv", ["genept_steps", "condition", "n_seeds", "test_mean", "test_std", "dev_mean"]),
-           "", "### Paired gaps (points)", "",
-           _table(d / "gaps.csv", ["runs", "genept_steps", "comparison", "n_seeds", "gap_mean", "gap_std", "wins", "p",
-                                   "ci95", "detectable_gap", "sampling_sd", "test_n"], query="runs == 'all'"), ""]
+            lines.append(
+                f"- GenePT {r.genept_steps} steps: {gap_sentence(r._asdict(), {'genept': 'GenePT only'})}; "
+                f"detectable with 80% power {r.detectable_gap:.2f} points; sd of the gap {r.gap_std:.2f} "
+                f"(test-sampling part {r.sampling_sd:.2f})"
+            )
+    out = [
+        *lines,
+        "",
+        "### Accuracy (test, held-out pool; mean ± sd over seeds)",
+        "",
+        _table(d / "summary.csv", ["genept_steps", "condition", "n_seeds", "test_mean", "test_std", "dev_mean"]),
+        "",
+        "### Paired gaps (points)",
+        "",
+        _table(
+            d / "gaps.csv",
+            [
+                "runs",
+                "genept_steps",
+                "comparison",
+                "n_seeds",
+                "gap_mean",
+                "gap_std",
+                "wins",
+                "p",
+                "ci95",
+                "detectable_gap",
+                "sampling_sd",
+                "test_n",
+            ],
+            query="runs == 'all'",
+        ),
+        "",
+    ]
     return out
 
 
@@ -60,13 +88,38 @@ def _section_03(d: Path) -> list[str]:
     sentences = []
     if gaps.is_file():
         g = pd.read_csv(gaps)
-        sentences = [f"- {r.task}: {r.sentence}; sd of the gap {r.gap_std:.2f}, test-sampling sd "
-                     f"{r.sampling_sd:.2f}, detectable with 80% power {r.detectable_gap:.2f} points ({int(r.test_n)} "
-                     f"test examples)" for r in g.itertuples() if r.a == "mask" and "sampling_sd" in g]
-    return [*sentences, "", "### Accuracy per task and method (%)", "",
-            _table(d / "summary.csv", ["task", "method", "lr", "n_seeds", "test_n", "test_mean", "test_std",
-                                       "paired_gap_pts", "paired_gap_ci95_pts", "paired_gap_p", "detectable_gap_pts",
-                                       "sampling_sd_pts", "task_bytes"]), ""]
+        sentences = [
+            f"- {r.task}: {r.sentence}; sd of the gap {r.gap_std:.2f}, test-sampling sd "
+            f"{r.sampling_sd:.2f}, detectable with 80% power {r.detectable_gap:.2f} points ({int(r.test_n)} "
+            f"test examples)"
+            for r in g.itertuples()
+            if r.a == "mask" and "sampling_sd" in g
+        ]
+    return [
+        *sentences,
+        "",
+        "### Accuracy per task and method (%)",
+        "",
+        _table(
+            d / "summary.csv",
+            [
+                "task",
+                "method",
+                "lr",
+                "n_seeds",
+                "test_n",
+                "test_mean",
+                "test_std",
+                "paired_gap_pts",
+                "paired_gap_ci95_pts",
+                "paired_gap_p",
+                "detectable_gap_pts",
+                "sampling_sd_pts",
+                "task_bytes",
+            ],
+        ),
+        "",
+    ]
 
 
 def _section_04(d: Path) -> list[str]:
@@ -83,25 +136,52 @@ def _section_04(d: Path) -> list[str]:
 
 
 def _section_05(d: Path) -> list[str]:
-    cols = ["setting", "n_seeds", "test_mean", "test_std", "density_pct", "gap_vs_reference_pts", "gap_sd_pts",
-            "gap_p", "detectable_gap_pts"]
-    return ["### Initial sparsity (reference: 0.05)", "", _table(d / "sparsity.csv", cols), "",
-            "### Layer-wise masking (reference: default)", "", _table(d / "layers.csv", cols), "",
-            "### Linear probe on the frozen [CLS] vector", "",
-            _table(d / "probe.csv", ["representation", "probe_accuracy", "probe_sd", "examples"]), "",
-            "### Transfer to other datasets (mask − fine-tune, paired by seed)", "",
-            _table(d / "transfer_summary.csv"), "",
-            "### Token-level tasks (each method − fine-tune, paired by seed)", "",
-            _table(d / "token_tasks.csv"), ""]
+    cols = [
+        "setting",
+        "n_seeds",
+        "test_mean",
+        "test_std",
+        "density_pct",
+        "gap_vs_reference_pts",
+        "gap_sd_pts",
+        "gap_p",
+        "detectable_gap_pts",
+    ]
+    return [
+        "### Initial sparsity (reference: 0.05)",
+        "",
+        _table(d / "sparsity.csv", cols),
+        "",
+        "### Layer-wise masking (reference: default)",
+        "",
+        _table(d / "layers.csv", cols),
+        "",
+        "### Linear probe on the frozen [CLS] vector",
+        "",
+        _table(d / "probe.csv", ["representation", "probe_accuracy", "probe_sd", "examples"]),
+        "",
+        "### Transfer to other datasets (mask − fine-tune, paired by seed)",
+        "",
+        _table(d / "transfer_summary.csv"),
+        "",
+        "### Token-level tasks (each method − fine-tune, paired by seed)",
+        "",
+        _table(d / "token_tasks.csv"),
+        "",
+    ]
 
 
 def _section_02(d: Path) -> list[str]:
     return [_table(d / "summary.csv"), ""]
 
 
-SECTIONS = {"01_selective_masking": _section_01, "02_token_importance_explorer": _section_02,
-            "03_masking_vs_finetuning": _section_03, "04_loss_landscape": _section_04,
-            "05_what_masks_learn": _section_05}
+SECTIONS = {
+    "01_selective_masking": _section_01,
+    "02_token_importance_explorer": _section_02,
+    "03_masking_vs_finetuning": _section_03,
+    "04_loss_landscape": _section_04,
+    "05_what_masks_learn": _section_05,
+}
 
 
 def key_numbers(run_dir: str | Path) -> dict:
@@ -116,16 +196,24 @@ def key_numbers(run_dir: str | Path) -> dict:
         short = int(g["genept_steps"].min())
         summ = pd.read_csv(d / "summary.csv").query("genept_steps == @short")
         acc = {r.method: [round(100 * r.test_mean, 1), round(100 * r.test_std, 1)] for r in summ.itertuples()}
-        out["01"] = {"genept_steps": short, "accuracy": acc,
-                     "gaps": {r.comparison: _gap(r) for r in g[g.genept_steps == short].itertuples()}}
+        out["01"] = {
+            "genept_steps": short,
+            "accuracy": acc,
+            "gaps": {r.comparison: _gap(r) for r in g[g.genept_steps == short].itertuples()},
+        }
     d = run_dir / "03_masking_vs_finetuning"
     if (d / "gaps.csv").is_file():
         g, summ = pd.read_csv(d / "gaps.csv"), pd.read_csv(d / "summary.csv")
-        out["03"] = {t: {"accuracy": {r.method: [round(r.test_mean, 1), round(r.test_std, 1)]
-                                      for r in summ[summ.task == t].itertuples()},
-                         "test_n": int(summ[summ.task == t].test_n.iloc[0]),
-                         "gaps": {r.comparison: _gap(r) for r in g[g.task == t].itertuples()}}
-                     for t in dict.fromkeys(summ.task)}
+        out["03"] = {
+            t: {
+                "accuracy": {
+                    r.method: [round(r.test_mean, 1), round(r.test_std, 1)] for r in summ[summ.task == t].itertuples()
+                },
+                "test_n": int(summ[summ.task == t].test_n.iloc[0]),
+                "gaps": {r.comparison: _gap(r) for r in g[g.task == t].itertuples()},
+            }
+            for t in dict.fromkeys(summ.task)
+        }
     d = run_dir / "04_loss_landscape"
     if (d / "summary.csv").is_file():
         t = pd.read_csv(d / "summary.csv")
@@ -135,14 +223,19 @@ def key_numbers(run_dir: str | Path) -> dict:
     if timing.is_file():
         t = pd.read_csv(timing)
         out["notebook_minutes_sum"] = round(float(t["seconds"].sum()) / 60, 1)
-        if "arithmetic" in t:   # what "auto" computed in: the numbers above come from it
+        if "arithmetic" in t:  # what "auto" computed in: the numbers above come from it
             out["arithmetic"] = str(t["arithmetic"].iloc[0])
     return out
 
 
 def _gap(r) -> dict:
-    return {"gap": round(float(r.gap_mean), 1), "ci95": round(float(r.ci95), 1), "p": float(f"{r.p:.2g}"),
-            "n_seeds": int(r.n_seeds), "detectable": round(float(r.detectable_gap), 1)}
+    return {
+        "gap": round(float(r.gap_mean), 1),
+        "ci95": round(float(r.ci95), 1),
+        "p": float(f"{r.p:.2g}"),
+        "n_seeds": int(r.n_seeds),
+        "detectable": round(float(r.detectable_gap), 1),
+    }
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -162,27 +255,41 @@ def readme_table(numbers: dict) -> str:
         lines += [f"Computed in {numbers['arithmetic']} (what `auto` chose on the host that ran it).", ""]
     if "01" in numbers:
         n = numbers["01"]
-        lines += [f"Selective masking (notebook 01; MiniLM, GenePT {n['genept_steps']} steps, MR, "
-                  f"{next(iter(n['gaps'].values()))['n_seeds']} fine-tuning seeds):", "",
-                  "| comparison | gap (points) | 95% CI | p | detectable (80% power) |", "|---|---|---|---|---|"]
-        lines += [f"| {c} | {v['gap']:+.1f} | ±{v['ci95']:.1f} | {v['p']:g} | {v['detectable']:.1f} |"
-                  for c, v in n["gaps"].items() if c in ("selective - random", "random - genept")]
+        lines += [
+            f"Selective masking (notebook 01; MiniLM, GenePT {n['genept_steps']} steps, MR, "
+            f"{next(iter(n['gaps'].values()))['n_seeds']} fine-tuning seeds):",
+            "",
+            "| comparison | gap (points) | 95% CI | p | detectable (80% power) |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c} | {v['gap']:+.1f} | ±{v['ci95']:.1f} | {v['p']:g} | {v['detectable']:.1f} |"
+            for c, v in n["gaps"].items()
+            if c in ("selective - random", "random - genept")
+        ]
         lines.append("")
     if "03" in numbers:
-        lines += ["Masking vs fine-tuning (notebook 03; MiniLM, 5 seeds):", "",
-                  "| task | test sentences | fine-tune | mask | mask − fine-tune | 95% CI | p |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "Masking vs fine-tuning (notebook 03; MiniLM, 5 seeds):",
+            "",
+            "| task | test sentences | fine-tune | mask | mask − fine-tune | 95% CI | p |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for t, v in numbers["03"].items():
             g = v["gaps"].get("mask - finetune")
             if g is None:
                 continue
             ft, mk = v["accuracy"]["finetune"], v["accuracy"]["mask"]
-            lines.append(f"| {t} | {v['test_n']} | {ft[0]:.1f} ± {ft[1]:.1f} | {mk[0]:.1f} ± {mk[1]:.1f} | "
-                         f"{g['gap']:+.1f} | ±{g['ci95']:.1f} | {g['p']:g} |")
+            lines.append(
+                f"| {t} | {v['test_n']} | {ft[0]:.1f} ± {ft[1]:.1f} | {mk[0]:.1f} ± {mk[1]:.1f} | "
+                f"{g['gap']:+.1f} | ±{g['ci95']:.1f} | {g['p']:g} |"
+            )
         lines.append("")
     if "04" in numbers:
-        lines.append(f"Loss landscape (notebook 04): along the straight line masked → fine-tuned, test accuracy falls "
-                     f"at most {numbers['04']['max_drop_pts']:.1f} points below the lower endpoint.")
+        lines.append(
+            f"Loss landscape (notebook 04): along the straight line masked → fine-tuned, test accuracy falls "
+            f"at most {numbers['04']['max_drop_pts']:.1f} points below the lower endpoint."
+        )
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -203,12 +310,16 @@ def results_document(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run folder; run `make run` (or `python -m tmlib suite`) first")
-    parts = ["# Results", "",
-             f"Generated by `python -m tmlib report {run_dir.as_posix()}` from the files `make run` wrote; rerun it "
-             "after a run instead of editing this page. Every model is tested on every example of its task that it "
-             "never trained or selected on; gaps are paired by seed (`detectable_gap`: the smallest true gap the "
-             "design detects with 80% power; `sampling_sd`: the part of a seed's gap that the test set's sampling "
-             "explains).", ""]
+    parts = [
+        "# Results",
+        "",
+        f"Generated by `python -m tmlib report {run_dir.as_posix()}` from the files `make run` wrote; rerun it "
+        "after a run instead of editing this page. Every model is tested on every example of its task that it "
+        "never trained or selected on; gaps are paired by seed (`detectable_gap`: the smallest true gap the "
+        "design detects with 80% power; `sampling_sd`: the part of a seed's gap that the test set's sampling "
+        "explains).",
+        "",
+    ]
     timing = run_dir / "suite_timing.csv"
     if timing.is_file():
         parts += ["## Wall time per notebook (seconds, this machine)", "", _table(timing), ""]

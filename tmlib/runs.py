@@ -23,6 +23,7 @@ builds, the other waits and then loads.
                    build=lambda ctx, corpus: label(corpus), save=..., load=...)
     value = store.get(labels)          # builds corpus, then labels; later calls load
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,9 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .assets import sha256_file
 from .config import config_hash
@@ -104,8 +106,9 @@ def recover_partial_writes(path: str | Path) -> list[str]:
     if not path.parent.is_dir():
         return []
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:[a-z0-9_]{{8}}|old-(\d+))$")
-    found = [(p, m) for p in path.parent.iterdir()
-             if (m := pattern.match(p.name)) and p.is_dir() and not p.is_symlink()]
+    found = [
+        (p, m) for p in path.parent.iterdir() if (m := pattern.match(p.name)) and p.is_dir() and not p.is_symlink()
+    ]
     done = []
     olds = sorted((p for p, m in found if m.group(1)), key=lambda p: p.stat().st_mtime)
     if olds and not path.exists():
@@ -136,15 +139,29 @@ def runtime() -> dict[str, Any]:
 
     from .precision import arithmetic
 
-    return {"torch_threads": torch.get_num_threads(),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "cuda": torch.cuda.is_available(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "pid": os.getpid(),   # which process built it (a notebook, or a `tmlib worker` beside it)
-            **arithmetic().record()}   # what "auto" resolved to here, and the probe behind it
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cuda": torch.cuda.is_available(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "pid": os.getpid(),  # which process built it (a notebook, or a `tmlib worker` beside it)
+        **arithmetic().record(),
+    }  # what "auto" resolved to here, and the probe behind it
 
 
-VERSIONED = ("transformers", "tokenizers", "datasets", "accelerate", "peft", "captum", "spacy", "scikit-learn",
-             "numpy", "safetensors")
+VERSIONED = (
+    "transformers",
+    "tokenizers",
+    "datasets",
+    "accelerate",
+    "peft",
+    "captum",
+    "spacy",
+    "scikit-learn",
+    "numpy",
+    "safetensors",
+)
 """Libraries whose version can move a number (a kernel, a tokenizer, a split, an attribution): in every manifest."""
 
 
@@ -156,7 +173,7 @@ def versions() -> dict[str, str]:
     from . import __version__
 
     out = {"tmlib": __version__, "torch": torch.__version__, "python": platform.python_version()}
-    for name in VERSIONED:   # read from the installed metadata: nothing is imported
+    for name in VERSIONED:  # read from the installed metadata: nothing is imported
         try:
             out[name] = version(name)
         except PackageNotFoundError:
@@ -204,28 +221,41 @@ class Artifact:
         except FileNotFoundError as exc:
             raise ArtifactError(f"{self.path} has no {MANIFEST}: it was never built or its write was cut off") from exc
         except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{self.manifest_path} is unreadable ({exc}); "
-                                f"delete {self.path} to rebuild it") from exc
+            raise ArtifactError(
+                f"{self.manifest_path} is unreadable ({exc}); delete {self.path} to rebuild it"
+            ) from exc
 
     def commit(self, seed: int | None = None, extra: dict | None = None) -> None:
         """Hash every file and write the manifest (last, atomically)."""
-        files = {str(p.relative_to(self.path)): sha256_file(p)
-                 for p in sorted(self.path.rglob("*")) if p.is_file() and p.name != MANIFEST}
+        files = {
+            str(p.relative_to(self.path)): sha256_file(p)
+            for p in sorted(self.path.rglob("*"))
+            if p.is_file() and p.name != MANIFEST
+        }
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else self.config
-        atomic_write_json(self.manifest_path, {
-            "config": cfg, "config_hash": config_hash(self.config), "seed": seed, "versions": versions(),
-            "runtime": runtime(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files, **(extra or {}),
-        })
+        atomic_write_json(
+            self.manifest_path,
+            {
+                "config": cfg,
+                "config_hash": config_hash(self.config),
+                "seed": seed,
+                "versions": versions(),
+                "runtime": runtime(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "files": files,
+                **(extra or {}),
+            },
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class StageContext:
     """What a stage's ``build`` gets besides its dependencies' values."""
 
-    store: "RunStore"
+    store: RunStore
     name: str
     key_hash: str
-    work_dir: Path      # scratch space for resumable builds (checkpoints), keyed by the stage's key
+    work_dir: Path  # scratch space for resumable builds (checkpoints), keyed by the stage's key
 
     def log(self, message: str) -> None:
         self.store.log(f"[{self.name}] {message}")
@@ -248,7 +278,7 @@ class Stage(Generic[T]):
     build: Callable[..., T]
     save: Callable[[T, Path], None]
     load: Callable[[Path], Any]
-    deps: Mapping[str, "Stage"] = dataclasses.field(default_factory=dict)
+    deps: Mapping[str, Stage] = dataclasses.field(default_factory=dict)
     seed: int | None = None
 
     def key(self) -> dict:
@@ -256,8 +286,10 @@ class Stage(Generic[T]):
         cfg = dataclasses.asdict(self.config) if dataclasses.is_dataclass(self.config) else dict(self.config)
         if not self.deps:
             return cfg
-        return {"config": cfg,
-                "deps": {arg: {"stage": d.name, "key": d.key_hash()} for arg, d in sorted(self.deps.items())}}
+        return {
+            "config": cfg,
+            "deps": {arg: {"stage": d.name, "key": d.key_hash()} for arg, d in sorted(self.deps.items())},
+        }
 
     def key_hash(self) -> str:
         return config_hash(self.key())
@@ -296,8 +328,14 @@ class RunStore:
     that run's stages in seconds and a changed parameter rebuilds only what depends on it, in ``runs/dev``.
     """
 
-    def __init__(self, root: str | Path, progress: bool = False, lock_timeout: float = -1,
-                 log_file: str | Path | None = None, reuse: list[str | Path] | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        progress: bool = False,
+        lock_timeout: float = -1,
+        log_file: str | Path | None = None,
+        reuse: list[str | Path] | None = None,
+    ):
         self.root = Path(root)
         self.reuse = [Path(r) for r in (default_reuse(self.root) if reuse is None else reuse)]
         self.reuse = [r for r in self.reuse if r.resolve() != self.root.resolve()]
@@ -305,14 +343,15 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ArtifactError(f"cannot create the run folder {self.root} ({exc.strerror}); "
-                                "choose a writable out_dir") from exc
+            raise ArtifactError(
+                f"cannot create the run folder {self.root} ({exc.strerror}); choose a writable out_dir"
+            ) from exc
         self.progress = progress
         self.lock_timeout = lock_timeout
         # artifacts this store has verified (hashes checked): name -> (key hash, stat signature of its files);
         # a later get() re-hashes only if a file's size or mtime changed since
         self._verified: dict[str, tuple[str, tuple]] = {}
-        self._reused: dict[str, tuple[str, Path, tuple]] = {}   # name -> (key hash, folder, stat signature)
+        self._reused: dict[str, tuple[str, Path, tuple]] = {}  # name -> (key hash, folder, stat signature)
 
     # ----------------------------------------------------------------------------------- stages
     def log(self, message: str) -> None:
@@ -336,8 +375,9 @@ class RunStore:
         try:
             lock_dir.mkdir(exist_ok=True)
         except OSError as exc:
-            raise ArtifactError(f"cannot create lock folder {lock_dir} ({exc.strerror}); "
-                                "choose a writable out_dir") from exc
+            raise ArtifactError(
+                f"cannot create lock folder {lock_dir} ({exc.strerror}); choose a writable out_dir"
+            ) from exc
         return FileLock(str(lock_dir / (name.replace("/", "__") + ".lock")), timeout=self.lock_timeout)
 
     def get(self, stage: Stage[T]) -> Any:
@@ -365,14 +405,16 @@ class RunStore:
                 return stage.load(art.path)
             if isinstance(exc, ArtifactError):
                 raise
-            raise ArtifactError(f"cannot lock {stage.name} in {self.root} to build it ({exc.strerror or exc}); "
-                                "free disk space, make the folder writable or choose another out_dir") from exc
+            raise ArtifactError(
+                f"cannot lock {stage.name} in {self.root} to build it ({exc.strerror or exc}); "
+                "free disk space, make the folder writable or choose another out_dir"
+            ) from exc
         try:
             for line in recover_partial_writes(art.path):  # a build cut off by a kill (we hold the lock)
                 warnings.warn(f"{self.root}: {line}", stacklevel=2)
             reason = art.check()
             if reason is not None:
-                for root in self.reuse:   # a valid artifact of another run folder: loaded, not copied
+                for root in self.reuse:  # a valid artifact of another run folder: loaded, not copied
                     there = Artifact(root / stage.name, key)
                     if there.path.is_dir() and there.check() is None:
                         self.log(f"{stage.name}: reused from {root}")
@@ -394,20 +436,23 @@ class RunStore:
         ctx = StageContext(self, stage.name, key_hash, work)
         start = time.perf_counter()
         self.log(f"{stage.name}: building")
-        with reporting_to(ctx.log if self.progress else None):   # long loops inside report every 30 s (heartbeat)
+        with reporting_to(ctx.log if self.progress else None):  # long loops inside report every 30 s (heartbeat)
             obj = stage.build(ctx, **deps)
 
         def write(tmp: Path) -> None:
             tmp.mkdir(parents=True)
             stage.save(obj, tmp)
-            Artifact(tmp, key).commit(seed=stage.seed, extra={"stage": stage.name,
-                                                              "build_seconds": time.perf_counter() - start})
+            Artifact(tmp, key).commit(
+                seed=stage.seed, extra={"stage": stage.name, "build_seconds": time.perf_counter() - start}
+            )
 
         try:
             atomic_save(self.root / stage.name, write)
         except OSError as exc:
-            raise ArtifactError(f"could not write artifact {self.root / stage.name} ({exc.strerror or exc}); "
-                                "free disk space or choose another out_dir; earlier artifacts are intact") from exc
+            raise ArtifactError(
+                f"could not write artifact {self.root / stage.name} ({exc.strerror or exc}); "
+                "free disk space or choose another out_dir; earlier artifacts are intact"
+            ) from exc
         shutil.rmtree(work, ignore_errors=True)
         for parent in work.parents:  # drop emptied .work/<name>/ folders
             if parent == self.root or not parent.is_dir() or any(parent.iterdir()):
@@ -438,8 +483,15 @@ class RunStore:
             return False
         return self.artifact(name, key).check() is None
 
-    def cached(self, name: str, config: Any, build: Callable[[], T], save: Callable[[T, Path], None],
-               load: Callable[[Path], T], seed: int | None = None) -> T:
+    def cached(
+        self,
+        name: str,
+        config: Any,
+        build: Callable[[], T],
+        save: Callable[[T, Path], None],
+        load: Callable[[Path], T],
+        seed: int | None = None,
+    ) -> T:
         """A stage without dependencies, built by ``build()``: ``get(Stage(name, config, ...))``."""
         return self.get(Stage(name, config, lambda ctx: build(), save, load, seed=seed))
 

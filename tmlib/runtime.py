@@ -1,4 +1,5 @@
 """Process-wide runtime settings, set explicitly by a caller (a notebook's config), never on import."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def adapt_threads() -> int:
     return torch.get_num_threads()
 
 
-def calibrate(steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int = 64,
-              mixed_precision: str = "no") -> dict:
+def calibrate(
+    steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int = 64, mixed_precision: str = "no"
+) -> dict:
     """Seconds per training step of a fixed workload: the packaged MiniLM classifier, torch's default threads,
     ``batch_size`` x ``length`` tokens, forward + backward + AdamW, median of ``steps`` after ``warmup``; in fp32
     (``calibration_step_s``) and, when ``mixed_precision`` resolves to bf16, also under bf16 autocast
@@ -46,8 +48,9 @@ def calibrate(steps: int = 5, warmup: int = 2, batch_size: int = 8, length: int 
     mp = resolve_mixed_precision(mixed_precision, "cpu")
     out = {"calibration_step_s": _step_seconds(steps, warmup, batch_size, length, None)}
     if mp != "no":
-        out[f"calibration_step_s_{precision_name(mp)}"] = _step_seconds(steps, warmup, batch_size, length,
-                                                                        lambda: autocast(mp, "cpu"))
+        out[f"calibration_step_s_{precision_name(mp)}"] = _step_seconds(
+            steps, warmup, batch_size, length, lambda: autocast(mp, "cpu")
+        )
     out["calibration_arithmetic"] = precision_name(mp)
     out["calibration_load"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     out["calibration_threads"] = torch.get_num_threads()

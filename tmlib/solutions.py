@@ -25,6 +25,7 @@ model is a RunStore artifact (atomic, with ``manifest.json``) at
 ``<task>`` is :func:`task_dirname` of the task name. On the grid's seed the solution at the chosen lr is
 the winning grid run, hard-linked, not retrained.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ import pandas as pd
 from .data import TaskRecipe
 from .runs import ArtifactError, RunStore, Stage
 
-SOLUTIONS = "solutions"   # the folder under a run directory that holds every trained solution
+SOLUTIONS = "solutions"  # the folder under a run directory that holds every trained solution
 
 
 def task_dirname(task: str) -> str:
@@ -49,6 +50,7 @@ def task_dirname(task: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- recipes
+
 
 class MethodRecipe:
     """What a recipe of an adapted model (``data``, ``method``, ``lr``, ``options``) derives from its fields; shared
@@ -92,9 +94,9 @@ class SolutionRecipe(MethodRecipe):
     eval_every: int = 0
     mixed_precision: str = "no"
     kernels: str = "hf"
-    flip_every: int = 5                                   # not in the key: a record interval, not the model
-    progress: bool = field(default=True, compare=False)   # not in the key
-    tag: str = ""   # names a variant in the folder (``mask-init0.2-s0``); the options that make it are in the key
+    flip_every: int = 5  # not in the key: a record interval, not the model
+    progress: bool = field(default=True, compare=False)  # not in the key
+    tag: str = ""  # names a variant in the folder (``mask-init0.2-s0``); the options that make it are in the key
 
     def __post_init__(self):
         from .precision import resolve_fields
@@ -107,7 +109,7 @@ class SolutionRecipe(MethodRecipe):
         variant = f"{self.method}-{self.tag}" if self.tag else self.method
         return f"{SOLUTIONS}/{task_dirname(self.task)}/{variant}-s{self.seed}"
 
-    def with_lr(self, lr: float) -> "SolutionRecipe":
+    def with_lr(self, lr: float) -> SolutionRecipe:
         return replace(self, lr=float(lr))
 
     def key(self) -> dict:
@@ -116,10 +118,20 @@ class SolutionRecipe(MethodRecipe):
         is not in the key: a solution trains on the train split and picks its epoch on dev; its test evaluation
         is a stage of its own (:func:`evaluation_stage`)."""
         d = self.data
-        key = {"task": self.task, "model": self.backbone, "method": self.method, "seed": self.seed,
-               "max_length": self.max_length, "max_train": d.cap("train"), "max_dev": d.cap("dev"),
-               "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.learning_rate,
-               "schedule": self.spec.schedule(self.schedule).to_dict(), "data_seed": d.seed}
+        key = {
+            "task": self.task,
+            "model": self.backbone,
+            "method": self.method,
+            "seed": self.seed,
+            "max_length": self.max_length,
+            "max_train": d.cap("train"),
+            "max_dev": d.cap("dev"),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.learning_rate,
+            "schedule": self.spec.schedule(self.schedule).to_dict(),
+            "data_seed": d.seed,
+        }
         if self.eval_every:
             key["eval_every"] = self.eval_every
         if self.mixed_precision != "no":
@@ -160,6 +172,7 @@ class GridRecipe:
 
 # --------------------------------------------------------------------------------------- training
 
+
 @dataclass
 class Trained:
     """A solution as loaded: the plain HF model (effective weights), its metrics, the method's per-task state
@@ -169,7 +182,7 @@ class Trained:
     metrics: dict
     packed: object = None
     flips: pd.DataFrame | None = None
-    save: object = None    # writes the method's per-task files (Exported.save), when just trained
+    save: object = None  # writes the method's per-task files (Exported.save), when just trained
 
 
 def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
@@ -184,23 +197,49 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
     from .training import TrainConfig
 
     r = recipe
-    data = DatasetDict(train=data["train"], dev=data["dev"])   # the test data is evaluation_stage's
+    data = DatasetDict(train=data["train"], dev=data["dev"])  # the test data is evaluation_stage's
     model = load_classifier(r.backbone, label_names(data), seed=r.seed)
     fp32_bytes = fp32_model_bytes(model)
-    prep = prepare_method(r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate,
-                          schedule=r.schedule)
-    base = TrainConfig(batch_size=r.batch_size, epochs=r.epochs, max_length=r.max_length, seed=r.seed,
-                       eval_every=r.eval_every, progress=r.progress, mixed_precision=r.mixed_precision,
-                       kernels=r.kernels)
+    prep = prepare_method(
+        r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate, schedule=r.schedule
+    )
+    base = TrainConfig(
+        batch_size=r.batch_size,
+        epochs=r.epochs,
+        max_length=r.max_length,
+        seed=r.seed,
+        eval_every=r.eval_every,
+        progress=r.progress,
+        mixed_precision=r.mixed_precision,
+        kernels=r.kernels,
+    )
     hooks = prep.spec.step_hooks(r.flip_every)
-    res = train_classifier(prep.model, data, tokenizer, prep.train_config(base), params=prep.params,
-                           optimizer_cls=prep.optimizer_cls, on_step=hooks, desc=f"{r.task} {r.method} s{r.seed}")
+    res = train_classifier(
+        prep.model,
+        data,
+        tokenizer,
+        prep.train_config(base),
+        params=prep.params,
+        optimizer_cls=prep.optimizer_cls,
+        on_step=hooks,
+        desc=f"{r.task} {r.method} s{r.seed}",
+    )
     out = prep.export(backbone=r.backbone, fp32_bytes=fp32_bytes)
-    metrics = {"task": r.task, "method": r.method, "seed": r.seed, "lr": r.learning_rate,
-               "dev_accuracy": res.dev["accuracy"], "dev_loss": res.dev["loss"],
-               "best_epoch": res.fit.best.get("epoch"),
-               "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 2), "n_trainable": prep.n_trainable,
-               "task_bytes": out.task_bytes, "fp32_copy_bytes": fp32_bytes, "history": res.fit.history}
+    metrics = {
+        "task": r.task,
+        "method": r.method,
+        "seed": r.seed,
+        "lr": r.learning_rate,
+        "dev_accuracy": res.dev["accuracy"],
+        "dev_loss": res.dev["loss"],
+        "best_epoch": res.fit.best.get("epoch"),
+        "steps": res.fit.steps,
+        "train_seconds": round(res.fit.seconds, 2),
+        "n_trainable": prep.n_trainable,
+        "task_bytes": out.task_bytes,
+        "fp32_copy_bytes": fp32_bytes,
+        "history": res.fit.history,
+    }
     flips = next((h.frame() for h in hooks if hasattr(h, "frame")), None)
     return Trained(out.model.eval(), metrics, out.state, flips, out.save)
 
@@ -228,20 +267,26 @@ def load(d: Path, method: str) -> Trained:
 
     metrics = json.loads((d / "metrics.json").read_text())
     flips = pd.read_csv(d / "flips.csv") if (d / "flips.csv").is_file() else None
-    return Trained(AutoModelForSequenceClassification.from_pretrained(d / "model").eval(), metrics,
-                   get_method(method).load_state(d), flips)
+    return Trained(
+        AutoModelForSequenceClassification.from_pretrained(d / "model").eval(),
+        metrics,
+        get_method(method).load_state(d),
+        flips,
+    )
 
 
 def _copy_run(src: Path, dst: Path) -> None:
     """Copy a saved run's files (not its manifest), hard-linking where the file system allows."""
+
     def link_or_copy(a, b):
         try:
             os.link(a, b)
         except OSError:
             shutil.copy2(a, b)
 
-    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("manifest.json"))
+    shutil.copytree(
+        src, dst, copy_function=link_or_copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns("manifest.json")
+    )
 
 
 class Inputs:
@@ -294,8 +339,15 @@ def solution_stage(recipe: SolutionRecipe, inputs: Inputs | None = None, selecti
         else:
             save(obj[0], d, obj[1])
 
-    return Stage(recipe.name, recipe.key(), build=build, save=save_, load=lambda d: load(d, recipe.method),
-                 seed=recipe.seed, deps={"selection": selection} if selection is not None else {})
+    return Stage(
+        recipe.name,
+        recipe.key(),
+        build=build,
+        save=save_,
+        load=lambda d: load(d, recipe.method),
+        seed=recipe.seed,
+        deps={"selection": selection} if selection is not None else {},
+    )
 
 
 @dataclass
@@ -306,11 +358,16 @@ class Evaluation:
     accuracy: float
     loss: float
     n: int
-    predictions: object   # numpy array of class indices
+    predictions: object  # numpy array of class indices
 
 
-def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | None = None,
-                     batch_size: int = 64, mixed_precision: str = "no") -> Stage:
+def evaluation_stage(
+    recipe: SolutionRecipe,
+    solution: Stage,
+    inputs: Inputs | None = None,
+    batch_size: int = 64,
+    mixed_precision: str = "no",
+) -> Stage:
     """The test evaluation of ``solution`` (the stage of ``recipe``) on ``recipe.data``'s test data (its whole
     held-out pool under ``test_pool="heldout"``), with the forward ``recipe.kernels`` names, in fp32 (or under
     ``mixed_precision`` autocast: ``benchmarks/bench_eval_precision.py`` measures what bf16 changes). Its own
@@ -322,22 +379,28 @@ def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | N
     d = recipe.data
     key = {"test": {**d.key(), "max_test": d.cap("test")}, "max_length": recipe.max_length, "kernels": recipe.kernels}
     if mixed_precision != "no":
-        key["mixed_precision"] = mixed_precision   # fp32 evaluations keep their keys
+        key["mixed_precision"] = mixed_precision  # fp32 evaluations keep their keys
 
     def build(ctx, solution):
         from .classify import evaluate_classifier
         from .precision import kernels_context
 
         model = solution.model
-        with kernels_context(model, recipe.kernels, next(model.parameters()).device):   # as dev was evaluated
-            m = evaluate_classifier(model, inputs.test_batches(recipe.max_length, batch_size),
-                                    kernels=recipe.kernels, predictions=True, mixed_precision=mixed_precision)
+        with kernels_context(model, recipe.kernels, next(model.parameters()).device):  # as dev was evaluated
+            m = evaluate_classifier(
+                model,
+                inputs.test_batches(recipe.max_length, batch_size),
+                kernels=recipe.kernels,
+                predictions=True,
+                mixed_precision=mixed_precision,
+            )
         return Evaluation(m["accuracy"], m["loss"], len(m["predictions"]), m["predictions"])
 
     def save_(ev, folder):
         np.save(folder / "predictions.npy", ev.predictions.astype(np.int16))
-        (folder / "metrics.json").write_text(json.dumps({"test_accuracy": ev.accuracy, "test_loss": ev.loss,
-                                                         "test_n": ev.n}, indent=2))
+        (folder / "metrics.json").write_text(
+            json.dumps({"test_accuracy": ev.accuracy, "test_loss": ev.loss, "test_n": ev.n}, indent=2)
+        )
 
     def load_(folder):
         m = json.loads((folder / "metrics.json").read_text())
@@ -349,8 +412,18 @@ def evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs | N
 
 # ------------------------------------------------------------------------------------- lr selection
 
-SELECTION_COLUMNS = ["task", "method", "seed", "lr", "dev_accuracy", "dev_loss", "best_epoch", "steps", "chosen",
-                     "edge_extension"]
+SELECTION_COLUMNS = [
+    "task",
+    "method",
+    "seed",
+    "lr",
+    "dev_accuracy",
+    "dev_loss",
+    "best_epoch",
+    "steps",
+    "chosen",
+    "edge_extension",
+]
 
 
 @dataclass
@@ -416,16 +489,37 @@ def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
         b, rows = grid.base, []
         (d / "runs").mkdir(parents=True)
         for j, (lr, m, _) in enumerate(runs):
-            rows.append({"task": b.task, "method": b.method, "seed": b.seed, "lr": lr,
-                         "dev_accuracy": m["dev_accuracy"], "dev_loss": m["dev_loss"],
-                         "best_epoch": m.get("best_epoch"), "steps": m.get("steps"), "chosen": j == best,
-                         "edge_extension": j >= len(grid.lrs)})
+            rows.append(
+                {
+                    "task": b.task,
+                    "method": b.method,
+                    "seed": b.seed,
+                    "lr": lr,
+                    "dev_accuracy": m["dev_accuracy"],
+                    "dev_loss": m["dev_loss"],
+                    "best_epoch": m.get("best_epoch"),
+                    "steps": m.get("steps"),
+                    "chosen": j == best,
+                    "edge_extension": j >= len(grid.lrs),
+                }
+            )
             (d / "runs" / f"lr{j}.json").write_text(json.dumps(m, indent=2, default=str))
         pd.DataFrame(rows, columns=SELECTION_COLUMNS).to_csv(d / "lr_selection.csv", index=False)
-        (d / "selection.json").write_text(json.dumps(
-            {"task": b.task, "method": b.method, "seed": b.seed, "lr": runs[best][0], "lr_grid": list(grid.lrs),
-             "tried": [r[0] for r in runs], "chosen": runs[best][2].name,
-             "criterion": grid.CRITERION}, indent=2))
+        (d / "selection.json").write_text(
+            json.dumps(
+                {
+                    "task": b.task,
+                    "method": b.method,
+                    "seed": b.seed,
+                    "lr": runs[best][0],
+                    "lr_grid": list(grid.lrs),
+                    "tried": [r[0] for r in runs],
+                    "chosen": runs[best][2].name,
+                    "criterion": grid.CRITERION,
+                },
+                indent=2,
+            )
+        )
 
     def load_(d):
         info = json.loads((d / "selection.json").read_text())
@@ -435,15 +529,18 @@ def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
             if f.is_file():
                 hist[lr] = json.loads(f.read_text()).get("history", [])
         # the selection folder sits beside the grid runs: <grid folder>/selection, <grid folder>/lr=<lr>
-        return Selection(float(info["lr"]), int(info["seed"]), pd.read_csv(d / "lr_selection.csv"),
-                         d.parent / info["chosen"], hist)
+        return Selection(
+            float(info["lr"]), int(info["seed"]), pd.read_csv(d / "lr_selection.csv"), d.parent / info["chosen"], hist
+        )
 
-    return Stage(f"{grid.folder}/selection", grid.key(), build=build, save=save_, load=load_, seed=grid.base.seed,
-                 deps=points)
+    return Stage(
+        f"{grid.folder}/selection", grid.key(), build=build, save=save_, load=load_, seed=grid.base.seed, deps=points
+    )
 
 
-def chosen_stage(recipe: SolutionRecipe, grid: GridRecipe | None, store: RunStore,
-                 inputs: Inputs | None = None) -> Stage:
+def chosen_stage(
+    recipe: SolutionRecipe, grid: GridRecipe | None, store: RunStore, inputs: Inputs | None = None
+) -> Stage:
     """The stage of ``recipe``'s solution: at its own lr without a grid, else at the lr ``grid`` chose (the
     selection runs first, through ``store``)."""
     if grid is None:
@@ -454,6 +551,7 @@ def chosen_stage(recipe: SolutionRecipe, grid: GridRecipe | None, store: RunStor
 
 
 # ---------------------------------------------------------------------------------- reading solutions
+
 
 def solution_path(run_dir: str | Path, task: str, method: str, seed: int) -> Path:
     return Path(run_dir) / SOLUTIONS / task_dirname(task) / f"{method}-s{seed}"

@@ -7,17 +7,32 @@ per-seed difference removes that shared noise (the same logic as notebook 01's `
                             pairs=[("mask", "finetune")], scale=100)
     gap_sentence(gaps.iloc[0])   # 'mask − fine-tune = -2.1 ± 3.4 points (p = 0.19, 5 seeds)'
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-GAP_COLUMNS = ["comparison", "a", "b", "n_seeds", "gap_mean", "gap_std", "wins", "losses", "t", "p", "ci95",
-               "detectable_gap", "verdict"]
-POWER_COLUMNS = ["test_n", "disagreement", "sampling_sd"]   # with per-example predictions (paired_gap_table)
-SHORT_NAMES = {"finetune": "fine-tune"}   # how a method is written in a gap sentence (else its name)
+GAP_COLUMNS = [
+    "comparison",
+    "a",
+    "b",
+    "n_seeds",
+    "gap_mean",
+    "gap_std",
+    "wins",
+    "losses",
+    "t",
+    "p",
+    "ci95",
+    "detectable_gap",
+    "verdict",
+]
+POWER_COLUMNS = ["test_n", "disagreement", "sampling_sd"]  # with per-example predictions (paired_gap_table)
+SHORT_NAMES = {"finetune": "fine-tune"}  # how a method is written in a gap sentence (else its name)
 
 
 def ci_half_width(sd: float, n: int, level: float = 0.95) -> float:
@@ -42,8 +57,14 @@ def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -
     return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
 
 
-def power_table(sd: Mapping[Any, float], seeds: Sequence[int], seconds_per_seed: Mapping[Any, float],
-                fixed_seconds: float = 0.0, alpha: float = 0.05, power: float = 0.8) -> pd.DataFrame:
+def power_table(
+    sd: Mapping[Any, float],
+    seeds: Sequence[int],
+    seconds_per_seed: Mapping[Any, float],
+    fixed_seconds: float = 0.0,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> pd.DataFrame:
     """The design space of a paired comparison: per setting (e.g. a fine-tuning set size) with measured per-seed
     gap std ``sd[setting]`` and cost ``seconds_per_seed[setting]`` (every arm of one seed), and per seed count in
     ``seeds``, the smallest true gap detected with ``power`` at level ``alpha`` (:func:`detectable_gap`) and the
@@ -51,9 +72,15 @@ def power_table(sd: Mapping[Any, float], seeds: Sequence[int], seconds_per_seed:
     rows = []
     for setting, s in sd.items():
         for n in seeds:
-            rows.append({"setting": setting, "n_seeds": int(n), "gap_sd": float(s),
-                         "detectable_gap": detectable_gap(s, n, alpha=alpha, power=power),
-                         "minutes": (fixed_seconds + n * seconds_per_seed[setting]) / 60})
+            rows.append(
+                {
+                    "setting": setting,
+                    "n_seeds": int(n),
+                    "gap_sd": float(s),
+                    "detectable_gap": detectable_gap(s, n, alpha=alpha, power=power),
+                    "minutes": (fixed_seconds + n * seconds_per_seed[setting]) / 60,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -66,7 +93,7 @@ def seeds_needed(sd: float, gap: float, alpha: float = 0.05, power: float = 0.8,
         if hi >= max_seeds:
             return max_seeds
         lo, hi = hi, min(hi * 2, max_seeds)
-    while lo < hi:   # detectable_gap falls with n: the first n at or below gap
+    while lo < hi:  # detectable_gap falls with n: the first n at or below gap
         mid = (lo + hi) // 2
         if detectable_gap(sd, mid, alpha, power) <= gap:
             hi = mid
@@ -83,9 +110,17 @@ def disagreement(pred_a, pred_b) -> float:
     return float((a != b).mean()) if a.size else float("nan")
 
 
-def paired_gap_table(frame: pd.DataFrame, by: Sequence[str] | str | None, method_col: str, value_col: str,
-                     pairs: Sequence[tuple[str, str]], seed_col: str = "seed", scale: float = 1.0,
-                     alpha: float = 0.05, predictions: Mapping | None = None) -> pd.DataFrame:
+def paired_gap_table(
+    frame: pd.DataFrame,
+    by: Sequence[str] | str | None,
+    method_col: str,
+    value_col: str,
+    pairs: Sequence[tuple[str, str]],
+    seed_col: str = "seed",
+    scale: float = 1.0,
+    alpha: float = 0.05,
+    predictions: Mapping | None = None,
+) -> pd.DataFrame:
     """Per group of ``by`` and per pair ``(a, b)`` of methods: the gap ``a - b`` of ``value_col``, paired by
     ``seed_col`` (seeds present for both only), times ``scale`` (100: accuracy in points).
 
@@ -125,11 +160,22 @@ def paired_gap_table(frame: pd.DataFrame, by: Sequence[str] | str | None, method
                 p = float(2 * stats.t.sf(abs(t), n - 1))
             else:
                 t, p = float("nan"), float("nan")
-            row = {**dict(zip(by, key)), "comparison": f"{a} - {b}", "a": a, "b": b, "n_seeds": n,
-                   "gap_mean": mean, "gap_std": sd, "wins": int((d > 0).sum()), "losses": int((d < 0).sum()),
-                   "t": float(t), "p": p, "ci95": ci_half_width(sd, n) if n > 1 and sd > 0 else float("nan"),
-                   "detectable_gap": detectable_gap(sd, n) if sd > 0 else float("nan"),
-                   "verdict": "separated" if p < alpha else "within noise"}
+            row = {
+                **dict(zip(by, key)),
+                "comparison": f"{a} - {b}",
+                "a": a,
+                "b": b,
+                "n_seeds": n,
+                "gap_mean": mean,
+                "gap_std": sd,
+                "wins": int((d > 0).sum()),
+                "losses": int((d < 0).sum()),
+                "t": float(t),
+                "p": p,
+                "ci95": ci_half_width(sd, n) if n > 1 and sd > 0 else float("nan"),
+                "detectable_gap": detectable_gap(sd, n) if sd > 0 else float("nan"),
+                "verdict": "separated" if p < alpha else "within noise",
+            }
             if predictions is not None:
                 pairs_ = [(predictions.get((*key, a, s)), predictions.get((*key, b, s))) for s in d.index]
                 pairs_ = [(x, y) for x, y in pairs_ if x is not None and y is not None]
@@ -152,13 +198,21 @@ def gap_sentence(row: Mapping | pd.Series, names: Mapping[str, str] | None = Non
     ci = row["ci95"]
     ci_txt = f" ± {ci:.1f}" if np.isfinite(ci) else (" ± 0.0" if n > 1 else "")
     p = row["p"]
-    p_txt = ("p = n/a" if not np.isfinite(p)
-             else ("p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}"))
+    p_txt = (
+        "p = n/a"
+        if not np.isfinite(p)
+        else ("p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}")
+    )
     return f"{a} \u2212 {b} = {row['gap_mean']:+.1f}{ci_txt} {unit} ({p_txt}, {n} seed{'s' if n != 1 else ''})"
 
 
-def compare_arms(arms: Mapping[str, pd.DataFrame], by: Sequence[str] = ("task", "method"),
-                 value_col: str = "test_accuracy", seed_col: str = "seed", scale: float = 100.0) -> pd.DataFrame:
+def compare_arms(
+    arms: Mapping[str, pd.DataFrame],
+    by: Sequence[str] = ("task", "method"),
+    value_col: str = "test_accuracy",
+    seed_col: str = "seed",
+    scale: float = 100.0,
+) -> pd.DataFrame:
     """Two runs of the same experiment that differ in one setting (e.g. ``{"bf16": ..., "fp32": ...}``, each a
     notebook-03 ``results.csv``), compared per group of ``by``: the gap ``first - second`` of ``value_col``
     paired by seed (:func:`paired_gap_table` columns plus ``sentence``), and, where the frames have an ``lr``
@@ -172,12 +226,16 @@ def compare_arms(arms: Mapping[str, pd.DataFrame], by: Sequence[str] = ("task", 
         if missing:
             raise ValueError(f"compare_arms: arm {name!r} has no column(s) {missing} (has {list(df.columns)})")
     both = pd.concat([a.assign(_arm=na), b.assign(_arm=nb)], ignore_index=True)
-    table = paired_gap_table(both, by=by, method_col="_arm", value_col=value_col, pairs=[(na, nb)], seed_col=seed_col,
-                             scale=scale)
+    table = paired_gap_table(
+        both, by=by, method_col="_arm", value_col=value_col, pairs=[(na, nb)], seed_col=seed_col, scale=scale
+    )
     table["sentence"] = [gap_sentence(r) for _, r in table.iterrows()]
     if "lr" in a.columns and "lr" in b.columns and not table.empty:
         for name, df in ((na, a), (nb, b)):
-            lrs = (df.groupby(by)["lr"].agg(lambda s: "/".join(f"{v:g}" for v in sorted(set(s.dropna()))))
-                   .rename(f"lr_{name}"))
+            lrs = (
+                df.groupby(by)["lr"]
+                .agg(lambda s: "/".join(f"{v:g}" for v in sorted(set(s.dropna()))))
+                .rename(f"lr_{name}")
+            )
             table = table.merge(lrs.reset_index(), on=by, how="left")
     return table

@@ -14,6 +14,7 @@ Figures/CSV/JSON land in ``<out>/NN_name/``. Wall time and peak memory of each n
 ``<out>/suite_timing.csv`` (the latest run) and ``<out>/suite_history.csv`` (every run, with its time and commit),
 and every notebook's ``summary.csv`` is collected into ``<out>/results.md``.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,8 @@ def _home() -> Path:
 
 
 ROOT = _home()
-NOTEBOOKS = ROOT / "notebooks"            # default of --notebooks
-PARAMS = ROOT / "papermill_params"        # default of --params-dir
+NOTEBOOKS = ROOT / "notebooks"  # default of --notebooks
+PARAMS = ROOT / "papermill_params"  # default of --params-dir
 
 
 def notebooks(notebooks_dir: Path | None = None) -> list[Path]:
@@ -77,9 +78,16 @@ def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = No
     try:
         # the kernel is killed when the run ends or stops: a graceful shutdown of a kernel busy in a cell (Ctrl-C)
         # lets the cell finish later and print a traceback on its closed sockets
-        pm.execute_notebook(str(notebook), str(partial), parameters=values, cwd=str(ROOT),
-                            kernel_name=kernel or _kernel_name(), progress_bar=sys.stderr.isatty(), log_output=False,
-                            shutdown_kernel="immediate")
+        pm.execute_notebook(
+            str(notebook),
+            str(partial),
+            parameters=values,
+            cwd=str(ROOT),
+            kernel_name=kernel or _kernel_name(),
+            progress_bar=sys.stderr.isatty(),
+            log_output=False,
+            shutdown_kernel="immediate",
+        )
     except BaseException:
         if partial.exists():
             os.replace(partial, out / f"{notebook.stem}.failed.ipynb")
@@ -101,8 +109,21 @@ def _kernel_name() -> str:
             return name
     except Exception:
         pass
-    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", name,
-                    "--display-name", "Python (tmlib)"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipykernel",
+            "install",
+            "--sys-prefix",
+            "--name",
+            name,
+            "--display-name",
+            "Python (tmlib)",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return name
 
 
@@ -159,8 +180,11 @@ def reading_parameters(nbs: list[Path], params: str, params_dir: Path | None = N
     out = {}
     for nb in nbs:
         values = load_yaml(params_file(nb, params, params_dir))
-        out[nb.stem] = {k: Path(v.rstrip("/")).name for k, v in values.items()
-                        if isinstance(v, str) and v.strip() and Path(v.rstrip("/")).name in stems - {nb.stem}}
+        out[nb.stem] = {
+            k: Path(v.rstrip("/")).name
+            for k, v in values.items()
+            if isinstance(v, str) and v.strip() and Path(v.rstrip("/")).name in stems - {nb.stem}
+        }
     return out
 
 
@@ -170,12 +194,14 @@ def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -
     :func:`run_suite` points the parameter at that notebook's folder in this run's ``out``)."""
     deps = {stem: set(named.values()) for stem, named in reading_parameters(nbs, params, params_dir).items()}
     done, left = set(), dict(deps)
-    while left:   # notebooks that wait on each other would never start: refuse before running anything
+    while left:  # notebooks that wait on each other would never start: refuse before running anything
         ready = [k for k, d in left.items() if d <= done]
         if not ready:
-            raise ConfigError("notebooks wait on each other's output folders: "
-                              + "; ".join(f"{k} reads {', '.join(sorted(d))}" for k, d in sorted(left.items()))
-                              + f" (parameter set {params!r}); point the parameters at a folder of another run")
+            raise ConfigError(
+                "notebooks wait on each other's output folders: "
+                + "; ".join(f"{k} reads {', '.join(sorted(d))}" for k, d in sorted(left.items()))
+                + f" (parameter set {params!r}); point the parameters at a folder of another run"
+            )
         done.update(ready)
         for k in ready:
             del left[k]
@@ -189,13 +215,14 @@ def start_order(nbs: list[Path], deps: dict[str, set[str]], seconds: dict[str, f
     ``suite_timing.csv``, when there is one), then file order."""
     seconds = seconds or {}
 
-    def depth(stem: str, seen=()) -> int:   # longest chain of notebooks waiting on this one
+    def depth(stem: str, seen=()) -> int:  # longest chain of notebooks waiting on this one
         below = [s for s, d in deps.items() if stem in d and s not in seen]
         return 1 + max(depth(s, seen + (stem,)) for s in below) if below else 0
 
     index = {nb.stem: i for i, nb in enumerate(nbs)}
-    return sorted(nbs, key=lambda nb: (-depth(nb.stem), 0 if deps.get(nb.stem) else 1,
-                                       -seconds.get(nb.name, 0.0), index[nb.stem]))
+    return sorted(
+        nbs, key=lambda nb: (-depth(nb.stem), 0 if deps.get(nb.stem) else 1, -seconds.get(nb.name, 0.0), index[nb.stem])
+    )
 
 
 class _Lane:
@@ -207,13 +234,19 @@ class _Lane:
 
         print(f"[tmlib suite] {nb.name} with {params_path.name} -> {out / nb.name}", flush=True)
         self.nb = nb
-        self.answer = tempfile.TemporaryFile(mode="w+")
+        self.answer = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - open while the lane runs, closed in finish
         self.follow = _follow(out / nb.stem / "progress.log", prefix=f"[tmlib suite]   {nb.stem[:2]} ").__enter__()
         # stderr is inherited: papermill's cell progress bar (on a terminal) and any traceback show as they happen.
         # Its own session: a terminal's Ctrl-C reaches the suite only, which stops the notebooks (_stop) without
         # their kernels' tracebacks
-        self.proc = subprocess.Popen([sys.executable, "-m", "tmlib.suite", str(nb), str(params_path), str(out), kernel],
-                                     stdout=self.answer, text=True, cwd=ROOT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tmlib.suite", str(nb), str(params_path), str(out), kernel],
+            stdout=self.answer,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
 
     def finish(self) -> tuple[int, str]:
         self.follow.__exit__(None, None, None)
@@ -223,16 +256,18 @@ class _Lane:
         return self.proc.returncode, text
 
 
-def _run_lanes(pending, running, done, rows, failures, events, deps, params, pdir, extras, out, kernel, env,
-               jobs) -> None:
+def _run_lanes(
+    pending, running, done, rows, failures, events, deps, params, pdir, extras, out, kernel, env, jobs
+) -> None:
     """Start ready notebooks (up to ``jobs`` at once) and collect the finished ones, until none is left to start.
     ``events`` receives the schedule as it happens: one row per start, end or failure, with the scheduling round
     (a round is one poll; a start in the round its dependency ended waited for nothing else)."""
     start, round_ = time.perf_counter(), 0
 
     def event(kind: str, nb: Path) -> None:
-        events.append({"round": round_, "event": kind, "notebook": nb.stem,
-                       "seconds": round(time.perf_counter() - start, 2)})
+        events.append(
+            {"round": round_, "event": kind, "notebook": nb.stem, "seconds": round(time.perf_counter() - start, 2)}
+        )
 
     while pending or running:
         while not failures and len(running) < jobs:
@@ -241,10 +276,17 @@ def _run_lanes(pending, running, done, rows, failures, events, deps, params, pdi
                 break
             pending.remove(ready[0])
             event("start", ready[0])
-            running.append(_Lane(ready[0], _with_extra(params_file(ready[0], params, pdir), extras[ready[0].stem],
-                                                       out, ready[0]), out, kernel, env))
+            running.append(
+                _Lane(
+                    ready[0],
+                    _with_extra(params_file(ready[0], params, pdir), extras[ready[0].stem], out, ready[0]),
+                    out,
+                    kernel,
+                    env,
+                )
+            )
         if not running:
-            break   # what is left waits for a notebook that failed
+            break  # what is left waits for a notebook that failed
         time.sleep(0.2)
         round_ += 1
         for lane in [ln for ln in running if ln.proc.poll() is not None]:
@@ -254,16 +296,23 @@ def _run_lanes(pending, running, done, rows, failures, events, deps, params, pdi
             if code != 0:
                 reason = _reason_from(text, code)
                 print(f"[tmlib suite]   {lane.nb.stem[:2]} FAILED: {reason}", flush=True)
-                failures.append(RuntimeError(f"{lane.nb.name} failed with parameter set {params!r} ({reason}); the "
-                                             "executed notebook with the error is "
-                                             f"{out / (lane.nb.stem + '.failed.ipynb')}"))
+                failures.append(
+                    RuntimeError(
+                        f"{lane.nb.name} failed with parameter set {params!r} ({reason}); the "
+                        "executed notebook with the error is "
+                        f"{out / (lane.nb.stem + '.failed.ipynb')}"
+                    )
+                )
                 continue
             row = json.loads(text.strip().splitlines()[-1])
             row["jobs"] = jobs
             rows[lane.nb.stem] = row
             done.add(lane.nb.stem)
-            print(f"[tmlib suite]   {lane.nb.stem[:2]} done in {row['seconds']:.0f} s, peak memory "
-                  f"{row['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"[tmlib suite]   {lane.nb.stem[:2]} done in {row['seconds']:.0f} s, peak memory "
+                f"{row['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
 
 
 class Interrupted(SystemExit):
@@ -274,7 +323,7 @@ class Interrupted(SystemExit):
         self.line = line
 
 
-def _stop(running: list["_Lane"]) -> None:
+def _stop(running: list[_Lane]) -> None:
     """After Ctrl-C: ask each running notebook's process to stop (SIGTERM: papermill shuts its kernel down; every
     stage already committed stays), and end the process group of any that has not within 60 s."""
     import signal
@@ -302,14 +351,23 @@ def interrupted_line(out: Path, nbs: list[Path], before: dict[str, int]) -> str:
     resumes from them."""
     now = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
     new = sum(max(0, now[k] - before.get(k, 0)) for k in now)
-    return (f"[tmlib suite] interrupted: {sum(now.values())} finished stages are kept in {out} ({new} built in this "
-            "run); run the same command again to resume from them")
+    return (
+        f"[tmlib suite] interrupted: {sum(now.values())} finished stages are kept in {out} ({new} built in this "
+        "run); run the same command again to resume from them"
+    )
 
 
-def run_suite(params: str, out: str | Path | None = None, only: list[str] | None = None, kernel: str | None = None,
-              jobs: int = DEFAULT_JOBS, notebooks_dir: str | Path | None = None,
-              params_dir: str | Path | None = None, extra: dict | None = None,
-              calibrate: bool = False) -> list[dict]:
+def run_suite(
+    params: str,
+    out: str | Path | None = None,
+    only: list[str] | None = None,
+    kernel: str | None = None,
+    jobs: int = DEFAULT_JOBS,
+    notebooks_dir: str | Path | None = None,
+    params_dir: str | Path | None = None,
+    extra: dict | None = None,
+    calibrate: bool = False,
+) -> list[dict]:
     """Run the notebooks of a parameter set, up to ``jobs`` at once, each in its own process, in
     :func:`start_order`, a notebook starting only after the notebooks it reads from (:func:`dependencies`).
     Returns one timing row per notebook, in file order. A failure lets the running notebooks finish, starts
@@ -324,42 +382,53 @@ def run_suite(params: str, out: str | Path | None = None, only: list[str] | None
         if not d.is_dir():
             raise ConfigError(
                 f"--{what} {d} is not a folder; give the folder that holds the suite's "
-                f"{'NN_name.ipynb notebooks' if what == 'notebooks' else 'per-notebook parameter folders'}")
+                f"{'NN_name.ipynb notebooks' if what == 'notebooks' else 'per-notebook parameter folders'}"
+            )
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ConfigError(f"jobs must be a whole number >= 1 (got {jobs!r}); 1 runs the notebooks one after another")
     nbs = [nb for nb in notebooks(ndir) if not only or any(nb.stem.startswith(o) for o in only)]
     if not nbs:
-        raise ConfigError(f"no notebooks matched {only} in {ndir}; available: "
-                          f"{', '.join(nb.stem for nb in notebooks(ndir)) or 'none'}")
+        raise ConfigError(
+            f"no notebooks matched {only} in {ndir}; available: "
+            f"{', '.join(nb.stem for nb in notebooks(ndir)) or 'none'}"
+        )
     missing = [str(params_file(nb, params, pdir)) for nb in nbs if not params_file(nb, params, pdir).is_file()]
     if missing:
-        raise ConfigError(f"parameter set {params!r} is missing for: {', '.join(missing)}; "
-                          f"available sets: {', '.join(parameter_sets(ndir, pdir)) or 'none'}")
-    deps = dependencies(nbs, params, pdir)   # reads (so validates) every file before the first notebook starts
+        raise ConfigError(
+            f"parameter set {params!r} is missing for: {', '.join(missing)}; "
+            f"available sets: {', '.join(parameter_sets(ndir, pdir)) or 'none'}"
+        )
+    deps = dependencies(nbs, params, pdir)  # reads (so validates) every file before the first notebook starts
     extras = split_extra(nbs, extra or {})
-    for stem, named in reading_parameters(nbs, params, pdir).items():   # read this run's output, wherever out is
+    for stem, named in reading_parameters(nbs, params, pdir).items():  # read this run's output, wherever out is
         for name, other in named.items():
             extras[stem].setdefault(name, str((out / other).resolve()))
     preflight(nbs, params, pdir, extras)
     order = start_order(nbs, deps, _previous_seconds(out, params, pdir))
     kernel = kernel or _kernel_name()
     env = dict(os.environ)
-    if jobs > 1:   # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
+    if jobs > 1:  # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
-    found = arithmetic()   # once for the whole suite: every notebook's "auto" means the same
+    found = arithmetic()  # once for the whole suite: every notebook's "auto" means the same
     if AUTO_ENV not in env:
         env.update({AUTO_ENV: found.name, AUTO_ENV + "_REASON": f"{found.reason}; decided by the suite"})
     print(f"[tmlib suite] arithmetic: {found.name} where a set says auto ({found.reason})", flush=True)
     calibration = found.record()
-    if calibrate:   # before the notebooks, alone on the machine: this host's speed now
+    if calibrate:  # before the notebooks, alone on the machine: this host's speed now
         from .runtime import calibrate as measure
 
         calibration.update(measure(mixed_precision="auto"))
-        also = "".join(f", {calibration[k] * 1000:.0f} ms in {k.rsplit('_', 1)[1]}" for k in calibration
-                       if k.startswith("calibration_step_s_"))
-        print(f"[tmlib suite] calibration: {calibration['calibration_step_s'] * 1000:.0f} ms per MiniLM training "
-              f"step in fp32{also} (load {calibration['calibration_load']:.1f})", flush=True)
+        also = "".join(
+            f", {calibration[k] * 1000:.0f} ms in {k.rsplit('_', 1)[1]}"
+            for k in calibration
+            if k.startswith("calibration_step_s_")
+        )
+        print(
+            f"[tmlib suite] calibration: {calibration['calibration_step_s'] * 1000:.0f} ms per MiniLM training "
+            f"step in fp32{also} (load {calibration['calibration_load']:.1f})",
+            flush=True,
+        )
     start = time.perf_counter()
     pending, running, done, rows, failures, events = list(order), [], set(), {}, [], []
     try:
@@ -392,23 +461,36 @@ def parameters_document(nbs: list[Path], params_dir: Path) -> str:
     where that differs from the default. Generated (``python -m tmlib params doc``), so it cannot go stale."""
     import papermill as pm
 
-    lines = ["# Parameters", "", "Generated by `python -m tmlib params doc --out docs/parameters.md` from the "
-             "notebooks' parameters cells and `papermill_params/`; a test checks it is current.", ""]
+    lines = [
+        "# Parameters",
+        "",
+        "Generated by `python -m tmlib params doc --out docs/parameters.md` from the "
+        "notebooks' parameters cells and `papermill_params/`; a test checks it is current.",
+        "",
+    ]
     for nb in nbs:
         info = pm.inspect_notebook(str(nb))
         sets = {f.stem: load_yaml(f) for f in sorted((params_dir / nb.stem).glob("*.yaml"))}
-        lines += [f"## {nb.stem}", "", "Sets: " + ", ".join(f"`{k}`" for k in sets), "",
-                  "| parameter | type | default | help | sets that change it |", "|---|---|---|---|---|"]
+        lines += [
+            f"## {nb.stem}",
+            "",
+            "Sets: " + ", ".join(f"`{k}`" for k in sets),
+            "",
+            "| parameter | type | default | help | sets that change it |",
+            "|---|---|---|---|---|",
+        ]
         for name, p in info.items():
             default = p["default"]
             try:
-                value = eval(default, {})   # a literal from the parameters cell
+                value = eval(default, {})  # a literal from the parameters cell
             except Exception:
                 value = default
             changed = [f"{k}: `{v[name]}`" for k, v in sets.items() if name in v and v[name] != value]
-            cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731
-            lines.append(f"| `{name}` | {cell(p['inferred_type_name'])} | `{cell(default)}` | {cell(p['help'])} | "
-                         f"{cell('; '.join(changed))} |")
+            cell = lambda x: str(x).replace("|", "\\|")
+            lines.append(
+                f"| `{name}` | {cell(p['inferred_type_name'])} | `{cell(default)}` | {cell(p['help'])} | "
+                f"{cell('; '.join(changed))} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -427,13 +509,17 @@ def split_extra(nbs: list[Path], extra: dict) -> dict[str, dict]:
         else:
             name, targets = key, [stem for stem in out if key in known[stem]]
             if not targets:
-                raise ConfigError(f"-p {key}: no notebook of this run has a parameter {key!r}; "
-                                  f"`python -m tmlib params show NN` lists a notebook's parameters")
+                raise ConfigError(
+                    f"-p {key}: no notebook of this run has a parameter {key!r}; "
+                    f"`python -m tmlib params show NN` lists a notebook's parameters"
+                )
         for stem in targets:
             if name not in known[stem]:
                 near = sorted(k for k in known[stem] if name.split("_")[0] in k)[:8]
-                raise ConfigError(f"-p {key}: notebook {stem} has no parameter {name!r}"
-                                  + (f" (similar: {', '.join(near)})" if near else ""))
+                raise ConfigError(
+                    f"-p {key}: notebook {stem} has no parameter {name!r}"
+                    + (f" (similar: {', '.join(near)})" if near else "")
+                )
             out[stem][name] = value
     return out
 
@@ -443,11 +529,16 @@ def preflight(nbs: list[Path], params: str, params_dir: Path, extras: dict[str, 
     (:func:`tmlib.preflight.check_params`), listing every one."""
     from .preflight import check_params
 
-    problems = [f"  {nb.stem[:2]} {p}" for nb in nbs
-                for p in check_params({**load_yaml(params_file(nb, params, params_dir)), **extras.get(nb.stem, {})})]
+    problems = [
+        f"  {nb.stem[:2]} {p}"
+        for nb in nbs
+        for p in check_params({**load_yaml(params_file(nb, params, params_dir)), **extras.get(nb.stem, {})})
+    ]
     if problems:
-        raise ConfigError(f"parameter set {params!r} names {len(problems)} model(s)/dataset(s) not reachable here:\n"
-                          + "\n".join(problems))
+        raise ConfigError(
+            f"parameter set {params!r} names {len(problems)} model(s)/dataset(s) not reachable here:\n"
+            + "\n".join(problems)
+        )
 
 
 def _with_extra(pfile: Path, extra: dict | None, out: Path, nb: Path) -> Path:
@@ -462,7 +553,7 @@ def _with_extra(pfile: Path, extra: dict | None, out: Path, nb: Path) -> Path:
     return merged
 
 
-EXPECTED_SECONDS = "expected_seconds.yaml"   # in the params folder: {set: {notebook stem: seconds}}
+EXPECTED_SECONDS = "expected_seconds.yaml"  # in the params folder: {set: {notebook stem: seconds}}
 
 
 def _previous_seconds(out: Path, params: str = "", params_dir: Path | None = None) -> dict[str, float]:
@@ -474,19 +565,19 @@ def _previous_seconds(out: Path, params: str = "", params_dir: Path | None = Non
     try:
         t = pd.read_csv(out / "suite_timing.csv")
         return {str(k): float(v) for k, v in zip(t["notebook"], t["seconds"])}
-    except Exception:  # noqa: BLE001 - a missing or malformed timing file only loses the hint
+    except Exception:
         pass
     try:
         expected = load_yaml(Path(params_dir or PARAMS) / EXPECTED_SECONDS).get(Path(params).stem) or {}
         return {f"{k}.ipynb": float(v) for k, v in expected.items()}
-    except Exception:  # noqa: BLE001 - the same: only the hint is lost
+    except Exception:
         return {}
 
 
 def _commit() -> str:
     """The checkout's short commit (with ``+`` when the work tree has changes), "" outside a git checkout."""
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10)  # noqa: E731
+        run = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10)
         head = run("rev-parse", "--short", "HEAD")
         if head.returncode:
             return ""
@@ -528,7 +619,7 @@ def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:
     merged = pd.concat([old[~old["notebook"].isin([r["notebook"] for r in rows])], pd.DataFrame(rows)])
     atomic_write_text(timing, merged.sort_values("notebook").to_csv(index=False))
     history = out / "suite_history.csv"
-    finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     new = pd.DataFrame([{"finished": finished, "commit": _commit(), **r} for r in rows])
     before = pd.read_csv(history, dtype={"commit": str}, keep_default_na=False) if history.is_file() else None
     atomic_write_text(history, (new if before is None else pd.concat([before, new])).to_csv(index=False))
@@ -595,19 +686,27 @@ def _interrupt(signum, frame):
 def _one(notebook: str, params: str, out: str, kernel: str) -> None:
     import signal
 
-    signal.signal(signal.SIGTERM, _interrupt)   # the suite stopping (a person's Ctrl-C): as Ctrl-C, quietly
+    signal.signal(signal.SIGTERM, _interrupt)  # the suite stopping (a person's Ctrl-C): as Ctrl-C, quietly
     start = time.perf_counter()
     try:
         run_notebook(Path(notebook), params, Path(out), kernel=kernel)
-    except KeyboardInterrupt:   # Ctrl-C reached the whole process group: the suite prints the one line
+    except KeyboardInterrupt:  # Ctrl-C reached the whole process group: the suite prints the one line
         print(json.dumps({"notebook": Path(notebook).name, "error": "interrupted"}), flush=True)
         raise SystemExit(130) from None
     except Exception as exc:  # the traceback still goes to stderr; the reason, one line, to the suite
         print(json.dumps({"notebook": Path(notebook).name, "error": failure_reason(exc)}), flush=True)
         raise
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"notebook": Path(notebook).name, "params": Path(params).stem,
-                      "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_kb / 1024, 1)}))
+    print(
+        json.dumps(
+            {
+                "notebook": Path(notebook).name,
+                "params": Path(params).stem,
+                "seconds": round(time.perf_counter() - start, 1),
+                "peak_rss_mb": round(peak_kb / 1024, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

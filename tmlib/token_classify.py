@@ -11,10 +11,11 @@ Metrics: ``accuracy`` is the share of scored words whose tag is right; ``f1`` (t
 named entities) is seqeval's entity-level micro F1: an entity counts when its type and its whole span are right.
 :func:`task_metric` names the one a task is selected and reported on.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -48,16 +49,29 @@ def encode_tokens(ds, tokenizer, max_length: int):
         enc["labels"] = [align_labels(enc.word_ids(i), tags) for i, tags in enumerate(batch["tags"])]
         return enc
 
-    return ds.map(fn, batched=True, remove_columns=ds.column_names, desc="tokenize words",
-                  new_fingerprint=_fingerprint(ds, tokenizer, max_length))
+    return ds.map(
+        fn,
+        batched=True,
+        remove_columns=ds.column_names,
+        desc="tokenize words",
+        new_fingerprint=_fingerprint(ds, tokenizer, max_length),
+    )
 
 
 def _fingerprint(ds, tokenizer, max_length) -> str:
     """A cheap fingerprint for :func:`encode_tokens`' map (as :func:`tmlib.classify._encode_fingerprint`)."""
     from datasets.fingerprint import Hasher
 
-    return Hasher.hash(["tokens", getattr(ds, "_fingerprint", None), type(tokenizer).__name__,
-                        getattr(tokenizer, "name_or_path", ""), len(tokenizer), max_length])
+    return Hasher.hash(
+        [
+            "tokens",
+            getattr(ds, "_fingerprint", None),
+            type(tokenizer).__name__,
+            getattr(tokenizer, "name_or_path", ""),
+            len(tokenizer),
+            max_length,
+        ]
+    )
 
 
 class TokenCollator:
@@ -70,8 +84,12 @@ class TokenCollator:
         self.collate = DataCollatorForTokenClassification(tokenizer, label_pad_token_id=IGNORE, return_tensors="pt")
 
     def __call__(self, examples: list[dict]) -> dict:
-        return self.collate([{k: v for k, v in e.items() if k in ("input_ids", "attention_mask", "token_type_ids",
-                                                                   "labels")} for e in examples])
+        return self.collate(
+            [
+                {k: v for k, v in e.items() if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+                for e in examples
+            ]
+        )
 
 
 def token_batches(encoded, tokenizer, batch_size: int = 64) -> EvalBatches:
@@ -80,6 +98,7 @@ def token_batches(encoded, tokenizer, batch_size: int = 64) -> EvalBatches:
 
 
 # ----------------------------------------------------------------------------------------------- metrics
+
 
 def is_entity_tagging(names: Sequence[str]) -> bool:
     """Whether a tag set is entity spans in IOB / IOBES form (every tag ``O`` or ``B-``/``I-``/... + type)."""
@@ -107,8 +126,14 @@ def entity_f1(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]]) -> f
 
 
 @torch.no_grad()
-def evaluate_tagger(model, batches: EvalBatches, names: Sequence[str], device=None, mixed_precision: str = "no",
-                    predictions: bool = False) -> dict:
+def evaluate_tagger(
+    model,
+    batches: EvalBatches,
+    names: Sequence[str],
+    device=None,
+    mixed_precision: str = "no",
+    predictions: bool = False,
+) -> dict:
     """Mean cross-entropy over scored tokens, token ``accuracy``, entity ``f1`` (entity tag sets only),
     ``n_tokens`` and ``n_sentences``; ``predictions``: also each sentence's predicted tag indices (scored words
     only), in the order of the encoded dataset."""
@@ -131,10 +156,14 @@ def evaluate_tagger(model, batches: EvalBatches, names: Sequence[str], device=No
             pred.append(row_pred[row_keep].tolist())
     model.train(was_training)
     order = np.asarray(batches.order)
-    gold = [gold[k] for k in np.argsort(order, kind="stable")]   # back to the dataset's order
+    gold = [gold[k] for k in np.argsort(order, kind="stable")]  # back to the dataset's order
     pred = [pred[k] for k in np.argsort(order, kind="stable")]
-    metrics = {"loss": loss_sum / max(1, n_tokens), "accuracy": token_accuracy(gold, pred), "n_tokens": n_tokens,
-               "n_sentences": len(gold)}
+    metrics = {
+        "loss": loss_sum / max(1, n_tokens),
+        "accuracy": token_accuracy(gold, pred),
+        "n_tokens": n_tokens,
+        "n_sentences": len(gold),
+    }
     if is_entity_tagging(names):
         metrics["f1"] = entity_f1([[names[t] for t in g] for g in gold], [[names[t] for t in p] for p in pred])
     if predictions:
@@ -144,10 +173,11 @@ def evaluate_tagger(model, batches: EvalBatches, names: Sequence[str], device=No
 
 # ----------------------------------------------------------------------------------------------- training
 
+
 @dataclass
 class TokenClassifierResult:
-    dev: dict          # the selected state's dev metrics (loss, accuracy, f1 for entity tags)
-    metric: str        # the metric the epoch was selected on (task_metric)
+    dev: dict  # the selected state's dev metrics (loss, accuracy, f1 for entity tags)
+    metric: str  # the metric the epoch was selected on (task_metric)
     fit: FitResult
 
 
@@ -155,12 +185,23 @@ def check_token_labels(model, names: Sequence[str]) -> None:
     """The token classifier's head must have one output per tag."""
     n_head = getattr(model.config, "num_labels", None)
     if n_head is not None and n_head != len(names):
-        raise ValueError(f"the model head has {n_head} outputs but the task has {len(names)} tags; load the model "
-                         f"with tmlib.models.load_token_classifier(name, label_names=tags)")
+        raise ValueError(
+            f"the model head has {n_head} outputs but the task has {len(names)} tags; load the model "
+            f"with tmlib.models.load_token_classifier(name, label_names=tags)"
+        )
 
 
-def train_token_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=None,
-                           optimizer_cls=torch.optim.AdamW, on_step=(), desc="token task") -> TokenClassifierResult:
+def train_token_classifier(
+    model,
+    data,
+    tokenizer,
+    cfg: TrainConfig,
+    *,
+    params=None,
+    optimizer_cls=torch.optim.AdamW,
+    on_step=(),
+    desc="token task",
+) -> TokenClassifierResult:
     """Train a token classifier (``*ForTokenClassification``, or a peft / masked wrapper of one) on ``data``
     (``DatasetDict`` train/dev of ``tokens`` / ``tags``, :mod:`tmlib.token_data`) with :func:`tmlib.training.fit`;
     the state with the best dev :func:`task_metric` is kept."""
@@ -176,8 +217,17 @@ def train_token_classifier(model, data, tokenizer, cfg: TrainConfig, *, params=N
         r = evaluate_tagger(m, dev, names)
         return {k: r[k] for k in ("accuracy", "f1") if k in r} | {"dev_loss": r["loss"]}
 
-    res = fit(model, train, replace(cfg, select_metric=metric), collate_fn=TokenCollator(tokenizer),
-              evaluate=evaluate, params=params, optimizer_cls=optimizer_cls, on_step=on_step, desc=desc,
-              lengths=[len(x) for x in train["input_ids"]])
+    res = fit(
+        model,
+        train,
+        replace(cfg, select_metric=metric),
+        collate_fn=TokenCollator(tokenizer),
+        evaluate=evaluate,
+        params=params,
+        optimizer_cls=optimizer_cls,
+        on_step=on_step,
+        desc=desc,
+        lengths=[len(x) for x in train["input_ids"]],
+    )
     best = {"loss": res.best["dev_loss"], **{k: res.best[k] for k in ("accuracy", "f1") if k in res.best}}
     return TokenClassifierResult(dev=best, metric=metric, fit=res)

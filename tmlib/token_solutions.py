@@ -16,6 +16,7 @@ data re-evaluates and never retrains). Folder layout under a run directory:
         predictions.npy    predicted tag index of every scored word, sentences concatenated
         lengths.npy        scored words per sentence
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,9 @@ class TokenSolutionRecipe(MethodRecipe):
     lr: float | None = None
     schedule: str | None = None
     options: object = None
-    mixed_precision: str = "no"      # training (and test evaluation) arithmetic: "no" | "bf16" | "fp16"
+    mixed_precision: str = "no"  # training (and test evaluation) arithmetic: "no" | "bf16" | "fp16"
     kernels: str = "hf"
-    progress: bool = field(default=True, compare=False)   # not in the key
+    progress: bool = field(default=True, compare=False)  # not in the key
 
     def __post_init__(self):
         from .precision import resolve_fields
@@ -70,10 +71,19 @@ class TokenSolutionRecipe(MethodRecipe):
         """What the trained model depends on: the training data (not the test pool: that is the evaluation's),
         the model, the method and its options, the budget, lr, schedule, arithmetic and seed."""
         data = {k: v for k, v in self.data.key().items() if k not in ("max_test", "test_pool")}
-        key = {"data": data, "model": self.backbone, "method": self.method, "seed": self.seed,
-               "max_length": self.max_length, "epochs": self.epochs, "batch_size": self.batch_size,
-               "lr": self.learning_rate, "schedule": self.spec.schedule(self.schedule).to_dict(),
-               "mixed_precision": self.mixed_precision, "kernels": self.kernels}
+        key = {
+            "data": data,
+            "model": self.backbone,
+            "method": self.method,
+            "seed": self.seed,
+            "max_length": self.max_length,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.learning_rate,
+            "schedule": self.spec.schedule(self.schedule).to_dict(),
+            "mixed_precision": self.mixed_precision,
+            "kernels": self.kernels,
+        }
         if self.spec.options:
             key[self.spec.options] = self.method_options.to_dict()
         return key
@@ -123,7 +133,7 @@ class TrainedTagger:
 
     model: object
     metrics: dict
-    save: object = None    # writes the method's per-task files (Exported.save), when just trained
+    save: object = None  # writes the method's per-task files (Exported.save), when just trained
 
 
 def train_tagger(recipe: TokenSolutionRecipe, inputs: TokenInputs) -> TrainedTagger:
@@ -140,17 +150,43 @@ def train_tagger(recipe: TokenSolutionRecipe, inputs: TokenInputs) -> TrainedTag
     data = DatasetDict(train=inputs.data["train"], dev=inputs.data["dev"])
     model = load_token_classifier(r.backbone, label_names=inputs.label_names, seed=r.seed)
     fp32_bytes = fp32_model_bytes(model)
-    prep = prepare_method(r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate,
-                          schedule=r.schedule)
-    base = TrainConfig(batch_size=r.batch_size, epochs=r.epochs, max_length=r.max_length, seed=r.seed,
-                       progress=r.progress, mixed_precision=r.mixed_precision, kernels=r.kernels)
-    res = train_token_classifier(prep.model, data, inputs.tokenizer, prep.train_config(base), params=prep.params,
-                                 optimizer_cls=prep.optimizer_cls, desc=f"{r.task} {r.method} s{r.seed}")
+    prep = prepare_method(
+        r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate, schedule=r.schedule
+    )
+    base = TrainConfig(
+        batch_size=r.batch_size,
+        epochs=r.epochs,
+        max_length=r.max_length,
+        seed=r.seed,
+        progress=r.progress,
+        mixed_precision=r.mixed_precision,
+        kernels=r.kernels,
+    )
+    res = train_token_classifier(
+        prep.model,
+        data,
+        inputs.tokenizer,
+        prep.train_config(base),
+        params=prep.params,
+        optimizer_cls=prep.optimizer_cls,
+        desc=f"{r.task} {r.method} s{r.seed}",
+    )
     out = prep.export(backbone=r.backbone, fp32_bytes=fp32_bytes)
-    metrics = {"task": r.task, "method": r.method, "seed": r.seed, "lr": r.learning_rate, "metric": res.metric,
-               **{f"dev_{k}": v for k, v in res.dev.items()}, "best_epoch": res.fit.best.get("epoch"),
-               "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 2), "n_trainable": prep.n_trainable,
-               "task_bytes": out.task_bytes, "fp32_copy_bytes": fp32_bytes, "history": res.fit.history}
+    metrics = {
+        "task": r.task,
+        "method": r.method,
+        "seed": r.seed,
+        "lr": r.learning_rate,
+        "metric": res.metric,
+        **{f"dev_{k}": v for k, v in res.dev.items()},
+        "best_epoch": res.fit.best.get("epoch"),
+        "steps": res.fit.steps,
+        "train_seconds": round(res.fit.seconds, 2),
+        "n_trainable": prep.n_trainable,
+        "task_bytes": out.task_bytes,
+        "fp32_copy_bytes": fp32_bytes,
+        "history": res.fit.history,
+    }
     return TrainedTagger(out.model.eval(), metrics, out.save)
 
 
@@ -171,11 +207,19 @@ def token_solution_stage(recipe: TokenSolutionRecipe, inputs: TokenInputs | None
     def load(d: Path) -> TrainedTagger:
         from transformers import AutoModelForTokenClassification
 
-        return TrainedTagger(AutoModelForTokenClassification.from_pretrained(d / "model").eval(),
-                             json.loads((d / "metrics.json").read_text()))
+        return TrainedTagger(
+            AutoModelForTokenClassification.from_pretrained(d / "model").eval(),
+            json.loads((d / "metrics.json").read_text()),
+        )
 
-    return Stage(recipe.name, recipe.key(), build=lambda ctx: train_tagger(recipe, inputs), save=save, load=load,
-                 seed=recipe.seed)
+    return Stage(
+        recipe.name,
+        recipe.key(),
+        build=lambda ctx: train_tagger(recipe, inputs),
+        save=save,
+        load=load,
+        seed=recipe.seed,
+    )
 
 
 @dataclass
@@ -194,8 +238,12 @@ def token_evaluation_stage(recipe: TokenSolutionRecipe, solution: Stage, inputs:
     """The test evaluation of ``solution`` (the stage of ``recipe``) on the task's test data (the held-out pool
     by default), under the recipe's forward (``kernels``) and arithmetic (``mixed_precision``)."""
     inputs = inputs or TokenInputs(recipe.data, recipe.backbone)
-    key = {"test": recipe.data.key(), "max_length": recipe.max_length, "kernels": recipe.kernels,
-           "mixed_precision": recipe.mixed_precision}
+    key = {
+        "test": recipe.data.key(),
+        "max_length": recipe.max_length,
+        "kernels": recipe.kernels,
+        "mixed_precision": recipe.mixed_precision,
+    }
 
     def build(ctx, solution):
         from .precision import kernels_context
@@ -203,8 +251,13 @@ def token_evaluation_stage(recipe: TokenSolutionRecipe, solution: Stage, inputs:
 
         model = solution.model
         with kernels_context(model, recipe.kernels, next(model.parameters()).device):
-            m = evaluate_tagger(model, inputs.test_batches(recipe.max_length), inputs.label_names,
-                                mixed_precision=recipe.mixed_precision, predictions=True)
+            m = evaluate_tagger(
+                model,
+                inputs.test_batches(recipe.max_length),
+                inputs.label_names,
+                mixed_precision=recipe.mixed_precision,
+                predictions=True,
+            )
         preds = m.pop("predictions")
         return TokenEvaluation({"metric": solution.metrics["metric"], **m}, preds)
 

@@ -9,6 +9,7 @@ checkpoints atomically and resumes after an interruption exactly where it stoppe
 :mod:`tmlib.classify` wraps it for sequence classification; :mod:`tmlib.precision` holds mixed precision and
 the forward's kernels.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,9 +17,9 @@ import math
 import os
 import random
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -34,24 +35,24 @@ from .runs import atomic_save
 
 @dataclass
 class TrainConfig:
-    lr: float = 2e-5               # peak learning rate (after warmup; see schedule)
+    lr: float = 2e-5  # peak learning rate (after warmup; see schedule)
     batch_size: int = 32
-    epochs: float = 3.0            # used when max_steps == 0
-    max_steps: int = 0             # > 0 overrides epochs
-    max_length: int = 128          # tokens; longer texts are truncated
+    epochs: float = 3.0  # used when max_steps == 0
+    max_steps: int = 0  # > 0 overrides epochs
+    max_length: int = 128  # tokens; longer texts are truncated
     warmup_ratio: float = 0.1
-    schedule: str = "linear"       # after warmup: "linear" decay to 0 | "constant" lr (maskbert's official recipe)
+    schedule: str = "linear"  # after warmup: "linear" decay to 0 | "constant" lr (maskbert's official recipe)
     weight_decay: float = 0.01
-    grad_clip: float = 1.0         # 0 disables
-    eval_every: int = 0            # steps between dev evaluations; 0 = once per epoch
+    grad_clip: float = 1.0  # 0 disables
+    eval_every: int = 0  # steps between dev evaluations; 0 = once per epoch
     select_metric: str = "accuracy"  # dev metric for picking the best state ("" = keep the last state)
     seed: int = 0
-    checkpoint_every: int = 0      # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
+    checkpoint_every: int = 0  # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
     group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
     # "fp32" (= "no") | "auto" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only), tmlib.precision
     mixed_precision: str = "no"
-    kernels: str = "fast"          # "fast": eager attention on CPU and, for single-label BERT classifiers, the last
+    kernels: str = "fast"  # "fast": eager attention on CPU and, for single-label BERT classifiers, the last
     # ^ layer for [CLS] only (tmlib.cls_forward): the same math, faster here; "hf": the model's own forward (SDPA).
     # See KERNELS.
 
@@ -68,8 +69,8 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    history: list[dict] = field(default_factory=list)   # one row per evaluation: step, epoch, train_loss, dev metrics
-    best: dict = field(default_factory=dict)            # the row of the selected state
+    history: list[dict] = field(default_factory=list)  # one row per evaluation: step, epoch, train_loss, dev metrics
+    best: dict = field(default_factory=dict)  # the row of the selected state
     steps: int = 0
     seconds: float = 0.0
 
@@ -122,9 +123,9 @@ class LengthGroupedBatches(torch.utils.data.Sampler):
         span = self.batch_size * self.group
         batches = []
         for start in range(0, len(perm), span):
-            chunk = perm[start:start + span]
+            chunk = perm[start : start + span]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
         for i in torch.randperm(len(batches), generator=gen).tolist():
             yield batches[i]
 
@@ -136,8 +137,9 @@ def _loader(data, batch_size: int, collate_fn, shuffle: bool, seed: int, lengths
     gen = torch.Generator()
     gen.manual_seed(seed)
     if lengths is not None:
-        return DataLoader(data, batch_sampler=LengthGroupedBatches(lengths, batch_size, seed), collate_fn=collate_fn,
-                          generator=gen)
+        return DataLoader(
+            data, batch_sampler=LengthGroupedBatches(lengths, batch_size, seed), collate_fn=collate_fn, generator=gen
+        )
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=gen)
 
 
@@ -170,16 +172,21 @@ def _restore_best(model, state: dict) -> None:
     missing, unexpected = model.load_state_dict(state, strict=False)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     if unexpected or set(missing) - frozen:
-        raise RuntimeError(f"best state does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
+        raise RuntimeError(
+            f"best state does not fit the model: missing {sorted(set(missing) - frozen)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
 
 
 def _param_groups(params: list, weight_decay: float) -> list[dict]:
     """Weight decay on matrices, none on biases and LayerNorm vectors (the usual BERT recipe)."""
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
-            if g["params"]]
+    return [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        if g["params"]
+    ]
 
 
 @dataclasses.dataclass
@@ -217,9 +224,15 @@ class _Progress:
             self.result.best = row
 
     def state(self) -> dict:
-        return {"step": self.step, "history": self.result.history, "running": self.running,
-                "n_running": self.n_running, "best_value": self.best_value, "best_state": self.best_state,
-                "best": self.result.best}
+        return {
+            "step": self.step,
+            "history": self.result.history,
+            "running": self.running,
+            "n_running": self.n_running,
+            "best_value": self.best_value,
+            "best_state": self.best_state,
+            "best": self.result.best,
+        }
 
     def restore(self, state: dict) -> None:
         self.step, self.result.history = state["step"], state["history"]
@@ -243,23 +256,34 @@ class _Checkpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=False)
         except Exception as exc:  # a truncated or corrupted checkpoint: start over rather than crash
-            warnings.warn(f"resumable checkpoint {self.path} is unreadable ({type(exc).__name__}); "
-                          "training from the start")
+            warnings.warn(
+                f"resumable checkpoint {self.path} is unreadable ({type(exc).__name__}); training from the start",
+                stacklevel=2,
+            )
             return None
         if state.get("config_hash") != self.key or state.get("n_params") != self.n_params:
-            warnings.warn(f"resumable checkpoint {self.path} was written by another training config; training from "
-                          "the start (delete the folder to silence this)")
+            warnings.warn(
+                f"resumable checkpoint {self.path} was written by another training config; training from "
+                "the start (delete the folder to silence this)",
+                stacklevel=2,
+            )
             return None
         return state
 
     def save(self, model, optimizer, sched, progress: _Progress, collate_fn) -> None:
         if self.path is None or not self.acc.is_main_process:
             return
-        payload = {"config_hash": self.key, "n_params": self.n_params, **progress.state(),
-                   "model": self.acc.unwrap_model(model).state_dict(), "optimizer": optimizer.state_dict(),
-                   "scheduler": sched.state_dict(), "rng": torch.get_rng_state(),
-                   "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                   "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None}
+        payload = {
+            "config_hash": self.key,
+            "n_params": self.n_params,
+            **progress.state(),
+            "model": self.acc.unwrap_model(model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None,
+        }
         atomic_save(self.path, lambda tmp: torch.save(payload, tmp))
 
     def remove(self) -> None:
@@ -333,7 +357,7 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         progress.restore(state)
         torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():   # dropout on the GPU draws from it
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():  # dropout on the GPU draws from it
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         if state.get("collator") is not None:
             collate_fn.load_state_dict(state["collator"])
@@ -341,11 +365,17 @@ def fit(
     start = time.perf_counter()
     eval_every = cfg.eval_every if cfg.eval_every > 0 else per_epoch
     ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else eval_every
-    bar = tqdm(total=total, initial=progress.step, desc=desc, disable=not cfg.progress or not acc.is_main_process,
-               dynamic_ncols=True, leave=False)
-    beat = Heartbeat(desc or "training", total, initial=progress.step)   # the stage's log, every 30 s
+    bar = tqdm(
+        total=total,
+        initial=progress.step,
+        desc=desc,
+        disable=not cfg.progress or not acc.is_main_process,
+        dynamic_ncols=True,
+        leave=False,
+    )
+    beat = Heartbeat(desc or "training", total, initial=progress.step)  # the stage's log, every 30 s
     model.train()
-    with kernels_context(model, cfg.kernels, acc.device):   # the attention cfg.kernels asks for, restored after
+    with kernels_context(model, cfg.kernels, acc.device):  # the attention cfg.kernels asks for, restored after
         while progress.step < total:
             epoch = progress.step // per_epoch
             skip = progress.step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
@@ -378,16 +408,23 @@ def fit(
                 if step % eval_every == 0 or step == total:
                     progress.evaluate(acc.unwrap_model(model), evaluate, step / per_epoch)
                     if log_with is not None:
-                        acc.log({f"dev_{k}": v for k, v in progress.result.history[-1].items()
-                                 if isinstance(v, (int, float)) and k not in ("step", "epoch")}, step=step)
+                        acc.log(
+                            {
+                                f"dev_{k}": v
+                                for k, v in progress.result.history[-1].items()
+                                if isinstance(v, (int, float)) and k not in ("step", "epoch")
+                            },
+                            step=step,
+                        )
                 if step % ckpt_every == 0 and step < total:
                     ckpt.save(model, optimizer, sched, progress, collate_fn)
                 _fault_injection(step)
                 if step >= total:
                     break
             if progress.step == before:
-                raise RuntimeError(f"an epoch produced no training step (resume at step {progress.step}, "
-                                   f"{per_epoch} batches/epoch)")
+                raise RuntimeError(
+                    f"an epoch produced no training step (resume at step {progress.step}, {per_epoch} batches/epoch)"
+                )
     bar.close()
     if log_with is not None:
         acc.end_training()

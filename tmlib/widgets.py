@@ -21,9 +21,11 @@ call the method, read :attr:`html` (the rendered fragment) or :attr:`last` (the 
 Scores are cached per (text, method, delta, label), so flipping between methods is instant after the
 first computation.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +41,25 @@ class TokenImportanceExplorer:
     """See the module docstring. ``dataset``: a ``datasets.Dataset`` with ``text`` (and ``label``)
     columns, or a list of strings (then ``labels`` may give their gold classes)."""
 
-    def __init__(self, model, tokenizer, dataset=None, *, labels: Sequence[int] | None = None,
-                 label_names: Sequence[str] | None = None, methods: Sequence[str] | None = None,
-                 method: str = "occlusion", delta: float = 0.01, tagger=None, mask_ratio: float = 0.15,
-                 fallback: str | None = None, max_length: int = 128, method_kwargs: dict[str, dict] | None = None,
-                 seed: int = 0, auto: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        dataset=None,
+        *,
+        labels: Sequence[int] | None = None,
+        label_names: Sequence[str] | None = None,
+        methods: Sequence[str] | None = None,
+        method: str = "occlusion",
+        delta: float = 0.01,
+        tagger=None,
+        mask_ratio: float = 0.15,
+        fallback: str | None = None,
+        max_length: int = 128,
+        method_kwargs: dict[str, dict] | None = None,
+        seed: int = 0,
+        auto: bool = True,
+    ):
         import ipywidgets as W
 
         from .importance.attribution import METHODS
@@ -59,40 +75,60 @@ class TokenImportanceExplorer:
             raise ValueError(f"method {method!r} is not among the offered methods {methods}")
         self.texts, self.labels = self._examples(dataset, labels)
         id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
-        self.label_names = list(label_names) if label_names is not None else (
-            [id2label[i] for i in sorted(id2label)] if id2label else None)
+        self.label_names = (
+            list(label_names)
+            if label_names is not None
+            else ([id2label[i] for i in sorted(id2label)] if id2label else None)
+        )
         self._cache: dict[tuple, TokenScores] = {}
-        self.n_computed = 0          # how many times a method actually ran (cache misses)
+        self.n_computed = 0  # how many times a method actually ran (cache misses)
         self.gold: int | None = None  # gold label of the current text (None for typed text)
         self.last: dict[str, Any] = {}
-        self._setting = False        # True while the explorer itself changes widget values
+        self._setting = False  # True while the explorer itself changes widget values
 
-        options = [(f"#{i} {self._label(self.labels[i]) + ': ' if self.labels else ''}{t[:70]}", i)
-                   for i, t in enumerate(self.texts[:MAX_CHOICES])]
-        self.example = W.Dropdown(options=options, value=None, description="example",
-                                  layout=W.Layout(width="100%"), disabled=not options)
-        self.text = W.Textarea(placeholder="type or paste a text, then press Compute", description="text",
-                               layout=W.Layout(width="100%", height="70px"))
+        options = [
+            (f"#{i} {self._label(self.labels[i]) + ': ' if self.labels else ''}{t[:70]}", i)
+            for i, t in enumerate(self.texts[:MAX_CHOICES])
+        ]
+        self.example = W.Dropdown(
+            options=options, value=None, description="example", layout=W.Layout(width="100%"), disabled=not options
+        )
+        self.text = W.Textarea(
+            placeholder="type or paste a text, then press Compute",
+            description="text",
+            layout=W.Layout(width="100%", height="70px"),
+        )
         self.method = W.Dropdown(options=methods, value=method, description="method")
-        self.delta = W.BoundedFloatText(value=delta, min=0.0, max=1.0, step=0.005, description="delta",
-                                        tooltip="buffer method: important iff P(full) - P(buffer + token) < delta")
+        self.delta = W.BoundedFloatText(
+            value=delta,
+            min=0.0,
+            max=1.0,
+            step=0.005,
+            description="delta",
+            tooltip="buffer method: important iff P(full) - P(buffer + token) < delta",
+        )
         self.preview = W.Checkbox(value=False, description="masking preview (selective vs random)")
         self.mask_ratio = W.BoundedFloatText(value=mask_ratio, min=0.01, max=1.0, step=0.05, description="mask ratio")
         self.compute = W.Button(description="Compute", button_style="primary", icon="play")
         self.status = W.HTML()
         self.output = W.HTML()
         self.compute.on_click(lambda _: self.on_compute())
-        self.example.observe(lambda ch: None if self._setting or ch["new"] is None else self.set_example(ch["new"]),
-                             names="value")
+        self.example.observe(
+            lambda ch: None if self._setting or ch["new"] is None else self.set_example(ch["new"]), names="value"
+        )
         self.method.observe(lambda _: self._changed(), names="value")
         self.delta.observe(lambda _: self._changed(), names="value")
         self.preview.observe(lambda _: self._changed(), names="value")
-        self.widget = W.VBox([
-            self.example, self.text,
-            W.HBox([self.method, self.delta, self.compute]),
-            W.HBox([self.preview, self.mask_ratio]),
-            self.status, self.output,
-        ])
+        self.widget = W.VBox(
+            [
+                self.example,
+                self.text,
+                W.HBox([self.method, self.delta, self.compute]),
+                W.HBox([self.preview, self.mask_ratio]),
+                self.status,
+                self.output,
+            ]
+        )
         # stable CSS classes (``tmlib-explorer``, ``tmlib-<part>``) for styling and for the browser tests
         self.widget.add_class("tmlib-explorer")
         for part in ("example", "text", "method", "delta", "preview", "mask_ratio", "compute", "status", "output"):
@@ -199,8 +235,14 @@ class TokenImportanceExplorer:
 
         rng = np.random.default_rng(self.seed)
         important = source.important if source.important is not None else (source.scores > 0).astype(np.int8)
-        sel = selective_positions(source.scores, important, len(source.tokens), mask_ratio=float(self.mask_ratio.value),
-                                  fallback=self.fallback, rng=rng)
+        sel = selective_positions(
+            source.scores,
+            important,
+            len(source.tokens),
+            mask_ratio=float(self.mask_ratio.value),
+            fallback=self.fallback,
+            rng=rng,
+        )
         rnd = random_positions(len(source.tokens), len(sel), rng)
         return np.asarray(sel, dtype=np.int64), np.asarray(rnd, dtype=np.int64)
 
@@ -238,8 +280,11 @@ class TokenImportanceExplorer:
             if self.gold is not None:
                 tag = _with_label(tag, self.gold)
             gold_buffer = main if method == "buffer" else self._safe_buffer(text, notes)
-            (rows.append(tag), captions.append("tagger prediction (underlined = predicted important)"),
-             boxes.append(None))
+            (
+                rows.append(tag),
+                captions.append("tagger prediction (underlined = predicted important)"),
+                boxes.append(None),
+            )
             if gold_buffer is not None:
                 src = "gold" if self.gold is not None else "predicted"
                 rows.append(gold_buffer), boxes.append(None)
@@ -255,16 +300,20 @@ class TokenImportanceExplorer:
             else:
                 what = source.method or "scores"
                 rows += [source, source]
-                captions += [f"selective masking: {len(sel)} token(s) boxed, from {what}",
-                             f"random-count control: the same {len(rnd)} token(s) at random positions"]
+                captions += [
+                    f"selective masking: {len(sel)} token(s) boxed, from {what}",
+                    f"random-count control: the same {len(rnd)} token(s) at random positions",
+                ]
                 boxes += [sel, rnd]
                 self.last.update(selective=sel, random=rnd, preview_source=source)
         html = render_html(rows, label_names=self.label_names, captions=captions, boxes=boxes, full_document=False)
         self.output.value = html
         pred = self._label(main.pred)
         gold = f" &middot; gold <b>{_esc(self._label(self.gold))}</b>" if self.gold is not None else ""
-        self.status.value = (f"predicted <b>{_esc(pred)}</b>{gold} &middot; {len(main.tokens)} tokens &middot; "
-                             f"{_esc(method)}" + "".join(f"<br><i>{n}</i>" for n in notes))
+        self.status.value = (
+            f"predicted <b>{_esc(pred)}</b>{gold} &middot; {len(main.tokens)} tokens &middot; "
+            f"{_esc(method)}" + "".join(f"<br><i>{n}</i>" for n in notes)
+        )
         self.last["html"] = html
         return html
 

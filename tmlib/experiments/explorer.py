@@ -15,13 +15,14 @@ what is valid):
 
 :func:`run_explorer` runs them all and writes ``summary.csv`` and ``timing.csv`` too.
 """
+
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,34 +36,34 @@ ALL_METHODS = ["occlusion", "grad_x_input", "integrated_gradients", "buffer"]
 
 @dataclass
 class ExplorerConfig:
-    out_dir: str                                   # where report.html, CSV, JSON and PNG files are written
-    task: str = "mr"                               # tmlib.data task the scorer is fine-tuned on
-    text_column: str = "text"          # your file's (or hub dataset's) text column
-    label_column: str = "label"        # your file's label column
-    encoding: str = "utf-8"            # your file's text encoding (e.g. latin-1)
-    model: str = "minilm"                          # scorer backbone (tmlib.models name)
-    train_examples: int = 1000                     # training sentences for the scorer (0: the whole train split)
-    epochs: float = 1.0                            # scorer fine-tuning epochs
-    max_steps: int = 0                             # > 0 caps the scorer's training steps (smoke runs)
-    lr: float = 1e-4                               # scorer learning rate
-    batch_size: int = 32                           # scorer training batch size
-    max_length: int = 48                           # WordPieces per sentence (training and scoring)
-    seed: int = 0                                  # scorer seed (and data split seed)
-    split: str = "dev"                             # which split's sentences are explained
-    n_examples: int = 60                           # sentences scored by every method
+    out_dir: str  # where report.html, CSV, JSON and PNG files are written
+    task: str = "mr"  # tmlib.data task the scorer is fine-tuned on
+    text_column: str = "text"  # your file's (or hub dataset's) text column
+    label_column: str = "label"  # your file's label column
+    encoding: str = "utf-8"  # your file's text encoding (e.g. latin-1)
+    model: str = "minilm"  # scorer backbone (tmlib.models name)
+    train_examples: int = 1000  # training sentences for the scorer (0: the whole train split)
+    epochs: float = 1.0  # scorer fine-tuning epochs
+    max_steps: int = 0  # > 0 caps the scorer's training steps (smoke runs)
+    lr: float = 1e-4  # scorer learning rate
+    batch_size: int = 32  # scorer training batch size
+    max_length: int = 48  # WordPieces per sentence (training and scoring)
+    seed: int = 0  # scorer seed (and data split seed)
+    split: str = "dev"  # which split's sentences are explained
+    n_examples: int = 60  # sentences scored by every method
     methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))  # importance methods to compare
-    ig_steps: int = 8                              # integrated-gradients Riemann steps
-    ig_baseline: str = "pad"                       # integrated-gradients baseline token: "pad" or "mask"
-    occlusion_mode: str = "remove"                 # occlusion: "remove" the token or replace it by "mask"
-    delta: float = 0.01                            # buffer method threshold (official: 0.01)
-    top_k: int = 12                                # words per class in the top-token table and figure
-    min_count: int = 3                             # a word must occur this often to be ranked
-    drop_stopwords: bool = True                    # leave stop words and punctuation out of the top-token ranking
-    top_method: str = "occlusion"                  # method whose top tokens are plotted
-    report_examples: int = 0                       # examples in report.html (0: all n_examples)
+    ig_steps: int = 8  # integrated-gradients Riemann steps
+    ig_baseline: str = "pad"  # integrated-gradients baseline token: "pad" or "mask"
+    occlusion_mode: str = "remove"  # occlusion: "remove" the token or replace it by "mask"
+    delta: float = 0.01  # buffer method threshold (official: 0.01)
+    top_k: int = 12  # words per class in the top-token table and figure
+    min_count: int = 3  # a word must occur this often to be ranked
+    drop_stopwords: bool = True  # leave stop words and punctuation out of the top-token ranking
+    top_method: str = "occlusion"  # method whose top tokens are plotted
+    report_examples: int = 0  # examples in report.html (0: all n_examples)
     # show the live widget (keep False under papermill: it hangs on widgets)
     interactive: bool = False
-    progress: bool = True                          # tqdm progress bars
+    progress: bool = True  # tqdm progress bars
 
     def __post_init__(self):
         from ..importance.attribution import METHODS
@@ -103,13 +104,20 @@ class ExplorerConfig:
 
 # ------------------------------------------------------------------------------------------------ data
 
+
 def task_recipe(cfg: ExplorerConfig):
     """The scorer's data: the task with split seed ``cfg.seed``, the train split capped at ``train_examples``
     (class-balanced)."""
     from ..data import TaskRecipe
 
-    return TaskRecipe(cfg.task, seed=cfg.seed, max_train=cfg.train_examples, text_column=cfg.text_column,
-                      label_column=cfg.label_column, encoding=cfg.encoding)
+    return TaskRecipe(
+        cfg.task,
+        seed=cfg.seed,
+        max_train=cfg.train_examples,
+        text_column=cfg.text_column,
+        label_column=cfg.label_column,
+        encoding=cfg.encoding,
+    )
 
 
 def load_data(cfg: ExplorerConfig):
@@ -125,6 +133,7 @@ def examples(cfg: ExplorerConfig, data):
 
 # ---------------------------------------------------------------------------------------------- scorer
 
+
 def _scorer_key(cfg: ExplorerConfig) -> dict:
     keys = ("task", "model", "train_examples", "epochs", "max_steps", "lr", "batch_size", "max_length", "seed")
     return {k: getattr(cfg, k) for k in keys}
@@ -136,11 +145,19 @@ def scorer_stage(cfg: ExplorerConfig, data=None, tokenizer=None):
     from ..finetune import classifier_stage
     from ..training import TrainConfig
 
-    tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs, max_steps=cfg.max_steps,
-                     max_length=cfg.max_length, seed=cfg.seed, progress=cfg.progress)
+    tc = TrainConfig(
+        lr=cfg.lr,
+        batch_size=cfg.batch_size,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
     d = data if data is not None else load_data(cfg)
-    return classifier_stage("scorer", cfg.model, task_recipe(cfg), tc, data=d, tokenizer=tokenizer, seed=cfg.seed,
-                            desc="scorer")
+    return classifier_stage(
+        "scorer", cfg.model, task_recipe(cfg), tc, data=d, tokenizer=tokenizer, seed=cfg.seed, desc="scorer"
+    )
 
 
 def train_scorer(cfg: ExplorerConfig, data=None, store: RunStore | None = None):
@@ -157,19 +174,34 @@ def train_scorer(cfg: ExplorerConfig, data=None, store: RunStore | None = None):
 
 # --------------------------------------------------------------------------------------------- scoring
 
+
 def to_record(ts: TokenScores, index: int | None = None) -> dict:
     """A JSON-serialisable dict of one TokenScores (``scores.jsonl`` rows)."""
-    rec = {"index": index, "method": ts.method, "text": ts.text, "label": ts.label, "pred": ts.pred,
-           "tokens": ts.tokens, "scores": [round(float(x), 7) for x in ts.scores],
-           "important": None if ts.important is None else ts.important.astype(int).tolist(),
-           "meta": json.loads(json.dumps(ts.meta, default=lambda o: o.item() if hasattr(o, "item") else str(o)))}
+    rec = {
+        "index": index,
+        "method": ts.method,
+        "text": ts.text,
+        "label": ts.label,
+        "pred": ts.pred,
+        "tokens": ts.tokens,
+        "scores": [round(float(x), 7) for x in ts.scores],
+        "important": None if ts.important is None else ts.important.astype(int).tolist(),
+        "meta": json.loads(json.dumps(ts.meta, default=lambda o: o.item() if hasattr(o, "item") else str(o))),
+    }
     return rec
 
 
 def from_record(rec: dict) -> TokenScores:
-    return TokenScores(text=rec["text"], tokens=rec["tokens"], scores=np.asarray(rec["scores"], dtype=np.float32),
-                       important=rec["important"], label=rec["label"], pred=rec["pred"], method=rec["method"],
-                       meta=rec.get("meta") or {})
+    return TokenScores(
+        text=rec["text"],
+        tokens=rec["tokens"],
+        scores=np.asarray(rec["scores"], dtype=np.float32),
+        important=rec["important"],
+        label=rec["label"],
+        pred=rec["pred"],
+        method=rec["method"],
+        meta=rec.get("meta") or {},
+    )
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
@@ -180,8 +212,9 @@ def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | None = None
-                   ) -> tuple[dict[str, list[TokenScores]], pd.DataFrame]:
+def score_examples(
+    cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | None = None
+) -> tuple[dict[str, list[TokenScores]], pd.DataFrame]:
     """Score ``ds`` (text + label) with every method of ``cfg.methods`` (each cached as an artifact).
 
     Returns ``({method: [TokenScores per example]}, timing)``; timing has one row per method
@@ -194,11 +227,16 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | 
     texts, labels = list(ds["text"]), [int(y) for y in ds["label"]]
     results, timing = {}, []
     for method in cfg.methods:
-        key = {"scorer": _scorer_key(cfg), "method": method, "kwargs": cfg.method_kwargs(method),
-               "split": cfg.split, "n": len(texts)}
+        key = {
+            "scorer": _scorer_key(cfg),
+            "method": method,
+            "kwargs": cfg.method_kwargs(method),
+            "split": cfg.split,
+            "n": len(texts),
+        }
         built = {}
 
-        def build(ctx, method=method):
+        def build(ctx, method=method, built=built):
             start = time.perf_counter()
             out = score_tokens(method, model, tokenizer, texts, labels, **cfg.method_kwargs(method))
             built["seconds"] = time.perf_counter() - start
@@ -216,17 +254,28 @@ def score_examples(cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | 
             for ts in results[method]:
                 ts.meta.setdefault("display_offset", float(cfg.delta))
         seconds = json.loads((store.folder(f"scores_{method}") / "timing.json").read_text())["seconds"]
-        timing.append({"method": method, "seconds": round(seconds, 2), "texts": len(texts),
-                       "ms_per_text": round(1000 * seconds / max(1, len(texts)), 1), "reused": not built})
-    _write_jsonl(Path(cfg.out_dir) / "scores.jsonl",
-                 [to_record(results[m][i], i) for i in range(len(texts)) for m in cfg.methods])
+        timing.append(
+            {
+                "method": method,
+                "seconds": round(seconds, 2),
+                "texts": len(texts),
+                "ms_per_text": round(1000 * seconds / max(1, len(texts)), 1),
+                "reused": not built,
+            }
+        )
+    _write_jsonl(
+        Path(cfg.out_dir) / "scores.jsonl",
+        [to_record(results[m][i], i) for i in range(len(texts)) for m in cfg.methods],
+    )
     return results, pd.DataFrame(timing)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
 
-def write_report(cfg: ExplorerConfig, results: dict[str, list[TokenScores]], label_names: Sequence[str],
-                 metrics: dict | None = None) -> Path:
+
+def write_report(
+    cfg: ExplorerConfig, results: dict[str, list[TokenScores]], label_names: Sequence[str], metrics: dict | None = None
+) -> Path:
     """``report.html``: each example, one highlighted row per method (self-contained page)."""
     from ..highlight import write_html_report
 
@@ -238,10 +287,18 @@ def write_report(cfg: ExplorerConfig, results: dict[str, list[TokenScores]], lab
             rows.append(results[m][i])
             idx.append(i)
     acc = f" · scorer dev accuracy {metrics['dev_accuracy']:.3f}" if metrics else ""
-    sub = (f"{cfg.model} fine-tuned on {cfg.task}{acc} · {n} {cfg.split} sentences · methods: "
-           f"{', '.join(cfg.methods)} · red = supports the predicted class, blue = against")
-    return write_html_report(Path(cfg.out_dir) / "report.html", rows, label_names=label_names, indices=idx,
-                             title=f"Token importance on {cfg.task} ({cfg.split})", subtitle=sub)
+    sub = (
+        f"{cfg.model} fine-tuned on {cfg.task}{acc} · {n} {cfg.split} sentences · methods: "
+        f"{', '.join(cfg.methods)} · red = supports the predicted class, blue = against"
+    )
+    return write_html_report(
+        Path(cfg.out_dir) / "report.html",
+        rows,
+        label_names=label_names,
+        indices=idx,
+        title=f"Token importance on {cfg.task} ({cfg.split})",
+        subtitle=sub,
+    )
 
 
 def word_scores(ts: TokenScores) -> list[tuple[str, float]]:
@@ -250,13 +307,18 @@ def word_scores(ts: TokenScores) -> list[tuple[str, float]]:
 
     out = []
     for start, end in word_spans(ts.tokens):
-        word = ts.tokens[start] + "".join(t[2:] for t in ts.tokens[start + 1:end])
+        word = ts.tokens[start] + "".join(t[2:] for t in ts.tokens[start + 1 : end])
         out.append((word, float(np.sum(ts.scores[start:end]))))
     return out
 
 
-def top_tokens(results: dict[str, list[TokenScores]], label_names: Sequence[str], top_k: int = 12,
-               min_count: int = 3, drop_stopwords: bool = True) -> pd.DataFrame:
+def top_tokens(
+    results: dict[str, list[TokenScores]],
+    label_names: Sequence[str],
+    top_k: int = 12,
+    min_count: int = 3,
+    drop_stopwords: bool = True,
+) -> pd.DataFrame:
     """Words with the highest mean score per explained (predicted) class, per method.
 
     Columns: method, cls, word, mean_score, count, rank (1 = most important).
@@ -298,6 +360,7 @@ def agreement(results: dict[str, list[TokenScores]]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- one call
 
+
 @dataclass
 class ExplorerResult:
     model: object
@@ -312,19 +375,22 @@ class ExplorerResult:
     agreement: pd.DataFrame
     summary: pd.DataFrame
     report: Path
-    store: RunStore | None = None   # the run folder's store (figures are saved through it)
+    store: RunStore | None = None  # the run folder's store (figures are saved through it)
 
 
-def summary_table(cfg: ExplorerConfig, metrics: dict, timing: pd.DataFrame, agree: pd.DataFrame,
-                  results: dict[str, list[TokenScores]]) -> pd.DataFrame:
-    rows = [("scorer_dev_accuracy", round(metrics["dev_accuracy"], 4)),
-            ("scorer_test_accuracy", round(metrics["test_accuracy"], 4)),
-            ("examples_scored", len(next(iter(results.values()))))]
+def summary_table(
+    cfg: ExplorerConfig, metrics: dict, timing: pd.DataFrame, agree: pd.DataFrame, results: dict[str, list[TokenScores]]
+) -> pd.DataFrame:
+    rows = [
+        ("scorer_dev_accuracy", round(metrics["dev_accuracy"], 4)),
+        ("scorer_test_accuracy", round(metrics["test_accuracy"], 4)),
+        ("examples_scored", len(next(iter(results.values())))),
+    ]
     for r in timing.itertuples():
         rows.append((f"ms_per_text_{r.method}", r.ms_per_text))
     names = list(agree.index)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             rows.append((f"spearman_{a}_vs_{b}", round(float(agree.loc[a, b]), 4)))
     if "buffer" in results:
         imp = [ts.important for ts in results["buffer"] if ts.important is not None]
@@ -342,7 +408,7 @@ def run_explorer(cfg: ExplorerConfig) -> ExplorerResult:
     :mod:`tmlib.plots.importance`, or :func:`save_figures`)."""
     from ..data import label_names as names_of
 
-    store = RunStore(cfg.out_dir, progress=cfg.progress)   # the run folder's one store
+    store = RunStore(cfg.out_dir, progress=cfg.progress)  # the run folder's one store
     store.write_json("config.json", asdict(cfg))
     data = load_data(cfg)
     names = names_of(data)
@@ -357,8 +423,9 @@ def run_explorer(cfg: ExplorerConfig) -> ExplorerResult:
     store.write_csv("agreement.csv", agree.rename_axis("method").reset_index())
     store.write_csv("timing.csv", timing)
     store.write_csv("summary.csv", summary)
-    return ExplorerResult(model, tokenizer, data, ds, names, metrics, results, timing, top, agree, summary, report,
-                          store)
+    return ExplorerResult(
+        model, tokenizer, data, ds, names, metrics, results, timing, top, agree, summary, report, store
+    )
 
 
 def save_figures(cfg: ExplorerConfig, res: ExplorerResult) -> dict[str, object]:
@@ -366,8 +433,10 @@ def save_figures(cfg: ExplorerConfig, res: ExplorerResult) -> dict[str, object]:
     from ..plots import importance as P
 
     store = res.store or RunStore(cfg.out_dir)
-    figs = {"top_tokens": P.top_tokens(res.top_tokens, method=cfg.top_method),
-            "agreement": P.agreement_heatmap(res.agreement)}
+    figs = {
+        "top_tokens": P.top_tokens(res.top_tokens, method=cfg.top_method),
+        "agreement": P.agreement_heatmap(res.agreement),
+    }
     for name, fig in figs.items():
         store.save_figure(f"{name}.png", fig)
     return figs
@@ -381,6 +450,16 @@ def make_explorer(cfg: ExplorerConfig, res: ExplorerResult, tagger=None):
     for m in kw:
         kw[m]["progress"] = False
     kw.pop("buffer", None)
-    return TokenImportanceExplorer(res.model, res.tokenizer, res.examples, label_names=res.label_names,
-                                   methods=cfg.methods, method=cfg.top_method, delta=cfg.delta, tagger=tagger,
-                                   max_length=cfg.max_length, method_kwargs=kw, seed=cfg.seed)
+    return TokenImportanceExplorer(
+        res.model,
+        res.tokenizer,
+        res.examples,
+        label_names=res.label_names,
+        methods=cfg.methods,
+        method=cfg.top_method,
+        delta=cfg.delta,
+        tagger=tagger,
+        max_length=cfg.max_length,
+        method_kwargs=kw,
+        seed=cfg.seed,
+    )

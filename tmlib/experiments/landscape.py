@@ -17,6 +17,7 @@ Solutions come from notebook 03 when ``reuse_runs`` points at its out_dir
 (``<run_dir>/solutions/<task>/<method>-s<seed>/model/``: plain HF ``save_pretrained`` folders with
 the effective weights); whatever is missing is trained here and cached in this notebook's out_dir.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,46 +40,46 @@ class LandscapeConfig:
     notebook 03's :class:`~tmlib.experiments.masking.MaskingConfig`; ``lr`` and ``schedule`` mean what
     they mean there."""
 
-    out_dir: str = "runs/dev/04_loss_landscape"    # where figures, CSV and JSON are written
-    task: str = "mr"                               # tmlib.data task (train/dev/test split seed 0, as notebook 03)
-    model: str = "minilm"                          # backbone of the solutions (must match notebook 03's)
-    reuse_runs: str = ""                           # notebook 03's out_dir (relative to the repo root); "" = train here
+    out_dir: str = "runs/dev/04_loss_landscape"  # where figures, CSV and JSON are written
+    task: str = "mr"  # tmlib.data task (train/dev/test split seed 0, as notebook 03)
+    model: str = "minilm"  # backbone of the solutions (must match notebook 03's)
+    reuse_runs: str = ""  # notebook 03's out_dir (relative to the repo root); "" = train here
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # fine-tuning seeds A, B; mask and contrast use seed A
-    dev_examples: int = 200                        # dev sentences evaluated per point (0 = the whole dev split)
+    dev_examples: int = 200  # dev sentences evaluated per point (0 = the whole dev split)
     # "heldout": test on examples the solutions never trained on | "split"
     test_pool: str = "heldout"
-    test_examples: int = 600                      # test sentences per point from test_pool (0 = all), class-balanced
-    gamma_min: float = -0.2                        # interpolation grid start (<= 0)
-    gamma_max: float = 1.2                         # interpolation grid end (>= 1)
-    n_gammas: int = 9                             # points per path (0 and 1 always included)
-    plane_resolution: int = 7                      # plane grid points per axis
-    plane_margin: float = 0.2                      # plane grid margin around the three models (fraction of the span)
-    plane_examples: int = 64                       # dev sentences evaluated per plane point (0 = whole dev split)
-    eval_batch_size: int = 64                      # sentences per forward pass when evaluating
-    max_length: int = 64                           # tokens per sentence (notebook 03 trains MR at 64)
-    train_examples: int = 0                        # training sentences when training here (0 = all), class-balanced
-    batch_size: int = 32                           # training batch size (when training here)
+    test_examples: int = 600  # test sentences per point from test_pool (0 = all), class-balanced
+    gamma_min: float = -0.2  # interpolation grid start (<= 0)
+    gamma_max: float = 1.2  # interpolation grid end (>= 1)
+    n_gammas: int = 9  # points per path (0 and 1 always included)
+    plane_resolution: int = 7  # plane grid points per axis
+    plane_margin: float = 0.2  # plane grid margin around the three models (fraction of the span)
+    plane_examples: int = 64  # dev sentences evaluated per plane point (0 = whole dev split)
+    eval_batch_size: int = 64  # sentences per forward pass when evaluating
+    max_length: int = 64  # tokens per sentence (notebook 03 trains MR at 64)
+    train_examples: int = 0  # training sentences when training here (0 = all), class-balanced
+    batch_size: int = 32  # training batch size (when training here)
     # per method (when training here)
     lr: dict[str, float] = field(default_factory=lambda: {"finetune": 2e-5, "mask": 1e-3})
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
-    mask: MaskConfig = field(default_factory=MaskConfig)    # the mask method's options (as notebook 03's)
-    epochs: float = 3.0                            # training epochs for solutions trained here
+    mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (as notebook 03's)
+    epochs: float = 3.0  # training epochs for solutions trained here
     # training of solutions trained here: "auto" | "bf16" autocast | "fp32" | "fp16" (CUDA)
     train_mixed_precision: str = "auto"
-    curve_steps: int = 100                         # Bezier curve mask<->finetune: training steps (0 = no curve)
-    curve_lr: float = 1e-4                         # Adam lr of the curve's control point
-    curve_examples: int = 0                        # training sentences the curve trains on (0 = all), class-balanced
-    curve_points: int = 6                         # points evaluated along the curve, t evenly on [0, 1]
+    curve_steps: int = 100  # Bezier curve mask<->finetune: training steps (0 = no curve)
+    curve_lr: float = 1e-4  # Adam lr of the curve's control point
+    curve_examples: int = 0  # training sentences the curve trains on (0 = all), class-balanced
+    curve_points: int = 6  # points evaluated along the curve, t evenly on [0, 1]
     # the curve's training: "auto" | "bf16" autocast | "fp32"; evaluated at mixed_precision
     curve_mixed_precision: str = "auto"
     # ^ paired check (5 curve seeds, benchmarks/bench_curve.py, README): the curve's drop, mean accuracy and loss
     # unchanged
-    mixed_precision: str = "fp32"                  # evaluation along paths/curve/plane: "fp32" | "bf16" autocast;
+    mixed_precision: str = "fp32"  # evaluation along paths/curve/plane: "fp32" | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the
     # effects here
     # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.precision.KERNELS)
     kernels: str = "fast"
-    progress: bool = True                          # tqdm progress bars
+    progress: bool = True  # tqdm progress bars
 
     def __post_init__(self):
         from ..methods import check_method_settings
@@ -91,13 +92,16 @@ class LandscapeConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         if self.curve_mixed_precision == "fp16":
-            raise ConfigError("curve_mixed_precision must be 'auto', 'fp32' or 'bf16' (fp16 would need gradient "
-                              "scaling)")
+            raise ConfigError(
+                "curve_mixed_precision must be 'auto', 'fp32' or 'bf16' (fp16 would need gradient scaling)"
+            )
         if len(self.seeds) != 2 or self.seeds[0] == self.seeds[1]:
             raise ConfigError(f"seeds must be two different fine-tuning seeds [A, B], got {self.seeds}")
         if not (self.gamma_min <= 0.0 and self.gamma_max >= 1.0):
-            raise ConfigError(f"the grid must cover [0, 1]: need gamma_min <= 0 <= 1 <= gamma_max, got "
-                              f"[{self.gamma_min}, {self.gamma_max}]")
+            raise ConfigError(
+                f"the grid must cover [0, 1]: need gamma_min <= 0 <= 1 <= gamma_max, got "
+                f"[{self.gamma_min}, {self.gamma_max}]"
+            )
         if self.n_gammas < 3:
             raise ConfigError(f"n_gammas must be >= 3, got {self.n_gammas}")
         if self.plane_resolution < 2:
@@ -108,8 +112,10 @@ class LandscapeConfig:
         if self.plane_margin < 0 or self.eval_batch_size < 1 or self.batch_size < 1 or self.epochs <= 0:
             raise ConfigError("plane_margin must be >= 0, eval_batch_size and batch_size >= 1, epochs > 0")
         if self.curve_steps < 0 or self.curve_examples < 0 or self.curve_points < 2 or self.curve_lr <= 0:
-            raise ConfigError(f"curve_steps and curve_examples must be >= 0, curve_points >= 2 and curve_lr > 0, got "
-                              f"{self.curve_steps}, {self.curve_examples}, {self.curve_points}, {self.curve_lr}")
+            raise ConfigError(
+                f"curve_steps and curve_examples must be >= 0, curve_points >= 2 and curve_lr > 0, got "
+                f"{self.curve_steps}, {self.curve_examples}, {self.curve_points}, {self.curve_lr}"
+            )
         self.lr, self.mask = check_method_settings(self.lr, self.schedule, self.mask)
 
     @property
@@ -121,12 +127,13 @@ class LandscapeConfig:
 
 # ------------------------------------------------------------------------------------------ solutions
 
+
 @dataclass
 class Solutions:
     """The models the paths run between, as state dicts with identical keys, plus where they came from."""
 
-    template: object                      # a model of the architecture (never modified)
-    states: dict[str, dict]               # name -> state dict: pretrained, mask, finetune-s<A>, finetune-s<B>
+    template: object  # a model of the architecture (never modified)
+    states: dict[str, dict]  # name -> state dict: pretrained, mask, finetune-s<A>, finetune-s<B>
     # name -> "notebook 03: <path>" / "trained here: <path>" / "load_classifier(...)"
     sources: dict[str, str]
     # the data the solutions trained on (train and dev caps): the test pool is the rest
@@ -143,12 +150,24 @@ def plan(cfg: LandscapeConfig) -> dict[tuple[str, int], SolutionRecipe]:
     trained here (notebook 03's, when found in ``reuse_runs``, are loaded instead)."""
     data = TaskRecipe(cfg.task, seed=0, max_train=cfg.train_examples)
     a, b = cfg.seeds
-    return {(method, seed): SolutionRecipe(data, cfg.model, method, seed, max_length=cfg.max_length,
-                                           epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr.get(method),
-                                           schedule=cfg.schedule.get(method), options=cfg.mask,
-                                           mixed_precision=cfg.train_mixed_precision, kernels=cfg.kernels,
-                                           progress=cfg.progress)
-            for method, seed in (("mask", a), ("finetune", a), ("finetune", b))}
+    return {
+        (method, seed): SolutionRecipe(
+            data,
+            cfg.model,
+            method,
+            seed,
+            max_length=cfg.max_length,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr.get(method),
+            schedule=cfg.schedule.get(method),
+            options=cfg.mask,
+            mixed_precision=cfg.train_mixed_precision,
+            kernels=cfg.kernels,
+            progress=cfg.progress,
+        )
+        for method, seed in (("mask", a), ("finetune", a), ("finetune", b))
+    }
 
 
 def _reused(cfg: LandscapeConfig, method: str, seed: int):
@@ -160,8 +179,10 @@ def _reused(cfg: LandscapeConfig, method: str, seed: int):
     d = solution_path(run_dir, cfg.task, method, seed)
     used = solution_key_of(run_dir, cfg.task, method, seed).get("model")
     if used is not None and used != cfg.model:
-        raise ConfigError(f"notebook 03's solution {d} was trained from model={used!r} but this notebook has "
-                          f"model={cfg.model!r}; set model: {used} (the pretrained endpoint must be the same backbone)")
+        raise ConfigError(
+            f"notebook 03's solution {d} was trained from model={used!r} but this notebook has "
+            f"model={cfg.model!r}; set model: {used} (the pretrained endpoint must be the same backbone)"
+        )
     return model, f"notebook 03: {d / 'model'}"
 
 
@@ -172,8 +193,12 @@ def _trained_on(cfg: LandscapeConfig, reused: bool) -> TaskRecipe:
         return next(iter(plan(cfg).values())).data
     a = cfg.seeds[0]
     key = solution_key_of(_resolve(cfg.reuse_runs), cfg.task, "finetune", a)
-    return TaskRecipe(cfg.task, seed=int(key.get("data_seed", 0)), max_train=int(key.get("max_train", 0)),
-                      max_dev=int(key.get("max_dev", key.get("max_eval", 0))))
+    return TaskRecipe(
+        cfg.task,
+        seed=int(key.get("data_seed", 0)),
+        max_train=int(key.get("max_train", 0)),
+        max_dev=int(key.get("max_dev", key.get("max_eval", 0))),
+    )
 
 
 def _resolve(path: str) -> Path:
@@ -205,7 +230,7 @@ def get_solution(cfg: LandscapeConfig, store: RunStore, recipe: SolutionRecipe, 
         found = _reused(cfg, recipe.method, recipe.seed)
         if found is not None:
             return found
-    train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)   # = recipe.data.load(), without reloading
+    train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)  # = recipe.data.load(), without reloading
     trained = store.get(solution_stage(recipe, Inputs(recipe.data, recipe.backbone, train_data, tokenizer)))
     why = "not found in reuse_runs; " if cfg.reuse_runs else ""
     return trained.model.eval(), f"trained here ({why}cached): {store.folder(recipe.name) / 'model'}"
@@ -229,19 +254,25 @@ def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenize
         states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
     pre = load_classifier(cfg.model, label_names(data), seed=a)
     states["pretrained"] = pre.state_dict()
-    sources["pretrained"] = (f"load_classifier({cfg.model!r}, seed={a}): "
-                             "pretrained encoder + the fine-tune's initial head")
+    sources["pretrained"] = (
+        f"load_classifier({cfg.model!r}, seed={a}): pretrained encoder + the fine-tune's initial head"
+    )
     missing = set(states["pretrained"]) ^ set(states[f"finetune-s{a}"])
     if missing:
-        raise ConfigError(f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
-                          f"{sorted(missing)[:4]}); set model to the backbone notebook 03 used")
+        raise ConfigError(
+            f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
+            f"{sorted(missing)[:4]}); set model to the backbone notebook 03 used"
+        )
     if len(set(reused)) > 1:
-        raise ConfigError(f"some solutions come from notebook 03 ({cfg.reuse_runs}) and some were trained here: "
-                          "their training data may differ; rerun notebook 03 or set reuse_runs: \"\"")
+        raise ConfigError(
+            f"some solutions come from notebook 03 ({cfg.reuse_runs}) and some were trained here: "
+            'their training data may differ; rerun notebook 03 or set reuse_runs: ""'
+        )
     return Solutions(template=template, states=states, sources=sources, data=_trained_on(cfg, reused[0]))
 
 
 # ------------------------------------------------------------------------------------------ evaluation sets
+
 
 def eval_batches(cfg: LandscapeConfig, data, tokenizer, trained_on: TaskRecipe | None = None) -> dict:
     """Tokenised, length-sorted batches built once: ``"dev"`` (``dev_examples`` dev sentences) and ``"test"``
@@ -260,8 +291,11 @@ def eval_batches(cfg: LandscapeConfig, data, tokenizer, trained_on: TaskRecipe |
 
     trained_on = trained_on or TaskRecipe(cfg.task, seed=0)
     test = replace(trained_on, test_pool=cfg.test_pool, max_test=cfg.test_examples).load()["test"]
-    sets = cap_splits(DatasetDict(dev=data["dev"], test=test, plane=data["dev"]),
-                      {"dev": cfg.dev_examples, "plane": cfg.plane_examples}, seed=0)
+    sets = cap_splits(
+        DatasetDict(dev=data["dev"], test=test, plane=data["dev"]),
+        {"dev": cfg.dev_examples, "plane": cfg.plane_examples},
+        seed=0,
+    )
     return {s: build(sets[s]) for s in ("dev", "test", "plane")}
 
 
@@ -269,19 +303,23 @@ def test_key(cfg: LandscapeConfig, sols: Solutions) -> dict:
     """What the evaluation sets depend on, for the cached paths, curve and plane."""
     from dataclasses import replace
 
-    return {"dev_examples": cfg.dev_examples,
-            "test": replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool,
-                            max_test=cfg.test_examples).key()}
+    return {
+        "dev_examples": cfg.dev_examples,
+        "test": replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool, max_test=cfg.test_examples).key(),
+    }
 
 
 # ------------------------------------------------------------------------------------------ experiments
 
+
 def path_specs(cfg: LandscapeConfig) -> list[tuple[str, str, str]]:
     """(path name, model at gamma 0, model at gamma 1)."""
     a, b = cfg.seeds
-    return [("mask<->finetune", f"mask-s{a}", f"finetune-s{a}"),
-            (f"finetune-s{a}<->finetune-s{b}", f"finetune-s{a}", f"finetune-s{b}"),
-            ("pretrained<->finetune", "pretrained", f"finetune-s{a}")]
+    return [
+        ("mask<->finetune", f"mask-s{a}", f"finetune-s{a}"),
+        (f"finetune-s{a}<->finetune-s{b}", f"finetune-s{a}", f"finetune-s{b}"),
+        ("pretrained<->finetune", "pretrained", f"finetune-s{a}"),
+    ]
 
 
 def _fingerprint(state: dict) -> str:
@@ -326,29 +364,50 @@ def path_stage(cfg: LandscapeConfig, sols: Solutions, batches: dict, name: str, 
     """Stage ``cache/path-<name>``: loss and accuracy along the straight line from solution ``a`` to ``b``."""
     from ..landscape import linear_path
 
-    key = {"path": name, "a": _fingerprint(sols.states[a]), "b": _fingerprint(sols.states[b]),
-           "gammas": cfg.gammas, "task": cfg.task, **test_key(cfg, sols), "max_length": cfg.max_length,
-           **_compute_key(cfg)}
+    key = {
+        "path": name,
+        "a": _fingerprint(sols.states[a]),
+        "b": _fingerprint(sols.states[b]),
+        "gammas": cfg.gammas,
+        "task": cfg.task,
+        **test_key(cfg, sols),
+        "max_length": cfg.max_length,
+        **_compute_key(cfg),
+    }
 
     def build(ctx):
-        return linear_path(sols.template, sols.states[a], sols.states[b],
-                           {"dev": batches["dev"], "test": batches["test"]}, cfg.gammas, evaluate=_evaluate(cfg),
-                           progress=cfg.progress, desc=name)
+        return linear_path(
+            sols.template,
+            sols.states[a],
+            sols.states[b],
+            {"dev": batches["dev"], "test": batches["test"]},
+            cfg.gammas,
+            evaluate=_evaluate(cfg),
+            progress=cfg.progress,
+            desc=name,
+        )
 
-    return Stage(f"cache/path-{name.replace('<->', '--')}", key, build,
-                 lambda df, p: df.to_csv(p / "path.csv", index=False), lambda p: pd.read_csv(p / "path.csv"))
+    return Stage(
+        f"cache/path-{name.replace('<->', '--')}",
+        key,
+        build,
+        lambda df, p: df.to_csv(p / "path.csv", index=False),
+        lambda p: pd.read_csv(p / "path.csv"),
+    )
 
 
 def run_paths(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> pd.DataFrame:
     """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
-    frames = [store.get(path_stage(cfg, sols, batches, name, a, b)).assign(path=name, model_a=a, model_b=b)
-              for name, a, b in path_specs(cfg)]
+    frames = [
+        store.get(path_stage(cfg, sols, batches, name, a, b)).assign(path=name, model_a=a, model_b=b)
+        for name, a, b in path_specs(cfg)
+    ]
     out = pd.concat(frames, ignore_index=True)[["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]]
     store.write_csv("paths.csv", out)
     return out
 
 
-CURVE_PATH = "mask~finetune (Bezier curve)"   # the curve's name in paths.csv
+CURVE_PATH = "mask~finetune (Bezier curve)"  # the curve's name in paths.csv
 
 
 def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
@@ -361,8 +420,9 @@ def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
     return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches
 
 
-def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict, data=None,
-              tokenizer=None) -> pd.DataFrame:
+def run_curve(
+    cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict, data=None, tokenizer=None
+) -> pd.DataFrame:
     """Train the quadratic Bezier curve from mask-s<A> to finetune-s<A> (:func:`tmlib.landscape.train_bezier`,
     ``curve_steps`` Adam steps at ``curve_lr``) and evaluate it at ``curve_points`` values of t on dev and
     test. The control point and the training log are cached in ``out_dir/cache/curve``; returns
@@ -381,20 +441,49 @@ def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     if data is None or tokenizer is None:
         data, tokenizer = load_data(cfg)
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
-    key = {"a": _fingerprint(sols.states[a_name]), "b": _fingerprint(sols.states[b_name]), "task": cfg.task,
-           "steps": cfg.curve_steps, "lr": cfg.curve_lr, "examples": cfg.curve_examples, "batch_size": cfg.batch_size,
-           "max_length": cfg.max_length, "seed": cfg.seeds[0], "ts": ts, **test_key(cfg, sols), **_compute_key(cfg),
-           **_curve_training_key(cfg)}
+    key = {
+        "a": _fingerprint(sols.states[a_name]),
+        "b": _fingerprint(sols.states[b_name]),
+        "task": cfg.task,
+        "steps": cfg.curve_steps,
+        "lr": cfg.curve_lr,
+        "examples": cfg.curve_examples,
+        "batch_size": cfg.batch_size,
+        "max_length": cfg.max_length,
+        "seed": cfg.seeds[0],
+        "ts": ts,
+        **test_key(cfg, sols),
+        **_compute_key(cfg),
+        **_curve_training_key(cfg),
+    }
     device = "cuda" if torch.cuda.is_available() else None
 
     def build(ctx):
-        curve = train_bezier(sols.template, sols.states[a_name], sols.states[b_name],
-                             curve_train_batches(cfg, data, tokenizer), steps=cfg.curve_steps, lr=cfg.curve_lr,
-                             seed=cfg.seeds[0], device=device, mixed_precision=cfg.curve_mixed_precision,
-                             kernels=cfg.kernels, progress=cfg.progress, desc="Bezier curve")
-        along = bezier_path(sols.template, sols.states[a_name], curve.theta, sols.states[b_name],
-                            {"dev": batches["dev"], "test": batches["test"]}, ts, device=device,
-                            evaluate=_evaluate(cfg), progress=cfg.progress)
+        curve = train_bezier(
+            sols.template,
+            sols.states[a_name],
+            sols.states[b_name],
+            curve_train_batches(cfg, data, tokenizer),
+            steps=cfg.curve_steps,
+            lr=cfg.curve_lr,
+            seed=cfg.seeds[0],
+            device=device,
+            mixed_precision=cfg.curve_mixed_precision,
+            kernels=cfg.kernels,
+            progress=cfg.progress,
+            desc="Bezier curve",
+        )
+        along = bezier_path(
+            sols.template,
+            sols.states[a_name],
+            curve.theta,
+            sols.states[b_name],
+            {"dev": batches["dev"], "test": batches["test"]},
+            ts,
+            device=device,
+            evaluate=_evaluate(cfg),
+            progress=cfg.progress,
+        )
         return curve, along
 
     def save(obj, p):
@@ -411,8 +500,9 @@ def run_curve(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     return along.assign(path=CURVE_PATH, model_a=a_name, model_b=b_name)[cols]
 
 
-def write_paths(cfg: LandscapeConfig, store: RunStore, paths: pd.DataFrame,
-                curve: pd.DataFrame | None = None) -> pd.DataFrame:
+def write_paths(
+    cfg: LandscapeConfig, store: RunStore, paths: pd.DataFrame, curve: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """``paths.csv``: the straight paths and the Bezier curve in one table; returns it."""
     out = paths if curve is None or curve.empty else pd.concat([paths, curve], ignore_index=True)
     store.write_csv("paths.csv", out)
@@ -430,14 +520,27 @@ def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     a = cfg.seeds[0]
     names = ("pretrained", "mask", "finetune")
     keys = ("pretrained", f"mask-s{a}", f"finetune-s{a}")
-    key = {"models": [_fingerprint(sols.states[k]) for k in keys], "resolution": cfg.plane_resolution,
-           "margin": cfg.plane_margin, "plane_examples": cfg.plane_examples, "task": cfg.task,
-           "max_length": cfg.max_length, **_compute_key(cfg)}
+    key = {
+        "models": [_fingerprint(sols.states[k]) for k in keys],
+        "resolution": cfg.plane_resolution,
+        "margin": cfg.plane_margin,
+        "plane_examples": cfg.plane_examples,
+        "task": cfg.task,
+        "max_length": cfg.max_length,
+        **_compute_key(cfg),
+    }
 
     def build(ctx):
-        res = plane(sols.template, *(sols.states[k] for k in keys), {"dev": batches["plane"]},
-                    resolution=cfg.plane_resolution, margin=cfg.plane_margin, names=names,
-                    evaluate=_evaluate(cfg), progress=cfg.progress)
+        res = plane(
+            sols.template,
+            *(sols.states[k] for k in keys),
+            {"dev": batches["plane"]},
+            resolution=cfg.plane_resolution,
+            margin=cfg.plane_margin,
+            names=names,
+            evaluate=_evaluate(cfg),
+            progress=cfg.progress,
+        )
         return res.to_frame(), res.coords
 
     def save(obj, p):
@@ -454,8 +557,14 @@ def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: d
     return frame, coords
 
 
-def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFrame | None = None,
-              coords: dict | None = None, sols: Solutions | None = None, batches: dict | None = None) -> dict:
+def summarize(
+    cfg: LandscapeConfig,
+    paths: pd.DataFrame,
+    plane_frame: pd.DataFrame | None = None,
+    coords: dict | None = None,
+    sols: Solutions | None = None,
+    batches: dict | None = None,
+) -> dict:
     """Per path and split: endpoint accuracies, the worst accuracy on [0, 1], the drop below the lower
     endpoint, and whether it stays within 1 point. Writes nothing (:func:`write_outputs` does)."""
     from ..landscape import path_summary
@@ -465,29 +574,48 @@ def summarize(cfg: LandscapeConfig, paths: pd.DataFrame, plane_frame: pd.DataFra
         d = paths[paths.path == name]
         for split in ("dev", "test"):
             s = path_summary(d, split=split)
-            rows.append({"path": name, "split": split, "acc_at_0": s["accuracy_at_0"], "acc_at_1": s["accuracy_at_1"],
-                         "min_acc_0_1": s["min_accuracy_on_0_1"], "argmin_gamma": s["argmin_gamma"],
-                         "max_drop_pts": 100 * s["max_drop"], "within_1pt": s["within_1pt"],
-                         "max_loss_0_1": float(d[(d.split == split) & (d.gamma >= 0) & (d.gamma <= 1)].loss.max())})
+            rows.append(
+                {
+                    "path": name,
+                    "split": split,
+                    "acc_at_0": s["accuracy_at_0"],
+                    "acc_at_1": s["accuracy_at_1"],
+                    "min_acc_0_1": s["min_accuracy_on_0_1"],
+                    "argmin_gamma": s["argmin_gamma"],
+                    "max_drop_pts": 100 * s["max_drop"],
+                    "within_1pt": s["within_1pt"],
+                    "max_loss_0_1": float(d[(d.split == split) & (d.gamma >= 0) & (d.gamma <= 1)].loss.max()),
+                }
+            )
     table = pd.DataFrame(rows)
     main = table[(table.path == "mask<->finetune") & (table.split == "test")].iloc[0]
     curve = table[(table.path == CURVE_PATH) & (table.split == "test")]
     summary = {
-        "task": cfg.task, "model": cfg.model, "seeds": cfg.seeds, "dev_examples": cfg.dev_examples,
-        "test_pool": cfg.test_pool, "test_n": None if batches is None else len(batches["test"]),
+        "task": cfg.task,
+        "model": cfg.model,
+        "seeds": cfg.seeds,
+        "dev_examples": cfg.dev_examples,
+        "test_pool": cfg.test_pool,
+        "test_n": None if batches is None else len(batches["test"]),
         "gammas": cfg.gammas,
-        "finding": (f"accuracy along masked<->fine-tuned (test) stays within 1 point of the lower endpoint: "
-                    f"{bool(main.within_1pt)} (max drop {main.max_drop_pts:.2f} points at gamma={main.argmin_gamma:g}; "
-                    f"endpoints {100 * main.acc_at_0:.1f} / {100 * main.acc_at_1:.1f})"),
+        "finding": (
+            f"accuracy along masked<->fine-tuned (test) stays within 1 point of the lower endpoint: "
+            f"{bool(main.within_1pt)} (max drop {main.max_drop_pts:.2f} points at gamma={main.argmin_gamma:g}; "
+            f"endpoints {100 * main.acc_at_0:.1f} / {100 * main.acc_at_1:.1f})"
+        ),
         "mask_finetune_within_1pt_test": bool(main.within_1pt),
-        "curve_finding": (None if curve.empty else
-                          "along the trained Bezier curve (test) the accuracy falls at most "
-                          f"{curve.iloc[0].max_drop_pts:.2f} points below the lower endpoint "
-                          f"(straight line: {main.max_drop_pts:.2f}); highest loss on the "
-                          f"curve {curve.iloc[0].max_loss_0_1:.3f} vs {main.max_loss_0_1:.3f} on the line"),
+        "curve_finding": (
+            None
+            if curve.empty
+            else "along the trained Bezier curve (test) the accuracy falls at most "
+            f"{curve.iloc[0].max_drop_pts:.2f} points below the lower endpoint "
+            f"(straight line: {main.max_drop_pts:.2f}); highest loss on the "
+            f"curve {curve.iloc[0].max_loss_0_1:.3f} vs {main.max_loss_0_1:.3f} on the line"
+        ),
         "paths": rows,
-        "accuracy_along_mask_finetune": paths[paths.path == "mask<->finetune"][["gamma", "split", "accuracy"]]
-        .to_dict(orient="records"),
+        "accuracy_along_mask_finetune": paths[paths.path == "mask<->finetune"][["gamma", "split", "accuracy"]].to_dict(
+            orient="records"
+        ),
     }
     if coords is not None:
         summary["plane_coords"] = {k: list(v) for k, v in coords.items()}

@@ -24,6 +24,7 @@
 Shape: :func:`plan` (config -> recipes), :class:`Experiment` (one store; every trained model, test evaluation,
 transfer evaluation, feature set and token classifier is a cached stage), pure tables.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,12 +44,31 @@ from ..token_data import TokenTaskRecipe
 from ..token_solutions import TokenInputs, TokenSolutionRecipe, token_evaluation_stage, token_solution_stage
 
 LAYER_SETTING = re.compile(r"^(default|all|bottom\d+|top\d+)$")
-BASELINE_SPARSITY = 0.05   # the paper's initial sparsity: the sweep's paired reference
-SOLUTION_COLUMNS = ["study", "setting", "method", "seed", "dev_accuracy", "test_accuracy", "test_n", "density_pct",
-                    "train_seconds"]
+BASELINE_SPARSITY = 0.05  # the paper's initial sparsity: the sweep's paired reference
+SOLUTION_COLUMNS = [
+    "study",
+    "setting",
+    "method",
+    "seed",
+    "dev_accuracy",
+    "test_accuracy",
+    "test_n",
+    "density_pct",
+    "train_seconds",
+]
 TOKEN_TASKS = ("pos", "ner")
-TOKEN_RUN_COLUMNS = ["task", "method", "seed", "metric", "value", "n", "dev_value", "n_sentences", "lr",
-                     "train_seconds"]
+TOKEN_RUN_COLUMNS = [
+    "task",
+    "method",
+    "seed",
+    "metric",
+    "value",
+    "n",
+    "dev_value",
+    "n_sentences",
+    "lr",
+    "train_seconds",
+]
 
 
 @dataclass
@@ -56,39 +76,40 @@ class StudyConfig:
     """Notebook 05's experiment; defaults are the ``default`` parameter set (a slice of each study)."""
 
     out_dir: str = "runs/dev/05_what_masks_learn"  # where figures, CSV and JSON are written
-    model: str = "minilm"                          # backbone
-    task: str = "mr"                               # the task the masks are learned on
-    max_length: int = 64                           # tokens per input
-    max_train: int = 128                           # training examples, class-balanced
-    max_dev: int = 200                             # dev examples (epoch selection), class-balanced
-    max_test: int = 400                           # test examples from the held-out pool (0: all), class-balanced
+    model: str = "minilm"  # backbone
+    task: str = "mr"  # the task the masks are learned on
+    max_length: int = 64  # tokens per input
+    max_train: int = 128  # training examples, class-balanced
+    max_dev: int = 200  # dev examples (epoch selection), class-balanced
+    max_test: int = 400  # test examples from the held-out pool (0: all), class-balanced
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds, paired across settings
-    epochs: float = 4.0                            # training budget of every model
+    epochs: float = 4.0  # training budget of every model
     batch_size: int = 16
-    mask_lr: float = 3e-3                          # Adam lr of the mask scores (official schedule: constant)
-    finetune_lr: float = 1e-4                      # AdamW lr of the fine-tuned reference
+    mask_lr: float = 3e-3  # Adam lr of the mask scores (official schedule: constant)
+    finetune_lr: float = 1e-4  # AdamW lr of the fine-tuned reference
     init_sparsities: list[float] = field(default_factory=lambda: [0.05, 0.5])  # share masked at init
     layer_settings: list[str] = field(default_factory=lambda: ["default", "bottom3"])  # blocks masked
-    skip_first_blocks: int = 2                     # "default": blocks left unmasked at the bottom (official 2 of 12)
-    probe_examples: int = 300                     # held-out sentences whose [CLS] vectors are probed (0: all)
-    probe_folds: int = 5                           # cross-validation folds of the linear probe
-    tsne_examples: int = 300                       # points in the t-SNE figure
+    skip_first_blocks: int = 2  # "default": blocks left unmasked at the bottom (official 2 of 12)
+    probe_examples: int = 300  # held-out sentences whose [CLS] vectors are probed (0: all)
+    probe_folds: int = 5  # cross-validation folds of the linear probe
+    tsne_examples: int = 300  # points in the t-SNE figure
     transfer_tasks: list[str] = field(default_factory=lambda: ["amazon", "pang_lee_docs"])  # same label space
-    transfer_examples: int = 150                   # examples per transfer task (0: all), class-balanced
-    token_tasks: list[str] = field(default_factory=lambda: ["pos"])   # "pos" (packaged OANC) and/or "ner"
+    transfer_examples: int = 150  # examples per transfer task (0: all), class-balanced
+    token_tasks: list[str] = field(default_factory=lambda: ["pos"])  # "pos" (packaged OANC) and/or "ner"
     token_methods: list[str] = field(default_factory=lambda: ["mask", "finetune", "bitfit", "lora"])
-    token_lr: dict[str, float] = field(default_factory=lambda: {"mask": 3e-3, "finetune": 2e-4, "bitfit": 5e-3,
-                                                                "lora": 2e-3})   # per method (absent: its default)
-    token_max_train: int = 200                     # training sentences per token task (0: all)
-    token_max_dev: int = 100                       # dev sentences (epoch selection) (0: all)
-    token_max_test: int = 250                      # test sentences from the held-out pool (0: all)
-    token_epochs: float = 1.0                      # training budget of every token classifier
+    token_lr: dict[str, float] = field(
+        default_factory=lambda: {"mask": 3e-3, "finetune": 2e-4, "bitfit": 5e-3, "lora": 2e-3}
+    )  # per method (absent: its default)
+    token_max_train: int = 200  # training sentences per token task (0: all)
+    token_max_dev: int = 100  # dev sentences (epoch selection) (0: all)
+    token_max_test: int = 250  # test sentences from the held-out pool (0: all)
+    token_epochs: float = 1.0  # training budget of every token classifier
     token_batch_size: int = 8
     ner_files: list[str] = field(default_factory=list)  # "ner": CoNLL files, one (split by sentence) or train/dev/test
-    ner_dataset: str = ""                          # "ner" from the hub instead (datasets.load_dataset name)
-    mixed_precision: str = "auto"                  # training: "auto" | "bf16" | "fp32"; token models: also tested
-    kernels: str = "fast"                          # "fast" | "hf" (tmlib.precision.KERNELS)
-    progress: bool = True                          # progress bars and one log line per stage
+    ner_dataset: str = ""  # "ner" from the hub instead (datasets.load_dataset name)
+    mixed_precision: str = "auto"  # training: "auto" | "bf16" | "fp32"; token models: also tested
+    kernels: str = "fast"  # "fast" | "hf" (tmlib.precision.KERNELS)
+    progress: bool = True  # progress bars and one log line per stage
 
     def __post_init__(self):
         from ..precision import check_kernels, resolve_fields
@@ -112,8 +133,9 @@ class StudyConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ConfigError(f"{name} must be a whole number >= 0, got {v!r}")
         if self.probe_folds < 2 or self.tsne_examples < 10:
-            raise ConfigError(f"probe_folds must be >= 2 and tsne_examples >= 10, got {self.probe_folds}, "
-                              f"{self.tsne_examples}")
+            raise ConfigError(
+                f"probe_folds must be >= 2 and tsne_examples >= 10, got {self.probe_folds}, {self.tsne_examples}"
+            )
         if self.mask_lr <= 0 or self.finetune_lr <= 0 or self.epochs <= 0 or self.max_length < 8:
             raise ConfigError("mask_lr, finetune_lr and epochs must be > 0 and max_length >= 8")
         self._check_token_settings()
@@ -136,14 +158,19 @@ class StudyConfig:
             raise ConfigError("token_batch_size must be >= 1 and token_epochs > 0")
         if "ner" in self.token_tasks:
             if bool(self.ner_files) == bool(self.ner_dataset):
-                raise ConfigError("token task 'ner' reads CoNLL files (ner_files: [one file] or [train, dev, test]) "
-                                  "or a hub dataset (ner_dataset: name); give exactly one")
+                raise ConfigError(
+                    "token task 'ner' reads CoNLL files (ner_files: [one file] or [train, dev, test]) "
+                    "or a hub dataset (ner_dataset: name); give exactly one"
+                )
             if self.ner_files and len(self.ner_files) not in (1, 3):
-                raise ConfigError(f"ner_files holds one CoNLL file (split by sentence) or three (train, dev, test), "
-                                  f"got {len(self.ner_files)}")
+                raise ConfigError(
+                    f"ner_files holds one CoNLL file (split by sentence) or three (train, dev, test), "
+                    f"got {len(self.ner_files)}"
+                )
 
 
 # ------------------------------------------------------------------------------------------- the plan
+
 
 def layer_mask(setting: str, n_blocks: int, skip_first_blocks: int = 2) -> MaskConfig:
     """The :class:`MaskConfig` of a layer setting on a backbone of ``n_blocks`` encoder blocks."""
@@ -162,8 +189,8 @@ class StudyPlan:
     """Every model of the notebook as a recipe, with the study and setting it belongs to."""
 
     data: TaskRecipe
-    rows: tuple[tuple[str, str, SolutionRecipe], ...]   # (study, setting, recipe)
-    tokens: tuple[TokenSolutionRecipe, ...] = ()        # the token-level study
+    rows: tuple[tuple[str, str, SolutionRecipe], ...]  # (study, setting, recipe)
+    tokens: tuple[TokenSolutionRecipe, ...] = ()  # the token-level study
 
     def recipes(self, study: str | None = None, method: str | None = None) -> list[SolutionRecipe]:
         return [r for s, _, r in self.rows if (study is None or s == study) and (method is None or r.method == method)]
@@ -172,12 +199,24 @@ class StudyPlan:
 def plan(cfg: StudyConfig, n_blocks: int) -> StudyPlan:
     """Config -> recipes: the sparsity sweep, the layer settings, and the fine-tuned reference (the intrinsic
     evaluation and the transfer use the sweep's default-setting masks and the fine-tuned models)."""
-    data = TaskRecipe(cfg.task, seed=0, max_train=cfg.max_train, max_dev=cfg.max_dev, max_test=cfg.max_test,
-                      test_pool="heldout")
+    data = TaskRecipe(
+        cfg.task, seed=0, max_train=cfg.max_train, max_dev=cfg.max_dev, max_test=cfg.max_test, test_pool="heldout"
+    )
     default = MaskConfig(skip_first_blocks=cfg.skip_first_blocks)
-    base = SolutionRecipe(data, cfg.model, "mask", seed=0, max_length=cfg.max_length, epochs=cfg.epochs,
-                          batch_size=cfg.batch_size, lr=cfg.mask_lr, options=default,
-                          mixed_precision=cfg.mixed_precision, kernels=cfg.kernels, progress=cfg.progress)
+    base = SolutionRecipe(
+        data,
+        cfg.model,
+        "mask",
+        seed=0,
+        max_length=cfg.max_length,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.mask_lr,
+        options=default,
+        mixed_precision=cfg.mixed_precision,
+        kernels=cfg.kernels,
+        progress=cfg.progress,
+    )
     rows = []
     for x in cfg.init_sparsities:
         opts = replace(default, init_sparsity=x)
@@ -199,8 +238,15 @@ def token_data(cfg: StudyConfig, task: str) -> TokenTaskRecipe:
 
     files = tuple(str(project_path(f)) for f in cfg.ner_files)
     source = {"files": files, "dataset": cfg.ner_dataset} if task == "ner" else {}
-    return TokenTaskRecipe(task, seed=0, max_train=cfg.token_max_train, max_dev=cfg.token_max_dev,
-                           max_test=cfg.token_max_test, test_pool="heldout", **source)
+    return TokenTaskRecipe(
+        task,
+        seed=0,
+        max_train=cfg.token_max_train,
+        max_dev=cfg.token_max_dev,
+        max_test=cfg.token_max_test,
+        test_pool="heldout",
+        **source,
+    )
 
 
 def token_plan(cfg: StudyConfig) -> list[TokenSolutionRecipe]:
@@ -210,15 +256,28 @@ def token_plan(cfg: StudyConfig) -> list[TokenSolutionRecipe]:
         data = token_data(cfg, task)
         for method in cfg.token_methods:
             options = MaskConfig(skip_first_blocks=cfg.skip_first_blocks) if method == "mask" else None
-            out += [TokenSolutionRecipe(data, cfg.model, method, seed=s, max_length=cfg.max_length,
-                                        epochs=cfg.token_epochs, batch_size=cfg.token_batch_size,
-                                        lr=cfg.token_lr.get(method), options=options,
-                                        mixed_precision=cfg.mixed_precision, kernels=cfg.kernels,
-                                        progress=cfg.progress) for s in cfg.seeds]
+            out += [
+                TokenSolutionRecipe(
+                    data,
+                    cfg.model,
+                    method,
+                    seed=s,
+                    max_length=cfg.max_length,
+                    epochs=cfg.token_epochs,
+                    batch_size=cfg.token_batch_size,
+                    lr=cfg.token_lr.get(method),
+                    options=options,
+                    mixed_precision=cfg.mixed_precision,
+                    kernels=cfg.kernels,
+                    progress=cfg.progress,
+                )
+                for s in cfg.seeds
+            ]
     return out
 
 
 # ------------------------------------------------------------------------------------- the experiment
+
 
 class Experiment:
     """Notebook 05 on one run folder: the plan, the one store of ``cfg.out_dir``, the task data loaded once."""
@@ -244,10 +303,19 @@ class Experiment:
         for study, setting, r in tqdm(self.plan.rows, desc="models", disable=not self.cfg.progress):
             t = self.store.get(self.stage(r))
             ev = self.store.get(evaluation_stage(r, self.stage(r), self.inputs))
-            rows.append({"study": study, "setting": setting, "method": r.method, "seed": r.seed,
-                         "dev_accuracy": t.metrics["dev_accuracy"], "test_accuracy": ev.accuracy, "test_n": ev.n,
-                         "density_pct": density(t.packed) if t.packed is not None else np.nan,
-                         "train_seconds": t.metrics["train_seconds"]})
+            rows.append(
+                {
+                    "study": study,
+                    "setting": setting,
+                    "method": r.method,
+                    "seed": r.seed,
+                    "dev_accuracy": t.metrics["dev_accuracy"],
+                    "test_accuracy": ev.accuracy,
+                    "test_n": ev.n,
+                    "density_pct": density(t.packed) if t.packed is not None else np.nan,
+                    "train_seconds": t.metrics["train_seconds"],
+                }
+            )
         out = pd.DataFrame(rows, columns=SOLUTION_COLUMNS)
         self.store.write_csv("solutions.csv", out)
         return out
@@ -259,10 +327,14 @@ class Experiment:
         if not default:
             default = [r for s, setting, r in self.plan.rows if s == "layers" and setting == "default"]
         if not default:
-            raise ConfigError("the intrinsic and transfer evaluations compare the default mask with fine-tuning: "
-                              "keep 0.05 in init_sparsities or 'default' in layer_settings")
-        return {"mask": [(r.seed, r) for r in default],
-                "finetune": [(r.seed, r) for r in self.plan.recipes("reference", "finetune")]}
+            raise ConfigError(
+                "the intrinsic and transfer evaluations compare the default mask with fine-tuning: "
+                "keep 0.05 in init_sparsities or 'default' in layer_settings"
+            )
+        return {
+            "mask": [(r.seed, r) for r in default],
+            "finetune": [(r.seed, r) for r in self.plan.recipes("reference", "finetune")],
+        }
 
     def features(self) -> dict[str, dict]:
         """[CLS] vectors of ``probe_examples`` held-out sentences for the pretrained encoder and each reference
@@ -271,19 +343,30 @@ class Experiment:
 
         test = cap_splits(self.inputs.data, {"test": self.cfg.probe_examples}, seed=0)["test"]
         texts, labels = list(test["text"]), np.asarray(test["label"])
-        key = {"task": self.plan.data.key(), "probe_examples": self.cfg.probe_examples,
-               "max_length": self.cfg.max_length}
+        key = {
+            "task": self.plan.data.key(),
+            "probe_examples": self.cfg.probe_examples,
+            "max_length": self.cfg.max_length,
+        }
         out = {}
         models = {"pretrained": None}
         for method, recs in self.reference_models().items():
             models.update({f"{method}-s{seed}": r for seed, r in recs})
         for name, recipe in models.items():
             deps = {} if recipe is None else {"solution": self.stage(recipe)}
-            stage = Stage(f"features/{name}", {**key, "model": self.cfg.model if recipe is None else "solution"},
-                          build=lambda ctx, solution=None: cls_features(
-                              _pretrained(self.cfg.model, labels) if solution is None else solution.model,
-                              self.tokenizer, texts, self.cfg.max_length),
-                          save=lambda x, d: np.save(d / "X.npy", x), load=lambda d: np.load(d / "X.npy"), deps=deps)
+            stage = Stage(
+                f"features/{name}",
+                {**key, "model": self.cfg.model if recipe is None else "solution"},
+                build=lambda ctx, solution=None: cls_features(
+                    _pretrained(self.cfg.model, labels) if solution is None else solution.model,
+                    self.tokenizer,
+                    texts,
+                    self.cfg.max_length,
+                ),
+                save=lambda x, d: np.save(d / "X.npy", x),
+                load=lambda d: np.load(d / "X.npy"),
+                deps=deps,
+            )
             out[name] = {"X": self.store.get(stage), "y": labels}
         return out
 
@@ -296,22 +379,30 @@ class Experiment:
         for task in self.cfg.transfer_tasks:
             data = transfer_data(task, self.cfg.transfer_examples)
             batches = EvalBatches(encode(data, self.tokenizer, self.cfg.max_length), self.tokenizer)
-            key = {"task": task, "examples": self.cfg.transfer_examples, "max_length": self.cfg.max_length,
-                   "kernels": self.cfg.kernels}
+            key = {
+                "task": task,
+                "examples": self.cfg.transfer_examples,
+                "max_length": self.cfg.max_length,
+                "kernels": self.cfg.kernels,
+            }
             for method, recs in self.reference_models().items():
                 for seed, r in recs:
-                    def build(ctx, solution):
+
+                    def build(ctx, solution, batches=batches):
                         with kernels_context(solution.model, self.cfg.kernels, "cpu"):
                             m = evaluate_classifier(solution.model, batches, kernels=self.cfg.kernels)
                         return {"accuracy": m["accuracy"], "loss": m["loss"], "n": len(batches)}
 
-                    stage = Stage(f"transfer/{task}/{r.name.rsplit('/', 1)[1]}", key, build=build,
-                                  save=lambda m, d: (d / "metrics.json").write_text(json.dumps(m)),
-                                  load=lambda d: json.loads((d / "metrics.json").read_text()),
-                                  deps={"solution": self.stage(r)})
+                    stage = Stage(
+                        f"transfer/{task}/{r.name.rsplit('/', 1)[1]}",
+                        key,
+                        build=build,
+                        save=lambda m, d: (d / "metrics.json").write_text(json.dumps(m)),
+                        load=lambda d: json.loads((d / "metrics.json").read_text()),
+                        deps={"solution": self.stage(r)},
+                    )
                     m = self.store.get(stage)
-                    rows.append({"task": task, "method": method, "seed": seed, "accuracy": m["accuracy"],
-                                 "n": m["n"]})
+                    rows.append({"task": task, "method": method, "seed": seed, "accuracy": m["accuracy"], "n": m["n"]})
         out = pd.DataFrame(rows, columns=["task", "method", "seed", "accuracy", "n"])
         self.store.write_csv("transfer.csv", out)
         return out
@@ -330,11 +421,20 @@ class Experiment:
             t = self.store.get(stage)
             ev = self.store.get(token_evaluation_stage(r, stage, inp))
             metric = t.metrics["metric"]
-            rows.append({"task": r.task, "method": r.method, "seed": r.seed, "metric": metric,
-                         "value": ev.value(metric), "n": ev.metrics["n_tokens"],
-                         "dev_value": t.metrics[f"dev_{metric}"], "n_sentences": ev.metrics["n_sentences"],
-                         "lr": t.metrics["lr"],
-                         "train_seconds": t.metrics["train_seconds"]})
+            rows.append(
+                {
+                    "task": r.task,
+                    "method": r.method,
+                    "seed": r.seed,
+                    "metric": metric,
+                    "value": ev.value(metric),
+                    "n": ev.metrics["n_tokens"],
+                    "dev_value": t.metrics[f"dev_{metric}"],
+                    "n_sentences": ev.metrics["n_sentences"],
+                    "lr": t.metrics["lr"],
+                    "train_seconds": t.metrics["train_seconds"],
+                }
+            )
         out = pd.DataFrame(rows, columns=TOKEN_RUN_COLUMNS)
         self.store.write_csv("token_runs.csv", out)
         return out
@@ -345,6 +445,7 @@ class Experiment:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
 
 def _n_blocks(model: str) -> int:
     from ..models import load_classifier
@@ -375,9 +476,10 @@ def cls_features(model, tokenizer, texts: list[str], max_length: int, batch_size
     out = np.zeros((len(texts), base.config.hidden_size), dtype=np.float32)
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            idx = order[i:i + batch_size]
-            enc = tokenizer([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length,
-                            return_tensors="pt")
+            idx = order[i : i + batch_size]
+            enc = tokenizer(
+                [texts[j] for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             out[idx] = base(**enc).last_hidden_state[:, 0].float().numpy()
     return out
 
@@ -395,6 +497,7 @@ def transfer_data(task: str, examples: int):
 
 # ------------------------------------------------------------------------------------------- tables
 
+
 def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataFrame:
     """Per setting of ``study``: mean ± sd over seeds of dev and test accuracy (%) and the final density, and the
     test gap to ``reference`` paired by seed (:func:`tmlib.stats.paired_gap_table`: gap, sd, p, detectable gap)."""
@@ -402,14 +505,26 @@ def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataF
 
     d = solutions[solutions.study == study]
     g = d.groupby("setting", sort=False)
-    out = g.agg(n_seeds=("seed", "count"), dev_mean=("dev_accuracy", "mean"), test_mean=("test_accuracy", "mean"),
-                test_std=("test_accuracy", "std"), density_pct=("density_pct", "mean"),
-                test_n=("test_n", "first")).reset_index()
+    out = g.agg(
+        n_seeds=("seed", "count"),
+        dev_mean=("dev_accuracy", "mean"),
+        test_mean=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"),
+        density_pct=("density_pct", "mean"),
+        test_n=("test_n", "first"),
+    ).reset_index()
     out[["dev_mean", "test_mean", "test_std"]] = 100 * out[["dev_mean", "test_mean", "test_std"]]
     pairs = [(s, reference) for s in out.setting if s != reference]
     gaps = paired_gap_table(d, by=None, method_col="setting", value_col="test_accuracy", pairs=pairs, scale=100)
-    gaps = gaps.rename(columns={"a": "setting", "gap_mean": "gap_vs_reference_pts", "gap_std": "gap_sd_pts",
-                                "p": "gap_p", "detectable_gap": "detectable_gap_pts"})
+    gaps = gaps.rename(
+        columns={
+            "a": "setting",
+            "gap_mean": "gap_vs_reference_pts",
+            "gap_std": "gap_sd_pts",
+            "p": "gap_p",
+            "detectable_gap": "detectable_gap_pts",
+        }
+    )
     cols = ["setting", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]
     return out.merge(gaps[cols], on="setting", how="left")
 
@@ -426,8 +541,16 @@ def probe_table(features: dict[str, dict], folds: int = 5, seed: int = 0) -> pd.
     for name, f in features.items():
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
         scores = cross_val_score(clf, f["X"], f["y"], cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-        rows.append({"representation": name, "model": name.split("-s")[0], "probe_accuracy": 100 * scores.mean(),
-                     "probe_sd": 100 * scores.std(ddof=1), "examples": len(f["y"]), "folds": folds})
+        rows.append(
+            {
+                "representation": name,
+                "model": name.split("-s")[0],
+                "probe_accuracy": 100 * scores.mean(),
+                "probe_sd": 100 * scores.std(ddof=1),
+                "examples": len(f["y"]),
+                "folds": folds,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -449,8 +572,9 @@ def transfer_table(transfer: pd.DataFrame) -> pd.DataFrame:
 
     g = transfer.groupby(["task", "method"], sort=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
     wide = g.pivot(index="task", columns="method", values="mean").mul(100).add_suffix("_mean").reset_index()
-    gaps = paired_gap_table(transfer, by=["task"], method_col="method", value_col="accuracy",
-                            pairs=[("mask", "finetune")], scale=100)
+    gaps = paired_gap_table(
+        transfer, by=["task"], method_col="method", value_col="accuracy", pairs=[("mask", "finetune")], scale=100
+    )
     return wide.merge(gaps[["task", "n_seeds", "gap_mean", "gap_std", "p", "detectable_gap"]], on="task", how="left")
 
 
@@ -460,17 +584,45 @@ def token_table(runs: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame
     points."""
     from ..stats import paired_gap_table
 
-    cols = ["task", "method", "metric", "n_seeds", "mean", "std", "dev_mean", "n", "gap_vs_reference_pts",
-            "gap_sd_pts", "gap_p", "detectable_gap_pts"]
+    cols = [
+        "task",
+        "method",
+        "metric",
+        "n_seeds",
+        "mean",
+        "std",
+        "dev_mean",
+        "n",
+        "gap_vs_reference_pts",
+        "gap_sd_pts",
+        "gap_p",
+        "detectable_gap_pts",
+    ]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     g = runs.groupby(["task", "method"], sort=False)
-    out = g.agg(metric=("metric", "first"), n_seeds=("seed", "count"), mean=("value", "mean"),
-                std=("value", "std"), dev_mean=("dev_value", "mean"), n=("n", "first")).reset_index()
+    out = g.agg(
+        metric=("metric", "first"),
+        n_seeds=("seed", "count"),
+        mean=("value", "mean"),
+        std=("value", "std"),
+        dev_mean=("dev_value", "mean"),
+        n=("n", "first"),
+    ).reset_index()
     out[["mean", "std", "dev_mean"]] = 100 * out[["mean", "std", "dev_mean"]]
     pairs = [(m, reference) for m in dict.fromkeys(runs.method) if m != reference]
     gaps = paired_gap_table(runs, by=["task"], method_col="method", value_col="value", pairs=pairs, scale=100)
-    gaps = gaps.rename(columns={"a": "method", "gap_mean": "gap_vs_reference_pts", "gap_std": "gap_sd_pts",
-                                "p": "gap_p", "detectable_gap": "detectable_gap_pts"})
-    return out.merge(gaps[["task", "method", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]],
-                     on=["task", "method"], how="left")[cols]
+    gaps = gaps.rename(
+        columns={
+            "a": "method",
+            "gap_mean": "gap_vs_reference_pts",
+            "gap_std": "gap_sd_pts",
+            "p": "gap_p",
+            "detectable_gap": "detectable_gap_pts",
+        }
+    )
+    return out.merge(
+        gaps[["task", "method", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]],
+        on=["task", "method"],
+        how="left",
+    )[cols]

@@ -5,6 +5,7 @@ terms and classifier head of ``bitfit.safetensors`` put in.
     model, tokenizer = apply_bitfit.load("path/to/export")
     python apply_bitfit.py path/to/export "a sentence" "another one"   # prints one label per sentence
 """
+
 from __future__ import annotations
 
 import json
@@ -21,12 +22,12 @@ def load(folder: str | Path, backbone: str | None = None):
     folder = Path(folder)
     info = json.loads((folder / "tmlib_export.json").read_text())
     id2label = {int(k): v for k, v in info["id2label"].items()}
-    if backbone is None:   # the backbone the export names: a hub id, a local folder, or its own backbone/ folder
+    if backbone is None:  # the backbone the export names: a hub id, a local folder, or its own backbone/ folder
         backbone = info["backbone_source"]["path"]
         backbone = str(folder / backbone) if (folder / backbone).is_dir() else backbone
     model = AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=len(id2label), id2label=id2label,
-        label2id={v: k for k, v in id2label.items()})
+        backbone, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
     missing, unexpected = model.load_state_dict(load_file(str(folder / "bitfit.safetensors")), strict=False)
     if unexpected:
         raise ValueError(f"bitfit.safetensors does not fit this backbone: {unexpected[:3]}")

@@ -12,6 +12,7 @@ flattened mask, row-major) as ``mask.<module name>``, and the task's classifier 
 (``id2label``). The effective weight of a masked layer is ``W * mask``; biases, embeddings and LayerNorms are the
 backbone's. Before applying, the backbone's weights are checked against the fingerprint the mask was learned on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,7 +28,7 @@ def read(folder: str | Path) -> tuple[dict, dict]:
     from safetensors import safe_open
 
     with safe_open(str(Path(folder) / "mask.safetensors"), framework="numpy") as f:
-        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle
 
 
 def fingerprint(model, names) -> str:
@@ -49,18 +50,21 @@ def load(folder: str | Path, backbone: str | None = None):
 
     folder = Path(folder)
     meta, arrays = read(folder)
-    if backbone is None:   # the backbone the export names: a hub id, a local folder, or its own backbone/ folder
+    if backbone is None:  # the backbone the export names: a hub id, a local folder, or its own backbone/ folder
         backbone = json.loads((folder / "tmlib_export.json").read_text())["backbone_source"]["path"]
         backbone = str(folder / backbone) if (folder / backbone).is_dir() else backbone
     id2label = {int(k): v for k, v in json.loads(meta["id2label"]).items()}
     model = AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        backbone, num_labels=len(id2label), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
     shapes = {n: tuple(s) for n, s in json.loads(meta["shapes"]).items()}
     head = meta["head"]
     found = fingerprint(model, [n for n in shapes if n != head])
     if found != meta["fingerprint"]:
-        raise ValueError(f"{backbone} is not the backbone this mask was learned on ({meta['backbone']!r}): its weights "
-                         f"differ (fingerprint {found} != {meta['fingerprint']})")
+        raise ValueError(
+            f"{backbone} is not the backbone this mask was learned on ({meta['backbone']!r}): its weights "
+            f"differ (fingerprint {found} != {meta['fingerprint']})"
+        )
     mods = dict(model.named_modules())
     with torch.no_grad():
         mods[head].weight.copy_(torch.from_numpy(arrays["head.weight"]))

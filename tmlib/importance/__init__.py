@@ -7,6 +7,7 @@ Every method returns :class:`~tmlib.importance.types.TokenScores` (one per text,
     attribution  leave-one-out occlusion, gradient x input, integrated gradients (captum)
     stopwords    the stop-word list whose tokens are never important
 """
+
 from .types import TokenScores
 
 __all__ = ["TokenScores"]

@@ -22,11 +22,12 @@ Positive scores support class ``c``; negative scores speak against it.
 :func:`score_tokens` dispatches by name through :data:`METHODS`; :func:`method_agreement` compares
 methods by Spearman rank correlation per text, averaged over texts.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,19 +35,29 @@ from tqdm.auto import tqdm
 
 from .types import TokenScores
 
-__all__ = ["occlusion", "grad_x_input", "integrated_gradients", "buffer", "METHODS", "score_tokens",
-           "rank_agreement", "method_agreement", "predict_proba"]
+__all__ = [
+    "occlusion",
+    "grad_x_input",
+    "integrated_gradients",
+    "buffer",
+    "METHODS",
+    "score_tokens",
+    "rank_agreement",
+    "method_agreement",
+    "predict_proba",
+]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
 
 @dataclasses.dataclass
 class _Encoded:
     """Tokenised texts: ids with special tokens, and where the content (non-special) tokens sit."""
 
-    ids: list[np.ndarray]          # per text, int64 ids incl. [CLS]/[SEP]
-    content: list[np.ndarray]      # per text, positions of the non-special tokens in ``ids``
-    tokens: list[list[str]]        # per text, the content WordPieces
+    ids: list[np.ndarray]  # per text, int64 ids incl. [CLS]/[SEP]
+    content: list[np.ndarray]  # per text, positions of the non-special tokens in ``ids``
+    tokens: list[list[str]]  # per text, the content WordPieces
     truncated: list[bool]
 
 
@@ -84,8 +95,8 @@ def _pad(rows: list[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tenso
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, r in enumerate(rows):
-        ids[i, :len(r)] = r
-        mask[i, :len(r)] = 1
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
     return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
@@ -112,7 +123,7 @@ class _eval_mode:
 
 def _batches_by_length(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     order = np.argsort(np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
@@ -145,8 +156,9 @@ def _targets(probs: np.ndarray, labels: list[int] | None, target: str) -> np.nda
         return probs.argmax(-1)
     if target == "label":
         if labels is None:
-            raise ValueError("target='label' explains the gold class, so labels are required; pass labels=[...] "
-                             "or use target='pred'")
+            raise ValueError(
+                "target='label' explains the gold class, so labels are required; pass labels=[...] or use target='pred'"
+            )
         n = probs.shape[1]
         bad = [y for y in labels if not 0 <= y < n]
         if bad:
@@ -155,21 +167,40 @@ def _targets(probs: np.ndarray, labels: list[int] | None, target: str) -> np.nda
     raise ValueError(f"unknown target {target!r}; valid: 'pred' (the model's prediction) or 'label' (the gold class)")
 
 
-def _result(enc: _Encoded, i: int, scores, probs: np.ndarray, targets: np.ndarray, labels, method: str,
-            **meta) -> TokenScores:
+def _result(
+    enc: _Encoded, i: int, scores, probs: np.ndarray, targets: np.ndarray, labels, method: str, **meta
+) -> TokenScores:
     return TokenScores(
-        text=meta.pop("text"), tokens=enc.tokens[i], scores=scores,
-        label=None if labels is None else int(labels[i]), pred=int(probs[i].argmax()), method=method,
-        meta={"target": int(targets[i]), "p_target": float(probs[i, targets[i]]), "truncated": enc.truncated[i],
-              **meta},
+        text=meta.pop("text"),
+        tokens=enc.tokens[i],
+        scores=scores,
+        label=None if labels is None else int(labels[i]),
+        pred=int(probs[i].argmax()),
+        method=method,
+        meta={
+            "target": int(targets[i]),
+            "p_target": float(probs[i, targets[i]]),
+            "truncated": enc.truncated[i],
+            **meta,
+        },
     )
 
 
 # --------------------------------------------------------------------------------------------- occlusion
 
-def occlusion(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, *, target: str = "pred",
-              mode: str = "remove", max_length: int = 128, batch_size: int = 128, progress: bool = False
-              ) -> list[TokenScores]:
+
+def occlusion(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int] | None = None,
+    *,
+    target: str = "pred",
+    mode: str = "remove",
+    max_length: int = 128,
+    batch_size: int = 128,
+    progress: bool = False,
+) -> list[TokenScores]:
     """Leave-one-out occlusion: ``P(c | text) - P(c | text without token i)`` for every WordPiece i.
 
     ``mode="remove"`` deletes the token (the sequence gets one shorter), ``mode="mask"`` replaces it by
@@ -218,13 +249,14 @@ def occlusion(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | No
     start = 0
     for i, text in enumerate(texts):
         n = len(enc.content[i])
-        scores = full[i, targets[i]] - p_occ[start:start + n]
+        scores = full[i, targets[i]] - p_occ[start : start + n]
         start += n
         results.append(_result(enc, i, scores, full, targets, labels, "occlusion", text=text, mode=mode))
     return results
 
 
 # ------------------------------------------------------------------------------------- gradient methods
+
 
 def _class_output(logits: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
     if output == "prob":
@@ -234,9 +266,18 @@ def _class_output(logits: torch.Tensor, target: torch.Tensor, output: str) -> to
     raise ValueError(f"unknown output {output!r}; valid: 'prob' (class probability) or 'logit'")
 
 
-def grad_x_input(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, *,
-                 target: str = "pred", output: str = "prob", max_length: int = 128, batch_size: int = 32,
-                 progress: bool = False) -> list[TokenScores]:
+def grad_x_input(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int] | None = None,
+    *,
+    target: str = "pred",
+    output: str = "prob",
+    max_length: int = 128,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> list[TokenScores]:
     """Gradient x input on the word embeddings: ``sum_h e_ih * d f_c / d e_ih`` per WordPiece i."""
     texts, labels = _check_texts(texts, labels)
     _class_output(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), output)  # validate early
@@ -249,29 +290,47 @@ def grad_x_input(model, tokenizer, texts: Sequence[str], labels: Sequence[int] |
     full = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     attr: list[np.ndarray | None] = [None] * len(texts)
     with _eval_mode(model):
-        for idx in tqdm(_batches_by_length([len(r) for r in enc.ids], batch_size), desc="grad x input",
-                        disable=not progress, leave=False):
+        for idx in tqdm(
+            _batches_by_length([len(r) for r in enc.ids], batch_size),
+            desc="grad x input",
+            disable=not progress,
+            leave=False,
+        ):
             ids, mask = _pad([enc.ids[i] for i in idx], pad)
             ids, mask = ids.to(device), mask.to(device)
             emb = emb_layer(ids).detach().requires_grad_(True)
             logits = model(inputs_embeds=emb, attention_mask=mask).logits
             probs = torch.softmax(logits.detach().float(), -1).cpu().numpy()
             full[idx] = probs
-            tgt = torch.as_tensor(_targets(probs, None if labels is None else [labels[i] for i in idx], target),
-                                  device=device)
+            tgt = torch.as_tensor(
+                _targets(probs, None if labels is None else [labels[i] for i in idx], target), device=device
+            )
             (grad,) = torch.autograd.grad(_class_output(logits, tgt, output).sum(), emb)
             gxi = (grad * emb).sum(-1).detach().cpu().numpy()
             for row, i in enumerate(idx):
                 attr[i] = gxi[row, enc.content[i]]
     targets = _targets(full, labels, target)
-    return [_result(enc, i, attr[i], full, targets, labels, "grad_x_input", text=t, output=output)
-            for i, t in enumerate(texts)]
+    return [
+        _result(enc, i, attr[i], full, targets, labels, "grad_x_input", text=t, output=output)
+        for i, t in enumerate(texts)
+    ]
 
 
-def integrated_gradients(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, *,
-                         target: str = "pred", output: str = "prob", baseline: str = "pad", n_steps: int = 32,
-                         internal_batch_size: int = 256, max_length: int = 128, batch_size: int = 8,
-                         progress: bool = False) -> list[TokenScores]:
+def integrated_gradients(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int] | None = None,
+    *,
+    target: str = "pred",
+    output: str = "prob",
+    baseline: str = "pad",
+    n_steps: int = 32,
+    internal_batch_size: int = 256,
+    max_length: int = 128,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[TokenScores]:
     """Integrated gradients (captum ``LayerIntegratedGradients`` on the word-embedding layer).
 
     The baseline keeps the special tokens and replaces every other token by [PAD] (``baseline="pad"``)
@@ -306,8 +365,12 @@ def integrated_gradients(model, tokenizer, texts: Sequence[str], labels: Sequenc
     attr: list[np.ndarray | None] = [None] * len(texts)
     deltas = np.zeros(len(texts), dtype=np.float32)
     with _eval_mode(model):
-        for idx in tqdm(_batches_by_length([len(r) for r in enc.ids], batch_size), desc="integrated gradients",
-                        disable=not progress, leave=False):
+        for idx in tqdm(
+            _batches_by_length([len(r) for r in enc.ids], batch_size),
+            desc="integrated gradients",
+            disable=not progress,
+            leave=False,
+        ):
             ids, mask = _pad([enc.ids[i] for i in idx], pad)
             ids, mask = ids.to(device), mask.to(device)
             base = ids.clone()
@@ -316,21 +379,43 @@ def integrated_gradients(model, tokenizer, texts: Sequence[str], labels: Sequenc
             with torch.no_grad():
                 probs = torch.softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1).cpu().numpy()
             full[idx] = probs
-            tgt = torch.as_tensor(_targets(probs, None if labels is None else [labels[i] for i in idx], target),
-                                  device=device)
-            a, delta = lig.attribute(ids, baselines=base, additional_forward_args=(mask, tgt), n_steps=n_steps,
-                                     internal_batch_size=max(internal_batch_size, 2 * len(idx)),
-                                     return_convergence_delta=True)
+            tgt = torch.as_tensor(
+                _targets(probs, None if labels is None else [labels[i] for i in idx], target), device=device
+            )
+            a, delta = lig.attribute(
+                ids,
+                baselines=base,
+                additional_forward_args=(mask, tgt),
+                n_steps=n_steps,
+                internal_batch_size=max(internal_batch_size, 2 * len(idx)),
+                return_convergence_delta=True,
+            )
             a = a.sum(-1).detach().cpu().numpy()
             deltas[idx] = delta.detach().cpu().numpy()
             for row, i in enumerate(idx):
                 attr[i] = a[row, enc.content[i]]
     targets = _targets(full, labels, target)
-    return [_result(enc, i, attr[i], full, targets, labels, "integrated_gradients", text=t, output=output,
-                    baseline=baseline, n_steps=n_steps, delta=float(deltas[i])) for i, t in enumerate(texts)]
+    return [
+        _result(
+            enc,
+            i,
+            attr[i],
+            full,
+            targets,
+            labels,
+            "integrated_gradients",
+            text=t,
+            output=output,
+            baseline=baseline,
+            n_steps=n_steps,
+            delta=float(deltas[i]),
+        )
+        for i, t in enumerate(texts)
+    ]
 
 
 # ------------------------------------------------------------------------------------------- buffer method
+
 
 def buffer(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, **kw) -> list[TokenScores]:
     """The buffer method (Gu et al. 2020) through ``tmlib.importance.buffer.buffer_importance``.
@@ -342,16 +427,19 @@ def buffer(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None 
     try:
         from .buffer import BufferConfig, buffer_importance
     except ImportError as exc:  # the module is written in parallel; say so instead of a bare ImportError
-        raise ImportError(f"the buffer method needs tmlib.importance.buffer, which could not be imported ({exc}); "
-                          "use one of the attribution methods "
-                          f"{', '.join(m for m in METHODS if m != 'buffer')}") from exc
+        raise ImportError(
+            f"the buffer method needs tmlib.importance.buffer, which could not be imported ({exc}); "
+            "use one of the attribution methods "
+            f"{', '.join(m for m in METHODS if m != 'buffer')}"
+        ) from exc
     texts, labels = _check_texts(texts, labels)
     cfg = kw.pop("cfg", None)
     valid = {f.name for f in dataclasses.fields(BufferConfig)}
     unknown = sorted(set(kw) - valid)
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for method 'buffer'; "
-                         f"valid: {', '.join(sorted(valid))}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for method 'buffer'; valid: {', '.join(sorted(valid))}"
+        )
     cfg = dataclasses.replace(cfg, **kw) if cfg is not None else BufferConfig(**kw)
     labels_from = "gold"
     if labels is None:
@@ -379,8 +467,9 @@ METHODS: dict[str, Callable[..., list[TokenScores]]] = {
 }
 
 
-def score_tokens(method: str, model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None,
-                 **kw) -> list[TokenScores]:
+def score_tokens(
+    method: str, model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, **kw
+) -> list[TokenScores]:
     """Score every WordPiece of every text with ``method`` (a name in :data:`METHODS`)."""
     if method not in METHODS:
         raise ValueError(f"unknown importance method {method!r}; valid: {', '.join(METHODS)}")
@@ -388,6 +477,7 @@ def score_tokens(method: str, model, tokenizer, texts: Sequence[str], labels: Se
 
 
 # ----------------------------------------------------------------------------------------------- agreement
+
 
 def _ranks(x: np.ndarray) -> np.ndarray:
     from scipy.stats import rankdata
@@ -403,20 +493,28 @@ def rank_agreement(a: Sequence[TokenScores], b: Sequence[TokenScores], min_token
     skipped. Returns ``{"spearman": mean, "std": ..., "n_texts": used, "n_skipped": skipped}``.
     """
     if len(a) != len(b):
-        raise ValueError(f"the two methods scored different numbers of texts ({len(a)} vs {len(b)}); "
-                         f"score the same list of texts with both")
+        raise ValueError(
+            f"the two methods scored different numbers of texts ({len(a)} vs {len(b)}); "
+            f"score the same list of texts with both"
+        )
     rhos, skipped = [], 0
     for x, y in zip(a, b):
         if x.tokens != y.tokens:
-            raise ValueError(f"token mismatch for text {x.text[:60]!r}: the methods tokenised it differently "
-                             f"(same tokenizer and max_length needed)")
+            raise ValueError(
+                f"token mismatch for text {x.text[:60]!r}: the methods tokenised it differently "
+                f"(same tokenizer and max_length needed)"
+            )
         if len(x.tokens) < min_tokens or np.ptp(x.scores) == 0 or np.ptp(y.scores) == 0:
             skipped += 1
             continue
         rx, ry = _ranks(x.scores), _ranks(y.scores)
         rhos.append(float(np.corrcoef(rx, ry)[0, 1]))
-    return {"spearman": float(np.mean(rhos)) if rhos else math.nan, "std": float(np.std(rhos)) if rhos else math.nan,
-            "n_texts": len(rhos), "n_skipped": skipped}
+    return {
+        "spearman": float(np.mean(rhos)) if rhos else math.nan,
+        "std": float(np.std(rhos)) if rhos else math.nan,
+        "n_texts": len(rhos),
+        "n_skipped": skipped,
+    }
 
 
 def method_agreement(results: dict[str, Sequence[TokenScores]], min_tokens: int = 3):
@@ -426,7 +524,7 @@ def method_agreement(results: dict[str, Sequence[TokenScores]], min_tokens: int 
     names = list(results)
     mat = pd.DataFrame(np.eye(len(names)), index=names, columns=names, dtype=float)
     for i, m in enumerate(names):
-        for n in names[i + 1:]:
+        for n in names[i + 1 :]:
             rho = rank_agreement(results[m], results[n], min_tokens=min_tokens)["spearman"]
             mat.loc[m, n] = mat.loc[n, m] = rho
     return mat

@@ -36,10 +36,11 @@ included (``p_1 = P(y | [CLS] t_1 [SEP])``). Under ``first_token="keep"`` the fi
 buffer seed, never tested: label 0, its score ``p_1 - orig`` for information only. Misclassified
 sentences get scores 0.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -89,20 +90,21 @@ class BufferConfig:
     Sentence splitting (official: spaCy's rule-based sentencizer) is :func:`tmlib.data.split_sentences`'
     ``splitter`` option (``"spacy"`` default, ``"regex"`` tmlib's earlier splitter).
     """
-    delta: float = 0.01          # important iff P(gold|full) - P(gold|buffer+token) < delta (official: 0.01)
-    max_length: int = 128        # WordPiece budget per input incl. specials (and the aspect); longer texts are
-                                 # truncated
-    sentence_batch: int = 64     # sentences walked together (batched version): rows per forward pass <= this
-    only_correct: bool = True    # sentences the scorer misclassifies get all-zero labels
+
+    delta: float = 0.01  # important iff P(gold|full) - P(gold|buffer+token) < delta (official: 0.01)
+    max_length: int = 128  # WordPiece budget per input incl. specials (and the aspect); longer texts are
+    # truncated
+    sentence_batch: int = 64  # sentences walked together (batched version): rows per forward pass <= this
+    only_correct: bool = True  # sentences the scorer misclassifies get all-zero labels
     first_token: str = "official"  # "official": token 0 tested and popped like any other
-                                   # | "keep": never tested (old rule)
-    stopwords: str = "spacy"     # stop list forced to 0: "spacy" (official) | "spacy_words" | "tmlib" (old) | "none"
+    # | "keep": never tested (old rule)
+    stopwords: str = "spacy"  # stop list forced to 0: "spacy" (official) | "spacy_words" | "tmlib" (old) | "none"
     punctuation: bool | None = None  # also zero pure punctuation; None = the list's convention (tmlib: yes, spacy: no)
-    progress: bool = True        # tqdm bar over sentence batches
+    progress: bool = True  # tqdm bar over sentence batches
     mixed_precision: str = "no"  # "no" / "fp32" | "auto" | "bf16" (autocast around the forward passes; CPU and CUDA)
-                                 # | "fp16" (CUDA)
-    cls_only: bool = True        # batched walk: last layer for [CLS] only (BERT classifiers; same logits,
-                                 # 14% less work)
+    # | "fp16" (CUDA)
+    cls_only: bool = True  # batched walk: last layer for [CLS] only (BERT classifiers; same logits,
+    # 14% less work)
 
     def __post_init__(self):
         if self.max_length < 4:
@@ -145,8 +147,10 @@ def _check_inputs(texts, labels, aspects):
         raise TypeError("texts must be a list of strings, got a single string; wrap it: [text]")
     texts = list(texts)
     if labels is None:
-        raise ValueError("the buffer method needs the gold labels (one int per text); "
-                         "use tmlib.importance.attribution.buffer to fall back to the model's predictions")
+        raise ValueError(
+            "the buffer method needs the gold labels (one int per text); "
+            "use tmlib.importance.attribution.buffer to fall back to the model's predictions"
+        )
     labels = [int(x) for x in labels]
     if len(labels) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels; pass one label per text")
@@ -162,8 +166,8 @@ def _check_inputs(texts, labels, aspects):
 
 @dataclass
 class _Prepared:
-    ids: list[list[int]]        # content WordPiece ids per text (no specials), truncated
-    prefix: list[list[int]]     # [CLS] (+ aspect + [SEP]) per text
+    ids: list[list[int]]  # content WordPiece ids per text (no specials), truncated
+    prefix: list[list[int]]  # [CLS] (+ aspect + [SEP]) per text
     tokens: list[list[str]]
     stop: list[np.ndarray]
 
@@ -179,8 +183,10 @@ def _prepare(tokenizer, texts, aspects, cfg: BufferConfig) -> _Prepared:
         prefix = [cls_id] + (list(asp[i]) + [sep_id] if asp is not None else [])
         room = cfg.max_length - len(prefix) - 1
         if room < 1:
-            raise ValueError(f"aspect {i} is {len(asp[i])} tokens: nothing of the text fits in "
-                             f"max_length={cfg.max_length}; raise max_length or shorten the aspect")
+            raise ValueError(
+                f"aspect {i} is {len(asp[i])} tokens: nothing of the text fits in "
+                f"max_length={cfg.max_length}; raise max_length or shorten the aspect"
+            )
         row = list(row[:room])
         toks = tokenizer.convert_ids_to_tokens(row)
         stop = stopword_mask(toks, cfg.punctuation, cfg.stopwords)
@@ -201,14 +207,14 @@ def _inputs(rows: list[tuple[list[int], list[int]]], sep_id: int, pad_id: int, d
     seg = torch.zeros((len(rows), width), dtype=torch.long)
     for r, (p, b) in enumerate(rows):
         seq = p + b + [sep_id]
-        ids[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
-        att[r, :len(seq)] = 1
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        att[r, : len(seq)] = 1
         if len(p) > 1:
-            seg[r, len(p):len(seq)] = 1
+            seg[r, len(p) : len(seq)] = 1
     return {"input_ids": ids.to(device), "attention_mask": att.to(device), "token_type_ids": seg.to(device)}
 
 
-@torch.no_grad()   # not inference_mode: it turns autocast's weight cache off (see _autocast)
+@torch.no_grad()  # not inference_mode: it turns autocast's weight cache off (see _autocast)
 def _probs(model, batch: dict, labels: Sequence[int], cls_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """P(label | input) and the argmax class, per row; ``cls_only``: the last layer for [CLS] only
     (:func:`tmlib.cls_forward.cls_logits`)."""
@@ -218,15 +224,34 @@ def _probs(model, batch: dict, labels: Sequence[int], cls_only: bool = False) ->
     return p[torch.arange(len(idx), device=p.device), idx].cpu().numpy(), logits.argmax(-1).cpu().numpy()
 
 
-def _finish(prep: _Prepared, i: int, text: str, label: int, pred: int, orig: float, important: np.ndarray,
-            scores: np.ndarray, cfg: BufferConfig, aspect: str | None, method: str) -> TokenScores:
+def _finish(
+    prep: _Prepared,
+    i: int,
+    text: str,
+    label: int,
+    pred: int,
+    orig: float,
+    important: np.ndarray,
+    scores: np.ndarray,
+    cfg: BufferConfig,
+    aspect: str | None,
+    method: str,
+) -> TokenScores:
     important = important.copy()
     important[prep.stop[i]] = 0
     meta = {"orig": float(orig), "delta": cfg.delta, "first_token": cfg.first_token, "stopwords": cfg.stopwords}
     if aspect is not None:
         meta["aspect"] = aspect
-    return TokenScores(text=text, tokens=prep.tokens[i], scores=scores, important=important, label=label,
-                       pred=int(pred), method=method, meta=meta)
+    return TokenScores(
+        text=text,
+        tokens=prep.tokens[i],
+        scores=scores,
+        important=important,
+        label=label,
+        pred=int(pred),
+        method=method,
+        meta=meta,
+    )
 
 
 def _length_groups(lengths: Sequence[int], slack: float = 2.0) -> list[np.ndarray]:
@@ -263,7 +288,7 @@ def _autocast(cfg: BufferConfig, device):
     from ..precision import autocast, check_mixed_precision
 
     if check_mixed_precision(cfg.mixed_precision, device) == "no":
-        return torch.inference_mode()   # fp32: the cheapest context per call
+        return torch.inference_mode()  # fp32: the cheapest context per call
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode(False))
     stack.enter_context(torch.no_grad())
@@ -273,9 +298,15 @@ def _autocast(cfg: BufferConfig, device):
 
 # ---------------------------------------------------------------------------------------- reference
 
-def buffer_importance_reference(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
-                                cfg: BufferConfig | None = None,
-                                aspects: Sequence[str] | None = None) -> list[TokenScores]:
+
+def buffer_importance_reference(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    cfg: BufferConfig | None = None,
+    aspects: Sequence[str] | None = None,
+) -> list[TokenScores]:
     """The buffer method exactly as written: one forward pass (batch of 1) per token per sentence."""
     cfg = cfg or BufferConfig()
     texts, labels, aspects = _check_inputs(texts, labels, aspects)
@@ -303,17 +334,38 @@ def buffer_importance_reference(model, tokenizer, texts: Sequence[str], labels: 
                     if orig - p[0] < cfg.delta:
                         important[j] = 1
                         buf.pop()
-            out.append(_finish(prep, i, texts[i], y, pred, orig, important, scores, cfg,
-                               aspects[i] if aspects is not None else None, "buffer_reference"))
+            out.append(
+                _finish(
+                    prep,
+                    i,
+                    texts[i],
+                    y,
+                    pred,
+                    orig,
+                    important,
+                    scores,
+                    cfg,
+                    aspects[i] if aspects is not None else None,
+                    "buffer_reference",
+                )
+            )
     model.train(was_training)
     return out
 
 
 # ------------------------------------------------------------------------------------------ batched
 
-def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[int], cfg: BufferConfig | None = None,
-                      aspects: Sequence[str] | None = None,
-                      report: Callable[[str], None] | None = None, report_every: float = 30.0) -> list[TokenScores]:
+
+def buffer_importance(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    cfg: BufferConfig | None = None,
+    aspects: Sequence[str] | None = None,
+    report: Callable[[str], None] | None = None,
+    report_every: float = 30.0,
+) -> list[TokenScores]:
     """The buffer method, batched: at every step one forward pass holds the candidate buffers of all
     active sentences of a length-sorted batch of ``cfg.sentence_batch`` sentences.
 
@@ -331,7 +383,7 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
     fast = cfg.cls_only and cls_supported(model)
     order = np.argsort([len(x) + len(p) for x, p in zip(prep.ids, prep.prefix)], kind="stable")
     results: list[TokenScores | None] = [None] * len(texts)
-    batches = [order[k:k + cfg.sentence_batch] for k in range(0, len(order), cfg.sentence_batch)]
+    batches = [order[k : k + cfg.sentence_batch] for k in range(0, len(order), cfg.sentence_batch)]
     import time
 
     last, done = time.perf_counter(), 0
@@ -343,8 +395,9 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
             done += len(chunk)
             chunk = [int(c) for c in chunk]
             ys = [labels[c] for c in chunk]
-            p_full, preds = _probs(model, _inputs([(prep.prefix[c], prep.ids[c]) for c in chunk], sep, pad, dev),
-                                   ys, fast)
+            p_full, preds = _probs(
+                model, _inputs([(prep.prefix[c], prep.ids[c]) for c in chunk], sep, pad, dev), ys, fast
+            )
             n = {c: len(prep.ids[c]) for c in chunk}
             important = {c: np.zeros(n[c], dtype=np.int8) for c in chunk}
             scores = {c: np.zeros(n[c], dtype=np.float32) for c in chunk}
@@ -359,8 +412,9 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
                 rows = [(prep.prefix[c], buf[c] + [prep.ids[c][step]]) for c in active]
                 p = np.empty(len(rows), dtype=np.float32)
                 for part in _length_groups([len(a) + len(b) for a, b in rows]):
-                    p[part], _ = _probs(model, _inputs([rows[r] for r in part], sep, pad, dev),
-                                        [labels[active[r]] for r in part], fast)
+                    p[part], _ = _probs(
+                        model, _inputs([rows[r] for r in part], sep, pad, dev), [labels[active[r]] for r in part], fast
+                    )
                 for c, pc in zip(active, p):
                     scores[c][step] = pc - orig[c]
                     if orig[c] - pc < cfg.delta and not (step == 0 and cfg.first_token == "keep"):
@@ -369,18 +423,29 @@ def buffer_importance(model, tokenizer, texts: Sequence[str], labels: Sequence[i
                         buf[c].append(prep.ids[c][step])
                 step += 1
             for c, pr in zip(chunk, preds):
-                results[c] = _finish(prep, c, texts[c], labels[c], int(pr), orig[c], important[c], scores[c], cfg,
-                                     aspects[c] if aspects is not None else None, "buffer")
+                results[c] = _finish(
+                    prep,
+                    c,
+                    texts[c],
+                    labels[c],
+                    int(pr),
+                    orig[c],
+                    important[c],
+                    scores[c],
+                    cfg,
+                    aspects[c] if aspects is not None else None,
+                    "buffer",
+                )
     model.train(was_training)
     return results  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------- rule comparison
 
-_MASK_ONLY = {"stopwords", "punctuation"}          # options applied after the walk
+_MASK_ONLY = {"stopwords", "punctuation"}  # options applied after the walk
 # each non-official option alone, against the official rule (notebook 01's rule table, buffer_rules/rules.csv)
 RULE_VARIANTS = ({"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"})
-_NO_EFFECT = {"progress", "sentence_batch"}         # options that cannot change a label (cls_only: rounding only)
+_NO_EFFECT = {"progress", "sentence_batch"}  # options that cannot change a label (cls_only: rounding only)
 
 
 def _describe(cfg: BufferConfig, keys) -> str:
@@ -399,17 +464,32 @@ def label_difference(a: Sequence[TokenScores], b: Sequence[TokenScores]) -> dict
     down = sum(int((x & ~y).sum()) for x, y in zip(ia, ib))
     n_a, n_b = sum(int(x.sum()) for x in ia), sum(int(y.sum()) for y in ib)
     scored = sum(1 for x in a if x.correct)
-    return {"sentences": len(a), "sentences_scored": scored, "tokens": tok,
-            "sentences_differ": sum(1 for x, y in zip(ia, ib) if (x != y).any()),
-            "tokens_flipped": up + down, "flipped_0_to_1": up, "flipped_1_to_0": down,
-            "important_base": n_a, "important_variant": n_b,
-            "rate_base": n_a / max(tok, 1), "rate_variant": n_b / max(tok, 1),
-            "first_important_base": sum(int(x[:1].sum()) for x in ia),
-            "first_important_variant": sum(int(y[:1].sum()) for y in ib)}
+    return {
+        "sentences": len(a),
+        "sentences_scored": scored,
+        "tokens": tok,
+        "sentences_differ": sum(1 for x, y in zip(ia, ib) if (x != y).any()),
+        "tokens_flipped": up + down,
+        "flipped_0_to_1": up,
+        "flipped_1_to_0": down,
+        "important_base": n_a,
+        "important_variant": n_b,
+        "rate_base": n_a / max(tok, 1),
+        "rate_variant": n_b / max(tok, 1),
+        "first_important_base": sum(int(x[:1].sum()) for x in ia),
+        "first_important_variant": sum(int(y[:1].sum()) for y in ib),
+    }
 
 
-def compare_rules(model, tokenizer, texts: Sequence[str], labels: Sequence[int], base: BufferConfig | None = None,
-                  aspects: Sequence[str] | None = None, **variant):
+def compare_rules(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    base: BufferConfig | None = None,
+    aspects: Sequence[str] | None = None,
+    **variant,
+):
     """Effect of one or more :class:`BufferConfig` options on the buffer labels.
 
     Labels ``texts`` under ``base`` (default: the official rule) and under ``replace(base, **variant)``
@@ -425,9 +505,15 @@ def compare_rules(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
     return compare_rule_variants(model, tokenizer, texts, labels, base, [variant], aspects)
 
 
-def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequence[int],
-                          base: BufferConfig | None = None, variants: Sequence[dict] = (),
-                          aspects: Sequence[str] | None = None):
+def compare_rule_variants(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    base: BufferConfig | None = None,
+    variants: Sequence[dict] = (),
+    aspects: Sequence[str] | None = None,
+):
     """:func:`compare_rules` for a list of variants (one row each), walking each distinct rule once: the
     labels of a configuration are its walk (everything but the stop-word options) with its stop-word mask
     applied, so the base and every stop-word variant share one walk (notebook 01's four rule variants:
@@ -440,8 +526,9 @@ def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequen
 
     def labelled(cfg: BufferConfig) -> list[TokenScores]:
         raw_cfg = replace(cfg, stopwords="none", punctuation=False)
-        key = tuple((f.name, getattr(raw_cfg, f.name)) for f in fields(BufferConfig)
-                    if f.name not in _MASK_ONLY | _NO_EFFECT)
+        key = tuple(
+            (f.name, getattr(raw_cfg, f.name)) for f in fields(BufferConfig) if f.name not in _MASK_ONLY | _NO_EFFECT
+        )
         if key not in walks:
             walks[key] = buffer_importance(model, tokenizer, texts, labels, raw_cfg, aspects)
         out = []
@@ -451,7 +538,7 @@ def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequen
             out.append(replace(ts, important=imp, meta={**ts.meta, "stopwords": cfg.stopwords}))
         return out
 
-    for variant in variants:   # every variant checked before the first walk
+    for variant in variants:  # every variant checked before the first walk
         unknown = set(variant) - known
         if unknown:
             raise TypeError(f"unknown BufferConfig option(s): {sorted(unknown)}")
@@ -460,15 +547,25 @@ def compare_rule_variants(model, tokenizer, texts: Sequence[str], labels: Sequen
     for variant in variants:
         other = replace(base, **variant)
         changed = {k for k in variant if getattr(other, k) != getattr(base, k)}
-        rows.append({"base": _describe(base, changed), "variant": _describe(other, changed),
-                     **label_difference(base_labels, labelled(other))})
+        rows.append(
+            {
+                "base": _describe(base, changed),
+                "variant": _describe(other, changed),
+                **label_difference(base_labels, labelled(other)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------ long texts
 
-def expand_sentences(texts: Sequence[str], labels: Sequence[int], splitter: Callable[[str], list[str]] | None = None,
-                     aspects: Sequence[str] | None = None):
+
+def expand_sentences(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    splitter: Callable[[str], list[str]] | None = None,
+    aspects: Sequence[str] | None = None,
+):
     """Split long texts into sentences for the buffer method (REFERENCE step 2); each sentence
     inherits its text's label (and aspect). Returns ``(sentences, labels, aspects_or_None, source_index)``.
 
@@ -490,6 +587,7 @@ def expand_sentences(texts: Sequence[str], labels: Sequence[int], splitter: Call
 
 
 # ------------------------------------------------------------------------------------ aspect tasks
+
 
 def merge_aspects(scores: Sequence[TokenScores]) -> list[TokenScores]:
     """One :class:`TokenScores` per distinct text: the labels of the text's aspects merged (union).
@@ -522,20 +620,34 @@ def merge_aspects(scores: Sequence[TokenScores]) -> list[TokenScores]:
         for ts in members:
             k = len(ts.tokens)
             if list(ts.tokens) != list(longest.tokens[:k]):
-                raise ValueError(f"the aspects of one text were tokenized differently ({text[:60]!r}); merge labels of "
-                                 f"one tokenizer's output")
+                raise ValueError(
+                    f"the aspects of one text were tokenized differently ({text[:60]!r}); merge labels of "
+                    f"one tokenizer's output"
+                )
             important[:k] |= np.asarray(ts.important, dtype=np.int8)
             best[:k] = np.maximum(best[:k], np.asarray(ts.scores, dtype=np.float32))
         best[~np.isfinite(best)] = 0.0
         correct = [ts.correct for ts in members]
-        meta = {"aspects": [ts.meta.get("aspect") for ts in members], "labels": [ts.label for ts in members],
-                "preds": [ts.pred for ts in members], "correct": any(c is True for c in correct),
-                "merged": len(members)}
+        meta = {
+            "aspects": [ts.meta.get("aspect") for ts in members],
+            "labels": [ts.label for ts in members],
+            "preds": [ts.pred for ts in members],
+            "correct": any(c is True for c in correct),
+            "merged": len(members),
+        }
         for k in ("delta", "first_token", "stopwords"):
             if k in longest.meta:
                 meta[k] = longest.meta[k]
-        out.append(TokenScores(text=text, tokens=list(longest.tokens), scores=best, important=important,
-                               method=f"{longest.method or 'buffer'}+aspects", meta=meta))
+        out.append(
+            TokenScores(
+                text=text,
+                tokens=list(longest.tokens),
+                scores=best,
+                important=important,
+                method=f"{longest.method or 'buffer'}+aspects",
+                meta=meta,
+            )
+        )
     return out
 
 

@@ -28,16 +28,18 @@ the spaCy lists: it is not); ``True`` / ``False`` override it for any list.
     ...               stopwords="tmlib").astype(int).tolist()
     [1, 0, 1, 0, 0, 0, 0, 1]
 """
+
 from __future__ import annotations
 
 import string
 import warnings
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
-STOPWORDS: frozenset[str] = frozenset("""
+STOPWORDS: frozenset[str] = frozenset(
+    """
 a an the this that these those there here
 i me my mine myself we us our ours ourselves you your yours yourself yourselves
 he him his himself she her hers herself it its itself they them their theirs themselves
@@ -52,7 +54,8 @@ too very just also even still s t d ll m o re ve y
 i'm it's don't can't won't
 one ones once ever every either neither per via
 what's let let's
-""".split())
+""".split()
+)
 
 # single characters WordPiece produces for punctuation and symbols
 PUNCTUATION: frozenset[str] = frozenset(string.punctuation) | frozenset({"``", "''", "--", "...", "-lrb-", "-rrb-"})
@@ -87,8 +90,9 @@ def spacy_stopwords() -> frozenset[str]:
     try:
         from spacy.lang.en.stop_words import STOP_WORDS
     except ImportError as exc:  # pragma: no cover - spacy is a dependency
-        raise ImportError("stopwords='spacy' needs spaCy (pip install 'spacy>=3.7'); "
-                          "or pass stopwords='tmlib' / 'none'") from exc
+        raise ImportError(
+            "stopwords='spacy' needs spaCy (pip install 'spacy>=3.7'); or pass stopwords='tmlib' / 'none'"
+        ) from exc
     return frozenset(STOP_WORDS)
 
 
@@ -96,9 +100,12 @@ def resolve_stopwords(stopwords) -> str:
     """Validate a stop-list name. The old bools still work: ``False`` -> ``"none"``, ``True`` ->
     ``"tmlib"`` (the list ``True`` meant before; a ``FutureWarning`` says to pass a name)."""
     if stopwords is True:
-        warnings.warn("stopwords=True is the old switch and selects tmlib's own list ('tmlib'); pass "
-                      "stopwords='spacy' for the official spaCy list or 'tmlib' to keep the old labels",
-                      FutureWarning, stacklevel=3)
+        warnings.warn(
+            "stopwords=True is the old switch and selects tmlib's own list ('tmlib'); pass "
+            "stopwords='spacy' for the official spaCy list or 'tmlib' to keep the old labels",
+            FutureWarning,
+            stacklevel=3,
+        )
         return "tmlib"
     if stopwords is False or stopwords is None:
         return "none"
@@ -129,7 +136,7 @@ def stopword_mask(tokens: Sequence[str], punctuation: bool | None = None, stopwo
         return out
     stop = {"spacy_words": spacy_stopwords(), "tmlib": STOPWORDS, "none": frozenset()}[stopwords]
     for start, end in word_spans(tokens):
-        word = (tokens[start] + "".join(t[2:] for t in tokens[start + 1:end])).lower()
+        word = (tokens[start] + "".join(t[2:] for t in tokens[start + 1 : end])).lower()
         if word in stop or (punctuation and _is_punct(word)):
             out[start:end] = True
     return out

@@ -13,10 +13,11 @@ buffer labels they imitate. The threshold is tuned on dev (best F1) and saved in
 (``importance_threshold``): with 5-15% important tokens, a briefly trained tagger's argmax predicts
 almost none, and selective masking would then mask nothing.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -49,8 +50,9 @@ class WeightedTagger(nn.Module):
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                                   weight=self.weight, ignore_index=-100)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), weight=self.weight, ignore_index=-100
+            )
         return TaggerOutput(loss=loss, logits=logits)
 
 
@@ -73,8 +75,13 @@ def _correct(ts: TokenScores) -> bool | None:
     return ts.correct if ts.correct is not None else ts.meta.get("correct")
 
 
-def tagger_examples(scores: Sequence[TokenScores], tokenizer, max_length: int = 128, include_incorrect: bool = True,
-                    merge_aspects: bool | None = None) -> list[dict]:
+def tagger_examples(
+    scores: Sequence[TokenScores],
+    tokenizer,
+    max_length: int = 128,
+    include_incorrect: bool = True,
+    merge_aspects: bool | None = None,
+) -> list[dict]:
     """Buffer results -> token-classification examples (``[CLS] ids [SEP]``, labels -100 at specials).
 
     ``include_incorrect``: keep sentences the scorer misclassified, with their all-zero labels
@@ -87,16 +94,18 @@ def tagger_examples(scores: Sequence[TokenScores], tokenizer, max_length: int = 
     out = []
     for ts in _merge(scores, merge_aspects):
         if ts.important is None:
-            raise ValueError(f"TokenScores from method {ts.method!r} have no hard labels; "
-                             "the tagger learns buffer labels")
+            raise ValueError(
+                f"TokenScores from method {ts.method!r} have no hard labels; the tagger learns buffer labels"
+            )
         if not include_incorrect and _correct(ts) is False:
             continue
         ids = _token_ids(tokenizer, ts)[: max_length - 2]
         lab = ts.important.astype(int).tolist()[: max_length - 2]
         if not ids:
             continue
-        out.append({"input_ids": [tokenizer.cls_token_id] + ids + [tokenizer.sep_token_id],
-                    "labels": [-100] + lab + [-100]})
+        out.append(
+            {"input_ids": [tokenizer.cls_token_id] + ids + [tokenizer.sep_token_id], "labels": [-100] + lab + [-100]}
+        )
     if not out:
         raise ValueError("no tagger examples: every sentence was empty or dropped")
     return out
@@ -144,7 +153,7 @@ def tagger_metrics(model: nn.Module, batches: list[dict]) -> dict:
         probs.append(torch.softmax(logits.float(), -1)[..., 1][sel])
         golds.append(b["labels"][sel] == 1)
     prob, gold = torch.cat(probs), torch.cat(golds)
-    pred = prob[None, :] > torch.as_tensor(THRESHOLDS, dtype=prob.dtype)[:, None]   # thresholds x tokens
+    pred = prob[None, :] > torch.as_tensor(THRESHOLDS, dtype=prob.dtype)[:, None]  # thresholds x tokens
     tp = (pred & gold).sum(1)
     fp = (pred & ~gold).sum(1)
     fn = (~pred & gold).sum(1)
@@ -152,9 +161,14 @@ def tagger_metrics(model: nn.Module, batches: list[dict]) -> dict:
     best = int(np.argmax(f1))  # ties: the lowest threshold (higher recall)
     p, r, f = _prf(int(tp[best]), int(fp[best]), int(fn[best]))
     half = prob > 0.5
-    return {"f1": f, "precision": p, "recall": r, "threshold": float(THRESHOLDS[best]),
-            "accuracy": float((pred[best] == gold).float().mean()) if len(gold) else 0.0,
-            "f1_argmax": _prf(int((half & gold).sum()), int((half & ~gold).sum()), int((~half & gold).sum()))[2]}
+    return {
+        "f1": f,
+        "precision": p,
+        "recall": r,
+        "threshold": float(THRESHOLDS[best]),
+        "accuracy": float((pred[best] == gold).float().mean()) if len(gold) else 0.0,
+        "f1_argmax": _prf(int((half & gold).sum()), int((half & ~gold).sum()), int((~half & gold).sum()))[2],
+    }
 
 
 @dataclass
@@ -165,26 +179,42 @@ class TaggerResult:
     positive_rate: float
 
 
-def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scores: Sequence[TokenScores], tokenizer,
-                 cfg: TrainConfig, class_weight: float = 3.0, include_incorrect: bool = True,
-                 merge_aspects: bool | None = None) -> TaggerResult:
+def train_tagger(
+    model: nn.Module,
+    train_scores: Sequence[TokenScores],
+    dev_scores: Sequence[TokenScores],
+    tokenizer,
+    cfg: TrainConfig,
+    class_weight: float = 3.0,
+    include_incorrect: bool = True,
+    merge_aspects: bool | None = None,
+) -> TaggerResult:
     """Train ``model`` (``*ForTokenClassification`` with 2 labels) in place on buffer labels; the state
     with the best dev F1 (important class) is kept (``cfg.select_metric`` is forced to ``"f1"``).
     Aspect scores are merged per text first (``merge_aspects``, see :func:`tagger_examples`)."""
     n_labels = getattr(model.config, "num_labels", 2)
     if n_labels != 2:
-        raise ValueError(f"the tagger needs a 2-label token classifier, got num_labels={n_labels}; "
-                         f"load it with tmlib.models.load_token_classifier(name, num_labels=2)")
+        raise ValueError(
+            f"the tagger needs a 2-label token classifier, got num_labels={n_labels}; "
+            f"load it with tmlib.models.load_token_classifier(name, num_labels=2)"
+        )
     import dataclasses
 
     train = tagger_examples(train_scores, tokenizer, cfg.max_length, include_incorrect, merge_aspects)
     dev = tagger_examples(dev_scores, tokenizer, cfg.max_length, include_incorrect, merge_aspects)
     collate = TaggerCollator(tokenizer)
-    dev_batches = [collate(dev[i:i + 64]) for i in range(0, len(dev), 64)]
+    dev_batches = [collate(dev[i : i + 64]) for i in range(0, len(dev), 64)]
     wrapped = WeightedTagger(model, class_weight)
     cfg = dataclasses.replace(cfg, select_metric="f1")
-    res = fit(wrapped, train, cfg, collate_fn=collate, evaluate=lambda m: tagger_metrics(m.model, dev_batches),
-              desc="tagger", lengths=[len(r["input_ids"]) for r in train])
+    res = fit(
+        wrapped,
+        train,
+        cfg,
+        collate_fn=collate,
+        evaluate=lambda m: tagger_metrics(m.model, dev_batches),
+        desc="tagger",
+        lengths=[len(r["input_ids"]) for r in train],
+    )
     labs = np.concatenate([np.asarray(r["labels"][1:-1]) for r in train])
     dev_metrics = tagger_metrics(model.eval(), dev_batches)
     model.config.importance_threshold = dev_metrics["threshold"]  # saved with the model; used when it labels
@@ -193,9 +223,11 @@ def train_tagger(model: nn.Module, train_scores: Sequence[TokenScores], dev_scor
 
 # ------------------------------------------------------------------------------------------ inference
 
+
 @torch.no_grad()
-def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str,
-                 progress: bool, processes=None) -> list[np.ndarray]:
+def _predict_ids(
+    tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str, progress: bool, processes=None
+) -> list[np.ndarray]:
     """P(important) per content token for each id list (no specials), length-sorted batches.
 
     ``processes`` (accelerate's ``PartialState`` of a multi-process launch, :func:`tmlib.precision.processes`):
@@ -206,16 +238,17 @@ def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size:
     dev = next(tagger.parameters()).device
     collate = TaggerCollator(tokenizer)
     order = np.argsort([len(x) for x in ids], kind="stable")
-    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    batches = [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
     rank, world = (processes.process_index, processes.num_processes) if processes is not None else (0, 1)
     mine: dict[int, list[np.ndarray]] = {}
     for b in tqdm(range(rank, len(batches), world), desc=desc, disable=not progress or rank > 0, leave=False):
         idx = batches[b]
-        batch = collate([{"input_ids": [tokenizer.cls_token_id] + list(ids[i]) + [tokenizer.sep_token_id]}
-                         for i in idx])
+        batch = collate(
+            [{"input_ids": [tokenizer.cls_token_id] + list(ids[i]) + [tokenizer.sep_token_id]} for i in idx]
+        )
         logits = tagger(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
         prob = torch.softmax(logits.float(), -1)[..., 1].cpu().numpy()
-        mine[b] = [prob[row, 1:1 + len(ids[i])].astype(np.float32) for row, i in enumerate(idx)]
+        mine[b] = [prob[row, 1 : 1 + len(ids[i])].astype(np.float32) for row, i in enumerate(idx)]
     if world > 1:
         from accelerate.utils import gather_object
 
@@ -229,8 +262,14 @@ def _predict_ids(tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size:
     return out  # type: ignore[return-value]
 
 
-def token_labels(tokenizer, ids: list[int], prob: np.ndarray, threshold: float, stopwords: str = "spacy",
-            punctuation: bool | None = None) -> np.ndarray:
+def token_labels(
+    tokenizer,
+    ids: list[int],
+    prob: np.ndarray,
+    threshold: float,
+    stopwords: str = "spacy",
+    punctuation: bool | None = None,
+) -> np.ndarray:
     """0/1 per token: P(important) above ``threshold``, stop words (list ``stopwords``, as
     :class:`~tmlib.importance.buffer.BufferConfig`: "spacy" official | "spacy_words" | "tmlib" | "none") forced to 0."""
     lab = (prob > threshold).astype(np.int8)
@@ -246,8 +285,17 @@ def tagger_threshold(tagger: nn.Module, threshold: float | None = None) -> float
     return float(getattr(getattr(tagger, "config", None), "importance_threshold", None) or 0.5)
 
 
-def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, max_length: int = 128,
-                 threshold: float | None = None, stopwords: str = "spacy", progress: bool = True, processes=None):
+def label_corpus(
+    tagger: nn.Module,
+    tokenizer,
+    dataset,
+    batch_size: int = 128,
+    max_length: int = 128,
+    threshold: float | None = None,
+    stopwords: str = "spacy",
+    progress: bool = True,
+    processes=None,
+):
     """Run the tagger over a corpus (``datasets.Dataset`` with ``text``, or a list of strings).
 
     Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
@@ -276,13 +324,26 @@ def label_corpus(tagger: nn.Module, tokenizer, dataset, batch_size: int = 128, m
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
     labels = [token_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
-    return Dataset.from_dict({"text": texts, "token_ids": ids, "importance": [p.tolist() for p in probs],
-                              "important": [lab.tolist() for lab in labels]})
+    return Dataset.from_dict(
+        {
+            "text": texts,
+            "token_ids": ids,
+            "importance": [p.tolist() for p in probs],
+            "important": [lab.tolist() for lab in labels],
+        }
+    )
 
 
-def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128,
-                       threshold: float | None = None, stopwords: str = "spacy",
-                       progress: bool = False) -> list[TokenScores]:
+def predict_importance(
+    tagger: nn.Module,
+    tokenizer,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    max_length: int = 128,
+    threshold: float | None = None,
+    stopwords: str = "spacy",
+    progress: bool = False,
+) -> list[TokenScores]:
     """The tagger's per-WordPiece P(important) (``scores``) and 0/1 labels (``important``; stop list
     ``stopwords`` forced to 0, as in :func:`label_corpus`) per text."""
     if isinstance(texts, str):
@@ -292,7 +353,14 @@ def predict_importance(tagger: nn.Module, tokenizer, texts: Sequence[str], batch
     probs = _predict_ids(tagger, tokenizer, ids, batch_size, "tagger", progress)
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
-    return [TokenScores(text=t, tokens=tokenizer.convert_ids_to_tokens(list(i)), scores=p,
-                        important=token_labels(tokenizer, i, p, threshold, stopwords), method="tagger",
-                        meta={"threshold": threshold, "stopwords": stopwords})
-            for t, i, p in zip(texts, ids, probs)]
+    return [
+        TokenScores(
+            text=t,
+            tokens=tokenizer.convert_ids_to_tokens(list(i)),
+            scores=p,
+            important=token_labels(tokenizer, i, p, threshold, stopwords),
+            method="tagger",
+            meta={"threshold": threshold, "stopwords": stopwords},
+        )
+        for t, i, p in zip(texts, ids, probs)
+    ]

@@ -21,6 +21,7 @@ type           BERT / RoBERTa / ELECTRA name   DistilBERT name
 Other layers can be named with ``"re:<regex>"`` entries, matched against the module name relative
 to its block (e.g. ``"re:attention\\.self\\.(query|key)$"``).
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,14 @@ MODULE_TYPES: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_TARGETS = tuple(MODULE_TYPES)
 # names of the layer between the encoder and the classifier (pooler) and of the classifier head itself
-POOLER_NAMES = ("bert.pooler.dense", "roberta.pooler.dense", "electra.pooler.dense", "pooler.dense",
-                "classifier.dense", "pre_classifier")
+POOLER_NAMES = (
+    "bert.pooler.dense",
+    "roberta.pooler.dense",
+    "electra.pooler.dense",
+    "pooler.dense",
+    "classifier.dense",
+    "pre_classifier",
+)
 HEAD_NAMES = ("classifier.out_proj", "classifier", "score")
 HEAD_MODES = ("masked", "trained")
 
@@ -50,14 +57,14 @@ class MaskConfigError(ValueError):
 
 @dataclass
 class MaskConfig:
-    tau: float = 0.01                  # threshold: a weight is kept where its score > tau
-    init_sparsity: float = 0.05        # fraction of weights masked out at initialisation
+    tau: float = 0.01  # threshold: a weight is kept where its score > tau
+    init_sparsity: float = 0.05  # fraction of weights masked out at initialisation
     target_modules: tuple[str, ...] = DEFAULT_TARGETS  # module types (MODULE_TYPES) or "re:<regex>" on
-                                                       # block-relative names
+    # block-relative names
     blocks: tuple[int, ...] | None = None  # encoder blocks to mask; None = all but the first `skip_first_blocks`
-    skip_first_blocks: int = 2         # used when blocks is None (official code masks blocks 2..11 of 12)
-    pooler: bool = True                # mask the pooler (BERT) / classifier.dense (RoBERTa)
-                                       # / pre_classifier (DistilBERT)
+    skip_first_blocks: int = 2  # used when blocks is None (official code masks blocks 2..11 of 12)
+    pooler: bool = True  # mask the pooler (BERT) / classifier.dense (RoBERTa)
+    # / pre_classifier (DistilBERT)
     head: Literal["masked", "trained"] = "masked"  # classifier head: frozen random + masked (paper) or trained in fp32
 
     def __post_init__(self):
@@ -67,8 +74,9 @@ class MaskConfig:
         if not 0.0 < self.init_sparsity < 1.0:
             raise MaskConfigError(f"init_sparsity must be in (0, 1), got {self.init_sparsity}; the paper uses 0.05")
         if not self.tau > -0.02:
-            raise MaskConfigError(f"tau must be > -0.02 (scores start on [-0.02, s]), got {self.tau}; "
-                                  "the paper uses 0.01")
+            raise MaskConfigError(
+                f"tau must be > -0.02 (scores start on [-0.02, s]), got {self.tau}; the paper uses 0.01"
+            )
         if self.head not in HEAD_MODES:
             raise MaskConfigError(f"head must be one of {list(HEAD_MODES)}, got {self.head!r}")
         if self.skip_first_blocks < 0:
@@ -84,8 +92,10 @@ class MaskConfig:
                 except re.error as exc:
                     raise MaskConfigError(f"target module pattern {t!r} is not a valid regex: {exc}") from None
             elif t not in MODULE_TYPES:
-                raise MaskConfigError(f"unknown target module type {t!r}; valid types: {', '.join(MODULE_TYPES)}, "
-                                      f"or 're:<regex>' matched against block-relative module names")
+                raise MaskConfigError(
+                    f"unknown target module type {t!r}; valid types: {', '.join(MODULE_TYPES)}, "
+                    f"or 're:<regex>' matched against block-relative module names"
+                )
 
     @property
     def init_high(self) -> float:
@@ -95,8 +105,10 @@ class MaskConfig:
     def selected_blocks(self, n_blocks: int) -> list[int]:
         if self.blocks is None:
             if self.skip_first_blocks >= n_blocks and self.target_modules:
-                raise MaskConfigError(f"skip_first_blocks={self.skip_first_blocks} leaves none of the model's "
-                                      f"{n_blocks} blocks to mask; lower it or pass blocks=[...]")
+                raise MaskConfigError(
+                    f"skip_first_blocks={self.skip_first_blocks} leaves none of the model's "
+                    f"{n_blocks} blocks to mask; lower it or pass blocks=[...]"
+                )
             return list(range(self.skip_first_blocks, n_blocks))
         bad = [b for b in self.blocks if b >= n_blocks]
         if bad:
@@ -114,10 +126,16 @@ class MaskConfig:
         return None
 
     def to_dict(self) -> dict:
-        return {"tau": self.tau, "init_sparsity": self.init_sparsity, "target_modules": list(self.target_modules),
-                "blocks": None if self.blocks is None else list(self.blocks),
-                "skip_first_blocks": self.skip_first_blocks, "pooler": self.pooler, "head": self.head}
+        return {
+            "tau": self.tau,
+            "init_sparsity": self.init_sparsity,
+            "target_modules": list(self.target_modules),
+            "blocks": None if self.blocks is None else list(self.blocks),
+            "skip_first_blocks": self.skip_first_blocks,
+            "pooler": self.pooler,
+            "head": self.head,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MaskConfig":
+    def from_dict(cls, d: dict) -> MaskConfig:
         return cls(**d)

@@ -7,6 +7,7 @@ dL/dm = dL/d(W*m) * W``. ``W`` and ``b`` never change.
 For serving, :meth:`MaskedLinear.fold` multiplies the mask into the weight once; the forward pass
 is then a plain ``F.linear`` (same values, bit for bit, as the on-the-fly product).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ class BinarizeSTE(torch.autograd.Function):
         return grad, None
 
 
-def init_scores(shape, tau: float, init_sparsity: float, generator: torch.Generator | None = None,
-                dtype=torch.float32) -> torch.Tensor:
+def init_scores(
+    shape, tau: float, init_sparsity: float, generator: torch.Generator | None = None, dtype=torch.float32
+) -> torch.Tensor:
     """Scores ~ U(-0.02, s), s = (0.02 + tau) / init_sparsity - 0.02: P(score <= tau) = init_sparsity."""
     high = (0.02 + tau) / init_sparsity - 0.02
     return torch.rand(shape, generator=generator, dtype=dtype) * (high + 0.02) - 0.02
@@ -39,20 +41,28 @@ class MaskedLinear(nn.Module):
     Its state dict holds ``weight``, ``bias`` (same names as ``nn.Linear``) plus ``scores``.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, tau: float = 0.01,
-                 init_sparsity: float = 0.05, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        tau: float = 0.01,
+        init_sparsity: float = 0.05,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.weight = nn.Parameter(weight.detach(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
         self.tau = float(tau)
-        self.scores = nn.Parameter(init_scores(weight.shape, tau, init_sparsity, generator, weight.dtype)
-                                   .to(weight.device))
+        self.scores = nn.Parameter(
+            init_scores(weight.shape, tau, init_sparsity, generator, weight.dtype).to(weight.device)
+        )
         self._folded: torch.Tensor | None = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, tau: float = 0.01, init_sparsity: float = 0.05,
-                    generator: torch.Generator | None = None) -> "MaskedLinear":
+    def from_linear(
+        cls, linear: nn.Linear, tau: float = 0.01, init_sparsity: float = 0.05, generator: torch.Generator | None = None
+    ) -> MaskedLinear:
         return cls(linear.weight, linear.bias, tau, init_sparsity, generator)
 
     def mask(self) -> torch.Tensor:
@@ -63,8 +73,9 @@ class MaskedLinear(nn.Module):
         """Set scores so that ``mask()`` equals ``mask`` exactly (used when loading a packed mask)."""
         mask = mask.to(device=self.scores.device).bool()
         if mask.shape != self.scores.shape:
-            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit a layer of shape "
-                             f"{tuple(self.scores.shape)}")
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not fit a layer of shape {tuple(self.scores.shape)}"
+            )
         with torch.no_grad():
             self.scores.copy_(torch.where(mask, self.tau + 1.0, self.tau - 1.0))
         if self._folded is not None:
@@ -78,12 +89,12 @@ class MaskedLinear(nn.Module):
     def folded(self) -> bool:
         return self._folded is not None
 
-    def fold(self) -> "MaskedLinear":
+    def fold(self) -> MaskedLinear:
         """Inference mode: compute ``W * mask`` once and reuse it (call again after changing scores)."""
         self._folded = self.effective_weight()
         return self
 
-    def unfold(self) -> "MaskedLinear":
+    def unfold(self) -> MaskedLinear:
         self._folded = None
         return self
 

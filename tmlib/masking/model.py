@@ -9,6 +9,7 @@
 
 Embeddings, LayerNorms and every bias stay pretrained and frozen.
 """
+
 from __future__ import annotations
 
 import copy
@@ -26,9 +27,9 @@ _BLOCK_RE = re.compile(r"^(?P<prefix>.*?\.(?:layer|layers)\.(?P<idx>\d+))\.(?P<r
 
 @dataclass(frozen=True)
 class MaskedModule:
-    name: str      # full module name
-    block: int     # encoder block index; -1 for pooler and head
-    type: str      # module type (query, ..., pooler, head)
+    name: str  # full module name
+    block: int  # encoder block index; -1 for pooler and head
+    type: str  # module type (query, ..., pooler, head)
 
 
 def _first_linear(model: nn.Module, candidates: tuple[str, ...]) -> str | None:
@@ -49,8 +50,10 @@ def plan_masks(model: nn.Module, cfg: MaskConfig) -> list[MaskedModule]:
     plan: list[MaskedModule] = []
     if cfg.target_modules:
         if n_blocks == 0:
-            raise MaskConfigError(f"{type(model).__name__} has no encoder blocks named '*.layer.<i>.*'; "
-                                  "masking needs a BERT/RoBERTa/DistilBERT-style model")
+            raise MaskConfigError(
+                f"{type(model).__name__} has no encoder blocks named '*.layer.<i>.*'; "
+                "masking needs a BERT/RoBERTa/DistilBERT-style model"
+            )
         blocks = set(cfg.selected_blocks(n_blocks))
         for name, m in in_blocks:
             if m and int(m["idx"]) in blocks:
@@ -58,9 +61,11 @@ def plan_masks(model: nn.Module, cfg: MaskConfig) -> list[MaskedModule]:
                 if t is not None:
                     plan.append(MaskedModule(name, int(m["idx"]), t))
         if not plan:
-            raise MaskConfigError(f"target_modules {list(cfg.target_modules)} match no Linear layer of "
-                                  f"{type(model).__name__}; block-relative names are e.g. "
-                                  f"{sorted({m['rel'] for _, m in in_blocks if m})[:6]}")
+            raise MaskConfigError(
+                f"target_modules {list(cfg.target_modules)} match no Linear layer of "
+                f"{type(model).__name__}; block-relative names are e.g. "
+                f"{sorted({m['rel'] for _, m in in_blocks if m})[:6]}"
+            )
     if cfg.pooler:
         p = _first_linear(model, POOLER_NAMES)
         if p is not None:
@@ -68,8 +73,10 @@ def plan_masks(model: nn.Module, cfg: MaskConfig) -> list[MaskedModule]:
     if cfg.head == "masked":
         h = _head_name(model)
         if h is None:
-            raise MaskConfigError(f"{type(model).__name__} has no classifier head named {HEAD_NAMES}; "
-                                  "use head='trained' or a *ForSequenceClassification model")
+            raise MaskConfigError(
+                f"{type(model).__name__} has no classifier head named {HEAD_NAMES}; "
+                "use head='trained' or a *ForSequenceClassification model"
+            )
         plan.append(MaskedModule(h, -1, "head"))
     return plan
 
@@ -138,8 +145,16 @@ def sparsity_report(model: nn.Module):
         mask = layer.mask()
         kept = int(mask.sum().item())
         i = info.get(name, MaskedModule(name, -1, name))
-        rows.append({"module": name, "block": i.block, "type": i.type, "weights": mask.numel(), "kept": kept,
-                     "kept_pct": 100.0 * kept / mask.numel()})
+        rows.append(
+            {
+                "module": name,
+                "block": i.block,
+                "type": i.type,
+                "weights": mask.numel(),
+                "kept": kept,
+                "kept_pct": 100.0 * kept / mask.numel(),
+            }
+        )
     return pd.DataFrame(rows, columns=["module", "block", "type", "weights", "kept", "kept_pct"])
 
 
@@ -167,8 +182,13 @@ class MaskFlipTracker:
         kept = sum(int(v.sum()) for v in now.values())
         flips = sum(int((now[k] ^ self._last[k]).sum()) for k in now)
         self._last = now
-        row = {"step": step, "kept_pct": 100.0 * kept / total, "flips": flips, "flip_pct": 100.0 * flips / total,
-               "loss": logs.get("loss")}
+        row = {
+            "step": step,
+            "kept_pct": 100.0 * kept / total,
+            "flips": flips,
+            "flip_pct": 100.0 * flips / total,
+            "loss": logs.get("loss"),
+        }
         self.rows.append(row)
         logs["mask_kept_pct"], logs["mask_flips"] = row["kept_pct"], flips
 
@@ -196,8 +216,13 @@ def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def unmask(model: nn.Module) -> nn.Module:
     """In place: replace every MaskedLinear by an ``nn.Linear`` holding ``W * mask``; all params trainable again."""
     for name, layer in list(masked_layers(model).items()):
-        lin = nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None,
-                        device=layer.weight.device, dtype=layer.weight.dtype)
+        lin = nn.Linear(
+            layer.in_features,
+            layer.out_features,
+            bias=layer.bias is not None,
+            device=layer.weight.device,
+            dtype=layer.weight.dtype,
+        )
         with torch.no_grad():
             lin.weight.copy_(layer.effective_weight())
             if layer.bias is not None:

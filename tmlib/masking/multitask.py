@@ -12,10 +12,11 @@ is unpacked from its bits). The result is bit-for-bit the forward pass of the se
 masked model. Activation costs one unpack + multiply per masked weight; switching per batch is fine,
 switching per example is not.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -41,8 +42,9 @@ class MultiTaskMaskedModel(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer=None, backbone_name: str = ""):
         super().__init__()
         if masked_layers(backbone):
-            raise ValueError("pass a plain backbone (e.g. tmlib.models.load_classifier(name, labels)), "
-                             "not a masked model")
+            raise ValueError(
+                "pass a plain backbone (e.g. tmlib.models.load_classifier(name, labels)), not a masked model"
+            )
         self.model = backbone.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.backbone_name = backbone_name
@@ -55,7 +57,7 @@ class MultiTaskMaskedModel(nn.Module):
         self.active: str | None = None
 
     # ------------------------------------------------------------------------------------------- tasks
-    def add_task(self, name: str, mask: PackedMask | str | Path) -> "MultiTaskMaskedModel":
+    def add_task(self, name: str, mask: PackedMask | str | Path) -> MultiTaskMaskedModel:
         packed = mask if isinstance(mask, PackedMask) else read_mask(mask)
         where = f"mask of task {name!r}"
         if name in self.tasks:
@@ -66,8 +68,10 @@ class MultiTaskMaskedModel(nn.Module):
         if self._fingerprint is None:
             fp = backbone_fingerprint(self.model, names)
             if fp != packed.meta["fingerprint"]:
-                raise MaskFileError(f"{where} was learned on other backbone weights ({packed.meta['backbone']!r}) "
-                                    f"than this backbone ({self.backbone_name!r})")
+                raise MaskFileError(
+                    f"{where} was learned on other backbone weights ({packed.meta['backbone']!r}) "
+                    f"than this backbone ({self.backbone_name!r})"
+                )
             self._fingerprint, self._head_name = fp, head
             for n in names:
                 lin = self.model.get_submodule(n)
@@ -75,11 +79,16 @@ class MultiTaskMaskedModel(nn.Module):
                 self._work[n] = torch.empty_like(self._orig[n])
                 lin.weight = nn.Parameter(self._work[n], requires_grad=False)
         else:
-            if (packed.meta["fingerprint"] != self._fingerprint or names != sorted(self._orig)
-                    or head != self._head_name):
-                raise MaskFileError(f"{where} masks other layers or another backbone than the tasks loaded so far "
-                                    f"({list(self.tasks)}); every task must share the backbone "
-                                    f"{self.backbone_name!r} and mask the same layers")
+            if (
+                packed.meta["fingerprint"] != self._fingerprint
+                or names != sorted(self._orig)
+                or head != self._head_name
+            ):
+                raise MaskFileError(
+                    f"{where} masks other layers or another backbone than the tasks loaded so far "
+                    f"({list(self.tasks)}); every task must share the backbone "
+                    f"{self.backbone_name!r} and mask the same layers"
+                )
         w = packed.head["weight"]
         lin = nn.Linear(w.shape[1], w.shape[0], bias="bias" in packed.head)
         with torch.no_grad():
@@ -122,8 +131,9 @@ class MultiTaskMaskedModel(nn.Module):
         texts = list(texts)
         out = []
         for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer(texts[i:i + batch_size], padding=True, truncation=True, max_length=max_length,
-                                 return_tensors="pt")
+            enc = self.tokenizer(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
             out.append(self.forward(task, **enc).logits)
         return torch.cat(out) if out else torch.empty(0, self.heads[task].out_features)
 
@@ -139,12 +149,14 @@ class MultiTaskMaskedModel(nn.Module):
         the active task's effective weights, and per task its packed bits + head."""
         head_ids = {id(p) for p in self.heads.parameters()}
         work_ptrs = {t.untyped_storage().data_ptr() for t in self._work.values()}
-        backbone = [t for t in list(self.model.parameters()) + list(self.model.buffers())
-                    if id(t) not in head_ids and t.untyped_storage().data_ptr() not in work_ptrs]
+        backbone = [
+            t
+            for t in list(self.model.parameters()) + list(self.model.buffers())
+            if id(t) not in head_ids and t.untyped_storage().data_ptr() not in work_ptrs
+        ]
         backbone += list(self._orig.values())
         per_task = {name: p.nbytes() for name, p in self.tasks.items()}
-        out = {"backbone": _tensor_bytes(backbone), "working": _tensor_bytes(self._work.values()),
-               "tasks": per_task}
+        out = {"backbone": _tensor_bytes(backbone), "working": _tensor_bytes(self._work.values()), "tasks": per_task}
         out["total"] = out["backbone"] + out["working"] + sum(per_task.values())
         return out
 

@@ -9,6 +9,7 @@ shape, block, type), ``head`` (module name), ``id2label`` (JSON) and ``fingerpri
 the frozen weights the mask was learned on). Loading checks architecture, module names, shapes
 and the fingerprint, and names the mismatch when one fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,9 @@ def backbone_fingerprint(model: nn.Module, names) -> str:
 class PackedMask:
     """A task's mask as held in memory / on disk: packed bits + head tensors + metadata."""
 
-    bits: dict[str, np.ndarray]              # module name -> packed uint8
+    bits: dict[str, np.ndarray]  # module name -> packed uint8
     shapes: dict[str, tuple[int, ...]]
-    head: dict[str, torch.Tensor]            # head param name (e.g. "weight") -> fp32 tensor
+    head: dict[str, torch.Tensor]  # head param name (e.g. "weight") -> fp32 tensor
     meta: dict = field(default_factory=dict)
 
     @property
@@ -86,8 +87,16 @@ class PackedMask:
         for name, packed in self.bits.items():
             n = int(np.prod(self.shapes[name]))
             kept = int(np.unpackbits(packed, count=n).sum())
-            rows.append({"module": name, "block": mods[name]["block"], "type": mods[name]["type"], "weights": n,
-                         "kept": kept, "kept_pct": 100.0 * kept / n})
+            rows.append(
+                {
+                    "module": name,
+                    "block": mods[name]["block"],
+                    "type": mods[name]["type"],
+                    "weights": n,
+                    "kept": kept,
+                    "kept_pct": 100.0 * kept / n,
+                }
+            )
         return pd.DataFrame(rows, columns=["module", "block", "type", "weights", "kept", "kept_pct"])
 
 
@@ -95,8 +104,9 @@ def pack_model(model: nn.Module, backbone: str) -> PackedMask:
     """Pack the masks (and the task head) of a model prepared with :func:`apply_masks`."""
     layers = masked_layers(model)
     if not layers:
-        raise MaskFileError("the model has no masked layers; "
-                            "call tmlib.masking.apply_masks(model, cfg) and train it first")
+        raise MaskFileError(
+            "the model has no masked layers; call tmlib.masking.apply_masks(model, cfg) and train it first"
+        )
     cfg = getattr(model, "mask_config", None) or MaskConfig()
     info = _module_info(model)
     head = _head_name(model)
@@ -107,8 +117,15 @@ def pack_model(model: nn.Module, backbone: str) -> PackedMask:
     if head_mod.bias is not None:
         head_tensors["bias"] = head_mod.bias.detach().float().cpu().clone()
     backbone_layers = [n for n in layers if n != head]
-    modules = [{"name": n, "shape": list(layer.weight.shape), "block": info[n].block if n in info else -1,
-                "type": info[n].type if n in info else n} for n, layer in layers.items()]
+    modules = [
+        {
+            "name": n,
+            "shape": list(layer.weight.shape),
+            "block": info[n].block if n in info else -1,
+            "type": info[n].type if n in info else n,
+        }
+        for n, layer in layers.items()
+    ]
     config = getattr(model, "config", None)
     meta = {
         "format": FORMAT,
@@ -122,9 +139,12 @@ def pack_model(model: nn.Module, backbone: str) -> PackedMask:
         "id2label": json.dumps({str(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}),
         "fingerprint": backbone_fingerprint(model, backbone_layers),
     }
-    return PackedMask(bits={n: pack_bits(layer.mask()) for n, layer in layers.items()},
-                      shapes={n: tuple(layer.weight.shape) for n, layer in layers.items()}, head=head_tensors,
-                      meta=meta)
+    return PackedMask(
+        bits={n: pack_bits(layer.mask()) for n, layer in layers.items()},
+        shapes={n: tuple(layer.weight.shape) for n, layer in layers.items()},
+        head=head_tensors,
+        meta=meta,
+    )
 
 
 def save_packed(packed: PackedMask, path: str | Path) -> Path:
@@ -150,7 +170,7 @@ def read_mask(path: str | Path) -> PackedMask:
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = dict(f.metadata() or {})
-            arrays = {k: f.get_tensor(k) for k in f.keys()}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safetensors handle
     except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
         raise MaskFileError(f"{path} is not a readable safetensors mask file ({type(exc).__name__}: {exc})") from exc
     if meta.get("format") != FORMAT:
@@ -160,8 +180,9 @@ def read_mask(path: str | Path) -> PackedMask:
     head = {k[5:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("head.")}
     for n, b in bits.items():
         if b.dtype != np.uint8 or b.size != (int(np.prod(shapes[n])) + 7) // 8:
-            raise MaskFileError(f"{path}: packed mask of {n} has {b.size} bytes, "
-                                f"expected {(int(np.prod(shapes[n])) + 7) // 8}")
+            raise MaskFileError(
+                f"{path}: packed mask of {n} has {b.size} bytes, expected {(int(np.prod(shapes[n])) + 7) // 8}"
+            )
     return PackedMask(bits=bits, shapes=shapes, head=head, meta=meta)
 
 
@@ -170,22 +191,29 @@ def check_compatible(model: nn.Module, packed: PackedMask, where: str = "mask") 
     meta = packed.meta
     model_type = str(getattr(getattr(model, "config", None), "model_type", type(model).__name__))
     if meta["model_type"] != model_type:
-        raise MaskFileError(f"{where} was made for architecture {meta['model_type']!r} ({meta['architecture']}, "
-                            f"backbone {meta['backbone']!r}) but the model is {model_type!r} "
-                            f"({type(model).__name__}); load it onto the backbone {meta['backbone']!r}")
+        raise MaskFileError(
+            f"{where} was made for architecture {meta['model_type']!r} ({meta['architecture']}, "
+            f"backbone {meta['backbone']!r}) but the model is {model_type!r} "
+            f"({type(model).__name__}); load it onto the backbone {meta['backbone']!r}"
+        )
     mods = dict(model.named_modules())
     for n, shape in packed.shapes.items():
         if n not in mods or not hasattr(mods[n], "weight"):
-            raise MaskFileError(f"{where} masks module {n!r}, which the model does not have; it was made for backbone "
-                                f"{meta['backbone']!r}")
+            raise MaskFileError(
+                f"{where} masks module {n!r}, which the model does not have; it was made for backbone "
+                f"{meta['backbone']!r}"
+            )
         have = tuple(mods[n].weight.shape)
         if n != packed.head_module and have != tuple(shape):
-            raise MaskFileError(f"{where}: module {n} has shape {have} in the model but {tuple(shape)} in the mask; "
-                                f"it was made for backbone {meta['backbone']!r}")
+            raise MaskFileError(
+                f"{where}: module {n} has shape {have} in the model but {tuple(shape)} in the mask; "
+                f"it was made for backbone {meta['backbone']!r}"
+            )
 
 
-def apply_packed(model: nn.Module, packed: PackedMask, check_fingerprint: bool = True,
-                 where: str = "mask") -> nn.Module:
+def apply_packed(
+    model: nn.Module, packed: PackedMask, check_fingerprint: bool = True, where: str = "mask"
+) -> nn.Module:
     """Load ``packed`` onto ``model`` (a plain backbone, or one already masked with the same layers), in place.
 
     The classifier head is replaced by the stored one (so a backbone with any head size works).
@@ -197,15 +225,19 @@ def apply_packed(model: nn.Module, packed: PackedMask, check_fingerprint: bool =
     missing = sorted(set(packed.bits) - set(layers))
     extra = sorted(set(layers) - set(packed.bits))
     if missing or extra:
-        raise MaskFileError(f"{where} and model mask different layers (only in file: {missing[:3]}, only in model: "
-                            f"{extra[:3]}); apply the mask to a plain backbone instead")
+        raise MaskFileError(
+            f"{where} and model mask different layers (only in file: {missing[:3]}, only in model: "
+            f"{extra[:3]}); apply the mask to a plain backbone instead"
+        )
     head = packed.head_module
     if check_fingerprint:
         fp = backbone_fingerprint(model, [n for n in layers if n != head])
         if fp != packed.meta["fingerprint"]:
-            raise MaskFileError(f"{where} was learned on other backbone weights ({packed.meta['backbone']!r}): "
-                                "the frozen weights of this model differ; "
-                                f"load the backbone {packed.meta['backbone']!r}")
+            raise MaskFileError(
+                f"{where} was learned on other backbone weights ({packed.meta['backbone']!r}): "
+                "the frozen weights of this model differ; "
+                f"load the backbone {packed.meta['backbone']!r}"
+            )
     _set_head(model, packed)
     for n, layer in masked_layers(model).items():
         layer.set_mask(packed.mask(n))

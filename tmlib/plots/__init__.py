@@ -5,6 +5,7 @@ package root holds the shared look so every figure in the suite reads the same w
     plots.use_style()
     fig = plots.selective.accuracy_vs_steps(table)
 """
+
 from __future__ import annotations
 
 import matplotlib
@@ -41,8 +42,15 @@ def use_style() -> None:
     import seaborn as sns
 
     sns.set_theme(context="notebook", style="whitegrid", font_scale=1.0)
-    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.bbox": "tight", "axes.titleweight": "bold",
-                                "axes.spines.top": False, "axes.spines.right": False})
+    matplotlib.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "savefig.bbox": "tight",
+            "axes.titleweight": "bold",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
 
 
 def color(name: str, default: str = "#444444") -> str:

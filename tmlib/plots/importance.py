@@ -1,4 +1,5 @@
 """Figures for token importance (notebook 02): top words per class, agreement between methods."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,12 @@ import pandas as pd
 
 from . import use_style
 
-METHOD_LABELS = {"occlusion": "occlusion", "grad_x_input": "grad x input",
-                 "integrated_gradients": "integrated gradients", "buffer": "buffer (Gu et al.)"}
+METHOD_LABELS = {
+    "occlusion": "occlusion",
+    "grad_x_input": "grad x input",
+    "integrated_gradients": "integrated gradients",
+    "buffer": "buffer (Gu et al.)",
+}
 CLASS_COLORS = ["#2166ac", "#b2182b", "#1b7837", "#762a83", "#e08214", "#4d4d4d"]
 
 
@@ -61,15 +66,28 @@ def agreement_heatmap(matrix: pd.DataFrame, title: str = "Agreement between impo
 
     use_style()
     if matrix.shape[0] != matrix.shape[1] or list(matrix.index) != list(matrix.columns):
-        raise ValueError("matrix must be square with the same methods as rows and columns "
-                         "(tmlib.importance.attribution.method_agreement output)")
+        raise ValueError(
+            "matrix must be square with the same methods as rows and columns "
+            "(tmlib.importance.attribution.method_agreement output)"
+        )
     labels = [METHOD_LABELS.get(m, m) for m in matrix.index]
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.5 * n + 2.2, 1.2 * n + 1.2))
     values = matrix.to_numpy(dtype=float)
-    sns.heatmap(values, annot=np.where(np.isnan(values), np.nan, values), fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1,
-                square=True, linewidths=0.5, xticklabels=labels, yticklabels=labels, ax=ax,
-                cbar_kws={"label": "mean Spearman rho per text"})
+    sns.heatmap(
+        values,
+        annot=np.where(np.isnan(values), np.nan, values),
+        fmt=".2f",
+        cmap="RdBu_r",
+        vmin=-1,
+        vmax=1,
+        square=True,
+        linewidths=0.5,
+        xticklabels=labels,
+        yticklabels=labels,
+        ax=ax,
+        cbar_kws={"label": "mean Spearman rho per text"},
+    )
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
     ax.tick_params(axis="y", rotation=0)

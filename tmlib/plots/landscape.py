@@ -1,12 +1,13 @@
 """Figures for loss-landscape analysis (:mod:`tmlib.landscape`).
 
-    fig = plots.landscape.paths(paths_df)                 # loss and accuracy along several paths
-    fig = plots.landscape.plane_contour(plane_df, coords) # 2-D contour with the three models marked
-    fig = plots.landscape.curve_vs_line(paths_df, line, curve)  # accuracy/loss along a line and a trained curve
+fig = plots.landscape.paths(paths_df)                 # loss and accuracy along several paths
+fig = plots.landscape.plane_contour(plane_df, coords) # 2-D contour with the three models marked
+fig = plots.landscape.curve_vs_line(paths_df, line, curve)  # accuracy/loss along a line and a trained curve
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -23,8 +24,12 @@ _PATH_COLORS = ["#d1495b", "#2e4057", "#8c8c8c", "#00798c", "#edae49", "#66a182"
 _SPLIT_STYLE = {"test": "-", "dev": "--"}
 
 
-def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapping[str, tuple[str, str]] | None = None,
-          title: str | None = None) -> plt.Figure:
+def paths(
+    df: pd.DataFrame,
+    splits: Sequence[str] | None = None,
+    endpoints: Mapping[str, tuple[str, str]] | None = None,
+    title: str | None = None,
+) -> plt.Figure:
     """Loss (left) and accuracy (right) against gamma, one colour per path, one line style per split.
 
     ``df``: DataFrame(path, gamma, split, loss, accuracy). The segment [0, 1] between the two
@@ -33,8 +38,11 @@ def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapp
     """
     require_columns(df, ["path", "gamma", "split", "loss", "accuracy"], "paths figure")
     use_style()
-    splits = (list(splits) if splits is not None
-              else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split)))
+    splits = (
+        list(splits)
+        if splits is not None
+        else [s for s in ("dev", "test") if s in set(df.split)] or sorted(set(df.split))
+    )
     names = list(dict.fromkeys(df["path"]))
     endpoints = endpoints or {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -50,24 +58,43 @@ def paths(df: pd.DataFrame, splits: Sequence[str] | None = None, endpoints: Mapp
                 if d.empty:
                     continue
                 scale = 100 if metric == "accuracy" else 1
-                ax.plot(d.gamma, d[metric] * scale, _SPLIT_STYLE.get(split, ":"), color=col, lw=1.8,
-                        label=f"{label}, {split}" if len(splits) > 1 else label)
+                ax.plot(
+                    d.gamma,
+                    d[metric] * scale,
+                    _SPLIT_STYLE.get(split, ":"),
+                    color=col,
+                    lw=1.8,
+                    label=f"{label}, {split}" if len(splits) > 1 else label,
+                )
                 ends = d[np.isclose(d.gamma, 0) | np.isclose(d.gamma, 1)]
                 ax.scatter(ends.gamma, ends[metric] * scale, s=45, color=col, edgecolor="white", zorder=5)
         ax.set_xlabel(r"$\gamma$   ($\theta = (1-\gamma)\,\theta_A + \gamma\,\theta_B$)")
         ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
         ax.set_title(metric)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 2), fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.02 - 0.035 * ((len(labels) + 1) // 2)))
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 2),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02 - 0.035 * ((len(labels) + 1) // 2)),
+    )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]], metric: str = "accuracy",
-                  split: str = "dev", title: str | None = None, levels: int = 12) -> plt.Figure:
+def plane_contour(
+    frame: pd.DataFrame,
+    coords: Mapping[str, tuple[float, float]],
+    metric: str = "accuracy",
+    split: str = "dev",
+    title: str | None = None,
+    levels: int = 12,
+) -> plt.Figure:
     """Filled contour of ``metric`` on the plane grid (rows with ``point == ''`` or no ``point``
     column), with the models at ``coords`` marked and labelled.
 
@@ -90,8 +117,16 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
     fig.colorbar(cs, ax=ax, shrink=0.8, label="accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
     for name, (a, b) in coords.items():
         ax.scatter([a], [b], s=90, marker="o", color=_point_color(name), edgecolor="black", zorder=5)
-        ax.annotate(name, (a, b), textcoords="offset points", xytext=(7, 7), fontsize=10, weight="bold",
-                    color="black", bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8, lw=0))
+        ax.annotate(
+            name,
+            (a, b),
+            textcoords="offset points",
+            xytext=(7, 7),
+            fontsize=10,
+            weight="bold",
+            color="black",
+            bbox=dict(boxstyle="round,pad=0.2", fc="white", alpha=0.8, lw=0),
+        )
     ax.set_xlabel(r"$\alpha$ (along $e_1$, weight-space distance)")
     ax.set_ylabel(r"$\beta$ (along $e_2$)")
     spans = np.ptp(table.columns.values), np.ptp(table.index.values)
@@ -103,8 +138,9 @@ def plane_contour(frame: pd.DataFrame, coords: Mapping[str, tuple[float, float]]
     return fig
 
 
-def curve_vs_line(df: pd.DataFrame, line: str, curve: str, splits: Sequence[str] | None = None,
-                  title: str | None = None) -> plt.Figure:
+def curve_vs_line(
+    df: pd.DataFrame, line: str, curve: str, splits: Sequence[str] | None = None, title: str | None = None
+) -> plt.Figure:
     """Accuracy (left) and loss (right) along the straight line ``line`` and the trained curve ``curve``
     between the same two models, on [0, 1] (``gamma`` is the line's coefficient and the curve's t).
 
@@ -125,8 +161,16 @@ def curve_vs_line(df: pd.DataFrame, line: str, curve: str, splits: Sequence[str]
                 d = d.sort_values("gamma")
                 if d.empty:
                     continue
-                ax.plot(d.gamma, d[metric] * scale, _SPLIT_STYLE.get(split, ":"), color=col, lw=1.8, marker="o", ms=3,
-                        label=f"{lab}, {split}")
+                ax.plot(
+                    d.gamma,
+                    d[metric] * scale,
+                    _SPLIT_STYLE.get(split, ":"),
+                    color=col,
+                    lw=1.8,
+                    marker="o",
+                    ms=3,
+                    label=f"{lab}, {split}",
+                )
         ax.set_xlabel(r"$\gamma$ on the line, $t$ on the curve  (0: first model, 1: second)")
         ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "cross-entropy loss")
         ax.set_title(metric)

@@ -1,11 +1,12 @@
 """Figures for notebook 05 (what learned masks learn, :mod:`tmlib.experiments.mask_study`).
 
-    fig = plots.mask_study.setting_bars(table, "initial sparsity")   # test accuracy and density per setting
-    fig = plots.mask_study.probe_bars(probe)                        # linear-probe accuracy per representation
-    fig = plots.mask_study.tsne_panels(frame)                       # t-SNE of [CLS] vectors, one panel each
-    fig = plots.mask_study.transfer_bars(transfer)                  # accuracy on other datasets, mask vs ft
-    fig = plots.mask_study.token_bars(token_table)                  # token tasks: test metric per method
+fig = plots.mask_study.setting_bars(table, "initial sparsity")   # test accuracy and density per setting
+fig = plots.mask_study.probe_bars(probe)                        # linear-probe accuracy per representation
+fig = plots.mask_study.tsne_panels(frame)                       # t-SNE of [CLS] vectors, one panel each
+fig = plots.mask_study.transfer_bars(transfer)                  # accuracy on other datasets, mask vs ft
+fig = plots.mask_study.token_bars(token_table)                  # token tasks: test metric per method
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -21,8 +22,15 @@ def setting_bars(table: pd.DataFrame, xlabel: str) -> plt.Figure:
     use_style()
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
     x = np.arange(len(table))
-    ax.bar(x, table["test_mean"], yerr=table["test_std"].fillna(0), capsize=3, color=color("mask"), alpha=0.85,
-           label="test accuracy")
+    ax.bar(
+        x,
+        table["test_mean"],
+        yerr=table["test_std"].fillna(0),
+        capsize=3,
+        color=color("mask"),
+        alpha=0.85,
+        label="test accuracy",
+    )
     ax.set_xticks(x, table["setting"].astype(str))
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
@@ -43,8 +51,13 @@ def probe_bars(probe: pd.DataFrame) -> plt.Figure:
     use_style()
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
     x = np.arange(len(probe))
-    ax.bar(x, probe["probe_accuracy"], yerr=probe["probe_sd"], capsize=3,
-           color=[color(m, "#8c8c8c") for m in probe["model"]])
+    ax.bar(
+        x,
+        probe["probe_accuracy"],
+        yerr=probe["probe_sd"],
+        capsize=3,
+        color=[color(m, "#8c8c8c") for m in probe["model"]],
+    )
     ax.set_xticks(x, probe["representation"], rotation=20)
     ax.set_ylabel("linear-probe accuracy (%)")
     lo = float(probe["probe_accuracy"].min())
@@ -85,8 +98,15 @@ def transfer_bars(transfer: pd.DataFrame) -> plt.Figure:
     width = 0.8 / max(1, len(methods))
     for k, m in enumerate(methods):
         d = g[g.method == m].set_index("task").reindex(tasks)
-        ax.bar(np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width, 100 * d["mean"], width,
-               yerr=100 * d["std"].fillna(0), capsize=3, color=color(m), label=label(m))
+        ax.bar(
+            np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width,
+            100 * d["mean"],
+            width,
+            yerr=100 * d["std"].fillna(0),
+            capsize=3,
+            color=color(m),
+            label=label(m),
+        )
     ax.set_xticks(np.arange(len(tasks)), tasks)
     ax.set_ylabel("accuracy on the other dataset (%)")
     ax.legend(frameon=False)
@@ -105,8 +125,15 @@ def token_bars(table: pd.DataFrame) -> plt.Figure:
     width = 0.8 / max(1, len(methods))
     for k, m in enumerate(methods):
         d = table[table.method == m].set_index("task").reindex(tasks)
-        ax.bar(np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width, d["mean"], width,
-               yerr=d["std"].fillna(0), capsize=3, color=color(m), label=label(m))
+        ax.bar(
+            np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width,
+            d["mean"],
+            width,
+            yerr=d["std"].fillna(0),
+            capsize=3,
+            color=color(m),
+            label=label(m),
+        )
     metric = table.drop_duplicates("task").set_index("task")["metric"]
     ax.set_xticks(np.arange(len(tasks)), [f"{t}\n({metric[t]})" for t in tasks])
     ax.set_ylabel("test score on held-out sentences (%)")

@@ -1,11 +1,12 @@
 """Figures for notebook 03 (learned masks vs fine-tuning, :mod:`tmlib.experiments.masking`).
 
-    fig = plots.masking.accuracy_bars(results)     # grouped bars, mean +- std over seeds
-    fig = plots.masking.sparsity_heatmap(sparsity) # % kept per block x module type, one panel per task
-    fig = plots.masking.storage_bars(storage)      # task-specific bytes, log scale
-    fig = plots.masking.memory_lines(memory)       # bytes to serve N tasks at once
-    fig = plots.masking.dev_curves(curves)         # dev accuracy vs step per method (mean + each seed)
+fig = plots.masking.accuracy_bars(results)     # grouped bars, mean +- std over seeds
+fig = plots.masking.sparsity_heatmap(sparsity) # % kept per block x module type, one panel per task
+fig = plots.masking.storage_bars(storage)      # task-specific bytes, log scale
+fig = plots.masking.memory_lines(memory)       # bytes to serve N tasks at once
+fig = plots.masking.dev_curves(curves)         # dev accuracy vs step per method (mean + each seed)
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -63,9 +64,13 @@ def sparsity_heatmap(sparsity: pd.DataFrame) -> plt.Figure:
     use_style()
     tasks = list(dict.fromkeys(sparsity["task"]))
     types = [t for t in TYPE_ORDER if t in set(sparsity["type"])] + sorted(set(sparsity["type"]) - set(TYPE_ORDER))
-    fig, axes = plt.subplots(1, len(tasks),
-                             figsize=(0.9 * len(types) * len(tasks) + 2.5, 0.5 * sparsity["block"].nunique() + 2.2),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(tasks),
+        figsize=(0.9 * len(types) * len(tasks) + 2.5, 0.5 * sparsity["block"].nunique() + 2.2),
+        squeeze=False,
+        layout="constrained",
+    )
     vmin, vmax = sparsity["kept_pct"].min(), sparsity["kept_pct"].max()
     for ax, task in zip(axes[0], tasks):
         df = sparsity[sparsity["task"] == task]
@@ -74,8 +79,15 @@ def sparsity_heatmap(sparsity: pd.DataFrame) -> plt.Figure:
         im = ax.imshow(grid.values, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         for (r, c), v in np.ndenumerate(grid.values):
             if np.isfinite(v):
-                ax.text(c, r, f"{v:.1f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < (vmin + vmax) / 2 else "black")
+                ax.text(
+                    c,
+                    r,
+                    f"{v:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if v < (vmin + vmax) / 2 else "black",
+                )
         ax.set_xticks(range(len(types)), types, rotation=45, ha="right")
         ax.set_yticks(range(len(blocks)), [f"block {b}" if b >= 0 else "pooler/head" for b in blocks])
         ax.set_title(task)
@@ -121,8 +133,15 @@ def memory_lines(memory: pd.DataFrame) -> plt.Figure:
         ax.plot(d["n_tasks"], d["bytes"] / 2**20, marker="o", ms=3, color=color(m), label=label(m))
     meas = memory[memory["kind"] == "measured"]
     if not meas.empty:
-        ax.scatter(meas["n_tasks"], meas["bytes"] / 2**20, s=90, facecolors="none", edgecolors="black", zorder=5,
-                   label="measured (multi-task model)")
+        ax.scatter(
+            meas["n_tasks"],
+            meas["bytes"] / 2**20,
+            s=90,
+            facecolors="none",
+            edgecolors="black",
+            zorder=5,
+            label="measured (multi-task model)",
+        )
     ax.set_xlabel("tasks served at once")
     ax.set_ylabel("memory (MiB)")
     ax.set_title("Serving N tasks from one process")
@@ -138,9 +157,16 @@ def flips_lines(flips: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     if flips.empty:
         for ax in axes:
-            ax.text(0.5, 0.5, "no records: training was shorter than flip_every steps", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=9)
-    df = flips.assign(task=flips["task"] if "task" in flips else "", seed=flips["seed"] if "seed" in flips else 0)
+            ax.text(
+                0.5,
+                0.5,
+                "no records: training was shorter than flip_every steps",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=9,
+            )
+    df = flips.assign(task=flips.get("task", ""), seed=flips.get("seed", 0))
     for (task, seed), d in df.groupby(["task", "seed"], sort=False):
         axes[0].plot(d["step"], d["kept_pct"], label=f"{task} s{seed}")
         axes[1].plot(d["step"], d["flip_pct"].clip(lower=1e-4), label=f"{task} s{seed}")
@@ -168,8 +194,15 @@ def dev_curves(curves: pd.DataFrame, metric: str = "dev_accuracy") -> plt.Figure
                 ax.plot(ds["step"], 100 * ds[metric], color=color(m), lw=0.6, alpha=0.35)
             mean = dm.groupby("step")[metric].mean()
             lr = dm["lr"].iloc[0] if "lr" in dm and pd.notna(dm["lr"].iloc[0]) else None
-            ax.plot(mean.index, 100 * mean.values, color=color(m), lw=2, marker="o", ms=3,
-                    label=f"{label(m)}" + (f" (lr {lr:g})" if lr is not None else ""))
+            ax.plot(
+                mean.index,
+                100 * mean.values,
+                color=color(m),
+                lw=2,
+                marker="o",
+                ms=3,
+                label=f"{label(m)}" + (f" (lr {lr:g})" if lr is not None else ""),
+            )
         ax.set(xlabel="training step", ylabel="dev accuracy (%)", title=task)
         ax.legend(frameon=False, fontsize=8)
     n = int(curves.groupby(["task", "method"])["seed"].nunique().max()) if len(curves) else 0

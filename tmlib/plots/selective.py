@@ -1,4 +1,5 @@
 """Figures for selective masking (Gu et al. 2020): accuracy bars, accuracy vs TaskPT steps, compute split."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -8,7 +9,7 @@ import pandas as pd
 from . import LABELS as _ALL_LABELS
 from . import color, use_style
 
-ARMS = ("genept", "selective", "random", "random15")   # notebook 01's arms, in legend order
+ARMS = ("genept", "selective", "random", "random15")  # notebook 01's arms, in legend order
 LABELS = {m: _ALL_LABELS[m] for m in ARMS}
 
 
@@ -23,12 +24,20 @@ def accuracy_bars(summary: pd.DataFrame, title: str = "Test accuracy (mean ± st
     for k, m in enumerate(methods):
         rows = summary[summary["method"] == m].set_index("genept_steps").reindex(budgets)
         mean, std = 100 * rows["test_mean"].to_numpy(), 100 * rows["test_std"].fillna(0).to_numpy()
-        bars = ax.bar(x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=color(m),
-                      label=LABELS[m])
+        bars = ax.bar(
+            x + (k - (len(methods) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=color(m), label=LABELS[m]
+        )
         for b, v, sd in zip(bars, mean, std):
             if np.isfinite(v):  # above the error bar, not on it
-                ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v + sd), ha="center", va="bottom", fontsize=8,
-                            xytext=(0, 3), textcoords="offset points")
+                ax.annotate(
+                    f"{v:.1f}",
+                    (b.get_x() + b.get_width() / 2, v + sd),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                )
     ax.set_xticks(x, [f"GenePT {b} steps" for b in budgets])
     lo = np.nanmin(100 * summary["test_mean"]) - 3 * max(1.0, np.nanmax(100 * summary["test_std"].fillna(0)))
     ax.set_ylim(max(0, lo), min(100, np.nanmax(100 * (summary["test_mean"] + summary["test_std"].fillna(0))) + 4))
@@ -71,17 +80,31 @@ def compute_split(compute: dict, method: str = "selective", budget: int | None =
     tp = df[(df["group"] == "TaskPT") & (df["method"] == method) & (df["genept_steps"] == budget)]
     taskpt = float(tp[key].sum())
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [1, 1.5]})
-    parts = [("GenePT", genept, color("genept")), ("importance pipeline", imp, "#edae49"),
-             (f"TaskPT ({method})", taskpt, color(method))]
+    parts = [
+        ("GenePT", genept, color("genept")),
+        ("importance pipeline", imp, "#edae49"),
+        (f"TaskPT ({method})", taskpt, color(method)),
+    ]
     vals = [max(v, 0.0) for _, v, _ in parts]
     if sum(vals) > 0:
-        a1.pie(vals, labels=[n for n, _, _ in parts], colors=[c for _, _, c in parts], autopct="%1.0f%%", startangle=90,
-               wedgeprops={"linewidth": 1, "edgecolor": "white"})
+        a1.pie(
+            vals,
+            labels=[n for n, _, _ in parts],
+            colors=[c for _, _, c in parts],
+            autopct="%1.0f%%",
+            startangle=90,
+            wedgeprops={"linewidth": 1, "edgecolor": "white"},
+        )
     a1.set_title(f"compute split ({key}), GenePT {budget}")
     stages = df[df["group"] != "fine-tune"]
-    a2.barh(stages["stage"], stages[key], color=[
-        {"GenePT": color("genept"), "importance": "#edae49"}.get(g, color(m) if isinstance(m, str) else "#444")
-        for g, m in zip(stages["group"], stages.get("method", [None] * len(stages)))])
+    a2.barh(
+        stages["stage"],
+        stages[key],
+        color=[
+            {"GenePT": color("genept"), "importance": "#edae49"}.get(g, color(m) if isinstance(m, str) else "#444")
+            for g, m in zip(stages["group"], stages.get("method", [None] * len(stages)))
+        ],
+    )
     a2.invert_yaxis()
     a2.set_xlabel(key)
     a2.set_title("per stage")
@@ -97,8 +120,14 @@ def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame |
     n = 1 if taskpt_history is None or taskpt_history.empty else 2
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.2), squeeze=False)
     if genept_history is None or genept_history.empty or "step" not in genept_history:
-        axes[0][0].text(0.5, 0.5, "GenePT not trained here\n(loaded from checkpoints)", ha="center", va="center",
-                        transform=axes[0][0].transAxes)
+        axes[0][0].text(
+            0.5,
+            0.5,
+            "GenePT not trained here\n(loaded from checkpoints)",
+            ha="center",
+            va="center",
+            transform=axes[0][0].transAxes,
+        )
         axes[0][0].set_xticks([])
         axes[0][0].set_yticks([])
     else:
@@ -108,8 +137,13 @@ def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame |
     if n == 2:
         ax = axes[0][1]
         for (g, m), d in taskpt_history.groupby(["genept_steps", "method"]):
-            ax.plot(d["step"], d["train_loss"], color=color(m),
-                    ls="-" if g == taskpt_history["genept_steps"].min() else "--", label=f"{m} (GenePT {g})")
+            ax.plot(
+                d["step"],
+                d["train_loss"],
+                color=color(m),
+                ls="-" if g == taskpt_history["genept_steps"].min() else "--",
+                label=f"{m} (GenePT {g})",
+            )
         ax.set_title("TaskPT MLM loss (on its own masks)")
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
@@ -124,8 +158,12 @@ def probe_bars(probe: pd.DataFrame, title: str = "Can the MLM head fill a blank?
 
     require_columns(probe, ["stage", "genept_steps", "method", "domain", "top1"], "probe_bars")
     use_style()
-    p = probe.assign(label=[f"GenePT {g}" if s == "genept" else f"GenePT {g}\n+TaskPT {m}"
-                            for s, g, m in zip(probe["stage"], probe["genept_steps"], probe["method"])])
+    p = probe.assign(
+        label=[
+            f"GenePT {g}" if s == "genept" else f"GenePT {g}\n+TaskPT {m}"
+            for s, g, m in zip(probe["stage"], probe["genept_steps"], probe["method"])
+        ]
+    )
     labels = list(dict.fromkeys(p["label"]))
     domains = list(dict.fromkeys(p["domain"]))
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(labels), 3.4))
@@ -133,12 +171,20 @@ def probe_bars(probe: pd.DataFrame, title: str = "Can the MLM head fill a blank?
     x = np.arange(len(labels))
     for k, dom in enumerate(domains):
         v = 100 * p[p["domain"] == dom].set_index("label").reindex(labels)["top1"].to_numpy()
-        bars = ax.bar(x + (k - (len(domains) - 1) / 2) * width, v, width, label=dom,
-                      color=["#2e4057", "#d1495b"][k % 2])
+        bars = ax.bar(
+            x + (k - (len(domains) - 1) / 2) * width, v, width, label=dom, color=["#2e4057", "#d1495b"][k % 2]
+        )
         for b, val in zip(bars, v):
             if np.isfinite(val):
-                ax.annotate(f"{val:.0f}", (b.get_x() + b.get_width() / 2, val), ha="center", va="bottom", fontsize=7,
-                            xytext=(0, 2), textcoords="offset points")
+                ax.annotate(
+                    f"{val:.0f}",
+                    (b.get_x() + b.get_width() / 2, val),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
     ax.axhline(30, color="#444444", lw=0.8, ls="--")
     ax.set_xticks(x, labels, fontsize=7)
     ax.set_ylabel("held-out top-1 (%)")
@@ -147,16 +193,18 @@ def probe_bars(probe: pd.DataFrame, title: str = "Can the MLM head fill a blank?
     return fig
 
 
-def paired_gap_plot(results: pd.DataFrame, gaps: pd.DataFrame,
-                    title: str = "Paired gaps (test accuracy points, one dot per seed)"):
+def paired_gap_plot(
+    results: pd.DataFrame, gaps: pd.DataFrame, title: str = "Paired gaps (test accuracy points, one dot per seed)"
+):
     """Per GenePT budget and comparison: one dot per fine-tuning seed, the mean and its 95% CI
     (``gaps``: :func:`tmlib.experiments.selective.paired_gaps` of ``results``)."""
     use_style()
     final = results[results["final"]] if "final" in results else results
     comps = list(dict.fromkeys(gaps["comparison"]))
     budgets = sorted(gaps["genept_steps"].unique())
-    fig, axes = plt.subplots(1, len(budgets), figsize=(3.2 + 1.3 * len(comps) * len(budgets), 3.4), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(
+        1, len(budgets), figsize=(3.2 + 1.3 * len(comps) * len(budgets), 3.4), squeeze=False, sharey=True
+    )
     for ax, g in zip(axes[0], budgets):
         acc = final[final["genept_steps"] == g].pivot_table(index="seed", columns="method", values="test_accuracy")
         notes = []
@@ -167,8 +215,15 @@ def paired_gap_plot(results: pd.DataFrame, gaps: pd.DataFrame,
             d = (100 * (acc[a] - acc[b])).dropna()
             ax.scatter(np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)), d, s=14, color=color(a), alpha=0.7)
             row = gaps[(gaps["genept_steps"] == g) & (gaps["comparison"] == comp)].iloc[0]
-            ax.errorbar(i + 0.25, row["gap_mean"], yerr=row["ci95"] if np.isfinite(row["ci95"]) else 0, fmt="D",
-                        color="black", capsize=4, ms=5)
+            ax.errorbar(
+                i + 0.25,
+                row["gap_mean"],
+                yerr=row["ci95"] if np.isfinite(row["ci95"]) else 0,
+                fmt="D",
+                color="black",
+                capsize=4,
+                ms=5,
+            )
             notes.append((i, f"p={row['p']:.2g}"))
         top = ax.get_ylim()[1]
         ax.set_ylim(ax.get_ylim()[0], top + 0.12 * (top - ax.get_ylim()[0]))  # room for the p values above the data

@@ -11,6 +11,7 @@
     results = exp.finetune()            # builds (or loads) every stage it needs
     write_outputs(exp, results)
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -70,8 +71,15 @@ def taskpt_selection(exp: SelectiveExperiment) -> pd.DataFrame:
     rows = []
     for (g, m), run in exp.taskpt().items():
         for step, rec in sorted(run.stats["saved"].items()):
-            rows.append({"genept_steps": g, "method": m, "taskpt_steps": step, "dev_loss": rec["dev_loss"],
-                         "selected": step == run.selected})
+            rows.append(
+                {
+                    "genept_steps": g,
+                    "method": m,
+                    "taskpt_steps": step,
+                    "dev_loss": rec["dev_loss"],
+                    "selected": step == run.selected,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -87,21 +95,30 @@ def write_outputs(exp: SelectiveExperiment, results: pd.DataFrame) -> dict[str, 
     steps.csv (curve), probe.csv (MLM probe per checkpoint), compute.json, tagger.json, config.json."""
     cfg, store = exp.cfg, exp.store
     compute = exp.compute_rows(results)
-    summary = summarize(results).merge(condition_costs(compute, cfg.genept.steps, cfg.taskpt.methods),
-                                       on=["genept_steps", "method"], how="left")
+    summary = summarize(results).merge(
+        condition_costs(compute, cfg.genept.steps, cfg.taskpt.methods), on=["genept_steps", "method"], how="left"
+    )
     curve = curve_rows(exp, results)
     preds = exp.predictions()
-    gaps = pd.concat([paired_gaps(results, predictions=preds).assign(runs="all"),
-                      paired_gaps(results, drop_failed=True, predictions=preds).assign(runs="failed dropped")])
+    gaps = pd.concat(
+        [
+            paired_gaps(results, predictions=preds).assign(runs="all"),
+            paired_gaps(results, drop_failed=True, predictions=preds).assign(runs="failed dropped"),
+        ]
+    )
     tagger = exp.get(exp.tagger_stage).stats
-    return {"results": store.write_csv("results.csv", results), "summary": store.write_csv("summary.csv", summary),
-            "gaps": store.write_csv("gaps.csv", gaps), "steps": store.write_csv("steps.csv", curve),
-            "steps_summary": store.write_csv("steps_summary.csv", curve_summary(curve)),
-            "probe": store.write_csv("probe.csv", exp.probe()),
-            "taskpt_selection": store.write_csv("taskpt_selection.csv", taskpt_selection(exp)),
-            "compute": store.write_json("compute.json", compute_split(compute, exp.threads)),
-            "tagger": store.write_json("tagger.json", {k: v for k, v in tagger.items() if k != "history"}),
-            "config": store.write_json("config.json", asdict(cfg))}
+    return {
+        "results": store.write_csv("results.csv", results),
+        "summary": store.write_csv("summary.csv", summary),
+        "gaps": store.write_csv("gaps.csv", gaps),
+        "steps": store.write_csv("steps.csv", curve),
+        "steps_summary": store.write_csv("steps_summary.csv", curve_summary(curve)),
+        "probe": store.write_csv("probe.csv", exp.probe()),
+        "taskpt_selection": store.write_csv("taskpt_selection.csv", taskpt_selection(exp)),
+        "compute": store.write_json("compute.json", compute_split(compute, exp.threads)),
+        "tagger": store.write_json("tagger.json", {k: v for k, v in tagger.items() if k != "history"}),
+        "config": store.write_json("config.json", asdict(cfg)),
+    }
 
 
 def build_all(cfg: SelectiveConfig, reverse: bool = False) -> int:
@@ -128,10 +145,41 @@ def run_pipeline(cfg: SelectiveConfig) -> dict:
     return {"experiment": exp, "results": results, "summary": summarize(results)}
 
 
-__all__ = ["SelectiveConfig", "GeneptConfig", "ScorerConfig", "BufferStageConfig", "TaggerConfig", "TaskptConfig",
-           "FinetuneConfig", "TASKPT_METHODS", "SelectiveExperiment", "SelectivePlan", "plan", "MLMRun", "MLMData",
-           "FinetuneJob", "mlm_run_stage", "Checkpoints", "collator", "split_corpus",
-           "history", "taskpt_selection", "curve_rows", "build_all", "write_outputs", "run_pipeline", "accuracy_table",
-           "buffer_summary",
-           "compute_split", "condition_costs", "corpus_summary", "curve_summary", "detectable_gap",
-           "importance_examples", "paired_gaps", "probe_table", "summarize", "threshold_table"]
+__all__ = [
+    "SelectiveConfig",
+    "GeneptConfig",
+    "ScorerConfig",
+    "BufferStageConfig",
+    "TaggerConfig",
+    "TaskptConfig",
+    "FinetuneConfig",
+    "TASKPT_METHODS",
+    "SelectiveExperiment",
+    "SelectivePlan",
+    "plan",
+    "MLMRun",
+    "MLMData",
+    "FinetuneJob",
+    "mlm_run_stage",
+    "Checkpoints",
+    "collator",
+    "split_corpus",
+    "history",
+    "taskpt_selection",
+    "curve_rows",
+    "build_all",
+    "write_outputs",
+    "run_pipeline",
+    "accuracy_table",
+    "buffer_summary",
+    "compute_split",
+    "condition_costs",
+    "corpus_summary",
+    "curve_summary",
+    "detectable_gap",
+    "importance_examples",
+    "paired_gaps",
+    "probe_table",
+    "summarize",
+    "threshold_table",
+]

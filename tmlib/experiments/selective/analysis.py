@@ -1,6 +1,7 @@
 """Tables of the selective-masking experiment: buffer/corpus label rates, accuracy summaries, paired
 gaps with a t test, the accuracy-vs-TaskPT-steps curve and the pre-training compute per condition.
 Pure functions of data frames (nothing here reads or writes files)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,18 +37,32 @@ def buffer_summary(scores: dict) -> pd.DataFrame:
         correct = [s for s in ss if s.correct]
         tokens = sum(len(s.tokens) for s in correct)
         imp = sum(int(s.important.sum()) for s in correct)
-        rows.append({"split": split, "sentences": len(ss), "scorer_correct": len(correct),
-                     "important_tokens": imp, "important_rate": imp / max(1, tokens),
-                     "no_important_token": sum(int(s.important.sum() == 0) for s in correct)})
+        rows.append(
+            {
+                "split": split,
+                "sentences": len(ss),
+                "scorer_correct": len(correct),
+                "important_tokens": imp,
+                "important_rate": imp / max(1, tokens),
+                "no_important_token": sum(int(s.important.sum() == 0) for s in correct),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def corpus_summary(ds) -> pd.DataFrame:
     imp = [np.asarray(x) for x in ds["important"]]
     n_tok = sum(len(x) for x in imp)
-    return pd.DataFrame([{"sentences": len(ds), "tokens": n_tok,
-                          "important_rate": sum(int(x.sum()) for x in imp) / max(1, n_tok),
-                          "sentences_without_important": sum(int(x.sum() == 0) for x in imp)}])
+    return pd.DataFrame(
+        [
+            {
+                "sentences": len(ds),
+                "tokens": n_tok,
+                "important_rate": sum(int(x.sum()) for x in imp) / max(1, n_tok),
+                "sentences_without_important": sum(int(x.sum() == 0) for x in imp),
+            }
+        ]
+    )
 
 
 def threshold_table(ds, tokenizer, thresholds: dict[str, float], stopwords: str = "spacy") -> pd.DataFrame:
@@ -59,12 +74,19 @@ def threshold_table(ds, tokenizer, thresholds: dict[str, float], stopwords: str 
 
     rows = []
     for name, t in thresholds.items():
-        labels = [token_labels(tokenizer, ids, np.asarray(p), t, stopwords)
-                  for ids, p in zip(ds["token_ids"], ds["importance"])]
+        labels = [
+            token_labels(tokenizer, ids, np.asarray(p), t, stopwords)
+            for ids, p in zip(ds["token_ids"], ds["importance"])
+        ]
         n_tok = sum(len(x) for x in labels)
-        rows.append({"threshold": name, "value": float(t),
-                     "important_rate": sum(int(x.sum()) for x in labels) / max(1, n_tok),
-                     "sentences_without_important": sum(int(x.sum() == 0) for x in labels) / max(1, len(labels))})
+        rows.append(
+            {
+                "threshold": name,
+                "value": float(t),
+                "important_rate": sum(int(x.sum()) for x in labels) / max(1, n_tok),
+                "sentences_without_important": sum(int(x.sum() == 0) for x in labels) / max(1, len(labels)),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -75,17 +97,33 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         results = results[results["final"]]
     order = {m: i for i, m in enumerate(("genept",) + TASKPT_METHODS)}
     g = results.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
-    out = g.agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
-                dev_mean=("dev_accuracy", "mean"), dev_std=("dev_accuracy", "std"), n_seeds=("seed", "count"),
-                n_failed=("failed", "sum"))
-    out["condition"] = out["method"].map({"genept": "GenePT only", "selective": "+TaskPT selective",
-                                          "random": "+TaskPT random (same count)", "random15": "+TaskPT random 15%"})
+    out = g.agg(
+        test_mean=("test_accuracy", "mean"),
+        test_std=("test_accuracy", "std"),
+        dev_mean=("dev_accuracy", "mean"),
+        dev_std=("dev_accuracy", "std"),
+        n_seeds=("seed", "count"),
+        n_failed=("failed", "sum"),
+    )
+    out["condition"] = out["method"].map(
+        {
+            "genept": "GenePT only",
+            "selective": "+TaskPT selective",
+            "random": "+TaskPT random (same count)",
+            "random15": "+TaskPT random 15%",
+        }
+    )
     out = out.sort_values(["genept_steps", "method"], key=lambda s: s.map(order) if s.name == "method" else s)
     return out.fillna({"test_std": 0.0, "dev_std": 0.0}).reset_index(drop=True)
 
 
-PAIRS = [("selective", "random"), ("selective", "genept"), ("random", "genept"), ("random15", "genept"),
-         ("selective", "random15")]
+PAIRS = [
+    ("selective", "random"),
+    ("selective", "genept"),
+    ("random", "genept"),
+    ("random15", "genept"),
+    ("selective", "random15"),
+]
 
 
 def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: dict | None = None) -> pd.DataFrame:
@@ -103,15 +141,30 @@ def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: d
     parts = []
     for a, b in PAIRS:
         df = final[final["method"].isin([a, b])]
-        table = paired_gap_table(df, by=["genept_steps"], method_col="method", value_col="test_accuracy",
-                                 pairs=[(a, b)], scale=100, predictions=predictions)
+        table = paired_gap_table(
+            df,
+            by=["genept_steps"],
+            method_col="method",
+            value_col="test_accuracy",
+            pairs=[(a, b)],
+            scale=100,
+            predictions=predictions,
+        )
         if drop_failed and "failed" in df and not table.empty:
             bad = df.groupby(["genept_steps", "seed"])["failed"].transform("max").astype(bool)
-            kept = paired_gap_table(df[~bad], by=["genept_steps"], method_col="method", value_col="test_accuracy",
-                                    pairs=[(a, b)], scale=100, predictions=predictions).set_index("genept_steps")
+            kept = paired_gap_table(
+                df[~bad],
+                by=["genept_steps"],
+                method_col="method",
+                value_col="test_accuracy",
+                pairs=[(a, b)],
+                scale=100,
+                predictions=predictions,
+            ).set_index("genept_steps")
             # a budget whose every seed failed keeps its row: no seeds, nothing to test
-            empty = table.assign(n_seeds=0, wins=0, losses=0, **{c: float("nan") for c in table.columns
-                                                                   if table[c].dtype.kind == "f"})
+            empty = table.assign(
+                n_seeds=0, wins=0, losses=0, **{c: float("nan") for c in table.columns if table[c].dtype.kind == "f"}
+            )
             table = kept.combine_first(empty.set_index("genept_steps")).reset_index()[table.columns]
         parts.append(table)
     parts = [p for p in parts if not p.empty]
@@ -122,8 +175,9 @@ def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: d
 
 def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's table: rows = GenePT budget, columns = condition, cells = 'mean ± std' (test, %)."""
-    s = summary.assign(cell=lambda d: (100 * d.test_mean).map("{:.2f}".format) + " ± "
-                       + (100 * d.test_std).map("{:.2f}".format))
+    s = summary.assign(
+        cell=lambda d: (100 * d.test_mean).map("{:.2f}".format) + " ± " + (100 * d.test_std).map("{:.2f}".format)
+    )
     return s.pivot(index="genept_steps", columns="condition", values="cell")
 
 
@@ -134,9 +188,16 @@ def curve_summary(curve: pd.DataFrame) -> pd.DataFrame:
         base = curve[curve["method"] == "genept"].assign(method=m)
         parts.append(pd.concat([base, curve[curve["method"] == m]]))
     both = pd.concat(parts)
-    return (both.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
-            .agg(test_mean=("test_accuracy", "mean"), test_std=("test_accuracy", "std"),
-                 dev_mean=("dev_accuracy", "mean"), n_seeds=("seed", "count")).fillna({"test_std": 0.0}))
+    return (
+        both.groupby(["genept_steps", "method", "taskpt_steps"], as_index=False)
+        .agg(
+            test_mean=("test_accuracy", "mean"),
+            test_std=("test_accuracy", "std"),
+            dev_mean=("dev_accuracy", "mean"),
+            n_seeds=("seed", "count"),
+        )
+        .fillna({"test_std": 0.0})
+    )
 
 
 def importance_examples(corpus, tokenizer, n: int = 8) -> pd.DataFrame:
@@ -150,9 +211,12 @@ def importance_examples(corpus, tokenizer, n: int = 8) -> pd.DataFrame:
 
 def compute_split(compute: pd.DataFrame, threads: int) -> dict:
     """Compute per stage and per group (GenePT / importance pipeline / TaskPT / fine-tune)."""
-    return {"stages": compute.to_dict(orient="records"), "torch_threads": threads,
-            "groups_seconds": compute.groupby("group")["seconds"].sum().to_dict(),
-            "groups_flops": compute.groupby("group")["flops"].sum().to_dict()}
+    return {
+        "stages": compute.to_dict(orient="records"),
+        "torch_threads": threads,
+        "groups_seconds": compute.groupby("group")["seconds"].sum().to_dict(),
+        "groups_flops": compute.groupby("group")["flops"].sum().to_dict(),
+    }
 
 
 def condition_costs(compute: pd.DataFrame, genept_steps, methods) -> pd.DataFrame:
@@ -164,20 +228,28 @@ def condition_costs(compute: pd.DataFrame, genept_steps, methods) -> pd.DataFram
     rows = []
     for g in genept_steps:
         gen = df[(df["group"] == "GenePT") & (df["steps"] <= g)][["seconds", "flops"]].sum()
-        rows.append({"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"],
-                     "pretrain_flops": gen["flops"]})
+        rows.append(
+            {"genept_steps": g, "method": "genept", "pretrain_seconds": gen["seconds"], "pretrain_flops": gen["flops"]}
+        )
         for m in methods:
-            tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g)
-                    & (df["method"] == m)][["seconds", "flops"]].sum()
+            tp = df[(df["group"] == "TaskPT") & (df["genept_steps"] == g) & (df["method"] == m)][
+                ["seconds", "flops"]
+            ].sum()
             extra = imp if m == "selective" else 0 * imp
-            rows.append({"genept_steps": g, "method": m,
-                         "pretrain_seconds": gen["seconds"] + extra["seconds"] + tp["seconds"],
-                         "pretrain_flops": gen["flops"] + extra["flops"] + tp["flops"]})
+            rows.append(
+                {
+                    "genept_steps": g,
+                    "method": m,
+                    "pretrain_seconds": gen["seconds"] + extra["seconds"] + tp["seconds"],
+                    "pretrain_flops": gen["flops"] + extra["flops"] + tp["flops"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def probe_table(probe: pd.DataFrame) -> pd.DataFrame:
     """Held-out MLM top-1 (%) and loss per checkpoint (rows) and domain (columns)."""
     p = probe.assign(top1_pct=100 * probe["top1"])
-    return p.pivot_table(index=["stage", "genept_steps", "method", "taskpt_steps"], columns="domain",
-                         values=["top1_pct", "loss"]).round(2)
+    return p.pivot_table(
+        index=["stage", "genept_steps", "method", "taskpt_steps"], columns="domain", values=["top1_pct", "loss"]
+    ).round(2)

@@ -12,6 +12,7 @@ lives in the graph, not in the notebook's cells. Every key chains the keys of it
 so changing e.g. the buffer delta rebuilds the tagger, the corpus labels, selective TaskPT and its
 fine-tuning runs, and nothing else.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,11 +33,12 @@ from .config import SelectiveConfig
 
 # ----------------------------------------------------------------------------------------- values
 
+
 @dataclass
 class Checkpoints:
     """Models saved at several steps of one MLM run (GenePT or TaskPT) and the run's stats."""
 
-    dirs: dict[int, Path | str]       # a folder, or a published checkpoint name (genept.checkpoints)
+    dirs: dict[int, Path | str]  # a folder, or a published checkpoint name (genept.checkpoints)
     stats: dict = field(default_factory=dict)
 
     def checkpoint(self, step: int) -> Path | str:
@@ -56,7 +58,7 @@ class Checkpoints:
 
 @dataclass
 class BufferLabels:
-    scores: dict            # split -> list[TokenScores]
+    scores: dict  # split -> list[TokenScores]
     stats: dict
 
 
@@ -86,8 +88,9 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def split_corpus(texts: list[str], dev_fraction: float, seed: int, docs: list | None = None
-                 ) -> tuple[list[int], list[int]]:
+def split_corpus(
+    texts: list[str], dev_fraction: float, seed: int, docs: list | None = None
+) -> tuple[list[int], list[int]]:
     """Seeded (train, dev) row indices of a corpus: the dev rows are held out of TaskPT training and
     score its checkpoints (official: lowest MLM loss on a 10% dev split) and the MLM probe. With ``docs`` (one
     document key per row) whole documents are held out, so no dev sentence shares a row with a training one."""
@@ -104,8 +107,8 @@ def split_corpus(texts: list[str], dev_fraction: float, seed: int, docs: list | 
     return sorted(order[n_dev:].tolist()), sorted(order[:n_dev].tolist())
 
 
-
 # ----------------------------------------------------------------------------------------- MLM runs
+
 
 @dataclass(frozen=True)
 class MLMRun:
@@ -114,7 +117,7 @@ class MLMRun:
     (masks drawn once) train through :class:`tmlib.collators.StaticMLMCollator`, others through ``masking``'s
     collator (None: HF's random 15%)."""
 
-    steps: tuple[int, ...]             # the model is saved at every step; the last is the budget
+    steps: tuple[int, ...]  # the model is saved at every step; the last is the budget
     lr: float
     batch_size: int
     max_length: int
@@ -122,9 +125,9 @@ class MLMRun:
     seed: int
     mixed_precision: str = "auto"
     kernels: str = "fast"
-    masking: str | None = None         # dynamic masking: a TaskPT method (selective | random | random15)
-    fallback: str = "none"             # selective masking of a row without an important token (dynamic only)
-    select: str = "last"               # checkpoint kept as the result: "dev_loss" (lowest held-out loss) | "last"
+    masking: str | None = None  # dynamic masking: a TaskPT method (selective | random | random15)
+    fallback: str = "none"  # selective masking of a row without an important token (dynamic only)
+    select: str = "last"  # checkpoint kept as the result: "dev_loss" (lowest held-out loss) | "last"
 
     def __post_init__(self):
         from ...precision import resolve_fields
@@ -155,8 +158,10 @@ def _save_mlm_data(obj: MLMData, d: Path) -> None:
 def _load_mlm_data(d: Path) -> MLMData:
     from datasets import Dataset
 
-    return MLMData(Dataset.load_from_disk(str(d / "train")),
-                   Dataset.load_from_disk(str(d / "dev")) if (d / "dev").exists() else None)
+    return MLMData(
+        Dataset.load_from_disk(str(d / "train")),
+        Dataset.load_from_disk(str(d / "dev")) if (d / "dev").exists() else None,
+    )
 
 
 def _save_checkpoints(obj: dict, d: Path) -> None:
@@ -176,8 +181,16 @@ def _load_checkpoints(d: Path) -> Checkpoints:
     return Checkpoints({int(s): d / f"step_{s}" for s in stats["steps"]}, stats)
 
 
-def mlm_run_stage(name: str, run: MLMRun, data: Stage[MLMData], init: str | Stage[Checkpoints], tokenizer,
-                  init_step: int | None = None, progress: bool = True, desc: str = "MLM") -> Stage[Checkpoints]:
+def mlm_run_stage(
+    name: str,
+    run: MLMRun,
+    data: Stage[MLMData],
+    init: str | Stage[Checkpoints],
+    tokenizer,
+    init_step: int | None = None,
+    progress: bool = True,
+    desc: str = "MLM",
+) -> Stage[Checkpoints]:
     """Stage ``name``: MLM-train ``init`` (a model name, or checkpoint ``init_step`` of an upstream MLM run) on
     ``data``'s rows, saving the model at every step of ``run.steps`` with a record (seconds since the start;
     with dev rows, the held-out MLM loss under the same masking as training). Resumable: the run checkpoints
@@ -192,11 +205,21 @@ def mlm_run_stage(name: str, run: MLMRun, data: Stage[MLMData], init: str | Stag
         path = init if isinstance(init, str) else str(init.checkpoint(init_step))
         model = load_mlm(path, seed=run.seed)
         steps = list(run.steps)
-        tcfg = TrainConfig(lr=run.lr, batch_size=run.batch_size, max_steps=max(steps), max_length=run.max_length,
-                           warmup_ratio=run.warmup_ratio, eval_every=max(1, max(steps) // 20),
-                           checkpoint_every=_checkpoint_every(max(steps)), seed=run.seed, group_by_length=True,
-                           mixed_precision=run.mixed_precision, kernels=run.kernels, progress=progress)
-        train_collator = None   # rows with labels: StaticMLMCollator (train_mlm's choice)
+        tcfg = TrainConfig(
+            lr=run.lr,
+            batch_size=run.batch_size,
+            max_steps=max(steps),
+            max_length=run.max_length,
+            warmup_ratio=run.warmup_ratio,
+            eval_every=max(1, max(steps) // 20),
+            checkpoint_every=_checkpoint_every(max(steps)),
+            seed=run.seed,
+            group_by_length=True,
+            mixed_precision=run.mixed_precision,
+            kernels=run.kernels,
+            progress=progress,
+        )
+        train_collator = None  # rows with labels: StaticMLMCollator (train_mlm's choice)
         if run.masking is not None:
             train_collator = collator(run.masking, tokenizer, seed=run.seed, fallback=run.fallback)
 
@@ -204,8 +227,11 @@ def mlm_run_stage(name: str, run: MLMRun, data: Stage[MLMData], init: str | Stag
             if data.dev is None:
                 return {}
             # a fresh seeded collator (or the fixed masks) gives the same masks at every checkpoint
-            dev = (collator(run.masking, tokenizer, seed=12345, fallback=run.fallback) if run.masking is not None
-                   else _static_or_plain(data.dev, tokenizer))
+            dev = (
+                collator(run.masking, tokenizer, seed=12345, fallback=run.fallback)
+                if run.masking is not None
+                else _static_or_plain(data.dev, tokenizer)
+            )
             return {"dev_loss": mlm_dev_loss(m, data.dev, dev)}
 
         def on_save(step, m):
@@ -213,18 +239,33 @@ def mlm_run_stage(name: str, run: MLMRun, data: Stage[MLMData], init: str | Stag
             m.save_pretrained(d)
             _write_json(d / "record.json", {"seconds": time.perf_counter() - start, **record(m)})
 
-        res = train_mlm(model, data.train, tokenizer, tcfg, collator=train_collator, save_at=steps,
-                        on_save=on_save, checkpoint_dir=ctx.work_dir, desc=desc)
+        res = train_mlm(
+            model,
+            data.train,
+            tokenizer,
+            tcfg,
+            collator=train_collator,
+            save_at=steps,
+            on_save=on_save,
+            checkpoint_dir=ctx.work_dir,
+            desc=desc,
+        )
         saved = {}
         for step in steps:
             rec = ctx.work_dir / f"step_{step}" / "record.json"
             saved[step] = _read_json(rec)
             rec.unlink()
         selected = min(steps, key=lambda s: saved[s]["dev_loss"]) if run.select == "dev_loss" else max(steps)
-        stats = {"steps": steps, "history": res.history, "saved": saved, "selected": selected,
-                 "params": _encoder_params(model), "train_rows": len(data.train),
-                 "dev_rows": 0 if data.dev is None else len(data.dev),
-                 "tokens_per_step": corpus_tokens(data.train) / len(data.train) * run.batch_size}
+        stats = {
+            "steps": steps,
+            "history": res.history,
+            "saved": saved,
+            "selected": selected,
+            "params": _encoder_params(model),
+            "train_rows": len(data.train),
+            "dev_rows": 0 if data.dev is None else len(data.dev),
+            "tokens_per_step": corpus_tokens(data.train) / len(data.train) * run.batch_size,
+        }
         return {"work": ctx.work_dir, "steps": steps, "stats": stats}
 
     config = {"run": run.key(), "init": init if isinstance(init, str) else "<upstream>", "init_step": init_step}
@@ -246,8 +287,14 @@ def published_stage(name: str, steps: list[int], checkpoints: list[str]) -> Stag
 
         for ckpt in checkpoints:
             load_mlm(ckpt)  # fail now, with the loader's clear message, if one cannot be loaded
-        stats = {"steps": steps, "published": checkpoints, "history": [], "params": 0,
-                 "saved": {s: {"seconds": 0.0} for s in steps}, "tokens_per_step": 0.0}
+        stats = {
+            "steps": steps,
+            "published": checkpoints,
+            "history": [],
+            "params": 0,
+            "saved": {s: {"seconds": 0.0} for s in steps},
+            "tokens_per_step": 0.0,
+        }
         return {"work": ctx.work_dir, "steps": [], "stats": stats}
 
     return Stage(name, {"published": checkpoints, "steps": steps}, build, _save_checkpoints, _load_checkpoints)
@@ -255,16 +302,17 @@ def published_stage(name: str, steps: list[int], checkpoints: list[str]) -> Stag
 
 # ----------------------------------------------------------------------------------------- plan
 
+
 @dataclass(frozen=True)
 class SelectivePlan:
     """What notebook 01's config asks for, as run recipes: the one reader of the training settings in
     :class:`SelectiveConfig` (stages take their recipes from here)."""
 
-    genept: MLMRun                     # one run, saved at every budget
-    taskpt: dict[str, MLMRun]          # masking method -> its run (the same for every GenePT budget)
-    scorer: Any                        # TrainConfig of the buffer method's classifier
-    tagger: Any                        # TrainConfig of the token tagger
-    finetune: Any                      # TrainConfig of the fine-tuning runs (seed 0; each job sets its own)
+    genept: MLMRun  # one run, saved at every budget
+    taskpt: dict[str, MLMRun]  # masking method -> its run (the same for every GenePT budget)
+    scorer: Any  # TrainConfig of the buffer method's classifier
+    tagger: Any  # TrainConfig of the token tagger
+    finetune: Any  # TrainConfig of the fine-tuning runs (seed 0; each job sets its own)
 
 
 def plan(cfg: SelectiveConfig) -> SelectivePlan:
@@ -275,20 +323,53 @@ def plan(cfg: SelectiveConfig) -> SelectivePlan:
 
     g, tp, f = cfg.genept, cfg.taskpt, cfg.finetune
     common = dict(seed=cfg.pretrain_seed, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
-    genept = MLMRun(steps=tuple(g.steps), lr=g.lr, batch_size=g.batch_size, max_length=g.max_length,
-                    warmup_ratio=g.warmup_ratio, **common)
-    taskpt = {m: MLMRun(steps=tuple(tp.steps), lr=tp.lr, batch_size=tp.batch_size, max_length=tp.max_length,
-                        warmup_ratio=tp.warmup_ratio, masking=m if tp.masks == "dynamic" else None,
-                        fallback=tp.fallback, select=tp.select, **common)
-              for m in tp.methods}
-    base = TrainConfig(progress=cfg.progress, seed=cfg.pretrain_seed, group_by_length=True,
-                       mixed_precision=cfg.mixed_precision, kernels=cfg.kernels, batch_size=f.batch_size,
-                       max_length=f.max_length, warmup_ratio=f.warmup_ratio, lr=f.lr, epochs=f.epochs)
-    return SelectivePlan(genept=genept, taskpt=taskpt,
-                         scorer=replace(base, lr=cfg.scorer.lr, epochs=cfg.scorer.epochs),
-                         tagger=replace(base, lr=cfg.tagger.lr, epochs=cfg.tagger.epochs, max_length=tp.max_length,
-                                        warmup_ratio=TrainConfig.warmup_ratio),
-                         finetune=replace(base, seed=0))
+    genept = MLMRun(
+        steps=tuple(g.steps),
+        lr=g.lr,
+        batch_size=g.batch_size,
+        max_length=g.max_length,
+        warmup_ratio=g.warmup_ratio,
+        **common,
+    )
+    taskpt = {
+        m: MLMRun(
+            steps=tuple(tp.steps),
+            lr=tp.lr,
+            batch_size=tp.batch_size,
+            max_length=tp.max_length,
+            warmup_ratio=tp.warmup_ratio,
+            masking=m if tp.masks == "dynamic" else None,
+            fallback=tp.fallback,
+            select=tp.select,
+            **common,
+        )
+        for m in tp.methods
+    }
+    base = TrainConfig(
+        progress=cfg.progress,
+        seed=cfg.pretrain_seed,
+        group_by_length=True,
+        mixed_precision=cfg.mixed_precision,
+        kernels=cfg.kernels,
+        batch_size=f.batch_size,
+        max_length=f.max_length,
+        warmup_ratio=f.warmup_ratio,
+        lr=f.lr,
+        epochs=f.epochs,
+    )
+    return SelectivePlan(
+        genept=genept,
+        taskpt=taskpt,
+        scorer=replace(base, lr=cfg.scorer.lr, epochs=cfg.scorer.epochs),
+        tagger=replace(
+            base,
+            lr=cfg.tagger.lr,
+            epochs=cfg.tagger.epochs,
+            max_length=tp.max_length,
+            warmup_ratio=TrainConfig.warmup_ratio,
+        ),
+        finetune=replace(base, seed=0),
+    )
 
 
 @dataclass(frozen=True)
@@ -310,6 +391,7 @@ class FinetuneJob:
 
 # ----------------------------------------------------------------------------------------- experiment
 
+
 class SelectiveExperiment:
     """Notebook 01's experiment: stage factories (``*_stage``) and the values they produce."""
 
@@ -324,12 +406,19 @@ class SelectiveExperiment:
         g = cfg.genept.model
         self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
         source = dict(text_column=cfg.text_column, label_column=cfg.label_column, encoding=cfg.encoding)
-        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, **source)   # scorer and buffer labels
+        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, **source)  # scorer and buffer labels
         self.task = self.task_spec.load()
         # fine-tuning: the same dev rows (train: finetune.max_train, else the same rows), tested on the held-out
         # pool (or the test split)
-        self.finetune_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, test_pool=cfg.test_pool,
-                                        max_test=cfg.max_test, max_train=cfg.finetune.max_train, **source)
+        self.finetune_spec = TaskRecipe(
+            cfg.task,
+            cfg.task_max_examples,
+            seed=0,
+            test_pool=cfg.test_pool,
+            max_test=cfg.max_test,
+            max_train=cfg.finetune.max_train,
+            **source,
+        )
         separate = cfg.test_pool != "split" or cfg.max_test or cfg.finetune.max_train
         self.finetune_data = self.finetune_spec.load() if separate else self.task
 
@@ -348,8 +437,12 @@ class SelectiveExperiment:
         from ...data import load_corpus
 
         tp = self.cfg.taskpt
-        return load_corpus(tp.corpus, max_sentences=tp.max_sentences or None, seed=self.cfg.pretrain_seed,
-                           documents=tp.packing == "documents")
+        return load_corpus(
+            tp.corpus,
+            max_sentences=tp.max_sentences or None,
+            seed=self.cfg.pretrain_seed,
+            documents=tp.packing == "documents",
+        )
 
     def taskpt_split(self, corpus) -> tuple[list[int], list[int]]:
         """(train, dev) rows of the TaskPT corpus; by document under ``packing="documents"``."""
@@ -379,8 +472,13 @@ class SelectiveExperiment:
             train_idx, _ = split_corpus(texts, 0.1, seed)
             return MLMData(pack_corpus([texts[i] for i in train_idx], self.tokenizer, g.max_length))
 
-        config = {"corpus": g.corpus, "max_sentences": g.max_sentences, "max_length": g.max_length, "seed": seed,
-                  "tokenizer": "minilm" if g.model.startswith("scratch:") else g.model}
+        config = {
+            "corpus": g.corpus,
+            "max_sentences": g.max_sentences,
+            "max_length": g.max_length,
+            "seed": seed,
+            "tokenizer": "minilm" if g.model.startswith("scratch:") else g.model,
+        }
         return Stage("genept_data", config, build, _save_mlm_data, _load_mlm_data, seed=seed)
 
     @cached_property
@@ -388,8 +486,15 @@ class SelectiveExperiment:
         g = self.cfg.genept
         if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
             return published_stage("genept", g.steps, g.checkpoints)
-        return mlm_run_stage("genept", self.plan.genept, self.genept_data_stage, g.model, self.tokenizer,
-                             progress=self.cfg.progress, desc="GenePT")
+        return mlm_run_stage(
+            "genept",
+            self.plan.genept,
+            self.genept_data_stage,
+            g.model,
+            self.tokenizer,
+            progress=self.cfg.progress,
+            desc="GenePT",
+        )
 
     def genept(self) -> Checkpoints:
         return self.get(self.genept_stage)
@@ -399,9 +504,9 @@ class SelectiveExperiment:
     def scorer_stage(self) -> Stage:
         s = self.cfg.scorer
         init = self.genept_stage if s.model == "genept" else s.model
-        return classifier_stage("scorer", init, self.task_spec,
-                                self.plan.scorer,
-                                data=self.task, tokenizer=self.tokenizer, desc="scorer")
+        return classifier_stage(
+            "scorer", init, self.task_spec, self.plan.scorer, data=self.task, tokenizer=self.tokenizer, desc="scorer"
+        )
 
     @cached_property
     def buffer_stage(self) -> Stage[BufferLabels]:
@@ -429,13 +534,17 @@ class SelectiveExperiment:
                 counts[split] = {"texts": len(ds), "sentences": len(texts)}
                 ctx.log(f"{split}: {len(texts)} sentences from {len(ds)} texts")
                 with torch.inference_mode():
-                    out[split] = buffer_importance(model, self.tokenizer, texts, labels, bcfg, aspects=aspects,
-                                                   report=ctx.log)
+                    out[split] = buffer_importance(
+                        model, self.tokenizer, texts, labels, bcfg, aspects=aspects, report=ctx.log
+                    )
             # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
             cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
             full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
-            stats = {"seconds": time.perf_counter() - start, "counts": counts,
-                     "flops": forward_flops(_encoder_params(model), cand + full)}
+            stats = {
+                "seconds": time.perf_counter() - start,
+                "counts": counts,
+                "flops": forward_flops(_encoder_params(model), cand + full),
+            }
             return {k: [_score_row(s) for s in v] for k, v in out.items()}, stats
 
         def save(obj, d):
@@ -444,8 +553,9 @@ class SelectiveExperiment:
 
         def load(d):
             rows = _read_json(d / "labels.json")
-            return BufferLabels({k: [_score_from_row(r) for r in v] for k, v in rows.items()},
-                                _read_json(d / "stats.json"))
+            return BufferLabels(
+                {k: [_score_from_row(r) for r in v] for k, v in rows.items()}, _read_json(d / "stats.json")
+            )
 
         key = {k: v for k, v in asdict(b).items() if k != "rules_sentences"}  # not a property of the labels
         config = {"buffer": key, "task": self.task_spec.key()}
@@ -458,7 +568,7 @@ class SelectiveExperiment:
         from ...importance.buffer import RULE_VARIANTS
 
         cfg, b = self.cfg, self.cfg.buffer
-        variants = [dict(v) for v in RULE_VARIANTS]   # a list of dicts: part of the stage key
+        variants = [dict(v) for v in RULE_VARIANTS]  # a list of dicts: part of the stage key
 
         def build(ctx, scorer):
             import torch
@@ -470,14 +580,26 @@ class SelectiveExperiment:
             ds = self.task["train"].select(range(min(b.rules_sentences, len(self.task["train"]))))
             base = b.rule(progress=False)
             todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
-            with torch.inference_mode():   # one walk per distinct rule (2 for the four variants), not one per row
-                return compare_rule_variants(model, self.tokenizer, list(ds["text"]), list(ds["label"]), base, todo,
-                                             aspects=list(ds[ASPECT_COLUMN])
-                                             if second_column(ds) == ASPECT_COLUMN else None)
+            with torch.inference_mode():  # one walk per distinct rule (2 for the four variants), not one per row
+                return compare_rule_variants(
+                    model,
+                    self.tokenizer,
+                    list(ds["text"]),
+                    list(ds["label"]),
+                    base,
+                    todo,
+                    aspects=list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None,
+                )
 
-        return Stage("buffer_rules", {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()}, build,
-                     lambda df, d: df.to_csv(d / "rules.csv", index=False), lambda d: pd.read_csv(d / "rules.csv"),
-                     deps={"scorer": self.scorer_stage}, seed=cfg.pretrain_seed)
+        return Stage(
+            "buffer_rules",
+            {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()},
+            build,
+            lambda df, d: df.to_csv(d / "rules.csv", index=False),
+            lambda d: pd.read_csv(d / "rules.csv"),
+            deps={"scorer": self.scorer_stage},
+            seed=cfg.pretrain_seed,
+        )
 
     @cached_property
     def tagger_stage(self) -> Stage[SavedModel]:
@@ -490,12 +612,23 @@ class SelectiveExperiment:
             start = time.perf_counter()
             init = str(genept.model_dir) if genept is not None else t.model
             model = load_token_classifier(init, num_labels=2, seed=cfg.pretrain_seed)
-            res = train_tagger(model, buffer.scores["train"], buffer.scores["dev"], self.tokenizer, self.plan.tagger,
-                               class_weight=t.class_weight)
+            res = train_tagger(
+                model,
+                buffer.scores["train"],
+                buffer.scores["dev"],
+                self.tokenizer,
+                self.plan.tagger,
+                class_weight=t.class_weight,
+            )
             n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
-            return model, {"seconds": time.perf_counter() - start, "dev": res.dev, "history": res.fit.history,
-                           "positive_rate": res.positive_rate, "n_train": res.n_train,
-                           "flops": train_flops(_encoder_params(model), n_tok, t.epochs)}
+            return model, {
+                "seconds": time.perf_counter() - start,
+                "dev": res.dev,
+                "history": res.fit.history,
+                "positive_rate": res.positive_rate,
+                "n_train": res.n_train,
+                "flops": train_flops(_encoder_params(model), n_tok, t.epochs),
+            }
 
         def save(obj, d):
             obj[0].save_pretrained(d / "model")
@@ -505,8 +638,15 @@ class SelectiveExperiment:
         if t.model == "genept":
             deps["genept"] = self.genept_stage
         config = {"tagger": asdict(t), "max_length": cfg.taskpt.max_length, "batch_size": cfg.finetune.batch_size}
-        return Stage("tagger", config, build, save, lambda d: SavedModel(d / "model", _read_json(d / "stats.json")),
-                     deps=deps, seed=cfg.pretrain_seed)
+        return Stage(
+            "tagger",
+            config,
+            build,
+            save,
+            lambda d: SavedModel(d / "model", _read_json(d / "stats.json")),
+            deps=deps,
+            seed=cfg.pretrain_seed,
+        )
 
     def label_corpus(self, tagger: SavedModel, processes=None):
         """The TaskPT corpus labelled by ``tagger`` and its stats: the build of :attr:`corpus_stage`.
@@ -520,15 +660,26 @@ class SelectiveExperiment:
         start = time.perf_counter()
         corpus = self.taskpt_corpus()
         model = load_token_classifier(str(tagger.model_dir), num_labels=2)
-        threshold = 0.5 if cfg.tagger.threshold == "argmax" else None   # None: the dev-tuned one it saved
-        ds = label_corpus(model, self.tokenizer, list(corpus["text"]), max_length=tp.max_length,
-                          stopwords=cfg.buffer.stopwords, progress=cfg.progress, threshold=threshold,
-                          processes=processes if processes is not None and processes.num_processes > 1 else None)
+        threshold = 0.5 if cfg.tagger.threshold == "argmax" else None  # None: the dev-tuned one it saved
+        ds = label_corpus(
+            model,
+            self.tokenizer,
+            list(corpus["text"]),
+            max_length=tp.max_length,
+            stopwords=cfg.buffer.stopwords,
+            progress=cfg.progress,
+            threshold=threshold,
+            processes=processes if processes is not None and processes.num_processes > 1 else None,
+        )
         if "doc" in corpus.column_names:
             ds = ds.add_column("doc", list(corpus["doc"]))
         n_tok = sum(len(x) + 2 for x in ds["token_ids"])
-        return ds, {"seconds": time.perf_counter() - start, "flops": forward_flops(_encoder_params(model), n_tok),
-                    "sentences": len(ds), "tokens": n_tok}
+        return ds, {
+            "seconds": time.perf_counter() - start,
+            "flops": forward_flops(_encoder_params(model), n_tok),
+            "sentences": len(ds),
+            "tokens": n_tok,
+        }
 
     @cached_property
     def corpus_stage(self) -> Stage:
@@ -546,12 +697,19 @@ class SelectiveExperiment:
 
             return Dataset.load_from_disk(str(d / "data"))
 
-        config = {"corpus": tp.corpus, "max_sentences": tp.max_sentences, "max_length": tp.max_length,
-                  "stopwords": cfg.buffer.stopwords, "seed": cfg.pretrain_seed, "threshold": cfg.tagger.threshold}
+        config = {
+            "corpus": tp.corpus,
+            "max_sentences": tp.max_sentences,
+            "max_length": tp.max_length,
+            "stopwords": cfg.buffer.stopwords,
+            "seed": cfg.pretrain_seed,
+            "threshold": cfg.tagger.threshold,
+        }
         if tp.packing == "documents":
-            config["documents"] = True   # capped by whole documents, each row with its document
-        return Stage("corpus_labels", config, build, save, load, deps={"tagger": self.tagger_stage},
-                     seed=cfg.pretrain_seed)
+            config["documents"] = True  # capped by whole documents, each row with its document
+        return Stage(
+            "corpus_labels", config, build, save, load, deps={"tagger": self.tagger_stage}, seed=cfg.pretrain_seed
+        )
 
     # ------------------------------------------------------------------------------ TaskPT
     def taskpt_data_stage(self, method: str) -> Stage[MLMData]:
@@ -569,39 +727,70 @@ class SelectiveExperiment:
                 sub = corpus.select(idx)
                 token_fields = {f: list(sub[f]) for f in fields}
                 if tp.packing == "documents":
-                    return pack_documents(list(sub["token_ids"]), list(sub["doc"]), self.tokenizer, tp.max_length,
-                                          short_seq_prob=tp.short_seq_prob, seed=cfg.pretrain_seed,
-                                          token_fields=token_fields)
-                return pack_corpus(None, self.tokenizer, tp.max_length, token_ids=list(sub["token_ids"]),
-                                   token_fields=token_fields)
+                    return pack_documents(
+                        list(sub["token_ids"]),
+                        list(sub["doc"]),
+                        self.tokenizer,
+                        tp.max_length,
+                        short_seq_prob=tp.short_seq_prob,
+                        seed=cfg.pretrain_seed,
+                        token_fields=token_fields,
+                    )
+                return pack_corpus(
+                    None, self.tokenizer, tp.max_length, token_ids=list(sub["token_ids"]), token_fields=token_fields
+                )
 
             train, dev = pack(train_idx), pack(dev_idx)
-            if tp.masks == "static":   # drawn once, as the official data files are written
-                train = draw_static_masks(train, collator(method, self.tokenizer, seed=cfg.pretrain_seed,
-                                                          fallback=tp.fallback), tp.max_predictions,
-                                          seed=cfg.pretrain_seed)
-                dev = draw_static_masks(dev, collator(method, self.tokenizer, seed=12345, fallback=tp.fallback),
-                                        tp.max_predictions, seed=12345)
+            if tp.masks == "static":  # drawn once, as the official data files are written
+                train = draw_static_masks(
+                    train,
+                    collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback),
+                    tp.max_predictions,
+                    seed=cfg.pretrain_seed,
+                )
+                dev = draw_static_masks(
+                    dev,
+                    collator(method, self.tokenizer, seed=12345, fallback=tp.fallback),
+                    tp.max_predictions,
+                    seed=12345,
+                )
             return MLMData(train, dev)
 
         keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
-        config = {**{k: getattr(tp, k) for k in keys}, "method": method if tp.masks == "static" else None,
-                  "seed": cfg.pretrain_seed}
+        config = {
+            **{k: getattr(tp, k) for k in keys},
+            "method": method if tp.masks == "static" else None,
+            "seed": cfg.pretrain_seed,
+        }
         name = f"taskpt_data_{method}" if tp.masks == "static" else "taskpt_data"
-        return Stage(name, config, build, _save_mlm_data, _load_mlm_data, deps={"corpus": self.corpus_stage},
-                     seed=cfg.pretrain_seed)
+        return Stage(
+            name,
+            config,
+            build,
+            _save_mlm_data,
+            _load_mlm_data,
+            deps={"corpus": self.corpus_stage},
+            seed=cfg.pretrain_seed,
+        )
 
     def taskpt_stage(self, genept_step: int, method: str) -> Stage[Checkpoints]:
         if genept_step not in self.cfg.genept.steps:
             raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {self.cfg.genept.steps}")
-        return mlm_run_stage(f"taskpt_g{genept_step}_{method}", self.plan.taskpt[method],
-                             self.taskpt_data_stage(method), self.genept_stage, self.tokenizer,
-                             init_step=genept_step, progress=self.cfg.progress,
-                             desc=f"TaskPT {method} (GenePT {genept_step})")
+        return mlm_run_stage(
+            f"taskpt_g{genept_step}_{method}",
+            self.plan.taskpt[method],
+            self.taskpt_data_stage(method),
+            self.genept_stage,
+            self.tokenizer,
+            init_step=genept_step,
+            progress=self.cfg.progress,
+            desc=f"TaskPT {method} (GenePT {genept_step})",
+        )
 
     def taskpt(self) -> dict[tuple[int, str], Checkpoints]:
-        return {(g, m): self.get(self.taskpt_stage(g, m))
-                for g in self.cfg.genept.steps for m in self.cfg.taskpt.methods}
+        return {
+            (g, m): self.get(self.taskpt_stage(g, m)) for g in self.cfg.genept.steps for m in self.cfg.taskpt.methods
+        }
 
     # ------------------------------------------------------------------------------ probe
     @cached_property
@@ -622,16 +811,37 @@ class SelectiveExperiment:
             for stage, g, m, t, path in ckpts:
                 model = load_mlm(str(path))
                 for domain, texts in (("general", general), ("in-domain", indomain)):
-                    r = mlm_probe(model, self.tokenizer, texts, max_length=cfg.taskpt.max_length, seed=0,
-                                  mixed_precision=cfg.mixed_precision)
-                    rows.append({"stage": stage, "genept_steps": g, "method": m, "taskpt_steps": t, "domain": domain,
-                                 "loss": r["loss"], "top1": r["top1"], "n_masked": r["n_masked"]})
+                    r = mlm_probe(
+                        model,
+                        self.tokenizer,
+                        texts,
+                        max_length=cfg.taskpt.max_length,
+                        seed=0,
+                        mixed_precision=cfg.mixed_precision,
+                    )
+                    rows.append(
+                        {
+                            "stage": stage,
+                            "genept_steps": g,
+                            "method": m,
+                            "taskpt_steps": t,
+                            "domain": domain,
+                            "loss": r["loss"],
+                            "top1": r["top1"],
+                            "n_masked": r["n_masked"],
+                        }
+                    )
                 ctx.log(f"probe {stage} g{g} {m}: in-domain top-1 {rows[-1]['top1']:.3f}")
             return pd.DataFrame(rows)
 
-        return Stage("probe", {"sentences": cfg.genept.probe_sentences, "max_length": cfg.taskpt.max_length},
-                     build, lambda df, d: df.to_csv(d / "probe.csv", index=False),
-                     lambda d: pd.read_csv(d / "probe.csv"), deps={"genept": self.genept_stage, **tstages})
+        return Stage(
+            "probe",
+            {"sentences": cfg.genept.probe_sentences, "max_length": cfg.taskpt.max_length},
+            build,
+            lambda df, d: df.to_csv(d / "probe.csv", index=False),
+            lambda d: pd.read_csv(d / "probe.csv"),
+            deps={"genept": self.genept_stage, **tstages},
+        )
 
     def probe(self) -> pd.DataFrame:
         return self.get(self.probe_stage)
@@ -651,8 +861,9 @@ class SelectiveExperiment:
                 sel = self.get(self.taskpt_stage(g, m)).selected
                 jobs += [FinetuneJob(g, m, sel, s, final=True) for s in seeds]
                 if g in curve_budgets:
-                    jobs += [FinetuneJob(g, m, t, s, final=False) for t in cfg.taskpt.steps if t != sel
-                             for s in cfg.seeds]
+                    jobs += [
+                        FinetuneJob(g, m, t, s, final=False) for t in cfg.taskpt.steps if t != sel for s in cfg.seeds
+                    ]
         return jobs
 
     def finetune_stage(self, job: FinetuneJob) -> Stage:
@@ -663,17 +874,28 @@ class SelectiveExperiment:
             init, pick = self.genept_stage, job.genept_steps
         else:
             init, pick = self.taskpt_stage(job.genept_steps, job.method), job.taskpt_steps
-        n = self.cfg.finetune.max_train   # runs on another training-set size live beside the default ones
+        n = self.cfg.finetune.max_train  # runs on another training-set size live beside the default ones
         name = job.name.replace("finetune/", f"finetune/n{n}/", 1) if n else job.name
-        return classifier_stage(name, init, self.finetune_spec, replace(self.plan.finetune, seed=job.seed),
-                                data=self.finetune_data, tokenizer=self.tokenizer, pick=pick,
-                                desc=f"fine-tune s{job.seed}", test_mixed_precision=self.cfg.eval_mixed_precision)
+        return classifier_stage(
+            name,
+            init,
+            self.finetune_spec,
+            replace(self.plan.finetune, seed=job.seed),
+            data=self.finetune_data,
+            tokenizer=self.tokenizer,
+            pick=pick,
+            desc=f"fine-tune s{job.seed}",
+            test_mixed_precision=self.cfg.eval_mixed_precision,
+        )
 
     def predictions(self) -> dict:
         """``(genept_steps, method, seed) -> predicted test classes`` of every final fine-tuning run (the paired
         gaps' test-sampling term)."""
-        return {(j.genept_steps, j.method, j.seed): self.get(self.finetune_stage(j)).predictions
-                for j in self.finetune_jobs() if j.final}
+        return {
+            (j.genept_steps, j.method, j.seed): self.get(self.finetune_stage(j)).predictions
+            for j in self.finetune_jobs()
+            if j.final
+        }
 
     def finetune(self) -> pd.DataFrame:
         """One row per fine-tuning run (``final``: the row enters the accuracy table and the gaps)."""
@@ -682,10 +904,20 @@ class SelectiveExperiment:
         rows = []
         for j in tqdm(self.finetune_jobs(), desc="fine-tune runs", disable=not self.cfg.progress):
             m = self.get(self.finetune_stage(j)).metrics
-            rows.append({"genept_steps": j.genept_steps, "method": j.method, "taskpt_steps": j.taskpt_steps,
-                         "seed": j.seed, "final": j.final, "dev_accuracy": m["dev_accuracy"],
-                         "test_accuracy": m["test_accuracy"], "test_n": m.get("test_n"),
-                         "best_epoch": m["best_epoch"], "seconds": m["seconds"]})
+            rows.append(
+                {
+                    "genept_steps": j.genept_steps,
+                    "method": j.method,
+                    "taskpt_steps": j.taskpt_steps,
+                    "seed": j.seed,
+                    "final": j.final,
+                    "dev_accuracy": m["dev_accuracy"],
+                    "test_accuracy": m["test_accuracy"],
+                    "test_n": m.get("test_n"),
+                    "best_epoch": m["best_epoch"],
+                    "seconds": m["seconds"],
+                }
+            )
         df = pd.DataFrame(rows)
         df["failed"] = flag_failed(df, self.task["dev"]["label"])
         return df
@@ -699,29 +931,56 @@ class SelectiveExperiment:
         prev_step, prev_sec = 0, 0.0
         for step in cfg.genept.steps:  # one run: each budget's stage is the steps since the previous budget
             sec = float(gen.stats["saved"][step]["seconds"])
-            rows.append({"stage": f"GenePT steps {prev_step}-{step}", "group": "GenePT", "seconds": sec - prev_sec,
-                         "flops": train_flops(gen.stats["params"], gen.stats["tokens_per_step"], step - prev_step),
-                         "steps": step})
+            rows.append(
+                {
+                    "stage": f"GenePT steps {prev_step}-{step}",
+                    "group": "GenePT",
+                    "seconds": sec - prev_sec,
+                    "flops": train_flops(gen.stats["params"], gen.stats["tokens_per_step"], step - prev_step),
+                    "steps": step,
+                }
+            )
             prev_step, prev_sec = step, sec
         scorer = self.get(self.scorer_stage).metrics
-        n_tok = sum(len(x) for x in self.tokenizer(list(self.task["train"]["text"]), truncation=True,
-                                                    max_length=cfg.finetune.max_length)["input_ids"])
-        rows.append({"stage": "scorer fine-tune", "group": "importance", "seconds": scorer["seconds"],
-                     "flops": train_flops(gen.stats["params"], n_tok, cfg.scorer.epochs)})
+        n_tok = sum(
+            len(x)
+            for x in self.tokenizer(
+                list(self.task["train"]["text"]), truncation=True, max_length=cfg.finetune.max_length
+            )["input_ids"]
+        )
+        rows.append(
+            {
+                "stage": "scorer fine-tune",
+                "group": "importance",
+                "seconds": scorer["seconds"],
+                "flops": train_flops(gen.stats["params"], n_tok, cfg.scorer.epochs),
+            }
+        )
         rows.append({"stage": "buffer labels", "group": "importance", **_sf(self.get(self.buffer_stage).stats)})
         rows.append({"stage": "tagger training", "group": "importance", **_sf(self.get(self.tagger_stage).stats)})
         corpus_stats = _read_json(self.store.folder("corpus_labels") / "stats.json")
         rows.append({"stage": "label corpus", "group": "importance", **_sf(corpus_stats)})
         for (g, m), run in self.taskpt().items():
             last = max(cfg.taskpt.steps)
-            rows.append({"stage": f"TaskPT {m} (GenePT {g})", "group": "TaskPT",
-                         "seconds": run.stats["saved"][last]["seconds"],
-                         "flops": train_flops(run.stats["params"], run.stats["tokens_per_step"], last),
-                         "genept_steps": g,
-                         "method": m})
+            rows.append(
+                {
+                    "stage": f"TaskPT {m} (GenePT {g})",
+                    "group": "TaskPT",
+                    "seconds": run.stats["saved"][last]["seconds"],
+                    "flops": train_flops(run.stats["params"], run.stats["tokens_per_step"], last),
+                    "genept_steps": g,
+                    "method": m,
+                }
+            )
         if results is not None:
-            rows.append({"stage": "fine-tune (all runs)", "group": "fine-tune",
-                         "seconds": float(results["seconds"].sum()), "flops": 0.0})
+            rows.append(
+                {
+                    "stage": "fine-tune (all runs)",
+                    "group": "fine-tune",
+                    "seconds": float(results["seconds"].sum()),
+                    "flops": 0.0,
+                }
+            )
         return pd.DataFrame(rows)
 
 
@@ -730,8 +989,14 @@ def _sf(stats: dict) -> dict:
 
 
 def _score_row(s) -> dict:
-    row = {"text": s.text, "tokens": s.tokens, "scores": np.asarray(s.scores).tolist(),
-           "important": np.asarray(s.important).tolist(), "label": s.label, "pred": s.pred}
+    row = {
+        "text": s.text,
+        "tokens": s.tokens,
+        "scores": np.asarray(s.scores).tolist(),
+        "important": np.asarray(s.important).tolist(),
+        "label": s.label,
+        "pred": s.pred,
+    }
     if s.meta.get("aspect") is not None:  # aspect tasks: the tagger merges one text's aspects (official)
         row["aspect"] = s.meta["aspect"]
     return row
@@ -740,9 +1005,16 @@ def _score_row(s) -> dict:
 def _score_from_row(r: dict):
     from ...importance.types import TokenScores
 
-    return TokenScores(text=r["text"], tokens=r["tokens"], scores=np.asarray(r["scores"]), important=r["important"],
-                       label=r["label"], pred=r["pred"], method="buffer",
-                       meta={"aspect": r["aspect"]} if "aspect" in r else {})
+    return TokenScores(
+        text=r["text"],
+        tokens=r["tokens"],
+        scores=np.asarray(r["scores"]),
+        important=r["important"],
+        label=r["label"],
+        pred=r["pred"],
+        method="buffer",
+        meta={"aspect": r["aspect"]} if "aspect" in r else {},
+    )
 
 
 def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
@@ -755,13 +1027,18 @@ def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
     wrapped = MaskedOnlyMLM(model)
     was = model.training
     model.eval()
-    rows = [{k: packed[i][k] for k in packed.column_names if k in ("input_ids", "attention_mask", "token_type_ids",
-                                                                   "sent_ids", "importance", "important", "labels")}
-            for i in range(len(packed))]
+    rows = [
+        {
+            k: packed[i][k]
+            for k in packed.column_names
+            if k in ("input_ids", "attention_mask", "token_type_ids", "sent_ids", "importance", "important", "labels")
+        }
+        for i in range(len(packed))
+    ]
     total, n = 0.0, 0
     with torch.inference_mode():
         for k in range(0, len(rows), batch_size):
-            out = wrapped(**collate(rows[k:k + batch_size]))
+            out = wrapped(**collate(rows[k : k + batch_size]))
             if out.n_masked:
                 total += out.loss.item() * out.n_masked
                 n += out.n_masked
