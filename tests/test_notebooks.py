@@ -177,7 +177,7 @@ def test_suite_runs_notebooks_side_by_side_and_waits_for_a_dependency(fixture_su
         (suite.PARAMS / stem).mkdir()
         (suite.PARAMS / stem / "smoke.yaml").write_text(text)
     (suite.PARAMS / "00_fixture" / "smoke.yaml").write_text("sleep: 1\n")
-    assert suite.dependencies(suite.notebooks(), "smoke") == {
+    assert suite.dependencies(suite.read_sets(suite.notebooks(), "smoke")) == {
         "00_fixture": set(),
         "01_other": set(),
         "02_reader": {"00_fixture"},

@@ -205,73 +205,70 @@ def _finetune(args) -> int:
     return 0
 
 
-def _adapt(args) -> int:
-    """The masking paper's comparison on one task: adapt the backbone with a method, test on the held-out pool."""
-    from .data import TaskRecipe
-    from .masking.config import MaskConfig
-    from .methods import get_method
-    from .runs import RunStore
-    from .solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage
+ADAPT_SKIP = {"out_dir", "progress", "memory_max_tasks", "lr", "lr_grid", "schedule"}
+"""Notebook 03's parameters that ``adapt`` does not take as such: its own ``--out``, and the per-method dicts that
+``--lr``, ``--lr-grid`` and ``--schedule`` give for the one method."""
+ADAPT_SINGLE = {"tasks": "task", "methods": "method", "max_lengths": "max_length", "max_train": "max_train"}
+"""Notebook 03's per-task lists that ``adapt`` takes once (one task, one method)."""
 
-    get_method(args.method)  # unknown names stop here, listing the valid ones
-    grid_lrs, grid_extend = _lr_grid(args)
-    data = TaskRecipe(
-        args.task,
-        seed=args.data_seed,
-        max_train=args.max_train,
-        max_dev=args.max_dev,
-        max_test=args.max_test,
-        test_pool=args.test_pool,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        encoding=args.encoding,
-        pair_column=args.pair_column,
-        aspect_column=args.aspect_column,
+
+def _adapt_options(parser) -> None:
+    """Every option of ``adapt`` but ``--out``, ``--lr``, ``--lr-grid`` and ``--schedule``: notebook 03's parameters
+    (:class:`~tmlib.experiments.masking.MaskingConfig`), their defaults and help, by construction."""
+    from .experiments.masking import MaskingConfig
+    from .options import add_options
+    from .precision import KERNELS
+
+    add_options(
+        parser,
+        MaskingConfig,
+        skip=ADAPT_SKIP,
+        single=ADAPT_SINGLE,
+        choices={
+            "mixed_precision": MIXED_PRECISIONS,
+            "eval_mixed_precision": MIXED_PRECISIONS,
+            "kernels": KERNELS,
+            "test_pool": ("heldout", "split"),
+        },
     )
-    mask = MaskConfig(init_sparsity=args.mask_init_sparsity, skip_first_blocks=args.mask_skip_first_blocks)
-    store = RunStore(args.out, progress=True)
+
+
+def _adapt_config(args):
+    """``adapt``'s options -> notebook 03's config for one task and one method (its lr rules: :func:`_lr_grid`)."""
+    from .config import ConfigError, from_flat
+    from .experiments.masking import MaskingConfig
+    from .options import cli_message, flat_values
+
+    flat = {**flat_values(args, MaskingConfig, ADAPT_SKIP, ADAPT_SINGLE), "out_dir": args.out, "progress": True}
+    lrs = _lr_grid(args)
+    if args.lr is not None:
+        flat.update(lr={args.method: {args.task: args.lr}}, lr_grid={})
+    elif lrs is not None:
+        flat.update(lr={}, lr_grid={args.method: list(lrs)} if lrs else {})
+    if args.schedule:
+        flat["schedule"] = {args.method: args.schedule}
+    try:
+        return from_flat(MaskingConfig, flat)
+    except ConfigError as exc:
+        raise ConfigError(cli_message(str(exc), MaskingConfig, ADAPT_SINGLE)) from None
+
+
+def _adapt(args) -> int:
+    """The masking paper's comparison on one task: notebook 03's experiment for one method, tested on the
+    held-out pool; ``results.csv`` is notebook 03's table."""
+    from .experiments.masking import Experiment, results_table
+
+    exp = Experiment(_adapt_config(args))
     rows = []
-    inputs = Inputs(data, args.model)
-    grid = None
-    for seed in args.seeds:
-        recipe = SolutionRecipe(
-            data,
-            args.model,
-            args.method,
-            seed,
-            max_length=args.max_length,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            options=mask,
-            mixed_precision=args.mixed_precision,
-            kernels=args.kernels,
-        )
-        if grid_lrs and grid is None:  # notebook 03's rule: the lr is chosen on dev with the first seed
-            grid = GridRecipe(recipe, grid_lrs, grid_extend)
-        stage = chosen_stage(recipe, grid, store, inputs)
-        trained, ev = store.get(stage), store.get(evaluation_stage(recipe, stage, inputs))
-        rows.append(
-            {
-                "task": args.task,
-                "method": args.method,
-                "seed": seed,
-                "lr": trained.metrics["lr"],
-                "dev_accuracy": trained.metrics["dev_accuracy"],
-                "test_accuracy": ev.accuracy,
-                "test_n": ev.n,
-                "task_bytes": trained.metrics["task_bytes"],
-                "n_trainable": trained.metrics["n_trainable"],
-            }
-        )
+    for recipe in exp.plan.solutions:
+        trained, ev, row = exp.tested(recipe)
+        rows.append(row)
         print(
-            f"{args.method} seed {seed}: dev {rows[-1]['dev_accuracy']:.4f}  test {ev.accuracy:.4f} "
-            f"({ev.n} held-out examples)  {rows[-1]['task_bytes']:,} bytes per task",
+            f"{recipe.method} seed {recipe.seed}: lr {row['lr']:g}  dev {row['dev_accuracy']:.4f}  test "
+            f"{ev.accuracy:.4f} ({ev.n} held-out examples)  {row['task_bytes']:,} bytes per task",
             flush=True,
         )
-    import pandas as pd
-
-    store.write_csv("results.csv", pd.DataFrame(rows))
+    exp.store.write_csv("results.csv", results_table(rows))
     return 0
 
 
@@ -286,26 +283,20 @@ def _export(args) -> int:
     return 0
 
 
-def _lr_grid(args) -> tuple[tuple[float, ...], int]:
-    """The lrs ``adapt`` tries on dev and how often a winner at the edge extends them: no lrs when ``--lr`` is given
-    or ``--lr-grid none``; else ``--lr-grid`` or, by default, notebook 03's grid for the method and its extension
-    (``MaskingConfig.lr_grid``, ``lr_grid_extend``)."""
-    from .config import flat_defaults
-    from .experiments.masking import MaskingConfig
-
-    defaults = flat_defaults(MaskingConfig)
-    extend = defaults["lr_grid_extend"] if args.lr_grid_extend is None else args.lr_grid_extend
-    if args.lr is not None or args.lr_grid == ["none"]:
-        return (), extend
+def _lr_grid(args) -> tuple[float, ...] | None:
+    """The lrs ``--lr-grid`` names: None when it is not given (notebook 03's grid and lrs apply), () for ``none``
+    (the method's default lr)."""
     if not args.lr_grid:
-        return tuple(defaults["lr_grid"].get(args.method, ())), extend
+        return None
+    if args.lr_grid == ["none"]:
+        return ()
     try:
         lrs = tuple(float(v) for v in args.lr_grid)
     except ValueError:
         raise ValueError(f"--lr-grid {' '.join(args.lr_grid)}: give learning rates (e.g. 1e-4 3e-4) or none") from None
     if any(v <= 0 for v in lrs) or len(set(lrs)) != len(lrs):
         raise ValueError(f"--lr-grid {' '.join(args.lr_grid)}: learning rates must be > 0 and different")
-    return lrs, extend
+    return lrs
 
 
 def _predict(args) -> int:
@@ -715,52 +706,21 @@ def main(argv: list[str] | None = None) -> int:
         help="adapt a backbone to a task with finetune, bitfit, mask or lora (notebook 03's "
         "recipe on your data); tested on every example train and dev leave out",
     )
-    pad.add_argument("--task", default="mr", help="builtin task, csv:<path>, jsonl:<path> or hub:<name>")
-    pad.add_argument("--method", default="mask", help="finetune | bitfit | mask | lora")
-    pad.add_argument("--model", default="minilm", help="minilm, scratch:<size>, a checkpoint dir or a hub name")
     pad.add_argument("--out", required=True, help="run directory (solutions/, evaluations/, results.csv)")
-    pad.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds")
     pad.add_argument(
-        "--lr", type=float, default=None, help="learning rate, used as given (default: chosen on dev from --lr-grid)"
+        "--lr", type=float, default=None, help="learning rate, used as given (default: notebook 03's rule, below)"
     )
     pad.add_argument(
         "--lr-grid",
         nargs="+",
         default=None,
         metavar="LR",
-        help="lrs tried on dev with the first seed; the best dev accuracy wins and every seed trains "
-        "at it (notebook 03's rule); default: notebook 03's grid for the method; none: the "
-        "method's default lr",
+        help="lrs tried on dev with the first seed; the best dev accuracy wins and every seed trains at it; none: "
+        "the method's default lr (default: notebook 03's rule: its dev-chosen lr for the builtin tasks it ran, "
+        "else its grid for the method)",
     )
-    pad.add_argument(
-        "--lr-grid-extend",
-        type=int,
-        default=None,
-        help="a winner at the grid's edge adds the next lr beyond it, up to N times (default: notebook 03's)",
-    )
-    pad.add_argument("--epochs", type=float, default=4.0)
-    pad.add_argument("--batch-size", type=int, default=16)
-    pad.add_argument("--max-length", type=int, default=64)
-    pad.add_argument("--max-train", type=int, default=0, help="cap the train split, class-balanced (0: all)")
-    pad.add_argument("--max-dev", type=int, default=0, help="cap the dev split (0: all)")
-    pad.add_argument("--max-test", type=int, default=0, help="cap the test examples (0: all)")
-    pad.add_argument(
-        "--test-pool",
-        default="heldout",
-        choices=["heldout", "split"],
-        help="heldout: every example train and dev leave out; split: the test split",
-    )
-    pad.add_argument("--data-seed", type=int, default=0)
-    _data_columns(pad)
-    pad.add_argument("--mask-init-sparsity", type=float, default=0.05)
-    pad.add_argument("--mask-skip-first-blocks", type=int, default=2)
-    pad.add_argument(
-        "--mixed-precision",
-        default="auto",
-        choices=MIXED_PRECISIONS,
-        help="auto (notebook 03's default: bf16 where native, else fp32) | bf16 | fp32 (= no) | fp16",
-    )
-    pad.add_argument("--kernels", default="fast", choices=["fast", "hf"])
+    pad.add_argument("--schedule", default=None, help="a named lr schedule for the method (default: the method's)")
+    _adapt_options(pad)
     pad.set_defaults(func=_adapt)
     pex = sub.add_parser(
         "export",

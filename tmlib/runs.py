@@ -191,6 +191,7 @@ class Artifact:
 
     path: Path
     config: Any
+    code: str | None = None  # the stage's code fingerprint; None: any code (reading an artifact, not reusing it)
 
     @property
     def manifest_path(self) -> Path:
@@ -206,6 +207,8 @@ class Artifact:
             return "unreadable manifest"
         if manifest.get("config_hash") != config_hash(self.config):
             return "produced by a different config"
+        if self.code is not None and manifest.get("code") != self.code:
+            return "built by different code (a function its build reaches was edited)"
         for rel, digest in manifest.get("files", {}).items():
             f = self.path / rel
             if not f.is_file():
@@ -238,6 +241,7 @@ class Artifact:
             {
                 "config": cfg,
                 "config_hash": config_hash(self.config),
+                "code": self.code,
                 "seed": seed,
                 "versions": versions(),
                 "runtime": runtime(),
@@ -291,8 +295,21 @@ class Stage(Generic[T]):
             "deps": {arg: {"stage": d.name, "key": d.key_hash()} for arg, d in sorted(self.deps.items())},
         }
 
+    def code(self) -> str:
+        """The fingerprint of the code that builds, saves and loads it (:func:`tmlib.fingerprint.code_fingerprint`):
+        an edit to that code, or to a tmlib function it reaches, gives the stage, and every stage below it, a new
+        key."""
+        cached = self.__dict__.get("_code")
+        if cached is None:
+            from .fingerprint import code_fingerprint
+
+            cached = code_fingerprint(self.build, self.save, self.load)
+            object.__setattr__(self, "_code", cached)
+        return cached
+
     def key_hash(self) -> str:
-        return config_hash(self.key())
+        """The hash of the stage's key and its code fingerprint: what a dependant's key holds of it."""
+        return config_hash({"key": self.key(), "code": self.code()})
 
 
 def default_reuse(root: Path) -> list[Path]:
@@ -383,10 +400,10 @@ class RunStore:
     def get(self, stage: Stage[T]) -> Any:
         """The stage's value: loaded if its artifact is valid for its key, else built (dependencies
         first), saved atomically, committed and then loaded."""
-        key = stage.key()
-        key_hash = config_hash(key)
+        key, code = stage.key(), stage.code()
+        key_hash = stage.key_hash()
         deps = {arg: self.get(d) for arg, d in stage.deps.items()}
-        art = self.artifact(stage.name, key)
+        art = Artifact(self.root / stage.name, key, code)
         if self._verified.get(stage.name) == (key_hash, _stat_signature(art.path)):
             return stage.load(art.path)
         other = self._reused.get(stage.name)
@@ -415,14 +432,14 @@ class RunStore:
             reason = art.check()
             if reason is not None:
                 for root in self.reuse:  # a valid artifact of another run folder: loaded, not copied
-                    there = Artifact(root / stage.name, key)
+                    there = Artifact(root / stage.name, key, code)
                     if there.path.is_dir() and there.check() is None:
                         self.log(f"{stage.name}: reused from {root}")
                         self._reused[stage.name] = (key_hash, there.path, _stat_signature(there.path))
                         return stage.load(there.path)
                 if reason != "missing":
                     warnings.warn(f"artifact {art.path} is not reusable ({reason}); rebuilding it", stacklevel=2)
-                self._build(stage, key, key_hash, deps)
+                self._build(stage, key, code, key_hash, deps)
             else:
                 self.log(f"{stage.name}: cached")
             self._verified[stage.name] = (key_hash, _stat_signature(art.path))
@@ -431,7 +448,7 @@ class RunStore:
         finally:
             lock.release()
 
-    def _build(self, stage: Stage, key: dict, key_hash: str, deps: dict) -> None:
+    def _build(self, stage: Stage, key: dict, code: str, key_hash: str, deps: dict) -> None:
         work = self.root / ".work" / stage.name / key_hash
         ctx = StageContext(self, stage.name, key_hash, work)
         start = time.perf_counter()
@@ -442,7 +459,7 @@ class RunStore:
         def write(tmp: Path) -> None:
             tmp.mkdir(parents=True)
             stage.save(obj, tmp)
-            Artifact(tmp, key).commit(
+            Artifact(tmp, key, code).commit(
                 seed=stage.seed, extra={"stage": stage.name, "build_seconds": time.perf_counter() - start}
             )
 
@@ -472,8 +489,8 @@ class RunStore:
     def has(self, stage: Stage) -> bool:
         """Whether :meth:`get` would load ``stage`` without building it: a valid artifact for its key here or in a
         reuse folder (its dependencies are not looked at)."""
-        key = stage.key()
-        return any(Artifact(root / stage.name, key).check() is None for root in (self.root, *self.reuse))
+        key, code = stage.key(), stage.code()
+        return any(Artifact(root / stage.name, key, code).check() is None for root in (self.root, *self.reuse))
 
     def valid(self, name: str) -> bool:
         """Whether artifact ``name`` exists, is complete and matches its own manifest (any config)."""

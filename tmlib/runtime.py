@@ -20,9 +20,9 @@ def set_threads(threads: int) -> int:
 def adapt_threads() -> int:
     """Use one torch thread when the CPU is oversubscribed (load average >= cores); for benchmarks.
 
-    Measured on the shared 2-core machine at load ~7: with 2 OpenMP threads the small-matrix ops of
-    these models spin-wait for a descheduled partner thread and ran 7-30x slower than with 1 thread
-    (buffer importance: 27 s vs 0.95 s for the same 16 sentences). On an idle machine nothing changes.
+    On an oversubscribed CPU the small-matrix ops of these models spin-wait for a descheduled partner thread;
+    one thread avoids the wait (the measured slowdown is in docs/performance.md). On an idle machine nothing
+    changes.
     """
     import torch
 

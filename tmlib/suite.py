@@ -166,33 +166,36 @@ class _follow:
         return False
 
 
-# Notebooks run at once by `python -m tmlib suite` (= `make run`). A small model's step runs only 1.5-1.8x faster
-# on 2 threads than on 1, so on this 2-core CPU a second notebook process uses what one leaves idle: the suite
-# finishes sooner with identical numbers (same thread count per notebook); measured gain in the README's
-# measurements (docs/performance.md). 1 = one after another.
+# Notebooks run at once by `python -m tmlib suite` (= `make run`). A small model's step gains little from a second
+# thread, so a second notebook process uses what one leaves idle: the suite finishes sooner with identical numbers
+# (same thread count per notebook); the gain is in docs/performance.md. 1 = one after another.
 DEFAULT_JOBS = 2
 
 
-def reading_parameters(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, dict[str, str]]:
-    """Per notebook, its string parameters that name another notebook's output folder of this run, e.g.
-    ``{"04_loss_landscape": {"reuse_runs": "03_masking_vs_finetuning"}}``."""
-    stems = {nb.stem for nb in nbs}
+def read_sets(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, dict]:
+    """Every notebook's parameter file of set ``params``, read (and so validated) once: stem -> values."""
+    return {nb.stem: load_yaml(params_file(nb, params, params_dir)) for nb in nbs}
+
+
+def reading_parameters(sets: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """Per notebook (``sets``: :func:`read_sets`), its string parameters that name another notebook's output
+    folder of this run, e.g. ``{"04_loss_landscape": {"reuse_runs": "03_masking_vs_finetuning"}}``."""
+    stems = set(sets)
     out = {}
-    for nb in nbs:
-        values = load_yaml(params_file(nb, params, params_dir))
-        out[nb.stem] = {
+    for stem, values in sets.items():
+        out[stem] = {
             k: Path(v.rstrip("/")).name
             for k, v in values.items()
-            if isinstance(v, str) and v.strip() and Path(v.rstrip("/")).name in stems - {nb.stem}
+            if isinstance(v, str) and v.strip() and Path(v.rstrip("/")).name in stems - {stem}
         }
     return out
 
 
-def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -> dict[str, set[str]]:
+def dependencies(sets: dict[str, dict]) -> dict[str, set[str]]:
     """Which notebooks of this run each notebook reads from: a string parameter naming another notebook's
     output folder (``reuse_runs: runs/default/03_masking_vs_finetuning``) makes it wait for that notebook (and
     :func:`run_suite` points the parameter at that notebook's folder in this run's ``out``)."""
-    deps = {stem: set(named.values()) for stem, named in reading_parameters(nbs, params, params_dir).items()}
+    deps = {stem: set(named.values()) for stem, named in reading_parameters(sets).items()}
     done, left = set(), dict(deps)
     while left:  # notebooks that wait on each other would never start: refuse before running anything
         ready = [k for k, d in left.items() if d <= done]
@@ -200,7 +203,7 @@ def dependencies(nbs: list[Path], params: str, params_dir: Path | None = None) -
             raise ConfigError(
                 "notebooks wait on each other's output folders: "
                 + "; ".join(f"{k} reads {', '.join(sorted(d))}" for k, d in sorted(left.items()))
-                + f" (parameter set {params!r}); point the parameters at a folder of another run"
+                + "; point the parameters at a folder of another run"
             )
         done.update(ready)
         for k in ready:
@@ -257,7 +260,7 @@ class _Lane:
 
 
 def _run_lanes(
-    pending, running, done, rows, failures, events, deps, params, pdir, extras, out, kernel, env, jobs
+    pending, running, done, rows, failures, events, deps, params, pdir, sets, extras, out, kernel, env, jobs
 ) -> None:
     """Start ready notebooks (up to ``jobs`` at once) and collect the finished ones, until none is left to start.
     ``events`` receives the schedule as it happens: one row per start, end or failure, with the scheduling round
@@ -279,7 +282,7 @@ def _run_lanes(
             running.append(
                 _Lane(
                     ready[0],
-                    _with_extra(params_file(ready[0], params, pdir), extras[ready[0].stem], out, ready[0]),
+                    _with_extra(params_file(ready[0], params, pdir), sets[ready[0].stem], extras[ready[0].stem], out),
                     out,
                     kernel,
                     env,
@@ -378,6 +381,43 @@ def run_suite(
     ``suite_timing.csv`` / ``suite_history.csv`` beside every notebook's wall time."""
     out = Path(out or ROOT / "runs" / Path(params).stem)
     ndir, pdir = Path(notebooks_dir or NOTEBOOKS), Path(params_dir or PARAMS)
+    nbs = _selected(params, only, jobs, ndir, pdir)
+    sets = read_sets(nbs, params, pdir)  # the one read of every parameter file: validated before anything starts
+    deps = dependencies(sets)
+    extras = split_extra(nbs, extra or {})
+    for stem, named in reading_parameters(sets).items():  # read this run's output, wherever out is
+        for name, other in named.items():
+            extras[stem].setdefault(name, str((out / other).resolve()))
+    preflight(params, sets, extras)
+    order = start_order(nbs, deps, _previous_seconds(out, params, pdir))
+    kernel = kernel or _kernel_name()
+    env = dict(os.environ)
+    if jobs > 1:  # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    started = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
+    calibration = _arithmetic(env, calibrate)
+    start = time.perf_counter()
+    pending, running, done, rows, failures, events = list(order), [], set(), {}, [], []
+    try:
+        _run_lanes(
+            pending, running, done, rows, failures, events, deps, params, pdir, sets, extras, out, kernel, env, jobs
+        )
+    except KeyboardInterrupt:
+        _stop(running)
+        raise Interrupted(interrupted_line(out, nbs, started)) from None
+    finally:
+        _write_events(out, events)
+    rows = [{**rows[nb.stem], **calibration} for nb in nbs if nb.stem in rows]
+    if rows:
+        _write_summaries(out, params, rows)
+    if failures:
+        raise failures[0]
+    print(f"[tmlib suite] {len(rows)} notebook(s) in {time.perf_counter() - start:.0f} s ({jobs} at once)", flush=True)
+    return rows
+
+
+def _selected(params: str, only: list[str] | None, jobs: int, ndir: Path, pdir: Path) -> list[Path]:
+    """The notebooks a suite run starts, after checking its folders, ``jobs`` and that each has the set."""
     for what, d in (("notebooks", ndir), ("params-dir", pdir)):
         if not d.is_dir():
             raise ConfigError(
@@ -398,18 +438,12 @@ def run_suite(
             f"parameter set {params!r} is missing for: {', '.join(missing)}; "
             f"available sets: {', '.join(parameter_sets(ndir, pdir)) or 'none'}"
         )
-    deps = dependencies(nbs, params, pdir)  # reads (so validates) every file before the first notebook starts
-    extras = split_extra(nbs, extra or {})
-    for stem, named in reading_parameters(nbs, params, pdir).items():  # read this run's output, wherever out is
-        for name, other in named.items():
-            extras[stem].setdefault(name, str((out / other).resolve()))
-    preflight(nbs, params, pdir, extras)
-    order = start_order(nbs, deps, _previous_seconds(out, params, pdir))
-    kernel = kernel or _kernel_name()
-    env = dict(os.environ)
-    if jobs > 1:  # spinning OpenMP threads steal the other notebook's core: half the throughput (bench_suite_jobs.py)
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    started = {nb.stem: kept_stages(out / nb.stem) for nb in nbs}
+    return nbs
+
+
+def _arithmetic(env: dict, calibrate: bool) -> dict:
+    """Decide ``auto`` once for the whole suite (every notebook's "auto" then means the same: ``env`` carries it),
+    print it, and with ``calibrate`` time the fixed MiniLM step; returns what the timing rows record."""
     found = arithmetic()  # once for the whole suite: every notebook's "auto" means the same
     if AUTO_ENV not in env:
         env.update({AUTO_ENV: found.name, AUTO_ENV + "_REASON": f"{found.reason}; decided by the suite"})
@@ -429,24 +463,7 @@ def run_suite(
             f"step in fp32{also} (load {calibration['calibration_load']:.1f})",
             flush=True,
         )
-    start = time.perf_counter()
-    pending, running, done, rows, failures, events = list(order), [], set(), {}, [], []
-    try:
-        _run_lanes(pending, running, done, rows, failures, events, deps, params, pdir, extras, out, kernel, env, jobs)
-    except KeyboardInterrupt:
-        _stop(running)
-        raise Interrupted(interrupted_line(out, nbs, started)) from None
-    finally:
-        _write_events(out, events)
-    rows = [rows[nb.stem] for nb in nbs if nb.stem in rows]
-    if rows and calibration:
-        rows = [{**r, **calibration} for r in rows]
-    if rows:
-        _write_summaries(out, params, rows)
-    if failures:
-        raise failures[0]
-    print(f"[tmlib suite] {len(rows)} notebook(s) in {time.perf_counter() - start:.0f} s ({jobs} at once)", flush=True)
-    return rows
+    return calibration
 
 
 def notebook_parameters(nb: Path) -> list[str]:
@@ -524,15 +541,13 @@ def split_extra(nbs: list[Path], extra: dict) -> dict[str, dict]:
     return out
 
 
-def preflight(nbs: list[Path], params: str, params_dir: Path, extras: dict[str, dict]) -> None:
+def preflight(params: str, sets: dict[str, dict], extras: dict[str, dict]) -> None:
     """Stop before any notebook starts when a model or dataset the run names is not reachable here
     (:func:`tmlib.preflight.check_params`), listing every one."""
     from .preflight import check_params
 
     problems = [
-        f"  {nb.stem[:2]} {p}"
-        for nb in nbs
-        for p in check_params({**load_yaml(params_file(nb, params, params_dir)), **extras.get(nb.stem, {})})
+        f"  {stem[:2]} {p}" for stem, values in sets.items() for p in check_params({**values, **extras.get(stem, {})})
     ]
     if problems:
         raise ConfigError(
@@ -541,15 +556,16 @@ def preflight(nbs: list[Path], params: str, params_dir: Path, extras: dict[str, 
         )
 
 
-def _with_extra(pfile: Path, extra: dict | None, out: Path, nb: Path) -> Path:
-    """``pfile``, or with ``extra`` a copy of it with those parameters overridden (``<out>/.params/<nb>/``)."""
+def _with_extra(pfile: Path, values: dict, extra: dict | None, out: Path) -> Path:
+    """``pfile`` (read as ``values``), or with ``extra`` a copy of it with those parameters overridden
+    (``<out>/.params/<notebook>/``)."""
     if not extra:
         return pfile
     import yaml
 
-    merged = out / ".params" / nb.stem / pfile.name
+    merged = out / ".params" / pfile.parent.name / pfile.name
     merged.parent.mkdir(parents=True, exist_ok=True)
-    merged.write_text(yaml.safe_dump({**load_yaml(pfile), **extra}, sort_keys=False))
+    merged.write_text(yaml.safe_dump({**values, **extra}, sort_keys=False))
     return merged
 
 

@@ -145,8 +145,8 @@ def _loader(data, batch_size: int, collate_fn, shuffle: bool, seed: int, lengths
 
 def make_optimizer(optimizer_cls, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """``optimizer_cls(groups, lr=lr)``, with the fused kernel for Adam/AdamW where torch has one for the
-    parameters' device (CPU and CUDA): on this 2-core CPU a MiniLM fine-tuning step costs 0.74x of the
-    default per-parameter loop (see benchmarks/bench_training.py)."""
+    parameters' device (CPU and CUDA): one kernel over all parameters instead of a loop over them
+    (benchmarks/bench_training.py measures the step)."""
     if optimizer_cls in (torch.optim.Adam, torch.optim.AdamW):
         try:
             return optimizer_cls(groups, lr=lr, fused=True)

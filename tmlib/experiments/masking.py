@@ -62,14 +62,16 @@ class MaskingConfig:
     text_column: str = "text"  # your file's (or hub dataset's) text column
     label_column: str = "label"  # your file's label column
     encoding: str = "utf-8"  # your file's text encoding (e.g. latin-1)
+    pair_column: str | None = None  # your file's second text (sentence pairs), if any
+    aspect_column: str | None = None  # your file's aspect (aspect-level sentiment), if any
     max_lengths: list[int] = field(default_factory=lambda: [64, 64])  # max tokens, one per task
     max_train: list[int] = field(default_factory=lambda: [200, 120])  # train-set cap per task (0 = all), class-balanced
     max_dev: int = 200  # dev examples (epoch and lr selection), class-balanced (0 = all)
     # "heldout": test on every example train and dev leave out | "split": the test split
     test_pool: str = "heldout"
     max_test: int = 0  # cap on the test examples (0 = all of test_pool), class-balanced
-    # test evaluation: "bf16" autocast | "no" (fp32). Paired check on make run's 40 solutions
-    # (benchmarks/bench_eval_precision.py): accuracies within 0.14 points, every gap within 0.03, 3.2x faster
+    # test evaluation: "auto" | "bf16" autocast | "fp32"; benchmarks/bench_eval_precision.py checks that bf16 moves
+    # no paired gap (docs/performance.md)
     eval_mixed_precision: str = "auto"
     # tmlib.methods names: the paper's comparison; BitFit and LoRA (exploratory baselines): the `grid` set
     methods: list[str] = field(default_factory=lambda: ["finetune", "mask"])
@@ -86,8 +88,8 @@ class MaskingConfig:
         }
     )
     # ^ per method: {task: lr} used as given for those tasks (default: the lrs lr_grid chose on dev for MR and BBC,
-    # papermill_params/03_masking_vs_finetuning/grid.yaml reruns the grid), or one lr for every task without a grid;
-    # a method or task not named uses lr_grid, else the spec's default (tmlib.methods)
+    # ^ papermill_params/03_masking_vs_finetuning/grid.yaml reruns the grid), or one lr for every task without a
+    # ^ grid; a method or task not named uses lr_grid, else the spec's default (tmlib.methods)
     lr_grid: dict[str, list[float]] = field(
         default_factory=lambda: {
             "finetune": [5e-5, 1e-4, 2e-4],
@@ -102,9 +104,8 @@ class MaskingConfig:
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "auto"  # "auto": bf16 where native (CPU with avx512_bf16, GPUs), else fp32 | "bf16" |
-    # ^ "fp32" | "fp16" (CUDA): tmlib.precision.MIXED_PRECISIONS;
-    # ^ bf16 is the default: paired check against fp32 in the README
-    # (papermill_params/03_masking_vs_finetuning/fp32.yaml)
+    # ^ "fp32" | "fp16" (CUDA): tmlib.precision.MIXED_PRECISIONS; paired check of bf16 against fp32 in the README
+    # ^ (papermill_params/03_masking_vs_finetuning/fp32.yaml)
     kernels: str = "fast"  # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS);
     # ^ paired check against "hf" in the README (papermill_params/03_masking_vs_finetuning/hf_kernels.yaml)
     threads: int = 0  # torch threads (0: torch's default); recorded in every manifest
@@ -231,6 +232,8 @@ def plan(cfg: MaskingConfig) -> MaskingPlan:
             text_column=cfg.text_column,
             label_column=cfg.label_column,
             encoding=cfg.encoding,
+            pair_column=cfg.pair_column,
+            aspect_column=cfg.aspect_column,
         )
         for method in cfg.methods:
             base = SolutionRecipe(
@@ -334,6 +337,11 @@ class Experiment:
         )
         return self.store.get(stage)
 
+    def tested(self, recipe: SolutionRecipe) -> tuple[Trained, Evaluation, dict]:
+        """``recipe``'s solution, its test evaluation and its row of :func:`results_table`."""
+        t, ev = self.solution(recipe), self.evaluation(recipe)
+        return t, ev, {**t.metrics, "test_accuracy": ev.accuracy, "test_loss": ev.loss, "test_n": ev.n}
+
     def run(self) -> MaskingResults:
         """Choose each gridded method's lr on dev, then train (or reuse) every solution; writes
         ``results.csv``, ``lr_selection.csv``, ``dev_curves.csv`` and ``flips.csv``."""
@@ -343,9 +351,9 @@ class Experiment:
         grids = [self.selection(task, method).table for task, method in self.plan.grids]
         trained, metrics, predictions = [], [], {}
         for recipe in tqdm(self.plan.solutions, desc="runs", disable=not self.cfg.progress):
-            t, ev = self.solution(recipe), self.evaluation(recipe)
+            t, ev, row = self.tested(recipe)
             trained.append((recipe, t))
-            metrics.append({**t.metrics, "test_accuracy": ev.accuracy, "test_loss": ev.loss, "test_n": ev.n})
+            metrics.append(row)
             predictions[recipe.task, recipe.method, recipe.seed] = ev.predictions
         out = MaskingResults(
             results_table(metrics),

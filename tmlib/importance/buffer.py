@@ -83,9 +83,8 @@ class BufferConfig:
     ``cls_only``
         the batched walk computes the last layer for the ``[CLS]`` position only, the one the classifier
         reads (:mod:`tmlib.cls_forward`; BERT classifiers, others use their own forward): the
-        same logits up to float rounding, 14% fewer matmul FLOPs on MiniLM (measured in
-        ``benchmarks/bench_importance.py``). ``False``: the model's own forward. The reference always runs
-        the model's own forward.
+        same logits up to float rounding, fewer matmul FLOPs (``benchmarks/bench_importance.py`` counts
+        them). ``False``: the model's own forward. The reference always runs the model's own forward.
 
     Sentence splitting (official: spaCy's rule-based sentencizer) is :func:`tmlib.data.split_sentences`'
     ``splitter`` option (``"spacy"`` default, ``"regex"`` tmlib's earlier splitter).
@@ -103,8 +102,7 @@ class BufferConfig:
     progress: bool = True  # tqdm bar over sentence batches
     mixed_precision: str = "no"  # "no" / "fp32" | "auto" | "bf16" (autocast around the forward passes; CPU and CUDA)
     # | "fp16" (CUDA)
-    cls_only: bool = True  # batched walk: last layer for [CLS] only (BERT classifiers; same logits,
-    # 14% less work)
+    cls_only: bool = True  # batched walk: last layer for [CLS] only (BERT classifiers; same logits, less work)
 
     def __post_init__(self):
         if self.max_length < 4:
@@ -259,10 +257,8 @@ def _length_groups(lengths: Sequence[int], slack: float = 2.0) -> list[np.ndarra
     ``slack`` times the group's shortest.
 
     Candidate buffers of one step differ a lot in length (a sentence with many important tokens keeps a
-    short buffer), and padded positions cost as much as real ones: one pass over all rows computed 2.6x
-    the positions of the reference (MiniLM, 64 MR sentences). Measured there: slack 1.25 cuts that to
-    1.14x but its many small passes run at half the GEMM rate (3.9 s); slack 2 gives 1.42x in fewer,
-    fuller passes (3.1 s, vs 4.5 s for one pass per step)."""
+    short buffer), and padded positions cost as much as real ones; a small slack pads less but runs many small
+    passes at a lower GEMM rate, a large one the reverse (the trade-off is measured in docs/performance.md)."""
     order = np.argsort(lengths, kind="stable")
     groups, start = [], 0
     for k in range(1, len(order) + 1):
@@ -280,9 +276,8 @@ def _autocast(cfg: BufferConfig, device):
     """The forward passes' precision context: inference mode for ``"no"``, else autocast, entered once around a
     whole walk so the cast weights are cached for all its passes (one cast per walk, not per pass).
 
-    Under ``torch.inference_mode`` autocast's weight cache is off (every pass casts every weight again:
-    twice the copies, ~16% of a small bf16 pass on this CPU), so the walk runs under ``no_grad``
-    instead, also when the caller is in inference mode."""
+    Under ``torch.inference_mode`` autocast's weight cache is off (every pass casts every weight again), so the
+    walk runs under ``no_grad`` instead, also when the caller is in inference mode."""
     import contextlib
 
     from ..precision import autocast, check_mixed_precision

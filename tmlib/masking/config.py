@@ -60,11 +60,11 @@ class MaskConfig:
     tau: float = 0.01  # threshold: a weight is kept where its score > tau
     init_sparsity: float = 0.05  # fraction of weights masked out at initialisation
     target_modules: tuple[str, ...] = DEFAULT_TARGETS  # module types (MODULE_TYPES) or "re:<regex>" on
-    # block-relative names
+    # ^ block-relative names
     blocks: tuple[int, ...] | None = None  # encoder blocks to mask; None = all but the first `skip_first_blocks`
     skip_first_blocks: int = 2  # used when blocks is None (official code masks blocks 2..11 of 12)
     pooler: bool = True  # mask the pooler (BERT) / classifier.dense (RoBERTa)
-    # / pre_classifier (DistilBERT)
+    # ^ / pre_classifier (DistilBERT)
     head: Literal["masked", "trained"] = "masked"  # classifier head: frozen random + masked (paper) or trained in fp32
 
     def __post_init__(self):
