@@ -76,37 +76,14 @@ def log(msg: str) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run: scratch:tiny, 20 steps, 100 probe sentences")
-    ap.add_argument(
-        "--regimes",
-        nargs="+",
-        default=["speed", "minilm_lr3e-4", "mini_lr1e-3", "minilm_lr1e-4"],
-        help=f"any of {', '.join(REGIMES)}, 'speed'",
-    )
-    ap.add_argument("--steps", type=int, default=0, help="override every regime's steps")
-    ap.add_argument("--probe_every", type=int, default=100)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--length", type=int, default=64)
-    ap.add_argument("--warmup", type=float, default=0.05)
-    ap.add_argument("--precision", default="no", choices=["no", "bf16"], help="mixed precision of the training regimes")
-    ap.add_argument("--speed_steps", type=int, default=12)
-    ap.add_argument("--speed_models", nargs="+", default=["minilm", "scratch:mini"])
-    ap.add_argument("--n_probe", type=int, default=500)
-    ap.add_argument(
-        "--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)"
-    )
-    ap.add_argument("--out", default="benchmarks/results/genept_regimes.csv")
-    ap.add_argument("--fresh", action="store_true", help="overwrite the CSV instead of appending")
-    args = ap.parse_args()
+    args = _parse_args()
 
     import numpy as np
     import torch
 
     from tmlib.data import load_corpus
-    from tmlib.mlm import mlm_probe, pack_corpus, train_mlm
-    from tmlib.models import load_mlm, load_tokenizer
-    from tmlib.training import TrainConfig
+    from tmlib.mlm import pack_corpus
+    from tmlib.models import load_tokenizer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,8 +106,50 @@ def main() -> None:
     )
 
     out = Path(args.out)
+    fh, write = _open_results(out, args.fresh)
+    probe = _make_probe(tok, general_eval, indomain_eval, args.length)
+    for regime in args.regimes:
+        if regime == "speed":
+            _run_speed_rows(args, packed, tok, threads, write)
+            continue
+        if regime not in REGIMES:
+            sys.exit(f"unknown regime {regime!r}; choose from {', '.join(REGIMES)}, speed")
+        _run_regime(regime, args, packed, tok, threads, write, probe)
+    fh.close()
+    log(f"wrote {out}")
+
+
+def _parse_args() -> argparse.Namespace:
+    """Parse the command line, so ``main`` reads only the run's settings."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run: scratch:tiny, 20 steps, 100 probe sentences")
+    ap.add_argument(
+        "--regimes",
+        nargs="+",
+        default=["speed", "minilm_lr3e-4", "mini_lr1e-3", "minilm_lr1e-4"],
+        help=f"any of {', '.join(REGIMES)}, 'speed'",
+    )
+    ap.add_argument("--steps", type=int, default=0, help="override every regime's steps")
+    ap.add_argument("--probe_every", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--length", type=int, default=64)
+    ap.add_argument("--warmup", type=float, default=0.05)
+    ap.add_argument("--precision", default="no", choices=["no", "bf16"], help="mixed precision of the training regimes")
+    ap.add_argument("--speed_steps", type=int, default=12)
+    ap.add_argument("--speed_models", nargs="+", default=["minilm", "scratch:mini"])
+    ap.add_argument("--n_probe", type=int, default=500)
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch threads (0: 1 if the CPU is oversubscribed, else default)"
+    )
+    ap.add_argument("--out", default="benchmarks/results/genept_regimes.csv")
+    ap.add_argument("--fresh", action="store_true", help="overwrite the CSV instead of appending")
+    return ap.parse_args()
+
+
+def _open_results(out: Path, fresh: bool):
+    """Open the results CSV (new with a header, or appended to) and return it with a row writer that flushes."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    new = args.fresh or not out.is_file()
+    new = fresh or not out.is_file()
     fh = out.open("w" if new else "a", newline="")
     writer = csv.DictWriter(fh, fieldnames=FIELDS)
     if new:
@@ -140,9 +159,16 @@ def main() -> None:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
         fh.flush()
 
+    return fh, write
+
+
+def _make_probe(tok, general_eval: list[str], indomain_eval: list[str], length: int):
+    """Return a function measuring a model's held-out MLM loss and top-1 on the general and in-domain sentences."""
+    from tmlib.mlm import mlm_probe
+
     def probe(model) -> dict:
-        g = mlm_probe(model, tok, general_eval, max_length=args.length)
-        d = mlm_probe(model, tok, indomain_eval, max_length=args.length)
+        g = mlm_probe(model, tok, general_eval, max_length=length)
+        d = mlm_probe(model, tok, indomain_eval, max_length=length)
         return {
             "general_loss": g["loss"],
             "general_top1": g["top1"],
@@ -150,85 +176,91 @@ def main() -> None:
             "indomain_top1": d["top1"],
         }
 
-    for regime in args.regimes:
-        if regime == "speed":
-            models = ["scratch:tiny"] if args.quick else args.speed_models
-            for name in models:
-                for mp in ("no", "bf16"):
-                    sec, loss = _speed(name, mp, packed, tok, args, 3 if args.quick else args.speed_steps)
-                    label = f"speed_{name.replace('scratch:', '')}_{'fp32' if mp == 'no' else mp}"
-                    write(
-                        {
-                            "regime": label,
-                            "step": args.speed_steps,
-                            "seconds": sec * args.speed_steps,
-                            "model": name,
-                            "lr": 1e-4,
-                            "batch": args.batch,
-                            "length": args.length,
-                            "precision": mp,
-                            "sec_per_step": sec,
-                            "threads": threads,
-                        }
-                    )
-                    log(f"{label}: {sec:.3f} s/step (median of the steps after the first 2), last loss {loss:.3f}")
-            continue
-        if regime not in REGIMES:
-            sys.exit(f"unknown regime {regime!r}; choose from {', '.join(REGIMES)}, speed")
-        spec = dict(REGIMES[regime])
-        if args.quick:
-            spec.update(model="scratch:tiny", steps=20)
-        steps = args.steps or spec["steps"]
-        every = 10 if args.quick else args.probe_every
-        name = ("quick_" if args.quick else "") + regime + ("" if args.precision == "no" else f"_{args.precision}")
-        model = load_mlm(spec["model"], seed=0)
-        base = {
-            "regime": name,
-            "model": spec["model"],
-            "lr": spec["lr"],
-            "batch": args.batch,
-            "length": args.length,
-            "precision": args.precision,
-            "threads": threads,
-        }
-        row = {**base, "step": 0, "seconds": 0.0, **probe(model)}
-        write(row)
-        log(
-            f"{name} step 0: general top1 {row['general_top1']:.3f} loss {row['general_loss']:.2f} | "
-            f"indomain top1 {row['indomain_top1']:.3f} loss {row['indomain_loss']:.2f}"
-        )
-        clock = {"probe": 0.0, "start": time.perf_counter()}
+    return probe
 
-        def on_save(step, m, clock=clock, base=base, name=name):
-            t0 = time.perf_counter()
-            train_s = t0 - clock["start"] - clock["probe"]
-            r = {**base, "step": step, "seconds": train_s, "sec_per_step": train_s / step, **probe(m)}
-            write(r)
-            clock["probe"] += time.perf_counter() - t0
-            log(
-                f"{name} step {step}: {train_s:.0f} s ({train_s / step:.2f} s/step) | "
-                f"general top1 {r['general_top1']:.3f} "
-                f"loss {r['general_loss']:.2f} | indomain top1 {r['indomain_top1']:.3f} loss {r['indomain_loss']:.2f}"
+
+def _run_speed_rows(args, packed, tok, threads: int, write) -> None:
+    """Time fp32 and bf16 training steps of each speed model and write one row per (model, precision)."""
+    models = ["scratch:tiny"] if args.quick else args.speed_models
+    for name in models:
+        for mp in ("no", "bf16"):
+            sec, loss = _speed(name, mp, packed, tok, args, 3 if args.quick else args.speed_steps)
+            label = f"speed_{name.replace('scratch:', '')}_{'fp32' if mp == 'no' else mp}"
+            write(
+                {
+                    "regime": label,
+                    "step": args.speed_steps,
+                    "seconds": sec * args.speed_steps,
+                    "model": name,
+                    "lr": 1e-4,
+                    "batch": args.batch,
+                    "length": args.length,
+                    "precision": mp,
+                    "sec_per_step": sec,
+                    "threads": threads,
+                }
             )
+            log(f"{label}: {sec:.3f} s/step (median of the steps after the first 2), last loss {loss:.3f}")
 
-        cfg = TrainConfig(
-            lr=spec["lr"],
-            batch_size=args.batch,
-            max_steps=steps,
-            max_length=args.length,
-            warmup_ratio=args.warmup,
-            weight_decay=0.01,
-            eval_every=every,
-            seed=0,
-            progress=False,
-            mixed_precision=args.precision,
+
+def _run_regime(regime: str, args, packed, tok, threads: int, write, probe) -> None:
+    """Train one GenePT regime, probing and writing a row at step 0 and every ``probe_every`` steps."""
+    from tmlib.mlm import train_mlm
+    from tmlib.models import load_mlm
+    from tmlib.training import TrainConfig
+
+    spec = dict(REGIMES[regime])
+    if args.quick:
+        spec.update(model="scratch:tiny", steps=20)
+    steps = args.steps or spec["steps"]
+    every = 10 if args.quick else args.probe_every
+    name = ("quick_" if args.quick else "") + regime + ("" if args.precision == "no" else f"_{args.precision}")
+    model = load_mlm(spec["model"], seed=0)
+    base = {
+        "regime": name,
+        "model": spec["model"],
+        "lr": spec["lr"],
+        "batch": args.batch,
+        "length": args.length,
+        "precision": args.precision,
+        "threads": threads,
+    }
+    row = {**base, "step": 0, "seconds": 0.0, **probe(model)}
+    write(row)
+    log(
+        f"{name} step 0: general top1 {row['general_top1']:.3f} loss {row['general_loss']:.2f} | "
+        f"indomain top1 {row['indomain_top1']:.3f} loss {row['indomain_loss']:.2f}"
+    )
+    clock = {"probe": 0.0, "start": time.perf_counter()}
+
+    def on_save(step, m, clock=clock, base=base, name=name):
+        t0 = time.perf_counter()
+        train_s = t0 - clock["start"] - clock["probe"]
+        r = {**base, "step": step, "seconds": train_s, "sec_per_step": train_s / step, **probe(m)}
+        write(r)
+        clock["probe"] += time.perf_counter() - t0
+        log(
+            f"{name} step {step}: {train_s:.0f} s ({train_s / step:.2f} s/step) | "
+            f"general top1 {r['general_top1']:.3f} "
+            f"loss {r['general_loss']:.2f} | indomain top1 {r['indomain_top1']:.3f} loss {r['indomain_loss']:.2f}"
         )
-        clock["start"] = time.perf_counter()
-        train_mlm(
-            model, packed, tok, cfg, save_at=list(range(every, steps + 1, every)) + [steps], on_save=on_save, desc=name
-        )
-    fh.close()
-    log(f"wrote {out}")
+
+    cfg = TrainConfig(
+        lr=spec["lr"],
+        batch_size=args.batch,
+        max_steps=steps,
+        max_length=args.length,
+        warmup_ratio=args.warmup,
+        weight_decay=0.01,
+        eval_every=every,
+        seed=0,
+        progress=False,
+        mixed_precision=args.precision,
+    )
+    clock["start"] = time.perf_counter()
+    train_mlm(
+        model, packed, tok, cfg, save_at=list(range(every, steps + 1, every)) + [steps], on_save=on_save, desc=name
+    )
 
 
 def _speed(name, mp, packed, tok, args, steps):

@@ -37,58 +37,88 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+        return _coerce_union(value, tp, args, where)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
         return value
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
-        inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
+        return _coerce_sequence(value, origin, args, where)
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, _where=where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+        return _coerce_dataclass(value, tp, where)
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_union(value: Any, tp: Any, args: tuple, where: str) -> Any:
+    """Return ``value`` coerced to the first member of union ``tp`` that accepts it, so ``X | None`` fields work."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, where)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def _coerce_sequence(value: Any, origin: Any, args: tuple, where: str) -> Any:
+    """Coerce each item of a list/tuple value, so element types are checked with their index in the message."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{where}: expected a list, got {value!r} ({type(value).__name__})")
+    inner = args[0] if args else Any
+    items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+    return items if origin is list else tuple(items)
+
+
+def _coerce_dataclass(value: Any, tp: Any, where: str) -> Any:
+    """Build nested dataclass ``tp`` from a mapping (or pass an instance through), so sub-configs nest."""
+    if isinstance(value, tp):
         return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+    return from_dict(tp, value, _where=where)
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against a scalar annotation (float, int, bool, str); other annotations pass unchecked."""
+    if tp is float or tp is int:
+        return _coerce_number(value, tp, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r} ({type(value).__name__})")
         return value
     if tp is str:
-        if isinstance(value, bool):  # YAML 1.1 (papermill -y, PyYAML) reads unquoted no/off/yes/on as booleans
-            raise ConfigError(
-                f"{where}: expected a string, got {value!r}: YAML read an unquoted word as a boolean; "
-                f'quote it ("no", "off")'
-            )
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
-        return value
+        return _coerce_str(value, where)
+    return value
+
+
+def _coerce_number(value: Any, tp: Any, where: str) -> Any:
+    """Check a float or int value, rejecting booleans; ints widen to float, the one lossless YAML coercion."""
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _coerce_str(value: Any, where: str) -> str:
+    """Check a string value, naming YAML's unquoted-word-as-boolean trap when a boolean arrives instead."""
+    if isinstance(value, bool):  # YAML 1.1 (papermill -y, PyYAML) reads unquoted no/off/yes/on as booleans
+        raise ConfigError(
+            f"{where}: expected a string, got {value!r}: YAML read an unquoted word as a boolean; "
+            f'quote it ("no", "off")'
+        )
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r} ({type(value).__name__})")
     return value
 
 

@@ -106,6 +106,20 @@ def stratified_split(
     before these options existed.
     """
     n = len(texts)
+    columns = _checked_columns(n, labels, columns, name)
+    members = _group_members(groups, n, name)
+    keys = None if labels is None else [labels[m[0]] for m in members]
+    rng = np.random.default_rng(seed)
+    parts = _stratified_parts(members, keys, rng, fractions)
+    if groups is not None:  # groups -> their rows
+        parts = {s: [i for u in units for i in members[u]] for s, units in parts.items()}
+    return DatasetDict(_split_datasets(parts, texts, labels, label_names, columns, rng))
+
+
+def _checked_columns(
+    n: int, labels: Sequence[int] | None, columns: dict[str, Sequence[str]] | None, name: str
+) -> dict[str, Sequence[str]]:
+    """Return ``columns`` as a dict after checking that there are texts and one label and value per text."""
     if n == 0:
         raise DataError(f"{name} is empty: no examples to split")
     if labels is not None and len(labels) != n:
@@ -114,20 +128,29 @@ def stratified_split(
     for col, vals in columns.items():
         if len(vals) != n:
             raise DataError(f"{name}: {n} texts but {len(vals)} values of {col!r}")
+    return columns
+
+
+def _group_members(groups: Sequence | None, n: int, name: str) -> list[list[int]]:
+    """Return the row indices of each split unit (a group, in first-seen order, or a single row without groups)."""
     if groups is None:
-        members = [[i] for i in range(n)]
-    else:
-        if len(groups) != n:
-            raise DataError(f"{name}: {n} texts but {len(groups)} group keys")
-        first: dict = {}
-        members = []
-        for i, g in enumerate(groups):
-            if g not in first:
-                first[g] = len(members)
-                members.append([])
-            members[first[g]].append(i)
-    keys = None if labels is None else [labels[m[0]] for m in members]
-    rng = np.random.default_rng(seed)
+        return [[i] for i in range(n)]
+    if len(groups) != n:
+        raise DataError(f"{name}: {n} texts but {len(groups)} group keys")
+    first: dict = {}
+    members: list[list[int]] = []
+    for i, g in enumerate(groups):
+        if g not in first:
+            first[g] = len(members)
+            members.append([])
+        members[first[g]].append(i)
+    return members
+
+
+def _stratified_parts(
+    members: list[list[int]], keys: list | None, rng: np.random.Generator, fractions: tuple[float, float, float]
+) -> dict[str, list[int]]:
+    """Assign unit indices to train/dev/test, permuting each stratum (sorted key order) with ``rng``."""
     strata = (
         [np.arange(len(members))]
         if keys is None
@@ -141,8 +164,18 @@ def stratified_split(
         parts["dev"] += idx[:n_dev].tolist()
         parts["test"] += idx[n_dev : n_dev + n_test].tolist()
         parts["train"] += idx[n_dev + n_test :].tolist()
-    if groups is not None:  # groups -> their rows
-        parts = {s: [i for u in units for i in members[u]] for s, units in parts.items()}
+    return parts
+
+
+def _split_datasets(
+    parts: dict[str, list[int]],
+    texts: Sequence[str],
+    labels: Sequence[int] | None,
+    label_names: Sequence[str] | None,
+    columns: dict[str, Sequence[str]],
+    rng: np.random.Generator,
+) -> dict[str, Dataset]:
+    """Build one ``Dataset`` per split from its row indices, shuffled within the split by ``rng``."""
     feats = {"text": Value("string"), **{c: Value("string") for c in columns}}
     if labels is not None:
         feats["label"] = ClassLabel(names=list(label_names))
@@ -154,7 +187,7 @@ def stratified_split(
         if labels is not None:
             cols["label"] = [int(labels[i]) for i in idx]
         out[split] = Dataset.from_dict(cols, features=features)
-    return DatasetDict(out)
+    return out
 
 
 def dedupe(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int]]:
@@ -192,15 +225,7 @@ def second_column(ds) -> str | None:
 def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
     """Checks every labelled task must pass: splits present, non-empty, >= 2 classes, no empty texts;
     an optional second column (``text_pair`` or ``aspect``, not both) in every split, no empty value."""
-    for split in SPLITS:
-        if split not in dd:
-            raise DataError(f"{name} has no {split!r} split (has {list(dd)}); use tmlib.data.stratified_split")
-        ds = dd[split]
-        if len(ds) == 0:
-            raise DataError(f"{name}: split {split!r} is empty")
-        for col in ("text", "label"):
-            if col not in ds.column_names:
-                raise DataError(f"{name}: split {split!r} has no {col!r} column (columns: {ds.column_names})")
+    _check_split_columns(dd, name)
     labels = set(dd["train"]["label"])
     if len(labels) < 2:
         raise DataError(f"{name}: the training split has only one class ({labels}); a classifier needs at least two")
@@ -212,25 +237,43 @@ def validate_task(dd: DatasetDict, name: str) -> DatasetDict:
         )
     second = both[0] if both else None
     for split in SPLITS:
-        empty = [i for i, t in enumerate(dd[split]["text"]) if not isinstance(t, str) or not t.strip()]
+        _check_split_values(dd, split, name, both, second)
+    return dd
+
+
+def _check_split_columns(dd: DatasetDict, name: str) -> None:
+    """Raise DataError unless every split exists, is non-empty and has ``text`` and ``label`` columns."""
+    for split in SPLITS:
+        if split not in dd:
+            raise DataError(f"{name} has no {split!r} split (has {list(dd)}); use tmlib.data.stratified_split")
+        ds = dd[split]
+        if len(ds) == 0:
+            raise DataError(f"{name}: split {split!r} is empty")
+        for col in ("text", "label"):
+            if col not in ds.column_names:
+                raise DataError(f"{name}: split {split!r} has no {col!r} column (columns: {ds.column_names})")
+
+
+def _check_split_values(dd: DatasetDict, split: str, name: str, both: list[str], second: str | None) -> None:
+    """Raise DataError on empty texts, second columns unlike train's, or empty second-column values in ``split``."""
+    empty = [i for i, t in enumerate(dd[split]["text"]) if not isinstance(t, str) or not t.strip()]
+    if empty:
+        raise DataError(
+            f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; drop them first"
+        )
+    have = [c for c in SECOND_COLUMNS if c in dd[split].column_names]
+    if have != both:
+        raise DataError(
+            f"{name}: split {split!r} has second column(s) {have} but the train split has {both}; "
+            f"every split needs the same input columns"
+        )
+    if second:
+        empty = [i for i, t in enumerate(dd[split][second]) if not isinstance(t, str) or not t.strip()]
         if empty:
             raise DataError(
-                f"{name}: split {split!r} has {len(empty)} empty text(s), e.g. rows {empty[:5]}; drop them first"
+                f"{name}: split {split!r} has {len(empty)} empty {second!r} value(s), e.g. rows "
+                f"{empty[:5]}; drop them first"
             )
-        have = [c for c in SECOND_COLUMNS if c in dd[split].column_names]
-        if have != both:
-            raise DataError(
-                f"{name}: split {split!r} has second column(s) {have} but the train split has {both}; "
-                f"every split needs the same input columns"
-            )
-        if second:
-            empty = [i for i, t in enumerate(dd[split][second]) if not isinstance(t, str) or not t.strip()]
-            if empty:
-                raise DataError(
-                    f"{name}: split {split!r} has {len(empty)} empty {second!r} value(s), e.g. rows "
-                    f"{empty[:5]}; drop them first"
-                )
-    return dd
 
 
 def label_names(dd: DatasetDict) -> list[str]:
@@ -789,13 +832,7 @@ def load_text_file(
         raise DataError(f"data file {path} does not exist")
     if pair_column and aspect_column:
         raise DataError(f"{path}: pass pair_column= or aspect_column=, not both (a task has one second input)")
-    encoding = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise DataError(
-            f"unknown encoding {encoding!r}; give a Python codec name such as utf-8, latin-1, cp1252"
-        ) from None
+    encoding = _resolve_encoding(encoding)
     _check_encoding(path, encoding)
     required = [text_column] + ([label_column] if label_column else [])
     # the user's names for the second input (required) or, left at None, our names where present (optional)
@@ -812,6 +849,26 @@ def load_text_file(
     if label_column is None:
         ds = Dataset.from_dict({"text": texts})
         return ds if not split else stratified_split(texts, None, None, seed=seed, name=str(path))
+    second = _second_inputs(path, values, named)
+    labels, names = _encode_labels(path, values[label_column], label_column)
+    groups = texts if ASPECT_COLUMN in second else None  # one text's aspects stay in one split
+    return stratified_split(texts, labels, names, seed=seed, name=str(path), columns=second, groups=groups)
+
+
+def _resolve_encoding(encoding: str) -> str:
+    """Return the codec to read a user file with (UTF-8 as ``utf-8-sig``, so a byte-order mark is dropped)."""
+    encoding = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise DataError(
+            f"unknown encoding {encoding!r}; give a Python codec name such as utf-8, latin-1, cp1252"
+        ) from None
+    return encoding
+
+
+def _second_inputs(path: Path, values: dict, named: dict[str, str | None]) -> dict[str, list[str]]:
+    """Return the file's second input column under our name, rejecting empty values and two second inputs."""
     second: dict[str, list[str]] = {}
     for ours, theirs in named.items():
         col = theirs or ours
@@ -830,7 +887,11 @@ def load_text_file(
             f"{path} has both a {PAIR_COLUMN!r} and an {ASPECT_COLUMN!r} column; a task has one second "
             f"input: name the one to use with pair_column= or aspect_column="
         )
-    raw = values[label_column]
+    return second
+
+
+def _encode_labels(path: Path, raw: Sequence, label_column: str) -> tuple[list[int], list[str]]:
+    """Map raw label values to class indices over their sorted names (integers numerically, then strings)."""
     missing = [i + 1 for i, v in enumerate(raw) if v is None or str(v).strip() == ""]
     if missing:
         raise DataError(f"{path}: {len(missing)} row(s) without a {label_column!r} value, e.g. rows {missing[:5]}")
@@ -839,9 +900,7 @@ def load_text_file(
     if len(names) < 2:
         raise DataError(f"{path}: column {label_column!r} has a single class {names}; a classifier needs two or more")
     index = {n: i for i, n in enumerate(names)}
-    labels = [index[v] for v in raw]
-    groups = texts if ASPECT_COLUMN in second else None  # one text's aspects stay in one split
-    return stratified_split(texts, labels, names, seed=seed, name=str(path), columns=second, groups=groups)
+    return [index[v] for v in raw], names
 
 
 # hub datasets without a "text" column: their pair columns (first, second), in GLUE / SetFit naming
@@ -870,8 +929,6 @@ def load_hub_task(
     already named so are kept. A dataset without ``text_column`` whose columns are a known pair
     (:data:`HUB_PAIR_COLUMNS`, e.g. GLUE's ``sentence1`` / ``sentence2``) is read as a pair task.
     """
-    import datasets
-
     from .hub import hub_reachable, local_dataset
 
     local = local_dataset(name)
@@ -881,18 +938,7 @@ def load_hub_task(
             f"{', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or 'csv:<path>' for your own "
             "copy (or a local copy of the hub dataset under $TMLIB_DATASETS_DIR)"
         )
-    path, _, config = name.partition(":")
-    try:
-        if local is not None:
-            raw = datasets.load_dataset(local)
-        else:
-            raw = datasets.load_dataset(path, config) if config else datasets.load_dataset(path)
-    except Exception as exc:  # network errors surface as many types (ConnectionError, OSError, HfHubHTTPError...)
-        raise DataError(
-            f"could not load {name!r} from the dataset hub ({type(exc).__name__}: {str(exc)[:200]}). Offline, use a "
-            f"builtin task instead: {', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or "
-            f"'csv:<path>' for your own copy"
-        ) from exc
+    raw = _load_hub_raw(name, local)
     if pair_column and aspect_column:
         raise DataError(f"{name}: pass pair_column= or aspect_column=, not both (a task has one second input)")
     cols = raw[next(iter(raw))].column_names
@@ -900,6 +946,37 @@ def load_hub_task(
         known = next(((a, b) for a, b in HUB_PAIR_COLUMNS if a in cols and b in cols), None)
         if known:
             text_column, pair_column = known
+    renames = _hub_renames(name, cols, text_column, label_column, pair_column, aspect_column)
+    keep = _hub_keep(cols, renames, bool(pair_column or aspect_column))
+    return _hub_splits(raw, renames, keep, seed)
+
+
+def _load_hub_raw(name: str, local):
+    """Load ``name`` (``path[:config]``) or its local copy, turning any failure into an offline-aware DataError."""
+    import datasets
+
+    path, _, config = name.partition(":")
+    try:
+        if local is not None:
+            return datasets.load_dataset(local)
+        return datasets.load_dataset(path, config) if config else datasets.load_dataset(path)
+    except Exception as exc:  # network errors surface as many types (ConnectionError, OSError, HfHubHTTPError...)
+        raise DataError(
+            f"could not load {name!r} from the dataset hub ({type(exc).__name__}: {str(exc)[:200]}). Offline, use a "
+            f"builtin task instead: {', '.join(TASKS)} (e.g. 'mr' for rotten_tomatoes/SST-style sentiment), or "
+            f"'csv:<path>' for your own copy"
+        ) from exc
+
+
+def _hub_renames(
+    name: str,
+    cols: Sequence[str],
+    text_column: str,
+    label_column: str,
+    pair_column: str | None,
+    aspect_column: str | None,
+) -> dict[str, str]:
+    """Map the hub dataset's column names to ours, checking that every named column exists."""
     renames = {text_column: "text", label_column: "label"}
     if pair_column:
         renames[pair_column] = PAIR_COLUMN
@@ -911,15 +988,20 @@ def load_hub_task(
                 f"'hub:{name}' has no column {theirs!r} (columns: {sorted(cols)}); pass "
                 f"text_column=/label_column= (and pair_column=/aspect_column= for a second input)"
             )
-    keep = (
+    return renames
+
+
+def _hub_keep(cols: Sequence[str], renames: dict[str, str], second_named: bool) -> list[str]:
+    """Return the columns to keep: text, a renamed (or, none named, already ours) second column, and label."""
+    return (
         ["text"]
-        + [
-            c
-            for c in SECOND_COLUMNS
-            if c in renames.values() or (c in cols and c not in renames and not (pair_column or aspect_column))
-        ]
+        + [c for c in SECOND_COLUMNS if c in renames.values() or (c in cols and c not in renames and not second_named)]
         + ["label"]
     )
+
+
+def _hub_splits(raw, renames: dict[str, str], keep: list[str], seed: int) -> DatasetDict:
+    """Rename and select the hub splits as train/dev/test; hidden test labels (GLUE) move dev to test."""
     mapping = {"train": "train", "dev": "validation" if "validation" in raw else "dev", "test": "test"}
     dd = DatasetDict()
     for ours, theirs in mapping.items():

@@ -105,42 +105,53 @@ def pack_corpus(
             raise ValueError("pass texts or token_ids")
         token_ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     fields = dict(token_fields or {})
-    for name, vals in fields.items():
-        if len(vals) != len(token_ids):
-            raise ValueError(f"token field {name!r} has {len(vals)} rows for {len(token_ids)} sentences")
+    _check_token_fields(fields, token_ids)
     room = max_length - 2
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
     rows: dict[str, list] = {"input_ids": [], "sent_ids": [], **{k: [] for k in fields}}
     cur: dict[str, list] = {}
-
-    def flush():
-        if cur and cur["input_ids"]:
-            rows["input_ids"].append([cls_id] + cur["input_ids"] + [sep_id])
-            rows["sent_ids"].append([-1] + cur["sent_ids"] + [-1])
-            for k in fields:
-                rows[k].append([0] + cur[k] + [0])
-        cur.clear()
-        cur.update({"input_ids": [], "sent_ids": [], **{k: [] for k in fields}})
-
-    flush()
+    _flush_row(rows, cur, fields, cls_id, sep_id)
     for i, ids in enumerate(token_ids):
         ids = list(ids[:room])
         if not ids:
             continue
         if not pack or len(cur["input_ids"]) + len(ids) > room:
-            flush()
-        k_sent = (cur["sent_ids"][-1] + 1) if cur["sent_ids"] else 0
-        cur["input_ids"] += ids
-        cur["sent_ids"] += [k_sent] * len(ids)
-        for k, vals in fields.items():
-            v = list(vals[i][:room])
-            if len(v) != len(ids):
-                raise ValueError(f"token field {k!r} row {i}: {len(v)} values for {len(ids)} tokens")
-            cur[k] += v
-    flush()
+            _flush_row(rows, cur, fields, cls_id, sep_id)
+        _add_sentence(cur, ids, fields, i, room)
+    _flush_row(rows, cur, fields, cls_id, sep_id)
     if not rows["input_ids"]:
         raise ValueError("the corpus produced no tokens (all texts empty?)")
     return Dataset.from_dict(rows)
+
+
+def _check_token_fields(fields: dict[str, Sequence[Sequence]], token_ids: Sequence[Sequence[int]]) -> None:
+    """Raise ValueError unless every token field has one row per sentence, so fields stay aligned with ids."""
+    for name, vals in fields.items():
+        if len(vals) != len(token_ids):
+            raise ValueError(f"token field {name!r} has {len(vals)} rows for {len(token_ids)} sentences")
+
+
+def _flush_row(rows: dict[str, list], cur: dict[str, list], fields: dict, cls_id: int, sep_id: int) -> None:
+    """Append the row being packed in ``cur`` (if it has tokens) to ``rows`` with its specials, then empty ``cur``."""
+    if cur and cur["input_ids"]:
+        rows["input_ids"].append([cls_id] + cur["input_ids"] + [sep_id])
+        rows["sent_ids"].append([-1] + cur["sent_ids"] + [-1])
+        for k in fields:
+            rows[k].append([0] + cur[k] + [0])
+    cur.clear()
+    cur.update({"input_ids": [], "sent_ids": [], **{k: [] for k in fields}})
+
+
+def _add_sentence(cur: dict[str, list], ids: list[int], fields: dict, i: int, room: int) -> None:
+    """Append sentence ``i`` (ids and truncated field values) to the row in ``cur`` as its next sentence."""
+    k_sent = (cur["sent_ids"][-1] + 1) if cur["sent_ids"] else 0
+    cur["input_ids"] += ids
+    cur["sent_ids"] += [k_sent] * len(ids)
+    for k, vals in fields.items():
+        v = list(vals[i][:room])
+        if len(v) != len(ids):
+            raise ValueError(f"token field {k!r} row {i}: {len(v)} values for {len(ids)} tokens")
+        cur[k] += v
 
 
 def pack_documents(
@@ -170,13 +181,8 @@ def pack_documents(
     if len(docs) != len(token_ids):
         raise ValueError(f"{len(docs)} document keys for {len(token_ids)} sentences")
     fields = dict(token_fields or {})
-    for name, vals in fields.items():
-        if len(vals) != len(token_ids):
-            raise ValueError(f"token field {name!r} has {len(vals)} rows for {len(token_ids)} sentences")
-    order: dict = {}
-    for i, d in enumerate(docs):
-        order.setdefault(d, []).append(i)
-    documents = [idx for idx in order.values() if any(len(token_ids[i]) for i in idx)]
+    _check_token_fields(fields, token_ids)
+    documents = _documents_with_tokens(docs, token_ids)
     rng = random.Random(seed)
     rng.shuffle(documents)
     room = max_length - 2
@@ -184,37 +190,64 @@ def pack_documents(
     rows: dict[str, list] = {"input_ids": [], "sent_ids": [], "doc": [], **{k: [] for k in fields}}
     for sentences in documents:
         target = room if rng.random() >= short_seq_prob else rng.randint(2, room)
-        chunk: list[int] = []
-        length = 0
-        for j, i in enumerate(sentences):
-            if len(token_ids[i]):
-                chunk.append(i)
-                length += len(token_ids[i])
-            if (j == len(sentences) - 1 or length >= target) and chunk:
-                ids, sids = [], []
-                vals: dict[str, list] = {k: [] for k in fields}
-                for k_sent, c in enumerate(chunk):
-                    ids += list(token_ids[c])
-                    sids += [k_sent] * len(token_ids[c])
-                    for k in fields:
-                        if len(fields[k][c]) != len(token_ids[c]):
-                            raise ValueError(
-                                f"token field {k!r} row {c}: {len(fields[k][c])} values for {len(token_ids[c])} tokens"
-                            )
-                        vals[k] += list(fields[k][c])
-                while len(ids) > room:  # official truncate_seq_pair: front or back, at random
-                    cut = 0 if rng.random() < 0.5 else len(ids) - 1
-                    for seq in (ids, sids, *vals.values()):
-                        del seq[cut]
-                rows["input_ids"].append([cls_id] + ids + [sep_id])
-                rows["sent_ids"].append([-1] + sids + [-1])
-                rows["doc"].append(docs[chunk[0]])
-                for k in fields:
-                    rows[k].append([0] + vals[k] + [0])
-                chunk, length = [], 0
+        for chunk in _document_chunks(sentences, token_ids, target):
+            ids, sids, vals = _chunk_tokens(chunk, token_ids, fields)
+            _truncate_at_random(ids, sids, vals, room, rng)
+            rows["input_ids"].append([cls_id] + ids + [sep_id])
+            rows["sent_ids"].append([-1] + sids + [-1])
+            rows["doc"].append(docs[chunk[0]])
+            for k in fields:
+                rows[k].append([0] + vals[k] + [0])
     if not rows["input_ids"]:
         raise ValueError("the corpus produced no tokens (all texts empty?)")
     return Dataset.from_dict(rows)
+
+
+def _documents_with_tokens(docs: Sequence, token_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Group sentence indices by document key (first-seen order), dropping documents without any token."""
+    order: dict = {}
+    for i, d in enumerate(docs):
+        order.setdefault(d, []).append(i)
+    return [idx for idx in order.values() if any(len(token_ids[i]) for i in idx)]
+
+
+def _document_chunks(sentences: list[int], token_ids: Sequence[Sequence[int]], target: int):
+    """Yield runs of a document's non-empty sentences, each closed at ``target`` tokens or the document's end."""
+    chunk: list[int] = []
+    length = 0
+    for j, i in enumerate(sentences):
+        if len(token_ids[i]):
+            chunk.append(i)
+            length += len(token_ids[i])
+        if (j == len(sentences) - 1 or length >= target) and chunk:
+            yield chunk
+            chunk, length = [], 0
+
+
+def _chunk_tokens(
+    chunk: list[int], token_ids: Sequence[Sequence[int]], fields: dict[str, Sequence[Sequence]]
+) -> tuple[list[int], list[int], dict[str, list]]:
+    """Concatenate a chunk's ids, per-token sentence indices and field values, checking fields match the ids."""
+    ids, sids = [], []
+    vals: dict[str, list] = {k: [] for k in fields}
+    for k_sent, c in enumerate(chunk):
+        ids += list(token_ids[c])
+        sids += [k_sent] * len(token_ids[c])
+        for k in fields:
+            if len(fields[k][c]) != len(token_ids[c]):
+                raise ValueError(
+                    f"token field {k!r} row {c}: {len(fields[k][c])} values for {len(token_ids[c])} tokens"
+                )
+            vals[k] += list(fields[k][c])
+    return ids, sids, vals
+
+
+def _truncate_at_random(ids: list[int], sids: list[int], vals: dict[str, list], room: int, rng) -> None:
+    """Cut tokens from the front or back at random until ``room`` remain, as the official truncate_seq_pair does."""
+    while len(ids) > room:  # official truncate_seq_pair: front or back, at random
+        cut = 0 if rng.random() < 0.5 else len(ids) - 1
+        for seq in (ids, sids, *vals.values()):
+            del seq[cut]
 
 
 def draw_static_masks(packed, collator, max_predictions: int = 40, seed: int = 12345):
