@@ -95,16 +95,16 @@ def test_scores_cached_per_method(tmp_path, tiny):
         ig_steps=4,
         progress=False,
     )
-    first, timing = E.score_examples(cfg, model, tok, ds)
+    first, timing = E.Experiment(cfg).scores(model, tok, ds)
     assert not timing["reused"].any() and [len(v) for v in first.values()] == [3, 3]
-    again, timing = E.score_examples(cfg, model, tok, ds)
+    again, timing = E.Experiment(cfg).scores(model, tok, ds)
     assert timing["reused"].all()
     for m in first:
         assert all(
             np.allclose(a.scores, b.scores, atol=1e-6) and a.tokens == b.tokens for a, b in zip(first[m], again[m])
         )
     cfg2 = E.ExplorerConfig(**{**cfg.__dict__, "ig_steps": 6})
-    _, timing = E.score_examples(cfg2, model, tok, ds)
+    _, timing = E.Experiment(cfg2).scores(model, tok, ds)
     assert timing.set_index("method")["reused"].to_dict() == {"occlusion": True, "integrated_gradients": False}
     lines = (tmp_path / "scores.jsonl").read_text().splitlines()
     assert len(lines) == 6 and json.loads(lines[1])["method"] == "integrated_gradients"
@@ -127,7 +127,8 @@ def test_run_explorer_end_to_end(tmp_path):
         min_count=1,
         progress=False,
     )
-    res = E.run_explorer(cfg)
+    exp = E.Experiment(cfg)
+    res = exp.run()
     for name in (
         "report.html",
         "scores.jsonl",
@@ -143,7 +144,7 @@ def test_run_explorer_end_to_end(tmp_path):
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("metric")["value"]
     assert 0 <= summary["scorer_dev_accuracy"] <= 1 and "spearman_occlusion_vs_grad_x_input" in summary
     assert res.agreement.shape == (2, 2) and len(res.examples) == 4
-    figs = E.save_figures(cfg, res)
+    figs = exp.figures(res)
     assert set(figs) == {"top_tokens", "agreement"} and (tmp_path / "agreement.png").stat().st_size > 3000
     explorer = E.make_explorer(cfg, res)
     assert "gold: <b>" in explorer.set_example(0)

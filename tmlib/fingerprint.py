@@ -213,6 +213,8 @@ class _Walk:
     def resolved(self, value: Any, rest: tuple[str, ...], name: str) -> None:
         """A module-level name: a module is followed along the attribute chain, anything else by value."""
         while isinstance(value, types.ModuleType) and rest:
+            if value.__name__.split(".", 1)[0] not in self.packages:
+                return  # third-party code: its version is in the manifest
             value, name, rest = getattr(value, rest[0], None), rest[0], rest[1:]
         if isinstance(value, types.ModuleType):
             return
@@ -227,6 +229,12 @@ class _Walk:
         """Code reachable from a value: functions, classes, bound methods, partials, registries of them."""
         if depth > _DEPTH:
             return
+        try:
+            self._value(value, constants, depth)
+        except Exception:  # an exotic object (a torch class namespace) that fails attribute lookups holds no code
+            return
+
+    def _value(self, value: Any, constants: bool, depth: int) -> None:
         if isinstance(value, types.MethodType):
             value = value.__func__
         if isinstance(value, functools.partial):

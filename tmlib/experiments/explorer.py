@@ -1,19 +1,16 @@
 """Notebook 02: which tokens does a fine-tuned classifier rely on, by four importance methods?
 
-Steps (each cached as a :class:`~tmlib.runs.RunStore` artifact under ``out_dir``, so a rerun reuses
-what is valid):
+The experiment shape every notebook module shares: :class:`ExplorerConfig` (``Config``), :func:`plan` (pure: the
+scorer's data and training config, one :class:`ScoresRecipe` per method), :class:`Experiment` (the stages through
+the run folder's one :class:`~tmlib.runs.RunStore`: ``scorer/``, ``scores_<method>/``), pure tables
+(:func:`top_tokens`, :func:`agreement`, :func:`summary_table`) and ``Experiment.write``.
 
-1. :func:`train_scorer`     fine-tune the scorer classifier (default: packaged MiniLM on MR sentences);
-                             artifact ``scorer/`` (``model/`` save_pretrained dir + ``metrics.json``).
-2. :func:`score_examples`   score ``n_examples`` sentences of the ``split`` with every method
-                             (occlusion, grad x input, integrated gradients, the buffer method);
-                             artifact ``scores_<method>/`` per method; all rows also in ``scores.jsonl``.
-3. :func:`write_report`     ``report.html``: every example, one highlighted row per method.
-4. :func:`top_tokens`       the words with the highest mean score per explained class (aggregated by
-                             word over WordPieces, at least ``min_count`` occurrences) -> ``top_tokens.csv``.
-5. :func:`agreement`        mean per-text Spearman correlation between methods -> ``agreement.csv``.
-
-:func:`run_explorer` runs them all and writes ``summary.csv`` and ``timing.csv`` too.
+1. the scorer: fine-tune the classifier (default: packaged MiniLM on MR sentences), ``scorer/``;
+2. the scores: ``n_examples`` sentences of the ``split`` with every method (occlusion, grad x input, integrated
+   gradients, the buffer method), ``scores_<method>/`` per method, every row also in ``scores.jsonl``;
+3. ``report.html``: every example, one highlighted row per method;
+4. the words with the highest mean score per explained class (``top_tokens.csv``) and the methods' mean
+   per-text Spearman agreement (``agreement.csv``).
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -102,15 +99,43 @@ class ExplorerConfig:
         return kw
 
 
-# ------------------------------------------------------------------------------------------------ data
+# ------------------------------------------------------------------------------------------------ plan
 
 
-def task_recipe(cfg: ExplorerConfig):
-    """The scorer's data: the task with split seed ``cfg.seed``, the train split capped at ``train_examples``
-    (class-balanced)."""
+@dataclass(frozen=True)
+class ScoresRecipe:
+    """One importance method's scores of the explained sentences: what its artifact depends on."""
+
+    scorer: dict  # the scorer's identifying settings
+    method: str
+    kwargs: dict  # what score_tokens gets for the method
+    split: str
+    n: int  # sentences scored
+
+    @property
+    def name(self) -> str:
+        return f"scores_{self.method}"
+
+    def key(self) -> dict:
+        return {"scorer": self.scorer, "method": self.method, "kwargs": self.kwargs, "split": self.split, "n": self.n}
+
+
+@dataclass(frozen=True)
+class ExplorerPlan:
+    """Notebook 02's runs as recipes: the scorer's data and training, and one :class:`ScoresRecipe` per method
+    (``n`` is filled in once the split is loaded: :meth:`Experiment.scores`)."""
+
+    data: object  # TaskRecipe
+    scorer: object  # TrainConfig
+    scores: tuple[ScoresRecipe, ...]
+
+
+def plan(cfg: ExplorerConfig) -> ExplorerPlan:
+    """Config -> recipes: the only code that reads the config for per-run settings."""
     from ..data import TaskRecipe
+    from ..training import TrainConfig
 
-    return TaskRecipe(
+    data = TaskRecipe(
         cfg.task,
         seed=cfg.seed,
         max_train=cfg.train_examples,
@@ -118,34 +143,7 @@ def task_recipe(cfg: ExplorerConfig):
         label_column=cfg.label_column,
         encoding=cfg.encoding,
     )
-
-
-def load_data(cfg: ExplorerConfig):
-    """The DatasetDict of :func:`task_recipe`."""
-    return task_recipe(cfg).load()
-
-
-def examples(cfg: ExplorerConfig, data):
-    """The ``n_examples`` sentences that are explained (the first rows of the split)."""
-    ds = data[cfg.split]
-    return ds.select(range(min(cfg.n_examples, len(ds))))
-
-
-# ---------------------------------------------------------------------------------------------- scorer
-
-
-def _scorer_key(cfg: ExplorerConfig) -> dict:
-    keys = ("task", "model", "train_examples", "epochs", "max_steps", "lr", "batch_size", "max_length", "seed")
-    return {k: getattr(cfg, k) for k in keys}
-
-
-def scorer_stage(cfg: ExplorerConfig, data=None, tokenizer=None):
-    """The scorer's :class:`~tmlib.runs.Stage` (``scorer/`` in ``out_dir``), built by the one fine-tune-and-cache
-    helper :func:`tmlib.finetune.classifier_stage`."""
-    from ..finetune import classifier_stage
-    from ..training import TrainConfig
-
-    tc = TrainConfig(
+    scorer = TrainConfig(
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         epochs=cfg.epochs,
@@ -154,22 +152,31 @@ def scorer_stage(cfg: ExplorerConfig, data=None, tokenizer=None):
         seed=cfg.seed,
         progress=cfg.progress,
     )
-    d = data if data is not None else load_data(cfg)
-    return classifier_stage(
-        "scorer", cfg.model, task_recipe(cfg), tc, data=d, tokenizer=tokenizer, seed=cfg.seed, desc="scorer"
-    )
+    keys = ("task", "model", "train_examples", "epochs", "max_steps", "lr", "batch_size", "max_length", "seed")
+    scorer_key = {k: getattr(cfg, k) for k in keys}
+    scores = tuple(ScoresRecipe(scorer_key, m, cfg.method_kwargs(m), cfg.split, cfg.n_examples) for m in cfg.methods)
+    return ExplorerPlan(data, scorer, scores)
 
 
-def train_scorer(cfg: ExplorerConfig, data=None, store: RunStore | None = None):
-    """Fine-tune (or reuse the cached) scorer in ``store`` (default: the store of ``cfg.out_dir``). Returns
-    ``(model, tokenizer, metrics)``."""
-    from ..models import load_tokenizer
+def scores_stage(recipe: ScoresRecipe, model, tokenizer, texts: list[str], labels: list[int]) -> Stage:
+    """The stage of one method's scores of ``texts``: ``scores.jsonl`` and the seconds it took (``timing.json``)."""
 
-    tokenizer = load_tokenizer(cfg.model)
-    clf = (store or RunStore(cfg.out_dir)).get(scorer_stage(cfg, data, tokenizer))
-    metrics = dict(clf.metrics)
-    metrics.setdefault("train_seconds", metrics.get("seconds"))
-    return clf.load().eval(), tokenizer, metrics
+    def build(ctx):
+        from ..importance.attribution import score_tokens
+
+        start = time.perf_counter()
+        out = score_tokens(recipe.method, model, tokenizer, texts, labels, **recipe.kwargs)
+        return out, time.perf_counter() - start
+
+    def save(built, d: Path):
+        out, seconds = built
+        _write_jsonl(d / "scores.jsonl", [to_record(ts, i) for i, ts in enumerate(out)])
+        (d / "timing.json").write_text(json.dumps({"seconds": seconds}))
+
+    def load(d: Path):
+        return [from_record(r) for r in _read_jsonl(d / "scores.jsonl")]
+
+    return Stage(recipe.name, recipe.key(), build, save, load)
 
 
 # --------------------------------------------------------------------------------------------- scoring
@@ -210,64 +217,6 @@ def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
 
 def _read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def score_examples(
-    cfg: ExplorerConfig, model, tokenizer, ds, store: RunStore | None = None
-) -> tuple[dict[str, list[TokenScores]], pd.DataFrame]:
-    """Score ``ds`` (text + label) with every method of ``cfg.methods`` (each cached as an artifact).
-
-    Returns ``({method: [TokenScores per example]}, timing)``; timing has one row per method
-    (seconds of the run that built the artifact, and whether this call reused it). Writes
-    ``scores.jsonl`` (one row per example and method).
-    """
-    from ..importance.attribution import score_tokens
-
-    store = store or RunStore(cfg.out_dir)
-    texts, labels = list(ds["text"]), [int(y) for y in ds["label"]]
-    results, timing = {}, []
-    for method in cfg.methods:
-        key = {
-            "scorer": _scorer_key(cfg),
-            "method": method,
-            "kwargs": cfg.method_kwargs(method),
-            "split": cfg.split,
-            "n": len(texts),
-        }
-        built = {}
-
-        def build(ctx, method=method, built=built):
-            start = time.perf_counter()
-            out = score_tokens(method, model, tokenizer, texts, labels, **cfg.method_kwargs(method))
-            built["seconds"] = time.perf_counter() - start
-            return out
-
-        def save(out, d: Path, built=built):
-            _write_jsonl(d / "scores.jsonl", [to_record(ts, i) for i, ts in enumerate(out)])
-            (d / "timing.json").write_text(json.dumps({"seconds": built["seconds"]}))
-
-        def load(d: Path):
-            return [from_record(r) for r in _read_jsonl(d / "scores.jsonl")]
-
-        results[method] = store.get(Stage(f"scores_{method}", key, build, save, load))
-        if method == "buffer":  # colour margins + delta (red = important) also for artifacts saved without it
-            for ts in results[method]:
-                ts.meta.setdefault("display_offset", float(cfg.delta))
-        seconds = json.loads((store.folder(f"scores_{method}") / "timing.json").read_text())["seconds"]
-        timing.append(
-            {
-                "method": method,
-                "seconds": round(seconds, 2),
-                "texts": len(texts),
-                "ms_per_text": round(1000 * seconds / max(1, len(texts)), 1),
-                "reused": not built,
-            }
-        )
-    _write_jsonl(
-        Path(cfg.out_dir) / "scores.jsonl",
-        [to_record(results[m][i], i) for i in range(len(texts)) for m in cfg.methods],
-    )
-    return results, pd.DataFrame(timing)
 
 
 # ---------------------------------------------------------------------------------------------- outputs
@@ -358,7 +307,7 @@ def agreement(results: dict[str, list[TokenScores]]) -> pd.DataFrame:
     return method_agreement(results)
 
 
-# ---------------------------------------------------------------------------------------------- one call
+# ---------------------------------------------------------------------------------------------- the experiment
 
 
 @dataclass
@@ -375,7 +324,108 @@ class ExplorerResult:
     agreement: pd.DataFrame
     summary: pd.DataFrame
     report: Path
-    store: RunStore | None = None  # the run folder's store (figures are saved through it)
+
+
+class Experiment:
+    """Notebook 02 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, the
+    task's data loaded once."""
+
+    def __init__(self, cfg: ExplorerConfig):
+        self.cfg = cfg
+        self.plan = plan(cfg)
+        self.store = RunStore(cfg.out_dir, progress=cfg.progress)
+        self._data = None
+
+    def data(self):
+        """The scorer's DatasetDict (train capped at ``train_examples``)."""
+        if self._data is None:
+            self._data = self.plan.data.load()
+        return self._data
+
+    def examples(self):
+        """The ``n_examples`` sentences that are explained (the first rows of the split)."""
+        ds = self.data()[self.cfg.split]
+        return ds.select(range(min(self.cfg.n_examples, len(ds))))
+
+    def scorer(self):
+        """The fine-tuned (or cached) scorer: ``(model, tokenizer, metrics)``, built by the one fine-tune-and-cache
+        helper :func:`tmlib.finetune.classifier_stage` (``scorer/``)."""
+        from ..finetune import classifier_stage
+        from ..models import load_tokenizer
+
+        tokenizer = load_tokenizer(self.cfg.model)
+        stage = classifier_stage(
+            "scorer", self.cfg.model, self.plan.data, self.plan.scorer, data=self.data(), tokenizer=tokenizer,
+            seed=self.cfg.seed, desc="scorer",
+        )  # fmt: skip
+        clf = self.store.get(stage)
+        metrics = dict(clf.metrics)
+        metrics.setdefault("train_seconds", metrics.get("seconds"))
+        return clf.load().eval(), tokenizer, metrics
+
+    def scores(self, model, tokenizer, ds) -> tuple[dict[str, list[TokenScores]], pd.DataFrame]:
+        """Score ``ds`` (text + label) with every method (each its own stage). Returns ``({method: [TokenScores per
+        example]}, timing)``: one timing row per method (seconds of the run that built it, whether this call reused
+        it). Writes ``scores.jsonl`` (one row per example and method)."""
+        texts, labels = list(ds["text"]), [int(y) for y in ds["label"]]
+        results, timing = {}, []
+        for recipe in self.plan.scores:
+            stage = scores_stage(replace(recipe, n=len(texts)), model, tokenizer, texts, labels)
+            reused = self.store.has(stage)
+            results[recipe.method] = self.store.get(stage)
+            if recipe.method == "buffer":  # colour margins + delta (red = important) also for older artifacts
+                for ts in results[recipe.method]:
+                    ts.meta.setdefault("display_offset", float(self.cfg.delta))
+            seconds = json.loads((self.store.folder(stage.name) / "timing.json").read_text())["seconds"]
+            timing.append(
+                {
+                    "method": recipe.method,
+                    "seconds": round(seconds, 2),
+                    "texts": len(texts),
+                    "ms_per_text": round(1000 * seconds / max(1, len(texts)), 1),
+                    "reused": reused,
+                }
+            )
+        rows = [to_record(results[m][i], i) for i in range(len(texts)) for m in self.cfg.methods]
+        _write_jsonl(Path(self.cfg.out_dir) / "scores.jsonl", rows)
+        return results, pd.DataFrame(timing)
+
+    def run(self) -> ExplorerResult:
+        """Every step: the scorer, the scores, ``report.html`` and the tables (written by :meth:`write`)."""
+        from ..data import label_names as names_of
+
+        cfg = self.cfg
+        self.store.write_json("config.json", asdict(cfg))
+        names = names_of(self.data())
+        model, tokenizer, metrics = self.scorer()
+        ds = self.examples()
+        results, timing = self.scores(model, tokenizer, ds)
+        report = write_report(cfg, results, names, metrics)
+        top = top_tokens(results, names, cfg.top_k, cfg.min_count, cfg.drop_stopwords)
+        agree = agreement(results)
+        summary = summary_table(cfg, metrics, timing, agree, results)
+        self.write(top_tokens=top, agreement=agree.rename_axis("method").reset_index(), timing=timing, summary=summary)
+        return ExplorerResult(model, tokenizer, self.data(), ds, names, metrics, results, timing, top, agree, summary,
+                              report)  # fmt: skip
+
+    def write(self, **tables: pd.DataFrame) -> list[Path]:
+        """Each table as ``<name>.csv`` in the run folder."""
+        return [self.store.write_csv(f"{name}.csv", table) for name, table in tables.items()]
+
+    def figures(self, res: ExplorerResult) -> dict[str, object]:
+        """Draw and save ``top_tokens.png`` and ``agreement.png``; returns the figures."""
+        from ..plots import importance as P
+
+        figs = {
+            "top_tokens": P.top_tokens(res.top_tokens, method=self.cfg.top_method),
+            "agreement": P.agreement_heatmap(res.agreement),
+        }
+        for name, fig in figs.items():
+            self.store.save_figure(f"{name}.png", fig)
+        return figs
+
+
+Config = ExplorerConfig
 
 
 def summary_table(
@@ -400,46 +450,6 @@ def summary_table(
         deltas = [abs(ts.meta.get("delta", np.nan)) for ts in results["integrated_gradients"]]
         rows.append(("ig_mean_abs_completeness_gap", float(np.nanmean(deltas))))
     return pd.DataFrame(rows, columns=["metric", "value"])
-
-
-def run_explorer(cfg: ExplorerConfig) -> ExplorerResult:
-    """Every step; writes report.html, scores.jsonl, top_tokens.csv, agreement.csv, timing.csv,
-    summary.csv and config.json under ``cfg.out_dir`` (figures are the notebook's, via
-    :mod:`tmlib.plots.importance`, or :func:`save_figures`)."""
-    from ..data import label_names as names_of
-
-    store = RunStore(cfg.out_dir, progress=cfg.progress)  # the run folder's one store
-    store.write_json("config.json", asdict(cfg))
-    data = load_data(cfg)
-    names = names_of(data)
-    model, tokenizer, metrics = train_scorer(cfg, data, store)
-    ds = examples(cfg, data)
-    results, timing = score_examples(cfg, model, tokenizer, ds, store)
-    report = write_report(cfg, results, names, metrics)
-    top = top_tokens(results, names, cfg.top_k, cfg.min_count, cfg.drop_stopwords)
-    agree = agreement(results)
-    summary = summary_table(cfg, metrics, timing, agree, results)
-    store.write_csv("top_tokens.csv", top)
-    store.write_csv("agreement.csv", agree.rename_axis("method").reset_index())
-    store.write_csv("timing.csv", timing)
-    store.write_csv("summary.csv", summary)
-    return ExplorerResult(
-        model, tokenizer, data, ds, names, metrics, results, timing, top, agree, summary, report, store
-    )
-
-
-def save_figures(cfg: ExplorerConfig, res: ExplorerResult) -> dict[str, object]:
-    """Draw and save ``top_tokens.png`` and ``agreement.png``; returns the figures."""
-    from ..plots import importance as P
-
-    store = res.store or RunStore(cfg.out_dir)
-    figs = {
-        "top_tokens": P.top_tokens(res.top_tokens, method=cfg.top_method),
-        "agreement": P.agreement_heatmap(res.agreement),
-    }
-    for name, fig in figs.items():
-        store.save_figure(f"{name}.png", fig)
-    return figs
 
 
 def make_explorer(cfg: ExplorerConfig, res: ExplorerResult, tagger=None):
