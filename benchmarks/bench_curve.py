@@ -75,7 +75,6 @@ def main() -> int:
 
     from tmlib.experiments import landscape as L
     from tmlib.landscape import bezier_path, path_summary, train_bezier
-    from tmlib.runs import RunStore
     from tmlib.stats import gap_sentence, paired_gap_table
 
     root = Path(__file__).resolve().parent.parent
@@ -86,9 +85,10 @@ def main() -> int:
         return 0
     cfg = L.LandscapeConfig(reuse_runs=args.reuse, progress=False, out_dir="/tmp/bench_curve")
     steps = args.steps or cfg.curve_steps
-    data, tok = L.load_data(cfg)
-    sols = L.prepare_solutions(cfg, RunStore(cfg.out_dir), data, tok)
-    batches = L.eval_batches(cfg, data, tok, sols.data)
+    exp = L.Experiment(cfg)
+    data, tok = exp.inputs()
+    sols = exp.solutions()
+    batches = exp.batches(sols)
     train = L.curve_train_batches(cfg, data, tok)
     a, b = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
     ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]

@@ -52,31 +52,32 @@ def test_config_validation(tmp_path):
 def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
     cfg = tiny_cfg(tmp_path / "out", train_examples=0, dev_examples=4, test_examples=4, plane_examples=4)
     data, tok = tiny_task, tokenizer
-    store = RunStore(cfg.out_dir)
-    sols = L.prepare_solutions(cfg, store, data, tok)
+    exp = L.Experiment(cfg, data, tok)
+    sols = exp.solutions()
     assert set(sols.states) == {"mask-s0", "finetune-s0", "finetune-s1", "pretrained"}
     assert all("trained here" in sols.sources[k] for k in ("mask-s0", "finetune-s0", "finetune-s1"))
-    batches = L.eval_batches(cfg, data, tok, sols.data)
+    batches = exp.batches(sols)
     assert len(batches["dev"]) == 4 and len(batches["plane"]) == 4
-    paths = L.run_paths(cfg, store, sols, batches)
+    paths = exp.paths(sols, batches)
     assert set(paths.path) == {"mask<->finetune", "finetune-s0<->finetune-s1", "pretrained<->finetune"}
     assert len(paths) == 3 * len(cfg.gammas) * 2
-    curve = L.run_curve(cfg, store, sols, batches, data, tok)
+    curve = exp.curve(sols, batches)
     assert set(curve.path) == {L.CURVE_PATH} and len(curve) == cfg.curve_points * 2
     assert sorted(set(curve.gamma)) == [0.0, 0.5, 1.0] and (out_curve := tmp_path / "out" / "curve_train.csv").is_file()
     assert len(pd.read_csv(out_curve)) == cfg.curve_steps
     line = paths[(paths.path == "mask<->finetune")].set_index(["gamma", "split"])
     for _, r in curve[curve.gamma.isin([0.0, 1.0])].iterrows():  # the curve starts and ends at the two models
         assert r.accuracy == line.loc[(r.gamma, r.split), "accuracy"]
-    paths = L.write_paths(cfg, store, paths, curve)
+    paths = L.all_paths(paths, curve)
+    exp.write(paths=paths)
     assert set(pd.read_csv(tmp_path / "out" / "paths.csv").path) == set(paths.path)
-    frame, coords = L.run_plane(cfg, store, sols, batches)
+    frame, coords = exp.plane(sols, batches)
     assert set(coords) == {"pretrained", "mask", "finetune"} and coords["pretrained"] == (0.0, 0.0)
     assert (frame.point == "").sum() == 4 and set(frame.point) - {""} == set(coords)
     summary = L.summarize(cfg, paths, frame, coords, sols)
     out = tmp_path / "out"
     assert not (out / "summary.json").exists()  # summarize writes nothing
-    L.write_outputs(cfg, store, summary)
+    exp.write(summary=summary)
     for f in ("paths.csv", "plane.csv", "summary.json", "summary.csv", "plane_coords.json"):
         assert (out / f).is_file(), f
     js = json.loads((out / "summary.json").read_text())
@@ -91,20 +92,18 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
         ends = (d[np.isclose(d.gamma, 0)].accuracy.iloc[0], d[np.isclose(d.gamma, 1)].accuracy.iloc[0])
         assert row.max_drop_pts == pytest.approx(100 * max(0.0, min(ends) - inside.accuracy.min()), abs=1e-6)
         assert row.min_acc_0_1 == pytest.approx(inside.accuracy.min())
-    # a second run reuses every cached artifact: nothing is trained or evaluated again
-    import tmlib.solutions as S
+    # a second run reuses every cached artifact: nothing is trained or evaluated again (patching the store's build,
+    # not the training code: an edited training function would give the stages new keys, as it should)
+    from tmlib.runs import RunStore
 
-    monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained a cached solution"))
-    import tmlib.landscape as core
-
-    monkeypatch.setattr(core, "linear_path", lambda *a, **k: pytest.fail("re-evaluated a cached path"))
-    store = RunStore(cfg.out_dir)  # a fresh store: reuse goes through the manifests on disk
-    sols2 = L.prepare_solutions(cfg, store, data, tok)
-    pd.testing.assert_frame_equal(
-        L.run_paths(cfg, store, sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False
-    )
-    monkeypatch.setattr(core, "train_bezier", lambda *a, **k: pytest.fail("retrained a cached curve"))
-    pd.testing.assert_frame_equal(L.run_curve(cfg, store, sols2, batches, data, tok), curve, check_dtype=False)
+    monkeypatch.setattr(RunStore, "_build", lambda self, stage, *a: pytest.fail(f"rebuilt the cached {stage.name}"))
+    exp2 = L.Experiment(cfg, data, tok)  # a fresh store: reuse goes through the manifests on disk
+    sols2 = exp2.solutions()
+    pd.testing.assert_frame_equal(exp2.paths(sols2, batches), paths[paths.path != L.CURVE_PATH], check_dtype=False)
+    pd.testing.assert_frame_equal(exp2.curve(sols2, batches), curve, check_dtype=False)
+    res = exp2.run()  # the whole notebook in one call gives the same tables
+    pd.testing.assert_frame_equal(res.paths, paths, check_dtype=False)
+    assert res.summary["finding"] == summary["finding"]
 
 
 def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
@@ -113,7 +112,6 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
 
     cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"))
     data, tok = tiny_task, tokenizer
-    out = RunStore(cfg.out_dir)
 
     saved, store = {}, RunStore(tmp_path / "nb03" / "solutions")  # notebook 03's artifact layout + manifests
     for method, seed in (("mask", 0), ("finetune", 0), ("finetune", 1)):
@@ -130,10 +128,10 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
 
     assert (solution_path(tmp_path / "nb03", "mr", "mask", 0) / "model" / "config.json").is_file()
     with pytest.raises(ConfigError, match="trained from model='scratch:tiny'"):
-        L.prepare_solutions(
-            tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), model="scratch:mini"), out, data, tok
-        )
-    sols = L.prepare_solutions(cfg, out, data, tok)
+        L.Experiment(
+            tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"), model="scratch:mini"), data, tok
+        ).solutions()
+    sols = L.Experiment(cfg, data, tok).solutions()
     for k, st in saved.items():
         assert sols.sources[k].startswith("notebook 03:")
         assert all((sols.states[k][n] == v).all() for n, v in st.items())
@@ -145,11 +143,13 @@ def test_kernels_enter_the_cache_keys_unless_hf():
     valid), and the solutions 04 trains itself use the same setting."""
     fast, hf = L.LandscapeConfig(), L.LandscapeConfig(kernels="hf")
     assert L._compute_key(fast) == {"kernels": "fast"} and L._compute_key(hf) == {}
-    assert {r.kernels for r in L.plan(fast).values()} == {"fast"} and {r.kernels for r in L.plan(hf).values()} == {"hf"}
+    assert {r.kernels for r in L.plan(fast).solutions.values()} == {"fast"}
+    assert {r.kernels for r in L.plan(hf).solutions.values()} == {"hf"}
+    assert {r.kernels for r in (*L.plan(hf).paths, L.plan(hf).curve, L.plan(hf).plane)} == {"hf"}
     # trained as notebook 03 trains: in what "auto" means on this host (bf16 where native, else fp32)
     from tmlib.experiments.masking import MaskingConfig
 
-    assert {r.mixed_precision for r in L.plan(fast).values()} == {MaskingConfig().mixed_precision}
+    assert {r.mixed_precision for r in L.plan(fast).solutions.values()} == {MaskingConfig().mixed_precision}
     with pytest.raises(ConfigError, match="kernels must be one of"):
         L.LandscapeConfig(kernels="triton")
 
@@ -185,7 +185,7 @@ def test_test_pool_is_what_notebook_03_never_trained_or_selected_on(tmp_path, to
     trained_on = L._trained_on(cfg, reused=True)
     assert (trained_on.max_train, trained_on.max_dev) == (40, 20)
     full = load_task("mr")
-    batches = L.eval_batches(cfg, full, tokenizer, trained_on)
+    batches = L.eval_batches(cfg, full, tokenizer, trained_on)  # what Experiment.batches gives for reused solutions
     assert len(batches["test"]) == sum(map(len, full.values())) - 40 - 20
     split = L.eval_batches(tiny_cfg(tmp_path / "out", test_pool="split", test_examples=0), full, tokenizer, trained_on)
     assert len(split["test"]) == len(full["test"])

@@ -321,10 +321,13 @@ def arithmetic_line(cfg: Any) -> str:
 
 
 def project_root(start: str | Path | None = None) -> Path | None:
-    """The nearest folder at or above ``start`` (default: the working directory) holding both ``notebooks/`` and
-    ``papermill_params/``: a tmlib checkout or a copy of its notebooks; None when there is none."""
+    """The project's one root finder: the nearest folder at or above ``start`` (default: the working directory)
+    holding both ``notebooks/`` and ``papermill_params/`` (a tmlib checkout or a copy of its notebooks), else the
+    checkout this package sits in when it has them (an editable install run from elsewhere); None for an installed
+    wheel run outside a project."""
     here = Path(start or Path.cwd()).resolve()
-    for d in (here, *here.parents):
+    checkout = Path(__file__).resolve().parent.parent
+    for d in (here, *here.parents, checkout):
         if (d / "notebooks").is_dir() and (d / "papermill_params").is_dir():
             return d
     return None

@@ -25,18 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, load_yaml
+from .config import ConfigError, load_yaml, project_root
 from .precision import AUTO_ENV, arithmetic
 
 
-def _home() -> Path:
-    """Where the suite runs notebooks and resolves relative paths: the checkout this module sits in when it has
-    ``notebooks/`` (a clone, an editable install), else the working directory (an installed wheel)."""
-    checkout = Path(__file__).resolve().parent.parent
-    return checkout if (checkout / "notebooks").is_dir() else Path.cwd()
-
-
-ROOT = _home()
+ROOT = project_root() or Path.cwd()  # where the suite finds notebooks and resolves relative paths
 NOTEBOOKS = ROOT / "notebooks"  # default of --notebooks
 PARAMS = ROOT / "papermill_params"  # default of --params-dir
 

@@ -21,7 +21,7 @@ the effective weights); whatever is missing is trained here and cached in this n
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -145,12 +145,136 @@ class Solutions:
         return pd.DataFrame([{"solution": k, "source": v} for k, v in self.sources.items()])
 
 
-def plan(cfg: LandscapeConfig) -> dict[tuple[str, int], SolutionRecipe]:
-    """Config -> the recipe of every endpoint solution, ``(method, seed) -> recipe``, for the solutions
-    trained here (notebook 03's, when found in ``reuse_runs``, are loaded instead)."""
+@dataclass(frozen=True)
+class PathRecipe:
+    """Loss and accuracy along the straight line from solution ``a`` to ``b``. ``a_state``, ``b_state`` (content
+    hashes of the two state dicts) and ``test`` (what the test set depends on) are bound once the solutions are
+    loaded (:meth:`Experiment.paths`)."""
+
+    path: str
+    a: str
+    b: str
+    gammas: tuple[float, ...]
+    task: str
+    max_length: int
+    dev_examples: int
+    mixed_precision: str
+    kernels: str
+    progress: bool = True
+    a_state: str = ""
+    b_state: str = ""
+    test: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"cache/path-{self.path.replace('<->', '--')}"
+
+    def key(self) -> dict:
+        return {
+            "path": self.path,
+            "a": self.a_state,
+            "b": self.b_state,
+            "gammas": list(self.gammas),
+            "task": self.task,
+            "dev_examples": self.dev_examples,
+            "test": self.test,
+            "max_length": self.max_length,
+            **_compute_key(self),
+        }
+
+
+@dataclass(frozen=True)
+class CurveRecipe:
+    """The quadratic Bezier curve from ``a`` (the mask) to ``b`` (the fine-tune): its training and its evaluation
+    at ``ts`` (states and test bound as in :class:`PathRecipe`)."""
+
+    a: str
+    b: str
+    task: str
+    steps: int
+    lr: float
+    examples: int
+    batch_size: int
+    max_length: int
+    seed: int
+    ts: tuple[float, ...]
+    dev_examples: int
+    mixed_precision: str
+    curve_mixed_precision: str
+    kernels: str
+    progress: bool = True
+    a_state: str = ""
+    b_state: str = ""
+    test: dict = field(default_factory=dict)
+
+    name = "cache/curve"
+
+    def key(self) -> dict:
+        return {
+            "a": self.a_state,
+            "b": self.b_state,
+            "task": self.task,
+            "steps": self.steps,
+            "lr": self.lr,
+            "examples": self.examples,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "seed": self.seed,
+            "ts": list(self.ts),
+            "dev_examples": self.dev_examples,
+            "test": self.test,
+            **_compute_key(self),
+            **_curve_training_key(self),
+        }
+
+
+@dataclass(frozen=True)
+class PlaneRecipe:
+    """The plane through pretrained (origin), mask (x) and fine-tuned (y) on ``plane_examples`` dev sentences."""
+
+    models: tuple[str, str, str]
+    resolution: int
+    margin: float
+    plane_examples: int
+    task: str
+    max_length: int
+    mixed_precision: str
+    kernels: str
+    progress: bool = True
+    states: tuple[str, ...] = ()
+
+    name = "cache/plane"
+
+    def key(self) -> dict:
+        return {
+            "models": list(self.states),
+            "resolution": self.resolution,
+            "margin": self.margin,
+            "plane_examples": self.plane_examples,
+            "task": self.task,
+            "max_length": self.max_length,
+            **_compute_key(self),
+        }
+
+
+@dataclass(frozen=True)
+class LandscapePlan:
+    """Notebook 04's runs as recipes: the endpoint solutions trained here (notebook 03's are loaded instead when
+    found in ``reuse_runs``), the three straight paths, the curve (None without one) and the plane."""
+
+    solutions: dict[tuple[str, int], SolutionRecipe]
+    paths: tuple[PathRecipe, ...]
+    curve: CurveRecipe | None
+    plane: PlaneRecipe
+
+
+def plan(cfg: LandscapeConfig) -> LandscapePlan:
+    """Config -> recipes; the only code that reads the config for per-run settings."""
+    import numpy as np
+
     data = TaskRecipe(cfg.task, seed=0, max_train=cfg.train_examples)
     a, b = cfg.seeds
-    return {
+    solutions = {
         (method, seed): SolutionRecipe(
             data,
             cfg.model,
@@ -168,6 +292,23 @@ def plan(cfg: LandscapeConfig) -> dict[tuple[str, int], SolutionRecipe]:
         )
         for method, seed in (("mask", a), ("finetune", a), ("finetune", b))
     }
+    common = dict(task=cfg.task, max_length=cfg.max_length, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels,
+                  progress=cfg.progress)  # fmt: skip
+    paths = tuple(
+        PathRecipe(name, pa, pb, tuple(cfg.gammas), dev_examples=cfg.dev_examples, **common)
+        for name, pa, pb in path_specs(cfg)
+    )
+    curve = None
+    if cfg.curve_steps:
+        ts = tuple(float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6))
+        curve = CurveRecipe(
+            f"mask-s{a}", f"finetune-s{a}", steps=cfg.curve_steps, lr=cfg.curve_lr, examples=cfg.curve_examples,
+            batch_size=cfg.batch_size, seed=a, ts=ts, dev_examples=cfg.dev_examples,
+            curve_mixed_precision=cfg.curve_mixed_precision, **common,
+        )  # fmt: skip
+    plane = PlaneRecipe(("pretrained", f"mask-s{a}", f"finetune-s{a}"), cfg.plane_resolution, cfg.plane_margin,
+                        cfg.plane_examples, **common)  # fmt: skip
+    return LandscapePlan(solutions, paths, curve, plane)
 
 
 def _reused(cfg: LandscapeConfig, method: str, seed: int):
@@ -190,7 +331,7 @@ def _trained_on(cfg: LandscapeConfig, reused: bool) -> TaskRecipe:
     """The data recipe the solutions trained on: notebook 03's (its solution's key: train and dev caps, split
     seed) when reused, else this notebook's :func:`plan`."""
     if not reused:
-        return next(iter(plan(cfg).values())).data
+        return next(iter(plan(cfg).solutions.values())).data
     a = cfg.seeds[0]
     key = solution_key_of(_resolve(cfg.reuse_runs), cfg.task, "finetune", a)
     return TaskRecipe(
@@ -202,14 +343,11 @@ def _trained_on(cfg: LandscapeConfig, reused: bool) -> TaskRecipe:
 
 
 def _resolve(path: str) -> Path:
-    """``path`` as given when absolute; else relative to the working directory (the suite runs notebooks in the
-    repository root), or, when it is not there, to the checkout this module sits in (JupyterLab runs a notebook
-    in ``notebooks/``)."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or (Path.cwd() / p).exists():
-        return p if p.is_absolute() else Path.cwd() / p
-    checkout = Path(__file__).resolve().parents[2]
-    return checkout / p if (checkout / p).exists() else Path.cwd() / p
+    """``reuse_runs`` as given when absolute, else relative to the project root (:func:`tmlib.config.project_path`:
+    the suite runs notebooks in the root, JupyterLab in ``notebooks/``)."""
+    from ..config import project_path
+
+    return project_path(Path(path).expanduser())
 
 
 def load_data(cfg: LandscapeConfig):
@@ -219,56 +357,6 @@ def load_data(cfg: LandscapeConfig):
     from ..models import load_tokenizer
 
     return load_task(cfg.task, seed=0), load_tokenizer(cfg.model)
-
-
-def get_solution(cfg: LandscapeConfig, store: RunStore, recipe: SolutionRecipe, data, tokenizer):
-    """(plain HF model, source): notebook 03's saved solution if present, else trained here from ``recipe``
-    and cached in ``store`` (this notebook's out_dir) in notebook 03's layout."""
-    from ..data import cap_splits
-
-    if cfg.reuse_runs:
-        found = _reused(cfg, recipe.method, recipe.seed)
-        if found is not None:
-            return found
-    train_data = cap_splits(data, {"train": cfg.train_examples}, seed=0)  # = recipe.data.load(), without reloading
-    trained = store.get(solution_stage(recipe, Inputs(recipe.data, recipe.backbone, train_data, tokenizer)))
-    why = "not found in reuse_runs; " if cfg.reuse_runs else ""
-    return trained.model.eval(), f"trained here ({why}cached): {store.folder(recipe.name) / 'model'}"
-
-
-def prepare_solutions(cfg: LandscapeConfig, store: RunStore, data=None, tokenizer=None) -> Solutions:
-    """Load (or train) mask-s<A>, finetune-s<A>, finetune-s<B> and the pretrained+initial-head model."""
-    from ..data import label_names
-    from ..models import load_classifier
-
-    if data is None or tokenizer is None:
-        data, tokenizer = load_data(cfg)
-    a = cfg.seeds[0]
-    states, sources = {}, {}
-    template = None
-    reused = []
-    for (method, seed), recipe in plan(cfg).items():
-        m, src = get_solution(cfg, store, recipe, data, tokenizer)
-        reused.append(src.startswith("notebook 03"))
-        template = template if template is not None else m
-        states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
-    pre = load_classifier(cfg.model, label_names(data), seed=a)
-    states["pretrained"] = pre.state_dict()
-    sources["pretrained"] = (
-        f"load_classifier({cfg.model!r}, seed={a}): pretrained encoder + the fine-tune's initial head"
-    )
-    missing = set(states["pretrained"]) ^ set(states[f"finetune-s{a}"])
-    if missing:
-        raise ConfigError(
-            f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
-            f"{sorted(missing)[:4]}); set model to the backbone notebook 03 used"
-        )
-    if len(set(reused)) > 1:
-        raise ConfigError(
-            f"some solutions come from notebook 03 ({cfg.reuse_runs}) and some were trained here: "
-            'their training data may differ; rerun notebook 03 or set reuse_runs: ""'
-        )
-    return Solutions(template=template, states=states, sources=sources, data=_trained_on(cfg, reused[0]))
 
 
 # ------------------------------------------------------------------------------------------ evaluation sets
@@ -299,14 +387,11 @@ def eval_batches(cfg: LandscapeConfig, data, tokenizer, trained_on: TaskRecipe |
     return {s: build(sets[s]) for s in ("dev", "test", "plane")}
 
 
-def test_key(cfg: LandscapeConfig, sols: Solutions) -> dict:
-    """What the evaluation sets depend on, for the cached paths, curve and plane."""
+def test_of(cfg: LandscapeConfig, sols: Solutions) -> dict:
+    """What the test set depends on (the key of its data recipe), for the cached paths and curve."""
     from dataclasses import replace
 
-    return {
-        "dev_examples": cfg.dev_examples,
-        "test": replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool, max_test=cfg.test_examples).key(),
-    }
+    return replace(sols.data or TaskRecipe(cfg.task), test_pool=cfg.test_pool, max_test=cfg.test_examples).key()
 
 
 # ------------------------------------------------------------------------------------------ experiments
@@ -333,8 +418,9 @@ def _fingerprint(state: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _evaluate(cfg: LandscapeConfig):
-    """The evaluation function of every point (fp32, or under ``cfg.mixed_precision`` autocast; ``cfg.kernels``)."""
+def _evaluate(cfg):
+    """The evaluation function of every point (fp32, or under ``mixed_precision`` autocast; ``kernels``): ``cfg``
+    is the config or a recipe."""
     from functools import partial
 
     from ..classify import evaluate_classifier
@@ -342,7 +428,7 @@ def _evaluate(cfg: LandscapeConfig):
     return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
 
 
-def _compute_key(cfg: LandscapeConfig) -> dict:
+def _compute_key(cfg) -> dict:
     """What of the evaluation's arithmetic enters a cache key; each only when set, so that caches made before
     the option (fp32, the model's own forward) stay valid."""
     key = {} if cfg.mixed_precision == "no" else {"mixed_precision": cfg.mixed_precision}
@@ -351,7 +437,7 @@ def _compute_key(cfg: LandscapeConfig) -> dict:
     return key
 
 
-def _curve_training_key(cfg: LandscapeConfig) -> dict:
+def _curve_training_key(cfg) -> dict:
     """The curve training's arithmetic in its cache key, each only when it differs from how curves were trained
     before the option (fp32, the model's own forward), so those caches stay valid where they still apply."""
     key = {} if cfg.curve_mixed_precision == "no" else {"curve_mixed_precision": cfg.curve_mixed_precision}
@@ -360,54 +446,36 @@ def _curve_training_key(cfg: LandscapeConfig) -> dict:
     return key
 
 
-def path_stage(cfg: LandscapeConfig, sols: Solutions, batches: dict, name: str, a: str, b: str) -> Stage:
-    """Stage ``cache/path-<name>``: loss and accuracy along the straight line from solution ``a`` to ``b``."""
-    from ..landscape import linear_path
-
-    key = {
-        "path": name,
-        "a": _fingerprint(sols.states[a]),
-        "b": _fingerprint(sols.states[b]),
-        "gammas": cfg.gammas,
-        "task": cfg.task,
-        **test_key(cfg, sols),
-        "max_length": cfg.max_length,
-        **_compute_key(cfg),
-    }
+def path_stage(recipe: PathRecipe, sols: Solutions, batches: dict) -> Stage:
+    """Stage ``cache/path-<name>``: loss and accuracy along the straight line of ``recipe``."""
 
     def build(ctx):
+        from ..landscape import linear_path
+
         return linear_path(
             sols.template,
-            sols.states[a],
-            sols.states[b],
+            sols.states[recipe.a],
+            sols.states[recipe.b],
             {"dev": batches["dev"], "test": batches["test"]},
-            cfg.gammas,
-            evaluate=_evaluate(cfg),
-            progress=cfg.progress,
-            desc=name,
+            list(recipe.gammas),
+            evaluate=_evaluate(recipe),
+            progress=recipe.progress,
+            desc=recipe.path,
         )
 
-    return Stage(
-        f"cache/path-{name.replace('<->', '--')}",
-        key,
-        build,
-        lambda df, p: df.to_csv(p / "path.csv", index=False),
-        lambda p: pd.read_csv(p / "path.csv"),
-    )
+    return Stage(recipe.name, recipe.key(), build, _save_path, _load_path)
 
 
-def run_paths(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> pd.DataFrame:
-    """DataFrame(path, gamma, split, loss, accuracy) for every path; cached in out_dir, written to paths.csv."""
-    frames = [
-        store.get(path_stage(cfg, sols, batches, name, a, b)).assign(path=name, model_a=a, model_b=b)
-        for name, a, b in path_specs(cfg)
-    ]
-    out = pd.concat(frames, ignore_index=True)[["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]]
-    store.write_csv("paths.csv", out)
-    return out
+def _save_path(df: pd.DataFrame, p: Path) -> None:
+    df.to_csv(p / "path.csv", index=False)
+
+
+def _load_path(p: Path) -> pd.DataFrame:
+    return pd.read_csv(p / "path.csv")
 
 
 CURVE_PATH = "mask~finetune (Bezier curve)"  # the curve's name in paths.csv
+PATH_COLUMNS = ["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]
 
 
 def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
@@ -420,141 +488,97 @@ def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
     return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches
 
 
-def run_curve(
-    cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict, data=None, tokenizer=None
-) -> pd.DataFrame:
-    """Train the quadratic Bezier curve from mask-s<A> to finetune-s<A> (:func:`tmlib.landscape.train_bezier`,
-    ``curve_steps`` Adam steps at ``curve_lr``) and evaluate it at ``curve_points`` values of t on dev and
-    test. The control point and the training log are cached in ``out_dir/cache/curve``; returns
-    DataFrame(path, model_a, model_b, gamma, split, loss, accuracy) with ``path`` = :data:`CURVE_PATH` and
-    gamma = t (empty when ``curve_steps`` is 0); writes ``curve_train.csv``."""
-    import numpy as np
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    from ..landscape import bezier_path, train_bezier
-
-    cols = ["path", "model_a", "model_b", "gamma", "split", "loss", "accuracy"]
-    if cfg.curve_steps == 0:
-        return pd.DataFrame(columns=cols)
-    a_name, b_name = f"mask-s{cfg.seeds[0]}", f"finetune-s{cfg.seeds[0]}"
-    if data is None or tokenizer is None:
-        data, tokenizer = load_data(cfg)
-    ts = [float(t) for t in np.round(np.linspace(0, 1, cfg.curve_points), 6)]
-    key = {
-        "a": _fingerprint(sols.states[a_name]),
-        "b": _fingerprint(sols.states[b_name]),
-        "task": cfg.task,
-        "steps": cfg.curve_steps,
-        "lr": cfg.curve_lr,
-        "examples": cfg.curve_examples,
-        "batch_size": cfg.batch_size,
-        "max_length": cfg.max_length,
-        "seed": cfg.seeds[0],
-        "ts": ts,
-        **test_key(cfg, sols),
-        **_compute_key(cfg),
-        **_curve_training_key(cfg),
-    }
-    device = "cuda" if torch.cuda.is_available() else None
+def curve_stage(recipe: CurveRecipe, sols: Solutions, batches: dict, train_batches) -> Stage:
+    """Stage ``cache/curve``: train the Bezier curve of ``recipe`` (:func:`tmlib.landscape.train_bezier`) on
+    ``train_batches`` (a list, or a function that builds it), then evaluate it at ``recipe.ts`` on dev and test;
+    keeps the control point, the training log and the curve."""
 
     def build(ctx):
+        import torch
+
+        from ..landscape import bezier_path, train_bezier
+
+        device = "cuda" if torch.cuda.is_available() else None
         curve = train_bezier(
             sols.template,
-            sols.states[a_name],
-            sols.states[b_name],
-            curve_train_batches(cfg, data, tokenizer),
-            steps=cfg.curve_steps,
-            lr=cfg.curve_lr,
-            seed=cfg.seeds[0],
+            sols.states[recipe.a],
+            sols.states[recipe.b],
+            train_batches() if callable(train_batches) else train_batches,
+            steps=recipe.steps,
+            lr=recipe.lr,
+            seed=recipe.seed,
             device=device,
-            mixed_precision=cfg.curve_mixed_precision,
-            kernels=cfg.kernels,
-            progress=cfg.progress,
+            mixed_precision=recipe.curve_mixed_precision,
+            kernels=recipe.kernels,
+            progress=recipe.progress,
             desc="Bezier curve",
         )
         along = bezier_path(
             sols.template,
-            sols.states[a_name],
+            sols.states[recipe.a],
             curve.theta,
-            sols.states[b_name],
+            sols.states[recipe.b],
             {"dev": batches["dev"], "test": batches["test"]},
-            ts,
+            list(recipe.ts),
             device=device,
-            evaluate=_evaluate(cfg),
-            progress=cfg.progress,
+            evaluate=_evaluate(recipe),
+            progress=recipe.progress,
         )
         return curve, along
 
-    def save(obj, p):
-        curve, along = obj
-        save_file({k: v.contiguous() for k, v in curve.theta.items()}, str(p / "theta.safetensors"))
-        curve.log.to_csv(p / "train_log.csv", index=False)
-        along.to_csv(p / "curve.csv", index=False)
-
-    def load(p):
-        return load_file(str(p / "theta.safetensors")), pd.read_csv(p / "train_log.csv"), pd.read_csv(p / "curve.csv")
-
-    theta, log, along = store.get(Stage("cache/curve", key, build, save, load, seed=cfg.seeds[0]))
-    store.write_csv("curve_train.csv", log)
-    return along.assign(path=CURVE_PATH, model_a=a_name, model_b=b_name)[cols]
+    return Stage(recipe.name, recipe.key(), build, _save_curve, _load_curve, seed=recipe.seed)
 
 
-def write_paths(
-    cfg: LandscapeConfig, store: RunStore, paths: pd.DataFrame, curve: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """``paths.csv``: the straight paths and the Bezier curve in one table; returns it."""
-    out = paths if curve is None or curve.empty else pd.concat([paths, curve], ignore_index=True)
-    store.write_csv("paths.csv", out)
-    return out
+def _save_curve(obj, p: Path) -> None:
+    from safetensors.torch import save_file
+
+    curve, along = obj
+    save_file({k: v.contiguous() for k, v in curve.theta.items()}, str(p / "theta.safetensors"))
+    curve.log.to_csv(p / "train_log.csv", index=False)
+    along.to_csv(p / "curve.csv", index=False)
 
 
-def run_plane(cfg: LandscapeConfig, store: RunStore, sols: Solutions, batches: dict) -> tuple[pd.DataFrame, dict]:
-    """The plane through pretrained (origin), mask (x) and fine-tuned (y) on the dev subset.
+def _load_curve(p: Path):
+    from safetensors.torch import load_file
 
-    Returns (DataFrame(point, alpha, beta, split, loss, accuracy), coords name -> (alpha, beta));
-    written to plane.csv and plane_coords.json.
-    """
-    from ..landscape import plane
+    return load_file(str(p / "theta.safetensors")), pd.read_csv(p / "train_log.csv"), pd.read_csv(p / "curve.csv")
 
-    a = cfg.seeds[0]
-    names = ("pretrained", "mask", "finetune")
-    keys = ("pretrained", f"mask-s{a}", f"finetune-s{a}")
-    key = {
-        "models": [_fingerprint(sols.states[k]) for k in keys],
-        "resolution": cfg.plane_resolution,
-        "margin": cfg.plane_margin,
-        "plane_examples": cfg.plane_examples,
-        "task": cfg.task,
-        "max_length": cfg.max_length,
-        **_compute_key(cfg),
-    }
+
+def plane_stage(recipe: PlaneRecipe, sols: Solutions, batches: dict) -> Stage:
+    """Stage ``cache/plane``: the plane grid's loss and accuracy on the dev subset, and the three models'
+    coordinates on it."""
 
     def build(ctx):
+        from ..landscape import plane
+
         res = plane(
             sols.template,
-            *(sols.states[k] for k in keys),
+            *(sols.states[k] for k in recipe.models),
             {"dev": batches["plane"]},
-            resolution=cfg.plane_resolution,
-            margin=cfg.plane_margin,
-            names=names,
-            evaluate=_evaluate(cfg),
-            progress=cfg.progress,
+            resolution=recipe.resolution,
+            margin=recipe.margin,
+            names=("pretrained", "mask", "finetune"),
+            evaluate=_evaluate(recipe),
+            progress=recipe.progress,
         )
         return res.to_frame(), res.coords
 
-    def save(obj, p):
-        obj[0].to_csv(p / "plane.csv", index=False)
-        (p / "coords.json").write_text(json.dumps({k: list(v) for k, v in obj[1].items()}))
+    return Stage(recipe.name, recipe.key(), build, _save_plane, _load_plane)
 
-    def load(p):
-        coords = {k: tuple(v) for k, v in json.loads((p / "coords.json").read_text()).items()}
-        return pd.read_csv(p / "plane.csv", keep_default_na=False), coords
 
-    frame, coords = store.get(Stage("cache/plane", key, build, save, load))
-    store.write_csv("plane.csv", frame)
-    store.write_json("plane_coords.json", {k: {"alpha": v[0], "beta": v[1]} for k, v in coords.items()})
-    return frame, coords
+def _save_plane(obj, p: Path) -> None:
+    obj[0].to_csv(p / "plane.csv", index=False)
+    (p / "coords.json").write_text(json.dumps({k: list(v) for k, v in obj[1].items()}))
+
+
+def _load_plane(p: Path):
+    coords = {k: tuple(v) for k, v in json.loads((p / "coords.json").read_text()).items()}
+    return pd.read_csv(p / "plane.csv", keep_default_na=False), coords
+
+
+def all_paths(paths: pd.DataFrame, curve: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The straight paths and the Bezier curve in one table (``paths.csv``)."""
+    return paths if curve is None or curve.empty else pd.concat([paths, curve], ignore_index=True)
 
 
 def summarize(
@@ -627,14 +651,154 @@ def summarize(
     return summary
 
 
-def write_outputs(cfg: LandscapeConfig, store: RunStore, summary: dict) -> list[Path]:
-    """Write :func:`summarize`'s result: ``summary.json`` and the per-path table ``summary.csv``."""
-    return [store.write_json("summary.json", summary), store.write_csv("summary.csv", pd.DataFrame(summary["paths"]))]
+def summary_frame(summary: dict) -> pd.DataFrame:
+    """The per-path rows of :func:`summarize` (``summary.csv``)."""
+    return pd.DataFrame(summary["paths"])
 
 
-def summary_table(cfg: LandscapeConfig) -> pd.DataFrame:
-    """The per-path summary written by :func:`summarize` (summary.csv)."""
-    path = Path(cfg.out_dir) / "summary.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist yet; run write_outputs(cfg, summarize(cfg, paths, ...)) first")
-    return pd.read_csv(path)
+# ------------------------------------------------------------------------------------------ the experiment
+
+
+@dataclass
+class LandscapeResults:
+    """What :meth:`Experiment.run` returns: the endpoint solutions, every path (lines and curve), the plane and
+    the summary."""
+
+    solutions: Solutions
+    paths: pd.DataFrame
+    plane: pd.DataFrame
+    coords: dict
+    summary: dict
+
+
+class Experiment:
+    """Notebook 04 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, the
+    task's data and tokenizer loaded once (or given: ``data``, ``tokenizer``)."""
+
+    def __init__(self, cfg: LandscapeConfig, data=None, tokenizer=None):
+        self.cfg = cfg
+        self.plan = plan(cfg)
+        self.store = RunStore(cfg.out_dir, progress=cfg.progress)
+        self._data, self._tokenizer = data, tokenizer
+
+    def inputs(self):
+        """(the task's DatasetDict with split seed 0 as notebook 03, tokenizer); uncapped: the evaluation subsets
+        are chosen by :func:`eval_batches`, the training cap by the solution recipes."""
+        if self._data is None or self._tokenizer is None:
+            from ..data import load_task
+            from ..models import load_tokenizer
+
+            self._data, self._tokenizer = load_task(self.cfg.task, seed=0), load_tokenizer(self.cfg.model)
+        return self._data, self._tokenizer
+
+    def solution(self, recipe: SolutionRecipe):
+        """(plain HF model, source): notebook 03's saved solution if present, else trained here from ``recipe``
+        and cached in this notebook's store in notebook 03's layout."""
+        from ..data import cap_splits
+
+        if self.cfg.reuse_runs:
+            found = _reused(self.cfg, recipe.method, recipe.seed)
+            if found is not None:
+                return found
+        data, tokenizer = self.inputs()
+        train_data = cap_splits(data, {"train": self.cfg.train_examples}, seed=0)  # = recipe.data.load()
+        trained = self.store.get(solution_stage(recipe, Inputs(recipe.data, recipe.backbone, train_data, tokenizer)))
+        why = "not found in reuse_runs; " if self.cfg.reuse_runs else ""
+        return trained.model.eval(), f"trained here ({why}cached): {self.store.folder(recipe.name) / 'model'}"
+
+    def solutions(self) -> Solutions:
+        """Load (or train) mask-s<A>, finetune-s<A>, finetune-s<B> and the pretrained+initial-head model."""
+        from ..data import label_names
+        from ..models import load_classifier
+
+        cfg, a = self.cfg, self.cfg.seeds[0]
+        states, sources, template, reused = {}, {}, None, []
+        for (method, seed), recipe in self.plan.solutions.items():
+            m, src = self.solution(recipe)
+            reused.append(src.startswith("notebook 03"))
+            template = template if template is not None else m
+            states[f"{method}-s{seed}"], sources[f"{method}-s{seed}"] = m.state_dict(), src
+        pre = load_classifier(cfg.model, label_names(self.inputs()[0]), seed=a)
+        states["pretrained"] = pre.state_dict()
+        sources["pretrained"] = (
+            f"load_classifier({cfg.model!r}, seed={a}): pretrained encoder + the fine-tune's initial head"
+        )
+        missing = set(states["pretrained"]) ^ set(states[f"finetune-s{a}"])
+        if missing:
+            raise ConfigError(
+                f"the saved solutions do not have the architecture of model={cfg.model!r} (keys differ: "
+                f"{sorted(missing)[:4]}); set model to the backbone notebook 03 used"
+            )
+        if len(set(reused)) > 1:
+            raise ConfigError(
+                f"some solutions come from notebook 03 ({cfg.reuse_runs}) and some were trained here: "
+                'their training data may differ; rerun notebook 03 or set reuse_runs: ""'
+            )
+        return Solutions(template=template, states=states, sources=sources, data=_trained_on(cfg, reused[0]))
+
+    def batches(self, sols: Solutions) -> dict:
+        """The evaluation sets of every point (:func:`eval_batches`), the test pool what ``sols`` never saw."""
+        data, tokenizer = self.inputs()
+        return eval_batches(self.cfg, data, tokenizer, sols.data)
+
+    def paths(self, sols: Solutions, batches: dict) -> pd.DataFrame:
+        """DataFrame(path, model_a, model_b, gamma, split, loss, accuracy) of every straight path."""
+        test = test_of(self.cfg, sols)
+        frames = []
+        for r in self.plan.paths:
+            bound = replace(r, a_state=_fingerprint(sols.states[r.a]), b_state=_fingerprint(sols.states[r.b]),
+                            test=test)  # fmt: skip
+            frames.append(self.store.get(path_stage(bound, sols, batches)).assign(path=r.path, model_a=r.a,
+                                                                                   model_b=r.b))  # fmt: skip
+        return pd.concat(frames, ignore_index=True)[PATH_COLUMNS]
+
+    def curve(self, sols: Solutions, batches: dict) -> pd.DataFrame:
+        """The Bezier curve from mask-s<A> to finetune-s<A>, evaluated at ``curve_points`` values of t on dev and
+        test: rows as :meth:`paths` with ``path`` = :data:`CURVE_PATH` and gamma = t (empty when ``curve_steps``
+        is 0); writes ``curve_train.csv`` (the training log)."""
+        r = self.plan.curve
+        if r is None:
+            return pd.DataFrame(columns=PATH_COLUMNS)
+        bound = replace(r, a_state=_fingerprint(sols.states[r.a]), b_state=_fingerprint(sols.states[r.b]),
+                        test=test_of(self.cfg, sols))  # fmt: skip
+        _, log, along = self.store.get(curve_stage(bound, sols, batches, lambda: curve_train_batches(
+            self.cfg, *self.inputs())))  # fmt: skip
+        self.write(curve_train=log)
+        return along.assign(path=CURVE_PATH, model_a=r.a, model_b=r.b)[PATH_COLUMNS]
+
+    def plane(self, sols: Solutions, batches: dict) -> tuple[pd.DataFrame, dict]:
+        """(DataFrame(point, alpha, beta, split, loss, accuracy), coords name -> (alpha, beta)); written to
+        ``plane.csv`` and ``plane_coords.json``."""
+        r = self.plan.plane
+        frame, coords = self.store.get(plane_stage(
+            replace(r, states=tuple(_fingerprint(sols.states[k]) for k in r.models)), sols, batches))  # fmt: skip
+        self.write(plane=frame, plane_coords={k: {"alpha": v[0], "beta": v[1]} for k, v in coords.items()})
+        return frame, coords
+
+    def run(self) -> LandscapeResults:
+        """The solutions, the paths and the curve (``paths.csv``), the plane and the summary (``summary.json``,
+        ``summary.csv``)."""
+        sols = self.solutions()
+        batches = self.batches(sols)
+        paths = all_paths(self.paths(sols, batches), self.curve(sols, batches))
+        self.write(paths=paths)
+        frame, coords = self.plane(sols, batches)
+        summary = summarize(self.cfg, paths, frame, coords, sols, batches)
+        self.write(summary=summary)
+        return LandscapeResults(sols, paths, frame, coords, summary)
+
+    def write(self, **outputs) -> list[Path]:
+        """Each output in the run folder: a table as ``<name>.csv``; a dict as ``<name>.json`` (the summary also as
+        ``summary.csv``, its per-path rows)."""
+        written = []
+        for name, obj in outputs.items():
+            if isinstance(obj, pd.DataFrame):
+                written.append(self.store.write_csv(f"{name}.csv", obj))
+                continue
+            written.append(self.store.write_json(f"{name}.json", obj))
+            if name == "summary":
+                written.append(self.store.write_csv("summary.csv", summary_frame(obj)))
+        return written
+
+
+Config = LandscapeConfig
