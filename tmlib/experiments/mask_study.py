@@ -185,20 +185,83 @@ def layer_mask(setting: str, n_blocks: int, skip_first_blocks: int = 2) -> MaskC
 
 
 @dataclass(frozen=True)
+class FeaturesRecipe:
+    """The [CLS] vectors of the probe sentences under one model: the pretrained encoder (``solution`` None) or a
+    reference solution."""
+
+    model_name: str  # pretrained, mask-s<seed>, finetune-s<seed>
+    task: dict  # the task data's key
+    probe_examples: int
+    max_length: int
+    backbone: str
+    solution: SolutionRecipe | None = None
+
+    @property
+    def name(self) -> str:
+        return f"features/{self.model_name}"
+
+    def key(self) -> dict:
+        model = self.backbone if self.solution is None else "solution"
+        return {"task": self.task, "probe_examples": self.probe_examples, "max_length": self.max_length, "model": model}
+
+
+@dataclass(frozen=True)
+class TransferRecipe:
+    """A reference solution's accuracy on another task of the same label space (every example, capped)."""
+
+    task: str
+    examples: int
+    max_length: int
+    kernels: str
+    method: str
+    seed: int
+    solution: SolutionRecipe
+
+    @property
+    def name(self) -> str:
+        return f"transfer/{self.task}/{self.solution.name.rsplit('/', 1)[1]}"
+
+    def key(self) -> dict:
+        return {"task": self.task, "examples": self.examples, "max_length": self.max_length, "kernels": self.kernels}
+
+
+@dataclass(frozen=True)
 class StudyPlan:
-    """Every model of the notebook as a recipe, with the study and setting it belongs to."""
+    """Every model of the notebook as a recipe, with the study and setting it belongs to, and what is measured on
+    the reference models (features for the probe and t-SNE, transfer)."""
 
     data: TaskRecipe
     rows: tuple[tuple[str, str, SolutionRecipe], ...]  # (study, setting, recipe)
     tokens: tuple[TokenSolutionRecipe, ...] = ()  # the token-level study
+    features: tuple[FeaturesRecipe, ...] = ()
+    transfer: tuple[TransferRecipe, ...] = ()
 
     def recipes(self, study: str | None = None, method: str | None = None) -> list[SolutionRecipe]:
         return [r for s, _, r in self.rows if (study is None or s == study) and (method is None or r.method == method)]
 
 
-def plan(cfg: StudyConfig, n_blocks: int) -> StudyPlan:
+def reference_models(cfg: StudyConfig, rows) -> dict[str, list[tuple[int, SolutionRecipe]]]:
+    """The models the intrinsic and transfer evaluations compare: masked (default setting) and fine-tuned."""
+    base = MaskConfig(skip_first_blocks=cfg.skip_first_blocks)
+    default = [r for s, setting, r in rows if s == "sparsity" and r.options == base]
+    if not default:
+        default = [r for s, setting, r in rows if s == "layers" and setting == "default"]
+    if not default:
+        raise ConfigError(
+            "the intrinsic and transfer evaluations compare the default mask with fine-tuning: "
+            "keep 0.05 in init_sparsities or 'default' in layer_settings"
+        )
+    return {
+        "mask": [(r.seed, r) for r in default],
+        "finetune": [(r.seed, r) for s, _, r in rows if s == "reference" and r.method == "finetune"],
+    }
+
+
+def plan(cfg: StudyConfig, n_blocks: int | None = None) -> StudyPlan:
     """Config -> recipes: the sparsity sweep, the layer settings, and the fine-tuned reference (the intrinsic
-    evaluation and the transfer use the sweep's default-setting masks and the fine-tuned models)."""
+    evaluation and the transfer use the sweep's default-setting masks and the fine-tuned models). ``n_blocks``: the
+    backbone's encoder blocks (default: read from the backbone's config)."""
+    n_blocks = _n_blocks(cfg.model) if n_blocks is None else n_blocks
     data = TaskRecipe(
         cfg.task, seed=0, max_train=cfg.max_train, max_dev=cfg.max_dev, max_test=cfg.max_test, test_pool="heldout"
     )
@@ -228,7 +291,17 @@ def plan(cfg: StudyConfig, n_blocks: int) -> StudyPlan:
         rows += [("layers", setting, replace(base, seed=s, options=opts, tag=tag)) for s in cfg.seeds]
     ft = replace(base, method="finetune", lr=cfg.finetune_lr, options=None)
     rows += [("reference", "finetune", replace(ft, seed=s)) for s in cfg.seeds]
-    return StudyPlan(data, tuple(rows), tuple(token_plan(cfg)))
+    refs = reference_models(cfg, rows)
+    common = dict(task=data.key(), probe_examples=cfg.probe_examples, max_length=cfg.max_length, backbone=cfg.model)
+    features = [FeaturesRecipe("pretrained", **common)]
+    features += [FeaturesRecipe(f"{m}-s{seed}", **common, solution=r) for m, recs in refs.items() for seed, r in recs]
+    transfer = [
+        TransferRecipe(task, cfg.transfer_examples, cfg.max_length, cfg.kernels, method, seed, r)
+        for task in cfg.transfer_tasks
+        for method, recs in refs.items()
+        for seed, r in recs
+    ]
+    return StudyPlan(data, tuple(rows), tuple(token_plan(cfg)), tuple(features), tuple(transfer))
 
 
 def token_data(cfg: StudyConfig, task: str) -> TokenTaskRecipe:
@@ -279,6 +352,59 @@ def token_plan(cfg: StudyConfig) -> list[TokenSolutionRecipe]:
 # ------------------------------------------------------------------------------------- the experiment
 
 
+def features_stage(recipe: FeaturesRecipe, solution: Stage | None, texts: list[str], labels, tokenizer) -> Stage:
+    """Stage ``features/<model>``: the [CLS] vectors of ``texts`` under ``recipe``'s model (``solution``: the
+    reference solution's stage, None for the pretrained encoder)."""
+
+    def build(ctx, solution=None):
+        model = _pretrained(recipe.backbone, labels) if solution is None else solution.model
+        return cls_features(model, tokenizer, texts, recipe.max_length)
+
+    deps = {} if solution is None else {"solution": solution}
+    return Stage(recipe.name, recipe.key(), build, _save_features, _load_features, deps=deps)
+
+
+def _save_features(x: np.ndarray, d: Path) -> None:
+    np.save(d / "X.npy", x)
+
+
+def _load_features(d: Path) -> np.ndarray:
+    return np.load(d / "X.npy")
+
+
+def transfer_stage(recipe: TransferRecipe, solution: Stage, batches) -> Stage:
+    """Stage ``transfer/<task>/<solution>``: the solution's accuracy and loss on the transfer task's ``batches``."""
+
+    def build(ctx, solution):
+        from ..classify import evaluate_classifier
+        from ..precision import kernels_context
+
+        with kernels_context(solution.model, recipe.kernels, "cpu"):
+            m = evaluate_classifier(solution.model, batches, kernels=recipe.kernels)
+        return {"accuracy": m["accuracy"], "loss": m["loss"], "n": len(batches)}
+
+    return Stage(recipe.name, recipe.key(), build, _save_metrics, _load_metrics, deps={"solution": solution})
+
+
+def _save_metrics(m: dict, d: Path) -> None:
+    (d / "metrics.json").write_text(json.dumps(m))
+
+
+def _load_metrics(d: Path) -> dict:
+    return json.loads((d / "metrics.json").read_text())
+
+
+@dataclass
+class StudyResults:
+    """What :meth:`Experiment.run` returns (each also written as CSV): every model's row, the features of the
+    probe sentences, the transfer rows and the token classifiers' rows."""
+
+    solutions: pd.DataFrame
+    features: dict[str, dict]
+    transfer: pd.DataFrame
+    token_runs: pd.DataFrame
+
+
 class Experiment:
     """Notebook 05 on one run folder: the plan, the one store of ``cfg.out_dir``, the task data loaded once."""
 
@@ -288,7 +414,7 @@ class Experiment:
         self.cfg = cfg
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
         self.tokenizer = load_tokenizer(cfg.model)
-        self.plan = plan(cfg, n_blocks=_n_blocks(cfg.model))
+        self.plan = plan(cfg)
         self.inputs = Inputs(self.plan.data, cfg.model, tokenizer=self.tokenizer)
 
     def stage(self, recipe: SolutionRecipe) -> Stage:
@@ -320,22 +446,6 @@ class Experiment:
         self.store.write_csv("solutions.csv", out)
         return out
 
-    def reference_models(self) -> dict[str, list[tuple[int, SolutionRecipe]]]:
-        """The models the intrinsic and transfer evaluations compare: masked (default setting) and fine-tuned."""
-        base = MaskConfig(skip_first_blocks=self.cfg.skip_first_blocks)
-        default = [r for s, setting, r in self.plan.rows if s == "sparsity" and r.options == base]
-        if not default:
-            default = [r for s, setting, r in self.plan.rows if s == "layers" and setting == "default"]
-        if not default:
-            raise ConfigError(
-                "the intrinsic and transfer evaluations compare the default mask with fine-tuning: "
-                "keep 0.05 in init_sparsities or 'default' in layer_settings"
-            )
-        return {
-            "mask": [(r.seed, r) for r in default],
-            "finetune": [(r.seed, r) for r in self.plan.recipes("reference", "finetune")],
-        }
-
     def features(self) -> dict[str, dict]:
         """[CLS] vectors of ``probe_examples`` held-out sentences for the pretrained encoder and each reference
         model: ``name -> {"X": array, "y": labels}`` (name ``pretrained``, ``mask-s<seed>``, ``finetune-s<seed>``)."""
@@ -343,66 +453,24 @@ class Experiment:
 
         test = cap_splits(self.inputs.data, {"test": self.cfg.probe_examples}, seed=0)["test"]
         texts, labels = list(test["text"]), np.asarray(test["label"])
-        key = {
-            "task": self.plan.data.key(),
-            "probe_examples": self.cfg.probe_examples,
-            "max_length": self.cfg.max_length,
-        }
         out = {}
-        models = {"pretrained": None}
-        for method, recs in self.reference_models().items():
-            models.update({f"{method}-s{seed}": r for seed, r in recs})
-        for name, recipe in models.items():
-            deps = {} if recipe is None else {"solution": self.stage(recipe)}
-            stage = Stage(
-                f"features/{name}",
-                {**key, "model": self.cfg.model if recipe is None else "solution"},
-                build=lambda ctx, solution=None: cls_features(
-                    _pretrained(self.cfg.model, labels) if solution is None else solution.model,
-                    self.tokenizer,
-                    texts,
-                    self.cfg.max_length,
-                ),
-                save=lambda x, d: np.save(d / "X.npy", x),
-                load=lambda d: np.load(d / "X.npy"),
-                deps=deps,
-            )
-            out[name] = {"X": self.store.get(stage), "y": labels}
+        for r in self.plan.features:
+            solution = None if r.solution is None else self.stage(r.solution)
+            stage = features_stage(r, solution, texts, labels, self.tokenizer)
+            out[r.model_name] = {"X": self.store.get(stage), "y": labels}
         return out
 
     def transfer(self) -> pd.DataFrame:
         """Each reference model's accuracy on every transfer task (one row per task, method, seed)."""
-        from ..classify import EvalBatches, encode, evaluate_classifier
-        from ..precision import kernels_context
+        from ..classify import EvalBatches, encode
 
-        rows = []
-        for task in self.cfg.transfer_tasks:
-            data = transfer_data(task, self.cfg.transfer_examples)
-            batches = EvalBatches(encode(data, self.tokenizer, self.cfg.max_length), self.tokenizer)
-            key = {
-                "task": task,
-                "examples": self.cfg.transfer_examples,
-                "max_length": self.cfg.max_length,
-                "kernels": self.cfg.kernels,
-            }
-            for method, recs in self.reference_models().items():
-                for seed, r in recs:
-
-                    def build(ctx, solution, batches=batches):
-                        with kernels_context(solution.model, self.cfg.kernels, "cpu"):
-                            m = evaluate_classifier(solution.model, batches, kernels=self.cfg.kernels)
-                        return {"accuracy": m["accuracy"], "loss": m["loss"], "n": len(batches)}
-
-                    stage = Stage(
-                        f"transfer/{task}/{r.name.rsplit('/', 1)[1]}",
-                        key,
-                        build=build,
-                        save=lambda m, d: (d / "metrics.json").write_text(json.dumps(m)),
-                        load=lambda d: json.loads((d / "metrics.json").read_text()),
-                        deps={"solution": self.stage(r)},
-                    )
-                    m = self.store.get(stage)
-                    rows.append({"task": task, "method": method, "seed": seed, "accuracy": m["accuracy"], "n": m["n"]})
+        rows, batches = [], {}
+        for r in self.plan.transfer:
+            if r.task not in batches:
+                data = transfer_data(r.task, r.examples)
+                batches[r.task] = EvalBatches(encode(data, self.tokenizer, r.max_length), self.tokenizer)
+            m = self.store.get(transfer_stage(r, self.stage(r.solution), batches[r.task]))
+            rows.append({"task": r.task, "method": r.method, "seed": r.seed, "accuracy": m["accuracy"], "n": m["n"]})
         out = pd.DataFrame(rows, columns=["task", "method", "seed", "accuracy", "n"])
         self.store.write_csv("transfer.csv", out)
         return out
@@ -439,9 +507,16 @@ class Experiment:
         self.store.write_csv("token_runs.csv", out)
         return out
 
+    def run(self) -> StudyResults:
+        """Every stage of the plan: the models, the features, the transfer and the token classifiers."""
+        return StudyResults(self.solutions(), self.features(), self.transfer(), self.token_runs())
+
     def write(self, **tables) -> list[Path]:
         """Write the tables given (name -> DataFrame) as ``<name>.csv`` into ``out_dir``."""
         return [self.store.write_csv(f"{name}.csv", t.round(4)) for name, t in tables.items() if t is not None]
+
+
+Config = StudyConfig
 
 
 # ------------------------------------------------------------------------------------------ helpers
