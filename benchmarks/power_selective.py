@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from tmlib.config import from_flat
-from tmlib.experiments.selective import FinetuneJob, SelectiveConfig, SelectiveExperiment, paired_gaps
+from tmlib.experiments.selective import Experiment, FinetuneJob, SelectiveConfig, paired_gaps
 from tmlib.stats import power_table, seeds_needed
 
 SEEDS = [13, 43, 83, 0, 1, 2, 3, 4, 5, 6, 7, 8]  # the official three first
@@ -40,14 +40,14 @@ def main() -> None:
     start = time.perf_counter()
     params = yaml.safe_load(Path(args.params).read_text()) if args.params else {}
     params = {k: v for k, v in params.items() if k != "out_dir"}
-    base = SelectiveExperiment(from_flat(SelectiveConfig, {**params, "out_dir": args.out}))
+    base = Experiment(from_flat(SelectiveConfig, {**params, "out_dir": args.out}))
     g = min(base.cfg.genept.steps)
     selected = {m: base.get(base.taskpt_stage(g, m)).selected for m in base.cfg.taskpt.methods}
     fixed = time.perf_counter() - start  # pre-training and importance: paid once whatever the design
     rows, preds = [], {}
     for size, n_seeds in zip(args.sizes, args.seeds):
         flat = {**params, "out_dir": args.out, "finetune_max_train": size}
-        exp = SelectiveExperiment(from_flat(SelectiveConfig, flat))
+        exp = Experiment(from_flat(SelectiveConfig, flat))
         for seed in SEEDS[:n_seeds]:
             for method in ("genept", *exp.cfg.taskpt.methods):
                 job = FinetuneJob(g, method, 0 if method == "genept" else selected[method], seed, final=True)

@@ -23,14 +23,14 @@ def _smoke(notebook: str, cls, out_dir):
 def test_selective_pipeline_is_deterministic(tmp_path):
     from tmlib.experiments import selective
 
-    runs = [
-        selective.run_pipeline(_smoke("01_selective_masking", selective.SelectiveConfig, tmp_path / name))
-        for name in ("a", "b")
-    ]
+    exps = [selective.Experiment(_smoke("01_selective_masking", selective.SelectiveConfig, tmp_path / n)) for n in "ab"]
+    runs = [{"experiment": e, "results": e.run()} for e in exps]
+    for e, r in zip(exps, runs):
+        e.write(r["results"])
     a, b = (tmp_path / n for n in ("a", "b"))
     # buffer-method labels and the tagger's corpus labels
     assert (a / "buffer" / "labels.json").read_bytes() == (b / "buffer" / "labels.json").read_bytes()
-    corpus = [r["experiment"].get(r["experiment"].corpus_stage) for r in runs]
+    corpus = [e.get(e.corpus_stage()) for e in exps]
     assert corpus[0]["important"] == corpus[1]["important"] and corpus[0]["importance"] == corpus[1]["importance"]
     assert len({x for row in corpus[0]["importance"] for x in row}) > 10  # real scores, not a constant
     # fine-tuning metrics

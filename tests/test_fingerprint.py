@@ -182,3 +182,38 @@ def test_a_library_stage_has_a_stable_fingerprint_across_processes(tmp_path):
         for i in (1, 2)
     }
     assert len(outs) == 1 and len(next(iter(outs))) == 16
+
+
+def test_a_selective_stage_fingerprint_is_the_same_in_every_process(tmp_path):
+    """Module constants that are sets (the stop lists) enter in a fixed order: the hash seed does not move a key."""
+    import subprocess
+
+    code = textwrap.dedent("""
+        from tmlib import fingerprint
+        from tmlib.importance import stopwords
+        walk = fingerprint._Walk(frozenset({"tmlib"}))
+        walk.code(stopwords.stopword_mask, root=True)
+        assert any(p.startswith("STOPWORDS=") for p in walk.parts)  # the stop list is reached
+        print(fingerprint.code_fingerprint(stopwords.stopword_mask))
+    """)
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            env={"PYTHONHASHSEED": str(i), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        ).stdout.strip()
+        for i in (1, 2, 3)
+    }  # fmt: skip
+    assert len(outs) == 1
+
+
+def test_only_project_code_joins_the_walk():
+    """A closure holding a third-party object (a tokenizer, a frame) does not pull that library's code into the
+    fingerprint: what it reaches there would depend on what the process imported."""
+    import pandas as pd
+
+    assert fingerprint._package(pd.DataFrame()) is None and fingerprint._package(pd.DataFrame) is None
+    assert fingerprint._package(json_dumps := __import__("json").dumps) is None, json_dumps
+    assert (
+        fingerprint._package(code_fingerprint) == "tmlib"
+        and fingerprint._package(_graph) == _graph.__module__.split(".")[0]
+    )

@@ -66,20 +66,20 @@ def test_kernels_reach_every_training_stage_and_the_keys(tmp_path):
     """kernels goes into every TrainConfig the experiment builds and into the root stage's key (GenePT; the
     others chain it through their upstream keys, the classifier stages also through their TrainConfig);
     "hf" keeps the keys of runs made before the option."""
-    from tmlib.experiments.selective import SelectiveExperiment
+    from tmlib.experiments.selective import Experiment
 
     exps = {
-        k: SelectiveExperiment(
+        k: Experiment(
             from_flat(
                 SelectiveConfig, {"out_dir": str(tmp_path / k), "kernels": k, "progress": False, "task_max_examples": 8}
             )
         )
         for k in ("fast", "hf")
     }
-    assert exps["fast"].plan.finetune.kernels == "fast" and exps["hf"].plan.tagger.kernels == "hf"
-    g = {k: e.genept_stage.key() for k, e in exps.items()}  # GenePT's own config holds its run recipe
+    assert exps["fast"].plan.finetune.kernels == "fast" and exps["hf"].plan.tagger.train.kernels == "hf"
+    g = {k: e.genept_stage().key() for k, e in exps.items()}  # GenePT's own config holds its run recipe
     assert g["fast"]["config"]["run"]["kernels"] == "fast" and "kernels" not in g["hf"]["config"]["run"]
-    scorer = {k: e.scorer_stage.key() for k, e in exps.items()}  # scorer: minilm, no upstream stage
+    scorer = {k: e.scorer_stage().key() for k, e in exps.items()}  # scorer: minilm, no upstream stage
     assert scorer["fast"]["train"]["kernels"] == "fast" and "kernels" not in scorer["hf"]["train"]
     assert (
         exps["fast"].taskpt_stage(100, "selective").key_hash() != exps["hf"].taskpt_stage(100, "selective").key_hash()
@@ -274,7 +274,7 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
-    from tmlib.experiments.selective import SelectiveExperiment, stages
+    from tmlib.experiments.selective import Experiment, stages
 
     kw = dict(
         genept_model="scratch:tiny",
@@ -285,7 +285,7 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
         task_max_examples=16,
         progress=False,
     )
-    ref = SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "ref"), **kw})).genept()
+    ref = Experiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "ref"), **kw})).genept()
 
     class Stop(Exception):
         pass
@@ -297,7 +297,7 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
         if path.name == "record.json" and path.parent.name == "step_3":
             raise Stop
 
-    exp = SelectiveExperiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "run"), **kw}))
+    exp = Experiment(from_flat(SelectiveConfig, {"out_dir": str(tmp_path / "run"), **kw}))
     monkeypatch.setattr(stages, "_write_json", dying)
     with pytest.raises(Stop):
         exp.genept()

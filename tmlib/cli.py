@@ -140,7 +140,7 @@ def _worker(args) -> int:
     import os
 
     from .config import from_flat, load_yaml
-    from .experiments.selective import SelectiveConfig, build_all
+    from .experiments.selective import Experiment, SelectiveConfig
     from .suite import PARAMS
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # beside a notebook: no spinning on its core (as the suite)
@@ -148,7 +148,7 @@ def _worker(args) -> int:
     values["out_dir"] = str(Path(args.out or f"runs/{args.params}") / "01_selective_masking")
     if args.threads is not None:
         values["threads"] = args.threads
-    n = build_all(from_flat(SelectiveConfig, values), reverse=not args.forward)
+    n = len(Experiment(from_flat(SelectiveConfig, values)).run(reverse=not args.forward))
     print(f"[tmlib worker] {n} fine-tuning runs built or loaded", flush=True)
     return 0
 
@@ -339,10 +339,8 @@ def _predict(args) -> int:
 
 def _importance(args) -> int:
     """Notebook 01's importance pipeline on your data: scorer -> buffer labels -> tagger -> labelled corpus."""
-    from dataclasses import replace
-
     from .config import from_flat
-    from .experiments.selective import SelectiveConfig, SelectiveExperiment, corpus_summary
+    from .experiments.selective import Experiment, SelectiveConfig, corpus_summary
     from .precision import processes
 
     flat = {
@@ -361,11 +359,11 @@ def _importance(args) -> int:
         "tagger_threshold": args.threshold,
         "mixed_precision": args.mixed_precision,
     }
-    exp = SelectiveExperiment(from_flat(SelectiveConfig, flat))
+    exp = Experiment(from_flat(SelectiveConfig, flat))
     # under `accelerate launch` / `torchrun` every process runs this and labels a share of the corpus; the scorer,
     # buffer labels and tagger (small: the buffer's few hundred sentences) come from a one-process run before
     launch = processes()
-    if launch.num_processes > 1 and not exp.store.has(exp.tagger_stage):
+    if launch.num_processes > 1 and not exp.store.has(exp.tagger_stage()):
         if launch.is_main_process:
             print(
                 f"error: no tagger in {args.out}: under a multi-process launch `tmlib importance` shards only the "
@@ -374,7 +372,7 @@ def _importance(args) -> int:
                 file=sys.stderr,
             )
         return 2
-    tagger = exp.get(exp.tagger_stage)
+    tagger = exp.get(exp.tagger_stage())
     if args.until == "tagger":
         print(
             f"tagger: {exp.store.folder('tagger')} (label the corpus: the same command without --until, e.g. "
@@ -383,15 +381,15 @@ def _importance(args) -> int:
         return 0
     if launch.num_processes > 1:
         launch.wait_for_everyone()
-        if not exp.store.has(exp.corpus_stage):
+        if not exp.store.has(exp.corpus_stage()):
             if launch.is_main_process:
-                exp.get(replace(exp.corpus_stage, build=lambda ctx, tagger: exp.label_corpus(tagger, launch)))
+                exp.get(exp.corpus_stage(processes=launch))  # the same key and code as the one-process stage
             else:
                 exp.label_corpus(tagger, launch)
         launch.wait_for_everyone()
         if not launch.is_main_process:
             return 0
-    corpus = exp.get(exp.corpus_stage)
+    corpus = exp.get(exp.corpus_stage())
     summary = corpus_summary(corpus)
     exp.store.write_csv("importance_summary.csv", summary)
     print(summary.to_string(index=False))

@@ -215,13 +215,14 @@ class _Walk:
         while isinstance(value, types.ModuleType) and rest:
             if value.__name__.split(".", 1)[0] not in self.packages:
                 return  # third-party code: its version is in the manifest
-            value, name, rest = getattr(value, rest[0], None), rest[0], rest[1:]
+            value, name, rest = _attribute(value, rest[0]), rest[0], rest[1:]
         if isinstance(value, types.ModuleType):
             return
         if isinstance(value, _SIMPLE) or (
             isinstance(value, tuple | frozenset) and all(isinstance(v, _SIMPLE) for v in value)
         ):
-            self.parts.add(f"{name}={value!r}")
+            shown = sorted(value, key=repr) if isinstance(value, frozenset) else value  # a set's order is per process
+            self.parts.add(f"{name}={shown!r}")
             return
         self.value(value, constants=True)
 
@@ -261,21 +262,50 @@ def forget() -> None:
     _DUMPS.clear()
 
 
-def _package(obj: Any) -> str:
-    return (getattr(obj, "__module__", None) or "tmlib").split(".", 1)[0]
+def _attribute(module: types.ModuleType, name: str) -> Any:
+    """``module.name``, importing ``module.name`` when it is a submodule not imported yet: what a walk reaches must
+    not depend on what the process happened to import before."""
+    import importlib
+
+    value = getattr(module, name, None)
+    if value is None and hasattr(module, "__path__"):
+        try:
+            value = importlib.import_module(f"{module.__name__}.{name}")
+        except ImportError:
+            return None
+    return value
+
+
+def _package(obj: Any) -> str | None:
+    """The top-level package of a function or class written in this project or the user's (a file outside
+    site-packages and the standard library); None for anything else (data, third-party code)."""
+    import sysconfig
+
+    obj = getattr(obj, "__func__", obj)
+    if not isinstance(obj, types.FunctionType | type):
+        return None
+    try:
+        path = str(Path(inspect.getsourcefile(obj) or "").resolve())
+    except (TypeError, OSError):
+        return None
+    installed = {sysconfig.get_paths()[k] for k in ("purelib", "platlib", "stdlib", "platstdlib")}
+    if not path or any(path.startswith(str(Path(p).resolve())) for p in installed):
+        return None
+    return (obj.__module__ or "").split(".", 1)[0] or None
 
 
 def code_fingerprint(*functions: Callable) -> str:
     """16 hex digits of SHA-256 over the syntax trees of ``functions`` and of the code they reach (see module doc)."""
     roots = [getattr(fn, "__func__", fn) for fn in functions]
     packages = {"tmlib"}
-    for fn in roots:
+    for fn in roots:  # a user's own stage: its package's code is followed too
         packages.add(_package(fn))
         for cell in getattr(fn, "__closure__", None) or ():
             try:
                 packages.add(_package(cell.cell_contents))
             except ValueError:
                 continue
+    packages.discard(None)
     walk = _Walk(frozenset(packages))
     for fn in roots:
         if isinstance(fn, types.FunctionType | type):

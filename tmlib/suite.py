@@ -28,7 +28,6 @@ from pathlib import Path
 from .config import ConfigError, load_yaml, project_root
 from .precision import AUTO_ENV, arithmetic
 
-
 ROOT = project_root() or Path.cwd()  # where the suite finds notebooks and resolves relative paths
 NOTEBOOKS = ROOT / "notebooks"  # default of --notebooks
 PARAMS = ROOT / "papermill_params"  # default of --params-dir

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,16 @@ import pandas as pd
 from ...data import ASPECT_COLUMN, TaskRecipe, second_column
 from ...finetune import classifier_stage
 from ...runs import RunStore, Stage
-from .analysis import flag_failed, forward_flops, train_flops
+from .analysis import (
+    compute_split,
+    condition_costs,
+    curve_summary,
+    flag_failed,
+    forward_flops,
+    paired_gaps,
+    summarize,
+    train_flops,
+)
 from .config import SelectiveConfig
 
 # ----------------------------------------------------------------------------------------- values
@@ -311,14 +320,24 @@ class SelectivePlan:
     genept: MLMRun  # one run, saved at every budget
     taskpt: dict[str, MLMRun]  # masking method -> its run (the same for every GenePT budget)
     scorer: Any  # TrainConfig of the buffer method's classifier
-    tagger: Any  # TrainConfig of the token tagger
+    tagger: TaggerRecipe
     finetune: Any  # TrainConfig of the fine-tuning runs (seed 0; each job sets its own)
+    task: TaskRecipe  # the scorer's and the buffer labels' data
+    finetune_task: TaskRecipe  # fine-tuning: the same dev rows, tested on the held-out pool (or the test split)
+    genept_data: GeneptDataRecipe
+    buffer: BufferRecipe
+    rules: RulesRecipe
+    corpus: CorpusRecipe
+    taskpt_data: dict[str, TaskptDataRecipe]  # masking method -> its rows
+    probe: ProbeRecipe
 
 
 def plan(cfg: SelectiveConfig) -> SelectivePlan:
-    """``cfg`` -> the recipes of its MLM runs and the training configs of its classifiers."""
+    """``cfg`` -> the recipes of every stage: the MLM runs, the data, the importance pipeline, the probe and the
+    training configs of its classifiers. The only reader of the config's per-run settings."""
     from dataclasses import replace
 
+    from ...importance.buffer import RULE_VARIANTS
     from ...training import TrainConfig
 
     g, tp, f = cfg.genept, cfg.taskpt, cfg.finetune
@@ -357,18 +376,46 @@ def plan(cfg: SelectiveConfig) -> SelectivePlan:
         lr=f.lr,
         epochs=f.epochs,
     )
+    seed = cfg.pretrain_seed
+    source = dict(text_column=cfg.text_column, label_column=cfg.label_column, encoding=cfg.encoding)
+    task = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, **source)
+    finetune_task = TaskRecipe(
+        cfg.task, cfg.task_max_examples, seed=0, test_pool=cfg.test_pool, max_test=cfg.max_test,
+        max_train=f.max_train, **source,
+    )  # fmt: skip
+    tagger_train = replace(
+        base,
+        lr=cfg.tagger.lr,
+        epochs=cfg.tagger.epochs,
+        max_length=tp.max_length,
+        warmup_ratio=TrainConfig.warmup_ratio,
+    )
+    data_keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
     return SelectivePlan(
         genept=genept,
         taskpt=taskpt,
         scorer=replace(base, lr=cfg.scorer.lr, epochs=cfg.scorer.epochs),
-        tagger=replace(
-            base,
-            lr=cfg.tagger.lr,
-            epochs=cfg.tagger.epochs,
-            max_length=tp.max_length,
-            warmup_ratio=TrainConfig.warmup_ratio,
-        ),
+        tagger=TaggerRecipe(cfg.tagger, tagger_train, tp.max_length, f.batch_size, seed),
         finetune=replace(base, seed=0),
+        task=task,
+        finetune_task=finetune_task,
+        genept_data=GeneptDataRecipe(
+            g.corpus, g.max_sentences, g.max_length, seed, "minilm" if g.model.startswith("scratch:") else g.model
+        ),
+        buffer=BufferRecipe(cfg.buffer, task, seed, cfg.progress),
+        rules=RulesRecipe(cfg.buffer, tuple(tuple(dict(v).items()) for v in RULE_VARIANTS), task, seed),
+        corpus=CorpusRecipe(
+            tp.corpus,
+            tp.max_sentences,
+            tp.max_length,
+            cfg.buffer.stopwords,
+            seed,
+            cfg.tagger.threshold,
+            tp.packing == "documents",
+            cfg.progress,
+        ),  # fmt: skip
+        taskpt_data={m: TaskptDataRecipe(m, **{k: getattr(tp, k) for k in data_keys}, seed=seed) for m in tp.methods},
+        probe=ProbeRecipe(g.probe_sentences, tp.max_length, cfg.mixed_precision),
     )
 
 
@@ -389,11 +436,433 @@ class FinetuneJob:
         return f"finetune/g{self.genept_steps}_{self.method}_t{self.taskpt_steps}_s{self.seed}"
 
 
+# ----------------------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class GeneptDataRecipe:
+    """GenePT's packed rows: the general corpus less the 10% held out for the MLM probe."""
+
+    corpus: str
+    max_sentences: int
+    max_length: int
+    seed: int
+    tokenizer: str
+
+    name = "genept_data"
+
+    def key(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BufferRecipe:
+    """The buffer method's importance labels of the labelled task's train (capped) and dev texts."""
+
+    buffer: Any  # BufferStageConfig
+    task: TaskRecipe
+    seed: int
+    progress: bool = True
+
+    name = "buffer"
+
+    def key(self) -> dict:
+        key = {k: v for k, v in asdict(self.buffer).items() if k != "rules_sentences"}  # not a property of labels
+        return {"buffer": key, "task": self.task.key()}
+
+
+@dataclass(frozen=True)
+class RulesRecipe:
+    """The effect of each non-official buffer option on the labels of the first ``rules_sentences`` sentences."""
+
+    buffer: Any  # BufferStageConfig
+    variants: tuple  # RULE_VARIANTS, each a tuple of (option, value)
+    task: TaskRecipe
+    seed: int
+
+    name = "buffer_rules"
+
+    def key(self) -> dict:
+        return {"buffer": asdict(self.buffer), "variants": [dict(v) for v in self.variants], "task": self.task.key()}
+
+
+@dataclass(frozen=True)
+class TaggerRecipe:
+    """The token tagger trained on the buffer labels (from ``tagger.model``, or GenePT's last checkpoint)."""
+
+    tagger: Any  # TaggerConfig
+    train: Any  # TrainConfig
+    max_length: int
+    batch_size: int
+    seed: int
+
+    name = "tagger"
+
+    def key(self) -> dict:
+        return {"tagger": asdict(self.tagger), "max_length": self.max_length, "batch_size": self.batch_size}
+
+
+@dataclass(frozen=True)
+class CorpusRecipe:
+    """The TaskPT corpus labelled by the tagger."""
+
+    corpus: str
+    max_sentences: int
+    max_length: int
+    stopwords: str
+    seed: int
+    threshold: str
+    documents: bool
+    progress: bool = True
+
+    name = "corpus_labels"
+
+    def key(self) -> dict:
+        key = {k: getattr(self, k) for k in ("corpus", "max_sentences", "max_length", "stopwords", "seed")}
+        key["threshold"] = self.threshold
+        if self.documents:
+            key["documents"] = True  # capped by whole documents, each row with its document
+        return key
+
+
+@dataclass(frozen=True)
+class TaskptDataRecipe:
+    """TaskPT's rows for ``method``: the labelled corpus split into train and held-out dev rows, packed, with the
+    method's masks drawn once under ``masks="static"`` (one shared data stage under ``"dynamic"``)."""
+
+    method: str
+    max_length: int
+    dev_fraction: float
+    packing: str
+    short_seq_prob: float
+    masks: str
+    max_predictions: int
+    fallback: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"taskpt_data_{self.method}" if self.masks == "static" else "taskpt_data"
+
+    def key(self) -> dict:
+        keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
+        return {
+            **{k: getattr(self, k) for k in keys},
+            "method": self.method if self.masks == "static" else None,
+            "seed": self.seed,
+        }
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """Held-out MLM loss and top-1 of every GenePT budget and selected TaskPT checkpoint, general and in-domain."""
+
+    sentences: int
+    max_length: int
+    mixed_precision: str
+
+    name = "probe"
+
+    def key(self) -> dict:
+        return {"sentences": self.sentences, "max_length": self.max_length}
+
+
+# ----------------------------------------------------------------------------------------- stage factories
+
+
+def genept_data_stage(recipe: GeneptDataRecipe, texts: Callable[[], list[str]], tokenizer) -> Stage[MLMData]:
+    """Stage ``genept_data``: ``texts()`` (the general corpus) less its probe rows, packed."""
+
+    def build(ctx):
+        from ...mlm import pack_corpus
+
+        all_texts = texts()
+        train_idx, _ = split_corpus(all_texts, 0.1, recipe.seed)
+        return MLMData(pack_corpus([all_texts[i] for i in train_idx], tokenizer, recipe.max_length))
+
+    return Stage(recipe.name, recipe.key(), build, _save_mlm_data, _load_mlm_data, seed=recipe.seed)
+
+
+def buffer_stage(recipe: BufferRecipe, scorer: Stage, task, tokenizer) -> Stage[BufferLabels]:
+    """Stage ``buffer``: the scorer's buffer-method labels of ``task``'s train (capped) and dev texts."""
+    b = recipe.buffer
+
+    def build(ctx, scorer):
+        import torch
+
+        from ...importance.buffer import buffer_importance, split_sentences
+        from ...models import load_saved_classifier
+
+        start = time.perf_counter()
+        model = load_saved_classifier(scorer.model_dir)
+        bcfg = b.rule(progress=recipe.progress)
+        out, counts = {}, {}
+        for split in ("train", "dev"):
+            ds = task[split]
+            if split == "train" and b.max_sentences:
+                ds = ds.select(range(min(b.max_sentences, len(ds))))
+            texts, labels = list(ds["text"]), list(ds["label"])
+            # [CLS] aspect [SEP] buffer [SEP]; an aspect task's (sentence, aspect) rows are scored whole
+            aspects = list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None
+            if b.sentences == "spacy" and aspects is None:
+                texts, labels, _ = split_sentences(texts, labels)
+            counts[split] = {"texts": len(ds), "sentences": len(texts)}
+            ctx.log(f"{split}: {len(texts)} sentences from {len(ds)} texts")
+            with torch.inference_mode():
+                out[split] = buffer_importance(model, tokenizer, texts, labels, bcfg, aspects=aspects, report=ctx.log)
+        # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
+        cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
+        full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
+        stats = {
+            "seconds": time.perf_counter() - start,
+            "counts": counts,
+            "flops": forward_flops(_encoder_params(model), cand + full),
+        }
+        return {k: [_score_row(s) for s in v] for k, v in out.items()}, stats
+
+    return Stage(recipe.name, recipe.key(), build, _save_buffer, _load_buffer, deps={"scorer": scorer},
+                 seed=recipe.seed)  # fmt: skip
+
+
+def _save_buffer(obj, d: Path) -> None:
+    _write_json(d / "labels.json", obj[0])
+    _write_json(d / "stats.json", obj[1])
+
+
+def _load_buffer(d: Path) -> BufferLabels:
+    rows = _read_json(d / "labels.json")
+    return BufferLabels({k: [_score_from_row(r) for r in v] for k, v in rows.items()}, _read_json(d / "stats.json"))
+
+
+def rules_stage(recipe: RulesRecipe, scorer: Stage, task, tokenizer) -> Stage:
+    """Stage ``buffer_rules``: each non-official buffer option against the official rule (first token kept;
+    tmlib's or no stop list; spaCy's list on whole words), on the first ``buffer.rules_sentences`` train texts."""
+    b = recipe.buffer
+
+    def build(ctx, scorer):
+        import torch
+
+        from ...importance.buffer import compare_rule_variants
+        from ...models import load_saved_classifier
+
+        model = load_saved_classifier(scorer.model_dir)
+        ds = task["train"].select(range(min(b.rules_sentences, len(task["train"]))))
+        base = b.rule(progress=False)
+        variants = [dict(v) for v in recipe.variants]
+        todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
+        with torch.inference_mode():  # one walk per distinct rule (2 for the four variants), not one per row
+            return compare_rule_variants(
+                model,
+                tokenizer,
+                list(ds["text"]),
+                list(ds["label"]),
+                base,
+                todo,
+                aspects=list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None,
+            )
+
+    return Stage(recipe.name, recipe.key(), build, _save_rules, _load_rules, deps={"scorer": scorer},
+                 seed=recipe.seed)  # fmt: skip
+
+
+def _save_rules(df: pd.DataFrame, d: Path) -> None:
+    df.to_csv(d / "rules.csv", index=False)
+
+
+def _load_rules(d: Path) -> pd.DataFrame:
+    return pd.read_csv(d / "rules.csv")
+
+
+def tagger_stage(recipe: TaggerRecipe, buffer: Stage, genept: Stage | None, tokenizer) -> Stage[SavedModel]:
+    """Stage ``tagger``: the token tagger trained on the buffer labels (``genept``: start from GenePT's last
+    checkpoint instead of ``tagger.model``)."""
+    t = recipe.tagger
+
+    def build(ctx, buffer, genept=None):
+        from ...importance.tagger import train_tagger
+        from ...models import load_token_classifier
+
+        start = time.perf_counter()
+        init = str(genept.model_dir) if genept is not None else t.model
+        model = load_token_classifier(init, num_labels=2, seed=recipe.seed)
+        res = train_tagger(
+            model, buffer.scores["train"], buffer.scores["dev"], tokenizer, recipe.train, class_weight=t.class_weight
+        )
+        n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
+        return model, {
+            "seconds": time.perf_counter() - start,
+            "dev": res.dev,
+            "history": res.fit.history,
+            "positive_rate": res.positive_rate,
+            "n_train": res.n_train,
+            "flops": train_flops(_encoder_params(model), n_tok, t.epochs),
+        }
+
+    deps = {"buffer": buffer} if genept is None else {"buffer": buffer, "genept": genept}
+    return Stage(recipe.name, recipe.key(), build, _save_tagger, _load_tagger, deps=deps, seed=recipe.seed)
+
+
+def _save_tagger(obj, d: Path) -> None:
+    obj[0].save_pretrained(d / "model")
+    _write_json(d / "stats.json", obj[1])
+
+
+def _load_tagger(d: Path) -> SavedModel:
+    return SavedModel(d / "model", _read_json(d / "stats.json"))
+
+
+def corpus_stage(recipe: CorpusRecipe, tagger: Stage, corpus: Callable[[], Any], tokenizer, processes=None) -> Stage:
+    """Stage ``corpus_labels``: ``corpus()`` (the TaskPT corpus) labelled by the tagger, and its stats.
+    ``processes`` (:func:`tmlib.precision.processes`): under a multi-process launch every process runs the build
+    and labels a share of the batches (the builder inside the stage, the others beside it); the result is the
+    one-process result, and the key and code the same."""
+
+    def build(ctx, tagger):
+        return label_corpus(recipe, tagger, corpus(), tokenizer, processes)
+
+    return Stage(recipe.name, recipe.key(), build, _save_corpus, _load_corpus, deps={"tagger": tagger},
+                 seed=recipe.seed)  # fmt: skip
+
+
+def label_corpus(recipe: CorpusRecipe, tagger: SavedModel, corpus, tokenizer, processes=None):
+    """``corpus`` labelled by ``tagger`` (its dev-tuned threshold, or the official argmax) and its stats."""
+    from ...importance.tagger import label_corpus as label
+    from ...models import load_token_classifier
+
+    start = time.perf_counter()
+    model = load_token_classifier(str(tagger.model_dir), num_labels=2)
+    threshold = 0.5 if recipe.threshold == "argmax" else None  # None: the dev-tuned one it saved
+    ds = label(
+        model,
+        tokenizer,
+        list(corpus["text"]),
+        max_length=recipe.max_length,
+        stopwords=recipe.stopwords,
+        progress=recipe.progress,
+        threshold=threshold,
+        processes=processes if processes is not None and processes.num_processes > 1 else None,
+    )
+    if "doc" in corpus.column_names:
+        ds = ds.add_column("doc", list(corpus["doc"]))
+    n_tok = sum(len(x) + 2 for x in ds["token_ids"])
+    return ds, {
+        "seconds": time.perf_counter() - start,
+        "flops": forward_flops(_encoder_params(model), n_tok),
+        "sentences": len(ds),
+        "tokens": n_tok,
+    }
+
+
+def _save_corpus(obj, d: Path) -> None:
+    obj[0].save_to_disk(str(d / "data"))
+    _write_json(d / "stats.json", obj[1])
+
+
+def _load_corpus(d: Path):
+    from datasets import Dataset
+
+    return Dataset.load_from_disk(str(d / "data"))
+
+
+def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, tokenizer) -> Stage[MLMData]:
+    """Stage ``taskpt_data[_<method>]``: the labelled corpus split (``split(corpus)`` -> train and dev rows),
+    packed (``packing``), with the method's masks drawn once under ``masks="static"``."""
+    r = recipe
+
+    def build(ctx, corpus):
+        from ...mlm import draw_static_masks, pack_corpus, pack_documents
+
+        train_idx, dev_idx = split(corpus)
+        fields = ("importance", "important")
+
+        def pack(idx):
+            sub = corpus.select(idx)
+            token_fields = {f: list(sub[f]) for f in fields}
+            if r.packing == "documents":
+                return pack_documents(
+                    list(sub["token_ids"]),
+                    list(sub["doc"]),
+                    tokenizer,
+                    r.max_length,
+                    short_seq_prob=r.short_seq_prob,
+                    seed=r.seed,
+                    token_fields=token_fields,
+                )
+            return pack_corpus(
+                None, tokenizer, r.max_length, token_ids=list(sub["token_ids"]), token_fields=token_fields
+            )
+
+        train, dev = pack(train_idx), pack(dev_idx)
+        if r.masks == "static":  # drawn once, as the official data files are written
+            train = draw_static_masks(
+                train, collator(r.method, tokenizer, seed=r.seed, fallback=r.fallback), r.max_predictions, seed=r.seed
+            )
+            dev = draw_static_masks(
+                dev, collator(r.method, tokenizer, seed=12345, fallback=r.fallback), r.max_predictions, seed=12345
+            )
+        return MLMData(train, dev)
+
+    return Stage(r.name, r.key(), build, _save_mlm_data, _load_mlm_data, deps={"corpus": corpus}, seed=r.seed)
+
+
+def probe_stage(recipe: ProbeRecipe, genept: Stage, taskpt: dict[str, Stage], texts: Callable, tokenizer) -> Stage:
+    """Stage ``probe``: every GenePT budget's and selected TaskPT checkpoint's MLM loss and top-1 on ``texts()``
+    (held-out general and in-domain sentences); ``taskpt``: ``t_<G>_<method>`` -> its run's stage."""
+
+    def build(ctx, genept, **taskpt):
+        from ...mlm import mlm_probe
+        from ...models import load_mlm
+
+        general, indomain = texts()
+        rows = []
+        ckpts = [("genept", g, "genept", 0, genept.checkpoint(g)) for g in genept.stats["steps"]]
+        for key, run in taskpt.items():
+            _, g, m = key.split("_", 2)
+            ckpts.append(("taskpt", int(g), m, run.selected, run.checkpoint(run.selected)))
+        for stage, g, m, t, path in ckpts:
+            model = load_mlm(str(path))
+            for domain, sents in (("general", general), ("in-domain", indomain)):
+                res = mlm_probe(
+                    model,
+                    tokenizer,
+                    sents,
+                    max_length=recipe.max_length,
+                    seed=0,
+                    mixed_precision=recipe.mixed_precision,
+                )
+                rows.append(
+                    {
+                        "stage": stage,
+                        "genept_steps": g,
+                        "method": m,
+                        "taskpt_steps": t,
+                        "domain": domain,
+                        "loss": res["loss"],
+                        "top1": res["top1"],
+                        "n_masked": res["n_masked"],
+                    }
+                )
+            ctx.log(f"probe {stage} g{g} {m}: in-domain top-1 {rows[-1]['top1']:.3f}")
+        return pd.DataFrame(rows)
+
+    return Stage(recipe.name, recipe.key(), build, _save_probe, _load_probe, deps={"genept": genept, **taskpt})
+
+
+def _save_probe(df: pd.DataFrame, d: Path) -> None:
+    df.to_csv(d / "probe.csv", index=False)
+
+
+def _load_probe(d: Path) -> pd.DataFrame:
+    return pd.read_csv(d / "probe.csv")
+
+
 # ----------------------------------------------------------------------------------------- experiment
 
 
-class SelectiveExperiment:
-    """Notebook 01's experiment: stage factories (``*_stage``) and the values they produce."""
+class Experiment:
+    """Notebook 01 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, the
+    task data loaded once, and one method per stage (``*_stage()``, each from its recipe through its factory) and
+    per value (``genept()``, ``probe()``, ``finetune()``, ...)."""
 
     def __init__(self, cfg: SelectiveConfig):
         from ...models import load_tokenizer
@@ -403,33 +872,29 @@ class SelectiveExperiment:
         self.plan = plan(cfg)
         self.threads = set_threads(cfg.threads)
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
-        g = cfg.genept.model
-        self.tokenizer = load_tokenizer("minilm" if g.startswith("scratch:") else g)
-        source = dict(text_column=cfg.text_column, label_column=cfg.label_column, encoding=cfg.encoding)
-        self.task_spec = TaskRecipe(cfg.task, cfg.task_max_examples, seed=0, **source)  # scorer and buffer labels
-        self.task = self.task_spec.load()
-        # fine-tuning: the same dev rows (train: finetune.max_train, else the same rows), tested on the held-out
-        # pool (or the test split)
-        self.finetune_spec = TaskRecipe(
-            cfg.task,
-            cfg.task_max_examples,
-            seed=0,
-            test_pool=cfg.test_pool,
-            max_test=cfg.max_test,
-            max_train=cfg.finetune.max_train,
-            **source,
-        )
+        self.tokenizer = load_tokenizer(self.plan.genept_data.tokenizer)
+        self.task = self.plan.task.load()
         separate = cfg.test_pool != "split" or cfg.max_test or cfg.finetune.max_train
-        self.finetune_data = self.finetune_spec.load() if separate else self.task
+        self.finetune_data = self.plan.finetune_task.load() if separate else self.task
+        self._stages: dict[str, Stage] = {}  # name -> stage: each stage object made once (its fingerprint too)
 
     # ------------------------------------------------------------------------------ helpers
     def get(self, stage: Stage):
         return self.store.get(stage)
 
+    def _once(self, name: str, make: Callable[[], Stage]) -> Stage:
+        if name not in self._stages:
+            self._stages[name] = make()
+        return self._stages[name]
+
     def _corpus_texts(self, name: str, max_sentences: int) -> list[str]:
         from ...data import load_corpus
 
         return list(load_corpus(name, max_sentences=max_sentences or None, seed=self.cfg.pretrain_seed)["text"])
+
+    def genept_texts(self) -> list[str]:
+        g = self.cfg.genept
+        return self._corpus_texts(g.corpus, g.max_sentences)
 
     def taskpt_corpus(self):
         """The in-domain corpus TaskPT trains on (``text``; with ``taskpt.packing="documents"`` also ``doc``,
@@ -451,7 +916,7 @@ class SelectiveExperiment:
 
     def genept_probe_texts(self) -> tuple[list[str], list[str]]:
         """Held-out general sentences (never in GenePT) and in-domain ones (the TaskPT dev rows)."""
-        gen = self._corpus_texts(self.cfg.genept.corpus, self.cfg.genept.max_sentences)
+        gen = self.genept_texts()
         _, gen_dev = split_corpus(gen, 0.1, self.cfg.pretrain_seed)
         corpus = self.taskpt_corpus()
         ind = list(corpus["text"])
@@ -459,394 +924,91 @@ class SelectiveExperiment:
         n = self.cfg.genept.probe_sentences
         return [gen[i] for i in gen_dev][:n], [ind[i] for i in ind_dev][:n]
 
-    # ------------------------------------------------------------------------------ GenePT
-    @cached_property
+    # ------------------------------------------------------------------------------ stages
     def genept_data_stage(self) -> Stage[MLMData]:
-        """GenePT's packed rows: the general corpus less the 10% held out for the MLM probe."""
-        g, seed = self.cfg.genept, self.cfg.pretrain_seed
+        return self._once("genept_data", lambda: genept_data_stage(self.plan.genept_data, self.genept_texts,
+                                                                   self.tokenizer))  # fmt: skip
 
-        def build(ctx):
-            from ...mlm import pack_corpus
-
-            texts = self._corpus_texts(g.corpus, g.max_sentences)
-            train_idx, _ = split_corpus(texts, 0.1, seed)
-            return MLMData(pack_corpus([texts[i] for i in train_idx], self.tokenizer, g.max_length))
-
-        config = {
-            "corpus": g.corpus,
-            "max_sentences": g.max_sentences,
-            "max_length": g.max_length,
-            "seed": seed,
-            "tokenizer": "minilm" if g.model.startswith("scratch:") else g.model,
-        }
-        return Stage("genept_data", config, build, _save_mlm_data, _load_mlm_data, seed=seed)
-
-    @cached_property
     def genept_stage(self) -> Stage[Checkpoints]:
         g = self.cfg.genept
         if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
-            return published_stage("genept", g.steps, g.checkpoints)
-        return mlm_run_stage(
-            "genept",
-            self.plan.genept,
-            self.genept_data_stage,
-            g.model,
-            self.tokenizer,
-            progress=self.cfg.progress,
-            desc="GenePT",
-        )
+            return self._once("genept", lambda: published_stage("genept", g.steps, g.checkpoints))
+        return self._once("genept", lambda: mlm_run_stage("genept", self.plan.genept, self.genept_data_stage(),
+                                                          g.model, self.tokenizer, progress=self.cfg.progress,
+                                                          desc="GenePT"))  # fmt: skip
 
-    def genept(self) -> Checkpoints:
-        return self.get(self.genept_stage)
-
-    # ------------------------------------------------------------------------------ importance
-    @cached_property
     def scorer_stage(self) -> Stage:
-        s = self.cfg.scorer
-        init = self.genept_stage if s.model == "genept" else s.model
-        return classifier_stage(
-            "scorer", init, self.task_spec, self.plan.scorer, data=self.task, tokenizer=self.tokenizer, desc="scorer"
-        )
+        init = self.genept_stage() if self.cfg.scorer.model == "genept" else self.cfg.scorer.model
+        return self._once("scorer", lambda: classifier_stage("scorer", init, self.plan.task, self.plan.scorer,
+                                                             data=self.task, tokenizer=self.tokenizer,
+                                                             desc="scorer"))  # fmt: skip
 
-    @cached_property
     def buffer_stage(self) -> Stage[BufferLabels]:
-        cfg, b = self.cfg, self.cfg.buffer
+        return self._once("buffer", lambda: buffer_stage(self.plan.buffer, self.scorer_stage(), self.task,
+                                                         self.tokenizer))  # fmt: skip
 
-        def build(ctx, scorer):
-            import torch
-
-            from ...importance.buffer import buffer_importance, split_sentences
-            from ...models import load_saved_classifier
-
-            start = time.perf_counter()
-            model = load_saved_classifier(scorer.model_dir)
-            bcfg = b.rule(progress=cfg.progress)
-            out, counts = {}, {}
-            for split in ("train", "dev"):
-                ds = self.task[split]
-                if split == "train" and b.max_sentences:
-                    ds = ds.select(range(min(b.max_sentences, len(ds))))
-                texts, labels = list(ds["text"]), list(ds["label"])
-                # [CLS] aspect [SEP] buffer [SEP]; an aspect task's (sentence, aspect) rows are scored whole
-                aspects = list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None
-                if b.sentences == "spacy" and aspects is None:
-                    texts, labels, _ = split_sentences(texts, labels)
-                counts[split] = {"texts": len(ds), "sentences": len(texts)}
-                ctx.log(f"{split}: {len(texts)} sentences from {len(ds)} texts")
-                with torch.inference_mode():
-                    out[split] = buffer_importance(
-                        model, self.tokenizer, texts, labels, bcfg, aspects=aspects, report=ctx.log
-                    )
-            # each tested token is one candidate row of ~n/2 + 3 tokens; approximate the forward FLOPs
-            cand = sum(len(s.tokens) * (len(s.tokens) / 2 + 3) for v in out.values() for s in v if s.correct)
-            full = sum(len(s.tokens) + 2 for v in out.values() for s in v)
-            stats = {
-                "seconds": time.perf_counter() - start,
-                "counts": counts,
-                "flops": forward_flops(_encoder_params(model), cand + full),
-            }
-            return {k: [_score_row(s) for s in v] for k, v in out.items()}, stats
-
-        def save(obj, d):
-            _write_json(d / "labels.json", obj[0])
-            _write_json(d / "stats.json", obj[1])
-
-        def load(d):
-            rows = _read_json(d / "labels.json")
-            return BufferLabels(
-                {k: [_score_from_row(r) for r in v] for k, v in rows.items()}, _read_json(d / "stats.json")
-            )
-
-        key = {k: v for k, v in asdict(b).items() if k != "rules_sentences"}  # not a property of the labels
-        config = {"buffer": key, "task": self.task_spec.key()}
-        return Stage("buffer", config, build, save, load, deps={"scorer": self.scorer_stage}, seed=cfg.pretrain_seed)
-
-    @cached_property
     def rules_stage(self) -> Stage:
-        """The effect of each non-official buffer option on the labels (first token kept; tmlib's or no
-        stop list; spaCy's list on whole words), on the first ``buffer.rules_sentences`` train sentences."""
-        from ...importance.buffer import RULE_VARIANTS
+        return self._once("buffer_rules", lambda: rules_stage(self.plan.rules, self.scorer_stage(), self.task,
+                                                              self.tokenizer))  # fmt: skip
 
-        cfg, b = self.cfg, self.cfg.buffer
-        variants = [dict(v) for v in RULE_VARIANTS]  # a list of dicts: part of the stage key
-
-        def build(ctx, scorer):
-            import torch
-
-            from ...importance.buffer import compare_rule_variants
-            from ...models import load_saved_classifier
-
-            model = load_saved_classifier(scorer.model_dir)
-            ds = self.task["train"].select(range(min(b.rules_sentences, len(self.task["train"]))))
-            base = b.rule(progress=False)
-            todo = [v for v in variants if not all(getattr(base, k) == val for k, val in v.items())]
-            with torch.inference_mode():  # one walk per distinct rule (2 for the four variants), not one per row
-                return compare_rule_variants(
-                    model,
-                    self.tokenizer,
-                    list(ds["text"]),
-                    list(ds["label"]),
-                    base,
-                    todo,
-                    aspects=list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None,
-                )
-
-        return Stage(
-            "buffer_rules",
-            {"buffer": asdict(b), "variants": variants, "task": self.task_spec.key()},
-            build,
-            lambda df, d: df.to_csv(d / "rules.csv", index=False),
-            lambda d: pd.read_csv(d / "rules.csv"),
-            deps={"scorer": self.scorer_stage},
-            seed=cfg.pretrain_seed,
-        )
-
-    @cached_property
     def tagger_stage(self) -> Stage[SavedModel]:
-        cfg, t = self.cfg, self.cfg.tagger
+        genept = self.genept_stage() if self.cfg.tagger.model == "genept" else None
+        return self._once("tagger", lambda: tagger_stage(self.plan.tagger, self.buffer_stage(), genept,
+                                                         self.tokenizer))  # fmt: skip
 
-        def build(ctx, buffer, genept=None):
-            from ...importance.tagger import train_tagger
-            from ...models import load_token_classifier
+    def corpus_stage(self, processes=None) -> Stage:
+        """The labelled TaskPT corpus; ``processes``: label it across a multi-process launch (same key and code)."""
+        make = lambda: corpus_stage(self.plan.corpus, self.tagger_stage(), self.taskpt_corpus, self.tokenizer,
+                                    processes)  # fmt: skip
+        return make() if processes is not None else self._once("corpus_labels", make)
 
-            start = time.perf_counter()
-            init = str(genept.model_dir) if genept is not None else t.model
-            model = load_token_classifier(init, num_labels=2, seed=cfg.pretrain_seed)
-            res = train_tagger(
-                model,
-                buffer.scores["train"],
-                buffer.scores["dev"],
-                self.tokenizer,
-                self.plan.tagger,
-                class_weight=t.class_weight,
-            )
-            n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
-            return model, {
-                "seconds": time.perf_counter() - start,
-                "dev": res.dev,
-                "history": res.fit.history,
-                "positive_rate": res.positive_rate,
-                "n_train": res.n_train,
-                "flops": train_flops(_encoder_params(model), n_tok, t.epochs),
-            }
-
-        def save(obj, d):
-            obj[0].save_pretrained(d / "model")
-            _write_json(d / "stats.json", obj[1])
-
-        deps = {"buffer": self.buffer_stage}
-        if t.model == "genept":
-            deps["genept"] = self.genept_stage
-        config = {"tagger": asdict(t), "max_length": cfg.taskpt.max_length, "batch_size": cfg.finetune.batch_size}
-        return Stage(
-            "tagger",
-            config,
-            build,
-            save,
-            lambda d: SavedModel(d / "model", _read_json(d / "stats.json")),
-            deps=deps,
-            seed=cfg.pretrain_seed,
-        )
-
-    def label_corpus(self, tagger: SavedModel, processes=None):
-        """The TaskPT corpus labelled by ``tagger`` and its stats: the build of :attr:`corpus_stage`.
-        ``processes`` (:func:`tmlib.precision.processes`): under a multi-process launch every process calls this
-        and labels a share of the batches (the builder inside the stage, the others beside it); the result is
-        the one-process result."""
-        from ...importance.tagger import label_corpus
-        from ...models import load_token_classifier
-
-        cfg, tp = self.cfg, self.cfg.taskpt
-        start = time.perf_counter()
-        corpus = self.taskpt_corpus()
-        model = load_token_classifier(str(tagger.model_dir), num_labels=2)
-        threshold = 0.5 if cfg.tagger.threshold == "argmax" else None  # None: the dev-tuned one it saved
-        ds = label_corpus(
-            model,
-            self.tokenizer,
-            list(corpus["text"]),
-            max_length=tp.max_length,
-            stopwords=cfg.buffer.stopwords,
-            progress=cfg.progress,
-            threshold=threshold,
-            processes=processes if processes is not None and processes.num_processes > 1 else None,
-        )
-        if "doc" in corpus.column_names:
-            ds = ds.add_column("doc", list(corpus["doc"]))
-        n_tok = sum(len(x) + 2 for x in ds["token_ids"])
-        return ds, {
-            "seconds": time.perf_counter() - start,
-            "flops": forward_flops(_encoder_params(model), n_tok),
-            "sentences": len(ds),
-            "tokens": n_tok,
-        }
-
-    @cached_property
-    def corpus_stage(self) -> Stage:
-        cfg, tp = self.cfg, self.cfg.taskpt
-
-        def build(ctx, tagger):
-            return self.label_corpus(tagger)
-
-        def save(obj, d):
-            obj[0].save_to_disk(str(d / "data"))
-            _write_json(d / "stats.json", obj[1])
-
-        def load(d):
-            from datasets import Dataset
-
-            return Dataset.load_from_disk(str(d / "data"))
-
-        config = {
-            "corpus": tp.corpus,
-            "max_sentences": tp.max_sentences,
-            "max_length": tp.max_length,
-            "stopwords": cfg.buffer.stopwords,
-            "seed": cfg.pretrain_seed,
-            "threshold": cfg.tagger.threshold,
-        }
-        if tp.packing == "documents":
-            config["documents"] = True  # capped by whole documents, each row with its document
-        return Stage(
-            "corpus_labels", config, build, save, load, deps={"tagger": self.tagger_stage}, seed=cfg.pretrain_seed
-        )
-
-    # ------------------------------------------------------------------------------ TaskPT
     def taskpt_data_stage(self, method: str) -> Stage[MLMData]:
-        """TaskPT's rows for ``method``: the labelled corpus split by document into train and held-out dev
-        rows, packed (``taskpt.packing``), with ``method``'s masks drawn once (``taskpt.masks="static"``)."""
-        cfg, tp = self.cfg, self.cfg.taskpt
-
-        def build(ctx, corpus):
-            from ...mlm import draw_static_masks, pack_corpus, pack_documents
-
-            train_idx, dev_idx = self.taskpt_split(corpus)
-            fields = ("importance", "important")
-
-            def pack(idx):
-                sub = corpus.select(idx)
-                token_fields = {f: list(sub[f]) for f in fields}
-                if tp.packing == "documents":
-                    return pack_documents(
-                        list(sub["token_ids"]),
-                        list(sub["doc"]),
-                        self.tokenizer,
-                        tp.max_length,
-                        short_seq_prob=tp.short_seq_prob,
-                        seed=cfg.pretrain_seed,
-                        token_fields=token_fields,
-                    )
-                return pack_corpus(
-                    None, self.tokenizer, tp.max_length, token_ids=list(sub["token_ids"]), token_fields=token_fields
-                )
-
-            train, dev = pack(train_idx), pack(dev_idx)
-            if tp.masks == "static":  # drawn once, as the official data files are written
-                train = draw_static_masks(
-                    train,
-                    collator(method, self.tokenizer, seed=cfg.pretrain_seed, fallback=tp.fallback),
-                    tp.max_predictions,
-                    seed=cfg.pretrain_seed,
-                )
-                dev = draw_static_masks(
-                    dev,
-                    collator(method, self.tokenizer, seed=12345, fallback=tp.fallback),
-                    tp.max_predictions,
-                    seed=12345,
-                )
-            return MLMData(train, dev)
-
-        keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
-        config = {
-            **{k: getattr(tp, k) for k in keys},
-            "method": method if tp.masks == "static" else None,
-            "seed": cfg.pretrain_seed,
-        }
-        name = f"taskpt_data_{method}" if tp.masks == "static" else "taskpt_data"
-        return Stage(
-            name,
-            config,
-            build,
-            _save_mlm_data,
-            _load_mlm_data,
-            deps={"corpus": self.corpus_stage},
-            seed=cfg.pretrain_seed,
-        )
+        r = self.plan.taskpt_data[method]
+        return self._once(r.name, lambda: taskpt_data_stage(r, self.corpus_stage(), self.taskpt_split,
+                                                            self.tokenizer))  # fmt: skip
 
     def taskpt_stage(self, genept_step: int, method: str) -> Stage[Checkpoints]:
         if genept_step not in self.cfg.genept.steps:
             raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {self.cfg.genept.steps}")
-        return mlm_run_stage(
-            f"taskpt_g{genept_step}_{method}",
-            self.plan.taskpt[method],
-            self.taskpt_data_stage(method),
-            self.genept_stage,
-            self.tokenizer,
-            init_step=genept_step,
-            progress=self.cfg.progress,
-            desc=f"TaskPT {method} (GenePT {genept_step})",
-        )
+        name = f"taskpt_g{genept_step}_{method}"
+        return self._once(name, lambda: mlm_run_stage(name, self.plan.taskpt[method], self.taskpt_data_stage(method),
+                                                      self.genept_stage(), self.tokenizer, init_step=genept_step,
+                                                      progress=self.cfg.progress,
+                                                      desc=f"TaskPT {method} (GenePT {genept_step})"))  # fmt: skip
+
+    def probe_stage(self) -> Stage:
+        cfg = self.cfg
+        taskpt = {f"t_{g}_{m}": self.taskpt_stage(g, m) for g in cfg.genept.steps for m in cfg.taskpt.methods}
+        return self._once("probe", lambda: probe_stage(self.plan.probe, self.genept_stage(), taskpt,
+                                                       self.genept_probe_texts, self.tokenizer))  # fmt: skip
+
+    def finetune_stage(self, job: FinetuneJob) -> Stage:
+        """The fine-tuning stage of one job of :meth:`finetune_jobs`."""
+        from dataclasses import replace
+
+        if job.method == "genept":
+            init, pick = self.genept_stage(), job.genept_steps
+        else:
+            init, pick = self.taskpt_stage(job.genept_steps, job.method), job.taskpt_steps
+        n = self.cfg.finetune.max_train  # runs on another training-set size live beside the default ones
+        name = job.name.replace("finetune/", f"finetune/n{n}/", 1) if n else job.name
+        return self._once(name, lambda: classifier_stage(
+            name, init, self.plan.finetune_task, replace(self.plan.finetune, seed=job.seed), data=self.finetune_data,
+            tokenizer=self.tokenizer, pick=pick, desc=f"fine-tune s{job.seed}",
+            test_mixed_precision=self.cfg.eval_mixed_precision))  # fmt: skip
+
+    # ------------------------------------------------------------------------------ values
+    def genept(self) -> Checkpoints:
+        return self.get(self.genept_stage())
 
     def taskpt(self) -> dict[tuple[int, str], Checkpoints]:
         return {
             (g, m): self.get(self.taskpt_stage(g, m)) for g in self.cfg.genept.steps for m in self.cfg.taskpt.methods
         }
 
-    # ------------------------------------------------------------------------------ probe
-    @cached_property
-    def probe_stage(self) -> Stage:
-        cfg = self.cfg
-        tstages = {f"t_{g}_{m}": self.taskpt_stage(g, m) for g in cfg.genept.steps for m in cfg.taskpt.methods}
-
-        def build(ctx, genept, **taskpt):
-            from ...mlm import mlm_probe
-            from ...models import load_mlm
-
-            general, indomain = self.genept_probe_texts()
-            rows = []
-            ckpts = [("genept", g, "genept", 0, genept.checkpoint(g)) for g in cfg.genept.steps]
-            for key, run in taskpt.items():
-                _, g, m = key.split("_", 2)
-                ckpts.append(("taskpt", int(g), m, run.selected, run.checkpoint(run.selected)))
-            for stage, g, m, t, path in ckpts:
-                model = load_mlm(str(path))
-                for domain, texts in (("general", general), ("in-domain", indomain)):
-                    r = mlm_probe(
-                        model,
-                        self.tokenizer,
-                        texts,
-                        max_length=cfg.taskpt.max_length,
-                        seed=0,
-                        mixed_precision=cfg.mixed_precision,
-                    )
-                    rows.append(
-                        {
-                            "stage": stage,
-                            "genept_steps": g,
-                            "method": m,
-                            "taskpt_steps": t,
-                            "domain": domain,
-                            "loss": r["loss"],
-                            "top1": r["top1"],
-                            "n_masked": r["n_masked"],
-                        }
-                    )
-                ctx.log(f"probe {stage} g{g} {m}: in-domain top-1 {rows[-1]['top1']:.3f}")
-            return pd.DataFrame(rows)
-
-        return Stage(
-            "probe",
-            {"sentences": cfg.genept.probe_sentences, "max_length": cfg.taskpt.max_length},
-            build,
-            lambda df, d: df.to_csv(d / "probe.csv", index=False),
-            lambda d: pd.read_csv(d / "probe.csv"),
-            deps={"genept": self.genept_stage, **tstages},
-        )
-
     def probe(self) -> pd.DataFrame:
-        return self.get(self.probe_stage)
+        return self.get(self.probe_stage())
 
-    # ------------------------------------------------------------------------------ fine-tuning
     def finetune_jobs(self) -> list[FinetuneJob]:
         """Every fine-tuning run: GenePT-only and the selected TaskPT checkpoint of every budget and
         method with ``seeds + extra_seeds`` (the table and the paired gaps), and the curve's other
@@ -865,28 +1027,6 @@ class SelectiveExperiment:
                         FinetuneJob(g, m, t, s, final=False) for t in cfg.taskpt.steps if t != sel for s in cfg.seeds
                     ]
         return jobs
-
-    def finetune_stage(self, job: FinetuneJob) -> Stage:
-        """The fine-tuning stage of one job of :meth:`finetune_jobs`."""
-        from dataclasses import replace
-
-        if job.method == "genept":
-            init, pick = self.genept_stage, job.genept_steps
-        else:
-            init, pick = self.taskpt_stage(job.genept_steps, job.method), job.taskpt_steps
-        n = self.cfg.finetune.max_train  # runs on another training-set size live beside the default ones
-        name = job.name.replace("finetune/", f"finetune/n{n}/", 1) if n else job.name
-        return classifier_stage(
-            name,
-            init,
-            self.finetune_spec,
-            replace(self.plan.finetune, seed=job.seed),
-            data=self.finetune_data,
-            tokenizer=self.tokenizer,
-            pick=pick,
-            desc=f"fine-tune s{job.seed}",
-            test_mixed_precision=self.cfg.eval_mixed_precision,
-        )
 
     def predictions(self) -> dict:
         """``(genept_steps, method, seed) -> predicted test classes`` of every final fine-tuning run (the paired
@@ -922,6 +1062,53 @@ class SelectiveExperiment:
         df["failed"] = flag_failed(df, self.task["dev"]["label"])
         return df
 
+    def run(self, reverse: bool = False) -> pd.DataFrame:
+        """Build (or load) every TaskPT and fine-tuning stage, in order or in ``reverse`` order (a second process
+        sharing the work: each stage's file lock keeps anything from being built twice), and return
+        :meth:`finetune`'s table."""
+        order = (lambda xs: list(reversed(xs))) if reverse else list
+        for g in order(self.cfg.genept.steps):
+            for m in order(self.cfg.taskpt.methods):
+                self.get(self.taskpt_stage(g, m))
+        for j in order(self.finetune_jobs()):
+            self.get(self.finetune_stage(j))
+        return self.finetune()
+
+    def label_corpus(self, tagger: SavedModel, processes=None):
+        """The TaskPT corpus labelled by ``tagger`` (the build of :meth:`corpus_stage`, for the processes of a
+        multi-process launch that label beside the builder)."""
+        return label_corpus(self.plan.corpus, tagger, self.taskpt_corpus(), self.tokenizer, processes)
+
+    def write(self, results: pd.DataFrame) -> dict[str, Path]:
+        """results.csv (per run), summary.csv (mean/std + pre-training compute), gaps.csv (paired by seed),
+        steps.csv (curve), probe.csv (MLM probe per checkpoint), compute.json, tagger.json, config.json."""
+        cfg, store = self.cfg, self.store
+        compute = self.compute_rows(results)
+        summary = summarize(results).merge(
+            condition_costs(compute, cfg.genept.steps, cfg.taskpt.methods), on=["genept_steps", "method"], how="left"
+        )
+        curve = curve_rows(cfg, results)
+        preds = self.predictions()
+        gaps = pd.concat(
+            [
+                paired_gaps(results, predictions=preds).assign(runs="all"),
+                paired_gaps(results, drop_failed=True, predictions=preds).assign(runs="failed dropped"),
+            ]
+        )
+        tagger = self.get(self.tagger_stage()).stats
+        return {
+            "results": store.write_csv("results.csv", results),
+            "summary": store.write_csv("summary.csv", summary),
+            "gaps": store.write_csv("gaps.csv", gaps),
+            "steps": store.write_csv("steps.csv", curve),
+            "steps_summary": store.write_csv("steps_summary.csv", curve_summary(curve)),
+            "probe": store.write_csv("probe.csv", self.probe()),
+            "taskpt_selection": store.write_csv("taskpt_selection.csv", taskpt_selection(self)),
+            "compute": store.write_json("compute.json", compute_split(compute, self.threads)),
+            "tagger": store.write_json("tagger.json", {k: v for k, v in tagger.items() if k != "history"}),
+            "config": store.write_json("config.json", asdict(cfg)),
+        }
+
     # ------------------------------------------------------------------------------ compute
     def compute_rows(self, results: pd.DataFrame | None = None) -> pd.DataFrame:
         """Seconds (measured when built) and FLOP estimates per stage; loaded stages report their build."""
@@ -941,7 +1128,7 @@ class SelectiveExperiment:
                 }
             )
             prev_step, prev_sec = step, sec
-        scorer = self.get(self.scorer_stage).metrics
+        scorer = self.get(self.scorer_stage()).metrics
         n_tok = sum(
             len(x)
             for x in self.tokenizer(
@@ -956,8 +1143,8 @@ class SelectiveExperiment:
                 "flops": train_flops(gen.stats["params"], n_tok, cfg.scorer.epochs),
             }
         )
-        rows.append({"stage": "buffer labels", "group": "importance", **_sf(self.get(self.buffer_stage).stats)})
-        rows.append({"stage": "tagger training", "group": "importance", **_sf(self.get(self.tagger_stage).stats)})
+        rows.append({"stage": "buffer labels", "group": "importance", **_sf(self.get(self.buffer_stage()).stats)})
+        rows.append({"stage": "tagger training", "group": "importance", **_sf(self.get(self.tagger_stage()).stats)})
         corpus_stats = _read_json(self.store.folder("corpus_labels") / "stats.json")
         rows.append({"stage": "label corpus", "group": "importance", **_sf(corpus_stats)})
         for (g, m), run in self.taskpt().items():
@@ -982,6 +1169,41 @@ class SelectiveExperiment:
                 }
             )
         return pd.DataFrame(rows)
+
+
+Config = SelectiveConfig
+
+
+def history(exp: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """MLM training-loss curves: (GenePT, TaskPT per budget and method, with held-out loss per checkpoint)."""
+    gen = pd.DataFrame(exp.genept().stats["history"])
+    rows = []
+    for (g, m), run in exp.taskpt().items():
+        rows += [{"genept_steps": g, "method": m, **h} for h in run.stats["history"]]
+    return gen, pd.DataFrame(rows)
+
+
+def taskpt_selection(exp: Experiment) -> pd.DataFrame:
+    """Held-out MLM loss of every TaskPT checkpoint and which one was selected for fine-tuning."""
+    rows = []
+    for (g, m), run in exp.taskpt().items():
+        for step, rec in sorted(run.stats["saved"].items()):
+            rows.append(
+                {
+                    "genept_steps": g,
+                    "method": m,
+                    "taskpt_steps": step,
+                    "dev_loss": rec["dev_loss"],
+                    "selected": step == run.selected,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def curve_rows(cfg: SelectiveConfig, results: pd.DataFrame) -> pd.DataFrame:
+    """The runs behind the accuracy-vs-TaskPT-steps curve (the smallest budget unless curve_all_budgets)."""
+    budgets = cfg.genept.steps if cfg.curve_all_budgets else [min(cfg.genept.steps)]
+    return results[results["genept_steps"].isin(budgets) & results["seed"].isin(cfg.seeds)].reset_index(drop=True)
 
 
 def _sf(stats: dict) -> dict:
