@@ -260,8 +260,8 @@ def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path
         progress=False,
     )
     calls = []
-    real = TS.train_tagger
-    monkeypatch.setattr(TS, "train_tagger", lambda r, inputs: calls.append(r.seed) or real(r, inputs))
+    real = TS.train_token_solution
+    monkeypatch.setattr(TS, "train_token_solution", lambda r, inputs: calls.append(r.seed) or real(r, inputs))
     store = RunStore(tmp_path / "run")
     inputs = TS.TokenInputs(data, "scratch:tiny")
     stage = TS.token_solution_stage(recipe, inputs)

@@ -136,7 +136,7 @@ class TrainedTagger:
     save: object = None  # writes the method's per-task files (Exported.save), when just trained
 
 
-def train_tagger(recipe: TokenSolutionRecipe, inputs: TokenInputs) -> TrainedTagger:
+def train_token_solution(recipe: TokenSolutionRecipe, inputs: TokenInputs) -> TrainedTagger:
     """Adapt the backbone's token classifier to the task as ``recipe`` says."""
     from datasets import DatasetDict
 
@@ -215,7 +215,7 @@ def token_solution_stage(recipe: TokenSolutionRecipe, inputs: TokenInputs | None
     return Stage(
         recipe.name,
         recipe.key(),
-        build=lambda ctx: train_tagger(recipe, inputs),
+        build=lambda ctx: train_token_solution(recipe, inputs),
         save=save,
         load=load,
         seed=recipe.seed,

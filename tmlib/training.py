@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -348,92 +349,130 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(cfg.schedule, s, warmup, total))
     model, optimizer, sched = acc.prepare(model, optimizer, sched)
 
-    progress = _Progress(cfg.select_metric)
+    run = _Run(model, optimizer, sched, acc, params, cfg, collate_fn, evaluate, on_step, log_with, total, per_epoch)
     ckpt = _Checkpoint(checkpoint_dir, cfg, len(params), acc)
-    state = ckpt.load()
-    if state is not None:
-        acc.unwrap_model(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        progress.restore(state)
-        torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():  # dropout on the GPU draws from it
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        if state.get("collator") is not None:
-            collate_fn.load_state_dict(state["collator"])
-
+    run.resume(ckpt.load())
     start = time.perf_counter()
-    eval_every = cfg.eval_every if cfg.eval_every > 0 else per_epoch
-    ckpt_every = cfg.checkpoint_every if cfg.checkpoint_every > 0 else eval_every
     bar = tqdm(
         total=total,
-        initial=progress.step,
+        initial=run.progress.step,
         desc=desc,
         disable=not cfg.progress or not acc.is_main_process,
         dynamic_ncols=True,
         leave=False,
     )
-    beat = Heartbeat(desc or "training", total, initial=progress.step)  # the stage's log, every 30 s
+    beat = Heartbeat(desc or "training", total, initial=run.progress.step)  # the stage's log, every 30 s
     model.train()
     with kernels_context(model, cfg.kernels, acc.device):  # the attention cfg.kernels asks for, restored after
-        while progress.step < total:
-            epoch = progress.step // per_epoch
-            skip = progress.step - epoch * per_epoch  # resume mid-epoch: same seeded order, skip what was done
-            # the loader yields lists of examples; they are collated here, right before the step: accelerate
-            # prefetches one batch ahead, and a collator drawing masks there would advance the random state
-            # saved in a checkpoint past the step it belongs to (a resumed run would draw other masks)
+        while run.progress.step < total:
+            epoch = run.progress.step // per_epoch
+            # the loader yields lists of examples; they are collated right before the step (:meth:`_Run.step`):
+            # accelerate prefetches one batch ahead, and a collator drawing masks there would advance the random
+            # state saved in a checkpoint past the step it belongs to (a resumed run would draw other masks)
             loader = acc.prepare(_loader(train_data, cfg.batch_size, _examples, True, cfg.seed * 1000 + epoch, lengths))
-            before = progress.step
-            for i, examples in enumerate(loader):
-                if i < skip:
-                    continue
-                batch = send_to_device(collate_fn(examples), acc.device)
-                out = model(**batch)
-                acc.backward(out.loss)
-                if cfg.grad_clip > 0:
-                    acc.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
-                sched.step()
-                optimizer.zero_grad(set_to_none=True)
-                progress.record(out.loss.item())
-                step = progress.step
-                logs = {"loss": out.loss.item(), "lr": sched.get_last_lr()[0]}
-                for hook in on_step:
-                    hook(step, acc.unwrap_model(model), logs)
-                if log_with is not None:
-                    acc.log(logs, step=step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{logs['loss']:.3f}")
-                beat(step)
-                if step % eval_every == 0 or step == total:
-                    progress.evaluate(acc.unwrap_model(model), evaluate, step / per_epoch)
-                    if log_with is not None:
-                        acc.log(
-                            {
-                                f"dev_{k}": v
-                                for k, v in progress.result.history[-1].items()
-                                if isinstance(v, (int, float)) and k not in ("step", "epoch")
-                            },
-                            step=step,
-                        )
-                if step % ckpt_every == 0 and step < total:
-                    ckpt.save(model, optimizer, sched, progress, collate_fn)
-                _fault_injection(step)
-                if step >= total:
-                    break
-            if progress.step == before:
-                raise RuntimeError(
-                    f"an epoch produced no training step (resume at step {progress.step}, {per_epoch} batches/epoch)"
-                )
+            run.epoch(loader, epoch, ckpt, bar, beat)
     bar.close()
     if log_with is not None:
         acc.end_training()
     # drop accelerate's autocast wrapper from the model's forward: after fit it runs in full precision
     acc.unwrap_model(model, keep_fp32_wrapper=False)
-    if progress.best_state is not None:
-        _restore_best(acc.unwrap_model(model), progress.best_state)
-    result = progress.result
-    result.steps = progress.step
+    if run.progress.best_state is not None:
+        _restore_best(acc.unwrap_model(model), run.progress.best_state)
+    result = run.progress.result
+    result.steps = run.progress.step
     result.seconds = time.perf_counter() - start
     ckpt.remove()
     return result
+
+
+@dataclass
+class _Run:
+    """The state of one :func:`fit` call between its steps: the prepared model, optimizer and schedule, and what
+    each step reports to (hooks, trackers, the dev evaluation, the checkpoint)."""
+
+    model: Any
+    optimizer: Any
+    sched: Any
+    acc: Any
+    params: list
+    cfg: TrainConfig
+    collate_fn: Callable
+    evaluate: Callable | None
+    on_step: Sequence[Callable]
+    log_with: Any
+    total: int
+    per_epoch: int
+    progress: _Progress = None
+
+    def __post_init__(self):
+        self.progress = _Progress(self.cfg.select_metric)
+        self.eval_every = self.cfg.eval_every if self.cfg.eval_every > 0 else self.per_epoch
+        self.ckpt_every = self.cfg.checkpoint_every if self.cfg.checkpoint_every > 0 else self.eval_every
+
+    def resume(self, state: dict | None) -> None:
+        """Continue from a resumable checkpoint: weights, optimizer, schedule, progress and random states."""
+        if state is None:
+            return
+        self.acc.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.progress.restore(state)
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():  # dropout on the GPU draws from it
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state.get("collator") is not None:
+            self.collate_fn.load_state_dict(state["collator"])
+
+    def epoch(self, loader, epoch: int, ckpt: _Checkpoint, bar, beat) -> None:
+        """The steps of one epoch still to do (a resumed run skips what was done: same seeded order)."""
+        skip = self.progress.step - epoch * self.per_epoch
+        before = self.progress.step
+        for i, examples in enumerate(loader):
+            if i < skip:
+                continue
+            logs = self.step(examples)
+            step = self.progress.step
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}")
+            beat(step)
+            if step % self.eval_every == 0 or step == self.total:
+                self.dev_evaluation(step)
+            if step % self.ckpt_every == 0 and step < self.total:
+                ckpt.save(self.model, self.optimizer, self.sched, self.progress, self.collate_fn)
+            _fault_injection(step)
+            if step >= self.total:
+                break
+        if self.progress.step == before:
+            raise RuntimeError(
+                f"an epoch produced no training step (resume at step {self.progress.step}, {self.per_epoch} "
+                "batches/epoch)"
+            )
+
+    def step(self, examples) -> dict:
+        """One optimizer step on a batch of examples; the hooks and trackers get its loss and lr."""
+        acc, cfg = self.acc, self.cfg
+        batch = send_to_device(self.collate_fn(examples), acc.device)
+        out = self.model(**batch)
+        acc.backward(out.loss)
+        if cfg.grad_clip > 0:
+            acc.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.sched.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.progress.record(out.loss.item())
+        logs = {"loss": out.loss.item(), "lr": self.sched.get_last_lr()[0]}
+        for hook in self.on_step:
+            hook(self.progress.step, acc.unwrap_model(self.model), logs)
+        if self.log_with is not None:
+            acc.log(logs, step=self.progress.step)
+        return logs
+
+    def dev_evaluation(self, step: int) -> None:
+        """Evaluate on dev (keeping the best state) and send the metrics to the trackers."""
+        self.progress.evaluate(self.acc.unwrap_model(self.model), self.evaluate, step / self.per_epoch)
+        if self.log_with is not None:
+            row = self.progress.result.history[-1]
+            metrics = {
+                f"dev_{k}": v for k, v in row.items() if isinstance(v, int | float) and k not in ("step", "epoch")
+            }
+            self.acc.log(metrics, step=step)

@@ -135,17 +135,7 @@ class MaskingConfig:
             {m: v for m, v in self.lr.items() if not isinstance(v, dict)}, self.schedule, self.mask
         )
         self.lr.update(flat)
-        grids = {}
-        for m, vs in self.lr_grid.items():
-            if isinstance(vs, (int, float)) or not list(vs):
-                raise ConfigError(f"lr_grid[{m!r}] must be a non-empty list of learning rates, got {vs!r}")
-            for v in vs:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-                    raise ConfigError(f"lr_grid[{m!r}] values must be numbers > 0, got {v!r} (YAML: write 1.0e-3)")
-            if len(set(map(float, vs))) != len(vs):
-                raise ConfigError(f"lr_grid[{m!r}] has repeated values: {list(vs)}")
-            grids[m] = [float(v) for v in vs]
-        self.lr_grid = grids
+        self.lr_grid = _checked_grids(self.lr_grid)
         from ..precision import check_kernels, resolve_fields
 
         try:
@@ -163,14 +153,30 @@ class MaskingConfig:
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0 (0 = once per epoch), got {self.eval_every}")
         for name in ("max_dev", "max_test"):
-            if (
-                isinstance(getattr(self, name), bool)
-                or not isinstance(getattr(self, name), int)
-                or getattr(self, name) < 0
-            ):
-                raise ConfigError(f"{name} must be a whole number >= 0 (0: no cap), got {getattr(self, name)!r}")
+            _check_count(name, getattr(self, name))
         if any(m < 8 for m in self.max_lengths) or self.epochs <= 0 or self.batch_size < 1:
             raise ConfigError("max_lengths must be >= 8, epochs > 0, batch_size >= 1")
+
+
+def _check_count(name: str, value) -> None:
+    """A cap: a whole number >= 0 (0: no cap)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0 (0: no cap), got {value!r}")
+
+
+def _checked_grids(lr_grid: dict) -> dict[str, list[float]]:
+    """Each method's lr grid: a non-empty list of different numbers > 0, as floats."""
+    grids = {}
+    for m, vs in lr_grid.items():
+        if isinstance(vs, int | float) or not list(vs):
+            raise ConfigError(f"lr_grid[{m!r}] must be a non-empty list of learning rates, got {vs!r}")
+        for v in vs:
+            if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+                raise ConfigError(f"lr_grid[{m!r}] values must be numbers > 0, got {v!r} (YAML: write 1.0e-3)")
+        if len(set(map(float, vs))) != len(vs):
+            raise ConfigError(f"lr_grid[{m!r}] has repeated values: {list(vs)}")
+        grids[m] = [float(v) for v in vs]
+    return grids
 
 
 def _per_task_lrs(lr) -> dict:
@@ -467,6 +473,9 @@ class Experiment:
 
 
 # ------------------------------------------------------------------------------------------- tables
+
+
+Config = MaskingConfig
 
 
 def results_table(metrics) -> pd.DataFrame:

@@ -277,9 +277,17 @@ def mlm_run_stage(
         }
         return {"work": ctx.work_dir, "steps": steps, "stats": stats}
 
-    config = {"run": run.key(), "init": init if isinstance(init, str) else "<upstream>", "init_step": init_step}
     deps = {"data": data} if isinstance(init, str) else {"data": data, "init": init}
-    return Stage(name, config, build, _save_checkpoints, _load_checkpoints, deps=deps, seed=run.seed)
+    origin = init if isinstance(init, str) else "<upstream>"  # the key: the run's recipe and where it starts
+    return Stage(
+        name,
+        {"run": run.key(), "init": origin, "init_step": init_step},
+        build,
+        _save_checkpoints,
+        _load_checkpoints,
+        deps=deps,
+        seed=run.seed,
+    )
 
 
 def _static_or_plain(rows, tokenizer):
@@ -288,25 +296,38 @@ def _static_or_plain(rows, tokenizer):
     return StaticMLMCollator(tokenizer) if "labels" in rows.column_names else PlainMLMCollator(tokenizer, seed=12345)
 
 
-def published_stage(name: str, steps: list[int], checkpoints: list[str]) -> Stage[Checkpoints]:
-    """Published under-trained checkpoints (MultiBERTs) in place of a GenePT run: nothing is trained."""
+@dataclass(frozen=True)
+class PublishedRecipe:
+    """Published under-trained checkpoints (MultiBERTs) in place of a GenePT run, one per budget."""
+
+    steps: tuple[int, ...]
+    checkpoints: tuple[str, ...]
+
+    name = "genept"
+
+    def key(self) -> dict:
+        return {"published": list(self.checkpoints), "steps": list(self.steps)}
+
+
+def published_stage(recipe: PublishedRecipe) -> Stage[Checkpoints]:
+    """Stage ``genept`` from published checkpoints: nothing is trained; each is loaded once to fail early."""
 
     def build(ctx):
         from ...models import load_mlm
 
-        for ckpt in checkpoints:
+        for ckpt in recipe.checkpoints:
             load_mlm(ckpt)  # fail now, with the loader's clear message, if one cannot be loaded
         stats = {
-            "steps": steps,
-            "published": checkpoints,
+            "steps": list(recipe.steps),
+            "published": list(recipe.checkpoints),
             "history": [],
             "params": 0,
-            "saved": {s: {"seconds": 0.0} for s in steps},
+            "saved": {s: {"seconds": 0.0} for s in recipe.steps},
             "tokens_per_step": 0.0,
         }
         return {"work": ctx.work_dir, "steps": [], "stats": stats}
 
-    return Stage(name, {"published": checkpoints, "steps": steps}, build, _save_checkpoints, _load_checkpoints)
+    return Stage(recipe.name, recipe.key(), build, _save_checkpoints, _load_checkpoints)
 
 
 # ----------------------------------------------------------------------------------------- plan
@@ -767,7 +788,6 @@ def _load_corpus(d: Path):
 def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, tokenizer) -> Stage[MLMData]:
     """Stage ``taskpt_data[_<method>]``: the labelled corpus split (``split(corpus)`` -> train and dev rows),
     packed (``packing``), with the method's masks drawn once under ``masks="static"``."""
-    r = recipe
 
     def build(ctx, corpus):
         from ...mlm import draw_static_masks, pack_corpus, pack_documents
@@ -778,31 +798,39 @@ def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, 
         def pack(idx):
             sub = corpus.select(idx)
             token_fields = {f: list(sub[f]) for f in fields}
-            if r.packing == "documents":
+            if recipe.packing == "documents":
                 return pack_documents(
                     list(sub["token_ids"]),
                     list(sub["doc"]),
                     tokenizer,
-                    r.max_length,
-                    short_seq_prob=r.short_seq_prob,
-                    seed=r.seed,
+                    recipe.max_length,
+                    short_seq_prob=recipe.short_seq_prob,
+                    seed=recipe.seed,
                     token_fields=token_fields,
                 )
             return pack_corpus(
-                None, tokenizer, r.max_length, token_ids=list(sub["token_ids"]), token_fields=token_fields
+                None, tokenizer, recipe.max_length, token_ids=list(sub["token_ids"]), token_fields=token_fields
             )
 
         train, dev = pack(train_idx), pack(dev_idx)
-        if r.masks == "static":  # drawn once, as the official data files are written
+        if recipe.masks == "static":  # drawn once, as the official data files are written
             train = draw_static_masks(
-                train, collator(r.method, tokenizer, seed=r.seed, fallback=r.fallback), r.max_predictions, seed=r.seed
+                train,
+                collator(recipe.method, tokenizer, seed=recipe.seed, fallback=recipe.fallback),
+                recipe.max_predictions,
+                seed=recipe.seed,
             )
             dev = draw_static_masks(
-                dev, collator(r.method, tokenizer, seed=12345, fallback=r.fallback), r.max_predictions, seed=12345
+                dev,
+                collator(recipe.method, tokenizer, seed=12345, fallback=recipe.fallback),
+                recipe.max_predictions,
+                seed=12345,
             )
         return MLMData(train, dev)
 
-    return Stage(r.name, r.key(), build, _save_mlm_data, _load_mlm_data, deps={"corpus": corpus}, seed=r.seed)
+    return Stage(
+        recipe.name, recipe.key(), build, _save_mlm_data, _load_mlm_data, deps={"corpus": corpus}, seed=recipe.seed
+    )
 
 
 def probe_stage(recipe: ProbeRecipe, genept: Stage, taskpt: dict[str, Stage], texts: Callable, tokenizer) -> Stage:
@@ -932,7 +960,7 @@ class Experiment:
     def genept_stage(self) -> Stage[Checkpoints]:
         g = self.cfg.genept
         if g.checkpoints:  # published under-trained checkpoints (MultiBERTs): nothing to train here
-            return self._once("genept", lambda: published_stage("genept", g.steps, g.checkpoints))
+            return self._once("genept", lambda: published_stage(PublishedRecipe(tuple(g.steps), tuple(g.checkpoints))))
         return self._once("genept", lambda: mlm_run_stage("genept", self.plan.genept, self.genept_data_stage(),
                                                           g.model, self.tokenizer, progress=self.cfg.progress,
                                                           desc="GenePT"))  # fmt: skip
