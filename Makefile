@@ -55,10 +55,12 @@ explore: assets
 
 test: assets browser
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 test-fast: assets
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -m "not slow"
 
 bench: assets

@@ -14,6 +14,7 @@ import tmlib.solutions as S
 from tmlib.config import ConfigError, flatten, from_flat
 from tmlib.experiments.masking import Experiment, MaskingConfig, curve_flatness, plan, storage_table, summarize
 from tmlib.plots import masking as pm
+from tmlib.runs import RunStore
 from tmlib.solutions import load_solution, solution_key_of, solution_path, task_dirname
 
 
@@ -337,8 +338,11 @@ def test_test_evaluation_is_its_own_stage_on_the_held_out_pool(tmp_path, monkeyp
     mask = gaps[gaps.method == "mask"].iloc[0]
     dis = np.mean([(run.predictions["mr", "mask", s] != run.predictions["mr", "finetune", s]).mean() for s in (0, 1)])
     assert mask.sampling_sd_pts == pytest.approx(100 * np.sqrt(dis / len(labels)))
-    monkeypatch.setattr(S, "train", lambda *a, **k: pytest.fail("retrained for a new test cap"))
+    built = []
+    real_build = RunStore._build
+    monkeypatch.setattr(RunStore, "_build", lambda self, st, *a: built.append(st.name) or real_build(self, st, *a))
     again = Experiment(_cfg(tmp_path, methods=["finetune", "mask"], seeds=[0, 1], max_test=100)).run()
     assert (
         again.results.test_n == 100
     ).all() and again.results.dev_accuracy.tolist() == run.results.dev_accuracy.tolist()
+    assert built and all(name.startswith("evaluations/") for name in built), built  # nothing retrained
