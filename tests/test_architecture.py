@@ -70,13 +70,11 @@ LAYERS = {
         "tmlib.report",
     ],
 }
-EXPERIMENT_MODULES = [
-    "tmlib.experiments.selective",
-    "tmlib.experiments.explorer",
-    "tmlib.experiments.masking",
-    "tmlib.experiments.landscape",
-    "tmlib.experiments.mask_study",
-]
+EXPERIMENT_MODULES = sorted(  # one per notebook: every module or package directly under tmlib/experiments
+    f"tmlib.experiments.{p.stem}"
+    for p in (PKG / "experiments").iterdir()
+    if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()
+)
 
 
 def _modules() -> dict[str, Path]:
@@ -140,6 +138,11 @@ def test_no_import_cycle():
     for n in graph:
         if n not in state:
             visit(n, [])
+
+
+def test_one_experiment_module_per_notebook():
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks and len(EXPERIMENT_MODULES) == len(notebooks), (EXPERIMENT_MODULES, notebooks)
 
 
 @pytest.mark.parametrize("name", EXPERIMENT_MODULES)

@@ -40,6 +40,10 @@ def test_results_document_is_generated_from_the_run_files(tmp_path):
     assert "mask − fine-tune = -0.6 ± 1.6 points" in text and "3600 test examples" in text
     assert "| mr | mask | 0.003 | 5 | 72.5 |" in text and "stays within 1 point: True" in text
     assert "01_selective_masking" not in text  # a notebook that did not run has no section
+    new = run / "06_new_study"  # a notebook report.py does not know: its tables, under their file names
+    new.mkdir()
+    pd.DataFrame([{"setting": "x", "acc": 0.5}]).to_csv(new / "table.csv", index=False)
+    assert "## 06_new_study\n\n### table.csv\n\n| setting | acc |" in results_document(run)
     with pytest.raises(FileNotFoundError, match="make run"):
         results_document(tmp_path / "nothing")
 

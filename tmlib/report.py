@@ -175,6 +175,14 @@ def _section_02(d: Path) -> list[str]:
     return [_table(d / "summary.csv"), ""]
 
 
+def _section_tables(d: Path) -> list[str]:
+    """A notebook without a section of its own: each table it wrote, under its file name."""
+    out = []
+    for f in sorted(d.glob("*.csv")):
+        out += [f"### {f.name}", "", _table(f), ""]
+    return out or ["*no tables written*", ""]
+
+
 SECTIONS = {
     "01_selective_masking": _section_01,
     "02_token_importance_explorer": _section_02,
@@ -323,12 +331,10 @@ def results_document(run_dir: str | Path) -> str:
     timing = run_dir / "suite_timing.csv"
     if timing.is_file():
         parts += ["## Wall time per notebook (seconds, this machine)", "", _table(timing), ""]
-    for name, section in SECTIONS.items():
-        d = run_dir / name
-        if not d.is_dir():
-            continue
+    for d in sorted(p for p in run_dir.glob("[0-9][0-9]_*") if p.is_dir()):
+        name = d.name
         parts += [f"## {name}", ""]
         if name in PRIMARY:
             parts += [f"Primary comparison: {PRIMARY[name]}.", ""]
-        parts += section(d)
+        parts += SECTIONS.get(name, _section_tables)(d)
     return "\n".join(parts).rstrip() + "\n"
