@@ -400,4 +400,5 @@ def test_a_fresh_run_folder_orders_notebooks_by_the_expected_seconds(tmp_path):
     )
     assert [nb.stem for nb in order] == ["02_b", "01_a"]
     real = suite._previous_seconds(tmp_path / "none", "default")
-    assert set(real) == {nb.name for nb in suite.notebooks()}, "expected_seconds.yaml must name every notebook"
+    # a measured make run names the notebooks it ran; a notebook it does not name starts after the named ones
+    assert real and set(real) <= {nb.name for nb in suite.notebooks()}, "expected_seconds.yaml names a lost notebook"
