@@ -114,3 +114,14 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
         assert "lora" in overlay["methods"] and not any(isinstance(v, dict) for v in overlay["lr"].values())
     grid = from_flat(MaskingConfig, {**default, **yaml.safe_load(params_file(nb, "grid").read_text())})
     assert grid.lr == {} and "lora" in grid.methods and grid.lr_grid == MaskingConfig().lr_grid
+
+
+@pytest.mark.slow
+def test_nb03_runs_without_the_mask_method(tmp_path):
+    """A set that compares other methods only (no masks to analyse) still runs every cell: the mask-only
+    analyses (sparsity, flips, multi-task serving) are left out, the rest is written."""
+    extra = {"methods": ["finetune", "bitfit"], "tasks": ["mr"], "max_lengths": [32], "max_train": [32], "lr_grid": {}}
+    run_suite("smoke", tmp_path, only=["03"], extra=extra)
+    out = tmp_path / "03_masking_vs_finetuning"
+    assert set(pd.read_csv(out / "results.csv").method) == {"finetune", "bitfit"}
+    assert (out / "storage.csv").is_file() and not (out / "sparsity.csv").exists()
