@@ -45,6 +45,18 @@ def test_nb_01_smoke(tmp_path):
     assert (results["test_n"] == 64).all() and (gaps.loc[gaps.runs == "all", "test_n"] == 64).all()
     assert {"detectable_gap", "sampling_sd", "disagreement"} <= set(gaps.columns)
     assert gaps.loc[gaps.runs == "all", ["sampling_sd", "disagreement"]].notna().all().all()
+    # the primary tests are Holm-corrected together; the raw p stays
+    primary = gaps[gaps.primary]
+    assert set(primary.comparison) == {"selective - random", "random - genept"} and set(primary.genept_steps) == {3}
+    assert (primary.p_holm.dropna() >= primary.p.dropna()).all() and gaps.loc[~gaps.primary, "p_holm"].isna().all()
+    # the budget curve: a TaskPT run of its own per budget, fine-tuned at its last step with every seed
+    budget = pd.read_csv(out / "budget_results.csv")
+    assert set(budget.taskpt_budget) == {3} and (budget[budget.method != "genept"].taskpt_steps == 3).all()
+    assert sorted(budget.seed.unique()) == [0, 1, 7] and (budget.taskpt_passes > 0).all()
+    bg = pd.read_csv(out / "budget_gaps.csv")
+    assert bg[bg.primary].groupby("taskpt_budget").comparison.nunique().eq(2).all()
+    assert (out / "budgets" / "t3" / "taskpt_g3_selective" / "manifest.json").is_file()
+    assert (out / "budget_curve.png").stat().st_size > 5000
     compute = json.loads((out / "compute.json").read_text())
     assert {"GenePT", "importance", "TaskPT"} <= set(compute["groups_seconds"])
     genept = [r for r in compute["stages"] if r["group"] == "GenePT"]

@@ -133,7 +133,8 @@ def test_detectable_gap_matches_a_simulation():
     d = rng.normal(mde, sd, size=(4000, n))
     p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
     assert 0.75 < (p < 0.05).mean() < 0.85
-    assert detectable_gap(sd, n, power=0.5) == pytest.approx(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))
+    approx = detectable_gap(sd, n, power=0.5, exact=False)
+    assert approx == pytest.approx(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n))  # the 95% CI half-width
 
 
 def test_summaries():
@@ -382,3 +383,38 @@ def test_training_curves_without_a_genept_history_says_so():
     assert texts == ["GenePT not trained here\n(loaded from checkpoints)"] and len(fig.axes[1].lines) == 1
     fig = training_curves(pd.DataFrame({"step": [1, 2], "train_loss": [6.0, 5.0]}))
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 1 and not fig.axes[0].texts
+
+
+def test_tagger_dev_split_is_the_buffer_tail_by_default():
+    """Official merge_pkl.py: the tagger's dev set is the last 10% of the buffer labels of the train split."""
+    from tmlib.experiments.selective.stages import tagger_split
+
+    scores = {"train": list(range(20)), "dev": ["d1", "d2"]}
+    train, dev = tagger_split(scores, "buffer_tail")
+    assert train == list(range(18)) and dev == [18, 19]
+    assert tagger_split(scores, "task_dev") == (list(range(20)), ["d1", "d2"])
+    with pytest.raises(ValueError, match="task_dev"):
+        tagger_split({"train": [1], "dev": []}, "buffer_tail")
+
+
+def test_official_details_are_the_defaults_and_old_sets_pin_the_old_ones():
+    from tmlib.config import from_flat, load_yaml
+    from tmlib.experiments.selective import SelectiveConfig, plan
+
+    cfg = SelectiveConfig()
+    assert (cfg.tagger.dev, cfg.tagger.stopwords, cfg.taskpt.mask_positions, cfg.taskpt.rank) == (
+        "buffer_tail", "none", "sentence", "logit",
+    )  # fmt: skip
+    p = plan(cfg)
+    assert p.corpus.stopwords == "none" and p.taskpt_data["selective"].per_sentence
+    assert "threshold" not in p.tagger.key()["tagger"]  # labelling options do not retrain the tagger
+    from tmlib.suite import PARAMS
+
+    for name in ("cpu", "cpu_budgets", "seeds10", "fp32", "hf_kernels"):
+        old = from_flat(SelectiveConfig, load_yaml(PARAMS / "01_selective_masking" / f"{name}.yaml"))
+        assert (old.tagger.dev, old.tagger.stopwords, old.taskpt.mask_positions, old.taskpt.rank) == (
+            "task_dev", "buffer", "row", "probability",
+        ), name  # fmt: skip
+        assert plan(old).corpus.stopwords == old.buffer.stopwords
+    with pytest.raises(ValueError, match="taskpt.rank"):
+        from_flat(SelectiveConfig, {"taskpt_rank": "p"})

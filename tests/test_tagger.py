@@ -49,9 +49,14 @@ def test_label_corpus_and_predict(trained, tokenizer):
     model, _ = trained
     corpus = ["the plot was boring", "a wonderful cast and the film", "it was the movie", "great"]
     ds = label_corpus(model, tokenizer, corpus, batch_size=2, progress=False)
-    assert ds.column_names == ["text", "token_ids", "importance", "important"]
+    assert ds.column_names == ["text", "token_ids", "importance", "importance_logit", "important"]
     for row in ds:
-        assert len(row["token_ids"]) == len(row["importance"]) == len(row["important"])
+        assert len(row["token_ids"]) == len(row["importance"]) == len(row["importance_logit"]) == len(row["important"])
+        # the logit ranks as the official ModelGen does: higher class-1 logit, not always higher P(important)
+        with torch.no_grad():
+            ids = torch.tensor([[tokenizer.cls_token_id, *row["token_ids"], tokenizer.sep_token_id]])
+            logits = model(input_ids=ids).logits[0, 1:-1].float()
+        np.testing.assert_allclose(row["importance_logit"], logits[:, 1].numpy(), atol=1e-4)
         toks = tokenizer.convert_ids_to_tokens(row["token_ids"])
         assert [int(t in KEY) for t in toks] == row["important"]
     assert ds["text"] == corpus  # input order kept despite length-sorted batches

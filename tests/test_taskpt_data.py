@@ -85,3 +85,29 @@ def test_masks_are_drawn_once_and_capped(tokenizer):
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
     assert a["labels"][0, len(sel[0]["input_ids"]) :].eq(-100).all()  # padding is never a prediction
     assert np.array_equal(a["labels"][1, : len(sel[1]["labels"])].numpy(), np.asarray(sel[1]["labels"]))
+
+
+def test_sentence_masks_are_drawn_before_packing_and_trimming(tokenizer):
+    """Official sc_mask_gen.py: per whole sentence, the top-ranked important tokens up to max(1, 15% of the
+    sentence); [UNK] is a candidate; trimming a row drops the masks of the tokens it cuts."""
+    from tmlib.collators import sentence_masks
+
+    unk = tokenizer.unk_token_id
+    ids = [[unk, 2000, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009, 2010, 2011, 2012], [3000, 3001, 3002]]
+    scores = [[9.0] + [float(k) for k in range(13)], [0.0, 5.0, 1.0]]
+    important = [[1] + [k % 2 for k in range(13)], [0, 1, 1]]
+    drawn = sentence_masks(scores, important, "selective")
+    assert drawn[0] == [1] + [0] * 11 + [1, 0]  # cap int(0.15 * 14) = 2: [UNK] (score 9), then the best important
+    assert drawn[1] == [0, 1, 0]  # cap max(1, int(0.45)) = 1: the higher-scored important token
+    rand = sentence_masks(scores, important, "random", seed=1)
+    assert [sum(r) for r in rand] == [2, 1]  # the same count, anywhere in the sentence
+    with pytest.raises(ValueError, match="selective"):
+        sentence_masks(scores, important, "random15")
+    rows = pack_documents(
+        ids, ["d", "d"], tokenizer, max_length=12, short_seq_prob=0.0, seed=0, token_fields={"drawn": drawn}
+    )
+    out = draw_static_masks(rows, SelectiveMaskingCollator(tokenizer, seed=3), max_predictions=0, seed=0)
+    for r in range(len(rows)):
+        labels, row = out[r]["labels"], rows[r]
+        assert [int(x != -100) for x in labels] == row["drawn"]  # exactly the drawn positions, nothing redrawn
+    assert sum(sum(r["drawn"]) for r in rows) < 3  # the 17-token chunk is trimmed to 10: cut masks are gone

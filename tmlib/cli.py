@@ -446,12 +446,14 @@ def _landscape(args) -> int:
 def _report(args) -> int:
     import json
 
-    from .report import key_numbers, results_document, update_readme
+    from .report import key_numbers, results_document, update_readme, write_figures
 
     text = results_document(args.run)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
+        for fig in write_figures(args.run, Path(args.out).parent):
+            print(f"wrote {fig}")
         numbers = key_numbers(args.run)
         Path(args.out).with_suffix(".json").write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {args.out} and {Path(args.out).with_suffix('.json')}")

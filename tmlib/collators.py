@@ -86,6 +86,33 @@ def selective_positions(
     return np.sort(ranked[:cap]).astype(np.int64)
 
 
+def sentence_masks(
+    scores: Sequence[Sequence[float]],
+    important: Sequence[Sequence[int]],
+    method: str,
+    mask_ratio: float = 0.15,
+    fallback: str | None = None,
+    seed: int = 12345,
+) -> list[list[int]]:
+    """0/1 per token of each whole sentence: where the official data writer masks it (thunlp/SelectiveMasking
+    ``sc_mask_gen.py``, ``ModelGen.forward``), before the sentence is packed into a row and trimmed. ``method``
+    "selective": the important tokens ranked by ``scores``, at most ``mask_cap(len(sentence))``; "random": as many
+    tokens, uniformly among all of the sentence's positions. Every token is a candidate, [UNK] included (the
+    row-level collators skip special tokens)."""
+    if method not in ("selective", "random"):
+        raise ValueError(f"sentence masks are drawn for 'selective' or 'random', got {method!r}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for sc, imp in zip(scores, important):
+        pos = selective_positions(sc, imp, len(sc), mask_ratio, fallback, rng)
+        if method == "random":
+            pos = random_positions(len(sc), len(pos), rng)
+        drawn = np.zeros(len(sc), dtype=np.int8)
+        drawn[pos] = 1
+        out.append(drawn.tolist())
+    return out
+
+
 def _pad_field(rows: Sequence[Sequence[Any]], width: int, fill, dtype) -> np.ndarray:
     out = np.full((len(rows), width), fill, dtype=dtype)
     for i, r in enumerate(rows):

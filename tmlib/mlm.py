@@ -254,17 +254,26 @@ def draw_static_masks(packed, collator, max_predictions: int = 40, seed: int = 1
     """Draw every row's MLM masks ONCE, as the official TaskPT data is written to disk (``dupe_factor`` 1): each
     row goes through ``collator`` (selective, same-count random or plain 15%, with its own seeded RNG), and a row
     with more than ``max_predictions`` masked positions keeps a random subset of them (the others get their
-    original token back). Returns the rows with ``input_ids`` (masked) and ``labels`` (-100 where not masked),
-    for :class:`tmlib.collators.StaticMLMCollator`; every pass over them sees the same masks."""
+    original token back). Rows with a ``drawn`` field (0/1 per token, :func:`tmlib.collators.sentence_masks`) keep
+    those positions and only get their 80/10/10 from ``collator``. Returns the rows with ``input_ids`` (masked)
+    and ``labels`` (-100 where not masked), for :class:`tmlib.collators.StaticMLMCollator`; every pass over them
+    sees the same masks."""
     from datasets import Dataset
 
     rng = np.random.default_rng(seed)
     keep = [c for c in packed.column_names if c in ("input_ids", "sent_ids", "importance", "important")]
+    drawn = "drawn" in packed.column_names  # positions drawn per sentence before packing (collators.sentence_masks)
+    if drawn and collator.generator is None:
+        collator.create_rng()  # the seeded 80/10/10 generator
     out: dict[str, list] = {"input_ids": [], "labels": []}
     for i in range(len(packed)):
-        row = {k: packed[i][k] for k in keep}
-        batch = collator([row])
-        ids, labels = batch["input_ids"][0].clone(), batch["labels"][0].clone()
+        if drawn:
+            row = packed[i]
+            masked = torch.tensor(row["drawn"], dtype=torch.bool)[None]
+            ids, labels = (t[0] for t in collator.apply_masks(torch.tensor(row["input_ids"])[None], masked))
+        else:
+            batch = collator([{k: packed[i][k] for k in keep}])
+            ids, labels = batch["input_ids"][0].clone(), batch["labels"][0].clone()
         pos = (labels != -100).nonzero().flatten().numpy()
         if max_predictions and len(pos) > max_predictions:
             drop = np.sort(rng.permutation(pos)[max_predictions:])

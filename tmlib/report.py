@@ -46,8 +46,9 @@ def _section_01(d: Path) -> list[str]:
         short = g["genept_steps"].min() if len(g) else None
         primary = g[(g.genept_steps == short) & g.comparison.isin(["selective - random", "random - genept"])]
         for r in primary.itertuples():
+            holm = f", Holm-adjusted p = {r.p_holm:.2g} over {len(primary)} primary tests" if "p_holm" in g else ""
             lines.append(
-                f"- GenePT {r.genept_steps} steps: {gap_sentence(r._asdict(), {'genept': 'GenePT only'})}; "
+                f"- GenePT {r.genept_steps} steps: {gap_sentence(r._asdict(), {'genept': 'GenePT only'})}{holm}; "
                 f"detectable with 80% power {r.detectable_gap:.2f} points; sd of the gap {r.gap_std:.2f} "
                 f"(test-sampling part {r.sampling_sd:.2f})"
             )
@@ -71,6 +72,8 @@ def _section_01(d: Path) -> list[str]:
                 "gap_std",
                 "wins",
                 "p",
+                "p_holm",
+                "verdict",
                 "ci95",
                 "detectable_gap",
                 "sampling_sd",
@@ -78,6 +81,7 @@ def _section_01(d: Path) -> list[str]:
             ],
             query="runs == 'all'",
         ),
+        *_budget_curve_01(d),
         "",
     ]
     return out
@@ -173,6 +177,52 @@ def _section_05(d: Path) -> list[str]:
 
 def _section_02(d: Path) -> list[str]:
     return [_table(d / "summary.csv"), ""]
+
+
+BUDGET_FIGURE = "figures/budget_curve.png"  # beside the results document, drawn by :func:`write_figures`
+
+
+def _budget_curve_01(d: Path) -> list[str]:
+    """Notebook 01's budget curve, when its run has one: the primary gaps per TaskPT budget and the figure."""
+    path = d / "budget_gaps.csv"
+    if not path.is_file():
+        return []
+    g = pd.read_csv(path)
+    cols = ["taskpt_budget", "taskpt_passes", "comparison", "n_seeds", "gap_mean", "gap_std", "ci95", "p", "p_holm",
+            "verdict", "detectable_gap", "sampling_sd"]  # fmt: skip
+    primary = g[g["primary"]] if "primary" in g else g.iloc[0:0]
+    return [
+        "",
+        "### Does the gap open as TaskPT grows? (each budget its own TaskPT run)",
+        "",
+        f"Primary tests: {len(primary)}, Holm-corrected together (`p_holm`); every other row is exploratory.",
+        "",
+        markdown_table(primary[[c for c in cols if c in primary]], floatfmt="{:.4g}"),
+        "",
+        f"![budget curve]({BUDGET_FIGURE})",
+    ]
+
+
+def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """The figures the results document shows, drawn from the run folder's tables into ``out_dir`` (the
+    document's folder): notebook 01's budget curve when its run has one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots.selective import budget_curve
+
+    written = []
+    path = Path(run_dir) / "01_selective_masking" / "budget_gaps.csv"
+    if path.is_file():
+        fig = budget_curve(pd.read_csv(path))
+        target = Path(out_dir) / BUDGET_FIGURE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(target, dpi=130, bbox_inches="tight")
+        plt.close(fig)
+        written.append(target)
+    return written
 
 
 def _section_tables(d: Path) -> list[str]:

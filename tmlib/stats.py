@@ -45,16 +45,50 @@ def ci_half_width(sd: float, n: int, level: float = 0.95) -> float:
     return float(stats.t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n))
 
 
-def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+def detectable_gap(sd: float, n: int, alpha: float = 0.05, power: float = 0.8, exact: bool = True) -> float:
     """The smallest true mean gap that a two-sided paired t test on ``n`` seeds with per-seed gap std ``sd``
-    detects at level ``alpha`` with probability ``power`` (normal-shift approximation:
-    (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), df = n - 1). ``power=0.5`` gives the 95% CI half-width."""
-    from scipy import stats
+    detects at level ``alpha`` with probability ``power``.
+
+    ``exact`` (default): from the noncentral t distribution (``scipy.stats.nct``), the gap d at which
+    P(|T| > t_{1-alpha/2, n-1}) = ``power`` for T ~ nct(n - 1, d * sqrt(n) / sd), as G*Power computes it.
+    ``exact=False``: the normal-shift approximation (t_{1-alpha/2} + t_{power}) * sd / sqrt(n), which understates
+    the exact gap by about 5% at 3 seeds and by under 0.2% from 10 seeds on."""
+    from scipy import optimize, stats
 
     if n < 2 or not np.isfinite(sd):
         return float("nan")
+    if not alpha < power < 1:
+        raise ValueError(f"power must be in (alpha, 1) = ({alpha}, 1), got {power}")
     df = n - 1
-    return float((stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd / np.sqrt(n))
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    approx = (crit + stats.t.ppf(power, df)) / np.sqrt(n)  # in units of sd
+    if not exact or sd == 0:
+        return float(approx * sd)
+
+    def shortfall(nc: float) -> float:
+        reach = 1.0 - stats.nct.cdf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+        return (1.0 if np.isnan(reach) else reach) - power
+
+    lo, hi = 0.0, approx * np.sqrt(n)  # the approximation understates: widen until the power is reached
+    while shortfall(hi) < 0:
+        lo, hi = hi, 1.5 * hi
+    nc = optimize.brentq(shortfall, lo, hi, xtol=1e-10)
+    return float(nc * sd / np.sqrt(n))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjusted p-values (Holm 1979) of a family of tests, in the input order: sorted ascending,
+    the i-th (from 0) of m is multiplied by m - i, made non-decreasing, capped at 1. A test is rejected at family
+    level alpha when its adjusted p is below alpha."""
+    p = np.asarray(pvalues, dtype=float)
+    if p.ndim != 1 or np.isnan(p).any():
+        raise ValueError("holm needs a flat list of p-values without NaN (leave untested rows out)")
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
 
 
 def power_table(

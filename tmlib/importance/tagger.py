@@ -227,8 +227,9 @@ def train_tagger(
 @torch.no_grad()
 def _predict_ids(
     tagger: nn.Module, tokenizer, ids: list[list[int]], batch_size: int, desc: str, progress: bool, processes=None
-) -> list[np.ndarray]:
-    """P(important) per content token for each id list (no specials), length-sorted batches.
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """P(important) and the raw class-1 logit per content token for each id list (no specials), length-sorted
+    batches.
 
     ``processes`` (accelerate's ``PartialState`` of a multi-process launch, :func:`tmlib.precision.processes`):
     process ``r`` of ``N`` runs batches ``r, r + N, ...`` of the same length-sorted batching and every process
@@ -248,18 +249,22 @@ def _predict_ids(
         )
         logits = tagger(input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)).logits
         prob = torch.softmax(logits.float(), -1)[..., 1].cpu().numpy()
-        mine[b] = [prob[row, 1 : 1 + len(ids[i])].astype(np.float32) for row, i in enumerate(idx)]
+        logit = logits.float()[..., 1].cpu().numpy()
+        mine[b] = [
+            (prob[row, 1 : 1 + len(ids[i])].astype(np.float32), logit[row, 1 : 1 + len(ids[i])].astype(np.float32))
+            for row, i in enumerate(idx)
+        ]
     if world > 1:
         from accelerate.utils import gather_object
 
         for part in gather_object([mine]):
             mine.update(part)
-    out: list[np.ndarray | None] = [None] * len(ids)
+    out: list = [None] * len(ids)
     for b, idx in enumerate(batches):
         for i, p in zip(idx, mine[b]):
             out[i] = p
     tagger.train(was)
-    return out  # type: ignore[return-value]
+    return [p for p, _ in out], [lg for _, lg in out]
 
 
 def token_labels(
@@ -292,17 +297,18 @@ def label_corpus(
     batch_size: int = 128,
     max_length: int = 128,
     threshold: float | None = None,
-    stopwords: str = "spacy",
+    stopwords: str = "none",
     progress: bool = True,
     processes=None,
 ):
     """Run the tagger over a corpus (``datasets.Dataset`` with ``text``, or a list of strings).
 
     Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
-    ``max_length - 2``), ``importance`` (P(important) per token) and ``important`` (0/1: P above
-    :func:`tagger_threshold`), aligned per token and ready for :func:`tmlib.mlm.pack_corpus`
-    (``token_ids=``, ``token_fields=``). ``stopwords``: the stop list forced to 0 in ``important``
-    (the names of ``BufferConfig.stopwords``; default "spacy", the official list; old bools accepted).
+    ``max_length - 2``), ``importance`` (P(important) per token), ``importance_logit`` (the raw class-1 logit,
+    the official ranking score) and ``important`` (0/1: P above :func:`tagger_threshold`), aligned per token and
+    ready for :func:`tmlib.mlm.pack_corpus` (``token_ids=``, ``token_fields=``). ``stopwords``: a stop list forced
+    to 0 in ``important`` (the names of ``BufferConfig.stopwords``); default "none", as the official
+    ``ModelGen``, which filters stop words in the buffer labels only.
 
     The tagger reads the text alone (official ``ModelGen``): a dataset with an ``aspect`` column (one
     row per text and aspect) is labelled once per distinct text, in order of first appearance.
@@ -320,7 +326,7 @@ def label_corpus(
     if not texts:
         raise ValueError("the corpus is empty")
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    probs = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress, processes)
+    probs, logits = _predict_ids(tagger, tokenizer, ids, batch_size, "label corpus", progress, processes)
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
     labels = [token_labels(tokenizer, i, p, threshold, stopwords) for i, p in zip(ids, probs)]
@@ -329,6 +335,7 @@ def label_corpus(
             "text": texts,
             "token_ids": ids,
             "importance": [p.tolist() for p in probs],
+            "importance_logit": [lg.tolist() for lg in logits],
             "important": [lab.tolist() for lab in labels],
         }
     )
@@ -350,7 +357,7 @@ def predict_importance(
         raise TypeError("texts must be a list of strings, got a single string; wrap it: [text]")
     texts = list(texts)
     ids = [row[: max_length - 2] for row in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    probs = _predict_ids(tagger, tokenizer, ids, batch_size, "tagger", progress)
+    probs, _ = _predict_ids(tagger, tokenizer, ids, batch_size, "tagger", progress)
     threshold = tagger_threshold(tagger, threshold)
     stopwords = resolve_stopwords(stopwords)
     return [

@@ -236,3 +236,47 @@ def paired_gap_plot(
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def budget_curve(gaps: pd.DataFrame, title: str = "Does the gap open as TaskPT grows?"):
+    """The budget curve (``gaps``: :func:`tmlib.experiments.selective.budget_gaps`): per primary comparison, the
+    mean paired gap ± its 95% CI against TaskPT steps (passes over the corpus on the top axis), the band of gaps
+    the design could not have detected (± the detectable gap) shaded, p and Holm-adjusted p beside each point."""
+    use_style()
+    rows = gaps[gaps["primary"]].sort_values("taskpt_budget") if "primary" in gaps else gaps.iloc[0:0]
+    if rows.empty:
+        raise ValueError("budget curve: no primary rows in the gaps table (run with taskpt.budgets set)")
+    comps = list(dict.fromkeys(rows["comparison"]))
+    fig, axes = plt.subplots(1, len(comps), figsize=(5.0 * len(comps), 3.8), squeeze=False, sharey=True)
+    names = {
+        "selective": "selective",
+        "random": "random (same count)",
+        "random15": "random 15%",
+        "genept": "GenePT only",
+    }
+    for ax, comp in zip(axes[0], comps):
+        numbers = ["gap_mean", "ci95", "p", "p_holm", "detectable_gap"]
+        r = rows[rows["comparison"] == comp].astype({c: float for c in numbers})
+        steps = r["taskpt_budget"].to_numpy()
+        ax.fill_between(steps, -r["detectable_gap"], r["detectable_gap"], color="#dddddd", label="not detectable")
+        ax.errorbar(steps, r["gap_mean"], yerr=r["ci95"].fillna(0), fmt="o-", color=color(comp.split(" - ")[0]),
+                    capsize=4, label="mean ± 95% CI")  # fmt: skip
+        for x, y, p, ph in zip(steps, r["gap_mean"], r["p"], r["p_holm"]):
+            ax.annotate(f"p={p:.2g}\nHolm {ph:.2g}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=7)
+        ax.axhline(0, color="#444444", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.minorticks_off()
+        ax.set_xlabel("TaskPT steps (each its own run)")
+        if "taskpt_passes" in r:
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(steps, [f"{p:g}" for p in r["taskpt_passes"]])
+            top.minorticks_off()
+            top.set_xlabel("passes over the corpus", fontsize=8)
+        a, b = comp.split(" - ")
+        ax.set_title(f"{names.get(a, a)} − {names.get(b, b)}, {int(r['n_seeds'].min())} seeds", fontsize=9)
+    axes[0][0].set_ylabel("test accuracy gap (points)")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

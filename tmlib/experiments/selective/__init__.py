@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 from .analysis import (
+    PRIMARY,
     accuracy_table,
+    budget_gaps,
     buffer_summary,
     compute_split,
     condition_costs,
@@ -28,6 +30,7 @@ from .analysis import (
     probe_table,
     summarize,
     threshold_table,
+    with_holm,
 )
 from .config import (
     TASKPT_METHODS,
@@ -79,7 +82,9 @@ __all__ = [
     "history",
     "taskpt_selection",
     "curve_rows",
+    "PRIMARY",
     "accuracy_table",
+    "budget_gaps",
     "buffer_summary",
     "compute_split",
     "condition_costs",
@@ -91,4 +96,5 @@ __all__ = [
     "probe_table",
     "summarize",
     "threshold_table",
+    "with_holm",
 ]

@@ -126,11 +126,20 @@ PAIRS = [
 ]
 
 
-def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: dict | None = None) -> pd.DataFrame:
-    """Per GenePT budget, the test-accuracy gap of each comparison in points, paired by fine-tuning seed
+PRIMARY = ("selective - random", "random - genept")  # named before every run; the other comparisons explore
+
+
+def paired_gaps(
+    results: pd.DataFrame,
+    drop_failed: bool = False,
+    predictions: dict | None = None,
+    by: tuple[str, ...] = ("genept_steps",),
+) -> pd.DataFrame:
+    """Per GenePT budget (per group of ``by``), the test-accuracy gap of each comparison in points, paired by
+    fine-tuning seed
     (:func:`tmlib.stats.paired_gap_table`: ``gap_mean`` / ``gap_std``, ``wins``, paired t and p, ``ci95``,
     ``detectable_gap`` (80% power), ``verdict``; with ``predictions`` ``(genept_steps, method, seed) -> test
-    classes`` also the test-sampling term ``sampling_sd``).
+    classes``, keys ordered as ``by``, also the test-sampling term ``sampling_sd``).
 
     A seed fixes the classifier head's init and the batch order for every checkpoint, so the per-seed
     difference removes that shared noise. ``drop_failed``: leave out the seeds where either side's run is
@@ -143,7 +152,7 @@ def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: d
         df = final[final["method"].isin([a, b])]
         table = paired_gap_table(
             df,
-            by=["genept_steps"],
+            by=list(by),
             method_col="method",
             value_col="test_accuracy",
             pairs=[(a, b)],
@@ -151,26 +160,68 @@ def paired_gaps(results: pd.DataFrame, drop_failed: bool = False, predictions: d
             predictions=predictions,
         )
         if drop_failed and "failed" in df and not table.empty:
-            bad = df.groupby(["genept_steps", "seed"])["failed"].transform("max").astype(bool)
+            bad = df.groupby([*by, "seed"])["failed"].transform("max").astype(bool)
             kept = paired_gap_table(
                 df[~bad],
-                by=["genept_steps"],
+                by=list(by),
                 method_col="method",
                 value_col="test_accuracy",
                 pairs=[(a, b)],
                 scale=100,
                 predictions=predictions,
-            ).set_index("genept_steps")
+            ).set_index(list(by))
             # a budget whose every seed failed keeps its row: no seeds, nothing to test
             empty = table.assign(
                 n_seeds=0, wins=0, losses=0, **{c: float("nan") for c in table.columns if table[c].dtype.kind == "f"}
             )
-            table = kept.combine_first(empty.set_index("genept_steps")).reset_index()[table.columns]
+            table = kept.combine_first(empty.set_index(list(by))).reset_index()[table.columns]
         parts.append(table)
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame()
-    return pd.concat(parts, ignore_index=True).sort_values("genept_steps", kind="stable").reset_index(drop=True)
+    return pd.concat(parts, ignore_index=True).sort_values(list(by), kind="stable").reset_index(drop=True)
+
+
+def budget_gaps(results: pd.DataFrame, predictions: dict | None = None) -> pd.DataFrame:
+    """The budget curve's paired gaps (:meth:`Experiment.budget_results`): every comparison per GenePT and TaskPT
+    budget, all runs and failed runs dropped, with the TaskPT passes and the primary tests Holm-corrected together
+    (:func:`with_holm`: both primary comparisons at every TaskPT budget form one family)."""
+    by = ("genept_steps", "taskpt_budget")
+    gaps = pd.concat(
+        [
+            paired_gaps(results, predictions=predictions, by=by).assign(runs="all"),
+            paired_gaps(results, drop_failed=True, predictions=predictions, by=by).assign(runs="failed dropped"),
+        ],
+        ignore_index=True,
+    )
+    passes = results.groupby("taskpt_budget")["taskpt_passes"].first()
+    return with_holm(gaps.assign(taskpt_passes=gaps["taskpt_budget"].map(passes)))
+
+
+def with_holm(gaps: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """``gaps`` (:func:`paired_gaps`, ``runs`` "all" and "failed dropped") with the primary tests marked: the
+    :data:`PRIMARY` comparisons at the smallest GenePT budget (every TaskPT budget of a budget curve), all runs.
+    ``p_holm`` is their Holm-adjusted p (Holm 1979, over the primary tests of this table; NaN elsewhere), and
+    ``verdict`` reads it: "separated (Holm)" when below ``alpha``; an exploratory row says "exploratory: p < 0.05"
+    or "within noise" from its raw ``p``, which every row keeps."""
+    from ...stats import holm
+
+    out = gaps.copy()
+    if out.empty:
+        return out.assign(primary=pd.Series(dtype=bool), p_holm=pd.Series(dtype=float))
+    runs = out["runs"] if "runs" in out else pd.Series("all", index=out.index)
+    out["primary"] = (
+        out["comparison"].isin(PRIMARY) & (out["genept_steps"] == out["genept_steps"].min()) & (runs == "all")
+    )
+    out["p_holm"] = float("nan")
+    tested = out["primary"] & out["p"].notna()
+    out.loc[tested, "p_holm"] = holm(out.loc[tested, "p"].to_numpy())
+    out["verdict"] = np.where(
+        out["primary"],
+        np.where(out["p_holm"] < alpha, "separated (Holm)", "within noise"),
+        np.where(out["p"] < alpha, "exploratory: p < 0.05", "within noise"),
+    )
+    return out
 
 
 def accuracy_table(summary: pd.DataFrame) -> pd.DataFrame:

@@ -15,6 +15,10 @@ FALLBACKS = ("none", "random")
 PACKINGS = ("documents", "sentences")
 MASK_DRAWS = ("static", "dynamic")
 TAGGER_THRESHOLDS = ("argmax", "dev_f1")
+TAGGER_DEVS = ("buffer_tail", "task_dev")
+CORPUS_STOPWORDS = ("none", "buffer")
+RANKS = ("logit", "probability")
+MASK_POSITIONS = ("sentence", "row")
 
 
 @dataclass
@@ -102,10 +106,20 @@ class TaggerConfig:
     # labelling the corpus: "argmax" = important iff P(important) > 0.5 (official ModelGen); "dev_f1" = the
     # threshold on P(important) with the best dev F1 against the buffer labels
     threshold: str = "argmax"
+    # dev split (epoch selection by F1): "buffer_tail" = the last 10% of the train buffer labels (official
+    # merge_pkl.py) | "task_dev" = the buffer labels of the task's dev split
+    dev: str = "buffer_tail"
+    # labelling the corpus: "none" = the tagger's labels as they are (official sc_mask_gen.py) | "buffer" = the
+    # buffer's stop list (buffer.stopwords) also zeroed there
+    stopwords: str = "none"
 
     def __post_init__(self):
         if self.threshold not in TAGGER_THRESHOLDS:
             raise ValueError(f"tagger.threshold must be one of {list(TAGGER_THRESHOLDS)}, got {self.threshold!r}")
+        if self.dev not in TAGGER_DEVS:
+            raise ValueError(f"tagger.dev must be one of {list(TAGGER_DEVS)}, got {self.dev!r}")
+        if self.stopwords not in CORPUS_STOPWORDS:
+            raise ValueError(f"tagger.stopwords must be one of {list(CORPUS_STOPWORDS)}, got {self.stopwords!r}")
 
 
 @dataclass
@@ -117,6 +131,10 @@ class TaskptConfig:
     # checkpoints; the last is the budget. One in `default` (the curve over checkpoints and the dev-loss choice
     # between them: the `cpu` set, [50, 100])
     steps: list[int] = field(default_factory=lambda: [100])
+    # TaskPT budgets, each its own run with its own schedule (warmup and decay over its steps), fine-tuned at its
+    # last step, on the same GenePT and importance pipeline: the budget curve (budget_results.csv, budget_gaps.csv);
+    # []: none
+    budgets: list[int] = field(default_factory=list)
     # selective | random (same count) | random15
     methods: list[str] = field(default_factory=lambda: ["selective", "random"])
     # selective: sentences without an important token get no mask (official) or "random"
@@ -135,11 +153,20 @@ class TaskptConfig:
     # "dynamic" = redrawn at every batch
     masks: str = "static"
     max_predictions: int = 40  # static masks: at most this many masked positions per row (official 40)
+    # static masks of selective / random: "sentence" = drawn per whole sentence before packing and trimming, every
+    # token a candidate ([UNK] too; official sc_mask_gen.py) | "row" = drawn on the packed, trimmed row
+    mask_positions: str = "sentence"
+    # selective: which important tokens are kept under the cap: "logit" = highest raw class-1 logit (official
+    # ModelGen) | "probability" = highest P(important)
+    rank: str = "logit"
 
     def __post_init__(self):
         if not self.steps or min(self.steps) < 1:
             raise ValueError(f"taskpt.steps must be positive step counts, got {self.steps}")
         self.steps = sorted(set(self.steps))
+        if self.budgets and min(self.budgets) < 1:
+            raise ValueError(f"taskpt.budgets must be positive step counts, got {self.budgets}")
+        self.budgets = sorted(set(self.budgets))
         bad = [m for m in self.methods if m not in TASKPT_METHODS]
         if bad or not self.methods:
             raise ValueError(f"unknown TaskPT method(s) {bad}; choose from {list(TASKPT_METHODS)}")
@@ -151,6 +178,12 @@ class TaskptConfig:
             raise ValueError(f"taskpt.packing must be one of {list(PACKINGS)}, got {self.packing!r}")
         if self.masks not in MASK_DRAWS:
             raise ValueError(f"taskpt.masks must be one of {list(MASK_DRAWS)}, got {self.masks!r}")
+        if self.mask_positions not in MASK_POSITIONS:
+            raise ValueError(
+                f"taskpt.mask_positions must be one of {list(MASK_POSITIONS)}, got {self.mask_positions!r}"
+            )
+        if self.rank not in RANKS:
+            raise ValueError(f"taskpt.rank must be one of {list(RANKS)}, got {self.rank!r}")
         if not 0 <= self.short_seq_prob <= 1 or self.max_predictions < 0:
             raise ValueError(
                 f"taskpt.short_seq_prob must be in [0, 1] and taskpt.max_predictions >= 0 (0: no cap), "

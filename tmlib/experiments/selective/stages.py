@@ -29,6 +29,7 @@ from ...data import ASPECT_COLUMN, TaskRecipe, second_column
 from ...finetune import classifier_stage
 from ...runs import RunStore, Stage
 from .analysis import (
+    budget_gaps,
     compute_split,
     condition_costs,
     curve_summary,
@@ -37,6 +38,7 @@ from .analysis import (
     paired_gaps,
     summarize,
     train_flops,
+    with_holm,
 )
 from .config import SelectiveConfig
 
@@ -411,7 +413,10 @@ def plan(cfg: SelectiveConfig) -> SelectivePlan:
         max_length=tp.max_length,
         warmup_ratio=TrainConfig.warmup_ratio,
     )
-    data_keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
+    data_keys = (
+        "max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback",
+        "mask_positions", "rank",
+    )  # fmt: skip
     return SelectivePlan(
         genept=genept,
         taskpt=taskpt,
@@ -429,7 +434,7 @@ def plan(cfg: SelectiveConfig) -> SelectivePlan:
             tp.corpus,
             tp.max_sentences,
             tp.max_length,
-            cfg.buffer.stopwords,
+            cfg.buffer.stopwords if cfg.tagger.stopwords == "buffer" else "none",
             seed,
             cfg.tagger.threshold,
             tp.packing == "documents",
@@ -520,7 +525,9 @@ class TaggerRecipe:
     name = "tagger"
 
     def key(self) -> dict:
-        return {"tagger": asdict(self.tagger), "max_length": self.max_length, "batch_size": self.batch_size}
+        labelling = ("threshold", "stopwords")  # options of the corpus labels (CorpusRecipe), not of the tagger
+        tagger = {k: v for k, v in asdict(self.tagger).items() if k not in labelling}
+        return {"tagger": tagger, "max_length": self.max_length, "batch_size": self.batch_size}
 
 
 @dataclass(frozen=True)
@@ -559,17 +566,26 @@ class TaskptDataRecipe:
     masks: str
     max_predictions: int
     fallback: str
+    mask_positions: str
+    rank: str
     seed: int
 
     @property
     def name(self) -> str:
         return f"taskpt_data_{self.method}" if self.masks == "static" else "taskpt_data"
 
+    @property
+    def per_sentence(self) -> bool:
+        """Masks drawn per whole sentence before packing (official): static selective or random masks."""
+        return self.masks == "static" and self.mask_positions == "sentence" and self.method in ("selective", "random")
+
     def key(self) -> dict:
         keys = ("max_length", "dev_fraction", "packing", "short_seq_prob", "masks", "max_predictions", "fallback")
         return {
             **{k: getattr(self, k) for k in keys},
             "method": self.method if self.masks == "static" else None,
+            "mask_positions": self.mask_positions if self.per_sentence else "row",
+            "rank": self.rank,
             "seed": self.seed,
         }
 
@@ -706,10 +722,9 @@ def tagger_stage(recipe: TaggerRecipe, buffer: Stage, genept: Stage | None, toke
         start = time.perf_counter()
         init = str(genept.model_dir) if genept is not None else t.model
         model = load_token_classifier(init, num_labels=2, seed=recipe.seed)
-        res = train_tagger(
-            model, buffer.scores["train"], buffer.scores["dev"], tokenizer, recipe.train, class_weight=t.class_weight
-        )
-        n_tok = sum(len(s.tokens) + 2 for s in buffer.scores["train"])
+        train, dev = tagger_split(buffer.scores, t.dev)
+        res = train_tagger(model, train, dev, tokenizer, recipe.train, class_weight=t.class_weight)
+        n_tok = sum(len(s.tokens) + 2 for s in train)
         return model, {
             "seconds": time.perf_counter() - start,
             "dev": res.dev,
@@ -721,6 +736,21 @@ def tagger_stage(recipe: TaggerRecipe, buffer: Stage, genept: Stage | None, toke
 
     deps = {"buffer": buffer} if genept is None else {"buffer": buffer, "genept": genept}
     return Stage(recipe.name, recipe.key(), build, _save_tagger, _load_tagger, deps=deps, seed=recipe.seed)
+
+
+def tagger_split(scores: dict, dev: str) -> tuple[list, list]:
+    """The tagger's train and dev buffer labels: ``dev="buffer_tail"`` the first 90% and the last 10% of the train
+    split's labels (official merge_pkl.py, ``dev_rate`` 0.1), ``"task_dev"`` the train and the dev split's."""
+    if dev == "task_dev":
+        return list(scores["train"]), list(scores["dev"])
+    train = list(scores["train"])
+    cut = int(0.9 * len(train))
+    if cut == 0 or cut == len(train):
+        raise ValueError(
+            f"tagger.dev 'buffer_tail' needs at least 2 train sentences with buffer labels, got {len(train)}; "
+            "raise buffer.max_sentences or set tagger_dev: task_dev"
+        )
+    return train[:cut], train[cut:]
 
 
 def _save_tagger(obj, d: Path) -> None:
@@ -790,14 +820,22 @@ def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, 
     packed (``packing``), with the method's masks drawn once under ``masks="static"``."""
 
     def build(ctx, corpus):
+        from ...collators import sentence_masks
         from ...mlm import draw_static_masks, pack_corpus, pack_documents
 
         train_idx, dev_idx = split(corpus)
-        fields = ("importance", "important")
 
-        def pack(idx):
+        def pack(idx, seed):
             sub = corpus.select(idx)
-            token_fields = {f: list(sub[f]) for f in fields}
+            token_fields = {
+                "importance": list(sub[score_column(sub, recipe.rank)]),
+                "important": list(sub["important"]),
+            }
+            if recipe.per_sentence:  # official: each sentence's masks drawn before packing and trimming
+                fallback = None if recipe.fallback == "none" else recipe.fallback
+                token_fields["drawn"] = sentence_masks(
+                    token_fields["importance"], token_fields["important"], recipe.method, fallback=fallback, seed=seed
+                )
             if recipe.packing == "documents":
                 return pack_documents(
                     list(sub["token_ids"]),
@@ -812,7 +850,7 @@ def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, 
                 None, tokenizer, recipe.max_length, token_ids=list(sub["token_ids"]), token_fields=token_fields
             )
 
-        train, dev = pack(train_idx), pack(dev_idx)
+        train, dev = pack(train_idx, recipe.seed), pack(dev_idx, 12345)
         if recipe.masks == "static":  # drawn once, as the official data files are written
             train = draw_static_masks(
                 train,
@@ -831,6 +869,17 @@ def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, 
     return Stage(
         recipe.name, recipe.key(), build, _save_mlm_data, _load_mlm_data, deps={"corpus": corpus}, seed=recipe.seed
     )
+
+
+def score_column(corpus, rank: str) -> str:
+    """The labelled corpus's column that ranks important tokens under the cap: the raw class-1 logit (``rank``
+    "logit", official) or P(important); a corpus labelled before the logit was kept has P only."""
+    if rank == "logit" and "importance_logit" not in corpus.column_names:
+        raise ValueError(
+            "this labelled corpus has no importance_logit column (labelled by an older tmlib); relabel it, or rank "
+            "by P(important) with taskpt_rank: probability"
+        )
+    return "importance_logit" if rank == "logit" else "importance"
 
 
 def probe_stage(recipe: ProbeRecipe, genept: Stage, taskpt: dict[str, Stage], texts: Callable, tokenizer) -> Stage:
@@ -892,11 +941,14 @@ class Experiment:
     task data loaded once, and one method per stage (``*_stage()``, each from its recipe through its factory) and
     per value (``genept()``, ``probe()``, ``finetune()``, ...)."""
 
-    def __init__(self, cfg: SelectiveConfig):
+    def __init__(self, cfg: SelectiveConfig, scope: str = ""):
+        """``scope``: a folder prefix of the TaskPT runs and of the fine-tuning runs that start from them (a budget
+        run of :meth:`budget_experiment` beside the notebook's own); everything upstream is shared."""
         from ...models import load_tokenizer
         from ...runtime import set_threads
 
         self.cfg = cfg
+        self.scope = scope
         self.plan = plan(cfg)
         self.threads = set_threads(cfg.threads)
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
@@ -998,7 +1050,7 @@ class Experiment:
     def taskpt_stage(self, genept_step: int, method: str) -> Stage[Checkpoints]:
         if genept_step not in self.cfg.genept.steps:
             raise KeyError(f"GenePT budget {genept_step} is not in genept.steps {self.cfg.genept.steps}")
-        name = f"taskpt_g{genept_step}_{method}"
+        name = f"{self.scope}taskpt_g{genept_step}_{method}"
         return self._once(name, lambda: mlm_run_stage(name, self.plan.taskpt[method], self.taskpt_data_stage(method),
                                                       self.genept_stage(), self.tokenizer, init_step=genept_step,
                                                       progress=self.cfg.progress,
@@ -1020,6 +1072,8 @@ class Experiment:
             init, pick = self.taskpt_stage(job.genept_steps, job.method), job.taskpt_steps
         n = self.cfg.finetune.max_train  # runs on another training-set size live beside the default ones
         name = job.name.replace("finetune/", f"finetune/n{n}/", 1) if n else job.name
+        if job.method != "genept":
+            name = self.scope + name
         return self._once(name, lambda: classifier_stage(
             name, init, self.plan.finetune_task, replace(self.plan.finetune, seed=job.seed), data=self.finetune_data,
             tokenizer=self.tokenizer, pick=pick, desc=f"fine-tune s{job.seed}",
@@ -1102,14 +1156,41 @@ class Experiment:
             self.get(self.finetune_stage(j))
         return self.finetune()
 
+    # ------------------------------------------------------------------------------ the budget curve
+    def budget_experiment(self, budget: int) -> Experiment:
+        """This experiment with one TaskPT run of ``budget`` steps per method: its own warmup and decay over those
+        steps, one checkpoint (its last step: the rule of the budget curve), everything upstream shared through
+        the same run folder."""
+        from dataclasses import replace
+
+        taskpt = replace(self.cfg.taskpt, steps=[budget], budgets=[])
+        return Experiment(replace(self.cfg, taskpt=taskpt), scope=f"budgets/t{budget}/")
+
+    def budget_results(self, reverse: bool = False) -> tuple[pd.DataFrame, dict]:
+        """Every budget of ``taskpt.budgets`` run and fine-tuned (the final runs only): one row per run with its
+        ``taskpt_budget`` (GenePT-only rows repeat under each budget, their pairs), and the predictions keyed
+        ``(genept_steps, taskpt_budget, method, seed)``."""
+        budgets = list(reversed(self.cfg.taskpt.budgets)) if reverse else self.cfg.taskpt.budgets
+        frames, preds = [], {}
+        for b in budgets:
+            sub = self.budget_experiment(b)
+            res = sub.run(reverse)
+            rows = len(sub.get(sub.taskpt_data_stage(self.cfg.taskpt.methods[0])).train)
+            passes = b * self.cfg.taskpt.batch_size / rows  # passes over the TaskPT train rows
+            frames.append(res[res["final"]].assign(taskpt_budget=b, taskpt_passes=round(passes, 2)))
+            preds.update({(g, b, m, s): p for (g, m, s), p in sub.predictions().items()})
+        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return results, preds
+
     def label_corpus(self, tagger: SavedModel, processes=None):
         """The TaskPT corpus labelled by ``tagger`` (the build of :meth:`corpus_stage`, for the processes of a
         multi-process launch that label beside the builder)."""
         return label_corpus(self.plan.corpus, tagger, self.taskpt_corpus(), self.tokenizer, processes)
 
-    def write(self, results: pd.DataFrame) -> dict[str, Path]:
-        """results.csv (per run), summary.csv (mean/std + pre-training compute), gaps.csv (paired by seed),
-        steps.csv (curve), probe.csv (MLM probe per checkpoint), compute.json, tagger.json, config.json."""
+    def write(self, results: pd.DataFrame, budgets: tuple[pd.DataFrame, dict] | None = None) -> dict[str, Path]:
+        """results.csv (per run), summary.csv (mean/std + pre-training compute), gaps.csv (paired by seed, the
+        primary tests Holm-corrected), steps.csv (curve), probe.csv (MLM probe per checkpoint), compute.json,
+        tagger.json, config.json; with ``budgets`` (:meth:`budget_results`) budget_results.csv and budget_gaps.csv."""
         cfg, store = self.cfg, self.store
         compute = self.compute_rows(results)
         summary = summarize(results).merge(
@@ -1117,14 +1198,20 @@ class Experiment:
         )
         curve = curve_rows(cfg, results)
         preds = self.predictions()
-        gaps = pd.concat(
-            [
-                paired_gaps(results, predictions=preds).assign(runs="all"),
-                paired_gaps(results, drop_failed=True, predictions=preds).assign(runs="failed dropped"),
-            ]
+        gaps = with_holm(
+            pd.concat(
+                [
+                    paired_gaps(results, predictions=preds).assign(runs="all"),
+                    paired_gaps(results, drop_failed=True, predictions=preds).assign(runs="failed dropped"),
+                ]
+            )
         )
         tagger = self.get(self.tagger_stage()).stats
-        return {
+        out = {}
+        if budgets is not None:
+            out["budget_results"] = store.write_csv("budget_results.csv", budgets[0])
+            out["budget_gaps"] = store.write_csv("budget_gaps.csv", budget_gaps(*budgets))
+        return out | {
             "results": store.write_csv("results.csv", results),
             "summary": store.write_csv("summary.csv", summary),
             "gaps": store.write_csv("gaps.csv", gaps),
