@@ -248,7 +248,8 @@ def test_empty_split_rejected():
 
 def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
     """The hub corpus path, run for real against a dataset folder standing in for the hub (same
-    load_dataset(..., streaming=True) call); offline or uncapped it fails with a clear message."""
+    load_dataset(..., streaming=True) call); offline it fails with a clear message. As the official code: every
+    row without a cap, every sentence however short, ``@title+text`` joined with ". " (AmazonProcessor)."""
     import json
 
     import tmlib.hub
@@ -256,10 +257,15 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
 
     d = tmp_path / "reviews"
     d.mkdir()
-    rows = [{"text": f"Review {i} was fine. The food was great and cheap. Would go again soon."} for i in range(20)]
+    rows = [
+        {"title": f"Great {i}", "text": f"Review {i} was fine. The food was great and cheap. Would go again soon."}
+        for i in range(20)
+    ]
     (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(DataError, match="needs a sentence cap"):
-        load_corpus(f"hub:{d}")
+    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
+    assert len(load_corpus(f"hub:{d}")) == 60  # no cap: every row, every sentence
+    titled = load_corpus(f"hub:{d}@title+text")["text"]
+    assert len(titled) == 80 and titled[:2] == ["Great 0.", "Review 0 was fine."]  # a one-word sentence stays
     monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(DataError, match="unreachable"):
         load_corpus(f"hub:{d}", max_sentences=10)

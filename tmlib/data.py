@@ -621,11 +621,24 @@ def _load_documents(name: str, max_sentences: int | None, seed: int) -> Dataset:
     return Dataset.from_dict({"text": texts, "doc": doc_ids})
 
 
+HUB_MIN_WORDS = 1  # official sc_mask_gen.py keeps every sentence spaCy finds, however short
+
+
 def _hub_corpus(name: str, max_sentences: int | None, text_column: str = "text") -> list[str]:
-    """Sentences of a hub dataset's train split (e.g. ``yelp_review_full``, ``amazon_polarity`` with
-    ``content``), streamed and split with :func:`split_sentences` until ``max_sentences`` (required:
-    hub review corpora hold tens of millions of sentences). ``name`` may end in ``@<text column>``."""
+    """Sentences of a hub dataset's train split (e.g. ``yelp_review_full``; ``amazon_polarity@title+content``),
+    streamed and split with :func:`split_sentences` (every sentence kept, :data:`HUB_MIN_WORDS`) until twice
+    ``max_sentences``, or the whole split when it is 0 (the official code reads every row). ``name`` may end in
+    ``@<text column>``, or ``@<a>+<b>``: the row's text is ``a + ". " + b`` (official ``AmazonProcessor``:
+    title, then body)."""
     return [sent for doc in _hub_documents(name, max_sentences, text_column) for sent in doc]
+
+
+def _row_text(row: dict, columns: list[str], name: str) -> str:
+    """A hub row's text: one column, or several joined by ". " (official ``AmazonProcessor``)."""
+    missing = [c for c in columns if c not in row]
+    if missing:
+        raise DataError(f"'hub:{name}' has no {missing[0]!r} column (has {list(row)}); name it: hub:{name}@<column>")
+    return ". ".join(str(row[c]) for c in columns)
 
 
 def _hub_documents(name: str, max_sentences: int | None, text_column: str = "text") -> list[list[str]]:
@@ -634,10 +647,9 @@ def _hub_documents(name: str, max_sentences: int | None, text_column: str = "tex
 
     from .hub import hub_reachable, local_dataset
 
-    if not max_sentences:
-        raise DataError(f"corpus 'hub:{name}' needs a sentence cap (max_sentences > 0): it is streamed and may be huge")
     if "@" in name:
         name, text_column = name.split("@", 1)
+    columns = text_column.split("+")
     local = local_dataset(name)
     if local is None and not hub_reachable():
         raise DataError(
@@ -655,13 +667,9 @@ def _hub_documents(name: str, max_sentences: int | None, text_column: str = "tex
     out: list[list[str]] = []
     n = 0
     for row in stream:
-        if text_column not in row:
-            raise DataError(
-                f"'hub:{name}' has no {text_column!r} column (has {list(row)}); name it: hub:{name}@<column>"
-            )
-        out.append(split_sentences(str(row[text_column])))
+        out.append(split_sentences(_row_text(row, columns, name), min_words=HUB_MIN_WORDS))
         n += len(out[-1])
-        if n >= 2 * max_sentences:  # over-collect, then the seeded subsample
+        if max_sentences and n >= 2 * max_sentences:  # over-collect, then the seeded subsample
             break
     return out
 
