@@ -157,7 +157,8 @@ class GridRecipe:
 
     @property
     def folder(self) -> str:
-        return f"{SOLUTIONS}/{task_dirname(self.base.task)}/lr-grid/{self.base.method}"
+        variant = f"{self.base.method}-{self.base.tag}" if self.base.tag else self.base.method
+        return f"{SOLUTIONS}/{task_dirname(self.base.task)}/lr-grid/{variant}"
 
     def point(self, lr: float) -> SolutionRecipe:
         return self.base.with_lr(lr)

@@ -39,7 +39,7 @@ from ..config import ConfigError
 from ..data import TaskRecipe
 from ..masking.config import MaskConfig
 from ..runs import RunStore, Stage
-from ..solutions import Inputs, SolutionRecipe, evaluation_stage, solution_stage
+from ..solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage, selection_stage
 from ..token_data import TokenTaskRecipe
 from ..token_solutions import TokenInputs, TokenSolutionRecipe, token_evaluation_stage, token_solution_stage
 
@@ -50,6 +50,7 @@ SOLUTION_COLUMNS = [
     "setting",
     "method",
     "seed",
+    "lr",
     "dev_accuracy",
     "test_accuracy",
     "test_n",
@@ -63,6 +64,8 @@ TOKEN_RUN_COLUMNS = [
     "seed",
     "metric",
     "value",
+    "tags_predicted",
+    "failed",
     "n",
     "dev_value",
     "n_sentences",
@@ -85,8 +88,12 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # training seeds, paired across settings
     epochs: float = 4.0  # training budget of every model
     batch_size: int = 16
+    eval_every: int = 0  # steps between dev evaluations (best state); 0: once per epoch (official: every 60 batches)
     mask_lr: float = 3e-3  # Adam lr of the mask scores (official schedule: constant)
     finetune_lr: float = 1e-4  # AdamW lr of the fine-tuned reference
+    # lrs tried on dev per method ("mask", "finetune"): every initial sparsity and layer setting gets its own, chosen
+    # on seeds[0] (notebook 03's grid: best dev accuracy, one step past an edge winner); {}: mask_lr and finetune_lr
+    lr_grid: dict[str, list[float]] = field(default_factory=lambda: {"mask": [1e-3, 3e-3, 1e-2]})
     init_sparsities: list[float] = field(default_factory=lambda: [0.05, 0.5])  # share masked at init
     layer_settings: list[str] = field(default_factory=lambda: ["default", "bottom3"])  # blocks masked
     skip_first_blocks: int = 2  # "default": blocks left unmasked at the bottom (official 2 of 12)
@@ -95,11 +102,17 @@ class StudyConfig:
     tsne_examples: int = 300  # points in the t-SNE figure
     transfer_tasks: list[str] = field(default_factory=lambda: ["amazon", "pang_lee_docs"])  # same label space
     transfer_examples: int = 150  # examples per transfer task (0: all), class-balanced
-    token_tasks: list[str] = field(default_factory=lambda: ["pos"])  # "pos" (packaged OANC) and/or "ner"
+    # "pos" (packaged OANC) and/or "ner"; none in `default` (a tagger needs more than make run's share: `full`)
+    token_tasks: list[str] = field(default_factory=list)
     token_methods: list[str] = field(default_factory=lambda: ["mask", "finetune", "bitfit", "lora"])
     token_lr: dict[str, float] = field(
         default_factory=lambda: {"mask": 3e-3, "finetune": 2e-4, "bitfit": 5e-3, "lora": 2e-3}
     )  # per method (absent: its default)
+    # lrs tried on dev per method (first seed, each task): the best dev metric sets the lr of every seed; {}: token_lr
+    token_lr_grid: dict[str, list[float]] = field(default_factory=dict)
+    # the learning curve that sizes token_max_train: fine-tuning (first seed, its lr) on each of these many training
+    # sentences, dev metric per size (token_curve.csv); []: none
+    token_curve: list[int] = field(default_factory=list)
     token_max_train: int = 200  # training sentences per token task (0: all)
     token_max_dev: int = 100  # dev sentences (epoch selection) (0: all)
     token_max_test: int = 250  # test sentences from the held-out pool (0: all)
@@ -138,6 +151,9 @@ class StudyConfig:
             )
         if self.mask_lr <= 0 or self.finetune_lr <= 0 or self.epochs <= 0 or self.max_length < 8:
             raise ConfigError("mask_lr, finetune_lr and epochs must be > 0 and max_length >= 8")
+        bad = {m: v for m, v in self.lr_grid.items() if m not in ("mask", "finetune") or not v or min(v) <= 0}
+        if bad:
+            raise ConfigError(f"lr_grid: a list of positive lrs for 'mask' and/or 'finetune', got {bad}")
         self._check_token_settings()
 
     def _check_token_settings(self) -> None:
@@ -150,6 +166,11 @@ class StudyConfig:
         if bad:
             raise ConfigError(f"token_methods: unknown method(s) {bad}; valid methods: {', '.join(METHODS)}")
         self.token_lr, _ = check_method_settings(self.token_lr, {}, MaskConfig())
+        if any(int(n) < 1 for n in self.token_curve):
+            raise ConfigError(f"token_curve: training-sentence counts >= 1, got {self.token_curve}")
+        bad = {m: v for m, v in self.token_lr_grid.items() if m not in METHODS or not v or min(v) <= 0}
+        if bad:
+            raise ConfigError(f"token_lr_grid: a list of positive lrs per method ({', '.join(METHODS)}), got {bad}")
         for name in ("token_max_train", "token_max_dev", "token_max_test", "token_batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -276,6 +297,7 @@ def plan(cfg: StudyConfig, n_blocks: int | None = None) -> StudyPlan:
         batch_size=cfg.batch_size,
         lr=cfg.mask_lr,
         options=default,
+        eval_every=cfg.eval_every,
         mixed_precision=cfg.mixed_precision,
         kernels=cfg.kernels,
         progress=cfg.progress,
@@ -416,9 +438,28 @@ class Experiment:
         self.tokenizer = load_tokenizer(cfg.model)
         self.plan = plan(cfg)
         self.inputs = Inputs(self.plan.data, cfg.model, tokenizer=self.tokenizer)
+        self._token_inputs: dict[TokenTaskRecipe, TokenInputs] = {}  # each token task's data, loaded once
+
+    def grid(self, recipe: SolutionRecipe) -> GridRecipe | None:
+        """The lr grid of ``recipe``'s setting (its method, options and tag; chosen on ``seeds[0]``), or None."""
+        lrs = self.cfg.lr_grid.get(recipe.method)
+        if not lrs:
+            return None
+        return GridRecipe(replace(recipe, seed=self.cfg.seeds[0]), tuple(float(x) for x in lrs), extend=1)
 
     def stage(self, recipe: SolutionRecipe) -> Stage:
-        return solution_stage(recipe, self.inputs)
+        """``recipe``'s solution, at the lr its setting's grid chose when ``lr_grid`` names its method."""
+        return chosen_stage(recipe, self.grid(recipe), self.store, self.inputs)
+
+    def lr_selection(self) -> pd.DataFrame:
+        """Every setting's grid on dev (one row per lr tried; ``chosen`` marks the lr every seed trains with)."""
+        frames = []
+        for study, setting, r in self.plan.rows:
+            grid = self.grid(r)
+            if grid is not None and r.seed == self.cfg.seeds[0]:
+                table = self.store.get(selection_stage(grid, self.inputs)).table
+                frames.append(table.assign(study=study, setting=setting))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def solutions(self) -> pd.DataFrame:
         """Every model of the plan trained (or loaded) and tested on the held-out pool: one row each
@@ -435,6 +476,7 @@ class Experiment:
                     "setting": setting,
                     "method": r.method,
                     "seed": r.seed,
+                    "lr": t.metrics.get("lr", r.lr),
                     "dev_accuracy": t.metrics["dev_accuracy"],
                     "test_accuracy": ev.accuracy,
                     "test_n": ev.n,
@@ -481,14 +523,15 @@ class Experiment:
         ``token_runs.csv``."""
         from tqdm.auto import tqdm
 
-        inputs: dict[TokenTaskRecipe, TokenInputs] = {}
         rows = []
         for r in tqdm(self.plan.tokens, desc="token models", disable=not self.cfg.progress):
-            inp = inputs.setdefault(r.data, TokenInputs(r.data, self.cfg.model, tokenizer=self.tokenizer))
+            inp = self.token_inputs(r.data)
+            r = self.token_chosen(r)
             stage = token_solution_stage(r, inp)
             t = self.store.get(stage)
             ev = self.store.get(token_evaluation_stage(r, stage, inp))
             metric = t.metrics["metric"]
+            tags = len({tag for sentence in ev.predictions for tag in sentence})
             rows.append(
                 {
                     "task": r.task,
@@ -496,6 +539,8 @@ class Experiment:
                     "seed": r.seed,
                     "metric": metric,
                     "value": ev.value(metric),
+                    "tags_predicted": tags,
+                    "failed": tags <= 1,  # one tag for every word: no tagger (as notebook 01 flags runs)
                     "n": ev.metrics["n_tokens"],
                     "dev_value": t.metrics[f"dev_{metric}"],
                     "n_sentences": ev.metrics["n_sentences"],
@@ -506,6 +551,73 @@ class Experiment:
         out = pd.DataFrame(rows, columns=TOKEN_RUN_COLUMNS)
         self.store.write_csv("token_runs.csv", out)
         return out
+
+    def token_inputs(self, data: TokenTaskRecipe) -> TokenInputs:
+        """The token task's data and tokenizer, loaded once per experiment."""
+        if data not in self._token_inputs:
+            self._token_inputs[data] = TokenInputs(data, self.cfg.model, tokenizer=self.tokenizer)
+        return self._token_inputs[data]
+
+    def token_grid(self, recipe: TokenSolutionRecipe) -> list[tuple[float, dict]]:
+        """``recipe``'s method's ``token_lr_grid`` on dev: (lr, metrics) per lr, each run on ``seeds[0]`` and stored
+        under ``token_solutions/<task>/lr-grid/<method>/lr=<lr>``; [] without a grid."""
+        out = []
+        for lr in self.cfg.token_lr_grid.get(recipe.method, []):
+            point = replace(recipe, seed=self.cfg.seeds[0], lr=float(lr))
+            stage = token_solution_stage(point, self.token_inputs(recipe.data))
+            name = stage.name.rsplit("/", 1)[0] + f"/lr-grid/{recipe.method}/lr={float(lr):g}"
+            out.append((float(lr), self.store.get(replace(stage, name=name)).metrics))
+        return out
+
+    def token_chosen(self, recipe: TokenSolutionRecipe) -> TokenSolutionRecipe:
+        """``recipe`` at the lr its grid chose (best dev metric; ties: the lower lr), or as planned."""
+        grid = self.token_grid(recipe)
+        if not grid:
+            return recipe
+        metric = grid[0][1]["metric"]
+        lr = max(grid, key=lambda p: (p[1][f"dev_{metric}"], -p[0]))[0]
+        return replace(recipe, lr=lr)
+
+    def token_lr_selection(self) -> pd.DataFrame:
+        """Every token grid: one row per task, method and lr tried, ``chosen`` marking the winner."""
+        rows, seen = [], set()
+        for r in self.plan.tokens:
+            if (r.task, r.method) in seen:
+                continue
+            seen.add((r.task, r.method))
+            chosen = self.token_chosen(r).lr
+            for lr, m in self.token_grid(r):
+                rows.append({"task": r.task, "method": r.method, "lr": lr, "dev_value": m[f"dev_{m['metric']}"],
+                             "metric": m["metric"], "chosen": lr == chosen})  # fmt: skip
+        return pd.DataFrame(rows, columns=["task", "method", "lr", "metric", "dev_value", "chosen"])
+
+    def token_curve(self) -> pd.DataFrame:
+        """Dev metric of fine-tuning on each ``token_curve`` size of training sentences, per token task (first seed,
+        the lr the grid chose; the same dev sentences), stored under ``token_solutions/<task>/curve/n<size>``."""
+        rows = []
+        for r in self.plan.tokens:
+            if r.method != "finetune" or r.seed != self.cfg.seeds[0]:
+                continue
+            chosen = self.token_chosen(r)
+            for n in self.cfg.token_curve:
+                point = replace(chosen, data=replace(chosen.data, max_train=int(n)))
+                inp = self.token_inputs(point.data)
+                stage = token_solution_stage(point, inp)
+                stage = replace(stage, name=stage.name.rsplit("/", 1)[0] + f"/curve/n{n}")
+                t = self.store.get(stage)
+                metric = t.metrics["metric"]
+                rows.append({"task": r.task, "sentences": int(n), "metric": metric, "lr": chosen.lr,
+                             "dev_value": 100 * t.metrics[f"dev_{metric}"]})  # fmt: skip
+        return pd.DataFrame(rows, columns=["task", "sentences", "metric", "lr", "dev_value"])
+
+    def token_baselines(self) -> pd.DataFrame:
+        """Per token task, two baselines on the same test words (:func:`tag_baselines`)."""
+        frames = [
+            tag_baselines(self.token_inputs(d).data).assign(task=d.name) for d in {r.data for r in self.plan.tokens}
+        ]
+        return (
+            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task", "baseline", "accuracy"])
+        )
 
     def run(self) -> StudyResults:
         """Every stage of the plan: the models, the features, the transfer and the token classifiers."""
@@ -586,6 +698,7 @@ def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataF
         test_mean=("test_accuracy", "mean"),
         test_std=("test_accuracy", "std"),
         density_pct=("density_pct", "mean"),
+        lr=("lr", "first"),
         test_n=("test_n", "first"),
     ).reset_index()
     out[["dev_mean", "test_mean", "test_std"]] = 100 * out[["dev_mean", "test_mean", "test_std"]]
@@ -596,11 +709,12 @@ def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataF
             "a": "setting",
             "gap_mean": "gap_vs_reference_pts",
             "gap_std": "gap_sd_pts",
+            "ci95": "gap_ci95_pts",
             "p": "gap_p",
             "detectable_gap": "detectable_gap_pts",
         }
     )
-    cols = ["setting", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]
+    cols = ["setting", "gap_vs_reference_pts", "gap_sd_pts", "gap_ci95_pts", "gap_p", "detectable_gap_pts"]
     return out.merge(gaps[cols], on="setting", how="left")
 
 
@@ -641,6 +755,58 @@ def tsne_frame(features: dict[str, dict], names: list[str], examples: int, seed:
     return pd.concat(frames, ignore_index=True)
 
 
+def tag_baselines(data) -> pd.DataFrame:
+    """What a tagger must beat, on the test words of ``data`` (``tokens``/``tags``): ``majority tag`` (the train
+    split's most frequent tag for every word) and ``word majority`` (each word's most frequent train tag, lowercased;
+    an unseen word gets the majority tag). Accuracy in %."""
+    from collections import Counter, defaultdict
+
+    names = data["train"].features["tags"].feature.names
+    overall = Counter(t for tags in data["train"]["tags"] for t in tags)
+    majority = overall.most_common(1)[0][0]
+    by_word: dict[str, Counter] = defaultdict(Counter)
+    for words, tags in zip(data["train"]["tokens"], data["train"]["tags"]):
+        for w, t in zip(words, tags):
+            by_word[w.lower()][t] += 1
+    gold = [
+        (w.lower(), t) for words, tags in zip(data["test"]["tokens"], data["test"]["tags"]) for w, t in zip(words, tags)
+    ]
+    word = [by_word[w].most_common(1)[0][0] if w in by_word else majority for w, _ in gold]
+    n = len(gold)
+    return pd.DataFrame(
+        [
+            {
+                "baseline": f"majority tag ({names[majority]})",
+                "accuracy": 100 * sum(t == majority for _, t in gold) / n,
+                "n": n,
+            },
+            {"baseline": "word majority", "accuracy": 100 * sum(p == t for p, (_, t) in zip(word, gold)) / n, "n": n},
+        ]
+    )
+
+
+def tsne_scores(features: dict[str, dict], tsne: pd.DataFrame, neighbours: int = 10, folds: int = 5) -> pd.DataFrame:
+    """Numbers a reader can compare beside each t-SNE panel (``tsne``: :func:`tsne_frame`): how well the gold
+    classes separate in the original [CLS] space and in the 2-D map, on the same points. ``knn_accuracy``: the
+    ``folds``-fold cross-validated accuracy (%) of a ``neighbours``-nearest-neighbour classifier; ``silhouette``:
+    the mean silhouette by gold class (-1..1, Euclidean; scikit-learn)."""
+    from sklearn.metrics import silhouette_score
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rows = []
+    for name, panel in tsne.groupby("representation", sort=False):
+        y = panel["label"].to_numpy()
+        spaces = {"original": features[name]["X"][: len(panel)], "t-SNE map": panel[["x", "y"]].to_numpy()}
+        for space, X in spaces.items():
+            k = min(neighbours, max(1, len(y) // folds - 1))
+            knn = cross_val_score(KNeighborsClassifier(n_neighbors=k), X, y, cv=folds).mean()
+            sil = silhouette_score(X, y) if len(set(y)) > 1 else float("nan")
+            rows.append({"representation": name, "space": space, "n": len(y), "knn_accuracy": 100 * knn,
+                         "silhouette": float(sil)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def transfer_table(transfer: pd.DataFrame) -> pd.DataFrame:
     """Per transfer task: masked and fine-tuned accuracy (%), and mask - fine-tune paired by seed."""
     from ..stats import paired_gap_table
@@ -668,8 +834,10 @@ def token_table(runs: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame
         "std",
         "dev_mean",
         "n",
+        "failed_runs",
         "gap_vs_reference_pts",
         "gap_sd_pts",
+        "gap_ci95_pts",
         "gap_p",
         "detectable_gap_pts",
     ]
@@ -683,6 +851,7 @@ def token_table(runs: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame
         std=("value", "std"),
         dev_mean=("dev_value", "mean"),
         n=("n", "first"),
+        failed_runs=("failed", "sum"),
     ).reset_index()
     out[["mean", "std", "dev_mean"]] = 100 * out[["mean", "std", "dev_mean"]]
     pairs = [(m, reference) for m in dict.fromkeys(runs.method) if m != reference]
@@ -692,12 +861,13 @@ def token_table(runs: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame
             "a": "method",
             "gap_mean": "gap_vs_reference_pts",
             "gap_std": "gap_sd_pts",
+            "ci95": "gap_ci95_pts",
             "p": "gap_p",
             "detectable_gap": "detectable_gap_pts",
         }
     )
     return out.merge(
-        gaps[["task", "method", "gap_vs_reference_pts", "gap_sd_pts", "gap_p", "detectable_gap_pts"]],
+        gaps[["task", "method", "gap_vs_reference_pts", "gap_sd_pts", "gap_ci95_pts", "gap_p", "detectable_gap_pts"]],
         on=["task", "method"],
         how="left",
     )[cols]
