@@ -66,3 +66,37 @@ def test_probe_reads_a_linearly_separable_representation():
         "representation"
     )
     assert t.loc["good", "probe_accuracy"] > 95 and t.loc["noise", "probe_accuracy"] < 70
+
+
+def test_tag_baselines_majority_and_word_majority():
+    """What a tagger must beat: the train split's majority tag, and each word's most frequent train tag."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
+
+    from tmlib.experiments.mask_study import tag_baselines
+
+    feats = Features({"tokens": Sequence(Value("string")), "tags": Sequence(ClassLabel(names=["NN", "VB", "DT"]))})
+    train = Dataset.from_dict({"tokens": [["the", "dog", "runs"], ["a", "dog"]], "tags": [[2, 0, 1], [2, 0]]}, feats)
+    test = Dataset.from_dict({"tokens": [["The", "cat", "runs"]], "tags": [[2, 0, 1]]}, feats)
+    t = tag_baselines(DatasetDict(train=train, dev=train, test=test)).set_index("baseline").accuracy
+    # train: DT 2, NN 2, VB 1; the tie goes to the first seen (DT), right on "The" only
+    assert t.index[0] == "majority tag (DT)" and t.iloc[0] == pytest.approx(100 / 3)
+    # "The" (lowercased) and "runs" by their train tags; the unseen "cat" gets the majority (DT): wrong
+    assert t["word majority"] == pytest.approx(200 / 3)
+
+
+def test_tsne_scores_read_the_same_points_in_both_spaces():
+    from tmlib.experiments.mask_study import tsne_frame, tsne_scores
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    X = rng.normal(size=(80, 8)) + 6 * y[:, None]  # two far-apart classes
+    feats = {"sep": {"X": X, "y": y}, "noise": {"X": rng.normal(size=(80, 8)), "y": y}}
+    scores = tsne_scores(feats, tsne_frame(feats, ["sep", "noise"], 80)).set_index(["representation", "space"])
+    assert (
+        scores.loc[("sep", "original"), "knn_accuracy"] == 100.0 and scores.loc[("sep", "original"), "silhouette"] > 0.5
+    )
+    assert (
+        scores.loc[("noise", "original"), "knn_accuracy"] < 75
+        and abs(scores.loc[("noise", "original"), "silhouette"]) < 0.1
+    )
+    assert set(scores.n) == {80}

@@ -25,6 +25,17 @@ def test_nb05_smoke(tmp_path):
     assert set(probe.model) == {"pretrained", "mask", "finetune"} and probe.probe_accuracy.between(0, 100).all()
     summary = pd.read_csv(out / "transfer_summary.csv")
     assert set(summary.task) == {"amazon", "pang_lee_docs"} and (summary.n_seeds == 2).all()
+    # every setting at its own lr, chosen on dev on the first seed
+    sel = pd.read_csv(out / "lr_selection.csv")
+    assert sel.groupby(["study", "setting"]).chosen.sum().eq(1).all() and set(sel.study) == {"sparsity", "layers"}
+    for (study, setting), d in sel[sel.chosen].groupby(["study", "setting"]):
+        assert (sol[(sol.study == study) & (sol.setting == setting)].lr == d.lr.iloc[0]).all()
+    tsne = pd.read_csv(out / "tsne.csv")
+    assert set(tsne.space) == {"original", "t-SNE map"} and tsne.knn_accuracy.between(0, 100).all()
+    base = pd.read_csv(out / "token_baselines.csv")
+    assert len(base) == 2 and base.accuracy.between(0, 100).all()
+    assert pd.read_csv(out / "token_lr_selection.csv").chosen.sum() == 1
+    assert list(pd.read_csv(out / "token_curve.csv").sentences) == [8, 16]
     tokens = pd.read_csv(out / "token_tasks.csv")
     assert list(tokens.method) == ["mask", "finetune", "bitfit", "lora"] and set(tokens.task) == {"pos"}
     assert (tokens.n_seeds == 2).all() and (tokens.metric == "accuracy").all() and tokens["mean"].between(0, 100).all()

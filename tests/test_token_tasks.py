@@ -330,7 +330,7 @@ def test_token_table_pairs_each_method_with_finetune_by_seed():
 def test_study_config_token_settings_and_plan(tmp_path):
     from tmlib.experiments import mask_study as M
 
-    cfg = M.StudyConfig(seeds=[0, 1], token_methods=["mask", "finetune"])
+    cfg = M.StudyConfig(seeds=[0, 1], token_tasks=["pos"], token_methods=["mask", "finetune"])
     recipes = M.token_plan(cfg)
     assert [(r.task, r.method, r.seed) for r in recipes] == [
         ("pos", "mask", 0),

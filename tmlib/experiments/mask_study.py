@@ -698,8 +698,8 @@ def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataF
         test_mean=("test_accuracy", "mean"),
         test_std=("test_accuracy", "std"),
         density_pct=("density_pct", "mean"),
-        lr=("lr", "first"),
         test_n=("test_n", "first"),
+        **({"lr": ("lr", "first")} if "lr" in d else {}),
     ).reset_index()
     out[["dev_mean", "test_mean", "test_std"]] = 100 * out[["dev_mean", "test_mean", "test_std"]]
     pairs = [(s, reference) for s in out.setting if s != reference]
