@@ -9,6 +9,7 @@ import pytest
 
 from tmlib.config import ConfigError, from_flat
 from tmlib.experiments.selective import (
+    Experiment,
     SelectiveConfig,
     accuracy_table,
     buffer_summary,
@@ -418,3 +419,19 @@ def test_official_details_are_the_defaults_and_old_sets_pin_the_old_ones():
         assert plan(old).corpus.stopwords == old.buffer.stopwords
     with pytest.raises(ValueError, match="taskpt.rank"):
         from_flat(SelectiveConfig, {"taskpt_rank": "p"})
+
+
+def test_a_budget_equal_to_the_notebooks_own_run_is_that_run(tmp_path):
+    """The budget curve's runs sit under budgets/t<steps>/; the budget the notebook itself ran (one checkpoint at
+    that step) is not trained twice."""
+    from tmlib.config import from_flat, load_yaml
+    from tmlib.suite import PARAMS
+
+    flat = load_yaml(PARAMS / "01_selective_masking" / "smoke.yaml")
+    cfg = from_flat(SelectiveConfig, {**flat, "out_dir": str(tmp_path), "taskpt_steps": [3], "taskpt_budgets": [3, 5]})
+    exp = Experiment(cfg)
+    assert exp.budget_experiment(3) is exp
+    other = exp.budget_experiment(5)
+    assert other.cfg.taskpt.steps == [5] and other.cfg.taskpt.budgets == []
+    assert other.taskpt_stage(3, "selective").name == "budgets/t5/taskpt_g3_selective"
+    assert exp.taskpt_stage(3, "selective").name == "taskpt_g3_selective"

@@ -1163,6 +1163,8 @@ class Experiment:
         the same run folder."""
         from dataclasses import replace
 
+        if self.cfg.taskpt.steps == [budget]:  # the notebook's own TaskPT runs are this budget's: no second copy
+            return self
         taskpt = replace(self.cfg.taskpt, steps=[budget], budgets=[])
         return Experiment(replace(self.cfg, taskpt=taskpt), scope=f"budgets/t{budget}/")
 
