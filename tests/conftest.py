@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# Tests never reach the network: the hub libraries are offline (also in every notebook and CLI subprocess, which
+# inherit the environment), and in this process a connection to anything but this machine fails loudly.
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_name] = "1"
+
+
+class NetworkBlocked(ConnectionRefusedError):
+    """A test tried to open a connection off this machine."""
+
+
+def _local(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    return not isinstance(host, str) or host in ("localhost", "::1", "") or host.startswith("127.")
+
+
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+
+def _guard(real):
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _local(address):
+            raise NetworkBlocked(
+                f"tests never reach the network: a connection to {address} was refused (tests/conftest.py)"
+            )
+        return real(self, address)
+
+    return connect
+
+
+socket.socket.connect, socket.socket.connect_ex = _guard(_connect), _guard(_connect_ex)
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,31 @@ def test_corrupt_artifact_detected_and_rebuilt(tmp_path):
         assert store.cached("a", C(), lambda: 7, _save, _load) == 7
 
 
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_one_flipped_byte_anywhere_in_a_large_file_is_caught(tmp_path, where):
+    """The manifest's SHA-256 covers every byte: one flipped byte at the start, the middle or the end of a 1 MiB
+    file (past any prefix a cheaper check might hash) makes the artifact corrupt, and it is rebuilt."""
+    blob = bytes(range(256)) * 4096  # 1 MiB
+
+    def save(obj, d):
+        (d / "blob.bin").write_bytes(blob)
+
+    def load(d):
+        return (d / "blob.bin").read_bytes() == blob
+
+    store = RunStore(tmp_path)
+    assert store.cached("big", C(), lambda: True, save, load)
+    path = tmp_path / "big" / "blob.bin"
+    data = bytearray(path.read_bytes())
+    i = {"start": 0, "middle": len(data) // 2, "end": len(data) - 1}[where]
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert store.artifact("big", C()).check() == "file blob.bin is corrupt (hash mismatch)"
+    with pytest.warns(UserWarning, match="not reusable"):
+        assert store.cached("big", C(), lambda: True, save, load)
+    assert path.read_bytes() == blob
+
+
 def test_partial_artifact_without_manifest_is_not_used(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "value.txt").write_text("5")
