@@ -428,6 +428,31 @@ def test_resume_restores_the_cuda_random_state(tiny_task, tokenizer, tmp_path, m
     assert _equal_nested(resumed["last_weights"], ref["last_weights"]) == []
 
 
+def test_resume_saves_and_restores_the_cuda_random_state_through_its_seam(tiny_task, tokenizer, tmp_path, monkeypatch):
+    """Without a GPU too: a stand-in for the CUDA generators (``training.CUDA_RNG``, the one seam over torch.cuda)
+    has its state saved in the checkpoint and set back, unchanged, when the run resumes; nothing else sees CUDA."""
+    import tmlib.training as training
+
+    class StandIn:
+        def __init__(self):
+            self.state, self.restored = [torch.tensor([7, 1, 3], dtype=torch.uint8)], []
+
+        def available(self):
+            return True
+
+        def get(self):
+            return [t.clone() for t in self.state]
+
+        def set(self, states):
+            self.restored.append([t.clone() for t in states])
+
+    rng = StandIn()
+    monkeypatch.setattr(training, "CUDA_RNG", rng)
+    _, _, resumed = _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch)
+    assert "result" in resumed and len(rng.restored) == 1  # the resumed run set it once, from the checkpoint
+    assert torch.equal(rng.restored[0][0], torch.tensor([7, 1, 3], dtype=torch.uint8))
+
+
 def test_trackers_get_every_step_and_evaluation(tiny_task, tokenizer):
     """fit(log_with=...) feeds accelerate's trackers: each step's loss and lr and each dev evaluation, under the
     run's name; the history and weights are those of a run without trackers."""

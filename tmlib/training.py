@@ -282,7 +282,7 @@ class _Checkpoint:
             "optimizer": optimizer.state_dict(),
             "scheduler": sched.state_dict(),
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda_rng": CUDA_RNG.get() if CUDA_RNG.available() else None,
             "collator": collate_fn.state_dict() if hasattr(collate_fn, "state_dict") else None,
         }
         atomic_save(self.path, lambda tmp: torch.save(payload, tmp))
@@ -290,6 +290,26 @@ class _Checkpoint:
     def remove(self) -> None:
         if self.path is not None and self.acc.is_main_process:
             self.path.unlink(missing_ok=True)  # finished: the caller saves the final artifact
+
+
+class _CudaRng:
+    """The CUDA generators' states, as a resumable checkpoint saves and a resumed run restores them: one narrow
+    seam over ``torch.cuda``, so a test can stand in for it on a machine without a GPU."""
+
+    @staticmethod
+    def available() -> bool:
+        return torch.cuda.is_available()
+
+    @staticmethod
+    def get() -> list:
+        return torch.cuda.get_rng_state_all()
+
+    @staticmethod
+    def set(states: list) -> None:
+        torch.cuda.set_rng_state_all(states)
+
+
+CUDA_RNG = _CudaRng()
 
 
 def _fault_injection(step: int) -> None:
@@ -418,8 +438,8 @@ class _Run:
         self.sched.load_state_dict(state["scheduler"])
         self.progress.restore(state)
         torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():  # dropout on the GPU draws from it
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state.get("cuda_rng") is not None and CUDA_RNG.available():  # dropout on the GPU draws from it
+            CUDA_RNG.set(state["cuda_rng"])
         if state.get("collator") is not None:
             self.collate_fn.load_state_dict(state["collator"])
 
