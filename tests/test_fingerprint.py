@@ -206,6 +206,27 @@ def test_a_selective_stage_fingerprint_is_the_same_in_every_process(tmp_path):
     assert len(outs) == 1
 
 
+def test_what_the_process_did_before_does_not_move_a_fingerprint():
+    """A private mutable module container is process state (a cache): filling it does not move the fingerprint of
+    code that names it, so a worker or a torchrun process that did other work first agrees with the process that
+    built the stage. Checked against the walk that followed such caches: the fingerprint moved once it was filled."""
+    from tmlib import precision
+
+    def build(ctx):
+        return precision._ARITHMETIC.get("cpu")
+
+    saved = dict(precision._ARITHMETIC)
+    try:
+        precision._ARITHMETIC.clear()
+        before = code_fingerprint(build)
+        precision._ARITHMETIC["cpu"] = precision.decide_cpu(1.0, 2.0)  # an Arithmetic object, as arithmetic() caches
+        precision._ARITHMETIC["probe"] = lambda: 42  # even a function held in a cache is state, not the stage's code
+        assert code_fingerprint(build) == before
+    finally:
+        precision._ARITHMETIC.clear()
+        precision._ARITHMETIC.update(saved)
+
+
 def test_only_project_code_joins_the_walk():
     """A closure holding a third-party object (a tokenizer, a frame) does not pull that library's code into the
     fingerprint: what it reaches there would depend on what the process imported."""

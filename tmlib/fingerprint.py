@@ -6,7 +6,8 @@ use to a function, class or module-level constant of the same package (tmlib, or
 lives in), transitively. Each function or class enters as its syntax tree (``ast.dump`` without docstrings or
 positions), so formatting, comments and docstrings never move it, while an edited body, an edited helper it calls or
 a changed module constant does. Closures are followed through their cells, registries (a module-level dict of
-specs) through their values.
+specs) through their values; a private mutable container (``_CACHE = {}``) is process state, not code, and is
+not followed, so two processes that did different work before fingerprint a stage alike.
 
 The infrastructure modules in :data:`OUTSIDE` (the store, logging, progress, configuration parsing, plots and the
 entry points) are not followed: editing them does not change what a stage computes, and following them would
@@ -218,6 +219,9 @@ class _Walk:
             value, name, rest = _attribute(value, rest[0]), rest[0], rest[1:]
         if isinstance(value, types.ModuleType):
             return
+        if name.startswith("_") and isinstance(value, dict | list | set):
+            return  # a private mutable container is process state (a cache such as precision._ARITHMETIC): what it
+            # holds depends on what the process did before, so it must not move a fingerprint
         if isinstance(value, _SIMPLE) or (
             isinstance(value, tuple | frozenset) and all(isinstance(v, _SIMPLE) for v in value)
         ):
