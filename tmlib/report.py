@@ -38,13 +38,14 @@ def _table(path: Path, columns: list[str] | None = None, query: str | None = Non
 
 
 def _section_01(d: Path) -> list[str]:
+    from .experiments.selective.analysis import PRIMARY as SELECTIVE_PRIMARY
     from .stats import gap_sentence
 
     lines = []
     if (d / "gaps.csv").is_file():
         g = pd.read_csv(d / "gaps.csv").query("runs == 'all'")
         short = g["genept_steps"].min() if len(g) else None
-        primary = g[(g.genept_steps == short) & g.comparison.isin(["selective - random", "random - genept"])]
+        primary = g[(g.genept_steps == short) & g.comparison.isin(SELECTIVE_PRIMARY)]
         for r in primary.itertuples():
             holm = f", Holm-adjusted p = {r.p_holm:.2g} over {len(primary)} primary tests" if "p_holm" in g else ""
             lines.append(
@@ -308,6 +309,8 @@ def readme_markers(numbers: dict) -> tuple[str, str]:
 
 def readme_table(numbers: dict) -> str:
     """The README's results-at-a-glance tables, from :func:`key_numbers` only (a test checks it)."""
+    from .experiments.selective.analysis import PRIMARY as SELECTIVE_PRIMARY
+
     lines = []
     if "arithmetic" in numbers:
         lines += [f"Computed in {numbers['arithmetic']} (what `auto` chose on the host that ran it).", ""]
@@ -323,7 +326,7 @@ def readme_table(numbers: dict) -> str:
         lines += [
             f"| {c} | {v['gap']:+.1f} | ±{v['ci95']:.1f} | {v['p']:g} | {v['detectable']:.1f} |"
             for c, v in n["gaps"].items()
-            if c in ("selective - random", "random - genept")
+            if c in SELECTIVE_PRIMARY
         ]
         lines.append("")
     if "03" in numbers:

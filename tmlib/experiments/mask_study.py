@@ -439,6 +439,7 @@ class Experiment:
         self.plan = plan(cfg)
         self.inputs = Inputs(self.plan.data, cfg.model, tokenizer=self.tokenizer)
         self._token_inputs: dict[TokenTaskRecipe, TokenInputs] = {}  # each token task's data, loaded once
+        self._token_grids: dict[tuple, list[tuple[float, dict]]] = {}  # (task data, method) -> its grid, read once
 
     def grid(self, recipe: SolutionRecipe) -> GridRecipe | None:
         """The lr grid of ``recipe``'s setting (its method, options and tag; chosen on ``seeds[0]``), or None."""
@@ -560,14 +561,18 @@ class Experiment:
 
     def token_grid(self, recipe: TokenSolutionRecipe) -> list[tuple[float, dict]]:
         """``recipe``'s method's ``token_lr_grid`` on dev: (lr, metrics) per lr, each run on ``seeds[0]`` and stored
-        under ``token_solutions/<task>/lr-grid/<method>/lr=<lr>``; [] without a grid."""
-        out = []
-        for lr in self.cfg.token_lr_grid.get(recipe.method, []):
-            point = replace(recipe, seed=self.cfg.seeds[0], lr=float(lr))
-            stage = token_solution_stage(point, self.token_inputs(recipe.data))
-            name = stage.name.rsplit("/", 1)[0] + f"/lr-grid/{recipe.method}/lr={float(lr):g}"
-            out.append((float(lr), self.store.get(replace(stage, name=name)).metrics))
-        return out
+        under ``token_solutions/<task>/lr-grid/<method>/lr=<lr>``; [] without a grid. Each grid is read from the
+        store once per experiment (loading a grid point loads its model)."""
+        key = (recipe.data, recipe.method)
+        if key not in self._token_grids:
+            out = []
+            for lr in self.cfg.token_lr_grid.get(recipe.method, []):
+                point = replace(recipe, seed=self.cfg.seeds[0], lr=float(lr))
+                stage = token_solution_stage(point, self.token_inputs(recipe.data))
+                name = stage.name.rsplit("/", 1)[0] + f"/lr-grid/{recipe.method}/lr={float(lr):g}"
+                out.append((float(lr), self.store.get(replace(stage, name=name)).metrics))
+            self._token_grids[key] = out
+        return self._token_grids[key]
 
     def token_chosen(self, recipe: TokenSolutionRecipe) -> TokenSolutionRecipe:
         """``recipe`` at the lr its grid chose (best dev metric; ties: the lower lr), or as planned."""
