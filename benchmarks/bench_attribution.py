@@ -58,9 +58,9 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
 
-    from tmlib.data import load_task
+    from tmlib.core.models import load_classifier, load_tokenizer
     from tmlib.importance.attribution import grad_x_input, integrated_gradients, occlusion
-    from tmlib.models import load_classifier, load_tokenizer
+    from tmlib.tasks.data import load_task
 
     n = args.n or (12 if args.quick else 48)
     tok = load_tokenizer("minilm")

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tmlib.core.training import fit
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CHILD = "--child"
@@ -25,11 +27,11 @@ CHILD = "--child"
 def child(method: str, variant: str, out: Path) -> None:
     import torch
 
-    import tmlib.training as T
-    from tmlib.classify import train_classifier
-    from tmlib.data import label_names, load_task
-    from tmlib.methods import prepare_method
-    from tmlib.models import load_classifier, load_tokenizer
+    import tmlib.core.training as T
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.masking.methods import prepare_method
+    from tmlib.tasks.classify import Classification
+    from tmlib.tasks.data import label_names, load_task
 
     if variant == "full":  # the copy before: every tensor of the state dict
         T._state_for_best = lambda model: {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -45,11 +47,11 @@ def child(method: str, variant: str, out: Path) -> None:
     hook = lambda step, m, logs: (
         sizes.append((ckpt / "checkpoint.pt").stat().st_size) if (ckpt / "checkpoint.pt").is_file() else None
     )
-    train_classifier(
+    fit(
         prep.model,
         task,
-        load_tokenizer("minilm"),
         cfg,
+        Classification(load_tokenizer("minilm")),
         params=prep.params,
         optimizer_cls=prep.optimizer_cls,
         checkpoint_dir=ckpt,

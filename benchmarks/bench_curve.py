@@ -73,9 +73,9 @@ def main() -> int:
     import pandas as pd
     import torch
 
+    from tmlib.core.stats import gap_sentence, paired_gap_table
     from tmlib.experiments import landscape as L
-    from tmlib.landscape import bezier_path, path_summary, train_bezier
-    from tmlib.stats import gap_sentence, paired_gap_table
+    from tmlib.masking.landscape import bezier_path, path_summary, train_bezier
 
     root = Path(__file__).resolve().parent.parent
     if not (root / args.reuse).is_dir():

@@ -6,8 +6,8 @@ evaluation path, on the same models and sentences, interleaved in one run.
 
 * ``plain``: what re-evaluating a saved model costs with the model's own forward: tokenise the sentences per
   model, batches of 64 in file order (padding to the batch's longest), fp32, SDPA attention.
-* ``tmlib``: :func:`tmlib.solutions.evaluation_stage`'s path: the test set tokenised once per task and padded in
-  length-sorted batches (:class:`tmlib.classify.EvalBatches`), eager attention and the [CLS]-only last layer
+* ``tmlib``: :func:`tmlib.masking.solutions.evaluation_stage`'s path: the test set tokenised once per task and padded in
+  length-sorted batches (:class:`tmlib.tasks.classify.EvalBatches`), eager attention and the [CLS]-only last layer
   (``kernels="fast"``), fp32; timed with the tokenising, which notebook 03 does once per task, not per model.
 * ``tmlib bf16``: the same under bf16 autocast (for information; notebook 03 evaluates in fp32).
 
@@ -45,10 +45,10 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--precision", default="both", help="accepted for run_all.py; fp32 always, bf16 with 'both'")
     args = ap.parse_args()
-    from tmlib.classify import EvalBatches, encode, evaluate_classifier
-    from tmlib.data import TaskRecipe
-    from tmlib.models import load_classifier, load_tokenizer
-    from tmlib.precision import kernels_context
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.core.precision import kernels_context
+    from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
+    from tmlib.tasks.data import TaskRecipe
 
     data = TaskRecipe("mr", max_train=200, max_dev=200, max_test=600 if args.quick else 0, test_pool="heldout").load()
     test = data["test"]

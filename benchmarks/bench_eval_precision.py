@@ -22,11 +22,11 @@ HERE = Path(__file__).resolve().parent
 def main(argv: list[str]) -> int:
     import yaml
 
-    from tmlib.classify import evaluate_classifier
-    from tmlib.config import from_flat
+    from tmlib.core.config import from_flat
+    from tmlib.core.precision import kernels_context
+    from tmlib.core.stats import paired_gap_table
     from tmlib.experiments.masking import Experiment, MaskingConfig
-    from tmlib.precision import kernels_context
-    from tmlib.stats import paired_gap_table
+    from tmlib.tasks.classify import evaluate_classifier
 
     run = Path(argv[0] if argv else "runs/default/03_masking_vs_finetuning")
     if not (run / "solutions").is_dir():

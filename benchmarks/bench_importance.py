@@ -111,14 +111,14 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from tmlib.runtime import adapt_threads
+    from tmlib.core.runtime import adapt_threads
 
     torch.set_num_threads(args.threads) if args.threads else adapt_threads()
     if args.check_run:
         return _check_run(args.check_run)
 
-    from tmlib.data import load_task
-    from tmlib.models import load_classifier, load_tokenizer
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.tasks.data import load_task
 
     n = args.n or (16 if args.quick else 64)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -147,8 +147,8 @@ def _check_run(run: str) -> None:
     import numpy as np
     import torch
 
-    from tmlib.importance.buffer import BufferConfig, buffer_importance
-    from tmlib.models import load_saved_classifier, load_tokenizer
+    from tmlib.core.models import load_saved_classifier, load_tokenizer
+    from tmlib.selective.buffer import BufferConfig, buffer_importance
 
     run = Path(run)
     saved = json.loads((run / "buffer" / "labels.json").read_text())
@@ -188,7 +188,7 @@ def _check_run(run: str) -> None:
 
     import pandas as pd
 
-    from tmlib.importance.buffer import RULE_VARIANTS, compare_rule_variants, compare_rules
+    from tmlib.selective.buffer import RULE_VARIANTS, compare_rule_variants, compare_rules
 
     rows = saved["train"][: b["rules_sentences"]]
     texts, labels = [r["text"] for r in rows], [r["label"] for r in rows]
@@ -249,7 +249,7 @@ def _bench(name, model, tok, texts, labels, peak, args) -> None:
     import numpy as np
     import torch
 
-    from tmlib.importance.buffer import BufferConfig, buffer_importance, buffer_importance_reference, label_difference
+    from tmlib.selective.buffer import BufferConfig, buffer_importance, buffer_importance_reference, label_difference
 
     n = len(texts)
     emb = model.get_input_embeddings().weight.numel()

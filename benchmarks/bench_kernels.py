@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_kernels.py --quick    # 2 rounds of 2 steps
 
 One training step (forward, backward, fused AdamW) of MiniLM, timed with the forward each setting gives
-(:func:`tmlib.precision.kernels_context` for the attention, :class:`tmlib.cls_forward.ClsOnlyClassifier`
+(:func:`tmlib.core.precision.kernels_context` for the attention, :class:`tmlib.tasks.cls_forward.ClsOnlyClassifier`
 for a classifier under "fast"), on the shapes the notebooks train:
 
 * ``classifier 16 x 48``: a batch of notebook 03 (batch 16, MR rows padded to their batch's longest; here
@@ -49,10 +49,10 @@ def build(kind: str, kernels: str, b: int, n: int):
     """(step function, what it trains) for one variant; the step runs under the caller's autocast."""
     import torch
 
-    from tmlib.cls_forward import ClsOnlyClassifier
-    from tmlib.mlm import MaskedOnlyMLM
-    from tmlib.models import load_classifier, load_mlm
-    from tmlib.precision import kernels_context
+    from tmlib.core.models import load_classifier, load_mlm
+    from tmlib.core.precision import kernels_context
+    from tmlib.selective.mlm import MaskedOnlyMLM
+    from tmlib.tasks.cls_forward import ClsOnlyClassifier
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (b, n), generator=g)

@@ -1,11 +1,11 @@
-"""Issue 7.4: interpolation points evaluated per second, naive vs tmlib.landscape.
+"""Issue 7.4: interpolation points evaluated per second, naive vs tmlib.masking.landscape.
 
     .venv/bin/python benchmarks/bench_landscape.py            # MiniLM, 400 and 64 MR dev sentences, 6 points
     .venv/bin/python benchmarks/bench_landscape.py --quick    # 128 and 32 sentences, 3 points
 
 naive: per point, deep-copy the model, build the interpolated state dict, load it, re-tokenise the
        dev texts and evaluate them in dataset order (batches padded to their longest sentence).
-ours:  ``tmlib.landscape.linear_path``: one scratch model written in place with ``torch.lerp``,
+ours:  ``tmlib.masking.landscape.linear_path``: one scratch model written in place with ``torch.lerp``,
        tokenised, padded, length-sorted batches built once (``EvalBatches``) and reused.
 Both run here, interleaved, on the same data and gammas; the script checks that they agree (same
 accuracy, same loss to 1e-4) and prints points/s and the ratio, plus where ours spends its time.
@@ -58,8 +58,8 @@ def measure(a, sa, sb, dev, tok, gammas, batch_size, max_length, mp="no"):
     """One size: naive and ours, interleaved (naive, ours, ours, naive) so load changes hit both alike."""
     import torch
 
-    from tmlib.classify import EvalBatches, encode
-    from tmlib.landscape import _Scratch, linear_path
+    from tmlib.masking.landscape import _Scratch, linear_path
+    from tmlib.tasks.classify import EvalBatches, encode
 
     texts, labels = list(dev["text"]), list(dev["label"])
     t = {"naive": 0.0, "ours": 0.0, "tok": 0.0}
@@ -119,8 +119,8 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from tmlib.data import label_names, load_task
-    from tmlib.models import load_classifier, load_tokenizer
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.tasks.data import label_names, load_task
 
     sizes = args.sizes or ([128, 32] if args.quick else [400, 64])
     k = args.points or (3 if args.quick else 6)

@@ -51,10 +51,10 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from tmlib.data import load_task
+    from tmlib.core.models import load_classifier, load_tokenizer
     from tmlib.masking import MaskConfig, fold_masks, to_plain
-    from tmlib.methods import prepare_method
-    from tmlib.models import load_classifier, load_tokenizer
+    from tmlib.masking.methods import prepare_method
+    from tmlib.tasks.data import load_task
 
     steps, reps = (4, 10) if args.quick else (10, 30)
     tok = load_tokenizer(args.model)

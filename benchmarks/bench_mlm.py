@@ -52,14 +52,14 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from tmlib.runtime import adapt_threads
+    from tmlib.core.runtime import adapt_threads
 
     torch.set_num_threads(args.threads) if args.threads else adapt_threads()
 
-    from tmlib.collators import PlainMLMCollator
-    from tmlib.data import load_corpus
-    from tmlib.mlm import _ListData, pack_corpus
-    from tmlib.models import load_mlm, load_tokenizer
+    from tmlib.core.models import load_mlm, load_tokenizer
+    from tmlib.selective.collators import PlainMLMCollator
+    from tmlib.selective.mlm import _ListData, pack_corpus
+    from tmlib.tasks.data import load_corpus
 
     batch = args.batch or (8 if args.quick else 16)
     steps = args.steps or (3 if args.quick else 5)
@@ -84,8 +84,8 @@ def flop_bound(config, masked_fraction: float = 0.15) -> float:
 def _bench(model_name, model, batches, batch, steps, args) -> None:
     import torch
 
-    from tmlib.mlm import MaskedOnlyMLM
-    from tmlib.training import make_optimizer
+    from tmlib.core.training import make_optimizer
+    from tmlib.selective.mlm import MaskedOnlyMLM
 
     opt = make_optimizer(torch.optim.AdamW, [{"params": list(model.parameters())}], 1e-4)  # what fit uses
     full, fast = "full head (HF)", "masked positions only"

@@ -42,7 +42,7 @@ import sys, time, torch
 threads, steps, bf16 = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "bf16"
 if threads:
     torch.set_num_threads(threads)
-from tmlib.models import load_classifier
+from tmlib.core.models import load_classifier
 m = load_classifier("minilm", ["a", "b"], seed=0)
 opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
 g = torch.Generator().manual_seed(0)

@@ -1,11 +1,12 @@
-"""A measured peer: fine-tuning MiniLM on MR with ``transformers.Trainer`` vs :func:`tmlib.classify.train_classifier`.
+"""A measured peer: fine-tuning MiniLM on MR with ``transformers.Trainer`` vs
+:func:`tmlib.core.training.fit` (:class:`~tmlib.tasks.classify.Classification`).
 
     .venv/bin/python benchmarks/bench_trainer_peer.py            # 400 MR sentences per split, 2 epochs, fp32 + bf16
     .venv/bin/python benchmarks/bench_trainer_peer.py --quick    # 128 per split, 1 epoch
     .venv/bin/python benchmarks/bench_trainer_peer.py --precision bf16 --repeats 2
 
 Same data (``load_task("mr", max_examples=400)``, the same tokenized splits from
-:func:`tmlib.classify.encode`, max length 64), same model and head init (seed 0), lr 2e-4, batch 32,
+:func:`tmlib.tasks.classify.encode`, max length 64), same model and head init (seed 0), lr 2e-4, batch 32,
 2 epochs, linear decay after 10% warmup (the same integer warmup steps), weight decay 0.01 on matrices
 only, gradient clipping 1.0, fused AdamW in both, dev evaluation once per epoch, no checkpoints
 (Trainer: ``save_strategy="no"``), plain shuffled batches, and the same precision (``mixed_precision`` /
@@ -64,6 +65,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _common import LABEL, add_precision_arg, autocast, load, precisions
 
+from tmlib.core.training import fit
+
 
 def _reset_accelerate() -> None:
     """Trainer builds its own Accelerator; accelerate refuses a second precision in one process."""
@@ -73,10 +76,10 @@ def _reset_accelerate() -> None:
 
 
 def run_tmlib(args, task, tok, mp: str, kernels: str = "fast") -> dict:
-    from tmlib.classify import train_classifier
-    from tmlib.data import label_names
-    from tmlib.models import load_classifier
-    from tmlib.training import TrainConfig
+    from tmlib.core.models import load_classifier
+    from tmlib.core.training import TrainConfig
+    from tmlib.tasks.classify import Classification
+    from tmlib.tasks.data import label_names
 
     cfg = TrainConfig(
         lr=2e-4,
@@ -91,7 +94,7 @@ def run_tmlib(args, task, tok, mp: str, kernels: str = "fast") -> dict:
     )
     model = load_classifier(args.model, label_names(task), seed=0)
     t = time.perf_counter()
-    res = train_classifier(model, task, tok, cfg)
+    res = fit(model, task, cfg, Classification(tok))
     wall = time.perf_counter() - t
     return {
         "wall": wall,
@@ -106,9 +109,9 @@ def run_trainer(args, task, tok, mp: str) -> dict:
     import numpy as np
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from tmlib.classify import encode
-    from tmlib.data import label_names
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
+    from tmlib.tasks.classify import encode
+    from tmlib.tasks.data import label_names
 
     _reset_accelerate()
     model = load_classifier(args.model, label_names(task), seed=0)
@@ -168,8 +171,8 @@ def _warm_up(args, task, tok) -> None:
     """One forward + backward per precision before anything is timed (kernel selection, allocator)."""
     import torch
 
-    from tmlib.data import label_names
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
+    from tmlib.tasks.data import label_names
 
     model = load_classifier(args.model, label_names(task), seed=0).train()
     batch = tok(list(task["train"]["text"][:32]), padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -191,9 +194,9 @@ def main() -> int:
     import torch
     import transformers
 
-    from tmlib.data import load_task
-    from tmlib.models import load_tokenizer
-    from tmlib.runtime import adapt_threads
+    from tmlib.core.models import load_tokenizer
+    from tmlib.core.runtime import adapt_threads
+    from tmlib.tasks.data import load_task
 
     torch.set_num_threads(args.threads) if args.threads else adapt_threads()
     import datasets

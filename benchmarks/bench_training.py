@@ -1,11 +1,12 @@
-"""Fine-tuning cost: the two changes to :func:`tmlib.training.fit` that make a fine-tuning run 1.58x faster.
+"""Fine-tuning cost: the two changes to :func:`tmlib.core.training.fit` that make a fine-tuning run 1.58x faster.
 
     .venv/bin/python benchmarks/bench_training.py            # MiniLM-L6, MR, 500 train sentences, 2 epochs
     .venv/bin/python benchmarks/bench_training.py --quick    # 128 sentences, 1 epoch
 
-Four runs of :func:`tmlib.classify.train_classifier` on the same data, in one process, one after the other:
+Four runs of :func:`tmlib.core.training.fit` with :class:`tmlib.tasks.classify.Classification` on the same data,
+in one process, one after the other:
 per-parameter AdamW vs the fused kernel (``make_optimizer``), and plain shuffled batches vs
-:class:`~tmlib.training.LengthGroupedBatches`. Reported: wall seconds per run (training plus the dev/test
+:class:`~tmlib.core.training.LengthGroupedBatches`. Reported: wall seconds per run (training plus the dev/test
 evaluations), padded positions per epoch, and each run's ratio to the old path (loop AdamW, plain
 batches). A torch.profiler pass over one step of the old path shows what the changes removed.
 
@@ -30,6 +31,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from _common import LABEL, add_precision_arg, load, precisions
 
+from tmlib.core.training import fit
+from tmlib.tasks.classify import Classification
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,9 +44,9 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from tmlib import classify, training
-    from tmlib.data import label_names, load_task
-    from tmlib.models import load_classifier, load_tokenizer
+    from tmlib.core import training
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.tasks.data import label_names, load_task
 
     n, epochs = (128, 1.0) if args.quick else (500, 2.0)
     tok = load_tokenizer(args.model)
@@ -76,7 +80,7 @@ def main() -> int:
         model = load_classifier(args.model, label_names(task), seed=0)
         with mock.patch.object(training, "_loader", loader), mock.patch.object(training, "make_optimizer", opt):
             t = time.perf_counter()
-            res = classify.train_classifier(model, task, tok, dataclasses.replace(cfg, mixed_precision=mp))
+            res = fit(model, task, dataclasses.replace(cfg, mixed_precision=mp), Classification(tok))
             return time.perf_counter() - t, res.test["accuracy"]
 
     rows = {}

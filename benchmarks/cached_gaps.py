@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    from tmlib.config import from_flat, load_yaml
+    from tmlib.core.config import from_flat, load_yaml
     from tmlib.experiments.selective import Experiment, SelectiveConfig, paired_gaps, summarize, with_holm
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

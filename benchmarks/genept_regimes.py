@@ -6,7 +6,7 @@
 
 GenePT trains on BBC news sentences only (``load_corpus("bbc")``, general text; the last 500 sentences
 in corpus order, i.e. the last ~20 articles, are held out). It never sees Pang&Lee (the TaskPT corpus).
-Every ``--probe_every`` steps :func:`tmlib.mlm.mlm_probe` measures held-out masked-LM loss and top-1
+Every ``--probe_every`` steps :func:`tmlib.selective.mlm.mlm_probe` measures held-out masked-LM loss and top-1
 (15% of the non-special tokens of each sentence, all replaced by [MASK], seeded) on the held-out BBC
 sentences ("general") and on 500 random Pang&Lee review sentences ("indomain", seed 0). Seconds are
 training time only (probe time excluded). One linear warmup/decay schedule per run, so an intermediate
@@ -43,6 +43,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from tmlib.core.training import fit
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -81,9 +83,9 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tmlib.data import load_corpus
-    from tmlib.mlm import pack_corpus
-    from tmlib.models import load_tokenizer
+    from tmlib.core.models import load_tokenizer
+    from tmlib.selective.mlm import pack_corpus
+    from tmlib.tasks.data import load_corpus
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,7 +166,7 @@ def _open_results(out: Path, fresh: bool):
 
 def _make_probe(tok, general_eval: list[str], indomain_eval: list[str], length: int):
     """Return a function measuring a model's held-out MLM loss and top-1 on the general and in-domain sentences."""
-    from tmlib.mlm import mlm_probe
+    from tmlib.selective.mlm import mlm_probe
 
     def probe(model) -> dict:
         g = mlm_probe(model, tok, general_eval, max_length=length)
@@ -205,9 +207,9 @@ def _run_speed_rows(args, packed, tok, threads: int, write) -> None:
 
 def _run_regime(regime: str, args, packed, tok, threads: int, write, probe) -> None:
     """Train one GenePT regime, probing and writing a row at step 0 and every ``probe_every`` steps."""
-    from tmlib.mlm import train_mlm
-    from tmlib.models import load_mlm
-    from tmlib.training import TrainConfig
+    from tmlib.core.models import load_mlm
+    from tmlib.core.training import TrainConfig
+    from tmlib.selective.mlm import MaskedLM
 
     spec = dict(REGIMES[regime])
     if args.quick:
@@ -258,8 +260,12 @@ def _run_regime(regime: str, args, packed, tok, threads: int, write, probe) -> N
         mixed_precision=args.precision,
     )
     clock["start"] = time.perf_counter()
-    train_mlm(
-        model, packed, tok, cfg, save_at=list(range(every, steps + 1, every)) + [steps], on_save=on_save, desc=name
+    fit(
+        model,
+        packed,
+        cfg,
+        MaskedLM(tok, save_at=list(range(every, steps + 1, every)) + [steps], on_save=on_save),
+        desc=name,
     )
 
 
@@ -268,9 +274,9 @@ def _speed(name, mp, packed, tok, args, steps):
     import statistics
     import time
 
-    from tmlib.mlm import train_mlm
-    from tmlib.models import load_mlm
-    from tmlib.training import TrainConfig
+    from tmlib.core.models import load_mlm
+    from tmlib.core.training import TrainConfig
+    from tmlib.selective.mlm import MaskedLM
 
     stamps = []
     cfg = TrainConfig(
@@ -291,7 +297,7 @@ def _speed(name, mp, packed, tok, args, steps):
         stamps.append(time.perf_counter())
 
     stamps.append(time.perf_counter())
-    res = train_mlm(model, packed, tok, cfg, save_at=range(1, steps + 1), on_save=hook)
+    res = fit(model, packed, cfg, MaskedLM(tok, save_at=range(1, steps + 1), on_save=hook))
     losses.append(res.history[-1]["train_loss"])
     deltas = [b - a for a, b in zip(stamps, stamps[1:])][2:]
     return statistics.median(deltas), losses[-1]

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tmlib.core.training import fit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,9 +43,9 @@ def kappa(a: np.ndarray, b: np.ndarray) -> float:
 
 def tagger_dev(exp, buffer, corpus_ids) -> dict:
     """Both taggers: F1 on the task's dev buffer labels, and agreement of their labels on the corpus."""
+    from tmlib.core.models import load_token_classifier
     from tmlib.experiments.selective.stages import tagger_split
-    from tmlib.importance.tagger import TaggerCollator, _predict_ids, tagger_examples, tagger_metrics, train_tagger
-    from tmlib.models import load_token_classifier
+    from tmlib.selective.tagger import ImportanceTagging, TaggerCollator, _predict_ids, tagger_examples, tagger_metrics
 
     cfg, tok = exp.cfg, exp.tokenizer
     dev_rows = tagger_examples(buffer.scores["dev"], tok, exp.plan.tagger.train.max_length)
@@ -54,7 +56,13 @@ def tagger_dev(exp, buffer, corpus_ids) -> dict:
     for dev in ("buffer_tail", "task_dev"):
         train, own_dev = tagger_split(buffer.scores, dev)
         model = load_token_classifier(init or cfg.tagger.model, num_labels=2, seed=cfg.pretrain_seed)
-        train_tagger(model, train, own_dev, tok, exp.plan.tagger.train, class_weight=cfg.tagger.class_weight)
+        fit(
+            model,
+            train,
+            exp.plan.tagger.train,
+            ImportanceTagging(tok, own_dev, class_weight=cfg.tagger.class_weight),
+            desc="tagger",
+        )
         m = tagger_metrics(model.eval(), dev_batches)
         probs, _ = _predict_ids(model, tok, corpus_ids, 128, "label", False)
         labels[dev] = np.concatenate([(p > 0.5).astype(np.int8) for p in probs])
@@ -67,7 +75,7 @@ def tagger_dev(exp, buffer, corpus_ids) -> dict:
 
 def stopwords(corpus, tok) -> dict:
     """Important tokens the buffer's stop list would zero, on the official (unfiltered) corpus labels."""
-    from tmlib.importance.stopwords import resolve_stopwords, stopword_mask
+    from tmlib.selective.stopwords import resolve_stopwords, stopword_mask
 
     names = resolve_stopwords("spacy")
     kept, zeroed, empty_before, empty_after = 0, 0, 0, 0
@@ -89,7 +97,7 @@ def stopwords(corpus, tok) -> dict:
 
 def rank(corpus) -> dict:
     """Masked positions under the official class-1-logit ranking vs P(important)."""
-    from tmlib.collators import selective_positions
+    from tmlib.selective.collators import selective_positions
 
     both = either = differ = 0
     for p, lg, imp in zip(corpus["importance"], corpus["importance_logit"], corpus["important"]):
@@ -103,8 +111,8 @@ def rank(corpus) -> dict:
 
 def mask_positions(exp, corpus) -> dict:
     """The official order (masks per whole sentence, then packing and trimming) vs masks drawn on the rows."""
-    from tmlib.collators import SelectiveMaskingCollator, sentence_masks
-    from tmlib.mlm import draw_static_masks, pack_documents
+    from tmlib.selective.collators import SelectiveMaskingCollator, sentence_masks
+    from tmlib.selective.mlm import draw_static_masks, pack_documents
 
     tp, tok = exp.cfg.taskpt, exp.tokenizer
     train_idx, _ = exp.taskpt_split(corpus)
@@ -142,7 +150,7 @@ def mask_positions(exp, corpus) -> dict:
 
 
 def main() -> None:
-    from tmlib.config import from_flat, load_yaml
+    from tmlib.core.config import from_flat, load_yaml
     from tmlib.experiments.selective import Experiment, SelectiveConfig
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from tmlib.config import from_flat
+from tmlib.core.config import from_flat
+from tmlib.core.stats import power_table, seeds_needed
 from tmlib.experiments.selective import Experiment, FinetuneJob, SelectiveConfig, paired_gaps
-from tmlib.stats import power_table, seeds_needed
 
 SEEDS = [13, 43, 83, 0, 1, 2, 3, 4, 5, 6, 7, 8]  # the official three first
 DESIGN_SEEDS = [3, 5, 10, 20, 40, 70, 100]

@@ -7,7 +7,7 @@
 Each ``bench_*.py`` measures its own ratio within one run (both variants on the same machine, same
 load), so ratios are comparable across machines even where absolute times are not. Every script reports
 fp32 and bf16 side by side (``--precision both``, their default; ``--precision`` here is passed on).
-``bench_trainer_peer.py`` is the measured peer: ``transformers.Trainer`` against ``tmlib.training`` on the
+``bench_trainer_peer.py`` is the measured peer: ``transformers.Trainer`` against ``tmlib.core.training`` on the
 same fine-tuning run (issue 19). The outputs are
 written to ``benchmarks/results/<name>.txt``; the suite's wall time and peak memory per notebook
 (issue 7.5) come from ``runs/<params>/suite_timing.csv``, written by ``make run``.

@@ -330,11 +330,11 @@ def check_colours(facts: list[dict], scores=None, offset: float = 0.0) -> None:
 def check_boxes(facts: list[dict], positions=None, mask_ratio: float = 0.15) -> list[int]:
     """The outlined (boxed) tokens of a selective-masking row are exactly the ones selective masking picks:
     underlined (important) tokens only, the top-scored of them, as many as the mask cap allows. ``positions``:
-    what tmlib chose (default: recomputed with :func:`tmlib.collators.selective_positions` from the tooltips'
+    what tmlib chose (default: recomputed with :func:`tmlib.selective.collators.selective_positions` from the tooltips'
     scores and the underlines). Returns the boxed positions."""
     import numpy as np
 
-    from tmlib.collators import selective_positions
+    from tmlib.selective.collators import selective_positions
 
     boxed = [i for i, f in enumerate(facts) if f["boxed"]]
     important = [i for i, f in enumerate(facts) if f["underlined"]]

@@ -43,7 +43,7 @@ socket.socket.connect, socket.socket.connect_ex = _guard(_connect), _guard(_conn
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from tmlib.models import load_tokenizer
+    from tmlib.core.models import load_tokenizer
 
     return load_tokenizer("minilm")
 
@@ -51,7 +51,7 @@ def tokenizer():
 @pytest.fixture
 def tiny_task():
     """A 2-class DatasetDict with obvious sentiment words (learnable in a few steps)."""
-    from tmlib.data import stratified_split
+    from tmlib.tasks.data import stratified_split
 
     pos = [
         "a great , wonderful film",

@@ -20,24 +20,27 @@ PKG = ROOT / "tmlib"
 LAYERS = {
     "infrastructure": [
         "tmlib",
-        "tmlib.logs",
-        "tmlib.heartbeat",
-        "tmlib.fingerprint",
-        "tmlib.config",
-        "tmlib.precision",
-        "tmlib.assets",
-        "tmlib.hub",
-        "tmlib.stats",
-        "tmlib.runs",
+        "tmlib.core",
+        "tmlib.core.logs",
+        "tmlib.core.heartbeat",
+        "tmlib.core.fingerprint",
+        "tmlib.core.config",
+        "tmlib.core.precision",
+        "tmlib.core.assets",
+        "tmlib.core.hub",
+        "tmlib.core.stats",
+        "tmlib.core.runs",
     ],
     "data and models": [
-        "tmlib.data",
-        "tmlib.token_data",
-        "tmlib.models",
-        "tmlib.collators",
-        "tmlib.cls_forward",
-        "tmlib.importance.types",
-        "tmlib.importance.stopwords",
+        "tmlib.tasks",
+        "tmlib.tasks.data",
+        "tmlib.tasks.token_data",
+        "tmlib.core.models",
+        "tmlib.tasks.cls_forward",
+        "tmlib.selective",
+        "tmlib.selective.collators",
+        "tmlib.selective.types",
+        "tmlib.selective.stopwords",
         "tmlib.masking",
         "tmlib.masking.config",
         "tmlib.masking.layer",
@@ -46,18 +49,20 @@ LAYERS = {
         "tmlib.export_snippets.*",
     ],
     "training": [
-        "tmlib.training",
-        "tmlib.classify",
-        "tmlib.token_classify",
-        "tmlib.mlm",
-        "tmlib.landscape",
-        "tmlib.runtime",
-        "tmlib.methods",
+        "tmlib.core.training",
+        "tmlib.core.runtime",
+        "tmlib.tasks.classify",
+        "tmlib.tasks.token_classify",
+        "tmlib.selective.mlm",
+        "tmlib.selective.buffer",
+        "tmlib.selective.tagger",
+        "tmlib.masking.landscape",
+        "tmlib.masking.methods",
         "tmlib.masking.multitask",
         "tmlib.importance",
         "tmlib.importance.*",
     ],
-    "runs": ["tmlib.solutions", "tmlib.token_solutions", "tmlib.finetune"],
+    "runs": ["tmlib.masking.solutions", "tmlib.masking.token_solutions", "tmlib.tasks.finetune"],
     "presentation": ["tmlib.plots", "tmlib.plots.*", "tmlib.highlight", "tmlib.widgets"],
     "experiments": ["tmlib.experiments", "tmlib.experiments.*"],
     "entry points": [
@@ -69,6 +74,16 @@ LAYERS = {
         "tmlib.options",
         "tmlib.report",
     ],
+}
+# the folders: the two papers over a shared core. A folder may import the folders it lists, nothing else of tmlib
+# below the experiments (the papers never import each other; the core knows neither).
+FOLDERS = {
+    "core": {"core", "tmlib"},
+    "tasks": {"tasks", "core", "tmlib"},
+    "selective": {"selective", "tasks", "core", "tmlib"},
+    "importance": {"importance", "selective", "tasks", "core", "tmlib"},
+    "masking": {"masking", "tasks", "core", "tmlib", "export_snippets"},
+    "export_snippets": {"export_snippets"},
 }
 EXPERIMENT_MODULES = sorted(  # one per notebook: every module or package directly under tmlib/experiments
     f"tmlib.experiments.{p.stem}"
@@ -118,6 +133,27 @@ def test_every_import_goes_down_the_layers():
         for target in _imports(name, path, modules):
             if _layer(target) > _layer(name):
                 wrong.append(f"{name} ({list(LAYERS)[_layer(name)]}) imports {target} ({list(LAYERS)[_layer(target)]})")
+    assert not wrong, "\n".join(wrong)
+
+
+def _folder(name: str) -> str:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and (PKG / parts[1]).is_dir() else "tmlib"
+
+
+def test_each_paper_has_its_folder_over_a_shared_core():
+    """selective/ and masking/ never import each other; core/ imports no paper and no task; tasks/ no paper."""
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        folder = _folder(name)
+        if folder not in FOLDERS:
+            continue
+        wrong += [
+            f"{name} ({folder}/) imports {t}"
+            for t in _imports(name, path, modules)
+            if _folder(t) not in FOLDERS[folder]
+        ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -189,8 +225,8 @@ def test_stages_come_from_recipes_through_factories():
 
 # the loops that step an optimizer outside fit, each with its reason (docs/architecture.md)
 OWN_LOOPS = {
-    "tmlib/landscape.py": "the Bezier curve's control point: a functional loop over a point in weight space",
-    "tmlib/runtime.py": "calibration times one fixed step; it trains nothing that is kept",
+    "tmlib/masking/landscape.py": "the Bezier curve's control point: a functional loop over a point in weight space",
+    "tmlib/core/runtime.py": "calibration times one fixed step; it trains nothing that is kept",
 }
 
 
@@ -202,5 +238,5 @@ def test_optimizer_steps_run_in_fit_only():
                 owner = ast.unparse(n.func.value)
                 if "sched" not in owner and owner != "self":
                     found[str(path.relative_to(ROOT))] += 1
-    assert set(found) - {"tmlib/training.py"} == set(OWN_LOOPS), dict(found)
-    assert found["tmlib/training.py"] == 1  # _Run.step: the one optimizer step of fit
+    assert set(found) - {"tmlib/core/training.py"} == set(OWN_LOOPS), dict(found)
+    assert found["tmlib/core/training.py"] == 1  # _Run.step: the one optimizer step of fit

@@ -5,8 +5,8 @@ import shutil
 
 import pytest
 
-from tmlib import assets
-from tmlib.assets import AssetError
+from tmlib.core import assets
+from tmlib.core.assets import AssetError
 
 
 def test_registry_is_pinned():

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from tmlib.importance import attribution as A
-from tmlib.importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 TEXTS = ["a great , wonderful film", "truly awful acting <b>", "unbelievably boring and far too long", "ok"]
 
 
 @pytest.fixture(scope="module")
 def model():
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
 
     m = load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with torch.no_grad():  # a sharper head so probabilities move visibly with the input
@@ -168,7 +168,7 @@ def test_rank_agreement_and_matrix():
 
 
 def test_buffer_dispatch_passes_config_and_labels(model, tokenizer, monkeypatch):
-    """The registry reaches tmlib.importance.buffer lazily; here a stand-in module records the call."""
+    """The registry reaches tmlib.selective.buffer lazily; here a stand-in module records the call."""
     calls = {}
 
     @dataclass
@@ -180,9 +180,9 @@ def test_buffer_dispatch_passes_config_and_labels(model, tokenizer, monkeypatch)
         calls.update(texts=texts, labels=labels, cfg=cfg)
         return [TokenScores(t, ["x"], [1.0], important=[1], label=y, pred=y) for t, y in zip(texts, labels)]
 
-    fake = types.ModuleType("tmlib.importance.buffer")
+    fake = types.ModuleType("tmlib.selective.buffer")
     fake.BufferConfig, fake.buffer_importance = BufferConfig, buffer_importance
-    monkeypatch.setitem(sys.modules, "tmlib.importance.buffer", fake)
+    monkeypatch.setitem(sys.modules, "tmlib.selective.buffer", fake)
     out = A.score_tokens("buffer", model, tokenizer, TEXTS[:2], labels=[1, 0], delta=0.05)
     assert calls["labels"] == [1, 0] and calls["cfg"].delta == 0.05
     assert out[0].method == "buffer" and out[0].meta["labels_from"] == "gold" and out[0].meta["display_offset"] == 0.05

@@ -14,7 +14,7 @@ from tests.browser_screenshot import (
     token_facts,
 )
 from tmlib.highlight import write_html_report
-from tmlib.importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 pytestmark = [
     pytest.mark.browser,
@@ -60,7 +60,7 @@ def explorer_pages(tokenizer, tmp_path_factory):
     masking preview on; each fragment it shows is opened as a page in Chromium. Returns {method: (token facts
     per row, the explorer's ``last``)} and the page's JavaScript and console errors."""
     pytest.importorskip("playwright")
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
     from tmlib.widgets import TokenImportanceExplorer
 
     model = load_classifier("scratch:tiny", ["negative", "positive"], seed=0).eval()

@@ -7,20 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib.importance.buffer import (
+from tmlib.selective.buffer import (
     BufferConfig,
     buffer_importance,
     buffer_importance_reference,
     compare_rules,
     expand_sentences,
 )
-from tmlib.importance.stopwords import STOPWORDS, stopword_mask, word_spans
+from tmlib.selective.stopwords import STOPWORDS, stopword_mask, word_spans
 
 
 @pytest.fixture(scope="module")
 def scorer():
     """MiniLM with a seeded head whose weights are scaled up so its probabilities move with the input."""
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
 
     m = load_classifier("minilm", ["negative", "positive"], seed=0)
     with torch.no_grad():
@@ -30,7 +30,7 @@ def scorer():
 
 @pytest.fixture(scope="module")
 def mr():
-    from tmlib.data import load_task
+    from tmlib.tasks.data import load_task
 
     ds = load_task("mr", max_examples=40)["dev"]
     return ds["text"][:14], ds["label"][:14]
@@ -83,7 +83,7 @@ def _official_labels(model, tokenizer, text, gold, delta=0.01):
 
 @pytest.fixture(scope="module")
 def mr_more():
-    from tmlib.data import load_task
+    from tmlib.tasks.data import load_task
 
     ds = load_task("mr", max_examples=60)["train"]
     return ds["text"][:10], ds["label"][:10]
@@ -165,7 +165,7 @@ def test_compare_rule_variants_walks_each_rule_once(scorer, tokenizer, mr, monke
     'keep' needs a second; the rows equal compare_rules called once per variant."""
     import pandas as pd
 
-    from tmlib.importance import buffer as B
+    from tmlib.selective import buffer as B
 
     texts, labels = mr[0][:6], mr[1][:6]
     base = BufferConfig(progress=False)
@@ -251,7 +251,7 @@ def test_expand_sentences():
 
 
 def test_length_groups_cover_rows_once_with_bounded_padding():
-    from tmlib.importance.buffer import _length_groups
+    from tmlib.selective.buffer import _length_groups
 
     lengths = [5, 40, 6, 7, 41, 12, 13, 5, 50, 9]
     groups = _length_groups(lengths)
@@ -283,7 +283,7 @@ def test_fp16_needs_cuda(scorer, tokenizer, mr):
 def test_bf16_labels_mostly_agree_with_fp32(scorer, tokenizer, mr):
     """bf16 autocast moves the probabilities by ~1e-3: only tokens at the delta threshold (and, through the
     buffer, later ones of their sentence) may flip. The caller's model stays fp32 and its mode unchanged."""
-    from tmlib.importance.buffer import label_difference
+    from tmlib.selective.buffer import label_difference
 
     texts, labels = mr
     base = BufferConfig(progress=False, only_correct=False)

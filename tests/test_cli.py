@@ -40,7 +40,7 @@ def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer, monkeypatch):
     sentence too, not always that one."""
     from datasets import Dataset
 
-    from tmlib.collators import SelectiveMaskingCollator
+    from tmlib.selective.collators import SelectiveMaskingCollator
 
     texts = ["a truly great film", "boring and awful acting", "the plot is thin"]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -236,7 +236,7 @@ def test_adapt_chooses_the_lr_on_dev_as_notebook_03_does(tmp_path, capsys):
     at the winner; --lr skips the grid; a bad grid names the flag."""
     import pandas as pd
 
-    from tmlib.config import flat_defaults
+    from tmlib.core.config import flat_defaults
     from tmlib.experiments.masking import MaskingConfig
 
     rows = [("a wonderful, moving film", 1), ("dull and far too long", 0)] * 40

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from tmlib.cls_forward import cls_logits, supports
-from tmlib.models import load_classifier, load_token_classifier
+from tmlib.core.models import load_classifier, load_token_classifier
+from tmlib.tasks.cls_forward import cls_logits, supports
 
 
 def _batch(seed=0, b=5, n=11, vocab=1000, pad_rows=True, segments=True):
@@ -83,7 +83,7 @@ def _grads(module, batch, labels):
 def test_cls_only_classifier_same_loss_and_gradients(attn):
     """Training through ClsOnlyClassifier: the model's own loss and the same gradient on every parameter (the
     thrown-away positions of the last layer get zero gradient in the full forward, so skipping them is exact)."""
-    from tmlib.cls_forward import ClsOnlyClassifier
+    from tmlib.tasks.cls_forward import ClsOnlyClassifier
 
     model = _model(attn)  # eval mode: no dropout, so both forwards are deterministic
     batch, labels = _batch(seed=3), torch.tensor([0, 2, 1, 1, 0])
@@ -100,8 +100,8 @@ def test_cls_only_classifier_same_loss_and_gradients(attn):
 
 def test_cls_only_classifier_reads_a_lora_model_through_peft():
     """LoRA (peft) wraps the classifier: the adapters and the trained head copy are used, as by peft's forward."""
-    from tmlib.cls_forward import ClsOnlyClassifier, supports
-    from tmlib.methods import prepare_method
+    from tmlib.masking.methods import prepare_method
+    from tmlib.tasks.cls_forward import ClsOnlyClassifier, supports
 
     model = _model("sdpa")
     prep = prepare_method("lora", model, seed=0)
@@ -120,7 +120,7 @@ def test_cls_only_classifier_reads_a_lora_model_through_peft():
 
 
 def test_cls_only_classifier_refuses_what_it_cannot_compute():
-    from tmlib.cls_forward import ClsOnlyClassifier
+    from tmlib.tasks.cls_forward import ClsOnlyClassifier
 
     regression = load_classifier("scratch:tiny", ["score"], seed=0)  # one output: a regression head
     assert not ClsOnlyClassifier.wraps(regression)

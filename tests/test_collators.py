@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tmlib.collators import (
+from tmlib.selective.collators import (
     RandomCountMaskingCollator,
     SelectiveMaskingCollator,
     mask_cap,

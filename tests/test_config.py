@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tmlib.config import ConfigError, config_hash, from_dict, load_yaml, notebook_config
+from tmlib.core.config import ConfigError, config_hash, from_dict, load_yaml, notebook_config
 
 
 @dataclass
@@ -89,7 +89,7 @@ def test_notebook_config_rejects_injected_typo():
 def test_flat_names_map_onto_nested_stage_configs():
     from dataclasses import dataclass, field
 
-    from tmlib.config import ConfigError, flatten, from_flat
+    from tmlib.core.config import ConfigError, flatten, from_flat
 
     @dataclass
     class Inner:

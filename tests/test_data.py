@@ -4,8 +4,8 @@ import collections
 
 import pytest
 
-from tmlib import data
-from tmlib.data import DataError, load_corpus, load_task
+from tmlib.tasks import data
+from tmlib.tasks.data import DataError, load_corpus, load_task
 
 EXPECTED = {  # total examples, class counts over all splits (after dropping neutral and duplicate texts)
     "mr": (4000, {0: 2000, 1: 2000}),
@@ -187,7 +187,7 @@ def test_jsonl_and_txt_with_unicode_line_breaks(tmp_path):
 
 
 def test_large_csv_streams_in_batches(tmp_path):
-    """More rows than one streamed batch (tmlib.data._BATCH_ROWS): every row arrives once, in order."""
+    """More rows than one streamed batch (tmlib.tasks.data._BATCH_ROWS): every row arrives once, in order."""
     n = data._BATCH_ROWS * 2 + 123
     f = tmp_path / "big[1] *.csv"  # glob characters in the name are literal
     f.write_text("text,label\n" + "".join(f'"row {i}\u2028x",{i % 3}\n' for i in range(n)), encoding="utf-8")
@@ -233,7 +233,7 @@ def test_unknown_and_missing():
 
 def test_hub_dataset_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from tmlib import hub
+    from tmlib.core import hub
 
     hub.hub_reachable.cache_clear()
     with pytest.raises(DataError, match="unreachable .*builtin task instead: mr"):
@@ -252,8 +252,8 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
     row without a cap, every sentence however short, ``@title+text`` joined with ". " (AmazonProcessor)."""
     import json
 
-    import tmlib.hub
-    from tmlib.data import DataError, load_corpus
+    import tmlib.core.hub
+    from tmlib.tasks.data import DataError, load_corpus
 
     d = tmp_path / "reviews"
     d.mkdir()
@@ -262,14 +262,14 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
         for i in range(20)
     ]
     (d / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(tmlib.core.hub, "hub_reachable", lambda *a, **k: True)
     assert len(load_corpus(f"hub:{d}")) == 60  # no cap: every row, every sentence
     titled = load_corpus(f"hub:{d}@title+text")["text"]
     assert len(titled) == 80 and titled[:2] == ["Great 0.", "Review 0 was fine."]  # a one-word sentence stays
-    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(tmlib.core.hub, "hub_reachable", lambda *a, **k: False)
     with pytest.raises(DataError, match="unreachable"):
         load_corpus(f"hub:{d}", max_sentences=10)
-    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(tmlib.core.hub, "hub_reachable", lambda *a, **k: True)
     ds = load_corpus(f"hub:{d}", max_sentences=10)
     assert len(ds) == 10 and all(
         t
@@ -294,7 +294,7 @@ def test_hub_corpus_streams_a_local_stand_in(tmp_path, monkeypatch):
 
 
 def test_corpus_as_documents_keeps_reviews_whole():
-    from tmlib.data import load_corpus
+    from tmlib.tasks.data import load_corpus
 
     flat, docs = load_corpus("pang_lee"), load_corpus("pang_lee", documents=True)
     assert flat["text"] == docs["text"] and len(set(docs["doc"])) == 1500
@@ -305,7 +305,7 @@ def test_corpus_as_documents_keeps_reviews_whole():
 
 
 def test_task_recipe_held_out_pool_is_everything_train_and_dev_leave_out():
-    from tmlib.data import DataError, TaskRecipe, load_task
+    from tmlib.tasks.data import DataError, TaskRecipe, load_task
 
     split = TaskRecipe("bbc", max_train=60, max_dev=40, max_test=40).load()
     held = TaskRecipe("bbc", max_train=60, max_dev=40, test_pool="heldout").load()

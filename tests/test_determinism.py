@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tmlib.config import from_flat
+from tmlib.core.config import from_flat
 from tmlib.suite import PARAMS
 
 
@@ -55,7 +55,7 @@ def test_learned_masks_are_deterministic(tmp_path):
     pd.testing.assert_frame_equal(
         results[0].drop(columns=["train_seconds"]), results[1].drop(columns=["train_seconds"])
     )
-    from tmlib.solutions import solution_path
+    from tmlib.masking.solutions import solution_path
 
     files = [solution_path(tmp_path / n, "mr", "mask", 0) / "mask.safetensors" for n in ("a", "b")]
     # same bits and metadata (the file bytes may differ: safetensors writes its metadata map unordered)

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmlib.config import ConfigError, from_dict, from_flat
+from tmlib.core.config import ConfigError, from_dict, from_flat
+from tmlib.core.runs import RunStore
 from tmlib.experiments import landscape as L
-from tmlib.runs import RunStore
 
 
 def tiny_cfg(out_dir, **kw):
@@ -94,7 +94,7 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
         assert row.min_acc_0_1 == pytest.approx(inside.accuracy.min())
     # a second run reuses every cached artifact: nothing is trained or evaluated again (patching the store's build,
     # not the training code: an edited training function would give the stages new keys, as it should)
-    from tmlib.runs import RunStore
+    from tmlib.core.runs import RunStore
 
     monkeypatch.setattr(RunStore, "_build", lambda self, stage, *a: pytest.fail(f"rebuilt the cached {stage.name}"))
     exp2 = L.Experiment(cfg, data, tok)  # a fresh store: reuse goes through the manifests on disk
@@ -107,8 +107,8 @@ def test_end_to_end_and_cache(tmp_path, monkeypatch, tiny_task, tokenizer):
 
 
 def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
-    from tmlib.data import label_names
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
+    from tmlib.tasks.data import label_names
 
     cfg = tiny_cfg(tmp_path / "out", reuse_runs=str(tmp_path / "nb03"))
     data, tok = tiny_task, tokenizer
@@ -124,7 +124,7 @@ def test_reuses_notebook_03_solutions(tmp_path, tiny_task, tokenizer):
             load=lambda d: None,
         )
         saved[f"{method}-s{seed}"] = m.state_dict()
-    from tmlib.solutions import solution_path
+    from tmlib.masking.solutions import solution_path
 
     assert (solution_path(tmp_path / "nb03", "mr", "mask", 0) / "model" / "config.json").is_file()
     with pytest.raises(ConfigError, match="trained from model='scratch:tiny'"):
@@ -170,8 +170,8 @@ def test_curve_training_enters_the_curve_key_unless_as_before():
 
 def test_test_pool_is_what_notebook_03_never_trained_or_selected_on(tmp_path, tokenizer):
     """The reused solutions' keys say which train and dev rows they saw: the test pool is every other example."""
-    from tmlib.data import load_task
-    from tmlib.runs import RunStore
+    from tmlib.core.runs import RunStore
+    from tmlib.tasks.data import load_task
 
     store = RunStore(tmp_path / "nb03" / "solutions")
     store.cached(

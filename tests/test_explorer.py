@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from datasets import Dataset
 
-from tmlib.config import ConfigError, from_dict
+from tmlib.core.config import ConfigError, from_dict
 from tmlib.experiments import explorer as E
-from tmlib.importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 
 def test_config_rejects_bad_values(tmp_path):
@@ -79,7 +79,7 @@ def test_record_round_trip():
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
 
     return load_classifier("scratch:tiny", ["negative", "positive"], seed=0).eval(), tokenizer
 

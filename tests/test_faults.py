@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tmlib import runs
-from tmlib.runs import ArtifactError, RunStore, Stage
+from tmlib.core import runs
+from tmlib.core.runs import ArtifactError, RunStore, Stage
 
 
 @dataclass
@@ -141,8 +141,8 @@ _KILLED = r"""
 import os, signal, sys
 from dataclasses import dataclass
 from pathlib import Path
-from tmlib import runs
-from tmlib.runs import RunStore, Stage
+from tmlib.core import runs
+from tmlib.core.runs import RunStore, Stage
 
 @dataclass
 class C:
@@ -243,7 +243,7 @@ def test_truncated_checkpoint_is_detected_and_rebuilt(tmp_path):
     writer: detected by size and hash, rebuilt, and the rebuilt weights equal the original ones."""
     import torch
 
-    from tmlib.models import load_mlm
+    from tmlib.core.models import load_mlm
 
     def save(model, d):
         model.save_pretrained(d / "model")

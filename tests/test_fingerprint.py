@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tmlib import fingerprint
-from tmlib.fingerprint import code_fingerprint
-from tmlib.runs import RunStore, Stage
+from tmlib.core import fingerprint
+from tmlib.core.fingerprint import code_fingerprint
+from tmlib.core.runs import RunStore, Stage
 
 MODULE = '''
 """A user's stages."""
@@ -134,7 +134,8 @@ def test_editing_a_build_function_rebuilds_that_stage_and_its_dependants_only(ki
 
 def test_closures_and_registries_are_followed():
     """A factory's closure reaches the library's training code, through the methods registry."""
-    from tmlib import methods, training
+    from tmlib.core import training
+    from tmlib.masking import methods
 
     def build(ctx):
         return methods.prepare_method
@@ -150,7 +151,7 @@ def test_closures_and_registries_are_followed():
 
 def test_infrastructure_is_not_followed():
     """Editing the store, the logger or a plot never rebuilds an artifact: those modules are OUTSIDE."""
-    from tmlib import runs
+    from tmlib.core import runs
 
     def build(ctx):
         runs.atomic_write_text("x", "y")
@@ -167,7 +168,7 @@ def test_a_library_stage_has_a_stable_fingerprint_across_processes(tmp_path):
 
     code = textwrap.dedent("""
         from tmlib.experiments import masking
-        from tmlib.solutions import solution_stage
+        from tmlib.masking.solutions import solution_stage
         p = masking.plan(masking.MaskingConfig(out_dir="unused"))
         print(solution_stage(p.solutions[0]).code())
     """)
@@ -189,8 +190,8 @@ def test_a_selective_stage_fingerprint_is_the_same_in_every_process(tmp_path):
     import subprocess
 
     code = textwrap.dedent("""
-        from tmlib import fingerprint
-        from tmlib.importance import stopwords
+        from tmlib.core import fingerprint
+        from tmlib.selective import stopwords
         walk = fingerprint._Walk(frozenset({"tmlib"}))
         walk.code(stopwords.stopword_mask, root=True)
         assert any(p.startswith("STOPWORDS=") for p in walk.parts)  # the stop list is reached
@@ -210,7 +211,7 @@ def test_what_the_process_did_before_does_not_move_a_fingerprint():
     """A private mutable module container is process state (a cache): filling it does not move the fingerprint of
     code that names it, so a worker or a torchrun process that did other work first agrees with the process that
     built the stage. Checked against the walk that followed such caches: the fingerprint moved once it was filled."""
-    from tmlib import precision
+    from tmlib.core import precision
 
     def build(ctx):
         return precision._ARITHMETIC.get("cpu")

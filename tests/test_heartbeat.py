@@ -1,6 +1,6 @@
 """The heartbeat: one line about every 30 s inside a stage's build, nothing outside; the rate and time left."""
 
-from tmlib.heartbeat import Heartbeat, duration, reporting_to
+from tmlib.core.heartbeat import Heartbeat, duration, reporting_to
 
 
 class Clock:
@@ -47,7 +47,7 @@ def test_duration():
 
 
 def test_a_store_build_reports_a_long_fit_into_progress_log(tmp_path):
-    from tmlib.runs import RunStore, Stage
+    from tmlib.core.runs import RunStore, Stage
 
     def build(ctx):
         beat = Heartbeat("loop", 3, every=0)

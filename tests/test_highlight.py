@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tmlib.highlight import render_html, token_colors, write_html_report
-from tmlib.importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 
 def ts(tokens, scores=None, **kw):

@@ -13,7 +13,7 @@ import pytest
 
 STAGES = 6
 
-BUILD = f"""from tmlib.runs import RunStore, Stage
+BUILD = f"""from tmlib.core.runs import RunStore, Stage
 store = RunStore(cfg.out_dir, progress=True)
 
 def build(ctx, i):
@@ -34,7 +34,7 @@ def _stage_notebook(path: Path) -> None:
     }
     nb.cells = [
         nbformat.v4.new_code_cell(
-            "import time\nfrom tmlib.config import notebook_config\n"
+            "import time\nfrom tmlib.core.config import notebook_config\n"
             "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"
         ),
         nbformat.v4.new_code_cell(

@@ -40,7 +40,7 @@ SETTINGS = {  # JupyterLab user settings: every cell in the DOM (no windowing), 
 
 def lab_notebook(dest, out_dir):
     """Notebook 02 as a person would have it, with the smoke parameters appended to its parameters cell."""
-    from tmlib.config import load_yaml
+    from tmlib.core.config import load_yaml
     from tmlib.suite import NOTEBOOKS, _kernel_name, params_file
 
     values = {**load_yaml(params_file(NOTEBOOKS / NB, "smoke")), "out_dir": str(out_dir), "progress": False}

@@ -1,4 +1,4 @@
-"""tmlib.landscape: exact endpoints, no mutation of inputs, an analytic convex case, plane coordinates."""
+"""tmlib.masking.landscape: exact endpoints, no mutation of inputs, an analytic convex case, plane coordinates."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tmlib.classify import EvalBatches, encode
-from tmlib.landscape import (
+from tmlib.masking.landscape import (
     DEFAULT_GAMMAS,
     LandscapeError,
     bezier_coefficients,
@@ -25,6 +24,7 @@ from tmlib.landscape import (
     plane_point,
     train_bezier,
 )
+from tmlib.tasks.classify import EvalBatches, encode
 
 # ------------------------------------------------------------------------------------------ toy model
 
@@ -81,7 +81,7 @@ def same(a, b):
 
 @pytest.fixture(scope="module")
 def bert_pair():
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
 
     a = load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     b = load_classifier("scratch:tiny", ["negative", "positive"], seed=1)
@@ -111,7 +111,7 @@ def test_endpoints_reproduce_logits_exactly(bert_pair, bert_batches):
     assert torch.equal(seen[1], logits_of(b, bert_batches["dev"]))
     assert not torch.equal(seen[0], seen[1])
     # the stored metrics at the endpoints are those of the endpoint models
-    from tmlib.classify import evaluate_classifier
+    from tmlib.tasks.classify import evaluate_classifier
 
     df = linear_path(a, a.state_dict(), b, bert_batches, gammas=[0.0, 0.5, 1.0], progress=False)
     assert list(df.columns) == ["gamma", "split", "loss", "accuracy"] and len(df) == 6
@@ -309,7 +309,7 @@ def test_bezier_errors(toy):
 def test_bezier_kernels_and_precision_on_a_bert(bert_pair, bert_batches, monkeypatch):
     """kernels "fast" ([CLS]-only last layer, eager attention) trains the same curve as the model's own forward up
     to float rounding; bf16 autocast stays close; the template's attention is restored; bad values are refused."""
-    import tmlib.cls_forward as cf
+    import tmlib.tasks.cls_forward as cf
 
     a, b = bert_pair
     train = bert_batches["dev"].batches

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmlib.config import ConfigError
+from tmlib.core.config import ConfigError
 from tmlib.experiments import mask_study as M
 from tmlib.masking.config import MaskConfig
 

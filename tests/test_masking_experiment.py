@@ -10,12 +10,12 @@ import torch
 
 matplotlib.use("Agg")
 
-import tmlib.solutions as S
-from tmlib.config import ConfigError, flatten, from_flat
+import tmlib.masking.solutions as S
+from tmlib.core.config import ConfigError, flatten, from_flat
+from tmlib.core.runs import RunStore
 from tmlib.experiments.masking import Experiment, MaskingConfig, curve_flatness, plan, storage_table, summarize
+from tmlib.masking.solutions import load_solution, solution_key_of, solution_path, task_dirname
 from tmlib.plots import masking as pm
-from tmlib.runs import RunStore
-from tmlib.solutions import load_solution, solution_key_of, solution_path, task_dirname
 
 
 def train_solution(cfg, task, method, seed):
@@ -275,7 +275,7 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
 
 
 def test_next_edge_lr_steps_beyond_an_edge_winner_only():
-    from tmlib.solutions import next_edge_lr
+    from tmlib.masking.solutions import next_edge_lr
 
     assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-2) == pytest.approx(3.3e-2)
     assert next_edge_lr([1e-3, 3e-3, 1e-2], 1e-3) == pytest.approx(3.3e-4)
@@ -328,7 +328,7 @@ def test_test_evaluation_is_its_own_stage_on_the_held_out_pool(tmp_path, monkeyp
     run = Experiment(cfg).run()
     data = plan(cfg).data["mr"].load()
     labels = np.asarray(data["test"]["label"])
-    from tmlib.data import load_task
+    from tmlib.tasks.data import load_task
 
     assert len(labels) == sum(map(len, load_task("mr").values())) - 16 - 8  # everything but train and dev
     for (_task, method, seed), pred in run.predictions.items():

@@ -2,12 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib import models, plots
-from tmlib.classify import train_classifier
+from tmlib import plots
+from tmlib.core import models
+from tmlib.core.training import TrainConfig, fit
 from tmlib.masking.config import MaskConfig
+from tmlib.masking.methods import METHODS, get_method, prepare_method
 from tmlib.masking.model import mask_parameters
-from tmlib.methods import METHODS, get_method, prepare_method
-from tmlib.training import TrainConfig
+from tmlib.tasks.classify import Classification
 
 
 def _model():
@@ -36,18 +37,17 @@ def test_what_each_method_trains():
 
 
 @pytest.mark.parametrize("name, lr", [("finetune", 3e-3), ("bitfit", 1e-2), ("mask", 5e-2), ("lora", 1e-2)])
-def test_methods_train_with_train_classifier(name, lr, tiny_task, tokenizer):
+def test_methods_train_with_the_classification_objective(name, lr, tiny_task, tokenizer):
     prep = prepare_method(name, _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=1))
     frozen = {n: p.clone() for n, p in prep.model.named_parameters() if not p.requires_grad}
     cfg = prep.train_config(TrainConfig(batch_size=8, epochs=2, max_length=16, progress=False, warmup_ratio=0.0), lr=lr)
-    res = train_classifier(
+    res = fit(
         prep.model,
         tiny_task,
-        tokenizer,
         cfg,
+        Classification(tokenizer, test_predictions=True),
         params=prep.params,
         optimizer_cls=prep.optimizer_cls,
-        test_predictions=True,
     )
     assert res.fit.steps == 6
     # the reported test accuracy is the share of right answers of the trained model, recomputed here with a plain
@@ -84,11 +84,11 @@ def test_constant_schedule_keeps_lr(tiny_task, tokenizer):
     prep = prepare_method("mask", _model(), seed=0, mask_config=MaskConfig(skip_first_blocks=1))
     lrs = []
     cfg = prep.train_config(TrainConfig(batch_size=8, epochs=1, max_length=16, progress=False), lr=0.05)
-    train_classifier(
+    fit(
         prep.model,
         tiny_task,
-        tokenizer,
         cfg,
+        Classification(tokenizer),
         params=prep.params,
         optimizer_cls=prep.optimizer_cls,
         on_step=[lambda step, model, logs: lrs.append(logs["lr"])],

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib.collators import PlainMLMCollator, SelectiveMaskingCollator
-from tmlib.mlm import MaskedOnlyMLM, _ListData, mlm_eval_loss, pack_corpus, train_mlm
-from tmlib.models import load_mlm
-from tmlib.training import TrainConfig
+from tmlib.core.models import load_mlm
+from tmlib.core.training import TrainConfig, fit
+from tmlib.selective.collators import PlainMLMCollator, SelectiveMaskingCollator
+from tmlib.selective.mlm import MaskedLM, MaskedOnlyMLM, _ListData, mlm_eval_loss, pack_corpus
 
 TEXTS = [
     "the film is a great , moving story .",
@@ -61,14 +61,17 @@ def test_pack_corpus(tokenizer):
         pack_corpus(None, tokenizer, 12, token_ids=ids, token_fields={"important": imp[:3]})
 
 
-def test_train_mlm_lowers_loss_and_saves(tokenizer, tmp_path):
+def test_masked_lm_lowers_loss_and_saves(tokenizer, tmp_path):
     model = load_mlm("scratch:tiny", seed=0)
     packed = pack_corpus(TEXTS, tokenizer, max_length=32, pack=False)
     before = mlm_eval_loss(model, packed, tokenizer)
     saved = []
     cfg = TrainConfig(lr=3e-3, batch_size=8, max_steps=30, warmup_ratio=0.0, progress=False, seed=0)
-    res = train_mlm(
-        model, packed, tokenizer, cfg, save_at=[10, 30], on_save=lambda s, m: saved.append((s, type(m).__name__))
+    res = fit(
+        model,
+        packed,
+        cfg,
+        MaskedLM(tokenizer, save_at=[10, 30], on_save=lambda s, m: saved.append((s, type(m).__name__))),
     )
     after = mlm_eval_loss(model, packed, tokenizer)
     assert res.steps == 30 and after < before - 1.0
@@ -105,11 +108,11 @@ def _masked_per_sentence(examples, batch) -> list[tuple[int, int, int, list[int]
     return out
 
 
-def test_train_mlm_with_selective_collator(tokenizer, monkeypatch):
+def test_masked_lm_with_selective_collator(tokenizer, monkeypatch):
     """TaskPT with selective masking masks, in every batch it trains on, only tokens the tagger labelled
     important: per sentence the min(#important, max(1, int(0.15 n))) of them. The random-count control
     masks the same number per sentence, at positions that are not drawn from the labels."""
-    from tmlib.collators import RandomCountMaskingCollator
+    from tmlib.selective.collators import RandomCountMaskingCollator
 
     ids = tokenizer(TEXTS, add_special_tokens=False)["input_ids"]
     imp = [[int(i % 3 == 0) for i in range(len(x))] for x in ids]
@@ -119,7 +122,7 @@ def test_train_mlm_with_selective_collator(tokenizer, monkeypatch):
     sentences = {}
     for name, cls in (("selective", SelectiveMaskingCollator), ("random", RandomCountMaskingCollator)):
         calls.clear()
-        res = train_mlm(load_mlm("scratch:tiny", seed=0), packed, tokenizer, cfg, collator=cls(tokenizer, seed=0))
+        res = fit(load_mlm("scratch:tiny", seed=0), packed, cfg, MaskedLM(tokenizer, collator=cls(tokenizer, seed=0)))
         assert res.steps == 4 and np.isfinite(res.history[-1]["train_loss"])
         assert len(calls) == 4  # one collated batch per training step
         sentences[name] = [s for ex, b in calls for s in _masked_per_sentence(ex, b)]
@@ -150,7 +153,7 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
         )
 
     ref = load_mlm("scratch:tiny", seed=0)
-    train_mlm(ref, packed, tokenizer, cfg, collator=make())
+    fit(ref, packed, cfg, MaskedLM(tokenizer, collator=make()))
 
     class Stop(Exception):
         pass
@@ -159,27 +162,21 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
         raise Stop
 
     with pytest.raises(Stop):
-        train_mlm(
+        fit(
             load_mlm("scratch:tiny", seed=0),
             packed,
-            tokenizer,
             cfg,
-            collator=make(),
-            save_at=[7],
-            on_save=interrupt,
+            MaskedLM(tokenizer, collator=make(), save_at=[7], on_save=interrupt),
             checkpoint_dir=tmp_path,
         )
     assert (tmp_path / "checkpoint.pt").is_file()  # the last checkpoint (step 6)
     seen = []
     resumed = load_mlm("scratch:tiny", seed=0)
-    train_mlm(
+    fit(
         resumed,
         packed,
-        tokenizer,
         cfg,
-        collator=make(),
-        save_at=range(1, 10),
-        on_save=lambda s, m: seen.append(s),
+        MaskedLM(tokenizer, collator=make(), save_at=range(1, 10), on_save=lambda s, m: seen.append(s)),
         checkpoint_dir=tmp_path,
     )
     assert seen == [7, 8, 9]
@@ -193,7 +190,7 @@ def test_interrupted_mlm_resumes_to_the_same_weights(tokenizer, tmp_path, collat
 
 def _reference_probe(model, tokenizer, texts, max_length, mask_prob, seed):
     """Plain loop: one text at a time, full HF logits, masks from the public picker."""
-    from tmlib.mlm import probe_masks
+    from tmlib.selective.mlm import probe_masks
 
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     masks = probe_masks(enc, tokenizer.all_special_ids, mask_prob, seed)
@@ -211,7 +208,7 @@ def _reference_probe(model, tokenizer, texts, max_length, mask_prob, seed):
 
 
 def test_probe_masks_skip_specials_and_are_seeded(tokenizer):
-    from tmlib.mlm import probe_masks
+    from tmlib.selective.mlm import probe_masks
 
     enc = tokenizer(TEXTS[:6], truncation=True, max_length=12)["input_ids"]
     masks = probe_masks(enc, tokenizer.all_special_ids, 0.3, seed=1)
@@ -226,15 +223,15 @@ def test_probe_masks_skip_specials_and_are_seeded(tokenizer):
 
 
 def test_mlm_probe_equals_a_plain_reference_loop(tokenizer):
-    from tmlib.mlm import mlm_probe
+    from tmlib.selective.mlm import mlm_probe
 
     model = load_mlm("scratch:tiny", seed=0)
     # make the tiny model non-trivial (an untrained one predicts nothing right and would hide errors)
-    train_mlm(
+    fit(
         model,
         pack_corpus(TEXTS, tokenizer, 32, pack=False),
-        tokenizer,
         TrainConfig(lr=3e-3, batch_size=8, max_steps=40, warmup_ratio=0.0, progress=False, seed=0),
+        MaskedLM(tokenizer),
     )
     model.train()  # the probe must switch to eval (dropout off) and restore train mode
     texts = TEXTS[:6] + ["a much longer sentence that will be cut by the maximum length of the probe rows ."]
@@ -260,7 +257,7 @@ def test_mlm_probe_equals_a_plain_reference_loop(tokenizer):
 
 
 def test_mlm_probe_chance_for_untrained_and_perfect_for_an_oracle(tokenizer):
-    from tmlib.mlm import mlm_probe
+    from tmlib.selective.mlm import mlm_probe
 
     untrained = mlm_probe(load_mlm("scratch:tiny", seed=0), tokenizer, TEXTS, max_length=32)
     assert untrained["top1"] < 0.02 and abs(untrained["loss"] - np.log(len(tokenizer))) < 0.5

@@ -1,7 +1,7 @@
 import pytest
 
-from tmlib import models
-from tmlib.models import ModelUnavailableError
+from tmlib.core import models
+from tmlib.core.models import ModelUnavailableError
 
 
 def test_minilm_classifier_and_tokenizer(tokenizer):
@@ -25,7 +25,7 @@ def test_unknown_scratch_size():
 
 
 def test_hub_name_fails_fast_offline(monkeypatch):
-    from tmlib import hub
+    from tmlib.core import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.hub_reachable.cache_clear()
@@ -55,7 +55,7 @@ def test_hub_name_loads_offline_from_a_local_hub_cache(tmp_path, monkeypatch):
     hub cache (the layout huggingface_hub writes), the hub set offline; an uncached name still fails clearly."""
     import torch
 
-    from tmlib.models import ModelUnavailableError, load_mlm, load_tokenizer
+    from tmlib.core.models import ModelUnavailableError, load_mlm, load_tokenizer
 
     name = "google/multiberts-seed_0-step_100k"
     snap = tmp_path / "hub" / ("models--" + name.replace("/", "--")) / "snapshots" / ("0" * 40)

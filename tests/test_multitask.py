@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from tmlib import models
-from tmlib.classify import train_classifier
+from tmlib.core import models
+from tmlib.core.training import TrainConfig, fit
 from tmlib.masking import MaskConfig, export_mask, read_mask, to_plain
+from tmlib.masking.methods import prepare_method
 from tmlib.masking.multitask import MultiTaskMaskedModel, fp32_model_bytes
 from tmlib.masking.packing import MaskFileError
-from tmlib.methods import prepare_method
-from tmlib.training import TrainConfig
+from tmlib.tasks.classify import Classification
 
 
 def _backbone(labels=("a", "b")):
@@ -17,7 +17,7 @@ def _backbone(labels=("a", "b")):
 @pytest.fixture(scope="module")
 def two_tasks(tmp_path_factory, tokenizer):
     """Two masked models trained separately (2 and 3 classes, one with a trained head) on the same backbone."""
-    from tmlib.data import stratified_split
+    from tmlib.tasks.data import stratified_split
 
     d = tmp_path_factory.mktemp("mt")
     texts = ["great film", "awful film", "great cast", "awful cast", "fine story", "dull story"] * 4
@@ -33,7 +33,7 @@ def two_tasks(tmp_path_factory, tokenizer):
             mask_config=MaskConfig(skip_first_blocks=1, head=head),
         )
         cfg = prep.train_config(TrainConfig(batch_size=4, epochs=2, max_length=12, progress=False), lr=0.05)
-        train_classifier(prep.model, data, tokenizer, cfg, params=prep.params, optimizer_cls=prep.optimizer_cls)
+        fit(prep.model, data, cfg, Classification(tokenizer), params=prep.params, optimizer_cls=prep.optimizer_cls)
         out[name] = (prep.model.eval(), export_mask(prep.model, d / f"{name}.safetensors", backbone="scratch:tiny"))
     return out
 

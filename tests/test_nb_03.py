@@ -36,7 +36,7 @@ def test_nb03_smoke(tmp_path):
     assert pd.read_csv(out / "flatness.csv").shape[0] == 2 * 4
     assert results["steps"].gt(0).all()
     # test accuracy = the share of right answers among the saved test predictions, against the test labels
-    from tmlib.config import from_flat, load_yaml
+    from tmlib.core.config import from_flat, load_yaml
     from tmlib.experiments.masking import MaskingConfig, plan
     from tmlib.suite import NOTEBOOKS, params_file
 
@@ -85,11 +85,11 @@ DIFFERENCES: dict[str, object] = {}
 
 def test_parameters_cell_default_yaml_and_dataclass_agree():
     """One source of defaults: the parameters cell and default.yaml give MaskingConfig() (flat names via
-    tmlib.config.flatten / from_flat)."""
+    tmlib.core.config.flatten / from_flat)."""
     import papermill as pm
     import yaml
 
-    from tmlib.config import flatten, from_flat
+    from tmlib.core.config import flatten, from_flat
     from tmlib.experiments.masking import MaskingConfig
     from tmlib.suite import notebooks, params_file
 

@@ -44,7 +44,7 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     import papermill as pm
     import yaml
 
-    from tmlib.config import flatten, from_flat
+    from tmlib.core.config import flatten, from_flat
     from tmlib.experiments.landscape import LandscapeConfig
     from tmlib.suite import notebooks, params_file
 

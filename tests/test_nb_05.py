@@ -50,7 +50,7 @@ def test_parameters_cell_default_yaml_and_dataclass_agree():
     import papermill as pm
     import yaml
 
-    from tmlib.config import flatten, from_flat
+    from tmlib.core.config import flatten, from_flat
     from tmlib.experiments.mask_study import StudyConfig
     from tmlib.suite import notebooks, params_file
 

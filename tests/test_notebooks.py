@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tmlib import suite
-from tmlib.config import ConfigError
+from tmlib.core.config import ConfigError
 from tmlib.suite import notebooks, params_file, run_suite
 
 NOTEBOOKS = notebooks()
@@ -100,7 +100,7 @@ def _fixture_notebook(path: Path) -> None:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# fixture"),
         nbformat.v4.new_code_cell(
-            "import json, pathlib\nfrom tmlib.config import notebook_config\n"
+            "import json, pathlib\nfrom tmlib.core.config import notebook_config\n"
             "from tests.nb_fixture import FixtureConfig\n_before = set(globals())"
         ),
         nbformat.v4.new_code_cell(

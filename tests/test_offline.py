@@ -10,7 +10,7 @@ import pytest
 def test_a_connection_off_this_machine_fails_loudly():
     with pytest.raises(ConnectionRefusedError, match="tests never reach the network"):
         socket.create_connection(("1.1.1.1", 443), timeout=2)  # a numeric address: no DNS lookup first
-    from tmlib.hub import hub_reachable
+    from tmlib.core.hub import hub_reachable
 
     assert hub_reachable.__wrapped__() is False  # HF_HUB_OFFLINE: the hub check answers offline at once
     assert all(os.environ[k] == "1" for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))

@@ -5,7 +5,7 @@ import argparse
 import pytest
 
 from tmlib.cli import ADAPT_SINGLE, ADAPT_SKIP, _adapt_config, _adapt_options
-from tmlib.config import ConfigError, flat_defaults
+from tmlib.core.config import ConfigError, flat_defaults
 from tmlib.experiments.masking import MaskingConfig
 from tmlib.options import add_options, cli_message, field_comments, flag
 

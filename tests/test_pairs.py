@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib.data import DataError, load_task, validate_task
-from tmlib.importance.types import TokenScores
+from tmlib.core.training import fit
+from tmlib.selective.types import TokenScores
+from tmlib.tasks.data import DataError, load_task, validate_task
 
 POS = [
     "a great film",
@@ -166,7 +167,7 @@ def test_validate_task_checks_the_second_column():
 def test_hub_pair_task_from_a_local_stand_in(tmp_path, monkeypatch):
     """load_hub_task's real load_dataset call against a local dataset folder: GLUE-style sentence1 /
     sentence2 columns are found by name, a named aspect column is renamed."""
-    import tmlib.hub
+    import tmlib.core.hub
 
     d = tmp_path / "glue_like"
     d.mkdir()
@@ -176,7 +177,7 @@ def test_hub_pair_task_from_a_local_stand_in(tmp_path, monkeypatch):
             for i in range(n)
         ]
         (d / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(tmlib.core.hub, "hub_reachable", lambda *a, **k: True)
     dd = load_task(f"hub:{d}")
     assert dd["train"].column_names == ["text", "text_pair", "label"] and len(dd["dev"]) == 8
     assert dd["train"][0]["text"] == POS[0] and dd["train"][0]["text_pair"] == NEG[1]
@@ -201,7 +202,7 @@ def _segments(tokenizer, row):
 
 
 def test_encode_orders_the_segments(tmp_path, tokenizer):
-    from tmlib.classify import encode
+    from tmlib.tasks.classify import encode
 
     p = tmp_path / "pairs.csv"
     _pair_csv(p)
@@ -228,10 +229,10 @@ def test_encode_orders_the_segments(tmp_path, tokenizer):
 
 @pytest.mark.parametrize("kind", ["pair", "aspect"])
 def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
-    from tmlib.classify import ClassifierCollator, encode, train_classifier
-    from tmlib.data import label_names
-    from tmlib.models import load_classifier
-    from tmlib.training import TrainConfig
+    from tmlib.core.models import load_classifier
+    from tmlib.core.training import TrainConfig
+    from tmlib.tasks.classify import Classification, ClassifierCollator, encode
+    from tmlib.tasks.data import label_names
 
     if kind == "pair":
         p = tmp_path / "pairs.csv"
@@ -248,7 +249,7 @@ def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
         lambda m, a, kw: seen.append(kw.get("token_type_ids")), with_kwargs=True
     )
     cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=4, max_length=32, warmup_ratio=0.0, progress=False, seed=0)
-    res = train_classifier(model, dd, tokenizer, cfg, test_predictions=True)
+    res = fit(model, dd, cfg, Classification(tokenizer, test_predictions=True))
     assert res.fit.steps == 4 and np.isfinite(res.fit.history[-1]["train_loss"])
     # the test accuracy is the share of right answers, recomputed with the model's own forward on the two-input batch
     n_batches = len(seen)
@@ -267,9 +268,9 @@ def test_finetune_scratch_tiny_on_two_inputs(kind, tmp_path, tokenizer):
 
 
 def test_taskspec_carries_the_columns(tmp_path):
-    from tmlib.data import TaskRecipe
-    from tmlib.finetune import classifier_stage
-    from tmlib.training import TrainConfig
+    from tmlib.core.training import TrainConfig
+    from tmlib.tasks.data import TaskRecipe
+    from tmlib.tasks.finetune import classifier_stage
 
     j = tmp_path / "absa.jsonl"
     _aspect_jsonl(j)
@@ -294,8 +295,8 @@ def test_taskspec_carries_the_columns(tmp_path):
 def test_buffer_on_aspect_input_labels_only_the_text(tokenizer):
     """Every scored input is [CLS] aspect [SEP] <text or buffer> [SEP] with segments 0 / 1; the labels
     cover the text's WordPieces only."""
-    from tmlib.importance.buffer import BufferConfig, buffer_importance, buffer_importance_reference
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
+    from tmlib.selective.buffer import BufferConfig, buffer_importance, buffer_importance_reference
 
     model = load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with torch.no_grad():
@@ -348,8 +349,8 @@ def _ts(text, tokens, important, aspect, label=1, pred=1, scores=None):
 
 
 def test_merge_of_a_texts_aspect_labels_is_the_union(tokenizer):
-    from tmlib.importance.buffer import merge_aspects
-    from tmlib.importance.tagger import tagger_examples
+    from tmlib.selective.buffer import merge_aspects
+    from tmlib.selective.tagger import tagger_examples
 
     toks = ["the", "pasta", "was", "great", "but", "service", "slow"]
     scores = [
@@ -389,8 +390,8 @@ def test_merge_of_a_texts_aspect_labels_is_the_union(tokenizer):
 def test_label_corpus_reads_each_aspect_text_once(tokenizer):
     from datasets import Dataset
 
-    from tmlib.importance.tagger import label_corpus
-    from tmlib.models import load_token_classifier
+    from tmlib.core.models import load_token_classifier
+    from tmlib.selective.tagger import label_corpus
 
     tagger = load_token_classifier("scratch:tiny", num_labels=2, seed=0)
     ds = Dataset.from_dict(

@@ -7,7 +7,7 @@ sets name come from local stand-ins:
   MultiBERTs checkpoints) in a local hub cache, the hub offline (``HF_HUB_OFFLINE=1``), as huggingface_hub lays
   out a downloaded model;
 * datasets: GLUE-, SetFit-, Rotten-Tomatoes- and Yelp-shaped JSONL folders under ``$TMLIB_DATASETS_DIR``
-  (:func:`tmlib.hub.local_dataset`: ``hub:glue:mrpc`` reads ``$TMLIB_DATASETS_DIR/glue/mrpc/``), the mapping
+  (:func:`tmlib.core.hub.local_dataset`: ``hub:glue:mrpc`` reads ``$TMLIB_DATASETS_DIR/glue/mrpc/``), the mapping
   documented for machines without the hub; GLUE's hidden test labels (-1) included.
 """
 
@@ -106,7 +106,7 @@ def _hub_cache(root: Path) -> Path:
     """The stand-in models, saved as huggingface_hub saves a download (models--org--name/snapshots/<rev>)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    from tmlib.models import load_tokenizer
+    from tmlib.core.models import load_tokenizer
 
     cfg = BertConfig(
         vocab_size=30522,

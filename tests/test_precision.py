@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tmlib import precision as P
-from tmlib.config import ConfigError, from_flat, parse_yaml
+from tmlib.core import precision as P
+from tmlib.core.config import ConfigError, from_flat, parse_yaml
 
 # The probe's times as measured (s per 64 x 384 @ 384 x 384 matmul, 2 threads): an AMD EPYC with avx512_bf16 and the
 # same host limited to AVX2 kernels (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2, as on a Zen 3 host)
@@ -107,7 +107,7 @@ def test_auto_picks_fp32_where_bf16_is_emulated():
     """A CPU without native bf16, for real on an AVX2 host, simulated on an avx512_bf16 host by limiting torch's and
     oneDNN's kernels to AVX2 (the probe then measures bf16 10-140x slower, as on a Zen 3 host)."""
     code = (
-        "from tmlib import precision as P; a = P.arithmetic('cpu'); print(a.name, round(a.bf16_slowdown, 1)); "
+        "from tmlib.core import precision as P; a = P.arithmetic('cpu'); print(a.name, round(a.bf16_slowdown, 1)); "
         "P.resolve_mixed_precision('bf16', 'cpu')"
     )
     out = _in_a_process(code, AVX2_ONLY)
@@ -180,3 +180,26 @@ def test_suite_p_values_keep_words_that_yaml_1_1_reads_as_booleans(monkeypatch, 
     monkeypatch.setattr(tmlib.suite, "run_suite", lambda *a, extra=None, **k: seen.update(extra))
     assert main(["suite", "--params", "smoke", *argv]) == 0
     assert list(seen.values()) == [value]
+
+
+def test_the_probe_times_one_thread_and_gives_the_threads_back(monkeypatch):
+    """The probe measures the core's instructions on one thread (a multi-threaded kernel on a busy host measures
+    the other processes), then restores the process's thread count."""
+    import torch
+
+    seen = []
+    real_mm = torch.Tensor.__matmul__
+
+    def mm(x, y):
+        seen.append(torch.get_num_threads())
+        return real_mm(x, y)
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", mm)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        P.matmul_probe(rows=8, width=16, reps=1, rounds=1)
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tmlib.runs import RunStore, Stage, atomic_save, atomic_write_text
+from tmlib.core.runs import RunStore, Stage, atomic_save, atomic_write_text
 
 
 @dataclass
@@ -167,7 +167,7 @@ def test_work_dir_is_keyed_and_removed_after_commit(tmp_path):
 _TWO_PROC = r"""
 import sys, time
 from pathlib import Path
-from tmlib.runs import RunStore, Stage
+from tmlib.core.runs import RunStore, Stage
 root, tag, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
 log = Path(root).parent / "events.txt"
 def note(what):
@@ -248,7 +248,7 @@ def test_a_builder_killed_holding_the_lock_lets_the_waiter_build(tmp_path):
 def test_unwritable_run_folder_is_a_clear_error(tmp_path):
     import os
 
-    from tmlib.runs import ArtifactError
+    from tmlib.core.runs import ArtifactError
 
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -301,7 +301,7 @@ def test_dev_folder_reuses_the_default_run_without_writing_it(tmp_path):
 def test_notebook_out_dir_is_taken_from_the_project_root(tmp_path, monkeypatch):
     from dataclasses import dataclass
 
-    from tmlib.config import notebook_config
+    from tmlib.core.config import notebook_config
 
     @dataclass
     class Cfg:

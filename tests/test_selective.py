@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tmlib.config import ConfigError, from_flat
+from tmlib.core.config import ConfigError, from_flat
 from tmlib.experiments.selective import (
     Experiment,
     SelectiveConfig,
@@ -17,7 +17,7 @@ from tmlib.experiments.selective import (
     paired_gaps,
     summarize,
 )
-from tmlib.importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 
 def _results():
@@ -93,7 +93,7 @@ def test_notebook_yaml_and_dataclass_defaults_agree():
 
     import yaml
 
-    from tmlib.config import flat_defaults
+    from tmlib.core.config import flat_defaults
     from tmlib.suite import PARAMS
 
     defaults = flat_defaults(SelectiveConfig)
@@ -316,10 +316,10 @@ def test_interrupted_genept_resumes(tmp_path, monkeypatch):
             torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=f"step {step}: {k}")
 
 
-def test_split_sentences_keeps_document_labels():
-    from tmlib.importance.buffer import split_sentences
+def test_document_sentences_keeps_document_labels():
+    from tmlib.selective.buffer import document_sentences
 
-    texts, labels, docs = split_sentences(["A fine film. But too long!", "no boundary here"], [1, 0])
+    texts, labels, docs = document_sentences(["A fine film. But too long!", "no boundary here"], [1, 0])
     assert texts == ["A fine film.", "But too long!", "no boundary here"]
     assert labels == [1, 1, 0] and docs == [0, 0, 1]
 
@@ -327,8 +327,8 @@ def test_split_sentences_keeps_document_labels():
 def test_threshold_table_counts_follow_the_threshold():
     from datasets import Dataset
 
+    from tmlib.core.models import load_tokenizer
     from tmlib.experiments.selective import threshold_table
-    from tmlib.models import load_tokenizer
 
     tok = load_tokenizer("minilm")
     ids = tok(["great acting", "the plot"], add_special_tokens=False)["input_ids"]
@@ -399,7 +399,7 @@ def test_tagger_dev_split_is_the_buffer_tail_by_default():
 
 
 def test_official_details_are_the_defaults_and_old_sets_pin_the_old_ones():
-    from tmlib.config import from_flat, load_yaml
+    from tmlib.core.config import from_flat, load_yaml
     from tmlib.experiments.selective import SelectiveConfig, plan
 
     cfg = SelectiveConfig()
@@ -424,7 +424,7 @@ def test_official_details_are_the_defaults_and_old_sets_pin_the_old_ones():
 def test_a_budget_equal_to_the_notebooks_own_run_is_that_run(tmp_path):
     """The budget curve's runs sit under budgets/t<steps>/; the budget the notebook itself ran (one checkpoint at
     that step) is not trained twice."""
-    from tmlib.config import from_flat, load_yaml
+    from tmlib.core.config import from_flat, load_yaml
     from tmlib.suite import PARAMS
 
     flat = load_yaml(PARAMS / "01_selective_masking" / "smoke.yaml")

@@ -1,11 +1,11 @@
-"""tmlib.stats: paired gaps over seeds (mean, std, wins, paired t, p, 95% CI) and the gap sentence."""
+"""tmlib.core.stats: paired gaps over seeds (mean, std, wins, paired t, p, 95% CI) and the gap sentence."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from tmlib.stats import ci_half_width, gap_sentence, paired_gap_table
+from tmlib.core.stats import ci_half_width, gap_sentence, paired_gap_table
 
 
 def frame():
@@ -65,7 +65,7 @@ def test_gap_sentence():
 
 
 def test_compare_arms_pairs_runs_by_group_and_seed():
-    from tmlib.stats import compare_arms
+    from tmlib.core.stats import compare_arms
 
     rows = []
     for method, _shift in (("finetune", 0.0), ("mask", 0.05)):
@@ -91,7 +91,7 @@ def test_compare_arms_pairs_runs_by_group_and_seed():
 def test_power_columns_detectable_gap_and_test_sampling_term():
     """detectable_gap is the 80%-power shift of a paired t test; with predictions the gap table reports how much
     of a seed's gap the test set's sampling explains: sqrt(disagreement / n)."""
-    from tmlib.stats import detectable_gap, paired_gap_table
+    from tmlib.core.stats import detectable_gap, paired_gap_table
 
     res = pd.DataFrame(
         [
@@ -120,7 +120,7 @@ def test_power_columns_detectable_gap_and_test_sampling_term():
 
 
 def test_power_table_and_seeds_needed():
-    from tmlib.stats import detectable_gap, power_table, seeds_needed
+    from tmlib.core.stats import detectable_gap, power_table, seeds_needed
 
     t = power_table({400: 3.0, 1600: 1.5}, [3, 10], {400: 60.0, 1600: 240.0}, fixed_seconds=600)
     assert list(t["setting"]) == [400, 400, 1600, 1600] and list(t["n_seeds"]) == [3, 10, 3, 10]
@@ -137,7 +137,7 @@ def test_detectable_gap_is_the_exact_noncentral_t_of_a_published_power_table():
     """G*Power's one-sample (paired) t test, two-sided, alpha 0.05, power 0.80: effect size d = 0.5 needs n = 34
     and d = 0.8 needs n = 15 (Faul et al. 2007; Cohen 1988, Table 2.4.1 gives the same n). The approximation that
     adds two t quantiles understates the gap at few seeds (about 5% at 3) and agrees from 10 seeds on."""
-    from tmlib.stats import detectable_gap, seeds_needed
+    from tmlib.core.stats import detectable_gap, seeds_needed
 
     assert seeds_needed(1.0, 0.5) == 34 and seeds_needed(1.0, 0.8) == 15
     assert detectable_gap(1.0, 34) <= 0.5 < detectable_gap(1.0, 33)
@@ -152,7 +152,7 @@ def test_detectable_gap_is_the_exact_noncentral_t_of_a_published_power_table():
 def test_holm_matches_the_textbook_example():
     """Holm (1979)-adjusted p of four tests, as R's p.adjust(c(0.01, 0.04, 0.03, 0.005), "holm") gives them:
     0.03, 0.06, 0.06, 0.02 (each sorted p times m - rank, then made non-decreasing)."""
-    from tmlib.stats import holm
+    from tmlib.core.stats import holm
 
     np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
     np.testing.assert_allclose(holm([0.049, 0.2]), [0.098, 0.2])  # p = 0.049 of two primary tests is not separated

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tmlib.importance.stopwords import STOPWORDS, resolve_stopwords, spacy_stopwords, stopword_mask
+from tmlib.selective.stopwords import STOPWORDS, resolve_stopwords, spacy_stopwords, stopword_mask
 
 
 def test_spacy_list_has_negations():

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from tmlib.importance.tagger import WeightedTagger, label_corpus, predict_importance, tagger_examples, train_tagger
-from tmlib.importance.types import TokenScores
-from tmlib.models import load_token_classifier
-from tmlib.training import TrainConfig
+from tmlib.core.models import load_token_classifier
+from tmlib.core.training import TrainConfig, fit
+from tmlib.selective.tagger import ImportanceTagging, WeightedTagger, label_corpus, predict_importance, tagger_examples
+from tmlib.selective.types import TokenScores
 
 KEY = {"great", "awful", "wonderful", "boring", "terrible", "loved"}
 
@@ -34,7 +34,7 @@ def trained(tokenizer):
     train, dev = _scores(tokenizer, texts[:128]), _scores(tokenizer, texts[128:])
     model = load_token_classifier("scratch:tiny", num_labels=2, seed=0)
     cfg = TrainConfig(lr=3e-3, batch_size=16, epochs=6, warmup_ratio=0.0, progress=False, seed=0)
-    return model, train_tagger(model, train, dev, tokenizer, cfg, class_weight=3.0)
+    return model, fit(model, train, cfg, ImportanceTagging(tokenizer, dev, class_weight=3.0), desc="tagger")
 
 
 def test_tagger_learns_and_selects_by_f1(trained):
@@ -85,12 +85,12 @@ def test_weighting_and_errors(tokenizer):
     with pytest.raises(ValueError, match="no hard labels"):
         tagger_examples([TokenScores("a", ["a"], [0.1])], tokenizer)
     with pytest.raises(ValueError, match="2-label"):
-        train_tagger(
+        fit(
             load_token_classifier("scratch:tiny", num_labels=3),
             _scores(tokenizer, ["great"]),
-            _scores(tokenizer, ["great"]),
-            tokenizer,
             TrainConfig(progress=False),
+            ImportanceTagging(tokenizer, _scores(tokenizer, ["great"])),
+            desc="tagger",
         )
     with pytest.raises(TypeError, match="wrap it"):
         predict_importance(model, tokenizer, "a text")
@@ -98,7 +98,7 @@ def test_weighting_and_errors(tokenizer):
 
 def test_threshold_tuned_on_dev_and_saved_with_the_model(tokenizer, tmp_path):
     """A rare class the argmax never predicts: the dev-tuned threshold finds it, and it travels with the model."""
-    from tmlib.importance.tagger import tagger_metrics, tagger_threshold
+    from tmlib.selective.tagger import tagger_metrics, tagger_threshold
 
     model = load_token_classifier("scratch:tiny", num_labels=2, seed=0).eval()
 

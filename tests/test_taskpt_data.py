@@ -1,12 +1,13 @@
-"""TaskPT data as the official code builds it: document-contiguous rows (tmlib.mlm.pack_documents) and masks drawn
-once (tmlib.mlm.draw_static_masks, tmlib.collators.StaticMLMCollator)."""
+"""TaskPT data as the official code builds it: document-contiguous rows (tmlib.selective.mlm.pack_documents) and
+masks drawn
+once (tmlib.selective.mlm.draw_static_masks, tmlib.selective.collators.StaticMLMCollator)."""
 
 import numpy as np
 import pytest
 import torch
 
-from tmlib.collators import RandomCountMaskingCollator, SelectiveMaskingCollator, StaticMLMCollator
-from tmlib.mlm import draw_static_masks, pack_documents
+from tmlib.selective.collators import RandomCountMaskingCollator, SelectiveMaskingCollator, StaticMLMCollator
+from tmlib.selective.mlm import draw_static_masks, pack_documents
 
 
 def _corpus(n_docs=12, sents=5, length=9):
@@ -90,7 +91,7 @@ def test_masks_are_drawn_once_and_capped(tokenizer):
 def test_sentence_masks_are_drawn_before_packing_and_trimming(tokenizer):
     """Official sc_mask_gen.py: per whole sentence, the top-ranked important tokens up to max(1, 15% of the
     sentence); [UNK] is a candidate; trimming a row drops the masks of the tokens it cuts."""
-    from tmlib.collators import sentence_masks
+    from tmlib.selective.collators import sentence_masks
 
     unk = tokenizer.unk_token_id
     ids = [[unk, 2000, 2001, 2002, 2003, 2004, 2005, 2006, 2007, 2008, 2009, 2010, 2011, 2012], [3000, 3001, 3002]]

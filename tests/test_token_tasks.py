@@ -9,10 +9,12 @@ import pytest
 import torch
 from datasets import DatasetDict
 
-from tmlib.config import ConfigError
-from tmlib.data import DataError
-from tmlib.token_classify import (
+from tmlib.core.config import ConfigError
+from tmlib.core.training import fit
+from tmlib.tasks.data import DataError, label_names
+from tmlib.tasks.token_classify import (
     IGNORE,
+    TokenClassification,
     align_labels,
     encode_tokens,
     entity_f1,
@@ -20,11 +22,9 @@ from tmlib.token_classify import (
     task_metric,
     token_accuracy,
     token_batches,
-    train_token_classifier,
 )
-from tmlib.token_data import (
+from tmlib.tasks.token_data import (
     TokenTaskRecipe,
-    label_names,
     load_token_task,
     parse_conll,
     parse_tagged,
@@ -141,9 +141,9 @@ def test_conll_files_one_split_by_sentence_three_given_and_unknown_tags_refused(
 
 
 def test_hub_dataset_offline_fails_at_once_naming_the_fix(monkeypatch):
-    import tmlib.hub
+    import tmlib.core.hub
 
-    monkeypatch.setattr(tmlib.hub, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(tmlib.core.hub, "hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(DataError, match=r"unreachable \(offline\).*CoNLL files.*ner_files"):
         load_token_task("ner", dataset="someone/conll2003")
     with pytest.raises(DataError, match="not both"):
@@ -155,7 +155,7 @@ def test_hub_dataset_offline_fails_at_once_naming_the_fix(monkeypatch):
 
 def test_label_alignment_puts_the_tag_on_the_first_sub_token():
     assert align_labels([None, 0, 0, 1, 2, 2, 2, None], [3, 5, 7]) == [IGNORE, 3, IGNORE, 5, 7, IGNORE, IGNORE, IGNORE]
-    from tmlib.models import load_tokenizer
+    from tmlib.core.models import load_tokenizer
 
     tok = load_tokenizer("scratch:tiny")
     words = ["Internet", "incubator", "unbelievably", "."]
@@ -173,7 +173,7 @@ def test_label_alignment_puts_the_tag_on_the_first_sub_token():
     short = encode_tokens(ds, tok, max_length=4)[0]  # words cut off are neither trained nor scored
     assert len(short["input_ids"]) == 4 and sum(x != IGNORE for x in short["labels"]) < len(words)
     # evaluation batches are length-sorted; predictions come back in the dataset's order, one per scored word
-    from tmlib.models import load_token_classifier
+    from tmlib.core.models import load_token_classifier
 
     many = to_dataset(
         [(words, ["NN", "NN", "RB", "."]), (["."], ["."]), (["Internet", "."], ["NN", "."])], ["NN", "RB", "."]
@@ -206,11 +206,11 @@ def _tiny_ner(tmp_path) -> DatasetDict:
 
 @pytest.mark.parametrize("method", ["mask", "finetune", "bitfit", "lora"])
 def test_each_method_prepares_and_trains_a_token_classifier(method, tmp_path):
+    from tmlib.core.models import load_token_classifier, load_tokenizer
+    from tmlib.core.training import TrainConfig
     from tmlib.masking.config import MaskConfig
     from tmlib.masking.layer import MaskedLinear
-    from tmlib.methods import prepare_method
-    from tmlib.models import load_token_classifier, load_tokenizer
-    from tmlib.training import TrainConfig
+    from tmlib.masking.methods import prepare_method
 
     data, tok = _tiny_ner(tmp_path), load_tokenizer("scratch:tiny")
     names = label_names(data)
@@ -230,7 +230,7 @@ def test_each_method_prepares_and_trains_a_token_classifier(method, tmp_path):
         assert all(n.endswith(".bias") or n.startswith("classifier") for n in trainable)
     before = {n: p.detach().clone() for n, p in prep.model.named_parameters() if p.requires_grad}
     cfg = prep.train_config(TrainConfig(batch_size=4, max_steps=2, max_length=32, seed=0, progress=False))
-    res = train_token_classifier(prep.model, data, tok, cfg, params=prep.params, optimizer_cls=prep.optimizer_cls)
+    res = fit(prep.model, data, cfg, TokenClassification(tok), params=prep.params, optimizer_cls=prep.optimizer_cls)
     assert res.metric == "f1" and res.fit.steps == 2 and np.isfinite(res.dev["loss"]) and 0 <= res.dev["f1"] <= 1
     assert any(not torch.equal(before[n], p) for n, p in prep.model.named_parameters() if n in before)
     out = prep.export(backbone="scratch:tiny", fp32_bytes=1)
@@ -241,9 +241,9 @@ def test_each_method_prepares_and_trains_a_token_classifier(method, tmp_path):
 
 
 def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path, monkeypatch):
-    import tmlib.token_solutions as TS
+    import tmlib.masking.token_solutions as TS
+    from tmlib.core.runs import RunStore
     from tmlib.masking.config import MaskConfig
-    from tmlib.runs import RunStore
 
     f = tmp_path / "tiny.conll"
     f.write_text(_sentences(30))
@@ -359,7 +359,7 @@ def test_study_config_token_settings_and_plan(tmp_path):
 
 
 def test_a_cache_extracted_before_a_member_was_added_is_extracted_again(tmp_path, monkeypatch):
-    from tmlib import assets
+    from tmlib.core import assets
 
     monkeypatch.setenv("TMLIB_CACHE_DIR", str(tmp_path))
     asset = assets.Asset(

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from tmlib import models
-from tmlib.classify import check_labels, train_classifier
-from tmlib.training import TrainConfig, linear_schedule
+from tmlib.core import models
+from tmlib.core.training import Batches, TrainConfig, fit, linear_schedule
+from tmlib.tasks.classify import Classification, check_labels
 
 
 def _cfg(**kw):
@@ -13,13 +13,13 @@ def _cfg(**kw):
 
 def test_learns_tiny_task(tiny_task, tokenizer):
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
-    res = train_classifier(m, tiny_task, tokenizer, _cfg(epochs=6))
+    res = fit(m, tiny_task, _cfg(epochs=6), Classification(tokenizer))
     assert res.fit.history[-1]["train_loss"] < res.fit.history[0]["train_loss"]
     assert res.dev["accuracy"] >= 0.75
     assert res.dev["accuracy"] == max(h["accuracy"] for h in res.fit.history)  # best state restored
     # the reported dev metrics are those of the returned model (taken from its eval row, not recomputed);
     # the model's own forward (SDPA, every row of the last layer) gives them up to float rounding
-    from tmlib.classify import EvalBatches, encode, evaluate_classifier
+    from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
 
     again = evaluate_classifier(m, EvalBatches(encode(tiny_task["dev"], tokenizer, 16), tokenizer))
     assert res.dev["accuracy"] == again["accuracy"]
@@ -30,7 +30,7 @@ def test_deterministic(tiny_task, tokenizer):
     runs = []
     for _ in range(2):
         m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
-        runs.append(train_classifier(m, tiny_task, tokenizer, _cfg(epochs=2)).fit.history)
+        runs.append(fit(m, tiny_task, _cfg(epochs=2), Classification(tokenizer)).fit.history)
     assert runs[0] == runs[1]
 
 
@@ -38,7 +38,7 @@ def test_only_passed_params_train(tiny_task, tokenizer):
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     before = {k: v.clone() for k, v in m.state_dict().items()}
     biases = [p for n, p in m.named_parameters() if n.endswith("bias")]
-    train_classifier(m, tiny_task, tokenizer, _cfg(epochs=1), params=biases)
+    fit(m, tiny_task, _cfg(epochs=1), Classification(tokenizer), params=biases)
     after = m.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.endswith("bias") for k in changed)
@@ -68,7 +68,7 @@ def _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch, **cfg_kw):
     """An uninterrupted run, a run stopped at step 5, and its restart from the checkpoint; for each: the
     steps it took, the training batches it saw, the weights and RNG state at the last step, its model,
     and the final state of the optimizer and scheduler that fit created."""
-    import tmlib.training as training
+    import tmlib.core.training as training
 
     made = {"optimizer": [], "scheduler": []}
     make_optimizer = training.make_optimizer
@@ -106,8 +106,8 @@ def _resume_runs(tiny_task, tokenizer, tmp_path, monkeypatch, **cfg_kw):
                 rec["rng"] = torch.get_rng_state()
 
         try:
-            rec["result"] = train_classifier(
-                m, tiny_task, tokenizer, cfg, checkpoint_dir=checkpoint_dir, on_step=[on_step]
+            rec["result"] = fit(
+                m, tiny_task, cfg, Classification(tokenizer), checkpoint_dir=checkpoint_dir, on_step=[on_step]
             )
         except _Stop:
             rec["stopped"] = True
@@ -179,7 +179,7 @@ def test_label_mismatch_is_clear(tiny_task, tokenizer):
 def test_no_trainable_params(tiny_task, tokenizer):
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        train_classifier(m, tiny_task, tokenizer, _cfg(), params=[])
+        fit(m, tiny_task, _cfg(), Classification(tokenizer), params=[])
 
 
 def test_bad_config():
@@ -244,7 +244,7 @@ def test_data_parallel_launch(tmp_path):
 
 
 def test_length_grouped_batches_cover_each_example_once_and_group_lengths():
-    from tmlib.training import LengthGroupedBatches
+    from tmlib.core.training import LengthGroupedBatches
 
     rng = torch.Generator().manual_seed(0)
     lengths = torch.randint(3, 60, (203,), generator=rng).tolist()
@@ -266,7 +266,7 @@ def test_length_grouped_batches_cover_each_example_once_and_group_lengths():
 
 
 def test_make_optimizer_uses_fused_adam_where_available():
-    from tmlib.training import make_optimizer
+    from tmlib.core.training import make_optimizer
 
     p = torch.nn.Parameter(torch.zeros(3))
     opt = make_optimizer(torch.optim.AdamW, [{"params": [p]}], 1e-3)
@@ -293,13 +293,13 @@ def test_mixed_precision_config_is_validated():
 def test_fp16_on_cpu_is_a_clear_error(tiny_task, tokenizer):
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with pytest.raises(ValueError, match="fp16.*needs a CUDA device.*bf16"):
-        train_classifier(m, tiny_task, tokenizer, _cfg(epochs=1, mixed_precision="fp16"))
+        fit(m, tiny_task, _cfg(epochs=1, mixed_precision="fp16"), Classification(tokenizer))
 
 
 def test_bf16_training_matches_fp32_and_leaves_a_plain_fp32_model(tokenizer):
     """bf16 autocast (CPU) trains with nearly fp32's loss; fp32 and bf16 fits alternate in one process;
     after fit the model's forward is no longer autocast (fp32 outputs, parameters fp32)."""
-    from tmlib.mlm import pack_corpus, train_mlm
+    from tmlib.selective.mlm import MaskedLM, pack_corpus
 
     texts = [
         "the film is a great , moving story .",
@@ -321,7 +321,7 @@ def test_bf16_training_matches_fp32_and_leaves_a_plain_fp32_model(tokenizer):
             seed=0,
             mixed_precision=mp,
         )
-        res = train_mlm(m, packed, tokenizer, cfg)
+        res = fit(m, packed, cfg, MaskedLM(tokenizer))
         losses = [h["train_loss"] for h in res.history]
         if mp in runs:
             assert losses == runs[mp][0]  # fp32 again after bf16: same process, same numbers
@@ -339,27 +339,27 @@ def test_bf16_training_matches_fp32_and_leaves_a_plain_fp32_model(tokenizer):
 
 def test_corrupted_resume_checkpoint_starts_over(tmp_path):
     """A truncated checkpoint.pt (a kill while the disk was full) is not fatal: a warning, a fresh start."""
-    from tmlib.classify import train_classifier
-    from tmlib.data import load_task
-    from tmlib.models import load_classifier, load_tokenizer
-    from tmlib.training import TrainConfig
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.core.training import TrainConfig
+    from tmlib.tasks.classify import Classification
+    from tmlib.tasks.data import load_task
 
     (tmp_path / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
     data = load_task("mr", max_examples=16)
     model = load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with pytest.warns(UserWarning, match="unreadable"):
-        res = train_classifier(
+        res = fit(
             model,
             data,
-            load_tokenizer("minilm"),
             TrainConfig(lr=1e-3, batch_size=8, max_steps=2, max_length=16, progress=False),
+            Classification(load_tokenizer("minilm")),
             checkpoint_dir=tmp_path,
         )
     assert res.fit.steps == 2
 
 
 def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
-    from tmlib.classify import EvalBatches, encode, evaluate_classifier
+    from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
 
     model = models.load_classifier("scratch:tiny", ["neg", "pos"], seed=0)
     batches = EvalBatches(encode(tiny_task["dev"], tokenizer, 32), tokenizer, batch_size=8)
@@ -375,7 +375,7 @@ def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
 def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer):
     """kernels="fast": eager attention during fit (on CPU), the [CLS]-only classifier (the model's own forward is
     never called in training), SDPA again afterwards; "hf": the model's own forward. Both learn the task."""
-    from tmlib.precision import kernels_context
+    from tmlib.core.precision import kernels_context
 
     seen = {}
     for kernels in ("fast", "hf"):
@@ -384,7 +384,7 @@ def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer
         calls, impls = [], []
         m.register_forward_pre_hook(lambda mod, a, kw, calls=calls: calls.append(mod.training), with_kwargs=True)
         hook = lambda step, model, logs, m=m, impls=impls: impls.append((model is m, model.config._attn_implementation))
-        res = train_classifier(m, tiny_task, tokenizer, _cfg(epochs=6, kernels=kernels), on_step=[hook])
+        res = fit(m, tiny_task, _cfg(epochs=6, kernels=kernels), Classification(tokenizer), on_step=[hook])
         assert m.config._attn_implementation == "sdpa"  # restored after training
         assert res.dev["accuracy"] >= 0.75
         seen[kernels] = (sum(calls), len(calls) - sum(calls), set(impls))  # (training, evaluation) calls
@@ -400,7 +400,7 @@ def test_kernels_pick_the_forward_and_restore_the_attention(tiny_task, tokenizer
 
 def test_evaluate_classifier_fast_gives_the_models_numbers(tiny_task, tokenizer):
     """kernels="fast" evaluates through the [CLS]-only forward: the model's accuracy and loss up to float rounding."""
-    from tmlib.classify import EvalBatches, encode, evaluate_classifier
+    from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
 
     m = models.load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
     with torch.no_grad():
@@ -431,7 +431,7 @@ def test_resume_restores_the_cuda_random_state(tiny_task, tokenizer, tmp_path, m
 def test_resume_saves_and_restores_the_cuda_random_state_through_its_seam(tiny_task, tokenizer, tmp_path, monkeypatch):
     """Without a GPU too: a stand-in for the CUDA generators (``training.CUDA_RNG``, the one seam over torch.cuda)
     has its state saved in the checkpoint and set back, unchanged, when the run resumes; nothing else sees CUDA."""
-    import tmlib.training as training
+    import tmlib.core.training as training
 
     class StandIn:
         def __init__(self):
@@ -458,8 +458,7 @@ def test_trackers_get_every_step_and_evaluation(tiny_task, tokenizer):
     run's name; the history and weights are those of a run without trackers."""
     from accelerate.tracking import GeneralTracker
 
-    from tmlib.classify import ClassifierCollator, EvalBatches, _dev_metrics, encode
-    from tmlib.training import fit
+    from tmlib.tasks.classify import ClassifierCollator, EvalBatches, _dev_metrics, encode
 
     class Recorder(GeneralTracker):
         name, requires_logging_directory = "recorder", False
@@ -490,8 +489,7 @@ def test_trackers_get_every_step_and_evaluation(tiny_task, tokenizer):
             m,
             enc["train"],
             _cfg(epochs=2),
-            collate_fn=ClassifierCollator(tokenizer),
-            evaluate=lambda net: _dev_metrics(net, dev, "fast"),
+            Batches(ClassifierCollator(tokenizer), evaluate=lambda net: _dev_metrics(net, dev, "fast")),
             log_with=trackers,
             desc="tiny run",
         )

@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from tmlib.importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 TEXTS = ["a great , wonderful film", "an awful , boring mess <script>alert(1)</script>", "truly moving"]
 LABELS = [1, 0, 1]
@@ -14,7 +14,7 @@ LABELS = [1, 0, 1]
 
 @pytest.fixture(scope="module")
 def model():
-    from tmlib.models import load_classifier
+    from tmlib.core.models import load_classifier
 
     return load_classifier("scratch:tiny", ["negative", "positive"], seed=0).eval()
 
@@ -101,9 +101,9 @@ def test_tagger_row_gold_buffer_row_and_masking_preview(model, tokenizer, monkey
             out.append(TokenScores(t, toks, s, important=(s > 0.5).astype(int), method="tagger"))
         return out
 
-    fake = types.ModuleType("tmlib.importance.tagger")
+    fake = types.ModuleType("tmlib.selective.tagger")
     fake.predict_importance = predict_importance
-    monkeypatch.setitem(sys.modules, "tmlib.importance.tagger", fake)
+    monkeypatch.setitem(sys.modules, "tmlib.selective.tagger", fake)
     ex = TokenImportanceExplorer(model, tokenizer, TEXTS, labels=LABELS, tagger=object(), mask_ratio=0.5)
     ex.preview.value = True
     html = ex.set_example(1)
@@ -118,7 +118,7 @@ def test_tagger_row_gold_buffer_row_and_masking_preview(model, tokenizer, monkey
 
 
 def test_preview_degrades_without_collators(explorer, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tmlib.collators", None)  # import fails as if the module were absent
+    monkeypatch.setitem(sys.modules, "tmlib.selective.collators", None)  # import fails as if the module were absent
     explorer.preview.value = True
     explorer.set_example(2)
     assert "masking preview unavailable" in explorer.status.value

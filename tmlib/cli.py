@@ -38,9 +38,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import assets
-from .precision import MIXED_PRECISIONS
-from .suite import DEFAULT_JOBS
+from tmlib.core import assets
+from tmlib.core.precision import MIXED_PRECISIONS
+from tmlib.suite import DEFAULT_JOBS
 
 
 def _assets(args) -> int:
@@ -74,8 +74,8 @@ def _here(value):
 
 
 def _suite(args) -> int:
-    from .config import parse_yaml
-    from .suite import run_suite
+    from tmlib.core.config import parse_yaml
+    from tmlib.suite import run_suite
 
     extra = {}
     for item in args.parameter:
@@ -100,12 +100,12 @@ def _suite(args) -> int:
 
 def _params(args) -> int:
     """The parameter sets (list) or one notebook's parameters with their defaults and help (show)."""
-    from .config import load_yaml
-    from .suite import PARAMS, notebook_parameters, notebooks
+    from tmlib.core.config import load_yaml
+    from tmlib.suite import PARAMS, notebook_parameters, notebooks
 
     nbs = notebooks(args.notebooks)
     if args.action == "doc":
-        from .suite import parameters_document
+        from tmlib.suite import parameters_document
 
         text = parameters_document(nbs, Path(args.params_dir or PARAMS))
         if args.out:
@@ -139,9 +139,9 @@ def _worker(args) -> int:
     """A second process for a notebook-01 run folder: the same stages, built in reverse order."""
     import os
 
-    from .config import from_flat, load_yaml
-    from .experiments.selective import Experiment, SelectiveConfig
-    from .suite import PARAMS
+    from tmlib.core.config import from_flat, load_yaml
+    from tmlib.experiments.selective import Experiment, SelectiveConfig
+    from tmlib.suite import PARAMS
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # beside a notebook: no spinning on its core (as the suite)
     values = load_yaml(PARAMS / "01_selective_masking" / f"{args.params}.yaml")
@@ -156,13 +156,13 @@ def _worker(args) -> int:
 def _finetune(args) -> int:
     from dataclasses import fields
 
-    from .classify import train_classifier
-    from .config import from_dict
-    from .data import label_names, load_task
-    from .models import load_classifier, load_tokenizer
-    from .precision import get_accelerator
-    from .runs import RunStore
-    from .training import TrainConfig
+    from tmlib.core.config import from_dict
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.core.precision import get_accelerator
+    from tmlib.core.runs import RunStore
+    from tmlib.core.training import TrainConfig, fit
+    from tmlib.tasks.classify import Classification
+    from tmlib.tasks.data import label_names, load_task
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = from_dict(TrainConfig, overrides)
@@ -179,7 +179,7 @@ def _finetune(args) -> int:
     model = load_classifier(args.model, label_names(data), seed=cfg.seed)
     tok = load_tokenizer(args.model)
     store = RunStore(args.out)
-    res = train_classifier(model, data, tok, cfg, checkpoint_dir=store.root / "checkpoint")
+    res = fit(model, data, cfg, Classification(tok), checkpoint_dir=store.root / "checkpoint")
     acc = get_accelerator()
     if acc.is_main_process:
         acc.unwrap_model(model).save_pretrained(store.root / "model")
@@ -215,9 +215,9 @@ ADAPT_SINGLE = {"tasks": "task", "methods": "method", "max_lengths": "max_length
 def _adapt_options(parser) -> None:
     """Every option of ``adapt`` but ``--out``, ``--lr``, ``--lr-grid`` and ``--schedule``: notebook 03's parameters
     (:class:`~tmlib.experiments.masking.MaskingConfig`), their defaults and help, by construction."""
-    from .experiments.masking import MaskingConfig
-    from .options import add_options
-    from .precision import KERNELS
+    from tmlib.core.precision import KERNELS
+    from tmlib.experiments.masking import MaskingConfig
+    from tmlib.options import add_options
 
     add_options(
         parser,
@@ -235,9 +235,9 @@ def _adapt_options(parser) -> None:
 
 def _adapt_config(args):
     """``adapt``'s options -> notebook 03's config for one task and one method (its lr rules: :func:`_lr_grid`)."""
-    from .config import ConfigError, from_flat
-    from .experiments.masking import MaskingConfig
-    from .options import cli_message, flat_values
+    from tmlib.core.config import ConfigError, from_flat
+    from tmlib.experiments.masking import MaskingConfig
+    from tmlib.options import cli_message, flat_values
 
     flat = {**flat_values(args, MaskingConfig, ADAPT_SKIP, ADAPT_SINGLE), "out_dir": args.out, "progress": True}
     lrs = _lr_grid(args)
@@ -256,7 +256,7 @@ def _adapt_config(args):
 def _adapt(args) -> int:
     """The masking paper's comparison on one task: notebook 03's experiment for one method, tested on the
     held-out pool; ``results.csv`` is notebook 03's table."""
-    from .experiments.masking import Experiment, results_table
+    from tmlib.experiments.masking import Experiment, results_table
 
     exp = Experiment(_adapt_config(args))
     rows = []
@@ -273,7 +273,7 @@ def _adapt(args) -> int:
 
 
 def _export(args) -> int:
-    from .export import ExportError, export_solution
+    from tmlib.export import ExportError, export_solution
 
     try:
         out = export_solution(args.solution, args.out)
@@ -303,9 +303,9 @@ def _predict(args) -> int:
     """Several tasks' 1-bit masks on ONE backbone: every row of a file predicted under every task."""
     import pandas as pd
 
-    from .data import load_text_file
-    from .masking.multitask import MultiTaskMaskedModel
-    from .models import load_classifier, load_tokenizer
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.masking.multitask import MultiTaskMaskedModel
+    from tmlib.tasks.data import load_text_file
 
     masks = {}
     for item in args.mask:
@@ -339,9 +339,9 @@ def _predict(args) -> int:
 
 def _importance(args) -> int:
     """Notebook 01's importance pipeline on your data: scorer -> buffer labels -> tagger -> labelled corpus."""
-    from .config import from_flat
-    from .experiments.selective import Experiment, SelectiveConfig, corpus_summary
-    from .precision import processes
+    from tmlib.core.config import from_flat
+    from tmlib.core.precision import processes
+    from tmlib.experiments.selective import Experiment, SelectiveConfig, corpus_summary
 
     flat = {
         "out_dir": args.out,
@@ -404,10 +404,10 @@ def _landscape(args) -> int:
     """Loss and accuracy along the straight line between two saved classifiers (two solutions of one task)."""
     from transformers import AutoModelForSequenceClassification
 
-    from .classify import EvalBatches, encode
-    from .data import TaskRecipe
-    from .landscape import linear_path, path_summary
-    from .models import load_tokenizer
+    from tmlib.core.models import load_tokenizer
+    from tmlib.masking.landscape import linear_path, path_summary
+    from tmlib.tasks.classify import EvalBatches, encode
+    from tmlib.tasks.data import TaskRecipe
 
     models = []
     for which in (args.a, args.b):
@@ -446,7 +446,7 @@ def _landscape(args) -> int:
 def _report(args) -> int:
     import json
 
-    from .report import key_numbers, results_document, update_readme, write_figures
+    from tmlib.report import key_numbers, results_document, update_readme, write_figures
 
     text = results_document(args.run)
     if args.out:
@@ -468,13 +468,13 @@ def _report(args) -> int:
 def _mlm(args) -> int:
     from dataclasses import fields
 
-    from .config import from_dict
-    from .data import load_corpus
-    from .experiments.selective import collator as _collator
-    from .mlm import pack_corpus, train_mlm
-    from .models import load_mlm, load_tokenizer
-    from .precision import get_accelerator
-    from .training import TrainConfig
+    from tmlib.core.config import from_dict
+    from tmlib.core.models import load_mlm, load_tokenizer
+    from tmlib.core.precision import get_accelerator
+    from tmlib.core.training import TrainConfig, fit
+    from tmlib.experiments.selective import collator as _collator
+    from tmlib.selective.mlm import MaskedLM, pack_corpus
+    from tmlib.tasks.data import load_corpus
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     cfg = from_dict(TrainConfig, {"lr": 1e-3, "batch_size": 32, "warmup_ratio": 0.05, "select_metric": "", **overrides})
@@ -487,7 +487,7 @@ def _mlm(args) -> int:
         d = Path(args.labelled)
         if not (d / "dataset_info.json").is_file():
             raise ValueError(
-                f"{d} is not a labelled corpus (a datasets folder written by tmlib.importance.tagger."
+                f"{d} is not a labelled corpus (a datasets folder written by tmlib.selective.tagger."
                 f"label_corpus, e.g. runs/<set>/01_selective_masking/corpus_labels/data)"
             )
         ds = Dataset.load_from_disk(str(d))
@@ -509,17 +509,16 @@ def _mlm(args) -> int:
     from pathlib import Path
 
     out = Path(args.out)
-    res = train_mlm(
+    res = fit(
         model,
         packed,
-        tok,
         cfg,
-        collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback),
+        MaskedLM(tok, collator=_collator(args.masking, tok, seed=cfg.seed, fallback=args.fallback)),
         checkpoint_dir=out / "checkpoint",
         desc=f"MLM ({args.masking})",
     )
     if acc.is_main_process:
-        from .runs import atomic_save, atomic_write_json
+        from tmlib.core.runs import atomic_save, atomic_write_json
 
         def write(tmp):
             acc.unwrap_model(model).save_pretrained(tmp)
@@ -550,7 +549,7 @@ def _compare(args) -> int:
     """Two runs of one notebook-03-style experiment that differ in one setting, paired by seed."""
     import pandas as pd
 
-    from .stats import compare_arms
+    from tmlib.core.stats import compare_arms
 
     arms = {}
     for name, run in zip(args.names, args.runs):
@@ -855,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--out", default=None, help="write the table as CSV here")
     pc.set_defaults(func=_compare)
     args = parser.parse_args(argv)
-    from .suite import Interrupted
+    from tmlib.suite import Interrupted
 
     try:
         return args.func(args)

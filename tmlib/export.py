@@ -22,7 +22,7 @@ import math
 import shutil
 from pathlib import Path
 
-from .runs import MANIFEST, atomic_save
+from tmlib.core.runs import MANIFEST, atomic_save
 
 SNIPPETS = Path(__file__).with_name("export_snippets")
 
@@ -98,7 +98,7 @@ def backbone_source(name: str) -> dict:
     packaged MiniLM (a registry package, named with its version). A from-scratch backbone (``scratch:<size>``, a
     seeded random initialisation only tmlib rebuilds) travels inside the export: ``path`` is then ``backbone``, a
     folder of the export (:func:`_write_scratch_backbone`)."""
-    from . import assets, models
+    from tmlib.core import assets, models
 
     if name.startswith("scratch:"):
         return {"name": name, "path": "backbone", "revision": "in this folder (a seeded random initialisation)"}
@@ -158,12 +158,12 @@ def export_solution(solution: str | Path, out: str | Path) -> Path:
 def _write_scratch_backbone(solution: Path, out: Path, facts: dict) -> str:
     """The random initialisation a scratch backbone's solution started from, rebuilt as training built it (the
     training seed), checked against the mask's fingerprint when there is one, saved as ``backbone/``."""
-    from .models import load_classifier
+    from tmlib.core.models import load_classifier
 
     labels = [v for _, v in sorted(_id2label(solution).items())]
     model = load_classifier(facts["backbone"], labels, seed=facts["seed"])
     if facts["method"] == "mask":
-        from .masking.packing import backbone_fingerprint, read_mask
+        from tmlib.masking.packing import backbone_fingerprint, read_mask
 
         packed = read_mask(solution / "mask.safetensors")
         found = backbone_fingerprint(model, [n for n in packed.bits if n != packed.head_module])
@@ -181,7 +181,7 @@ def _write_finetune(solution: Path, out: Path, facts: dict) -> list[str]:
 
 
 def _write_mask(solution: Path, out: Path, facts: dict) -> list[str]:
-    from .masking.packing import read_mask
+    from tmlib.masking.packing import read_mask
 
     packed = read_mask(solution / "mask.safetensors")  # checks the file before it travels
     shutil.copy2(solution / "mask.safetensors", out / "mask.safetensors")
@@ -213,8 +213,8 @@ def _write_lora(solution: Path, out: Path, facts: dict) -> list[str]:
 def _write_bitfit(solution: Path, out: Path, facts: dict) -> list[str]:
     from safetensors.torch import load_file, save_file
 
-    from .masking.model import _head_name
-    from .models import load_saved_classifier
+    from tmlib.core.models import load_saved_classifier
+    from tmlib.masking.model import _head_name
 
     model = load_saved_classifier(solution / "model")
     head = _head_name(model)

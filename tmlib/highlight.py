@@ -1,5 +1,5 @@
 """Token highlighting as standalone HTML: one self-contained page (inline CSS, no JavaScript) for a
-batch of :class:`~tmlib.importance.types.TokenScores`.
+batch of :class:`~tmlib.selective.types.TokenScores`.
 
 Written in the spirit of Captum's ``visualize_text``, with what users of such tools ask for: export
 outside Jupyter, batches of hundreds of texts, long texts that wrap and stay readable.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .importance.types import TokenScores
+from tmlib.selective.types import TokenScores
 
 __all__ = ["render_html", "write_html_report", "token_colors", "CSS"]
 
@@ -264,6 +264,6 @@ def render_html(
 
 def write_html_report(path: str | Path, scores: Sequence[TokenScores], **kw) -> Path:
     """Render :func:`render_html` to ``path`` atomically (a crash never leaves half a page)."""
-    from .runs import atomic_write_text
+    from tmlib.core.runs import atomic_write_text
 
     return atomic_write_text(path, render_html(scores, **kw))

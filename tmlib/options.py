@@ -1,8 +1,9 @@
 """Command-line options built from a config dataclass: one source of defaults for notebooks and CLI verbs.
 
-:func:`add_options` adds one ``--flag`` per flat parameter of a config class (:func:`tmlib.config.flat_defaults`),
+:func:`add_options` adds one ``--flag`` per flat parameter of a config class (:func:`tmlib.core.config.flat_defaults`),
 typed from its annotation, with the class's default and the comment written beside the field as help (``--help``
-shows every default). :func:`flat_values` reads them back as the flat dict :func:`tmlib.config.from_flat` takes, and
+shows every default). :func:`flat_values` reads them back as the flat dict :func:`tmlib.core.config.from_flat` takes,
+and
 :func:`cli_message` rewrites a config error so it names the flag a person types (``--max-dev``), not the Python
 field (``max_dev``).
 
@@ -22,7 +23,7 @@ import tokenize
 import typing
 from typing import Any
 
-from .config import _nested_fields, flat_defaults
+from tmlib.core.config import _nested_fields, flat_defaults
 
 
 def flag(name: str) -> str:

@@ -24,7 +24,7 @@ FILE_PREFIXES = ("csv:", "jsonl:", "txt:")
 
 def check_model(name: str) -> str | None:
     """None when ``name`` can be loaded here, else why not (and the fix)."""
-    from .models import SCRATCH_SIZES
+    from tmlib.core.models import SCRATCH_SIZES
 
     if not isinstance(name, str) or not name.strip():
         return f"{name!r} is not a model name"
@@ -43,7 +43,7 @@ def check_model(name: str) -> str | None:
 
 def check_data(name: str, corpus: bool = False) -> str | None:
     """None when the labelled task (or, with ``corpus``, the unlabelled corpus) ``name`` is reachable."""
-    from .data import CORPORA, DOCUMENTS, TASKS
+    from tmlib.tasks.data import CORPORA, DOCUMENTS, TASKS
 
     if not isinstance(name, str) or not name.strip():
         return f"{name!r} is not a dataset name"
@@ -52,7 +52,7 @@ def check_data(name: str, corpus: bool = False) -> str | None:
         path = Path(path).expanduser()
         return None if path.is_file() else f"file {path} does not exist (give the path to your file after '{kind}:')"
     if name.startswith("hub:"):
-        from .hub import hub_reachable, local_dataset
+        from tmlib.core.hub import hub_reachable, local_dataset
 
         if local_dataset(name[4:].split("@", 1)[0]) is not None:
             return None
@@ -92,7 +92,7 @@ def check_params(values: Mapping[str, Any]) -> list[str]:
 
 
 def _asset_problem(name: str) -> str | None:
-    from .assets import AssetError, asset_path
+    from tmlib.core.assets import AssetError, asset_path
 
     try:
         asset_path(name)
@@ -103,7 +103,7 @@ def _asset_problem(name: str) -> str | None:
 
 def _hub_problem(name: str, kind: str) -> str | None:
     """A hub model: in the local hub cache, or the hub reachable."""
-    from .hub import hub_reachable
+    from tmlib.core.hub import hub_reachable
 
     try:
         from huggingface_hub import try_to_load_from_cache

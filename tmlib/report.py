@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .suite import markdown_table
+from tmlib.suite import markdown_table
 
 PRIMARY = {
     "01_selective_masking": "selective − random and random − GenePT only, at the short GenePT budget (paired by "
@@ -38,8 +38,8 @@ def _table(path: Path, columns: list[str] | None = None, query: str | None = Non
 
 
 def _section_01(d: Path) -> list[str]:
-    from .experiments.selective.analysis import PRIMARY as SELECTIVE_PRIMARY
-    from .stats import gap_sentence
+    from tmlib.core.stats import gap_sentence
+    from tmlib.experiments.selective.analysis import PRIMARY as SELECTIVE_PRIMARY
 
     lines = []
     if (d / "gaps.csv").is_file():
@@ -212,7 +212,7 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots.selective import budget_curve
+    from tmlib.plots.selective import budget_curve
 
     written = []
     path = Path(run_dir) / "01_selective_masking" / "budget_gaps.csv"
@@ -309,7 +309,7 @@ def readme_markers(numbers: dict) -> tuple[str, str]:
 
 def readme_table(numbers: dict) -> str:
     """The README's results-at-a-glance tables, from :func:`key_numbers` only (a test checks it)."""
-    from .experiments.selective.analysis import PRIMARY as SELECTIVE_PRIMARY
+    from tmlib.experiments.selective.analysis import PRIMARY as SELECTIVE_PRIMARY
 
     lines = []
     if "arithmetic" in numbers:

@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import ConfigError, load_yaml, project_root
-from .precision import AUTO_ENV, arithmetic
+from tmlib.core.config import ConfigError, load_yaml, project_root
+from tmlib.core.precision import AUTO_ENV, arithmetic
 
 ROOT = project_root() or Path.cwd()  # where the suite finds notebooks and resolves relative paths
 NOTEBOOKS = ROOT / "notebooks"  # default of --notebooks
@@ -336,7 +336,7 @@ def _stop(running: list[_Lane]) -> None:
 
 def kept_stages(folder: Path) -> int:
     """How many committed stages (folders with a manifest) a notebook's run folder holds."""
-    from .runs import MANIFEST
+    from tmlib.core.runs import MANIFEST
 
     return sum(1 for _ in folder.rglob(MANIFEST)) if folder.is_dir() else 0
 
@@ -369,7 +369,7 @@ def run_suite(
     no new one, then raises. ``notebooks_dir`` / ``params_dir``: where the notebooks and their parameter folders
     are (default: the repository's ``notebooks/`` and ``papermill_params/``), so an installed tmlib can run a
     suite it is given. ``extra``: parameters that override the set's (``-p``, :func:`split_extra`). ``calibrate``:
-    time a fixed MiniLM training step first (:func:`tmlib.runtime.calibrate`, a few seconds) and record it in
+    time a fixed MiniLM training step first (:func:`tmlib.core.runtime.calibrate`, a few seconds) and record it in
     ``suite_timing.csv`` / ``suite_history.csv`` beside every notebook's wall time."""
     out = Path(out or ROOT / "runs" / Path(params).stem)
     ndir, pdir = Path(notebooks_dir or NOTEBOOKS), Path(params_dir or PARAMS)
@@ -442,7 +442,7 @@ def _arithmetic(env: dict, calibrate: bool) -> dict:
     print(f"[tmlib suite] arithmetic: {found.name} where a set says auto ({found.reason})", flush=True)
     calibration = found.record()
     if calibrate:  # before the notebooks, alone on the machine: this host's speed now
-        from .runtime import calibrate as measure
+        from tmlib.core.runtime import calibrate as measure
 
         calibration.update(measure(mixed_precision="auto"))
         also = "".join(
@@ -536,7 +536,7 @@ def split_extra(nbs: list[Path], extra: dict) -> dict[str, dict]:
 def preflight(params: str, sets: dict[str, dict], extras: dict[str, dict]) -> None:
     """Stop before any notebook starts when a model or dataset the run names is not reachable here
     (:func:`tmlib.preflight.check_params`), listing every one."""
-    from .preflight import check_params
+    from tmlib.preflight import check_params
 
     problems = [
         f"  {stem[:2]} {p}" for stem, values in sets.items() for p in check_params({**values, **extras.get(stem, {})})
@@ -600,7 +600,7 @@ def _write_events(out: Path, events: list[dict]) -> None:
     import csv
     import io
 
-    from .runs import atomic_write_text
+    from tmlib.core.runs import atomic_write_text
 
     if not events:
         return
@@ -620,7 +620,7 @@ def _write_summaries(out: Path, params: str, rows: list[dict]) -> None:
 
     import pandas as pd
 
-    from .runs import atomic_write_text
+    from tmlib.core.runs import atomic_write_text
 
     timing = out / "suite_timing.csv"
     old = pd.read_csv(timing) if timing.is_file() else pd.DataFrame(columns=["notebook"])

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from .highlight import render_html
-from .importance.types import TokenScores
+from tmlib.highlight import render_html
+from tmlib.selective.types import TokenScores
 
 __all__ = ["TokenImportanceExplorer"]
 
@@ -62,7 +62,7 @@ class TokenImportanceExplorer:
     ):
         import ipywidgets as W
 
-        from .importance.attribution import METHODS
+        from tmlib.importance.attribution import METHODS
 
         self.model, self.tokenizer, self.tagger = model, tokenizer, tagger
         self.max_length, self.seed, self.fallback, self.auto = max_length, seed, fallback, auto
@@ -200,7 +200,7 @@ class TokenImportanceExplorer:
     def scores(self, text: str, method: str, delta: float | None = None, label: int | None = None) -> TokenScores:
         """Importance of ``text``'s tokens by ``method`` (cached). ``delta`` matters for the buffer method only;
         ``label`` is the gold class (the buffer method uses it; without it, the prediction)."""
-        from .importance.attribution import score_tokens
+        from tmlib.importance.attribution import score_tokens
 
         delta = float(self.delta.value if delta is None else delta) if method == "buffer" else None
         key = (text, method, delta, label)
@@ -220,7 +220,7 @@ class TokenImportanceExplorer:
             return None
         key = (text, "tagger", None, None)
         if key not in self._cache:
-            from .importance.tagger import predict_importance
+            from tmlib.selective.tagger import predict_importance
 
             ts = predict_importance(self.tagger, self.tokenizer, [text])[0]
             ts.method = ts.method or "tagger"
@@ -231,7 +231,7 @@ class TokenImportanceExplorer:
     def masking_preview(self, source: TokenScores) -> tuple[np.ndarray, np.ndarray]:
         """Positions selective masking would mask in ``source`` (by its scores and hard labels), and
         the random-count control's positions (same number, seeded)."""
-        from .collators import random_positions, selective_positions
+        from tmlib.selective.collators import random_positions, selective_positions
 
         rng = np.random.default_rng(self.seed)
         important = source.important if source.important is not None else (source.scores > 0).astype(np.int8)
@@ -296,7 +296,9 @@ class TokenImportanceExplorer:
             try:
                 sel, rnd = self.masking_preview(source)
             except ImportError as exc:
-                notes.append(f"masking preview unavailable: tmlib.collators could not be imported ({_esc(exc)})")
+                notes.append(
+                    f"masking preview unavailable: tmlib.selective.collators could not be imported ({_esc(exc)})"
+                )
             else:
                 what = source.method or "scores"
                 rows += [source, source]

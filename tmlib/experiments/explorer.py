@@ -2,7 +2,7 @@
 
 The experiment shape every notebook module shares: :class:`ExplorerConfig` (``Config``), :func:`plan` (pure: the
 scorer's data and training config, one :class:`ScoresRecipe` per method), :class:`Experiment` (the stages through
-the run folder's one :class:`~tmlib.runs.RunStore`: ``scorer/``, ``scores_<method>/``), pure tables
+the run folder's one :class:`~tmlib.core.runs.RunStore`: ``scorer/``, ``scores_<method>/``), pure tables
 (:func:`top_tokens`, :func:`agreement`, :func:`summary_table`) and ``Experiment.write``.
 
 1. the scorer: fine-tune the classifier (default: packaged MiniLM on MR sentences), ``scorer/``;
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError
-from ..importance.types import TokenScores
-from ..runs import RunStore, Stage, atomic_write_text
+from tmlib.core.config import ConfigError
+from tmlib.core.runs import RunStore, Stage, atomic_write_text
+from tmlib.selective.types import TokenScores
 
 ALL_METHODS = ["occlusion", "grad_x_input", "integrated_gradients", "buffer"]
 
@@ -34,11 +34,11 @@ ALL_METHODS = ["occlusion", "grad_x_input", "integrated_gradients", "buffer"]
 @dataclass
 class ExplorerConfig:
     out_dir: str  # where report.html, CSV, JSON and PNG files are written
-    task: str = "mr"  # tmlib.data task the scorer is fine-tuned on
+    task: str = "mr"  # tmlib.tasks.data task the scorer is fine-tuned on
     text_column: str = "text"  # your file's (or hub dataset's) text column
     label_column: str = "label"  # your file's label column
     encoding: str = "utf-8"  # your file's text encoding (e.g. latin-1)
-    model: str = "minilm"  # scorer backbone (tmlib.models name)
+    model: str = "minilm"  # scorer backbone (tmlib.core.models name)
     train_examples: int = 1000  # training sentences for the scorer (0: the whole train split)
     epochs: float = 1.0  # scorer fine-tuning epochs
     max_steps: int = 0  # > 0 caps the scorer's training steps (smoke runs)
@@ -63,7 +63,7 @@ class ExplorerConfig:
     progress: bool = True  # tqdm progress bars
 
     def __post_init__(self):
-        from ..importance.attribution import METHODS
+        from tmlib.importance.attribution import METHODS
 
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
@@ -132,8 +132,8 @@ class ExplorerPlan:
 
 def plan(cfg: ExplorerConfig) -> ExplorerPlan:
     """Config -> recipes: the only code that reads the config for per-run settings."""
-    from ..data import TaskRecipe
-    from ..training import TrainConfig
+    from tmlib.core.training import TrainConfig
+    from tmlib.tasks.data import TaskRecipe
 
     data = TaskRecipe(
         cfg.task,
@@ -162,7 +162,7 @@ def scores_stage(recipe: ScoresRecipe, model, tokenizer, texts: list[str], label
     """The stage of one method's scores of ``texts``: ``scores.jsonl`` and the seconds it took (``timing.json``)."""
 
     def build(ctx):
-        from ..importance.attribution import score_tokens
+        from tmlib.importance.attribution import score_tokens
 
         start = time.perf_counter()
         out = score_tokens(recipe.method, model, tokenizer, texts, labels, **recipe.kwargs)
@@ -226,7 +226,7 @@ def write_report(
     cfg: ExplorerConfig, results: dict[str, list[TokenScores]], label_names: Sequence[str], metrics: dict | None = None
 ) -> Path:
     """``report.html``: each example, one highlighted row per method (self-contained page)."""
-    from ..highlight import write_html_report
+    from tmlib.highlight import write_html_report
 
     n = len(next(iter(results.values())))
     n = min(n, cfg.report_examples) if cfg.report_examples else n
@@ -252,7 +252,7 @@ def write_report(
 
 def word_scores(ts: TokenScores) -> list[tuple[str, float]]:
     """Join WordPieces into words; a word's score is the sum of its pieces' scores."""
-    from ..importance.stopwords import word_spans
+    from tmlib.selective.stopwords import word_spans
 
     out = []
     for start, end in word_spans(ts.tokens):
@@ -272,7 +272,7 @@ def top_tokens(
 
     Columns: method, cls, word, mean_score, count, rank (1 = most important).
     """
-    from ..importance.stopwords import is_stopword
+    from tmlib.selective.stopwords import is_stopword
 
     rows = []
     for method, scored in results.items():
@@ -302,7 +302,7 @@ def top_tokens(
 
 def agreement(results: dict[str, list[TokenScores]]) -> pd.DataFrame:
     """Mean per-text Spearman correlation between every pair of methods (square matrix)."""
-    from ..importance.attribution import method_agreement
+    from tmlib.importance.attribution import method_agreement
 
     return method_agreement(results)
 
@@ -327,7 +327,7 @@ class ExplorerResult:
 
 
 class Experiment:
-    """Notebook 02 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, the
+    """Notebook 02 on one run folder: its plan, the one :class:`~tmlib.core.runs.RunStore` of ``cfg.out_dir``, the
     task's data loaded once."""
 
     def __init__(self, cfg: ExplorerConfig):
@@ -349,9 +349,9 @@ class Experiment:
 
     def scorer(self):
         """The fine-tuned (or cached) scorer: ``(model, tokenizer, metrics)``, built by the one fine-tune-and-cache
-        helper :func:`tmlib.finetune.classifier_stage` (``scorer/``)."""
-        from ..finetune import classifier_stage
-        from ..models import load_tokenizer
+        helper :func:`tmlib.tasks.finetune.classifier_stage` (``scorer/``)."""
+        from tmlib.core.models import load_tokenizer
+        from tmlib.tasks.finetune import classifier_stage
 
         tokenizer = load_tokenizer(self.cfg.model)
         stage = classifier_stage(
@@ -392,7 +392,7 @@ class Experiment:
 
     def run(self) -> ExplorerResult:
         """Every step: the scorer, the scores, ``report.html`` and the tables (written by :meth:`write`)."""
-        from ..data import label_names as names_of
+        from tmlib.tasks.data import label_names as names_of
 
         cfg = self.cfg
         self.store.write_json("config.json", asdict(cfg))
@@ -414,7 +414,7 @@ class Experiment:
 
     def figures(self, res: ExplorerResult) -> dict[str, object]:
         """Draw and save ``top_tokens.png`` and ``agreement.png``; returns the figures."""
-        from ..plots import importance as P
+        from tmlib.plots import importance as P
 
         figs = {
             "top_tokens": P.top_tokens(res.top_tokens, method=self.cfg.top_method),
@@ -454,7 +454,7 @@ def summary_table(
 
 def make_explorer(cfg: ExplorerConfig, res: ExplorerResult, tagger=None):
     """The live :class:`~tmlib.widgets.TokenImportanceExplorer` over the explained examples."""
-    from ..widgets import TokenImportanceExplorer
+    from tmlib.widgets import TokenImportanceExplorer
 
     kw = {m: {k: v for k, v in cfg.method_kwargs(m).items() if k not in ("delta", "progress")} for m in cfg.methods}
     for m in kw:

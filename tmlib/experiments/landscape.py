@@ -1,6 +1,6 @@
 """Notebook 04: the loss landscape between a masked and a fine-tuned solution (Zhao et al., 2020).
 
-Three straight paths, each evaluated on dev and test with :func:`tmlib.landscape.linear_path`:
+Three straight paths, each evaluated on dev and test with :func:`tmlib.masking.landscape.linear_path`:
 
 * ``mask<->finetune``       the paper's analysis: theta_mask = W * mask (g = 0) to the fine-tuned model (g = 1)
 * ``finetune-sA<->finetune-sB``  two fine-tuning seeds (are fine-tuned solutions connected?)
@@ -10,7 +10,7 @@ Three straight paths, each evaluated on dev and test with :func:`tmlib.landscape
 plus a trained quadratic Bezier curve from the masked to the fine-tuned solution (mode connectivity,
 Garipov et al. 2018; :func:`run_curve`: control point initialised at their midpoint, trained on the train
 split to minimise the loss at ``t ~ U(0, 1)``, then evaluated along the curve like the lines), the 2-D
-plane through pretrained, masked and fine-tuned (:func:`tmlib.landscape.plane`), and a summary: accuracy
+plane through pretrained, masked and fine-tuned (:func:`tmlib.masking.landscape.plane`), and a summary: accuracy
 along masked<->fine-tuned (line and curve) and whether it stays within 1 point of the endpoints.
 
 Solutions come from notebook 03 when ``reuse_runs`` points at its out_dir
@@ -26,22 +26,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..config import ConfigError
-from ..data import TaskRecipe, check_test_pool
-from ..masking.config import MaskConfig
-from ..runs import RunStore, Stage
-from ..solutions import Inputs, SolutionRecipe, load_solution, solution_key_of, solution_path, solution_stage
+from tmlib.core.config import ConfigError
+from tmlib.core.runs import RunStore, Stage
+from tmlib.masking.config import MaskConfig
+from tmlib.masking.solutions import (
+    Inputs,
+    SolutionRecipe,
+    load_solution,
+    solution_key_of,
+    solution_path,
+    solution_stage,
+)
+from tmlib.tasks.data import TaskRecipe, check_test_pool
 
 
 @dataclass
 class LandscapeConfig:
     """Notebook 04's experiment. Flat parameter names map onto the nested ``mask`` options through
-    :func:`tmlib.config.from_flat` (``mask_skip_first_blocks`` is ``mask.skip_first_blocks``), as in
+    :func:`tmlib.core.config.from_flat` (``mask_skip_first_blocks`` is ``mask.skip_first_blocks``), as in
     notebook 03's :class:`~tmlib.experiments.masking.MaskingConfig`; ``lr`` and ``schedule`` mean what
     they mean there."""
 
     out_dir: str = "runs/dev/04_loss_landscape"  # where figures, CSV and JSON are written
-    task: str = "mr"  # tmlib.data task (train/dev/test split seed 0, as notebook 03)
+    task: str = "mr"  # tmlib.tasks.data task (train/dev/test split seed 0, as notebook 03)
     model: str = "minilm"  # backbone of the solutions (must match notebook 03's)
     reuse_runs: str = ""  # notebook 03's out_dir (relative to the repo root); "" = train here
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # fine-tuning seeds A, B; mask and contrast use seed A
@@ -77,13 +84,13 @@ class LandscapeConfig:
     mixed_precision: str = "fp32"  # evaluation along paths/curve/plane: "fp32" | "bf16" autocast;
     # ^ fp32 by default: bf16 moves accuracies by up to 1 point (benchmarks/bench_landscape.py), the size of the
     # effects here
-    # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.precision.KERNELS)
+    # "fast": [CLS]-only evaluation, eager + [CLS]-only curve training | "hf" (tmlib.core.precision.KERNELS)
     kernels: str = "fast"
     progress: bool = True  # tqdm progress bars
 
     def __post_init__(self):
-        from ..methods import check_method_settings
-        from ..precision import check_kernels, resolve_fields
+        from tmlib.core.precision import check_kernels, resolve_fields
+        from tmlib.masking.methods import check_method_settings
 
         try:
             resolve_fields(self, "mixed_precision", "curve_mixed_precision", "train_mixed_precision")
@@ -120,7 +127,7 @@ class LandscapeConfig:
 
     @property
     def gammas(self) -> list[float]:
-        from ..landscape import gamma_grid
+        from tmlib.masking.landscape import gamma_grid
 
         return gamma_grid(self.gamma_min, self.gamma_max, self.n_gammas)
 
@@ -343,9 +350,9 @@ def _trained_on(cfg: LandscapeConfig, reused: bool) -> TaskRecipe:
 
 
 def _resolve(path: str) -> Path:
-    """``reuse_runs`` as given when absolute, else relative to the project root (:func:`tmlib.config.project_path`:
+    """``reuse_runs`` as given when absolute, else relative to the project root (:func:`tmlib.core.config.project_path`:
     the suite runs notebooks in the root, JupyterLab in ``notebooks/``)."""
-    from ..config import project_path
+    from tmlib.core.config import project_path
 
     return project_path(Path(path).expanduser())
 
@@ -353,8 +360,8 @@ def _resolve(path: str) -> Path:
 def load_data(cfg: LandscapeConfig):
     """(the task's DatasetDict with split seed 0 as notebook 03, tokenizer); uncapped: the evaluation subsets
     are chosen by :func:`eval_batches`, the training cap by :func:`plan`."""
-    from ..data import load_task
-    from ..models import load_tokenizer
+    from tmlib.core.models import load_tokenizer
+    from tmlib.tasks.data import load_task
 
     return load_task(cfg.task, seed=0), load_tokenizer(cfg.model)
 
@@ -366,13 +373,13 @@ def eval_batches(cfg: LandscapeConfig, data, tokenizer, trained_on: TaskRecipe |
     """Tokenised, length-sorted batches built once: ``"dev"`` (``dev_examples`` dev sentences) and ``"test"``
     (``test_examples`` from the test pool: under ``test_pool="heldout"`` every example ``trained_on``'s train and
     dev caps leave out, :attr:`Solutions.data`) for the paths, ``"plane"`` (``plane_examples`` dev sentences);
-    subsets are class-balanced (:func:`tmlib.data.cap_splits`)."""
+    subsets are class-balanced (:func:`tmlib.tasks.data.cap_splits`)."""
     from dataclasses import replace
 
     from datasets import DatasetDict
 
-    from ..classify import EvalBatches, encode
-    from ..data import cap_splits
+    from tmlib.tasks.classify import EvalBatches, encode
+    from tmlib.tasks.data import cap_splits
 
     def build(ds):
         return EvalBatches(encode(ds, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.eval_batch_size)
@@ -423,7 +430,7 @@ def _evaluate(cfg):
     is the config or a recipe."""
     from functools import partial
 
-    from ..classify import evaluate_classifier
+    from tmlib.tasks.classify import evaluate_classifier
 
     return partial(evaluate_classifier, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
 
@@ -450,7 +457,7 @@ def path_stage(recipe: PathRecipe, sols: Solutions, batches: dict) -> Stage:
     """Stage ``cache/path-<name>``: loss and accuracy along the straight line of ``recipe``."""
 
     def build(ctx):
-        from ..landscape import linear_path
+        from tmlib.masking.landscape import linear_path
 
         return linear_path(
             sols.template,
@@ -481,22 +488,22 @@ PATH_COLUMNS = ["path", "model_a", "model_b", "gamma", "split", "loss", "accurac
 def curve_train_batches(cfg: LandscapeConfig, data, tokenizer) -> list[dict]:
     """Collated training batches (``batch_size`` each) the curve trains on: the train split capped at
     ``curve_examples`` (class-balanced, seed 0), tokenised at ``max_length``."""
-    from ..classify import EvalBatches, encode
-    from ..data import cap_splits
+    from tmlib.tasks.classify import EvalBatches, encode
+    from tmlib.tasks.data import cap_splits
 
     train = cap_splits(data, {"train": cfg.curve_examples}, seed=0)["train"]
     return EvalBatches(encode(train, tokenizer, cfg.max_length), tokenizer, batch_size=cfg.batch_size).batches
 
 
 def curve_stage(recipe: CurveRecipe, sols: Solutions, batches: dict, train_batches) -> Stage:
-    """Stage ``cache/curve``: train the Bezier curve of ``recipe`` (:func:`tmlib.landscape.train_bezier`) on
+    """Stage ``cache/curve``: train the Bezier curve of ``recipe`` (:func:`tmlib.masking.landscape.train_bezier`) on
     ``train_batches`` (a list, or a function that builds it), then evaluate it at ``recipe.ts`` on dev and test;
     keeps the control point, the training log and the curve."""
 
     def build(ctx):
         import torch
 
-        from ..landscape import bezier_path, train_bezier
+        from tmlib.masking.landscape import bezier_path, train_bezier
 
         device = "cuda" if torch.cuda.is_available() else None
         curve = train_bezier(
@@ -549,7 +556,7 @@ def plane_stage(recipe: PlaneRecipe, sols: Solutions, batches: dict) -> Stage:
     coordinates on it."""
 
     def build(ctx):
-        from ..landscape import plane
+        from tmlib.masking.landscape import plane
 
         res = plane(
             sols.template,
@@ -591,7 +598,7 @@ def summarize(
 ) -> dict:
     """Per path and split: endpoint accuracies, the worst accuracy on [0, 1], the drop below the lower
     endpoint, and whether it stays within 1 point. Writes nothing (:func:`write_outputs` does)."""
-    from ..landscape import path_summary
+    from tmlib.masking.landscape import path_summary
 
     rows = []
     for name in dict.fromkeys(paths["path"]):
@@ -672,7 +679,7 @@ class LandscapeResults:
 
 
 class Experiment:
-    """Notebook 04 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, the
+    """Notebook 04 on one run folder: its plan, the one :class:`~tmlib.core.runs.RunStore` of ``cfg.out_dir``, the
     task's data and tokenizer loaded once (or given: ``data``, ``tokenizer``)."""
 
     def __init__(self, cfg: LandscapeConfig, data=None, tokenizer=None):
@@ -685,8 +692,8 @@ class Experiment:
         """(the task's DatasetDict with split seed 0 as notebook 03, tokenizer); uncapped: the evaluation subsets
         are chosen by :func:`eval_batches`, the training cap by the solution recipes."""
         if self._data is None or self._tokenizer is None:
-            from ..data import load_task
-            from ..models import load_tokenizer
+            from tmlib.core.models import load_tokenizer
+            from tmlib.tasks.data import load_task
 
             self._data, self._tokenizer = load_task(self.cfg.task, seed=0), load_tokenizer(self.cfg.model)
         return self._data, self._tokenizer
@@ -694,7 +701,7 @@ class Experiment:
     def solution(self, recipe: SolutionRecipe):
         """(plain HF model, source): notebook 03's saved solution if present, else trained here from ``recipe``
         and cached in this notebook's store in notebook 03's layout."""
-        from ..data import cap_splits
+        from tmlib.tasks.data import cap_splits
 
         if self.cfg.reuse_runs:
             found = _reused(self.cfg, recipe.method, recipe.seed)
@@ -708,8 +715,8 @@ class Experiment:
 
     def solutions(self) -> Solutions:
         """Load (or train) mask-s<A>, finetune-s<A>, finetune-s<B> and the pretrained+initial-head model."""
-        from ..data import label_names
-        from ..models import load_classifier
+        from tmlib.core.models import load_classifier
+        from tmlib.tasks.data import label_names
 
         cfg, a = self.cfg, self.cfg.seeds[0]
         states, sources, template, reused = {}, {}, None, []

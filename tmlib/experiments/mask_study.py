@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import ConfigError
-from ..data import TaskRecipe
-from ..masking.config import MaskConfig
-from ..runs import RunStore, Stage
-from ..solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage, selection_stage
-from ..token_data import TokenTaskRecipe
-from ..token_solutions import TokenInputs, TokenSolutionRecipe, token_evaluation_stage, token_solution_stage
+from tmlib.core.config import ConfigError
+from tmlib.core.runs import RunStore, Stage
+from tmlib.masking.config import MaskConfig
+from tmlib.masking.solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage, selection_stage
+from tmlib.masking.token_solutions import TokenInputs, TokenSolutionRecipe, token_evaluation_stage, token_solution_stage
+from tmlib.tasks.data import TaskRecipe
+from tmlib.tasks.token_data import TokenTaskRecipe
 
 LAYER_SETTING = re.compile(r"^(default|all|bottom\d+|top\d+)$")
 BASELINE_SPARSITY = 0.05  # the paper's initial sparsity: the sweep's paired reference
@@ -121,11 +121,11 @@ class StudyConfig:
     ner_files: list[str] = field(default_factory=list)  # "ner": CoNLL files, one (split by sentence) or train/dev/test
     ner_dataset: str = ""  # "ner" from the hub instead (datasets.load_dataset name)
     mixed_precision: str = "auto"  # training: "auto" | "bf16" | "fp32"; token models: also tested
-    kernels: str = "fast"  # "fast" | "hf" (tmlib.precision.KERNELS)
+    kernels: str = "fast"  # "fast" | "hf" (tmlib.core.precision.KERNELS)
     progress: bool = True  # progress bars and one log line per stage
 
     def __post_init__(self):
-        from ..precision import check_kernels, resolve_fields
+        from tmlib.core.precision import check_kernels, resolve_fields
 
         try:
             resolve_fields(self, "mixed_precision")
@@ -157,7 +157,7 @@ class StudyConfig:
         self._check_token_settings()
 
     def _check_token_settings(self) -> None:
-        from ..methods import METHODS, check_method_settings
+        from tmlib.masking.methods import METHODS, check_method_settings
 
         bad = [t for t in self.token_tasks if t not in TOKEN_TASKS]
         if bad:
@@ -328,8 +328,8 @@ def plan(cfg: StudyConfig, n_blocks: int | None = None) -> StudyPlan:
 
 def token_data(cfg: StudyConfig, task: str) -> TokenTaskRecipe:
     """The data recipe of a token task: capped train/dev, tested on the held-out pool. A relative ``ner_files`` path
-    is taken from the project root, as ``out_dir`` is (:func:`tmlib.config.project_path`)."""
-    from ..config import project_path
+    is taken from the project root, as ``out_dir`` is (:func:`tmlib.core.config.project_path`)."""
+    from tmlib.core.config import project_path
 
     files = tuple(str(project_path(f)) for f in cfg.ner_files)
     source = {"files": files, "dataset": cfg.ner_dataset} if task == "ner" else {}
@@ -398,8 +398,8 @@ def transfer_stage(recipe: TransferRecipe, solution: Stage, batches) -> Stage:
     """Stage ``transfer/<task>/<solution>``: the solution's accuracy and loss on the transfer task's ``batches``."""
 
     def build(ctx, solution):
-        from ..classify import evaluate_classifier
-        from ..precision import kernels_context
+        from tmlib.core.precision import kernels_context
+        from tmlib.tasks.classify import evaluate_classifier
 
         with kernels_context(solution.model, recipe.kernels, "cpu"):
             m = evaluate_classifier(solution.model, batches, kernels=recipe.kernels)
@@ -431,7 +431,7 @@ class Experiment:
     """Notebook 05 on one run folder: the plan, the one store of ``cfg.out_dir``, the task data loaded once."""
 
     def __init__(self, cfg: StudyConfig):
-        from ..models import load_tokenizer
+        from tmlib.core.models import load_tokenizer
 
         self.cfg = cfg
         self.store = RunStore(cfg.out_dir, progress=cfg.progress)
@@ -492,7 +492,7 @@ class Experiment:
     def features(self) -> dict[str, dict]:
         """[CLS] vectors of ``probe_examples`` held-out sentences for the pretrained encoder and each reference
         model: ``name -> {"X": array, "y": labels}`` (name ``pretrained``, ``mask-s<seed>``, ``finetune-s<seed>``)."""
-        from ..data import cap_splits
+        from tmlib.tasks.data import cap_splits
 
         test = cap_splits(self.inputs.data, {"test": self.cfg.probe_examples}, seed=0)["test"]
         texts, labels = list(test["text"]), np.asarray(test["label"])
@@ -505,7 +505,7 @@ class Experiment:
 
     def transfer(self) -> pd.DataFrame:
         """Each reference model's accuracy on every transfer task (one row per task, method, seed)."""
-        from ..classify import EvalBatches, encode
+        from tmlib.tasks.classify import EvalBatches, encode
 
         rows, batches = [], {}
         for r in self.plan.transfer:
@@ -640,14 +640,14 @@ Config = StudyConfig
 
 
 def _n_blocks(model: str) -> int:
-    from ..models import load_classifier
+    from tmlib.core.models import load_classifier
 
     m = load_classifier(model, ["a", "b"], seed=0)
     return int(m.config.num_hidden_layers)
 
 
 def _pretrained(model: str, labels) -> object:
-    from ..models import load_classifier
+    from tmlib.core.models import load_classifier
 
     return load_classifier(model, [str(x) for x in sorted(set(labels.tolist()))], seed=0)
 
@@ -680,7 +680,7 @@ def transfer_data(task: str, examples: int):
     """Every example of ``task`` (its splits together), capped class-balanced at ``examples`` (0: all)."""
     from datasets import DatasetDict, concatenate_datasets
 
-    from ..data import cap_splits, load_task
+    from tmlib.tasks.data import cap_splits, load_task
 
     full = load_task(task, seed=0)
     pooled = concatenate_datasets([full[s] for s in ("train", "dev", "test")])
@@ -692,8 +692,8 @@ def transfer_data(task: str, examples: int):
 
 def study_table(solutions: pd.DataFrame, study: str, reference: str) -> pd.DataFrame:
     """Per setting of ``study``: mean ± sd over seeds of dev and test accuracy (%) and the final density, and the
-    test gap to ``reference`` paired by seed (:func:`tmlib.stats.paired_gap_table`: gap, sd, p, detectable gap)."""
-    from ..stats import paired_gap_table
+    test gap to ``reference`` paired by seed (:func:`tmlib.core.stats.paired_gap_table`: gap, sd, p, detectable gap)."""
+    from tmlib.core.stats import paired_gap_table
 
     d = solutions[solutions.study == study]
     g = d.groupby("setting", sort=False)
@@ -814,7 +814,7 @@ def tsne_scores(features: dict[str, dict], tsne: pd.DataFrame, neighbours: int =
 
 def transfer_table(transfer: pd.DataFrame) -> pd.DataFrame:
     """Per transfer task: masked and fine-tuned accuracy (%), and mask - fine-tune paired by seed."""
-    from ..stats import paired_gap_table
+    from tmlib.core.stats import paired_gap_table
 
     g = transfer.groupby(["task", "method"], sort=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
     wide = g.pivot(index="task", columns="method", values="mean").mul(100).add_suffix("_mean").reset_index()
@@ -826,9 +826,9 @@ def transfer_table(transfer: pd.DataFrame) -> pd.DataFrame:
 
 def token_table(runs: pd.DataFrame, reference: str = "finetune") -> pd.DataFrame:
     """Per token task and method: the test metric (%, mean and sd over seeds), the scored test words, and the gap
-    to ``reference`` paired by seed (:func:`tmlib.stats.paired_gap_table`: gap, sd, p, detectable gap), in
+    to ``reference`` paired by seed (:func:`tmlib.core.stats.paired_gap_table`: gap, sd, p, detectable gap), in
     points."""
-    from ..stats import paired_gap_table
+    from tmlib.core.stats import paired_gap_table
 
     cols = [
         "task",

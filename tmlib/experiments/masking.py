@@ -8,12 +8,12 @@ vs an fp32 copy), and the memory needed to serve N tasks at once (one backbone +
 measured on a :class:`~tmlib.masking.multitask.MultiTaskMaskedModel` that is checked to reproduce
 the separately trained models exactly.
 
-Shape: :func:`plan` turns the config into recipes (:class:`~tmlib.solutions.SolutionRecipe` per task x
-method x seed, a :class:`~tmlib.solutions.GridRecipe` per gridded method); :class:`Experiment` runs them
+Shape: :func:`plan` turns the config into recipes (:class:`~tmlib.masking.solutions.SolutionRecipe` per task x
+method x seed, a :class:`~tmlib.masking.solutions.GridRecipe` per gridded method); :class:`Experiment` runs them
 as stages in the one run store of ``out_dir``; the ``*_table``, :func:`summarize`, :func:`paired_gaps`
 and :func:`curve_flatness` functions are pure. Everything method-specific lives in the method's
-:class:`~tmlib.methods.MethodSpec`; the folder layout of the solutions (which notebook 04 reads) is
-described in :mod:`tmlib.solutions`.
+:class:`~tmlib.masking.methods.MethodSpec`; the folder layout of the solutions (which notebook 04 reads) is
+described in :mod:`tmlib.masking.solutions`.
 
 LEARNING RATES, in this order: a per-task value ``lr[method][task]`` is used as given (the default holds the lrs
 the grid chose for MR and BBC, so ``make run`` replays that choice instead of retraining the grid; the ``grid``
@@ -32,11 +32,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
-from ..data import TaskRecipe, check_test_pool
-from ..masking.config import MaskConfig
-from ..runs import RunStore
-from ..solutions import (
+from tmlib.core.config import ConfigError
+from tmlib.core.runs import RunStore
+from tmlib.masking.config import MaskConfig
+from tmlib.masking.solutions import (
     SELECTION_COLUMNS,
     Evaluation,
     GridRecipe,
@@ -48,17 +47,18 @@ from ..solutions import (
     evaluation_stage,
     selection_stage,
 )
+from tmlib.tasks.data import TaskRecipe, check_test_pool
 
 
 @dataclass
 class MaskingConfig:
     """Notebook 03's experiment. Flat parameter names (notebook, YAML) map onto these fields through
-    :func:`tmlib.config.from_flat`: ``mask_tau`` is ``mask.tau``, ``mask_skip_first_blocks`` is
+    :func:`tmlib.core.config.from_flat`: ``mask_tau`` is ``mask.tau``, ``mask_skip_first_blocks`` is
     ``mask.skip_first_blocks``. Defaults are the ``default`` parameter set (``make run``)."""
 
     out_dir: str = "runs/dev/03_masking_vs_finetuning"  # where figures, CSV and JSON are written
     model: str = "minilm"  # backbone: minilm | scratch:<size> | checkpoint dir | hub name
-    tasks: list[str] = field(default_factory=lambda: ["mr", "bbc"])  # tmlib.data.load_task names
+    tasks: list[str] = field(default_factory=lambda: ["mr", "bbc"])  # tmlib.tasks.data.load_task names
     text_column: str = "text"  # your file's (or hub dataset's) text column
     label_column: str = "label"  # your file's label column
     encoding: str = "utf-8"  # your file's text encoding (e.g. latin-1)
@@ -73,7 +73,7 @@ class MaskingConfig:
     # test evaluation: "auto" | "bf16" autocast | "fp32"; benchmarks/bench_eval_precision.py checks that bf16 moves
     # no paired gap (docs/performance.md)
     eval_mixed_precision: str = "auto"
-    # tmlib.methods names: the paper's comparison; BitFit and LoRA (exploratory baselines): the `grid` set
+    # tmlib.masking.methods names: the paper's comparison; BitFit and LoRA (exploratory baselines): the `grid` set
     methods: list[str] = field(default_factory=lambda: ["finetune", "mask"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # training seeds (paired gaps over them)
     epochs: float = 4.0  # the same budget for every method
@@ -89,7 +89,7 @@ class MaskingConfig:
     )
     # ^ per method: {task: lr} used as given for those tasks (default: the lrs lr_grid chose on dev for MR and BBC,
     # ^ papermill_params/03_masking_vs_finetuning/grid.yaml reruns the grid), or one lr for every task without a
-    # ^ grid; a method or task not named uses lr_grid, else the spec's default (tmlib.methods)
+    # ^ grid; a method or task not named uses lr_grid, else the spec's default (tmlib.masking.methods)
     lr_grid: dict[str, list[float]] = field(
         default_factory=lambda: {
             "finetune": [5e-5, 1e-4, 2e-4],
@@ -104,9 +104,9 @@ class MaskingConfig:
     schedule: dict[str, str] = field(default_factory=dict)  # named schedule per method; not named: the spec's default
     mask: MaskConfig = field(default_factory=MaskConfig)  # the mask method's options (tmlib.masking.MaskConfig)
     mixed_precision: str = "auto"  # "auto": bf16 where native (CPU with avx512_bf16, GPUs), else fp32 | "bf16" |
-    # ^ "fp32" | "fp16" (CUDA): tmlib.precision.MIXED_PRECISIONS; paired check of bf16 against fp32 in the README
+    # ^ "fp32" | "fp16" (CUDA): tmlib.core.precision.MIXED_PRECISIONS; paired check of bf16 against fp32 in the README
     # ^ (papermill_params/03_masking_vs_finetuning/fp32.yaml)
-    kernels: str = "fast"  # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS);
+    kernels: str = "fast"  # "fast" | "hf": how training computes the forward (tmlib.core.precision.KERNELS);
     # ^ paired check against "hf" in the README (papermill_params/03_masking_vs_finetuning/hf_kernels.yaml)
     threads: int = 0  # torch threads (0: torch's default); recorded in every manifest
     flip_every: int = 5  # steps between mask-flip records
@@ -115,7 +115,7 @@ class MaskingConfig:
     progress: bool = True  # tqdm bars
 
     def __post_init__(self):
-        from ..methods import METHODS, check_method_settings
+        from tmlib.masking.methods import METHODS, check_method_settings
 
         n = len(self.tasks)
         if n == 0:
@@ -136,7 +136,7 @@ class MaskingConfig:
         )
         self.lr.update(flat)
         self.lr_grid = _checked_grids(self.lr_grid)
-        from ..precision import check_kernels, resolve_fields
+        from tmlib.core.precision import check_kernels, resolve_fields
 
         try:
             resolve_fields(self, "mixed_precision", "eval_mixed_precision")
@@ -181,7 +181,7 @@ def _checked_grids(lr_grid: dict) -> dict[str, list[float]]:
 
 def _per_task_lrs(lr) -> dict:
     """``lr`` with every ``{task: lr}`` value checked and made floats (plain numbers are checked by
-    :func:`tmlib.methods.check_method_settings`)."""
+    :func:`tmlib.masking.methods.check_method_settings`)."""
     if not isinstance(lr, dict):
         raise ConfigError(f"lr must be a mapping method -> lr or method -> {{task: lr}}, got {lr!r}")
     out = dict(lr)
@@ -303,7 +303,7 @@ class MaskingResults:
 
 
 class Experiment:
-    """Notebook 03 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, and
+    """Notebook 03 on one run folder: its plan, the one :class:`~tmlib.core.runs.RunStore` of ``cfg.out_dir``, and
     each task's data and tokenizer, loaded once."""
 
     def __init__(self, cfg: MaskingConfig):
@@ -316,7 +316,7 @@ class Experiment:
     def inputs(self, task: str) -> Inputs:
         if task not in self._inputs:
             if self._tokenizer is None:
-                from ..models import load_tokenizer
+                from tmlib.core.models import load_tokenizer
 
                 self._tokenizer = load_tokenizer(self.plan.backbone)
             self._inputs[task] = Inputs(self.plan.data[task], self.plan.backbone, tokenizer=self._tokenizer)
@@ -351,7 +351,7 @@ class Experiment:
     def run(self) -> MaskingResults:
         """Choose each gridded method's lr on dev, then train (or reuse) every solution; writes
         ``results.csv``, ``lr_selection.csv``, ``dev_curves.csv`` and ``flips.csv``."""
-        from ..runtime import set_threads
+        from tmlib.core.runtime import set_threads
 
         set_threads(self.cfg.threads)
         grids = [self.selection(task, method).table for task, method in self.plan.grids]
@@ -384,8 +384,8 @@ class Experiment:
         bit-identical to its separately trained model. Returns ``(MultiTaskMaskedModel, check rows)``."""
         import torch
 
-        from ..masking.multitask import MultiTaskMaskedModel
-        from ..models import load_classifier
+        from tmlib.core.models import load_classifier
+        from tmlib.masking.multitask import MultiTaskMaskedModel
 
         seed = self.cfg.seeds[0] if seed is None else seed
         recipes = [self.plan.solution(task, MASK, seed) for task in self.plan.data]
@@ -548,11 +548,11 @@ def curve_flatness(curves: pd.DataFrame) -> pd.DataFrame:
 
 def paired_gaps(results: pd.DataFrame, baseline: str = "finetune", predictions: dict | None = None) -> pd.DataFrame:
     """Per task, each method's test-accuracy gap to ``baseline`` in points, paired by seed
-    (:func:`tmlib.stats.paired_gap_table`: mean, std, wins, paired t, p, 95% CI half-width, the smallest gap
+    (:func:`tmlib.core.stats.paired_gap_table`: mean, std, wins, paired t, p, 95% CI half-width, the smallest gap
     detected with 80% power; with ``predictions`` (:attr:`MaskingResults.predictions`) also the test-sampling
     term ``sampling_sd``) plus the plain sentence ``sentence`` ("mask − fine-tune = x ± ci points (p = ...,
     n seeds)")."""
-    from ..stats import gap_sentence, paired_gap_table
+    from tmlib.core.stats import gap_sentence, paired_gap_table
 
     methods = [m for m in dict.fromkeys(results["method"]) if m != baseline]
     gaps = paired_gap_table(
@@ -650,10 +650,10 @@ def memory_table(
     results: pd.DataFrame, methods: list[str], max_tasks: int, measured: dict | None = None
 ) -> pd.DataFrame:
     """Bytes to serve 1..``max_tasks`` tasks at once per method (each method's
-    :meth:`~tmlib.methods.MethodSpec.serve_bytes`). ``measured``: the mask method's multi-task model as
+    :meth:`~tmlib.masking.methods.MethodSpec.serve_bytes`). ``measured``: the mask method's multi-task model as
     measured (``backbone``, ``working``, ``tasks``, ``total`` bytes), which replaces its projection inputs and
     adds a ``measured`` row."""
-    from ..methods import get_method
+    from tmlib.masking.methods import get_method
 
     fp32 = float(results["fp32_copy_bytes"].iloc[0])
     per_task = results.groupby("method")["task_bytes"].mean().to_dict()

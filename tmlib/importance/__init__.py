@@ -1,13 +1,7 @@
-"""Token importance: which tokens of a text matter for a classifier's decision.
+"""Token importance beyond the buffer method: which tokens of a text matter for a classifier's decision.
 
-Every method returns :class:`~tmlib.importance.types.TokenScores` (one per text, WordPiece level).
+    attribution  the methods' registry (``METHODS``): the buffer method of :mod:`tmlib.selective.buffer`,
+                 leave-one-out occlusion, gradient x input, integrated gradients (captum); their agreement
 
-    buffer       the buffer method of Gu et al. 2020 (batched, plus a plain reference implementation)
-    tagger       a token classifier that learns buffer labels and labels a large corpus
-    attribution  leave-one-out occlusion, gradient x input, integrated gradients (captum)
-    stopwords    the stop-word list whose tokens are never important
+Every method returns one :class:`~tmlib.selective.types.TokenScores` per text, at the WordPiece level.
 """
-
-from .types import TokenScores
-
-__all__ = ["TokenScores"]

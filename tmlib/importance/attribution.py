@@ -1,6 +1,6 @@
 """Post-hoc token attribution for any fine-tuned Hugging Face sequence classifier.
 
-Every method is batched and returns one :class:`~tmlib.importance.types.TokenScores` per text, at the
+Every method is batched and returns one :class:`~tmlib.selective.types.TokenScores` per text, at the
 WordPiece level with special tokens ([CLS], [SEP], padding) excluded:
 
     occlusion             leave-one-out: score_i = P(c | text) - P(c | text without token i). All n
@@ -12,7 +12,7 @@ WordPiece level with special tokens ([CLS], [SEP], padding) excluded:
                           same ids with every non-special token replaced by [PAD] (or [MASK]); ``n_steps``
                           Riemann steps, ``internal_batch_size`` bounds memory. ``meta["delta"]`` is the
                           completeness gap sum(scores) - (f(x) - f(baseline)).
-    buffer                the buffer method of Gu et al. 2020 (``tmlib.importance.buffer``), hard labels.
+    buffer                the buffer method of Gu et al. 2020 (``tmlib.selective.buffer``), hard labels.
 
 ``c`` (the explained class) is the model's prediction on the full text (``target="pred"``, default) or
 the gold label (``target="label"``, needs ``labels``). For the gradient methods the explained output is
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .types import TokenScores
+from tmlib.selective.types import TokenScores
 
 __all__ = [
     "occlusion",
@@ -418,17 +418,17 @@ def integrated_gradients(
 
 
 def buffer(model, tokenizer, texts: Sequence[str], labels: Sequence[int] | None = None, **kw) -> list[TokenScores]:
-    """The buffer method (Gu et al. 2020) through ``tmlib.importance.buffer.buffer_importance``.
+    """The buffer method (Gu et al. 2020) through ``tmlib.selective.buffer.buffer_importance``.
 
-    Keyword arguments are :class:`~tmlib.importance.buffer.BufferConfig` fields (e.g. ``delta=0.01``)
+    Keyword arguments are :class:`~tmlib.selective.buffer.BufferConfig` fields (e.g. ``delta=0.01``)
     or ``cfg=BufferConfig(...)``. Without gold ``labels`` the model's own predictions are used as the
     labels (so every text counts as correctly classified); ``meta["labels_from"]`` records which.
     """
     try:
-        from .buffer import BufferConfig, buffer_importance
+        from tmlib.selective.buffer import BufferConfig, buffer_importance
     except ImportError as exc:  # the module is written in parallel; say so instead of a bare ImportError
         raise ImportError(
-            f"the buffer method needs tmlib.importance.buffer, which could not be imported ({exc}); "
+            f"the buffer method needs tmlib.selective.buffer, which could not be imported ({exc}); "
             "use one of the attribution methods "
             f"{', '.join(m for m in METHODS if m != 'buffer')}"
         ) from exc

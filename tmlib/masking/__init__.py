@@ -1,13 +1,16 @@
-"""Learned binary weight masks over a frozen pretrained model (Zhao et al., EMNLP 2020).
+"""Masking as an alternative to fine-tuning (Zhao et al., EMNLP 2020): learned binary weight masks over a frozen
+pretrained model, the methods they are compared with, and the loss landscape between the solutions.
 
 peft-tuner layout: ``config`` (MaskConfig), ``layer`` (MaskedLinear + straight-through estimator),
 ``model`` (wrap an HF model, reports, effective weights), ``packing`` (1-bit export/import),
-``multitask`` (serve many tasks from one backbone).
+``multitask`` (serve many tasks from one backbone). Beside them: ``methods`` (the registry: finetune, bitfit,
+mask, lora through peft), ``solutions`` / ``token_solutions`` (a trained solution per method and seed, the lr
+grid, the test evaluation) and ``landscape`` (paths, the Bezier curve and the plane between two solutions).
 """
 
-from .config import MODULE_TYPES, MaskConfig, MaskConfigError
-from .layer import BinarizeSTE, MaskedLinear
-from .model import (
+from tmlib.masking.config import MODULE_TYPES, MaskConfig, MaskConfigError
+from tmlib.masking.layer import BinarizeSTE, MaskedLinear
+from tmlib.masking.model import (
     MaskFlipTracker,
     apply_masks,
     effective_state_dict,
@@ -19,7 +22,7 @@ from .model import (
     trainable_parameters,
     unmask,
 )
-from .packing import MaskFileError, PackedMask, export_mask, load_mask, pack_model, read_mask
+from tmlib.masking.packing import MaskFileError, PackedMask, export_mask, load_mask, pack_model, read_mask
 
 __all__ = [
     "MODULE_TYPES",

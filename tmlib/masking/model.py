@@ -2,7 +2,7 @@
 
     model = load_classifier("minilm", ["neg", "pos"], seed=0)
     apply_masks(model, MaskConfig(), seed=0)          # in place; only mask scores train now
-    train_classifier(model, data, tok, cfg, params=mask_parameters(model), on_step=[tracker])
+    fit(model, data, cfg, Classification(tok), params=mask_parameters(model), on_step=[tracker])
     sparsity_report(model)                             # % of weights kept per block and module type
     sd = effective_state_dict(model)                   # same keys as the plain HF model, weight = W * mask
     plain = to_plain(model)                            # a plain HF model with the effective weights
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import HEAD_NAMES, POOLER_NAMES, MaskConfig, MaskConfigError
-from .layer import MaskedLinear
+from tmlib.masking.config import HEAD_NAMES, POOLER_NAMES, MaskConfig, MaskConfigError
+from tmlib.masking.layer import MaskedLinear
 
 _BLOCK_RE = re.compile(r"^(?P<prefix>.*?\.(?:layer|layers)\.(?P<idx>\d+))\.(?P<rel>.+)$")
 
@@ -159,7 +159,7 @@ def sparsity_report(model: nn.Module):
 
 
 class MaskFlipTracker:
-    """An ``on_step`` hook for :func:`tmlib.training.fit`: every ``every`` steps, logs the share of weights
+    """An ``on_step`` hook for :func:`tmlib.core.training.fit`: every ``every`` steps, logs the share of weights
     kept and how many mask bits flipped since the last record (``logs['mask_kept_pct']``, ``['mask_flips']``)."""
 
     def __init__(self, every: int = 10):

@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .layer import MaskedLinear
-from .model import masked_layers
-from .packing import MaskFileError, PackedMask, backbone_fingerprint, check_compatible, read_mask
+from tmlib.masking.layer import MaskedLinear
+from tmlib.masking.model import masked_layers
+from tmlib.masking.packing import MaskFileError, PackedMask, backbone_fingerprint, check_compatible, read_mask
 
 
 def _tensor_bytes(tensors) -> int:
@@ -43,7 +43,7 @@ class MultiTaskMaskedModel(nn.Module):
         super().__init__()
         if masked_layers(backbone):
             raise ValueError(
-                "pass a plain backbone (e.g. tmlib.models.load_classifier(name, labels)), not a masked model"
+                "pass a plain backbone (e.g. tmlib.core.models.load_classifier(name, labels)), not a masked model"
             )
         self.model = backbone.eval().requires_grad_(False)
         self.tokenizer = tokenizer

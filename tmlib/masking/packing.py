@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runs import atomic_save
-from .config import MaskConfig
-from .layer import MaskedLinear
-from .model import _head_name, _module_info, apply_masks, masked_layers
+from tmlib.core.runs import atomic_save
+from tmlib.masking.config import MaskConfig
+from tmlib.masking.layer import MaskedLinear
+from tmlib.masking.model import _head_name, _module_info, apply_masks, masked_layers
 
 FORMAT = "tmlib-mask/1"
 
@@ -45,7 +45,7 @@ def backbone_fingerprint(model: nn.Module, names) -> str:
     """SHA-256 over a strided sample of the frozen weights of the named layers (fast, order fixed). The function is
     the exported loader's (``export_snippets/apply_mask.py``), so a mask checked here is checked the same way
     without tmlib."""
-    from ..export_snippets.apply_mask import fingerprint
+    from tmlib.export_snippets.apply_mask import fingerprint
 
     return fingerprint(model, names)
 

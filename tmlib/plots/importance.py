@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import use_style
+from tmlib.plots import use_style
 
 METHOD_LABELS = {
     "occlusion": "occlusion",

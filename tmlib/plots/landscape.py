@@ -1,4 +1,4 @@
-"""Figures for loss-landscape analysis (:mod:`tmlib.landscape`).
+"""Figures for loss-landscape analysis (:mod:`tmlib.masking.landscape`).
 
 fig = plots.landscape.paths(paths_df)                 # loss and accuracy along several paths
 fig = plots.landscape.plane_contour(plane_df, coords) # 2-D contour with the three models marked
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color, require_columns, use_style
+from tmlib.plots import color, require_columns, use_style
 
 
 def _point_color(name: str) -> str:
@@ -99,7 +99,7 @@ def plane_contour(
     column), with the models at ``coords`` marked and labelled.
 
     ``frame``: DataFrame(alpha, beta, split, loss, accuracy[, point]) as written by
-    :meth:`tmlib.landscape.PlaneResult.to_frame`.
+    :meth:`tmlib.masking.landscape.PlaneResult.to_frame`.
     """
     require_columns(frame, ["alpha", "beta", "split", metric], "plane contour")
     use_style()

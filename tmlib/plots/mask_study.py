@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color, label, require_columns, use_style
+from tmlib.plots import color, label, require_columns, use_style
 
 
 def setting_bars(table: pd.DataFrame, xlabel: str) -> plt.Figure:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import color, label, require_columns, use_style
+from tmlib.plots import color, label, require_columns, use_style
 
 TYPE_ORDER = ["query", "key", "value", "attn_out", "ffn_in", "ffn_out", "pooler", "head"]
 

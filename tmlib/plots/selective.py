@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import LABELS as _ALL_LABELS
-from . import color, use_style
+from tmlib.plots import LABELS as _ALL_LABELS
+from tmlib.plots import color, use_style
 
 ARMS = ("genept", "selective", "random", "random15")  # notebook 01's arms, in legend order
 LABELS = {m: _ALL_LABELS[m] for m in ARMS}
@@ -154,7 +154,7 @@ def training_curves(genept_history: pd.DataFrame, taskpt_history: pd.DataFrame |
 def probe_bars(probe: pd.DataFrame, title: str = "Can the MLM head fill a blank? Held-out top-1 at masked positions"):
     """Top-1 (%) per checkpoint, general vs in-domain held-out sentences; the 30% line is the target a
     TaskPT start should reach."""
-    from . import require_columns
+    from tmlib.plots import require_columns
 
     require_columns(probe, ["stage", "genept_steps", "method", "domain", "top1"], "probe_bars")
     use_style()

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from .analysis import (
+from tmlib.experiments.selective.analysis import (
     PRIMARY,
     accuracy_table,
     budget_gaps,
@@ -32,7 +32,7 @@ from .analysis import (
     threshold_table,
     with_holm,
 )
-from .config import (
+from tmlib.experiments.selective.config import (
     TASKPT_METHODS,
     BufferStageConfig,
     FinetuneConfig,
@@ -42,7 +42,7 @@ from .config import (
     TaggerConfig,
     TaskptConfig,
 )
-from .stages import (
+from tmlib.experiments.selective.stages import (
     Checkpoints,
     Config,
     Experiment,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...stats import detectable_gap  # noqa: F401 - re-exported by tmlib.experiments.selective
-from .config import TASKPT_METHODS
+from tmlib.core.stats import detectable_gap  # noqa: F401 - re-exported by tmlib.experiments.selective
+from tmlib.experiments.selective.config import TASKPT_METHODS
 
 FAILED_MARGIN = 0.05  # a run within this of the dev majority-class rate is flagged failed (~2 binomial std on 400 dev)
 
@@ -70,7 +70,7 @@ def threshold_table(ds, tokenizer, thresholds: dict[str, float], stopwords: str 
     from its stored P(important): per named threshold (e.g. ``{"argmax (official)": 0.5, "dev F1": 0.2}``), the
     share of important tokens and of sentences with no important token (TaskPT masks nothing in those under the
     official no-fallback rule), stop words forced to 0 as when the corpus was labelled."""
-    from ...importance.tagger import token_labels
+    from tmlib.selective.tagger import token_labels
 
     rows = []
     for name, t in thresholds.items():
@@ -137,14 +137,14 @@ def paired_gaps(
 ) -> pd.DataFrame:
     """Per GenePT budget (per group of ``by``), the test-accuracy gap of each comparison in points, paired by
     fine-tuning seed
-    (:func:`tmlib.stats.paired_gap_table`: ``gap_mean`` / ``gap_std``, ``wins``, paired t and p, ``ci95``,
+    (:func:`tmlib.core.stats.paired_gap_table`: ``gap_mean`` / ``gap_std``, ``wins``, paired t and p, ``ci95``,
     ``detectable_gap`` (80% power), ``verdict``; with ``predictions`` ``(genept_steps, method, seed) -> test
     classes``, keys ordered as ``by``, also the test-sampling term ``sampling_sd``).
 
     A seed fixes the classifier head's init and the batch order for every checkpoint, so the per-seed
     difference removes that shared noise. ``drop_failed``: leave out the seeds where either side's run is
     flagged ``failed`` (stuck at the majority class)."""
-    from ...stats import paired_gap_table
+    from tmlib.core.stats import paired_gap_table
 
     final = results[results["final"]] if "final" in results else results
     parts = []
@@ -204,7 +204,7 @@ def with_holm(gaps: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     ``p_holm`` is their Holm-adjusted p (Holm 1979, over the primary tests of this table; NaN elsewhere), and
     ``verdict`` reads it: "separated (Holm)" when below ``alpha``; an exploratory row says "exploratory: p < 0.05"
     or "within noise" from its raw ``p``, which every row keeps."""
-    from ...stats import holm
+    from tmlib.core.stats import holm
 
     out = gaps.copy()
     if out.empty:

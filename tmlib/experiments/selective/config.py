@@ -2,7 +2,7 @@
 :class:`SelectiveConfig`. These defaults ARE notebook 01's ``default`` parameter set (a test checks
 the notebook's parameters cell and ``papermill_params/01_selective_masking/default.yaml`` against
 ``flatten(SelectiveConfig())``). Flat parameter names are ``<stage>_<field>`` (``genept_lr`` is
-``SelectiveConfig.genept.lr``), mapped in one place: :func:`tmlib.config.from_flat`.
+``SelectiveConfig.genept.lr``), mapped in one place: :func:`tmlib.core.config.from_flat`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class GeneptConfig:
 
     # start: minilm (continued, all weights), scratch:<size> (from scratch), a hub name, a dir
     model: str = "minilm"
-    corpus: str = "bbc"  # general-text corpus (tmlib.data.load_corpus name)
+    corpus: str = "bbc"  # general-text corpus (tmlib.tasks.data.load_corpus name)
     steps: list[int] = field(default_factory=lambda: [100])  # budgets (the paper's 100k / 200k / 300k of one run)
     max_sentences: int = 0  # corpus cap (0: all)
     batch_size: int = 32  # packed rows per step
@@ -64,7 +64,7 @@ class ScorerConfig:
 @dataclass
 class BufferStageConfig:
     """Notebook 01's buffer stage: which sentences get buffer-method labels, and the rule's options; the rule
-    itself is :class:`tmlib.importance.buffer.BufferConfig`, built from these by :meth:`rule`."""
+    itself is :class:`tmlib.selective.buffer.BufferConfig`, built from these by :meth:`rule`."""
 
     delta: float = 0.01  # important iff P(gold|sentence) - P(gold|buffer + token) < delta (official 0.01)
     max_sentences: int = 400  # task train sentences labelled (0: all)
@@ -77,14 +77,14 @@ class BufferStageConfig:
     rules_sentences: int = 100  # train sentences on which each non-official option's effect is measured
 
     def __post_init__(self):
-        from ...importance.buffer import SENTENCE_SPLITS
+        from tmlib.selective.buffer import SENTENCE_SPLITS
 
         if self.sentences not in SENTENCE_SPLITS:
             raise ValueError(f"buffer.sentences must be one of {list(SENTENCE_SPLITS)}, got {self.sentences!r}")
 
     def rule(self, progress: bool = True):
-        """The buffer method's options (:class:`tmlib.importance.buffer.BufferConfig`) these settings name."""
-        from ...importance.buffer import BufferConfig
+        """The buffer method's options (:class:`tmlib.selective.buffer.BufferConfig`) these settings name."""
+        from tmlib.selective.buffer import BufferConfig
 
         return BufferConfig(
             delta=self.delta,
@@ -215,7 +215,7 @@ class FinetuneConfig:
 @dataclass
 class SelectiveConfig:
     out_dir: str = "runs/dev/01_selective_masking"  # where artifacts, figures, CSV and JSON are written
-    task: str = "mr"  # labelled task (tmlib.data.load_task name)
+    task: str = "mr"  # labelled task (tmlib.tasks.data.load_task name)
     text_column: str = "text"  # your file's (or hub dataset's) text column
     label_column: str = "label"  # your file's label column
     encoding: str = "utf-8"  # your file's text encoding (e.g. latin-1)
@@ -230,7 +230,7 @@ class SelectiveConfig:
     curve_all_budgets: bool = False  # fine-tune intermediate TaskPT checkpoints for every budget (else the smallest)
     mixed_precision: str = "auto"  # "auto" | "bf16" | "fp32" | "fp16" (GPU): autocast for every training stage
     eval_mixed_precision: str = "auto"  # fine-tuning runs' test evaluation: "auto" | "bf16" (3x faster) | "fp32"
-    kernels: str = "fast"  # "fast" | "hf": how training computes the forward (tmlib.precision.KERNELS)
+    kernels: str = "fast"  # "fast" | "hf": how training computes the forward (tmlib.core.precision.KERNELS)
     threads: int = 0  # torch threads (0: torch's default); recorded in every manifest
     progress: bool = True  # progress bars and one log line per stage (also <out_dir>/progress.log)
     genept: GeneptConfig = field(default_factory=GeneptConfig)
@@ -245,10 +245,10 @@ class SelectiveConfig:
             raise ValueError("seeds is empty: give at least one fine-tuning seed, e.g. [0, 1, 2]")
         if set(self.extra_seeds) & set(self.seeds):
             raise ValueError(f"extra_seeds {self.extra_seeds} repeat seeds {self.seeds}; give seeds not in seeds")
-        from ...data import check_test_pool
+        from tmlib.tasks.data import check_test_pool
 
         check_test_pool(self.test_pool)
-        from ...precision import check_kernels, resolve_fields
+        from tmlib.core.precision import check_kernels, resolve_fields
 
         resolve_fields(self, "mixed_precision", "eval_mixed_precision")
 

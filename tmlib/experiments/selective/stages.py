@@ -1,4 +1,4 @@
-"""The selective-masking pipeline as a graph of cached stages (:class:`tmlib.runs.Stage`).
+"""The selective-masking pipeline as a graph of cached stages (:class:`tmlib.core.runs.Stage`).
 
 ::
 
@@ -7,7 +7,7 @@
                              └─> scorer ──> buffer ──> tagger ──> corpus_labels ──> taskpt_data_<method>
     genept, taskpt_* ──> probe (held-out MLM loss / top-1 of every checkpoint)
 
-Asking for any stage builds what it depends on first (:meth:`tmlib.runs.RunStore.get`): the order
+Asking for any stage builds what it depends on first (:meth:`tmlib.core.runs.RunStore.get`): the order
 lives in the graph, not in the notebook's cells. Every key chains the keys of its upstream stages,
 so changing e.g. the buffer delta rebuilds the tagger, the corpus labels, selective TaskPT and its
 fine-tuning runs, and nothing else.
@@ -25,10 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...data import ASPECT_COLUMN, TaskRecipe, second_column
-from ...finetune import classifier_stage
-from ...runs import RunStore, Stage
-from .analysis import (
+from tmlib.core.runs import RunStore, Stage
+from tmlib.experiments.selective.analysis import (
     budget_gaps,
     compute_split,
     condition_costs,
@@ -40,7 +38,9 @@ from .analysis import (
     train_flops,
     with_holm,
 )
-from .config import SelectiveConfig
+from tmlib.experiments.selective.config import SelectiveConfig
+from tmlib.tasks.data import ASPECT_COLUMN, TaskRecipe, second_column
+from tmlib.tasks.finetune import classifier_stage
 
 # ----------------------------------------------------------------------------------------- values
 
@@ -125,7 +125,7 @@ def split_corpus(
 class MLMRun:
     """The training recipe of one MLM run, GenePT or TaskPT: the one stage both are built by
     (:func:`mlm_run_stage`). Its rows come from a data stage (:class:`MLMData`); rows that carry ``labels``
-    (masks drawn once) train through :class:`tmlib.collators.StaticMLMCollator`, others through ``masking``'s
+    (masks drawn once) train through :class:`tmlib.selective.collators.StaticMLMCollator`, others through ``masking``'s
     collator (None: HF's random 15%)."""
 
     steps: tuple[int, ...]  # the model is saved at every step; the last is the budget
@@ -141,7 +141,7 @@ class MLMRun:
     select: str = "last"  # checkpoint kept as the result: "dev_loss" (lowest held-out loss) | "last"
 
     def __post_init__(self):
-        from ...precision import resolve_fields
+        from tmlib.core.precision import resolve_fields
 
         resolve_fields(self, "mixed_precision")
 
@@ -206,11 +206,12 @@ def mlm_run_stage(
     ``data``'s rows, saving the model at every step of ``run.steps`` with a record (seconds since the start;
     with dev rows, the held-out MLM loss under the same masking as training). Resumable: the run checkpoints
     into the stage's work folder four times, and steps saved before an interruption keep their records."""
-    from ...training import TrainConfig
+    from tmlib.core.training import TrainConfig
 
     def build(ctx, data, init=init):
-        from ...mlm import corpus_tokens, train_mlm
-        from ...models import load_mlm
+        from tmlib.core.models import load_mlm
+        from tmlib.core.training import fit
+        from tmlib.selective.mlm import MaskedLM, corpus_tokens
 
         start = time.perf_counter()
         path = init if isinstance(init, str) else str(init.checkpoint(init_step))
@@ -230,7 +231,7 @@ def mlm_run_stage(
             kernels=run.kernels,
             progress=progress,
         )
-        train_collator = None  # rows with labels: StaticMLMCollator (train_mlm's choice)
+        train_collator = None  # rows with labels: StaticMLMCollator (MaskedLM's choice)
         if run.masking is not None:
             train_collator = collator(run.masking, tokenizer, seed=run.seed, fallback=run.fallback)
 
@@ -250,14 +251,11 @@ def mlm_run_stage(
             m.save_pretrained(d)
             _write_json(d / "record.json", {"seconds": time.perf_counter() - start, **record(m)})
 
-        res = train_mlm(
+        res = fit(
             model,
             data.train,
-            tokenizer,
             tcfg,
-            collator=train_collator,
-            save_at=steps,
-            on_save=on_save,
+            MaskedLM(tokenizer, collator=train_collator, save_at=steps, on_save=on_save),
             checkpoint_dir=ctx.work_dir,
             desc=desc,
         )
@@ -293,7 +291,7 @@ def mlm_run_stage(
 
 
 def _static_or_plain(rows, tokenizer):
-    from ...collators import PlainMLMCollator, StaticMLMCollator
+    from tmlib.selective.collators import PlainMLMCollator, StaticMLMCollator
 
     return StaticMLMCollator(tokenizer) if "labels" in rows.column_names else PlainMLMCollator(tokenizer, seed=12345)
 
@@ -315,7 +313,7 @@ def published_stage(recipe: PublishedRecipe) -> Stage[Checkpoints]:
     """Stage ``genept`` from published checkpoints: nothing is trained; each is loaded once to fail early."""
 
     def build(ctx):
-        from ...models import load_mlm
+        from tmlib.core.models import load_mlm
 
         for ckpt in recipe.checkpoints:
             load_mlm(ckpt)  # fail now, with the loader's clear message, if one cannot be loaded
@@ -360,8 +358,8 @@ def plan(cfg: SelectiveConfig) -> SelectivePlan:
     training configs of its classifiers. The only reader of the config's per-run settings."""
     from dataclasses import replace
 
-    from ...importance.buffer import RULE_VARIANTS
-    from ...training import TrainConfig
+    from tmlib.core.training import TrainConfig
+    from tmlib.selective.buffer import RULE_VARIANTS
 
     g, tp, f = cfg.genept, cfg.taskpt, cfg.finetune
     common = dict(seed=cfg.pretrain_seed, mixed_precision=cfg.mixed_precision, kernels=cfg.kernels)
@@ -611,7 +609,7 @@ def genept_data_stage(recipe: GeneptDataRecipe, texts: Callable[[], list[str]], 
     """Stage ``genept_data``: ``texts()`` (the general corpus) less its probe rows, packed."""
 
     def build(ctx):
-        from ...mlm import pack_corpus
+        from tmlib.selective.mlm import pack_corpus
 
         all_texts = texts()
         train_idx, _ = split_corpus(all_texts, 0.1, recipe.seed)
@@ -627,8 +625,8 @@ def buffer_stage(recipe: BufferRecipe, scorer: Stage, task, tokenizer) -> Stage[
     def build(ctx, scorer):
         import torch
 
-        from ...importance.buffer import buffer_importance, split_sentences
-        from ...models import load_saved_classifier
+        from tmlib.core.models import load_saved_classifier
+        from tmlib.selective.buffer import buffer_importance, document_sentences
 
         start = time.perf_counter()
         model = load_saved_classifier(scorer.model_dir)
@@ -642,7 +640,7 @@ def buffer_stage(recipe: BufferRecipe, scorer: Stage, task, tokenizer) -> Stage[
             # [CLS] aspect [SEP] buffer [SEP]; an aspect task's (sentence, aspect) rows are scored whole
             aspects = list(ds[ASPECT_COLUMN]) if second_column(ds) == ASPECT_COLUMN else None
             if b.sentences == "spacy" and aspects is None:
-                texts, labels, _ = split_sentences(texts, labels)
+                texts, labels, _ = document_sentences(texts, labels)
             counts[split] = {"texts": len(ds), "sentences": len(texts)}
             ctx.log(f"{split}: {len(texts)} sentences from {len(ds)} texts")
             with torch.inference_mode():
@@ -679,8 +677,8 @@ def rules_stage(recipe: RulesRecipe, scorer: Stage, task, tokenizer) -> Stage:
     def build(ctx, scorer):
         import torch
 
-        from ...importance.buffer import compare_rule_variants
-        from ...models import load_saved_classifier
+        from tmlib.core.models import load_saved_classifier
+        from tmlib.selective.buffer import compare_rule_variants
 
         model = load_saved_classifier(scorer.model_dir)
         ds = task["train"].select(range(min(b.rules_sentences, len(task["train"]))))
@@ -716,14 +714,17 @@ def tagger_stage(recipe: TaggerRecipe, buffer: Stage, genept: Stage | None, toke
     t = recipe.tagger
 
     def build(ctx, buffer, genept=None):
-        from ...importance.tagger import train_tagger
-        from ...models import load_token_classifier
+        from tmlib.core.models import load_token_classifier
+        from tmlib.core.training import fit
+        from tmlib.selective.tagger import ImportanceTagging
 
         start = time.perf_counter()
         init = str(genept.model_dir) if genept is not None else t.model
         model = load_token_classifier(init, num_labels=2, seed=recipe.seed)
         train, dev = tagger_split(buffer.scores, t.dev)
-        res = train_tagger(model, train, dev, tokenizer, recipe.train, class_weight=t.class_weight)
+        res = fit(
+            model, train, recipe.train, ImportanceTagging(tokenizer, dev, class_weight=t.class_weight), desc="tagger"
+        )
         n_tok = sum(len(s.tokens) + 2 for s in train)
         return model, {
             "seconds": time.perf_counter() - start,
@@ -764,21 +765,21 @@ def _load_tagger(d: Path) -> SavedModel:
 
 def corpus_stage(recipe: CorpusRecipe, tagger: Stage, corpus: Callable[[], Any], tokenizer, processes=None) -> Stage:
     """Stage ``corpus_labels``: ``corpus()`` (the TaskPT corpus) labelled by the tagger, and its stats.
-    ``processes`` (:func:`tmlib.precision.processes`): under a multi-process launch every process runs the build
+    ``processes`` (:func:`tmlib.core.precision.processes`): under a multi-process launch every process runs the build
     and labels a share of the batches (the builder inside the stage, the others beside it); the result is the
     one-process result, and the key and code the same."""
 
     def build(ctx, tagger):
-        return label_corpus(recipe, tagger, corpus(), tokenizer, processes)
+        return labelled_corpus(recipe, tagger, corpus(), tokenizer, processes)
 
     return Stage(recipe.name, recipe.key(), build, _save_corpus, _load_corpus, deps={"tagger": tagger},
                  seed=recipe.seed)  # fmt: skip
 
 
-def label_corpus(recipe: CorpusRecipe, tagger: SavedModel, corpus, tokenizer, processes=None):
+def labelled_corpus(recipe: CorpusRecipe, tagger: SavedModel, corpus, tokenizer, processes=None):
     """``corpus`` labelled by ``tagger`` (its dev-tuned threshold, or the official argmax) and its stats."""
-    from ...importance.tagger import label_corpus as label
-    from ...models import load_token_classifier
+    from tmlib.core.models import load_token_classifier
+    from tmlib.selective.tagger import label_corpus as label
 
     start = time.perf_counter()
     model = load_token_classifier(str(tagger.model_dir), num_labels=2)
@@ -820,8 +821,8 @@ def taskpt_data_stage(recipe: TaskptDataRecipe, corpus: Stage, split: Callable, 
     packed (``packing``), with the method's masks drawn once under ``masks="static"``."""
 
     def build(ctx, corpus):
-        from ...collators import sentence_masks
-        from ...mlm import draw_static_masks, pack_corpus, pack_documents
+        from tmlib.selective.collators import sentence_masks
+        from tmlib.selective.mlm import draw_static_masks, pack_corpus, pack_documents
 
         train_idx, dev_idx = split(corpus)
 
@@ -887,8 +888,8 @@ def probe_stage(recipe: ProbeRecipe, genept: Stage, taskpt: dict[str, Stage], te
     (held-out general and in-domain sentences); ``taskpt``: ``t_<G>_<method>`` -> its run's stage."""
 
     def build(ctx, genept, **taskpt):
-        from ...mlm import mlm_probe
-        from ...models import load_mlm
+        from tmlib.core.models import load_mlm
+        from tmlib.selective.mlm import mlm_probe
 
         general, indomain = texts()
         rows = []
@@ -937,15 +938,15 @@ def _load_probe(d: Path) -> pd.DataFrame:
 
 
 class Experiment:
-    """Notebook 01 on one run folder: its plan, the one :class:`~tmlib.runs.RunStore` of ``cfg.out_dir``, the
+    """Notebook 01 on one run folder: its plan, the one :class:`~tmlib.core.runs.RunStore` of ``cfg.out_dir``, the
     task data loaded once, and one method per stage (``*_stage()``, each from its recipe through its factory) and
     per value (``genept()``, ``probe()``, ``finetune()``, ...)."""
 
     def __init__(self, cfg: SelectiveConfig, scope: str = ""):
         """``scope``: a folder prefix of the TaskPT runs and of the fine-tuning runs that start from them (a budget
         run of :meth:`budget_experiment` beside the notebook's own); everything upstream is shared."""
-        from ...models import load_tokenizer
-        from ...runtime import set_threads
+        from tmlib.core.models import load_tokenizer
+        from tmlib.core.runtime import set_threads
 
         self.cfg = cfg
         self.scope = scope
@@ -968,7 +969,7 @@ class Experiment:
         return self._stages[name]
 
     def _corpus_texts(self, name: str, max_sentences: int) -> list[str]:
-        from ...data import load_corpus
+        from tmlib.tasks.data import load_corpus
 
         return list(load_corpus(name, max_sentences=max_sentences or None, seed=self.cfg.pretrain_seed)["text"])
 
@@ -979,7 +980,7 @@ class Experiment:
     def taskpt_corpus(self):
         """The in-domain corpus TaskPT trains on (``text``; with ``taskpt.packing="documents"`` also ``doc``,
         capped by whole documents)."""
-        from ...data import load_corpus
+        from tmlib.tasks.data import load_corpus
 
         tp = self.cfg.taskpt
         return load_corpus(
@@ -1187,7 +1188,7 @@ class Experiment:
     def label_corpus(self, tagger: SavedModel, processes=None):
         """The TaskPT corpus labelled by ``tagger`` (the build of :meth:`corpus_stage`, for the processes of a
         multi-process launch that label beside the builder)."""
-        return label_corpus(self.plan.corpus, tagger, self.taskpt_corpus(), self.tokenizer, processes)
+        return labelled_corpus(self.plan.corpus, tagger, self.taskpt_corpus(), self.tokenizer, processes)
 
     def write(self, results: pd.DataFrame, budgets: tuple[pd.DataFrame, dict] | None = None) -> dict[str, Path]:
         """results.csv (per run), summary.csv (mean/std + pre-training compute), gaps.csv (paired by seed, the
@@ -1342,7 +1343,7 @@ def _score_row(s) -> dict:
 
 
 def _score_from_row(r: dict):
-    from ...importance.types import TokenScores
+    from tmlib.selective.types import TokenScores
 
     return TokenScores(
         text=r["text"],
@@ -1361,7 +1362,7 @@ def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
     seeded collator gives the same masks at every checkpoint, so the losses are comparable."""
     import torch
 
-    from ...mlm import MaskedOnlyMLM
+    from tmlib.selective.mlm import MaskedOnlyMLM
 
     wrapped = MaskedOnlyMLM(model)
     was = model.training
@@ -1387,7 +1388,7 @@ def mlm_dev_loss(model, packed, collate, batch_size: int = 32) -> float:
 
 def collator(method: str, tokenizer, seed: int, fallback: str = "none"):
     """The TaskPT masking collator of ``method`` (selective | random | random15)."""
-    from ...collators import PlainMLMCollator, RandomCountMaskingCollator, SelectiveMaskingCollator
+    from tmlib.selective.collators import PlainMLMCollator, RandomCountMaskingCollator, SelectiveMaskingCollator
 
     fb = None if fallback == "none" else fallback
     if method == "selective":

@@ -1,6 +1,6 @@
 """Fine-tune a sequence classifier on a task and cache it: the one helper every notebook uses.
 
-:func:`classifier_stage` returns a :class:`~tmlib.runs.Stage` whose value is a :class:`Classifier`
+:func:`classifier_stage` returns a :class:`~tmlib.core.runs.Stage` whose value is a :class:`Classifier`
 (the saved model folder and its metrics). One on-disk layout for every notebook::
 
     <run>/<name>/model/          save_pretrained() of the fine-tuned classifier
@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import TaskRecipe
-from .runs import Stage
+from tmlib.core.runs import Stage
+from tmlib.tasks.data import TaskRecipe
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Classifier:
         return np.load(self.model_dir.parent / "predictions.npy")
 
     def load(self):
-        from .models import load_saved_classifier
+        from tmlib.core.models import load_saved_classifier
 
         return load_saved_classifier(self.model_dir)
 
@@ -65,12 +65,12 @@ def classifier_stage(
     desc: str = "fine-tune",
     test_mixed_precision: str = "no",
 ) -> Stage[Classifier]:
-    """Stage ``name``: fine-tune ``init`` on ``task`` with ``train`` (a :class:`~tmlib.training.TrainConfig`;
+    """Stage ``name``: fine-tune ``init`` on ``task`` with ``train`` (a :class:`~tmlib.core.training.TrainConfig`;
     its seed fixes head init and batch order). ``data`` / ``tokenizer`` may be passed to avoid
     reloading; they must be what ``task`` loads (the key is ``task``, not the data). ``test_mixed_precision``:
     the test evaluation's autocast ("bf16": 3x faster on this CPU, accuracies within 0.14 points of fp32 in the
     paired check of docs/performance.md; "no": fp32)."""
-    from .training import TrainConfig
+    from tmlib.core.training import TrainConfig
 
     if not isinstance(train, TrainConfig):
         raise TypeError(f"train must be a TrainConfig, got {type(train).__name__}")
@@ -89,18 +89,18 @@ def classifier_stage(
     deps = {} if isinstance(init, str) else {"init": init}
 
     def build(ctx, init=init):
-        from .classify import train_classifier
-        from .data import label_names
-        from .models import load_classifier, load_tokenizer
+        from tmlib.core.models import load_classifier, load_tokenizer
+        from tmlib.core.training import fit
+        from tmlib.tasks.classify import Classification
+        from tmlib.tasks.data import label_names
 
         d = data if data is not None else task.load()
         path = _init_path(init, pick)
         tok = tokenizer if tokenizer is not None else load_tokenizer("minilm" if path.startswith("scratch:") else path)
         start = time.perf_counter()
         model = load_classifier(path, label_names(d), seed=seed)
-        res = train_classifier(
-            model, d, tok, train, desc=desc, test_predictions=True, test_mixed_precision=test_mixed_precision
-        )
+        objective = Classification(tok, test_predictions=True, test_mixed_precision=test_mixed_precision)
+        res = fit(model, d, train, objective, desc=desc)
         metrics = {
             "dev_accuracy": res.dev["accuracy"],
             "test_accuracy": res.test["accuracy"],

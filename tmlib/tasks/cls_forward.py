@@ -9,7 +9,7 @@ layers as the model does (same modules, same attention implementation and mask),
 for the ``[CLS]`` query only: the same logits up to float rounding (tests/test_cls_forward.py checks
 it against ``model(**batch).logits`` for eager and SDPA attention, fp32 and bf16 autocast).
 
-Used by the buffer method's walk (:class:`tmlib.importance.buffer.BufferConfig.cls_only`), where one
+Used by the buffer method's walk (:class:`tmlib.selective.buffer.BufferConfig.cls_only`), where one
 sentence of ``n`` tokens costs ``n`` forward passes, and by classifier training and evaluation under
 ``TrainConfig(kernels="fast")`` (:class:`ClsOnlyClassifier`: the same loss and gradients up to float
 rounding, and in train mode the same dropout masks drawn in the same order; the backward pass skips the
@@ -142,7 +142,8 @@ class ClsOnlyClassifier(torch.nn.Module):
 
     @classmethod
     def for_kernels(cls, model, kernels: str):
-        """The network to call under ``kernels`` (:data:`tmlib.precision.KERNELS`): ``ClsOnlyClassifier(model)`` for
+        """The network to call under ``kernels`` (:data:`tmlib.core.precision.KERNELS`): ``ClsOnlyClassifier(model)``
+        for
         ``"fast"`` where :meth:`wraps` allows it, else ``model`` itself."""
         return cls(model) if kernels == "fast" and cls.wraps(model) else model
 

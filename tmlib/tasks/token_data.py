@@ -25,7 +25,7 @@ Sources:
 
 A builtin or one-file task is split 80/10/10 by sentence with a seeded permutation, exact duplicate sentences
 dropped first (so no sentence sits in two splits). :class:`TokenTaskRecipe` caps the splits and, with
-``test_pool="heldout"`` (its default, as :class:`tmlib.data.TaskRecipe`'s ``heldout``), tests on every sentence
+``test_pool="heldout"`` (its default, as :class:`tmlib.tasks.data.TaskRecipe`'s ``heldout``), tests on every sentence
 the capped train and dev splits leave out.
 """
 
@@ -40,8 +40,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Sequence as HFSequence
 
-from .assets import asset_path
-from .data import SPLITS, DataError, check_test_pool
+from tmlib.core.assets import asset_path
+from tmlib.tasks.data import SPLITS, DataError, check_test_pool
 
 Sentence = tuple[list[str], list[str]]  # (words, tags)
 
@@ -168,7 +168,7 @@ def dedupe_sentences(sentences: Sequence[Sentence]) -> list[Sentence]:
     return out
 
 
-def split_sentences(
+def split_tagged(
     sentences: Sequence[Sentence], seed: int = 0, fractions: tuple[float, float, float] = FRACTIONS
 ) -> dict[str, list[Sentence]]:
     """A seeded train/dev/test split by sentence (``fractions`` of dev and test rounded, train the rest)."""
@@ -200,7 +200,7 @@ def load_token_task(
         files = [Path(f) for f in files]
         if len(files) == 1:
             sents = dedupe_sentences(read_conll(files[0]))
-            return _from_sentences(split_sentences(sents, seed), tag_names(sents), dict.fromkeys(SPLITS, str(files[0])))
+            return _from_sentences(split_tagged(sents, seed), tag_names(sents), dict.fromkeys(SPLITS, str(files[0])))
         if len(files) != 3:
             raise DataError(
                 f"token task {name!r}: give one CoNLL file (split by sentence) or three (train, dev, "
@@ -214,7 +214,7 @@ def load_token_task(
             f"(files=[...]) or a hub dataset (dataset=...)"
         )
     sents = dedupe_sentences(pos_sentences())
-    return _from_sentences(split_sentences(sents, seed), tag_names(sents), dict.fromkeys(SPLITS, name))
+    return _from_sentences(split_tagged(sents, seed), tag_names(sents), dict.fromkeys(SPLITS, name))
 
 
 def load_hub_token_task(name: str) -> DatasetDict:
@@ -223,7 +223,7 @@ def load_hub_token_task(name: str) -> DatasetDict:
     loading script."""
     import datasets
 
-    from .hub import hub_reachable
+    from tmlib.core.hub import hub_reachable
 
     fix = (
         "give the data as CoNLL files instead (files=[train, dev, test]; notebook 05: ner_files), or run where "
@@ -272,11 +272,6 @@ def load_hub_token_task(name: str) -> DatasetDict:
         names = tag_names(splits["train"])
     splits = {s: [x for x in v if x[0]] for s, v in splits.items()}  # some datasets hold empty sentences
     return _from_sentences(splits, names, {s: f"{name} [{mapping[s]}]" for s in SPLITS})
-
-
-def label_names(dd: DatasetDict) -> list[str]:
-    """The tag set of a token task (its class names)."""
-    return list(dd["train"].features["tags"].feature.names)
 
 
 # ------------------------------------------------------------------------------------------------ recipe

@@ -1,6 +1,9 @@
-"""Sequence classification on top of :func:`tmlib.training.fit`: encoding (single texts, sentence pairs,
+"""Sequence classification on top of :func:`tmlib.core.training.fit`: encoding (single texts, sentence pairs,
 aspect + text), padded length-sorted evaluation batches, evaluation with per-example predictions, and
-:func:`train_classifier` (best epoch on dev, then the test split when the data has one).
+:class:`Classification`, the objective :func:`tmlib.core.training.fit` trains a classifier for (best state on dev,
+then the test split when the data has one)::
+
+    res = fit(model, data, cfg, Classification(tokenizer))    # a ClassifierResult
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .heartbeat import Heartbeat
-from .precision import autocast, check_kernels, get_accelerator, kernels_context
-from .training import FitResult, TrainConfig, fit
+from tmlib.core.heartbeat import Heartbeat
+from tmlib.core.precision import autocast, check_kernels, get_accelerator, kernels_context
+from tmlib.core.training import FitResult, Setup, TrainConfig
 
 AUTO = "auto"
 
@@ -21,8 +24,8 @@ def input_columns(
     column_names, pair_column: str | None = AUTO, aspect_column: str | None = AUTO
 ) -> tuple[str | None, str | None]:
     """``(pair_column, aspect_column)`` actually used for a dataset with ``column_names``: ``"auto"``
-    takes the task's second input as loading named it (:func:`tmlib.data.second_column`), None turns one off."""
-    from .data import ASPECT_COLUMN, PAIR_COLUMN, second_column
+    takes the task's second input as loading named it (:func:`tmlib.tasks.data.second_column`), None turns one off."""
+    from tmlib.tasks.data import ASPECT_COLUMN, PAIR_COLUMN, second_column
 
     second = second_column(column_names)
     if aspect_column == AUTO:
@@ -136,10 +139,10 @@ def evaluate_classifier(
 ) -> dict:
     """Mean cross-entropy and accuracy over cached batches; ``mixed_precision="bf16"`` runs the forward
     passes under bf16 autocast ("fp16": CUDA only); ``kernels="fast"`` computes a single-label BERT
-    classifier's last layer for ``[CLS]`` only (:class:`~tmlib.cls_forward.ClsOnlyClassifier`; the same
+    classifier's last layer for ``[CLS]`` only (:class:`~tmlib.tasks.cls_forward.ClsOnlyClassifier`; the same
     numbers up to float rounding), ``"hf"`` calls the model itself. ``predictions``: also return the
     predicted class of every example, in the order of the encoded dataset (``"predictions"``)."""
-    from .cls_forward import ClsOnlyClassifier
+    from tmlib.tasks.cls_forward import ClsOnlyClassifier
 
     model = ClsOnlyClassifier.for_kernels(model, check_kernels(kernels))
     was_training = model.training
@@ -175,63 +178,56 @@ class ClassifierResult:
     fit: FitResult
 
 
-def train_classifier(
-    model,
-    data,
-    tokenizer,
-    cfg: TrainConfig,
-    *,
-    params=None,
-    optimizer_cls=torch.optim.AdamW,
-    checkpoint_dir=None,
-    on_step=(),
-    desc="fine-tune",
-    test_predictions: bool = False,
-    test_mixed_precision: str = "no",
-) -> ClassifierResult:
-    """Fine-tune a sequence classifier on ``data`` (DatasetDict train/dev/test with text+label, and a
-    ``text_pair`` or ``aspect`` column for two-input tasks: :func:`encode` builds the pair inputs).
+@dataclass
+class Classification:
+    """The objective of a sequence classifier (for :func:`~tmlib.core.training.fit`): ``data`` is a DatasetDict
+    train/dev/test with text+label, and a ``text_pair`` or ``aspect`` column for two-input tasks (:func:`encode`
+    builds the pair inputs).
 
-    Selects the best state by dev accuracy, then reports dev and test metrics of that state (``test`` is None
-    when ``data`` has no test split: the caller evaluates elsewhere). Under
+    The best state is selected by dev accuracy; the result has the dev metrics of that state and the test metrics
+    (``test`` is None when ``data`` has no test split: the caller evaluates elsewhere; ``test_predictions``: with
+    each test example's predicted class, ``test_mixed_precision``: the test pass's arithmetic). Under
     ``cfg.kernels="fast"`` a single-label BERT classifier trains and evaluates through
-    :class:`~tmlib.cls_forward.ClsOnlyClassifier` (the same parameters; ``on_step`` hooks still get ``model``).
-    """
-    from .cls_forward import ClsOnlyClassifier
+    :class:`~tmlib.tasks.cls_forward.ClsOnlyClassifier` (the same parameters)."""
 
-    check_labels(model, data)
-    enc = {s: encode(data[s], tokenizer, cfg.max_length) for s in ("train", "dev", "test") if s in data}
-    dev = EvalBatches(enc["dev"], tokenizer)
-    net = ClsOnlyClassifier.for_kernels(model, cfg.kernels)
-    hooks = [h if net is model else (lambda step, _net, logs, h=h: h(step, model, logs)) for h in on_step]
-    res = fit(
-        net,
-        enc["train"],
-        cfg,
-        collate_fn=ClassifierCollator(tokenizer),
-        evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
-        params=params,
-        optimizer_cls=optimizer_cls,
-        checkpoint_dir=checkpoint_dir,
-        on_step=hooks,
-        desc=desc,
-        lengths=[len(x) for x in enc["train"]["input_ids"]],
-    )
-    # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
-    # its dev metrics are that row's, no second pass over dev
-    best = {"loss": res.best["dev_loss"], "accuracy": res.best["accuracy"]}
-    if "test" not in enc:
-        return ClassifierResult(dev=best, test=None, fit=res)
-    # the test split with the attention the dev evaluations had inside fit
-    with kernels_context(net, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
-        test_metrics = evaluate_classifier(
+    tokenizer: object
+    test_predictions: bool = False
+    test_mixed_precision: str = "no"
+
+    def setup(self, model, data, cfg: TrainConfig) -> Setup:
+        from tmlib.tasks.cls_forward import ClsOnlyClassifier
+
+        check_labels(model, data)
+        tok = self.tokenizer
+        enc = {s: encode(data[s], tok, cfg.max_length) for s in ("train", "dev", "test") if s in data}
+        dev = EvalBatches(enc["dev"], tok)
+        net = ClsOnlyClassifier.for_kernels(model, cfg.kernels)
+        return Setup(
             net,
-            EvalBatches(enc["test"], tokenizer),
-            kernels=cfg.kernels,
-            predictions=test_predictions,
-            mixed_precision=test_mixed_precision,
+            enc["train"],
+            ClassifierCollator(tok),
+            evaluate=lambda m: _dev_metrics(m, dev, cfg.kernels),
+            lengths=[len(x) for x in enc["train"]["input_ids"]],
+            context={"test": enc.get("test"), "cfg": cfg},
         )
-    return ClassifierResult(dev=best, test=test_metrics, fit=res)
+
+    def result(self, model, setup: Setup, run: FitResult) -> ClassifierResult:
+        # fit ends with the state it evaluated in its best row (the last eval when nothing is selected):
+        # its dev metrics are that row's, no second pass over dev
+        best = {"loss": run.best["dev_loss"], "accuracy": run.best["accuracy"]}
+        test, cfg = setup.context["test"], setup.context["cfg"]
+        if test is None:
+            return ClassifierResult(dev=best, test=None, fit=run)
+        # the test split with the attention the dev evaluations had inside fit
+        with kernels_context(setup.network, cfg.kernels, get_accelerator(cfg.mixed_precision).device):
+            test_metrics = evaluate_classifier(
+                setup.network,
+                EvalBatches(test, self.tokenizer),
+                kernels=cfg.kernels,
+                predictions=self.test_predictions,
+                mixed_precision=self.test_mixed_precision,
+            )
+        return ClassifierResult(dev=best, test=test_metrics, fit=run)
 
 
 def _dev_metrics(model, dev: EvalBatches, kernels: str) -> dict:
@@ -241,12 +237,12 @@ def _dev_metrics(model, dev: EvalBatches, kernels: str) -> dict:
 
 def check_labels(model, data) -> None:
     """The model head must have exactly as many outputs as the task has classes."""
-    from .data import label_names
+    from tmlib.tasks.data import label_names
 
     names = label_names(data)
     n_head = getattr(model.config, "num_labels", None)
     if n_head is not None and n_head != len(names):
         raise ValueError(
             f"the model head has {n_head} outputs but the task has {len(names)} classes {names}; "
-            f"load the model with tmlib.models.load_classifier(name, label_names)"
+            f"load the model with tmlib.core.models.load_classifier(name, label_names)"
         )

@@ -3,7 +3,7 @@
 Out of the box it prints each message alone to the current ``sys.stdout`` (a notebook cell, the suite, a terminal),
 as the library's output always looked. It is a logger like any other: ``logging.getLogger("tmlib").setLevel(
 logging.WARNING)`` silences the progress, another handler sends the lines elsewhere. A run folder's
-``progress.log`` is written either way (:meth:`tmlib.runs.RunStore.log`).
+``progress.log`` is written either way (:meth:`tmlib.core.runs.RunStore.log`).
 """
 
 from __future__ import annotations

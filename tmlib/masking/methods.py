@@ -3,8 +3,8 @@ a head per input (``*ForSequenceClassification``) or a head per token (``*ForTok
 prepares both.
 
     prep = prepare_method("mask", model, seed=0, mask_config=MaskConfig())
-    train_classifier(prep.model, data, tok, prep.train_config(base_cfg), params=prep.params,
-                     optimizer_cls=prep.optimizer_cls, on_step=prep.spec.step_hooks(10))
+    fit(prep.model, data, prep.train_config(base_cfg), Classification(tok), params=prep.params,
+        optimizer_cls=prep.optimizer_cls, on_step=prep.spec.step_hooks(10))
     out = prep.export(backbone="minilm", fp32_bytes=fp32_model_bytes(model))
     out.model        # plain HF classifier with the effective weights (same keys as the backbone's)
     out.task_bytes   # what one more task costs to store
@@ -40,13 +40,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .masking.config import MODULE_TYPES, MaskConfig
-from .masking.model import _head_name, apply_masks, trainable_parameters
+from tmlib.masking.config import MODULE_TYPES, MaskConfig
+from tmlib.masking.model import _head_name, apply_masks, trainable_parameters
 
 
 @dataclass(frozen=True)
 class Schedule:
-    """A named learning-rate schedule: the :class:`~tmlib.training.TrainConfig` fields it sets."""
+    """A named learning-rate schedule: the :class:`~tmlib.core.training.TrainConfig` fields it sets."""
 
     schedule: str = "linear"  # TrainConfig.schedule: "linear" decay | "constant"
     warmup_ratio: float = 0.1
@@ -83,7 +83,7 @@ class PreparedMethod:
     spec: MethodSpec | None = None
 
     def train_config(self, base, lr: float | None = None):
-        """``base`` (a :class:`tmlib.training.TrainConfig`) with this method's lr, weight decay and schedule
+        """``base`` (a :class:`tmlib.core.training.TrainConfig`) with this method's lr, weight decay and schedule
         (its ``schedule``, ``warmup_ratio`` and ``grad_clip``)."""
         return replace(
             base, lr=self.lr if lr is None else lr, weight_decay=self.weight_decay, **self.schedule.to_dict()
@@ -167,8 +167,8 @@ def _mask(model, seed, options):
 
 
 def _export_mask(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Exported:
-    from .masking.model import to_plain
-    from .masking.packing import pack_model, save_packed
+    from tmlib.masking.model import to_plain
+    from tmlib.masking.packing import pack_model, save_packed
 
     packed = pack_model(prep.model, backbone=backbone)
 
@@ -180,13 +180,13 @@ def _export_mask(prep: PreparedMethod, backbone: str, fp32_bytes: int) -> Export
 
 
 def _mask_hooks(every: int) -> list:
-    from .masking.model import MaskFlipTracker
+    from tmlib.masking.model import MaskFlipTracker
 
     return [MaskFlipTracker(every)]
 
 
 def _load_mask(d: Path):
-    from .masking.packing import read_mask
+    from tmlib.masking.packing import read_mask
 
     return read_mask(d / "mask.safetensors") if (d / "mask.safetensors").is_file() else None
 
@@ -324,10 +324,10 @@ def prepare_method(
 
 def check_method_settings(lr: Mapping[str, Any], schedule: Mapping[str, str], mask) -> tuple[dict, MaskConfig]:
     """Validate an experiment's per-method ``lr`` and ``schedule`` maps and its ``mask`` options (a mapping or a
-    :class:`MaskConfig`); return ``(lr as floats, MaskConfig)``. Raises :class:`tmlib.config.ConfigError`
+    :class:`MaskConfig`); return ``(lr as floats, MaskConfig)``. Raises :class:`tmlib.core.config.ConfigError`
     naming the bad entry and the valid choices."""
-    from .config import ConfigError
-    from .masking.config import MaskConfigError
+    from tmlib.core.config import ConfigError
+    from tmlib.masking.config import MaskConfigError
 
     bad = [m for m in [*lr, *schedule] if m not in METHODS]
     if bad:

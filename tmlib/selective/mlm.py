@@ -8,10 +8,10 @@
   at most ``max_length`` tokens (``[CLS] s1 s2 ... [SEP]``), recording each token's sentence index
   (``sent_ids``) so per-sentence masking caps survive packing; per-token fields (``importance``,
   ``important`` from the tagger) are packed alongside.
-* :func:`train_mlm` runs :func:`tmlib.training.fit` with a collator (HF random 15% by default, or
-  :class:`~tmlib.collators.SelectiveMaskingCollator` / :class:`~tmlib.collators.RandomCountMaskingCollator`)
-  and can hand intermediate states to a callback at chosen steps (under-trained GenePT checkpoints,
-  the accuracy-vs-TaskPT-steps curve).
+* :class:`MaskedLM` is the objective :func:`tmlib.core.training.fit` trains an MLM for, with a collator (HF random
+  15% by default, or :class:`~tmlib.selective.collators.SelectiveMaskingCollator` /
+  :class:`~tmlib.selective.collators.RandomCountMaskingCollator`); it can hand intermediate states to a callback
+  at chosen steps (under-trained GenePT checkpoints, the accuracy-vs-TaskPT-steps curve).
 
 Runs unchanged under ``accelerate launch`` (``fit`` is accelerate-based).
 """
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .precision import autocast
-from .training import FitResult, TrainConfig, fit
+from tmlib.core.precision import autocast
+from tmlib.core.training import FitResult, Setup
 
 
 @dataclass
@@ -254,9 +254,11 @@ def draw_static_masks(packed, collator, max_predictions: int = 40, seed: int = 1
     """Draw every row's MLM masks ONCE, as the official TaskPT data is written to disk (``dupe_factor`` 1): each
     row goes through ``collator`` (selective, same-count random or plain 15%, with its own seeded RNG), and a row
     with more than ``max_predictions`` masked positions keeps a random subset of them (the others get their
-    original token back). Rows with a ``drawn`` field (0/1 per token, :func:`tmlib.collators.sentence_masks`) keep
+    original token back). Rows with a ``drawn`` field (0/1 per token,
+    :func:`tmlib.selective.collators.sentence_masks`) keep
     those positions and only get their 80/10/10 from ``collator``. Returns the rows with ``input_ids`` (masked)
-    and ``labels`` (-100 where not masked), for :class:`tmlib.collators.StaticMLMCollator`; every pass over them
+    and ``labels`` (-100 where not masked), for :class:`tmlib.selective.collators.StaticMLMCollator`; every pass over
+    them
     sees the same masks."""
     from datasets import Dataset
 
@@ -292,64 +294,56 @@ def corpus_tokens(ds) -> int:
 # ---------------------------------------------------------------------------------------- training
 
 
-def train_mlm(
-    model: nn.Module,
-    packed,
-    tokenizer,
-    cfg: TrainConfig,
-    *,
-    collator=None,
-    masked_only: bool = True,
-    save_at: Sequence[int] = (),
-    on_save: Callable[[int, nn.Module], None] | None = None,
-    checkpoint_dir=None,
-    desc: str = "MLM",
-) -> FitResult:
-    """MLM-train ``model`` (a ``*ForMaskedLM``) in place on a packed corpus with :func:`tmlib.training.fit`.
+@dataclass
+class MaskedLM:
+    """The MLM objective (GenePT, TaskPT) for :func:`~tmlib.core.training.fit`: ``data`` is a packed corpus and
+    the model a ``*ForMaskedLM``, trained in place; the result is the :class:`~tmlib.core.training.FitResult`
+    (its ``history`` has the mean training loss per ``cfg.eval_every`` window; nothing is selected on dev)::
 
-    ``collator``: default :class:`~tmlib.collators.PlainMLMCollator` (HF random 15%); rows with ``labels`` (masks
-    drawn once, :func:`draw_static_masks`) go through :class:`~tmlib.collators.StaticMLMCollator`.
-    ``on_save(step, model)`` is called at every step in ``save_at`` (the model mid-training: save it, do not keep
-    a reference).
-    The result's ``history`` has the mean training loss per ``cfg.eval_every`` window.
-    """
-    from .collators import PlainMLMCollator, StaticMLMCollator
+        fit(model, packed, cfg, MaskedLM(tokenizer, save_at=[100, 200], on_save=save))
 
-    if collator is None:
-        static = "labels" in packed.column_names
-        collator = (
-            StaticMLMCollator(tokenizer) if static else PlainMLMCollator(tokenizer, mlm_probability=0.15, seed=cfg.seed)
+    ``collator``: default :class:`~tmlib.selective.collators.PlainMLMCollator` (HF random 15%); rows with
+    ``labels`` (masks drawn once, :func:`draw_static_masks`) go through
+    :class:`~tmlib.selective.collators.StaticMLMCollator`. ``masked_only``: the LM head runs on the masked
+    positions only (:class:`MaskedOnlyMLM`). ``on_save(step, model)`` is called at every step in ``save_at``
+    (the model mid-training: save it, do not keep a reference)."""
+
+    tokenizer: object
+    collator: object = None
+    masked_only: bool = True
+    save_at: Sequence[int] = ()
+    on_save: Callable[[int, nn.Module], None] | None = None
+
+    def setup(self, model, packed, cfg) -> Setup:
+        from tmlib.selective.collators import PlainMLMCollator, StaticMLMCollator
+
+        collator = self.collator
+        if collator is None:
+            static = "labels" in packed.column_names
+            collator = (
+                StaticMLMCollator(self.tokenizer)
+                if static
+                else PlainMLMCollator(self.tokenizer, mlm_probability=0.15, seed=cfg.seed)
+            )
+        keep = {"input_ids", "attention_mask", "token_type_ids", "sent_ids", "importance", "important", "labels"}
+        drop = [c for c in packed.column_names if c not in keep]
+        data = packed.remove_columns(drop) if drop else packed
+        save_at = sorted(set(int(s) for s in self.save_at))
+        hooks = []
+        if save_at and self.on_save is not None:
+            on_save = self.on_save
+
+            def hook(step, m, logs):
+                if step in save_at:
+                    on_save(step, m)
+
+            hooks.append(hook)
+        return Setup(
+            MaskedOnlyMLM(model, masked_only=self.masked_only), _ListData(data), collator, hooks=hooks, select_metric=""
         )
-    wrapped = MaskedOnlyMLM(model, masked_only=masked_only)
-    keep = {"input_ids", "attention_mask", "token_type_ids", "sent_ids", "importance", "important", "labels"}
-    drop = [c for c in packed.column_names if c not in keep]
-    data = packed.remove_columns(drop) if drop else packed
-    save_at = sorted(set(int(s) for s in save_at))
-    hooks = []
-    if save_at and on_save is not None:
 
-        def hook(step, m, logs):
-            if step in save_at:
-                on_save(step, m.mlm if isinstance(m, MaskedOnlyMLM) else m)
-
-        hooks.append(hook)
-    cfg = cfg if not cfg.select_metric else _replace(cfg, select_metric="")
-    return fit(
-        wrapped,
-        _ListData(data),
-        cfg,
-        collate_fn=collator,
-        evaluate=None,
-        on_step=hooks,
-        checkpoint_dir=checkpoint_dir,
-        desc=desc,
-    )
-
-
-def _replace(cfg, **kw):
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
+    def result(self, model, setup: Setup, run: FitResult) -> FitResult:
+        return run
 
 
 class _ListData(torch.utils.data.Dataset):
@@ -377,7 +371,7 @@ def mlm_eval_loss(
     model: nn.Module, packed, tokenizer, batch_size: int = 32, seed: int = 0, max_rows: int = 256
 ) -> float:
     """Mean random-15% MLM loss on (at most ``max_rows`` of) a packed corpus, fixed masks by ``seed``."""
-    from .collators import PlainMLMCollator
+    from tmlib.selective.collators import PlainMLMCollator
 
     col = PlainMLMCollator(tokenizer, mlm_probability=0.15, seed=seed)
     data = _ListData(packed.select(range(min(max_rows, len(packed)))))

@@ -29,8 +29,8 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .assets import asset_path
-from .hub import hub_reachable
+from tmlib.core.assets import asset_path
+from tmlib.core.hub import hub_reachable
 
 
 @contextmanager

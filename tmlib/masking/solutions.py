@@ -3,7 +3,7 @@
 A :class:`SolutionRecipe` says everything one adapted classifier depends on (task data, backbone,
 method and its options, learning rate and schedule, training budget and arithmetic, seed); its
 :meth:`~SolutionRecipe.key` is the artifact's key and the only place that decides which fields enter it.
-:func:`solution_stage` turns a recipe into a :class:`~tmlib.runs.Stage`; :func:`selection_stage` chooses
+:func:`solution_stage` turns a recipe into a :class:`~tmlib.core.runs.Stage`; :func:`selection_stage` chooses
 a learning rate on dev from a :class:`GridRecipe`, one cached stage per grid point.
 
 Notebooks 03 and 04 both build recipes (from their own configs) and neither imports the other.
@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .data import TaskRecipe
-from .runs import ArtifactError, RunStore, Stage
+from tmlib.core.runs import ArtifactError, RunStore, Stage
+from tmlib.tasks.data import TaskRecipe
 
 SOLUTIONS = "solutions"  # the folder under a run directory that holds every trained solution
 
@@ -54,7 +54,7 @@ def task_dirname(task: str) -> str:
 
 class MethodRecipe:
     """What a recipe of an adapted model (``data``, ``method``, ``lr``, ``options``) derives from its fields; shared
-    by :class:`SolutionRecipe` and :class:`tmlib.token_solutions.TokenSolutionRecipe`."""
+    by :class:`SolutionRecipe` and :class:`tmlib.masking.token_solutions.TokenSolutionRecipe`."""
 
     @property
     def task(self) -> str:
@@ -62,7 +62,7 @@ class MethodRecipe:
 
     @property
     def spec(self):
-        from .methods import get_method
+        from tmlib.masking.methods import get_method
 
         return get_method(self.method)
 
@@ -77,7 +77,7 @@ class MethodRecipe:
 
 @dataclass(frozen=True)
 class SolutionRecipe(MethodRecipe):
-    """One adapted classifier. ``lr`` None: the method's default (:class:`~tmlib.methods.MethodSpec`);
+    """One adapted classifier. ``lr`` None: the method's default (:class:`~tmlib.masking.methods.MethodSpec`);
     ``schedule`` None: the method's default named schedule; ``options``: the method's options object
     (a :class:`~tmlib.masking.config.MaskConfig` for ``mask``), ignored by methods without options."""
 
@@ -99,7 +99,7 @@ class SolutionRecipe(MethodRecipe):
     tag: str = ""  # names a variant in the folder (``mask-init0.2-s0``); the options that make it are in the key
 
     def __post_init__(self):
-        from .precision import resolve_fields
+        from tmlib.core.precision import resolve_fields
 
         resolve_fields(self, "mixed_precision")
 
@@ -187,15 +187,15 @@ class Trained:
 
 
 def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
-    """Adapt the backbone to ``data`` as ``recipe`` says (:func:`tmlib.classify.train_classifier`)."""
+    """Adapt the backbone to ``data`` as ``recipe`` says (:class:`tmlib.tasks.classify.Classification`)."""
     from datasets import DatasetDict
 
-    from .classify import train_classifier
-    from .data import label_names
-    from .masking.multitask import fp32_model_bytes
-    from .methods import prepare_method
-    from .models import load_classifier
-    from .training import TrainConfig
+    from tmlib.core.models import load_classifier
+    from tmlib.core.training import TrainConfig, fit
+    from tmlib.masking.methods import prepare_method
+    from tmlib.masking.multitask import fp32_model_bytes
+    from tmlib.tasks.classify import Classification
+    from tmlib.tasks.data import label_names
 
     r = recipe
     data = DatasetDict(train=data["train"], dev=data["dev"])  # the test data is evaluation_stage's
@@ -215,11 +215,11 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
         kernels=r.kernels,
     )
     hooks = prep.spec.step_hooks(r.flip_every)
-    res = train_classifier(
+    res = fit(
         prep.model,
         data,
-        tokenizer,
         prep.train_config(base),
+        Classification(tokenizer),
         params=prep.params,
         optimizer_cls=prep.optimizer_cls,
         on_step=hooks,
@@ -247,7 +247,7 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
 
 def save(obj: Trained, d: Path, tokenizer) -> None:
     """Write a just-trained solution into folder ``d`` (the layout in this module's docstring)."""
-    from .runs import atomic_write_json
+    from tmlib.core.runs import atomic_write_json
 
     obj.model.save_pretrained(d / "model")
     if tokenizer is not None:
@@ -264,7 +264,7 @@ def load(d: Path, method: str) -> Trained:
     """Read a saved solution folder."""
     from transformers import AutoModelForSequenceClassification
 
-    from .methods import get_method
+    from tmlib.masking.methods import get_method
 
     metrics = json.loads((d / "metrics.json").read_text())
     flips = pd.read_csv(d / "flips.csv") if (d / "flips.csv").is_file() else None
@@ -300,9 +300,9 @@ class Inputs:
         self._batches: dict = {}
 
     def test_batches(self, max_length: int, batch_size: int = 64):
-        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.classify.EvalBatches`),
+        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.tasks.classify.EvalBatches`),
         shared by every solution evaluated on it."""
-        from .classify import EvalBatches, encode
+        from tmlib.tasks.classify import EvalBatches, encode
 
         if (max_length, batch_size) not in self._batches:
             enc = encode(self.data["test"], self.tokenizer, max_length)
@@ -318,7 +318,7 @@ class Inputs:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from .models import load_tokenizer
+            from tmlib.core.models import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.backbone)
         return self._tokenizer
@@ -383,8 +383,8 @@ def evaluation_stage(
         key["mixed_precision"] = mixed_precision  # fp32 evaluations keep their keys
 
     def build(ctx, solution):
-        from .classify import evaluate_classifier
-        from .precision import kernels_context
+        from tmlib.core.precision import kernels_context
+        from tmlib.tasks.classify import evaluate_classifier
 
         model = solution.model
         with kernels_context(model, recipe.kernels, next(model.parameters()).device):  # as dev was evaluated

@@ -7,7 +7,7 @@ import os
 
 def set_threads(threads: int) -> int:
     """Use ``threads`` torch threads (0: leave torch's default). Returns the count in effect; it is
-    recorded in every artifact manifest (:func:`tmlib.runs.runtime`)."""
+    recorded in every artifact manifest (:func:`tmlib.core.runs.runtime`)."""
     import torch
 
     if threads < 0:
@@ -43,7 +43,7 @@ def calibrate(
     compared by the ratio of their calibrations, not by their wall times alone."""
     import torch
 
-    from .precision import autocast, precision_name, resolve_mixed_precision
+    from tmlib.core.precision import autocast, precision_name, resolve_mixed_precision
 
     mp = resolve_mixed_precision(mixed_precision, "cpu")
     out = {"calibration_step_s": _step_seconds(steps, warmup, batch_size, length, None)}
@@ -64,7 +64,7 @@ def _step_seconds(steps: int, warmup: int, batch_size: int, length: int, context
 
     import torch
 
-    from .models import load_classifier
+    from tmlib.core.models import load_classifier
 
     torch.manual_seed(0)
     model = load_classifier("minilm", ["a", "b"], seed=0).train()

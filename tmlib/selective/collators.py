@@ -169,7 +169,7 @@ class SelectiveMaskingCollator(_ResumableRNG, DataCollatorForLanguageModeling):
         if not examples or not isinstance(examples[0], dict):
             raise TypeError(
                 "SelectiveMaskingCollator needs dict examples with input_ids, "
-                f"{self.score_key!r} and {self.label_key!r} (see tmlib.importance.tagger.label_corpus)"
+                f"{self.score_key!r} and {self.label_key!r} (see tmlib.selective.tagger.label_corpus)"
             )
         if self.seed is not None and self.generator is None:
             self.create_rng()
@@ -178,7 +178,7 @@ class SelectiveMaskingCollator(_ResumableRNG, DataCollatorForLanguageModeling):
             if self.score_key not in ex or self.label_key not in ex:
                 raise KeyError(
                     f"example {i} has no {self.score_key!r}/{self.label_key!r} field; label the corpus with "
-                    f"tmlib.importance.tagger.label_corpus first (keys: {sorted(ex)})"
+                    f"tmlib.selective.tagger.label_corpus first (keys: {sorted(ex)})"
                 )
             n = len(ex["input_ids"])
             if len(ex[self.score_key]) != n or len(ex[self.label_key]) != n:
@@ -247,7 +247,7 @@ class RandomCountMaskingCollator(SelectiveMaskingCollator):
 @dataclass
 class PlainMLMCollator(_ResumableRNG, DataCollatorForLanguageModeling):
     """Hugging Face's random masking (``mlm_probability`` of the non-special tokens, 80/10/10), accepting
-    the packed rows of :func:`tmlib.mlm.pack_corpus` (extra per-token fields are dropped)."""
+    the packed rows of :func:`tmlib.selective.mlm.pack_corpus` (extra per-token fields are dropped)."""
 
     def torch_call(self, examples):
         keep = ("input_ids", "attention_mask", "token_type_ids")
@@ -257,7 +257,7 @@ class PlainMLMCollator(_ResumableRNG, DataCollatorForLanguageModeling):
 
 
 class StaticMLMCollator(DataCollatorForTokenClassification):
-    """Pads rows whose masks were drawn once (:func:`tmlib.mlm.draw_static_masks`): ``input_ids`` with the pad
+    """Pads rows whose masks were drawn once (:func:`tmlib.selective.mlm.draw_static_masks`): ``input_ids`` with the pad
     token, ``labels`` with -100 (transformers' token-classification padding); draws nothing, so every pass over the
     data sees the same masked positions (the official TaskPT data). ``state_dict`` is empty: a resumed run needs no
     collator state."""
@@ -267,7 +267,9 @@ class StaticMLMCollator(DataCollatorForTokenClassification):
 
     def __call__(self, examples: list[dict]) -> dict:
         if not examples or "labels" not in examples[0]:
-            raise KeyError("StaticMLMCollator needs rows with input_ids and labels (tmlib.mlm.draw_static_masks)")
+            raise KeyError(
+                "StaticMLMCollator needs rows with input_ids and labels (tmlib.selective.mlm.draw_static_masks)"
+            )
         return super().__call__([{"input_ids": ex["input_ids"], "labels": ex["labels"]} for ex in examples])
 
     def state_dict(self) -> dict:

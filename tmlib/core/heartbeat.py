@@ -1,7 +1,7 @@
 """Progress of long work in the run's log: about every 30 seconds one line with the step, the rate and the time left.
 
-A stage's build runs inside :func:`reporting_to` (:meth:`tmlib.runs.RunStore.get` passes the stage's log), so a
-loop anywhere below it (:func:`tmlib.training.fit`, a test evaluation) reports through a :class:`Heartbeat` without
+A stage's build runs inside :func:`reporting_to` (:meth:`tmlib.core.runs.RunStore.get` passes the stage's log), so a
+loop anywhere below it (:func:`tmlib.core.training.fit`, a test evaluation) reports through a :class:`Heartbeat` without
 being handed the store: the lines reach ``progress.log`` and the suite's output, where a person watching a slow
 host sees that a stage moves and when it ends. Outside a stage nothing is reported (the notebook's progress bars
 are there).

@@ -23,7 +23,7 @@ are the random numbers (dropout draws the same masks in the same order), so the 
 * ``"fast"``: on CPU the Hugging Face model runs its eager attention (``matmul``, softmax, dropout,
   ``matmul``, as BERT was written and as the official code ran it) instead of PyTorch's SDPA kernels, which
   are slower on this CPU's short rows; and a single-label BERT classifier computes its last layer for the
-  ``[CLS]`` row only (:class:`tmlib.cls_forward.ClsOnlyClassifier`), the only row its head reads. On CUDA
+  ``[CLS]`` row only (:class:`tmlib.tasks.cls_forward.ClsOnlyClassifier`), the only row its head reads. On CUDA
   attention stays SDPA (flash / memory-efficient kernels).
 * ``"hf"``: the model's own forward, SDPA attention.
 
@@ -140,8 +140,12 @@ def precision_name(mixed_precision: str) -> str:
 
 def matmul_probe(rows: int = 64, width: int = 384, reps: int = 8, rounds: int = 5) -> tuple[float, float]:
     """Seconds of one ``rows x width @ width x width`` matmul in fp32 and in bf16 (the best of ``rounds`` rounds of
-    ``reps``), at this process's torch threads: MiniLM's hidden size, the shape of its linear layers. A native bf16
-    matmul runs in about 0.6x the fp32 time; an emulated one (no avx512_bf16/AMX) in 10-130x."""
+    ``reps``) on one thread: MiniLM's hidden size, the shape of its linear layers. A native bf16 matmul runs in
+    about 0.4-0.6x the fp32 time; an emulated one (no avx512_bf16/AMX) in 10-400x.
+
+    One thread, because the probe asks what the core's instructions can do: a multi-threaded kernel on a busy
+    machine waits for its threads at every barrier, and its time measures the other processes (a loaded host with
+    native bf16 once measured 319x through two threads, then 0.3-0.5x through one)."""
     import time
 
     import torch
@@ -160,12 +164,17 @@ def matmul_probe(rows: int = 64, width: int = 384, reps: int = 8, rounds: int = 
             times.append((time.perf_counter() - start) / n)
         return min(times)
 
-    fp32 = best(a, b, reps)
-    ab, bb = a.bfloat16(), b.bfloat16()
-    start = time.perf_counter()
-    ab @ bb
-    first = time.perf_counter() - start
-    bf16 = best(ab, bb, reps if first < 20 * fp32 * reps else 1)  # an emulated matmul: one per round is enough
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32 = best(a, b, reps)
+        ab, bb = a.bfloat16(), b.bfloat16()
+        start = time.perf_counter()
+        ab @ bb
+        first = time.perf_counter() - start
+        bf16 = best(ab, bb, reps if first < 20 * fp32 * reps else 1)  # an emulated matmul: one per round is enough
+    finally:
+        torch.set_num_threads(threads)
     return fp32, bf16
 
 

@@ -10,13 +10,13 @@ quadratic Bezier curve between two models (mode connectivity, Garipov et al. 201
 * Inputs are never mutated: every point is written in place into ONE scratch copy of the template
   model (``torch.lerp(..., out=...)``), so the cost per point is one pass over the weights plus the
   evaluation, with no model copies.
-* Evaluation reuses tokenised, padded, length-sorted batches (:class:`tmlib.classify.EvalBatches`).
+* Evaluation reuses tokenised, padded, length-sorted batches (:class:`tmlib.tasks.classify.EvalBatches`).
 * Any input may be an ``nn.Module`` or a state dict. For a masked model pass its effective weights,
   ``W * mask`` with the plain model's keys (``tmlib.masking.effective_state_dict(model)``).
 * Float tensors are interpolated; non-float buffers (position ids, token type ids) must be equal in
   all inputs and are copied from the first.
 
-    from tmlib.landscape import linear_path, plane
+    from tmlib.masking.landscape import linear_path, plane
     df = linear_path(template, masked_state, finetuned_model, {"dev": dev, "test": test})
     pl = plane(template, pretrained, masked_state, finetuned_model, {"dev": dev}, resolution=9)
 """
@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .classify import EvalBatches, evaluate_classifier
-from .training import TrainConfig
+from tmlib.core.training import TrainConfig
+from tmlib.tasks.classify import EvalBatches, evaluate_classifier
 
 State = Mapping[str, torch.Tensor]
 ModelOrState = torch.nn.Module | State
@@ -69,7 +69,7 @@ def _is_float(t: torch.Tensor) -> bool:
     return t.is_floating_point() or t.is_complex()
 
 
-def check_compatible(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str]) -> None:
+def check_states(states: Sequence[Mapping[str, torch.Tensor]], names: Sequence[str]) -> None:
     """Same keys, same shapes, same dtypes kind, equal non-float buffers; else a :class:`LandscapeError`."""
     ref, ref_name = states[0], names[0]
     for st, nm in zip(states[1:], names[1:]):
@@ -103,7 +103,7 @@ def interpolate_states(a: ModelOrState, b: ModelOrState, g: float) -> dict[str, 
     ``B`` (``torch.lerp`` is exact at both ends).
     """
     sa, sb = as_state(a, "A"), as_state(b, "B")
-    check_compatible([sa, sb], ["A", "B"])
+    check_states([sa, sb], ["A", "B"])
     g = float(g)
     return {k: (torch.lerp(v, sb[k].to(v), g) if _is_float(v) else v.clone()) for k, v in sa.items()}
 
@@ -164,7 +164,7 @@ def _eval_dict(eval_batches) -> dict[str, EvalBatches]:
     if hasattr(eval_batches, "batches"):
         return {"dev": eval_batches}
     raise LandscapeError(
-        "eval_batches must be a tmlib.classify.EvalBatches or a dict split -> EvalBatches "
+        "eval_batches must be a tmlib.tasks.classify.EvalBatches or a dict split -> EvalBatches "
         f"(tokenise once, reuse for every point); got {type(eval_batches).__name__}"
     )
 
@@ -213,7 +213,7 @@ def linear_path(
     gs = _check_gammas(gammas)
     splits = _eval_dict(eval_batches)
     sa, sb = as_state(state_a, "state_a"), as_state(state_b, "state_b")
-    check_compatible([sa, sb], ["state_a", "state_b"])
+    check_states([sa, sb], ["state_a", "state_b"])
     scratch = _Scratch(model_template, device, sa)
     sa, sb = scratch.on_device(sa), scratch.on_device(sb)
     rows = []
@@ -332,7 +332,7 @@ def plane(
     """
     splits = _eval_dict(eval_batches)
     so, sx, sy = (as_state(s, n) for s, n in zip((state_origin, state_x, state_y), names))
-    check_compatible([so, sx, sy], list(names))
+    check_states([so, sx, sy], list(names))
     scratch = _Scratch(model_template, device, so)
     so, sx, sy = scratch.on_device(so), scratch.on_device(sx), scratch.on_device(sy)
     e1, e2, c = plane_basis(so, sx, sy)
@@ -370,7 +370,7 @@ def plane_point(
 ) -> dict[str, torch.Tensor]:
     """The state at plane coordinates ``(alpha, beta)`` (new tensors; for checks and custom evaluation)."""
     so, sx, sy = as_state(state_origin, "origin"), as_state(state_x, "x"), as_state(state_y, "y")
-    check_compatible([so, sx, sy], ["origin", "x", "y"])
+    check_states([so, sx, sy], ["origin", "x", "y"])
     e1, e2, _ = plane_basis(so, sx, sy)
     return {k: (v + alpha * e1[k] + beta * e2[k]) if _is_float(v) else v.clone() for k, v in so.items()}
 
@@ -463,20 +463,20 @@ def train_bezier(
     ``mixed_precision``: ``"bf16"`` runs the forward passes under bf16 autocast (CPU and CUDA), theta and Adam
     stay fp32; ``"no"`` (default) fp32; no ``"fp16"`` (it would need gradient scaling).
     ``kernels``: ``"fast"`` (default) runs eager attention on CPU and, for a single-label BERT classifier, the
-    last layer for ``[CLS]`` only (:class:`tmlib.cls_forward.ClsOnlyClassifier`; no dropout here, so the same
+    last layer for ``[CLS]`` only (:class:`tmlib.tasks.cls_forward.ClsOnlyClassifier`; no dropout here, so the same
     numbers up to float rounding); ``"hf"`` the model's own forward. Their measured effect:
     ``benchmarks/bench_curve.py``."""
     from torch.func import functional_call
 
-    from .cls_forward import ClsOnlyClassifier
-    from .precision import autocast, check_kernels, check_mixed_precision, kernels_context
+    from tmlib.core.precision import autocast, check_kernels, check_mixed_precision, kernels_context
+    from tmlib.tasks.cls_forward import ClsOnlyClassifier
 
     if steps < 1:
         raise LandscapeError(f"steps must be >= 1, got {steps}")
     if not train_batches:
         raise LandscapeError("train_batches is empty; pass collated training batches (dicts with labels)")
     sa, sb = as_state(state_a, "state_a"), as_state(state_b, "state_b")
-    check_compatible([sa, sb], ["state_a", "state_b"])
+    check_states([sa, sb], ["state_a", "state_b"])
     check_kernels(kernels)
     scratch = _Scratch(model_template, device, sa)
     if check_mixed_precision(mixed_precision, scratch.device) == "fp16":
@@ -489,7 +489,7 @@ def train_bezier(
     prefix = "" if net is model else "model."  # the wrapper's parameter names: "model.<key>"
     sa, sb = scratch.on_device(sa), scratch.on_device(sb)
     init = bezier_midpoint_init(sa, sb) if theta is None else scratch.on_device(as_state(theta, "theta"))
-    check_compatible([sa, init], ["state_a", "theta"])
+    check_states([sa, init], ["state_a", "theta"])
     keys = [k for k, v in sa.items() if _is_float(v)]
     params = {k: init[k].detach().clone().requires_grad_(True) for k in keys}
     fixed = {prefix + k: v for k, v in sa.items() if not _is_float(v)}
@@ -542,7 +542,7 @@ def bezier_path(
     ts = _check_gammas(np.round(np.linspace(0, 1, 11), 6) if ts is None else ts)
     splits = _eval_dict(eval_batches)
     sa, st, sb = as_state(state_a, "state_a"), as_state(theta, "theta"), as_state(state_b, "state_b")
-    check_compatible([sa, st, sb], ["state_a", "theta", "state_b"])
+    check_states([sa, st, sb], ["state_a", "theta", "state_b"])
     scratch = _Scratch(model_template, device, sa)
     sa, st, sb = scratch.on_device(sa), scratch.on_device(st), scratch.on_device(sb)
     rows = []

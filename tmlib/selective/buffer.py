@@ -46,10 +46,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..cls_forward import cls_logits
-from ..cls_forward import supports as cls_supported
-from .stopwords import resolve_stopwords, stopword_mask
-from .types import TokenScores
+from tmlib.selective.stopwords import resolve_stopwords, stopword_mask
+from tmlib.selective.types import TokenScores
+from tmlib.tasks.cls_forward import cls_logits
+from tmlib.tasks.cls_forward import supports as cls_supported
 
 FIRST_TOKEN_RULES = ("official", "keep")
 
@@ -63,7 +63,7 @@ class BufferConfig:
         buffer ``[t_0]`` like any other token, popped again when important.
         ``"keep"``: tmlib's earlier rule: token 0 seeds the buffer, is never tested, label 0.
     ``stopwords``
-        which tokens are forced to 0 after the walk (:func:`tmlib.importance.stopwords.stopword_mask`):
+        which tokens are forced to 0 after the walk (:func:`tmlib.selective.stopwords.stopword_mask`):
         ``"spacy"`` (default, official: spaCy's English list per WordPiece, incl. not / no / never),
         ``"spacy_words"`` (same list on whole words, ``##`` pieces inherit), ``"tmlib"`` (tmlib's
         earlier list: negations kept, punctuation zeroed), ``"none"``. The old bools still work:
@@ -82,11 +82,11 @@ class BufferConfig:
 
     ``cls_only``
         the batched walk computes the last layer for the ``[CLS]`` position only, the one the classifier
-        reads (:mod:`tmlib.cls_forward`; BERT classifiers, others use their own forward): the
+        reads (:mod:`tmlib.tasks.cls_forward`; BERT classifiers, others use their own forward): the
         same logits up to float rounding, fewer matmul FLOPs (``benchmarks/bench_importance.py`` counts
         them). ``False``: the model's own forward. The reference always runs the model's own forward.
 
-    Sentence splitting (official: spaCy's rule-based sentencizer) is :func:`tmlib.data.split_sentences`'
+    Sentence splitting (official: spaCy's rule-based sentencizer) is :func:`tmlib.tasks.data.split_sentences`'
     ``splitter`` option (``"spacy"`` default, ``"regex"`` tmlib's earlier splitter).
     """
 
@@ -112,7 +112,7 @@ class BufferConfig:
         if self.first_token not in FIRST_TOKEN_RULES:
             raise ValueError(f"first_token must be one of {FIRST_TOKEN_RULES} (got {self.first_token!r})")
         self.stopwords = resolve_stopwords(self.stopwords)
-        from ..precision import resolve_fields
+        from tmlib.core.precision import resolve_fields
 
         resolve_fields(self, "mixed_precision")
 
@@ -122,7 +122,7 @@ class BufferConfig:
 SENTENCE_SPLITS = ("spacy", "none")
 
 
-def split_sentences(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int], list[int]]:
+def document_sentences(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int], list[int]]:
     """Each text cut into sentences by spaCy's rule-based English ``sentencizer``, as the official buffer stage
     (``data/sc_mask_gen.py``, ``SC.forward``) does before it scores anything: every sentence inherits its
     document's gold label, and the walk then labels the sentences the scorer classifies correctly. Returns
@@ -215,7 +215,7 @@ def _inputs(rows: list[tuple[list[int], list[int]]], sep_id: int, pad_id: int, d
 @torch.no_grad()  # not inference_mode: it turns autocast's weight cache off (see _autocast)
 def _probs(model, batch: dict, labels: Sequence[int], cls_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """P(label | input) and the argmax class, per row; ``cls_only``: the last layer for [CLS] only
-    (:func:`tmlib.cls_forward.cls_logits`)."""
+    (:func:`tmlib.tasks.cls_forward.cls_logits`)."""
     logits = (cls_logits(model, **batch) if cls_only else model(**batch).logits).float()
     p = torch.softmax(logits, -1)
     idx = torch.as_tensor(list(labels), device=p.device)
@@ -280,7 +280,7 @@ def _autocast(cfg: BufferConfig, device):
     walk runs under ``no_grad`` instead, also when the caller is in inference mode."""
     import contextlib
 
-    from ..precision import autocast, check_mixed_precision
+    from tmlib.core.precision import autocast, check_mixed_precision
 
     if check_mixed_precision(cfg.mixed_precision, device) == "no":
         return torch.inference_mode()  # fp32: the cheapest context per call
@@ -564,11 +564,11 @@ def expand_sentences(
     """Split long texts into sentences for the buffer method (REFERENCE step 2); each sentence
     inherits its text's label (and aspect). Returns ``(sentences, labels, aspects_or_None, source_index)``.
 
-    ``splitter`` defaults to :func:`tmlib.data.split_sentences` (rule based, cased English); for the
+    ``splitter`` defaults to :func:`tmlib.tasks.data.split_sentences` (rule based, cased English); for the
     lowercased, one-sentence-per-line Pang&Lee reviews pass ``lambda t: t.split("\\n")``.
     """
     if splitter is None:
-        from ..data import split_sentences as splitter
+        from tmlib.tasks.data import split_sentences as splitter
     sents, labs, asps, src = [], [], [] if aspects is not None else None, []
     for i, (t, y) in enumerate(zip(texts, labels)):
         for s in splitter(t):

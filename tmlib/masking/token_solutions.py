@@ -1,8 +1,8 @@
 """A trained token classifier as a value: its recipe, its training stage and its test-evaluation stage.
 
-The token-level counterpart of :mod:`tmlib.solutions`: a :class:`TokenSolutionRecipe` says everything one
+The token-level counterpart of :mod:`tmlib.masking.solutions`: a :class:`TokenSolutionRecipe` says everything one
 adapted token classifier depends on (token task data, backbone, method and options, lr and schedule, budget,
-arithmetic, seed), :func:`token_solution_stage` trains it (:func:`tmlib.token_classify.train_token_classifier`)
+arithmetic, seed), :func:`token_solution_stage` trains it (:class:`tmlib.tasks.token_classify.TokenClassification`)
 and :func:`token_evaluation_stage` tests it on the task's held-out pool in a stage of its own (changing the test
 data re-evaluates and never retrains). Folder layout under a run directory:
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import Stage
-from .solutions import MethodRecipe
-from .token_data import TokenTaskRecipe
+from tmlib.core.runs import Stage
+from tmlib.masking.solutions import MethodRecipe
+from tmlib.tasks.token_data import TokenTaskRecipe
 
 TOKEN_SOLUTIONS = "token_solutions"
 TOKEN_EVALUATIONS = "token_evaluations"
@@ -59,7 +59,7 @@ class TokenSolutionRecipe(MethodRecipe):
     progress: bool = field(default=True, compare=False)  # not in the key
 
     def __post_init__(self):
-        from .precision import resolve_fields
+        from tmlib.core.precision import resolve_fields
 
         resolve_fields(self, "mixed_precision")
 
@@ -107,19 +107,19 @@ class TokenInputs:
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from .models import load_tokenizer
+            from tmlib.core.models import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.backbone)
         return self._tokenizer
 
     @property
     def label_names(self) -> list[str]:
-        from .token_data import label_names
+        from tmlib.tasks.data import label_names
 
         return label_names(self.data)
 
     def test_batches(self, max_length: int):
-        from .token_classify import encode_tokens, token_batches
+        from tmlib.tasks.token_classify import encode_tokens, token_batches
 
         if max_length not in self._batches:
             enc = encode_tokens(self.data["test"], self.tokenizer, max_length)
@@ -140,11 +140,11 @@ def train_token_solution(recipe: TokenSolutionRecipe, inputs: TokenInputs) -> Tr
     """Adapt the backbone's token classifier to the task as ``recipe`` says."""
     from datasets import DatasetDict
 
-    from .masking.multitask import fp32_model_bytes
-    from .methods import prepare_method
-    from .models import load_token_classifier
-    from .token_classify import train_token_classifier
-    from .training import TrainConfig
+    from tmlib.core.models import load_token_classifier
+    from tmlib.core.training import TrainConfig, fit
+    from tmlib.masking.methods import prepare_method
+    from tmlib.masking.multitask import fp32_model_bytes
+    from tmlib.tasks.token_classify import TokenClassification
 
     r = recipe
     data = DatasetDict(train=inputs.data["train"], dev=inputs.data["dev"])
@@ -162,11 +162,11 @@ def train_token_solution(recipe: TokenSolutionRecipe, inputs: TokenInputs) -> Tr
         mixed_precision=r.mixed_precision,
         kernels=r.kernels,
     )
-    res = train_token_classifier(
+    res = fit(
         prep.model,
         data,
-        inputs.tokenizer,
         prep.train_config(base),
+        TokenClassification(inputs.tokenizer),
         params=prep.params,
         optimizer_cls=prep.optimizer_cls,
         desc=f"{r.task} {r.method} s{r.seed}",
@@ -195,7 +195,7 @@ def token_solution_stage(recipe: TokenSolutionRecipe, inputs: TokenInputs | None
     inputs = inputs or TokenInputs(recipe.data, recipe.backbone)
 
     def save(obj: TrainedTagger, d: Path) -> None:
-        from .runs import atomic_write_json
+        from tmlib.core.runs import atomic_write_json
 
         obj.model.save_pretrained(d / "model")
         inputs.tokenizer.save_pretrained(d / "model")
@@ -246,8 +246,8 @@ def token_evaluation_stage(recipe: TokenSolutionRecipe, solution: Stage, inputs:
     }
 
     def build(ctx, solution):
-        from .precision import kernels_context
-        from .token_classify import evaluate_tagger
+        from tmlib.core.precision import kernels_context
+        from tmlib.tasks.token_classify import evaluate_tagger
 
         model = solution.model
         with kernels_context(model, recipe.kernels, next(model.parameters()).device):

@@ -301,7 +301,7 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
         cfg = dataclasses.replace(cfg, out_dir=str(project_path(cfg.out_dir)))
     line = arithmetic_line(cfg)
     if line:
-        from .logs import LOGGER
+        from tmlib.core.logs import LOGGER
 
         LOGGER.info(line)
     return cfg
@@ -309,8 +309,8 @@ def notebook_config(cls: type[T], namespace: Mapping[str, Any], before: set[str]
 
 def arithmetic_line(cfg: Any) -> str:
     """One line saying how ``cfg`` computes: each ``*mixed_precision`` setting as resolved, and what ``auto`` means
-    on this machine and why (:func:`tmlib.precision.arithmetic`); "" for a config without such settings."""
-    from .precision import arithmetic, precision_name
+    on this machine and why (:func:`tmlib.core.precision.arithmetic`); "" for a config without such settings."""
+    from tmlib.core.precision import arithmetic, precision_name
 
     settings = {k: v for k, v in flatten(cfg).items() if k.endswith("mixed_precision")}
     if not settings:

@@ -38,10 +38,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from .assets import sha256_file
-from .config import config_hash
-from .heartbeat import reporting_to
-from .logs import LOGGER
+from tmlib.core.assets import sha256_file
+from tmlib.core.config import config_hash
+from tmlib.core.heartbeat import reporting_to
+from tmlib.core.logs import LOGGER
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
@@ -137,7 +137,7 @@ def runtime() -> dict[str, Any]:
     (in every manifest; the resolved arithmetic of a stage is also in its key)."""
     import torch
 
-    from .precision import arithmetic
+    from tmlib.core.precision import arithmetic
 
     return {
         "torch_threads": torch.get_num_threads(),
@@ -170,7 +170,7 @@ def versions() -> dict[str, str]:
 
     import torch
 
-    from . import __version__
+    from tmlib import __version__
 
     out = {"tmlib": __version__, "torch": torch.__version__, "python": platform.python_version()}
     for name in VERSIONED:  # read from the installed metadata: nothing is imported
@@ -296,12 +296,13 @@ class Stage(Generic[T]):
         }
 
     def code(self) -> str:
-        """The fingerprint of the code that builds, saves and loads it (:func:`tmlib.fingerprint.code_fingerprint`):
+        """The fingerprint of the code that builds, saves and loads it
+        (:func:`tmlib.core.fingerprint.code_fingerprint`):
         an edit to that code, or to a tmlib function it reaches, gives the stage, and every stage below it, a new
         key."""
         cached = self.__dict__.get("_code")
         if cached is None:
-            from .fingerprint import code_fingerprint
+            from tmlib.core.fingerprint import code_fingerprint
 
             cached = code_fingerprint(self.build, self.save, self.load)
             object.__setattr__(self, "_code", cached)

@@ -1,13 +1,21 @@
 """One training loop for everything: classifiers, MLM, token taggers, mask scores.
 
 :func:`fit` is a plain function built on ``accelerate``: the same call runs on this CPU, in a
-notebook, or under ``accelerate launch`` on many GPUs. It trains whatever parameters are passed
-(default: those with ``requires_grad``), evaluates with a pluggable ``evaluate`` function, keeps the
-best state by a dev metric, logs through ``on_step`` hooks, and, given ``checkpoint_dir``,
-checkpoints atomically and resumes after an interruption exactly where it stopped.
+notebook, or under ``accelerate launch`` on many GPUs. What it trains a model *for* is its ``objective``
+(:class:`Objective`): how the data becomes examples and batches, which network computes the loss, how dev is
+scored and what the caller gets back. The objectives are configurations of the one loop, each beside its data:
 
-:mod:`tmlib.classify` wraps it for sequence classification; :mod:`tmlib.precision` holds mixed precision and
-the forward's kernels.
+    Batches                                  examples + a collator (the model's forward returns the loss)
+    tmlib.tasks.classify.Classification      a sequence classifier; test metrics of the selected state
+    tmlib.tasks.token_classify.TokenClassification   a token classifier (token accuracy or entity F1)
+    tmlib.selective.mlm.MaskedLM             MLM on a packed corpus (GenePT, TaskPT), states at chosen steps
+    tmlib.selective.tagger.ImportanceTagging the tagger on buffer labels, its threshold tuned on dev
+
+The adaptation method (fine-tuning, BitFit, masks, LoRA) is the other half of the configuration: the model it
+prepares, the ``params`` it trains, the optimizer and the ``on_step`` hooks (:mod:`tmlib.masking.methods`).
+``fit`` trains those parameters (default: every one with ``requires_grad``), keeps the best state by a dev metric,
+and, given ``checkpoint_dir``, checkpoints atomically and resumes after an interruption exactly where it stopped.
+:mod:`tmlib.core.precision` holds mixed precision and the forward's kernels.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,10 +36,10 @@ from accelerate.utils import send_to_device
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config import config_hash
-from .heartbeat import Heartbeat
-from .precision import check_kernels, get_accelerator, kernels_context, resolve_fields
-from .runs import atomic_save
+from tmlib.core.config import config_hash
+from tmlib.core.heartbeat import Heartbeat
+from tmlib.core.precision import check_kernels, get_accelerator, kernels_context, resolve_fields
+from tmlib.core.runs import atomic_save
 
 
 @dataclass
@@ -51,10 +59,11 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between resumable checkpoints (needs checkpoint_dir); 0 = at evals
     group_by_length: bool = False  # classifier/tagger training: batches of similar length (LengthGroupedBatches)
     progress: bool = True
-    # "fp32" (= "no") | "auto" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only), tmlib.precision
+    # "fp32" (= "no") | "auto" | "bf16" (autocast; works on CPU) | "fp16" (CUDA only), tmlib.core.precision
     mixed_precision: str = "no"
     kernels: str = "fast"  # "fast": eager attention on CPU and, for single-label BERT classifiers, the last
-    # ^ layer for [CLS] only (tmlib.cls_forward): the same math, faster here; "hf": the model's own forward (SDPA).
+    # ^ layer for [CLS] only (tmlib.tasks.cls_forward): the same math, faster here; "hf": the model's own forward
+    # (SDPA).
     # See KERNELS.
 
     def __post_init__(self):
@@ -322,33 +331,113 @@ def _fault_injection(step: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+@dataclass
+class Setup:
+    """What an objective hands :func:`fit`: the network it steps (the model, or a wrapper that computes the
+    objective's loss), the training examples, the collator, the dev evaluation, each example's length (for
+    ``group_by_length``), hooks of its own, the dev metric it selects by (``None``: the config's) and whatever
+    its :meth:`Objective.result` needs afterwards (``context``)."""
+
+    network: torch.nn.Module
+    train: Any
+    collate_fn: Callable
+    evaluate: Callable[[torch.nn.Module], dict] | None = None
+    lengths: Sequence[int] | None = None
+    hooks: Sequence[Callable[[int, torch.nn.Module, dict], None]] = ()
+    select_metric: str | None = None
+    context: dict = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """What a model is trained for: :meth:`setup` turns the model, the data and the config into a :class:`Setup`;
+    :meth:`result` turns the trained model and :func:`fit`'s history into what the caller gets."""
+
+    def setup(self, model: torch.nn.Module, data, cfg: TrainConfig) -> Setup: ...
+
+    def result(self, model: torch.nn.Module, setup: Setup, run: FitResult) -> Any: ...
+
+
+@dataclass
+class Batches:
+    """The plain objective: ``data`` is a map-style dataset of examples that ``collate_fn`` batches, the model's
+    forward returns an object with ``.loss``, ``evaluate`` maps the model to dev metrics; the result is the
+    :class:`FitResult`."""
+
+    collate_fn: Callable
+    evaluate: Callable[[torch.nn.Module], dict] | None = None
+    lengths: Sequence[int] | None = None
+
+    def setup(self, model, data, cfg: TrainConfig) -> Setup:
+        return Setup(model, data, self.collate_fn, self.evaluate, self.lengths)
+
+    def result(self, model, setup: Setup, run: FitResult) -> FitResult:
+        return run
+
+
 def fit(
     model: torch.nn.Module,
-    train_data,
+    data,
     cfg: TrainConfig,
+    objective: Objective,
     *,
-    collate_fn: Callable,
-    evaluate: Callable[[torch.nn.Module], dict] | None = None,
     params: Iterable[torch.nn.Parameter] | None = None,
     optimizer_cls=torch.optim.AdamW,
     checkpoint_dir: str | Path | None = None,
     on_step: Sequence[Callable[[int, torch.nn.Module, dict], None]] = (),
     desc: str = "train",
-    lengths: Sequence[int] | None = None,
     log_with=None,
-) -> FitResult:
-    """Train ``model`` on ``train_data`` (a map-style dataset fed through ``collate_fn``).
+) -> Any:
+    """Train ``model`` on ``data`` for ``objective`` (:class:`Objective`: what the data is, how dev is scored,
+    what comes back) and return ``objective.result(...)``.
 
-    The model's forward must return an object with ``.loss`` given a collated batch. ``evaluate``
-    maps the model to a dict of dev metrics; the state with the best ``cfg.select_metric`` is loaded
-    back at the end. Returns the evaluation history. ``lengths`` (one per example, for variable-length
-    inputs padded per batch) are used when ``cfg.group_by_length``: :class:`LengthGroupedBatches`.
-    ``cfg.kernels`` picks the attention implementation for the run (:func:`kernels_context`). ``log_with``:
-    accelerate trackers (``"tensorboard"``, ``"wandb"``, ... or :class:`accelerate.tracking.GeneralTracker`
-    objects) that get every step's loss and lr and every dev evaluation, under the run name ``desc``; not part of
-    the config, so it never changes a result or a cache key.
+    ``params``: what is trained (default: every parameter of the objective's network with ``requires_grad``);
+    ``optimizer_cls`` steps them. ``on_step(step, model, logs)`` hooks run after every optimizer step with the
+    caller's ``model`` (not a wrapper). The state with the best ``cfg.select_metric`` (or the objective's) is
+    loaded back at the end. ``cfg.kernels`` picks the attention implementation for the run
+    (:func:`kernels_context`). ``log_with``: accelerate trackers (``"tensorboard"``, ``"wandb"``, ... or
+    :class:`accelerate.tracking.GeneralTracker` objects) that get every step's loss and lr and every dev
+    evaluation, under the run name ``desc``; not part of the config, so it never changes a result or a cache key.
     ``checkpoint_dir``: a resumable checkpoint is written there and a run cut off resumes from it.
     """
+    setup = objective.setup(model, data, cfg)
+    if setup.select_metric is not None and setup.select_metric != cfg.select_metric:
+        cfg = dataclasses.replace(cfg, select_metric=setup.select_metric)
+    hooks = [*setup.hooks, *on_step]
+    if setup.network is not model:  # the hooks see the caller's model, never the objective's wrapper
+        hooks = [lambda step, _net, logs, h=h: h(step, model, logs) for h in hooks]
+    res = _loop(
+        setup.network,
+        setup.train,
+        cfg,
+        collate_fn=setup.collate_fn,
+        evaluate=setup.evaluate,
+        params=params,
+        optimizer_cls=optimizer_cls,
+        checkpoint_dir=checkpoint_dir,
+        on_step=hooks,
+        desc=desc,
+        lengths=setup.lengths,
+        log_with=log_with,
+    )
+    return objective.result(model, setup, res)
+
+
+def _loop(
+    model: torch.nn.Module,
+    train_data,
+    cfg: TrainConfig,
+    *,
+    collate_fn: Callable,
+    evaluate: Callable[[torch.nn.Module], dict] | None,
+    params: Iterable[torch.nn.Parameter] | None,
+    optimizer_cls,
+    checkpoint_dir: str | Path | None,
+    on_step: Sequence[Callable[[int, torch.nn.Module, dict], None]],
+    desc: str,
+    lengths: Sequence[int] | None,
+    log_with,
+) -> FitResult:
+    """The loop of :func:`fit` on the objective's network: batches, steps, dev evaluations, checkpoints."""
     import time
 
     set_seed(cfg.seed)

@@ -2,11 +2,11 @@
 the small labelled set and then labels a large unlabelled in-domain corpus for selective masking.
 
     tagger = load_token_classifier(name, num_labels=2)
-    res = train_tagger(tagger, train_scores, dev_scores, tokenizer, TrainConfig(...), class_weight=3.0)
+    res = fit(tagger, train_scores, TrainConfig(...), ImportanceTagging(tokenizer, dev_scores, class_weight=3.0))
     labelled = label_corpus(tagger, tokenizer, load_corpus("pang_lee"))   # cache it with RunStore
     predict_importance(tagger, tokenizer, ["a text"])                      # -> list[TokenScores]
 
-Training uses :func:`tmlib.training.fit` with a class-weighted cross-entropy (weight ``class_weight`` on
+Training uses :func:`tmlib.core.training.fit` with a class-weighted cross-entropy (weight ``class_weight`` on
 "important", which is the rare class) and keeps the epoch with the best dev F1 of the important class.
 Predicted scores are P(important); labels are ``P > threshold`` with stop words forced to 0, like the
 buffer labels they imitate. The threshold is tuned on dev (best F1) and saved in the model config
@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..training import FitResult, TrainConfig, fit
-from .stopwords import resolve_stopwords, stopword_mask
-from .types import TokenScores
+from tmlib.core.training import FitResult, Setup, TrainConfig
+from tmlib.selective.stopwords import resolve_stopwords, stopword_mask
+from tmlib.selective.types import TokenScores
 
 
 @dataclass
@@ -61,8 +61,8 @@ def _token_ids(tokenizer, ts: TokenScores) -> list[int]:
 
 
 def _merge(scores: Sequence[TokenScores], merge_aspects: bool | None) -> list[TokenScores]:
-    from .buffer import has_aspects
-    from .buffer import merge_aspects as merge
+    from tmlib.selective.buffer import has_aspects
+    from tmlib.selective.buffer import merge_aspects as merge
 
     scores = list(scores)
     if merge_aspects is None:
@@ -87,7 +87,7 @@ def tagger_examples(
     ``include_incorrect``: keep sentences the scorer misclassified, with their all-zero labels
     (REFERENCE: they get all-zero labels); False drops them.
     ``merge_aspects``: one example per distinct text with the labels of its aspects merged (union,
-    :func:`tmlib.importance.buffer.merge_aspects`), as the official code: the tagger sees the text
+    :func:`tmlib.selective.buffer.merge_aspects`), as the official code: the tagger sees the text
     alone, as it will see the unlabelled corpus. None (default): merge when the scores carry aspects
     (``meta["aspect"]``, set by the buffer method); pass True for aspect scores that lost their meta.
     """
@@ -179,46 +179,51 @@ class TaggerResult:
     positive_rate: float
 
 
-def train_tagger(
-    model: nn.Module,
-    train_scores: Sequence[TokenScores],
-    dev_scores: Sequence[TokenScores],
-    tokenizer,
-    cfg: TrainConfig,
-    class_weight: float = 3.0,
-    include_incorrect: bool = True,
-    merge_aspects: bool | None = None,
-) -> TaggerResult:
-    """Train ``model`` (``*ForTokenClassification`` with 2 labels) in place on buffer labels; the state
-    with the best dev F1 (important class) is kept (``cfg.select_metric`` is forced to ``"f1"``).
-    Aspect scores are merged per text first (``merge_aspects``, see :func:`tagger_examples`)."""
-    n_labels = getattr(model.config, "num_labels", 2)
-    if n_labels != 2:
-        raise ValueError(
-            f"the tagger needs a 2-label token classifier, got num_labels={n_labels}; "
-            f"load it with tmlib.models.load_token_classifier(name, num_labels=2)"
-        )
-    import dataclasses
+@dataclass
+class ImportanceTagging:
+    """The tagger's objective for :func:`~tmlib.core.training.fit`: the model is a ``*ForTokenClassification``
+    with 2 labels, ``data`` the training buffer scores (:class:`~tmlib.selective.types.TokenScores`), ``dev_scores``
+    the dev ones. Important tokens weigh ``class_weight`` in the loss; the state with the best dev F1 (important
+    class) is kept, whatever ``cfg.select_metric`` says, and the dev-tuned threshold is saved in the model's config
+    (``importance_threshold``). Aspect scores are merged per text first (``merge_aspects``, see
+    :func:`tagger_examples`)::
 
-    train = tagger_examples(train_scores, tokenizer, cfg.max_length, include_incorrect, merge_aspects)
-    dev = tagger_examples(dev_scores, tokenizer, cfg.max_length, include_incorrect, merge_aspects)
-    collate = TaggerCollator(tokenizer)
-    dev_batches = [collate(dev[i : i + 64]) for i in range(0, len(dev), 64)]
-    wrapped = WeightedTagger(model, class_weight)
-    cfg = dataclasses.replace(cfg, select_metric="f1")
-    res = fit(
-        wrapped,
-        train,
-        cfg,
-        collate_fn=collate,
-        evaluate=lambda m: tagger_metrics(m.model, dev_batches),
-        desc="tagger",
-        lengths=[len(r["input_ids"]) for r in train],
-    )
-    labs = np.concatenate([np.asarray(r["labels"][1:-1]) for r in train])
-    dev_metrics = tagger_metrics(model.eval(), dev_batches)
-    model.config.importance_threshold = dev_metrics["threshold"]  # saved with the model; used when it labels
-    return TaggerResult(dev=dev_metrics, fit=res, n_train=len(train), positive_rate=float(labs.mean()))
+        res = fit(tagger, train_scores, cfg, ImportanceTagging(tokenizer, dev_scores), desc="tagger")
+    """
+
+    tokenizer: object
+    dev_scores: Sequence[TokenScores]
+    class_weight: float = 3.0
+    include_incorrect: bool = True
+    merge_aspects: bool | None = None
+
+    def setup(self, model: nn.Module, train_scores, cfg: TrainConfig) -> Setup:
+        n_labels = getattr(model.config, "num_labels", 2)
+        if n_labels != 2:
+            raise ValueError(
+                f"the tagger needs a 2-label token classifier, got num_labels={n_labels}; "
+                f"load it with tmlib.core.models.load_token_classifier(name, num_labels=2)"
+            )
+        tok, inc, merge = self.tokenizer, self.include_incorrect, self.merge_aspects
+        train = tagger_examples(train_scores, tok, cfg.max_length, inc, merge)
+        dev = tagger_examples(self.dev_scores, tok, cfg.max_length, inc, merge)
+        collate = TaggerCollator(tok)
+        dev_batches = [collate(dev[i : i + 64]) for i in range(0, len(dev), 64)]
+        return Setup(
+            WeightedTagger(model, self.class_weight),
+            train,
+            collate,
+            evaluate=lambda m: tagger_metrics(m.model, dev_batches),
+            lengths=[len(r["input_ids"]) for r in train],
+            select_metric="f1",
+            context={"dev": dev_batches},
+        )
+
+    def result(self, model: nn.Module, setup: Setup, run: FitResult) -> TaggerResult:
+        labs = np.concatenate([np.asarray(r["labels"][1:-1]) for r in setup.train])
+        dev_metrics = tagger_metrics(model.eval(), setup.context["dev"])
+        model.config.importance_threshold = dev_metrics["threshold"]  # saved with the model; used when it labels
+        return TaggerResult(dev=dev_metrics, fit=run, n_train=len(setup.train), positive_rate=float(labs.mean()))
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -231,7 +236,7 @@ def _predict_ids(
     """P(important) and the raw class-1 logit per content token for each id list (no specials), length-sorted
     batches.
 
-    ``processes`` (accelerate's ``PartialState`` of a multi-process launch, :func:`tmlib.precision.processes`):
+    ``processes`` (accelerate's ``PartialState`` of a multi-process launch, :func:`tmlib.core.precision.processes`):
     process ``r`` of ``N`` runs batches ``r, r + N, ...`` of the same length-sorted batching and every process
     gets every result (``gather_object``), so the output is the one-process output, sharded."""
     was = tagger.training
@@ -276,7 +281,7 @@ def token_labels(
     punctuation: bool | None = None,
 ) -> np.ndarray:
     """0/1 per token: P(important) above ``threshold``, stop words (list ``stopwords``, as
-    :class:`~tmlib.importance.buffer.BufferConfig`: "spacy" official | "spacy_words" | "tmlib" | "none") forced to 0."""
+    :class:`~tmlib.selective.buffer.BufferConfig`: "spacy" official | "spacy_words" | "tmlib" | "none") forced to 0."""
     lab = (prob > threshold).astype(np.int8)
     if lab.any():
         lab[stopword_mask(tokenizer.convert_ids_to_tokens(list(ids)), punctuation, stopwords)] = 0
@@ -284,7 +289,7 @@ def token_labels(
 
 
 def tagger_threshold(tagger: nn.Module, threshold: float | None = None) -> float:
-    """``threshold`` if given, else the dev-tuned one :func:`train_tagger` saved in the model config, else 0.5."""
+    """``threshold`` if given, else the dev-tuned one :class:`ImportanceTagging` saved in the model config, else 0.5."""
     if threshold is not None:
         return float(threshold)
     return float(getattr(getattr(tagger, "config", None), "importance_threshold", None) or 0.5)
@@ -306,7 +311,8 @@ def label_corpus(
     Returns a ``Dataset`` with ``text``, ``token_ids`` (WordPiece ids, no specials, truncated to
     ``max_length - 2``), ``importance`` (P(important) per token), ``importance_logit`` (the raw class-1 logit,
     the official ranking score) and ``important`` (0/1: P above :func:`tagger_threshold`), aligned per token and
-    ready for :func:`tmlib.mlm.pack_corpus` (``token_ids=``, ``token_fields=``). ``stopwords``: a stop list forced
+    ready for :func:`tmlib.selective.mlm.pack_corpus` (``token_ids=``, ``token_fields=``). ``stopwords``: a stop list
+    forced
     to 0 in ``important`` (the names of ``BufferConfig.stopwords``); default "none", as the official
     ``ModelGen``, which filters stop words in the buffer labels only.
 
@@ -314,11 +320,11 @@ def label_corpus(
     row per text and aspect) is labelled once per distinct text, in order of first appearance.
 
     ``processes``: under ``accelerate launch`` / ``torchrun``, every process calls this with the same arguments and
-    :func:`tmlib.precision.processes`; each runs a share of the batches and all return the whole labelled corpus.
+    :func:`tmlib.core.precision.processes`; each runs a share of the batches and all return the whole labelled corpus.
     """
     from datasets import Dataset
 
-    from ..data import ASPECT_COLUMN, second_column
+    from tmlib.tasks.data import ASPECT_COLUMN, second_column
 
     texts = list(dataset["text"] if hasattr(dataset, "column_names") else dataset)
     if hasattr(dataset, "column_names") and second_column(dataset) == ASPECT_COLUMN:

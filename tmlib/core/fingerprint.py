@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 OUTSIDE = (
-    "tmlib.runs",
-    "tmlib.logs",
-    "tmlib.heartbeat",
-    "tmlib.config",
-    "tmlib.fingerprint",
+    "tmlib.core.runs",
+    "tmlib.core.logs",
+    "tmlib.core.heartbeat",
+    "tmlib.core.config",
+    "tmlib.core.fingerprint",
     "tmlib.plots",
     "tmlib.suite",
     "tmlib.cli",

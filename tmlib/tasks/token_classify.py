@@ -1,6 +1,8 @@
-"""Token classification (a head per token) on top of :func:`tmlib.training.fit`, beside :mod:`tmlib.classify`:
+"""Token classification (a head per token) on top of :func:`tmlib.core.training.fit`, beside
+:mod:`tmlib.tasks.classify`:
 word -> sub-token label alignment, padded evaluation batches, token accuracy and entity F1, and
-:func:`train_token_classifier` (best epoch on dev).
+:class:`TokenClassification`, the objective :func:`tmlib.core.training.fit` trains a token classifier for (best
+state on dev).
 
 Alignment is the standard Hugging Face recipe: the sentence is tokenised as pre-split words
 (``is_split_into_words``); each word's tag goes on its first sub-token, every other sub-token and the special
@@ -15,14 +17,14 @@ named entities) is seqeval's entity-level micro F1: an entity counts when its ty
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .classify import EvalBatches
-from .precision import autocast
-from .training import FitResult, TrainConfig, fit
+from tmlib.core.precision import autocast
+from tmlib.core.training import FitResult, Setup, TrainConfig
+from tmlib.tasks.classify import EvalBatches
 
 IGNORE = -100
 ENTITY_PREFIXES = ("B-", "I-", "E-", "S-", "L-", "U-")
@@ -59,7 +61,7 @@ def encode_tokens(ds, tokenizer, max_length: int):
 
 
 def _fingerprint(ds, tokenizer, max_length) -> str:
-    """A cheap fingerprint for :func:`encode_tokens`' map (as :func:`tmlib.classify._encode_fingerprint`)."""
+    """A cheap fingerprint for :func:`encode_tokens`' map (as :func:`tmlib.tasks.classify._encode_fingerprint`)."""
     from datasets.fingerprint import Hasher
 
     return Hasher.hash(
@@ -187,47 +189,42 @@ def check_token_labels(model, names: Sequence[str]) -> None:
     if n_head is not None and n_head != len(names):
         raise ValueError(
             f"the model head has {n_head} outputs but the task has {len(names)} tags; load the model "
-            f"with tmlib.models.load_token_classifier(name, label_names=tags)"
+            f"with tmlib.core.models.load_token_classifier(name, label_names=tags)"
         )
 
 
-def train_token_classifier(
-    model,
-    data,
-    tokenizer,
-    cfg: TrainConfig,
-    *,
-    params=None,
-    optimizer_cls=torch.optim.AdamW,
-    on_step=(),
-    desc="token task",
-) -> TokenClassifierResult:
-    """Train a token classifier (``*ForTokenClassification``, or a peft / masked wrapper of one) on ``data``
-    (``DatasetDict`` train/dev of ``tokens`` / ``tags``, :mod:`tmlib.token_data`) with :func:`tmlib.training.fit`;
-    the state with the best dev :func:`task_metric` is kept."""
-    from .token_data import label_names
+@dataclass
+class TokenClassification:
+    """The objective of a token classifier (``*ForTokenClassification``, or a peft / masked wrapper of one) for
+    :func:`~tmlib.core.training.fit`: ``data`` is a DatasetDict train/dev of ``tokens`` / ``tags``
+    (:mod:`tmlib.tasks.token_data`); the state with the best dev :func:`task_metric` is kept::
 
-    names = label_names(data)
-    check_token_labels(model, names)
-    metric = task_metric(names)
-    train = encode_tokens(data["train"], tokenizer, cfg.max_length)
-    dev = token_batches(encode_tokens(data["dev"], tokenizer, cfg.max_length), tokenizer)
+        res = fit(model, data, cfg, TokenClassification(tokenizer))    # a TokenClassifierResult
+    """
 
-    def evaluate(m):
-        r = evaluate_tagger(m, dev, names)
-        return {k: r[k] for k in ("accuracy", "f1") if k in r} | {"dev_loss": r["loss"]}
+    tokenizer: object
 
-    res = fit(
-        model,
-        train,
-        replace(cfg, select_metric=metric),
-        collate_fn=TokenCollator(tokenizer),
-        evaluate=evaluate,
-        params=params,
-        optimizer_cls=optimizer_cls,
-        on_step=on_step,
-        desc=desc,
-        lengths=[len(x) for x in train["input_ids"]],
-    )
-    best = {"loss": res.best["dev_loss"], **{k: res.best[k] for k in ("accuracy", "f1") if k in res.best}}
-    return TokenClassifierResult(dev=best, metric=metric, fit=res)
+    def setup(self, model, data, cfg: TrainConfig) -> Setup:
+        from tmlib.tasks.data import label_names
+
+        names = label_names(data)
+        check_token_labels(model, names)
+        train = encode_tokens(data["train"], self.tokenizer, cfg.max_length)
+        dev = token_batches(encode_tokens(data["dev"], self.tokenizer, cfg.max_length), self.tokenizer)
+
+        def evaluate(m):
+            r = evaluate_tagger(m, dev, names)
+            return {k: r[k] for k in ("accuracy", "f1") if k in r} | {"dev_loss": r["loss"]}
+
+        return Setup(
+            model,
+            train,
+            TokenCollator(self.tokenizer),
+            evaluate=evaluate,
+            lengths=[len(x) for x in train["input_ids"]],
+            select_metric=task_metric(names),
+        )
+
+    def result(self, model, setup: Setup, run: FitResult) -> TokenClassifierResult:
+        best = {"loss": run.best["dev_loss"], **{k: run.best[k] for k in ("accuracy", "f1") if k in run.best}}
+        return TokenClassifierResult(dev=best, metric=setup.select_metric, fit=run)

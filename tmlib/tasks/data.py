@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
-from .assets import asset_path
+from tmlib.core.assets import asset_path
 
 SPLITS = ("train", "dev", "test")
 
@@ -245,7 +245,7 @@ def _check_split_columns(dd: DatasetDict, name: str) -> None:
     """Raise DataError unless every split exists, is non-empty and has ``text`` and ``label`` columns."""
     for split in SPLITS:
         if split not in dd:
-            raise DataError(f"{name} has no {split!r} split (has {list(dd)}); use tmlib.data.stratified_split")
+            raise DataError(f"{name} has no {split!r} split (has {list(dd)}); use tmlib.tasks.data.stratified_split")
         ds = dd[split]
         if len(ds) == 0:
             raise DataError(f"{name}: split {split!r} is empty")
@@ -277,7 +277,11 @@ def _check_split_values(dd: DatasetDict, split: str, name: str, both: list[str],
 
 
 def label_names(dd: DatasetDict) -> list[str]:
-    feat = dd["train"].features["label"]
+    """The class names of a task: its labels (a sequence task, ``label``) or its tag set (a token task, ``tags``)."""
+    features = dd["train"].features
+    if "label" not in features and "tags" in features:
+        return list(features["tags"].feature.names)
+    feat = features["label"]
     if isinstance(feat, ClassLabel):
         return list(feat.names)
     return [str(x) for x in sorted(set(dd["train"]["label"]))]
@@ -405,7 +409,7 @@ def load_task(
 ) -> DatasetDict:
     """Load a labelled classification task as ``DatasetDict(train, dev, test)``.
 
-    ``name`` is a builtin task (``tmlib.data.TASKS``), ``csv:<path>`` / ``jsonl:<path>`` for your own
+    ``name`` is a builtin task (``tmlib.tasks.data.TASKS``), ``csv:<path>`` / ``jsonl:<path>`` for your own
     file, or ``hub:<dataset>[:<config>]`` for ``datasets.load_dataset`` (needs a reachable hub).
     ``max_examples`` subsamples every split (stratified by construction) for quick runs.
 
@@ -645,7 +649,7 @@ def _hub_documents(name: str, max_sentences: int | None, text_column: str = "tex
     """The rows of a hub dataset's train split as documents, each split into sentences (:func:`_hub_corpus`)."""
     import datasets
 
-    from .hub import hub_reachable, local_dataset
+    from tmlib.core.hub import hub_reachable, local_dataset
 
     if "@" in name:
         name, text_column = name.split("@", 1)
@@ -937,7 +941,7 @@ def load_hub_task(
     already named so are kept. A dataset without ``text_column`` whose columns are a known pair
     (:data:`HUB_PAIR_COLUMNS`, e.g. GLUE's ``sentence1`` / ``sentence2``) is read as a pair task.
     """
-    from .hub import hub_reachable, local_dataset
+    from tmlib.core.hub import hub_reachable, local_dataset
 
     local = local_dataset(name)
     if local is None and not hub_reachable():
