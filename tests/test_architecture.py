@@ -62,7 +62,7 @@ LAYERS = {
         "tmlib.importance",
         "tmlib.importance.*",
     ],
-    "runs": ["tmlib.masking.solutions", "tmlib.masking.token_solutions", "tmlib.tasks.finetune"],
+    "runs": ["tmlib.masking.solutions", "tmlib.tasks.finetune"],
     "presentation": ["tmlib.plots", "tmlib.plots.*", "tmlib.highlight", "tmlib.widgets"],
     "experiments": ["tmlib.experiments", "tmlib.experiments.*"],
     "entry points": [

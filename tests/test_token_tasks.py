@@ -11,7 +11,7 @@ from datasets import DatasetDict
 
 from tmlib.core.config import ConfigError
 from tmlib.core.training import fit
-from tmlib.tasks.data import DataError, label_names
+from tmlib.tasks.data import DataError, TaskRecipe, label_names
 from tmlib.tasks.token_classify import (
     IGNORE,
     TokenClassification,
@@ -241,14 +241,14 @@ def test_each_method_prepares_and_trains_a_token_classifier(method, tmp_path):
 
 
 def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path, monkeypatch):
-    import tmlib.masking.token_solutions as TS
+    import tmlib.masking.solutions as TS
     from tmlib.core.runs import RunStore
     from tmlib.masking.config import MaskConfig
 
     f = tmp_path / "tiny.conll"
     f.write_text(_sentences(30))
     data = TokenTaskRecipe("ner", files=(str(f),), max_train=16, max_dev=4, max_test=6)
-    recipe = TS.TokenSolutionRecipe(
+    recipe = TS.SolutionRecipe(
         data,
         "scratch:tiny",
         "mask",
@@ -260,37 +260,38 @@ def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path
         progress=False,
     )
     calls = []
-    real = TS.train_token_solution
-    monkeypatch.setattr(TS, "train_token_solution", lambda r, inputs: calls.append(r.seed) or real(r, inputs))
+    real = TS.train
+    monkeypatch.setattr(TS, "train", lambda r, inputs: calls.append(r.seed) or real(r, inputs))
     store = RunStore(tmp_path / "run")
-    inputs = TS.TokenInputs(data, "scratch:tiny")
-    stage = TS.token_solution_stage(recipe, inputs)
+    inputs = TS.Inputs(data, "scratch:tiny")
+    stage = TS.solution_stage(recipe, inputs)
     first = store.get(stage)
-    ev = store.get(TS.token_evaluation_stage(recipe, stage, inputs))
+    ev = store.get(TS.evaluation_stage(recipe, stage, inputs))
     assert stage.name == "token_solutions/ner/mask-s0"
     assert (tmp_path / "run" / stage.name / "mask.safetensors").is_file()
     assert ev.metrics["n_sentences"] == len(ev.predictions) == 6 and 0 <= ev.value("f1") <= 1
     again = RunStore(tmp_path / "run")  # a fresh store: loaded from disk
-    second = again.get(TS.token_solution_stage(recipe, TS.TokenInputs(data, "scratch:tiny")))
-    ev2 = again.get(
-        TS.token_evaluation_stage(recipe, TS.token_solution_stage(recipe), TS.TokenInputs(data, "scratch:tiny"))
-    )
+    second = again.get(TS.solution_stage(recipe, TS.Inputs(data, "scratch:tiny")))
+    ev2 = again.get(TS.evaluation_stage(recipe, TS.solution_stage(recipe), TS.Inputs(data, "scratch:tiny")))
     assert calls == [0] and second.metrics == first.metrics and ev2.metrics == ev.metrics
     assert ev2.predictions == ev.predictions
     sd1, sd2 = first.model.state_dict(), second.model.state_dict()
     assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
     # another test pool re-evaluates, never retrains; another seed trains
-    other = TS.TokenSolutionRecipe(
+    other = TS.SolutionRecipe(
         **{**recipe.__dict__, "data": TokenTaskRecipe("ner", files=(str(f),), max_train=16, max_dev=4, max_test=5)}
     )
     assert other.key() == recipe.key()
     with pytest.warns(UserWarning, match="not reusable"):  # the evaluation's folder, keyed by another pool
-        ev3 = again.get(
-            TS.token_evaluation_stage(other, TS.token_solution_stage(other), TS.TokenInputs(other.data, "scratch:tiny"))
-        )
+        ev3 = again.get(TS.evaluation_stage(other, TS.solution_stage(other), TS.Inputs(other.data, "scratch:tiny")))
     assert ev3.metrics["n_sentences"] == 5 and calls == [0]
     metrics = json.loads((tmp_path / "run" / stage.name / "metrics.json").read_text())
     assert metrics["metric"] == "f1" and metrics["method"] == "mask" and "dev_f1" in metrics
+    # one recipe, one stage factory for both kinds of task: the kind is the data recipe's
+    assert (
+        recipe.kind == "token" and TS.SolutionRecipe(**{**recipe.__dict__, "data": TaskRecipe("mr")}).kind == "sequence"
+    )
+    assert (tmp_path / "run" / stage.name / "flips.csv").is_file()  # masks record their flips on token tasks too
 
 
 # ------------------------------------------------------------------------------------------ notebook 05

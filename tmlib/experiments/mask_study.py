@@ -38,8 +38,15 @@ import pandas as pd
 from tmlib.core.config import ConfigError
 from tmlib.core.runs import RunStore, Stage
 from tmlib.masking.config import MaskConfig
-from tmlib.masking.solutions import GridRecipe, Inputs, SolutionRecipe, chosen_stage, evaluation_stage, selection_stage
-from tmlib.masking.token_solutions import TokenInputs, TokenSolutionRecipe, token_evaluation_stage, token_solution_stage
+from tmlib.masking.solutions import (
+    GridRecipe,
+    Inputs,
+    SolutionRecipe,
+    chosen_stage,
+    evaluation_stage,
+    selection_stage,
+    solution_stage,
+)
 from tmlib.tasks.data import TaskRecipe
 from tmlib.tasks.token_data import TokenTaskRecipe
 
@@ -253,7 +260,7 @@ class StudyPlan:
 
     data: TaskRecipe
     rows: tuple[tuple[str, str, SolutionRecipe], ...]  # (study, setting, recipe)
-    tokens: tuple[TokenSolutionRecipe, ...] = ()  # the token-level study
+    tokens: tuple[SolutionRecipe, ...] = ()  # the token-level study
     features: tuple[FeaturesRecipe, ...] = ()
     transfer: tuple[TransferRecipe, ...] = ()
 
@@ -344,7 +351,7 @@ def token_data(cfg: StudyConfig, task: str) -> TokenTaskRecipe:
     )
 
 
-def token_plan(cfg: StudyConfig) -> list[TokenSolutionRecipe]:
+def token_plan(cfg: StudyConfig) -> list[SolutionRecipe]:
     """Every token classifier of the study: each task x method x seed; masks with the default layer setting."""
     out = []
     for task in cfg.token_tasks:
@@ -352,7 +359,7 @@ def token_plan(cfg: StudyConfig) -> list[TokenSolutionRecipe]:
         for method in cfg.token_methods:
             options = MaskConfig(skip_first_blocks=cfg.skip_first_blocks) if method == "mask" else None
             out += [
-                TokenSolutionRecipe(
+                SolutionRecipe(
                     data,
                     cfg.model,
                     method,
@@ -438,7 +445,7 @@ class Experiment:
         self.tokenizer = load_tokenizer(cfg.model)
         self.plan = plan(cfg)
         self.inputs = Inputs(self.plan.data, cfg.model, tokenizer=self.tokenizer)
-        self._token_inputs: dict[TokenTaskRecipe, TokenInputs] = {}  # each token task's data, loaded once
+        self._token_inputs: dict[TokenTaskRecipe, Inputs] = {}  # each token task's data, loaded once
         self._token_grids: dict[tuple, list[tuple[float, dict]]] = {}  # (task data, method) -> its grid, read once
 
     def grid(self, recipe: SolutionRecipe) -> GridRecipe | None:
@@ -528,9 +535,9 @@ class Experiment:
         for r in tqdm(self.plan.tokens, desc="token models", disable=not self.cfg.progress):
             inp = self.token_inputs(r.data)
             r = self.token_chosen(r)
-            stage = token_solution_stage(r, inp)
+            stage = solution_stage(r, inp)
             t = self.store.get(stage)
-            ev = self.store.get(token_evaluation_stage(r, stage, inp))
+            ev = self.store.get(evaluation_stage(r, stage, inp))
             metric = t.metrics["metric"]
             tags = len({tag for sentence in ev.predictions for tag in sentence})
             rows.append(
@@ -553,13 +560,13 @@ class Experiment:
         self.store.write_csv("token_runs.csv", out)
         return out
 
-    def token_inputs(self, data: TokenTaskRecipe) -> TokenInputs:
+    def token_inputs(self, data: TokenTaskRecipe) -> Inputs:
         """The token task's data and tokenizer, loaded once per experiment."""
         if data not in self._token_inputs:
-            self._token_inputs[data] = TokenInputs(data, self.cfg.model, tokenizer=self.tokenizer)
+            self._token_inputs[data] = Inputs(data, self.cfg.model, tokenizer=self.tokenizer)
         return self._token_inputs[data]
 
-    def token_grid(self, recipe: TokenSolutionRecipe) -> list[tuple[float, dict]]:
+    def token_grid(self, recipe: SolutionRecipe) -> list[tuple[float, dict]]:
         """``recipe``'s method's ``token_lr_grid`` on dev: (lr, metrics) per lr, each run on ``seeds[0]`` and stored
         under ``token_solutions/<task>/lr-grid/<method>/lr=<lr>``; [] without a grid. Each grid is read from the
         store once per experiment (loading a grid point loads its model)."""
@@ -568,13 +575,13 @@ class Experiment:
             out = []
             for lr in self.cfg.token_lr_grid.get(recipe.method, []):
                 point = replace(recipe, seed=self.cfg.seeds[0], lr=float(lr))
-                stage = token_solution_stage(point, self.token_inputs(recipe.data))
+                stage = solution_stage(point, self.token_inputs(recipe.data))
                 name = stage.name.rsplit("/", 1)[0] + f"/lr-grid/{recipe.method}/lr={float(lr):g}"
                 out.append((float(lr), self.store.get(replace(stage, name=name)).metrics))
             self._token_grids[key] = out
         return self._token_grids[key]
 
-    def token_chosen(self, recipe: TokenSolutionRecipe) -> TokenSolutionRecipe:
+    def token_chosen(self, recipe: SolutionRecipe) -> SolutionRecipe:
         """``recipe`` at the lr its grid chose (best dev metric; ties: the lower lr), or as planned."""
         grid = self.token_grid(recipe)
         if not grid:
@@ -607,7 +614,7 @@ class Experiment:
             for n in self.cfg.token_curve:
                 point = replace(chosen, data=replace(chosen.data, max_train=int(n)))
                 inp = self.token_inputs(point.data)
-                stage = token_solution_stage(point, inp)
+                stage = solution_stage(point, inp)
                 stage = replace(stage, name=stage.name.rsplit("/", 1)[0] + f"/curve/n{n}")
                 t = self.store.get(stage)
                 metric = t.metrics["metric"]

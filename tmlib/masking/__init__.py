@@ -4,8 +4,8 @@ pretrained model, the methods they are compared with, and the loss landscape bet
 peft-tuner layout: ``config`` (MaskConfig), ``layer`` (MaskedLinear + straight-through estimator),
 ``model`` (wrap an HF model, reports, effective weights), ``packing`` (1-bit export/import),
 ``multitask`` (serve many tasks from one backbone). Beside them: ``methods`` (the registry: finetune, bitfit,
-mask, lora through peft), ``solutions`` / ``token_solutions`` (a trained solution per method and seed, the lr
-grid, the test evaluation) and ``landscape`` (paths, the Bezier curve and the plane between two solutions).
+mask, lora through peft), ``solutions`` (a trained solution per method and seed, of a sequence or a token task,
+the lr grid, the test evaluation) and ``landscape`` (paths, the Bezier curve and the plane between two solutions).
 """
 
 from tmlib.masking.config import MODULE_TYPES, MaskConfig, MaskConfigError

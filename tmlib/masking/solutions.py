@@ -1,10 +1,15 @@
-"""A trained classifier solution as a value: a typed recipe, its stage, its folder, and the lr grid.
+"""A trained solution as a value: a typed recipe, its stage, its folder, and the lr grid.
 
 A :class:`SolutionRecipe` says everything one adapted classifier depends on (task data, backbone,
 method and its options, learning rate and schedule, training budget and arithmetic, seed); its
 :meth:`~SolutionRecipe.key` is the artifact's key and the only place that decides which fields enter it.
-:func:`solution_stage` turns a recipe into a :class:`~tmlib.core.runs.Stage`; :func:`selection_stage` chooses
-a learning rate on dev from a :class:`GridRecipe`, one cached stage per grid point.
+The kind of task is its data recipe's ``kind``: a sequence task (:class:`~tmlib.tasks.data.TaskRecipe`, a head per
+input, :class:`~tmlib.tasks.classify.Classification`) or a token task
+(:class:`~tmlib.tasks.token_data.TokenTaskRecipe`, a head per token,
+:class:`~tmlib.tasks.token_classify.TokenClassification`); the same stages train and test both.
+:func:`solution_stage` turns a recipe into a :class:`~tmlib.core.runs.Stage`, :func:`evaluation_stage` tests it;
+:func:`selection_stage` chooses a learning rate on dev from a :class:`GridRecipe`, one cached stage per grid
+point.
 
 Notebooks 03 and 04 both build recipes (from their own configs) and neither imports the other.
 
@@ -23,7 +28,9 @@ model is a RunStore artifact (atomic, with ``manifest.json``) at
     <run_dir>/solutions/<task>/lr-grid/<method>/selection/   lr_selection.csv, selection.json
 
 ``<task>`` is :func:`task_dirname` of the task name. On the grid's seed the solution at the chosen lr is
-the winning grid run, hard-linked, not retrained.
+the winning grid run, hard-linked, not retrained. A token task's solutions sit under ``token_solutions/`` and
+its evaluations under ``token_evaluations/`` (the model folder loads with AutoModelForTokenClassification;
+the evaluation keeps each sentence's predicted tags: ``predictions.npy`` concatenated, ``lengths.npy``).
 """
 
 from __future__ import annotations
@@ -39,8 +46,11 @@ import pandas as pd
 
 from tmlib.core.runs import ArtifactError, RunStore, Stage
 from tmlib.tasks.data import TaskRecipe
+from tmlib.tasks.token_data import TokenTaskRecipe
 
 SOLUTIONS = "solutions"  # the folder under a run directory that holds every trained solution
+FOLDERS = {"sequence": (SOLUTIONS, "evaluations"), "token": ("token_solutions", "token_evaluations")}
+"""Per kind of task: the folders of its solutions and of their test evaluations."""
 
 
 def task_dirname(task: str) -> str:
@@ -52,36 +62,14 @@ def task_dirname(task: str) -> str:
 # ------------------------------------------------------------------------------------------- recipes
 
 
-class MethodRecipe:
-    """What a recipe of an adapted model (``data``, ``method``, ``lr``, ``options``) derives from its fields; shared
-    by :class:`SolutionRecipe` and :class:`tmlib.masking.token_solutions.TokenSolutionRecipe`."""
-
-    @property
-    def task(self) -> str:
-        return self.data.name
-
-    @property
-    def spec(self):
-        from tmlib.masking.methods import get_method
-
-        return get_method(self.method)
-
-    @property
-    def learning_rate(self) -> float:
-        return self.spec.lr if self.lr is None else float(self.lr)
-
-    @property
-    def method_options(self):
-        return self.options if self.spec.options else None
-
-
 @dataclass(frozen=True)
-class SolutionRecipe(MethodRecipe):
-    """One adapted classifier. ``lr`` None: the method's default (:class:`~tmlib.masking.methods.MethodSpec`);
-    ``schedule`` None: the method's default named schedule; ``options``: the method's options object
-    (a :class:`~tmlib.masking.config.MaskConfig` for ``mask``), ignored by methods without options."""
+class SolutionRecipe:
+    """One adapted classifier of a sequence or a token task (``data``). ``lr`` None: the method's default
+    (:class:`~tmlib.masking.methods.MethodSpec`); ``schedule`` None: the method's default named schedule;
+    ``options``: the method's options object (a :class:`~tmlib.masking.config.MaskConfig` for ``mask``), ignored by
+    methods without options."""
 
-    data: TaskRecipe
+    data: TaskRecipe | TokenTaskRecipe
     backbone: str
     method: str
     seed: int
@@ -104,10 +92,33 @@ class SolutionRecipe(MethodRecipe):
         resolve_fields(self, "mixed_precision")
 
     @property
+    def kind(self) -> str:
+        """``"sequence"`` or ``"token"``: the data recipe's kind of task."""
+        return self.data.kind
+
+    @property
+    def task(self) -> str:
+        return self.data.name
+
+    @property
+    def spec(self):
+        from tmlib.masking.methods import get_method
+
+        return get_method(self.method)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.spec.lr if self.lr is None else float(self.lr)
+
+    @property
+    def method_options(self):
+        return self.options if self.spec.options else None
+
+    @property
     def name(self) -> str:
         """The stage name, relative to the run folder."""
         variant = f"{self.method}-{self.tag}" if self.tag else self.method
-        return f"{SOLUTIONS}/{task_dirname(self.task)}/{variant}-s{self.seed}"
+        return f"{FOLDERS[self.kind][0]}/{task_dirname(self.task)}/{variant}-s{self.seed}"
 
     def with_lr(self, lr: float) -> SolutionRecipe:
         return replace(self, lr=float(lr))
@@ -117,6 +128,8 @@ class SolutionRecipe(MethodRecipe):
         fp32, the model's own forward) stay out of the key, so those artifacts keep their keys. The test data
         is not in the key: a solution trains on the train split and picks its epoch on dev; its test evaluation
         is a stage of its own (:func:`evaluation_stage`)."""
+        if self.kind == "token":
+            return self._token_key()
         d = self.data
         key = {
             "task": self.task,
@@ -138,6 +151,29 @@ class SolutionRecipe(MethodRecipe):
             key["mixed_precision"] = self.mixed_precision
         if self.kernels != "hf":
             key["kernels"] = self.kernels
+        if self.spec.options:
+            key[self.spec.options] = self.method_options.to_dict()
+        return key
+
+    def _token_key(self) -> dict:
+        """A token solution's key: the training data (not the test pool: that is the evaluation's), the model, the
+        method and its options, the budget, lr, schedule, arithmetic and seed."""
+        data = {k: v for k, v in self.data.key().items() if k not in ("max_test", "test_pool")}
+        key = {
+            "data": data,
+            "model": self.backbone,
+            "method": self.method,
+            "seed": self.seed,
+            "max_length": self.max_length,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.learning_rate,
+            "schedule": self.spec.schedule(self.schedule).to_dict(),
+            "mixed_precision": self.mixed_precision,
+            "kernels": self.kernels,
+        }
+        if self.eval_every:
+            key["eval_every"] = self.eval_every
         if self.spec.options:
             key[self.spec.options] = self.method_options.to_dict()
         return key
@@ -186,20 +222,25 @@ class Trained:
     save: object = None  # writes the method's per-task files (Exported.save), when just trained
 
 
-def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
-    """Adapt the backbone to ``data`` as ``recipe`` says (:class:`tmlib.tasks.classify.Classification`)."""
+def train(recipe: SolutionRecipe, inputs: Inputs) -> Trained:
+    """Adapt the backbone to the task as ``recipe`` says: a sequence classifier
+    (:class:`tmlib.tasks.classify.Classification`) or a token classifier
+    (:class:`tmlib.tasks.token_classify.TokenClassification`), on the train split, its state chosen on dev."""
     from datasets import DatasetDict
 
-    from tmlib.core.models import load_classifier
+    from tmlib.core.models import load_classifier, load_token_classifier
     from tmlib.core.training import TrainConfig, fit
     from tmlib.masking.methods import prepare_method
     from tmlib.masking.multitask import fp32_model_bytes
     from tmlib.tasks.classify import Classification
-    from tmlib.tasks.data import label_names
+    from tmlib.tasks.token_classify import TokenClassification
 
-    r = recipe
-    data = DatasetDict(train=data["train"], dev=data["dev"])  # the test data is evaluation_stage's
-    model = load_classifier(r.backbone, label_names(data), seed=r.seed)
+    r, token = recipe, recipe.kind == "token"
+    data = DatasetDict(train=inputs.data["train"], dev=inputs.data["dev"])  # the test data is evaluation_stage's
+    if token:
+        model = load_token_classifier(r.backbone, label_names=inputs.label_names, seed=r.seed)
+    else:
+        model = load_classifier(r.backbone, inputs.label_names, seed=r.seed)
     fp32_bytes = fp32_model_bytes(model)
     prep = prepare_method(
         r.method, model, seed=r.seed, mask_config=r.method_options, lr=r.learning_rate, schedule=r.schedule
@@ -219,7 +260,7 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
         prep.model,
         data,
         prep.train_config(base),
-        Classification(tokenizer),
+        TokenClassification(inputs.tokenizer) if token else Classification(inputs.tokenizer),
         params=prep.params,
         optimizer_cls=prep.optimizer_cls,
         on_step=hooks,
@@ -231,8 +272,8 @@ def train(recipe: SolutionRecipe, data, tokenizer) -> Trained:
         "method": r.method,
         "seed": r.seed,
         "lr": r.learning_rate,
-        "dev_accuracy": res.dev["accuracy"],
-        "dev_loss": res.dev["loss"],
+        **({"metric": res.metric} if token else {}),  # the dev metric a token task selects by
+        **{f"dev_{k}": v for k, v in res.dev.items()},
         "best_epoch": res.fit.best.get("epoch"),
         "steps": res.fit.steps,
         "train_seconds": round(res.fit.seconds, 2),
@@ -260,16 +301,17 @@ def save(obj: Trained, d: Path, tokenizer) -> None:
     atomic_write_json(d / "metrics.json", obj.metrics)
 
 
-def load(d: Path, method: str) -> Trained:
-    """Read a saved solution folder."""
-    from transformers import AutoModelForSequenceClassification
+def load(d: Path, method: str, kind: str = "sequence") -> Trained:
+    """Read a saved solution folder (of a ``kind`` of task: a sequence or a token classifier)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     from tmlib.masking.methods import get_method
 
     metrics = json.loads((d / "metrics.json").read_text())
     flips = pd.read_csv(d / "flips.csv") if (d / "flips.csv").is_file() else None
+    auto = AutoModelForTokenClassification if kind == "token" else AutoModelForSequenceClassification
     return Trained(
-        AutoModelForSequenceClassification.from_pretrained(d / "model").eval(),
+        auto.from_pretrained(d / "model").eval(),
         metrics,
         get_method(method).load_state(d),
         flips,
@@ -291,23 +333,36 @@ def _copy_run(src: Path, dst: Path) -> None:
 
 
 class Inputs:
-    """The task data and tokenizer a recipe trains on, loaded on first use and shared by every stage that
-    is handed the same object (a notebook loads each task once)."""
+    """The task data (a sequence or a token task) and tokenizer a recipe trains on, loaded on first use and shared
+    by every stage that is handed the same object (a notebook loads each task once)."""
 
-    def __init__(self, data_recipe: TaskRecipe, backbone: str, data=None, tokenizer=None):
+    def __init__(self, data_recipe: TaskRecipe | TokenTaskRecipe, backbone: str, data=None, tokenizer=None):
         self.recipe, self.backbone = data_recipe, backbone
         self._data, self._tokenizer = data, tokenizer
         self._batches: dict = {}
 
     def test_batches(self, max_length: int, batch_size: int = 64):
-        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.tasks.classify.EvalBatches`),
-        shared by every solution evaluated on it."""
+        """The test split tokenised once, padded in length-sorted batches (:class:`tmlib.tasks.classify.EvalBatches`;
+        a token task: :func:`tmlib.tasks.token_classify.token_batches`), shared by every solution evaluated on it."""
         from tmlib.tasks.classify import EvalBatches, encode
+        from tmlib.tasks.token_classify import encode_tokens, token_batches
 
         if (max_length, batch_size) not in self._batches:
-            enc = encode(self.data["test"], self.tokenizer, max_length)
-            self._batches[max_length, batch_size] = EvalBatches(enc, self.tokenizer, batch_size=batch_size)
+            if self.recipe.kind == "token":
+                enc = encode_tokens(self.data["test"], self.tokenizer, max_length)
+                batches = token_batches(enc, self.tokenizer, batch_size=batch_size)
+            else:
+                enc = encode(self.data["test"], self.tokenizer, max_length)
+                batches = EvalBatches(enc, self.tokenizer, batch_size=batch_size)
+            self._batches[max_length, batch_size] = batches
         return self._batches[max_length, batch_size]
+
+    @property
+    def label_names(self) -> list[str]:
+        """The task's classes: its labels, or a token task's tags."""
+        from tmlib.tasks.data import label_names
+
+        return label_names(self.data)
 
     @property
     def data(self):
@@ -332,7 +387,7 @@ def solution_stage(recipe: SolutionRecipe, inputs: Inputs | None = None, selecti
     def build(ctx, selection=None):
         if selection is not None and selection.seed == recipe.seed:
             return ("copy", selection.chosen_dir)
-        return train(recipe, inputs.data, inputs.tokenizer), inputs.tokenizer
+        return train(recipe, inputs), inputs.tokenizer
 
     def save_(obj, d):
         if obj[0] == "copy":
@@ -345,7 +400,7 @@ def solution_stage(recipe: SolutionRecipe, inputs: Inputs | None = None, selecti
         recipe.key(),
         build=build,
         save=save_,
-        load=lambda d: load(d, recipe.method),
+        load=lambda d: load(d, recipe.method, recipe.kind),
         seed=recipe.seed,
         deps={"selection": selection} if selection is not None else {},
     )
@@ -377,6 +432,8 @@ def evaluation_stage(
     import numpy as np
 
     inputs = inputs or Inputs(recipe.data, recipe.backbone)
+    if recipe.kind == "token":
+        return _token_evaluation_stage(recipe, solution, inputs)
     d = recipe.data
     key = {"test": {**d.key(), "max_test": d.cap("test")}, "max_length": recipe.max_length, "kernels": recipe.kernels}
     if mixed_precision != "no":
@@ -407,8 +464,63 @@ def evaluation_stage(
         m = json.loads((folder / "metrics.json").read_text())
         return Evaluation(m["test_accuracy"], m["test_loss"], m["test_n"], np.load(folder / "predictions.npy"))
 
-    name = "evaluations/" + recipe.name.split("/", 1)[1]
+    name = f"{FOLDERS[recipe.kind][1]}/" + recipe.name.split("/", 1)[1]
     return Stage(name, key, build=build, save=save_, load=load_, seed=recipe.seed, deps={"solution": solution})
+
+
+@dataclass
+class TokenEvaluation:
+    """A token solution's test evaluation: its metrics (loss, accuracy, f1 for entity tags, n_tokens,
+    n_sentences) and each sentence's predicted tag indices (scored words), in the order of the test data."""
+
+    metrics: dict
+    predictions: list
+
+    def value(self, metric: str) -> float:
+        return float(self.metrics[metric])
+
+
+def _token_evaluation_stage(recipe: SolutionRecipe, solution: Stage, inputs: Inputs) -> Stage:
+    """:func:`evaluation_stage` of a token task: the held-out sentences under the recipe's forward (``kernels``)
+    and arithmetic (``mixed_precision``); each sentence's predicted tags are kept."""
+    import numpy as np
+
+    key = {
+        "test": recipe.data.key(),
+        "max_length": recipe.max_length,
+        "kernels": recipe.kernels,
+        "mixed_precision": recipe.mixed_precision,
+    }
+
+    def build(ctx, solution):
+        from tmlib.core.precision import kernels_context
+        from tmlib.tasks.token_classify import evaluate_tagger
+
+        model = solution.model
+        with kernels_context(model, recipe.kernels, next(model.parameters()).device):
+            m = evaluate_tagger(
+                model,
+                inputs.test_batches(recipe.max_length),
+                inputs.label_names,
+                mixed_precision=recipe.mixed_precision,
+                predictions=True,
+            )
+        preds = m.pop("predictions")
+        return TokenEvaluation({"metric": solution.metrics["metric"], **m}, preds)
+
+    def save(ev: TokenEvaluation, d: Path) -> None:
+        flat = [t for p in ev.predictions for t in p]
+        np.save(d / "predictions.npy", np.asarray(flat, dtype=np.int16))
+        np.save(d / "lengths.npy", np.asarray([len(p) for p in ev.predictions], dtype=np.int32))
+        (d / "metrics.json").write_text(json.dumps(ev.metrics, indent=2))
+
+    def load(d: Path) -> TokenEvaluation:
+        flat, lengths = np.load(d / "predictions.npy"), np.load(d / "lengths.npy")
+        preds = [p.tolist() for p in np.split(flat, np.cumsum(lengths)[:-1])] if len(lengths) else []
+        return TokenEvaluation(json.loads((d / "metrics.json").read_text()), preds)
+
+    name = f"{FOLDERS[recipe.kind][1]}/" + recipe.name.split("/", 1)[1]
+    return Stage(name, key, build=build, save=save, load=load, seed=recipe.seed, deps={"solution": solution})
 
 
 # ------------------------------------------------------------------------------------- lr selection

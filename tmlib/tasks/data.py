@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
@@ -505,6 +506,8 @@ class TaskRecipe:
     train and dev splits leave out, plus the whole test split (then ``max_test``), so a model trained on a few
     hundred examples is tested on everything else the task has. Rows whose text is in the kept train or dev
     rows never enter the pool (aspect tasks repeat a text once per aspect; duplicates)."""
+
+    kind: ClassVar[str] = "sequence"  # a label per text (the token tasks' recipe says "token")
 
     name: str = "mr"
     max_examples: int = 0

@@ -35,6 +35,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
@@ -290,6 +291,8 @@ class TokenTaskRecipe:
     source (CoNLL ``files`` or a hub ``dataset``, see :func:`load_token_task`), the split seed and per-split caps
     in sentences (0: no cap). ``test_pool="heldout"``: the test set is every sentence the capped train and dev
     leave out plus the test split (then ``max_test``); ``"split"``: the (capped) test split."""
+
+    kind: ClassVar[str] = "token"  # a tag per word (the sequence tasks' recipe says "sequence")
 
     name: str = "pos"
     files: tuple[str, ...] = ()
