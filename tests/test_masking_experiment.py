@@ -300,7 +300,7 @@ def test_grid_extends_past_an_edge_winner_and_records_it(tmp_path, monkeypatch):
     monkeypatch.setattr(
         S,
         "train",
-        lambda r, d, tok: (
+        lambda r, inputs: (
             tried.append(r.lr) or S.Trained(model=None, metrics={"dev_accuracy": r.lr, "dev_loss": 0.0, "lr": r.lr})
         ),
     )

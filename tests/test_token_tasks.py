@@ -373,3 +373,37 @@ def test_a_cache_extracted_before_a_member_was_added_is_extracted_again(tmp_path
     (out / assets.MARKER).write_text(json.dumps({"archive_sha256": "0" * 64, "files": files}))
     assert not assets._marker_ok(asset, out)  # y.txt came later: not complete
     assert assets._marker_ok(assets.Asset(**{**asset.__dict__, "members": {"a/x.txt": "x.txt"}}), out)
+
+
+def test_a_token_grid_is_notebook_03s_grid_and_chooses_by_the_tasks_metric(tmp_path, monkeypatch):
+    """One lr-grid mechanism for both kinds of task: a token task's grid lives under token_solutions/ and picks the
+    lr by its own dev metric (entity F1 here), not by dev accuracy."""
+    import tmlib.masking.solutions as S
+    from tmlib.core.runs import RunStore
+
+    f = tmp_path / "tiny.conll"
+    f.write_text(_sentences(30))
+    data = TokenTaskRecipe("ner", files=(str(f),), max_train=16, max_dev=4, max_test=6)
+    base = S.SolutionRecipe(data, "scratch:tiny", "finetune", seed=0, max_length=32, epochs=1.0, batch_size=8)
+    f1 = {1e-4: 0.9, 1e-3: 0.2}  # accuracy says the opposite
+    monkeypatch.setattr(
+        S,
+        "train",
+        lambda r, inputs: S.Trained(
+            None,
+            {"metric": "f1", "dev_f1": f1[r.lr], "dev_accuracy": 1 - f1[r.lr], "dev_loss": 0.0, "lr": r.lr},
+        ),
+    )
+    monkeypatch.setattr(
+        S,
+        "save",
+        lambda t, d, tok: (
+            d.mkdir(parents=True, exist_ok=True),
+            (d / "metrics.json").write_text(json.dumps(t.metrics)),
+        ),
+    )
+    grid = S.GridRecipe(base, (1e-4, 1e-3))
+    sel = RunStore(tmp_path / "run").get(S.selection_stage(grid, S.Inputs(data, "scratch:tiny")))
+    assert sel.lr == 1e-4 and grid.folder == "token_solutions/ner/lr-grid/finetune"
+    assert list(sel.table.metric) == ["f1", "f1"] and list(sel.table.dev_value) == [0.9, 0.2]
+    assert json.loads((tmp_path / "run" / grid.folder / "selection" / "selection.json").read_text())["criterion"]

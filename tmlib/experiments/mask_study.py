@@ -446,7 +446,6 @@ class Experiment:
         self.plan = plan(cfg)
         self.inputs = Inputs(self.plan.data, cfg.model, tokenizer=self.tokenizer)
         self._token_inputs: dict[TokenTaskRecipe, Inputs] = {}  # each token task's data, loaded once
-        self._token_grids: dict[tuple, list[tuple[float, dict]]] = {}  # (task data, method) -> its grid, read once
 
     def grid(self, recipe: SolutionRecipe) -> GridRecipe | None:
         """The lr grid of ``recipe``'s setting (its method, options and tag; chosen on ``seeds[0]``), or None."""
@@ -534,8 +533,7 @@ class Experiment:
         rows = []
         for r in tqdm(self.plan.tokens, desc="token models", disable=not self.cfg.progress):
             inp = self.token_inputs(r.data)
-            r = self.token_chosen(r)
-            stage = solution_stage(r, inp)
+            stage = self.token_stage(r)
             t = self.store.get(stage)
             ev = self.store.get(evaluation_stage(r, stage, inp))
             metric = t.metrics["metric"]
@@ -566,59 +564,49 @@ class Experiment:
             self._token_inputs[data] = Inputs(data, self.cfg.model, tokenizer=self.tokenizer)
         return self._token_inputs[data]
 
-    def token_grid(self, recipe: SolutionRecipe) -> list[tuple[float, dict]]:
-        """``recipe``'s method's ``token_lr_grid`` on dev: (lr, metrics) per lr, each run on ``seeds[0]`` and stored
-        under ``token_solutions/<task>/lr-grid/<method>/lr=<lr>``; [] without a grid. Each grid is read from the
-        store once per experiment (loading a grid point loads its model)."""
-        key = (recipe.data, recipe.method)
-        if key not in self._token_grids:
-            out = []
-            for lr in self.cfg.token_lr_grid.get(recipe.method, []):
-                point = replace(recipe, seed=self.cfg.seeds[0], lr=float(lr))
-                stage = solution_stage(point, self.token_inputs(recipe.data))
-                name = stage.name.rsplit("/", 1)[0] + f"/lr-grid/{recipe.method}/lr={float(lr):g}"
-                out.append((float(lr), self.store.get(replace(stage, name=name)).metrics))
-            self._token_grids[key] = out
-        return self._token_grids[key]
+    def token_grid(self, recipe: SolutionRecipe) -> GridRecipe | None:
+        """The lr grid of ``recipe``'s method on its token task (``token_lr_grid``; chosen on ``seeds[0]``, as
+        :meth:`grid`), or None."""
+        lrs = self.cfg.token_lr_grid.get(recipe.method)
+        if not lrs:
+            return None
+        return GridRecipe(replace(recipe, seed=self.cfg.seeds[0]), tuple(float(x) for x in lrs), extend=1)
 
-    def token_chosen(self, recipe: SolutionRecipe) -> SolutionRecipe:
-        """``recipe`` at the lr its grid chose (best dev metric; ties: the lower lr), or as planned."""
+    def token_stage(self, recipe: SolutionRecipe) -> Stage:
+        """``recipe``'s token solution, at the lr its method's grid chose when ``token_lr_grid`` names it."""
+        return chosen_stage(recipe, self.token_grid(recipe), self.store, self.token_inputs(recipe.data))
+
+    def token_lr(self, recipe: SolutionRecipe) -> float:
+        """The lr ``recipe``'s method trains with on its token task: its grid's choice, or as planned."""
         grid = self.token_grid(recipe)
-        if not grid:
-            return recipe
-        metric = grid[0][1]["metric"]
-        lr = max(grid, key=lambda p: (p[1][f"dev_{metric}"], -p[0]))[0]
-        return replace(recipe, lr=lr)
+        if grid is None:
+            return recipe.learning_rate
+        return self.store.get(selection_stage(grid, self.token_inputs(recipe.data))).lr
 
     def token_lr_selection(self) -> pd.DataFrame:
-        """Every token grid: one row per task, method and lr tried, ``chosen`` marking the winner."""
-        rows, seen = [], set()
+        """Every token grid on dev: one row per task, method and lr tried (``chosen`` marks the lr every seed
+        trains with; ``metric`` / ``dev_value``: what it was chosen by)."""
+        frames = []
         for r in self.plan.tokens:
-            if (r.task, r.method) in seen:
-                continue
-            seen.add((r.task, r.method))
-            chosen = self.token_chosen(r).lr
-            for lr, m in self.token_grid(r):
-                rows.append({"task": r.task, "method": r.method, "lr": lr, "dev_value": m[f"dev_{m['metric']}"],
-                             "metric": m["metric"], "chosen": lr == chosen})  # fmt: skip
-        return pd.DataFrame(rows, columns=["task", "method", "lr", "metric", "dev_value", "chosen"])
+            grid = self.token_grid(r)
+            if grid is not None and r.seed == self.cfg.seeds[0]:
+                frames.append(self.store.get(selection_stage(grid, self.token_inputs(r.data))).table)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def token_curve(self) -> pd.DataFrame:
         """Dev metric of fine-tuning on each ``token_curve`` size of training sentences, per token task (first seed,
-        the lr the grid chose; the same dev sentences), stored under ``token_solutions/<task>/curve/n<size>``."""
+        the lr the grid chose; the same dev sentences), stored as
+        ``token_solutions/<task>/finetune-n<size>-s<seed>``."""
         rows = []
         for r in self.plan.tokens:
             if r.method != "finetune" or r.seed != self.cfg.seeds[0]:
                 continue
-            chosen = self.token_chosen(r)
+            lr = self.token_lr(r)
             for n in self.cfg.token_curve:
-                point = replace(chosen, data=replace(chosen.data, max_train=int(n)))
-                inp = self.token_inputs(point.data)
-                stage = solution_stage(point, inp)
-                stage = replace(stage, name=stage.name.rsplit("/", 1)[0] + f"/curve/n{n}")
-                t = self.store.get(stage)
+                point = replace(r, lr=lr, data=replace(r.data, max_train=int(n)), tag=f"n{n}")
+                t = self.store.get(solution_stage(point, self.token_inputs(point.data)))
                 metric = t.metrics["metric"]
-                rows.append({"task": r.task, "sentences": int(n), "metric": metric, "lr": chosen.lr,
+                rows.append({"task": r.task, "sentences": int(n), "metric": metric, "lr": lr,
                              "dev_value": 100 * t.metrics[f"dev_{metric}"]})  # fmt: skip
         return pd.DataFrame(rows, columns=["task", "sentences", "metric", "lr", "dev_value"])
 

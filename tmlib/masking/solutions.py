@@ -181,9 +181,10 @@ class SolutionRecipe:
 
 @dataclass(frozen=True)
 class GridRecipe:
-    """Choose ``base.method``'s lr on dev: one run per lr in ``lrs`` on ``base.seed``; the best dev accuracy
-    wins (ties: lower dev loss, then lower lr); while the winner is at the edge of what was tried, the next lr
-    beyond that edge is tried too (:func:`next_edge_lr`), at most ``extend`` times."""
+    """Choose ``base.method``'s lr on dev: one run per lr in ``lrs`` on ``base.seed``; the best dev metric wins
+    (accuracy; a token task's own metric, token accuracy or entity F1; ties: lower dev loss, then lower lr); while
+    the winner is at the edge of what was tried, the next lr beyond that edge is tried too (:func:`next_edge_lr`),
+    at most ``extend`` times."""
 
     base: SolutionRecipe
     lrs: tuple[float, ...]
@@ -192,9 +193,15 @@ class GridRecipe:
     CRITERION = "max dev accuracy (ties: lower dev loss, then lower lr)"
 
     @property
+    def criterion(self) -> str:
+        if self.base.kind == "token":
+            return "max dev metric (token accuracy, or entity F1 for entity tags; ties: lower dev loss, then lower lr)"
+        return self.CRITERION
+
+    @property
     def folder(self) -> str:
         variant = f"{self.base.method}-{self.base.tag}" if self.base.tag else self.base.method
-        return f"{SOLUTIONS}/{task_dirname(self.base.task)}/lr-grid/{variant}"
+        return f"{FOLDERS[self.base.kind][0]}/{task_dirname(self.base.task)}/lr-grid/{variant}"
 
     def point(self, lr: float) -> SolutionRecipe:
         return self.base.with_lr(lr)
@@ -574,8 +581,13 @@ def grid_point_stage(grid: GridRecipe, lr: float, inputs: Inputs | None = None) 
     return replace(stage, name=f"{grid.folder}/lr={lr:g}", load=load_)
 
 
+def _dev_value(metrics: dict) -> float:
+    """A run's dev value of the metric it selects by (``metric``: a token task's; else accuracy)."""
+    return metrics[f"dev_{metrics.get('metric', 'accuracy')}"]
+
+
 def _best(runs: list[tuple[float, dict]]) -> int:
-    return max(range(len(runs)), key=lambda j: (runs[j][1]["dev_accuracy"], -runs[j][1]["dev_loss"], -runs[j][0]))
+    return max(range(len(runs)), key=lambda j: (_dev_value(runs[j][1]), -runs[j][1]["dev_loss"], -runs[j][0]))
 
 
 def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
@@ -600,6 +612,7 @@ def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
     def save_(obj, d):
         runs, best = obj
         b, rows = grid.base, []
+        token = b.kind == "token"  # its table adds the metric it selects by and its dev value
         (d / "runs").mkdir(parents=True)
         for j, (lr, m, _) in enumerate(runs):
             rows.append(
@@ -614,10 +627,12 @@ def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
                     "steps": m.get("steps"),
                     "chosen": j == best,
                     "edge_extension": j >= len(grid.lrs),
+                    **({"metric": m["metric"], "dev_value": _dev_value(m)} if token else {}),
                 }
             )
             (d / "runs" / f"lr{j}.json").write_text(json.dumps(m, indent=2, default=str))
-        pd.DataFrame(rows, columns=SELECTION_COLUMNS).to_csv(d / "lr_selection.csv", index=False)
+        columns = SELECTION_COLUMNS + (["metric", "dev_value"] if token else [])
+        pd.DataFrame(rows, columns=columns).to_csv(d / "lr_selection.csv", index=False)
         (d / "selection.json").write_text(
             json.dumps(
                 {
@@ -628,7 +643,7 @@ def selection_stage(grid: GridRecipe, inputs: Inputs | None = None) -> Stage:
                     "lr_grid": list(grid.lrs),
                     "tried": [r[0] for r in runs],
                     "chosen": runs[best][2].name,
-                    "criterion": grid.CRITERION,
+                    "criterion": grid.criterion,
                 },
                 indent=2,
             )
