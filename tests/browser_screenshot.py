@@ -382,11 +382,15 @@ def drive_explorer(
     box.click()
     box.press_sequentially(sentence, delay=5)
     expect(box).to_have_value(sentence)
-    # a person's pause before the button: the text box sends its value to the kernel throttled, and a click 5 ms
-    # after the last key could reach the kernel first (seen once in CI: 'endin' computed for 'ending')
+    # the text box sends its value to the kernel throttled, and a click 5 ms after the last key could reach the
+    # kernel first (seen once in CI: 'endin' computed for 'ending'): click once the kernel holds the whole text, which
+    # the Compute button's tooltip says (the kernel sets it from the value it received)
     box.blur()
-    page.wait_for_timeout(600)
-    explorer.locator("button.tmlib-compute").click()
+    compute = explorer.locator("button.tmlib-compute")
+    expect(compute).to_have_attribute(
+        "title", f"compute the importance of the {len(sentence)}-character text", timeout=120_000
+    )
+    compute.click()
     expect(rows).to_have_count(1)
     expect(rows.first.locator(".meth")).to_have_text(methods[0])
     seen["tokens"] = _words(rows.first)

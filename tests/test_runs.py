@@ -168,16 +168,25 @@ _TWO_PROC = r"""
 import sys, time
 from pathlib import Path
 from tmlib.core.runs import RunStore, Stage
-root, tag, sleep = sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 2.0
+# hold: seconds the build takes, or "other": the build ends once another process has asked for the stage
+root, tag, hold = sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "other"
 log = Path(root).parent / "events.txt"
 def note(what):
     with open(log, "a") as fh:
         fh.write(f"{time.time():.6f} {tag} {what}\n")
+def another_asked():
+    return any(ln.split()[1:] == [t, "ask"] for ln in log.read_text().splitlines() for t in "ab" if t != tag)
 def build(ctx):
     with open(Path(root).parent / "builds.txt", "a") as fh:
         fh.write(tag + "\n")
     note("build-start")
-    time.sleep(sleep)
+    if hold == "other":
+        deadline = time.monotonic() + 300
+        while not another_asked():
+            assert time.monotonic() < deadline, "the other process never asked"
+            time.sleep(0.02)
+    else:
+        time.sleep(float(hold))
     note("build-end")
     return 5
 save = lambda v, d: (d / "value.txt").write_text(str(v))
@@ -195,6 +204,8 @@ def _events(path):
 
 
 def test_two_processes_build_once_the_other_waits_and_loads(tmp_path):
+    """Two processes ask for one stage; whichever takes the lock builds it and holds its build open until the other
+    has asked (an event, not a time window), so the other always asks during the build: it waits, then loads."""
     import subprocess
     import sys
 

@@ -40,6 +40,16 @@ def test_pick_example_and_type_text(explorer):
     assert "gold:" not in html and "&lt;" in html and ">claim<" in html
 
 
+def test_compute_tooltip_follows_the_text_the_kernel_holds(explorer):
+    """The page-side signal the browser tests wait on (not a fixed pause): the Compute button's tooltip names the
+    length of the text the kernel has, whether typed (a front-end update of the value) or set by the explorer."""
+    assert explorer.compute.tooltip == "type a text or pick an example first"
+    explorer.text.value = "a wonderful film"  # what a front-end update of the text box does in the kernel
+    assert explorer.compute.tooltip == "compute the importance of the 16-character text"
+    explorer.set_example(1)
+    assert explorer.compute.tooltip == f"compute the importance of the {len(explorer.text.value)}-character text"
+
+
 def test_dropdown_click_and_edit_drop_gold(explorer):
     explorer.example.value = 0  # as if the user picked it in the dropdown
     assert explorer.n_computed == 1 and "gold: <b>positive</b>" in explorer.html and ">wonderful<" in explorer.html

@@ -148,7 +148,11 @@ def _worker(args) -> int:
     values["out_dir"] = str(Path(args.out or f"runs/{args.params}") / "01_selective_masking")
     if args.threads is not None:
         values["threads"] = args.threads
-    n = len(Experiment(from_flat(SelectiveConfig, values)).run(reverse=not args.forward))
+    exp = Experiment(from_flat(SelectiveConfig, values))
+    # one line per stage this process builds, printed holding the stage's lock (before its build starts): whoever
+    # watches the worker knows which stages are its own and that no other process builds them
+    exp.store.on_build = lambda name: print(f"[tmlib worker] building {name} (pid {os.getpid()})", flush=True)
+    n = len(exp.run(reverse=not args.forward))
     print(f"[tmlib worker] {n} fine-tuning runs built or loaded", flush=True)
     return 0
 

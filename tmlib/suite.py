@@ -51,10 +51,19 @@ def parameter_sets(notebooks_dir: Path | None = None, params_dir: Path | None = 
     return sorted(set.intersection(*sets)) if sets else []
 
 
-def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = None, extra: dict | None = None) -> Path:
+def run_notebook(
+    notebook: Path,
+    params: str,
+    out: Path,
+    kernel: str | None = None,
+    extra: dict | None = None,
+    cell_timeout: float | None = None,
+) -> Path:
     """Execute one notebook with papermill in this process; returns the executed notebook's path.
 
     ``params`` is a parameter-set name (``papermill_params/<notebook>/<params>.yaml``) or a YAML path.
+    ``cell_timeout``: seconds one cell may run before the run fails (papermill's ``execution_timeout``; default:
+    no limit).
     The output is written under a temporary name and renamed when the run succeeded; on failure it is
     moved to ``NN_name.failed.ipynb`` (the previous good ``NN_name.ipynb``, if any, stays untouched).
     """
@@ -79,6 +88,7 @@ def run_notebook(notebook: Path, params: str, out: Path, kernel: str | None = No
             progress_bar=sys.stderr.isatty(),
             log_output=False,
             shutdown_kernel="immediate",
+            execution_timeout=cell_timeout,
         )
     except BaseException:
         if partial.exists():

@@ -109,13 +109,17 @@ class TokenImportanceExplorer:
         )
         self.preview = W.Checkbox(value=False, description="masking preview (selective vs random)")
         self.mask_ratio = W.BoundedFloatText(value=mask_ratio, min=0.01, max=1.0, step=0.05, description="mask ratio")
-        self.compute = W.Button(description="Compute", button_style="primary", icon="play")
+        self.compute = W.Button(
+            description="Compute", button_style="primary", icon="play", tooltip=self._compute_tooltip("")
+        )
         self.status = W.HTML()
         self.output = W.HTML()
         self.compute.on_click(lambda _: self.on_compute())
         self.example.observe(
             lambda ch: None if self._setting or ch["new"] is None else self.set_example(ch["new"]), names="value"
         )
+        # the button's tooltip follows the text the kernel holds: a page can tell that a typed text has arrived
+        self.text.observe(lambda ch: setattr(self.compute, "tooltip", self._compute_tooltip(ch["new"])), names="value")
         self.method.observe(lambda _: self._changed(), names="value")
         self.delta.observe(lambda _: self._changed(), names="value")
         self.preview.observe(lambda _: self._changed(), names="value")
@@ -190,6 +194,12 @@ class TokenImportanceExplorer:
             self._setting = False
         self.gold = label
         return self.on_compute() if self.auto else ""
+
+    @staticmethod
+    def _compute_tooltip(text: str) -> str:
+        if not text.strip():
+            return "type a text or pick an example first"
+        return f"compute the importance of the {len(text)}-character text"
 
     def _changed(self) -> None:
         if self.auto and self.text.value.strip() and not self._setting:

