@@ -144,18 +144,38 @@ def test_effective_state_dict_keys_and_plain_model_reproduces_logits_exactly():
 
 def test_flip_tracker_counts_flips():
     m = apply_masks(_bert(), MaskConfig(), seed=0)
+    from tmlib.masking.model import masked_layers
+
+    def binary():  # every masked layer's forward mask, as the layers apply it
+        return {n: (layer.mask() != 0).clone() for n, layer in masked_layers(m).items()}
+
     tr = MaskFlipTracker(every=1)
     logs = {"loss": 1.0}
     tr(1, m, logs)
-    assert tr.rows[-1]["flips"] == 0
+    start = binary()
+    total = sum(v.numel() for v in start.values())
+    assert tr.rows[-1] == {
+        "step": 1,
+        "kept_pct": pytest.approx(100 * sum(int(v.sum()) for v in start.values()) / total),
+        "flips": 0,
+        "flip_pct": 0.0,
+        "loss": 1.0,
+    }
     layer = m.classifier
     with torch.no_grad():
-        layer.scores[0, :5] = -1.0
-        layer.scores[1, :2] = 1.0  # may or may not already be on
-    n_expected = int((m.classifier.mask()[0, :5] == 0).sum())  # all 5 now off
+        off = (layer.mask() == 0).nonzero()[:2]  # weights the mask leaves out (init: about 5% of them)
+        layer.scores[0, :5] = -1.0  # off
+        layer.scores[off[:, 0], off[:, 1]] = 1.0  # off -> on
+    now = binary()
+    flips = sum(int((now[k] ^ start[k]).sum()) for k in now)
+    assert len(off) == 2 and int((now["classifier"] & ~start["classifier"]).sum()) == 2  # bits flip both ways
     tr(2, m, logs)
-    assert tr.rows[-1]["flips"] >= n_expected and "mask_kept_pct" in logs
-    assert list(tr.frame().columns) == ["step", "kept_pct", "flips", "flip_pct", "loss"]
+    assert tr.rows[-1]["flips"] == flips and logs["mask_flips"] == flips
+    assert tr.rows[-1]["flip_pct"] == pytest.approx(100 * flips / total)
+    assert logs["mask_kept_pct"] == pytest.approx(100 * sum(int(v.sum()) for v in now.values()) / total)
+    tr(3, m, logs)  # nothing changed since the last record
+    assert tr.rows[-1]["flips"] == 0
+    assert tr.frame()[["step", "flips"]].values.tolist() == [[1, 0], [2, flips], [3, 0]]
 
 
 def test_errors_are_clear():

@@ -25,8 +25,20 @@ def paths_df():
 def test_paths_figure():
     fig = P.paths(paths_df(), endpoints={"mask<->finetune": ("mask", "finetune")}, title="t")
     loss_ax, acc_ax = fig.axes[:2]
-    assert len(loss_ax.get_lines()) >= 4  # 2 paths x 2 splits (+ endpoint guides)
-    assert max(max(line.get_ydata()) for line in acc_ax.get_lines() if len(line.get_ydata()) > 2) <= 100
+    df = paths_df()
+    order = [(p, s) for p in ("mask<->finetune", "pretrained<->finetune") for s in ("dev", "test")]
+    for ax, metric, scale in ((loss_ax, "loss", 1), (acc_ax, "accuracy", 100)):
+        drawn = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]  # not the gamma = 0, 1 guides
+        assert [line.get_label() for line in drawn] == [
+            "mask (0) \u2192 finetune (1), dev",
+            "mask (0) \u2192 finetune (1), test",
+            "pretrained<->finetune, dev",
+            "pretrained<->finetune, test",
+        ]
+        for line, (p, s) in zip(drawn, order):  # each line: its own path and split's rows, sorted by gamma
+            d = df[(df.path == p) & (df.split == s)].sort_values("gamma", kind="stable")
+            assert list(line.get_xdata()) == pytest.approx(list(d.gamma))
+            assert list(line.get_ydata()) == pytest.approx(list(d[metric] * scale)), (metric, p, s)
     with pytest.raises(ValueError, match="missing \\['path'\\]"):
         P.paths(paths_df().drop(columns="path"))
 
@@ -45,9 +57,13 @@ def test_plane_contour():
     )
     coords = {"pretrained": (0.0, 0.0), "mask": (2.0, 0.0), "finetune": (0.5, 1.0)}
     fig = P.plane_contour(grid, coords, metric="accuracy")
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert set(coords) <= set(texts)
-    P.plane_contour(grid, coords, metric="loss")
+    # each model's label sits at its own coordinates
+    assert {t.get_text(): tuple(t.xy) for t in fig.axes[0].texts} == coords
+    # the colour scale spans the grid's values: accuracy in percent (here 10% .. 90%), loss as it is (0.36 .. 13)
+    for metric, lo, hi in (("accuracy", 100 * grid.accuracy.min(), 100 * grid.accuracy.max()), ("loss", 0.36, 13.0)):
+        f = P.plane_contour(grid, coords, metric=metric)
+        low, high = sorted(f.axes[1].get_ylim())  # the colorbar
+        assert low <= lo + 1e-9 and hi - 1e-9 <= high < hi + (hi - lo) / 5, (metric, low, high)
     with pytest.raises(ValueError, match="no grid rows for split 'test'"):
         P.plane_contour(grid, coords, split="test")
 
