@@ -194,9 +194,40 @@ def test_figures_from_tables():
         {"task": ["mr"] * 2, "method": ["finetune", "mask"], "task_bytes": [9e7, 1e6], "fp32_copy_bytes": [9e7] * 2}
     )
     assert pm.storage_bars(st).axes[0].get_yscale() == "log"
-    mem = pd.DataFrame({"method": ["mask", "finetune"], "n_tasks": [1, 1], "bytes": [1, 2], "kind": ["projected"] * 2})
-    assert pm.memory_lines(mem).axes
-    assert pm.flips_lines(pd.DataFrame(columns=["step", "kept_pct", "flip_pct"])).axes
+    mib = 2**20
+    mem = pd.DataFrame(
+        {
+            "method": ["mask", "finetune", "mask", "finetune", "mask"],
+            "n_tasks": [2, 1, 1, 2, 2],
+            "bytes": [3 * mib, 4 * mib, 2 * mib, 8 * mib, 3.5 * mib],
+            "kind": ["projected"] * 4 + ["measured"],
+        }
+    )
+    ax = pm.memory_lines(mem).axes[0]
+    # one line per method in MiB against n_tasks (sorted), the measured point marked apart
+    assert [(list(ln.get_xdata()), list(ln.get_ydata())) for ln in ax.get_lines()] == [
+        ([1, 2], [2, 3]),
+        ([1, 2], [4, 8]),
+    ]
+    assert ax.collections[-1].get_offsets().tolist() == [[2, 3.5]]
+    empty = pm.flips_lines(pd.DataFrame(columns=["step", "kept_pct", "flip_pct"]))
+    assert [[t.get_text() for t in a.texts] for a in empty.axes] == [
+        ["no records: training was shorter than flip_every steps"]
+    ] * 2
+    assert not any(a.get_lines() for a in empty.axes)
+    flips = pd.DataFrame(
+        {
+            "task": "mr",
+            "seed": [0, 0, 1, 1],
+            "step": [10, 20, 10, 20],
+            "kept_pct": [95, 94, 96, 93],
+            "flip_pct": [0.5, 0, 1, 2],
+        }
+    )
+    kept_ax, flip_ax = pm.flips_lines(flips).axes
+    assert [list(ln.get_ydata()) for ln in kept_ax.get_lines()] == [[95, 94], [96, 93]]
+    assert [list(ln.get_ydata()) for ln in flip_ax.get_lines()] == [[0.5, 1e-4], [1, 2]]  # 0 drawn at the log floor
+    assert [ln.get_label() for ln in kept_ax.get_lines()] == ["mr s0", "mr s1"] and flip_ax.get_yscale() == "log"
     curves = pd.DataFrame(
         [
             {"task": t, "method": m, "seed": s, "lr": 1e-3, "step": st, "dev_accuracy": 0.5 + 0.01 * st}
@@ -250,11 +281,12 @@ def test_lr_grid_chosen_on_dev_of_the_first_seed_then_every_seed_trains_at_it(tm
     assert (solution_path(tmp_path, "mr", "finetune", 3) / "model" / "config.json").is_file()
     # dev curves: one row per evaluation (one per epoch) of every run
     curves = run.dev_curves
-    assert (
-        len(curves) == 4 * 2
-        and set(curves.method) == {"finetune", "bitfit"}
-        and curves.dev_accuracy.between(0, 1).all()
-    )
+    assert len(curves) == 4 * 2 and set(curves.method) == {"finetune", "bitfit"}
+    # each run's two evaluations, in step order; the run's dev accuracy is its best evaluation's (the state kept)
+    for r in results.itertuples():
+        c = curves[(curves.method == r.method) & (curves.seed == r.seed)]
+        assert list(c.epoch) == [1.0, 2.0] and c.step.is_monotonic_increasing and (c.lr == r.lr).all()
+        assert r.dev_accuracy == pytest.approx(c.dev_accuracy.max()), (r.method, r.seed)
     flat = curve_flatness(curves)
     assert set(flat.method) == {"finetune", "bitfit"} and (flat.evals == 2).all()
     summary = summarize(results)

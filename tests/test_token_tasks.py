@@ -269,7 +269,16 @@ def test_token_stage_is_cached_and_its_evaluation_is_a_stage_of_its_own(tmp_path
     ev = store.get(TS.evaluation_stage(recipe, stage, inputs))
     assert stage.name == "token_solutions/ner/mask-s0"
     assert (tmp_path / "run" / stage.name / "mask.safetensors").is_file()
-    assert ev.metrics["n_sentences"] == len(ev.predictions) == 6 and 0 <= ev.value("f1") <= 1
+    assert ev.metrics["n_sentences"] == len(ev.predictions) == 6
+    # the metrics are those of the kept predictions against the test split's tags (seqeval F1, token accuracy)
+    from tmlib.tasks.token_classify import entity_f1
+
+    names, gold = inputs.label_names, list(inputs.data["test"]["tags"])
+    assert [len(p) for p in ev.predictions] == [len(g) for g in gold]
+    pairs = [(a, b) for g, p in zip(gold, ev.predictions) for a, b in zip(g, p)]
+    assert ev.value("accuracy") == pytest.approx(sum(a == b for a, b in pairs) / len(pairs))
+    as_names = [[names[t] for t in x] for x in gold], [[names[t] for t in x] for x in ev.predictions]
+    assert ev.value("f1") == pytest.approx(entity_f1(*as_names)) and ev.metrics["n_tokens"] == len(pairs)
     again = RunStore(tmp_path / "run")  # a fresh store: loaded from disk
     second = again.get(TS.solution_stage(recipe, TS.Inputs(data, "scratch:tiny")))
     ev2 = again.get(TS.evaluation_stage(recipe, TS.solution_stage(recipe), TS.Inputs(data, "scratch:tiny")))
