@@ -4,8 +4,9 @@ built; a fine-tuning run that is not cached yet stops it with the count missing.
     python benchmarks/cached_gaps.py --params cpu_taskpt_budgets --out runs/cpu_taskpt_budgets/01_selective_masking \
         --save benchmarks/results/cpu_taskpt_budgets_t100
 
-Writes <save>_results.csv and <save>_gaps.csv (the notebook's own TaskPT runs, `taskpt_steps`, with the primary
-tests marked and Holm-corrected among themselves). Run it with the code the run folder was built with (its stage
+Writes <save>_results.csv and <save>_gaps.csv (the notebook's own TaskPT runs, `taskpt_steps`, or with
+``--budget N`` the budget curve's runs of N TaskPT steps; the primary tests marked and Holm-corrected among
+themselves). Run it with the code the run folder was built with (its stage
 keys hold the code's fingerprint), e.g. PYTHONPATH=<that checkout>.
 """
 
@@ -25,9 +26,12 @@ def main() -> None:
     ap.add_argument("--params", required=True)
     ap.add_argument("--out", required=True, help="the notebook's run folder (…/01_selective_masking)")
     ap.add_argument("--save", help="prefix of the CSV files to write")
+    ap.add_argument("--budget", type=int, help="a budget of taskpt_budgets (default: the notebook's taskpt_steps)")
     args = ap.parse_args()
     flat = load_yaml(ROOT / "papermill_params" / "01_selective_masking" / f"{args.params}.yaml")
     exp = Experiment(from_flat(SelectiveConfig, {**flat, "out_dir": args.out, "progress": False}))
+    if args.budget:
+        exp = exp.budget_experiment(args.budget)
     cfg = exp.cfg
     missing = [
         (g, m) for g in cfg.genept.steps for m in cfg.taskpt.methods if not exp.store.has(exp.taskpt_stage(g, m))

@@ -239,3 +239,26 @@ def test_only_project_code_joins_the_walk():
         fingerprint._package(code_fingerprint) == "tmlib"
         and fingerprint._package(_graph) == _graph.__module__.split(".")[0]
     )
+
+
+def test_a_spurious_ast_depth_mismatch_is_parsed_again_and_other_errors_are_not():
+    """CPython 3.11 before 3.11.8 can report "AST constructor recursion depth mismatch" while another thread builds
+    a syntax tree (gh-106905): the parse is tried again; any other SystemError is raised at once."""
+    calls = []
+
+    def flaky(text):
+        calls.append(text)
+        if len(calls) == 1:
+            raise SystemError("AST constructor recursion depth mismatch (before=144, after=26)")
+        return text.upper()
+
+    assert fingerprint.parsing(flaky, "x = 1") == "X = 1" and len(calls) == 2
+
+    def broken(text):
+        calls.append(text)
+        raise SystemError("something else")
+
+    calls.clear()
+    with pytest.raises(SystemError, match="something else"):
+        fingerprint.parsing(broken, "x")
+    assert len(calls) == 1

@@ -24,6 +24,7 @@ import typing
 from typing import Any
 
 from tmlib.core.config import _nested_fields, flat_defaults
+from tmlib.core.fingerprint import parsing
 
 
 def flag(name: str) -> str:
@@ -35,7 +36,7 @@ def field_comments(cls: type) -> dict[str, str]:
     """The help written for each field of dataclass ``cls``: the comment lines just above the field, its trailing
     comment, and the ``# ^`` lines below it (the project's convention for a comment that continues a field's)."""
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
+        source = textwrap.dedent(parsing(inspect.getsource, cls))
     except (OSError, TypeError):
         return {}
     comments = {}

@@ -47,9 +47,23 @@ _SIMPLE = (int, float, str, bool, bytes, type(None))
 _DEPTH = 4  # how deep a module-level container (a registry of specs) is searched for code
 
 
+def parsing(fn: Callable, *args, tries: int = 3):
+    """``fn(*args)`` (a call that builds a syntax tree: ``ast.parse``, ``inspect.getsource``), again when CPython
+    3.11's AST constructor reports a "recursion depth mismatch": before 3.11.8 its depth counter is shared by the
+    interpreter's threads (cpython gh-106905), so a parse fails spuriously while another thread builds a tree, and
+    the next one succeeds."""
+    for attempt in range(tries):
+        try:
+            return fn(*args)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 @functools.cache
 def _module_tree(filename: str) -> ast.Module:
-    return ast.parse(Path(filename).read_text(encoding="utf-8"))
+    return parsing(ast.parse, Path(filename).read_text(encoding="utf-8"))
 
 
 class _NoDocstrings(ast.NodeTransformer):
