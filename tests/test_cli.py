@@ -557,8 +557,29 @@ def test_landscape_between_two_saved_solutions(tmp_path, capsys):
         == 0
     )
     df = pd.read_csv(out)
-    assert sorted(set(df.split)) == ["dev", "test"] and {0.0, 1.0} <= set(np.round(df.gamma, 6))
-    assert np.isfinite(df.loss).all() and len(df) == 2 * df.gamma.nunique()
+    # 5 points from -0.2 to 1.2, plus 0 and 1; on each split
+    gammas = [-0.2, 0.0, 0.15, 0.5, 0.85, 1.0, 1.2]
+    assert sorted(df.split.unique()) == ["dev", "test"] and len(df) == 2 * len(gammas)
+    for split in ("dev", "test"):
+        assert list(np.round(df[df.split == split].gamma, 6)) == gammas
+    # gamma 0 is --a and gamma 1 is --b: each end's loss and accuracy are that model's own on the same batches
+    from transformers import AutoModelForSequenceClassification
+
+    from tmlib.core.models import load_tokenizer
+    from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
+    from tmlib.tasks.data import TaskRecipe
+
+    data = TaskRecipe(f"csv:{path}", max_test=1000, test_pool="split").load()
+    tok = load_tokenizer("minilm")
+    for gamma, name in ((0.0, "mask-s0"), (1.0, "finetune-s0")):
+        model = AutoModelForSequenceClassification.from_pretrained(sols[name] / "model").eval()
+        for split in ("dev", "test"):
+            own = evaluate_classifier(model, EvalBatches(encode(data[split], tok, 16), tok))
+            row = df[(df.split == split) & (np.round(df.gamma, 6) == gamma)].iloc[0]
+            assert row.loss == pytest.approx(own["loss"], abs=1e-7), (name, split)
+            assert row.accuracy == pytest.approx(own["accuracy"]), (name, split)
+    ends = df[df.split == "test"].set_index(np.round(df[df.split == "test"].gamma, 6)).loss
+    assert abs(ends[0.0] - ends[1.0]) > 1e-6  # two different models, which the check above tells apart
     capsys.readouterr()
     assert (
         main(["landscape", "--a", str(tmp_path), "--b", str(tmp_path), "--task", f"csv:{path}", "--out", str(out)]) == 2
