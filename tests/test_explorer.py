@@ -141,9 +141,30 @@ def test_run_explorer_end_to_end(tmp_path):
         "scorer/model/config.json",
     ):
         assert (tmp_path / name).is_file(), name
+    from scipy.stats import spearmanr
+
     summary = pd.read_csv(tmp_path / "summary.csv").set_index("metric")["value"]
-    assert 0 <= summary["scorer_dev_accuracy"] <= 1 and "spearman_occlusion_vs_grad_x_input" in summary
-    assert res.agreement.shape == (2, 2) and len(res.examples) == 4
+    # the scorer's accuracies are its metrics; its test accuracy that of its saved test predictions
+    metrics = json.loads((tmp_path / "scorer" / "metrics.json").read_text())
+    pred = np.load(tmp_path / "scorer" / "predictions.npy")
+    assert metrics["test_accuracy"] == pytest.approx((pred == np.asarray(res.data["test"]["label"])).mean())
+    assert summary["scorer_dev_accuracy"] == round(metrics["dev_accuracy"], 4) == round(res.metrics["dev_accuracy"], 4)
+    assert summary["scorer_test_accuracy"] == round(metrics["test_accuracy"], 4)
+    # the explained texts are the split's first n_examples rows, scored in order by each method
+    assert list(res.examples["text"]) == list(res.data[cfg.split]["text"][:4])
+    assert [t.text for t in res.scores["occlusion"]] == [t.text for t in res.scores["grad_x_input"]]
+    assert [t.text for t in res.scores["occlusion"]] == list(res.examples["text"])
+    # agreement: the mean per-text Spearman correlation of the two methods' scores (scipy's), in the csv and summary
+    rhos = [
+        spearmanr(a.scores, b.scores).statistic
+        for a, b in zip(res.scores["occlusion"], res.scores["grad_x_input"])
+        if len(a.tokens) >= 3 and np.ptp(a.scores) > 0 and np.ptp(b.scores) > 0
+    ]
+    rho = res.agreement.loc["occlusion", "grad_x_input"]
+    assert rhos and rho == pytest.approx(np.mean(rhos)) and res.agreement.loc["grad_x_input", "occlusion"] == rho
+    agree = pd.read_csv(tmp_path / "agreement.csv", index_col="method")
+    pd.testing.assert_frame_equal(agree, res.agreement.rename_axis("method"))
+    assert summary["spearman_occlusion_vs_grad_x_input"] == round(rho, 4)
     figs = exp.figures(res)
     assert set(figs) == {"top_tokens", "agreement"} and (tmp_path / "agreement.png").stat().st_size > 3000
     explorer = E.make_explorer(cfg, res)

@@ -99,7 +99,18 @@ def test_hundreds_of_texts_render():
     rng = np.random.default_rng(0)
     batch = [ts([f"tok{j}" for j in range(40)], rng.normal(size=40), label=i % 2, pred=1) for i in range(500)]
     page = render_html(batch, label_names=["n", "p"])
-    assert page.count('<div class="ex">') == 500 and "#499" in page
+    blocks = page.split('<div class="ex">')[1:]
+    assert len(blocks) == 500
+    # every text in order under its own number, labels and scores; coloured on its own scale (max |score|)
+    for i, (block, b) in enumerate(zip(blocks, batch)):
+        gold, mark = ("n", "wrong") if i % 2 == 0 else ("p", "right")
+        assert (
+            f'<span class="idx">#{i}</span><span>gold: <b>{gold}</b></span><span class="{mark}">pred: <b>p</b>' in block
+        )
+        titles = re.findall(r'title="([^"]*)"', block)
+        assert titles == [f"tok{j}: {s:+.4g}" for j, s in enumerate(b.scores)], i
+        colors, _ = token_colors(b.scores, float(np.abs(b.scores).max()))
+        assert re.findall(r'style="background:(rgb\([0-9,]+\))', block) == colors, i
 
 
 def test_display_offset_shifts_colours_not_tooltips():

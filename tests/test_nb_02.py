@@ -26,14 +26,36 @@ def test_notebook_02_smoke(smoke_run):
         assert f'<span class="meth">{m}</span>' in html
     lines = [json.loads(x) for x in (out / "scores.jsonl").read_text().splitlines()]
     assert len(lines) == 12 * 4 and all(len(r["tokens"]) == len(r["scores"]) > 0 for r in lines)
+    # the tables are those of the stored scores: agreement, top tokens and the summary recomputed from scores.jsonl
+    from tmlib.experiments.explorer import agreement, from_record, top_tokens
+
+    cfg = json.loads((out / "config.json").read_text())
+    assert [r["method"] for r in lines] == cfg["methods"] * 12 and [r["index"] for r in lines[::4]] == list(range(12))
+    scores = {m: [from_record(r) for r in lines if r["method"] == m] for m in cfg["methods"]}
     agree = pd.read_csv(out / "agreement.csv", index_col="method")
-    assert agree.shape == (4, 4) and (agree.to_numpy().diagonal() == 1).all()
-    assert ((agree.to_numpy() >= -1) & (agree.to_numpy() <= 1)).all()
+    pd.testing.assert_frame_equal(agree, agreement(scores).rename_axis("method"), check_exact=False, atol=1e-12)
+    id2label = json.loads((out / "scorer" / "model" / "config.json").read_text())["id2label"]
+    names = [id2label[str(i)] for i in range(len(id2label))]
     top = pd.read_csv(out / "top_tokens.csv")
-    assert set(top.columns) == {"method", "cls", "word", "mean_score", "count", "rank"} and len(top) > 0
-    assert (top["count"] >= 2).all()  # smoke.yaml: min_count 2
+    want = top_tokens(scores, names, cfg["top_k"], cfg["min_count"], cfg["drop_stopwords"])
+    assert cfg["min_count"] == 2 and len(top) > 0 and top["count"].ge(2).all()
+    pd.testing.assert_frame_equal(top, want, check_dtype=False)
     summary = pd.read_csv(out / "summary.csv").set_index("metric")["value"]
     assert summary["examples_scored"] == 12
+    metrics = json.loads((out / "scorer" / "metrics.json").read_text())
+    assert summary["scorer_dev_accuracy"] == round(metrics["dev_accuracy"], 4)
+    assert summary["scorer_test_accuracy"] == round(metrics["test_accuracy"], 4)
+    for i, a in enumerate(cfg["methods"]):
+        for b in cfg["methods"][i + 1 :]:
+            assert summary[f"spearman_{a}_vs_{b}"] == round(agree.loc[a, b], 4), (a, b)
+    timing = pd.read_csv(out / "timing.csv").set_index("method")
+    assert list(timing.index) == cfg["methods"] and (timing.texts == 12).all()
+    for m, ms in timing.ms_per_text.items():  # seconds are rounded to 0.01 s, ms_per_text to 0.1 ms
+        assert summary[f"ms_per_text_{m}"] == ms and abs(ms - 1000 * timing.seconds[m] / 12) <= 0.5, m
+    share = sum(sum(r["important"]) for r in lines if r["method"] == "buffer") / sum(
+        len(r["important"]) for r in lines if r["method"] == "buffer"
+    )
+    assert summary["buffer_important_share"] == round(share, 4)
     for png in ("top_tokens.png", "agreement.png"):
         assert (out / png).stat().st_size > 5000
     assert "02_token_importance_explorer" in (tmp_path / "results.md").read_text()

@@ -56,8 +56,23 @@ def test_nb03_smoke(tmp_path):
     storage = pd.read_csv(out / "storage.csv")
     mask = storage[storage["method"] == "mask"]
     assert (mask["task_bytes"] * 32 <= mask["fp32_copy_bytes"]).all()  # 1 bit per weight << fp32 copy
+    # per task, block and type: the share of 1-bits in the saved masks, mean over the seeds
+    from tmlib.masking.packing import read_mask
+
     sparsity = pd.read_csv(out / "sparsity.csv")
-    assert sparsity["kept_pct"].between(0, 100).all() and {"pooler", "head"} <= set(sparsity["type"])
+    assert {"pooler", "head"} <= set(sparsity["type"]) and sparsity.seeds.eq(2).all()
+    kept = []
+    for task in ("mr", "bbc"):
+        for seed in (0, 1):
+            packed = read_mask(out / "solutions" / task / f"mask-s{seed}" / "mask.safetensors")
+            mods = {m["name"]: m for m in json.loads(packed.meta["modules"])}
+            for name in packed.bits:
+                bits = packed.mask(name)
+                kept.append((task, mods[name]["block"], mods[name]["type"], bits.numel(), 100 * bits.float().mean()))
+    want = pd.DataFrame(kept, columns=["task", "block", "type", "weights", "kept_pct"])
+    want = want.groupby(["task", "block", "type"]).agg(weights=("weights", "first"), kept_pct=("kept_pct", "mean"))
+    got = sparsity.set_index(["task", "block", "type"])[["weights", "kept_pct"]]
+    pd.testing.assert_frame_equal(got.sort_index(), want.sort_index(), check_dtype=False, atol=1e-3)
     assert set(storage["method"]) == {"finetune", "bitfit", "mask", "lora"}
     memory = pd.read_csv(out / "memory.csv")
     assert set(memory["method"]) == {"finetune", "bitfit", "mask", "lora"}
