@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -202,3 +203,110 @@ def test_every_paper_set_runs_end_to_end_at_tiny_scale(tmp_path):
     assert "cache/curve: built" in log and "solutions/" not in log, "04 trained its own solutions"
     sel = pd.read_csv(out / "01_selective_masking" / "results.csv")
     assert set(sel.method) == {"genept", "selective", "random"} and set(sel.genept_steps) == {100000}
+
+
+ASPECTS = {"restaurant": ["food", "service", "ambience", "price"], "laptop": ["battery", "screen", "keyboard", "price"]}
+POLARITY = ["positive", "negative", "neutral"]
+
+
+def _aspect_file(path: Path, aspects: list[str]) -> None:
+    """A SemEval-2014-shaped file: one row per (text, aspect, polarity), each text with two aspects of different
+    polarities ('conflict' rows already dropped, as the official code does)."""
+    good, bad = "great tasty friendly lovely fresh".split(), "awful bland rude dirty stale".split()
+
+    def word(y, k):
+        return {"positive": good[k % 5], "negative": bad[k % 5], "neutral": "ok"}[y]
+
+    rows = []
+    for i in range(60):
+        a, b, ya, yb = aspects[i % 4], aspects[(i + 1) % 4], POLARITY[i % 3], POLARITY[(i + 1) % 3]
+        text = f"the {a} was {word(ya, i)} and the {b} was {word(yb, i + 2)} on visit {i} ."
+        rows += [{"text": text, "aspect": a, "label": ya}, {"text": text, "aspect": b, "label": yb}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def _amazon(root: Path) -> dict[str, list[str]]:
+    """An amazon_polarity-shaped corpus (label, title, content); returns each row's sentences, by its first, as
+    the official AmazonProcessor's title + '. ' + content splits."""
+    rows = [
+        {"label": i % 2, "title": f"title number {i} of a review", "content": f"the screen is fine here . day {i} ."}
+        for i in range(200)
+    ]
+    _write(root / "amazon_polarity", {"train": rows, "test": rows[:20]})
+    return {
+        f"title number {i} of a review.": [f"title number {i} of a review.", "the screen is fine here .", f"day {i} ."]
+        for i in range(200)
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("domain", ["restaurant", "laptop"])
+def test_an_aspect_paper_set_runs_end_to_end_on_aspect_shaped_files(tmp_path, domain):
+    """`paper_restaurant` / `paper_laptop` (notebook 01) from a project folder holding the SemEval file the set
+    names (data/semeval14_<domain>.jsonl, relative to the project), the corpus from a hub-shaped copy. Checked by
+    value through a second path: the buffer labels the notebook saved equal the one-pass-per-token reference
+    buffer run on the saved scorer with [CLS] aspect [SEP] text [SEP] (and differ without the aspect); the
+    laptop corpus documents are title + '. ' + content."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification
+
+    from tmlib.core.models import load_tokenizer
+    from tmlib.selective.buffer import BufferConfig, buffer_importance_reference
+
+    project = tmp_path / "project"
+    for folder in ("notebooks", "papermill_params"):
+        (project / folder).parent.mkdir(parents=True, exist_ok=True)
+        (project / folder).symlink_to(ROOT / folder)
+    _aspect_file(project / "data" / f"semeval14_{domain}.jsonl", ASPECTS[domain])
+    hub, data, out = _hub_cache(tmp_path / "hub"), _datasets(tmp_path / "datasets"), tmp_path / "runs"
+    amazon = _amazon(data)
+    args = [sys.executable, "-m", "tmlib", "suite", "--params", f"paper_{domain}", "--only", "01"]
+    args += ["--out", str(out), "--no-calibration"]
+    for name, value in SIZES["01_selective_masking"].items():
+        args += ["-p", f"01.{name}={json.dumps(value)}"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hub),
+        "TMLIB_DATASETS_DIR": str(data),
+        "HF_DATASETS_OFFLINE": "1",
+        "TMLIB_FAULT_KILL_AT_STEP": "",
+        "PYTHONPATH": str(ROOT),
+    }
+    run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=project, timeout=900)
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    nb = out / "01_selective_masking"
+    import pandas as pd
+
+    res = pd.read_csv(nb / "results.csv")
+    assert set(res.method) == {"genept", "selective", "random"} and len(res) == 2 * (1 + 2 * 2)
+
+    # the buffer: notebook's batched walk == the reference walk with the aspect, != without it
+    entries = json.loads((nb / "buffer" / "labels.json").read_text())["train"]
+    assert entries and all(e["aspect"] in ASPECTS[domain] for e in entries)
+    assert all(f" {e['aspect']} " in f" {e['text']} " for e in entries)  # each row's aspect is one of its text's
+    scorer = AutoModelForSequenceClassification.from_pretrained(nb / "scorer" / "model")
+    texts, labels = [e["text"] for e in entries], [e["label"] for e in entries]
+    assert set(labels) <= {0, 1, 2}  # negative / neutral / positive
+    cfg = BufferConfig(progress=False)
+    tok = load_tokenizer("minilm")  # the stand-in models' WordPiece vocabulary
+    ref = buffer_importance_reference(scorer, tok, texts, labels, cfg, aspects=[e["aspect"] for e in entries])
+    blind = buffer_importance_reference(scorer, tok, texts, labels, cfg)
+    gap_with, gap_without = 0.0, 0.0
+    for e, r, b in zip(entries, ref, blind, strict=True):
+        assert e["tokens"] == list(r.tokens)  # labels for the text's tokens only, never the aspect's
+        assert e["important"] == [int(v) for v in r.important]
+        gap_with = max(gap_with, float(abs(np.asarray(e["scores"]) - r.scores).max()))
+        gap_without = max(gap_without, float(abs(np.asarray(e["scores"]) - b.scores).max()))
+    assert gap_with < 1e-6 < gap_without, (gap_with, gap_without)
+
+    if domain == "laptop":  # the corpus: each Amazon document is its title, '. ', its content
+        corpus = load_from_disk(str(nb / "corpus_labels" / "data"))
+        docs: dict[int, list[str]] = {}
+        for doc, text in zip(corpus["doc"], corpus["text"], strict=True):
+            docs.setdefault(doc, []).append(text)
+        assert len(docs) > 10
+        for sentences in docs.values():
+            expected = amazon[sentences[0]]  # a document starts with its title sentence
+            assert sentences == expected[: len(sentences)], (sentences, expected)
