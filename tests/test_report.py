@@ -82,3 +82,61 @@ def test_every_number_the_readme_quotes_is_in_the_committed_results(results):
     rows += [ln.split("at most", 1)[1] for ln in section.splitlines() if "at most" in ln]
     quoted = [abs(float(x)) for ln in rows for x in re.findall(r"(?<![\w.])[+-]?\d+(?:\.\d+)?", ln)]
     assert quoted and all(q in known for q in quoted), [q for q in quoted if q not in known]
+
+
+def test_a_committed_sets_tables_show_in_the_document_marked_as_that_sets(tmp_path):
+    """`report --save-tables` copies a run's tables (not its cache) into a set folder; every later document shows
+    them after the run's own sections, under the set's name, and draws the set's budget curve under its own name."""
+    from tmlib.report import committed_sets, save_tables, write_figures
+
+    long = tmp_path / "runs" / "budgets" / "01_selective_masking"
+    (long / "finetune" / "s1").mkdir(parents=True)
+    (long / "finetune" / "s1" / "metrics.json").write_text("{}")  # cache: never copied
+    gaps = pd.DataFrame(
+        [
+            {"taskpt_budget": b, "taskpt_passes": b / 166, "comparison": c, "primary": True, "n_seeds": 32,
+             "gap_mean": g, "gap_std": 1.2, "ci95": 0.43, "p": 0.07, "p_holm": 0.28, "detectable_gap": 0.61}
+            for b, c, g in [(100, "selective - random", -0.46), (800, "selective - random", 0.22),
+                            (100, "random - genept", 0.26), (800, "random - genept", 0.63)]
+        ]
+    )  # fmt: skip
+    gaps.to_csv(long / "budget_gaps.csv", index=False)
+    (long / "config.json").write_text(json.dumps({"seeds": [13]}))
+    sets = tmp_path / "sets"
+    copied = save_tables(long.parent, sets / "budgets")
+    assert sorted(p.name for p in copied) == ["budget_gaps.csv", "config.json"]
+    assert [p.name for p in committed_sets(sets)] == ["budgets"]
+
+    run = tmp_path / "runs" / "default"
+    (run / "02_token_importance_explorer").mkdir(parents=True)
+    pd.DataFrame([{"method": "ig", "agreement": 0.5}]).to_csv(run / "02_token_importance_explorer" / "summary.csv")
+    text = results_document(run, sets)
+    own, committed = text.split("# The `budgets` parameter set (committed tables)")
+    assert "## 02_token_importance_explorer" in own and "selective - random" not in own
+    assert "## `budgets`: 01_selective_masking" in committed and "| 800 | 4.819 | selective - random |" in committed
+    assert "--save-tables benchmarks/results/sets/budgets" in committed
+    assert "![budget curve](figures/budget_curve_budgets.png)" in committed
+    assert results_document(run) == own.rstrip() + "\n"  # no sets: the run's own sections only
+    figures = write_figures(run, tmp_path / "docs", sets)
+    assert [f.name for f in figures] == ["budget_curve_budgets.png"] and figures[0].stat().st_size > 5000
+    with pytest.raises(FileNotFoundError, match="run the set first"):
+        save_tables(tmp_path / "runs" / "empty", sets / "x")
+
+
+def test_the_committed_results_page_shows_every_committed_set_as_its_tables_render():
+    """docs/results.md holds each set under benchmarks/results/sets exactly as the tables render now (a set
+    committed without regenerating the page, or a page edited by hand, fails)."""
+    from pathlib import Path
+
+    from tmlib.report import SETS, _notebook_sections, committed_sets
+
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "results.md").read_text(encoding="utf-8")
+    sets = committed_sets(root / SETS)
+    assert sets, "no committed set: benchmarks/results/sets is where long sets' tables live"
+    for folder in sets:
+        section = "\n".join(_notebook_sections(folder, label=f"`{folder.name}`: ")).rstrip()
+        assert section in page, f"docs/results.md is stale for {folder.name}: rerun python -m tmlib report"
+        assert (root / "docs" / "figures" / f"budget_curve_{folder.name}.png").is_file() or (
+            "budget curve" not in section
+        )

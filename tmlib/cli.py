@@ -450,13 +450,20 @@ def _landscape(args) -> int:
 def _report(args) -> int:
     import json
 
-    from tmlib.report import key_numbers, results_document, update_readme, write_figures
+    from tmlib.core.config import project_path
+    from tmlib.report import SETS, key_numbers, results_document, save_tables, update_readme, write_figures
 
-    text = results_document(args.run)
+    if args.save_tables:
+        written = save_tables(args.run, args.save_tables)
+        print(f"copied {len(written)} table(s) of {args.run} to {args.save_tables}: commit them")
+        if not args.out:
+            return 0
+    sets = None if args.no_sets else (args.sets or project_path(SETS))
+    text = results_document(args.run, sets)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
-        for fig in write_figures(args.run, Path(args.out).parent):
+        for fig in write_figures(args.run, Path(args.out).parent, sets):
             print(f"wrote {fig}")
         numbers = key_numbers(args.run)
         Path(args.out).with_suffix(".json").write_text(json.dumps(numbers, indent=1) + "\n", encoding="utf-8")
@@ -810,6 +817,20 @@ def main(argv: list[str] | None = None) -> int:
         help="write it here (e.g. docs/results.md; the key numbers as .json beside it) instead of printing it",
     )
     prp.add_argument("--readme", default=None, help="also fill this README's results section from the key numbers")
+    prp.add_argument(
+        "--save-tables",
+        default=None,
+        metavar="DIR",
+        help="copy the run's tables (each notebook's CSV/JSON) to DIR to commit them, e.g. "
+        "benchmarks/results/sets/full: later documents show them as that set's",
+    )
+    prp.add_argument(
+        "--sets",
+        default=None,
+        metavar="DIR",
+        help="committed sets to show after the run's own sections (default: benchmarks/results/sets of the project)",
+    )
+    prp.add_argument("--no-sets", action="store_true", help="the run's own sections only")
     prp.set_defaults(func=_report)
     pm = sub.add_parser("mlm", help="GenePT / TaskPT masked-LM training (accelerate-launchable)")
     pm.add_argument("--corpus", default="bbc", help="builtin corpus (bbc, pang_lee, amazon) or txt:<path>")

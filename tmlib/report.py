@@ -4,6 +4,11 @@
 
 Each section names the notebook, the primary comparison it was built to answer, and the tables behind it, every
 number rounded from the files the notebooks wrote; nothing here is typed by hand.
+
+A parameter set too long for `make run` (``full``, ``cpu_taskpt_budgets``) commits its tables instead of its run
+folder: ``python -m tmlib report runs/full --save-tables benchmarks/results/sets/full`` copies each notebook's
+CSV/JSON files there, and every later ``report --out`` shows them under the run's own sections, marked as that
+set's (:data:`SETS`), so a fresh clone regenerates the page without rerunning them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ PRIMARY = {
     "04_loss_landscape": "the largest accuracy drop along the straight line masked ↔ fine-tuned (test)",
     "05_what_masks_learn": "none named: every table is exploratory (a slice of each study in `default`)",
 }
+
+
+SETS = Path("benchmarks") / "results" / "sets"  # committed sets' tables, under the project root: <set>/<notebook>/
+TABLE_SUFFIXES = (".csv", ".json")  # what save_tables copies: a notebook folder's tables, never its cache
 
 
 def _table(path: Path, columns: list[str] | None = None, query: str | None = None, digits: int = 4) -> str:
@@ -180,7 +189,11 @@ def _section_02(d: Path) -> list[str]:
     return [_table(d / "summary.csv"), ""]
 
 
-BUDGET_FIGURE = "figures/budget_curve.png"  # beside the results document, drawn by :func:`write_figures`
+def budget_figure(d: Path) -> str:
+    """Where notebook folder ``d``'s budget curve lies beside the results document, named for its parameter set
+    (the folder above ``d``: ``runs/<set>`` or ``benchmarks/results/sets/<set>``); drawn by
+    :func:`write_figures`."""
+    return f"figures/budget_curve_{d.parent.name}.png"
 
 
 def _budget_curve_01(d: Path) -> list[str]:
@@ -200,13 +213,13 @@ def _budget_curve_01(d: Path) -> list[str]:
         "",
         markdown_table(primary[[c for c in cols if c in primary]], floatfmt="{:.4g}"),
         "",
-        f"![budget curve]({BUDGET_FIGURE})",
+        f"![budget curve]({budget_figure(d)})",
     ]
 
 
-def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """The figures the results document shows, drawn from the run folder's tables into ``out_dir`` (the
-    document's folder): notebook 01's budget curve when its run has one."""
+def write_figures(run_dir: str | Path, out_dir: str | Path, sets_dir: str | Path | None = None) -> list[Path]:
+    """The figures the results document shows, drawn from the run folder's tables (and each committed set's in
+    ``sets_dir``) into ``out_dir`` (the document's folder): notebook 01's budget curve where a run has one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,14 +228,47 @@ def write_figures(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     from tmlib.plots.selective import budget_curve
 
     written = []
-    path = Path(run_dir) / "01_selective_masking" / "budget_gaps.csv"
-    if path.is_file():
-        fig = budget_curve(pd.read_csv(path))
-        target = Path(out_dir) / BUDGET_FIGURE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(target, dpi=130, bbox_inches="tight")
-        plt.close(fig)
-        written.append(target)
+    for run in (Path(run_dir), *committed_sets(sets_dir)):
+        d = run / "01_selective_masking"
+        if (d / "budget_gaps.csv").is_file():
+            fig = budget_curve(pd.read_csv(d / "budget_gaps.csv"))
+            target = Path(out_dir) / budget_figure(d)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(target, dpi=130, bbox_inches="tight")
+            plt.close(fig)
+            written.append(target)
+    return written
+
+
+def _notebook_folders(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("[0-9][0-9]_*") if p.is_dir())
+
+
+def committed_sets(sets_dir: str | Path | None) -> list[Path]:
+    """The committed parameter sets in ``sets_dir`` (:data:`SETS`): each a folder of notebook folders."""
+    if sets_dir is None or not Path(sets_dir).is_dir():
+        return []
+    return sorted(p for p in Path(sets_dir).iterdir() if p.is_dir() and _notebook_folders(p))
+
+
+def save_tables(run_dir: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the tables of ``run_dir`` (each notebook folder's top-level CSV and JSON files, and the suite's
+    timing) into ``dest``, laid out as a run folder, to commit them: the results document reads them as a
+    committed set's. Files of notebooks that are not in ``run_dir`` are left as they were."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    folders = _notebook_folders(run_dir)
+    if not folders:
+        raise FileNotFoundError(f"{run_dir} has no notebook folders (NN_name/); run the set first")
+    written = []
+    for d in folders:
+        (dest / d.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(d.iterdir()):
+            if f.is_file() and f.suffix in TABLE_SUFFIXES:
+                written.append(Path(shutil.copy2(f, dest / d.name / f.name)))
+    if (run_dir / "suite_timing.csv").is_file():
+        written.append(Path(shutil.copy2(run_dir / "suite_timing.csv", dest / "suite_timing.csv")))
     return written
 
 
@@ -366,8 +412,19 @@ def update_readme(readme: str | Path, numbers: dict) -> None:
     path.write_text(f"{head}{start}\n{readme_table(numbers)}{end}{tail}", encoding="utf-8")
 
 
-def results_document(run_dir: str | Path) -> str:
-    """Markdown for every notebook folder in ``run_dir`` (``runs/<set>``), generated from its files."""
+def _notebook_sections(run_dir: Path, level: str = "##", label: str = "") -> list[str]:
+    parts = []
+    for d in _notebook_folders(run_dir):
+        parts += [f"{level} {label}{d.name}", ""]
+        if d.name in PRIMARY and not label:
+            parts += [f"Primary comparison: {PRIMARY[d.name]}.", ""]
+        parts += SECTIONS.get(d.name, _section_tables)(d)
+    return parts
+
+
+def results_document(run_dir: str | Path, sets_dir: str | Path | None = None) -> str:
+    """Markdown for every notebook folder in ``run_dir`` (``runs/<set>``), generated from its files, then each
+    committed set in ``sets_dir`` (:data:`SETS`), marked as that set's."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir} is not a run folder; run `make run` (or `python -m tmlib suite`) first")
@@ -384,10 +441,16 @@ def results_document(run_dir: str | Path) -> str:
     timing = run_dir / "suite_timing.csv"
     if timing.is_file():
         parts += ["## Wall time per notebook (seconds, this machine)", "", _table(timing), ""]
-    for d in sorted(p for p in run_dir.glob("[0-9][0-9]_*") if p.is_dir()):
-        name = d.name
-        parts += [f"## {name}", ""]
-        if name in PRIMARY:
-            parts += [f"Primary comparison: {PRIMARY[name]}.", ""]
-        parts += SECTIONS.get(name, _section_tables)(d)
+    parts += _notebook_sections(run_dir)
+    for folder in committed_sets(sets_dir):
+        parts += [
+            f"# The `{folder.name}` parameter set (committed tables)",
+            "",
+            f"Not part of `make run`: `python -m tmlib suite --params {folder.name} --out runs/{folder.name}` ran "
+            f"it (the set's file names its primary comparisons), then `python -m tmlib report runs/{folder.name} "
+            f"--save-tables {SETS.as_posix()}/{folder.name}` committed these tables from it; each number below is from "
+            f"`{SETS.as_posix()}/{folder.name}/`.",
+            "",
+            *_notebook_sections(folder, label=f"`{folder.name}`: "),
+        ]
     return "\n".join(parts).rstrip() + "\n"
