@@ -125,8 +125,8 @@ def test_csv_and_jsonl(tmp_path):
         ("body,label\nx,1\ny,0\n", "has no column 'text'"),
         ("text,lab\nx,1\ny,0\n", "has no column 'label'"),
         ("text,label\nx,1\ny,1\nz,1\n", "single class"),
-        ("text,label\nx,1\n ,0\nz,0\n", "empty 'text'"),
-        ("text,label\nx,1\ny,\nz,0\n", "without a 'label' value"),
+        ("text,label\nx,1\n ,0\nz,0\n", r"1 row\(s\) with empty 'text', e\.g\. rows \[2\]"),  # data rows from 1
+        ("text,label\nx,1\ny,\nz,\n", r"2 row\(s\) without a 'label' value, e\.g\. rows \[2, 3\]"),
     ],
 )
 def test_bad_user_files(tmp_path, content, fragment):

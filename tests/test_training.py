@@ -358,6 +358,30 @@ def test_corrupted_resume_checkpoint_starts_over(tmp_path):
     assert res.fit.steps == 2
 
 
+def test_a_checkpoint_of_another_training_config_is_not_resumed(tmp_path):
+    """checkpoint.pt left by another config (another lr, say) warns, naming the file, and training starts over:
+    the weights equal a run without that file."""
+    from tmlib.core.models import load_classifier, load_tokenizer
+    from tmlib.core.training import TrainConfig
+    from tmlib.tasks.classify import Classification
+    from tmlib.tasks.data import load_task
+
+    data, tok = load_task("mr", max_examples=16), load_tokenizer("minilm")
+    cfg = TrainConfig(lr=1e-3, batch_size=8, max_steps=2, max_length=16, progress=False)
+
+    def run(folder):
+        model = load_classifier("scratch:tiny", ["negative", "positive"], seed=0)
+        assert fit(model, data, cfg, Classification(tok), checkpoint_dir=folder).fit.steps == 2
+        return model  # trained in place
+
+    fresh = run(None)
+    torch.save({"config_hash": "another config", "n_params": 1, "step": 1}, tmp_path / "checkpoint.pt")
+    with pytest.warns(UserWarning, match=r"checkpoint.pt was written by another training config"):
+        resumed = run(tmp_path)
+    for (name, a), b in zip(fresh.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_evaluate_classifier_in_bf16_is_close_to_fp32(tiny_task, tokenizer):
     from tmlib.tasks.classify import EvalBatches, encode, evaluate_classifier
 
