@@ -245,13 +245,19 @@ def test_unknown_and_missing():
 
 
 def test_hub_dataset_fails_fast_offline(monkeypatch):
+    """HF_HUB_OFFLINE=1: the error comes without a connection attempt (one could hang for its whole timeout)."""
+    import socket
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from tmlib.core import hub
 
+    tried = []
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: tried.append(a) or socket.socket())
     hub.hub_reachable.cache_clear()
     with pytest.raises(DataError, match="unreachable .*builtin task instead: mr"):
         load_task("hub:rotten_tomatoes")
     hub.hub_reachable.cache_clear()
+    assert tried == []
 
 
 def test_empty_split_rejected():

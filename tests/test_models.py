@@ -25,13 +25,19 @@ def test_unknown_scratch_size():
 
 
 def test_hub_name_fails_fast_offline(monkeypatch):
+    """HF_HUB_OFFLINE=1: the error comes without a connection attempt (one could hang for its whole timeout)."""
+    import socket
+
     from tmlib.core import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tried = []
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: tried.append(a) or socket.socket())
     hub.hub_reachable.cache_clear()
     with pytest.raises(ModelUnavailableError, match=r"'bert-base-uncased' .*offline.*'minilm'"):
         models.load_tokenizer("bert-base-uncased")
     hub.hub_reachable.cache_clear()
+    assert tried == []
 
 
 def test_bad_paths(tmp_path):
