@@ -140,3 +140,36 @@ def test_the_committed_results_page_shows_every_committed_set_as_its_tables_rend
         assert (root / "docs" / "figures" / f"budget_curve_{folder.name}.png").is_file() or (
             "budget curve" not in section
         )
+
+
+def test_notebook_05s_primary_comparisons_get_a_ci_and_holm_over_all_four(tmp_path):
+    """The four comparisons `full` names before the run, from notebook 05's tables: the 95% CI from the gap's sd
+    (t with n-1 df) and Holm's p over the four; a run without all four (the `default` slice) shows none."""
+    from tmlib.report import primary_05
+
+    d = tmp_path / "05_what_masks_learn"
+    d.mkdir()
+    gap = {"n_seeds": 5, "gap_sd_pts": 1.0, "detectable_gap_pts": 2.0}
+    pd.DataFrame(
+        [
+            {"task": "pos", "method": "finetune", "gap_p": None},
+            {"task": "pos", "method": "mask", "gap_vs_reference_pts": -0.5, "gap_p": 0.04, **gap},
+            {"task": "ner", "method": "mask", "gap_vs_reference_pts": -9.0, "gap_p": 0.0001, **gap},
+        ]
+    ).to_csv(d / "token_tasks.csv", index=False)
+    pd.DataFrame(
+        [{"setting": 0.05, "gap_p": None}, {"setting": 0.5, "gap_vs_reference_pts": -3.0, "gap_p": 0.01, **gap}]
+    ).to_csv(d / "sparsity.csv", index=False)
+    layers = [
+        {"setting": "default", "gap_p": None},
+        {"setting": "bottom3", "gap_vs_reference_pts": 1, "gap_p": 0.5, **gap},
+    ]
+    pd.DataFrame(layers).to_csv(d / "layers.csv", index=False)
+    assert primary_05(d).empty  # top3 missing: not the full design
+    layers.append({"setting": "top3", "gap_vs_reference_pts": -1, "gap_p": 0.02, **gap})
+    pd.DataFrame(layers).to_csv(d / "layers.csv", index=False)
+    t = primary_05(d)
+    assert list(t.comparison.str.split(":").str[0]) == ["POS tagging", "initial sparsity", "layer-wise", "layer-wise"]
+    assert t.gap_pts.tolist() == [-0.5, -3.0, 1.0, -1.0]  # pos, not ner; 0.5 read as the string "0.5"
+    assert t.ci95_pts.round(4).tolist() == [1.2417] * 4  # t(0.975, 4) * 1 / sqrt(5)
+    assert t.p_holm.round(4).tolist() == [0.08, 0.04, 0.5, 0.06]  # Holm: 0.01*4, 0.02*3, 0.04*2, 0.5

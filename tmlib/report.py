@@ -149,10 +149,66 @@ def _section_04(d: Path) -> list[str]:
     return [*lines, "", _table(d / "summary.csv", digits=3), ""]
 
 
+def _optional(d: Path, name: str, title: str, columns: list[str] | None = None) -> list[str]:
+    """A table's subsection when the notebook wrote it (a set that skips a study writes no table of it)."""
+    return [f"### {title}", "", _table(d / name, columns), ""] if (d / name).is_file() else []
+
+
+PRIMARY_05 = (  # the `full` set's primary comparisons (named in full.yaml before the run), Holm-corrected together
+    ("token_tasks.csv", {"task": "pos", "method": "mask"}, "POS tagging: mask − fine-tune (token accuracy)"),
+    ("sparsity.csv", {"setting": "0.5"}, "initial sparsity: 50% − 5%"),
+    ("layers.csv", {"setting": "bottom3"}, "layer-wise: bottom3 − default"),
+    ("layers.csv", {"setting": "top3"}, "layer-wise: top3 − default"),
+)
+
+
+def primary_05(d: Path) -> pd.DataFrame:
+    """The rows of :data:`PRIMARY_05` in notebook 05's tables, with the 95% CI and Holm's p over all of them; empty
+    unless the run has every one (the `full` design: `default` names no primary comparison)."""
+    from tmlib.core.stats import ci_half_width, holm
+
+    rows = []
+    for table, where, name in PRIMARY_05:
+        if not (d / table).is_file():
+            return pd.DataFrame()
+        df = pd.read_csv(d / table, dtype=dict.fromkeys(where, str))
+        hit = df[df["gap_p"].notna()]
+        for column, value in where.items():
+            hit = hit[hit[column] == value]
+        if len(hit) != 1:
+            return pd.DataFrame()
+        r = hit.iloc[0]
+        n = int(r["n_seeds"])
+        rows.append(
+            {
+                "comparison": name,
+                "n_seeds": n,
+                "gap_pts": r["gap_vs_reference_pts"],
+                "gap_sd_pts": r["gap_sd_pts"],
+                "ci95_pts": ci_half_width(r["gap_sd_pts"], n),
+                "p": r["gap_p"],
+                "detectable_gap_pts": r["detectable_gap_pts"],
+            }
+        )
+    out = pd.DataFrame(rows)
+    out.insert(out.columns.get_loc("p") + 1, "p_holm", holm(out["p"].to_numpy()))
+    return out
+
+
 def _section_05(d: Path) -> list[str]:
+    primary = primary_05(d)
+    head = []
+    if len(primary):
+        head = [
+            f"### Primary comparisons (named before the run; paired by seed, Holm over all {len(primary)})",
+            "",
+            markdown_table(primary, floatfmt="{:.3g}"),
+            "",
+        ]
     cols = [
         "setting",
         "n_seeds",
+        "lr",
         "test_mean",
         "test_std",
         "density_pct",
@@ -162,6 +218,7 @@ def _section_05(d: Path) -> list[str]:
         "detectable_gap_pts",
     ]
     return [
+        *head,
         "### Initial sparsity (reference: 0.05)",
         "",
         _table(d / "sparsity.csv", cols),
@@ -170,10 +227,12 @@ def _section_05(d: Path) -> list[str]:
         "",
         _table(d / "layers.csv", cols),
         "",
+        *_optional(d, "lr_selection.csv", "Each setting's lr, chosen on dev (seed 0)"),
         "### Linear probe on the frozen [CLS] vector",
         "",
         _table(d / "probe.csv", ["representation", "probe_accuracy", "probe_sd", "examples"]),
         "",
+        *_optional(d, "tsne.csv", "t-SNE: class structure in the original space and in the map"),
         "### Transfer to other datasets (mask − fine-tune, paired by seed)",
         "",
         _table(d / "transfer_summary.csv"),
@@ -182,6 +241,9 @@ def _section_05(d: Path) -> list[str]:
         "",
         _table(d / "token_tasks.csv"),
         "",
+        *_optional(d, "token_baselines.csv", "Token-level baselines (no training)"),
+        *_optional(d, "token_lr_selection.csv", "Token-level lrs, chosen on dev"),
+        *_optional(d, "token_curve.csv", "Token-level learning curve (fine-tuning, dev)"),
     ]
 
 
