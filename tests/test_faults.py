@@ -202,6 +202,27 @@ def test_kill_during_artifact_write_is_detected_and_rebuilt(tmp_path, where):
     assert json.loads((tmp_path / "a" / "manifest.json").read_text())["config"] == {"n": 2}
 
 
+def test_a_swap_whose_second_rename_fails_puts_the_previous_version_back(tmp_path, monkeypatch):
+    """In-process, the folder swap's second rename failing (a disk error) puts the previous version back where it
+    was and raises: the folder is never missing or half-new (a kill there is the recovery's case, above)."""
+    from tmlib.core import runs
+
+    target = tmp_path / "a"
+    runs.atomic_save(target, lambda d: (d.mkdir(), (d / "value.txt").write_text("old")))
+    real = os.replace
+
+    def replace(src, dst):
+        if Path(dst) == target and ".old-" not in Path(src).name:  # the new version's rename into place
+            raise OSError(errno.EIO, "I/O error")
+        return real(src, dst)
+
+    monkeypatch.setattr(runs.os, "replace", replace)
+    with pytest.raises(OSError, match="I/O error"):
+        runs.atomic_save(target, lambda d: (d.mkdir(), (d / "value.txt").write_text("new")))
+    assert (target / "value.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no old copy or temp folder left behind
+
+
 # ---------------------------------------------------------------- (c) corrupted dataset / checkpoint
 
 
