@@ -125,6 +125,82 @@ def test_readonly_run_folder_still_loads_valid_artifacts_and_names_the_fix_for_a
     assert not (tmp_path / "b").exists() and RunStore(tmp_path).valid("a")
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs) where this user may mount one (root in a container), else None."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True)
+    yield disk if mounted.returncode == 0 else None
+    if mounted.returncode == 0:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+_FILL = r"""
+import resource, signal, sys
+from dataclasses import dataclass
+from pathlib import Path
+from tmlib.core.runs import ArtifactError, RunStore, Stage
+
+@dataclass
+class C:
+    n: int = 1
+
+def save(obj, d):
+    (d / "value.txt").write_text(str(obj))
+    (d / "weights.bin").write_bytes(b"\0" * (4 << 20))   # 4 MiB: more than the disk (or the size limit) holds
+
+root = Path(sys.argv[1])
+load = lambda d: int((d / "value.txt").read_text())
+RunStore(root).get(Stage("a", C(1), lambda ctx: 10, lambda o, d: (d / "value.txt").write_text(str(o)), load))
+if sys.argv[2] == "limit":   # no file system to fill: the kernel's per-process file size limit fails the write
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    RunStore(root).get(Stage("a", C(2), lambda ctx: 20, save, load))
+except ArtifactError as exc:
+    print(exc)
+"""
+
+
+def test_a_really_full_disk_is_a_clear_error_and_keeps_the_earlier_artifact(tmp_path, small_disk):
+    """No monkeypatching: a build writes 4 MiB onto a 1 MiB tmpfs (where one can be mounted; else under a 1 MiB
+    RLIMIT_FSIZE, the kernel failing the write). The error names the folder and the fix; the earlier artifact
+    still validates and loads; no temp folder is left."""
+    root, how = (small_disk, "tmpfs") if small_disk else (tmp_path / "run", "limit")
+    proc = subprocess.run(
+        [sys.executable, "-c", _FILL, str(root), how], capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reason = os.strerror(errno.ENOSPC if how == "tmpfs" else errno.EFBIG)
+    assert f"could not write artifact {root / 'a'} ({reason})" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+    assert "free disk space or choose another out_dir; earlier artifacts are intact" in proc.stdout
+    assert RunStore(root).artifact("a", C(1)).check() is None and _load(root / "a") == 10
+    assert _leftovers(root) == []
+
+
+def test_a_really_read_only_run_folder_loads_valid_artifacts_and_names_the_fix(tmp_path, small_disk):
+    """No monkeypatching: the run folder's file system remounted read-only (or, for a user who is not root, the
+    folder made read-only). A valid artifact loads; a stage that needs building names the folder and the fix."""
+    root = small_disk or tmp_path / "run"
+    RunStore(root).get(_stage(1))
+    if small_disk:
+        subprocess.run(["mount", "-o", "remount,ro", str(root)], check=True, capture_output=True)
+    elif os.geteuid() != 0:
+        root.chmod(0o555)
+    else:
+        pytest.skip("root without mount: no real read-only folder to make")
+    try:
+        assert RunStore(root).get(_stage(1)) == 10
+        with pytest.raises(ArtifactError, match=r"free disk space, make the folder writable or choose another out_dir"):
+            RunStore(root).get(Stage("b", C(1), lambda ctx: 1, _save, _load))
+    finally:
+        if not small_disk:
+            root.chmod(0o755)
+    assert not (root / "b").exists()
+
+
 def test_run_folder_that_cannot_be_created_names_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "mkdir", _full_or_readonly(errno.EROFS))
     with pytest.raises(
