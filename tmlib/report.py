@@ -149,9 +149,9 @@ def _section_04(d: Path) -> list[str]:
     return [*lines, "", _table(d / "summary.csv", digits=3), ""]
 
 
-def _optional(d: Path, name: str, title: str, columns: list[str] | None = None) -> list[str]:
+def _optional(d: Path, name: str, title: str, query: str | None = None) -> list[str]:
     """A table's subsection when the notebook wrote it (a set that skips a study writes no table of it)."""
-    return [f"### {title}", "", _table(d / name, columns), ""] if (d / name).is_file() else []
+    return [f"### {title}", "", _table(d / name, query=query), ""] if (d / name).is_file() else []
 
 
 PRIMARY_05 = (  # the `full` set's primary comparisons (named in full.yaml before the run), Holm-corrected together
@@ -214,6 +214,7 @@ def _section_05(d: Path) -> list[str]:
         "density_pct",
         "gap_vs_reference_pts",
         "gap_sd_pts",
+        "gap_ci95_pts",
         "gap_p",
         "detectable_gap_pts",
     ]
@@ -227,7 +228,7 @@ def _section_05(d: Path) -> list[str]:
         "",
         _table(d / "layers.csv", cols),
         "",
-        *_optional(d, "lr_selection.csv", "Each setting's lr, chosen on dev (seed 0)"),
+        *_optional(d, "lr_selection.csv", "Each setting's lr, chosen on dev (seed 0)", query="chosen"),
         "### Linear probe on the frozen [CLS] vector",
         "",
         _table(d / "probe.csv", ["representation", "probe_accuracy", "probe_sd", "examples"]),
@@ -242,7 +243,7 @@ def _section_05(d: Path) -> list[str]:
         _table(d / "token_tasks.csv"),
         "",
         *_optional(d, "token_baselines.csv", "Token-level baselines (no training)"),
-        *_optional(d, "token_lr_selection.csv", "Token-level lrs, chosen on dev"),
+        *_optional(d, "token_lr_selection.csv", "Token-level lrs, chosen on dev (seed 0)", query="chosen"),
         *_optional(d, "token_curve.csv", "Token-level learning curve (fine-tuning, dev)"),
     ]
 
