@@ -313,3 +313,199 @@ def test_a_long_walk_reports_its_progress(scorer, tokenizer, mr_more):
         report_every=0.0,
     )
     assert len(texts) == 10 and lines == [f"buffer importance: {k} / 10 sentences" for k in (0, 4, 8)]
+
+
+# ------------------------------------------------- a tiny random BERT: the same rules, each walk in milliseconds
+
+TINY_TEXTS = [
+    "a great , wonderful film that moved me",
+    "truly awful acting",
+    "the plot is thin but the cast is not bad at all",
+    "boring",
+    "an unwatchable mess of a movie , hated it",
+    "loved the story and the music",
+    "it was fine .",
+    "the best thing i have seen this year , and the worst ending",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2-layer BERT at random init (std 0.2: its probabilities move with the input without saturating)."""
+    from transformers import BertForSequenceClassification
+
+    from tmlib.core.models import scratch_config
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(scratch_config("tiny", num_labels=2, initializer_range=0.2)).eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tiny, tokenizer):
+    """Gold labels equal to the tiny model's predictions except texts 1 and 4: correct and misclassified
+    sentences, important and unimportant tokens."""
+    enc = tokenizer(TINY_TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        preds = tiny(**enc).logits.argmax(-1).tolist()
+    labels = [1 - p if i in (1, 4) else p for i, p in enumerate(preds)]
+    assert len(set(labels)) == 2
+    return list(TINY_TEXTS), labels
+
+
+@pytest.mark.parametrize("first_token", ["official", "keep"])
+@pytest.mark.parametrize("only_correct", [True, False])
+def test_tiny_batched_equals_reference(tiny, tokenizer, tiny_data, only_correct, first_token):
+    """Batches of 3 sentences (3 batches, candidate rows cut into length groups) == one pass per token."""
+    texts, labels = tiny_data
+    cfg = BufferConfig(sentence_batch=3, only_correct=only_correct, first_token=first_token, progress=False)
+    tiny.train()  # both walks run the model in eval mode and give it back as they found it
+    fast = buffer_importance(tiny, tokenizer, texts, labels, cfg)
+    assert tiny.training
+    ref = buffer_importance_reference(tiny, tokenizer, texts, labels, cfg)
+    assert tiny.training
+    tiny.eval()
+    assert [f.tokens for f in fast] == [r.tokens for r in ref] == [tokenizer.tokenize(t) for t in texts]
+    for f, r, y in zip(fast, ref, labels):
+        assert f.important.tolist() == r.important.tolist()
+        np.testing.assert_allclose(f.scores, r.scores, atol=2e-5)
+        assert f.pred == r.pred and f.label == r.label == y and f.text == r.text
+        assert f.meta["orig"] == pytest.approx(r.meta["orig"], abs=2e-6) and f.meta.keys() == r.meta.keys()
+        assert f.meta["delta"] == 0.01 and f.meta["first_token"] == first_token and f.meta["stopwords"] == "spacy"
+        assert (f.method, r.method) == ("buffer", "buffer_reference")
+        if first_token == "keep":
+            assert f.important[0] == 0
+        if only_correct and not f.correct:
+            assert f.important.sum() == 0 and np.all(f.scores == 0)
+    assert sum(not f.correct for f in fast) == 2
+    scored = [f for f in fast if f.correct or not only_correct]
+    assert sum(int(f.important.sum()) for f in fast) > 0 and all(np.any(f.scores != 0) for f in scored)
+    assert sum(int((f.important == 0).sum()) for f in scored) > 0
+
+
+def test_tiny_official_rule_equals_batched(tiny, tokenizer, tiny_data):
+    texts, labels = tiny_data
+    fast = buffer_importance(tiny, tokenizer, texts, labels, BufferConfig(sentence_batch=2, progress=False))
+    for text, y, ts in zip(texts, labels, fast):
+        pieces, official = _official_labels(tiny, tokenizer, text, y)
+        assert ts.tokens == pieces and ts.important.tolist() == official, text
+
+
+@pytest.mark.parametrize("first_token", ["official", "keep"])
+def test_tiny_rules(tiny, tokenizer, tiny_data, first_token):
+    """The labels are the one-sided test on the stored margin, stop words and misclassified sentences 0;
+    delta 1 marks every tested token important."""
+    texts, labels = tiny_data
+    for cfg in (BufferConfig(progress=False, first_token=first_token), BufferConfig(progress=False, delta=0.1)):
+        for ts in buffer_importance(tiny, tokenizer, texts, labels, replace(cfg, first_token=first_token)):
+            stop = stopword_mask(ts.tokens)
+            assert not ts.important[stop].any()
+            if not ts.correct:
+                assert ts.important.sum() == 0 and np.all(ts.scores == 0)
+                continue
+            imp = (ts.scores > -cfg.delta) & ~stop
+            if first_token == "keep":
+                imp[0] = False
+            assert ts.important.astype(bool).tolist() == imp.tolist()
+    loose = BufferConfig(delta=1.0, progress=False, first_token=first_token, stopwords="none")
+    for ts in buffer_importance(tiny, tokenizer, texts, labels, loose):
+        want = len(ts.tokens) - (first_token == "keep") if ts.correct else 0
+        assert ts.important.sum() == want
+
+
+def test_tiny_compare_rules(tiny, tokenizer, tiny_data, monkeypatch):
+    """compare_rules' row counts equal the two labellings; compare_rule_variants walks each rule once and
+    equals compare_rules per variant."""
+    import pandas as pd
+
+    from tmlib.selective import buffer as B
+
+    texts, labels = tiny_data
+    base = BufferConfig(progress=False, sentence_batch=3)
+    a = buffer_importance(tiny, tokenizer, texts, labels, base)
+    for variant in ({"first_token": "keep"}, {"stopwords": "tmlib"}, {"delta": 0.2}):
+        row = compare_rules(tiny, tokenizer, texts, labels, base, **variant).iloc[0]
+        b = buffer_importance(tiny, tokenizer, texts, labels, replace(base, **variant))
+        ((k, v),) = variant.items()
+        assert row["base"] == f"{k}={getattr(base, k)!r}" and row["variant"] == f"{k}={v!r}"
+        assert row["sentences"] == len(texts) and row["sentences_scored"] == sum(x.correct for x in a)
+        assert row["tokens"] == sum(len(x.tokens) for x in a)
+        assert row["important_base"] == sum(int(x.important.sum()) for x in a)
+        assert row["important_variant"] == sum(int(x.important.sum()) for x in b)
+        up = sum(int(((x.important == 0) & (y.important == 1)).sum()) for x, y in zip(a, b))
+        down = sum(int(((x.important == 1) & (y.important == 0)).sum()) for x, y in zip(a, b))
+        assert (row["flipped_0_to_1"], row["flipped_1_to_0"], row["tokens_flipped"]) == (up, down, up + down)
+        assert row["sentences_differ"] == sum(x.important.tolist() != y.important.tolist() for x, y in zip(a, b))
+        assert row["rate_base"] == pytest.approx(row["important_base"] / row["tokens"])
+        assert row["rate_variant"] == pytest.approx(row["important_variant"] / row["tokens"])
+        assert row["first_important_base"] == sum(int(x.important[0]) for x in a)
+        assert row["first_important_variant"] == sum(int(y.important[0]) for y in b)
+        assert up + down > 0, variant
+    same = compare_rules(tiny, tokenizer, texts, labels, base, delta=0.01).iloc[0]
+    assert same["base"] == same["variant"] == "(same)" and same["tokens_flipped"] == 0
+    variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"punctuation": True}]
+    one_by_one = pd.concat(
+        [compare_rules(tiny, tokenizer, texts, labels, base, **v) for v in variants], ignore_index=True
+    )
+    walks = []
+    real = B.buffer_importance
+    monkeypatch.setattr(B, "buffer_importance", lambda *a, **k: walks.append(a[4]) or real(*a, **k))
+    together = B.compare_rule_variants(tiny, tokenizer, texts, labels, base, variants)
+    assert len(walks) == 2 and {w.first_token for w in walks} == {"official", "keep"}
+    assert all(w.stopwords == "none" and w.punctuation is False for w in walks)
+    pd.testing.assert_frame_equal(together, one_by_one)
+    with pytest.raises(TypeError, match=r"unknown BufferConfig option\(s\): \['first'\]"):
+        B.compare_rule_variants(tiny, tokenizer, texts, labels, base, [{"delta": 0.1}, {"first": "keep"}])
+    assert walks[2:] == []  # every variant is checked before the first walk
+
+
+def test_label_difference_needs_the_same_texts_and_tokens(tiny, tokenizer, tiny_data):
+    from tmlib.selective.buffer import label_difference
+
+    texts, labels = tiny_data
+    a = buffer_importance(tiny, tokenizer, texts[:3], labels[:3], BufferConfig(progress=False))
+    assert label_difference(a, a)["tokens_flipped"] == 0
+    with pytest.raises(ValueError, match="same texts with the same tokens"):
+        label_difference(a, a[:2])
+    with pytest.raises(ValueError, match="same texts with the same tokens"):
+        label_difference(a, [a[1], a[0], a[2]])
+
+
+def test_tiny_walk_reports_its_progress(tiny, tokenizer, tiny_data):
+    texts, labels = tiny_data
+    lines = []
+    cfg = BufferConfig(sentence_batch=3, progress=False)
+    buffer_importance(tiny, tokenizer, texts, labels, cfg, report=lines.append, report_every=0.0)
+    assert lines == [f"buffer importance: {k} / 8 sentences" for k in (0, 3, 6)]
+    quiet = []
+    buffer_importance(tiny, tokenizer, texts, labels, cfg, report=quiet.append)  # every 30 s by default
+    assert quiet == []
+
+
+def test_tiny_bf16_walk_leaves_the_model_fp32(tiny, tokenizer, tiny_data):
+    texts, labels = tiny_data
+    base = BufferConfig(progress=False, only_correct=False)
+    fp32 = buffer_importance(tiny, tokenizer, texts, labels, base)
+    bf16 = buffer_importance(tiny, tokenizer, texts, labels, replace(base, mixed_precision="bf16"))
+    assert [a.tokens for a in fp32] == [b.tokens for b in bf16]
+    first = [abs(float(a.scores[0] - b.scores[0])) for a, b in zip(fp32, bf16)]
+    assert 0 < max(first) < 5e-2  # bf16 rounding: close, not identical
+    assert all(p.dtype == torch.float32 for p in tiny.parameters()) and not tiny.training
+    assert torch.is_autocast_enabled("cpu") is False
+
+
+def test_cls_only_and_the_full_forward_give_the_same_labels(tiny, tokenizer, tiny_data):
+    texts, labels = tiny_data
+    a = buffer_importance(tiny, tokenizer, texts, labels, BufferConfig(progress=False))
+    b = buffer_importance(tiny, tokenizer, texts, labels, BufferConfig(progress=False, cls_only=False))
+    assert [x.important.tolist() for x in a] == [y.important.tolist() for y in b]
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.scores, y.scores, atol=2e-5)
+
+
+def test_buffer_config_bounds():
+    assert BufferConfig(max_length=4, sentence_batch=1).sentence_batch == 1
+    with pytest.raises(ValueError, match=r"max_length must be >= 4 \(got 3\)"):
+        BufferConfig(max_length=3)
+    with pytest.raises(ValueError, match=r"sentence_batch must be >= 1 \(got 0\)"):
+        BufferConfig(sentence_batch=0)
