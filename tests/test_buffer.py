@@ -509,3 +509,63 @@ def test_buffer_config_bounds():
         BufferConfig(max_length=3)
     with pytest.raises(ValueError, match=r"sentence_batch must be >= 1 \(got 0\)"):
         BufferConfig(sentence_batch=0)
+
+
+def _aspect_scores(text, tokens, important, aspect, label=1, pred=1, scores=None, **meta):
+    from tmlib.selective.types import TokenScores
+
+    scores = np.asarray(scores if scores is not None else important, dtype=np.float32)
+    meta = {"aspect": aspect, "delta": 0.01, "first_token": "official", "stopwords": "spacy", **meta}
+    return TokenScores(text, tokens, scores, np.asarray(important, np.int8), label, pred, "buffer", meta)
+
+
+def test_merge_aspects_is_the_union_per_text():
+    from tmlib.selective.buffer import has_aspects, merge_aspects
+    from tmlib.selective.types import TokenScores
+
+    toks = ["the", "pasta", "was", "great", "but", "service", "slow"]
+    scores = [
+        _aspect_scores("t1", toks, [0, 1, 0, 1, 0, 0, 0], "pasta", scores=[-1, 0.5, -1, 0.9, -1, -1, -0.2]),
+        _aspect_scores("t2", ["so", "good"], [0, 1], "food", scores=[-0.5, 0.0]),
+        _aspect_scores("t1", toks, [0, 0, 0, 0, 0, 1, 1], "service", 0, 0, [-2, 0.1, -2, 0.2, -2, 0.7, 0.8]),
+        _aspect_scores("t1", toks[:5], [1, 0, 0, 0, 1], "price", 0, 1, [-0.5, -3, -3, -3, -0.4]),
+        _aspect_scores("t3", ["meh"], [0], "food", 0, 1, [-0.3]),
+    ]
+    assert has_aspects(scores) and not has_aspects([replace(s, meta={}) for s in scores])
+    assert not has_aspects([replace(scores[0], meta=None)])
+    merged = merge_aspects(scores)
+    assert [m.text for m in merged] == ["t1", "t2", "t3"]
+    m = merged[0]
+    assert m.tokens == toks and m.important.tolist() == [1, 1, 0, 1, 1, 1, 1] and m.important.dtype == np.int8
+    np.testing.assert_allclose(m.scores, [-0.5, 0.5, -1, 0.9, -0.4, 0.7, 0.8])  # per-token max over aspects
+    assert m.label is None and m.pred is None and m.method == "buffer+aspects"
+    assert m.meta == {
+        "aspects": ["pasta", "service", "price"],
+        "labels": [1, 0, 0],
+        "preds": [1, 0, 1],
+        "correct": True,
+        "merged": 3,
+        "delta": 0.01,
+        "first_token": "official",
+        "stopwords": "spacy",
+    }
+    assert merged[1].important.tolist() == [0, 1] and merged[1].meta["merged"] == 1 and merged[1].meta["correct"]
+    np.testing.assert_allclose(merged[1].scores, [-0.5, 0.0])
+    assert merged[2].meta["correct"] is False and merged[2].important.tolist() == [0]
+    bare = merge_aspects([replace(scores[1], method=None, meta={"aspect": "food"}, scores=np.full(2, -np.inf))])[0]
+    assert bare.method == "buffer+aspects" and "delta" not in bare.meta and bare.scores.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="from method 'ig' have no hard labels to merge"):
+        merge_aspects([TokenScores("t", ["a"], np.zeros(1), method="ig")])
+    other = _aspect_scores("t1", ["the", "pas", "##ta"], [0, 1, 1], "x")
+    with pytest.raises(ValueError, match=r"tokenized differently \('t1'\); merge labels of one tokenizer"):
+        merge_aspects([scores[0], other])
+
+
+def test_document_sentences_and_expand_sentences_keep_the_labels():
+    from tmlib.selective.buffer import document_sentences
+
+    texts, labels, docs = document_sentences(["A fine film. But too long!", "no boundary here", "  "], [1, 0, 1])
+    assert texts == ["A fine film.", "But too long!", "no boundary here", "  "]
+    assert labels == [1, 1, 0, 1] and docs == [0, 0, 1, 2]
+    s, y, a, src = expand_sentences(["a. b", "c"], [1, 0], splitter=lambda t: t.split(". ") + [" "], aspects=["x", "y"])
+    assert (s, y, a, src) == (["a", "b", "c"], [1, 1, 0], ["x", "x", "y"], [0, 0, 1])

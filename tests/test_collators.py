@@ -139,3 +139,87 @@ def test_collator_errors(tokenizer):
         )
     with pytest.raises(ValueError, match="fallback"):
         SelectiveMaskingCollator(tokenizer, fallback="always")
+
+
+def test_sentence_masks_per_whole_sentence():
+    from tmlib.selective.collators import sentence_masks
+
+    scores = [[0.9, 0.1, 0.8, 0.7, 0.2, 0.95, 0.3, 0.6, 0.4, 0.5], [0.2, 0.9, 0.1], [0.5, 0.5]]
+    important = [[1, 0, 1, 1, 0, 1, 0, 1, 0, 0], [0, 1, 0], [0, 0]]
+    assert sentence_masks(scores, important, "selective") == [
+        [0, 0, 0, 0, 0, 1, 0, 0, 0, 0],  # cap max(1, int(1.5)) = 1: the best important token
+        [0, 1, 0],
+        [0, 0],  # no important token: no mask (official)
+    ]
+    assert sentence_masks(scores, important, "selective", mask_ratio=0.3)[0] == [1, 0, 1, 0, 0, 1, 0, 0, 0, 0]
+    fb = sentence_masks(scores, important, "selective", fallback="random", seed=4)
+    assert sum(fb[2]) == 1 and fb[:2] == sentence_masks(scores, important, "selective")[:2]
+    rand = sentence_masks(scores, important, "random", mask_ratio=0.3, seed=7)
+    assert [sum(r) for r in rand] == [3, 1, 0] and all(set(r) <= {0, 1} for r in rand)
+    assert rand == sentence_masks(scores, important, "random", mask_ratio=0.3, seed=7)  # seeded
+    many = [[0.5] * 40] * 6
+    draws = {str(sentence_masks(many, [[1] * 40] * 6, "random", seed=s)) for s in (1, 2)}
+    assert len(draws) == 2 and sentence_masks(many, [[1] * 40] * 6, "random") == sentence_masks(
+        many, [[1] * 40] * 6, "random", seed=12345
+    )
+    with pytest.raises(ValueError, match=r"drawn for 'selective' or 'random', got 'plain'"):
+        sentence_masks(scores, important, "plain")
+
+
+def test_static_collator_pads_and_draws_nothing(tokenizer):
+    from tmlib.selective.collators import StaticMLMCollator
+
+    col = StaticMLMCollator(tokenizer)
+    rows = [{"input_ids": [101, 2000, 2001, 102], "labels": [-100, 2000, -100, -100], "sent_ids": [-1, 0, 0, -1]}]
+    rows.append({"input_ids": [101, 2002, 102], "labels": [-100, -100, -100]})
+    b = col(rows)
+    assert set(b) == {"input_ids", "labels", "attention_mask"}
+    assert b["input_ids"].tolist() == [[101, 2000, 2001, 102], [101, 2002, 102, tokenizer.pad_token_id]]
+    assert b["labels"].tolist() == [[-100, 2000, -100, -100], [-100, -100, -100, -100]]
+    assert col.state_dict() == {} and col.load_state_dict({"torch": None}) is None
+    for bad in ([], [{"input_ids": [101, 102]}]):
+        with pytest.raises(KeyError, match=r"needs rows with input_ids and labels \(tmlib.selective.mlm"):
+            col(bad)
+
+
+def test_plain_collator_drops_the_extra_fields(tokenizer):
+    from tmlib.selective.collators import PlainMLMCollator
+
+    row = {"input_ids": [101] + list(range(2000, 2040)) + [102], "token_type_ids": [0] * 42}
+    rows = [{**row, "importance": [0.5] * 42, "sent_ids": [0] * 42, "attention_mask": [1] * 42}] * 4
+    b = PlainMLMCollator(tokenizer, mlm_probability=0.3, seed=0)(rows)
+    assert set(b) == {"input_ids", "attention_mask", "token_type_ids", "labels"} and b["input_ids"].shape == (4, 42)
+    assert b["token_type_ids"].eq(0).all() and b["attention_mask"].eq(1).all()
+    again = PlainMLMCollator(tokenizer, mlm_probability=0.3, seed=0)(rows)
+    assert torch.equal(b["labels"], again["labels"]) and int((b["labels"] != -100).sum()) > 0
+
+
+@pytest.mark.parametrize("cls", [SelectiveMaskingCollator, RandomCountMaskingCollator])
+def test_collator_state_resumes_the_draws(tokenizer, cls):
+    """state_dict after a batch, loaded into a fresh collator: the next batches are identical (both generators)."""
+    rows = _examples(tokenizer, [[(30, [1] * 30, [float(k) / 30 for k in range(30)])]] * 8, packed=True)
+    a = cls(tokenizer, mlm_probability=0.3, fallback="random", seed=1)
+    a(rows)
+    state = a.state_dict()
+    assert isinstance(state["torch"], torch.Tensor) and state["numpy"]["bit_generator"] == "PCG64"
+    b = cls(tokenizer, mlm_probability=0.3, fallback="random", seed=99)
+    assert b.generator is None
+    b.load_state_dict(state)
+    for _ in range(2):
+        x, y = a(rows), b(rows)
+        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
+    fresh = cls(tokenizer, mlm_probability=0.3, seed=None)
+    assert fresh.state_dict()["torch"] is None and fresh.state_dict()["numpy"] is not None
+    fresh.load_state_dict({"torch": None, "numpy": None})  # nothing saved: nothing changes
+    assert fresh.generator is None
+
+
+def test_selective_collator_refuses_what_it_cannot_mask(tokenizer):
+    with pytest.raises(ValueError, match="mlm must be True"):
+        SelectiveMaskingCollator(tokenizer, mlm=False)
+    with pytest.raises(TypeError, match="needs dict examples with input_ids, 'importance' and 'important'"):
+        SelectiveMaskingCollator(tokenizer)([[101, 2000, 102]])
+    with pytest.raises(TypeError, match="needs dict examples"):
+        SelectiveMaskingCollator(tokenizer)([])
+    with pytest.raises(NotImplementedError, match="needs per-token importance"):
+        SelectiveMaskingCollator(tokenizer).torch_mask_tokens(torch.tensor([[101, 102]]))
