@@ -178,7 +178,9 @@ def test_static_collator_pads_and_draws_nothing(tokenizer):
     assert b["labels"].tolist() == [[-100, 2000, -100, -100], [-100, -100, -100, -100]]
     assert col.state_dict() == {} and col.load_state_dict({"torch": None}) is None
     for bad in ([], [{"input_ids": [101, 102]}]):
-        with pytest.raises(KeyError, match=r"needs rows with input_ids and labels \(tmlib.selective.mlm"):
+        with pytest.raises(
+            KeyError, match=r"^'StaticMLMCollator needs rows with input_ids and labels \(tmlib.selective.mlm"
+        ):
             col(bad)
 
 
@@ -215,11 +217,73 @@ def test_collator_state_resumes_the_draws(tokenizer, cls):
 
 
 def test_selective_collator_refuses_what_it_cannot_mask(tokenizer):
-    with pytest.raises(ValueError, match="mlm must be True"):
+    with pytest.raises(ValueError, match=r"^selective masking is a masked-LM collator; mlm must be True"):
         SelectiveMaskingCollator(tokenizer, mlm=False)
-    with pytest.raises(TypeError, match="needs dict examples with input_ids, 'importance' and 'important'"):
+    with pytest.raises(
+        TypeError, match="^SelectiveMaskingCollator needs dict examples with input_ids, 'importance' and 'important'"
+    ):
         SelectiveMaskingCollator(tokenizer)([[101, 2000, 102]])
     with pytest.raises(TypeError, match="needs dict examples"):
         SelectiveMaskingCollator(tokenizer)([])
-    with pytest.raises(NotImplementedError, match="needs per-token importance"):
+    with pytest.raises(NotImplementedError, match="^selective masking needs per-token importance: call the collator"):
         SelectiveMaskingCollator(tokenizer).torch_mask_tokens(torch.tensor([[101, 102]]))
+
+
+def test_selective_positions_inputs_and_ties():
+    scores = [0.9, 0.7, 0.6, 0.6, 0.9, 0.7, 0.7, 0.7, 0.9, 0.7, 0.6, 0.9, 0.6, 0.6, 0.9, 0.7, 0.6, 0.6, 0.7, 0.9]
+    # cap 8: the six 0.9s, then the two EARLIEST 0.7s (a quicksort would take others)
+    assert selective_positions(scores, [1] * 20, 20, mask_ratio=0.4).tolist() == [0, 1, 4, 5, 8, 11, 14, 19]
+    assert selective_positions([0.5, 0.51, 0.2]).tolist() == [1]  # n defaults to len(scores); 0.5 is not important
+    column = selective_positions(np.array([[0.9, 0.1, 0.8]]), np.array([[1, 0, 1]]), 3, mask_ratio=0.7)
+    assert column.tolist() == [0, 2] and column.dtype == np.int64  # any shape is read flat
+    assert mask_cap(1) == 1 and mask_cap(-1) == 0
+    with pytest.raises(ValueError, match=r"^2 important labels for a sentence of 3 tokens$"):
+        selective_positions([0.9, 0.1, 0.8], [1, 0], 3)
+    picks = [
+        selective_positions([0.1] * 40, [0] * 40, 40, fallback="random", rng=np.random.default_rng(5)) for _ in "ab"
+    ]
+    assert picks[0].tolist() == picks[1].tolist() and len(picks[0]) == 6  # the fallback draws from the rng given
+
+
+def test_sentence_masks_are_ints_and_seeded_with_the_fallback():
+    from tmlib.selective.collators import sentence_masks
+
+    scores, important = [[0.1] * 40] * 3, [[0] * 40] * 3
+    a = sentence_masks(scores, important, "selective", fallback="random", seed=3)
+    assert a == sentence_masks(scores, important, "selective", fallback="random", seed=3)
+    assert a != sentence_masks(scores, important, "selective", fallback="random", seed=4)
+    assert [sum(r) for r in a] == [6, 6, 6] and all(type(x) is int for r in a for x in r)
+
+
+def test_collator_fallback_is_seeded_and_inputs_pass_through(tokenizer):
+    rows = [
+        {
+            "input_ids": [101] + list(range(2000, 2030)) + [102],
+            "importance": [0.0] * 32,
+            "important": [0] * 32,
+            "token_type_ids": [0] * 16 + [1] * 16,
+            "attention_mask": [1] * 30 + [0, 0],
+        }
+    ] * 3
+    for cls in (SelectiveMaskingCollator, RandomCountMaskingCollator):
+        a = cls(tokenizer, fallback="random", seed=2, pad_to_multiple_of=8)(rows)
+        b = cls(tokenizer, fallback="random", seed=2, pad_to_multiple_of=8)(rows)
+        assert torch.equal(a["labels"], b["labels"]) and int((a["labels"] != -100).sum()) == 3 * 4
+        assert a["input_ids"].shape == (3, 32) and a["token_type_ids"][0].tolist() == [0] * 16 + [1] * 16
+        assert a["attention_mask"][0].tolist() == [1] * 30 + [0, 0]
+        wide = cls(tokenizer, fallback="random", seed=2, pad_to_multiple_of=24)(rows)
+        assert wide["input_ids"].shape == (3, 48)
+    with pytest.raises(KeyError, match="label the corpus with tmlib.selective.tagger.label_corpus"):
+        SelectiveMaskingCollator(tokenizer)([{"input_ids": [101, 2000, 102], "importance": [0, 1, 0]}])
+
+
+def test_plain_collator_takes_lists_and_keeps_the_attention_mask(tokenizer):
+    from tmlib.selective.collators import PlainMLMCollator
+
+    col = PlainMLMCollator(tokenizer, mlm_probability=0.3, seed=0)
+    ids = [101] + list(range(2000, 2040)) + [102]
+    assert col([ids, ids])["input_ids"].shape == (2, 42)  # token id lists, as Hugging Face's collator takes
+    b = col([{"input_ids": ids, "attention_mask": [1] * 40 + [0, 0], "sent_ids": [0] * 42}])
+    assert b["attention_mask"][0].tolist() == [1] * 40 + [0, 0]
+    state = col.state_dict()
+    assert isinstance(state["torch"], torch.Tensor) and state["numpy"] is None  # no numpy generator here

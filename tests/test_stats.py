@@ -1,5 +1,7 @@
 """tmlib.core.stats: paired gaps over seeds (mean, std, wins, paired t, p, 95% CI) and the gap sentence."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,7 +223,9 @@ def test_gap_table_predictions_missing_for_a_seed_or_a_group():
     kw = dict(by=None, method_col="method", value_col="v", pairs=[("a", "b")])
     r = paired_gap_table(res, **kw, predictions=preds).iloc[0]  # seed 1 lacks b's predictions, seed 2 both
     assert r.test_n == 4 and r.disagreement == 0.25 and r.sampling_sd == pytest.approx(np.sqrt(0.25 / 4))
-    none = paired_gap_table(res, **kw, predictions={}).iloc[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice"
+        none = paired_gap_table(res, **kw, predictions={}).iloc[0]
     assert none.test_n == 0 and np.isnan(none.disagreement) and np.isnan(none.sampling_sd)
 
 
@@ -264,6 +268,8 @@ def test_seeds_needed_bounds_and_options():
     assert seeds_needed(1.0, exact) == 12  # at or below the gap: the boundary counts
     n = seeds_needed(1.0, 0.5, alpha=0.01, power=0.9)
     assert detectable_gap(1.0, n, alpha=0.01, power=0.9) <= 0.5 < detectable_gap(1.0, n - 1, alpha=0.01, power=0.9)
+    n = seeds_needed(1.0, 0.5, power=0.99)  # 34 seeds at power 0.8: doubling with the wrong power stops at 64
+    assert n > 64 and detectable_gap(1.0, n, power=0.99) <= 0.5 < detectable_gap(1.0, n - 1, power=0.99)
     assert seeds_needed(1.0, 0.05, max_seeds=20) == 20 and seeds_needed(1.0, 0.01, max_seeds=64) == 64
     assert seeds_needed(1.0, 0.002) == 10_000  # the default cap
     for sd, gap in ((1.0, 0.0), (1.0, -1.0), (float("nan"), 1.0)):
@@ -284,13 +290,11 @@ def test_holm_reads_an_object_column_and_names_the_fix():
     from tmlib.core.stats import holm
 
     np.testing.assert_allclose(holm(pd.Series([0.01, 0.04], dtype=object)), [0.02, 0.04])
-    with pytest.raises(ValueError, match=r"holm needs a flat list of p-values without NaN \(leave untested rows"):
+    with pytest.raises(ValueError, match=r"^holm needs a flat list of p-values without NaN \(leave untested rows"):
         holm([[0.1, 0.2]])
 
 
 def test_disagreement_edges():
-    import warnings
-
     from tmlib.core.stats import disagreement
 
     assert disagreement([0, 1, 1, 0], [0, 1, 0, 1]) == 0.5
