@@ -421,9 +421,9 @@ def test_tiny_compare_rules(tiny, tokenizer, tiny_data, monkeypatch):
     from tmlib.selective import buffer as B
 
     texts, labels = tiny_data
-    base = BufferConfig(progress=False, sentence_batch=3)
+    base = BufferConfig(progress=False, sentence_batch=3, delta=0.05)  # not the default: the base is used
     a = buffer_importance(tiny, tokenizer, texts, labels, base)
-    for variant in ({"first_token": "keep"}, {"stopwords": "tmlib"}, {"delta": 0.2}):
+    for variant in ({"first_token": "keep"}, {"stopwords": "tmlib"}, {"delta": 0.2}, {"punctuation": True}):
         row = compare_rules(tiny, tokenizer, texts, labels, base, **variant).iloc[0]
         b = buffer_importance(tiny, tokenizer, texts, labels, replace(base, **variant))
         ((k, v),) = variant.items()
@@ -441,7 +441,9 @@ def test_tiny_compare_rules(tiny, tokenizer, tiny_data, monkeypatch):
         assert row["first_important_base"] == sum(int(x.important[0]) for x in a)
         assert row["first_important_variant"] == sum(int(y.important[0]) for y in b)
         assert up + down > 0, variant
-    same = compare_rules(tiny, tokenizer, texts, labels, base, delta=0.01).iloc[0]
+    two = compare_rules(tiny, tokenizer, texts, labels, base, first_token="keep", delta=0.2).iloc[0]
+    assert two["base"] == "delta=0.05, first_token='official'" and two["variant"] == "delta=0.2, first_token='keep'"
+    same = compare_rules(tiny, tokenizer, texts, labels, base, delta=0.05).iloc[0]
     assert same["base"] == same["variant"] == "(same)" and same["tokens_flipped"] == 0
     variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"punctuation": True}]
     one_by_one = pd.concat(
@@ -457,6 +459,16 @@ def test_tiny_compare_rules(tiny, tokenizer, tiny_data, monkeypatch):
     with pytest.raises(TypeError, match=r"unknown BufferConfig option\(s\): \['first'\]"):
         B.compare_rule_variants(tiny, tokenizer, texts, labels, base, [{"delta": 0.1}, {"first": "keep"}])
     assert walks[2:] == []  # every variant is checked before the first walk
+    walks.clear()
+    B.compare_rule_variants(tiny, tokenizer, texts, labels, base, [{"sentence_batch": 2}, {"progress": True}])
+    assert len(walks) == 1  # options that cannot change a label share the base's walk
+    aspects = ["plot", "acting", "cast", "film", "movie", "music", "film", "ending"]
+    walks.clear()
+    row = compare_rules(tiny, tokenizer, texts, labels, base, aspects=aspects, first_token="keep").iloc[0]
+    with_aspect = buffer_importance(tiny, tokenizer, texts, labels, base, aspects=aspects)
+    assert all(w.meta["aspect"] == asp for w, asp in zip(with_aspect, aspects))
+    assert row["important_base"] == sum(int(x.important.sum()) for x in with_aspect)
+    assert row["tokens"] == sum(len(x.tokens) for x in with_aspect)
 
 
 def test_label_difference_needs_the_same_texts_and_tokens(tiny, tokenizer, tiny_data):
@@ -465,8 +477,11 @@ def test_label_difference_needs_the_same_texts_and_tokens(tiny, tokenizer, tiny_
     texts, labels = tiny_data
     a = buffer_importance(tiny, tokenizer, texts[:3], labels[:3], BufferConfig(progress=False))
     assert label_difference(a, a)["tokens_flipped"] == 0
-    with pytest.raises(ValueError, match="same texts with the same tokens"):
+    with pytest.raises(ValueError, match="^the two labellings must cover the same texts with the same tokens$"):
         label_difference(a, a[:2])
+    one = [replace(a[0], tokens=a[0].tokens[:1], scores=a[0].scores[:1], important=np.ones(1, np.int8))]
+    d = label_difference(one, one)
+    assert d["tokens"] == 1 and d["rate_base"] == d["rate_variant"] == 1.0 and d["first_important_base"] == 1
     with pytest.raises(ValueError, match="same texts with the same tokens"):
         label_difference(a, [a[1], a[0], a[2]])
 
@@ -559,6 +574,9 @@ def test_merge_aspects_is_the_union_per_text():
     other = _aspect_scores("t1", ["the", "pas", "##ta"], [0, 1, 1], "x")
     with pytest.raises(ValueError, match=r"tokenized differently \('t1'\); merge labels of one tokenizer"):
         merge_aspects([scores[0], other])
+    long = "a" * 59 + "bc"
+    with pytest.raises(ValueError, match=r"differently \('a{59}b'\); merge"):  # the first 60 characters
+        merge_aspects([replace(scores[0], text=long), replace(other, text=long)])
 
 
 def test_document_sentences_and_expand_sentences_keep_the_labels():
@@ -569,3 +587,21 @@ def test_document_sentences_and_expand_sentences_keep_the_labels():
     assert labels == [1, 1, 0, 1] and docs == [0, 0, 1, 2]
     s, y, a, src = expand_sentences(["a. b", "c"], [1, 0], splitter=lambda t: t.split(". ") + [" "], aspects=["x", "y"])
     assert (s, y, a, src) == (["a", "b", "c"], [1, 1, 0], ["x", "x", "y"], [0, 0, 1])
+
+
+@pytest.mark.parametrize("walk", [buffer_importance, buffer_importance_reference])
+def test_tiny_delta_zero_is_strict(tiny, tokenizer, tiny_data, walk):
+    """With delta 0 a token is important only when the buffer plus it beats the full sentence: a one-token
+    sentence's buffer IS the sentence (the same input, p == orig), so its token is not important."""
+    texts, labels = tiny_data
+    cfg = BufferConfig(delta=0.0, stopwords="none", only_correct=False, sentence_batch=1, progress=False)
+    ts = walk(tiny, tokenizer, [texts[3]], [labels[3]], cfg)[0]
+    assert ts.tokens == ["boring"] and ts.scores.tolist() == [0.0] and ts.important.tolist() == [0]
+
+
+def test_tiny_reference_keeps_the_aspect(tiny, tokenizer, tiny_data):
+    texts, labels = tiny_data
+    cfg = BufferConfig(progress=False, only_correct=False)
+    ref = buffer_importance_reference(tiny, tokenizer, texts[:2], labels[:2], cfg, aspects=["plot", "cast"])
+    fast = buffer_importance(tiny, tokenizer, texts[:2], labels[:2], cfg, aspects=["plot", "cast"])
+    assert [r.meta["aspect"] for r in ref] == ["plot", "cast"] == [f.meta["aspect"] for f in fast]
