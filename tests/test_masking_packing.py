@@ -198,3 +198,53 @@ def test_packing_and_loading_errors_name_the_fix(tmp_path):
     more = apply_masks(_bert(), MaskConfig(skip_first_blocks=0), seed=0)
     with pytest.raises(MaskFileError, match=r"only in file: \[\], only in model: \['bert.encoder.layer.0"):
         apply_packed(more, packed)
+
+
+def test_read_and_load_errors_name_the_file_and_the_fix(tmp_path):
+    from safetensors.numpy import save_file
+
+    from tmlib.masking.packing import PackedMask, apply_packed, pack_model, save_packed
+
+    path = export_mask(_trained_like(), tmp_path / "m.safetensors", backbone="tiny-bert")
+    torch.manual_seed(0)
+    distil = AutoModelForSequenceClassification.from_config(
+        DistilBertConfig(vocab_size=100, dim=32, n_layers=3, n_heads=2, hidden_dim=64, max_position_embeddings=32)
+    )
+    with pytest.raises(MaskFileError, match=rf"^mask file {tmp_path}/m.safetensors was made for architecture 'bert'"):
+        load_mask(distil, path)
+    assert load_mask(_bert(seed=1), path, check_fingerprint=False) is not None  # the caller's choice is passed on
+    other = tmp_path / "other.safetensors"
+    save_file({"x": np.zeros(2, np.uint8)}, str(other), metadata={"format": "something/2"})
+    with pytest.raises(
+        MaskFileError, match=r"is not a tmlib mask file \(format 'something/2', expected 'tmlib-mask/1'\)"
+    ):
+        read_mask(other)
+    packed = pack_model(_trained_like(), "tiny-bert")
+    name = next(iter(packed.bits))
+    packed.bits[name] = packed.bits[name][:-1]
+    short = save_packed(packed, tmp_path / "short.safetensors")
+    want = (int(np.prod(packed.shapes[name])) + 7) // 8
+    with pytest.raises(MaskFileError, match=rf"packed mask of {name} has {want - 1} bytes, expected {want}$"):
+        read_mask(short)
+    packed = pack_model(_trained_like(), "tiny-bert")
+    packed.bits[name] = packed.bits[name].astype(np.int8)
+    with pytest.raises(MaskFileError, match=rf"packed mask of {name} has {want} bytes, expected {want}$"):
+        read_mask(save_packed(packed, tmp_path / "signed.safetensors"))
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(MaskFileError, match=r"not a readable safetensors mask file \(\w+Error: "):
+        read_mask(bad)
+    empty = PackedMask(bits={}, shapes={}, head={}, meta={"modules": "[]"}).sparsity()
+    assert empty.empty and list(empty.columns) == ["module", "block", "type", "weights", "kept", "kept_pct"]
+    unnamed = pack_model(_trained_like(), "tiny-bert")
+    unnamed.meta["id2label"] = "{}"  # no label names stored: the model keeps its own
+    target = _bert(num_labels=2)
+    apply_packed(target, unnamed)
+    assert target.config.id2label == {0: "LABEL_0", 1: "LABEL_1"} and target.num_labels == 2
+
+
+def test_a_replaced_masked_head_takes_the_backbones_dtype(tmp_path):
+    cfg = MaskConfig(skip_first_blocks=1)
+    path = export_mask(_with_head(cfg, dtype=torch.float64), tmp_path / "m.safetensors", backbone="tiny-bert")
+    fresh = load_mask(_bert(num_labels=3).double(), path)
+    assert fresh.classifier.weight.dtype == torch.float64 and fresh.classifier.out_features == 2

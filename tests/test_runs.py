@@ -402,7 +402,6 @@ def test_write_csv_and_save_figure(tmp_path):
     ax.plot([0, 1], [1, 0])
     png, svg, bare = store.save_figure("f.png", fig), store.save_figure("f.svg", fig), store.save_figure("f", fig)
     hi = store.save_figure("hi.png", fig, dpi=260)
-    plt.close(fig)
     assert png == tmp_path / "f.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # no suffix: PNG
     assert b"<svg" in svg.read_bytes()[:400]
@@ -410,7 +409,11 @@ def test_write_csv_and_save_figure(tmp_path):
     def width(p):
         return int.from_bytes(p.read_bytes()[16:20], "big")
 
-    assert 1.8 < width(hi) / width(png) < 2.2  # dpi 130 by default
+    assert 1.8 < width(hi) / width(png) < 2.2
+    ref = __import__("io").BytesIO()
+    fig.savefig(ref, format="png", dpi=130, bbox_inches="tight")  # 130 dpi by default, cropped to the content
+    assert png.read_bytes() == ref.getvalue()
+    plt.close(fig)
     assert not list(tmp_path.glob(".*tmp"))
 
 
@@ -424,6 +427,9 @@ def test_has_looks_here_and_in_the_reuse_folders(tmp_path):
     b = Stage("b", C(1), lambda ctx: 1, _save, _load)
     store.get(b)
     assert store.has(b) and not RunStore(other).has(b)
+    assert not store.has(Stage("b", C(1), lambda ctx: 2, _save, _load))  # other code: rebuilt, not loaded
+    store.cached("s", C(1), lambda: 1, _save, _load, seed=5)
+    assert json.loads((tmp_path / "here" / "s" / "manifest.json").read_text())["seed"] == 5
 
 
 def test_a_stage_logs_under_its_name(tmp_path):
