@@ -369,7 +369,7 @@ def test_tiny_batched_equals_reference(tiny, tokenizer, tiny_data, only_correct,
     for f, r, y in zip(fast, ref, labels):
         assert f.important.tolist() == r.important.tolist()
         np.testing.assert_allclose(f.scores, r.scores, atol=2e-5)
-        assert f.pred == r.pred and f.label == r.label == y and f.text == r.text
+        assert f.pred == r.pred and f.label == r.label == y and f.text == r.text == texts[fast.index(f)]
         assert f.meta["orig"] == pytest.approx(r.meta["orig"], abs=2e-6) and f.meta.keys() == r.meta.keys()
         assert f.meta["delta"] == 0.01 and f.meta["first_token"] == first_token and f.meta["stopwords"] == "spacy"
         assert (f.method, r.method) == ("buffer", "buffer_reference")
@@ -605,3 +605,89 @@ def test_tiny_reference_keeps_the_aspect(tiny, tokenizer, tiny_data):
     ref = buffer_importance_reference(tiny, tokenizer, texts[:2], labels[:2], cfg, aspects=["plot", "cast"])
     fast = buffer_importance(tiny, tokenizer, texts[:2], labels[:2], cfg, aspects=["plot", "cast"])
     assert [r.meta["aspect"] for r in ref] == ["plot", "cast"] == [f.meta["aspect"] for f in fast]
+
+
+def test_inputs_are_padded_with_segments_after_an_aspect():
+    from tmlib.selective.buffer import _inputs
+
+    got = _inputs([([101], [7, 8]), ([101, 5, 102], [9])], 102, 0, "cpu")
+    assert got["input_ids"].tolist() == [[101, 7, 8, 102, 0], [101, 5, 102, 9, 102]]
+    assert got["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    assert got["token_type_ids"].tolist() == [[0, 0, 0, 0, 0], [0, 0, 0, 1, 1]]
+    assert got["attention_mask"].dtype == got["input_ids"].dtype == torch.long
+    empty_aspect = _inputs([([101, 102], [7])], 102, 0, "cpu")  # [CLS] [SEP] text [SEP]: still two segments
+    assert empty_aspect["token_type_ids"].tolist() == [[0, 0, 1, 1]]
+
+
+def test_length_groups_keep_a_row_twice_the_shortest():
+    from tmlib.selective.buffer import _length_groups
+
+    assert [g.tolist() for g in _length_groups([5, 10, 11])] == [[0, 1], [2]]
+
+
+def test_inputs_are_checked_with_messages_naming_the_fix(tiny, tokenizer):
+    cfg = BufferConfig(progress=False)
+    with pytest.raises(TypeError, match=r"^texts must be a list of strings, got a single string; wrap it: \[text\]$"):
+        buffer_importance(tiny, tokenizer, "a text", [1], cfg)
+    with pytest.raises(ValueError, match=r"^the buffer method needs the gold labels \(one int per text\); use tmlib"):
+        buffer_importance(tiny, tokenizer, ["a"], None, cfg)
+    with pytest.raises(ValueError, match=r"^2 texts but 1 aspects; pass one aspect per text \(or None\)$"):
+        buffer_importance(tiny, tokenizer, ["a", "b"], [1, 0], cfg, aspects=["x"])
+    with pytest.raises(TypeError, match=r"^texts\[1\] is int, not a string$"):
+        buffer_importance(tiny, tokenizer, ["a", 3, 4.0], [1, 0, 1], cfg)
+
+    class NoCls:
+        cls_token_id, sep_token_id = None, 102
+
+    with pytest.raises(ValueError, match=r"^the buffer method needs a BERT-style tokenizer with \[CLS\] and \[SEP\]"):
+        buffer_importance(tiny, NoCls(), ["a"], [1], cfg)
+
+
+def test_one_text_token_fits_and_punctuation_is_zeroed_on_request(tiny, tokenizer, tiny_data):
+    texts, labels = tiny_data
+    one = buffer_importance(
+        tiny, tokenizer, [texts[0]], [labels[0]], BufferConfig(max_length=5, progress=False), aspects=["pasta"]
+    )[0]
+    assert one.tokens == ["a"]  # [CLS] pasta [SEP] a [SEP]
+    cfg = BufferConfig(progress=False, only_correct=False, stopwords="none", delta=1.0)
+    loose = buffer_importance(tiny, tokenizer, texts, labels, cfg)
+    punct = buffer_importance(tiny, tokenizer, texts, labels, replace(cfg, punctuation=True))
+    marks = [(i, j) for i, ts in enumerate(loose) for j, t in enumerate(ts.tokens) if t in {",", "."}]
+    assert marks and all(loose[i].important[j] == 1 and punct[i].important[j] == 0 for i, j in marks)
+
+
+def test_the_batched_walk_reads_cls_only_where_it_can(tiny, tokenizer, tiny_data, monkeypatch):
+    """cls_only (default): the last layer for [CLS] only on a BERT classifier; a model it does not support
+    (DistilBERT) runs its own forward, with the same labels as the reference."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from tmlib.selective import buffer as B
+
+    texts, labels = tiny_data
+    calls = []
+    real = B.cls_logits
+    monkeypatch.setattr(B, "cls_logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    B.buffer_importance(tiny, tokenizer, texts[:2], labels[:2], BufferConfig(progress=False))
+    assert calls
+    calls.clear()
+    B.buffer_importance(tiny, tokenizer, texts[:2], labels[:2], BufferConfig(progress=False, cls_only=False))
+    assert not calls
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=30522, dim=32, n_layers=1, n_heads=2, hidden_dim=64, initializer_range=0.2)
+    distil = DistilBertForSequenceClassification(cfg).eval()
+    fast = B.buffer_importance(distil, tokenizer, texts, labels, BufferConfig(progress=False, only_correct=False))
+    ref = B.buffer_importance_reference(distil, tokenizer, texts, labels, BufferConfig(only_correct=False))
+    assert not calls and [f.important.tolist() for f in fast] == [r.important.tolist() for r in ref]
+
+
+def test_a_walk_reports_every_30_seconds_by_default(tiny, tokenizer, tiny_data, monkeypatch):
+    import time
+
+    texts, labels = tiny_data
+    clock = iter(range(0, 10_000, 30))  # each reading 30 s after the last
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    lines = []
+    buffer_importance(
+        tiny, tokenizer, texts, labels, BufferConfig(sentence_batch=4, progress=False), report=lines.append
+    )
+    assert lines == ["buffer importance: 0 / 8 sentences", "buffer importance: 4 / 8 sentences"]
