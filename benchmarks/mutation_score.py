@@ -66,7 +66,7 @@ def main() -> int:
     for module in modules():
         status = results(module)
         eq = {n for n, s in status.items() if n in equiv and s == "survived"}
-        stale += [n for n, s in status.items() if n in equiv and s != "survived"]
+        stale += [n for n, s in status.items() if n in equiv and s in ("killed", "timeout")]
         count = {k: sum(1 for n, s in status.items() if s == k and n not in eq) for k in set(status.values())}
         mutants = len(status)
         detected = count.get("killed", 0) + count.get("timeout", 0)
@@ -84,9 +84,7 @@ def main() -> int:
                 "score": round(detected / max(mutants - len(eq), 1), 4),
             }
         )
-        open_survivors += [
-            f"{n} ({s})" for n, s in status.items() if s not in ("killed", "timeout") and n not in eq
-        ]
+        open_survivors += [f"{n} ({s})" for n, s in status.items() if s not in ("killed", "timeout") and n not in eq]
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)

@@ -482,6 +482,8 @@ def test_label_difference_needs_the_same_texts_and_tokens(tiny, tokenizer, tiny_
     one = [replace(a[0], tokens=a[0].tokens[:1], scores=a[0].scores[:1], important=np.ones(1, np.int8))]
     d = label_difference(one, one)
     assert d["tokens"] == 1 and d["rate_base"] == d["rate_variant"] == 1.0 and d["first_important_base"] == 1
+    second = [replace(a[0], important=np.eye(len(a[0].tokens), dtype=np.int8)[1])]  # token 1 important, not 0
+    assert label_difference(second, second)["first_important_base"] == 0
     with pytest.raises(ValueError, match="same texts with the same tokens"):
         label_difference(a, [a[1], a[0], a[2]])
 

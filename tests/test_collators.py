@@ -233,7 +233,9 @@ def test_selective_positions_inputs_and_ties():
     scores = [0.9, 0.7, 0.6, 0.6, 0.9, 0.7, 0.7, 0.7, 0.9, 0.7, 0.6, 0.9, 0.6, 0.6, 0.9, 0.7, 0.6, 0.6, 0.7, 0.9]
     # cap 8: the six 0.9s, then the two EARLIEST 0.7s (a quicksort would take others)
     assert selective_positions(scores, [1] * 20, 20, mask_ratio=0.4).tolist() == [0, 1, 4, 5, 8, 11, 14, 19]
-    assert selective_positions([0.5, 0.51, 0.2]).tolist() == [1]  # n defaults to len(scores); 0.5 is not important
+    assert selective_positions([0.5, 0.51, 0.2]).tolist() == [1]  # n defaults to len(scores)
+    assert selective_positions([0.5, 0.2]).tolist() == []  # a score of 0.5 is not important
+    assert len(set(random_positions(10, 3).tolist())) == 3  # a fresh generator when none is given
     column = selective_positions(np.array([[0.9, 0.1, 0.8]]), np.array([[1, 0, 1]]), 3, mask_ratio=0.7)
     assert column.tolist() == [0, 2] and column.dtype == np.int64  # any shape is read flat
     assert mask_cap(1) == 1 and mask_cap(-1) == 0

@@ -248,3 +248,38 @@ def test_a_replaced_masked_head_takes_the_backbones_dtype(tmp_path):
     path = export_mask(_with_head(cfg, dtype=torch.float64), tmp_path / "m.safetensors", backbone="tiny-bert")
     fresh = load_mask(_bert(num_labels=3).double(), path)
     assert fresh.classifier.weight.dtype == torch.float64 and fresh.classifier.out_features == 2
+
+
+def test_file_metadata_of_a_model_without_a_config(tmp_path):
+    """A masked module outside a Hugging Face model: the class name stands for the architecture, no label names."""
+    import json
+
+    from tmlib.masking.layer import MaskedLinear
+    from tmlib.masking.packing import pack_model
+
+    class Probe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = MaskedLinear.from_linear(torch.nn.Linear(4, 3))
+
+    packed = pack_model(Probe(), "probe-0")
+    assert packed.meta["model_type"] == packed.meta["architecture"] == "Probe" and packed.meta["id2label"] == "{}"
+    m = _trained_like()
+    modules = json.loads(pack_model(m, "tiny-bert").meta["modules"])
+    layers = masked_layers(m)
+    assert [x["name"] for x in modules] == list(layers)
+    assert all(x["shape"] == list(layers[x["name"]].weight.shape) for x in modules)
+    assert unpack_bits(pack_bits(torch.tensor([True, False])), (2,)).dtype == torch.bool
+
+
+def test_different_layers_list_three_of_each(tmp_path):
+    from tmlib.masking.packing import apply_packed, pack_model
+
+    packed = pack_model(_trained_like(), "tiny-bert")  # blocks 1 and 2
+    with pytest.raises(MaskFileError) as fewer:
+        apply_packed(apply_masks(_bert(), MaskConfig(skip_first_blocks=2), seed=0), packed)
+    with pytest.raises(MaskFileError) as more:
+        apply_packed(apply_masks(_bert(), MaskConfig(skip_first_blocks=0), seed=0), packed)
+    only_file = str(fewer.value).split("only in file: ")[1].split("]")[0]
+    only_model = str(more.value).split("only in model: ")[1].split("]")[0]
+    assert only_file.count("bert.encoder.layer.1.") == 3 and only_model.count("bert.encoder.layer.0.") == 3
