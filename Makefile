@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make run   - set up .venv, fetch offline assets, run the notebook suite (parameter set `default`) into runs/default/
 #   make test  - same setup, then the whole test suite (unit tests + notebook smoke runs)
+# Not part of make test: make mutation - the mutation score of the six core modules (mutmut, one worker, about
+#   half an hour): per module killed / survived / timeout in benchmarks/results/mutation.csv (docs/reliability.md)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +11,7 @@ EXPLORE_PARAMS ?= default
 EXPLORE_PORT   ?= 8866
 STAMP  := $(VENV)/.tmlib-installed
 
-.PHONY: setup assets browser run explore test test-fast bench bench-quick clean-runs lock
+.PHONY: setup assets browser run explore test test-fast bench bench-quick mutation clean-runs lock
 
 # constraints.txt: the versions the tests passed with; setup installs through it, so a fresh clone gets them
 $(STAMP): pyproject.toml constraints.txt
@@ -68,6 +70,13 @@ bench: assets
 
 bench-quick: assets
 	$(PY) benchmarks/run_all.py --quick
+
+# mutmut ([tool.mutmut] in pyproject.toml) mutates the six core modules in mutants/ (its scratch copy, rebuilt on
+# every run) and runs, per mutant, the selected fast tests that call the mutated function; one thread, one worker
+mutation: assets
+	rm -rf mutants
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 1
+	$(PY) benchmarks/mutation_score.py
 
 clean-runs:
 	rm -rf runs/

@@ -80,7 +80,9 @@ def test_set_mask_is_exact_and_refreshes_fold():
 def test_training_a_folded_layer_is_refused():
     _, ml = _layer()
     ml.fold().train()
-    with pytest.raises(RuntimeError, match="unfold"):
+    with pytest.raises(
+        RuntimeError, match=r"^MaskedLinear is folded \(inference mode\) but is being trained; call unfold"
+    ):
         ml(torch.randn(2, 16))
 
 
@@ -99,3 +101,23 @@ def test_training_a_folded_layer_is_refused():
 def test_config_validation(kw, match):
     with pytest.raises(MaskConfigError, match=match):
         MaskConfig(**kw)
+
+
+def test_defaults_seeding_dtype_and_strict_mask():
+    lin = torch.nn.Linear(300, 200)
+    ml = MaskedLinear.from_linear(lin)
+    assert ml.tau == 0.01 and (ml.in_features, ml.out_features) == (300, 200)
+    assert (ml.mask() == 0).float().mean().item() == pytest.approx(0.05, abs=0.005)  # init_sparsity 0.05
+    direct = MaskedLinear(lin.weight, lin.bias)
+    assert direct.tau == 0.01 and (direct.mask() == 0).float().mean().item() == pytest.approx(0.05, abs=0.005)
+    a = MaskedLinear.from_linear(lin, generator=torch.Generator().manual_seed(3))
+    b = MaskedLinear(lin.weight, lin.bias, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a.scores, b.scores)  # the generator given draws the scores
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(init_scores((4, 5), 0.01, 0.05, g1), init_scores((4, 5), 0.01, 0.05, g2))
+    assert init_scores((2, 2), 0.01, 0.05, dtype=torch.float64).dtype == torch.float64
+    wide = MaskedLinear.from_linear(torch.nn.Linear(4, 3).double())
+    assert wide.scores.dtype == torch.float64 and wide.mask().dtype == torch.float64
+    with torch.no_grad():
+        wide.scores.fill_(wide.tau)
+    assert wide.mask().sum() == 0  # a score equal to tau is masked out

@@ -347,3 +347,96 @@ def test_progress_lines_go_through_the_tmlib_logger(tmp_path, capsys, caplog):
     assert any(s.endswith("b: building") for s in seen) and not any("c:" in s for s in seen)
     assert "c: building" not in capsys.readouterr().out
     assert "c: building" in (tmp_path / "progress.log").read_text()
+
+
+def test_json_default_writes_what_a_manifest_or_table_holds(tmp_path):
+    from pathlib import Path
+
+    import numpy as np
+
+    store = RunStore(tmp_path)
+
+    class Odd:
+        def __str__(self):
+            return "odd"
+
+    class Scalar:  # has item() only
+        def item(self):
+            return 7
+
+    obj = {
+        "cfg": C(3),
+        "path": Path("a/b"),
+        "n": np.int64(5),
+        "x": np.float32(0.5),
+        "arr": np.arange(3),
+        "o": Odd(),
+        "s": Scalar(),
+    }
+    path = store.write_json("facts.json", obj)
+    assert path == tmp_path / "facts.json" and path.read_text().endswith("\n")
+    assert json.loads(path.read_text()) == {
+        "arr": [0, 1, 2],
+        "cfg": {"n": 3},
+        "n": 5,
+        "o": "odd",
+        "path": "a/b",
+        "s": 7,
+        "x": 0.5,
+    }
+    assert list(json.loads(path.read_text())) == sorted(obj)  # keys sorted: a stable file
+
+
+def test_write_csv_and_save_figure(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    store = RunStore(tmp_path)
+    assert store.write_csv("t.csv", pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})).read_text() == "a,b\n1,x\n2,y\n"
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [1, 0])
+    png, svg, bare = store.save_figure("f.png", fig), store.save_figure("f.svg", fig), store.save_figure("f", fig)
+    hi = store.save_figure("hi.png", fig, dpi=260)
+    assert png == tmp_path / "f.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert bare.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # no suffix: PNG
+    assert b"<svg" in svg.read_bytes()[:400]
+
+    def width(p):
+        return int.from_bytes(p.read_bytes()[16:20], "big")
+
+    assert 1.8 < width(hi) / width(png) < 2.2
+    ref = __import__("io").BytesIO()
+    fig.savefig(ref, format="png", dpi=130, bbox_inches="tight")  # 130 dpi by default, cropped to the content
+    assert png.read_bytes() == ref.getvalue()
+    plt.close(fig)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_has_looks_here_and_in_the_reuse_folders(tmp_path):
+    other = tmp_path / "other"
+    stage = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    RunStore(other).get(stage)
+    store = RunStore(tmp_path / "here", reuse=[other])
+    assert store.has(stage) and not RunStore(tmp_path / "alone", reuse=[]).has(stage)
+    assert not store.has(Stage("a", C(2), lambda ctx: 2, _save, _load))  # another config
+    b = Stage("b", C(1), lambda ctx: 1, _save, _load)
+    store.get(b)
+    assert store.has(b) and not RunStore(other).has(b)
+    assert not store.has(Stage("b", C(1), lambda ctx: 2, _save, _load))  # other code: rebuilt, not loaded
+    store.cached("s", C(1), lambda: 1, _save, _load, seed=5)
+    assert json.loads((tmp_path / "here" / "s" / "manifest.json").read_text())["seed"] == 5
+
+
+def test_a_stage_logs_under_its_name(tmp_path):
+    store = RunStore(tmp_path, progress=True)
+
+    def build(ctx):
+        ctx.log("half way")
+        return 1
+
+    store.get(Stage("s", C(1), build, _save, _load))
+    lines = (tmp_path / "progress.log").read_text().splitlines()
+    assert any(line.endswith(" [s] half way") for line in lines), lines

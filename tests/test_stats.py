@@ -1,11 +1,13 @@
 """tmlib.core.stats: paired gaps over seeds (mean, std, wins, paired t, p, 95% CI) and the gap sentence."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from tmlib.core.stats import ci_half_width, gap_sentence, paired_gap_table
+from tmlib.core.stats import GAP_COLUMNS, ci_half_width, detectable_gap, gap_sentence, paired_gap_table
 
 
 def frame():
@@ -159,3 +161,159 @@ def test_holm_matches_the_textbook_example():
     assert holm([0.9, 0.8]).max() == 1.0 and len(holm([])) == 0
     with pytest.raises(ValueError, match="NaN"):
         holm([0.1, float("nan")])
+
+
+def _two(values_a, values_b, seeds=None):
+    seeds = range(len(values_a)) if seeds is None else seeds
+    return pd.DataFrame(
+        [
+            {"method": m, "seed": s, "v": v}
+            for s, a, b in zip(seeds, values_a, values_b)
+            for m, v in (("a", a), ("b", b))
+        ]
+    )
+
+
+def test_gap_table_edge_cases():
+    """Two seeds; a gap of zero on a seed (neither a win nor a loss); gaps below one; the same gap on every seed
+    (std 0: nothing to test); no seed shared by both methods; no pair present at all; the default alpha."""
+    g = paired_gap_table(_two([0.5, 0.3], [0.2, 0.3]), by=None, method_col="method", value_col="v", pairs=[("a", "b")])
+    r = g.iloc[0]
+    assert list(g.columns) == GAP_COLUMNS and (r.n_seeds, r.wins, r.losses) == (2, 1, 0)
+    assert r.gap_mean == pytest.approx(0.15) and r.gap_std == pytest.approx(0.3 / np.sqrt(2))
+    assert r.ci95 == pytest.approx(ci_half_width(r.gap_std, 2)) and np.isfinite(r.t)
+    assert r.detectable_gap == pytest.approx(detectable_gap(r.gap_std, 2)) and r.verdict == "within noise"
+    small = paired_gap_table(
+        _two([0.3, 0.2, 0.8], [0.1, 0.5, 0.7]), by=None, method_col="method", value_col="v", pairs=[("a", "b")]
+    ).iloc[0]
+    assert (small.wins, small.losses) == (2, 1) and 0 < small.gap_std < 1
+    assert small.ci95 == pytest.approx(ci_half_width(small.gap_std, 3))
+    assert small.detectable_gap == pytest.approx(detectable_gap(small.gap_std, 3))
+    flat = paired_gap_table(
+        _two([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]), by=None, method_col="method", value_col="v", pairs=[("a", "b")]
+    ).iloc[0]
+    assert flat.gap_mean == 2.0 and flat.gap_std == 0 and flat.wins == 3
+    assert np.isnan(flat.t) and np.isnan(flat.p) and np.isnan(flat.ci95) and np.isnan(flat.detectable_gap)
+    assert flat.verdict == "within noise"
+    apart = pd.concat([_two([0.5], [0.4]).query("method == 'a'"), _two([0.5], [0.4], seeds=[7]).query("method == 'b'")])
+    none = paired_gap_table(apart, by=None, method_col="method", value_col="v", pairs=[("a", "b")]).iloc[0]
+    assert none.n_seeds == 0 and np.isnan(none.gap_mean) and np.isnan(none.gap_std) and none.wins == 0
+    empty = paired_gap_table(apart, by=None, method_col="method", value_col="v", pairs=[("x", "y")])
+    assert empty.empty and list(empty.columns) == GAP_COLUMNS
+
+
+def test_gap_table_keeps_every_pair_present_and_tests_at_alpha():
+    df, _, _ = frame()
+    g = paired_gap_table(
+        df, by="task", method_col="method", value_col="acc", pairs=[("lora", "finetune"), ("mask", "finetune")]
+    )
+    assert list(g.task) == ["mr", "bbc"] and set(g.comparison) == {"mask - finetune"}
+    noisy = _two([0.71, 0.74, 0.69, 0.75], [0.70, 0.72, 0.71, 0.72])
+    r = paired_gap_table(noisy, by=None, method_col="method", value_col="v", pairs=[("a", "b")]).iloc[0]
+    assert 0.05 < r.p < 1 and r.verdict == "within noise"  # the default alpha is 0.05
+    at = paired_gap_table(noisy, by=None, method_col="method", value_col="v", pairs=[("a", "b")], alpha=r.p).iloc[0]
+    assert at.verdict == "within noise"  # separated only below alpha
+    above = paired_gap_table(noisy, by=None, method_col="method", value_col="v", pairs=[("a", "b")], alpha=r.p * 1.01)
+    assert above.iloc[0].verdict == "separated"
+
+
+def test_gap_table_predictions_missing_for_a_seed_or_a_group():
+    res = _two([0.8, 0.7, 0.9], [0.7, 0.7, 0.6])
+    preds = {("a", 0): np.array([1, 0, 1, 1]), ("b", 0): np.array([1, 1, 1, 1]), ("a", 1): np.array([0, 0, 0, 0])}
+    kw = dict(by=None, method_col="method", value_col="v", pairs=[("a", "b")])
+    r = paired_gap_table(res, **kw, predictions=preds).iloc[0]  # seed 1 lacks b's predictions, seed 2 both
+    assert r.test_n == 4 and r.disagreement == 0.25 and r.sampling_sd == pytest.approx(np.sqrt(0.25 / 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice"
+        none = paired_gap_table(res, **kw, predictions={}).iloc[0]
+    assert none.test_n == 0 and np.isnan(none.disagreement) and np.isnan(none.sampling_sd)
+
+
+def test_gap_sentence_names_formats_and_p_bands():
+    row = {"a": "finetune", "b": "mask", "n_seeds": 3, "gap_mean": 0.5, "ci95": 1.25, "p": 0.2}
+    assert gap_sentence(row) == "fine-tune \u2212 mask = +0.5 \u00b1 1.2 points (p = 0.20, 3 seeds)"
+    assert gap_sentence(row, names={"mask": "Mask"}, unit="pp").endswith(
+        "Mask = +0.5 \u00b1 1.2 pp (p = 0.20, 3 seeds)"
+    )
+    flat = {**row, "n_seeds": 2, "ci95": float("nan"), "p": float("nan")}  # the same gap on both seeds
+    assert gap_sentence(flat) == "fine-tune \u2212 mask = +0.5 \u00b1 0.0 points (p = n/a, 2 seeds)"
+    bands = {0.0005: "p < 0.001", 0.001: "p = 0.001", 0.005: "p = 0.005", 0.01: "p = 0.01", 0.034: "p = 0.03"}
+    for p, text in bands.items():
+        assert f"({text}, 3 seeds)" in gap_sentence({**row, "p": p}), p
+
+
+def test_ci_and_detectable_gap_edges():
+    from tmlib.core.stats import detectable_gap
+
+    assert ci_half_width(1.0, 2) == pytest.approx(stats.t.ppf(0.975, 1) / np.sqrt(2))
+    assert ci_half_width(2.0, 3, level=0.9) == pytest.approx(stats.t.ppf(0.95, 2) * 2 / np.sqrt(3))
+    assert np.isnan(ci_half_width(float("inf"), 5)) and np.isnan(detectable_gap(float("inf"), 5))
+    assert np.isnan(detectable_gap(1.0, 1)) and detectable_gap(0.0, 5) == 0.0
+    assert detectable_gap(2.0, 10, exact=False) == pytest.approx(2 * detectable_gap(1.0, 10, exact=False))
+    for power in (0.05, 1.0):  # power must lie strictly between alpha and 1
+        with pytest.raises(ValueError, match=r"power must be in \(alpha, 1\)"):
+            detectable_gap(1.0, 5, alpha=0.05, power=power)
+    # the exact gap is where the two-sided test's power is reached, both tails counted (also a power below 0.5)
+    for n, power in ((3, 0.8), (10, 0.1)):
+        nc = detectable_gap(2.0, n, power=power) * np.sqrt(n) / 2.0
+        crit = stats.t.ppf(0.975, n - 1)
+        reach = 1 - stats.nct.cdf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+        assert reach == pytest.approx(power, abs=1e-8)
+
+
+def test_seeds_needed_bounds_and_options():
+    from tmlib.core.stats import detectable_gap, seeds_needed
+
+    exact = detectable_gap(1.0, 12)
+    assert seeds_needed(1.0, exact) == 12  # at or below the gap: the boundary counts
+    n = seeds_needed(1.0, 0.5, alpha=0.01, power=0.9)
+    assert detectable_gap(1.0, n, alpha=0.01, power=0.9) <= 0.5 < detectable_gap(1.0, n - 1, alpha=0.01, power=0.9)
+    n = seeds_needed(1.0, 0.5, power=0.99)  # 34 seeds at power 0.8: doubling with the wrong power stops at 64
+    assert n > 64 and detectable_gap(1.0, n, power=0.99) <= 0.5 < detectable_gap(1.0, n - 1, power=0.99)
+    assert seeds_needed(1.0, 0.05, max_seeds=20) == 20 and seeds_needed(1.0, 0.01, max_seeds=64) == 64
+    assert seeds_needed(1.0, 0.002) == 10_000  # the default cap
+    for sd, gap in ((1.0, 0.0), (1.0, -1.0), (float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="gap must be > 0 and sd finite"):
+            seeds_needed(sd, gap)
+
+
+def test_power_table_passes_alpha_and_power_and_defaults_to_no_fixed_cost():
+    from tmlib.core.stats import detectable_gap, power_table
+
+    t = power_table({"x": 2.0}, [4, 8], {"x": 30.0}, alpha=0.01, power=0.9)
+    assert list(t.columns) == ["setting", "n_seeds", "gap_sd", "detectable_gap", "minutes"]
+    assert list(t["gap_sd"]) == [2.0, 2.0] and list(t["minutes"]) == [2.0, 4.0]
+    assert list(t["detectable_gap"]) == [detectable_gap(2.0, n, alpha=0.01, power=0.9) for n in (4, 8)]
+
+
+def test_holm_reads_an_object_column_and_names_the_fix():
+    from tmlib.core.stats import holm
+
+    np.testing.assert_allclose(holm(pd.Series([0.01, 0.04], dtype=object)), [0.02, 0.04])
+    with pytest.raises(ValueError, match=r"^holm needs a flat list of p-values without NaN \(leave untested rows"):
+        holm([[0.1, 0.2]])
+
+
+def test_disagreement_edges():
+    from tmlib.core.stats import disagreement
+
+    assert disagreement([0, 1, 1, 0], [0, 1, 0, 1]) == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "mean of empty slice"
+        assert np.isnan(disagreement([], []))
+    with pytest.raises(ValueError, match=r"predictions of different test sets: \(2,\) vs \(3,\)"):
+        disagreement([0, 1], [0, 1, 1])
+
+
+def test_compare_arms_scale_seed_column_and_lr_per_arm():
+    from tmlib.core.stats import compare_arms
+
+    a = pd.DataFrame({"task": "t", "method": "m", "run": [0, 1, 2], "lr": [1e-3, 3e-3, 1e-3], "acc": [0.8, 0.7, 0.9]})
+    b = a.assign(acc=[0.75, 0.7, 0.8], lr=2e-3)
+    t = compare_arms({"x": a, "y": b}, value_col="acc", seed_col="run").iloc[0]
+    assert t["gap_mean"] == pytest.approx(5.0) and t["n_seeds"] == 3  # in points, paired by "run"
+    assert t["lr_x"] == "0.001/0.003" and t["lr_y"] == "0.002"
+    one = compare_arms({"x": a, "y": b.drop(columns=["lr"])}, value_col="acc", seed_col="run")
+    assert not any(c.startswith("lr_") for c in one.columns)  # only where both arms have an lr column
+    two = compare_arms({"x": a.drop(columns=["lr"]), "y": b}, value_col="acc", seed_col="run")
+    assert not any(c.startswith("lr_") for c in two.columns)

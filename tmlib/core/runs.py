@@ -125,10 +125,10 @@ def _json_default(obj: Any) -> Any:
         return dataclasses.asdict(obj)
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays of any size
+        return obj.tolist()
     if hasattr(obj, "item"):
         return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
     return str(obj)
 
 

@@ -249,15 +249,15 @@ def _set_head(model: nn.Module, packed: PackedMask) -> None:
     w = packed.head["weight"]
     old = model.get_submodule(name)
     dev, dtype = old.weight.device, old.weight.dtype
-    if isinstance(old, MaskedLinear):
-        if tuple(old.weight.shape) == tuple(w.shape):
-            with torch.no_grad():
-                old.weight.copy_(w)
-                if old.bias is not None and "bias" in packed.head:
-                    old.bias.copy_(packed.head["bias"])
-            return
+    if isinstance(old, MaskedLinear) and tuple(old.weight.shape) == tuple(w.shape):
+        with torch.no_grad():  # the stored weights into the masked head in place (its scores are set next)
+            old.weight.copy_(w)
+            if old.bias is not None and "bias" in packed.head:
+                old.bias.copy_(packed.head["bias"])
+    elif isinstance(old, MaskedLinear):
         new = MaskedLinear(w.to(dev, dtype), packed.head.get("bias"), tau=old.tau)
         new.requires_grad_(False)
+        model.set_submodule(name, new)
     else:
         new = nn.Linear(w.shape[1], w.shape[0], bias="bias" in packed.head, device=dev, dtype=dtype)
         with torch.no_grad():
@@ -265,7 +265,7 @@ def _set_head(model: nn.Module, packed: PackedMask) -> None:
             if "bias" in packed.head:
                 new.bias.copy_(packed.head["bias"])
         new.requires_grad_(old.weight.requires_grad)
-    model.set_submodule(name, new)
+        model.set_submodule(name, new)
     id2label = packed.id2label
     if id2label and hasattr(model, "config"):
         model.config.id2label = id2label
