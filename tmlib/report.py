@@ -195,6 +195,17 @@ def primary_05(d: Path) -> pd.DataFrame:
     return out
 
 
+def _probe_table(path: Path) -> str:
+    """The probe table with the standard error of each fold mean (sd / sqrt(folds)) beside the folds' sd."""
+    if not path.is_file():
+        return _table(path)
+    df = pd.read_csv(path)
+    if {"probe_sd", "folds"} <= set(df.columns):
+        df["probe_se"] = df["probe_sd"] / df["folds"].pow(0.5)
+    cols = ["representation", "probe_accuracy", "probe_sd", "probe_se", "examples", "folds"]
+    return markdown_table(df[[c for c in cols if c in df.columns]], floatfmt="{:.4g}")
+
+
 def _section_05(d: Path) -> list[str]:
     primary = primary_05(d)
     head = []
@@ -231,7 +242,10 @@ def _section_05(d: Path) -> list[str]:
         *_optional(d, "lr_selection.csv", "Each setting's lr, chosen on dev (seed 0)", query="chosen"),
         "### Linear probe on the frozen [CLS] vector",
         "",
-        _table(d / "probe.csv", ["representation", "probe_accuracy", "probe_sd", "examples"]),
+        "`probe_sd`: the sd over the cross-validation folds (each a fifth of the examples); `probe_se`: the standard "
+        "error of their mean, the probe accuracy's own uncertainty.",
+        "",
+        _probe_table(d / "probe.csv"),
         "",
         *_optional(d, "tsne.csv", "t-SNE: class structure in the original space and in the map"),
         "### Transfer to other datasets (mask − fine-tune, paired by seed)",
