@@ -151,7 +151,7 @@ def _section_04(d: Path) -> list[str]:
 
 def _optional(d: Path, name: str, title: str, query: str | None = None) -> list[str]:
     """A table's subsection when the notebook wrote it (a set that skips a study writes no table of it)."""
-    return [f"### {title}", "", _table(d / name, query=query), ""] if (d / name).is_file() else []
+    return [f"### {title}", "", _table(d / name, query=query), ""] if _rows(d / name) else []
 
 
 PRIMARY_05 = (  # the `full` set's primary comparisons (named in full.yaml before the run), Holm-corrected together
@@ -193,6 +193,14 @@ def primary_05(d: Path) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out.insert(out.columns.get_loc("p") + 1, "p_holm", holm(out["p"].to_numpy()))
     return out
+
+
+def _rows(path: Path) -> int:
+    """The number of rows of a CSV table (0 when it is missing, empty or has a header only)."""
+    try:
+        return len(pd.read_csv(path)) if path.is_file() else 0
+    except pd.errors.EmptyDataError:
+        return 0
 
 
 def _probe_table(path: Path) -> str:
@@ -254,7 +262,7 @@ def _section_05(d: Path) -> list[str]:
         "",
         "### Token-level tasks (each method − fine-tune, paired by seed)",
         "",
-        _table(d / "token_tasks.csv"),
+        _table(d / "token_tasks.csv") if _rows(d / "token_tasks.csv") else "*no token task in this set*",
         "",
         *_optional(d, "token_baselines.csv", "Token-level baselines (no training)"),
         *_optional(d, "token_lr_selection.csv", "Token-level lrs, chosen on dev (seed 0)", query="chosen"),
