@@ -442,3 +442,37 @@ def test_a_stage_logs_under_its_name(tmp_path):
     store.get(Stage("s", C(1), build, _save, _load))
     lines = (tmp_path / "progress.log").read_text().splitlines()
     assert any(line.endswith(" [s] half way") for line in lines), lines
+
+
+def test_recovery_restores_the_newest_version_moved_aside(tmp_path):
+    import os
+
+    from tmlib.core.runs import recover_partial_writes
+
+    for name, mtime in ((".a.old-9", 2_000_000_000), (".a.old-10", 1_000_000_000)):  # name order != time order
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "v.txt").write_text(name)
+        os.utime(tmp_path / name, (mtime, mtime))
+    (tmp_path / ".a.abcd1234").mkdir()  # a partial write
+    done = recover_partial_writes(tmp_path / "a")
+    assert (tmp_path / "a" / "v.txt").read_text() == ".a.old-9"  # the newest
+    assert done[0].startswith("restored the previous a") and len(done) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert recover_partial_writes(tmp_path / "missing" / "a") == []
+
+
+def test_manifest_records_versions_and_runtime(tmp_path, monkeypatch):
+    import os
+    import platform
+
+    import tmlib
+    from tmlib.core import runs
+
+    monkeypatch.setattr(runs, "VERSIONED", (*runs.VERSIONED, "no-such-package-tmlib"))
+    RunStore(tmp_path).cached("a", C(), lambda: 1, _save, _load)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    v, r = manifest["versions"], manifest["runtime"]
+    assert v["tmlib"] == tmlib.__version__ and v["python"] == platform.python_version()
+    assert v["no-such-package-tmlib"] == "not installed"
+    assert r["pid"] == os.getpid() and r["cpu_count"] == os.cpu_count() and r["machine"] == platform.machine()
+    assert isinstance(r["cuda"], bool)
