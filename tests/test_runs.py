@@ -476,3 +476,71 @@ def test_manifest_records_versions_and_runtime(tmp_path, monkeypatch):
     assert v["no-such-package-tmlib"] == "not installed"
     assert r["pid"] == os.getpid() and r["cpu_count"] == os.cpu_count() and r["machine"] == platform.machine()
     assert isinstance(r["cuda"], bool)
+
+
+def test_manifest_layout_and_the_key_hash_stay_stable(tmp_path):
+    """The manifest's fields and a stage's key hash are what an existing run folder is checked against: their
+    layout must not drift, or every artifact of every run would be rebuilt."""
+    import re
+
+    from tmlib.core.config import config_hash
+
+    store, calls = RunStore(tmp_path), []
+    up, down = _stages(calls)
+    store.get(down)
+    m = store.manifest("down")
+    assert m["config"] == {"config": {"k": 1}, "deps": {"x": {"stage": "up", "key": up.key_hash()}}}
+    assert m["stage"] == "down" and m["build_seconds"] >= 0 and m["code"] == down.code()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", m["created"])
+    assert down.key_hash() == config_hash({"key": down.key(), "code": down.code()})
+    assert up.key() == {"n": 1}  # no dependencies: the config itself
+
+
+def test_code_is_fingerprinted_once_per_stage_from_build_save_and_load(monkeypatch):
+    from tmlib.core import fingerprint
+
+    def save_other(obj, d):
+        (d / "other.txt").write_text(str(obj))
+
+    def load_other(d):
+        return int((d / "other.txt").read_text())
+
+    base = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    assert base.code() != Stage("a", C(1), base.build, save_other, _load).code()
+    assert base.code() != Stage("a", C(1), base.build, _save, load_other).code()
+    calls = []
+    real = fingerprint.code_fingerprint
+    monkeypatch.setattr(fingerprint, "code_fingerprint", lambda *f: calls.append(f) or real(*f))
+    stage = Stage("b", C(1), lambda ctx: 2, _save, _load)
+    assert stage.code() == stage.code() == stage.code() and len(calls) == 1
+
+
+def test_another_code_rebuilds_and_locks_are_named_per_stage(tmp_path):
+    from filelock import FileLock, Timeout
+
+    store, built = RunStore(tmp_path, lock_timeout=0.2), []
+    store.get(Stage("sub/a", C(1), lambda ctx: built.append(1) or 1, _save, _load))
+    assert (tmp_path / ".locks" / "sub__a.lock").exists()
+    assert RunStore(tmp_path).get(Stage("sub/a", C(1), lambda ctx: built.append(2) or 2, _save, _load)) == 2
+    assert built == [1, 2]  # the same name and config built by other code: rebuilt, not loaded
+    with FileLock(str(tmp_path / ".locks" / "b.lock")), pytest.raises(Timeout):
+        store.get(Stage("b", C(1), lambda ctx: 3, _save, _load))  # lock_timeout is the wait for another builder
+
+
+def test_a_loaded_artifact_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    from tmlib.core import runs
+    from tmlib.core.runs import _stat_signature
+
+    default = tmp_path / "runs" / "default" / "nb"
+    stage = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    RunStore(default).get(stage)
+    store, here = RunStore(tmp_path / "runs" / "dev" / "nb"), RunStore(tmp_path / "own")
+    assert store.get(stage) == 1 and here.get(stage) == 1  # reused from runs/default; built in own
+    hashed = []
+    real = runs.sha256_file
+    monkeypatch.setattr(runs, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert store.get(stage) == 1 and here.get(stage) == 1 and hashed == []
+    assert store.folder("a") == default / "a"
+    (default / "a" / "value.txt").write_text("7")  # the reused artifact changed (same size): checked again
+    assert store.get(stage) == 1 and hashed and (tmp_path / "runs" / "dev" / "nb" / "a").is_dir()
+    assert {name for name, _, _ in _stat_signature(default / "a")} == {"value.txt", "manifest.json"}
