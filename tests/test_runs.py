@@ -544,3 +544,14 @@ def test_a_loaded_artifact_is_not_hashed_again_until_it_changes(tmp_path, monkey
     (default / "a" / "value.txt").write_text("7")  # the reused artifact changed (same size): checked again
     assert store.get(stage) == 1 and hashed and (tmp_path / "runs" / "dev" / "nb" / "a").is_dir()
     assert {name for name, _, _ in _stat_signature(default / "a")} == {"value.txt", "manifest.json"}
+
+
+def test_an_artifact_committed_with_a_dataclass_config(tmp_path):
+    from tmlib.core.runs import Artifact
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "v.txt").write_text("1")
+    art = Artifact(tmp_path / "a", C(3))
+    art.commit(seed=4)
+    m = art.manifest()
+    assert m["config"] == {"n": 3} and m["seed"] == 4 and list(m["files"]) == ["v.txt"] and art.check() is None
