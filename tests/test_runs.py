@@ -555,3 +555,77 @@ def test_an_artifact_committed_with_a_dataclass_config(tmp_path):
     art.commit(seed=4)
     m = art.manifest()
     assert m["config"] == {"n": 3} and m["seed"] == 4 and list(m["files"]) == ["v.txt"] and art.check() is None
+
+
+def test_a_build_gets_its_context_and_reports_through_the_stage_log(tmp_path):
+    import re
+
+    from tmlib.core import heartbeat
+
+    seen, started = {}, []
+
+    def build(ctx):
+        seen.update(name=ctx.name, key=ctx.key_hash, work=ctx.work_dir, sink=heartbeat._SINK.get())
+        heartbeat._SINK.get()("step 3 of 9")  # what a Heartbeat inside the build writes
+        return 1
+
+    stage = Stage("s", C(1), build, _save, _load)
+    RunStore(tmp_path, progress=True, on_build=started.append).get(stage)
+    assert started == ["s"] and seen["name"] == "s" and seen["key"] == stage.key_hash()
+    assert seen["work"] == tmp_path / ".work" / "s" / stage.key_hash() and not (tmp_path / ".work").exists()
+    lines = (tmp_path / "progress.log").read_text().splitlines()
+    assert any(line.endswith(" [s] step 3 of 9") for line in lines)
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
+    built = [line for line in lines if " s: built in " in line]
+    assert len(built) == 1 and float(re.search(r"built in ([\d.]+) s", built[0]).group(1)) < 60
+    assert RunStore(tmp_path).manifest("s")["build_seconds"] < 60
+    RunStore(tmp_path / "quiet").get(
+        Stage("q", C(1), lambda ctx: seen.update(q=heartbeat._SINK.get()) or 1, _save, _load)
+    )
+    assert seen["q"] is None  # without progress nothing reports
+
+
+def test_warnings_point_at_the_caller_and_a_first_build_warns_nothing(tmp_path):
+    import warnings as w
+
+    store = RunStore(tmp_path)
+    with w.catch_warnings(record=True) as rec:
+        w.simplefilter("always")
+        store.get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    assert rec == []  # a missing artifact is simply built
+    (tmp_path / ".a.abcd1234").mkdir()  # a partial write left by a kill
+    with pytest.warns(UserWarning, match=r"removed \.a\.abcd1234 \(a partial write\)") as rec:
+        RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    assert rec[0].filename == __file__
+    with pytest.warns(UserWarning, match="produced by a different config") as rec:
+        RunStore(tmp_path).get(Stage("a", C(2), lambda ctx: 2, _save, _load))
+    assert rec[0].filename == __file__
+
+
+def test_reuse_needs_the_same_code_and_is_logged(tmp_path):
+    default, dev = tmp_path / "runs" / "default" / "nb", tmp_path / "runs" / "dev" / "nb"
+    RunStore(default).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    store = RunStore(dev, progress=True)
+    assert store.get(Stage("a", C(1), lambda ctx: 2, _save, _load)) == 2  # other code: built here
+    assert store.get(Stage("b", C(1), lambda ctx: 3, _save, _load)) == 3
+    RunStore(default).get(Stage("c", C(1), lambda ctx: 4, _save, _load))
+    assert RunStore(dev, progress=True).get(Stage("c", C(1), lambda ctx: 4, _save, _load)) == 4
+    assert f"c: reused from {default}" in (dev / "progress.log").read_text()
+
+
+def test_a_failed_write_names_the_folder_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from tmlib.core import runs
+    from tmlib.core.runs import ArtifactError
+
+    def full(path, writer):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "atomic_save", full)
+    with pytest.raises(
+        ArtifactError, match=r"\(No space left on device\); free disk space or choose another out_dir; "
+    ):
+        RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    with pytest.raises(ArtifactError, match=r"earlier artifacts are intact$"):
+        RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
