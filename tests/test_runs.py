@@ -629,3 +629,64 @@ def test_a_failed_write_names_the_folder_and_the_fix(tmp_path, monkeypatch):
         RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
     with pytest.raises(ArtifactError, match=r"earlier artifacts are intact$"):
         RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+
+
+def test_atomic_writes_create_folders_and_write_beside_the_target(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    from tmlib.core import runs
+    from tmlib.core.runs import atomic_write_json
+
+    assert atomic_write_text(tmp_path / "x" / "y" / "f.txt", "é").read_bytes() == "é".encode()
+    assert atomic_save(tmp_path / "p" / "q" / "a", lambda t: t.mkdir()).is_dir()
+    path = atomic_write_json(tmp_path / "m.json", {"b": [1], "a": 1})
+    assert path.read_text() == '{\n  "a": 1,\n  "b": [\n    1\n  ]\n}\n'  # indented, sorted: a readable manifest
+    moved = []
+    real = runs.os.replace
+    monkeypatch.setattr(runs.os, "replace", lambda src, dst: moved.append(Path(src)) or real(src, dst))
+    atomic_write_text(tmp_path / "f.txt", "1")
+    assert moved[0].parent == tmp_path and re.fullmatch(r"\.f\.txt\..+\.tmp", moved[0].name), moved
+
+
+def test_a_cleanup_that_fails_never_fails_the_write(tmp_path, monkeypatch):
+    """Removing a temp folder or a version moved aside is best effort: an error there (a file held open on some
+    file systems) must not turn a finished write into a failure."""
+    from tmlib.core import runs
+    from tmlib.core.runs import recover_partial_writes
+
+    def rmtree(path, ignore_errors=False):
+        if not ignore_errors:
+            raise PermissionError(f"cannot remove {path}")
+
+    monkeypatch.setattr(runs.shutil, "rmtree", rmtree)
+    (tmp_path / "a").mkdir()
+    atomic_save(tmp_path / "a", lambda t: t.mkdir())  # swaps a folder: the old one and the temp folder are removed
+    (tmp_path / ".b.abcd1234").mkdir()
+    (tmp_path / ".b.old-12").mkdir()
+    (tmp_path / "b").mkdir()
+    assert len(recover_partial_writes(tmp_path / "b")) == 2
+
+
+def test_check_and_manifest_say_what_is_wrong(tmp_path):
+    from tmlib.core.config import config_hash
+    from tmlib.core.runs import Artifact, ArtifactError
+
+    store = RunStore(tmp_path)
+    assert Artifact(tmp_path / "none", {}).check() == "missing"
+    (tmp_path / "half").mkdir()
+    assert Artifact(tmp_path / "half", {}).check() == "no manifest (partial write?)"
+    with pytest.raises(ArtifactError, match=r"half has no manifest.json: it was never built or its write was cut off"):
+        store.manifest("half")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    assert Artifact(tmp_path / "bad", {}).check() == "unreadable manifest"
+    with pytest.raises(ArtifactError, match=r"manifest.json is unreadable \(.*\); delete .*bad to rebuild it$"):
+        store.manifest("bad")
+    assert not store.valid("bad") and not store.valid("none")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "manifest.json").write_text(json.dumps({"config_hash": config_hash({"n": 1}), "code": "c1"}))
+    assert Artifact(tmp_path / "ok", {"n": 1}).check() is None  # no files listed: nothing to hash
+    assert Artifact(tmp_path / "ok", {"n": 2}).check() == "produced by a different config"
+    other = Artifact(tmp_path / "ok", {"n": 1}, code="c2").check()
+    assert other == "built by different code (a function its build reaches was edited)"
