@@ -449,13 +449,13 @@ def test_recovery_restores_the_newest_version_moved_aside(tmp_path):
 
     from tmlib.core.runs import recover_partial_writes
 
-    for name, mtime in ((".a.old-9", 2_000_000_000), (".a.old-10", 1_000_000_000)):  # name order != time order
+    for name, mtime in ((".a.old-9", 1_000_000_000), (".a.old-10", 2_000_000_000)):  # name order != time order
         (tmp_path / name).mkdir()
         (tmp_path / name / "v.txt").write_text(name)
         os.utime(tmp_path / name, (mtime, mtime))
     (tmp_path / ".a.abcd1234").mkdir()  # a partial write
     done = recover_partial_writes(tmp_path / "a")
-    assert (tmp_path / "a" / "v.txt").read_text() == ".a.old-9"  # the newest
+    assert (tmp_path / "a" / "v.txt").read_text() == ".a.old-10"  # the newest
     assert done[0].startswith("restored the previous a") and len(done) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
     assert recover_partial_writes(tmp_path / "missing" / "a") == []
@@ -688,3 +688,25 @@ def test_check_and_manifest_say_what_is_wrong(tmp_path):
     assert Artifact(tmp_path / "ok", {"n": 2}).check() == "produced by a different config"
     other = Artifact(tmp_path / "ok", {"n": 1}, code="c2").check()
     assert other == "built by different code (a function its build reaches was edited)"
+
+
+def test_a_lock_folder_that_cannot_be_made_still_loads_a_valid_artifact(tmp_path, monkeypatch):
+    """A read-only or full disk: no lock can be taken; a valid artifact still loads (and is not hashed again on the
+    next get), a missing one is an error naming the folder and the fix."""
+    import shutil
+
+    from tmlib.core import runs
+    from tmlib.core.runs import ArtifactError
+
+    stage = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    RunStore(tmp_path).get(stage)
+    shutil.rmtree(tmp_path / ".locks")
+    (tmp_path / ".locks").write_text("")  # a file where the lock folder goes: mkdir fails as on a read-only disk
+    store = RunStore(tmp_path)
+    assert store.get(stage) == 1
+    hashed = []
+    real = runs.sha256_file
+    monkeypatch.setattr(runs, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert store.get(stage) == 1 and hashed == []
+    with pytest.raises(ArtifactError, match=r"cannot create lock folder .*\.locks \(File exists\); choose a writable"):
+        store.get(Stage("b", C(1), lambda ctx: 2, _save, _load))
