@@ -440,3 +440,271 @@ def test_a_stage_logs_under_its_name(tmp_path):
     store.get(Stage("s", C(1), build, _save, _load))
     lines = (tmp_path / "progress.log").read_text().splitlines()
     assert any(line.endswith(" [s] half way") for line in lines), lines
+
+
+def test_recovery_restores_the_newest_version_moved_aside(tmp_path):
+    import os
+
+    from tmlib.core.runs import recover_partial_writes
+
+    for name, mtime in ((".a.old-9", 1_000_000_000), (".a.old-10", 2_000_000_000)):  # name order != time order
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "v.txt").write_text(name)
+        os.utime(tmp_path / name, (mtime, mtime))
+    (tmp_path / ".a.abcd1234").mkdir()  # a partial write
+    done = recover_partial_writes(tmp_path / "a")
+    assert (tmp_path / "a" / "v.txt").read_text() == ".a.old-10"  # the newest
+    assert done[0].startswith("restored the previous a") and len(done) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+    assert recover_partial_writes(tmp_path / "missing" / "a") == []
+
+
+def test_manifest_records_versions_and_runtime(tmp_path, monkeypatch):
+    import os
+    import platform
+
+    import tmlib
+    from tmlib.core import runs
+
+    monkeypatch.setattr(runs, "VERSIONED", (*runs.VERSIONED, "no-such-package-tmlib"))
+    RunStore(tmp_path).cached("a", C(), lambda: 1, _save, _load)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    v, r = manifest["versions"], manifest["runtime"]
+    assert v["tmlib"] == tmlib.__version__ and v["python"] == platform.python_version()
+    assert v["no-such-package-tmlib"] == "not installed"
+    assert r["pid"] == os.getpid() and r["cpu_count"] == os.cpu_count() and r["machine"] == platform.machine()
+    assert isinstance(r["cuda"], bool)
+
+
+def test_manifest_layout_and_the_key_hash_stay_stable(tmp_path):
+    """The manifest's fields and a stage's key hash are what an existing run folder is checked against: their
+    layout must not drift, or every artifact of every run would be rebuilt."""
+    import re
+
+    from tmlib.core.config import config_hash
+
+    store, calls = RunStore(tmp_path), []
+    up, down = _stages(calls)
+    store.get(down)
+    m = store.manifest("down")
+    assert m["config"] == {"config": {"k": 1}, "deps": {"x": {"stage": "up", "key": up.key_hash()}}}
+    assert m["stage"] == "down" and m["build_seconds"] >= 0 and m["code"] == down.code()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", m["created"])
+    assert down.key_hash() == config_hash({"key": down.key(), "code": down.code()})
+    assert up.key() == {"n": 1}  # no dependencies: the config itself
+
+
+def test_code_is_fingerprinted_once_per_stage_from_build_save_and_load(monkeypatch):
+    from tmlib.core import fingerprint
+
+    def save_other(obj, d):
+        (d / "other.txt").write_text(str(obj))
+
+    def load_other(d):
+        return int((d / "other.txt").read_text())
+
+    base = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    assert base.code() != Stage("a", C(1), base.build, save_other, _load).code()
+    assert base.code() != Stage("a", C(1), base.build, _save, load_other).code()
+    calls = []
+    real = fingerprint.code_fingerprint
+    monkeypatch.setattr(fingerprint, "code_fingerprint", lambda *f: calls.append(f) or real(*f))
+    stage = Stage("b", C(1), lambda ctx: 2, _save, _load)
+    assert stage.code() == stage.code() == stage.code() and len(calls) == 1
+
+
+def test_another_code_rebuilds_and_locks_are_named_per_stage(tmp_path):
+    from filelock import FileLock, Timeout
+
+    store, built = RunStore(tmp_path, lock_timeout=0.2), []
+    store.get(Stage("sub/a", C(1), lambda ctx: built.append(1) or 1, _save, _load))
+    assert (tmp_path / ".locks" / "sub__a.lock").exists()
+    assert RunStore(tmp_path).get(Stage("sub/a", C(1), lambda ctx: built.append(2) or 2, _save, _load)) == 2
+    assert built == [1, 2]  # the same name and config built by other code: rebuilt, not loaded
+    with FileLock(str(tmp_path / ".locks" / "b.lock")), pytest.raises(Timeout):
+        store.get(Stage("b", C(1), lambda ctx: 3, _save, _load))  # lock_timeout is the wait for another builder
+
+
+def test_a_loaded_artifact_is_not_hashed_again_until_it_changes(tmp_path, monkeypatch):
+    from tmlib.core import runs
+    from tmlib.core.runs import _stat_signature
+
+    default = tmp_path / "runs" / "default" / "nb"
+    stage = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    RunStore(default).get(stage)
+    store, here = RunStore(tmp_path / "runs" / "dev" / "nb"), RunStore(tmp_path / "own")
+    assert store.get(stage) == 1 and here.get(stage) == 1  # reused from runs/default; built in own
+    hashed = []
+    real = runs.sha256_file
+    monkeypatch.setattr(runs, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert store.get(stage) == 1 and here.get(stage) == 1 and hashed == []
+    assert store.folder("a") == default / "a"
+    (default / "a" / "value.txt").write_text("7")  # the reused artifact changed (same size): checked again
+    assert store.get(stage) == 1 and hashed and (tmp_path / "runs" / "dev" / "nb" / "a").is_dir()
+    assert {name for name, _, _ in _stat_signature(default / "a")} == {"value.txt", "manifest.json"}
+
+
+def test_an_artifact_committed_with_a_dataclass_config(tmp_path):
+    from tmlib.core.runs import Artifact
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "v.txt").write_text("1")
+    art = Artifact(tmp_path / "a", C(3))
+    art.commit(seed=4)
+    m = art.manifest()
+    assert m["config"] == {"n": 3} and m["seed"] == 4 and list(m["files"]) == ["v.txt"] and art.check() is None
+
+
+def test_a_build_gets_its_context_and_reports_through_the_stage_log(tmp_path):
+    import re
+
+    from tmlib.core import heartbeat
+
+    seen, started = {}, []
+
+    def build(ctx):
+        seen.update(name=ctx.name, key=ctx.key_hash, work=ctx.work_dir, sink=heartbeat._SINK.get())
+        heartbeat._SINK.get()("step 3 of 9")  # what a Heartbeat inside the build writes
+        return 1
+
+    stage = Stage("s", C(1), build, _save, _load)
+    RunStore(tmp_path, progress=True, on_build=started.append).get(stage)
+    assert started == ["s"] and seen["name"] == "s" and seen["key"] == stage.key_hash()
+    assert seen["work"] == tmp_path / ".work" / "s" / stage.key_hash() and not (tmp_path / ".work").exists()
+    lines = (tmp_path / "progress.log").read_text().splitlines()
+    assert any(line.endswith(" [s] step 3 of 9") for line in lines)
+    assert all(re.match(r"\d\d:\d\d:\d\d ", line) for line in lines)
+    built = [line for line in lines if " s: built in " in line]
+    assert len(built) == 1 and float(re.search(r"built in ([\d.]+) s", built[0]).group(1)) < 60
+    assert RunStore(tmp_path).manifest("s")["build_seconds"] < 60
+    RunStore(tmp_path / "quiet").get(
+        Stage("q", C(1), lambda ctx: seen.update(q=heartbeat._SINK.get()) or 1, _save, _load)
+    )
+    assert seen["q"] is None  # without progress nothing reports
+
+
+def test_a_first_build_warns_nothing_a_rebuild_says_why(tmp_path):
+    import warnings as w
+
+    store = RunStore(tmp_path)
+    with w.catch_warnings(record=True) as rec:
+        w.simplefilter("always")
+        store.get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    assert rec == []  # a missing artifact is simply built
+    (tmp_path / ".a.abcd1234").mkdir()  # a partial write left by a kill
+    with pytest.warns(UserWarning, match=r"removed \.a\.abcd1234 \(a partial write\)"):
+        RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    with pytest.warns(UserWarning, match="produced by a different config"):
+        RunStore(tmp_path).get(Stage("a", C(2), lambda ctx: 2, _save, _load))
+
+
+def test_reuse_needs_the_same_code_and_is_logged(tmp_path):
+    default, dev = tmp_path / "runs" / "default" / "nb", tmp_path / "runs" / "dev" / "nb"
+    RunStore(default).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    store = RunStore(dev, progress=True)
+    assert store.get(Stage("a", C(1), lambda ctx: 2, _save, _load)) == 2  # other code: built here
+    assert store.get(Stage("b", C(1), lambda ctx: 3, _save, _load)) == 3
+    RunStore(default).get(Stage("c", C(1), lambda ctx: 4, _save, _load))
+    assert RunStore(dev, progress=True).get(Stage("c", C(1), lambda ctx: 4, _save, _load)) == 4
+    assert f"c: reused from {default}" in (dev / "progress.log").read_text()
+
+
+def test_a_failed_write_names_the_folder_and_the_fix(tmp_path, monkeypatch):
+    import errno
+
+    from tmlib.core import runs
+    from tmlib.core.runs import ArtifactError
+
+    def full(path, writer):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "atomic_save", full)
+    with pytest.raises(
+        ArtifactError, match=r"\(No space left on device\); free disk space or choose another out_dir; "
+    ):
+        RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+    with pytest.raises(ArtifactError, match=r"earlier artifacts are intact$"):
+        RunStore(tmp_path).get(Stage("a", C(1), lambda ctx: 1, _save, _load))
+
+
+def test_atomic_writes_create_folders_and_write_beside_the_target(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    from tmlib.core import runs
+    from tmlib.core.runs import atomic_write_json
+
+    assert atomic_write_text(tmp_path / "x" / "y" / "f.txt", "é").read_bytes() == "é".encode()
+    assert atomic_save(tmp_path / "p" / "q" / "a", lambda t: t.mkdir()).is_dir()
+    path = atomic_write_json(tmp_path / "m.json", {"b": [1], "a": 1})
+    assert path.read_text() == '{\n  "a": 1,\n  "b": [\n    1\n  ]\n}\n'  # indented, sorted: a readable manifest
+    moved = []
+    real = runs.os.replace
+    monkeypatch.setattr(runs.os, "replace", lambda src, dst: moved.append(Path(src)) or real(src, dst))
+    atomic_write_text(tmp_path / "f.txt", "1")
+    assert moved[0].parent == tmp_path and re.fullmatch(r"\.f\.txt\..+\.tmp", moved[0].name), moved
+
+
+def test_a_cleanup_that_fails_never_fails_the_write(tmp_path, monkeypatch):
+    """Removing a temp folder or a version moved aside is best effort: an error there (a file held open on some
+    file systems) must not turn a finished write into a failure."""
+    from tmlib.core import runs
+    from tmlib.core.runs import recover_partial_writes
+
+    def rmtree(path, ignore_errors=False):
+        if not ignore_errors:
+            raise PermissionError(f"cannot remove {path}")
+
+    monkeypatch.setattr(runs.shutil, "rmtree", rmtree)
+    (tmp_path / "a").mkdir()
+    atomic_save(tmp_path / "a", lambda t: t.mkdir())  # swaps a folder: the old one and the temp folder are removed
+    (tmp_path / ".b.abcd1234").mkdir()
+    (tmp_path / ".b.old-12").mkdir()
+    (tmp_path / "b").mkdir()
+    assert len(recover_partial_writes(tmp_path / "b")) == 2
+
+
+def test_check_and_manifest_say_what_is_wrong(tmp_path):
+    from tmlib.core.config import config_hash
+    from tmlib.core.runs import Artifact, ArtifactError
+
+    store = RunStore(tmp_path)
+    assert Artifact(tmp_path / "none", {}).check() == "missing"
+    (tmp_path / "half").mkdir()
+    assert Artifact(tmp_path / "half", {}).check() == "no manifest (partial write?)"
+    with pytest.raises(ArtifactError, match=r"half has no manifest.json: it was never built or its write was cut off"):
+        store.manifest("half")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    assert Artifact(tmp_path / "bad", {}).check() == "unreadable manifest"
+    with pytest.raises(ArtifactError, match=r"manifest.json is unreadable \(.*\); delete .*bad to rebuild it$"):
+        store.manifest("bad")
+    assert not store.valid("bad") and not store.valid("none")
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "manifest.json").write_text(json.dumps({"config_hash": config_hash({"n": 1}), "code": "c1"}))
+    assert Artifact(tmp_path / "ok", {"n": 1}).check() is None  # no files listed: nothing to hash
+    assert Artifact(tmp_path / "ok", {"n": 2}).check() == "produced by a different config"
+    other = Artifact(tmp_path / "ok", {"n": 1}, code="c2").check()
+    assert other == "built by different code (a function its build reaches was edited)"
+
+
+def test_a_lock_folder_that_cannot_be_made_still_loads_a_valid_artifact(tmp_path, monkeypatch):
+    """A read-only or full disk: no lock can be taken; a valid artifact still loads (and is not hashed again on the
+    next get), a missing one is an error naming the folder and the fix."""
+    import shutil
+
+    from tmlib.core import runs
+    from tmlib.core.runs import ArtifactError
+
+    stage = Stage("a", C(1), lambda ctx: 1, _save, _load)
+    RunStore(tmp_path).get(stage)
+    shutil.rmtree(tmp_path / ".locks")
+    (tmp_path / ".locks").write_text("")  # a file where the lock folder goes: mkdir fails as on a read-only disk
+    store = RunStore(tmp_path)
+    assert store.get(stage) == 1
+    hashed = []
+    real = runs.sha256_file
+    monkeypatch.setattr(runs, "sha256_file", lambda p: hashed.append(p) or real(p))
+    assert store.get(stage) == 1 and hashed == []
+    with pytest.raises(ArtifactError, match=r"cannot create lock folder .*\.locks \(File exists\); choose a writable"):
+        store.get(Stage("b", C(1), lambda ctx: 2, _save, _load))
