@@ -1,8 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make run   - set up .venv, fetch offline assets, run the notebook suite (parameter set `default`) into runs/default/
 #   make test  - same setup, then the whole test suite (unit tests + notebook smoke runs)
-# Not part of make test: make mutation - the mutation score of the six core modules (mutmut, one worker, about
-#   half an hour): per module killed / survived / timeout in benchmarks/results/mutation.csv (docs/reliability.md)
+# Not part of make test: make mutation - the mutation score of the six core modules (mutmut, one worker, 40
+#   minutes): per module killed / survived / timeout in benchmarks/results/mutation.csv (docs/reliability.md)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
