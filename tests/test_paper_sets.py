@@ -173,6 +173,19 @@ def _datasets(root: Path) -> Path:
     return root
 
 
+def _offline_env(hub: Path, data: Path, **extra: str) -> dict[str, str]:
+    """The suite's environment: hubs offline, the stand-in models and datasets, no fault injection."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(hub),
+        "TMLIB_DATASETS_DIR": str(data),
+        "HF_DATASETS_OFFLINE": "1",
+        "TMLIB_FAULT_KILL_AT_STEP": "",
+        **extra,
+    }
+
+
 @pytest.mark.slow
 def test_every_paper_set_runs_end_to_end_at_tiny_scale(tmp_path):
     hub, data, out = _hub_cache(tmp_path / "hub"), _datasets(tmp_path / "datasets"), tmp_path / "runs"
@@ -180,14 +193,7 @@ def test_every_paper_set_runs_end_to_end_at_tiny_scale(tmp_path):
     for nb, sizes in SIZES.items():
         for name, value in sizes.items():
             args += ["-p", f"{nb[:2]}.{name}={json.dumps(value)}"]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str(hub),
-        "TMLIB_DATASETS_DIR": str(data),
-        "HF_DATASETS_OFFLINE": "1",
-        "TMLIB_FAULT_KILL_AT_STEP": "",
-    }
+    env = _offline_env(hub, data)
     run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1500)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     for nb in SIZES:
@@ -265,15 +271,7 @@ def test_an_aspect_paper_set_runs_end_to_end_on_aspect_shaped_files(tmp_path, do
     args += ["--out", str(out), "--no-calibration"]
     for name, value in SIZES["01_selective_masking"].items():
         args += ["-p", f"01.{name}={json.dumps(value)}"]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_CACHE": str(hub),
-        "TMLIB_DATASETS_DIR": str(data),
-        "HF_DATASETS_OFFLINE": "1",
-        "TMLIB_FAULT_KILL_AT_STEP": "",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = _offline_env(hub, data, PYTHONPATH=str(ROOT))
     run = subprocess.run(args, capture_output=True, text=True, env=env, cwd=project, timeout=900)
     assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
     nb = out / "01_selective_masking"
