@@ -250,8 +250,8 @@ def _section_05(d: Path) -> list[str]:
         *_optional(d, "lr_selection.csv", "Each setting's lr, chosen on dev (seed 0)", query="chosen"),
         "### Linear probe on the frozen [CLS] vector",
         "",
-        "`probe_sd`: the sd over the cross-validation folds (each a fifth of the examples); `probe_se`: the standard "
-        "error of their mean, the probe accuracy's own uncertainty.",
+        "`probe_sd`: the sd over the cross-validation folds (each holds 1/`folds` of the `examples`); `probe_se`: the "
+        "standard error of their mean, the probe accuracy's own uncertainty.",
         "",
         _probe_table(d / "probe.csv"),
         "",
