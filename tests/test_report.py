@@ -84,6 +84,21 @@ def test_every_number_the_readme_quotes_is_in_the_committed_results(results):
     assert quoted and all(q in known for q in quoted), [q for q in quoted if q not in known]
 
 
+def test_the_glance_shows_01s_holm_p_where_the_run_has_one_and_points_to_the_powered_set():
+    """Notebook 01's primary rows carry Holm's p when its gaps.csv has one (a dash for a run from before Holm), and
+    the table says that a few seeds are a slice, naming the set that answers the question."""
+    from tmlib.report import _gap, readme_table
+
+    row = dict(gap_mean=0.47, ci95=0.31, p=0.0219, n_seeds=3, detectable_gap=0.40)
+    with_holm = _gap(pd.Series({**row, "p_holm": 0.04381}))
+    assert with_holm["p_holm"] == 0.044 and "p_holm" not in _gap(pd.Series({**row, "p_holm": float("nan")}))
+    table = readme_table({"01": {"genept_steps": 100, "gaps": {"selective - random": with_holm}}})
+    assert "| selective - random | +0.5 | ±0.3 | 0.022 | 0.044 | 0.4 |" in table
+    assert "cpu_taskpt_budgets" in table and "32 seeds" in table
+    old = readme_table({"01": {"genept_steps": 100, "gaps": {"selective - random": _gap(pd.Series(row))}}})
+    assert "| selective - random | +0.5 | ±0.3 | 0.022 | – | 0.4 |" in old
+
+
 def test_a_committed_sets_tables_show_in_the_document_marked_as_that_sets(tmp_path):
     """`report --save-tables` copies a run's tables (not its cache) into a set folder; every later document shows
     them after the run's own sections, under the set's name, and draws the set's budget curve under its own name."""

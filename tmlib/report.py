@@ -419,13 +419,17 @@ def key_numbers(run_dir: str | Path) -> dict:
 
 
 def _gap(r) -> dict:
-    return {
+    out = {
         "gap": round(float(r.gap_mean), 1),
         "ci95": round(float(r.ci95), 1),
         "p": float(f"{r.p:.2g}"),
         "n_seeds": int(r.n_seeds),
         "detectable": round(float(r.detectable_gap), 1),
     }
+    holm = getattr(r, "p_holm", None)
+    if holm is not None and pd.notna(holm):  # a primary comparison of a set that names several
+        out["p_holm"] = float(f"{holm:.2g}")
+    return out
 
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -451,15 +455,22 @@ def readme_table(numbers: dict) -> str:
             f"Selective masking (notebook 01; MiniLM, GenePT {n['genept_steps']} steps, MR, "
             f"{next(iter(n['gaps'].values()))['n_seeds']} fine-tuning seeds):",
             "",
-            "| comparison | gap (points) | 95% CI | p | detectable (80% power) |",
-            "|---|---|---|---|---|",
+            "| comparison | gap (points) | 95% CI | p | Holm p | detectable (80% power) |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {c} | {v['gap']:+.1f} | ±{v['ci95']:.1f} | {v['p']:g} | {v['detectable']:.1f} |"
+            f"| {c} | {v['gap']:+.1f} | ±{v['ci95']:.1f} | {v['p']:g} | {v.get('p_holm', '–')} | "
+            f"{v['detectable']:.1f} |"
             for c, v in n["gaps"].items()
             if c in SELECTIVE_PRIMARY
         ]
-        lines.append("")
+        lines += [
+            "",
+            "A few seeds at one small TaskPT budget are a slice of this study, not its answer: the "
+            "`cpu_taskpt_budgets` set asks the same question with 32 seeds at three budgets (docs/measurements.md, "
+            '"The budget curve").',
+            "",
+        ]
     if "03" in numbers:
         lines += [
             "Masking vs fine-tuning (notebook 03; MiniLM, 5 seeds):",
