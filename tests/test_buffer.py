@@ -160,26 +160,32 @@ def test_compare_rules(scorer, tokenizer, mr):
         compare_rules(scorer, tokenizer, texts, labels, base, first="keep")
 
 
-def test_compare_rule_variants_walks_each_rule_once(scorer, tokenizer, mr, monkeypatch):
-    """Notebook 01's four variants: the base and the three stop-word variants share one walk, first_token
-    'keep' needs a second; the rows equal compare_rules called once per variant."""
+def _variant_walks(model, tokenizer, texts, labels, base, variants, monkeypatch):
+    """The walks compare_rule_variants makes over ``variants``, after checking that its rows equal compare_rules
+    called once per variant."""
     import pandas as pd
 
     from tmlib.selective import buffer as B
 
-    texts, labels = mr[0][:6], mr[1][:6]
-    base = BufferConfig(progress=False)
-    variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
     one_by_one = pd.concat(
-        [compare_rules(scorer, tokenizer, texts, labels, base, **v) for v in variants], ignore_index=True
+        [compare_rules(model, tokenizer, texts, labels, base, **v) for v in variants], ignore_index=True
     )
     walks = []
     real = B.buffer_importance
     monkeypatch.setattr(B, "buffer_importance", lambda *a, **k: walks.append(a[4]) or real(*a, **k))
-    together = B.compare_rule_variants(scorer, tokenizer, texts, labels, base, variants)
+    pd.testing.assert_frame_equal(B.compare_rule_variants(model, tokenizer, texts, labels, base, variants), one_by_one)
+    return walks
+
+
+def test_compare_rule_variants_walks_each_rule_once(scorer, tokenizer, mr, monkeypatch):
+    """Notebook 01's four variants: the base and the three stop-word variants share one walk, first_token
+    'keep' needs a second; the rows equal compare_rules called once per variant."""
+    texts, labels = mr[0][:6], mr[1][:6]
+    base = BufferConfig(progress=False)
+    variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"stopwords": "spacy_words"}]
+    walks = _variant_walks(scorer, tokenizer, texts, labels, base, variants, monkeypatch)
     assert len(walks) == 2 and {w.first_token for w in walks} == {"official", "keep"}
     assert all(w.stopwords == "none" for w in walks)  # stop words are a mask applied after the walk
-    pd.testing.assert_frame_equal(together, one_by_one)
 
 
 @pytest.mark.parametrize("only_correct", [True, False])
@@ -416,7 +422,6 @@ def test_tiny_rules(tiny, tokenizer, tiny_data, first_token):
 def test_tiny_compare_rules(tiny, tokenizer, tiny_data, monkeypatch):
     """compare_rules' row counts equal the two labellings; compare_rule_variants walks each rule once and
     equals compare_rules per variant."""
-    import pandas as pd
 
     from tmlib.selective import buffer as B
 
@@ -446,16 +451,9 @@ def test_tiny_compare_rules(tiny, tokenizer, tiny_data, monkeypatch):
     same = compare_rules(tiny, tokenizer, texts, labels, base, delta=0.05).iloc[0]
     assert same["base"] == same["variant"] == "(same)" and same["tokens_flipped"] == 0
     variants = [{"first_token": "keep"}, {"stopwords": "tmlib"}, {"stopwords": "none"}, {"punctuation": True}]
-    one_by_one = pd.concat(
-        [compare_rules(tiny, tokenizer, texts, labels, base, **v) for v in variants], ignore_index=True
-    )
-    walks = []
-    real = B.buffer_importance
-    monkeypatch.setattr(B, "buffer_importance", lambda *a, **k: walks.append(a[4]) or real(*a, **k))
-    together = B.compare_rule_variants(tiny, tokenizer, texts, labels, base, variants)
+    walks = _variant_walks(tiny, tokenizer, texts, labels, base, variants, monkeypatch)
     assert len(walks) == 2 and {w.first_token for w in walks} == {"official", "keep"}
     assert all(w.stopwords == "none" and w.punctuation is False for w in walks)
-    pd.testing.assert_frame_equal(together, one_by_one)
     with pytest.raises(TypeError, match=r"unknown BufferConfig option\(s\): \['first'\]"):
         B.compare_rule_variants(tiny, tokenizer, texts, labels, base, [{"delta": 0.1}, {"first": "keep"}])
     assert walks[2:] == []  # every variant is checked before the first walk
